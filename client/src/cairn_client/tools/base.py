@@ -1,0 +1,63 @@
+"""Shared shapes of a client tool call: its preview, its preparation and its outcome.
+
+Owns the types that tools, policy, the TUI and headless mode pass between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cairn_protocol import ToolRequest
+from cairn_protocol.messages import ToolStatus
+from cairn_protocol.tools import ToolArgs
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file's change: `before` None means create, `after` None means delete.
+
+    `before` is exactly what the preview showed; applying checks the file still holds it.
+    """
+
+    path: str  # relative to the workspace root, POSIX separators
+    before: str | None
+    after: str | None
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What the user is shown before approving: a diff, a command, or a short line."""
+
+    title: str  # e.g. "Edit src/app.py", "Run shell command"
+    kind: Literal["diff", "command", "info"]
+    body: str  # unified diff text, the exact command, or a one-line description
+    language: str | None = None  # syntax for colouring: "diff", "bash", ...
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """A validated tool request with everything needed to decide on and run it.
+
+    `error` is set when the request cannot run at all (unknown tool, bad arguments,
+    path outside the workspace, edit that does not match): it is answered as an error
+    without asking anybody.
+    """
+
+    request: ToolRequest
+    args: ToolArgs | None
+    preview: Preview
+    changes: tuple[FileChange, ...] = ()
+    error: str | None = None
+
+    @property
+    def tool(self) -> str:
+        return self.request.tool
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    status: ToolStatus
+    content: str = ""
+    reason: str | None = None
+    changed_files: tuple[str, ...] = field(default=())

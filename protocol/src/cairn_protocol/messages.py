@@ -1,0 +1,284 @@
+"""Wire messages between the Cairn client and server.
+
+Owns every frame that crosses the websocket: client frames, server events, and the
+parsing helpers that turn raw JSON into them (or into a clear error).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from cairn_protocol.workspace import WorkspaceIdentity
+
+PROTOCOL_VERSION = 1
+
+
+class Frame(BaseModel):
+    """Base of every frame: unknown fields are rejected so typos surface early."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- client → server
+
+
+class Hello(Frame):
+    """First frame of a connection: who the client is and what it can run."""
+
+    type: Literal["hello"] = "hello"
+    protocol_version: int
+    token: str
+    workspace: WorkspaceIdentity
+    tools: list[str] = Field(description="Names of the client tools this client offers.")
+    conversation: str = Field(
+        default="latest",
+        description='"latest" (continue the newest conversation), "new", or a conversation id.',
+    )
+    resume_after: int | None = Field(
+        default=None, description="Replay durable events with a seq greater than this."
+    )
+    client_name: str = "cairn"
+
+
+class UserMessage(Frame):
+    type: Literal["user_message"] = "user_message"
+    text: str = Field(min_length=1)
+
+
+ToolStatus = Literal["ok", "error", "denied"]
+
+
+class ToolResult(Frame):
+    type: Literal["tool_result"] = "tool_result"
+    call_id: str
+    status: ToolStatus
+    content: str = ""
+    reason: str | None = Field(
+        default=None, description="Why the call was denied or failed, shown to the model."
+    )
+
+
+class Cancel(Frame):
+    """Interrupt the running run (Esc in the TUI)."""
+
+    type: Literal["cancel"] = "cancel"
+    reason: str = "interrupted by the user"
+
+
+class Ping(Frame):
+    type: Literal["ping"] = "ping"
+    nonce: str | None = None
+
+
+ClientFrame = Annotated[
+    Hello | UserMessage | ToolResult | Cancel | Ping, Field(discriminator="type")
+]
+
+
+# --------------------------------------------------------------------------- server → client
+
+
+class ServerEvent(Frame):
+    """Every server event carries the conversation's seq.
+
+    Durable events get a fresh seq and are replayed on resume. `assistant_delta`,
+    `pong` and `error` are transient: they carry the seq of the last durable event
+    and are never replayed.
+    """
+
+    seq: int = 0
+
+
+class HistoryToolCall(BaseModel):
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]
+    status: ToolStatus | None = None
+    reason: str | None = None
+
+
+class HistoryItem(BaseModel):
+    """One earlier message, as the client shows it when a conversation continues."""
+
+    role: Literal["user", "assistant", "tool"]
+    text: str
+    tool_calls: list[HistoryToolCall] = Field(default_factory=list)
+    created_at: datetime | None = None
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+        )
+
+
+class Welcome(ServerEvent):
+    type: Literal["welcome"] = "welcome"
+    protocol_version: int = PROTOCOL_VERSION
+    agent_id: str
+    conversation_id: str
+    model: str | None = Field(description="The agent's model, or None when none is configured.")
+    model_problem: str | None = Field(
+        default=None, description="Why no model can be used, with how to configure one."
+    )
+    history: list[HistoryItem] = Field(default_factory=list)
+    running_run_id: str | None = None
+
+
+class RunStarted(ServerEvent):
+    type: Literal["run_started"] = "run_started"
+    run_id: str
+    user_text: str
+
+
+class AssistantDelta(ServerEvent):
+    type: Literal["assistant_delta"] = "assistant_delta"
+    run_id: str
+    text: str
+
+
+class AssistantMessage(ServerEvent):
+    type: Literal["assistant_message"] = "assistant_message"
+    run_id: str
+    text: str
+    tool_calls: list[HistoryToolCall] = Field(default_factory=list)
+
+
+class ToolRequest(ServerEvent):
+    type: Literal["tool_request"] = "tool_request"
+    run_id: str
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]
+
+
+class ToolSettled(ServerEvent):
+    """A tool request ended without the client answering (cancel, timeout, new message)."""
+
+    type: Literal["tool_settled"] = "tool_settled"
+    run_id: str
+    call_id: str
+    status: ToolStatus
+    reason: str | None = None
+
+
+StopReason = Literal[
+    "end_turn", "cancelled", "step_limit", "model_error", "superseded", "server_restart"
+]
+
+
+class RunFinished(ServerEvent):
+    type: Literal["run_finished"] = "run_finished"
+    run_id: str
+    stop_reason: StopReason
+    usage: Usage = Field(default_factory=Usage)
+    steps: int = 0
+    detail: str | None = None
+
+
+ErrorCode = Literal[
+    "malformed_frame",
+    "unknown_frame",
+    "bad_version",
+    "unauthorized",
+    "not_ready",
+    "unknown_call",
+    "run_in_progress",
+    "no_model",
+    "internal",
+]
+
+
+class ErrorEvent(ServerEvent):
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+
+
+class Pong(ServerEvent):
+    type: Literal["pong"] = "pong"
+    nonce: str | None = None
+
+
+ServerFrame = Annotated[
+    Welcome
+    | RunStarted
+    | AssistantDelta
+    | AssistantMessage
+    | ToolRequest
+    | ToolSettled
+    | RunFinished
+    | ErrorEvent
+    | Pong,
+    Field(discriminator="type"),
+]
+
+TRANSIENT_EVENT_TYPES = frozenset({"assistant_delta", "pong", "error", "welcome"})
+
+CLIENT_FRAME_TYPES = ("hello", "user_message", "tool_result", "cancel", "ping")
+SERVER_FRAME_TYPES = (
+    "welcome", "run_started", "assistant_delta", "assistant_message", "tool_request",
+    "tool_settled", "run_finished", "error", "pong",
+)
+
+_client_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
+_server_adapter: TypeAdapter[ServerFrame] = TypeAdapter(ServerFrame)
+
+
+class FrameError(ValueError):
+    """A frame that cannot be understood; `code` is the error code to answer with."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+
+
+def parse_client_frame(raw: str | bytes) -> ClientFrame:
+    """Parse one client frame, raising FrameError with a code a client can act on."""
+    return _parse(_client_adapter, raw, CLIENT_FRAME_TYPES)
+
+
+def parse_server_frame(raw: str | bytes) -> ServerFrame:
+    return _parse(_server_adapter, raw, SERVER_FRAME_TYPES)
+
+
+def _parse(adapter: TypeAdapter[Any], raw: str | bytes, known: tuple[str, ...]) -> Any:
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise FrameError("malformed_frame", f"frame is not valid JSON: {first['msg']}") from None
+        if first["type"] == "union_tag_invalid":
+            tag = first.get("ctx", {}).get("tag", "?")
+            raise FrameError(
+                "unknown_frame", f"unknown frame type {tag!r}; expected one of {', '.join(known)}"
+            ) from None
+        if not first["loc"]:
+            raise FrameError(
+                "malformed_frame", "frame must be a JSON object with a 'type' field"
+            ) from None
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'][1:]) or '(frame)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise FrameError(
+            "malformed_frame", f"invalid {first['loc'][0]} frame: {problems}"
+        ) from None
+
+
+def dump_frame(frame: Frame) -> str:
+    return frame.model_dump_json()

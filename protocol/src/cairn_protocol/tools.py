@@ -1,0 +1,146 @@
+"""Client tool schemas: the arguments of every tool the client runs for the agent.
+
+Owns the argument models and their JSON Schemas, so the server advertises exactly
+what the client validates and executes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ToolArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReadArgs(ToolArgs):
+    path: str = Field(description="File path, relative to the workspace root.")
+    offset: int | None = Field(default=None, ge=1, description="First line to read (1-based).")
+    limit: int | None = Field(default=None, ge=1, description="Maximum number of lines.")
+
+
+class GrepArgs(ToolArgs):
+    pattern: str = Field(min_length=1, description="Regular expression (ripgrep syntax).")
+    path: str | None = Field(default=None, description="File or folder to search; default: root.")
+    glob: str | None = Field(default=None, description='Only files matching this glob, e.g. "*.py".')
+    ignore_case: bool = False
+    context: int | None = Field(default=None, ge=0, le=20, description="Lines around each match.")
+    max_results: int | None = Field(default=None, ge=1, description="Maximum matching lines.")
+
+
+class GlobArgs(ToolArgs):
+    pattern: str = Field(min_length=1, description='Glob such as "src/**/*.py".')
+    path: str | None = Field(default=None, description="Folder to search in; default: root.")
+
+
+class EditArgs(ToolArgs):
+    path: str
+    old_string: str = Field(description="Exact text to replace; must occur exactly once.")
+    new_string: str
+    replace_all: bool = Field(default=False, description="Replace every occurrence.")
+
+
+class ApplyPatchArgs(ToolArgs):
+    patch: str = Field(min_length=1, description="Unified diff of one or more files.")
+
+
+class WriteArgs(ToolArgs):
+    path: str
+    content: str = Field(description="The whole new content of the file.")
+
+
+class ShellArgs(ToolArgs):
+    command: str = Field(min_length=1, description="Command for /bin/sh, run in the root.")
+    timeout_s: float | None = Field(default=None, gt=0, le=600, description="Default 120.")
+
+
+class ToolDefinition(BaseModel):
+    name: str
+    description: str
+    args: type[ToolArgs]
+    edits_files: bool = False
+
+    def parameters_schema(self) -> dict[str, Any]:
+        """JSON Schema of the arguments, without pydantic's titles (tokens cost money)."""
+        return _strip_titles(self.args.model_json_schema())
+
+
+CLIENT_TOOLS: dict[str, ToolDefinition] = {
+    t.name: t
+    for t in (
+        ToolDefinition(
+            name="read",
+            description="Read a text file. Lines come numbered as `N\\tline`; use offset/limit "
+            "for long files.",
+            args=ReadArgs,
+        ),
+        ToolDefinition(
+            name="grep",
+            description="Search file contents with ripgrep; respects .gitignore. Returns "
+            "`path:line:text` lines.",
+            args=GrepArgs,
+        ),
+        ToolDefinition(
+            name="glob",
+            description="List files whose path matches a glob; respects .gitignore.",
+            args=GlobArgs,
+        ),
+        ToolDefinition(
+            name="edit",
+            description="Replace old_string with new_string in a file. old_string must match "
+            "exactly once unless replace_all. Read the file first.",
+            args=EditArgs,
+            edits_files=True,
+        ),
+        ToolDefinition(
+            name="apply_patch",
+            description="Apply a unified diff (--- a/path, +++ b/path, @@ hunks) to one or more "
+            "files; all or nothing. Use /dev/null to create or delete a file.",
+            args=ApplyPatchArgs,
+            edits_files=True,
+        ),
+        ToolDefinition(
+            name="write",
+            description="Create a file or replace its whole content.",
+            args=WriteArgs,
+            edits_files=True,
+        ),
+        ToolDefinition(
+            name="shell",
+            description="Run a shell command in the workspace root; returns exit code, stdout "
+            "and stderr (truncated).",
+            args=ShellArgs,
+        ),
+    )
+}
+
+
+class ToolArgumentsError(ValueError):
+    """The model sent arguments that do not fit the tool; the message is for the model."""
+
+
+def validate_tool_arguments(tool: str, arguments: dict[str, Any]) -> ToolArgs:
+    """Check arguments against the tool's schema, with an error the model can act on."""
+    definition = CLIENT_TOOLS.get(tool)
+    if definition is None:
+        raise ToolArgumentsError(
+            f"unknown tool {tool!r}; available: {', '.join(sorted(CLIENT_TOOLS))}"
+        )
+    try:
+        return definition.args.model_validate(arguments)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ToolArgumentsError(f"invalid arguments for {tool}: {problems}") from None
+
+
+def _strip_titles(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _strip_titles(v) for k, v in schema.items() if k != "title"}
+    if isinstance(schema, list):
+        return [_strip_titles(v) for v in schema]
+    return schema

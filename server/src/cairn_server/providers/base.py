@@ -1,0 +1,86 @@
+"""The provider-neutral model interface: messages, tool specs and stream events.
+
+Owns the one internal form every provider adapter translates to and from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from cairn_protocol import Usage
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call as the model made it; `arguments` is the raw JSON text it sent."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ModelMessage:
+    """One message of the conversation in provider-neutral form.
+
+    user: `content`. assistant: `content` and optional `tool_calls`.
+    tool: `content` is the result, `tool_call_id` names the call, `is_error` marks failures.
+    """
+
+    role: Literal["user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    system: str
+    messages: list[ModelMessage]
+    tools: list[ToolSpec] = field(default_factory=list)
+    max_output_tokens: int = 4096
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallReady:
+    """A tool call whose arguments have fully arrived."""
+
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The last event of a stream."""
+
+    stop_reason: Literal["end_turn", "tool_use", "max_tokens", "other"]
+    usage: Usage
+
+
+StreamEvent = TextDelta | ToolCallReady | Completed
+
+
+class ProviderError(RuntimeError):
+    """The model could not be reached or answered with an error; message is for the user."""
+
+
+class Provider(Protocol):
+    """A model behind an SDK. `stream` yields deltas, finished tool calls, then Completed."""
+
+    model: str
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]: ...
