@@ -1,0 +1,159 @@
+"""Headless mode: `cairn -p "request"` runs one request and prints the answer.
+
+Owns the listener that prints text (or JSON lines) and denies whatever needs a person.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import TextIO, TypeVar
+
+from cairn_protocol import (
+    AssistantDelta,
+    AssistantMessage,
+    ErrorEvent,
+    RunFinished,
+    RunStarted,
+    ServerFrame,
+    Welcome,
+)
+
+from cairn_client.listener import ConnectionState
+from cairn_client.policy.types import Approval, Verdict
+from cairn_client.session import ClientSession, SessionFailed
+from cairn_client.tools.base import PreparedCall, ToolOutcome
+
+T = TypeVar("T")
+
+NEEDS_A_PERSON = (
+    "this call needs approval and cairn is running headless with nobody to ask; "
+    "allow it with --approve edits|all or a rule in .cairn/settings.json"
+)
+
+
+class HeadlessListener:
+    """Prints the run; `finished` resolves with the RunFinished of the request it sent."""
+
+    def __init__(self, *, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+        self.as_json = as_json
+        self.out = out
+        self.err = err
+        self.welcome: asyncio.Future[Welcome] = asyncio.get_running_loop().create_future()
+        self.finished: asyncio.Future[RunFinished] = asyncio.get_running_loop().create_future()
+        self.fatal: str | None = None
+        self._expected_text: str | None = None
+        self._run_id: str | None = None
+        self._printed_delta = False
+
+    def expect_run_for(self, text: str) -> None:
+        self._expected_text = text
+
+    # ------------------------------------------------------------------ SessionListener
+
+    def server_event(self, event: ServerFrame) -> None:
+        if isinstance(event, Welcome):
+            if not self.welcome.done():
+                self.welcome.set_result(event)
+            return
+        if isinstance(event, RunStarted) and self._run_id is None:
+            if event.user_text == self._expected_text:
+                self._run_id = event.run_id
+        if self._run_id is None or getattr(event, "run_id", self._run_id) != self._run_id:
+            if isinstance(event, ErrorEvent):
+                self._emit_error(event)
+            return
+        if self.as_json:
+            self._line(event.model_dump(mode="json"))
+        else:
+            self._print_text(event)
+        if isinstance(event, RunFinished) and not self.finished.done():
+            self.finished.set_result(event)
+
+    def connection_changed(self, state: ConnectionState, detail: str) -> None:
+        if state in ("reconnecting", "failed"):
+            print(f"cairn: {detail}", file=self.err, flush=True)
+        if state == "failed":
+            self.fatal = detail
+            for future in (self.welcome, self.finished):
+                if not future.done():
+                    future.set_exception(SessionFailed(detail))
+
+    def tool_handled(self, prepared: PreparedCall, verdict: Verdict, outcome: ToolOutcome) -> None:
+        if self.as_json:
+            self._line(
+                {
+                    "type": "tool_handled",
+                    "call_id": prepared.request.call_id,
+                    "tool": prepared.tool,
+                    "arguments": prepared.request.arguments,
+                    "decision": verdict.decision,
+                    "status": outcome.status,
+                    "reason": outcome.reason,
+                }
+            )
+            return
+        mark = {"ok": "✓", "error": "!", "denied": "✗"}[outcome.status]
+        tail = f": {outcome.reason}" if outcome.reason and outcome.status != "ok" else ""
+        print(f"{mark} {prepared.preview.title}{tail}", file=self.err, flush=True)
+
+    async def ask_approval(self, prepared: PreparedCall) -> Approval:
+        return Approval("deny", NEEDS_A_PERSON)
+
+    # ------------------------------------------------------------------ printing
+
+    def _print_text(self, event: ServerFrame) -> None:
+        if isinstance(event, AssistantDelta):
+            self.out.write(event.text)
+            self.out.flush()
+            self._printed_delta = True
+        elif isinstance(event, AssistantMessage):
+            if not self._printed_delta and event.text:
+                self.out.write(event.text)
+            if event.text:
+                self.out.write("\n")
+            self.out.flush()
+            self._printed_delta = False
+        elif isinstance(event, RunFinished) and event.stop_reason != "end_turn":
+            print(f"cairn: run ended: {event.stop_reason}: {event.detail or ''}", file=self.err)
+
+    def _emit_error(self, event: ErrorEvent) -> None:
+        if self.as_json:
+            self._line(event.model_dump(mode="json"))
+        else:
+            print(f"cairn: server error ({event.code}): {event.message}", file=self.err, flush=True)
+
+    def _line(self, payload: object) -> None:
+        self.out.write(json.dumps(payload) + "\n")
+        self.out.flush()
+
+
+async def run_headless(session: ClientSession, listener: HeadlessListener, prompt: str) -> int:
+    """Send one request and wait for its run to end. Exit code: 0 answered, 1 not, 2 unusable."""
+    runner = asyncio.create_task(session.run())
+    try:
+        welcome = await _first(listener.welcome, runner)
+        if welcome.model is None:
+            print(welcome.model_problem or "no model is configured", file=listener.err)
+            return 2
+        listener.expect_run_for(prompt)
+        await session.send_user_message(prompt)
+        finished = await _first(listener.finished, runner)
+        return 0 if finished.stop_reason == "end_turn" else 1
+    except SessionFailed as exc:
+        print(f"cairn: {exc}", file=listener.err)
+        return 2
+    finally:
+        await session.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def _first(future: asyncio.Future[T], runner: asyncio.Task[None]) -> T:
+    """The future's value, or the runner's failure if the session ends first."""
+    await asyncio.wait({future, runner}, return_when=asyncio.FIRST_COMPLETED)
+    if future.done():
+        return future.result()
+    runner.result()  # raises the session's failure
+    raise SessionFailed("the session ended before the answer arrived")

@@ -1,0 +1,83 @@
+"""How a `cairn` process reaches its server and builds its session.
+
+Owns choosing remote or embedded, and wiring workspace, policy and listener into a session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cairn_client.config import ClientSettings
+from cairn_client.embedded import EmbeddedServer
+from cairn_client.listener import SessionListener
+from cairn_client.policy.policy import Policy
+from cairn_client.policy.settings import load_settings
+from cairn_client.policy.types import ApproveMode
+from cairn_client.session import ClientSession, Endpoint
+from cairn_client.workspace import Workspace, detect_workspace
+
+
+class LaunchError(RuntimeError):
+    """Configuration that cannot work; the message tells the user what to change."""
+
+
+@dataclass
+class Launch:
+    """Everything a front end needs to start sessions in one repository."""
+
+    workspace: Workspace
+    policy: Policy
+    endpoint: Endpoint
+    embedded: EmbeddedServer | None
+
+    def session(self, listener: SessionListener, conversation: str = "latest") -> ClientSession:
+        return ClientSession(self.endpoint, self.workspace, self.policy, listener, conversation)
+
+    async def shutdown(self) -> None:
+        if self.embedded is not None:
+            await self.embedded.stop()
+
+    def shutdown_now(self) -> None:
+        """For when no event loop is left (after the TUI exits)."""
+        if self.embedded is not None:
+            self.embedded.terminate()
+
+
+def prepare_launch(
+    cwd: Path,
+    *,
+    approve: ApproveMode | None = None,
+    settings: ClientSettings | None = None,
+    server_env: Mapping[str, str] | None = None,
+) -> Launch:
+    settings = settings or ClientSettings.from_env()
+    workspace = detect_workspace(cwd)
+    policy = Policy(load_settings(workspace.root), approve_override=approve)
+    if settings.server_url:
+        if not settings.token:
+            raise LaunchError("CAIRN_SERVER_URL is set but CAIRN_TOKEN is not; set both")
+        url = settings.server_url
+
+        async def remote() -> str:
+            return url
+
+        return Launch(workspace, policy, Endpoint(settings.token, remote), None)
+    embedded = EmbeddedServer(settings.data_dir, server_env)
+    return Launch(workspace, policy, Endpoint(embedded.token, embedded.ensure_running), embedded)
+
+
+def run_blocking_headless(launch: Launch, prompt: str, *, as_json: bool, resume: bool) -> int:
+    from cairn_client.headless import HeadlessListener, run_headless
+
+    async def main() -> int:
+        listener = HeadlessListener(as_json=as_json)
+        session = launch.session(listener, "latest" if resume else "new")
+        try:
+            return await run_headless(session, listener, prompt)
+        finally:
+            await launch.shutdown()
+
+    return asyncio.run(main())

@@ -1,0 +1,274 @@
+"""A client session: one websocket to the server, kept alive, and local tool handling.
+
+Owns the handshake, reconnection with resume, and turning tool requests into results
+through the policy, the person (via the listener) and the local tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from cairn_protocol import (
+    CLIENT_TOOLS,
+    PROTOCOL_VERSION,
+    Cancel,
+    ErrorEvent,
+    FrameError,
+    Hello,
+    ServerFrame,
+    ToolRequest,
+    ToolResult,
+    ToolSettled,
+    UserMessage,
+    Welcome,
+    parse_server_frame,
+)
+from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, Frame
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from cairn_client.config import websocket_url
+from cairn_client.listener import SessionListener
+from cairn_client.policy.policy import Policy
+from cairn_client.policy.types import Verdict
+from cairn_client.tools.base import PreparedCall, ToolOutcome
+from cairn_client.tools.registry import execute_call, prepare_call
+from cairn_client.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+# Close codes after which reconnecting cannot help.
+FATAL_CLOSE_CODES = {4400, 4401, 4404}
+RECONNECT_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 3.0, 5.0)
+MAX_RECONNECT_ATTEMPTS = 30
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the server is: `resolve` returns its http(s) URL, (re)starting it if embedded."""
+
+    token: str
+    resolve: Callable[[], Awaitable[str]]
+
+
+class SessionFailed(RuntimeError):
+    """The server refused the session in a way retrying cannot fix."""
+
+
+class NotConnected(RuntimeError):
+    pass
+
+
+class ClientSession:
+    """Implements SessionControl; `run()` lives for the whole session."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        workspace: Workspace,
+        policy: Policy,
+        listener: SessionListener,
+        conversation: str = "latest",
+    ) -> None:
+        self.endpoint = endpoint
+        self.workspace = workspace
+        self.policy = policy
+        self.listener = listener
+        self.conversation = conversation
+        self.last_seq: int | None = None
+        self._socket: ClientConnection | None = None
+        self._closing = False
+        self._results: dict[str, ToolResult] = {}
+        self._in_flight: set[str] = set()
+        self._settled_by_server: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connected = asyncio.Event()
+
+    # ------------------------------------------------------------------ SessionControl
+
+    async def send_user_message(self, text: str) -> None:
+        await self._send(UserMessage(text=text))
+
+    async def cancel(self) -> None:
+        await self._send(Cancel())
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._socket is not None:
+            await self._socket.close()
+
+    # ------------------------------------------------------------------ the connection
+
+    async def run(self) -> None:
+        """Connect, then keep the session alive across drops until close() or a refusal."""
+        failures = 0
+        while not self._closing:
+            self.listener.connection_changed(
+                "connecting" if failures == 0 else "reconnecting", "connecting to the server"
+            )
+            try:
+                await self._connect_and_serve()
+                failures = 0
+            except SessionFailed as exc:
+                self.listener.connection_changed("failed", str(exc))
+                raise
+            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
+                if self._closing:
+                    break
+                failures += 1
+                if failures > MAX_RECONNECT_ATTEMPTS:
+                    self.listener.connection_changed("failed", f"gave up reconnecting: {exc}")
+                    raise SessionFailed(f"could not reach the server: {exc}") from exc
+                self.listener.connection_changed(
+                    "reconnecting", f"server connection lost ({_describe(exc)}); reconnecting…"
+                )
+                await asyncio.sleep(RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S)) - 1])
+        self.listener.connection_changed("closed", "session closed")
+
+    async def _connect_and_serve(self) -> None:
+        url = websocket_url(await self.endpoint.resolve())
+        try:
+            socket = await connect(url, open_timeout=10, max_size=None)
+        except InvalidURI as exc:
+            raise SessionFailed(f"bad server URL {url!r}: {exc}") from exc
+        self._socket = socket
+        try:
+            await self._handshake(socket)
+            self.connected.set()
+            self.listener.connection_changed("connected", "connected")
+            async for raw in socket:
+                await self._receive(raw)
+            raise ConnectionClosed(socket.close_rcvd, socket.close_sent)
+        except ConnectionClosed as exc:
+            self._raise_if_refused(exc)
+            raise
+        finally:
+            self.connected.clear()
+            self._socket = None
+
+    async def _handshake(self, socket: ClientConnection) -> None:
+        hello = Hello(
+            protocol_version=PROTOCOL_VERSION,
+            token=self.endpoint.token,
+            workspace=self.workspace.identity,
+            tools=list(CLIENT_TOOLS),
+            conversation=self.conversation,
+            resume_after=self.last_seq,
+        )
+        await socket.send(hello.model_dump_json())
+        try:
+            first = parse_server_frame(await asyncio.wait_for(socket.recv(), 30))
+        except FrameError as exc:
+            raise SessionFailed(f"the server sent an unreadable welcome: {exc.message}") from exc
+        if isinstance(first, ErrorEvent):
+            with contextlib.suppress(Exception):
+                await socket.wait_closed()
+            raise SessionFailed(f"the server refused the session: {first.message}")
+        if not isinstance(first, Welcome):
+            raise SessionFailed(f"expected welcome from the server, got {first.type}")
+        first_welcome = self.last_seq is None
+        self.conversation = first.conversation_id  # a reconnect continues this conversation
+        if first_welcome:
+            self.last_seq = first.seq
+        self.listener.server_event(first)
+
+    def _raise_if_refused(self, exc: ConnectionClosed) -> None:
+        received = exc.rcvd
+        if received is not None and received.code in FATAL_CLOSE_CODES:
+            raise SessionFailed(f"the server refused the session: {received.reason}") from exc
+
+    # ------------------------------------------------------------------ incoming
+
+    async def _receive(self, raw: str | bytes) -> None:
+        try:
+            event = parse_server_frame(raw)
+        except FrameError as exc:
+            log.warning("unreadable frame from the server: %s", exc.message)
+            return
+        if event.type not in TRANSIENT_EVENT_TYPES:
+            if self.last_seq is not None and event.seq <= self.last_seq:
+                return  # already seen before a reconnect
+            self.last_seq = event.seq
+        if isinstance(event, ToolSettled):
+            self._settled_by_server.add(event.call_id)
+        if isinstance(event, ToolRequest):
+            self._spawn(self._answer(event))
+        if isinstance(event, ErrorEvent) and event.code == "unknown_call":
+            return  # a late answer to a call the server had already settled
+        self.listener.server_event(event)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ tool requests
+
+    async def _answer(self, request: ToolRequest) -> None:
+        """Decide, maybe ask, execute, and answer one request; at most once per call_id."""
+        if request.call_id in self._results:
+            await self._send_quietly(self._results[request.call_id])
+            return
+        if request.call_id in self._in_flight:
+            return
+        self._in_flight.add(request.call_id)
+        try:
+            prepared = await asyncio.to_thread(prepare_call, self.workspace.root, request)
+            verdict, outcome = await self._decide_and_run(prepared)
+            result = ToolResult(
+                call_id=request.call_id,
+                status=outcome.status,
+                content=outcome.content,
+                reason=outcome.reason,
+            )
+            self._results[request.call_id] = result
+            self.listener.tool_handled(prepared, verdict, outcome)
+            if request.call_id not in self._settled_by_server:
+                await self._send_quietly(result)
+        finally:
+            self._in_flight.discard(request.call_id)
+
+    async def _decide_and_run(self, prepared: PreparedCall) -> tuple[Verdict, ToolOutcome]:
+        if prepared.error is not None:
+            verdict = Verdict("deny", prepared.error)
+            return verdict, ToolOutcome("error", reason=prepared.error)
+        verdict = self.policy.decide(prepared)
+        if verdict.decision == "deny":
+            return verdict, ToolOutcome("denied", reason=verdict.reason)
+        if verdict.decision == "ask":
+            approval = await self.listener.ask_approval(prepared)
+            if approval.kind == "deny":
+                reason = approval.reason or "denied by the user"
+                return Verdict("deny", reason), ToolOutcome("denied", reason=reason)
+            if approval.kind == "session":
+                self.policy.allow_for_session(prepared)
+            verdict = Verdict("allow", f"allowed {'for this session' if approval.kind == 'session' else 'once'} by the user")
+        if prepared.request.call_id in self._settled_by_server:
+            reason = "the server withdrew the request before it ran"
+            return Verdict("deny", reason), ToolOutcome("denied", reason=reason)
+        return verdict, await execute_call(self.workspace.root, prepared)
+
+    # ------------------------------------------------------------------ outgoing
+
+    async def _send(self, frame: Frame) -> None:
+        socket = self._socket
+        if socket is None or not self.connected.is_set():
+            raise NotConnected("not connected to the server")
+        await socket.send(frame.model_dump_json())
+
+    async def _send_quietly(self, frame: Frame) -> None:
+        """Send if connected; otherwise the server replays the request and we answer then."""
+        with contextlib.suppress(NotConnected, ConnectionClosed):
+            await self._send(frame)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionClosed):
+        return "the server closed the connection" if exc.rcvd else "the connection dropped"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,3 @@
+from cairn_server.cli import main
+
+main()

@@ -1,0 +1,41 @@
+"""The FastAPI application: storage opened, runtime recovered, routes mounted.
+
+Owns the app factory and its lifespan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from cairn_server.api import routes, ws
+from cairn_server.config import ServerSettings
+from cairn_server.runtime.runtime import ProviderFactory, Runtime
+from cairn_server.storage.db import open_database
+from cairn_server.storage.store import Store
+
+
+def create_app(
+    settings: ServerSettings, provider_factory: ProviderFactory | None = None
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = await open_database(settings.database_url)
+        store = Store(database)
+        if settings.bootstrap_token:
+            await store.add_token(settings.bootstrap_user, settings.bootstrap_token, "bootstrap")
+        runtime = Runtime(store, settings, provider_factory)
+        await runtime.recover_after_restart()
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.shutdown()
+            await database.close()
+
+    app = FastAPI(title="Cairn server", version="0.1.0", lifespan=lifespan)
+    app.include_router(routes.router)
+    app.include_router(ws.router)
+    return app

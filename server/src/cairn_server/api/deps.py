@@ -1,0 +1,44 @@
+"""Request dependencies of the REST routes: the runtime, the store, the calling user.
+
+Owns bearer-token authentication for HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from cairn_server.runtime.runtime import Runtime
+from cairn_server.storage.models import User
+from cairn_server.storage.store import Store
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_store(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Store:
+    return runtime.store
+
+
+async def current_user(
+    store: Annotated[Store, Depends(get_store)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    user = await store.user_for_token(credentials.credentials) if credentials else None
+    if user is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "invalid or missing token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return user
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+UserDep = Annotated[User, Depends(current_user)]

@@ -1,0 +1,225 @@
+"""The websocket endpoint: handshake, then client frames routed to the runtime.
+
+Owns authentication of a connection, the welcome, and per-connection frame handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+
+from cairn_protocol import (
+    PROTOCOL_VERSION,
+    Cancel,
+    ErrorEvent,
+    FrameError,
+    Hello,
+    Ping,
+    Pong,
+    ServerEvent,
+    ToolResult,
+    UserMessage,
+    Welcome,
+    parse_client_frame,
+)
+from cairn_protocol.messages import ErrorCode
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from cairn_server.providers.registry import ModelChoice, resolve_model
+from cairn_server.runtime.history import build_history
+from cairn_server.runtime.hub import ConversationHub
+from cairn_server.runtime.runtime import Runtime
+from cairn_server.storage.models import Agent, Conversation
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+HELLO_TIMEOUT_S = 10.0
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_TIMEOUT = 4408
+
+_connection_ids = itertools.count(1)
+
+
+class HandshakeRefused(Exception):
+    def __init__(self, code: ErrorCode, message: str, close_code: int) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+        self.close_code = close_code
+
+
+@router.websocket("/v1/ws")
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    runtime: Runtime = websocket.app.state.runtime
+    await websocket.accept()
+    connection = Connection(websocket, runtime)
+    await connection.serve()
+
+
+class Connection:
+    """One client connection: a writer queue so publishing never waits on the network."""
+
+    def __init__(self, websocket: WebSocket, runtime: Runtime) -> None:
+        self.websocket = websocket
+        self.runtime = runtime
+        self.key = next(_connection_ids)
+        self._outbox: asyncio.Queue[ServerEvent | None] = asyncio.Queue()
+
+    async def serve(self) -> None:
+        writer = asyncio.create_task(self._write_loop())
+        hub: ConversationHub | None = None
+        try:
+            hello, agent, conversation, choice = await self._handshake()
+            hub = await self.runtime.hub(conversation.id)
+            welcome_seq = await self._send_welcome(agent, conversation, choice, hub)
+            # Without resume_after the welcome's history covers the past; replaying from the
+            # welcome's seq closes the gap between sending it and subscribing.
+            resume = hello.resume_after if hello.resume_after is not None else welcome_seq
+            await hub.attach(self.key, self._enqueue, resume)
+            await self._read_loop(hello, agent, conversation, choice)
+        except HandshakeRefused as refused:
+            await self._enqueue(ErrorEvent(code=refused.code, message=refused.message))
+            await self._close_after_flush(writer, refused.close_code, refused.message)
+            return
+        except WebSocketDisconnect:
+            pass
+        finally:
+            if hub is not None:
+                hub.detach(self.key)
+            await self._outbox.put(None)
+            with contextlib.suppress(Exception):
+                await writer
+
+    # ------------------------------------------------------------------ handshake
+
+    async def _handshake(self) -> tuple[Hello, Agent, Conversation, ModelChoice]:
+        try:
+            raw = await asyncio.wait_for(self.websocket.receive_text(), HELLO_TIMEOUT_S)
+        except TimeoutError:
+            raise HandshakeRefused("malformed_frame", "no hello frame within 10 s", CLOSE_TIMEOUT)
+        try:
+            frame = parse_client_frame(raw)
+        except FrameError as exc:
+            raise HandshakeRefused(exc.code, exc.message, CLOSE_BAD_REQUEST) from None
+        if not isinstance(frame, Hello):
+            raise HandshakeRefused(
+                "malformed_frame", f"the first frame must be hello, not {frame.type}", CLOSE_BAD_REQUEST
+            )
+        if frame.protocol_version != PROTOCOL_VERSION:
+            raise HandshakeRefused(
+                "bad_version",
+                f"protocol version mismatch: the server speaks {PROTOCOL_VERSION}, "
+                f"the client sent {frame.protocol_version}; update the older side",
+                CLOSE_BAD_REQUEST,
+            )
+        store = self.runtime.store
+        user = await store.user_for_token(frame.token)
+        if user is None:
+            raise HandshakeRefused("unauthorized", "invalid or missing token", CLOSE_UNAUTHORIZED)
+        agent = await store.get_or_create_agent(user.id, frame.workspace)
+        conversation = await self._conversation(agent, frame.conversation)
+        choice = resolve_model(agent.model, self.runtime.settings.env)
+        return frame, agent, conversation, choice
+
+    async def _conversation(self, agent: Agent, wanted: str) -> Conversation:
+        store = self.runtime.store
+        if wanted == "new":
+            return await store.create_conversation(agent.id)
+        if wanted == "latest":
+            latest = await store.latest_conversation(agent.id)
+            return latest or await store.create_conversation(agent.id)
+        found = await store.get_conversation(wanted)
+        if found is None or found.agent_id != agent.id:
+            raise HandshakeRefused(
+                "malformed_frame",
+                f"no conversation {wanted!r} for this codebase",
+                CLOSE_NOT_FOUND,
+            )
+        return found
+
+    async def _send_welcome(
+        self, agent: Agent, conversation: Conversation, choice: ModelChoice, hub: ConversationHub
+    ) -> int:
+        messages = await self.runtime.store.list_messages(conversation.id)
+        seq = hub.last_seq
+        await self._enqueue(
+            Welcome(
+                seq=seq,
+                agent_id=agent.id,
+                conversation_id=conversation.id,
+                model=choice.model,
+                model_problem=choice.problem,
+                history=build_history(messages),
+                running_run_id=self.runtime.running_run_id(conversation.id),
+            )
+        )
+        return seq
+
+    # ------------------------------------------------------------------ frames
+
+    async def _read_loop(
+        self, hello: Hello, agent: Agent, conversation: Conversation, choice: ModelChoice
+    ) -> None:
+        while True:
+            raw = await self.websocket.receive_text()
+            try:
+                frame = parse_client_frame(raw)
+            except FrameError as exc:
+                await self._error(exc.code, exc.message)
+                continue
+            try:
+                await self._handle(frame, hello, agent, conversation, choice)
+            except Exception as exc:  # one bad frame must not end the connection
+                log.exception("frame %s failed", frame.type)
+                await self._error("internal", f"the server failed on a {frame.type} frame: {exc!r}")
+
+    async def _handle(
+        self,
+        frame: object,
+        hello: Hello,
+        agent: Agent,
+        conversation: Conversation,
+        choice: ModelChoice,
+    ) -> None:
+        if isinstance(frame, UserMessage):
+            if choice.model is None:
+                await self._error("no_model", choice.problem or "no model is configured")
+                return
+            await self.runtime.start_run(agent, conversation.id, choice.model, frame.text, hello.tools)
+        elif isinstance(frame, ToolResult):
+            problem = await self.runtime.submit_tool_result(conversation.id, frame)
+            if problem:
+                await self._error("unknown_call", problem)
+        elif isinstance(frame, Cancel):
+            await self.runtime.cancel(conversation.id, frame.reason)
+        elif isinstance(frame, Ping):
+            await self._enqueue(Pong(nonce=frame.nonce))
+        elif isinstance(frame, Hello):
+            await self._error("malformed_frame", "hello was already received on this connection")
+
+    # ------------------------------------------------------------------ writing
+
+    async def _enqueue(self, event: ServerEvent) -> None:
+        await self._outbox.put(event)
+
+    async def _error(self, code: ErrorCode, message: str) -> None:
+        await self._enqueue(ErrorEvent(code=code, message=message))
+
+    async def _write_loop(self) -> None:
+        while (event := await self._outbox.get()) is not None:
+            try:
+                await self.websocket.send_text(event.model_dump_json())
+            except Exception:  # the client went away; the events stay in the replay log
+                return
+
+    async def _close_after_flush(self, writer: asyncio.Task[None], code: int, reason: str) -> None:
+        await self._outbox.put(None)
+        with contextlib.suppress(Exception):
+            await writer
+        with contextlib.suppress(Exception):
+            await self.websocket.close(code=code, reason=reason[:120])

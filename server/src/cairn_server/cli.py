@@ -1,0 +1,129 @@
+"""The `cairn-server` command: serve the API, manage tokens, run migrations.
+
+Owns process start-up (uvicorn on a socket it binds itself, so port 0 works).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from cairn_server.api.app import create_app
+from cairn_server.config import ServerSettings
+from cairn_server.storage.db import open_database
+from cairn_server.storage.store import Store
+
+app = typer.Typer(help="Cairn server: the agent runtime behind `cairn`.", no_args_is_help=True)
+
+DatabaseOption = Annotated[
+    str | None, typer.Option("--database-url", help="Default: CAIRN_DATABASE_URL or a SQLite file.")
+]
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default 127.0.0.1 (CAIRN_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Default 8765 (CAIRN_PORT); 0 = any.")] = None,
+    database_url: DatabaseOption = None,
+    announce: Annotated[
+        bool, typer.Option(help='Print {"port": N} on stdout once listening (for embedding).')
+    ] = False,
+    exit_with_parent: Annotated[
+        int | None, typer.Option(help="Stop when the process with this pid is gone.")
+    ] = None,
+    log_level: str = "warning",
+) -> None:
+    """Serve the websocket and REST API."""
+    settings = ServerSettings.from_env(database_url=database_url)
+    bind_host = host or settings.host
+    sock = socket.socket(socket.AF_INET6 if ":" in bind_host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((bind_host, settings.port if port is None else port))
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings), log_level=log_level, ws_ping_interval=20, ws_ping_timeout=20
+    )
+    server = uvicorn.Server(config)
+    if exit_with_parent is not None:
+        _watch_parent(server, exit_with_parent)
+    if announce:
+        _announce_when_started(server, bound_port)
+    else:
+        typer.echo(f"cairn-server listening on http://{bind_host}:{bound_port}", err=True)
+    server.run(sockets=[sock])
+
+
+def _watch_parent(server: uvicorn.Server, parent_pid: int) -> None:
+    """An embedded server must not outlive the `cairn` that started it, even if killed."""
+
+    def watch() -> None:
+        while not server.should_exit:
+            if os.getppid() != parent_pid:
+                server.should_exit = True
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def _announce_when_started(server: uvicorn.Server, port: int) -> None:
+    original_startup = server.startup
+
+    async def startup(sockets: list[socket.socket] | None = None) -> None:
+        await original_startup(sockets=sockets)
+        if server.started:
+            sys.stdout.write(json.dumps({"port": port}) + "\n")
+            sys.stdout.flush()
+
+    server.startup = startup  # type: ignore[method-assign]
+
+
+@app.command("create-token")
+def create_token(
+    user: Annotated[str, typer.Argument(help="User name; created if new.")],
+    label: Annotated[str, typer.Option(help="What the token is for.")] = "",
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create an API token for USER and print it (it is shown only once)."""
+    settings = ServerSettings.from_env(database_url=database_url)
+
+    async def make() -> str:
+        database = await open_database(settings.database_url)
+        try:
+            return await Store(database).create_token(user, label)
+        finally:
+            await database.close()
+
+    typer.echo(asyncio.run(make()))
+
+
+@app.command()
+def migrate(database_url: DatabaseOption = None) -> None:
+    """Bring the database schema up to date (serve does this too)."""
+    settings = ServerSettings.from_env(database_url=database_url)
+
+    async def run() -> None:
+        database = await open_database(settings.database_url)
+        await database.close()
+
+    asyncio.run(run())
+    typer.echo("database is up to date")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":
+    main()

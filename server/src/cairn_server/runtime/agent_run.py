@@ -1,0 +1,324 @@
+"""One run of the agent loop: compile, stream from the model, run tools, repeat.
+
+Owns a run's steps, its waits on client tools, and how it ends (answer, limit, cancel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from cairn_protocol import (
+    CLIENT_TOOLS,
+    AssistantDelta,
+    AssistantMessage,
+    HistoryToolCall,
+    RunFinished,
+    ToolArgumentsError,
+    ToolRequest,
+    ToolSettled,
+    Usage,
+    validate_tool_arguments,
+)
+from cairn_protocol.messages import StopReason
+
+from cairn_server.context.compiler import AgentContext, compile_request
+from cairn_server.providers.base import (
+    Completed,
+    ModelMessage,
+    Provider,
+    ProviderError,
+    TextDelta,
+    ToolCall,
+    ToolCallReady,
+)
+from cairn_server.runtime.hub import ConversationHub
+from cairn_server.runtime.server_tools import SERVER_TOOLS, run_server_tool
+from cairn_server.storage.models import Message, ToolCallRecord
+from cairn_server.storage.store import Store, to_model_message
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class RunInterrupted(Exception):
+    """Raised inside a run at a safe point when it was asked to stop."""
+
+
+@dataclass
+class StopRequest:
+    stop_reason: StopReason
+    reason: str
+
+
+@dataclass
+class AgentRun:
+    """State of one run; `execute` drives it to its end and always publishes RunFinished."""
+
+    store: Store
+    hub: ConversationHub
+    provider: Provider
+    context: AgentContext
+    run_id: str
+    conversation_id: str
+    agent_id: str
+    step_limit: int
+    approval_timeout_s: float
+    pending: dict[str, asyncio.Future[ToolCallRecord]] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    steps: int = 0
+    _stop: StopRequest | None = None
+    _stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    _partial_text: str = ""
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self, stop_reason: StopReason, reason: str) -> None:
+        if self._stop is None:
+            self._stop = StopRequest(stop_reason, reason)
+        self._stop_event.set()
+
+    async def execute(self) -> None:
+        stop_reason: StopReason
+        detail: str | None
+        try:
+            stop_reason, detail = await self._loop()
+        except RunInterrupted:
+            assert self._stop is not None
+            stop_reason, detail = self._stop.stop_reason, self._stop.reason
+        except ProviderError as exc:
+            stop_reason, detail = "model_error", str(exc)
+        except Exception as exc:  # a bug must end the run visibly, never hang it
+            log.exception("run %s failed", self.run_id)
+            stop_reason, detail = "model_error", f"internal error: {exc!r}"
+        await self._close_open_calls(detail or stop_reason)
+        await self.store.finish_run(self.run_id, stop_reason, detail)
+        await self.hub.publish(
+            RunFinished(
+                run_id=self.run_id,
+                stop_reason=stop_reason,
+                usage=self.usage,
+                steps=self.steps,
+                detail=detail,
+            )
+        )
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _loop(self) -> tuple[StopReason, str | None]:
+        for _ in range(self.step_limit):
+            self._check_stop()
+            history = await self.store.list_messages(self.conversation_id)
+            request = compile_request(self.context, [to_model_message(m) for m in history])
+            text, calls, usage = await self._interruptible(self._stream(request))
+            self._partial_text = ""
+            self.steps += 1
+            self.usage = self.usage + usage
+            await self.store.record_step(self.run_id, usage)
+            await self._record_assistant(text, calls)
+            if not calls:
+                return "end_turn", None
+            for call in calls:
+                result = await self._run_tool(call)
+                await self.store.add_message(self.conversation_id, self.run_id, result)
+        return "step_limit", f"stopped after {self.step_limit} steps (the run's step limit)"
+
+    async def _stream(self, request: Any) -> tuple[str, list[ToolCall], Usage]:
+        calls: list[ToolCall] = []
+        usage = Usage()
+        async for event in self.provider.stream(request):
+            if isinstance(event, TextDelta):
+                self._partial_text += event.text
+                await self.hub.publish_transient(AssistantDelta(run_id=self.run_id, text=event.text))
+            elif isinstance(event, ToolCallReady):
+                calls.append(event.call)
+            elif isinstance(event, Completed):
+                usage = event.usage
+        return self._partial_text, calls, usage
+
+    async def _record_assistant(self, text: str, calls: list[ToolCall]) -> None:
+        await self.store.add_message(
+            self.conversation_id,
+            self.run_id,
+            ModelMessage(role="assistant", content=text, tool_calls=tuple(calls)),
+        )
+        await self.hub.publish(
+            AssistantMessage(
+                run_id=self.run_id,
+                text=text,
+                tool_calls=[
+                    HistoryToolCall(call_id=c.id, tool=c.name, arguments=_arguments_or_empty(c))
+                    for c in calls
+                ],
+            )
+        )
+
+    # ------------------------------------------------------------------ tools
+
+    async def _run_tool(self, call: ToolCall) -> ModelMessage:
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            return _tool_error(
+                call,
+                f"your arguments for {call.name} are not valid JSON ({exc.msg} at char "
+                f"{exc.pos}); send the call again with one JSON object matching the schema",
+            )
+        if not isinstance(arguments, dict):
+            return _tool_error(call, f"arguments for {call.name} must be a JSON object")
+        if call.name in SERVER_TOOLS:
+            result = await run_server_tool(self.store, self.agent_id, call.name, arguments)
+            return ModelMessage("tool", result.content, tool_call_id=call.id, is_error=result.is_error)
+        if call.name not in CLIENT_TOOLS or call.name not in self.context.client_tools:
+            available = sorted([*self.context.client_tools, *SERVER_TOOLS])
+            return _tool_error(
+                call, f"unknown tool {call.name!r}; available tools: {', '.join(available)}"
+            )
+        try:
+            validate_tool_arguments(call.name, arguments)
+        except ToolArgumentsError as exc:
+            return _tool_error(call, str(exc))
+        record = await self._ask_client(call, arguments)
+        return _tool_message(call, record)
+
+    async def _ask_client(self, call: ToolCall, arguments: dict[str, Any]) -> ToolCallRecord:
+        record = await self.store.create_tool_call(
+            self.conversation_id, self.run_id, call.id, call.name, arguments
+        )
+        future: asyncio.Future[ToolCallRecord] = asyncio.get_running_loop().create_future()
+        self.pending[record.id] = future
+        try:
+            await self.hub.publish(
+                ToolRequest(run_id=self.run_id, call_id=record.id, tool=call.name, arguments=arguments)
+            )
+            try:
+                return await self._interruptible(
+                    asyncio.wait_for(asyncio.shield(future), self.approval_timeout_s)
+                )
+            except TimeoutError:
+                reason = (
+                    f"no answer within {self.approval_timeout_s:.0f} s, so the request timed out"
+                )
+                return await self.settle_by_server(record.id, "denied", reason)
+        finally:
+            self.pending.pop(record.id, None)
+
+    async def accept_result(self, call_id: str, status: str, content: str, reason: str | None) -> bool:
+        """A client's answer; False when no pending call of this run has that id."""
+        future = self.pending.get(call_id)
+        if future is None or future.done():
+            return False
+        record = await self.store.settle_tool_call(call_id, status, content, reason)
+        if record is None:
+            return False
+        await self.hub.publish(
+            ToolSettled(run_id=self.run_id, call_id=call_id, status=record.status, reason=reason)  # type: ignore[arg-type]
+        )
+        if not future.done():
+            future.set_result(record)
+        return True
+
+    async def settle_by_server(self, call_id: str, status: str, reason: str) -> ToolCallRecord:
+        record = await self.store.settle_tool_call(call_id, status, "", reason)
+        if record is None:  # the client answered first; its answer stands
+            existing = await self.store.get_tool_call(call_id)
+            assert existing is not None
+            return existing
+        await self.hub.publish(
+            ToolSettled(run_id=self.run_id, call_id=call_id, status=status, reason=reason)  # type: ignore[arg-type]
+        )
+        future = self.pending.get(call_id)
+        if future is not None and not future.done():
+            future.set_result(record)
+        return record
+
+    # ------------------------------------------------------------------ stopping
+
+    def _check_stop(self) -> None:
+        if self._stop is not None:
+            raise RunInterrupted
+
+    async def _interruptible(self, work: Awaitable[T]) -> T:
+        """Await `work`, abandoning it at once if the run is asked to stop."""
+        self._check_stop()
+        task = asyncio.ensure_future(work)
+        stopper = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise RunInterrupted
+        return task.result()
+
+    async def _close_open_calls(self, reason: str) -> None:
+        """Leave the conversation well-formed: partial text kept, every call answered."""
+        if self._partial_text:
+            await self._record_assistant(self._partial_text + " …[interrupted]", [])
+            self._partial_text = ""
+        for record in await self.store.pending_tool_calls(self.conversation_id):
+            if record.run_id == self.run_id:
+                await self.settle_by_server(record.id, "denied", reason)
+        await close_dangling_calls(self.store, self.conversation_id, self.run_id, reason)
+
+
+async def close_dangling_calls(
+    store: Store, conversation_id: str, run_id: str | None, reason: str
+) -> int:
+    """Give every unanswered call of the last assistant message a denied result."""
+    messages = await store.list_messages(conversation_id)
+    missing = missing_tool_results(messages)
+    for call in missing:
+        await store.add_message(
+            conversation_id,
+            run_id,
+            ModelMessage(
+                "tool",
+                f"not run: {reason}",
+                tool_call_id=call.id,
+                is_error=True,
+            ),
+        )
+    return len(missing)
+
+
+def missing_tool_results(messages: list[Message]) -> list[ToolCall]:
+    last_calls: list[ToolCall] = []
+    answered: set[str] = set()
+    for message in messages:
+        if message.role == "assistant":
+            last_calls = list(to_model_message(message).tool_calls)
+            answered = set()
+        elif message.role == "tool" and message.tool_call_id:
+            answered.add(message.tool_call_id)
+    return [c for c in last_calls if c.id not in answered]
+
+
+def _arguments_or_empty(call: ToolCall) -> dict[str, Any]:
+    try:
+        value = json.loads(call.arguments or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _tool_error(call: ToolCall, message: str) -> ModelMessage:
+    return ModelMessage("tool", f"Error: {message}", tool_call_id=call.id, is_error=True)
+
+
+def _tool_message(call: ToolCall, record: ToolCallRecord) -> ModelMessage:
+    if record.status == "ok":
+        return ModelMessage("tool", record.content, tool_call_id=call.id)
+    if record.status == "denied":
+        text = f"The user's side denied this {call.name} call. Reason: {record.reason or 'none given'}"
+        return ModelMessage("tool", text, tool_call_id=call.id, is_error=True)
+    detail = record.reason or "the tool failed"
+    body = f"Error: {detail}" + (f"\n{record.content}" if record.content else "")
+    return ModelMessage("tool", body, tool_call_id=call.id, is_error=True)
+

@@ -1,0 +1,53 @@
+"""What a continuing client is shown of the earlier conversation.
+
+Owns the folding of stored messages and tool call records into HistoryItems.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cairn_protocol import HistoryItem, HistoryToolCall
+
+from cairn_server.storage.models import Message
+
+HISTORY_LIMIT = 200
+
+
+def build_history(messages: list[Message]) -> list[HistoryItem]:
+    """User and assistant messages, each assistant one with its calls and their outcomes."""
+    results = {m.tool_call_id: m for m in messages if m.role == "tool" and m.tool_call_id}
+    items: list[HistoryItem] = []
+    for message in messages:
+        if message.role == "tool":
+            continue
+        calls = [_history_call(call, results.get(call["id"])) for call in message.tool_calls or []]
+        items.append(
+            HistoryItem(
+                role="user" if message.role == "user" else "assistant",
+                text=message.content,
+                tool_calls=calls,
+                created_at=message.created_at,
+            )
+        )
+    return items[-HISTORY_LIMIT:]
+
+
+def _history_call(call: dict[str, Any], result: Message | None) -> HistoryToolCall:
+    try:
+        arguments = json.loads(call.get("arguments") or "{}")
+    except json.JSONDecodeError:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        arguments = {}
+    status = None
+    if result is not None:
+        status = "error" if result.is_error else "ok"
+    return HistoryToolCall(
+        call_id=call["id"],
+        tool=call["name"],
+        arguments=arguments,
+        status=status,
+        reason=result.content[:200] if result is not None and result.is_error else None,
+    )

@@ -1,0 +1,165 @@
+"""The runtime: which runs are active, and what client frames do to them.
+
+Owns starting, superseding and cancelling runs, routing tool results, and recovery at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cairn_protocol import RunFinished, RunStarted, ToolResult, ToolSettled
+from cairn_protocol.messages import StopReason
+
+from cairn_server.config import ServerSettings
+from cairn_server.context.compiler import AgentContext
+from cairn_server.providers.base import ModelMessage, Provider
+from cairn_server.providers.registry import make_provider
+from cairn_server.runtime.agent_run import AgentRun, close_dangling_calls
+from cairn_server.runtime.hub import ConversationHub
+from cairn_server.runtime.server_tools import SERVER_TOOLS
+from cairn_server.storage.models import Agent
+from cairn_server.storage.store import Store
+
+log = logging.getLogger(__name__)
+
+ProviderFactory = Callable[[str], Provider]
+
+
+@dataclass
+class ActiveRun:
+    run: AgentRun
+    task: asyncio.Task[None]
+
+
+class Runtime:
+    """Shared by every connection of one server process."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: ServerSettings,
+        provider_factory: ProviderFactory | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self._provider_factory = provider_factory or (lambda m: make_provider(m, settings.env))
+        self._hubs: dict[str, ConversationHub] = {}
+        self._active: dict[str, ActiveRun] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def hub(self, conversation_id: str) -> ConversationHub:
+        hub = self._hubs.get(conversation_id)
+        if hub is None:
+            last_seq = await self.store.last_seq(conversation_id)
+            hub = self._hubs.setdefault(
+                conversation_id, ConversationHub(self.store, conversation_id, last_seq)
+            )
+        return hub
+
+    def running_run_id(self, conversation_id: str) -> str | None:
+        active = self._active.get(conversation_id)
+        return active.run.run_id if active else None
+
+    async def start_run(
+        self, agent: Agent, conversation_id: str, model: str, text: str, client_tools: Sequence[str]
+    ) -> str:
+        """Start a run for a user message, first superseding any run still going."""
+        async with self._lock(conversation_id):
+            await self._stop_active(conversation_id, "superseded", "superseded by a new user message")
+            hub = await self.hub(conversation_id)
+            run_record = await self.store.create_run(conversation_id, model)
+            await self.store.add_message(
+                conversation_id, run_record.id, ModelMessage(role="user", content=text)
+            )
+            await hub.publish(RunStarted(run_id=run_record.id, user_text=text))
+            run = AgentRun(
+                store=self.store,
+                hub=hub,
+                provider=self._provider_factory(model),
+                context=AgentContext(
+                    workspace_name=agent.display_name,
+                    client_tools=list(client_tools),
+                    server_tools=[tool.spec for tool in SERVER_TOOLS.values()],
+                ),
+                run_id=run_record.id,
+                conversation_id=conversation_id,
+                agent_id=agent.id,
+                step_limit=self.settings.step_limit,
+                approval_timeout_s=self.settings.approval_timeout_s,
+            )
+            task = asyncio.create_task(self._drive(conversation_id, run), name=run_record.id)
+            self._active[conversation_id] = ActiveRun(run, task)
+            return run_record.id
+
+    async def submit_tool_result(self, conversation_id: str, result: ToolResult) -> str | None:
+        """Route a client's answer; returns an error message when nothing was waiting for it."""
+        active = self._active.get(conversation_id)
+        if active and await active.run.accept_result(
+            result.call_id, result.status, result.content, result.reason
+        ):
+            return None
+        record = await self.store.get_tool_call(result.call_id)
+        if record is None or record.conversation_id != conversation_id:
+            return f"no tool call {result.call_id!r} in this conversation"
+        if record.status != "pending":
+            return f"tool call {result.call_id!r} was already settled ({record.status})"
+        return f"tool call {result.call_id!r} belongs to a run that is no longer active"
+
+    async def cancel(self, conversation_id: str, reason: str) -> bool:
+        async with self._lock(conversation_id):
+            return await self._stop_active(conversation_id, "cancelled", reason)
+
+    async def recover_after_restart(self) -> int:
+        """End the runs a previous process left running, so their conversations go on."""
+        runs = await self.store.running_runs()
+        pending = {
+            run.id: [c for c in await self.store.pending_tool_calls(run.conversation_id)
+                     if c.run_id == run.id]
+            for run in runs
+        }
+        await self.store.interrupt_running_runs()
+        reason = "the server restarted before this call was answered"
+        for run in runs:
+            hub = await self.hub(run.conversation_id)
+            for call in pending[run.id]:
+                await hub.publish(
+                    ToolSettled(run_id=run.id, call_id=call.id, status="denied", reason=reason)
+                )
+            await close_dangling_calls(self.store, run.conversation_id, run.id, reason)
+            await hub.publish(
+                RunFinished(
+                    run_id=run.id,
+                    stop_reason="server_restart",
+                    steps=run.steps,
+                    detail="the server restarted during this run",
+                )
+            )
+        return len(runs)
+
+    async def shutdown(self) -> None:
+        for conversation_id in list(self._active):
+            await self._stop_active(conversation_id, "server_restart", "the server is shutting down")
+
+    # ------------------------------------------------------------------ internals
+
+    def _lock(self, conversation_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(conversation_id, asyncio.Lock())
+
+    async def _stop_active(self, conversation_id: str, stop_reason: StopReason, reason: str) -> bool:
+        active = self._active.get(conversation_id)
+        if active is None:
+            return False
+        active.run.request_stop(stop_reason, reason)
+        await asyncio.shield(active.task)
+        return True
+
+    async def _drive(self, conversation_id: str, run: AgentRun) -> None:
+        try:
+            await run.execute()
+        finally:
+            active = self._active.get(conversation_id)
+            if active is not None and active.run is run:
+                del self._active[conversation_id]

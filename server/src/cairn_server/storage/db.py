@@ -1,0 +1,161 @@
+"""The database connection: URL resolution, the async engine, sessions and migrations.
+
+Owns how Cairn talks to SQLite (embedded default) or PostgreSQL; the tables live in models.py.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import attributes
+from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+# Any constant works: it names the lock that keeps two replicas from migrating at once.
+_POSTGRES_MIGRATION_LOCK = 0x636169726E  # "cairn"
+
+# Execution option read by the SQLite "begin" listener; see Database.session().
+_SQLITE_BEGIN = "cairn_sqlite_begin"
+
+
+def default_database_url() -> str:
+    """`CAIRN_DATABASE_URL` if set, else a SQLite file in the user's data folder."""
+    configured = os.environ.get("CAIRN_DATABASE_URL", "").strip()
+    if configured:
+        return normalise_database_url(configured)
+    folder = Path(platformdirs.user_data_dir("cairn"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite+aiosqlite:///{folder / 'cairn.db'}"
+
+
+def normalise_database_url(url: str) -> str:
+    """Give plain `postgresql://`, `postgres://` and `sqlite://` URLs their async driver."""
+    for plain, async_form in (
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return async_form + url.removeprefix(plain)
+    return url
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic config built in code, so migrations run from an installed package too.
+
+    For a new migration: `command.revision(alembic_config(url), "what", autogenerate=True)`.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+class Database:
+    """The async engine and a session factory; open it with `open_database`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+        deferred = engine.execution_options(**{_SQLITE_BEGIN: "DEFERRED"})
+        self._read_sessions = async_sessionmaker(
+            deferred, class_=AsyncSession, expire_on_commit=False
+        )
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self.engine.dialect.name
+
+    def session(self, *, read_only: bool = False) -> AsyncSession:
+        """A new session (expire_on_commit=False); use `async with db.session() as s, s.begin():`.
+
+        On SQLite a transaction takes the write lock when it begins (BEGIN IMMEDIATE), so a
+        read-then-write transaction cannot fail half-way on a lock; pass `read_only=True` for
+        transactions that only read, which then never wait for writers.
+        """
+        return (self._read_sessions if read_only else self._sessions)()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+async def open_database(url: str) -> Database:
+    """Connect to `url` and migrate the schema to the newest version."""
+    url = normalise_database_url(url)
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade_to_head, url)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return Database(engine)
+
+
+def make_engine(url: str, **engine_options: Any) -> AsyncEngine:
+    """An async engine for `url`, with Cairn's SQLite settings when it is SQLite."""
+    engine = create_async_engine(normalise_database_url(url), **engine_options)
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _upgrade_to_head(connection: Connection, url: str) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_MIGRATION_LOCK}
+        )
+    config = alembic_config(url)
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """WAL, foreign keys and a busy timeout on every connection; Cairn emits BEGIN itself.
+
+    The sqlite3 driver would begin transactions lazily (only before a write), which lets
+    two read-then-write transactions deadlock; this is SQLAlchemy's documented recipe.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get(_SQLITE_BEGIN, "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+@event.listens_for(SQLModel, "load", propagate=True)
+def _restore_utc_on_load(target: Any, _context: Any) -> None:
+    """SQLite keeps no UTC offset; every timestamp Cairn stores is UTC, so say so on load."""
+    _restore_utc(target)
+
+
+@event.listens_for(SQLModel, "refresh", propagate=True)
+def _restore_utc_on_refresh(target: Any, _context: Any, _attrs: Any) -> None:
+    _restore_utc(target)
+
+
+def _restore_utc(target: Any) -> None:
+    for key, value in list(vars(target).items()):
+        if isinstance(value, datetime) and value.tzinfo is None:
+            attributes.set_committed_value(target, key, value.replace(tzinfo=UTC))

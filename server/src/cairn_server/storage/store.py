@@ -1,0 +1,473 @@
+"""The server's durable state behind one async API: users, agents, conversations, runs, events.
+
+Owns every read and write of the tables in models.py; each method is its own transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Literal, TypeVar, cast, get_args
+
+from cairn_protocol import ServerEvent, Usage, WorkspaceIdentity, dump_frame, parse_server_frame
+from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, StopReason
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.dml import ReturningUpdate
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
+
+from cairn_server.providers.base import ModelMessage, ToolCall
+from cairn_server.storage.db import Database
+from cairn_server.storage.models import (
+    Agent,
+    ApiToken,
+    Conversation,
+    Event,
+    Message,
+    Run,
+    ToolCallRecord,
+    User,
+    utcnow,
+)
+
+TOKEN_PREFIX = "cairn_"
+SERVER_RESTART_REASON = "the server restarted before this call was answered"
+SETTLED_STATUSES = ("ok", "error", "denied")
+STOP_REASONS: tuple[str, ...] = get_args(StopReason)
+ROLES = ("user", "assistant", "tool")
+
+T = TypeVar("T")
+E = TypeVar("E", bound=ServerEvent)
+
+
+class NotFoundError(LookupError):
+    """An id that names no row; the message says which."""
+
+
+def hash_token(plaintext: str) -> str:
+    """The SHA-256 hex digest under which a token is stored (the plaintext never is)."""
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def to_model_message(message: Message) -> ModelMessage:
+    """A stored message back in the provider-neutral form the runtime sends to models."""
+    if message.role not in ROLES:
+        raise ValueError(f"message {message.id} has unknown role {message.role!r}")
+    return ModelMessage(
+        role=cast(Literal["user", "assistant", "tool"], message.role),
+        content=message.content,
+        tool_calls=tuple(
+            ToolCall(id=str(call["id"]), name=str(call["name"]), arguments=str(call["arguments"]))
+            for call in message.tool_calls or []
+        ),
+        tool_call_id=message.tool_call_id,
+        is_error=message.is_error,
+    )
+
+
+class Store:
+    """Durable state for the server. Every method runs in its own transaction."""
+
+    to_model_message = staticmethod(to_model_message)
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # ------------------------------------------------------------------ users and tokens
+
+    async def ensure_user(self, name: str) -> User:
+        """The user called `name`, created if missing."""
+        if not name.strip():
+            raise ValueError("a user name must not be empty")
+        return await self._find_or_create(
+            lambda s: _first(s, select(User).where(User.name == name)),
+            lambda: User(name=name),
+        )
+
+    async def create_token(self, user_name: str, label: str = "") -> str:
+        """A new API token for `user_name` (created if missing); the plaintext is returned once."""
+        user = await self.ensure_user(user_name)
+        plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        async with self._transaction() as session:
+            session.add(ApiToken(user_id=user.id, token_hash=hash_token(plaintext), label=label))
+        return plaintext
+
+    async def add_token(self, user_name: str, plaintext: str, label: str = "") -> None:
+        """Register a token chosen elsewhere (the embedded server's); a no-op if already there."""
+        if not plaintext:
+            raise ValueError("a token must not be empty")
+        user = await self.ensure_user(user_name)
+        token_hash = hash_token(plaintext)
+        token = await self._find_or_create(
+            lambda s: _first(s, select(ApiToken).where(ApiToken.token_hash == token_hash)),
+            lambda: ApiToken(user_id=user.id, token_hash=token_hash, label=label),
+        )
+        if token.user_id != user.id:
+            raise ValueError(f"this token is already registered to another user, not {user_name!r}")
+
+    async def user_for_token(self, plaintext: str) -> User | None:
+        """The user a token belongs to, or None; records when the token was last used.
+
+        The token is looked up by its hash, so no comparison ever runs on the secret itself.
+        """
+        token_hash = hash_token(plaintext)
+        async with self._transaction() as session:
+            token = await _first(
+                session, select(ApiToken).where(ApiToken.token_hash == token_hash)
+            )
+            if token is None:
+                return None
+            token.last_used_at = utcnow()
+            return await session.get(User, token.user_id)
+
+    # ------------------------------------------------------------------ agents
+
+    async def get_or_create_agent(self, user_id: str, workspace: WorkspaceIdentity) -> Agent:
+        """The user's agent for this codebase (keyed by `workspace.key`), created on first use."""
+        key = workspace.key
+        return await self._find_or_create(
+            lambda s: _first(
+                s, select(Agent).where(Agent.user_id == user_id, Agent.codebase_key == key)
+            ),
+            lambda: Agent(
+                user_id=user_id,
+                codebase_key=key,
+                display_name=workspace.display_name,
+                origin=workspace.origin,
+            ),
+        )
+
+    async def set_agent_model(self, agent_id: str, model: str | None) -> Agent:
+        """Set (or with None, clear) the model this agent uses instead of the server default."""
+        async with self._transaction() as session:
+            agent = await _get(session, Agent, agent_id)
+            agent.model = model
+            return agent
+
+    async def get_agent(self, agent_id: str) -> Agent | None:
+        async with self._transaction(read_only=True) as session:
+            return await session.get(Agent, agent_id)
+
+    async def list_agents(self, user_id: str) -> list[Agent]:
+        """The user's agents, oldest first."""
+        query = select(Agent).where(Agent.user_id == user_id).order_by(col(Agent.created_at))
+        return await self._all(query)
+
+    # ------------------------------------------------------------------ conversations
+
+    async def create_conversation(self, agent_id: str, title: str = "") -> Conversation:
+        async with self._transaction() as session:
+            await _get(session, Agent, agent_id)
+            conversation = Conversation(agent_id=agent_id, title=title)
+            session.add(conversation)
+            return conversation
+
+    async def latest_conversation(self, agent_id: str) -> Conversation | None:
+        """The agent's most recently updated conversation, or None if it has none."""
+        async with self._transaction(read_only=True) as session:
+            return await _first(session, _conversations_of(agent_id).limit(1))
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        async with self._transaction(read_only=True) as session:
+            return await session.get(Conversation, conversation_id)
+
+    async def list_conversations(self, agent_id: str) -> list[Conversation]:
+        """The agent's conversations, most recently updated first."""
+        return await self._all(_conversations_of(agent_id))
+
+    # ------------------------------------------------------------------ messages
+
+    async def add_message(
+        self, conversation_id: str, run_id: str | None, message: ModelMessage
+    ) -> Message:
+        """Store one model-facing message at the end of the conversation."""
+        async with self._transaction() as session:
+            touched = await session.exec(
+                update(Conversation)
+                .where(col(Conversation.id) == conversation_id)
+                .values(updated_at=utcnow())
+            )
+            if touched.rowcount == 0:
+                raise NotFoundError(f"no conversation {conversation_id!r}")
+            row = Message(
+                conversation_id=conversation_id,
+                run_id=run_id,
+                role=message.role,
+                content=message.content,
+                tool_calls=[
+                    {"id": call.id, "name": call.name, "arguments": call.arguments}
+                    for call in message.tool_calls
+                ],
+                tool_call_id=message.tool_call_id,
+                is_error=message.is_error,
+            )
+            session.add(row)
+            await session.flush()  # assigns row.id, which orders the conversation
+            return row
+
+    async def list_messages(self, conversation_id: str) -> list[Message]:
+        """Every message of the conversation, in the order they were added."""
+        query = (
+            select(Message)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(col(Message.id))
+        )
+        return await self._all(query)
+
+    # ------------------------------------------------------------------ events (replay log)
+
+    async def append_event(self, conversation_id: str, event: E) -> E:
+        """Give a durable event the conversation's next seq, store it, and return it with that seq.
+
+        The seq is taken with an UPDATE ... RETURNING on the conversation row, which holds the
+        row lock (PostgreSQL) or the write lock (SQLite) until commit, so concurrent appends
+        get distinct, consecutive seqs.
+        """
+        event_type = _event_type(event)
+        async with self._transaction() as session:
+            result = await session.exec(
+                update(Conversation)
+                .where(col(Conversation.id) == conversation_id)
+                .values(last_seq=col(Conversation.last_seq) + 1)
+                .returning(col(Conversation.last_seq))
+            )
+            seq: int | None = result.scalar_one_or_none()
+            if seq is None:
+                raise NotFoundError(f"no conversation {conversation_id!r}")
+            stamped = event.model_copy(update={"seq": seq})
+            session.add(
+                Event(
+                    conversation_id=conversation_id,
+                    seq=seq,
+                    type=event_type,
+                    payload=dump_frame(stamped),
+                )
+            )
+        return stamped
+
+    async def events_after(self, conversation_id: str, seq: int) -> list[ServerEvent]:
+        """The durable events with a seq greater than `seq`, in order, as they were sent."""
+        query = (
+            select(Event)
+            .where(Event.conversation_id == conversation_id, col(Event.seq) > seq)
+            .order_by(col(Event.seq))
+        )
+        return [parse_server_frame(row.payload) for row in await self._all(query)]
+
+    async def last_seq(self, conversation_id: str) -> int:
+        """The seq of the conversation's newest durable event (0 before the first)."""
+        async with self._transaction(read_only=True) as session:
+            conversation = await _get(session, Conversation, conversation_id)
+            return conversation.last_seq
+
+    # ------------------------------------------------------------------ runs
+
+    async def create_run(self, conversation_id: str, model: str) -> Run:
+        async with self._transaction() as session:
+            await _get(session, Conversation, conversation_id)
+            run = Run(conversation_id=conversation_id, model=model)
+            session.add(run)
+            return run
+
+    async def record_step(self, run_id: str, usage: Usage) -> Run:
+        """Count one model call of the run and add its tokens and cost."""
+        statement = (
+            update(Run)
+            .where(col(Run.id) == run_id)
+            .values(
+                steps=col(Run.steps) + 1,
+                input_tokens=col(Run.input_tokens) + usage.input_tokens,
+                cached_input_tokens=col(Run.cached_input_tokens) + usage.cached_input_tokens,
+                output_tokens=col(Run.output_tokens) + usage.output_tokens,
+                cost_usd=col(Run.cost_usd) + usage.cost_usd,
+            )
+            .returning(Run)
+        )
+        async with self._transaction() as session:
+            updated = await _updated(session, statement)
+            if not updated:
+                raise NotFoundError(f"no run {run_id!r}")
+            return updated[0]
+
+    async def finish_run(self, run_id: str, stop_reason: str, detail: str | None = None) -> Run:
+        """Mark the run finished; a run already finished is returned unchanged."""
+        if stop_reason not in STOP_REASONS:
+            raise ValueError(
+                f"unknown stop reason {stop_reason!r}; expected one of {', '.join(STOP_REASONS)}"
+            )
+        statement = (
+            update(Run)
+            .where(col(Run.id) == run_id, col(Run.status) == "running")
+            .values(status="finished", stop_reason=stop_reason, detail=detail, finished_at=utcnow())
+            .returning(Run)
+        )
+        async with self._transaction() as session:
+            updated = await _updated(session, statement)
+            return updated[0] if updated else await _get(session, Run, run_id)
+
+    async def running_runs(self, conversation_id: str | None = None) -> list[Run]:
+        """Runs not yet finished, oldest first; of one conversation when given."""
+        query = select(Run).where(Run.status == "running").order_by(col(Run.created_at))
+        if conversation_id is not None:
+            query = query.where(Run.conversation_id == conversation_id)
+        return await self._all(query)
+
+    async def interrupt_running_runs(self) -> list[Run]:
+        """At server start: finish every running run and deny the tool calls it was waiting on.
+
+        Returns the runs it finished (stop_reason "server_restart").
+        """
+        now = utcnow()
+        async with self._transaction() as session:
+            runs = await _updated(
+                session,
+                update(Run)
+                .where(col(Run.status) == "running")
+                .values(status="finished", stop_reason="server_restart", finished_at=now)
+                .returning(Run),
+            )
+            if runs:
+                await session.exec(
+                    update(ToolCallRecord)
+                    .where(
+                        col(ToolCallRecord.run_id).in_([run.id for run in runs]),
+                        col(ToolCallRecord.status) == "pending",
+                    )
+                    .values(status="denied", reason=SERVER_RESTART_REASON, settled_at=now)
+                )
+            return runs
+
+    async def get_run(self, run_id: str) -> Run | None:
+        async with self._transaction(read_only=True) as session:
+            return await session.get(Run, run_id)
+
+    # ------------------------------------------------------------------ tool calls
+
+    async def create_tool_call(
+        self,
+        conversation_id: str,
+        run_id: str,
+        model_call_id: str,
+        tool: str,
+        arguments: dict[str, Any],
+    ) -> ToolCallRecord:
+        """Record a pending client tool request; its `id` is the wire call_id."""
+        async with self._transaction() as session:
+            run = await _get(session, Run, run_id)
+            if run.conversation_id != conversation_id:
+                raise ValueError(f"run {run_id!r} is not in conversation {conversation_id!r}")
+            record = ToolCallRecord(
+                conversation_id=conversation_id,
+                run_id=run_id,
+                model_call_id=model_call_id,
+                tool=tool,
+                arguments=arguments,
+            )
+            session.add(record)
+            return record
+
+    async def settle_tool_call(
+        self, call_id: str, status: str, content: str, reason: str | None
+    ) -> ToolCallRecord | None:
+        """Settle a pending call and return it; None (and no change) if unknown or settled.
+
+        Settling is a single conditional UPDATE, so of two racing results only one wins.
+        """
+        if status not in SETTLED_STATUSES:
+            raise ValueError(
+                f"unknown tool call status {status!r}; expected one of {', '.join(SETTLED_STATUSES)}"
+            )
+        statement = (
+            update(ToolCallRecord)
+            .where(col(ToolCallRecord.id) == call_id, col(ToolCallRecord.status) == "pending")
+            .values(status=status, content=content, reason=reason, settled_at=utcnow())
+            .returning(ToolCallRecord)
+        )
+        async with self._transaction() as session:
+            updated = await _updated(session, statement)
+            return updated[0] if updated else None
+
+    async def get_tool_call(self, call_id: str) -> ToolCallRecord | None:
+        async with self._transaction(read_only=True) as session:
+            return await session.get(ToolCallRecord, call_id)
+
+    async def pending_tool_calls(self, conversation_id: str) -> list[ToolCallRecord]:
+        """The conversation's unanswered tool requests, oldest first."""
+        query = (
+            select(ToolCallRecord)
+            .where(
+                ToolCallRecord.conversation_id == conversation_id,
+                ToolCallRecord.status == "pending",
+            )
+            .order_by(col(ToolCallRecord.created_at))
+        )
+        return await self._all(query)
+
+    # ------------------------------------------------------------------ helpers
+
+    @asynccontextmanager
+    async def _transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
+        async with self._db.session(read_only=read_only) as session, session.begin():
+            yield session
+
+    async def _all(self, query: SelectOfScalar[T]) -> list[T]:
+        async with self._transaction(read_only=True) as session:
+            return list((await session.exec(query)).all())
+
+    async def _find_or_create(
+        self, find: Callable[[AsyncSession], Awaitable[T | None]], make: Callable[[], T]
+    ) -> T:
+        """Find a row or insert it. If a concurrent insert wins the unique constraint, the
+        loser's transaction fails; it then reads the winner's row instead of failing."""
+        try:
+            async with self._transaction() as session:
+                found = await find(session)
+                if found is not None:
+                    return found
+                row = make()
+                session.add(row)
+            return row
+        except IntegrityError:
+            async with self._transaction(read_only=True) as session:
+                found = await find(session)
+            if found is None:
+                raise
+            return found
+
+
+async def _first(session: AsyncSession, query: SelectOfScalar[T]) -> T | None:
+    return (await session.exec(query)).first()
+
+
+async def _updated(session: AsyncSession, statement: ReturningUpdate[T]) -> list[T]:
+    """Run an UPDATE ... RETURNING <table> and give back the updated rows."""
+    result = await session.exec(statement)
+    return list(result.scalars().all())
+
+
+async def _get(session: AsyncSession, table: type[T], row_id: str) -> T:
+    row = await session.get(table, row_id)
+    if row is None:
+        raise NotFoundError(f"no {table.__name__.lower()} {row_id!r}")
+    return row
+
+
+def _conversations_of(agent_id: str) -> SelectOfScalar[Conversation]:
+    return (
+        select(Conversation)
+        .where(Conversation.agent_id == agent_id)
+        .order_by(col(Conversation.updated_at).desc(), col(Conversation.created_at).desc())
+    )
+
+
+def _event_type(event: ServerEvent) -> str:
+    event_type = getattr(event, "type", None)
+    if not isinstance(event_type, str):
+        raise TypeError(f"{type(event).__name__} is not a server event with a type")
+    if event_type in TRANSIENT_EVENT_TYPES:
+        raise ValueError(f"{event_type!r} events are transient and are never stored")
+    return event_type

@@ -1,0 +1,85 @@
+"""Fixtures for server tests: a fresh, migrated database on SQLite and on PostgreSQL.
+
+`database_url` is parametrized, so every test that uses it (or `database`, or `store`) runs
+once per backend:
+
+- `sqlite`: a file in the test's tmp_path.
+- `postgresql`: a fresh database `cairn_test_<random>` on the server named by
+  `CAIRN_TEST_POSTGRES_URL` (default postgresql://postgres@127.0.0.1:5432/test), dropped
+  afterwards. Skipped, with the reason, when that server cannot be reached.
+
+A test that only makes sense on one backend can narrow it:
+
+    @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+from cairn_server.storage.db import Database, open_database
+from cairn_server.storage.store import Store
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CAIRN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+_CONNECT_TIMEOUT_S = 3.0
+_postgres_problem: list[str] = []  # remembers, for the session, why PostgreSQL is unusable
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of an empty database (not yet migrated), removed after the test."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'cairn.db'}"
+        return
+    name = f"cairn_test_{uuid.uuid4().hex[:12]}"
+    await _postgres_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield _postgres_url_for(name)
+    finally:
+        await _postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """A migrated database, closed after the test."""
+    db = await open_database(database_url)
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+@pytest.fixture
+async def store(database: Database) -> Store:
+    """A Store over a fresh, migrated database."""
+    return Store(database)
+
+
+async def _postgres_admin(sql: str) -> None:
+    """Run one statement on the admin database, or skip the test if the server is unreachable."""
+    if _postgres_problem:
+        pytest.skip(_postgres_problem[0])
+    try:
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=_CONNECT_TIMEOUT_S)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        _postgres_problem.append(
+            f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} ({exc!r}); "
+            "set CAIRN_TEST_POSTGRES_URL to test on PostgreSQL"
+        )
+        pytest.skip(_postgres_problem[0])
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def _postgres_url_for(database_name: str) -> str:
+    base, _, _ = POSTGRES_ADMIN_URL.rpartition("/")
+    return f"{base}/{database_name}"

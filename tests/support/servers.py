@@ -1,0 +1,60 @@
+"""Real servers for tests: the fake model and a Cairn server, both on loopback.
+
+Shared by server, client and end-to-end tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cairn_server.api.background import BackgroundServer
+from cairn_server.config import ServerSettings
+from cairn_server.fakes.runner import FakeModelServer
+from cairn_server.fakes.script import Script
+
+TEST_TOKEN = "cairn_test_token_0123456789"
+MODELS = {"openai": "openai/gpt-4o-mini", "anthropic": "anthropic/claude-sonnet-4-5"}
+
+
+def model_env(fake: FakeModelServer, provider: str = "openai") -> dict[str, str]:
+    return {
+        "CAIRN_MODEL": MODELS[provider],
+        "OPENAI_API_KEY": "test-openai-key",
+        "OPENAI_BASE_URL": fake.openai_base_url,
+        "ANTHROPIC_API_KEY": "test-anthropic-key",
+        "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
+    }
+
+
+def script(*turns: dict[str, Any]) -> Script:
+    return Script.from_dict({"turns": list(turns)})
+
+
+def call(name: str, **arguments: Any) -> dict[str, Any]:
+    """A scripted tool call, for turns: {"tool_calls": [call("read", path="a.py")]}."""
+    return {"name": name, "arguments": arguments}
+
+
+@contextmanager
+def cairn_server(
+    database_url: str,
+    fake: FakeModelServer,
+    provider: str = "openai",
+    **overrides: Any,
+) -> Iterator[BackgroundServer]:
+    env = {**model_env(fake, provider), **overrides.pop("env", {})}
+    settings = ServerSettings(
+        database_url=database_url,
+        bootstrap_token=TEST_TOKEN,
+        env=env,
+        **overrides,
+    )
+    with BackgroundServer(settings) as server:
+        yield server
+
+
+def sqlite_url(folder: Path) -> str:
+    return f"sqlite+aiosqlite:///{folder / 'cairn.db'}"

@@ -1,0 +1,60 @@
+"""A raw protocol client for server tests: frames in and out, nothing else.
+
+Lets tests speak the wire protocol exactly, including frames a real client never sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from cairn_protocol import PROTOCOL_VERSION, Hello, ServerFrame, WorkspaceIdentity
+from cairn_protocol.messages import Frame, parse_server_frame
+from websockets.asyncio.client import ClientConnection, connect
+
+from support.servers import TEST_TOKEN
+
+WORKSPACE = WorkspaceIdentity(
+    root_commit="a" * 40, origin="example.com/acme/app", display_name="app", path="/tmp/app"
+)
+ALL_TOOLS = ["read", "grep", "glob", "edit", "apply_patch", "write", "shell"]
+
+
+class WireClient:
+    def __init__(self, socket: ClientConnection) -> None:
+        self.socket = socket
+        self.seen: list[ServerFrame] = []
+
+    @classmethod
+    async def connect(cls, server_url: str) -> WireClient:
+        socket = await connect(server_url.replace("http://", "ws://") + "/v1/ws")
+        return cls(socket)
+
+    async def hello(self, **fields: Any) -> ServerFrame:
+        values: dict[str, Any] = {
+            "protocol_version": PROTOCOL_VERSION,
+            "token": TEST_TOKEN,
+            "workspace": WORKSPACE,
+            "tools": ALL_TOOLS,
+        }
+        values.update(fields)
+        await self.send(Hello(**values))
+        return await self.recv()
+
+    async def send(self, frame: Frame | str) -> None:
+        await self.socket.send(frame if isinstance(frame, str) else frame.model_dump_json())
+
+    async def recv(self, timeout: float = 10) -> ServerFrame:
+        frame = parse_server_frame(await asyncio.wait_for(self.socket.recv(), timeout))
+        self.seen.append(frame)
+        return frame
+
+    async def recv_until(self, frame_type: str, timeout: float = 10) -> ServerFrame:
+        """Frames until one of `frame_type` (returned); the others stay in `seen`."""
+        while True:
+            frame = await self.recv(timeout)
+            if frame.type == frame_type:
+                return frame
+
+    async def close(self) -> None:
+        await self.socket.close()
