@@ -16,7 +16,7 @@ from cairn_server.fakes.runner import FakeModelServer
 from cairn_server.fakes.script import Script
 
 TEST_TOKEN = "cairn_test_token_0123456789"
-MODELS = {"openai": "openai/gpt-4o-mini", "anthropic": "anthropic/claude-sonnet-4-5"}
+MODELS = {"openai": "openai/gpt-4o-mini", "anthropic": "anthropic/claude-sonnet-4-6"}
 
 
 def model_env(fake: FakeModelServer, provider: str = "openai") -> dict[str, str]:

@@ -110,6 +110,8 @@ class HistoryItem(BaseModel):
 
 
 class Usage(BaseModel):
+    """Tokens and cost; `input_tokens` includes the `cached_input_tokens` among them."""
+
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
@@ -248,11 +250,13 @@ class FrameError(ValueError):
 
 def parse_client_frame(raw: str | bytes) -> ClientFrame:
     """Parse one client frame, raising FrameError with a code a client can act on."""
-    return _parse(_client_adapter, raw, CLIENT_FRAME_TYPES)
+    frame: ClientFrame = _parse(_client_adapter, raw, CLIENT_FRAME_TYPES)
+    return frame
 
 
 def parse_server_frame(raw: str | bytes) -> ServerFrame:
-    return _parse(_server_adapter, raw, SERVER_FRAME_TYPES)
+    frame: ServerFrame = _parse(_server_adapter, raw, SERVER_FRAME_TYPES)
+    return frame
 
 
 def _parse(adapter: TypeAdapter[Any], raw: str | bytes, known: tuple[str, ...]) -> Any:

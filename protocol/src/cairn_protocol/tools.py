@@ -64,7 +64,8 @@ class ToolDefinition(BaseModel):
 
     def parameters_schema(self) -> dict[str, Any]:
         """JSON Schema of the arguments, without pydantic's titles (tokens cost money)."""
-        return _strip_titles(self.args.model_json_schema())
+        schema: dict[str, Any] = _strip_titles(self.args.model_json_schema())
+        return schema
 
 
 CLIENT_TOOLS: dict[str, ToolDefinition] = {

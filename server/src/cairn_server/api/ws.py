@@ -27,6 +27,7 @@ from cairn_protocol import (
 from cairn_protocol.messages import ErrorCode
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from cairn_server.providers.base import ProviderError
 from cairn_server.providers.registry import ModelChoice, resolve_model
 from cairn_server.runtime.history import build_history
 from cairn_server.runtime.hub import ConversationHub
@@ -190,7 +191,12 @@ class Connection:
             if choice.model is None:
                 await self._error("no_model", choice.problem or "no model is configured")
                 return
-            await self.runtime.start_run(agent, conversation.id, choice.model, frame.text, hello.tools)
+            try:
+                await self.runtime.start_run(
+                    agent, conversation.id, choice.model, frame.text, hello.tools
+                )
+            except ProviderError as exc:
+                await self._error("no_model", str(exc))
         elif isinstance(frame, ToolResult):
             problem = await self.runtime.submit_tool_result(conversation.id, frame)
             if problem:

@@ -84,3 +84,6 @@ class Provider(Protocol):
     model: str
 
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]: ...
+
+    async def aclose(self) -> None:
+        """Release the SDK client's connections."""

@@ -216,7 +216,7 @@ class AgentRun:
         if record is None:
             return False
         await self.hub.publish(
-            ToolSettled(run_id=self.run_id, call_id=call_id, status=record.status, reason=reason)  # type: ignore[arg-type]
+            ToolSettled(run_id=self.run_id, call_id=call_id, status=record.status, reason=reason)
         )
         if not future.done():
             future.set_result(record)
@@ -229,7 +229,7 @@ class AgentRun:
             assert existing is not None
             return existing
         await self.hub.publish(
-            ToolSettled(run_id=self.run_id, call_id=call_id, status=status, reason=reason)  # type: ignore[arg-type]
+            ToolSettled(run_id=self.run_id, call_id=call_id, status=status, reason=reason)
         )
         future = self.pending.get(call_id)
         if future is not None and not future.done():

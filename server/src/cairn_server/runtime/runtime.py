@@ -46,6 +46,7 @@ class Runtime:
         self.store = store
         self.settings = settings
         self._provider_factory = provider_factory or (lambda m: make_provider(m, settings.env))
+        self._providers: dict[str, Provider] = {}
         self._hubs: dict[str, ConversationHub] = {}
         self._active: dict[str, ActiveRun] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -67,6 +68,7 @@ class Runtime:
         self, agent: Agent, conversation_id: str, model: str, text: str, client_tools: Sequence[str]
     ) -> str:
         """Start a run for a user message, first superseding any run still going."""
+        provider = self._provider(model)  # fails here, before anything is stored
         async with self._lock(conversation_id):
             await self._stop_active(conversation_id, "superseded", "superseded by a new user message")
             hub = await self.hub(conversation_id)
@@ -78,7 +80,7 @@ class Runtime:
             run = AgentRun(
                 store=self.store,
                 hub=hub,
-                provider=self._provider_factory(model),
+                provider=provider,
                 context=AgentContext(
                     workspace_name=agent.display_name,
                     client_tools=list(client_tools),
@@ -142,8 +144,17 @@ class Runtime:
     async def shutdown(self) -> None:
         for conversation_id in list(self._active):
             await self._stop_active(conversation_id, "server_restart", "the server is shutting down")
+        for provider in self._providers.values():
+            await provider.aclose()
+        self._providers.clear()
 
     # ------------------------------------------------------------------ internals
+
+    def _provider(self, model: str) -> Provider:
+        """One SDK client per model, shared by runs, so connections are reused and closed."""
+        if model not in self._providers:
+            self._providers[model] = self._provider_factory(model)
+        return self._providers[model]
 
     def _lock(self, conversation_id: str) -> asyncio.Lock:
         return self._locks.setdefault(conversation_id, asyncio.Lock())

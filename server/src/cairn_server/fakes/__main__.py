@@ -1,0 +1,52 @@
+"""`python -m cairn_server.fakes --script FILE`: serve the fake model until killed.
+
+Prints one JSON line first (port and base URLs) so a parent process knows where to connect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cairn_server.fakes.runner import LOOPBACK, bind_loopback, serve_forever
+from cairn_server.fakes.script import Script, ScriptError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m cairn_server.fakes",
+        description="A fake model server speaking the OpenAI and Anthropic APIs on loopback.",
+    )
+    parser.add_argument("--script", type=Path, help='JSON file {"turns": [...]}; default: none')
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1; 0 picks a free one")
+    parser.add_argument("--record", type=Path, help="append every request to FILE as JSON lines")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        script = Script.from_file(args.script) if args.script else Script()
+    except ScriptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sock = bind_loopback(args.port)
+    except OSError as exc:
+        print(f"error: cannot listen on {LOOPBACK}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]
+    endpoints = {
+        "port": port,
+        "openai_base_url": f"http://{LOOPBACK}:{port}/v1",
+        "anthropic_base_url": f"http://{LOOPBACK}:{port}",
+    }
+    print(json.dumps(endpoints), flush=True)
+    serve_forever(script, sock=sock, record_path=args.record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""Anthropic's Messages API behind the Provider interface.
+
+Owns the translation between the provider-neutral messages/events and the Messages wire
+format, through the official `anthropic` SDK, streamed, with prompt-cache breakpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Self
+
+import anthropic
+import httpx2
+from anthropic.types import (
+    AssistantMessageParam,
+    InputJSONDelta,
+    MessageParam,
+    RawContentBlockDeltaEvent,
+    RawContentBlockStartEvent,
+    RawContentBlockStopEvent,
+    RawMessageDeltaEvent,
+    RawMessageStartEvent,
+    RawMessageStreamEvent,
+    RedactedThinkingBlock,
+    RedactedThinkingBlockParam,
+    SignatureDelta,
+    TextBlock,
+    TextBlockParam,
+    ThinkingBlock,
+    ThinkingBlockParam,
+    ThinkingDelta,
+    ToolParam,
+    ToolResultBlockParam,
+    ToolUseBlock,
+    ToolUseBlockParam,
+    UserMessageParam,
+)
+from anthropic.types import TextDelta as AnthropicTextDelta
+from cairn_protocol import Usage
+
+from cairn_server.providers.base import (
+    Completed,
+    ModelMessage,
+    ModelRequest,
+    ProviderError,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallReady,
+    ToolSpec,
+)
+from cairn_server.providers.pricing import cost_usd
+
+API_KEY_ENV = "ANTHROPIC_API_KEY"
+BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+
+StopReason = Literal["end_turn", "tool_use", "max_tokens", "other"]
+STOP_REASONS: dict[str, StopReason] = {
+    "end_turn": "end_turn",
+    "stop_sequence": "end_turn",
+    "tool_use": "tool_use",
+    "max_tokens": "max_tokens",
+    "model_context_window_exceeded": "max_tokens",
+}
+
+WireBlock = (
+    TextBlockParam
+    | ToolUseBlockParam
+    | ToolResultBlockParam
+    | ThinkingBlockParam
+    | RedactedThinkingBlockParam
+)
+WireRole = Literal["user", "assistant"]
+
+
+# --------------------------------------------------------------------------- thinking memory
+
+
+class ThinkingMemory:
+    """Assistant turns that held thinking blocks, exactly as Claude sent them, by tool_use id.
+
+    Models that think must get a tool-calling turn back verbatim (thinking blocks, their
+    signatures, their order) or the next request fails. The provider-neutral ModelMessage
+    has no place for thinking, so such turns are kept here, in memory, for the process.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._turns: OrderedDict[str, tuple[WireBlock, ...]] = OrderedDict()
+        self._capacity = capacity
+
+    def remember(self, tool_use_ids: Sequence[str], blocks: Sequence[WireBlock]) -> None:
+        for tool_use_id in tool_use_ids:
+            self._turns[tool_use_id] = tuple(blocks)
+            self._turns.move_to_end(tool_use_id)
+        while len(self._turns) > self._capacity:
+            self._turns.popitem(last=False)
+
+    def recall(self, tool_calls: Sequence[ToolCall]) -> list[WireBlock] | None:
+        """The remembered turn holding exactly these tool calls, if there is one."""
+        if not tool_calls or tool_calls[0].id not in self._turns:
+            return None
+        blocks = self._turns[tool_calls[0].id]
+        remembered_ids = [block["id"] for block in blocks if block["type"] == "tool_use"]
+        if remembered_ids != [call.id for call in tool_calls]:
+            return None
+        return [dict(block) for block in blocks]  # type: ignore[misc]
+
+
+SHARED_THINKING_MEMORY = ThinkingMemory()
+
+
+# --------------------------------------------------------------------------- request
+
+
+def tool_input(arguments: str) -> dict[str, object]:
+    """Stored arguments as a tool_use input; the API needs an object, so bad JSON sends {}."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def assistant_blocks(message: ModelMessage, memory: ThinkingMemory) -> list[WireBlock]:
+    remembered = memory.recall(message.tool_calls)
+    if remembered is not None:
+        return remembered
+    blocks: list[WireBlock] = []
+    if message.content:
+        blocks.append({"type": "text", "text": message.content})
+    for call in message.tool_calls:
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.id,
+                "name": call.name,
+                "input": tool_input(call.arguments),
+            }
+        )
+    return blocks
+
+
+def user_side_blocks(message: ModelMessage) -> list[WireBlock]:
+    if message.role == "tool":
+        result: ToolResultBlockParam = {
+            "type": "tool_result",
+            "tool_use_id": message.tool_call_id or "",
+            "content": message.content,
+            "is_error": message.is_error,
+        }
+        return [result]
+    return [{"type": "text", "text": message.content}] if message.content else []
+
+
+def tool_results_first(blocks: list[WireBlock]) -> list[WireBlock]:
+    """The API wants tool_result blocks before any text in a user message."""
+    return sorted(blocks, key=lambda block: block["type"] != "tool_result")
+
+
+def mark_cache_breakpoint(block: WireBlock) -> None:
+    if block["type"] in ("text", "tool_use", "tool_result"):
+        block["cache_control"] = {"type": "ephemeral"}
+
+
+def wire_messages(messages: Sequence[ModelMessage], memory: ThinkingMemory) -> list[MessageParam]:
+    """Alternating user/assistant messages; tool results merge into the following user turn."""
+    turns: list[tuple[WireRole, list[WireBlock]]] = []
+    for message in messages:
+        role: WireRole = "assistant" if message.role == "assistant" else "user"
+        if role == "assistant":
+            blocks = assistant_blocks(message, memory)
+        else:
+            blocks = user_side_blocks(message)
+        if not blocks:
+            continue
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((role, blocks))
+    turns = [
+        (role, tool_results_first(blocks) if role == "user" else blocks) for role, blocks in turns
+    ]
+    if turns:
+        # Everything up to the newest block is cached for the next call of this conversation.
+        mark_cache_breakpoint(turns[-1][1][-1])
+    return [wire_message(role, blocks) for role, blocks in turns]
+
+
+def wire_message(role: WireRole, blocks: list[WireBlock]) -> MessageParam:
+    if role == "user":
+        return UserMessageParam(role="user", content=blocks)
+    return AssistantMessageParam(role="assistant", content=blocks)
+
+
+def wire_system(system: str) -> list[TextBlockParam]:
+    if not system:
+        return []
+    return [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
+
+
+def wire_tool(tool: ToolSpec) -> ToolParam:
+    return {"name": tool.name, "description": tool.description, "input_schema": tool.parameters}
+
+
+# --------------------------------------------------------------------------- response
+
+
+@dataclass
+class PartialToolUse:
+    id: str
+    name: str
+    initial_input: dict[str, object]
+    json_text: str = ""
+
+    def finished(self) -> ToolCall:
+        arguments = self.json_text or json.dumps(self.initial_input)
+        return ToolCall(id=self.id, name=self.name, arguments=arguments)
+
+
+@dataclass
+class StreamState:
+    """What the events have said so far, block by block, in the order Claude sent them."""
+
+    blocks: dict[int, WireBlock] = field(default_factory=dict)
+    tool_uses: dict[int, PartialToolUse] = field(default_factory=dict)
+    finished_calls: list[ToolCall] = field(default_factory=list)
+    saw_thinking: bool = False
+    stop_reason_text: str | None = None
+    input_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, event: RawMessageStreamEvent) -> StreamEvent | None:
+        """Take in one event; return what it means for the caller, if anything yet."""
+        if isinstance(event, RawMessageStartEvent):
+            usage = event.message.usage
+            self.input_tokens = usage.input_tokens
+            self.cache_read_tokens = usage.cache_read_input_tokens or 0
+            self.cache_write_tokens = usage.cache_creation_input_tokens or 0
+            self.output_tokens = usage.output_tokens
+        elif isinstance(event, RawMessageDeltaEvent):
+            self.take_final_usage(event)
+        elif isinstance(event, RawContentBlockStartEvent):
+            return self.start_block(event)
+        elif isinstance(event, RawContentBlockDeltaEvent):
+            return self.add_delta(event)
+        elif isinstance(event, RawContentBlockStopEvent) and event.index in self.tool_uses:
+            return self.finish_tool_use(event.index)
+        return None
+
+    def take_final_usage(self, event: RawMessageDeltaEvent) -> None:
+        self.stop_reason_text = event.delta.stop_reason or self.stop_reason_text
+        usage = event.usage
+        self.output_tokens = usage.output_tokens
+        if usage.input_tokens is not None:
+            self.input_tokens = usage.input_tokens
+        if usage.cache_read_input_tokens is not None:
+            self.cache_read_tokens = usage.cache_read_input_tokens
+        if usage.cache_creation_input_tokens is not None:
+            self.cache_write_tokens = usage.cache_creation_input_tokens
+
+    def start_block(self, event: RawContentBlockStartEvent) -> StreamEvent | None:
+        block, index = event.content_block, event.index
+        if isinstance(block, TextBlock):
+            self.blocks[index] = {"type": "text", "text": block.text}
+            return TextDelta(block.text) if block.text else None
+        if isinstance(block, ToolUseBlock):
+            self.tool_uses[index] = PartialToolUse(block.id, block.name, dict(block.input))
+        elif isinstance(block, ThinkingBlock):
+            self.saw_thinking = True
+            self.blocks[index] = {
+                "type": "thinking",
+                "thinking": block.thinking,
+                "signature": block.signature,
+            }
+        elif isinstance(block, RedactedThinkingBlock):
+            self.saw_thinking = True
+            self.blocks[index] = {"type": "redacted_thinking", "data": block.data}
+        return None
+
+    def add_delta(self, event: RawContentBlockDeltaEvent) -> StreamEvent | None:
+        delta, block = event.delta, self.blocks.get(event.index)
+        if isinstance(delta, InputJSONDelta) and event.index in self.tool_uses:
+            self.tool_uses[event.index].json_text += delta.partial_json
+        elif block is None:
+            return None
+        elif isinstance(delta, AnthropicTextDelta) and block["type"] == "text":
+            block["text"] += delta.text
+            return TextDelta(delta.text) if delta.text else None
+        elif isinstance(delta, ThinkingDelta) and block["type"] == "thinking":
+            block["thinking"] += delta.thinking
+        elif isinstance(delta, SignatureDelta) and block["type"] == "thinking":
+            block["signature"] = delta.signature
+        return None
+
+    def finish_tool_use(self, index: int) -> ToolCallReady:
+        call = self.tool_uses.pop(index).finished()
+        self.finished_calls.append(call)
+        self.blocks[index] = {
+            "type": "tool_use",
+            "id": call.id,
+            "name": call.name,
+            "input": tool_input(call.arguments),
+        }
+        return ToolCallReady(call)
+
+    def content_blocks(self) -> list[WireBlock]:
+        """The assistant turn as it would go back to the API (empty text blocks dropped)."""
+        ordered = [block for _, block in sorted(self.blocks.items())]
+        return [block for block in ordered if block["type"] != "text" or block["text"]]
+
+    def stop_reason(self) -> StopReason:
+        if self.stop_reason_text is None:
+            return "tool_use" if self.finished_calls else "end_turn"
+        return STOP_REASONS.get(self.stop_reason_text, "other")
+
+    def usage(self, model: str) -> Usage:
+        """input_tokens counts every prompt token: uncached, written to and read from cache."""
+        usage = Usage(
+            input_tokens=self.input_tokens + self.cache_read_tokens + self.cache_write_tokens,
+            cached_input_tokens=self.cache_read_tokens,
+            output_tokens=self.output_tokens,
+        )
+        usage.cost_usd = cost_usd(model, usage)
+        return usage
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def as_provider_error(
+    exc: anthropic.APIError | httpx2.TransportError, *, model: str, base_url: str, retries: int
+) -> ProviderError:
+    """An SDK error as a message that tells the user what to do."""
+    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+        return ProviderError(
+            f"Anthropic at {base_url} did not answer in time (after {retries} retries)."
+        )
+    if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+        cause = exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) else exc
+        detail = f" ({cause})" if cause else ""
+        return ProviderError(
+            f"Cannot reach Anthropic at {base_url}{detail}. Check the network, or "
+            f"{BASE_URL_ENV} if you use a proxy."
+        )
+    if not isinstance(exc, anthropic.APIStatusError):
+        return ProviderError(f"Anthropic at {base_url} sent a response Cairn could not read: {exc}")
+    status, detail = exc.status_code, exc.api_message or exc.message
+    if status < 400:
+        return ProviderError(f"Anthropic reported an error while answering: {detail}")
+    if status == 401:
+        return ProviderError(f"Anthropic refused the API key (401): {detail}. Check {API_KEY_ENV}.")
+    if status == 403:
+        return ProviderError(f"Anthropic denied access (403): {detail}. Check {API_KEY_ENV}.")
+    if status == 404:
+        return ProviderError(
+            f"Model {model!r} was not found at {base_url} (404): {detail}. Check CAIRN_MODEL."
+        )
+    if status == 429 or status >= 500:
+        return ProviderError(f"Anthropic answered {status} after {retries} retries: {detail}")
+    return ProviderError(f"Anthropic rejected the request ({status}): {detail}")
+
+
+# --------------------------------------------------------------------------- provider
+
+
+class AnthropicProvider:
+    """The Messages API through `anthropic.AsyncAnthropic`, streamed, with the SDK's retries."""
+
+    def __init__(
+        self,
+        model: str,
+        api_key: str,
+        base_url: str | None = None,
+        *,
+        max_retries: int = 2,
+        timeout_s: float = 600.0,
+        thinking_memory: ThinkingMemory = SHARED_THINKING_MEMORY,
+    ) -> None:
+        self.model = model
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout_s
+        )
+        self._base_url = str(self._client.base_url).rstrip("/")
+        self._max_retries = max_retries
+        self._thinking = thinking_memory
+
+    async def aclose(self) -> None:
+        """Close the SDK client's connections; call when the provider is no longer used."""
+        await self._client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        state = StreamState()
+        try:
+            events = await self._client.messages.create(
+                model=self.model,
+                max_tokens=request.max_output_tokens,
+                system=wire_system(request.system) or anthropic.omit,
+                messages=wire_messages(request.messages, self._thinking),
+                tools=[wire_tool(tool) for tool in request.tools] or anthropic.omit,
+                stream=True,
+            )
+            async with events:
+                async for event in events:
+                    meaning = state.add(event)
+                    if meaning is not None:
+                        yield meaning
+        except (anthropic.APIError, httpx2.TransportError) as exc:
+            raise as_provider_error(
+                exc, model=self.model, base_url=self._base_url, retries=self._max_retries
+            ) from exc
+        if state.finished_calls and state.saw_thinking:
+            call_ids = [call.id for call in state.finished_calls]
+            self._thinking.remember(call_ids, state.content_blocks())
+        yield Completed(stop_reason=state.stop_reason(), usage=state.usage(self.model))

@@ -1,0 +1,273 @@
+"""OpenAI Chat Completions, and any OpenAI-compatible server (vLLM, Ollama, llama.cpp).
+
+Owns the translation between the provider-neutral messages/events and that wire format,
+through the official `openai` SDK, streamed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Self
+
+import openai
+from cairn_protocol import Usage
+from openai.types.chat import (
+    ChatCompletionChunk,
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCallParam,
+    ChatCompletionMessageParam,
+)
+from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
+
+from cairn_server.providers.base import (
+    Completed,
+    ModelMessage,
+    ModelRequest,
+    ProviderError,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallReady,
+    ToolSpec,
+)
+from cairn_server.providers.pricing import cost_usd
+
+API_KEY_ENV = "OPENAI_API_KEY"
+BASE_URL_ENV = "OPENAI_BASE_URL"
+OFFICIAL_HOST = "api.openai.com"
+
+StopReason = Literal["end_turn", "tool_use", "max_tokens", "other"]
+STOP_REASONS: dict[str, StopReason] = {
+    "stop": "end_turn",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "length": "max_tokens",
+}
+
+
+# --------------------------------------------------------------------------- request
+
+
+def is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def wire_tool_call(call: ToolCall) -> ChatCompletionMessageFunctionToolCallParam:
+    # Servers that template the history (vLLM) parse stored arguments; malformed ones would
+    # fail the whole request, so they go back as {} (the tool result explains the error).
+    arguments = call.arguments if is_json_object(call.arguments) else "{}"
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": arguments},
+    }
+
+
+def wire_message(message: ModelMessage) -> ChatCompletionMessageParam:
+    if message.role == "user":
+        return {"role": "user", "content": message.content}
+    if message.role == "tool":
+        content = f"Error: {message.content}" if message.is_error else message.content
+        return {"role": "tool", "tool_call_id": message.tool_call_id or "", "content": content}
+    if not message.tool_calls:
+        return {"role": "assistant", "content": message.content}
+    return {
+        "role": "assistant",
+        "content": message.content or None,
+        "tool_calls": [wire_tool_call(call) for call in message.tool_calls],
+    }
+
+
+def wire_messages(request: ModelRequest) -> list[ChatCompletionMessageParam]:
+    messages: list[ChatCompletionMessageParam] = []
+    if request.system:
+        messages.append({"role": "system", "content": request.system})
+    messages.extend(wire_message(message) for message in request.messages)
+    return messages
+
+
+def wire_tool(tool: ToolSpec) -> ChatCompletionFunctionToolParam:
+    return {
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.parameters,
+        },
+    }
+
+
+# --------------------------------------------------------------------------- response
+
+
+@dataclass
+class PartialToolCall:
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass
+class StreamState:
+    """What the chunks have said so far; compatible servers may omit any optional field."""
+
+    calls: dict[int, PartialToolCall] = field(default_factory=dict)
+    finish_reason: str | None = None
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, chunk: ChatCompletionChunk) -> str:
+        """Take in one chunk; return the text it carried (possibly empty)."""
+        if chunk.usage is not None:
+            self.input_tokens = chunk.usage.prompt_tokens
+            self.output_tokens = chunk.usage.completion_tokens
+            details = chunk.usage.prompt_tokens_details
+            self.cached_input_tokens = (details.cached_tokens or 0) if details else 0
+        text = ""
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            for fragment in choice.delta.tool_calls or []:
+                self.add_tool_fragment(fragment)
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+        return text
+
+    def add_tool_fragment(self, fragment: ChoiceDeltaToolCall) -> None:
+        partial = self.calls.setdefault(fragment.index, PartialToolCall())
+        if fragment.id and not partial.id:
+            partial.id = fragment.id
+        if fragment.function is not None:
+            if fragment.function.name and not partial.name:
+                partial.name = fragment.function.name
+            partial.arguments += fragment.function.arguments or ""
+
+    def tool_calls(self) -> list[ToolCall]:
+        return [
+            ToolCall(
+                id=partial.id or f"call_{uuid.uuid4().hex[:24]}",
+                name=partial.name,
+                arguments=partial.arguments,
+            )
+            for _, partial in sorted(self.calls.items())
+        ]
+
+    def stop_reason(self) -> StopReason:
+        if self.finish_reason is None:
+            return "tool_use" if self.calls else "end_turn"
+        return STOP_REASONS.get(self.finish_reason, "other")
+
+    def usage(self, model: str) -> Usage:
+        usage = Usage(
+            input_tokens=self.input_tokens,
+            cached_input_tokens=self.cached_input_tokens,
+            output_tokens=self.output_tokens,
+        )
+        usage.cost_usd = cost_usd(model, usage)
+        return usage
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def provider_message(exc: openai.APIStatusError) -> str:
+    if isinstance(exc.body, dict) and isinstance(exc.body.get("message"), str):
+        return str(exc.body["message"])
+    return exc.message
+
+
+def as_provider_error(
+    exc: openai.APIError, *, model: str, base_url: str, retries: int
+) -> ProviderError:
+    """An SDK error as a message that tells the user what to do."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError(
+            f"OpenAI at {base_url} did not answer in time (after {retries} retries)."
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        return ProviderError(
+            f"Cannot reach OpenAI at {base_url}{cause}. Check the network, or {BASE_URL_ENV} "
+            "if you use an OpenAI-compatible server."
+        )
+    if not isinstance(exc, openai.APIStatusError):
+        return ProviderError(f"OpenAI at {base_url} sent a response Cairn could not read: {exc}")
+    status, detail = exc.status_code, provider_message(exc)
+    if status == 401:
+        return ProviderError(f"OpenAI refused the API key (401): {detail}. Check {API_KEY_ENV}.")
+    if status == 403:
+        return ProviderError(f"OpenAI denied access (403): {detail}. Check {API_KEY_ENV}.")
+    if status == 404:
+        return ProviderError(
+            f"Model {model!r} was not found at {base_url} (404): {detail}. Check CAIRN_MODEL."
+        )
+    if status == 429 or status >= 500:
+        return ProviderError(f"OpenAI answered {status} after {retries} retries: {detail}")
+    return ProviderError(f"OpenAI rejected the request ({status}): {detail}")
+
+
+# --------------------------------------------------------------------------- provider
+
+
+class OpenAIProvider:
+    """Chat Completions through `openai.AsyncOpenAI`, streamed, with the SDK's retries."""
+
+    def __init__(
+        self,
+        model: str,
+        api_key: str,
+        base_url: str | None = None,
+        *,
+        max_retries: int = 2,
+        timeout_s: float = 600.0,
+    ) -> None:
+        self.model = model
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout_s
+        )
+        self._base_url = str(self._client.base_url).rstrip("/")
+        self._max_retries = max_retries
+        # The official API wants max_completion_tokens (reasoning models reject max_tokens);
+        # compatible servers reliably understand only max_tokens.
+        self._official = OFFICIAL_HOST in self._base_url
+
+    async def aclose(self) -> None:
+        """Close the SDK client's connections; call when the provider is no longer used."""
+        await self._client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        state = StreamState()
+        try:
+            chunks = await self._client.chat.completions.create(
+                model=self.model,
+                messages=wire_messages(request),
+                tools=[wire_tool(tool) for tool in request.tools] or openai.omit,
+                stream=True,
+                stream_options={"include_usage": True},
+                max_completion_tokens=request.max_output_tokens if self._official else openai.omit,
+                max_tokens=openai.omit if self._official else request.max_output_tokens,
+            )
+            async with chunks:
+                async for chunk in chunks:
+                    text = state.add(chunk)
+                    if text:
+                        yield TextDelta(text)
+        except openai.APIError as exc:
+            raise as_provider_error(
+                exc, model=self.model, base_url=self._base_url, retries=self._max_retries
+            ) from exc
+        for call in state.tool_calls():
+            yield ToolCallReady(call)
+        yield Completed(stop_reason=state.stop_reason(), usage=state.usage(self.model))

@@ -1,0 +1,96 @@
+"""Which model an agent uses, and the provider that talks to it.
+
+Owns model specs ("openai/<model>", "anthropic/<model>"), the defaults chosen from the
+environment, the explanation shown when no usable model is configured, and provider creation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cairn_server.providers.anthropic_provider import AnthropicProvider
+from cairn_server.providers.base import Provider, ProviderError
+from cairn_server.providers.openai_provider import OpenAIProvider
+
+MODEL_ENV = "CAIRN_MODEL"
+OPENAI_KEY_ENV = "OPENAI_API_KEY"
+OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
+ANTHROPIC_KEY_ENV = "ANTHROPIC_API_KEY"
+ANTHROPIC_BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+
+OPENAI_PREFIX = "openai/"
+ANTHROPIC_PREFIX = "anthropic/"
+KNOWN_PREFIXES = (OPENAI_PREFIX, ANTHROPIC_PREFIX)
+
+# Current models that need no per-model settings (no thinking on by default).
+DEFAULT_ANTHROPIC_MODEL = "anthropic/claude-sonnet-4-6"
+DEFAULT_OPENAI_MODEL = "openai/gpt-5.4-mini"
+
+# OpenAI-compatible servers (Ollama, llama.cpp) often need no key; the SDK insists on one.
+UNUSED_API_KEY = "unused"
+
+HOW_TO_CONFIGURE = f"""\
+Configure a model with environment variables, then restart Cairn:
+  {MODEL_ENV}={DEFAULT_OPENAI_MODEL} and {OPENAI_KEY_ENV}=...
+      (add {OPENAI_BASE_URL_ENV}=http://host:port/v1 for any OpenAI-compatible server:
+       vLLM, Ollama, llama.cpp)
+  {MODEL_ENV}={DEFAULT_ANTHROPIC_MODEL} and {ANTHROPIC_KEY_ENV}=...
+To try Cairn without a model, run `cairn demo`."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model an agent will use; usable only when `problem` is None."""
+
+    model: str | None
+    problem: str | None
+
+
+def resolve_model(agent_model: str | None, env: Mapping[str, str]) -> ModelChoice:
+    """The agent's own model, else CAIRN_MODEL, else a default for whichever key is set."""
+    spec = (agent_model or "").strip() or env.get(MODEL_ENV, "").strip()
+    if not spec:
+        if env.get(ANTHROPIC_KEY_ENV):
+            spec = DEFAULT_ANTHROPIC_MODEL
+        elif env.get(OPENAI_KEY_ENV):
+            spec = DEFAULT_OPENAI_MODEL
+        else:
+            return ModelChoice(model=None, problem=f"No model is configured.\n{HOW_TO_CONFIGURE}")
+    return ModelChoice(model=spec, problem=spec_problem(spec, env))
+
+
+def spec_problem(spec: str, env: Mapping[str, str]) -> str | None:
+    """Why `spec` cannot be used with this environment, or None."""
+    if not spec.startswith(KNOWN_PREFIXES):
+        known = ", ".join(f'"{prefix}<model>"' for prefix in KNOWN_PREFIXES)
+        return f"Unknown model {spec!r}: a model must be written as {known}.\n{HOW_TO_CONFIGURE}"
+    prefix, _, name = spec.partition("/")
+    if not name:
+        return f"Model {spec!r} names no model after {prefix + '/'!r}.\n{HOW_TO_CONFIGURE}"
+    if spec.startswith(OPENAI_PREFIX):
+        if env.get(OPENAI_KEY_ENV) or env.get(OPENAI_BASE_URL_ENV):
+            return None
+        return f"Model {spec!r} needs {OPENAI_KEY_ENV}, which is not set.\n{HOW_TO_CONFIGURE}"
+    if env.get(ANTHROPIC_KEY_ENV):
+        return None
+    return f"Model {spec!r} needs {ANTHROPIC_KEY_ENV}, which is not set.\n{HOW_TO_CONFIGURE}"
+
+
+def make_provider(model: str, env: Mapping[str, str]) -> Provider:
+    """The provider for a model spec; ProviderError (with the fix) when it cannot be used."""
+    problem = spec_problem(model, env)
+    if problem is not None:
+        raise ProviderError(problem)
+    _, _, name = model.partition("/")
+    if model.startswith(OPENAI_PREFIX):
+        return OpenAIProvider(
+            name,
+            api_key=env.get(OPENAI_KEY_ENV) or UNUSED_API_KEY,
+            base_url=env.get(OPENAI_BASE_URL_ENV) or None,
+        )
+    return AnthropicProvider(
+        name,
+        api_key=env[ANTHROPIC_KEY_ENV],
+        base_url=env.get(ANTHROPIC_BASE_URL_ENV) or None,
+    )
