@@ -38,8 +38,14 @@ WORKSPACE = WorkspaceIdentity(
 )
 
 CLIENT_FRAMES: list[Frame] = [
-    Hello(protocol_version=PROTOCOL_VERSION, token="t", workspace=WORKSPACE, tools=["read"],
-          conversation="new", resume_after=7),
+    Hello(
+        protocol_version=PROTOCOL_VERSION,
+        token="t",
+        workspace=WORKSPACE,
+        tools=["read"],
+        conversation="new",
+        resume_after=7,
+    ),
     UserMessage(text="fix the bug"),
     ToolResult(call_id="call_1", status="ok", content="1\tprint()"),
     ToolResult(call_id="call_2", status="denied", reason="not that file"),
@@ -49,20 +55,45 @@ CLIENT_FRAMES: list[Frame] = [
 ]
 
 SERVER_FRAMES: list[Frame] = [
-    Welcome(seq=3, agent_id="agt_1", conversation_id="cnv_1", model="openai/gpt-4o-mini",
-            history=[HistoryItem(role="assistant", text="hi", tool_calls=[
-                HistoryToolCall(call_id="c", tool="read", arguments={"path": "a"}, status="ok")])]),
+    Welcome(
+        seq=3,
+        agent_id="agt_1",
+        conversation_id="cnv_1",
+        model="openai/gpt-4o-mini",
+        history=[
+            HistoryItem(
+                role="assistant",
+                text="hi",
+                tool_calls=[
+                    HistoryToolCall(call_id="c", tool="read", arguments={"path": "a"}, status="ok")
+                ],
+            )
+        ],
+    ),
     Welcome(agent_id="agt_1", conversation_id="cnv_1", model=None, model_problem="set CAIRN_MODEL"),
     RunStarted(seq=4, run_id="run_1", user_text="fix"),
     AssistantDelta(seq=4, run_id="run_1", text="Hel"),
-    AssistantMessage(seq=5, run_id="run_1", text="Hello",
-                     tool_calls=[HistoryToolCall(call_id="c", tool="grep", arguments={"pattern": "x"})]),
-    ToolRequest(seq=6, run_id="run_1", call_id="call_1", tool="edit",
-                arguments={"path": "a.py", "old_string": "a", "new_string": "b"}),
+    AssistantMessage(
+        seq=5,
+        run_id="run_1",
+        text="Hello",
+        tool_calls=[HistoryToolCall(call_id="c", tool="grep", arguments={"pattern": "x"})],
+    ),
+    ToolRequest(
+        seq=6,
+        run_id="run_1",
+        call_id="call_1",
+        tool="edit",
+        arguments={"path": "a.py", "old_string": "a", "new_string": "b"},
+    ),
     ToolSettled(seq=7, run_id="run_1", call_id="call_1", status="denied", reason="cancelled"),
-    RunFinished(seq=8, run_id="run_1", stop_reason="end_turn",
-                usage=Usage(input_tokens=10, cached_input_tokens=2, output_tokens=3, cost_usd=0.01),
-                steps=2),
+    RunFinished(
+        seq=8,
+        run_id="run_1",
+        stop_reason="end_turn",
+        usage=Usage(input_tokens=10, cached_input_tokens=2, output_tokens=3, cost_usd=0.01),
+        steps=2,
+    ),
     ErrorEvent(code="unknown_frame", message="what is this"),
     Pong(nonce="n1"),
 ]

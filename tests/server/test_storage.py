@@ -336,11 +336,15 @@ async def test_transient_events_and_unknown_conversations_are_refused(store: Sto
 async def test_run_usage_accumulates_and_finishing_is_idempotent(store: Store) -> None:
     conversation = await new_conversation(store)
     run = await store.create_run(conversation.id, "gpt-test")
-    await store.record_step(run.id, Usage(input_tokens=100, cached_input_tokens=40, output_tokens=7,
-                                          cost_usd=0.25))
+    await store.record_step(
+        run.id, Usage(input_tokens=100, cached_input_tokens=40, output_tokens=7, cost_usd=0.25)
+    )
     run = await store.record_step(run.id, Usage(input_tokens=50, output_tokens=3, cost_usd=0.5))
     assert (run.steps, run.input_tokens, run.cached_input_tokens, run.output_tokens) == (
-        2, 150, 40, 10
+        2,
+        150,
+        40,
+        10,
     )
     assert run.cost_usd == pytest.approx(0.75)
     assert [r.id for r in await store.running_runs(conversation.id)] == [run.id]
@@ -416,5 +420,3 @@ async def test_tool_call_must_belong_to_its_runs_conversation(store: Store) -> N
         await store.create_tool_call(other.id, run.id, "tc", "read", {})
     with pytest.raises(NotFoundError):
         await store.create_run("cnv_missing", "gpt-test")
-
-

@@ -57,7 +57,9 @@ async def test_full_run_with_client_tool_on_each_database(
         request = await client.recv_until("tool_request")
         assert isinstance(request, ToolRequest)
         assert (request.tool, request.arguments) == ("read", {"path": "app.py"})
-        await client.send(ToolResult(call_id=request.call_id, status="ok", content="print('hello')"))
+        await client.send(
+            ToolResult(call_id=request.call_id, status="ok", content="print('hello')")
+        )
         finished = await client.recv_until("run_finished")
         assert isinstance(finished, RunFinished)
         assert finished.stop_reason == "end_turn"
@@ -98,7 +100,9 @@ async def test_streamed_answer_and_history_with_each_provider(
         await again.close()
 
 
-async def test_missing_or_wrong_token_is_refused(tmp_path: Path, fake_model: FakeModelServer) -> None:
+async def test_missing_or_wrong_token_is_refused(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
         for token in ("", "cairn_wrong"):
             client = await WireClient.connect(server.url)
@@ -190,7 +194,10 @@ async def test_cancel_settles_a_pending_request_and_the_model_sees_why(
     tmp_path: Path, fake_model: FakeModelServer
 ) -> None:
     fake_model.set_script(
-        script({"tool_calls": [call("edit", path="a.py", old_string="a", new_string="b")]}, {"text": "ok"})
+        script(
+            {"tool_calls": [call("edit", path="a.py", old_string="a", new_string="b")]},
+            {"text": "ok"},
+        )
     )
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
         client, _ = await _connected(server.url)
@@ -211,7 +218,9 @@ async def test_cancel_settles_a_pending_request_and_the_model_sees_why(
         assert "I changed my mind" in _all_text(fake_model)
 
 
-async def test_new_message_supersedes_a_waiting_run(tmp_path: Path, fake_model: FakeModelServer) -> None:
+async def test_new_message_supersedes_a_waiting_run(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
     fake_model.set_script(
         script({"tool_calls": [call("shell", command="make")]}, {"text": "second answer"})
     )
@@ -255,7 +264,9 @@ async def test_step_limit_ends_a_looping_run(tmp_path: Path, fake_model: FakeMod
         assert len(fake_model.requests) == 3
 
 
-async def test_server_tool_runs_without_the_client(tmp_path: Path, fake_model: FakeModelServer) -> None:
+async def test_server_tool_runs_without_the_client(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
     fake_model.set_script(
         script(
             {"text": "Noted."},
@@ -296,7 +307,9 @@ async def test_stopping_mid_run_loses_nothing_and_the_conversation_goes_on(
     tmp_path: Path, fake_model: FakeModelServer
 ) -> None:
     fake_model.set_script(
-        script({"text": "Let me check.", "tool_calls": [call("read", path="a.py")]}, {"text": "after"})
+        script(
+            {"text": "Let me check.", "tool_calls": [call("read", path="a.py")]}, {"text": "after"}
+        )
     )
     url = sqlite_url(tmp_path)
     with cairn_server(url, fake_model) as server:

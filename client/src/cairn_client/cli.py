@@ -5,7 +5,6 @@ Owns argument parsing and exit codes; the work happens in launch, tui, headless 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -26,7 +25,8 @@ app = typer.Typer(
 def main_command(
     ctx: typer.Context,
     prompt: Annotated[
-        str | None, typer.Option("-p", "--print", help="Run one request headless and print the answer.")
+        str | None,
+        typer.Option("-p", "--print", help="Run one request headless and print the answer."),
     ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="With -p: one JSON event per line.")
@@ -93,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

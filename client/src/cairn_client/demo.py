@@ -16,10 +16,10 @@ from cairn_client.config import ClientSettings
 
 DEMO_REQUEST = "Find the TODO in this repository and fix it."
 
-GREET_BEFORE = '''def greet(name: str) -> str:
+GREET_BEFORE = """def greet(name: str) -> str:
     # TODO: be polite
     return "hey " + name
-'''
+"""
 
 SAMPLE_FILES = {
     "README.md": "# greeter\n\nA tiny sample project for the Cairn demo.\n",
@@ -55,7 +55,7 @@ DEMO_SCRIPT: dict[str, Any] = {
         },
         {
             "text": (
-                "Done. `greet()` now returns **Hello, <name>!**, which is what "
+                'Done. `greet("Ada")` now returns `Hello, Ada!`, which is what '
                 "`test_greet.py` expects, and the TODO is gone.\n\n"
                 "That was the whole loop: the model asked, your policy or you approved, "
                 "and the tools ran on your machine."

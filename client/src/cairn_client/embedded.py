@@ -70,10 +70,19 @@ class EmbeddedServer:
             "CAIRN_BOOTSTRAP_TOKEN": self.token,
             **self._extra_env,
         }
-        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - the child owns it
+        log = (self.data_dir / "server.log").open("ab")  # noqa: SIM115, ASYNC230 - brief, local
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cairn_server", "serve", "--host", "127.0.0.1",
-            "--port", "0", "--announce", "--exit-with-parent", str(os.getpid()),
+            sys.executable,
+            "-m",
+            "cairn_server",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--announce",
+            "--exit-with-parent",
+            str(os.getpid()),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,

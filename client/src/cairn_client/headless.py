@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from cairn_protocol import (
     AssistantDelta,
@@ -36,7 +36,9 @@ NEEDS_A_PERSON = (
 class HeadlessListener:
     """Prints the run; `finished` resolves with the RunFinished of the request it sent."""
 
-    def __init__(self, *, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+    def __init__(
+        self, *, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    ) -> None:
         self.as_json = as_json
         self.out = out
         self.err = err
@@ -57,9 +59,9 @@ class HeadlessListener:
             if not self.welcome.done():
                 self.welcome.set_result(event)
             return
-        if isinstance(event, RunStarted) and self._run_id is None:
-            if event.user_text == self._expected_text:
-                self._run_id = event.run_id
+        is_ours = isinstance(event, RunStarted) and event.user_text == self._expected_text
+        if is_ours and self._run_id is None:
+            self._run_id = event.run_id  # type: ignore[union-attr]
         if self._run_id is None or getattr(event, "run_id", self._run_id) != self._run_id:
             if isinstance(event, ErrorEvent):
                 self._emit_error(event)
@@ -152,7 +154,8 @@ async def run_headless(session: ClientSession, listener: HeadlessListener, promp
 
 async def _first(future: asyncio.Future[T], runner: asyncio.Task[None]) -> T:
     """The future's value, or the runner's failure if the session ends first."""
-    await asyncio.wait({future, runner}, return_when=asyncio.FIRST_COMPLETED)
+    waiting: set[asyncio.Future[Any]] = {future, runner}
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     if future.done():
         return future.result()
     runner.result()  # raises the session's failure

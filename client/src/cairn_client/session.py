@@ -19,7 +19,6 @@ from cairn_protocol import (
     ErrorEvent,
     FrameError,
     Hello,
-    ServerFrame,
     ToolRequest,
     ToolResult,
     ToolSettled,
@@ -123,9 +122,7 @@ class ClientSession:
                 if failures > MAX_RECONNECT_ATTEMPTS:
                     self.listener.connection_changed("failed", f"gave up reconnecting: {exc}")
                     raise SessionFailed(f"could not reach the server: {exc}") from exc
-                self.listener.connection_changed(
-                    "reconnecting", f"server connection lost ({_describe(exc)}); reconnecting…"
-                )
+                self.listener.connection_changed("reconnecting", _describe(exc))
                 await asyncio.sleep(RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S)) - 1])
         self.listener.connection_changed("closed", "session closed")
 
@@ -142,7 +139,9 @@ class ClientSession:
             self.listener.connection_changed("connected", "connected")
             async for raw in socket:
                 await self._receive(raw)
-            raise ConnectionClosed(socket.close_rcvd, socket.close_sent)
+            if socket.close_code in FATAL_CLOSE_CODES:
+                raise SessionFailed(f"the server refused the session: {socket.close_reason}")
+            raise ConnectionError("the server closed the connection")
         except ConnectionClosed as exc:
             self._raise_if_refused(exc)
             raise
@@ -246,7 +245,8 @@ class ClientSession:
                 return Verdict("deny", reason), ToolOutcome("denied", reason=reason)
             if approval.kind == "session":
                 self.policy.allow_for_session(prepared)
-            verdict = Verdict("allow", f"allowed {'for this session' if approval.kind == 'session' else 'once'} by the user")
+            scope = "for this session" if approval.kind == "session" else "once"
+            verdict = Verdict("allow", f"allowed {scope} by the user")
         if prepared.request.call_id in self._settled_by_server:
             reason = "the server withdrew the request before it ran"
             return Verdict("deny", reason), ToolOutcome("denied", reason=reason)

@@ -231,8 +231,15 @@ TRANSIENT_EVENT_TYPES = frozenset({"assistant_delta", "pong", "error", "welcome"
 
 CLIENT_FRAME_TYPES = ("hello", "user_message", "tool_result", "cancel", "ping")
 SERVER_FRAME_TYPES = (
-    "welcome", "run_started", "assistant_delta", "assistant_message", "tool_request",
-    "tool_settled", "run_finished", "error", "pong",
+    "welcome",
+    "run_started",
+    "assistant_delta",
+    "assistant_message",
+    "tool_request",
+    "tool_settled",
+    "run_finished",
+    "error",
+    "pong",
 )
 
 _client_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
@@ -265,7 +272,9 @@ def _parse(adapter: TypeAdapter[Any], raw: str | bytes, known: tuple[str, ...]) 
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["type"] == "json_invalid":
-            raise FrameError("malformed_frame", f"frame is not valid JSON: {first['msg']}") from None
+            raise FrameError(
+                "malformed_frame", f"frame is not valid JSON: {first['msg']}"
+            ) from None
         if first["type"] == "union_tag_invalid":
             tag = first.get("ctx", {}).get("tag", "?")
             raise FrameError(

@@ -56,7 +56,9 @@ def stale_files(out: Path) -> list[str]:
     """Names of schema files under `out` that are missing, different, or left over."""
     expected = render_schemas()
     stale = [n for n, text in expected.items() if _read(out / n) != text]
-    present = {p.relative_to(out).as_posix() for p in out.rglob("*.json")} if out.exists() else set()
+    present = (
+        {p.relative_to(out).as_posix() for p in out.rglob("*.json")} if out.exists() else set()
+    )
     return sorted(stale + [n for n in present - expected.keys()])
 
 

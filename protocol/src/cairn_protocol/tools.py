@@ -24,7 +24,9 @@ class ReadArgs(ToolArgs):
 class GrepArgs(ToolArgs):
     pattern: str = Field(min_length=1, description="Regular expression (ripgrep syntax).")
     path: str | None = Field(default=None, description="File or folder to search; default: root.")
-    glob: str | None = Field(default=None, description='Only files matching this glob, e.g. "*.py".')
+    glob: str | None = Field(
+        default=None, description='Only files matching this glob, e.g. "*.py".'
+    )
     ignore_case: bool = False
     context: int | None = Field(default=None, ge=0, le=20, description="Lines around each match.")
     max_results: int | None = Field(default=None, ge=1, description="Maximum matching lines.")

@@ -47,7 +47,7 @@ def normalise_origin(url: str) -> str:
     text = url.strip()
     scheme = re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text)
     if scheme:
-        rest = text[scheme.end():]
+        rest = text[scheme.end() :]
         if "@" in rest.split("/", 1)[0]:
             rest = rest.split("@", 1)[1]
         host, _, path = rest.partition("/")

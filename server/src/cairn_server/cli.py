@@ -48,6 +48,8 @@ def serve(
     bind_host = host or settings.host
     sock = socket.socket(socket.AF_INET6 if ":" in bind_host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # uvicorn leaves Nagle on for sockets it is handed: small frames would wait ~40 ms for ACKs.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((bind_host, settings.port if port is None else port))
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(

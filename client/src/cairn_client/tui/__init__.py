@@ -1,0 +1,1 @@
+"""The Textual TUI of the `cairn` command: `app.CairnApp`, its screens, widgets and messages."""

@@ -5,6 +5,7 @@ Owns the app factory and its lifespan.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 
 from cairn_server.api import routes, ws
 from cairn_server.config import ServerSettings
+from cairn_server.providers.registry import preload_provider, resolve_model
 from cairn_server.runtime.runtime import ProviderFactory, Runtime
 from cairn_server.storage.db import open_database
 from cairn_server.storage.store import Store
@@ -29,9 +31,12 @@ def create_app(
         runtime = Runtime(store, settings, provider_factory)
         await runtime.recover_after_restart()
         app.state.runtime = runtime
+        default_model = resolve_model(None, settings.env).model
+        preload = asyncio.get_running_loop().run_in_executor(None, preload_provider, default_model)
         try:
             yield
         finally:
+            await preload
             await runtime.shutdown()
             await database.close()
 

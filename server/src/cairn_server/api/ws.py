@@ -102,14 +102,18 @@ class Connection:
         try:
             raw = await asyncio.wait_for(self.websocket.receive_text(), HELLO_TIMEOUT_S)
         except TimeoutError:
-            raise HandshakeRefused("malformed_frame", "no hello frame within 10 s", CLOSE_TIMEOUT)
+            raise HandshakeRefused(
+                "malformed_frame", "no hello frame within 10 s", CLOSE_TIMEOUT
+            ) from None
         try:
             frame = parse_client_frame(raw)
         except FrameError as exc:
             raise HandshakeRefused(exc.code, exc.message, CLOSE_BAD_REQUEST) from None
         if not isinstance(frame, Hello):
             raise HandshakeRefused(
-                "malformed_frame", f"the first frame must be hello, not {frame.type}", CLOSE_BAD_REQUEST
+                "malformed_frame",
+                f"the first frame must be hello, not {frame.type}",
+                CLOSE_BAD_REQUEST,
             )
         if frame.protocol_version != PROTOCOL_VERSION:
             raise HandshakeRefused(

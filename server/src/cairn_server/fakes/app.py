@@ -38,6 +38,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: JsonObject
+    received_at: float = 0.0  # time.perf_counter() on arrival, for latency benchmarks
 
 
 class RequestLog:
@@ -48,6 +49,7 @@ class RequestLog:
 
     def __init__(self, record_path: Path | None = None) -> None:
         self._requests: list[RecordedRequest] = []
+        self.answer_times: list[float] = []  # perf_counter() when each answer was fully sent
         self._lock = threading.Lock()
         self._record_path = record_path
 
@@ -65,6 +67,18 @@ class RequestLog:
     def clear(self) -> None:
         with self._lock:
             self._requests.clear()
+            self.answer_times.clear()
+
+    def mark_answered(self) -> None:
+        with self._lock:
+            self.answer_times.append(time.perf_counter())
+
+
+async def timed(events: AsyncIterator[str], log: RequestLog) -> AsyncIterator[str]:
+    """Pass the stream through, noting when its last byte was handed to the server."""
+    async for event in events:
+        yield event
+    log.mark_answered()
 
 
 class FakeModelState:
@@ -130,7 +144,9 @@ async def read_json_body(request: Request) -> tuple[bytes, JsonObject | None]:
 
 def record(state: FakeModelState, request: Request, body: JsonObject | None) -> None:
     headers = {name.lower(): value for name, value in request.headers.items()}
-    state.log.append(RecordedRequest(request.url.path, headers, body or {}))
+    state.log.append(
+        RecordedRequest(request.url.path, headers, body or {}, received_at=time.perf_counter())
+    )
 
 
 def error_headers(error: ScriptedError, request_id_header: str) -> dict[str, str]:
@@ -285,7 +301,9 @@ def openai_handler(state: FakeModelState) -> Endpoint:
             return JSONResponse(openai_completion(model, turn, tokens), headers=headers)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         events = openai_sse(model, turn, tokens, include_usage)
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        return StreamingResponse(
+            timed(events, state.log), media_type="text/event-stream", headers=headers
+        )
 
     return chat_completions
 
@@ -495,7 +513,9 @@ def anthropic_handler(state: FakeModelState) -> Endpoint:
         if not body.get("stream"):
             return JSONResponse(anthropic_message(model, turn, tokens), headers=headers)
         events = anthropic_sse(model, turn, tokens)
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        return StreamingResponse(
+            timed(events, state.log), media_type="text/event-stream", headers=headers
+        )
 
     return messages
 

@@ -25,6 +25,7 @@ def bind_loopback(port: int = 0) -> socket.socket:
     """A listening socket on 127.0.0.1 (port 0: a free one), ready before uvicorn runs."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((LOOPBACK, port))
     sock.listen(128)
     return sock
@@ -72,6 +73,11 @@ class FakeModelServer:
     def requests(self) -> list[RecordedRequest]:
         """Every request received so far, oldest first (a copy)."""
         return self._state.log.snapshot()
+
+    @property
+    def answer_times(self) -> list[float]:
+        """perf_counter() when each streamed answer was fully sent, oldest first."""
+        return list(self._state.log.answer_times)
 
     def clear_requests(self) -> None:
         self._state.log.clear()

@@ -6,12 +6,11 @@ environment, the explanation shown when no usable model is configured, and provi
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cairn_server.providers.anthropic_provider import AnthropicProvider
 from cairn_server.providers.base import Provider, ProviderError
-from cairn_server.providers.openai_provider import OpenAIProvider
 
 MODEL_ENV = "CAIRN_MODEL"
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
@@ -83,14 +82,32 @@ def make_provider(model: str, env: Mapping[str, str]) -> Provider:
     if problem is not None:
         raise ProviderError(problem)
     _, _, name = model.partition("/")
+    # The SDKs take seconds to import; only the one a model needs is loaded.
     if model.startswith(OPENAI_PREFIX):
+        from cairn_server.providers.openai_provider import OpenAIProvider
+
         return OpenAIProvider(
             name,
             api_key=env.get(OPENAI_KEY_ENV) or UNUSED_API_KEY,
             base_url=env.get(OPENAI_BASE_URL_ENV) or None,
         )
+    from cairn_server.providers.anthropic_provider import AnthropicProvider
+
     return AnthropicProvider(
         name,
         api_key=env[ANTHROPIC_KEY_ENV],
         base_url=env.get(ANTHROPIC_BASE_URL_ENV) or None,
     )
+
+
+PROVIDER_MODULES = {
+    OPENAI_PREFIX: "cairn_server.providers.openai_provider",
+    ANTHROPIC_PREFIX: "cairn_server.providers.anthropic_provider",
+}
+
+
+def preload_provider(model: str | None) -> None:
+    """Import a model's SDK ahead of its first request (run in a worker thread at start-up)."""
+    for prefix, module in PROVIDER_MODULES.items():
+        if model and model.startswith(prefix):
+            importlib.import_module(module)

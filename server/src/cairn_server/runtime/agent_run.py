@@ -133,7 +133,9 @@ class AgentRun:
         async for event in self.provider.stream(request):
             if isinstance(event, TextDelta):
                 self._partial_text += event.text
-                await self.hub.publish_transient(AssistantDelta(run_id=self.run_id, text=event.text))
+                await self.hub.publish_transient(
+                    AssistantDelta(run_id=self.run_id, text=event.text)
+                )
             elif isinstance(event, ToolCallReady):
                 calls.append(event.call)
             elif isinstance(event, Completed):
@@ -172,7 +174,9 @@ class AgentRun:
             return _tool_error(call, f"arguments for {call.name} must be a JSON object")
         if call.name in SERVER_TOOLS:
             result = await run_server_tool(self.store, self.agent_id, call.name, arguments)
-            return ModelMessage("tool", result.content, tool_call_id=call.id, is_error=result.is_error)
+            return ModelMessage(
+                "tool", result.content, tool_call_id=call.id, is_error=result.is_error
+            )
         if call.name not in CLIENT_TOOLS or call.name not in self.context.client_tools:
             available = sorted([*self.context.client_tools, *SERVER_TOOLS])
             return _tool_error(
@@ -193,7 +197,9 @@ class AgentRun:
         self.pending[record.id] = future
         try:
             await self.hub.publish(
-                ToolRequest(run_id=self.run_id, call_id=record.id, tool=call.name, arguments=arguments)
+                ToolRequest(
+                    run_id=self.run_id, call_id=record.id, tool=call.name, arguments=arguments
+                )
             )
             try:
                 return await self._interruptible(
@@ -207,7 +213,9 @@ class AgentRun:
         finally:
             self.pending.pop(record.id, None)
 
-    async def accept_result(self, call_id: str, status: str, content: str, reason: str | None) -> bool:
+    async def accept_result(
+        self, call_id: str, status: str, content: str, reason: str | None
+    ) -> bool:
         """A client's answer; False when no pending call of this run has that id."""
         future = self.pending.get(call_id)
         if future is None or future.done():
@@ -316,9 +324,10 @@ def _tool_message(call: ToolCall, record: ToolCallRecord) -> ModelMessage:
     if record.status == "ok":
         return ModelMessage("tool", record.content, tool_call_id=call.id)
     if record.status == "denied":
-        text = f"The user's side denied this {call.name} call. Reason: {record.reason or 'none given'}"
+        text = (
+            f"The user's side denied this {call.name} call. Reason: {record.reason or 'none given'}"
+        )
         return ModelMessage("tool", text, tool_call_id=call.id, is_error=True)
     detail = record.reason or "the tool failed"
     body = f"Error: {detail}" + (f"\n{record.content}" if record.content else "")
     return ModelMessage("tool", body, tool_call_id=call.id, is_error=True)
-

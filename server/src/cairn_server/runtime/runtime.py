@@ -70,7 +70,9 @@ class Runtime:
         """Start a run for a user message, first superseding any run still going."""
         provider = self._provider(model)  # fails here, before anything is stored
         async with self._lock(conversation_id):
-            await self._stop_active(conversation_id, "superseded", "superseded by a new user message")
+            await self._stop_active(
+                conversation_id, "superseded", "superseded by a new user message"
+            )
             hub = await self.hub(conversation_id)
             run_record = await self.store.create_run(conversation_id, model)
             await self.store.add_message(
@@ -118,8 +120,11 @@ class Runtime:
         """End the runs a previous process left running, so their conversations go on."""
         runs = await self.store.running_runs()
         pending = {
-            run.id: [c for c in await self.store.pending_tool_calls(run.conversation_id)
-                     if c.run_id == run.id]
+            run.id: [
+                c
+                for c in await self.store.pending_tool_calls(run.conversation_id)
+                if c.run_id == run.id
+            ]
             for run in runs
         }
         await self.store.interrupt_running_runs()
@@ -143,7 +148,9 @@ class Runtime:
 
     async def shutdown(self) -> None:
         for conversation_id in list(self._active):
-            await self._stop_active(conversation_id, "server_restart", "the server is shutting down")
+            await self._stop_active(
+                conversation_id, "server_restart", "the server is shutting down"
+            )
         for provider in self._providers.values():
             await provider.aclose()
         self._providers.clear()
@@ -159,7 +166,9 @@ class Runtime:
     def _lock(self, conversation_id: str) -> asyncio.Lock:
         return self._locks.setdefault(conversation_id, asyncio.Lock())
 
-    async def _stop_active(self, conversation_id: str, stop_reason: StopReason, reason: str) -> bool:
+    async def _stop_active(
+        self, conversation_id: str, stop_reason: StopReason, reason: str
+    ) -> bool:
         active = self._active.get(conversation_id)
         if active is None:
             return False

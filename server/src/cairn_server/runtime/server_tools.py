@@ -42,7 +42,7 @@ async def conversation_search(store: Store, agent_id: str, args: BaseModel) -> S
                 hits.append(f"[{when}] {message.role}: {message.content[:500]}")
     if not hits:
         return ServerToolResult(f"no earlier message contains {args.query!r}")
-    shown = hits[-args.limit:]
+    shown = hits[-args.limit :]
     return ServerToolResult("\n".join(shown))
 
 

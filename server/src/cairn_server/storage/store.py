@@ -116,9 +116,7 @@ class Store:
         """
         token_hash = hash_token(plaintext)
         async with self._transaction() as session:
-            token = await _first(
-                session, select(ApiToken).where(ApiToken.token_hash == token_hash)
-            )
+            token = await _first(session, select(ApiToken).where(ApiToken.token_hash == token_hash))
             if token is None:
                 return None
             token.last_used_at = utcnow()
@@ -378,9 +376,8 @@ class Store:
         Settling is a single conditional UPDATE, so of two racing results only one wins.
         """
         if status not in SETTLED_STATUSES:
-            raise ValueError(
-                f"unknown tool call status {status!r}; expected one of {', '.join(SETTLED_STATUSES)}"
-            )
+            expected = ", ".join(SETTLED_STATUSES)
+            raise ValueError(f"unknown tool call status {status!r}; expected one of {expected}")
         statement = (
             update(ToolCallRecord)
             .where(col(ToolCallRecord.id) == call_id, col(ToolCallRecord.status) == "pending")

@@ -143,7 +143,13 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in (
-        "events", "tool_calls", "runs", "messages", "conversations", "agents", "api_tokens",
+        "events",
+        "tool_calls",
+        "runs",
+        "messages",
+        "conversations",
+        "agents",
+        "api_tokens",
         "users",
     ):
         op.drop_table(table)

@@ -1,0 +1,206 @@
+"""From a tool request to its preview and outcome: the one entry point to the local tools.
+
+Owns validating and preparing a request (paths resolved, changes and preview computed)
+and executing a prepared call; neither ever raises for a problem with the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from cairn_protocol import ToolArgumentsError, ToolRequest, validate_tool_arguments
+from cairn_protocol.tools import (
+    ApplyPatchArgs,
+    EditArgs,
+    GlobArgs,
+    GrepArgs,
+    ReadArgs,
+    ShellArgs,
+    ToolArgs,
+    WriteArgs,
+)
+
+from cairn_client.tools.base import FileChange, PreparedCall, Preview, ToolOutcome
+from cairn_client.tools.changes import (
+    StaleChange,
+    apply_changes,
+    edit_change,
+    patch_changes,
+    render_diff,
+    write_change,
+)
+from cairn_client.tools.files import glob_files, read_file
+from cairn_client.tools.paths import ToolError, relative_display, resolve_in_workspace
+from cairn_client.tools.search import grep
+from cairn_client.tools.shell import ShellResult, run_shell
+
+
+def prepare_call(root: Path, request: ToolRequest) -> PreparedCall:
+    """Validate `request`, resolve its paths and compute its changes and preview.
+
+    A request that cannot run comes back with `error` set and an info preview.
+    """
+    try:
+        args = validate_tool_arguments(request.tool, request.arguments)
+    except ToolArgumentsError as exc:
+        return PreparedCall(request, None, _request_preview(request), error=str(exc))
+    try:
+        return _prepare(root, request, args)
+    except ToolError as exc:
+        return PreparedCall(request, args, _info_preview(args), error=str(exc))
+    except OSError as exc:
+        return PreparedCall(request, args, _info_preview(args), error=_describe_os_error(exc))
+
+
+async def execute_call(root: Path, prepared: PreparedCall) -> ToolOutcome:
+    """Run a prepared call; failures of the tool come back as an "error" outcome."""
+    if prepared.error is not None:
+        return ToolOutcome(status="error", reason=prepared.error)
+    try:
+        return await _execute(root, prepared)
+    except StaleChange as exc:
+        return ToolOutcome(
+            status="error",
+            reason=f"{exc.path} changed since the edit was previewed, so nothing was applied; "
+            "read the file again and redo the edit",
+        )
+    except ToolError as exc:
+        return ToolOutcome(status="error", reason=str(exc))
+    except OSError as exc:
+        return ToolOutcome(status="error", reason=_describe_os_error(exc))
+
+
+# --------------------------------------------------------------------------- preparing
+
+
+def _prepare(root: Path, request: ToolRequest, args: ToolArgs) -> PreparedCall:
+    if isinstance(args, (ReadArgs, GrepArgs, GlobArgs)):
+        canonical = _with_canonical_path(root, args)
+        return PreparedCall(request, canonical, _info_preview(canonical))
+    if isinstance(args, ShellArgs):
+        preview = Preview("Run shell command", "command", args.command, language="bash")
+        return PreparedCall(request, args, preview)
+    changes = _changes(root, args)
+    return PreparedCall(request, args, _diff_preview(args, changes), changes=changes)
+
+
+def _with_canonical_path(root: Path, args: ReadArgs | GrepArgs | GlobArgs) -> ToolArgs:
+    """The same arguments with the path as the workspace-relative real path.
+
+    Policy rules and the secret check then see the file that will really be read,
+    whatever `../`, absolute or symlinked spelling the model used.
+    """
+    if args.path is None:
+        return args
+    canonical = relative_display(root, resolve_in_workspace(root, args.path))
+    return args.model_copy(update={"path": canonical})
+
+
+def _changes(root: Path, args: ToolArgs) -> tuple[FileChange, ...]:
+    if isinstance(args, EditArgs):
+        return (edit_change(root, args.path, args.old_string, args.new_string, args.replace_all),)
+    if isinstance(args, WriteArgs):
+        return (write_change(root, args.path, args.content),)
+    if isinstance(args, ApplyPatchArgs):
+        return patch_changes(root, args.patch)
+    raise ToolError(f"no way to prepare {type(args).__name__}")
+
+
+def _diff_preview(args: ToolArgs, changes: Sequence[FileChange]) -> Preview:
+    if isinstance(args, ApplyPatchArgs):
+        title = f"Patch {len(changes)} file{'s' if len(changes) != 1 else ''}"
+    else:
+        title = f"{'Write' if isinstance(args, WriteArgs) else 'Edit'} {changes[0].path}"
+    return Preview(title, "diff", render_diff(changes), language="diff")
+
+
+def _info_preview(args: ToolArgs) -> Preview:
+    if isinstance(args, ReadArgs):
+        return Preview(f"Read {args.path}", "info", f"read {args.path}{_line_range(args)}")
+    if isinstance(args, GrepArgs):
+        return Preview("Search file contents", "info", _grep_summary(args))
+    if isinstance(args, GlobArgs):
+        where = f" in {args.path}" if args.path else ""
+        return Preview("Find files", "info", f'glob "{args.pattern}"{where}')
+    if isinstance(args, ShellArgs):
+        return Preview("Run shell command", "command", args.command, language="bash")
+    if isinstance(args, ApplyPatchArgs):
+        return Preview("Patch files", "info", "apply a patch")
+    if isinstance(args, (EditArgs, WriteArgs)):
+        verb = "Write" if isinstance(args, WriteArgs) else "Edit"
+        return Preview(f"{verb} {args.path}", "info", f"{verb.lower()} {args.path}")
+    return Preview("Tool call", "info", type(args).__name__)
+
+
+def _request_preview(request: ToolRequest) -> Preview:
+    arguments = json.dumps(request.arguments, ensure_ascii=False)
+    if len(arguments) > 200:
+        arguments = arguments[:200] + "…"
+    return Preview(f"Call {request.tool}", "info", f"{request.tool} {arguments}")
+
+
+def _line_range(args: ReadArgs) -> str:
+    if args.offset is None and args.limit is None:
+        return ""
+    first = args.offset or 1
+    if args.limit is None:
+        return f" (from line {first})"
+    return f" (lines {first}–{first + args.limit - 1})"
+
+
+def _grep_summary(args: GrepArgs) -> str:
+    where = f"in {args.path}" if args.path and args.path != "." else "in the workspace"
+    extras = [f"files {args.glob}"] if args.glob else []
+    if args.ignore_case:
+        extras.append("ignoring case")
+    if args.context:
+        extras.append(f"{args.context} lines of context")
+    suffix = f" ({', '.join(extras)})" if extras else ""
+    return f"grep {json.dumps(args.pattern, ensure_ascii=False)} {where}{suffix}"
+
+
+# --------------------------------------------------------------------------- executing
+
+
+async def _execute(root: Path, prepared: PreparedCall) -> ToolOutcome:
+    args = prepared.args
+    if isinstance(args, ShellArgs):
+        return _shell_outcome(await run_shell(root, args.command, args.timeout_s))
+    if isinstance(args, ReadArgs):
+        return ToolOutcome(status="ok", content=await asyncio.to_thread(read_file, root, args))
+    if isinstance(args, GrepArgs):
+        return ToolOutcome(status="ok", content=await asyncio.to_thread(grep, root, args))
+    if isinstance(args, GlobArgs):
+        return ToolOutcome(status="ok", content=await asyncio.to_thread(glob_files, root, args))
+    if not prepared.changes:
+        return ToolOutcome(status="error", reason="there is nothing to change")
+    changed = await asyncio.to_thread(apply_changes, root, prepared.changes)
+    return ToolOutcome(
+        status="ok", content=_confirmation(prepared.changes), changed_files=tuple(changed)
+    )
+
+
+def _confirmation(changes: Sequence[FileChange]) -> str:
+    done = [
+        f"{'created' if c.before is None else 'deleted' if c.after is None else 'edited'} {c.path}"
+        for c in changes
+    ]
+    return f"Done: {'; '.join(done)}."
+
+
+def _shell_outcome(result: ShellResult) -> ToolOutcome:
+    if result.succeeded:
+        return ToolOutcome(status="ok", content=result.as_text())
+    if result.timed_out:
+        reason = f"the command timed out after {result.timeout_s:g} s and was killed"
+    else:
+        reason = f"the command exited with code {result.exit_code}"
+    return ToolOutcome(status="error", content=result.as_text(), reason=reason)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"

@@ -1,0 +1,388 @@
+"""The `cairn` Textual app: chat, prompt and status line, driven by a client session.
+
+Owns the SessionListener side of the session seam: it turns session callbacks into typed messages,
+shows them, asks for approvals on a modal screen and sends what the user types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from cairn_protocol import ServerFrame
+from cairn_protocol.messages import (
+    AssistantDelta,
+    AssistantMessage,
+    ErrorEvent,
+    Pong,
+    RunFinished,
+    RunStarted,
+    ToolRequest,
+    ToolSettled,
+    Usage,
+    Welcome,
+)
+from cairn_protocol.tools import CLIENT_TOOLS
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import Input
+from textual.worker import Worker, WorkerState
+
+from cairn_client.listener import ConnectionState, SessionControl, SessionListener
+from cairn_client.policy.types import Approval, Verdict
+from cairn_client.tools.base import PreparedCall, ToolOutcome
+from cairn_client.tui.formatting import (
+    connection_label,
+    connection_lost,
+    run_ending,
+    shorten,
+    tool_line,
+)
+from cairn_client.tui.messages import (
+    ConnectionChanged,
+    InterruptRequested,
+    SessionEvent,
+    ToolHandled,
+)
+from cairn_client.tui.screens.approval import WITHDRAWN, ApprovalScreen
+from cairn_client.tui.screens.setup import SetupChoice, SetupScreen
+from cairn_client.tui.widgets.chat import ChatView, NoticeKind
+from cairn_client.tui.widgets.status import StatusLine
+
+CLOSE_TIMEOUT_S = 5.0
+RUNNING = "running… (esc to interrupt)"
+INTERRUPTING = "interrupting…"
+DEMO_RESULT = "demo"
+
+_SLASH_COMMAND = re.compile(r"^/\w+$")
+
+
+class SessionRunner(SessionControl, Protocol):
+    """A session the app can start: SessionControl plus the loop that connects and runs it."""
+
+    async def run(self) -> None:
+        """Connect and handle events until the session is closed."""
+
+
+StartSession = Callable[[SessionListener], SessionRunner]
+
+
+@dataclass
+class _PendingApproval:
+    run_id: str
+    screen: ApprovalScreen
+    settle: Callable[[Approval | None], None]
+
+    def withdraw(self) -> None:
+        self.settle(Approval(kind="deny", reason=WITHDRAWN))
+        self.screen.withdraw()
+
+
+class CairnApp(App[str]):
+    """One conversation with the workspace's agent. Exits with "demo" when the user picks it."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "cairn"
+    AUTO_FOCUS = "#prompt"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "interrupt", "Interrupt", show=False, id="cairn.interrupt"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="cairn.quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="cairn.quit_ctrl_c"),
+        Binding("pageup", "scroll_chat(-1)", "Scroll up", show=False, id="cairn.page_up"),
+        Binding("pagedown", "scroll_chat(1)", "Scroll down", show=False, id="cairn.page_down"),
+    ]
+
+    def __init__(
+        self, start_session: StartSession, *, workspace_name: str, initial_input: str = ""
+    ) -> None:
+        super().__init__()
+        self._start_session = start_session
+        self._initial_input = initial_input
+        self.workspace_name = workspace_name
+        self._session: SessionRunner | None = None
+        self._history_shown = False
+        self._setup_shown = False
+        self._connection_lost = False
+        self._session_failed = False
+        self._quitting = False
+        self._running_run_id: str | None = None
+        self._usage = Usage()
+        # Texts sent from here whose run_started has not come back yet (so they aren't shown twice).
+        self._unconfirmed_sends: list[str] = []
+        self._pending_approvals: dict[str, _PendingApproval] = {}
+        self._approvals_given: dict[str, Approval] = {}
+        # Held directly, so updates never depend on which screen is on top.
+        self.chat = ChatView(id="chat")
+        self.status = StatusLine(workspace_name, id="status")
+
+    # ------------------------------------------------------------------ layout and start
+
+    def compose(self) -> ComposeResult:
+        yield self.chat
+        yield Input(
+            self._initial_input,
+            placeholder="Message cairn — Enter sends · /clear · /quit",
+            id="prompt",
+        )
+        yield self.status
+
+    async def on_mount(self) -> None:
+        try:
+            self._session = self._start_session(self)
+        except Exception as exc:  # noqa: BLE001 - a broken configuration is shown, not a crash
+            await self.chat.add_notice(f"Could not start the session: {exc}", "error")
+            self.status.connection, self.status.connection_ok = "no session", False
+            return
+        self.run_worker(
+            self._session.run(),
+            name="session",
+            group="session",
+            exclusive=True,
+            exit_on_error=False,
+        )
+
+    # ------------------------------------------------------------------ SessionListener
+
+    def server_event(self, event: ServerFrame) -> None:
+        self.post_message(SessionEvent(event))
+
+    def connection_changed(self, state: ConnectionState, detail: str) -> None:
+        self.post_message(ConnectionChanged(state, detail))
+
+    def tool_handled(self, prepared: PreparedCall, verdict: Verdict, outcome: ToolOutcome) -> None:
+        self.post_message(ToolHandled(prepared, verdict, outcome))
+
+    async def ask_approval(self, prepared: PreparedCall) -> Approval:
+        """Show the approval screen and wait for its answer without blocking the event loop."""
+        call_id = prepared.request.call_id
+        future: asyncio.Future[Approval] = asyncio.get_running_loop().create_future()
+
+        def settle(approval: Approval | None) -> None:
+            if not future.done():
+                future.set_result(approval or Approval(kind="deny", reason=WITHDRAWN))
+
+        screen = ApprovalScreen(prepared)
+        self._pending_approvals[call_id] = _PendingApproval(prepared.request.run_id, screen, settle)
+        self.push_screen(screen, callback=settle)
+        try:
+            approval = await future
+        finally:
+            self._pending_approvals.pop(call_id, None)
+            screen.withdraw()  # no-op once answered; closes it if the session stopped asking
+        if approval.kind != "deny":
+            self._approvals_given[call_id] = approval
+        return approval
+
+    # ------------------------------------------------------------------ session messages
+
+    async def on_session_event(self, message: SessionEvent) -> None:
+        try:
+            await self._show_event(message.event)
+        except Exception as exc:  # noqa: BLE001 - one odd event must not take the TUI down
+            self.log.error(f"could not show {message.event!r}: {exc!r}")
+            await self.chat.add_notice(f"Could not show a server event: {exc}", "dim")
+
+    async def _show_event(self, event: ServerFrame) -> None:
+        match event:
+            case Welcome():
+                await self._on_welcome(event)
+            case RunStarted():
+                await self._on_run_started(event)
+            case AssistantDelta():
+                await self.chat.append_delta(event.run_id, event.text)
+            case AssistantMessage():
+                await self._on_assistant_message(event)
+            case ToolRequest() | Pong():
+                pass  # requests are reported by tool_handled once decided
+            case ToolSettled():
+                pending = self._pending_approvals.get(event.call_id)
+                if pending is not None:
+                    pending.withdraw()
+            case RunFinished():
+                await self._on_run_finished(event)
+            case ErrorEvent():
+                await self.chat.add_notice(f"Server error ({event.code}): {event.message}", "error")
+            case _:
+                await self.chat.add_notice(f"Unexpected event: {shorten(repr(event), 120)}", "dim")
+
+    async def _on_welcome(self, event: Welcome) -> None:
+        self.status.model = event.model
+        self._set_running(event.running_run_id)
+        if not self._history_shown:
+            # Only the first welcome's history is new to this view; a reconnect would repeat it.
+            self._history_shown = True
+            await self.chat.show_history(event.history)
+        if event.model is None and not self._setup_shown:
+            self._setup_shown = True
+            self.push_screen(SetupScreen(event.model_problem), callback=self._on_setup_choice)
+
+    async def _on_run_started(self, event: RunStarted) -> None:
+        self._set_running(event.run_id)
+        if self._unconfirmed_sends and self._unconfirmed_sends[0] == event.user_text.strip():
+            self._unconfirmed_sends.pop(0)
+        else:
+            await self.chat.add_user(event.user_text)
+
+    async def _on_assistant_message(self, event: AssistantMessage) -> None:
+        await self.chat.finish_assistant(event.run_id, event.text)
+        for call in event.tool_calls:
+            if call.tool not in CLIENT_TOOLS:  # client tools get their line from tool_handled
+                line = tool_line(call.tool, call.arguments, call.status, call.reason)
+                await self.chat.add_tool(call.status, line)
+
+    async def _on_run_finished(self, event: RunFinished) -> None:
+        self._usage = self._usage + event.usage
+        self.status.usage = self._usage
+        for pending in [p for p in self._pending_approvals.values() if p.run_id == event.run_id]:
+            pending.withdraw()
+        await self.chat.end_run(event.run_id)
+        if self._running_run_id in (event.run_id, None):
+            self._set_running(None)
+        ending = run_ending(event)
+        if ending is not None:
+            kind: NoticeKind = "error" if event.stop_reason == "model_error" else "warning"
+            await self.chat.add_notice(ending, kind)
+
+    async def on_connection_changed(self, message: ConnectionChanged) -> None:
+        state, detail = message.state, message.detail
+        self.status.connection = connection_label(state, detail)
+        self.status.connection_ok = state in ("connecting", "connected")
+        if state == "reconnecting" and not self._connection_lost:
+            self._connection_lost = True  # one chat line per loss, not one per retry
+            await self.chat.add_notice(connection_lost(detail), "warning")
+        elif state == "failed":
+            self._session_failed = True
+            await self.chat.add_notice(f"Could not reach the server: {detail}", "error")
+        elif state == "connected" and self._connection_lost:
+            self._connection_lost = False
+            await self.chat.add_notice("Reconnected to the server.", "info")
+
+    async def on_tool_handled(self, message: ToolHandled) -> None:
+        prepared, outcome = message.prepared, message.outcome
+        reason = outcome.reason
+        if outcome.status == "denied":
+            reason = reason or message.verdict.reason
+        elif outcome.status == "error":
+            reason = reason or prepared.error or shorten(outcome.content)
+        approval = self._approvals_given.pop(prepared.request.call_id, None)
+        arguments = prepared.request.arguments
+        line = tool_line(prepared.tool, arguments, outcome.status, reason, approval)
+        await self.chat.add_tool(outcome.status, line)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "session" or self._quitting:
+            return
+        if event.state == WorkerState.ERROR:
+            self.status.connection_ok = False
+            if self._session_failed:
+                return  # connection_changed("failed") already told the user why
+            self.status.connection = "session failed"
+            self.call_later(
+                self.chat.add_notice, f"The session stopped: {event.worker.error}", "error"
+            )
+        elif event.state == WorkerState.SUCCESS:
+            self.status.connection, self.status.connection_ok = "disconnected", False
+            self.call_later(self.chat.add_notice, "The session ended.", "warning")
+
+    # ------------------------------------------------------------------ user input
+
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "prompt":
+            return
+        text = event.value.strip()
+        event.input.clear()
+        if not text:
+            return
+        if _SLASH_COMMAND.match(text):
+            await self._run_command(text)
+            return
+        if self._session is None:
+            await self.chat.add_notice("Not connected: your message was not sent.", "error")
+            return
+        self._unconfirmed_sends.append(text)
+        await self.chat.add_user(text)
+        self._send(text)
+
+    async def _run_command(self, command: str) -> None:
+        if command == "/quit":
+            self._close_and_exit(None)
+        elif command == "/clear":
+            await self.chat.clear_view()
+        else:
+            await self.chat.add_notice(f"Unknown command {command} (try /clear or /quit)", "dim")
+
+    @work(group="send", exit_on_error=False)
+    async def _send(self, text: str) -> None:
+        assert self._session is not None
+        try:
+            await self._session.send_user_message(text)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the user must hear of it
+            if text in self._unconfirmed_sends:
+                self._unconfirmed_sends.remove(text)
+            await self.chat.add_notice(f"Your message was not sent: {exc}", "error")
+
+    # ------------------------------------------------------------------ interrupt and quit
+
+    def action_interrupt(self) -> None:
+        if self._running_run_id is not None:
+            self._interrupt()
+
+    def on_interrupt_requested(self, _message: InterruptRequested) -> None:
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        self.status.activity = INTERRUPTING
+        self._cancel_run()
+
+    @work(group="control", exit_on_error=False)
+    async def _cancel_run(self) -> None:
+        if self._session is None:
+            return
+        try:
+            await self._session.cancel()
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the user must hear of it
+            self._set_running(self._running_run_id)
+            await self.chat.add_notice(f"Could not interrupt the run: {exc}", "error")
+
+    def action_scroll_chat(self, direction: int) -> None:
+        """Page through the chat while the prompt keeps the focus."""
+        chat = self.chat
+        if direction < 0:
+            chat.release_anchor()  # reading back: new output must not yank the view down
+            chat.scroll_page_up()
+        elif chat.scroll_y + chat.container_size.height >= chat.max_scroll_y:
+            chat.anchor()  # back at the bottom: follow new output again
+        else:
+            chat.scroll_page_down()
+
+    async def action_quit(self) -> None:
+        self._close_and_exit(None)
+
+    def _on_setup_choice(self, choice: SetupChoice | None) -> None:
+        self._close_and_exit(DEMO_RESULT if choice == "demo" else None)
+
+    @work(group="quit", exit_on_error=False)
+    async def _close_and_exit(self, result: str | None) -> None:
+        """Close the session (bounded, so a dead server can't hold the user), then exit.
+
+        Asking to quit again while the session closes exits at once.
+        """
+        if self._quitting:
+            self.exit(result)
+            return
+        self._quitting = True
+        self.status.activity = "closing…"
+        if self._session is not None:
+            try:
+                await asyncio.wait_for(self._session.close(), CLOSE_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - quitting must not fail on a broken session
+                self.log.warning(f"closing the session failed: {exc!r}")
+        self.exit(result)
+
+    def _set_running(self, run_id: str | None) -> None:
+        self._running_run_id = run_id
+        self.status.activity = RUNNING if run_id is not None else ""

@@ -1,0 +1,27 @@
+"""Running the TUI for a prepared launch, and cleaning up after it.
+
+Owns the bridge from the blocking CLI to the Textual app's own event loop.
+"""
+
+from __future__ import annotations
+
+from cairn_client.launch import Launch
+from cairn_client.listener import SessionListener
+from cairn_client.tui.app import CairnApp, SessionRunner
+
+
+def run_tui(launch: Launch, *, initial_input: str = "") -> str | None:
+    """Run the app until the user quits; returns "demo" if they asked for the demo."""
+
+    def start_session(listener: SessionListener) -> SessionRunner:
+        return launch.session(listener)
+
+    app = CairnApp(
+        start_session,
+        workspace_name=launch.workspace.identity.display_name,
+        initial_input=initial_input,
+    )
+    try:
+        return app.run()
+    finally:
+        launch.shutdown_now()

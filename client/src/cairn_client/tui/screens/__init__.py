@@ -1,0 +1,1 @@
+"""Screens of the Cairn TUI besides the main chat: approval and setup."""

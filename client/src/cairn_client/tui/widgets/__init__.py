@@ -1,0 +1,1 @@
+"""Small widgets of the Cairn TUI: the chat and the status line."""

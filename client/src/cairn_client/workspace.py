@@ -1,0 +1,79 @@
+"""The workspace the client runs in: its root folder and the identity that names it.
+
+Owns asking git for the root, the root commit and the origin; clones and worktrees
+of one repository get one identity, a folder outside git is named by its path.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from cairn_protocol import WorkspaceIdentity, normalise_origin
+
+GIT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    identity: WorkspaceIdentity
+
+
+def detect_workspace(cwd: Path) -> Workspace:
+    """The git checkout containing `cwd`, or `cwd` itself when it is not in one.
+
+    Never raises for git trouble (no git, a broken repository, a timeout): whatever
+    git cannot tell is left out of the identity.
+    """
+    top = _git(cwd, "rev-parse", "--show-toplevel")
+    root = Path(os.path.realpath(top if top else cwd))
+    if top is None:
+        return Workspace(root, _identity(root, root_commit=None, origin=None))
+    origin = _git(root, "config", "--get", "remote.origin.url")
+    return Workspace(
+        root,
+        _identity(
+            root,
+            root_commit=_root_commit(root),
+            origin=normalise_origin(origin) if origin else None,
+        ),
+    )
+
+
+def _root_commit(root: Path) -> str | None:
+    """The first commit; with several roots (merged histories) the smallest hash."""
+    listed = _git(root, "rev-list", "--max-parents=0", "HEAD")
+    roots = listed.split() if listed else []
+    return min(roots) if roots else None
+
+
+def _identity(root: Path, root_commit: str | None, origin: str | None) -> WorkspaceIdentity:
+    return WorkspaceIdentity(
+        root_commit=root_commit,
+        origin=origin,
+        display_name=root.name or str(root),
+        path=str(root),
+    )
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    """Stripped stdout of a git command, or None if it failed in any way."""
+    try:
+        finished = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if finished.returncode != 0:
+        return None
+    text = finished.stdout.decode("utf-8", errors="replace").strip()
+    return text or None

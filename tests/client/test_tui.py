@@ -1,0 +1,694 @@
+"""The Textual app under Pilot, driven by a scripted session calling the listener like the real one.
+
+Covers what a user notices: streaming, approvals, interrupts, setup, history, status and input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+from typing import Any, cast
+
+import pytest
+from cairn_client.policy.types import Approval, Verdict
+from cairn_client.tools.base import FileChange, PreparedCall, Preview, ToolOutcome
+from cairn_client.tui.app import CairnApp
+from cairn_client.tui.screens.approval import ApprovalScreen
+from cairn_client.tui.screens.setup import SetupScreen
+from cairn_client.tui.widgets.chat import AssistantEntry
+from cairn_protocol import ServerFrame
+from cairn_protocol.messages import (
+    AssistantDelta,
+    AssistantMessage,
+    ErrorEvent,
+    HistoryItem,
+    HistoryToolCall,
+    RunFinished,
+    RunStarted,
+    ToolRequest,
+    ToolSettled,
+    Usage,
+    UserMessage,
+    Welcome,
+)
+from cairn_protocol.tools import EditArgs, GrepArgs, ReadArgs, ShellArgs
+from support.tui import chat_entries, rendered_text, status_text
+from textual.pilot import Pilot
+from textual.widget import Widget
+from textual.widgets import Input
+
+SIZE = (100, 36)
+
+
+class ScriptedSession:
+    """A SessionRunner whose run() connects and welcomes like the real session, then idles.
+
+    Tests play the rest of the server's side by calling `listener` directly, as the real
+    session does from its receive loop; what the app asks of the session is recorded.
+    """
+
+    def __init__(
+        self,
+        welcome: Welcome,
+        *,
+        fail_with: Exception | None = None,
+        announce_failure: bool = False,
+    ) -> None:
+        self.welcome = welcome
+        self.fail_with = fail_with
+        self.announce_failure = announce_failure
+        self.sent: list[str] = []
+        self.cancels = 0
+        self.closed = False
+        self._listener: CairnApp | None = None
+        self._closed = asyncio.Event()
+
+    def start(self, listener: Any) -> ScriptedSession:
+        self._listener = listener
+        return self
+
+    @property
+    def listener(self) -> CairnApp:
+        assert self._listener is not None, "the app has not started the session"
+        return self._listener
+
+    async def run(self) -> None:
+        self.listener.connection_changed("connecting", "connecting to the server")
+        if self.fail_with is not None:
+            if self.announce_failure:  # as the real session does when the server refuses it
+                self.listener.connection_changed("failed", str(self.fail_with))
+            raise self.fail_with
+        self.listener.connection_changed("connected", "connected")
+        self.listener.server_event(self.welcome)
+        await self._closed.wait()
+        self.listener.connection_changed("closed", "session closed")
+
+    async def send_user_message(self, text: str) -> None:
+        self.sent.append(text)
+
+    async def cancel(self) -> None:
+        self.cancels += 1
+
+    async def close(self) -> None:
+        self.closed = True
+        self._closed.set()
+
+    def events(self, *events: ServerFrame) -> None:
+        for event in events:
+            self.listener.server_event(event)
+
+    def ask(self, prepared: PreparedCall) -> asyncio.Task[Approval]:
+        """Ask for approval the way the real session does: from a task of its own."""
+        return asyncio.ensure_future(self.listener.ask_approval(prepared))
+
+
+def welcome(
+    *,
+    model: str | None = "gpt-test",
+    history: list[HistoryItem] | None = None,
+    model_problem: str | None = None,
+) -> Welcome:
+    return Welcome(
+        seq=3,
+        agent_id="agent-1",
+        conversation_id="conv-1",
+        model=model,
+        model_problem=model_problem,
+        history=history or [],
+    )
+
+
+def scripted_app(
+    session_welcome: Welcome | None = None,
+    *,
+    fail_with: Exception | None = None,
+    announce_failure: bool = False,
+) -> tuple[CairnApp, ScriptedSession]:
+    session = ScriptedSession(
+        session_welcome or welcome(), fail_with=fail_with, announce_failure=announce_failure
+    )
+    return CairnApp(session.start, workspace_name="shop-api"), session
+
+
+def edit_call(call_id: str = "call-1", run_id: str = "run-1") -> PreparedCall:
+    before = "def total(items):\n    return 1\n"
+    after = "def total(items):\n    return sum(item.price for item in items)\n"
+    diff = "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            "a/src/app.py",
+            "b/src/app.py",
+        )
+    )
+    arguments = {
+        "path": "src/app.py",
+        "old_string": "    return 1\n",
+        "new_string": "    return sum(item.price for item in items)\n",
+    }
+    request = ToolRequest(seq=7, run_id=run_id, call_id=call_id, tool="edit", arguments=arguments)
+    return PreparedCall(
+        request=request,
+        args=EditArgs.model_validate(arguments),
+        preview=Preview(title="Edit src/app.py", kind="diff", body=diff, language="diff"),
+        changes=(FileChange("src/app.py", before, after),),
+    )
+
+
+def read_call(call_id: str = "call-r") -> PreparedCall:
+    arguments = {"path": "src/app.py"}
+    request = ToolRequest(seq=5, run_id="run-1", call_id=call_id, tool="read", arguments=arguments)
+    return PreparedCall(
+        request=request,
+        args=ReadArgs.model_validate(arguments),
+        preview=Preview(title="Read src/app.py", kind="info", body="read src/app.py"),
+    )
+
+
+def shell_call(command: str) -> PreparedCall:
+    arguments = {"command": command}
+    request = ToolRequest(
+        seq=6, run_id="run-1", call_id="call-s", tool="shell", arguments=arguments
+    )
+    return PreparedCall(
+        request=request,
+        args=ShellArgs.model_validate(arguments),
+        preview=Preview(title="Run shell command", kind="command", body=command, language="bash"),
+    )
+
+
+def grep_call(pattern: str) -> PreparedCall:
+    arguments = {"pattern": pattern}
+    request = ToolRequest(seq=6, run_id="run-1", call_id="call-g", tool="grep", arguments=arguments)
+    return PreparedCall(
+        request=request,
+        args=GrepArgs.model_validate(arguments),
+        preview=Preview(title=f"Search for {pattern}", kind="info", body=pattern),
+    )
+
+
+def finished(run_id: str = "run-1", stop_reason: Any = "end_turn", **usage: Any) -> RunFinished:
+    return RunFinished(seq=20, run_id=run_id, stop_reason=stop_reason, usage=Usage(**usage))
+
+
+# ---------------------------------------------------------------- reading what the user sees
+
+
+async def settle(pilot: Pilot[Any]) -> None:
+    """Let posted messages, mounts and the Markdown stream's task all run."""
+    for _ in range(3):
+        await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
+
+
+async def start(pilot: Pilot[Any]) -> None:
+    await settle(pilot)
+
+
+async def type_and_send(pilot: Pilot[Any], text: str) -> None:
+    """Fill the prompt and press Enter (key by key typing is covered where it matters)."""
+    pilot.app.query_one("#prompt", Input).value = text
+    await pilot.press("enter")
+    await settle(pilot)
+
+
+# ---------------------------------------------------------------- chat and streaming
+
+
+async def test_streamed_answer_appears_and_the_final_message_replaces_it() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        await pilot.press(*"Fix it", "enter")
+        await settle(pilot)
+        assert session.sent == ["Fix it"]
+
+        session.events(RunStarted(seq=4, run_id="run-1", user_text="Fix it"))
+        session.events(
+            AssistantDelta(seq=4, run_id="run-1", text="Looking at **src/"),
+            AssistantDelta(seq=4, run_id="run-1", text="app.py** now"),
+        )
+        await settle(pilot)
+        assert chat_entries(app) == ["Fix it", "Looking at **src/app.py** now"]
+        assert "running…" in status_text(app)
+
+        # A replayed delta garbles the stream; the complete message puts it right.
+        session.events(AssistantDelta(seq=4, run_id="run-1", text="app.py** now"))
+        session.events(AssistantMessage(seq=5, run_id="run-1", text="Looking at **src/app.py**."))
+        await settle(pilot)
+        assert chat_entries(app) == ["Fix it", "Looking at **src/app.py**."]
+        paragraph = app.chat.query_one(AssistantEntry).query_one("MarkdownParagraph", Widget)
+        assert rendered_text(paragraph) == "Looking at src/app.py."  # rendered, not raw Markdown
+
+        session.events(finished())
+        await settle(pilot)
+        assert "running…" not in status_text(app)
+        assert chat_entries(app) == ["Fix it", "Looking at **src/app.py**."]
+
+
+async def test_text_after_a_tool_call_starts_a_new_answer_below_the_tool_line() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        session.events(
+            RunStarted(seq=4, run_id="run-1", user_text="What does app.py do?"),
+            AssistantDelta(seq=4, run_id="run-1", text="Let me read it."),
+            AssistantMessage(seq=5, run_id="run-1", text="Let me read it."),
+        )
+        app.tool_handled(read_call(), Verdict("allow", "read-only"), ToolOutcome("ok", "1\tx"))
+        session.events(
+            AssistantDelta(seq=8, run_id="run-1", text="It computes totals."),
+            AssistantMessage(seq=9, run_id="run-1", text="It computes totals."),
+            finished(),
+        )
+        await settle(pilot)
+        assert chat_entries(app) == [
+            "What does app.py do?",
+            "Let me read it.",
+            "✓ read src/app.py",
+            "It computes totals.",
+        ]
+
+
+async def test_tool_calls_show_as_compact_lines() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        app.tool_handled(read_call(), Verdict("allow", "read-only"), ToolOutcome("ok", "1\tx"))
+        task = session.ask(edit_call())
+        await settle(pilot)
+        await pilot.press("y")
+        await task
+        app.tool_handled(
+            edit_call(),
+            Verdict("allow", "allowed once by the user"),
+            ToolOutcome("ok", "edited", changed_files=("src/app.py",)),
+        )
+        app.tool_handled(
+            shell_call("rm -rf build"),
+            Verdict("deny", "rm is denied by policy"),
+            ToolOutcome("denied", reason="rm is denied by policy"),
+        )
+        app.tool_handled(
+            grep_call("TODO("),
+            Verdict("allow", "read-only"),
+            ToolOutcome("error", reason="regex parse error: unclosed group"),
+        )
+        await settle(pilot)
+        assert chat_entries(app) == [
+            "✓ read src/app.py",
+            "✓ edit src/app.py (allowed once)",
+            '✗ shell "rm -rf build" denied: rm is denied by policy',
+            '! grep "TODO(" error: regex parse error: unclosed group',
+        ]
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "detail", "line"),
+    [
+        ("cancelled", None, "Interrupted."),
+        ("step_limit", None, "Stopped: step limit reached."),
+        ("model_error", "HTTP 401: invalid API key", "Model error: HTTP 401: invalid API key"),
+    ],
+)
+async def test_a_run_that_ends_early_says_why(
+    stop_reason: Any, detail: str | None, line: str
+) -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        session.events(
+            RunStarted(seq=4, run_id="run-1", user_text="go"),
+            AssistantDelta(seq=4, run_id="run-1", text="Half an ans"),
+            RunFinished(seq=5, run_id="run-1", stop_reason=stop_reason, detail=detail),
+        )
+        await settle(pilot)
+        assert chat_entries(app) == ["go", "Half an ans", line]
+
+
+async def test_unexpected_events_are_shown_dim_and_the_app_keeps_working() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        app.server_event(cast(Any, UserMessage(text="not a server event")))
+        session.events(ErrorEvent(seq=3, code="internal", message="database is locked"))
+        await settle(pilot)
+        entries = chat_entries(app)
+        assert entries[0].startswith("Unexpected event: UserMessage(")
+        assert entries[1] == "Server error (internal): database is locked"
+        await type_and_send(pilot, "ok?")
+        assert session.sent == ["ok?"]
+
+
+# ---------------------------------------------------------------- approvals
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (["y"], Approval(kind="once")),
+        (["a"], Approval(kind="session")),
+        (
+            ["n", *"not yet, any tests?", "enter"],
+            Approval(kind="deny", reason="not yet, any tests?"),
+        ),
+        (["n", "enter"], Approval(kind="deny", reason="denied by the user")),
+    ],
+)
+async def test_approval_screen_shows_the_diff_and_returns_the_answer(
+    keys: list[str], expected: Approval
+) -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        task = session.ask(edit_call())
+        await settle(pilot)
+        assert isinstance(app.screen, ApprovalScreen)
+        assert rendered_text(app.screen.query_one("#approval-title")) == "Edit src/app.py"
+        assert "edit" in rendered_text(app.screen.query_one("#approval-tool"))
+        body = rendered_text(app.screen.query_one("#approval-body"))
+        assert "-    return 1" in body
+        assert "+    return sum(item.price for item in items)" in body
+
+        await pilot.press(*keys)
+        assert await asyncio.wait_for(task, 2) == expected
+        await settle(pilot)
+        assert not isinstance(app.screen, ApprovalScreen)
+        assert app.focused is app.query_one("#prompt")
+
+
+@pytest.mark.parametrize("keys", [["escape"], ["n", *"hm", "escape"]])
+async def test_escape_on_the_approval_screen_denies_and_interrupts_the_run(
+    keys: list[str],
+) -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        session.events(RunStarted(seq=4, run_id="run-1", user_text="edit it"))
+        task = session.ask(edit_call())
+        await settle(pilot)
+        await pilot.press(*keys)
+        assert await asyncio.wait_for(task, 2) == Approval(
+            kind="deny", reason="interrupted by the user"
+        )
+        await settle(pilot)
+        assert session.cancels == 1
+        assert "interrupting…" in status_text(app)
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        ToolSettled(seq=9, run_id="run-1", call_id="call-1", status="denied", reason="timeout"),
+        RunFinished(seq=9, run_id="run-1", stop_reason="superseded"),
+    ],
+)
+async def test_an_open_approval_closes_itself_when_the_request_ends(ending: ServerFrame) -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        task = session.ask(edit_call(call_id="call-1", run_id="run-1"))
+        await settle(pilot)
+        assert isinstance(app.screen, ApprovalScreen)
+        session.events(ending)
+        assert await asyncio.wait_for(task, 2) == Approval(
+            kind="deny", reason="the request was withdrawn"
+        )
+        await settle(pilot)
+        assert not isinstance(app.screen, ApprovalScreen)
+
+
+async def test_a_settled_call_leaves_other_open_approvals_alone() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        first = session.ask(edit_call(call_id="call-1"))
+        await settle(pilot)
+        second = session.ask(edit_call(call_id="call-2"))
+        await settle(pilot)
+        session.events(ToolSettled(seq=9, run_id="run-1", call_id="call-1", status="denied"))
+        assert await asyncio.wait_for(first, 2) == Approval("deny", "the request was withdrawn")
+        await settle(pilot)
+        assert isinstance(app.screen, ApprovalScreen)
+        assert app.screen.prepared.request.call_id == "call-2"
+        await pilot.press("a")
+        assert await asyncio.wait_for(second, 2) == Approval(kind="session")
+        await settle(pilot)
+        assert not isinstance(app.screen, ApprovalScreen)
+
+
+async def test_a_question_the_session_stops_asking_closes_its_screen() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        task = session.ask(edit_call())
+        await settle(pilot)
+        task.cancel()
+        await settle(pilot)
+        assert not isinstance(app.screen, ApprovalScreen)
+
+
+# ---------------------------------------------------------------- interrupt, input, quit
+
+
+async def test_escape_interrupts_a_running_run_and_does_nothing_when_idle() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert session.cancels == 0
+
+        session.events(RunStarted(seq=4, run_id="run-1", user_text="long job"))
+        await settle(pilot)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert session.cancels == 1
+        assert "interrupting…" in status_text(app)
+
+        session.events(finished(stop_reason="cancelled"))
+        await settle(pilot)
+        assert "interrupting…" not in status_text(app)
+        assert chat_entries(app)[-1] == "Interrupted."
+
+
+async def test_input_ignores_empty_text_sends_during_a_run_and_clears_the_view() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        await type_and_send(pilot, "   ")
+        assert session.sent == []
+        assert chat_entries(app) == []
+
+        await type_and_send(pilot, "first")
+        session.events(RunStarted(seq=4, run_id="run-1", user_text="first"))
+        await settle(pilot)
+        await type_and_send(pilot, "and 2")
+        assert session.sent == ["first", "and 2"]
+        assert app.query_one("#prompt", Input).value == ""
+
+        await type_and_send(pilot, "/clear")
+        assert chat_entries(app) == []
+        assert session.sent == ["first", "and 2"]
+
+
+async def test_a_run_started_elsewhere_shows_its_user_text() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        session.events(RunStarted(seq=4, run_id="run-1", user_text="sent from another client"))
+        await settle(pilot)
+        assert chat_entries(app) == ["sent from another client"]
+
+
+@pytest.mark.parametrize("how", [["ctrl+q"], ["ctrl+c"], [*"/quit", "enter"]])
+async def test_quitting_closes_the_session_first(how: list[str]) -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        await pilot.press(*how)
+        await settle(pilot)
+    assert session.closed
+    assert app.return_value is None
+
+
+# ---------------------------------------------------------------- welcome, setup, history
+
+
+async def test_no_model_shows_the_setup_screen_and_its_demo_exits_with_demo() -> None:
+    problem = "No model is configured. Set `CAIRN_MODEL` and `OPENAI_API_KEY` on the server."
+    app, session = scripted_app(welcome(model=None, model_problem=problem))
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        assert isinstance(app.screen, SetupScreen)
+        shown = rendered_text(app.screen.query_one("#setup-problem MarkdownParagraph", Widget))
+        assert "Set CAIRN_MODEL and OPENAI_API_KEY on the server." in shown
+        await pilot.press("d")
+        await settle(pilot)
+    assert app.return_value == "demo"
+    assert session.closed
+
+
+async def test_the_setup_screen_quit_button_exits_without_demo() -> None:
+    app, session = scripted_app(welcome(model=None, model_problem="No model."))
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        await pilot.click("#setup-quit")
+        await settle(pilot)
+    assert app.return_value is None
+    assert session.closed
+
+
+HISTORY = [
+    HistoryItem(role="user", text="Where is the total computed?"),
+    HistoryItem(
+        role="assistant",
+        text="",
+        tool_calls=[
+            HistoryToolCall(
+                call_id="h1", tool="read", arguments={"path": "src/app.py"}, status="ok"
+            ),
+            HistoryToolCall(
+                call_id="h2",
+                tool="shell",
+                arguments={"command": "make test"},
+                status="denied",
+                reason="not now",
+            ),
+        ],
+    ),
+    HistoryItem(role="tool", text="1\tdef total(items):"),
+    HistoryItem(role="assistant", text="In `total()` in **src/app.py**."),
+]
+
+
+async def test_history_renders_once_even_after_a_reconnect() -> None:
+    app, session = scripted_app(welcome(history=HISTORY))
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        expected = [
+            "Where is the total computed?",
+            "✓ read src/app.py",
+            '✗ shell "make test" denied: not now',
+            "In `total()` in **src/app.py**.",
+        ]
+        assert chat_entries(app) == expected
+
+        app.connection_changed("reconnecting", "the connection dropped")
+        await settle(pilot)
+        lost = "Server connection lost: the connection dropped — reconnecting…"
+        assert chat_entries(app)[-1] == lost
+        assert lost in status_text(app)
+
+        app.connection_changed("reconnecting", "connecting to the server")
+        app.connection_changed("connected", "connected")
+        session.events(welcome(history=HISTORY))
+        await settle(pilot)
+        assert chat_entries(app) == [*expected, lost, "Reconnected to the server."]
+        assert "connected" in status_text(app)
+        assert "lost" not in status_text(app)
+
+
+async def test_status_line_shows_workspace_model_and_summed_usage() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        status = status_text(app)
+        assert "shop-api" in status
+        assert "gpt-test" in status
+        assert "connected" in status
+        session.events(
+            RunStarted(seq=4, run_id="run-1", user_text="a"),
+            finished(
+                "run-1",
+                input_tokens=1200,
+                cached_input_tokens=800,
+                output_tokens=100,
+                cost_usd=0.01,
+            ),
+            RunStarted(seq=21, run_id="run-2", user_text="b"),
+            finished(
+                "run-2",
+                input_tokens=300,
+                cached_input_tokens=200,
+                output_tokens=50,
+                cost_usd=0.0025,
+            ),
+        )
+        await settle(pilot)
+        assert "in 1,500 · cached 1,000 · out 150 · $0.0125" in status_text(app)
+
+
+async def test_a_session_that_cannot_start_is_reported_not_fatal() -> None:
+    app, session = scripted_app(fail_with=RuntimeError("bad server URL 'htp://x'"))
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        assert chat_entries(app) == ["The session stopped: bad server URL 'htp://x'"]
+        assert "session failed" in status_text(app)
+        await type_and_send(pilot, "hello?")
+        assert session.sent == ["hello?"]  # the app still passes it on; the session refuses
+
+
+async def test_a_refused_session_is_explained_once() -> None:
+    refusal = RuntimeError("the server refused the session: bad token")
+    app, _session = scripted_app(fail_with=refusal, announce_failure=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        assert chat_entries(app) == [
+            "Could not reach the server: the server refused the session: bad token"
+        ]
+        assert "connection failed: the server refused the session" in status_text(app)
+
+
+async def test_page_up_reads_back_without_new_output_pulling_the_view_down() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        session.events(
+            *[
+                AssistantMessage(seq=10 + n, run_id=f"run-{n}", text=f"Answer number {n}.")
+                for n in range(40)
+            ]
+        )
+        await settle(pilot)
+        assert app.chat.scroll_y == app.chat.max_scroll_y > 0
+
+        await pilot.press("pageup")
+        await settle(pilot)
+        reading_at = app.chat.scroll_y
+        assert reading_at < app.chat.max_scroll_y
+        session.events(AssistantMessage(seq=60, run_id="run-60", text="A new answer."))
+        await settle(pilot)
+        assert app.chat.scroll_y == reading_at
+
+        await pilot.press("pagedown", "pagedown", "pagedown")
+        session.events(AssistantMessage(seq=61, run_id="run-61", text="Another one."))
+        await settle(pilot)
+        assert app.chat.scroll_y == app.chat.max_scroll_y
+
+
+async def test_output_that_arrives_behind_an_open_approval_is_not_lost() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        session.events(RunStarted(seq=4, run_id="run-1", user_text="two things"))
+        task = session.ask(edit_call())
+        await settle(pilot)
+        app.tool_handled(read_call(), Verdict("allow", "read-only"), ToolOutcome("ok", "1\tx"))
+        session.events(
+            AssistantDelta(seq=8, run_id="run-1", text="Meanwhile"),
+            ErrorEvent(seq=8, code="internal", message="hiccup"),
+        )
+        app.connection_changed("reconnecting", "the connection dropped")
+        await settle(pilot)
+        assert isinstance(app.screen, ApprovalScreen)
+        await pilot.press("y")
+        await task
+        await settle(pilot)
+        assert chat_entries(app) == [
+            "two things",
+            "✓ read src/app.py",
+            "Meanwhile",
+            "Server error (internal): hiccup",
+            "Server connection lost: the connection dropped — reconnecting…",
+        ]

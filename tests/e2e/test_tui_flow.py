@@ -1,0 +1,160 @@
+"""The real Textual app, the real session and tools, the real server, a scripted model.
+
+A request typed in the TUI becomes an approved edit on disk; a denial and an interrupt reach
+the model; a killed connection is shown and recovered from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from cairn_client.listener import SessionListener
+from cairn_client.policy.policy import Policy
+from cairn_client.policy.settings import PolicySettings
+from cairn_client.session import ClientSession, Endpoint
+from cairn_client.tui.app import CairnApp, SessionRunner
+from cairn_client.tui.screens.approval import ApprovalScreen
+from cairn_client.workspace import detect_workspace
+from cairn_server.fakes.runner import FakeModelServer
+from e2e.conftest import APP_AFTER, APP_BEFORE
+from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
+from support.tui import chat_entries, rendered_text, status_text
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+EDIT = call("edit", path="app.py", old_string="return 1", new_string="return sum(items)")
+GREP_READ_EDIT = (
+    {"text": "Searching.", "tool_calls": [call("grep", pattern="TODO")]},
+    {"text": "Reading.", "tool_calls": [call("read", path="app.py")]},
+    {"text": "Fixing.", "tool_calls": [EDIT]},
+    {"text": "total() now adds up."},
+)
+
+
+def session_factory(server_url: str, repo: Path) -> Callable[[SessionListener], SessionRunner]:
+    async def resolve() -> str:
+        return server_url
+
+    workspace = detect_workspace(repo)
+    policy = Policy(PolicySettings())
+
+    def start(listener: SessionListener) -> SessionRunner:
+        return ClientSession(Endpoint(TEST_TOKEN, resolve), workspace, policy, listener)
+
+    return start
+
+
+@asynccontextmanager
+async def running_app(server_url: str, repo: Path) -> AsyncIterator[tuple[CairnApp, Pilot[Any]]]:
+    app = CairnApp(session_factory(server_url, repo), workspace_name="repo")
+    async with app.run_test(size=(110, 36)) as pilot:
+        await until(pilot, lambda: "connected" in status_text(app))
+        yield app, pilot
+
+
+async def until(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 15) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.05)
+
+
+async def send(app: CairnApp, pilot: Pilot[Any], text: str) -> None:
+    app.query_one("#prompt", Input).value = text
+    app.query_one("#prompt", Input).focus()
+    await pilot.press("enter")
+
+
+def chat_text(app: CairnApp) -> str:
+    return "\n".join(chat_entries(app))
+
+
+def last_request_text(fake: FakeModelServer) -> str:
+    return json.dumps(fake.requests[-1].body)
+
+
+async def test_request_becomes_an_approved_edit_on_disk(
+    tmp_path: Path, repo: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(script(*GREP_READ_EDIT))
+    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
+        async with running_app(server.url, repo) as (app, pilot):
+            await send(app, pilot, "make total() add up")
+            await until(pilot, lambda: isinstance(app.screen, ApprovalScreen))
+            screen_text = rendered_text(app.screen.query_one("#approval-body"))
+            assert "-    return 1" in screen_text and "+    return sum(items)" in screen_text
+            assert (repo / "app.py").read_text() == APP_BEFORE  # nothing before the yes
+            await pilot.press("y")
+            await until(pilot, lambda: "total() now adds up." in chat_text(app))
+    assert (repo / "app.py").read_text() == APP_AFTER
+    sent = fake_model.requests
+    grep_result = sent[1].body["messages"][-1]["content"]
+    assert "README.md" in grep_result and "TODO" in grep_result
+    assert "1\tdef total(items):" in sent[2].body["messages"][-1]["content"]
+
+
+async def test_denial_with_a_reason_reaches_the_model(
+    tmp_path: Path, repo: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(script({"tool_calls": [EDIT]}, {"text": "Understood."}))
+    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
+        async with running_app(server.url, repo) as (app, pilot):
+            await send(app, pilot, "fix it")
+            await until(pilot, lambda: isinstance(app.screen, ApprovalScreen))
+            await pilot.press("n")
+            for key in "use a loop instead":
+                await pilot.press("space" if key == " " else key)
+            await pilot.press("enter")
+            await until(pilot, lambda: "Understood." in chat_text(app))
+    assert (repo / "app.py").read_text() == APP_BEFORE
+    assert "use a loop instead" in last_request_text(fake_model)
+
+
+async def test_escape_interrupts_a_waiting_run(
+    tmp_path: Path, repo: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(script({"tool_calls": [EDIT]}, {"text": "Stopped as asked."}))
+    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
+        async with running_app(server.url, repo) as (app, pilot):
+            await send(app, pilot, "fix it")
+            await until(pilot, lambda: isinstance(app.screen, ApprovalScreen))
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, ApprovalScreen))
+            await until(pilot, lambda: "interrupt" in chat_text(app).lower())
+            await send(app, pilot, "ok, what now?")
+            await until(pilot, lambda: "Stopped as asked." in chat_text(app))
+    assert (repo / "app.py").read_text() == APP_BEFORE
+    assert "interrupted by the user" in last_request_text(fake_model)
+
+
+async def test_escape_interrupts_a_streaming_answer(
+    tmp_path: Path, repo: Path, fake_model: FakeModelServer
+) -> None:
+    long_text = "word " * 400
+    fake_model.set_script(script({"text": long_text, "chunk_size": 5, "chunk_delay_s": 0.01}))
+    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
+        async with running_app(server.url, repo) as (app, pilot):
+            await send(app, pilot, "talk a lot")
+            await until(pilot, lambda: "word word" in chat_text(app))
+            await pilot.press("escape")
+            await until(pilot, lambda: "interrupt" in chat_text(app).lower())
+            assert chat_text(app).count("word") < 400
+
+
+async def test_restarting_cairn_shows_the_earlier_conversation(
+    tmp_path: Path, repo: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(script({"text": "First answer."}))
+    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
+        async with running_app(server.url, repo) as (app, pilot):
+            await send(app, pilot, "first question")
+            await until(pilot, lambda: "First answer." in chat_text(app))
+        async with running_app(server.url, repo) as (app, pilot):
+            await until(pilot, lambda: "First answer." in chat_text(app))
+            assert "first question" in chat_text(app)

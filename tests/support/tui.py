@@ -1,0 +1,33 @@
+"""Reading the Textual app the way a user sees it, for Pilot tests.
+
+Shared by the TUI tests and the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+from cairn_client.tui.app import CairnApp
+from textual.geometry import Region
+from textual.widget import Widget
+from textual.widgets import Markdown, Static
+
+
+def rendered_text(widget: Widget) -> str:
+    """The widget's text as drawn on screen, line by line, right-trimmed."""
+    width, height = widget.size
+    lines = widget.render_lines(Region(0, 0, width, height))
+    return "\n".join(line.text.rstrip() for line in lines).strip("\n")
+
+
+def chat_entries(app: CairnApp) -> list[str]:
+    """One string per chat entry: Markdown source for answers, the visible text otherwise."""
+    entries = []
+    for child in app.chat.children:
+        if isinstance(child, Markdown):
+            entries.append(child.source)
+        elif isinstance(child, Static):
+            entries.append(str(child.visual).strip())
+    return entries
+
+
+def status_text(app: CairnApp) -> str:
+    return app.status.render().plain
