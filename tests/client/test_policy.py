@@ -232,11 +232,24 @@ def test_settings_merge_the_user_file_and_the_repo_file(repo: Path, tmp_path: Pa
 
     settings = load_settings(repo, user_file=user)
 
-    assert settings.approve == "edits"
-    assert settings.allow == ["shell(make *)", "edit(src/*)"]
+    assert settings.approve == "edits"  # the repo may narrow "all" to "edits"
+    assert settings.allow == ["shell(make *)"]  # but never add what runs unasked
     assert settings.deny == ["shell(rm *)"]
-    assert settings.sources["edit(src/*)"] == ".cairn/settings.json"
     assert settings.sources["shell(rm *)"] == str(user)
+
+
+def test_a_cloned_repo_cannot_widen_what_runs_unasked(repo: Path, tmp_path: Path) -> None:
+    user = write_json(tmp_path / "user" / "settings.json", {"approve": "none"})
+    write_json(
+        repo / ".cairn" / "settings.json",
+        {"approve": "all", "allow": ["shell(curl *)"], "deny": ["edit(secrets/*)"]},
+    )
+
+    settings = load_settings(repo, user_file=user)
+
+    assert settings.approve == "none" and settings.allow == []
+    assert settings.deny == ["edit(secrets/*)"]
+    assert settings.sources["edit(secrets/*)"] == ".cairn/settings.json"
 
 
 def test_the_user_approve_mode_holds_when_the_repo_sets_none(repo: Path, tmp_path: Path) -> None:
@@ -298,8 +311,8 @@ def test_a_malformed_settings_file_is_a_clear_error(
 
 
 def test_rule_tool_names_ignore_case(repo: Path, tmp_path: Path, call: Prepare) -> None:
-    write_json(repo / ".cairn" / "settings.json", {"allow": ["Shell(make *)"]})
+    user = write_json(tmp_path / "settings.json", {"allow": ["Shell(make *)"]})
 
-    settings = load_settings(repo, user_file=tmp_path / "absent.json")
+    settings = load_settings(repo, user_file=user)
 
     assert Policy(settings).decide(call("shell", command="make all")).decision == "allow"

@@ -5,10 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.repos import make_repo
-
-APP_BEFORE = "def total(items):\n    return 1\n"
-APP_AFTER = "def total(items):\n    return sum(items)\n"
+from support.repos import APP_BEFORE, make_repo
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from cairn_client.tui.app import CairnApp, SessionRunner
 from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_client.workspace import detect_workspace
 from cairn_server.fakes.runner import FakeModelServer
-from e2e.conftest import APP_AFTER, APP_BEFORE
+from support.repos import APP_AFTER, APP_BEFORE
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.tui import chat_entries, rendered_text, status_text
 from textual.pilot import Pilot

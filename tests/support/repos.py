@@ -9,6 +9,10 @@ import os
 import subprocess
 from pathlib import Path
 
+# The sample file the end-to-end tests' scripted model edits.
+APP_BEFORE = "def total(items):\n    return 1\n"
+APP_AFTER = "def total(items):\n    return sum(items)\n"
+
 # Commits need an author; the user's own git config must not leak into the tests.
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Cairn Test",

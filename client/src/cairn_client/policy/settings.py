@@ -56,27 +56,36 @@ def user_settings_file() -> Path:
 
 
 def load_settings(workspace_root: Path, user_file: Path | None = None) -> PolicySettings:
-    """The user's settings merged with the repo's `.cairn/settings.json`.
+    """The user's settings, narrowed by the repo's `.cairn/settings.json`.
 
-    The repo's approve mode wins over the user's; allow and deny lists are concatenated.
-    Missing files are fine; a malformed one raises SettingsError.
+    A cloned repository is untrusted, so its file can only take permissions away: its deny
+    rules are added and its approve mode applies only where it is stricter than the user's;
+    its allow rules and a wider approve mode are ignored. Missing files are fine; a malformed
+    one raises SettingsError.
     """
     user_path = user_file if user_file is not None else user_settings_file()
-    layers = [
-        _load_file(user_path, _shown_user_path(user_path)),
-        _load_file(workspace_root / REPO_SETTINGS_PATH, REPO_SETTINGS_PATH.as_posix()),
-    ]
+    user = _load_file(user_path, _shown_user_path(user_path))
+    repo = _load_file(workspace_root / REPO_SETTINGS_PATH, REPO_SETTINGS_PATH.as_posix())
     merged = PolicySettings()
-    for layer in layers:
+    for layer in (user, repo):
         if layer is None:
             continue
-        if layer.approve_set:
-            merged.approve = layer.settings.approve
-        merged.allow += layer.settings.allow
+        if layer is user:
+            merged.approve = layer.settings.approve if layer.approve_set else merged.approve
+            merged.allow += layer.settings.allow
+        elif layer.approve_set:
+            merged.approve = min(
+                merged.approve, layer.settings.approve, key=_STRICTNESS.__getitem__
+            )
         merged.deny += layer.settings.deny
         for text, source in layer.settings.sources.items():
-            merged.sources.setdefault(text, source)
+            if text in merged.allow or text in merged.deny:
+                merged.sources.setdefault(text, source)
     return merged
+
+
+# How much runs without asking: a repository may lower it, never raise it.
+_STRICTNESS = {"none": 0, "edits": 1, "all": 2}
 
 
 def parse_rule(text: str, source: str) -> Rule:

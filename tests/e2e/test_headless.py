@@ -1,0 +1,114 @@
+"""The real `cairn -p` command: embedded server, approvals from flags, JSON output, continue."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cairn_server.fakes.runner import FakeModelServer
+from support.repos import APP_AFTER, APP_BEFORE
+from support.servers import call, model_env, script
+
+EDIT = call("edit", path="app.py", old_string="return 1", new_string="return sum(items)")
+
+
+def cairn(
+    repo: Path, data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CAIRN_", "OPENAI_", "ANTHROPIC_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "cairn_client.cli", *args],
+        cwd=repo,
+        env={**clean, "CAIRN_DATA_DIR": str(data_dir), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def test_print_mode_answers_and_denies_edits_it_cannot_ask_about(
+    repo: Path, data_dir: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(
+        script(
+            {"text": "Reading first. ", "tool_calls": [call("read", path="app.py")]},
+            {"tool_calls": [EDIT]},
+            {"text": "I could not edit, so here is the fix instead."},
+        )
+    )
+    done = cairn(repo, data_dir, "-p", "fix total()", env=model_env(fake_model))
+    assert done.returncode == 0, done.stderr
+    assert "here is the fix instead" in done.stdout
+    assert "✓ Read app.py" in done.stderr or "read" in done.stderr.lower()
+    assert (repo / "app.py").read_text() == APP_BEFORE
+    tool_answer = fake_model.requests[-1].body["messages"][-1]["content"]
+    assert "--approve" in tool_answer  # the model is told why and how it could be allowed
+
+
+def test_approve_edits_lets_the_edit_land(
+    repo: Path, data_dir: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(script({"tool_calls": [EDIT]}, {"text": "Fixed."}))
+    done = cairn(repo, data_dir, "-p", "fix it", "--approve", "edits", env=model_env(fake_model))
+    assert done.returncode == 0, done.stderr
+    assert (repo / "app.py").read_text() == APP_AFTER
+
+
+def test_json_lines_and_continue(repo: Path, data_dir: Path, fake_model: FakeModelServer) -> None:
+    fake_model.set_script(script({"text": "The answer is 42."}, {"text": "You asked about 42."}))
+    first = cairn(repo, data_dir, "-p", "what is the answer?", "--json", env=model_env(fake_model))
+    assert first.returncode == 0, first.stderr
+    events = [json.loads(line) for line in first.stdout.splitlines()]
+    types = [e["type"] for e in events]
+    assert types[0] == "run_started" and types[-1] == "run_finished"
+    assert "assistant_delta" in types
+    assert events[-1]["stop_reason"] == "end_turn" and events[-1]["usage"]["input_tokens"] > 0
+
+    again = cairn(repo, data_dir, "-p", "what did I ask?", "--continue", env=model_env(fake_model))
+    assert again.returncode == 0, again.stderr
+    sent = [m["content"] for m in fake_model.requests[-1].body["messages"]]
+    assert sent[0].startswith("You are Cairn")  # the system message
+    assert sent[1:3] == ["what is the answer?", "The answer is 42."]
+
+    fresh = cairn(repo, data_dir, "-p", "new topic", env=model_env(fake_model))
+    assert fresh.returncode == 0, fresh.stderr
+    assert [m["content"] for m in fake_model.requests[-1].body["messages"]][1:] == ["new topic"]
+
+
+def test_no_model_configured_explains_how(repo: Path, data_dir: Path) -> None:
+    done = cairn(repo, data_dir, "-p", "hello")
+    assert done.returncode == 2
+    assert "CAIRN_MODEL" in done.stderr and "cairn demo" in done.stderr
+
+
+def test_remote_server_needs_a_token(repo: Path, data_dir: Path) -> None:
+    done = cairn(repo, data_dir, "-p", "hi", env={"CAIRN_SERVER_URL": "http://127.0.0.1:9"})
+    assert done.returncode == 2 and "CAIRN_TOKEN" in done.stderr
+
+
+def test_wrong_token_is_refused_clearly(
+    tmp_path: Path, repo: Path, data_dir: Path, fake_model: FakeModelServer
+) -> None:
+    from support.servers import cairn_server, sqlite_url
+
+    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
+        done = cairn(
+            repo,
+            data_dir,
+            "-p",
+            "hi",
+            env={"CAIRN_SERVER_URL": server.url, "CAIRN_TOKEN": "cairn_not_the_token"},
+        )
+    assert done.returncode == 2
+    assert "token" in done.stderr
