@@ -19,6 +19,7 @@ import typer
 import uvicorn
 
 from cairn_server.api.app import create_app
+from cairn_server.api.background import bind_listening
 from cairn_server.config import ServerSettings
 from cairn_server.storage.db import open_database
 from cairn_server.storage.store import Store
@@ -46,11 +47,7 @@ def serve(
     """Serve the websocket and REST API."""
     settings = ServerSettings.from_env(database_url=database_url)
     bind_host = host or settings.host
-    sock = socket.socket(socket.AF_INET6 if ":" in bind_host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # uvicorn leaves Nagle on for sockets it is handed: small frames would wait ~40 ms for ACKs.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((bind_host, settings.port if port is None else port))
+    sock = bind_listening(bind_host, settings.port if port is None else port)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         create_app(settings), log_level=log_level, ws_ping_interval=20, ws_ping_timeout=20

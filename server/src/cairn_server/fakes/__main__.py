@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from cairn_server.fakes.runner import LOOPBACK, bind_loopback, serve_forever
+from cairn_server.api.background import bind_listening
+from cairn_server.fakes.runner import serve_forever
 from cairn_server.fakes.script import Script, ScriptError
 
 
@@ -33,15 +34,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        sock = bind_loopback(args.port)
+        sock = bind_listening(port=args.port)
     except OSError as exc:
-        print(f"error: cannot listen on {LOOPBACK}:{args.port}: {exc}", file=sys.stderr)
+        print(f"error: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
         return 2
     port = sock.getsockname()[1]
     endpoints = {
         "port": port,
-        "openai_base_url": f"http://{LOOPBACK}:{port}/v1",
-        "anthropic_base_url": f"http://{LOOPBACK}:{port}",
+        "openai_base_url": f"http://127.0.0.1:{port}/v1",
+        "anthropic_base_url": f"http://127.0.0.1:{port}",
     }
     print(json.dumps(endpoints), flush=True)
     serve_forever(script, sock=sock, record_path=args.record)

@@ -51,6 +51,7 @@ from cairn_server.providers.base import (
     ToolCall,
     ToolCallReady,
     ToolSpec,
+    status_error,
 )
 from cairn_server.providers.pricing import cost_usd
 
@@ -352,17 +353,15 @@ def as_provider_error(
     status, detail = exc.status_code, exc.api_message or exc.message
     if status < 400:
         return ProviderError(f"Anthropic reported an error while answering: {detail}")
-    if status == 401:
-        return ProviderError(f"Anthropic refused the API key (401): {detail}. Check {API_KEY_ENV}.")
-    if status == 403:
-        return ProviderError(f"Anthropic denied access (403): {detail}. Check {API_KEY_ENV}.")
-    if status == 404:
-        return ProviderError(
-            f"Model {model!r} was not found at {base_url} (404): {detail}. Check CAIRN_MODEL."
-        )
-    if status == 429 or status >= 500:
-        return ProviderError(f"Anthropic answered {status} after {retries} retries: {detail}")
-    return ProviderError(f"Anthropic rejected the request ({status}): {detail}")
+    return status_error(
+        "Anthropic",
+        status,
+        detail,
+        model=model,
+        base_url=base_url,
+        key_env=API_KEY_ENV,
+        retries=retries,
+    )
 
 
 # --------------------------------------------------------------------------- provider

@@ -78,6 +78,23 @@ class ProviderError(RuntimeError):
     """The model could not be reached or answered with an error; message is for the user."""
 
 
+def status_error(
+    vendor: str, status: int, detail: str, *, model: str, base_url: str, key_env: str, retries: int
+) -> ProviderError:
+    """An HTTP error from a model API, worded with what the user can do about it."""
+    if status == 401:
+        return ProviderError(f"{vendor} refused the API key (401): {detail}. Check {key_env}.")
+    if status == 403:
+        return ProviderError(f"{vendor} denied access (403): {detail}. Check {key_env}.")
+    if status == 404:
+        return ProviderError(
+            f"Model {model!r} was not found at {base_url} (404): {detail}. Check CAIRN_MODEL."
+        )
+    if status == 429 or status >= 500:
+        return ProviderError(f"{vendor} answered {status} after {retries} retries: {detail}")
+    return ProviderError(f"{vendor} rejected the request ({status}): {detail}")
+
+
 class Provider(Protocol):
     """A model behind an SDK. `stream` yields deltas, finished tool calls, then Completed."""
 

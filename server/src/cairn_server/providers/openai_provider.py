@@ -32,6 +32,7 @@ from cairn_server.providers.base import (
     ToolCall,
     ToolCallReady,
     ToolSpec,
+    status_error,
 )
 from cairn_server.providers.pricing import cost_usd
 
@@ -199,17 +200,15 @@ def as_provider_error(
     if not isinstance(exc, openai.APIStatusError):
         return ProviderError(f"OpenAI at {base_url} sent a response Cairn could not read: {exc}")
     status, detail = exc.status_code, provider_message(exc)
-    if status == 401:
-        return ProviderError(f"OpenAI refused the API key (401): {detail}. Check {API_KEY_ENV}.")
-    if status == 403:
-        return ProviderError(f"OpenAI denied access (403): {detail}. Check {API_KEY_ENV}.")
-    if status == 404:
-        return ProviderError(
-            f"Model {model!r} was not found at {base_url} (404): {detail}. Check CAIRN_MODEL."
-        )
-    if status == 429 or status >= 500:
-        return ProviderError(f"OpenAI answered {status} after {retries} retries: {detail}")
-    return ProviderError(f"OpenAI rejected the request ({status}): {detail}")
+    return status_error(
+        "OpenAI",
+        status,
+        detail,
+        model=model,
+        base_url=base_url,
+        key_env=API_KEY_ENV,
+        retries=retries,
+    )
 
 
 # --------------------------------------------------------------------------- provider
