@@ -11,7 +11,8 @@ import importlib.util
 import json
 import os
 import secrets
-import signal
+import select
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,7 +44,7 @@ class EmbeddedServer:
         self.data_dir = data_dir
         self.token = local_token(data_dir)
         self._extra_env = dict(extra_env or {})
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self.url: str | None = None
 
     @property
@@ -52,15 +53,22 @@ class EmbeddedServer:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.returncode is None
+        return self._process is not None and self._process.poll() is None
 
     async def ensure_running(self) -> str:
+        """The server's URL, spawning it (again) if it is not running."""
         if not self.running:
-            await self.start()
-        assert self.url is not None
+            self.url = None
+            self.spawn()
+        if self.url is None:
+            port = await asyncio.to_thread(self._read_port)
+            self.url = f"http://127.0.0.1:{port}"
         return self.url
 
-    async def start(self) -> str:
+    def spawn(self) -> None:
+        """Start the child without waiting for it, so it boots while the client starts up."""
+        if self.running:
+            return
         if importlib.util.find_spec("cairn_server") is None:
             raise EmbeddedServerError(
                 "no server is configured (CAIRN_SERVER_URL, CAIRN_TOKEN) and cairn-server is not "
@@ -74,62 +82,48 @@ class EmbeddedServer:
             "CAIRN_BOOTSTRAP_TOKEN": self.token,
             **self._extra_env,
         }
-        log = (self.data_dir / "server.log").open("ab")  # noqa: SIM115, ASYNC230 - brief, local
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cairn_server",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--announce",
-            "--exit-with-parent",
-            str(os.getpid()),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log,
-            env=env,
-            start_new_session=True,
-        )
-        log.close()
-        port = await self._read_port()
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
+        command = [sys.executable, "-m", "cairn_server", "serve", "--host", "127.0.0.1"]
+        command += ["--port", "0", "--announce", "--exit-with-parent", str(os.getpid())]
+        with (self.data_dir / "server.log").open("ab") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+            )
+        self.url = None
 
-    async def _read_port(self) -> int:
-        assert self._process is not None and self._process.stdout is not None
-        try:
-            line = await asyncio.wait_for(self._process.stdout.readline(), STARTUP_TIMEOUT_S)
-        except TimeoutError:
-            await self.stop()
-            raise EmbeddedServerError(
-                f"the local server did not start within {STARTUP_TIMEOUT_S:.0f} s; "
-                f"see {self.data_dir / 'server.log'}"
-            ) from None
+    def _read_port(self) -> int:
+        process = self._process
+        assert process is not None and process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], STARTUP_TIMEOUT_S)
+        line = process.stdout.readline() if ready else b""
         try:
             return int(json.loads(line)["port"])
         except (ValueError, KeyError, TypeError):
-            await self.stop()
+            self.terminate()
+            problem = "did not start in time" if not ready else "failed to start"
             raise EmbeddedServerError(
-                f"the local server failed to start; see {self.data_dir / 'server.log'}"
+                f"the local server {problem}; see {self.data_dir / 'server.log'}"
             ) from None
 
     def terminate(self) -> None:
-        """Stop the child without an event loop (e.g. after the TUI's loop has closed)."""
+        """Ask the child to stop; no event loop needed (e.g. after the TUI's loop closed)."""
         process, self._process = self._process, None
-        if process is not None and process.returncode is None:
+        if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGTERM)
+                process.terminate()
 
     async def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.returncode is not None:
+        """Stop the child and wait for it."""
+        process = self._process
+        self.terminate()
+        if process is None:
             return
-        process.terminate()
         try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
+            await asyncio.to_thread(process.wait, 10)
+        except subprocess.TimeoutExpired:
             process.kill()
-            await process.wait()
+            await asyncio.to_thread(process.wait)

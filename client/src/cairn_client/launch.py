@@ -66,6 +66,7 @@ def prepare_launch(
 
         return Launch(workspace, policy, Endpoint(settings.token, remote), None)
     embedded = EmbeddedServer(settings.data_dir, server_env)
+    embedded.spawn()  # boots while the client finishes starting
     return Launch(workspace, policy, Endpoint(embedded.token, embedded.ensure_running), embedded)
 
 
