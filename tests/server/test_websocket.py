@@ -327,3 +327,20 @@ async def test_stopping_mid_run_loses_nothing_and_the_conversation_goes_on(
         assert tool_message["role"] == "tool" and "shutting down" in tool_message["content"]
         texts = [f.text for f in client.seen if isinstance(f, AssistantMessage)]
         assert texts[-1] == "after"
+
+
+async def test_a_new_client_is_handed_requests_still_waiting(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(script({"tool_calls": [call("shell", command="make")]}, {"text": "ok"}))
+    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
+        client, _ = await _connected(server.url)
+        await client.send(UserMessage(text="build"))
+        request = await client.recv_until("tool_request")
+        await client.close()  # e.g. the user quit cairn while the approval screen was open
+
+        again, welcome = await _connected(server.url)
+        assert [r.call_id for r in welcome.pending_tool_requests] == [request.call_id]  # type: ignore[union-attr]
+        assert welcome.running_run_id == request.run_id  # type: ignore[union-attr]
+        await again.send(ToolResult(call_id=request.call_id, status="ok", content="built"))  # type: ignore[union-attr]
+        assert (await again.recv_until("run_finished")).stop_reason == "end_turn"  # type: ignore[union-attr]

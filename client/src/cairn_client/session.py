@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 FATAL_CLOSE_CODES = {4400, 4401, 4404}
 RECONNECT_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 3.0, 5.0)
 MAX_RECONNECT_ATTEMPTS = 30
+CONNECT_WAIT_S = 30.0  # how long a message typed before the connection is up may wait
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,13 @@ class ClientSession:
     # ------------------------------------------------------------------ SessionControl
 
     async def send_user_message(self, text: str) -> None:
+        """Send a request, waiting a little for the connection if it is still being made."""
+        try:
+            await asyncio.wait_for(self.connected.wait(), CONNECT_WAIT_S)
+        except TimeoutError:
+            raise NotConnected(
+                f"not connected to the server after {CONNECT_WAIT_S:.0f} s"
+            ) from None
         await self._send(UserMessage(text=text))
 
     async def cancel(self) -> None:
@@ -174,6 +182,8 @@ class ClientSession:
         if first_welcome:
             self.last_seq = first.seq
         self.listener.server_event(first)
+        for request in first.pending_tool_requests:  # e.g. asked before cairn was restarted
+            self._spawn(self._answer(request))
 
     def _raise_if_refused(self, exc: ConnectionClosed) -> None:
         received = exc.rcvd

@@ -84,15 +84,17 @@ ClientFrame = Annotated[
 class ServerEvent(Frame):
     """Every server event carries the conversation's seq.
 
-    Durable events get a fresh seq and are replayed on resume. `assistant_delta`,
-    `pong` and `error` are transient: they carry the seq of the last durable event
-    and are never replayed.
+    Durable events get a fresh seq and are replayed on resume. Transient events are never
+    stored or replayed: `welcome` and `assistant_delta` carry the seq of the last durable
+    event, `pong` and `error` carry 0.
     """
 
     seq: int = 0
 
 
 class HistoryToolCall(BaseModel):
+    """A tool call as the model made it; `call_id` is the model's own id for it."""
+
     call_id: str
     tool: str
     arguments: dict[str, Any]
@@ -137,6 +139,10 @@ class Welcome(ServerEvent):
     )
     history: list[HistoryItem] = Field(default_factory=list)
     running_run_id: str | None = None
+    pending_tool_requests: list[ToolRequest] = Field(
+        default_factory=list,
+        description="Tool requests still waiting for an answer; a new client answers them.",
+    )
 
 
 class RunStarted(ServerEvent):
@@ -167,7 +173,8 @@ class ToolRequest(ServerEvent):
 
 
 class ToolSettled(ServerEvent):
-    """A tool request ended without the client answering (cancel, timeout, new message)."""
+    """A tool request was settled: by a client's answer, or by the server (cancel, timeout,
+    a new message, a restart), in which case `reason` says why."""
 
     type: Literal["tool_settled"] = "tool_settled"
     run_id: str
@@ -213,6 +220,8 @@ class Pong(ServerEvent):
     type: Literal["pong"] = "pong"
     nonce: str | None = None
 
+
+Welcome.model_rebuild()
 
 ServerFrame = Annotated[
     Welcome

@@ -19,6 +19,7 @@ from cairn_protocol import (
     Ping,
     Pong,
     ServerEvent,
+    ToolRequest,
     ToolResult,
     UserMessage,
     Welcome,
@@ -150,7 +151,12 @@ class Connection:
     async def _send_welcome(
         self, agent: Agent, conversation: Conversation, choice: ModelChoice, hub: ConversationHub
     ) -> int:
-        messages = await self.runtime.store.list_messages(conversation.id)
+        store = self.runtime.store
+        messages = await store.list_messages(conversation.id)
+        pending = [
+            ToolRequest(run_id=c.run_id, call_id=c.id, tool=c.tool, arguments=c.arguments)
+            for c in await store.pending_tool_calls(conversation.id)
+        ]
         seq = hub.last_seq
         await self._enqueue(
             Welcome(
@@ -161,6 +167,7 @@ class Connection:
                 model_problem=choice.problem,
                 history=build_history(messages),
                 running_run_id=self.runtime.running_run_id(conversation.id),
+                pending_tool_requests=pending,
             )
         )
         return seq
