@@ -10,7 +10,7 @@ import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Self
+from typing import Literal
 
 import anthropic
 import httpx2
@@ -42,6 +42,7 @@ from anthropic.types import TextDelta as AnthropicTextDelta
 from cairn_protocol import Usage
 
 from cairn_server.providers.base import (
+    ClosesClient,
     Completed,
     ModelMessage,
     ModelRequest,
@@ -367,7 +368,7 @@ def as_provider_error(
 # --------------------------------------------------------------------------- provider
 
 
-class AnthropicProvider:
+class AnthropicProvider(ClosesClient):
     """The Messages API through `anthropic.AsyncAnthropic`, streamed, with the SDK's retries."""
 
     def __init__(
@@ -387,16 +388,6 @@ class AnthropicProvider:
         self._base_url = str(self._client.base_url).rstrip("/")
         self._max_retries = max_retries
         self._thinking = thinking_memory
-
-    async def aclose(self) -> None:
-        """Close the SDK client's connections; call when the provider is no longer used."""
-        await self._client.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         state = StreamState()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 
 from cairn_protocol import Usage
 
@@ -93,6 +93,22 @@ def status_error(
     if status == 429 or status >= 500:
         return ProviderError(f"{vendor} answered {status} after {retries} retries: {detail}")
     return ProviderError(f"{vendor} rejected the request ({status}): {detail}")
+
+
+class ClosesClient:
+    """Mixin for providers that own an SDK client in `_client`: closing and `async with`."""
+
+    _client: Any
+
+    async def aclose(self) -> None:
+        """Close the SDK client's connections; call when the provider is no longer used."""
+        await self._client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 class Provider(Protocol):

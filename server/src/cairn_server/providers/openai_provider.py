@@ -10,7 +10,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Self
+from typing import Literal
 
 import openai
 from cairn_protocol import Usage
@@ -23,6 +23,7 @@ from openai.types.chat import (
 from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from cairn_server.providers.base import (
+    ClosesClient,
     Completed,
     ModelMessage,
     ModelRequest,
@@ -214,7 +215,7 @@ def as_provider_error(
 # --------------------------------------------------------------------------- provider
 
 
-class OpenAIProvider:
+class OpenAIProvider(ClosesClient):
     """Chat Completions through `openai.AsyncOpenAI`, streamed, with the SDK's retries."""
 
     def __init__(
@@ -235,16 +236,6 @@ class OpenAIProvider:
         # The official API wants max_completion_tokens (reasoning models reject max_tokens);
         # compatible servers reliably understand only max_tokens.
         self._official = OFFICIAL_HOST in self._base_url
-
-    async def aclose(self) -> None:
-        """Close the SDK client's connections; call when the provider is no longer used."""
-        await self._client.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         state = StreamState()
