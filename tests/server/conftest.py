@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
+from cairn_server.fakes.runner import FakeModelServer
+from cairn_server.fakes.script import Script
 from cairn_server.storage.db import Database, open_database
 from cairn_server.storage.store import Store
 
@@ -83,3 +85,18 @@ async def _postgres_admin(sql: str) -> None:
 def _postgres_url_for(database_name: str) -> str:
     base, _, _ = POSTGRES_ADMIN_URL.rpartition("/")
     return f"{base}/{database_name}"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeModelServer]:
+    """One fake model server per test module (see `fake`)."""
+    with FakeModelServer() as running:
+        yield running
+
+
+@pytest.fixture
+def fake(server: FakeModelServer) -> FakeModelServer:
+    """The module's fake model server with an empty script and an empty request record."""
+    server.set_script(Script())
+    server.clear_requests()
+    return server

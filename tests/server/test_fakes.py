@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
@@ -34,20 +33,6 @@ OPENAI_MODEL = "gpt-5.4-mini"
 ANTHROPIC_MODEL = "claude-sonnet-4-6"
 OPENAI_HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 ANTHROPIC_HELLO: list[MessageParam] = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeModelServer]:
-    with FakeModelServer() as running:
-        yield running
-
-
-@pytest.fixture
-def fake(server: FakeModelServer) -> FakeModelServer:
-    """The shared server with an empty script and an empty request record."""
-    server.set_script(Script())
-    server.clear_requests()
-    return server
 
 
 def openai_client(fake: FakeModelServer, max_retries: int = 0) -> openai.AsyncOpenAI:

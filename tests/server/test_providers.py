@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -46,19 +46,6 @@ READ_TOOL = ToolSpec(
     description="Read a file.",
     parameters={"type": "object", "properties": {"path": {"type": "string"}}},
 )
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeModelServer]:
-    with FakeModelServer() as running:
-        yield running
-
-
-@pytest.fixture
-def fake(server: FakeModelServer) -> FakeModelServer:
-    server.set_script(Script())
-    server.clear_requests()
-    return server
 
 
 @pytest.fixture(params=["openai", "anthropic"])

@@ -53,6 +53,9 @@ from cairn_server.providers.base import (
     ToolCallReady,
     ToolSpec,
     status_error,
+    timeout_error,
+    unreachable_error,
+    unreadable_error,
 )
 from cairn_server.providers.pricing import cost_usd
 
@@ -339,18 +342,12 @@ def as_provider_error(
 ) -> ProviderError:
     """An SDK error as a message that tells the user what to do."""
     if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
-        return ProviderError(
-            f"Anthropic at {base_url} did not answer in time (after {retries} retries)."
-        )
+        return timeout_error("Anthropic", base_url, retries)
     if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
         cause = exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) else exc
-        detail = f" ({cause})" if cause else ""
-        return ProviderError(
-            f"Cannot reach Anthropic at {base_url}{detail}. Check the network, or "
-            f"{BASE_URL_ENV} if you use a proxy."
-        )
+        return unreachable_error("Anthropic", base_url, cause, f"{BASE_URL_ENV} if you use a proxy")
     if not isinstance(exc, anthropic.APIStatusError):
-        return ProviderError(f"Anthropic at {base_url} sent a response Cairn could not read: {exc}")
+        return unreadable_error("Anthropic", base_url, exc)
     status, detail = exc.status_code, exc.api_message or exc.message
     if status < 400:
         return ProviderError(f"Anthropic reported an error while answering: {detail}")

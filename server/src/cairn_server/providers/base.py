@@ -78,6 +78,23 @@ class ProviderError(RuntimeError):
     """The model could not be reached or answered with an error; message is for the user."""
 
 
+def timeout_error(vendor: str, base_url: str, retries: int) -> ProviderError:
+    return ProviderError(
+        f"{vendor} at {base_url} did not answer in time (after {retries} retries)."
+    )
+
+
+def unreachable_error(vendor: str, base_url: str, cause: object, hint: str) -> ProviderError:
+    detail = f" ({cause})" if cause else ""
+    return ProviderError(
+        f"Cannot reach {vendor} at {base_url}{detail}. Check the network, or {hint}."
+    )
+
+
+def unreadable_error(vendor: str, base_url: str, exc: Exception) -> ProviderError:
+    return ProviderError(f"{vendor} at {base_url} sent a response Cairn could not read: {exc}")
+
+
 def status_error(
     vendor: str, status: int, detail: str, *, model: str, base_url: str, key_env: str, retries: int
 ) -> ProviderError:

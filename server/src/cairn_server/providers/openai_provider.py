@@ -34,6 +34,9 @@ from cairn_server.providers.base import (
     ToolCallReady,
     ToolSpec,
     status_error,
+    timeout_error,
+    unreachable_error,
+    unreadable_error,
 )
 from cairn_server.providers.pricing import cost_usd
 
@@ -189,17 +192,12 @@ def as_provider_error(
 ) -> ProviderError:
     """An SDK error as a message that tells the user what to do."""
     if isinstance(exc, openai.APITimeoutError):
-        return ProviderError(
-            f"OpenAI at {base_url} did not answer in time (after {retries} retries)."
-        )
+        return timeout_error("OpenAI", base_url, retries)
     if isinstance(exc, openai.APIConnectionError):
-        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-        return ProviderError(
-            f"Cannot reach OpenAI at {base_url}{cause}. Check the network, or {BASE_URL_ENV} "
-            "if you use an OpenAI-compatible server."
-        )
+        hint = f"{BASE_URL_ENV} if you use an OpenAI-compatible server"
+        return unreachable_error("OpenAI", base_url, exc.__cause__, hint)
     if not isinstance(exc, openai.APIStatusError):
-        return ProviderError(f"OpenAI at {base_url} sent a response Cairn could not read: {exc}")
+        return unreadable_error("OpenAI", base_url, exc)
     status, detail = exc.status_code, provider_message(exc)
     return status_error(
         "OpenAI",
