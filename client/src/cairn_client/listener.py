@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Literal, Protocol
 
 from cairn_protocol import ServerFrame
+from cairn_protocol.messages import UserCommand
 
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.tools.base import PreparedCall, ToolOutcome
@@ -34,7 +35,7 @@ class SessionListener(Protocol):
 class SessionControl(Protocol):
     """What a front end can do with a running session."""
 
-    async def send_user_message(self, text: str) -> None: ...
+    async def send_user_message(self, text: str, command: UserCommand | None = None) -> None: ...
 
     async def cancel(self) -> None: ...
 

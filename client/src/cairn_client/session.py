@@ -26,7 +26,7 @@ from cairn_protocol import (
     Welcome,
     parse_server_frame,
 )
-from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, Frame
+from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, Frame, UserCommand
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -90,7 +90,7 @@ class ClientSession:
 
     # ------------------------------------------------------------------ SessionControl
 
-    async def send_user_message(self, text: str) -> None:
+    async def send_user_message(self, text: str, command: UserCommand | None = None) -> None:
         """Send a request, waiting a little for the connection if it is still being made."""
         try:
             await asyncio.wait_for(self.connected.wait(), CONNECT_WAIT_S)
@@ -98,7 +98,7 @@ class ClientSession:
             raise NotConnected(
                 f"not connected to the server after {CONNECT_WAIT_S:.0f} s"
             ) from None
-        await self._send(UserMessage(text=text))
+        await self._send(UserMessage(text=text, command=command))
 
     async def cancel(self) -> None:
         await self._send(Cancel())

@@ -43,9 +43,16 @@ class Hello(Frame):
     client_name: str = "cairn"
 
 
+UserCommand = Literal["init"]
+
+
 class UserMessage(Frame):
+    """A message typed by the user. `command` marks a slash command the server expands:
+    "init" asks the agent to (re)learn the codebase and rewrite its `project` memory."""
+
     type: Literal["user_message"] = "user_message"
     text: str = Field(min_length=1)
+    command: UserCommand | None = None
 
 
 ToolStatus = Literal["ok", "error", "denied"]

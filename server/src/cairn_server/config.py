@@ -17,6 +17,7 @@ class ServerSettings:
     port: int = 8765
     step_limit: int = 25
     approval_timeout_s: float = 900.0
+    context_budget: int = 100_000
     bootstrap_token: str | None = None
     bootstrap_user: str = "local"
     env: Mapping[str, str] = field(default_factory=dict)
@@ -34,6 +35,7 @@ class ServerSettings:
             port=int(source.get("CAIRN_PORT", "8765")),
             step_limit=int(source.get("CAIRN_STEP_LIMIT", "25")),
             approval_timeout_s=float(source.get("CAIRN_APPROVAL_TIMEOUT_S", "900")),
+            context_budget=int(source.get("CAIRN_CONTEXT_BUDGET", "100000")),
             bootstrap_token=source.get("CAIRN_BOOTSTRAP_TOKEN") or None,
             bootstrap_user=source.get("CAIRN_BOOTSTRAP_USER", "local"),
             env=source,

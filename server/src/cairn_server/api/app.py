@@ -11,8 +11,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from cairn_server.api import routes, ws
+from cairn_server.api import memory_routes, routes, ws
+from cairn_server.api.errors import install_error_handlers
 from cairn_server.config import ServerSettings
+from cairn_server.memory.services import Memory
 from cairn_server.providers.registry import preload_provider, resolve_model
 from cairn_server.runtime.runtime import ProviderFactory, Runtime
 from cairn_server.storage.db import open_database
@@ -28,7 +30,8 @@ def create_app(
         store = Store(database)
         if settings.bootstrap_token:
             await store.add_token(settings.bootstrap_user, settings.bootstrap_token, "bootstrap")
-        runtime = Runtime(store, settings, provider_factory)
+        memory = Memory.open(database, settings.env)
+        runtime = Runtime(store, memory, settings, provider_factory)
         await runtime.recover_after_restart()
         app.state.runtime = runtime
         default_model = resolve_model(None, settings.env).model
@@ -38,9 +41,12 @@ def create_app(
         finally:
             await preload
             await runtime.shutdown()
+            await memory.aclose()
             await database.close()
 
     app = FastAPI(title="Cairn server", version="0.1.0", lifespan=lifespan)
     app.include_router(routes.router)
+    app.include_router(memory_routes.router)
+    install_error_handlers(app)
     app.include_router(ws.router)
     return app

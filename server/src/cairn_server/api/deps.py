@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from cairn_server.memory.services import Memory
 from cairn_server.runtime.runtime import Runtime
 from cairn_server.storage.models import User
 from cairn_server.storage.store import Store
@@ -42,3 +43,11 @@ async def current_user(
 
 StoreDep = Annotated[Store, Depends(get_store)]
 UserDep = Annotated[User, Depends(current_user)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_memory(runtime: RuntimeDep) -> Memory:
+    return runtime.memory
+
+
+MemoryDep = Annotated[Memory, Depends(get_memory)]

@@ -5,9 +5,10 @@ Owns the HTTP surface; the logic lives in the store and the runtime.
 
 from __future__ import annotations
 
+from cairn_protocol import WorkspaceIdentity
 from fastapi import APIRouter, HTTPException, status
 
-from cairn_server.api.deps import StoreDep, UserDep
+from cairn_server.api.deps import RuntimeDep, StoreDep, UserDep
 from cairn_server.storage.models import Agent, Conversation, Message, Run
 
 router = APIRouter(prefix="/v1")
@@ -23,30 +24,41 @@ async def list_agents(store: StoreDep, user: UserDep) -> list[Agent]:
     return await store.list_agents(user.id)
 
 
-async def _owned_agent(store: StoreDep, user: UserDep, agent_id: str) -> Agent:
+@router.post("/agents", tags=["agents"])
+async def ensure_agent(runtime: RuntimeDep, user: UserDep, workspace: WorkspaceIdentity) -> Agent:
+    """The caller's agent for a codebase, created (with default blocks) on first use."""
+    return await runtime.agent_for(user.id, workspace)
+
+
+@router.get("/agents/{agent_id}", tags=["agents"])
+async def get_agent(store: StoreDep, user: UserDep, agent_id: str) -> Agent:
+    return await owned_agent(store, user, agent_id)
+
+
+async def owned_agent(store: StoreDep, user: UserDep, agent_id: str) -> Agent:
     agent = await store.get_agent(agent_id)
     if agent is None or agent.user_id != user.id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id}")
     return agent
 
 
-async def _owned_conversation(store: StoreDep, user: UserDep, conversation_id: str) -> Conversation:
+async def owned_conversation(store: StoreDep, user: UserDep, conversation_id: str) -> Conversation:
     conversation = await store.get_conversation(conversation_id)
     if conversation is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id}")
-    await _owned_agent(store, user, conversation.agent_id)
+    await owned_agent(store, user, conversation.agent_id)
     return conversation
 
 
 @router.get("/agents/{agent_id}/conversations", tags=["conversations"])
 async def list_conversations(store: StoreDep, user: UserDep, agent_id: str) -> list[Conversation]:
-    agent = await _owned_agent(store, user, agent_id)
+    agent = await owned_agent(store, user, agent_id)
     return await store.list_conversations(agent.id)
 
 
 @router.get("/conversations/{conversation_id}/messages", tags=["conversations"])
 async def list_messages(store: StoreDep, user: UserDep, conversation_id: str) -> list[Message]:
-    conversation = await _owned_conversation(store, user, conversation_id)
+    conversation = await owned_conversation(store, user, conversation_id)
     return await store.list_messages(conversation.id)
 
 
@@ -55,5 +67,5 @@ async def get_run(store: StoreDep, user: UserDep, run_id: str) -> Run:
     run = await store.get_run(run_id)
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")
-    await _owned_conversation(store, user, run.conversation_id)
+    await owned_conversation(store, user, run.conversation_id)
     return run

@@ -127,7 +127,7 @@ class Connection:
         user = await store.user_for_token(frame.token)
         if user is None:
             raise HandshakeRefused("unauthorized", "invalid or missing token", CLOSE_UNAUTHORIZED)
-        agent = await store.get_or_create_agent(user.id, frame.workspace)
+        agent = await self.runtime.agent_for(user.id, frame.workspace)
         conversation = await self._conversation(agent, frame.conversation)
         choice = resolve_model(agent.model, self.runtime.settings.env)
         return frame, agent, conversation, choice
@@ -204,7 +204,7 @@ class Connection:
                 return
             try:
                 await self.runtime.start_run(
-                    agent, conversation.id, choice.model, frame.text, hello.tools
+                    agent, conversation.id, choice.model, frame.text, hello.tools, frame.command
                 )
             except ProviderError as exc:
                 await self._error("no_model", str(exc))

@@ -1,15 +1,19 @@
-"""The context compiler: what the model is sent for one step of a run.
+"""The context compiler: what the model is sent for one step of a run, section by section.
 
-Owns the instructions text, the tool list offered to the model, and the order of sections.
+Owns the instructions text, the tool list offered to the model, the order of sections and
+their token counts (the context viewer).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cairn_protocol import CLIENT_TOOLS
 
+from cairn_server.context.memory_view import MemorySections
+from cairn_server.context.tokens import count_tokens, tokenizer
 from cairn_server.providers.base import ModelMessage, ModelRequest, ToolSpec
 
 INSTRUCTIONS = """\
@@ -18,7 +22,19 @@ You reach the repository only through tools, which run on the user's machine aft
 user's policy or the user approves them. Paths are relative to the repository root.
 Work like a careful senior engineer: look before you change (grep, glob, read), make the
 smallest correct edit, and say briefly what you did. If a tool call is denied, respect the
-reason you are given and adapt; never retry the same call unchanged."""
+reason you are given and adapt; never retry the same call unchanged.
+You remember this repository across conversations through your memory blocks (below),
+the record of every conversation (conversation_search) and archival passages
+(archival_insert, archival_search)."""
+
+SECTION_ORDER = (
+    "instructions",
+    "tools",
+    "memory_blocks",
+    "memory_metadata",
+    "summary",
+    "messages",
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +42,19 @@ class AgentContext:
     workspace_name: str
     client_tools: Sequence[str]
     server_tools: Sequence[ToolSpec]
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    text: str
+    items: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CompiledContext:
+    request: ModelRequest
+    sections: list[Section]
 
 
 def client_tool_specs(offered: Iterable[str]) -> list[ToolSpec]:
@@ -38,10 +67,68 @@ def client_tool_specs(offered: Iterable[str]) -> list[ToolSpec]:
     ]
 
 
-def compile_request(context: AgentContext, messages: Sequence[ModelMessage]) -> ModelRequest:
-    """Sections in a fixed order: instructions, tool schemas, messages."""
-    return ModelRequest(
-        system=INSTRUCTIONS.format(workspace=context.workspace_name),
+def compile_context(
+    context: AgentContext,
+    memory: MemorySections,
+    messages: Sequence[ModelMessage],
+    summary: str = "",
+) -> CompiledContext:
+    """Sections in a fixed order: instructions, tools, memory blocks, memory metadata,
+    summary, messages. Everything before the messages stays byte-identical between the
+    steps of a conversation until its memory is refrozen."""
+    instructions = INSTRUCTIONS.format(workspace=context.workspace_name)
+    summary_text = f"<summary>\n{summary}\n</summary>" if summary else ""
+    system_parts = [instructions, memory.blocks, memory.metadata, summary_text]
+    tools = [*client_tool_specs(context.client_tools), *context.server_tools]
+    request = ModelRequest(
+        system="\n\n".join(part for part in system_parts if part),
         messages=list(messages),
-        tools=[*client_tool_specs(context.client_tools), *context.server_tools],
+        tools=tools,
     )
+    sections = [
+        Section("instructions", instructions),
+        Section("tools", "", [(tool.name, _tool_text(tool)) for tool in tools]),
+        Section("memory_blocks", memory.blocks),
+        Section("memory_metadata", memory.metadata),
+        Section("summary", summary_text),
+        Section("messages", "", [(m.role, _message_text(m)) for m in messages]),
+    ]
+    return CompiledContext(request, sections)
+
+
+@dataclass(frozen=True)
+class SectionTokens:
+    name: str
+    tokens: int
+    text: str
+    items: list[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class ContextTokens:
+    tokenizer: str
+    total: int
+    sections: list[SectionTokens]
+
+
+def count_context(compiled: CompiledContext) -> ContextTokens:
+    """Tokens per section and per item (tool, message), with the tokenizer's name."""
+    sections: list[SectionTokens] = []
+    for section in compiled.sections:
+        items = [(name, count_tokens(text)) for name, text in section.items]
+        tokens = count_tokens(section.text) + sum(tokens for _, tokens in items)
+        text = section.text or "\n\n".join(text for _, text in section.items)
+        sections.append(SectionTokens(section.name, tokens, text, items))
+    return ContextTokens(tokenizer().name, sum(s.tokens for s in sections), sections)
+
+
+def _tool_text(tool: ToolSpec) -> str:
+    return json.dumps(
+        {"name": tool.name, "description": tool.description, "parameters": tool.parameters},
+        separators=(",", ":"),
+    )
+
+
+def _message_text(message: ModelMessage) -> str:
+    calls = "".join(f"\n{call.name}({call.arguments})" for call in message.tool_calls)
+    return message.content + calls

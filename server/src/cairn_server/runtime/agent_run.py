@@ -26,10 +26,15 @@ from cairn_protocol import (
 )
 from cairn_protocol.messages import StopReason
 
-from cairn_server.context.compiler import AgentContext, compile_request
+from cairn_server.context.compiler import AgentContext, compile_context
+from cairn_server.context.memory_view import sync_memory
+from cairn_server.memory.services import Memory
+from cairn_server.memory.tool_base import ToolContext
+from cairn_server.memory.tools import SERVER_TOOLS, run_server_tool
 from cairn_server.providers.base import (
     Completed,
     ModelMessage,
+    ModelRequest,
     Provider,
     ProviderError,
     TextDelta,
@@ -37,7 +42,6 @@ from cairn_server.providers.base import (
     ToolCallReady,
 )
 from cairn_server.runtime.hub import ConversationHub
-from cairn_server.runtime.server_tools import SERVER_TOOLS, run_server_tool
 from cairn_server.storage.models import Message, ToolCallRecord
 from cairn_server.storage.store import Store, to_model_message
 
@@ -60,6 +64,7 @@ class AgentRun:
     """State of one run; `execute` drives it to its end and always publishes RunFinished."""
 
     store: Store
+    memory: Memory
     hub: ConversationHub
     provider: Provider
     context: AgentContext
@@ -112,8 +117,7 @@ class AgentRun:
     async def _loop(self) -> tuple[StopReason, str | None]:
         for _ in range(self.step_limit):
             self._check_stop()
-            history = await self.store.list_messages(self.conversation_id)
-            request = compile_request(self.context, [to_model_message(m) for m in history])
+            request = await self._compile()
             text, calls, usage = await self._interruptible(self._stream(request))
             self._partial_text = ""
             self.steps += 1
@@ -127,7 +131,15 @@ class AgentRun:
                 await self.store.add_message(self.conversation_id, self.run_id, result)
         return "step_limit", f"stopped after {self.step_limit} steps (the run's step limit)"
 
-    async def _stream(self, request: Any) -> tuple[str, list[ToolCall], Usage]:
+    async def _compile(self) -> ModelRequest:
+        memory = await sync_memory(
+            self.memory, self.store, self.agent_id, self.conversation_id, self.run_id
+        )
+        history = await self.store.list_messages(self.conversation_id)
+        messages = [to_model_message(m) for m in history]
+        return compile_context(self.context, memory, messages).request
+
+    async def _stream(self, request: ModelRequest) -> tuple[str, list[ToolCall], Usage]:
         calls: list[ToolCall] = []
         usage = Usage()
         async for event in self.provider.stream(request):
@@ -173,7 +185,10 @@ class AgentRun:
         if not isinstance(arguments, dict):
             return _tool_error(call, f"arguments for {call.name} must be a JSON object")
         if call.name in SERVER_TOOLS:
-            result = await run_server_tool(self.store, self.agent_id, call.name, arguments)
+            tool_context = ToolContext(
+                self.memory, self.agent_id, self.conversation_id, self.run_id, call.id
+            )
+            result = await run_server_tool(tool_context, call.name, arguments)
             return ModelMessage(
                 "tool", result.content, tool_call_id=call.id, is_error=result.is_error
             )

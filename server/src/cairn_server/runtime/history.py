@@ -20,7 +20,7 @@ def build_history(messages: list[Message]) -> list[HistoryItem]:
     results = {m.tool_call_id: m for m in messages if m.role == "tool" and m.tool_call_id}
     items: list[HistoryItem] = []
     for message in messages:
-        if message.role == "tool":
+        if message.role in ("tool", "event"):
             continue
         calls = [_history_call(call, results.get(call["id"])) for call in message.tool_calls or []]
         items.append(

@@ -10,16 +10,17 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cairn_protocol import RunFinished, RunStarted, ToolResult, ToolSettled
-from cairn_protocol.messages import StopReason
+from cairn_protocol import RunFinished, RunStarted, ToolResult, ToolSettled, WorkspaceIdentity
+from cairn_protocol.messages import StopReason, UserCommand
 
 from cairn_server.config import ServerSettings
-from cairn_server.context.compiler import AgentContext
+from cairn_server.context.report import agent_context
+from cairn_server.memory.bootstrap import model_text
+from cairn_server.memory.services import Memory
 from cairn_server.providers.base import ModelMessage, Provider
 from cairn_server.providers.registry import make_provider
 from cairn_server.runtime.agent_run import AgentRun, close_dangling_calls
 from cairn_server.runtime.hub import ConversationHub
-from cairn_server.runtime.server_tools import SERVER_TOOLS
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
 
@@ -40,10 +41,12 @@ class Runtime:
     def __init__(
         self,
         store: Store,
+        memory: Memory,
         settings: ServerSettings,
         provider_factory: ProviderFactory | None = None,
     ) -> None:
         self.store = store
+        self.memory = memory
         self.settings = settings
         self._provider_factory = provider_factory or (lambda m: make_provider(m, settings.env))
         self._providers: dict[str, Provider] = {}
@@ -64,8 +67,20 @@ class Runtime:
         active = self._active.get(conversation_id)
         return active.run.run_id if active else None
 
+    async def agent_for(self, user_id: str, workspace: WorkspaceIdentity) -> Agent:
+        """The user's agent for a codebase, created with its default memory blocks."""
+        agent = await self.store.get_or_create_agent(user_id, workspace)
+        await self.memory.blocks.ensure_defaults(agent.id)
+        return agent
+
     async def start_run(
-        self, agent: Agent, conversation_id: str, model: str, text: str, client_tools: Sequence[str]
+        self,
+        agent: Agent,
+        conversation_id: str,
+        model: str,
+        text: str,
+        client_tools: Sequence[str],
+        command: UserCommand | None = None,
     ) -> str:
         """Start a run for a user message, first superseding any run still going."""
         provider = self._provider(model)  # fails here, before anything is stored
@@ -75,19 +90,17 @@ class Runtime:
             )
             hub = await self.hub(conversation_id)
             run_record = await self.store.create_run(conversation_id, model)
+            content = await model_text(self.memory, agent.id, text, command)
             await self.store.add_message(
-                conversation_id, run_record.id, ModelMessage(role="user", content=text)
+                conversation_id, run_record.id, ModelMessage(role="user", content=content)
             )
             await hub.publish(RunStarted(run_id=run_record.id, user_text=text))
             run = AgentRun(
                 store=self.store,
+                memory=self.memory,
                 hub=hub,
                 provider=provider,
-                context=AgentContext(
-                    workspace_name=agent.display_name,
-                    client_tools=list(client_tools),
-                    server_tools=[tool.spec for tool in SERVER_TOOLS.values()],
-                ),
+                context=agent_context(agent, list(client_tools)),
                 run_id=run_record.id,
                 conversation_id=conversation_id,
                 agent_id=agent.id,

@@ -51,6 +51,22 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+def is_search_index(name: str | None, type_: str) -> bool:
+    """Full-text search objects made by migration 0002 outside the models (FTS5, tsvector)."""
+    if name is None:
+        return False
+    if type_ == "table":
+        return "_fts" in name  # messages_fts and its FTS5 shadow tables
+    return name == "search_vector" or name.endswith("_search_vector")
+
+
+def include_in_schema_compare(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic's include_object hook: leave the search objects out of model comparison."""
+    return not is_search_index(name, type_)
+
+
 def alembic_config(url: str) -> Config:
     """An Alembic config built in code, so migrations run from an installed package too.
 

@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -61,11 +61,23 @@ class Agent(SQLModel, table=True):
 
 
 class Conversation(SQLModel, table=True):
+    """A thread of messages with one agent.
+
+    `prompt_memory` and `prompt_metadata` are the memory sections frozen into this
+    conversation's cached prompt prefix (None until its first model call); `memory_seen`
+    maps each block label to the version the conversation has been told about (in that
+    prefix, by its own edit, or by an appended memory event).
+    """
+
     __tablename__ = "conversations"
     id: str = Field(default_factory=lambda: new_id("cnv"), primary_key=True)
     agent_id: str = Field(foreign_key="agents.id", index=True)
     title: str = ""
     last_seq: int = 0
+    prompt_memory: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    prompt_metadata: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    memory_seen: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON))
+    summary: str = Field(default="", sa_column=Column(Text, nullable=False))
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
 
@@ -77,7 +89,7 @@ class Message(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: str = Field(foreign_key="conversations.id", index=True)
     run_id: str | None = Field(default=None, index=True)
-    role: str  # user | assistant | tool
+    role: str  # user | assistant | tool | event (a memory change told to the model)
     content: str = Field(default="", sa_column=Column(Text, nullable=False))
     tool_calls: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
     tool_call_id: str | None = None
@@ -132,3 +144,72 @@ class Event(SQLModel, table=True):
     type: str
     payload: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = _ts(nullable=False)
+
+
+class Block(SQLModel, table=True):
+    """A core memory block: always in the agent's context window, edited by agent and user."""
+
+    __tablename__ = "blocks"
+    __table_args__ = (UniqueConstraint("agent_id", "label"),)
+    id: str = Field(default_factory=lambda: new_id("blk"), primary_key=True)
+    agent_id: str = Field(foreign_key="agents.id", index=True)
+    label: str
+    description: str = ""
+    value: str = Field(default="", sa_column=Column(Text, nullable=False))
+    char_limit: int = 5000
+    read_only: bool = False
+    version: int = 1
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+
+
+class BlockVersion(SQLModel, table=True):
+    """One state of a block after an edit, with who made it and how.
+
+    Kept by (agent, label) rather than by block id, so history outlives a deleted block.
+    """
+
+    __tablename__ = "block_versions"
+    __table_args__ = (UniqueConstraint("agent_id", "label", "version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: str = Field(foreign_key="agents.id", index=True)
+    label: str
+    version: int
+    action: str  # create | edit | revert | delete
+    value: str = Field(default="", sa_column=Column(Text, nullable=False))
+    description: str = ""
+    char_limit: int = 5000
+    read_only: bool = False
+    author_kind: str  # agent | user | system
+    author: str | None = None
+    conversation_id: str | None = None
+    run_id: str | None = None
+    tool_call_id: str | None = None
+    tool: str | None = None
+    reason: str | None = None
+    created_at: datetime = _ts(nullable=False)
+
+
+class Passage(SQLModel, table=True):
+    """An archival passage the agent chose to keep; searchable by text and, optionally, vector."""
+
+    __tablename__ = "passages"
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: str = Field(foreign_key="agents.id", index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    embedding: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    embedding_model: str | None = None
+    conversation_id: str | None = None
+    run_id: str | None = None
+    created_at: datetime = _ts(nullable=False)
+
+
+class MessageEmbedding(SQLModel, table=True):
+    """A message's vector, when an embedding provider is configured (float32 bytes)."""
+
+    __tablename__ = "message_embeddings"
+    message_id: int = Field(foreign_key="messages.id", primary_key=True)
+    agent_id: str = Field(foreign_key="agents.id", index=True)
+    model: str
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

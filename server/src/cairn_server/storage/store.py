@@ -7,21 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar, cast, get_args
 
 from cairn_protocol import ServerEvent, Usage, WorkspaceIdentity, dump_frame, parse_server_frame
 from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, StopReason
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.dml import ReturningUpdate
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from cairn_server.providers.base import ModelMessage, ToolCall
-from cairn_server.storage.db import Database
 from cairn_server.storage.models import (
     Agent,
     ApiToken,
@@ -33,19 +27,22 @@ from cairn_server.storage.models import (
     User,
     utcnow,
 )
+from cairn_server.storage.repository import (
+    NotFoundError,
+    Repository,
+    first,
+    get_or_raise,
+    updated_rows,
+)
 
 TOKEN_PREFIX = "cairn_"
 SERVER_RESTART_REASON = "the server restarted before this call was answered"
 SETTLED_STATUSES = ("ok", "error", "denied")
 STOP_REASONS: tuple[str, ...] = get_args(StopReason)
-ROLES = ("user", "assistant", "tool")
+ROLES = ("user", "assistant", "tool", "event")
 
 T = TypeVar("T")
 E = TypeVar("E", bound=ServerEvent)
-
-
-class NotFoundError(LookupError):
-    """An id that names no row; the message says which."""
 
 
 def hash_token(plaintext: str) -> str:
@@ -57,6 +54,8 @@ def to_model_message(message: Message) -> ModelMessage:
     """A stored message back in the provider-neutral form the runtime sends to models."""
     if message.role not in ROLES:
         raise ValueError(f"message {message.id} has unknown role {message.role!r}")
+    if message.role == "event":  # a note from the system, e.g. a memory change made elsewhere
+        return ModelMessage(role="user", content=message.content)
     return ModelMessage(
         role=cast(Literal["user", "assistant", "tool"], message.role),
         content=message.content,
@@ -69,13 +68,10 @@ def to_model_message(message: Message) -> ModelMessage:
     )
 
 
-class Store:
+class Store(Repository):
     """Durable state for the server. Every method runs in its own transaction."""
 
     to_model_message = staticmethod(to_model_message)
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
 
     # ------------------------------------------------------------------ users and tokens
 
@@ -84,7 +80,7 @@ class Store:
         if not name.strip():
             raise ValueError("a user name must not be empty")
         return await self._find_or_create(
-            lambda s: _first(s, select(User).where(User.name == name)),
+            lambda s: first(s, select(User).where(User.name == name)),
             lambda: User(name=name),
         )
 
@@ -103,7 +99,7 @@ class Store:
         user = await self.ensure_user(user_name)
         token_hash = hash_token(plaintext)
         token = await self._find_or_create(
-            lambda s: _first(s, select(ApiToken).where(ApiToken.token_hash == token_hash)),
+            lambda s: first(s, select(ApiToken).where(ApiToken.token_hash == token_hash)),
             lambda: ApiToken(user_id=user.id, token_hash=token_hash, label=label),
         )
         if token.user_id != user.id:
@@ -116,7 +112,7 @@ class Store:
         """
         token_hash = hash_token(plaintext)
         async with self._transaction() as session:
-            token = await _first(session, select(ApiToken).where(ApiToken.token_hash == token_hash))
+            token = await first(session, select(ApiToken).where(ApiToken.token_hash == token_hash))
             if token is None:
                 return None
             token.last_used_at = utcnow()
@@ -128,7 +124,7 @@ class Store:
         """The user's agent for this codebase (keyed by `workspace.key`), created on first use."""
         key = workspace.key
         return await self._find_or_create(
-            lambda s: _first(
+            lambda s: first(
                 s, select(Agent).where(Agent.user_id == user_id, Agent.codebase_key == key)
             ),
             lambda: Agent(
@@ -142,7 +138,7 @@ class Store:
     async def set_agent_model(self, agent_id: str, model: str | None) -> Agent:
         """Set (or with None, clear) the model this agent uses instead of the server default."""
         async with self._transaction() as session:
-            agent = await _get(session, Agent, agent_id)
+            agent = await get_or_raise(session, Agent, agent_id)
             agent.model = model
             return agent
 
@@ -159,7 +155,7 @@ class Store:
 
     async def create_conversation(self, agent_id: str, title: str = "") -> Conversation:
         async with self._transaction() as session:
-            await _get(session, Agent, agent_id)
+            await get_or_raise(session, Agent, agent_id)
             conversation = Conversation(agent_id=agent_id, title=title)
             session.add(conversation)
             return conversation
@@ -167,7 +163,7 @@ class Store:
     async def latest_conversation(self, agent_id: str) -> Conversation | None:
         """The agent's most recently updated conversation, or None if it has none."""
         async with self._transaction(read_only=True) as session:
-            return await _first(session, _conversations_of(agent_id).limit(1))
+            return await first(session, _conversations_of(agent_id).limit(1))
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         async with self._transaction(read_only=True) as session:
@@ -183,6 +179,21 @@ class Store:
         self, conversation_id: str, run_id: str | None, message: ModelMessage
     ) -> Message:
         """Store one model-facing message at the end of the conversation."""
+        row = Message(
+            conversation_id=conversation_id,
+            run_id=run_id,
+            role=message.role,
+            content=message.content,
+            tool_calls=[
+                {"id": call.id, "name": call.name, "arguments": call.arguments}
+                for call in message.tool_calls
+            ],
+            tool_call_id=message.tool_call_id,
+            is_error=message.is_error,
+        )
+        return await self._insert_message(conversation_id, row)
+
+    async def _insert_message(self, conversation_id: str, row: Message) -> Message:
         async with self._transaction() as session:
             touched = await session.exec(
                 update(Conversation)
@@ -191,21 +202,18 @@ class Store:
             )
             if touched.rowcount == 0:
                 raise NotFoundError(f"no conversation {conversation_id!r}")
-            row = Message(
-                conversation_id=conversation_id,
-                run_id=run_id,
-                role=message.role,
-                content=message.content,
-                tool_calls=[
-                    {"id": call.id, "name": call.name, "arguments": call.arguments}
-                    for call in message.tool_calls
-                ],
-                tool_call_id=message.tool_call_id,
-                is_error=message.is_error,
-            )
             session.add(row)
             await session.flush()  # assigns row.id, which orders the conversation
             return row
+
+    async def add_event_message(
+        self, conversation_id: str, run_id: str | None, text: str
+    ) -> Message:
+        """A system note appended to the conversation (the model reads it as a user turn)."""
+        return await self._insert_message(
+            conversation_id,
+            Message(conversation_id=conversation_id, run_id=run_id, role="event", content=text),
+        )
 
     async def list_messages(self, conversation_id: str) -> list[Message]:
         """Every message of the conversation, in the order they were added."""
@@ -259,14 +267,14 @@ class Store:
     async def last_seq(self, conversation_id: str) -> int:
         """The seq of the conversation's newest durable event (0 before the first)."""
         async with self._transaction(read_only=True) as session:
-            conversation = await _get(session, Conversation, conversation_id)
+            conversation = await get_or_raise(session, Conversation, conversation_id)
             return conversation.last_seq
 
     # ------------------------------------------------------------------ runs
 
     async def create_run(self, conversation_id: str, model: str) -> Run:
         async with self._transaction() as session:
-            await _get(session, Conversation, conversation_id)
+            await get_or_raise(session, Conversation, conversation_id)
             run = Run(conversation_id=conversation_id, model=model)
             session.add(run)
             return run
@@ -286,7 +294,7 @@ class Store:
             .returning(Run)
         )
         async with self._transaction() as session:
-            updated = await _updated(session, statement)
+            updated = await updated_rows(session, statement)
             if not updated:
                 raise NotFoundError(f"no run {run_id!r}")
             return updated[0]
@@ -304,8 +312,8 @@ class Store:
             .returning(Run)
         )
         async with self._transaction() as session:
-            updated = await _updated(session, statement)
-            return updated[0] if updated else await _get(session, Run, run_id)
+            updated = await updated_rows(session, statement)
+            return updated[0] if updated else await get_or_raise(session, Run, run_id)
 
     async def running_runs(self, conversation_id: str | None = None) -> list[Run]:
         """Runs not yet finished, oldest first; of one conversation when given."""
@@ -321,7 +329,7 @@ class Store:
         """
         now = utcnow()
         async with self._transaction() as session:
-            runs = await _updated(
+            runs = await updated_rows(
                 session,
                 update(Run)
                 .where(col(Run.status) == "running")
@@ -355,7 +363,7 @@ class Store:
     ) -> ToolCallRecord:
         """Record a pending client tool request; its `id` is the wire call_id."""
         async with self._transaction() as session:
-            run = await _get(session, Run, run_id)
+            run = await get_or_raise(session, Run, run_id)
             if run.conversation_id != conversation_id:
                 raise ValueError(f"run {run_id!r} is not in conversation {conversation_id!r}")
             record = ToolCallRecord(
@@ -385,7 +393,7 @@ class Store:
             .returning(ToolCallRecord)
         )
         async with self._transaction() as session:
-            updated = await _updated(session, statement)
+            updated = await updated_rows(session, statement)
             return updated[0] if updated else None
 
     async def get_tool_call(self, call_id: str) -> ToolCallRecord | None:
@@ -403,54 +411,6 @@ class Store:
             .order_by(col(ToolCallRecord.created_at))
         )
         return await self._all(query)
-
-    # ------------------------------------------------------------------ helpers
-
-    @asynccontextmanager
-    async def _transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
-        async with self._db.session(read_only=read_only) as session, session.begin():
-            yield session
-
-    async def _all(self, query: SelectOfScalar[T]) -> list[T]:
-        async with self._transaction(read_only=True) as session:
-            return list((await session.exec(query)).all())
-
-    async def _find_or_create(
-        self, find: Callable[[AsyncSession], Awaitable[T | None]], make: Callable[[], T]
-    ) -> T:
-        """Find a row or insert it. If a concurrent insert wins the unique constraint, the
-        loser's transaction fails; it then reads the winner's row instead of failing."""
-        try:
-            async with self._transaction() as session:
-                found = await find(session)
-                if found is not None:
-                    return found
-                row = make()
-                session.add(row)
-            return row
-        except IntegrityError:
-            async with self._transaction(read_only=True) as session:
-                found = await find(session)
-            if found is None:
-                raise
-            return found
-
-
-async def _first(session: AsyncSession, query: SelectOfScalar[T]) -> T | None:
-    return (await session.exec(query)).first()
-
-
-async def _updated(session: AsyncSession, statement: ReturningUpdate[T]) -> list[T]:
-    """Run an UPDATE ... RETURNING <table> and give back the updated rows."""
-    result = await session.exec(statement)
-    return list(result.scalars().all())
-
-
-async def _get(session: AsyncSession, table: type[T], row_id: str) -> T:
-    row = await session.get(table, row_id)
-    if row is None:
-        raise NotFoundError(f"no {table.__name__.lower()} {row_id!r}")
-    return row
 
 
 def _conversations_of(agent_id: str) -> SelectOfScalar[Conversation]:

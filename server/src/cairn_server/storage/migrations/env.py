@@ -12,7 +12,7 @@ from typing import Any, Literal
 import cairn_server.storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
-from cairn_server.storage.db import make_engine
+from cairn_server.storage.db import include_in_schema_compare, make_engine
 from sqlalchemy import Connection, pool
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
@@ -34,6 +34,7 @@ def run_migrations(connection: Connection) -> None:
         render_item=render_item,
         render_as_batch=True,  # SQLite can only ALTER tables by copying them
         compare_type=True,
+        include_object=include_in_schema_compare,
     )
     with context.begin_transaction():
         context.run_migrations()

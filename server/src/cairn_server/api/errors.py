@@ -1,0 +1,30 @@
+"""How domain errors become HTTP answers: one mapping instead of try/except in every route.
+
+Owns the status code and `detail` message of each error the services raise.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+
+from cairn_server.memory.blocks import BlockExistsError, StaleBlockError
+from cairn_server.memory.edits import MemoryEditError
+from cairn_server.storage.repository import NotFoundError
+
+# Checked in order: the first matching class decides (subclasses before their bases).
+STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
+    (NotFoundError, status.HTTP_404_NOT_FOUND),
+    (BlockExistsError, status.HTTP_409_CONFLICT),
+    (StaleBlockError, status.HTTP_409_CONFLICT),
+    (MemoryEditError, status.HTTP_422_UNPROCESSABLE_ENTITY),
+)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def handle(_request: Request, exc: Exception) -> JSONResponse:
+        code = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    for kind, _code in STATUS_OF:
+        app.add_exception_handler(kind, handle)

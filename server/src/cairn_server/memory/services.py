@@ -1,0 +1,40 @@
+"""The memory services of one server process, built once and shared by runs and routes.
+
+Owns how blocks, recall, archival and the optional embedder are wired together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cairn_server.memory.archival import Archive
+from cairn_server.memory.blocks import Blocks
+from cairn_server.memory.embeddings import Embedder, embedder_from_env
+from cairn_server.memory.recall import Recall
+from cairn_server.memory.snapshots import Snapshots
+from cairn_server.storage.db import Database
+
+
+@dataclass(frozen=True)
+class Memory:
+    blocks: Blocks
+    recall: Recall
+    archive: Archive
+    snapshots: Snapshots
+    embedder: Embedder | None
+
+    @classmethod
+    def open(cls, db: Database, env: Mapping[str, str]) -> Memory:
+        embedder = embedder_from_env(env)
+        return cls(
+            blocks=Blocks(db),
+            recall=Recall(db, embedder),
+            archive=Archive(db, embedder),
+            snapshots=Snapshots(db),
+            embedder=embedder,
+        )
+
+    async def aclose(self) -> None:
+        if self.embedder is not None:
+            await self.embedder.aclose()

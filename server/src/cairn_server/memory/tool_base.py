@@ -1,0 +1,61 @@
+"""What every server-side tool is made of: its spec, argument model, context and outcome.
+
+Owns the shapes shared by the memory edit tools and the search tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from cairn_server.providers.base import ToolSpec
+
+if TYPE_CHECKING:
+    from cairn_server.memory.services import Memory
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """Who is calling: the agent, its conversation and run, and the model's call id."""
+
+    memory: Memory
+    agent_id: str
+    conversation_id: str
+    run_id: str | None = None
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    """What the model is told. `seen_versions`: block versions this call showed the model,
+    so the conversation is not told about its own edit a second time."""
+
+    content: str
+    is_error: bool = False
+    seen_versions: Mapping[str, int] = field(default_factory=dict)
+
+
+ToolFn = Callable[[ToolContext, Any], Awaitable[ToolOutcome]]
+
+
+@dataclass(frozen=True)
+class ServerTool:
+    spec: ToolSpec
+    args: type[BaseModel]
+    run: ToolFn
+
+
+def server_tool(name: str, description: str, args: type[BaseModel], run: ToolFn) -> ServerTool:
+    """A tool whose JSON schema is the argument model's, without pydantic's titles."""
+    schema = args.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    return ServerTool(ToolSpec(name, description, schema), args, run)
+
+
+def tool_error(message: str) -> ToolOutcome:
+    return ToolOutcome(f"Error: {message}", is_error=True)

@@ -1,0 +1,154 @@
+"""The tools the server runs itself: memory edits here, search tools in search_tools.py.
+
+Owns the registry offered to the model, argument validation, and the memory edit tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cairn_server.memory.blocks import Author, StaleBlockError
+from cairn_server.memory.edits import MemoryEditError, insert_at, replace_once, short_diff
+from cairn_server.memory.search_tools import SEARCH_TOOLS
+from cairn_server.memory.tool_base import (
+    ServerTool,
+    ToolContext,
+    ToolOutcome,
+    server_tool,
+    tool_error,
+)
+from cairn_server.storage.models import Block
+from cairn_server.storage.repository import NotFoundError
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReplaceArgs(_Args):
+    label: str = Field(description="Block label.")
+    old_string: str = Field(description="Exact text now in the block; must occur once.")
+    new_string: str = Field(description="Replacement text (may be empty to delete).")
+
+
+class InsertArgs(_Args):
+    label: str = Field(description="Block label.")
+    text: str = Field(description="Text to insert.")
+    line: int | None = Field(
+        default=None, description="Insert after this line (0 = top); omit to append."
+    )
+
+
+class RethinkArgs(_Args):
+    label: str = Field(description="Block label.")
+    new_value: str = Field(description="The block's complete new text.")
+
+
+async def memory_replace(ctx: ToolContext, args: ReplaceArgs) -> ToolOutcome:
+    return await _edit(
+        ctx,
+        "memory_replace",
+        args.label,
+        lambda block: replace_once(args.label, block.value, args.old_string, args.new_string),
+    )
+
+
+async def memory_insert(ctx: ToolContext, args: InsertArgs) -> ToolOutcome:
+    return await _edit(
+        ctx,
+        "memory_insert",
+        args.label,
+        lambda block: insert_at(args.label, block.value, args.text, args.line),
+    )
+
+
+async def memory_rethink(ctx: ToolContext, args: RethinkArgs) -> ToolOutcome:
+    """A whole rewrite is refused if the block changed since this conversation saw it."""
+    snapshot = await ctx.memory.snapshots.get(ctx.conversation_id)
+    return await _edit(
+        ctx,
+        "memory_rethink",
+        args.label,
+        lambda _block: args.new_value,
+        expected_version=snapshot.seen.get(args.label),
+    )
+
+
+async def _edit(
+    ctx: ToolContext,
+    tool: str,
+    label: str,
+    transform: Callable[[Block], str],
+    expected_version: int | None = None,
+) -> ToolOutcome:
+    author = Author(
+        "agent",
+        conversation_id=ctx.conversation_id,
+        run_id=ctx.run_id,
+        tool_call_id=ctx.tool_call_id,
+        tool=tool,
+    )
+    try:
+        result = await ctx.memory.blocks.edit(
+            ctx.agent_id, label, transform, author, expected_version=expected_version
+        )
+    except StaleBlockError as exc:
+        await ctx.memory.snapshots.mark_seen(ctx.conversation_id, {label: exc.current.version})
+        return tool_error(
+            f"{exc}; nothing was changed. Its current value is:\n{exc.current.value}\n"
+            "Rewrite it from this value if you still want to."
+        )
+    except (MemoryEditError, NotFoundError) as exc:
+        return tool_error(str(exc))
+    block = result.block
+    diff = short_diff(label, result.before, block.value)
+    return ToolOutcome(
+        f"Block {label!r} is now version {block.version} "
+        f"({len(block.value)}/{block.char_limit} chars):\n{diff}",
+        seen_versions={label: block.version},
+    )
+
+
+EDIT_TOOLS = [
+    server_tool(
+        "memory_replace",
+        "Replace text in a memory block; old_string must occur exactly once.",
+        ReplaceArgs,
+        memory_replace,
+    ),
+    server_tool(
+        "memory_insert",
+        "Insert text into a memory block at a line (default: the end).",
+        InsertArgs,
+        memory_insert,
+    ),
+    server_tool(
+        "memory_rethink",
+        "Rewrite a memory block completely, e.g. to reorganise or condense it.",
+        RethinkArgs,
+        memory_rethink,
+    ),
+]
+
+SERVER_TOOLS: dict[str, ServerTool] = {
+    tool.spec.name: tool for tool in [*EDIT_TOOLS, *SEARCH_TOOLS]
+}
+
+
+async def run_server_tool(ctx: ToolContext, name: str, arguments: dict[str, Any]) -> ToolOutcome:
+    """Validate the model's arguments and run the tool; every failure becomes a clear outcome."""
+    tool = SERVER_TOOLS[name]
+    try:
+        args = tool.args.model_validate(arguments)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
+        )
+        return tool_error(f"invalid arguments for {name}: {problems}")
+    outcome = await tool.run(ctx, args)
+    if outcome.seen_versions:
+        await ctx.memory.snapshots.mark_seen(ctx.conversation_id, outcome.seen_versions)
+    return outcome

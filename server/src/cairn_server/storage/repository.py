@@ -1,0 +1,81 @@
+"""The base every store of durable state builds on: transactions and small query helpers.
+
+Owns how a service opens a transaction and the shared find/get/update idioms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.dml import ReturningUpdate
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
+
+from cairn_server.storage.db import Database
+
+T = TypeVar("T")
+
+
+class NotFoundError(LookupError):
+    """An id that names no row; the message says which."""
+
+
+class Repository:
+    """Holds the database; each public method of a subclass is its own transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self._db.dialect
+
+    @asynccontextmanager
+    async def _transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
+        async with self._db.session(read_only=read_only) as session, session.begin():
+            yield session
+
+    async def _all(self, query: SelectOfScalar[T]) -> list[T]:
+        async with self._transaction(read_only=True) as session:
+            return list((await session.exec(query)).all())
+
+    async def _find_or_create(
+        self, find: Callable[[AsyncSession], Awaitable[T | None]], make: Callable[[], T]
+    ) -> T:
+        """Find a row or insert it. If a concurrent insert wins the unique constraint, the
+        loser's transaction fails; it then reads the winner's row instead of failing."""
+        try:
+            async with self._transaction() as session:
+                found = await find(session)
+                if found is not None:
+                    return found
+                row = make()
+                session.add(row)
+            return row
+        except IntegrityError:
+            async with self._transaction(read_only=True) as session:
+                found = await find(session)
+            if found is None:
+                raise
+            return found
+
+
+async def first(session: AsyncSession, query: SelectOfScalar[T]) -> T | None:
+    return (await session.exec(query)).first()
+
+
+async def updated_rows(session: AsyncSession, statement: ReturningUpdate[T]) -> list[T]:
+    """Run an UPDATE ... RETURNING <table> and give back the updated rows."""
+    result = await session.exec(statement)
+    return list(result.scalars().all())
+
+
+async def get_or_raise(session: AsyncSession, table: type[T], row_id: Any) -> T:
+    row = await session.get(table, row_id)
+    if row is None:
+        raise NotFoundError(f"no {table.__name__.lower()} {row_id!r}")
+    return row
