@@ -79,7 +79,9 @@ def test_json_lines_and_continue(repo: Path, data_dir: Path, fake_model: FakeMod
     assert again.returncode == 0, again.stderr
     sent = [m["content"] for m in fake_model.requests[-1].body["messages"]]
     assert sent[0].startswith("You are Cairn")  # the system message
-    assert sent[1:3] == ["what is the answer?", "The answer is 42."]
+    # in a new repository the first message is preceded by instructions to learn it
+    assert "Learn this repository" in sent[1]
+    assert sent[2:4] == ["what is the answer?", "The answer is 42."]
 
     fresh = cairn(repo, data_dir, "-p", "new topic", env=model_env(fake_model))
     assert fresh.returncode == 0, fresh.stderr

@@ -140,7 +140,10 @@ async def run_headless(session: ClientSession, listener: HeadlessListener, promp
             print(welcome.model_problem or "no model is configured", file=listener.err)
             return 2
         listener.expect_run_for(prompt)
-        await session.send_user_message(prompt)
+        if prompt.strip() == "/init":
+            await session.send_user_message(prompt, "init")
+        else:
+            await session.send_user_message(prompt)
         finished = await _first(listener.finished, runner)
         return 0 if finished.stop_reason == "end_turn" else 1
     except SessionFailed as exc:

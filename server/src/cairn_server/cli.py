@@ -13,6 +13,7 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -117,6 +118,33 @@ def migrate(database_url: DatabaseOption = None) -> None:
 
     asyncio.run(run())
     typer.echo("database is up to date")
+
+
+OPENAPI_FILE = Path("docs/api/openapi.json")
+
+
+def render_openapi() -> str:
+    """The REST API's OpenAPI document, as FastAPI generates it, in a stable form."""
+    document = create_app(ServerSettings(database_url="sqlite://")).openapi()
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+@app.command()
+def openapi(
+    out: Annotated[Path, typer.Option(help="Where to write the document.")] = OPENAPI_FILE,
+    check: Annotated[bool, typer.Option(help="Fail if the file is not up to date.")] = False,
+) -> None:
+    """Write the REST API's OpenAPI document into docs/ (or check it is current)."""
+    document = render_openapi()
+    if check:
+        if not out.exists() or out.read_text() != document:
+            typer.echo(f"{out} is stale: run `uv run cairn-server openapi`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{out} is up to date")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(document)
+    typer.echo(f"wrote {out}")
 
 
 def main() -> None:

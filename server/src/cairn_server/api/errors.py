@@ -17,7 +17,7 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (NotFoundError, status.HTTP_404_NOT_FOUND),
     (BlockExistsError, status.HTTP_409_CONFLICT),
     (StaleBlockError, status.HTTP_409_CONFLICT),
-    (MemoryEditError, status.HTTP_422_UNPROCESSABLE_ENTITY),
+    (MemoryEditError, status.HTTP_422_UNPROCESSABLE_CONTENT),
 )
 
 

@@ -5,10 +5,10 @@ Owns the HTTP surface of memory; the logic lives in memory/ and context/.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from cairn_server.api.deps import MemoryDep, RuntimeDep, StoreDep, UserDep
 from cairn_server.api.routes import owned_agent, owned_conversation
@@ -28,7 +28,6 @@ from cairn_server.api.schemas import (
 )
 from cairn_server.context.report import view_context
 from cairn_server.memory.blocks import Author
-from cairn_server.memory.search_tools import parse_date_range
 from cairn_server.providers.registry import resolve_model
 from cairn_server.storage.models import User
 
@@ -213,9 +212,10 @@ async def search_messages(
 ) -> list[MessageHit]:
     """Full-text search over every message of every conversation of the agent."""
     agent = await owned_agent(store, user, agent_id)
-    start, end = parse_date_range(
-        start_date.isoformat() if start_date else None, end_date.isoformat() if end_date else None
-    )
+    if start_date and end_date and start_date > end_date:
+        raise HTTPException(422, f"start_date {start_date} is after end_date {end_date}")
+    start = datetime.combine(start_date, time.min, UTC) if start_date else None
+    end = datetime.combine(end_date, time.max, UTC) if end_date else None  # the whole day
     hits = await memory.recall.search(
         agent.id, query, roles=role, start=start, end=end, limit=limit
     )

@@ -1,6 +1,6 @@
 """Codebase bootstrap: how an agent learns a repository it meets for the first time.
 
-Owns the /init instructions and when a user's first message carries them.
+Owns the /init instructions and when they are put before a user's message.
 """
 
 from __future__ import annotations
@@ -26,15 +26,13 @@ Before you answer, learn the repository as follows.]
 """
 
 
-async def model_text(memory: Memory, agent_id: str, text: str, command: str | None) -> str:
-    """What the model is given for a user's message: /init and a first meeting expand it."""
+async def bootstrap_note(memory: Memory, agent_id: str, command: str | None) -> str | None:
+    """Instructions to put before a user's message: on /init, and on a first meeting."""
     if command == "init":
-        extra = text.strip()
-        extra = "" if extra in ("", "/init") else f"\n\nThe user adds: {extra}"
-        return INIT_INSTRUCTIONS + extra
+        return INIT_INSTRUCTIONS
     if await _first_meeting(memory, agent_id):
-        return f"{FIRST_MEETING}{INIT_INSTRUCTIONS}\n\nThe user's message:\n{text}"
-    return text
+        return FIRST_MEETING + INIT_INSTRUCTIONS + "\nThen answer the user's message below."
+    return None
 
 
 async def _first_meeting(memory: Memory, agent_id: str) -> bool:

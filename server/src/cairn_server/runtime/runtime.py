@@ -15,7 +15,7 @@ from cairn_protocol.messages import StopReason, UserCommand
 
 from cairn_server.config import ServerSettings
 from cairn_server.context.report import agent_context
-from cairn_server.memory.bootstrap import model_text
+from cairn_server.memory.bootstrap import bootstrap_note
 from cairn_server.memory.services import Memory
 from cairn_server.providers.base import ModelMessage, Provider
 from cairn_server.providers.registry import make_provider
@@ -90,9 +90,11 @@ class Runtime:
             )
             hub = await self.hub(conversation_id)
             run_record = await self.store.create_run(conversation_id, model)
-            content = await model_text(self.memory, agent.id, text, command)
+            note = await bootstrap_note(self.memory, agent.id, command)
+            if note is not None:
+                await self.store.add_event_message(conversation_id, run_record.id, note)
             await self.store.add_message(
-                conversation_id, run_record.id, ModelMessage(role="user", content=content)
+                conversation_id, run_record.id, ModelMessage(role="user", content=text)
             )
             await hub.publish(RunStarted(run_id=run_record.id, user_text=text))
             run = AgentRun(
