@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from cairn_client.launch import LaunchError, prepare_launch, run_blocking_headless
+from cairn_client.memory_cli import context_command, memory_app
 from cairn_client.policy.settings import SettingsError
 from cairn_client.policy.types import ApproveMode
 
@@ -19,6 +20,8 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.add_typer(memory_app, name="memory")
+app.command("context")(context_command)
 
 
 @app.callback(invoke_without_command=True)

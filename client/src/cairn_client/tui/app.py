@@ -1,7 +1,7 @@
 """The `cairn` Textual app: chat, prompt and status line, driven by a client session.
 
-Owns the SessionListener side of the session seam: it turns session callbacks into typed messages,
-shows them, asks for approvals on a modal screen and sends what the user types.
+Owns the SessionListener side of the session seam (typed messages, approvals, what the user types)
+and opening the memory screen and the context panel, which talk REST.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from cairn_protocol.messages import (
     ToolRequest,
     ToolSettled,
     Usage,
+    UserCommand,
     Welcome,
 )
 from cairn_protocol.tools import CLIENT_TOOLS
@@ -32,6 +33,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Input
 from textual.worker import Worker, WorkerState
 
+from cairn_client.api import CairnApi
 from cairn_client.listener import ConnectionState, SessionControl, SessionListener
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.tools.base import PreparedCall, ToolOutcome
@@ -49,6 +51,8 @@ from cairn_client.tui.messages import (
     ToolHandled,
 )
 from cairn_client.tui.screens.approval import WITHDRAWN, ApprovalScreen
+from cairn_client.tui.screens.context import ContextScreen
+from cairn_client.tui.screens.memory import Drafts, MemoryScreen
 from cairn_client.tui.screens.setup import SetupChoice, SetupScreen
 from cairn_client.tui.widgets.chat import ChatView, NoticeKind
 from cairn_client.tui.widgets.status import StatusLine
@@ -59,6 +63,8 @@ INTERRUPTING = "interrupting…"
 DEMO_RESULT = "demo"
 
 _SLASH_COMMAND = re.compile(r"^/\w+$")
+_INIT_COMMAND = re.compile(r"^/init(?:\s|$)")
+COMMANDS_HELP = "/memory (f2), /context (f3), /init, /clear or /quit"
 
 
 class SessionRunner(SessionControl, Protocol):
@@ -94,15 +100,27 @@ class CairnApp(App[str]):
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="cairn.quit_ctrl_c"),
         Binding("pageup", "scroll_chat(-1)", "Scroll up", show=False, id="cairn.page_up"),
         Binding("pagedown", "scroll_chat(1)", "Scroll down", show=False, id="cairn.page_down"),
+        Binding("f2", "memory", "Memory", show=False, id="cairn.memory"),
+        Binding("f3", "context", "Context", show=False, id="cairn.context"),
     ]
 
     def __init__(
-        self, start_session: StartSession, *, workspace_name: str, initial_input: str = ""
+        self,
+        start_session: StartSession,
+        *,
+        workspace_name: str,
+        initial_input: str = "",
+        api: CairnApi | None = None,
     ) -> None:
         super().__init__()
         self._start_session = start_session
         self._initial_input = initial_input
         self.workspace_name = workspace_name
+        # REST for the memory screen and the context panel; ids come with the welcome.
+        self.api = api
+        self.agent_id: str | None = None
+        self.conversation_id: str | None = None
+        self._memory_drafts: Drafts = {}
         self._session: SessionRunner | None = None
         self._history_shown = False
         self._setup_shown = False
@@ -210,6 +228,7 @@ class CairnApp(App[str]):
                 await self.chat.add_notice(f"Unexpected event: {shorten(repr(event), 120)}", "dim")
 
     async def _on_welcome(self, event: Welcome) -> None:
+        self.agent_id, self.conversation_id = event.agent_id, event.conversation_id
         self.status.model = event.model
         self._set_running(event.running_run_id)
         if not self._history_shown:
@@ -240,6 +259,9 @@ class CairnApp(App[str]):
         for pending in [p for p in self._pending_approvals.values() if p.run_id == event.run_id]:
             pending.withdraw()
         await self.chat.end_run(event.run_id)
+        for screen in self.screen_stack:
+            if isinstance(screen, MemoryScreen):
+                screen.reload()  # the run may have changed memory; drafts are kept
         if self._running_run_id in (event.run_id, None):
             self._set_running(None)
         ending = run_ending(event)
@@ -297,7 +319,8 @@ class CairnApp(App[str]):
         event.input.clear()
         if not text:
             return
-        if _SLASH_COMMAND.match(text):
+        is_init = _INIT_COMMAND.match(text) is not None
+        if _SLASH_COMMAND.match(text) and not is_init:
             await self._run_command(text)
             return
         if self._session is None:
@@ -305,25 +328,61 @@ class CairnApp(App[str]):
             return
         self._unconfirmed_sends.append(text)
         await self.chat.add_user(text)
-        self._send(text)
+        self._send(text, "init" if is_init else None)
 
     async def _run_command(self, command: str) -> None:
         if command == "/quit":
             self._close_and_exit(None)
         elif command == "/clear":
             await self.chat.clear_view()
+        elif command == "/memory":
+            self.action_memory()
+        elif command == "/context":
+            self.action_context()
         else:
-            await self.chat.add_notice(f"Unknown command {command} (try /clear or /quit)", "dim")
+            await self.chat.add_notice(f"Unknown command {command} (try {COMMANDS_HELP})", "dim")
 
     @work(group="send", exit_on_error=False)
-    async def _send(self, text: str) -> None:
+    async def _send(self, text: str, command: UserCommand | None = None) -> None:
         assert self._session is not None
         try:
-            await self._session.send_user_message(text)
+            if command is None:  # the plain form, which every SessionControl accepts
+                await self._session.send_user_message(text)
+            else:
+                await self._session.send_user_message(text, command=command)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the user must hear of it
             if text in self._unconfirmed_sends:
                 self._unconfirmed_sends.remove(text)
             await self.chat.add_notice(f"Your message was not sent: {exc}", "error")
+
+    # ------------------------------------------------------------------ memory and context
+
+    def action_memory(self) -> None:
+        """Open the memory screen (once: asking again while it is open does nothing)."""
+        if isinstance(self.screen, MemoryScreen) or not self._rest_ready("memory"):
+            return
+        if isinstance(self.screen, ContextScreen):
+            self.screen.dismiss(None)
+        assert self.api is not None and self.agent_id is not None
+        self.push_screen(MemoryScreen(self.api, self.agent_id, self._memory_drafts))
+
+    def action_context(self) -> None:
+        if isinstance(self.screen, ContextScreen) or not self._rest_ready("the context"):
+            return
+        if self.conversation_id is None:
+            self.notify("No conversation yet.", severity="warning")
+            return
+        assert self.api is not None
+        self.push_screen(ContextScreen(self.api, self.conversation_id))
+
+    def _rest_ready(self, what: str) -> bool:
+        if self.api is None:
+            self.notify(f"Cannot show {what}: no server address is known.", severity="error")
+            return False
+        if self.agent_id is None:
+            self.notify(f"Cannot show {what} before the server has answered.", severity="warning")
+            return False
+        return True
 
     # ------------------------------------------------------------------ interrupt and quit
 
@@ -381,6 +440,11 @@ class CairnApp(App[str]):
                 await asyncio.wait_for(self._session.close(), CLOSE_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - quitting must not fail on a broken session
                 self.log.warning(f"closing the session failed: {exc!r}")
+        if self.api is not None:
+            try:
+                await self.api.aclose()
+            except Exception as exc:  # noqa: BLE001 - as above
+                self.log.warning(f"closing the REST client failed: {exc!r}")
         self.exit(result)
 
     def _set_running(self, run_id: str | None) -> None:

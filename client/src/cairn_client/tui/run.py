@@ -5,6 +5,7 @@ Owns the bridge from the blocking CLI to the Textual app's own event loop.
 
 from __future__ import annotations
 
+from cairn_client.api import CairnApi
 from cairn_client.launch import Launch
 from cairn_client.listener import SessionListener
 from cairn_client.tui.app import CairnApp, SessionRunner
@@ -20,6 +21,7 @@ def run_tui(launch: Launch, *, initial_input: str = "") -> str | None:
         start_session,
         workspace_name=launch.workspace.identity.display_name,
         initial_input=initial_input,
+        api=CairnApi(launch.endpoint.resolve, launch.endpoint.token),
     )
     try:
         return app.run()

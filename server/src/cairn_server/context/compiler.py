@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from cairn_protocol import CLIENT_TOOLS
 
-from cairn_server.context.memory_view import MemorySections
+from cairn_server.context.memory_view import MemorySections, split_blocks
 from cairn_server.context.tokens import count_tokens, tokenizer
 from cairn_server.providers.base import ModelMessage, ModelRequest, ToolSpec
 
@@ -88,7 +88,7 @@ def compile_context(
     sections = [
         Section("instructions", instructions),
         Section("tools", "", [(tool.name, _tool_text(tool)) for tool in tools]),
-        Section("memory_blocks", memory.blocks),
+        Section("memory_blocks", *split_blocks(memory.blocks)),
         Section("memory_metadata", memory.metadata),
         Section("summary", summary_text),
         Section("messages", "", [(m.role, _message_text(m)) for m in messages]),
@@ -117,7 +117,7 @@ def count_context(compiled: CompiledContext) -> ContextTokens:
     for section in compiled.sections:
         items = [(name, count_tokens(text)) for name, text in section.items]
         tokens = count_tokens(section.text) + sum(tokens for _, tokens in items)
-        text = section.text or "\n\n".join(text for _, text in section.items)
+        text = "\n\n".join(part for part in (section.text, *(t for _, t in section.items)) if part)
         sections.append(SectionTokens(section.name, tokens, text, items))
     return ContextTokens(tokenizer().name, sum(s.tokens for s in sections), sections)
 

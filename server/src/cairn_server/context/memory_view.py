@@ -6,6 +6,7 @@ in step with the blocks by appending a note for each change it has not been told
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,24 @@ def render_blocks(blocks: Sequence[Block]) -> str:
         )
     parts.append("</memory_blocks>")
     return "\n".join(parts)
+
+
+_BLOCK_START = re.compile(r'^<memory_block label="([^"]*)"', re.MULTILINE)
+
+
+def split_blocks(rendered: str) -> tuple[str, list[tuple[str, str]]]:
+    """The rendered memory section cut into its frame (preamble, closing tag) and blocks."""
+    starts = list(_BLOCK_START.finditer(rendered))
+    if not starts:
+        return rendered, []
+    closing = rendered.rfind("</memory_blocks>")
+    closing = closing if closing > starts[-1].start() else len(rendered)
+    ends = [match.start() for match in starts[1:]] + [closing]
+    blocks = [
+        (match.group(1), rendered[match.start() : end])
+        for match, end in zip(starts, ends, strict=True)
+    ]
+    return rendered[: starts[0].start()] + rendered[closing:], blocks
 
 
 def render_metadata(messages: int, passages: int, taken_at: datetime) -> str:

@@ -5,12 +5,13 @@ Owns assembling the report from the compiler's sections without changing any sta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cairn_protocol import CLIENT_TOOLS
 
 from cairn_server.context.compiler import (
     AgentContext,
+    CompiledContext,
     ContextTokens,
     compile_context,
     count_context,
@@ -18,7 +19,7 @@ from cairn_server.context.compiler import (
 from cairn_server.context.memory_view import visible_sections
 from cairn_server.memory.services import Memory
 from cairn_server.memory.tools import SERVER_TOOLS
-from cairn_server.storage.models import Agent, Conversation
+from cairn_server.storage.models import Agent, Conversation, Message
 from cairn_server.storage.store import Store, to_model_message
 
 
@@ -41,6 +42,21 @@ async def view_context(
     memory: Memory, store: Store, agent: Agent, conversation: Conversation, budget: int
 ) -> ContextView:
     sections = await visible_sections(memory, agent.id, conversation.id)
-    messages = [to_model_message(m) for m in await store.list_messages(conversation.id)]
+    stored = await store.list_messages(conversation.id)
+    messages = [to_model_message(m) for m in stored]
     compiled = compile_context(agent_context(agent), sections, messages, conversation.summary)
-    return ContextView(count_context(compiled), budget)
+    return ContextView(count_context(_with_stored_roles(compiled, stored)), budget)
+
+
+def _with_stored_roles(compiled: CompiledContext, stored: list[Message]) -> CompiledContext:
+    """Name each message by its stored role, so notes show as `event`, not `user`."""
+    sections = [
+        replace(
+            section,
+            items=[(m.role, text) for m, (_, text) in zip(stored, section.items, strict=True)],
+        )
+        if section.name == "messages"
+        else section
+        for section in compiled.sections
+    ]
+    return replace(compiled, sections=sections)

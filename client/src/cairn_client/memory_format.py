@@ -1,0 +1,93 @@
+"""How memory blocks, their history, diffs and the context budget read, in the CLI and the TUI.
+
+Owns those short texts as pure functions returning strings or Rich Text; no I/O.
+"""
+
+from __future__ import annotations
+
+import difflib
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from cairn_client.api import Block, BlockVersion
+
+BAR_WIDTH = 30
+
+
+def block_heading(block: Block) -> str:
+    """`project · v4 · 1,204/5,000 chars · read-only`."""
+    parts = [block.label, f"v{block.version}", f"{block.chars:,}/{block.char_limit:,} chars"]
+    if block.read_only:
+        parts.append("read-only")
+    return " · ".join(parts)
+
+
+def author_line(version: BlockVersion) -> str:
+    """`user`, or `agent via memory_replace (conversation cnv_1, run run_2)`."""
+    who = version.author_kind
+    if version.author and version.author != version.author_kind:
+        who = f"{who} {version.author}"
+    if version.tool:
+        who = f"{who} via {version.tool}"
+    where = [
+        f"{name} {value}"
+        for name, value in (("conversation", version.conversation_id), ("run", version.run_id))
+        if value
+    ]
+    return f"{who} ({', '.join(where)})" if where else who
+
+
+def when(moment: datetime) -> str:
+    """A timestamp in local time, to the second."""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def version_diff(older: BlockVersion | None, newer: BlockVersion) -> str:
+    """The unified diff a version made to the value (from nothing for the first one)."""
+    before = older.value if older is not None else ""
+    name = f"{newer.label} v{older.version}" if older is not None else "(nothing)"
+    lines = difflib.unified_diff(
+        before.splitlines(keepends=True),
+        newer.value.splitlines(keepends=True),
+        name,
+        f"{newer.label} v{newer.version}",
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def colour_diff(diff: str) -> Text:
+    """A unified diff with added lines green, removed red and hunk headers cyan."""
+    text = Text()
+    for line in diff.splitlines(keepends=True):
+        if line.startswith(("+++", "---")):
+            style = "bold"
+        elif line.startswith("+"):
+            style = "green"
+        elif line.startswith("-"):
+            style = "red"
+        elif line.startswith("@@"):
+            style = "cyan"
+        else:
+            style = ""
+        text.append(line if line.endswith("\n") else line + "\n", style=style)
+    return text
+
+
+def budget_line(total: int, budget: int, width: int = BAR_WIDTH) -> Text:
+    """`[██████░░░░…] 12,345 of 128,000 tokens (9.6%)`, yellow past 80 %, red over budget."""
+    fraction = total / budget if budget > 0 else 1.0
+    filled = min(width, round(fraction * width))
+    style = "red" if fraction > 1 else "yellow" if fraction > 0.8 else "green"
+    line = Text("[")
+    line.append("█" * filled, style=style)
+    line.append("░" * (width - filled), style="dim")
+    line.append(f"] {total:,} of {budget:,} tokens ({fraction:.1%})")
+    return line
+
+
+def share(tokens: int, budget: int) -> str:
+    """Tokens as a percentage of the budget."""
+    return f"{tokens / budget:.1%}" if budget > 0 else ""
