@@ -97,9 +97,7 @@ async def test_a_user_edit_over_rest_reaches_a_running_conversation(
         assert "Prefers answers in French." not in system_of(second)
         note = json.dumps(second["messages"][-1])
         assert "by the user" in note and "+Prefers answers in French." in note
-        assert (
-            turns_of(third).count("memory_update") == 2
-        )  # told once: the two tags of one note
+        assert turns_of(third).count("memory_update") == 2  # told once: the two tags of one note
         await client.close()
 
 

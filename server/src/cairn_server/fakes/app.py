@@ -7,8 +7,12 @@ answers built from the script, provider-shaped errors, and the record of every r
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
+import math
+import re
+import struct
 import threading
 import time
 import uuid
@@ -347,6 +351,73 @@ def openai_tool_pairing_problem(messages: list[JsonObject]) -> str | None:
     return None
 
 
+# --------------------------------------------------------------------------- OpenAI embeddings
+
+# A test stand-in, NOT a semantic model: each text's vector counts its hashed words and
+# character trigrams in 256 dimensions, L2-normalised. Texts sharing words or spellings come
+# out close; synonyms do not. Deterministic, instant, nothing downloaded.
+FAKE_EMBEDDING_DIMENSIONS = 256
+
+
+def fake_embedding(text: str, dimensions: int = FAKE_EMBEDDING_DIMENSIONS) -> list[float]:
+    vector = [0.0] * dimensions
+    lowered = text.lower()
+    words = re.findall(r"\w+", lowered)
+    padded = f" {' '.join(words)} "
+    features = [f"w:{word}" for word in words]
+    features += [f"t:{padded[i : i + 3]}" for i in range(len(padded) - 2)]
+    for feature in features:
+        digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+        bucket = int.from_bytes(digest[:4], "little") % dimensions
+        vector[bucket] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(value * value for value in vector)) or 1.0
+    return [value / norm for value in vector]
+
+
+def embeddings_problem(body: JsonObject) -> str | None:
+    """What the real Embeddings API would reject in this body, if anything."""
+    if not isinstance(body.get("model"), str):
+        return "you must provide a model parameter"
+    texts = body.get("input")
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        return "'input' must be a non-empty string or array of strings"
+    if any(not text for text in texts):
+        return "'input' cannot contain an empty string"
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        return "'encoding_format' must be 'float' or 'base64'"
+    return None
+
+
+def embeddings_handler(state: FakeModelState) -> Endpoint:
+    async def embeddings(request: Request) -> Response:
+        _raw, body = await read_json_body(request)
+        record(state, request, body)
+        if body is None:
+            return openai_error(ScriptedError(status=400, message="the body must be a JSON object"))
+        problem = embeddings_problem(body)
+        if problem is not None:
+            return openai_error(ScriptedError(status=400, message=problem))
+        texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        data = []
+        for index, text in enumerate(texts):
+            vector = fake_embedding(text)
+            embedding: list[float] | str = vector
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        tokens = sum(len(text) // 4 + 1 for text in texts)
+        payload = {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return JSONResponse(payload, headers={"x-request-id": new_id("req_")})
+
+    return embeddings
+
+
 # --------------------------------------------------------------------------- Anthropic
 
 
@@ -591,6 +662,7 @@ def create_app(state: FakeModelState) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/chat/completions", openai_handler(state), methods=["POST"]),
+            Route("/v1/embeddings", embeddings_handler(state), methods=["POST"]),
             Route("/v1/messages", anthropic_handler(state), methods=["POST"]),
         ]
     )

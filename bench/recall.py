@@ -1,0 +1,404 @@
+"""Recall: evidence recall@k of conversation search on LoCoMo, beside a plain BM25.
+
+Loads LoCoMo-format conversations into recall memory of a real SQLite database (each sample
+an agent, each session a conversation, each turn a message dated by its session), asks every
+question of categories 1-4 through `Recall.search` (what conversation_search calls), and
+scores the share of each question's evidence turns among the top k. The baseline is a plain
+BM25 Okapi (k1=1.2, b=0.75, lower-cased words, no stemming, no stopwords) over the same turn
+texts, computed in this run. Then it replicates the turns across more agents to 100,000
+stored messages and times the same searches again.
+
+    uv run python bench/recall.py [DATA_FILE] [--fake-embeddings | --embeddings]
+        [--postgres ADMIN_URL]
+
+--embeddings uses the embedder configured by CAIRN_EMBEDDING_* (see memory/embeddings.py);
+--fake-embeddings starts the fake model server, whose vectors are hashed words and character
+trigrams: a test stand-in with no semantics, so its figures say nothing about a real model.
+--postgres runs on a fresh temporary database of that PostgreSQL server instead of SQLite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import math
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg  # type: ignore[import-untyped]
+import sqlalchemy as sa
+from cairn_protocol import WorkspaceIdentity
+from cairn_server.fakes.runner import FakeModelServer
+from cairn_server.memory.embeddings import Embedder, embedder_from_env
+from cairn_server.memory.recall import Recall
+from cairn_server.storage.db import Database, open_database
+from cairn_server.storage.models import Message
+from cairn_server.storage.store import Store
+
+DEFAULT_DATA = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo_dev.json"
+)
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+KS = (5, 10, 20)
+TARGET_MESSAGES = 100_000
+EVIDENCE_ID = re.compile(r"D:?(\d+):(\d+)")
+WORD = re.compile(r"\w+")
+FAKE_EMBEDDING_MODEL = "cairn-fake-hash-256"
+
+
+# --------------------------------------------------------------------------- the data
+
+
+@dataclass
+class Turn:
+    dia_id: str
+    session: int
+    role: str
+    text: str
+    created_at: datetime
+
+
+@dataclass
+class Question:
+    text: str
+    category: int
+    evidence: set[str]
+
+
+@dataclass
+class Sample:
+    sample_id: str
+    turns: list[Turn]
+    questions: list[Question]
+    agent_id: str = ""
+    message_dia: dict[int, str] = field(default_factory=dict)  # message id → dia_id
+
+
+def load_samples(path: Path) -> tuple[list[Sample], list[str]]:
+    """The samples and a note for every evidence id repaired or skipped."""
+    notes: list[str] = []
+    samples = []
+    for item in json.loads(path.read_text(encoding="utf-8")):
+        turns = list(_turns(item["conversation"]))
+        known = {turn.dia_id for turn in turns}
+        questions = []
+        for qa in item["qa"]:
+            if qa.get("category") not in CATEGORIES:
+                continue
+            evidence = _evidence(item["sample_id"], qa, known, notes)
+            if evidence:
+                questions.append(Question(qa["question"], qa["category"], evidence))
+            else:
+                notes.append(f"{item['sample_id']}: skipped {qa['question']!r}: no usable evidence")
+        samples.append(Sample(item["sample_id"], turns, questions))
+    return samples, notes
+
+
+def _turns(conversation: dict[str, object]) -> Iterator[Turn]:
+    """Every turn as the same text both systems see: `Speaker: text [image: caption]`."""
+    speaker_a = conversation["speaker_a"]
+    session = 1
+    while f"session_{session}" in conversation:
+        date = str(conversation[f"session_{session}_date_time"])
+        started = datetime.strptime(date, "%I:%M %p on %d %B, %Y").replace(tzinfo=UTC)
+        raw = conversation[f"session_{session}"]
+        assert isinstance(raw, list)
+        for position, turn in enumerate(raw):
+            text = f"{turn['speaker']}: {turn['text']}"
+            if turn.get("blip_caption"):
+                text += f" [image: {turn['blip_caption']}]"
+            role = "user" if turn["speaker"] == speaker_a else "assistant"
+            yield Turn(
+                turn["dia_id"], session, role, text, started + timedelta(seconds=30 * position)
+            )
+        session += 1
+
+
+def _evidence(sample_id: str, qa: dict[str, object], known: set[str], notes: list[str]) -> set[str]:
+    kept: set[str] = set()
+    raw = qa.get("evidence")
+    for original in raw if isinstance(raw, list) else []:
+        parts = [part.strip() for part in re.split(r"[;,]", str(original)) if part.strip()]
+        for part in parts:
+            match = EVIDENCE_ID.fullmatch(part)
+            repaired = f"D{match[1]}:{match[2]}" if match else None
+            if repaired in known:
+                kept.add(repaired)
+                if repaired != original:
+                    notes.append(f"{sample_id}: repaired evidence {original!r} -> {repaired!r}")
+            else:
+                notes.append(f"{sample_id}: skipped evidence {part!r} (no such turn)")
+    return kept
+
+
+# --------------------------------------------------------------------------- the baseline
+
+
+class BM25:
+    """Okapi BM25 over lower-cased words, no stemming, no stopwords."""
+
+    def __init__(self, documents: Sequence[str], k1: float = 1.2, b: float = 0.75) -> None:
+        self.k1, self.b = k1, b
+        self.frequencies = [collections.Counter(WORD.findall(d.lower())) for d in documents]
+        self.lengths = [sum(f.values()) for f in self.frequencies]
+        self.average = sum(self.lengths) / len(self.lengths)
+        df = collections.Counter(word for f in self.frequencies for word in f)
+        n = len(documents)
+        self.idf = {word: math.log(1 + (n - c + 0.5) / (c + 0.5)) for word, c in df.items()}
+
+    def ranking(self, query: str) -> list[int]:
+        terms = WORD.findall(query.lower())
+        scores = []
+        for doc, (frequency, length) in enumerate(zip(self.frequencies, self.lengths, strict=True)):
+            norm = self.k1 * (1 - self.b + self.b * length / self.average)
+            score = sum(
+                self.idf[t] * frequency[t] * (self.k1 + 1) / (frequency[t] + norm)
+                for t in terms
+                if t in frequency
+            )
+            scores.append((score, doc))
+        return [doc for score, doc in sorted(scores, key=lambda s: -s[0]) if score > 0]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+async def load_sample(store: Store, db: Database, user_id: str, sample: Sample, copy: int) -> int:
+    """Create the sample's agent, a conversation per session, and its turns in bulk."""
+    identity = WorkspaceIdentity(
+        root_commit=uuid.uuid5(uuid.NAMESPACE_URL, f"{sample.sample_id}/{copy}").hex * 1,
+        origin=None,
+        display_name=f"{sample.sample_id}-{copy}",
+        path=f"/bench/{sample.sample_id}/{copy}",
+    )
+    agent = await store.get_or_create_agent(user_id, identity)
+    conversations = {}
+    for session in sorted({turn.session for turn in sample.turns}):
+        conversation = await store.create_conversation(agent.id, f"session {session}")
+        conversations[session] = conversation.id
+    rows = [
+        {
+            "conversation_id": conversations[turn.session],
+            "role": turn.role,
+            "content": turn.text,
+            "tool_calls": [],
+            "is_error": False,
+            "created_at": turn.created_at,
+        }
+        for turn in sample.turns
+    ]
+    async with db.engine.begin() as connection:
+        await connection.execute(sa.insert(Message), rows)
+    if copy == 0:
+        sample.agent_id = agent.id
+        async with db.engine.connect() as connection:
+            result = await connection.execute(
+                sa.select(Message.id)
+                .where(sa.column("conversation_id").in_(conversations.values()))
+                .order_by(sa.column("id"))
+            )
+            ids = [row[0] for row in result]
+        sample.message_dia = {mid: turn.dia_id for mid, turn in zip(ids, sample.turns, strict=True)}
+    return len(rows)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class Scores:
+    hits: dict[int, float] = field(default_factory=lambda: dict.fromkeys(KS, 0.0))
+    by_category: dict[int, list[float]] = field(
+        default_factory=lambda: collections.defaultdict(list)
+    )
+    questions: int = 0
+
+    def add(self, ranked: Sequence[str], question: Question) -> None:
+        for k in KS:
+            found = len(question.evidence & set(ranked[:k])) / len(question.evidence)
+            self.hits[k] += found
+            if k == 10:
+                self.by_category[question.category].append(found)
+        self.questions += 1
+
+    def at(self, k: int) -> float:
+        return self.hits[k] / max(1, self.questions)
+
+    def line(self, name: str) -> str:
+        ks = "  ".join(f"@{k} {self.at(k):.3f}" for k in KS)
+        cats = "  ".join(
+            f"{CATEGORIES[c]} {statistics.fmean(v):.3f}"
+            for c, v in sorted(self.by_category.items())
+        )
+        return f"  {name:<6} {ks}   (@10 by category: {cats})"
+
+
+async def search_all(recall: Recall, samples: Sequence[Sample]) -> tuple[Scores, list[float]]:
+    scores, latencies = Scores(), []
+    for sample in samples:
+        for question in sample.questions:
+            started = time.perf_counter()
+            hits = await recall.search(sample.agent_id, question.text, limit=max(KS))
+            latencies.append((time.perf_counter() - started) * 1000)
+            scores.add([sample.message_dia.get(hit.message_id, "") for hit in hits], question)
+    return scores, latencies
+
+
+def bm25_all(samples: Sequence[Sample]) -> Scores:
+    scores = Scores()
+    for sample in samples:
+        index = BM25([turn.text for turn in sample.turns])
+        for question in sample.questions:
+            ranked = [sample.turns[doc].dia_id for doc in index.ranking(question.text)[: max(KS)]]
+            scores.add(ranked, question)
+    return scores
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --------------------------------------------------------------------------- main
+
+
+async def run(args: argparse.Namespace, url: str, embedder: Embedder | None) -> None:
+    samples, notes = load_samples(args.data)
+    for note in notes:
+        print(f"evidence: {note}")
+    questions = sum(len(s.questions) for s in samples)
+    turns = sum(len(s.turns) for s in samples)
+    print(f"data: {args.data} - {len(samples)} conversations, {turns} turns, {questions} questions")
+    db = await open_database(url)
+    try:
+        store = Store(db)
+        user = await store.ensure_user("bench")
+        started = time.perf_counter()
+        stored = 0
+        for sample in samples:
+            stored += await load_sample(store, db, user.id, sample, 0)
+        print(f"loaded {stored} messages in {time.perf_counter() - started:.1f} s ({db.dialect})")
+        recall = Recall(db, embedder)
+        if embedder is not None:
+            started = time.perf_counter()
+            for sample in samples:
+                while await recall.embed_pending(sample.agent_id, limit=512):
+                    pass
+            print(f"embedded every message in {time.perf_counter() - started:.1f} s")
+        ours, latencies = await search_all(recall, samples)
+        baseline = bm25_all(samples)
+        print(f"evidence recall over {ours.questions} questions (categories 1-4)")
+        print(ours.line("cairn"))
+        print(baseline.line("bm25"))
+        p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
+        print(f"  search latency over {stored} messages: p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+
+        big_p50 = big_p95 = big_recall = float("nan")
+        if not args.skip_100k:
+            copy = 1
+            started = time.perf_counter()
+            while stored < TARGET_MESSAGES:
+                for sample in samples:
+                    stored += await load_sample(store, db, user.id, sample, copy)
+                copy += 1
+            print(
+                f"replicated to {stored} messages in {copy} agents per sample "
+                f"({time.perf_counter() - started:.1f} s)"
+            )
+            big, big_latencies = await search_all(recall, samples)
+            big_p50, big_p95 = percentile(big_latencies, 0.5), percentile(big_latencies, 0.95)
+            big_recall = big.at(10)
+            print(
+                f"  search latency over {stored} messages: p50 {big_p50:.1f} ms, "
+                f"p95 {big_p95:.1f} ms (recall@10 there {big_recall:.3f})"
+            )
+    finally:
+        await db.close()
+    mode = "text" if embedder is None else f"text+vectors ({embedder.model})"
+    print(
+        " ".join(
+            [f"mode={mode.split()[0]}"]
+            + [
+                f"recall@{k}_cairn={ours.at(k):.3f} recall@{k}_bm25={baseline.at(k):.3f}"
+                for k in KS
+            ]
+            + [f"p50_ms={p50:.1f}", f"p50_ms_100k={big_p50:.1f}", f"p95_ms_100k={big_p95:.1f}"]
+        )
+    )
+    print(f"recall@10 cairn={ours.at(10):.3f} bm25={baseline.at(10):.3f} p95_ms={p95:.1f}")
+
+
+async def postgres_admin(admin_url: str, sql: str) -> None:
+    connection = await asyncpg.connect(admin_url.replace("+asyncpg", ""), timeout=5)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
+    vectors = parser.add_mutually_exclusive_group()
+    vectors.add_argument("--embeddings", action="store_true", help="use CAIRN_EMBEDDING_*")
+    vectors.add_argument(
+        "--fake-embeddings", action="store_true", help="the fake server's (not semantic) vectors"
+    )
+    parser.add_argument("--postgres", metavar="ADMIN_URL", help="run on PostgreSQL instead")
+    parser.add_argument("--skip-100k", action="store_true", help="skip the 100k-message timing")
+    args = parser.parse_args()
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="cairn-recall-") as tmp:
+        embedder: Embedder | None = None
+        if args.fake_embeddings:
+            fake = stack.enter_context(FakeModelServer())
+            print(
+                "embeddings: the fake server's hashed word/trigram vectors - NOT a semantic "
+                "model; fusion figures here only show the path works"
+            )
+            embedder = embedder_from_env(
+                {
+                    "CAIRN_EMBEDDING_MODEL": FAKE_EMBEDDING_MODEL,
+                    "CAIRN_EMBEDDING_BASE_URL": fake.openai_base_url,
+                }
+            )
+        elif args.embeddings:
+            embedder = embedder_from_env(os.environ)
+            if embedder is None:
+                sys.exit("--embeddings needs CAIRN_EMBEDDING_MODEL (and a base URL / key)")
+            print(f"embeddings: {embedder.model}")
+        url = f"sqlite+aiosqlite:///{Path(tmp) / 'recall.db'}"
+        database = None
+        if args.postgres:
+            database = f"cairn_bench_{uuid.uuid4().hex[:10]}"
+            asyncio.run(postgres_admin(args.postgres, f'CREATE DATABASE "{database}"'))
+            url = f"{args.postgres.rpartition('/')[0]}/{database}"
+        try:
+            asyncio.run(_run_and_close(args, url, embedder))
+        finally:
+            if database is not None:
+                drop = f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'
+                asyncio.run(postgres_admin(args.postgres, drop))
+
+
+async def _run_and_close(args: argparse.Namespace, url: str, embedder: Embedder | None) -> None:
+    try:
+        await run(args, url, embedder)
+    finally:
+        if embedder is not None:
+            await embedder.aclose()
+
+
+if __name__ == "__main__":
+    main()
