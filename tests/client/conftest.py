@@ -1,12 +1,14 @@
-"""Shared fixtures for client tests: real git repositories in tmp_path."""
+"""Shared fixtures for client tests: real git repositories in tmp_path, a real server."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cairn_server.fakes.runner import FakeModelServer
 from support.repos import make_repo, run_git
+from support.servers import Served, cairn_server, sqlite_url
 
 GitRunner = Callable[..., str]
 
@@ -34,3 +36,11 @@ def new_repo() -> Callable[[Path, dict[str, str]], Path]:
 def repo(tmp_path: Path) -> Path:
     """A committed git repository with src/app.py, src/util.py, README.md, .gitignore."""
     return make_repo(tmp_path / "repo", REPO_FILES)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One real server (and fake model) per test module; each test makes its own agent."""
+    folder = tmp_path_factory.mktemp("served")
+    with FakeModelServer() as fake, cairn_server(sqlite_url(folder), fake) as server:
+        yield Served(server.url, fake)

@@ -6,30 +6,14 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 import pytest
 from cairn_client.api import Agent, ApiError, CairnApi
 from cairn_protocol import WorkspaceIdentity
 from cairn_protocol.messages import UserMessage, Welcome
-from cairn_server.fakes.runner import FakeModelServer
-from support.servers import TEST_TOKEN, cairn_server, script, sqlite_url
+from support.servers import TEST_TOKEN, Served, script
 from support.wire import WireClient
-
-
-@dataclass
-class Served:
-    url: str
-    fake: FakeModelServer
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """One server for the module; each test gets an agent of its own."""
-    folder = tmp_path_factory.mktemp("api")
-    with FakeModelServer() as fake, cairn_server(sqlite_url(folder), fake) as server:
-        yield Served(server.url, fake)
 
 
 @pytest.fixture

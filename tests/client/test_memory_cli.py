@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,24 +15,10 @@ from cairn_client.api import Agent, CairnApi
 from cairn_client.cli import app
 from cairn_client.workspace import detect_workspace
 from cairn_protocol.messages import UserMessage
-from cairn_server.fakes.runner import FakeModelServer
 from support.repos import make_repo
-from support.servers import TEST_TOKEN, cairn_server, script, sqlite_url
+from support.servers import TEST_TOKEN, Served, script
 from support.wire import WireClient
 from typer.testing import CliRunner, Result
-
-
-@dataclass
-class Served:
-    url: str
-    fake: FakeModelServer
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    folder = tmp_path_factory.mktemp("cli")
-    with FakeModelServer() as fake, cairn_server(sqlite_url(folder), fake) as server:
-        yield Served(server.url, fake)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,14 @@ def cairn_server(
     )
     with BackgroundServer(settings) as server:
         yield server
+
+
+@dataclass
+class Served:
+    """A running server and the fake model behind it."""
+
+    url: str
+    fake: FakeModelServer
 
 
 def sqlite_url(folder: Path) -> str:
