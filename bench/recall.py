@@ -5,11 +5,12 @@ an agent, each session a conversation, each turn a message dated by its session)
 question of categories 1-4 through `Recall.search` (what conversation_search calls), and
 scores the share of each question's evidence turns among the top k. The baseline is a plain
 BM25 Okapi (k1=1.2, b=0.75, lower-cased words, no stemming, no stopwords) over the same turn
-texts, computed in this run. Then it replicates the turns across more agents to 100,000
-stored messages and times the same searches again.
+texts, computed in this run. Then it copies the turns into more agents up to 100,000
+stored messages and times the same searches again, and last puts 100,000 messages in one
+agent, the worst case for a search.
 
     uv run python bench/recall.py [DATA_FILE] [--fake-embeddings | --embeddings]
-        [--postgres ADMIN_URL]
+        [--postgres ADMIN_URL] [--skip-100k]
 
 --embeddings uses the embedder configured by CAIRN_EMBEDDING_* (see memory/embeddings.py);
 --fake-embeddings starts the fake model server, whose vectors are hashed words and character
@@ -175,18 +176,21 @@ class BM25:
 # --------------------------------------------------------------------------- loading
 
 
-async def load_sample(store: Store, db: Database, user_id: str, sample: Sample, copy: int) -> int:
-    """Create the sample's agent, a conversation per session, and its turns in bulk."""
+async def new_agent(store: Store, user_id: str, name: str) -> str:
     identity = WorkspaceIdentity(
-        root_commit=uuid.uuid5(uuid.NAMESPACE_URL, f"{sample.sample_id}/{copy}").hex * 1,
-        origin=None,
-        display_name=f"{sample.sample_id}-{copy}",
-        path=f"/bench/{sample.sample_id}/{copy}",
+        root_commit=uuid.uuid5(uuid.NAMESPACE_URL, name).hex,
+        display_name=name,
+        path=f"/bench/{name}",
     )
-    agent = await store.get_or_create_agent(user_id, identity)
+    return (await store.get_or_create_agent(user_id, identity)).id
+
+
+async def add_turns(store: Store, db: Database, agent_id: str, sample: Sample) -> list[int]:
+    """The sample's turns as messages of `agent_id`, a conversation per session, inserted in
+    bulk; returns the new message ids in turn order."""
     conversations = {}
     for session in sorted({turn.session for turn in sample.turns}):
-        conversation = await store.create_conversation(agent.id, f"session {session}")
+        conversation = await store.create_conversation(agent_id, f"session {session}")
         conversations[session] = conversation.id
     rows = [
         {
@@ -201,17 +205,14 @@ async def load_sample(store: Store, db: Database, user_id: str, sample: Sample, 
     ]
     async with db.engine.begin() as connection:
         await connection.execute(sa.insert(Message), rows)
-    if copy == 0:
-        sample.agent_id = agent.id
-        async with db.engine.connect() as connection:
-            result = await connection.execute(
-                sa.select(Message.id)
-                .where(sa.column("conversation_id").in_(conversations.values()))
-                .order_by(sa.column("id"))
-            )
-            ids = [row[0] for row in result]
-        sample.message_dia = {mid: turn.dia_id for mid, turn in zip(ids, sample.turns, strict=True)}
-    return len(rows)
+        message_id: sa.ColumnClause[int] = sa.column("id")
+        result = await connection.execute(
+            sa.select(message_id)
+            .select_from(sa.table("messages"))
+            .where(sa.column("conversation_id").in_(conversations.values()))
+            .order_by(message_id)
+        )
+        return [row[0] for row in result]
 
 
 # --------------------------------------------------------------------------- scoring
@@ -282,14 +283,16 @@ async def run(args: argparse.Namespace, url: str, embedder: Embedder | None) -> 
     turns = sum(len(s.turns) for s in samples)
     print(f"data: {args.data} - {len(samples)} conversations, {turns} turns, {questions} questions")
     db = await open_database(url)
+    figures: dict[str, float] = {}
     try:
         store = Store(db)
-        user = await store.ensure_user("bench")
+        user = (await store.ensure_user("bench")).id
         started = time.perf_counter()
-        stored = 0
         for sample in samples:
-            stored += await load_sample(store, db, user.id, sample, 0)
-        print(f"loaded {stored} messages in {time.perf_counter() - started:.1f} s ({db.dialect})")
+            sample.agent_id = await new_agent(store, user, sample.sample_id)
+            ids = await add_turns(store, db, sample.agent_id, sample)
+            sample.message_dia = {i: t.dia_id for i, t in zip(ids, sample.turns, strict=True)}
+        print(f"loaded {turns} messages in {time.perf_counter() - started:.1f} s ({db.dialect})")
         recall = Recall(db, embedder)
         if embedder is not None:
             started = time.perf_counter()
@@ -302,42 +305,71 @@ async def run(args: argparse.Namespace, url: str, embedder: Embedder | None) -> 
         print(f"evidence recall over {ours.questions} questions (categories 1-4)")
         print(ours.line("cairn"))
         print(baseline.line("bm25"))
-        p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
-        print(f"  search latency over {stored} messages: p50 {p50:.1f} ms, p95 {p95:.1f} ms")
-
-        big_p50 = big_p95 = big_recall = float("nan")
+        figures.update(p50_ms=percentile(latencies, 0.5), p95_ms=percentile(latencies, 0.95))
+        print(f"  search latency over {turns} messages: {_latency(latencies)}")
         if not args.skip_100k:
-            copy = 1
-            started = time.perf_counter()
-            while stored < TARGET_MESSAGES:
-                for sample in samples:
-                    stored += await load_sample(store, db, user.id, sample, copy)
-                copy += 1
-            print(
-                f"replicated to {stored} messages in {copy} agents per sample "
-                f"({time.perf_counter() - started:.1f} s)"
-            )
-            big, big_latencies = await search_all(recall, samples)
-            big_p50, big_p95 = percentile(big_latencies, 0.5), percentile(big_latencies, 0.95)
-            big_recall = big.at(10)
-            print(
-                f"  search latency over {stored} messages: p50 {big_p50:.1f} ms, "
-                f"p95 {big_p95:.1f} ms (recall@10 there {big_recall:.3f})"
-            )
+            figures.update(await many_agents(store, db, user, recall, samples))
+            figures.update(await one_agent(store, db, user, recall, samples))
     finally:
         await db.close()
-    mode = "text" if embedder is None else f"text+vectors ({embedder.model})"
+    mode = "text" if embedder is None else "text+vectors"
+    pairs = [f"mode={mode}"]
+    pairs += [f"recall@{k}_cairn={ours.at(k):.3f} recall@{k}_bm25={baseline.at(k):.3f}" for k in KS]
+    pairs += [
+        f"{key}={value:.3f}" if "recall" in key else f"{key}={value:.1f}"
+        for key, value in figures.items()
+    ]
+    print(" ".join(pairs))
+    cairn, bm25, p95 = ours.at(10), baseline.at(10), figures["p95_ms"]
+    print(f"recall@10 cairn={cairn:.3f} bm25={bm25:.3f} p95_ms={p95:.1f}")
+
+
+async def many_agents(
+    store: Store, db: Database, user: str, recall: Recall, samples: Sequence[Sample]
+) -> dict[str, float]:
+    """Copies of every sample as further agents up to 100,000 messages; the same searches."""
+    stored, copy, started = sum(len(s.turns) for s in samples), 0, time.perf_counter()
+    while stored < TARGET_MESSAGES:
+        copy += 1
+        for sample in samples:
+            agent = await new_agent(store, user, f"{sample.sample_id}-copy{copy}")
+            stored += len(await add_turns(store, db, agent, sample))
     print(
-        " ".join(
-            [f"mode={mode.split()[0]}"]
-            + [
-                f"recall@{k}_cairn={ours.at(k):.3f} recall@{k}_bm25={baseline.at(k):.3f}"
-                for k in KS
-            ]
-            + [f"p50_ms={p50:.1f}", f"p50_ms_100k={big_p50:.1f}", f"p95_ms_100k={big_p95:.1f}"]
-        )
+        f"copied to {stored} messages over {len(samples) * (copy + 1)} agents "
+        f"({time.perf_counter() - started:.1f} s)"
     )
-    print(f"recall@10 cairn={ours.at(10):.3f} bm25={baseline.at(10):.3f} p95_ms={p95:.1f}")
+    scores, latencies = await search_all(recall, samples)
+    print(
+        f"  search latency over {stored} messages: {_latency(latencies)} "
+        f"(recall@10 there {scores.at(10):.3f})"
+    )
+    return {
+        "p95_ms_100k_agents": percentile(latencies, 0.95),
+        "recall@10_100k_agents": scores.at(10),
+    }
+
+
+async def one_agent(
+    store: Store, db: Database, user: str, recall: Recall, samples: Sequence[Sample]
+) -> dict[str, float]:
+    """The worst case: one agent holding 100,000 messages (copies of every sample)."""
+    agent, stored, started = await new_agent(store, user, "one-agent"), 0, time.perf_counter()
+    while stored < TARGET_MESSAGES:
+        for sample in samples:
+            stored += len(await add_turns(store, db, agent, sample))
+    print(f"one agent with {stored} messages ({time.perf_counter() - started:.1f} s)")
+    latencies = []
+    for sample in samples:
+        for question in sample.questions:
+            begun = time.perf_counter()
+            await recall.search(agent, question.text, limit=max(KS))
+            latencies.append((time.perf_counter() - begun) * 1000)
+    print(f"  search latency: {_latency(latencies)}")
+    return {"p95_ms_100k_one_agent": percentile(latencies, 0.95)}
+
+
+def _latency(latencies: Sequence[float]) -> str:
+    return f"p50 {percentile(latencies, 0.5):.1f} ms, p95 {percentile(latencies, 0.95):.1f} ms"
 
 
 async def postgres_admin(admin_url: str, sql: str) -> None:

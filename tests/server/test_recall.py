@@ -236,3 +236,21 @@ async def test_an_embedder_that_is_down_degrades_to_text_only(
         finally:
             await embedder.aclose()
         assert ids(hits) == [said]
+
+
+async def test_a_new_embedding_model_re_embeds_the_old_vectors(
+    database: Database, store: Store, conversation: str, agent: str, fake: FakeModelServer
+) -> None:
+    await say(store, conversation, "cache invalidation notes")
+    for model in ("model-a", "model-b"):
+        embedder = embedder_from_env({**fake_env(fake), "CAIRN_EMBEDDING_MODEL": model})
+        assert embedder is not None
+        try:
+            assert await Recall(database, embedder).embed_pending(agent) == 1
+            assert await Recall(database, embedder).embed_pending(agent) == 0
+        finally:
+            await embedder.aclose()
+    async with database.session(read_only=True) as session, session.begin():
+        assert [row.model for row in (await session.exec(select(MessageEmbedding))).all()] == [
+            "model-b"
+        ]

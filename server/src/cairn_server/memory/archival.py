@@ -10,7 +10,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement, TextClause
@@ -18,7 +17,13 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cairn_server.memory.embeddings import Embedder, EmbeddingError, cosine_ranking, to_bytes
-from cairn_server.memory.recall import fts5_match, postgres_bm25, rank_fusion, search_terms
+from cairn_server.memory.recall import (
+    fts5_match,
+    postgres_bm25,
+    postgres_ranks,
+    rank_fusion,
+    search_terms,
+)
 from cairn_server.storage.db import Database
 from cairn_server.storage.models import Passage
 from cairn_server.storage.repository import NotFoundError, Repository
@@ -87,19 +92,16 @@ class Archive(Repository):
         filters = [col(Passage.agent_id) == agent_id, *self._tag_filters(tags or ())]
         pool = max(CANDIDATES, 4 * limit)
         terms = search_terms(query)
-        text: dict[int, float] = {}
-        if terms:
-            async with self._transaction(read_only=True) as session:
-                text = await self._text_matches(session, agent_id, terms, filters, pool)
         vectors = await self._vector_ranking(agent_id, query, filters, pool)
-        scores = rank_fusion(_ordered(text), vectors) if vectors else text
-        top = _ordered(scores)[:limit]
-        if not top:
-            return []
         async with self._transaction(read_only=True) as session:
-            rows = (await session.exec(select(Passage).where(col(Passage.id).in_(top)))).all()
-        by_id = {row.id: row for row in rows}
-        return [_hit(by_id[i], scores[i]) for i in top if i in by_id]
+            text = (
+                await self._text_matches(session, agent_id, terms, filters, pool) if terms else {}
+            )
+            scores = rank_fusion(_ordered(text), vectors) if vectors else text
+            top = _ordered(scores)[:limit]
+            found = select(Passage).where(col(Passage.id).in_(top))
+            rows = {row.id: row for row in (await session.exec(found)).all()} if top else {}
+        return [_hit(rows[i], scores[i]) for i in top if i in rows]
 
     async def list_passages(
         self, agent_id: str, *, tag: str | None = None, offset: int = 0, limit: int = 20
@@ -171,22 +173,22 @@ class Archive(Repository):
                 .select_from(sa.table("passages_fts"))
                 .join(Passage, col(Passage.id) == sa.literal_column("passages_fts.rowid"))
                 .where(sa.text("passages_fts MATCH :match").bindparams(match=match), *filters)
-                .order_by(bm25)
+                .order_by(sa.literal_column("score").desc())
                 .limit(pool)
             )
         else:
-            search_vector: ColumnElement[Any] = sa.literal_column("passages.search_vector")
             documents = (
                 select(sa.func.count())
                 .select_from(Passage)
                 .where(col(Passage.agent_id) == agent_id)
                 .scalar_subquery()
             )
-            found, score = postgres_bm25(search_vector, terms, documents)
-            scored = select(col(Passage.id), score.label("score")).where(found, *filters).subquery()
+            found, ranks = postgres_ranks("passages", terms, documents)
+            scored = select(col(Passage.id), *ranks).where(found, *filters).offset(0).subquery()
+            score = postgres_bm25(scored, len(terms))
             query = (
-                select(scored.c.id, scored.c.score)
-                .order_by(scored.c.score.desc(), scored.c.id.desc())
+                select(scored.c.id, score.label("score"))
+                .order_by(sa.literal_column("score").desc(), scored.c.id.desc())
                 .limit(pool)
             )
         rows = (await session.exec(query)).all()
