@@ -180,6 +180,9 @@ async def test_passages_are_kept_searched_and_deleted(api: CairnApi, agent: Agen
 
     tagged = await api.list_passages(agent.id, tags=["billing"])
     assert [p.text for p in tagged] == ["Invoices are rounded to cents."]
+    await api.create_passage(agent.id, "EU invoices carry VAT.", ["billing", "eu"])
+    both = await api.list_passages(agent.id, tags=["billing", "eu"])
+    assert [p.text for p in both] == ["EU invoices carry VAT."]  # every tag, not the first
 
     await api.delete_passage(agent.id, kept.id)
     assert kept.id not in [p.id for p in await api.list_passages(agent.id)]

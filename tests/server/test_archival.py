@@ -58,7 +58,7 @@ async def test_tags_filter_means_every_tag(database: Database, agent: str) -> No
         both.id
     ]
     assert await archive.search(agent, "release", tags=["docs"]) == []
-    listed = await archive.list_passages(agent, tag="ci")
+    listed = await archive.list_passages(agent, tags=["ci"])
     assert [p.id for p in listed] == [both.id]
 
 

@@ -174,9 +174,7 @@ async def list_passages(
     if query is not None and query.strip():
         hits = await memory.archive.search(agent.id, query, tags=tag, limit=limit)
         return [PassageOut.model_validate(hit, from_attributes=True) for hit in hits]
-    passages = await memory.archive.list_passages(
-        agent.id, tag=tag[0] if tag else None, offset=offset, limit=limit
-    )
+    passages = await memory.archive.list_passages(agent.id, tags=tag, offset=offset, limit=limit)
     return [PassageOut.model_validate(p, from_attributes=True) for p in passages]
 
 

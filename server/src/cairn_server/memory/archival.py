@@ -20,6 +20,7 @@ from cairn_server.memory.embeddings import Embedder, EmbeddingError, cosine_rank
 from cairn_server.memory.recall import (
     fts5_match,
     postgres_bm25,
+    postgres_documents,
     postgres_ranks,
     rank_fusion,
     search_terms,
@@ -104,12 +105,17 @@ class Archive(Repository):
         return [_hit(rows[i], scores[i]) for i in top if i in rows]
 
     async def list_passages(
-        self, agent_id: str, *, tag: str | None = None, offset: int = 0, limit: int = 20
+        self,
+        agent_id: str,
+        *,
+        tags: Sequence[str] | None = None,
+        offset: int = 0,
+        limit: int = 20,
     ) -> list[Passage]:
-        """The agent's passages, newest first, optionally only those with `tag`."""
+        """The agent's passages, newest first, optionally only those with all of `tags`."""
         query = (
             select(Passage)
-            .where(col(Passage.agent_id) == agent_id, *self._tag_filters([tag] if tag else []))
+            .where(col(Passage.agent_id) == agent_id, *self._tag_filters(list(tags or [])))
             .order_by(col(Passage.id).desc())
             .offset(offset)
             .limit(limit)
@@ -177,13 +183,8 @@ class Archive(Repository):
                 .limit(pool)
             )
         else:
-            documents = (
-                select(sa.func.count())
-                .select_from(Passage)
-                .where(col(Passage.agent_id) == agent_id)
-                .scalar_subquery()
-            )
-            found, ranks = postgres_ranks("passages", terms, documents)
+            scope = select(col(Passage.id)).where(col(Passage.agent_id) == agent_id)
+            found, ranks = postgres_ranks("passages", terms, postgres_documents(scope))
             scored = select(col(Passage.id), *ranks).where(found, *filters).offset(0).subquery()
             score = postgres_bm25(scored, len(terms))
             query = (

@@ -7,7 +7,9 @@ Ranking, measured on LoCoMo with bench/recall.py: BM25 over the query's content 
 stemming, stopwords dropped), then each matching message lends part of its score to the
 next turns (more) and the previous turns (less) of its conversation, and every message gains
 a share of the best score within five turns of it: an answer often sits beside the words of
-the question, not in them. With an embedder, the vector ranking is fused by reciprocal rank.
+the question, not in them. In a large index, words found in more than one row in twenty are
+left out when other words remain: BM25 gives them little weight, but scoring their rows is
+most of a search's time. With an embedder, the vector ranking is fused by reciprocal rank.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
-from sqlmodel.sql.expression import Select
+from sqlmodel.sql.expression import Select, SelectOfScalar
 
 from cairn_server.memory.embeddings import Embedder, EmbeddingError, cosine_ranking, to_bytes
 from cairn_server.storage.db import Database
@@ -48,7 +50,8 @@ RRF_K = 60
 # On SQLite, with more than PRUNE_FROM rows, words in more than COMMON_SHARE of them are
 # left out of a search (see _without_common).
 PRUNE_FROM = 10_000
-COMMON_SHARE = 0.1
+COMMON_SHARE = 0.05
+COUNTED_DOCUMENTS = 20_000  # PostgreSQL's idf counts the searched rows up to this many
 EMBED_PER_SEARCH = 256  # messages embedded lazily by one search; embed_pending() does more
 POSTGRES_CONFIG = "english"
 
@@ -123,6 +126,13 @@ def postgres_ranks(
     columns.append(documents.label("documents"))
     match: ColumnElement[bool] = search_vector.op("@@")(any_term)
     return match, columns
+
+
+def postgres_documents(scope: SelectOfScalar[int | None]) -> sa.ScalarSelect[int]:
+    """How many rows `scope` selects, counting at most COUNTED_DOCUMENTS: past that an
+    exact count costs more than the search, and the idf changes little."""
+    capped = scope.limit(COUNTED_DOCUMENTS).subquery()
+    return select(sa.func.count()).select_from(capped).scalar_subquery()
 
 
 def postgres_bm25(scored: sa.Subquery, terms: int) -> ColumnElement[float]:
@@ -372,13 +382,8 @@ def _postgres_matches(
     agent_id: str, terms: Sequence[str], filters: list[ColumnElement[bool]], pool: int
 ) -> Select[int | None, str, float]:
     conversations = select(Conversation.id).where(Conversation.agent_id == agent_id)
-    documents = (
-        select(sa.func.count())
-        .select_from(Message)
-        .where(col(Message.conversation_id).in_(conversations))
-        .scalar_subquery()
-    )
-    match, ranks = postgres_ranks("messages", terms, documents)
+    scope = select(col(Message.id)).where(col(Message.conversation_id).in_(conversations))
+    match, ranks = postgres_ranks("messages", terms, postgres_documents(scope))
     scored = (
         select(col(Message.id), col(Message.conversation_id), *ranks)
         .where(col(Message.conversation_id).in_(conversations), match, *filters)
