@@ -21,13 +21,13 @@ from cairn_server.api.schemas import (
     ContextItem,
     ContextReport,
     ContextSection,
-    MessageHit,
     PassageCreate,
     PassageOut,
     RevertRequest,
 )
 from cairn_server.context.report import view_context
 from cairn_server.memory.blocks import Author
+from cairn_server.memory.recall import RecallHit
 from cairn_server.providers.registry import resolve_model
 from cairn_server.storage.models import User
 
@@ -207,17 +207,16 @@ async def search_messages(
     start_date: date | None = None,
     end_date: date | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 10,
-) -> list[MessageHit]:
+) -> list[RecallHit]:
     """Full-text search over every message of every conversation of the agent."""
     agent = await owned_agent(store, user, agent_id)
     if start_date and end_date and start_date > end_date:
         raise HTTPException(422, f"start_date {start_date} is after end_date {end_date}")
     start = datetime.combine(start_date, time.min, UTC) if start_date else None
     end = datetime.combine(end_date, time.max, UTC) if end_date else None  # the whole day
-    hits = await memory.recall.search(
+    return await memory.recall.search(
         agent.id, query, roles=role, start=start, end=end, limit=limit
     )
-    return [MessageHit.model_validate(hit, from_attributes=True) for hit in hits]
 
 
 # ------------------------------------------------------------------ context

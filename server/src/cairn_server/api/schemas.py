@@ -109,15 +109,6 @@ class PassageOut(BaseModel):
     score: float | None = None
 
 
-class MessageHit(BaseModel):
-    message_id: int
-    conversation_id: str
-    role: str
-    content: str
-    created_at: datetime
-    score: float
-
-
 class ContextItem(BaseModel):
     name: str
     tokens: int

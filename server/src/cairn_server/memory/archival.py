@@ -16,7 +16,13 @@ from sqlalchemy.sql.elements import ColumnElement, TextClause
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from cairn_server.memory.embeddings import Embedder, EmbeddingError, cosine_ranking, to_bytes
+from cairn_server.memory.embeddings import (
+    Embedder,
+    EmbeddingError,
+    cosine_ranking,
+    embed_query,
+    to_bytes,
+)
 from cairn_server.memory.recall import (
     fts5_match,
     postgres_bm25,
@@ -199,13 +205,10 @@ class Archive(Repository):
         self, agent_id: str, query: str, filters: list[ColumnElement[bool] | TextClause], pool: int
     ) -> list[int]:
         """Passage ids by cosine to the query, or [] without a (working) embedder."""
-        if self._embedder is None:
-            return []
-        try:
-            await self.embed_pending(agent_id)
-            [query_vector] = await self._embedder.embed([query])
-        except EmbeddingError as exc:
-            log.warning("archival search without vectors: %s", exc)
+        query_vector = await embed_query(
+            self._embedder, lambda: self.embed_pending(agent_id), query, "archival"
+        )
+        if query_vector is None or self._embedder is None:
             return []
         stored = select(Passage.id, Passage.embedding).where(
             col(Passage.embedding_model) == self._embedder.model, *filters

@@ -5,7 +5,8 @@ Owns the Embedder interface, its construction from CAIRN_EMBEDDING_* settings, a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -127,3 +128,19 @@ def cosine_ranking(
     scores = matrix @ q
     top = np.argsort(-scores, kind="stable")[:limit]
     return [(kept[int(i)][0], float(scores[int(i)])) for i in top if scores[int(i)] > 0]
+
+
+async def embed_query(
+    embedder: Embedder | None, prepare: Callable[[], Awaitable[object]], query: str, what: str
+) -> list[float] | None:
+    """The query's vector, after `prepare` embeds what is missing; None without a working
+    embedder (the search then ranks by text alone)."""
+    if embedder is None:
+        return None
+    try:
+        await prepare()
+        [vector] = await embedder.embed([query])
+    except EmbeddingError as exc:
+        logging.getLogger(__name__).warning("%s search without vectors: %s", what, exc)
+        return None
+    return vector

@@ -28,7 +28,12 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select, SelectOfScalar
 
-from cairn_server.memory.embeddings import Embedder, EmbeddingError, cosine_ranking, to_bytes
+from cairn_server.memory.embeddings import (
+    Embedder,
+    cosine_ranking,
+    embed_query,
+    to_bytes,
+)
 from cairn_server.storage.db import Database
 from cairn_server.storage.models import Conversation, Message, MessageEmbedding
 from cairn_server.storage.repository import Repository
@@ -262,13 +267,10 @@ class Recall(Repository):
         self, agent_id: str, query: str, filters: list[ColumnElement[bool]], pool: int
     ) -> list[int]:
         """Message ids by cosine to the query, or [] without a (working) embedder."""
-        if self._embedder is None:
-            return []
-        try:
-            await self.embed_pending(agent_id)
-            [query_vector] = await self._embedder.embed([query])
-        except EmbeddingError as exc:
-            log.warning("recall search without vectors: %s", exc)
+        query_vector = await embed_query(
+            self._embedder, lambda: self.embed_pending(agent_id), query, "recall"
+        )
+        if query_vector is None or self._embedder is None:
             return []
         stored = (
             select(MessageEmbedding.message_id, MessageEmbedding.vector)
