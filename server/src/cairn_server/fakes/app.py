@@ -284,20 +284,35 @@ async def openai_sse(
     yield "data: [DONE]\n\n"
 
 
+async def take_turn(
+    state: FakeModelState,
+    request: Request,
+    problem_of: Callable[[JsonObject], str | None],
+    error_response: Callable[[ScriptedError], Response],
+) -> tuple[bytes, JsonObject, Turn] | Response:
+    """Record the request and take the script's next turn, or answer the error the real
+    API would give (bad body) or the script asks for (after its delay)."""
+    raw, body = await read_json_body(request)
+    record(state, request, body)
+    if body is None:
+        return error_response(ScriptedError(status=400, message="the body must be a JSON object"))
+    problem = problem_of(body)
+    if problem is not None:
+        return error_response(ScriptedError(status=400, message=problem))
+    turn = state.next_turn()
+    if turn.delay_s:
+        await asyncio.sleep(turn.delay_s)
+    if turn.error is not None:
+        return error_response(turn.error)
+    return raw, body, turn
+
+
 def openai_handler(state: FakeModelState) -> Endpoint:
     async def chat_completions(request: Request) -> Response:
-        raw, body = await read_json_body(request)
-        record(state, request, body)
-        if body is None:
-            return openai_error(ScriptedError(status=400, message="the body must be a JSON object"))
-        problem = openai_problem(body)
-        if problem is not None:
-            return openai_error(ScriptedError(status=400, message=problem))
-        turn = state.next_turn()
-        if turn.delay_s:
-            await asyncio.sleep(turn.delay_s)
-        if turn.error is not None:
-            return openai_error(turn.error)
+        taken = await take_turn(state, request, openai_problem, openai_error)
+        if isinstance(taken, Response):
+            return taken
+        raw, body, turn = taken
         tokens = count_tokens(raw, turn)
         model = str(body["model"])
         headers = {"x-request-id": new_id("req_")}
@@ -564,20 +579,10 @@ async def anthropic_sse(model: str, turn: Turn, tokens: TokenCounts) -> AsyncIte
 
 def anthropic_handler(state: FakeModelState) -> Endpoint:
     async def messages(request: Request) -> Response:
-        raw, body = await read_json_body(request)
-        record(state, request, body)
-        if body is None:
-            return anthropic_error(
-                ScriptedError(status=400, message="the body must be a JSON object")
-            )
-        problem = anthropic_problem(body)
-        if problem is not None:
-            return anthropic_error(ScriptedError(status=400, message=problem))
-        turn = state.next_turn()
-        if turn.delay_s:
-            await asyncio.sleep(turn.delay_s)
-        if turn.error is not None:
-            return anthropic_error(turn.error)
+        taken = await take_turn(state, request, anthropic_problem, anthropic_error)
+        if isinstance(taken, Response):
+            return taken
+        raw, body, turn = taken
         tokens = count_tokens(raw, turn)
         model = str(body["model"])
         headers = {"request-id": new_id("req_")}
