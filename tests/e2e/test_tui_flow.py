@@ -75,6 +75,13 @@ def chat_text(app: CairnApp) -> str:
     return "\n".join(chat_entries(app))
 
 
+def approval_text(app: CairnApp) -> str:
+    """The approval dialog's preview as drawn, once it is laid out ("" before)."""
+    if not isinstance(app.screen, ApprovalScreen):
+        return ""
+    return rendered_text(app.screen.query_one("#approval-body"))
+
+
 def last_request_text(fake: FakeModelServer) -> str:
     return json.dumps(fake.requests[-1].body)
 
@@ -86,9 +93,8 @@ async def test_request_becomes_an_approved_edit_on_disk(
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
         async with running_app(server.url, repo) as (app, pilot):
             await send(app, pilot, "make total() add up")
-            await until(pilot, lambda: isinstance(app.screen, ApprovalScreen))
-            screen_text = rendered_text(app.screen.query_one("#approval-body"))
-            assert "-    return 1" in screen_text and "+    return sum(items)" in screen_text
+            await until(pilot, lambda: "+    return sum(items)" in approval_text(app))
+            assert "-    return 1" in approval_text(app)
             assert (repo / "app.py").read_text() == APP_BEFORE  # nothing before the yes
             await pilot.press("y")
             await until(pilot, lambda: "total() now adds up." in chat_text(app))

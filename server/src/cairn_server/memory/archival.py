@@ -24,9 +24,9 @@ from cairn_server.memory.embeddings import (
     to_bytes,
 )
 from cairn_server.memory.recall import (
+    ScopeSizes,
     fts5_match,
     postgres_bm25,
-    postgres_documents,
     postgres_ranks,
     rank_fusion,
     search_terms,
@@ -61,6 +61,7 @@ class Archive(Repository):
     def __init__(self, db: Database, embedder: Embedder | None = None) -> None:
         super().__init__(db)
         self._embedder = embedder
+        self._scope_sizes = ScopeSizes()
 
     async def insert(
         self,
@@ -190,7 +191,8 @@ class Archive(Repository):
             )
         else:
             scope = select(col(Passage.id)).where(col(Passage.agent_id) == agent_id)
-            found, ranks = postgres_ranks("passages", terms, postgres_documents(scope))
+            documents = await self._scope_sizes.get(session, ("passages", agent_id), scope)
+            found, ranks = postgres_ranks("passages", terms, documents)
             scored = select(col(Passage.id), *ranks).where(found, *filters).offset(0).subquery()
             score = postgres_bm25(scored, len(terms))
             query = (

