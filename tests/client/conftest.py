@@ -38,6 +38,13 @@ def repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo", REPO_FILES)
 
 
+@pytest.fixture
+def own_repo(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """Like `repo`, but no other test's repository has the same root commit, so a test that
+    shares a server with others still meets an agent (and a conversation) of its own."""
+    return make_repo(tmp_path / "repo", {**REPO_FILES, "TEST": request.node.nodeid})
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One real server (and fake model) per test module; each test makes its own agent."""

@@ -20,11 +20,14 @@ from cairn_protocol import ServerFrame
 from cairn_protocol.messages import (
     AssistantDelta,
     AssistantMessage,
+    ContextCompacted,
     ErrorEvent,
     HistoryItem,
     HistoryToolCall,
+    ModelRetry,
     RunFinished,
     RunStarted,
+    StepFinished,
     ToolRequest,
     ToolSettled,
     Usage,
@@ -58,6 +61,7 @@ class ScriptedSession:
         self.fail_with = fail_with
         self.announce_failure = announce_failure
         self.sent: list[str] = []
+        self.compactions: list[str | None] = []
         self.cancels = 0
         self.closed = False
         self._listener: CairnApp | None = None
@@ -85,6 +89,9 @@ class ScriptedSession:
 
     async def send_user_message(self, text: str) -> None:
         self.sent.append(text)
+
+    async def compact(self, instructions: str | None = None) -> None:
+        self.compactions.append(instructions)
 
     async def cancel(self) -> None:
         self.cancels += 1
@@ -307,7 +314,29 @@ async def test_tool_calls_show_as_compact_lines() -> None:
     ("stop_reason", "detail", "line"),
     [
         ("cancelled", None, "Interrupted."),
-        ("step_limit", None, "Stopped: step limit reached."),
+        ("step_limit", None, "Step limit reached."),
+        (
+            "step_limit",
+            "stopped after 25 steps (the run's step limit)",
+            "Step limit reached: stopped after 25 steps (the run's step limit)",
+        ),
+        (
+            "token_limit",
+            "stopped after 2,000,412 tokens (the run's limit is 2,000,000; CAIRN_RUN_TOKEN_LIMIT)",
+            "Token limit reached: stopped after 2,000,412 tokens "
+            "(the run's limit is 2,000,000; CAIRN_RUN_TOKEN_LIMIT)",
+        ),
+        (
+            "cost_limit",
+            "stopped after $5.02 (the run's limit is $5.00; CAIRN_RUN_COST_LIMIT_USD)",
+            "Cost limit reached: stopped after $5.02 "
+            "(the run's limit is $5.00; CAIRN_RUN_COST_LIMIT_USD)",
+        ),
+        (
+            "loop_detected",
+            "stopped: the model made the same failing read call 3 times",
+            "Loop detected: the model made the same failing read call 3 times",
+        ),
         ("model_error", "HTTP 401: invalid API key", "Model error: HTTP 401: invalid API key"),
     ],
 )
@@ -324,6 +353,195 @@ async def test_a_run_that_ends_early_says_why(
         )
         await settle(pilot)
         assert chat_entries(app) == ["go", "Half an ans", line]
+
+
+# ---------------------------------------------------------------- retries, context, compaction
+
+
+async def test_a_retry_that_voids_streamed_text_removes_it_before_the_answer_restarts() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        session.events(
+            RunStarted(seq=4, run_id="run-1", user_text="go"),
+            AssistantDelta(seq=4, run_id="run-1", text="The answer is"),
+            ModelRetry(
+                run_id="run-1",
+                attempt=2,
+                delay_s=2.0,
+                reason="rate limited (429)",
+                discarded_output=True,
+            ),
+        )
+        await settle(pilot)
+        assert chat_entries(app) == ["go"]
+        assert "retrying in 2.0 s — rate limited (429) (attempt 2)" in status_text(app)
+
+        session.events(
+            AssistantDelta(seq=4, run_id="run-1", text="The answer is 42."),
+            AssistantMessage(seq=5, run_id="run-1", text="The answer is 42."),
+        )
+        await settle(pilot)
+        assert chat_entries(app) == ["go", "The answer is 42."]
+        assert "running…" in status_text(app) and "retrying" not in status_text(app)
+
+
+async def test_an_answer_split_by_a_notice_shows_once_when_it_is_complete() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        session.events(
+            RunStarted(seq=4, run_id="run-1", user_text="go"),
+            AssistantDelta(seq=4, run_id="run-1", text="The answer"),
+        )
+        await settle(pilot)
+        app.connection_changed("reconnecting", "the connection dropped")
+        await settle(pilot)
+        session.events(
+            AssistantDelta(seq=4, run_id="run-1", text=" is 42."),
+            AssistantMessage(seq=5, run_id="run-1", text="The answer is 42."),
+        )
+        await settle(pilot)
+        lost = "Server connection lost: the connection dropped — reconnecting…"
+        assert chat_entries(app) == ["go", lost, "The answer is 42."]
+
+
+async def test_a_retry_that_keeps_the_streamed_text_only_shows_in_the_status_line() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        session.events(
+            RunStarted(seq=4, run_id="run-1", user_text="go"),
+            AssistantMessage(seq=5, run_id="run-1", text="Step one done."),
+            ModelRetry(run_id="run-1", attempt=1, delay_s=0.4, reason="server error (503)"),
+        )
+        await settle(pilot)
+        assert chat_entries(app) == ["go", "Step one done."]
+        assert "retrying in 0.4 s — server error (503) (attempt 1)" in status_text(app)
+        session.events(finished())
+        await settle(pilot)
+        assert "retrying" not in status_text(app)
+
+
+async def test_steps_show_the_context_use_and_usage_is_counted_once_per_run() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        assert "ctx" not in status_text(app)
+        step_usage = Usage(input_tokens=1000, output_tokens=10, cost_usd=0.001)
+        session.events(
+            RunStarted(seq=4, run_id="run-1", user_text="go"),
+            StepFinished(
+                run_id="run-1", step=1, usage=step_usage, context_tokens=980, context_budget=12000
+            ),
+        )
+        await settle(pilot)
+        assert "ctx 980/12k" in status_text(app)
+        assert "in 0 ·" in status_text(app)  # the run's total comes with run_finished
+
+        session.events(
+            StepFinished(
+                run_id="run-1", step=2, usage=step_usage, context_tokens=3104, context_budget=12000
+            ),
+            finished(input_tokens=2000, output_tokens=20, cost_usd=0.002),
+        )
+        await settle(pilot)
+        status = status_text(app)
+        assert "ctx 3.1k/12k · in 2,000 · cached 0 · out 20 · $0.0020" in status
+
+
+@pytest.mark.parametrize(
+    ("compaction", "line"),
+    [
+        (
+            ContextCompacted(
+                seq=9,
+                run_id="run-1",
+                trigger="threshold",
+                method="summary",
+                messages_compacted=42,
+                tokens_before=9812,
+                tokens_after=3104,
+                context_budget=12000,
+            ),
+            "Context compacted (summary): 42 messages → summary; "
+            "9,812 → 3,104 tokens of 12,000 (freed 6,708)",
+        ),
+        (
+            ContextCompacted(
+                seq=9,
+                trigger="requested",
+                method="trim",
+                messages_compacted=1,
+                tokens_before=5000,
+                tokens_after=1200,
+                context_budget=100000,
+                detail="the summary model failed (HTTP 500)",
+            ),
+            "Context compacted on request (trim): 1 message → digest; "
+            "5,000 → 1,200 tokens of 100,000 (freed 3,800); "
+            "digest used: the summary model failed (HTTP 500)",
+        ),
+        (
+            ContextCompacted(
+                seq=9,
+                run_id="run-1",
+                trigger="overflow",
+                method="summary",
+                messages_compacted=7,
+                tokens_before=3300,
+                tokens_after=900,
+                context_budget=3230,
+            ),
+            "Context compacted after the model reported a context overflow (summary): "
+            "7 messages → summary; 3,300 → 900 tokens of 3,230 (freed 2,400)",
+        ),
+    ],
+)
+async def test_a_compaction_is_one_line_in_the_chat(
+    compaction: ContextCompacted, line: str
+) -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        session.events(compaction)
+        await settle(pilot)
+        assert chat_entries(app) == [line]
+        tokens, budget = compaction.tokens_after, compaction.context_budget
+        assert app.status.context == (tokens, budget)
+
+
+@pytest.mark.parametrize(
+    ("typed", "instructions"),
+    [("/compact", None), ("/compact   keep the API notes ", "keep the API notes")],
+)
+async def test_compact_asks_the_server_and_its_refusals_are_notices(
+    typed: str, instructions: str | None
+) -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        await type_and_send(pilot, typed)
+        assert session.compactions == [instructions]
+        assert session.sent == []
+        assert "compacting…" in status_text(app)
+
+        message = "nothing to compact yet: the conversation holds only its latest exchange"
+        session.events(ErrorEvent(code="nothing_to_compact", message=message))
+        await settle(pilot)
+        assert chat_entries(app) == [
+            "Nothing to compact yet: the conversation holds only its latest exchange"
+        ]
+        assert "compacting…" not in status_text(app)
+
+        session.events(RunStarted(seq=4, run_id="run-1", user_text="long job"))
+        await type_and_send(pilot, "/compact")
+        session.events(
+            ErrorEvent(code="run_in_progress", message="a run is in progress; wait for it")
+        )
+        await settle(pilot)
+        assert chat_entries(app)[-1] == "A run is in progress; wait for it"
+        assert "running…" in status_text(app)
 
 
 async def test_unexpected_events_are_shown_dim_and_the_app_keeps_working() -> None:

@@ -1,4 +1,5 @@
-"""Snapshots of the TUI at a fixed size: a finished exchange, an approval with a diff, the setup.
+"""Snapshots of the TUI at a fixed size: a finished exchange (with the context use in the status
+line), an approval with a diff, the setup.
 
 Regenerate with `uv run pytest tests/client/test_tui_snapshots.py --snapshot-update` and look at
 the SVGs under tests/client/__snapshots__/ before accepting them.
@@ -11,7 +12,7 @@ from typing import Any
 
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.tools.base import ToolOutcome
-from cairn_protocol.messages import AssistantDelta, AssistantMessage, RunStarted
+from cairn_protocol.messages import AssistantDelta, AssistantMessage, RunStarted, StepFinished
 from pytest_textual_snapshot import SVGImageExtension  # type: ignore[import-untyped]
 
 # The scripted session and call builders live with the behaviour tests (pytest puts this folder
@@ -73,6 +74,7 @@ def test_chat_with_a_finished_exchange(snap_compare: Any) -> None:
         session.events(
             AssistantDelta(seq=8, run_id="run-1", text=ANSWER[:40]),
             AssistantMessage(seq=9, run_id="run-1", text=ANSWER),
+            StepFinished(run_id="run-1", step=3, context_tokens=5234, context_budget=100_000),
             finished(
                 input_tokens=5234, cached_input_tokens=4096, output_tokens=187, cost_usd=0.0123
             ),

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from cairn_protocol import Usage
+from cairn_server.context.tokens import count_tokens
 from cairn_server.fakes import FakeModelServer, Script, ScriptedError, ScriptedToolCall, Turn
 from cairn_server.providers.anthropic_provider import AnthropicProvider, ThinkingMemory
 from cairn_server.providers.base import (
@@ -36,11 +37,13 @@ from cairn_server.providers.registry import (
     make_provider,
     resolve_model,
 )
+from cairn_server.providers.retry import RetryPolicy
 
 pytestmark = pytest.mark.filterwarnings("error")
 
 OPENAI_MODEL = "gpt-5.4-mini"
 ANTHROPIC_MODEL = "claude-sonnet-4-6"
+NO_RETRIES = RetryPolicy(max_retries=0)
 READ_TOOL = ToolSpec(
     name="read",
     description="Read a file.",
@@ -62,7 +65,7 @@ async def open_provider(fake: FakeModelServer) -> AsyncIterator[ProviderFactory]
     opened: list[OpenAIProvider | AnthropicProvider] = []
 
     def build(name: str, **options: Any) -> Provider:
-        options.setdefault("max_retries", 0)
+        options.setdefault("retry", NO_RETRIES)
         provider: OpenAIProvider | AnthropicProvider
         if name == "openai":
             provider = OpenAIProvider(OPENAI_MODEL, "sk-test", fake.openai_base_url, **options)
@@ -112,7 +115,7 @@ async def test_streamed_text_becomes_deltas_then_completed_with_usage_and_cost(
     assert len(deltas) > 1 and "".join(deltas) == text
     done = completed(events)
     assert done.stop_reason == "end_turn"
-    assert done.usage.output_tokens == len(text) // 4
+    assert done.usage.output_tokens == count_tokens(text)
     assert done.usage.input_tokens > done.usage.cached_input_tokens == 4
     assert done.usage.cost_usd == pytest.approx(cost_usd(provider.model, done.usage))
     assert done.usage.cost_usd > 0
@@ -290,6 +293,35 @@ async def test_anthropic_thinking_blocks_go_back_verbatim_with_their_tool_calls(
     assert assistant[2]["id"] == call.id
 
 
+# --------------------------------------------------------------------------- prompt cache
+
+
+async def test_a_second_call_of_a_conversation_reads_the_prompt_cache(
+    fake: FakeModelServer, provider_name: str, open_provider: ProviderFactory
+) -> None:
+    """OpenAI caches any long shared prefix; Anthropic only up to the cache_control
+    breakpoints the provider places (system prompt and newest block)."""
+    fake.set_script(Script.of_texts("It prints a.", "It prints b."))
+    provider = open_provider(provider_name)
+    system = "You are Cairn.\n" + "\n".join(f"Rule {n}: read before you edit." for n in range(150))
+    history = [ModelMessage(role="user", content="What does a.py print?")]
+
+    first = completed(await collect(provider.stream(ModelRequest(system, history, [READ_TOOL]))))
+    history += [
+        ModelMessage(role="assistant", content="It prints a."),
+        ModelMessage(role="user", content="And b.py?"),
+    ]
+    second = completed(await collect(provider.stream(ModelRequest(system, history, [READ_TOOL]))))
+
+    assert first.usage.cached_input_tokens == 0 and first.usage.input_tokens > 1024
+    whole_first_prompt = {
+        "openai": first.usage.input_tokens // 128 * 128,
+        "anthropic": first.usage.input_tokens,
+    }
+    assert second.usage.cached_input_tokens == whole_first_prompt[provider_name]
+    assert second.usage.input_tokens > first.usage.input_tokens
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -320,12 +352,12 @@ async def test_http_errors_become_provider_errors_a_user_can_act_on(
     assert message in str(raised.value)
 
 
-async def test_server_errors_are_retried_by_the_sdk(
+async def test_server_errors_are_retried_by_the_policy(
     fake: FakeModelServer, provider_name: str, open_provider: ProviderFactory
 ) -> None:
     flaky = ScriptedError(status=503, message="busy", retry_after_ms=1)
     fake.set_script(Script([Turn(error=flaky), Turn(text="recovered")]))
-    provider = open_provider(provider_name, max_retries=2)
+    provider = open_provider(provider_name, retry=RetryPolicy(max_retries=2))
 
     events = await collect(provider.stream(ask("hi")))
 
@@ -344,10 +376,10 @@ async def test_unreachable_server_names_the_url(provider_name: str) -> None:
     provider: OpenAIProvider | AnthropicProvider
     if provider_name == "openai":
         url = closed_port_url("/v1")
-        provider = OpenAIProvider(OPENAI_MODEL, "k", url, max_retries=0)
+        provider = OpenAIProvider(OPENAI_MODEL, "k", url, retry=NO_RETRIES)
     else:
         url = closed_port_url("")
-        provider = AnthropicProvider(ANTHROPIC_MODEL, "k", url, max_retries=0)
+        provider = AnthropicProvider(ANTHROPIC_MODEL, "k", url, retry=NO_RETRIES)
 
     async with provider:
         with pytest.raises(ProviderError, match="Cannot reach") as raised:

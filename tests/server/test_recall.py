@@ -193,6 +193,26 @@ def fake_env(fake: FakeModelServer, base_url: str | None = None) -> dict[str, st
     }
 
 
+async def test_fused_search_never_returns_another_agents_messages(
+    database: Database, store: Store, conversation: str, agent: str, fake: FakeModelServer
+) -> None:
+    """Neighbours lent a score by the smoothing are resolved to their own conversation, so an
+    id next to a match that belongs to another agent never shows."""
+    other = await new_agent(store, "f" * 40)
+    other_conversation = (await store.create_conversation(other)).id
+    for n in range(3):
+        await say(store, other_conversation, f"secret {n}: the vault code is 4711")
+    mine = [await say(store, conversation, text) for text in ("zebras graze", "tea", "hiking")]
+    embedder = embedder_from_env(fake_env(fake))
+    assert embedder is not None
+    try:
+        for recall in (Recall(database), Recall(database, embedder)):
+            hits = await recall.search(agent, "zebras", limit=10)
+            assert hits and set(ids(hits)) <= set(mine)
+    finally:
+        await embedder.aclose()
+
+
 async def test_with_an_embedder_messages_are_embedded_lazily_and_fused(
     database: Database, store: Store, conversation: str, agent: str, fake: FakeModelServer
 ) -> None:

@@ -19,6 +19,7 @@ from cairn_protocol import (
     UserMessage,
     Welcome,
 )
+from cairn_protocol.messages import TRANSIENT_EVENT_TYPES
 from cairn_server.fakes.runner import FakeModelServer
 from support.servers import cairn_server, call, script, sqlite_url
 from support.wire import WireClient
@@ -64,7 +65,7 @@ async def test_full_run_with_client_tool_on_each_database(
         assert isinstance(finished, RunFinished)
         assert finished.stop_reason == "end_turn"
         assert finished.steps == 2 and finished.usage.input_tokens > 0
-        seqs = [f.seq for f in client.seen if f.type not in ("assistant_delta",)]
+        seqs = [f.seq for f in client.seen if f.type not in TRANSIENT_EVENT_TYPES]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         tool_message = _messages_sent(fake_model)[-1]
         assert tool_message == {

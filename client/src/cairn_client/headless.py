@@ -1,6 +1,7 @@
 """Headless mode: `cairn -p "request"` runs one request and prints the answer.
 
-Owns the listener that prints text (or JSON lines) and denies whatever needs a person.
+Owns the listener that prints text (or JSON lines) and denies whatever needs a person, and
+`cairn -p "/compact [focus]"`, which compacts the conversation instead of starting a run.
 """
 
 from __future__ import annotations
@@ -13,17 +14,21 @@ from typing import Any, TextIO, TypeVar
 from cairn_protocol import (
     AssistantDelta,
     AssistantMessage,
+    ContextCompacted,
     ErrorEvent,
+    ModelRetry,
     RunFinished,
     RunStarted,
     ServerFrame,
     Welcome,
 )
 
+from cairn_client.commands import compact_focus
 from cairn_client.listener import ConnectionState
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.session import ClientSession, SessionFailed
 from cairn_client.tools.base import PreparedCall, ToolOutcome
+from cairn_client.tui.formatting import compaction_line, retry_label
 
 T = TypeVar("T")
 
@@ -31,6 +36,7 @@ NEEDS_A_PERSON = (
     "this call needs approval and cairn is running headless with nobody to ask; "
     "allow it with --approve edits|all or a rule in .cairn/settings.json"
 )
+COMPACT_REFUSALS = frozenset({"nothing_to_compact", "run_in_progress"})
 
 
 class HeadlessListener:
@@ -44,13 +50,21 @@ class HeadlessListener:
         self.err = err
         self.welcome: asyncio.Future[Welcome] = asyncio.get_running_loop().create_future()
         self.finished: asyncio.Future[RunFinished] = asyncio.get_running_loop().create_future()
+        # /compact's answer: the compaction, or the server's refusal.
+        self.compacted: asyncio.Future[ContextCompacted | ErrorEvent] = (
+            asyncio.get_running_loop().create_future()
+        )
         self.fatal: str | None = None
         self._expected_text: str | None = None
         self._run_id: str | None = None
         self._printed_delta = False
+        self._expecting_compaction = False
 
     def expect_run_for(self, text: str) -> None:
         self._expected_text = text
+
+    def expect_compaction(self) -> None:
+        self._expecting_compaction = True
 
     # ------------------------------------------------------------------ SessionListener
 
@@ -58,6 +72,8 @@ class HeadlessListener:
         if isinstance(event, Welcome):
             if not self.welcome.done():
                 self.welcome.set_result(event)
+            return
+        if self._expecting_compaction and self._settles_compaction(event):
             return
         is_ours = isinstance(event, RunStarted) and event.user_text == self._expected_text
         if is_ours and self._run_id is None:
@@ -73,12 +89,28 @@ class HeadlessListener:
         if isinstance(event, RunFinished) and not self.finished.done():
             self.finished.set_result(event)
 
+    def _settles_compaction(self, event: ServerFrame) -> bool:
+        """Print and settle /compact's answer; False for any other event."""
+        requested = isinstance(event, ContextCompacted) and event.trigger == "requested"
+        refused = isinstance(event, ErrorEvent) and event.code in COMPACT_REFUSALS
+        if not (requested or refused) or self.compacted.done():
+            return False
+        assert isinstance(event, ContextCompacted | ErrorEvent)
+        if self.as_json:
+            self._line(event.model_dump(mode="json"))
+        elif isinstance(event, ContextCompacted):
+            print(compaction_line(event), file=self.out, flush=True)
+        else:
+            print(f"cairn: {event.message}", file=self.err, flush=True)
+        self.compacted.set_result(event)
+        return True
+
     def connection_changed(self, state: ConnectionState, detail: str) -> None:
         if state in ("reconnecting", "failed"):
             print(f"cairn: {detail}", file=self.err, flush=True)
         if state == "failed":
             self.fatal = detail
-            for future in (self.welcome, self.finished):
+            for future in (self.welcome, self.finished, self.compacted):
                 if not future.done():
                     future.set_exception(SessionFailed(detail))
 
@@ -117,6 +149,14 @@ class HeadlessListener:
                 self.out.write("\n")
             self.out.flush()
             self._printed_delta = False
+        elif isinstance(event, ModelRetry):
+            print(f"cairn: {retry_label(event)}", file=self.err, flush=True)
+            if event.discarded_output and self._printed_delta:
+                # Printed text cannot be taken back: say so, and restart on a fresh line.
+                self.out.write("\n")
+                self.out.flush()
+                self._printed_delta = False
+                print("cairn: the partial answer above is void; it starts again", file=self.err)
         elif isinstance(event, RunFinished) and event.stop_reason != "end_turn":
             print(f"cairn: run ended: {event.stop_reason}: {event.detail or ''}", file=self.err)
 
@@ -136,6 +176,9 @@ async def run_headless(session: ClientSession, listener: HeadlessListener, promp
     runner = asyncio.create_task(session.run())
     try:
         welcome = await _first(listener.welcome, runner)
+        focus = compact_focus(prompt)
+        if focus is not None:  # the digest needs no model, so this goes first
+            return await _compact(session, listener, runner, focus or None)
         if welcome.model is None:
             print(welcome.model_problem or "no model is configured", file=listener.err)
             return 2
@@ -153,6 +196,19 @@ async def run_headless(session: ClientSession, listener: HeadlessListener, promp
         await session.close()
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+async def _compact(
+    session: ClientSession,
+    listener: HeadlessListener,
+    runner: asyncio.Task[None],
+    focus: str | None,
+) -> int:
+    """Exit code 0 when the conversation was compacted, 1 when the server refused."""
+    listener.expect_compaction()
+    await session.compact(focus)
+    answer = await _first(listener.compacted, runner)
+    return 0 if isinstance(answer, ContextCompacted) else 1
 
 
 async def _first(future: asyncio.Future[T], runner: asyncio.Task[None]) -> T:

@@ -71,11 +71,15 @@ def prepare_launch(
 
 
 def run_blocking_headless(launch: Launch, prompt: str, *, as_json: bool, resume: bool) -> int:
+    from cairn_client.commands import compact_focus
     from cairn_client.headless import HeadlessListener, run_headless
+
+    # /compact compacts the conversation there is, so it always continues the latest one.
+    continues = resume or compact_focus(prompt) is not None
 
     async def main() -> int:
         listener = HeadlessListener(as_json=as_json)
-        session = launch.session(listener, "latest" if resume else "new")
+        session = launch.session(listener, "latest" if continues else "new")
         try:
             return await run_headless(session, listener, prompt)
         finally:

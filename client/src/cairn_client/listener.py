@@ -37,6 +37,9 @@ class SessionControl(Protocol):
 
     async def send_user_message(self, text: str, command: UserCommand | None = None) -> None: ...
 
+    async def compact(self, instructions: str | None = None) -> None:
+        """Ask the server to compact the conversation now (/compact)."""
+
     async def cancel(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -16,6 +16,7 @@ from cairn_protocol import (
     CLIENT_TOOLS,
     PROTOCOL_VERSION,
     Cancel,
+    Compact,
     ErrorEvent,
     FrameError,
     Hello,
@@ -92,13 +93,13 @@ class ClientSession:
 
     async def send_user_message(self, text: str, command: UserCommand | None = None) -> None:
         """Send a request, waiting a little for the connection if it is still being made."""
-        try:
-            await asyncio.wait_for(self.connected.wait(), CONNECT_WAIT_S)
-        except TimeoutError:
-            raise NotConnected(
-                f"not connected to the server after {CONNECT_WAIT_S:.0f} s"
-            ) from None
+        await self._wait_connected()
         await self._send(UserMessage(text=text, command=command))
+
+    async def compact(self, instructions: str | None = None) -> None:
+        """Ask for a compaction now; the answer is a context_compacted event or an error."""
+        await self._wait_connected()
+        await self._send(Compact(instructions=instructions))
 
     async def cancel(self) -> None:
         await self._send(Cancel())
@@ -263,6 +264,14 @@ class ClientSession:
         return verdict, await execute_call(self.workspace.root, prepared)
 
     # ------------------------------------------------------------------ outgoing
+
+    async def _wait_connected(self) -> None:
+        try:
+            await asyncio.wait_for(self.connected.wait(), CONNECT_WAIT_S)
+        except TimeoutError:
+            raise NotConnected(
+                f"not connected to the server after {CONNECT_WAIT_S:.0f} s"
+            ) from None
 
     async def _send(self, frame: Frame) -> None:
         socket = self._socket

@@ -80,8 +80,18 @@ class Ping(Frame):
     nonce: str | None = None
 
 
+class Compact(Frame):
+    """Compact the conversation now (/compact in the TUI): summarise the older messages into
+    the summary section. Refused while a run is in progress."""
+
+    type: Literal["compact"] = "compact"
+    instructions: str | None = Field(
+        default=None, description="What the summary should keep above all (optional)."
+    )
+
+
 ClientFrame = Annotated[
-    Hello | UserMessage | ToolResult | Cancel | Ping, Field(discriminator="type")
+    Hello | UserMessage | ToolResult | Cancel | Ping | Compact, Field(discriminator="type")
 ]
 
 
@@ -190,8 +200,59 @@ class ToolSettled(ServerEvent):
     reason: str | None = None
 
 
+class ModelRetry(ServerEvent):
+    """The model call failed in a way worth retrying; the next attempt starts after
+    `delay_s`. With `discarded_output`, the text streamed so far in this step is void."""
+
+    type: Literal["model_retry"] = "model_retry"
+    run_id: str
+    attempt: int
+    delay_s: float
+    reason: str
+    discarded_output: bool = False
+
+
+class StepFinished(ServerEvent):
+    """One model call of a run is done: its usage, and how full the context was."""
+
+    type: Literal["step_finished"] = "step_finished"
+    run_id: str
+    step: int
+    usage: Usage = Field(default_factory=Usage)
+    context_tokens: int = Field(description="Prompt tokens counted before sending.")
+    context_budget: int
+
+
+CompactionTrigger = Literal["threshold", "overflow", "requested"]
+CompactionMethod = Literal["summary", "trim"]
+
+
+class ContextCompacted(ServerEvent):
+    """Older messages left the context for the summary section (they stay searchable with
+    conversation_search). `method` "trim" is the deterministic fallback when summarising
+    failed or was not possible; `detail` says why."""
+
+    type: Literal["context_compacted"] = "context_compacted"
+    run_id: str | None = None
+    trigger: CompactionTrigger
+    method: CompactionMethod
+    messages_compacted: int
+    tokens_before: int
+    tokens_after: int
+    context_budget: int
+    detail: str | None = None
+
+
 StopReason = Literal[
-    "end_turn", "cancelled", "step_limit", "model_error", "superseded", "server_restart"
+    "end_turn",
+    "cancelled",
+    "step_limit",
+    "token_limit",
+    "cost_limit",
+    "loop_detected",
+    "model_error",
+    "superseded",
+    "server_restart",
 ]
 
 
@@ -212,6 +273,7 @@ ErrorCode = Literal[
     "not_ready",
     "unknown_call",
     "run_in_progress",
+    "nothing_to_compact",
     "no_model",
     "internal",
 ]
@@ -237,15 +299,20 @@ ServerFrame = Annotated[
     | AssistantMessage
     | ToolRequest
     | ToolSettled
+    | ModelRetry
+    | StepFinished
+    | ContextCompacted
     | RunFinished
     | ErrorEvent
     | Pong,
     Field(discriminator="type"),
 ]
 
-TRANSIENT_EVENT_TYPES = frozenset({"assistant_delta", "pong", "error", "welcome"})
+TRANSIENT_EVENT_TYPES = frozenset(
+    {"assistant_delta", "model_retry", "step_finished", "pong", "error", "welcome"}
+)
 
-CLIENT_FRAME_TYPES = ("hello", "user_message", "tool_result", "cancel", "ping")
+CLIENT_FRAME_TYPES = ("hello", "user_message", "tool_result", "cancel", "ping", "compact")
 SERVER_FRAME_TYPES = (
     "welcome",
     "run_started",
@@ -253,6 +320,9 @@ SERVER_FRAME_TYPES = (
     "assistant_message",
     "tool_request",
     "tool_settled",
+    "model_retry",
+    "step_finished",
+    "context_compacted",
     "run_finished",
     "error",
     "pong",

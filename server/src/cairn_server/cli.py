@@ -21,7 +21,7 @@ import uvicorn
 
 from cairn_server.api.app import create_app
 from cairn_server.api.background import bind_listening
-from cairn_server.config import ServerSettings
+from cairn_server.config import ServerSettings, SettingsError
 from cairn_server.storage.db import open_database
 from cairn_server.storage.store import Store
 
@@ -30,6 +30,15 @@ app = typer.Typer(help="Cairn server: the agent runtime behind `cairn`.", no_arg
 DatabaseOption = Annotated[
     str | None, typer.Option("--database-url", help="Default: CAIRN_DATABASE_URL or a SQLite file.")
 ]
+
+
+def _settings(database_url: str | None) -> ServerSettings:
+    """The environment's settings, or a one-line error and exit code 2."""
+    try:
+        return ServerSettings.from_env(database_url=database_url)
+    except SettingsError as exc:
+        typer.echo(f"cairn-server: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -46,7 +55,7 @@ def serve(
     log_level: str = "warning",
 ) -> None:
     """Serve the websocket and REST API."""
-    settings = ServerSettings.from_env(database_url=database_url)
+    settings = _settings(database_url)
     bind_host = host or settings.host
     sock = bind_listening(bind_host, settings.port if port is None else port)
     bound_port = sock.getsockname()[1]
@@ -95,7 +104,7 @@ def create_token(
     database_url: DatabaseOption = None,
 ) -> None:
     """Create an API token for USER and print it (it is shown only once)."""
-    settings = ServerSettings.from_env(database_url=database_url)
+    settings = _settings(database_url)
 
     async def make() -> str:
         database = await open_database(settings.database_url)
@@ -110,7 +119,7 @@ def create_token(
 @app.command()
 def migrate(database_url: DatabaseOption = None) -> None:
     """Bring the database schema up to date (serve does this too)."""
-    settings = ServerSettings.from_env(database_url=database_url)
+    settings = _settings(database_url)
 
     async def run() -> None:
         database = await open_database(settings.database_url)

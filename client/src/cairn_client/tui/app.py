@@ -1,7 +1,7 @@
 """The `cairn` Textual app: chat, prompt and status line, driven by a client session.
 
-Owns the SessionListener side of the session seam (typed messages, approvals, what the user types)
-and opening the memory screen and the context panel, which talk REST.
+Owns the SessionListener side of the session seam (typed messages, approvals, what the user types,
+/compact) and opening the memory screen and the context panel, which talk REST.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ from cairn_protocol import ServerFrame
 from cairn_protocol.messages import (
     AssistantDelta,
     AssistantMessage,
+    ContextCompacted,
     ErrorEvent,
+    ModelRetry,
     Pong,
     RunFinished,
     RunStarted,
+    StepFinished,
     ToolRequest,
     ToolSettled,
     Usage,
@@ -34,12 +37,16 @@ from textual.widgets import Input
 from textual.worker import Worker, WorkerState
 
 from cairn_client.api import CairnApi
+from cairn_client.commands import compact_focus
 from cairn_client.listener import ConnectionState, SessionControl, SessionListener
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.tools.base import PreparedCall, ToolOutcome
 from cairn_client.tui.formatting import (
+    compaction_line,
     connection_label,
     connection_lost,
+    notice_sentence,
+    retry_label,
     run_ending,
     shorten,
     tool_line,
@@ -60,11 +67,14 @@ from cairn_client.tui.widgets.status import StatusLine
 CLOSE_TIMEOUT_S = 5.0
 RUNNING = "running… (esc to interrupt)"
 INTERRUPTING = "interrupting…"
+COMPACTING = "compacting…"
 DEMO_RESULT = "demo"
 
 _SLASH_COMMAND = re.compile(r"^/\w+$")
 _INIT_COMMAND = re.compile(r"^/init(?:\s|$)")
-COMMANDS_HELP = "/memory (f2), /context (f3), /init, /clear or /quit"
+COMMANDS_HELP = "/memory (f2), /context (f3), /init, /compact [focus], /clear or /quit"
+# Errors that answer a request the user made (/compact), told as notices rather than failures.
+REFUSAL_CODES = frozenset({"nothing_to_compact", "run_in_progress"})
 
 
 class SessionRunner(SessionControl, Protocol):
@@ -128,6 +138,7 @@ class CairnApp(App[str]):
         self._session_failed = False
         self._quitting = False
         self._running_run_id: str | None = None
+        self._retrying = False  # the activity shows a model retry until the run goes on
         self._usage = Usage()
         # Texts sent from here whose run_started has not come back yet (so they aren't shown twice).
         self._unconfirmed_sends: list[str] = []
@@ -211,9 +222,18 @@ class CairnApp(App[str]):
             case RunStarted():
                 await self._on_run_started(event)
             case AssistantDelta():
+                self._retry_over()
                 await self.chat.append_delta(event.run_id, event.text)
             case AssistantMessage():
+                self._retry_over()
                 await self._on_assistant_message(event)
+            case ModelRetry():
+                await self._on_model_retry(event)
+            case StepFinished():
+                self._retry_over()
+                self.status.context = (event.context_tokens, event.context_budget)
+            case ContextCompacted():
+                await self._on_context_compacted(event)
             case ToolRequest() | Pong():
                 pass  # requests are reported by tool_handled once decided
             case ToolSettled():
@@ -223,7 +243,7 @@ class CairnApp(App[str]):
             case RunFinished():
                 await self._on_run_finished(event)
             case ErrorEvent():
-                await self.chat.add_notice(f"Server error ({event.code}): {event.message}", "error")
+                await self._on_error(event)
             case _:
                 await self.chat.add_notice(f"Unexpected event: {shorten(repr(event), 120)}", "dim")
 
@@ -252,6 +272,36 @@ class CairnApp(App[str]):
             if call.tool not in CLIENT_TOOLS:  # client tools get their line from tool_handled
                 line = tool_line(call.tool, call.arguments, call.status, call.reason)
                 await self.chat.add_tool(call.status, line)
+
+    async def _on_model_retry(self, event: ModelRetry) -> None:
+        if event.discarded_output:
+            await self.chat.discard_step_output(event.run_id)
+        if self.status.activity != INTERRUPTING:
+            self._retrying = True
+            self.status.activity = retry_label(event)
+
+    def _retry_over(self) -> None:
+        """The model answers again: the activity goes back from the retry to running."""
+        if self._retrying:
+            self._retrying = False
+            if self.status.activity != INTERRUPTING:
+                self._set_running(self._running_run_id)
+
+    async def _on_context_compacted(self, event: ContextCompacted) -> None:
+        if self.status.activity == COMPACTING:
+            self._set_running(self._running_run_id)
+        self.status.context = (event.tokens_after, event.context_budget)
+        await self.chat.add_notice(
+            compaction_line(event), "info" if event.method == "summary" else "warning"
+        )
+
+    async def _on_error(self, event: ErrorEvent) -> None:
+        if event.code in REFUSAL_CODES:
+            if self.status.activity == COMPACTING:
+                self._set_running(self._running_run_id)
+            await self.chat.add_notice(notice_sentence(event.message), "warning")
+            return
+        await self.chat.add_notice(f"Server error ({event.code}): {event.message}", "error")
 
     async def _on_run_finished(self, event: RunFinished) -> None:
         self._usage = self._usage + event.usage
@@ -319,6 +369,10 @@ class CairnApp(App[str]):
         event.input.clear()
         if not text:
             return
+        focus = compact_focus(text)
+        if focus is not None:
+            await self._request_compaction(focus or None)
+            return
         is_init = _INIT_COMMAND.match(text) is not None
         if _SLASH_COMMAND.match(text) and not is_init:
             await self._run_command(text)
@@ -341,6 +395,24 @@ class CairnApp(App[str]):
             self.action_context()
         else:
             await self.chat.add_notice(f"Unknown command {command} (try {COMMANDS_HELP})", "dim")
+
+    async def _request_compaction(self, focus: str | None) -> None:
+        if self._session is None:
+            await self.chat.add_notice("Not connected: nothing was compacted.", "error")
+            return
+        if self._running_run_id is None:
+            self.status.activity = COMPACTING
+        self._compact(focus)
+
+    @work(group="send", exit_on_error=False)
+    async def _compact(self, focus: str | None) -> None:
+        assert self._session is not None
+        try:
+            await self._session.compact(focus)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the user must hear of it
+            if self.status.activity == COMPACTING:
+                self._set_running(self._running_run_id)
+            await self.chat.add_notice(f"Could not ask for a compaction: {exc}", "error")
 
     @work(group="send", exit_on_error=False)
     async def _send(self, text: str, command: UserCommand | None = None) -> None:
@@ -449,4 +521,5 @@ class CairnApp(App[str]):
 
     def _set_running(self, run_id: str | None) -> None:
         self._running_run_id = run_id
+        self._retrying = False
         self.status.activity = RUNNING if run_id is not None else ""

@@ -1,4 +1,4 @@
-"""How tool calls, run endings, connection states and usage read in the TUI.
+"""How tool calls, run endings, compactions, retries, connection states and usage read in the TUI.
 
 Owns the short sentences the chat and the status line show; pure functions, no widgets.
 """
@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from cairn_protocol.messages import RunFinished, ToolStatus, Usage
+from cairn_protocol.messages import ContextCompacted, ModelRetry, RunFinished, ToolStatus, Usage
 
 from cairn_client.listener import ConnectionState
 from cairn_client.policy.types import Approval
@@ -71,11 +71,17 @@ def tool_line(
 
 _STOP_SENTENCES = {
     "cancelled": "Interrupted.",
-    "step_limit": "Stopped: step limit reached.",
+    "step_limit": "Step limit reached.",
+    "token_limit": "Token limit reached.",
+    "cost_limit": "Cost limit reached.",
+    "loop_detected": "Loop detected.",
     "model_error": "Model error.",
     "superseded": "Superseded by your newer message.",
     "server_restart": "Stopped: the server restarted.",
 }
+
+# The sentence already says the run stopped; "Loop detected: stopped: the model…" would not.
+_STOPPED_PREFIX = re.compile(r"^stopped:\s*", re.IGNORECASE)
 
 
 def run_ending(event: RunFinished) -> str | None:
@@ -83,9 +89,43 @@ def run_ending(event: RunFinished) -> str | None:
     if event.stop_reason == "end_turn":
         return None
     sentence = _STOP_SENTENCES.get(event.stop_reason, f"Run ended: {event.stop_reason}.")
-    if event.detail:
-        sentence = f"{sentence.rstrip('.')}: {event.detail}"
+    detail = _STOPPED_PREFIX.sub("", event.detail or "")
+    if detail:
+        sentence = f"{sentence.rstrip('.')}: {detail}"
     return sentence
+
+
+_COMPACTION_TRIGGERS = {
+    "threshold": "",
+    "requested": " on request",
+    "overflow": " after the model reported a context overflow",
+}
+
+
+def compaction_line(event: ContextCompacted) -> str:
+    """`Context compacted (summary): 42 messages → summary; 9,812 → 3,104 tokens of 12,000
+    (freed 6,708)`, with the trigger when it was not the threshold and why a digest was used."""
+    messages = f"{event.messages_compacted} message{'s' if event.messages_compacted != 1 else ''}"
+    into = "summary" if event.method == "summary" else "digest"
+    freed = max(0, event.tokens_before - event.tokens_after)
+    line = (
+        f"Context compacted{_COMPACTION_TRIGGERS.get(event.trigger, '')} ({event.method}): "
+        f"{messages} → {into}; {event.tokens_before:,} → {event.tokens_after:,} tokens "
+        f"of {event.context_budget:,} (freed {freed:,})"
+    )
+    if event.method == "trim":
+        line += f"; digest used: {event.detail or 'no summary could be made'}"
+    return line
+
+
+def retry_label(event: ModelRetry) -> str:
+    """The status line's activity while a model call waits to be retried."""
+    return f"retrying in {event.delay_s:.1f} s — {event.reason} (attempt {event.attempt})"
+
+
+def notice_sentence(message: str) -> str:
+    """A server message as a chat sentence: capitalised, as messages start lowercase."""
+    return message[:1].upper() + message[1:]
 
 
 def connection_label(state: ConnectionState, detail: str) -> str:
@@ -111,3 +151,18 @@ def usage_label(usage: Usage) -> str:
         f"in {usage.input_tokens:,} · cached {usage.cached_input_tokens:,} · "
         f"out {usage.output_tokens:,} · ${usage.cost_usd:.4f}"
     )
+
+
+def context_label(tokens: int, budget: int) -> str:
+    """`ctx 3.1k/12k`: how full the last request's context was."""
+    return f"ctx {compact_number(tokens)}/{compact_number(budget)}"
+
+
+def compact_number(value: int) -> str:
+    """850, 3.1k, 12k, 1.2M: three significant figures at most, for a narrow status line."""
+    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if abs(value) >= size - size // 2000:  # 999,600 is 1M, not 1000k
+            scaled = value / size
+            text = f"{scaled:.1f}" if abs(scaled) < 10 else f"{round(scaled)}"
+            return text.removesuffix(".0") + suffix
+    return str(value)

@@ -10,12 +10,14 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import uvicorn
 
 from cairn_server.config import ServerSettings
-from cairn_server.runtime.runtime import ProviderFactory
+
+if TYPE_CHECKING:  # the runtime pulls in the whole server; the fake model needs none of it
+    from cairn_server.runtime.runtime import ProviderFactory
 
 STARTUP_TIMEOUT_S = 20.0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
+from cairn_server.context.budget import InvalidBudgetError
 from cairn_server.memory.blocks import BlockExistsError, StaleBlockError
 from cairn_server.memory.edits import MemoryEditError
 from cairn_server.storage.repository import NotFoundError
@@ -18,6 +19,7 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (BlockExistsError, status.HTTP_409_CONFLICT),
     (StaleBlockError, status.HTTP_409_CONFLICT),
     (MemoryEditError, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (InvalidBudgetError, status.HTTP_422_UNPROCESSABLE_CONTENT),
 )
 
 

@@ -229,12 +229,11 @@ async def conversation_context(
     """The conversation's next request by section, in tokens, beside the budget."""
     conversation = await owned_conversation(store, user, conversation_id)
     agent = await owned_agent(store, user, conversation.agent_id)
-    view = await view_context(
-        runtime.memory, store, agent, conversation, runtime.settings.context_budget
-    )
+    model = resolve_model(agent.model, runtime.settings.env).model
+    view = await view_context(runtime.context_window(agent, conversation.id, model))
     return ContextReport(
         conversation_id=conversation.id,
-        model=resolve_model(agent.model, runtime.settings.env).model,
+        model=model,
         tokenizer=view.tokens.tokenizer,
         budget=view.budget,
         total_tokens=view.tokens.total,

@@ -9,7 +9,10 @@ from cairn_protocol import WorkspaceIdentity
 from fastapi import APIRouter, HTTPException, status
 
 from cairn_server.api.deps import RuntimeDep, StoreDep, UserDep
-from cairn_server.storage.models import Agent, Conversation, Message, Run
+from cairn_server.api.schemas import AgentUpdate
+from cairn_server.context.budget import check_budget
+from cairn_server.providers.registry import resolve_model
+from cairn_server.storage.models import Agent, Conversation, Message, Run, RunStep
 
 router = APIRouter(prefix="/v1")
 
@@ -33,6 +36,17 @@ async def ensure_agent(runtime: RuntimeDep, user: UserDep, workspace: WorkspaceI
 @router.get("/agents/{agent_id}", tags=["agents"])
 async def get_agent(store: StoreDep, user: UserDep, agent_id: str) -> Agent:
     return await owned_agent(store, user, agent_id)
+
+
+@router.patch("/agents/{agent_id}", tags=["agents"])
+async def update_agent(
+    runtime: RuntimeDep, store: StoreDep, user: UserDep, agent_id: str, update: AgentUpdate
+) -> Agent:
+    """Set the agent's context budget (422 when its model's window cannot hold it)."""
+    agent = await owned_agent(store, user, agent_id)
+    if update.context_budget is not None:
+        check_budget(update.context_budget, resolve_model(agent.model, runtime.settings.env).model)
+    return await store.set_agent_budget(agent.id, update.context_budget)
 
 
 async def owned_agent(store: StoreDep, user: UserDep, agent_id: str) -> Agent:
@@ -62,8 +76,27 @@ async def list_messages(store: StoreDep, user: UserDep, conversation_id: str) ->
     return await store.list_messages(conversation.id)
 
 
+@router.get("/conversations/{conversation_id}/runs", tags=["runs"])
+async def list_runs(store: StoreDep, user: UserDep, conversation_id: str) -> list[Run]:
+    """The conversation's runs, oldest first, each with its usage and cost."""
+    conversation = await owned_conversation(store, user, conversation_id)
+    return await store.list_runs(conversation.id)
+
+
 @router.get("/runs/{run_id}", tags=["runs"])
 async def get_run(store: StoreDep, user: UserDep, run_id: str) -> Run:
+    return await owned_run(store, user, run_id)
+
+
+@router.get("/runs/{run_id}/steps", tags=["runs"])
+async def list_steps(store: StoreDep, user: UserDep, run_id: str) -> list[RunStep]:
+    """Each model call of the run: input, cached input and output tokens, cost, and the
+    context size counted before sending."""
+    run = await owned_run(store, user, run_id)
+    return await store.list_steps(run.id)
+
+
+async def owned_run(store: StoreDep, user: UserDep, run_id: str) -> Run:
     run = await store.get_run(run_id)
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")

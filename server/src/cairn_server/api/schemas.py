@@ -9,6 +9,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cairn_server.config import MIN_BUDGET
 from cairn_server.memory.blocks import DEFAULT_CHAR_LIMIT, MAX_CHAR_LIMIT
 from cairn_server.storage.models import Block, BlockVersion
 
@@ -34,6 +35,13 @@ class BlockUpdate(_Body):
         default=None, description="Refuse with 409 unless the block is still at this version."
     )
     reason: str | None = Field(default=None, description="Kept in the block's history.")
+
+
+class AgentUpdate(_Body):
+    context_budget: int | None = Field(
+        ge=MIN_BUDGET,
+        description="Prompt tokens one request may hold; null returns to CAIRN_CONTEXT_BUDGET.",
+    )
 
 
 class RevertRequest(_Body):

@@ -13,6 +13,7 @@ import logging
 from cairn_protocol import (
     PROTOCOL_VERSION,
     Cancel,
+    Compact,
     ErrorEvent,
     FrameError,
     Hello,
@@ -32,7 +33,7 @@ from cairn_server.providers.base import ProviderError
 from cairn_server.providers.registry import ModelChoice, resolve_model
 from cairn_server.runtime.history import build_history
 from cairn_server.runtime.hub import ConversationHub
-from cairn_server.runtime.runtime import Runtime
+from cairn_server.runtime.runtime import RunInProgressError, Runtime
 from cairn_server.storage.models import Agent, Conversation
 
 log = logging.getLogger(__name__)
@@ -214,10 +215,33 @@ class Connection:
                 await self._error("unknown_call", problem)
         elif isinstance(frame, Cancel):
             await self.runtime.cancel(conversation.id, frame.reason)
+        elif isinstance(frame, Compact):
+            await self._compact(frame, hello, agent, conversation, choice)
         elif isinstance(frame, Ping):
             await self._enqueue(Pong(nonce=frame.nonce))
         elif isinstance(frame, Hello):
             await self._error("malformed_frame", "hello was already received on this connection")
+
+    async def _compact(
+        self,
+        frame: Compact,
+        hello: Hello,
+        agent: Agent,
+        conversation: Conversation,
+        choice: ModelChoice,
+    ) -> None:
+        try:
+            compaction = await self.runtime.compact(
+                agent, conversation.id, choice.model, hello.tools, frame.instructions
+            )
+        except RunInProgressError as exc:
+            await self._error("run_in_progress", str(exc))
+            return
+        if compaction is None:
+            await self._error(
+                "nothing_to_compact",
+                "nothing to compact yet: the conversation holds only its latest exchange",
+            )
 
     # ------------------------------------------------------------------ writing
 

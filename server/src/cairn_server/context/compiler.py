@@ -27,6 +27,13 @@ You remember this repository across conversations through your memory blocks (be
 the record of every conversation (conversation_search) and archival passages
 (archival_insert, archival_search)."""
 
+# Shown first when the oldest messages were compacted and the rest starts with no user turn
+# (Anthropic requires one first).
+COMPACTED_NOTE = "(The earlier part of this conversation is summarised in <summary> above.)"
+# Tokens a provider spends on a message's framing (role, separators) and a tool's.
+MESSAGE_OVERHEAD = 4
+TOOL_OVERHEAD = 8
+
 SECTION_ORDER = (
     "instructions",
     "tools",
@@ -78,6 +85,8 @@ def compile_context(
     steps of a conversation until its memory is refrozen."""
     instructions = INSTRUCTIONS.format(workspace=context.workspace_name)
     summary_text = f"<summary>\n{summary}\n</summary>" if summary else ""
+    if summary and messages and messages[0].role != "user":
+        messages = [ModelMessage("user", COMPACTED_NOTE), *messages]
     system_parts = [instructions, memory.blocks, memory.metadata, summary_text]
     tools = [*client_tool_specs(context.client_tools), *context.server_tools]
     request = ModelRequest(
@@ -112,14 +121,24 @@ class ContextTokens:
 
 
 def count_context(compiled: CompiledContext) -> ContextTokens:
-    """Tokens per section and per item (tool, message), with the tokenizer's name."""
+    """Tokens per section and per item (tool, message, with its framing), with the
+    tokenizer's name."""
     sections: list[SectionTokens] = []
     for section in compiled.sections:
-        items = [(name, count_tokens(text)) for name, text in section.items]
+        overhead = _OVERHEAD.get(section.name, 0)
+        items = [(name, count_tokens(text) + overhead) for name, text in section.items]
         tokens = count_tokens(section.text) + sum(tokens for _, tokens in items)
         text = "\n\n".join(part for part in (section.text, *(t for _, t in section.items)) if part)
         sections.append(SectionTokens(section.name, tokens, text, items))
     return ContextTokens(tokenizer().name, sum(s.tokens for s in sections), sections)
+
+
+_OVERHEAD = {"messages": MESSAGE_OVERHEAD, "tools": TOOL_OVERHEAD}
+
+
+def message_tokens(message: ModelMessage) -> int:
+    """What one message adds to a request, framing included."""
+    return count_tokens(_message_text(message)) + MESSAGE_OVERHEAD
 
 
 def _tool_text(tool: ToolSpec) -> str:

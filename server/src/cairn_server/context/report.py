@@ -13,14 +13,11 @@ from cairn_server.context.compiler import (
     AgentContext,
     CompiledContext,
     ContextTokens,
-    compile_context,
     count_context,
 )
-from cairn_server.context.memory_view import visible_sections
-from cairn_server.memory.services import Memory
+from cairn_server.context.window import ContextWindow
 from cairn_server.memory.tools import SERVER_TOOLS
-from cairn_server.storage.models import Agent, Conversation, Message
-from cairn_server.storage.store import Store, to_model_message
+from cairn_server.storage.models import Agent, Message
 
 
 @dataclass(frozen=True)
@@ -38,25 +35,25 @@ def agent_context(agent: Agent, client_tools: list[str] | None = None) -> AgentC
     )
 
 
-async def view_context(
-    memory: Memory, store: Store, agent: Agent, conversation: Conversation, budget: int
-) -> ContextView:
-    sections = await visible_sections(memory, agent.id, conversation.id)
-    stored = await store.list_messages(conversation.id)
-    messages = [to_model_message(m) for m in stored]
-    compiled = compile_context(agent_context(agent), sections, messages, conversation.summary)
-    return ContextView(count_context(_with_stored_roles(compiled, stored)), budget)
+async def view_context(window: ContextWindow) -> ContextView:
+    """The conversation's next request as it stands, changing nothing."""
+    draft = await window.draft()
+    return ContextView(
+        count_context(_with_stored_roles(draft.compiled, draft.stored)), window.budget.tokens
+    )
 
 
 def _with_stored_roles(compiled: CompiledContext, stored: list[Message]) -> CompiledContext:
-    """Name each message by its stored role, so notes show as `event`, not `user`."""
-    sections = [
-        replace(
-            section,
-            items=[(m.role, text) for m, (_, text) in zip(stored, section.items, strict=True)],
-        )
-        if section.name == "messages"
-        else section
-        for section in compiled.sections
-    ]
+    """Name each message by its stored role, so notes show as `event`, not `user` (a note
+    the compiler put first after a compaction keeps its `user`)."""
+    sections = []
+    for section in compiled.sections:
+        if section.name == "messages":
+            added = len(section.items) - len(stored)
+            roles = [name for name, _ in section.items[:added]] + [m.role for m in stored]
+            section = replace(
+                section,
+                items=[(role, text) for role, (_, text) in zip(roles, section.items, strict=True)],
+            )
+        sections.append(section)
     return replace(compiled, sections=sections)

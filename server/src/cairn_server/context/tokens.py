@@ -7,7 +7,7 @@ bundled file; without it, an estimate of one token per four characters.
 from __future__ import annotations
 
 import logging
-from functools import cache
+from functools import cache, lru_cache
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -56,5 +56,7 @@ def tokenizer() -> Tokenizer:
         return EstimateCounter()
 
 
+@lru_cache(maxsize=8192)
 def count_tokens(text: str) -> int:
+    """Tokens of `text`; remembered, since each step of a run recounts its whole context."""
     return tokenizer().count(text)

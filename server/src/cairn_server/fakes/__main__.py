@@ -15,6 +15,13 @@ from cairn_server.fakes.runner import serve_forever
 from cairn_server.fakes.script import Script, ScriptError
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m cairn_server.fakes",
@@ -23,6 +30,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--script", type=Path, help='JSON file {"turns": [...]}; default: none')
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1; 0 picks a free one")
     parser.add_argument("--record", type=Path, help="append every request to FILE as JSON lines")
+    parser.add_argument(
+        "--context-window",
+        type=positive_int,
+        metavar="TOKENS",
+        help="answer longer prompts with the API's context-overflow error; default: unlimited",
+    )
     return parser.parse_args(argv)
 
 
@@ -45,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         "anthropic_base_url": f"http://127.0.0.1:{port}",
     }
     print(json.dumps(endpoints), flush=True)
-    serve_forever(script, sock=sock, record_path=args.record)
+    serve_forever(script, sock=sock, record_path=args.record, context_window=args.context_window)
     return 0
 
 

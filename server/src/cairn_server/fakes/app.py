@@ -1,7 +1,8 @@
 """The fake model server: one ASGI app speaking the OpenAI and Anthropic wire protocols.
 
 Owns the HTTP side of the fakes: request checks like the real APIs', plain and streamed
-answers built from the script, provider-shaped errors, and the record of every request.
+answers built from the script, provider-shaped errors (context overflow included), scripted
+network faults, and the record of every request.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import math
 import re
 import struct
@@ -25,7 +27,16 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
+from cairn_server.context.tokens import count_tokens
+from cairn_server.fakes.prompt_cache import (
+    CacheUse,
+    Prompt,
+    PromptCache,
+    anthropic_prompt,
+    openai_prompt,
+)
 from cairn_server.fakes.script import Script, ScriptedError, Turn
 
 JsonObject = dict[str, Any]
@@ -86,21 +97,40 @@ async def timed(events: AsyncIterator[str], log: RequestLog) -> AsyncIterator[st
 
 
 class FakeModelState:
-    """What the app serves from: the current script (replaceable) and the request log."""
+    """What the app serves from: the current script (replaceable), the request log, the
+    simulated prompt caches and the context window (None: unlimited)."""
 
-    def __init__(self, script: Script, log: RequestLog) -> None:
+    def __init__(self, script: Script, log: RequestLog, context_window: int | None = None) -> None:
         self._script = script
         self._lock = threading.Lock()
+        self._context_window: int | None = None
+        self.context_window = context_window
         self.log = log
+        self.cache = PromptCache()
 
     @property
     def script(self) -> Script:
         with self._lock:
             return self._script
 
-    def set_script(self, script: Script) -> None:
+    def set_script(self, script: Script, *, keep_cache: bool = False) -> None:
+        """A new script is a new scenario: the prompt caches start empty unless kept."""
         with self._lock:
             self._script = script
+        if not keep_cache:
+            self.cache.clear()
+
+    @property
+    def context_window(self) -> int | None:
+        with self._lock:
+            return self._context_window
+
+    @context_window.setter
+    def context_window(self, tokens: int | None) -> None:
+        if tokens is not None and tokens < 1:
+            raise ValueError(f"a context window must be at least 1 token, not {tokens}")
+        with self._lock:
+            self._context_window = tokens
 
     def next_turn(self) -> Turn:
         return self.script.next_turn()
@@ -111,19 +141,30 @@ class FakeModelState:
 
 @dataclass(frozen=True)
 class TokenCounts:
-    """Deterministic stand-ins for real token counts."""
+    """Token counts of one answer: prompt tokens (all of them, cached or not), those read
+    from and written to the prompt cache, and the answer's tokens."""
 
     input_tokens: int
     cached_input_tokens: int
     output_tokens: int
+    cache_write_tokens: int = 0
 
 
-def count_tokens(raw_body: bytes, turn: Turn) -> TokenCounts:
-    input_tokens = len(raw_body) // 4
+def answer_tokens(turn: Turn) -> int:
+    calls = "".join(f"{call.name}{call.arguments_text()}" for call in turn.tool_calls)
+    return count_tokens(turn.thinking + turn.text + calls)
+
+
+def token_counts(prompt: Prompt, cache_use: CacheUse, turn: Turn) -> TokenCounts:
+    """Counts for this answer; a scripted cached_input_tokens replaces the simulated cache."""
+    total = prompt.tokens
+    if turn.cached_input_tokens:
+        cache_use = CacheUse(read=min(turn.cached_input_tokens, total))
     return TokenCounts(
-        input_tokens=input_tokens,
-        cached_input_tokens=min(turn.cached_input_tokens, input_tokens),
-        output_tokens=len(turn.text) // 4,
+        input_tokens=total,
+        cached_input_tokens=cache_use.read,
+        output_tokens=answer_tokens(turn),
+        cache_write_tokens=cache_use.written,
     )
 
 
@@ -157,7 +198,91 @@ def error_headers(error: ScriptedError, request_id_header: str) -> dict[str, str
     headers = {request_id_header: new_id("req_")}
     if error.retry_after_ms is not None:
         headers["retry-after-ms"] = str(error.retry_after_ms)
+    if error.retry_after_s is not None:
+        seconds = error.retry_after_s
+        headers["retry-after"] = str(int(seconds)) if seconds == int(seconds) else str(seconds)
     return headers
+
+
+# --------------------------------------------------------------------------- network faults
+
+
+class DroppedConnection(Exception):
+    """Raised inside a response so that uvicorn cuts the connection (a scripted fault)."""
+
+
+class DroppingResponse(StreamingResponse):
+    """Sends its status, headers and body parts, then drops the connection before the
+    body is complete, as a failing network or proxy would."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        async for part in self.body_iterator:
+            body = part if isinstance(part, bytes | memoryview) else part.encode(self.charset)
+            await send({"type": "http.response.body", "body": bytes(body), "more_body": True})
+        raise DroppedConnection("scripted fault: drop_stream")
+
+
+class HideDroppedConnections(logging.Filter):
+    """uvicorn logs an app exception with its traceback; a scripted drop is not a bug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], DroppedConnection))
+
+
+HIDE_DROPS = HideDroppedConnections()
+
+
+def hide_dropped_connections() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if HIDE_DROPS not in logger.filters:
+        logger.addFilter(HIDE_DROPS)
+
+
+def frames_before_drop(frames: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """The frames sent before a drop: through the first half of the text chunks (at least
+    one), or just the first frame of an answer without text."""
+    text_positions = [i for i, (_, is_text) in enumerate(frames) if is_text]
+    if not text_positions:
+        return frames[:1]
+    return frames[: text_positions[(len(text_positions) - 1) // 2] + 1]
+
+
+async def paced(frames: list[tuple[str, bool]], turn: Turn) -> AsyncIterator[str]:
+    for frame, is_text in frames:
+        if is_text and turn.chunk_delay_s:
+            await asyncio.sleep(turn.chunk_delay_s)
+        yield frame
+
+
+async def one_part(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def event_stream(
+    state: FakeModelState, turn: Turn, frames: list[tuple[str, bool]], headers: dict[str, str]
+) -> Response:
+    """The streamed answer, or its first part then a dropped connection (drop_stream) or a
+    clean end (end_stream_early)."""
+    if turn.fault == "drop_stream":
+        events = paced(frames_before_drop(frames), turn)
+        return DroppingResponse(events, media_type="text/event-stream", headers=headers)
+    if turn.fault == "end_stream_early":
+        frames = frames_before_drop(frames)
+    events = timed(paced(frames, turn), state.log)
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+
+def json_answer(turn: Turn, payload: JsonObject, headers: dict[str, str]) -> Response:
+    """The plain answer, or half of its body and a dropped connection (fault drop_stream)."""
+    if turn.fault == "drop_stream":
+        data = json.dumps(payload).encode()
+        sized = {**headers, "content-length": str(len(data))}
+        body = one_part(data[: len(data) // 2])
+        return DroppingResponse(body, media_type="application/json", headers=sized)
+    return JSONResponse(payload, headers=headers)
 
 
 # --------------------------------------------------------------------------- OpenAI
@@ -172,10 +297,28 @@ OPENAI_ERROR_TYPES = {
 }
 
 
-def openai_error(error: ScriptedError) -> JSONResponse:
-    error_type, code = OPENAI_ERROR_TYPES.get(error.status, ("server_error", None))
-    payload = {"error": {"message": error.message, "type": error_type, "param": None, "code": code}}
+def openai_error(
+    error: ScriptedError, *, code: str | None = None, param: str | None = None
+) -> JSONResponse:
+    error_type, default_code = OPENAI_ERROR_TYPES.get(error.status, ("server_error", None))
+    payload = {
+        "error": {
+            "message": error.message,
+            "type": error_type,
+            "param": param,
+            "code": code or default_code,
+        }
+    }
     return JSONResponse(payload, error.status, headers=error_headers(error, "x-request-id"))
+
+
+def openai_overflow(prompt_tokens: int, window: int) -> JSONResponse:
+    message = (
+        f"This model's maximum context length is {window} tokens. However, your messages "
+        f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages."
+    )
+    error = ScriptedError(status=400, message=message)
+    return openai_error(error, code="context_length_exceeded", param="messages")
 
 
 def openai_usage(tokens: TokenCounts) -> JsonObject:
@@ -274,55 +417,65 @@ def openai_stream_chunks(
         yield {**base, "choices": [], "usage": openai_usage(tokens)}, False
 
 
-async def openai_sse(
+def openai_frames(
     model: str, turn: Turn, tokens: TokenCounts, include_usage: bool
-) -> AsyncIterator[str]:
-    for payload, is_text in openai_stream_chunks(model, turn, tokens, include_usage):
-        if is_text and turn.chunk_delay_s:
-            await asyncio.sleep(turn.chunk_delay_s)
-        yield f"data: {json.dumps(payload)}\n\n"
-    yield "data: [DONE]\n\n"
+) -> list[tuple[str, bool]]:
+    frames = [
+        (f"data: {json.dumps(payload)}\n\n", is_text)
+        for payload, is_text in openai_stream_chunks(model, turn, tokens, include_usage)
+    ]
+    return [*frames, ("data: [DONE]\n\n", False)]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the two APIs around a turn: checks, errors, prompt, cache."""
+
+    problem_of: Callable[[JsonObject], str | None]
+    error_response: Callable[[ScriptedError], Response]
+    prompt_of: Callable[[JsonObject], Prompt]
+    overflow_response: Callable[[int, int], Response]
+    cache_use: Callable[[PromptCache, Prompt], CacheUse]
 
 
 async def take_turn(
-    state: FakeModelState,
-    request: Request,
-    problem_of: Callable[[JsonObject], str | None],
-    error_response: Callable[[ScriptedError], Response],
-) -> tuple[bytes, JsonObject, Turn] | Response:
-    """Record the request and take the script's next turn, or answer the error the real
-    API would give (bad body) or the script asks for (after its delay)."""
-    raw, body = await read_json_body(request)
+    state: FakeModelState, request: Request, dialect: Dialect
+) -> tuple[JsonObject, Turn, TokenCounts] | Response:
+    """Record the request and take the script's next turn with its token counts, or answer
+    the error the real API would give (bad body, prompt over the context window: no turn
+    is used up) or the script asks for (after its delay)."""
+    _raw, body = await read_json_body(request)
     record(state, request, body)
     if body is None:
-        return error_response(ScriptedError(status=400, message="the body must be a JSON object"))
-    problem = problem_of(body)
+        error = ScriptedError(status=400, message="the body must be a JSON object")
+        return dialect.error_response(error)
+    problem = dialect.problem_of(body)
     if problem is not None:
-        return error_response(ScriptedError(status=400, message=problem))
+        return dialect.error_response(ScriptedError(status=400, message=problem))
+    prompt = dialect.prompt_of(body)
+    window = state.context_window
+    if window is not None and prompt.tokens > window:
+        return dialect.overflow_response(prompt.tokens, window)
     turn = state.next_turn()
     if turn.delay_s:
         await asyncio.sleep(turn.delay_s)
     if turn.error is not None:
-        return error_response(turn.error)
-    return raw, body, turn
+        return dialect.error_response(turn.error)
+    return body, turn, token_counts(prompt, dialect.cache_use(state.cache, prompt), turn)
 
 
 def openai_handler(state: FakeModelState) -> Endpoint:
     async def chat_completions(request: Request) -> Response:
-        taken = await take_turn(state, request, openai_problem, openai_error)
+        taken = await take_turn(state, request, OPENAI_DIALECT)
         if isinstance(taken, Response):
             return taken
-        raw, body, turn = taken
-        tokens = count_tokens(raw, turn)
+        body, turn, tokens = taken
         model = str(body["model"])
         headers = {"x-request-id": new_id("req_")}
         if not body.get("stream"):
-            return JSONResponse(openai_completion(model, turn, tokens), headers=headers)
+            return json_answer(turn, openai_completion(model, turn, tokens), headers)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        events = openai_sse(model, turn, tokens, include_usage)
-        return StreamingResponse(
-            timed(events, state.log), media_type="text/event-stream", headers=headers
-        )
+        return event_stream(state, turn, openai_frames(model, turn, tokens, include_usage), headers)
 
     return chat_completions
 
@@ -454,15 +607,23 @@ def anthropic_error(error: ScriptedError) -> JSONResponse:
             "type": ANTHROPIC_ERROR_TYPES.get(error.status, "api_error"),
             "message": error.message,
         },
-        "request_id": new_id("req_"),
     }
-    return JSONResponse(payload, error.status, headers=error_headers(error, "request-id"))
+    headers = error_headers(error, "request-id")
+    payload["request_id"] = headers["request-id"]  # the same id in the body and the header
+    return JSONResponse(payload, error.status, headers=headers)
+
+
+def anthropic_overflow(prompt_tokens: int, window: int) -> JSONResponse:
+    message = f"prompt is too long: {prompt_tokens} tokens > {window} maximum"
+    return anthropic_error(ScriptedError(status=400, message=message))
 
 
 def anthropic_usage(tokens: TokenCounts, output_tokens: int) -> JsonObject:
+    """input_tokens counts only the prompt tokens neither read from nor written to cache."""
+    uncached = tokens.input_tokens - tokens.cached_input_tokens - tokens.cache_write_tokens
     return {
-        "input_tokens": tokens.input_tokens - tokens.cached_input_tokens,
-        "cache_creation_input_tokens": 0,
+        "input_tokens": uncached,
+        "cache_creation_input_tokens": tokens.cache_write_tokens,
         "cache_read_input_tokens": tokens.cached_input_tokens,
         "output_tokens": output_tokens,
         "service_tier": "standard",
@@ -570,28 +731,24 @@ def anthropic_thinking_events(index: int, turn: Turn) -> Iterator[tuple[JsonObje
     yield {"type": "content_block_stop", "index": index}, False
 
 
-async def anthropic_sse(model: str, turn: Turn, tokens: TokenCounts) -> AsyncIterator[str]:
-    for event, is_text in anthropic_stream_events(model, turn, tokens):
-        if is_text and turn.chunk_delay_s:
-            await asyncio.sleep(turn.chunk_delay_s)
-        yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+def anthropic_frames(model: str, turn: Turn, tokens: TokenCounts) -> list[tuple[str, bool]]:
+    return [
+        (f"event: {event['type']}\ndata: {json.dumps(event)}\n\n", is_text)
+        for event, is_text in anthropic_stream_events(model, turn, tokens)
+    ]
 
 
 def anthropic_handler(state: FakeModelState) -> Endpoint:
     async def messages(request: Request) -> Response:
-        taken = await take_turn(state, request, anthropic_problem, anthropic_error)
+        taken = await take_turn(state, request, ANTHROPIC_DIALECT)
         if isinstance(taken, Response):
             return taken
-        raw, body, turn = taken
-        tokens = count_tokens(raw, turn)
+        body, turn, tokens = taken
         model = str(body["model"])
         headers = {"request-id": new_id("req_")}
         if not body.get("stream"):
-            return JSONResponse(anthropic_message(model, turn, tokens), headers=headers)
-        events = anthropic_sse(model, turn, tokens)
-        return StreamingResponse(
-            timed(events, state.log), media_type="text/event-stream", headers=headers
-        )
+            return json_answer(turn, anthropic_message(model, turn, tokens), headers)
+        return event_stream(state, turn, anthropic_frames(model, turn, tokens), headers)
 
     return messages
 
@@ -663,7 +820,24 @@ def anthropic_message_problem(
 # --------------------------------------------------------------------------- the app
 
 
+OPENAI_DIALECT = Dialect(
+    problem_of=openai_problem,
+    error_response=openai_error,
+    prompt_of=openai_prompt,
+    overflow_response=openai_overflow,
+    cache_use=PromptCache.openai,
+)
+ANTHROPIC_DIALECT = Dialect(
+    problem_of=anthropic_problem,
+    error_response=anthropic_error,
+    prompt_of=anthropic_prompt,
+    overflow_response=anthropic_overflow,
+    cache_use=PromptCache.anthropic,
+)
+
+
 def create_app(state: FakeModelState) -> Starlette:
+    hide_dropped_connections()
     return Starlette(
         routes=[
             Route("/v1/chat/completions", openai_handler(state), methods=["POST"]),

@@ -1,6 +1,7 @@
 """Running the fake model server: in a background thread for tests, or in the foreground.
 
-Owns the fake's uvicorn options and the handles tests use (base URLs, recorded requests).
+Owns the fake's uvicorn options and the handles tests use (base URLs, recorded requests,
+the context window, the simulated prompt caches).
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ class FakeModelServer(ThreadedServer):
     """
 
     def __init__(
-        self, script: Script | None = None, *, record_path: Path | None = None, port: int = 0
+        self,
+        script: Script | None = None,
+        *,
+        record_path: Path | None = None,
+        port: int = 0,
+        context_window: int | None = None,
     ) -> None:
-        self._state = FakeModelState(script or Script(), RequestLog(record_path))
+        self._state = FakeModelState(script or Script(), RequestLog(record_path), context_window)
         super().__init__(create_app(self._state), port=port, **UVICORN_OPTIONS)
         self.openai_base_url = f"{self.url}/v1"
         self.anthropic_base_url = self.url
@@ -38,9 +44,23 @@ class FakeModelServer(ThreadedServer):
     def script(self) -> Script:
         return self._state.script
 
-    def set_script(self, script: Script) -> None:
-        """Answer the following requests from `script` (the request record is kept)."""
-        self._state.set_script(script)
+    def set_script(self, script: Script, *, keep_cache: bool = False) -> None:
+        """Answer the following requests from `script`. The request record is kept; the
+        simulated prompt caches are emptied (a new scenario) unless `keep_cache`."""
+        self._state.set_script(script, keep_cache=keep_cache)
+
+    @property
+    def context_window(self) -> int | None:
+        """Prompts longer than this many tokens get the API's context-overflow error."""
+        return self._state.context_window
+
+    @context_window.setter
+    def context_window(self, tokens: int | None) -> None:
+        self._state.context_window = tokens
+
+    def clear_cache(self) -> None:
+        """Forget every cached prompt prefix, as if the caches had expired."""
+        self._state.cache.clear()
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -56,8 +76,14 @@ class FakeModelServer(ThreadedServer):
         self._state.log.clear()
 
 
-def serve_forever(script: Script, *, sock: socket.socket, record_path: Path | None) -> None:
+def serve_forever(
+    script: Script,
+    *,
+    sock: socket.socket,
+    record_path: Path | None,
+    context_window: int | None = None,
+) -> None:
     """Serve on `sock` in this thread until SIGINT/SIGTERM."""
-    state = FakeModelState(script, RequestLog(record_path))
+    state = FakeModelState(script, RequestLog(record_path), context_window)
     config = uvicorn.Config(create_app(state), log_level="warning", **UVICORN_OPTIONS)
     uvicorn.Server(config).run(sockets=[sock])

@@ -9,7 +9,7 @@ import json
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -43,6 +43,11 @@ class ScriptedError(ScriptModel):
     retry_after_ms: int | None = Field(
         default=None, description="Sent as the retry-after-ms header, which the SDKs honour."
     )
+    retry_after_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Sent as the standard retry-after header, in seconds (both may be sent).",
+    )
 
 
 class Turn(ScriptModel):
@@ -56,8 +61,23 @@ class Turn(ScriptModel):
     delay_s: float = Field(default=0.0, ge=0, description="Wait before answering.")
     chunk_size: int = Field(default=8, ge=1, description="Characters per streamed delta.")
     chunk_delay_s: float = Field(default=0.0, ge=0, description="Wait between streamed deltas.")
-    cached_input_tokens: int = Field(default=0, ge=0, description="Reported as cache hits.")
+    cached_input_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="When > 0, reported as the cache hits instead of the simulated prompt cache.",
+    )
     error: ScriptedError | None = None
+    fault: Literal["drop_stream", "end_stream_early"] | None = Field(
+        default=None,
+        description=(
+            "drop_stream: send about half of the answer (at least one text chunk when there is "
+            "text; half the JSON body when not streamed), then close the connection without "
+            "the final events, as a failing network or proxy would. end_stream_early: the "
+            "same part of a streamed answer, then end the stream cleanly without its final "
+            "events (no finish_reason or [DONE]; no message_delta or message_stop); plain "
+            "answers are sent whole."
+        ),
+    )
 
 
 class ScriptFile(ScriptModel):

@@ -9,7 +9,9 @@ next turns (more) and the previous turns (less) of its conversation, and every m
 a share of the best score within five turns of it: an answer often sits beside the words of
 the question, not in them. In a large index, words found in more than one row in twenty are
 left out when other words remain: BM25 gives them little weight, but scoring their rows is
-most of a search's time. With an embedder, the vector ranking is fused by reciprocal rank.
+most of a search's time. With an embedder, each of the two lists' scores is scaled from its
+pool's cut-off to its best (0..1), the cosines weighed by VECTOR_WEIGHT, and their sums are the
+matches that get smoothed: a turn near the question's meaning lifts its neighbours too.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ FORWARD, BACKWARD = 1.3, 0.7
 LOCAL_WINDOW = 5
 LOCAL_SHARE = 0.2
 RRF_K = 60
+# A vector match's weight beside a text match's, once both are scaled to 0..1 (see
+# score_fusion). On LoCoMo with all-MiniLM-L6-v2 anything in 0.25-1.0 helps; 0.5 is best.
+VECTOR_WEIGHT = 0.5
 # On SQLite, with more than PRUNE_FROM rows, words in more than COMMON_SHARE of them are
 # left out of a search (see _without_common).
 PRUNE_FROM = 10_000
@@ -113,6 +118,30 @@ def rank_fusion(*rankings: Sequence[int]) -> dict[int, float]:
         for rank, item in enumerate(ranking, start=1):
             fused[item] += 1.0 / (RRF_K + rank)
     return fused
+
+
+def score_fusion(
+    text: dict[int, tuple[str, float]], vectors: dict[int, tuple[str, float]], pool: int
+) -> dict[int, tuple[str, float]]:
+    """Text and vector matches (id → (conversation id, score)) as one set of matches: each
+    list scaled to 0..1 (see _scaled), vectors weighed by VECTOR_WEIGHT, summed per id."""
+    fused: dict[int, tuple[str, float]] = {}
+    for matches, weight in ((text, 1.0), (vectors, VECTOR_WEIGHT)):
+        scaled = _scaled({i: score for i, (_, score) in matches.items()}, pool)
+        for i, (conversation_id, _) in matches.items():
+            before = fused.get(i, (conversation_id, 0.0))[1]
+            fused[i] = (conversation_id, before + weight * scaled[i])
+    return {i: match for i, match in fused.items() if match[1] > 0}
+
+
+def _scaled(scores: dict[int, float], pool: int) -> dict[int, float]:
+    """From the pool's cut-off (its lowest score; 0 when fewer matched) to its best, as 0..1:
+    BM25 and cosines differ in scale, and cosines also from model to model."""
+    if not scores:
+        return {}
+    high = max(scores.values())
+    low = min(scores.values()) if len(scores) >= pool else 0.0
+    return {i: (s - low) / (high - low) if high > low else 1.0 for i, s in scores.items()}
 
 
 def postgres_ranks(
@@ -203,17 +232,16 @@ class Recall(Repository):
             raise ValueError(f"limit must be at least 1, not {limit}")
         terms = search_terms(query)
         pool = max(CANDIDATES, 4 * limit)
-        vectors = await self._vector_ranking(agent_id, query, filters, pool)
+        vectors = await self._vector_matches(agent_id, query, filters, pool)
         async with self._transaction(read_only=True) as session:
-            in_context: dict[tuple[int, str], float] = {}
+            matches: dict[int, tuple[str, float]] = {}
             if terms:
                 matches = await self._text_matches(session, agent_id, terms, filters, pool, narrow)
-                in_context = _in_context(matches)
-            text = _best_per_message(in_context)
-            if not vectors:
-                return await _top_hits(session, text, in_context, filters, limit)
-            fused = rank_fusion(_ordered(text)[:pool], vectors)
-            return await _top_hits(session, fused, None, filters, limit)
+            if vectors:
+                matches = score_fusion(matches, vectors, pool)
+            in_context = _in_context(matches)
+            ranking = _best_per_message(in_context)
+            return await _top_hits(session, ranking, in_context, filters, limit)
 
     async def count(self, agent_id: str) -> int:
         """Every message stored for the agent, in all its conversations."""
@@ -286,17 +314,18 @@ class Recall(Repository):
         rows = (await session.exec(query)).all()
         return {row[0]: (row[1], float(row[2])) for row in rows if row[0] is not None}
 
-    async def _vector_ranking(
+    async def _vector_matches(
         self, agent_id: str, query: str, filters: list[ColumnElement[bool]], pool: int
-    ) -> list[int]:
-        """Message ids by cosine to the query, or [] without a (working) embedder."""
+    ) -> dict[int, tuple[str, float]]:
+        """The `pool` messages nearest the query: id → (conversation id, cosine > 0); {}
+        without a (working) embedder."""
         query_vector = await embed_query(
             self._embedder, lambda: self.embed_pending(agent_id), query, "recall"
         )
         if query_vector is None or self._embedder is None:
-            return []
+            return {}
         stored = (
-            select(MessageEmbedding.message_id, MessageEmbedding.vector)
+            select(MessageEmbedding.message_id, MessageEmbedding.vector, Message.conversation_id)
             .join(Message, col(Message.id) == col(MessageEmbedding.message_id))
             .where(
                 MessageEmbedding.agent_id == agent_id,
@@ -306,8 +335,9 @@ class Recall(Repository):
         )
         async with self._transaction(read_only=True) as session:
             rows = list((await session.exec(stored)).all())
+        conversations = {row[0]: row[2] for row in rows}
         ranked = cosine_ranking(query_vector, [r[0] for r in rows], [r[1] for r in rows], pool)
-        return [message_id for message_id, _ in ranked]
+        return {i: (conversations[i], cosine) for i, cosine in ranked}
 
 
 def _sqlite_matches(

@@ -7,8 +7,9 @@ format, through the official `anthropic` SDK, streamed, with prompt-cache breakp
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,6 +24,7 @@ from anthropic.types import (
     RawContentBlockStopEvent,
     RawMessageDeltaEvent,
     RawMessageStartEvent,
+    RawMessageStopEvent,
     RawMessageStreamEvent,
     RedactedThinkingBlock,
     RedactedThinkingBlockParam,
@@ -44,6 +46,7 @@ from cairn_protocol import Usage
 from cairn_server.providers.base import (
     ClosesClient,
     Completed,
+    ContextOverflowError,
     ModelMessage,
     ModelRequest,
     ProviderError,
@@ -52,12 +55,27 @@ from cairn_server.providers.base import (
     ToolCall,
     ToolCallReady,
     ToolSpec,
+    interrupted_error,
+    overflow_error,
+    retries_note,
     status_error,
     timeout_error,
     unreachable_error,
     unreadable_error,
 )
 from cairn_server.providers.pricing import cost_usd
+from cairn_server.providers.retry import (
+    DROPPED,
+    ENDED_EARLY,
+    Failure,
+    RetryPolicy,
+    StreamInterrupted,
+    connection_failed,
+    interrupted,
+    retrying,
+    status_failure,
+    timed_out,
+)
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"
@@ -233,6 +251,7 @@ class StreamState:
     tool_uses: dict[int, PartialToolUse] = field(default_factory=dict)
     finished_calls: list[ToolCall] = field(default_factory=list)
     saw_thinking: bool = False
+    finished: bool = False  # message_stop arrived: the answer is whole
     stop_reason_text: str | None = None
     input_tokens: int = 0
     cache_read_tokens: int = 0
@@ -255,6 +274,8 @@ class StreamState:
             return self.add_delta(event)
         elif isinstance(event, RawContentBlockStopEvent) and event.index in self.tool_uses:
             return self.finish_tool_use(event.index)
+        elif isinstance(event, RawMessageStopEvent):
+            self.finished = True
         return None
 
     def take_final_usage(self, event: RawMessageDeltaEvent) -> None:
@@ -337,20 +358,72 @@ class StreamState:
 # --------------------------------------------------------------------------- errors
 
 
-def as_provider_error(
-    exc: anthropic.APIError | httpx2.TransportError, *, model: str, base_url: str, retries: int
-) -> ProviderError:
-    """An SDK error as a message that tells the user what to do."""
+# Error types an event inside a 200 stream can carry that are worth another attempt.
+RETRYABLE_STREAM_ERRORS = {
+    "overloaded_error": "overloaded mid-stream",
+    "api_error": "server error mid-stream",
+    "rate_limit_error": "rate limited mid-stream",
+}
+
+
+def first_numbers(pattern: str, text: str) -> tuple[int, ...] | None:
+    match = re.search(pattern, text)
+    return tuple(int(group) for group in match.groups()) if match else None
+
+
+def context_overflow(exc: anthropic.APIStatusError, model: str) -> ContextOverflowError | None:
+    """The overflow behind a 400 ("prompt is too long: N tokens > M maximum")."""
+    detail = exc.api_message or exc.message
+    if exc.status_code != 400:
+        return None
+    too_long = first_numbers(r"prompt is too long: (\d+) tokens > (\d+)", detail)
+    if too_long is not None:
+        return overflow_error("Anthropic", model, detail, *too_long)
+    with_output = first_numbers(r"exceed context limit: (\d+) \+ \d+ > (\d+)", detail)
+    if with_output is not None or "prompt is too long" in detail:
+        prompt, limit = with_output or (None, None)
+        return overflow_error("Anthropic", model, detail, prompt, limit)
+    return None
+
+
+def failure_of(exc: Exception) -> Failure | None:
+    """Whether an attempt's exception is worth another attempt (None: not an API failure)."""
+    if isinstance(exc, StreamInterrupted):
+        return interrupted(exc)
+    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+        return timed_out()
+    if isinstance(exc, anthropic.APIConnectionError):
+        return connection_failed()
+    if isinstance(exc, anthropic.APIStatusError):
+        if exc.status_code < 400:  # an error event inside the stream
+            reason = RETRYABLE_STREAM_ERRORS.get(str(exc.type))
+            return Failure(reason or f"{exc.type} mid-stream", retryable=reason is not None)
+        if context_overflow(exc, "") is not None:
+            return Failure("context window exceeded", retryable=False)
+        return status_failure(exc.status_code, exc.response.headers)
+    if isinstance(exc, anthropic.APIError):
+        return Failure("unreadable answer", retryable=False)
+    return None
+
+
+def as_provider_error(exc: Exception, *, model: str, base_url: str, retries: int) -> ProviderError:
+    """An attempt's final failure as a message that tells the user what to do."""
+    if isinstance(exc, StreamInterrupted):
+        return interrupted_error("Anthropic", base_url, retries)
     if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
         return timeout_error("Anthropic", base_url, retries)
-    if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
-        cause = exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) else exc
-        return unreachable_error("Anthropic", base_url, cause, f"{BASE_URL_ENV} if you use a proxy")
+    if isinstance(exc, anthropic.APIConnectionError):
+        hint = f"{BASE_URL_ENV} if you use a proxy"
+        return unreachable_error("Anthropic", base_url, exc.__cause__, hint, retries)
     if not isinstance(exc, anthropic.APIStatusError):
         return unreadable_error("Anthropic", base_url, exc)
     status, detail = exc.status_code, exc.api_message or exc.message
     if status < 400:
-        return ProviderError(f"Anthropic reported an error while answering: {detail}")
+        tried = f" ({retries_note(retries)})" if retries else ""
+        return ProviderError(f"Anthropic reported an error while answering{tried}: {detail}")
+    overflow = context_overflow(exc, model)
+    if overflow is not None:
+        return overflow
     return status_error(
         "Anthropic",
         status,
@@ -366,7 +439,8 @@ def as_provider_error(
 
 
 class AnthropicProvider(ClosesClient):
-    """The Messages API through `anthropic.AsyncAnthropic`, streamed, with the SDK's retries."""
+    """The Messages API through `anthropic.AsyncAnthropic`, streamed; `retry` owns every
+    retry (the SDK's own are off, so a stream that breaks midway is retried the same way)."""
 
     def __init__(
         self,
@@ -374,38 +448,46 @@ class AnthropicProvider(ClosesClient):
         api_key: str,
         base_url: str | None = None,
         *,
-        max_retries: int = 2,
+        retry: RetryPolicy | None = None,
         timeout_s: float = 600.0,
         thinking_memory: ThinkingMemory = SHARED_THINKING_MEMORY,
     ) -> None:
         self.model = model
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout_s
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s
         )
         self._base_url = str(self._client.base_url).rstrip("/")
-        self._max_retries = max_retries
+        self._retry = retry or RetryPolicy()
         self._thinking = thinking_memory
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        return retrying(self._retry, lambda: self._attempt(request), failure_of, self._give_up)
+
+    def _give_up(self, exc: Exception, retries: int) -> ProviderError:
+        return as_provider_error(exc, model=self.model, base_url=self._base_url, retries=retries)
+
+    async def _attempt(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         state = StreamState()
-        try:
-            events = await self._client.messages.create(
-                model=self.model,
-                max_tokens=request.max_output_tokens,
-                system=wire_system(request.system) or anthropic.omit,
-                messages=wire_messages(request.messages, self._thinking),
-                tools=[wire_tool(tool) for tool in request.tools] or anthropic.omit,
-                stream=True,
-            )
-            async with events:
+        events = await self._client.messages.create(
+            model=self.model,
+            max_tokens=request.max_output_tokens,
+            system=wire_system(request.system) or anthropic.omit,
+            messages=wire_messages(request.messages, self._thinking),
+            tools=[wire_tool(tool) for tool in request.tools] or anthropic.omit,
+            stream=True,
+        )
+        async with events:
+            try:
                 async for event in events:
                     meaning = state.add(event)
                     if meaning is not None:
                         yield meaning
-        except (anthropic.APIError, httpx2.TransportError) as exc:
-            raise as_provider_error(
-                exc, model=self.model, base_url=self._base_url, retries=self._max_retries
-            ) from exc
+            except httpx2.TransportError as exc:  # the SDK does not wrap mid-stream failures
+                if isinstance(exc, httpx2.TimeoutException):
+                    raise
+                raise StreamInterrupted(DROPPED) from exc
+        if not state.finished:
+            raise StreamInterrupted(ENDED_EARLY)
         if state.finished_calls and state.saw_thinking:
             call_ids = [call.id for call in state.finished_calls]
             self._thinking.remember(call_ids, state.content_blocks())

@@ -71,23 +71,77 @@ class Completed:
     usage: Usage
 
 
-StreamEvent = TextDelta | ToolCallReady | Completed
+@dataclass(frozen=True)
+class Retrying:
+    """The attempt failed and the provider will try again after `delay_s`.
+
+    `attempt` numbers the retry about to be made (1 for the first). When
+    `discarded_output` is True this attempt had already yielded TextDelta/ToolCallReady
+    events: the consumer must drop them, the retry starts the answer again. `reason` is
+    short and human ("rate limited (429)", "connection dropped mid-stream").
+    """
+
+    attempt: int
+    delay_s: float
+    reason: str
+    discarded_output: bool
+
+
+StreamEvent = TextDelta | ToolCallReady | Completed | Retrying
 
 
 class ProviderError(RuntimeError):
     """The model could not be reached or answered with an error; message is for the user."""
 
 
-def timeout_error(vendor: str, base_url: str, retries: int) -> ProviderError:
-    return ProviderError(
-        f"{vendor} at {base_url} did not answer in time (after {retries} retries)."
+class ContextOverflowError(ProviderError):
+    """The request is longer than the model's context window; never retried as it is.
+
+    `prompt_tokens` and `limit` are parsed from the provider's message when it gives them.
+    """
+
+    def __init__(
+        self, message: str, *, prompt_tokens: int | None = None, limit: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
+
+
+def overflow_error(
+    vendor: str, model: str, detail: str, prompt_tokens: int | None, limit: int | None
+) -> ContextOverflowError:
+    sizes = f" ({prompt_tokens} tokens > {limit})" if prompt_tokens and limit else ""
+    return ContextOverflowError(
+        f"The conversation is too long for {model}{sizes}: {vendor} said: {detail}",
+        prompt_tokens=prompt_tokens,
+        limit=limit,
     )
 
 
-def unreachable_error(vendor: str, base_url: str, cause: object, hint: str) -> ProviderError:
-    detail = f" ({cause})" if cause else ""
+def retries_note(retries: int) -> str:
+    return f"after {retries} {'retry' if retries == 1 else 'retries'}"
+
+
+def timeout_error(vendor: str, base_url: str, retries: int) -> ProviderError:
     return ProviderError(
-        f"Cannot reach {vendor} at {base_url}{detail}. Check the network, or {hint}."
+        f"{vendor} at {base_url} did not answer in time ({retries_note(retries)})."
+    )
+
+
+def unreachable_error(
+    vendor: str, base_url: str, cause: object, hint: str, retries: int = 0
+) -> ProviderError:
+    detail = f" ({cause})" if cause else ""
+    tried = f" ({retries_note(retries)})" if retries else ""
+    return ProviderError(
+        f"Cannot reach {vendor} at {base_url}{detail}{tried}. Check the network, or {hint}."
+    )
+
+
+def interrupted_error(vendor: str, base_url: str, retries: int) -> ProviderError:
+    return ProviderError(
+        f"{vendor} at {base_url} stopped answering mid-stream ({retries_note(retries)})."
     )
 
 
@@ -107,8 +161,8 @@ def status_error(
         return ProviderError(
             f"Model {model!r} was not found at {base_url} (404): {detail}. Check CAIRN_MODEL."
         )
-    if status == 429 or status >= 500:
-        return ProviderError(f"{vendor} answered {status} after {retries} retries: {detail}")
+    if status in (408, 409, 429) or status >= 500:
+        return ProviderError(f"{vendor} answered {status} {retries_note(retries)}: {detail}")
     return ProviderError(f"{vendor} rejected the request ({status}): {detail}")
 
 
@@ -129,7 +183,12 @@ class ClosesClient:
 
 
 class Provider(Protocol):
-    """A model behind an SDK. `stream` yields deltas, finished tool calls, then Completed."""
+    """A model behind an SDK. `stream` yields deltas, finished tool calls, then Completed.
+
+    A failed attempt that will be retried yields Retrying (drop the attempt's output when
+    it says so) and starts over; giving up raises ProviderError, or ContextOverflowError
+    when the request does not fit the model's context window.
+    """
 
     model: str
 

@@ -7,8 +7,9 @@ through the official `openai` SDK, streamed.
 from __future__ import annotations
 
 import json
+import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,6 +26,7 @@ from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 from cairn_server.providers.base import (
     ClosesClient,
     Completed,
+    ContextOverflowError,
     ModelMessage,
     ModelRequest,
     ProviderError,
@@ -33,12 +35,26 @@ from cairn_server.providers.base import (
     ToolCall,
     ToolCallReady,
     ToolSpec,
+    interrupted_error,
+    overflow_error,
     status_error,
     timeout_error,
     unreachable_error,
     unreadable_error,
 )
 from cairn_server.providers.pricing import cost_usd
+from cairn_server.providers.retry import (
+    DROPPED,
+    ENDED_EARLY,
+    Failure,
+    RetryPolicy,
+    StreamInterrupted,
+    connection_failed,
+    interrupted,
+    retrying,
+    status_failure,
+    timed_out,
+)
 
 API_KEY_ENV = "OPENAI_API_KEY"
 BASE_URL_ENV = "OPENAI_BASE_URL"
@@ -187,22 +203,68 @@ def provider_message(exc: openai.APIStatusError) -> str:
     return exc.message
 
 
-def as_provider_error(
-    exc: openai.APIError, *, model: str, base_url: str, retries: int
-) -> ProviderError:
-    """An SDK error as a message that tells the user what to do."""
+# OpenAI says "context_length_exceeded"; llama.cpp's server "exceed_context_size_error".
+OVERFLOW_CODES = ("context_length_exceeded", "exceed_context_size_error")
+
+
+def first_number(pattern: str, text: str) -> int | None:
+    match = re.search(pattern, text)
+    return int(match.group(1)) if match else None
+
+
+def context_overflow(exc: openai.APIStatusError, model: str) -> ContextOverflowError | None:
+    """The overflow behind a 400, with the sizes from OpenAI's (or vLLM's) message."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    message = provider_message(exc)
+    is_overflow = exc.code in OVERFLOW_CODES or body.get("type") in OVERFLOW_CODES
+    if exc.status_code != 400 or not (is_overflow or "maximum context length" in message):
+        return None
+    limit = first_number(r"maximum context length is (\d+)", message)
+    prompt = first_number(r"(\d+) in the messages", message) or first_number(
+        r"(?:resulted in|requested) (\d+) tokens", message
+    )
+    if isinstance(body.get("n_ctx"), int) and isinstance(body.get("n_prompt_tokens"), int):
+        limit, prompt = body["n_ctx"], body["n_prompt_tokens"]
+    return overflow_error("OpenAI", model, message, prompt, limit)
+
+
+def failure_of(exc: Exception) -> Failure | None:
+    """Whether an attempt's exception is worth another attempt (None: not an API failure)."""
+    if isinstance(exc, StreamInterrupted):
+        return interrupted(exc)
+    if isinstance(exc, openai.APITimeoutError):
+        return timed_out()
+    if isinstance(exc, openai.APIConnectionError):
+        return connection_failed()
+    if isinstance(exc, openai.APIStatusError):
+        if context_overflow(exc, "") is not None:
+            return Failure("context window exceeded", retryable=False)
+        return status_failure(exc.status_code, exc.response.headers)
+    if isinstance(exc, openai.APIError):
+        # An error event inside a 200 stream; only server-side ones are worth a retry.
+        server_side = isinstance(exc.body, dict) and exc.body.get("type") == "server_error"
+        return Failure("server error mid-stream", retryable=server_side)
+    return None
+
+
+def as_provider_error(exc: Exception, *, model: str, base_url: str, retries: int) -> ProviderError:
+    """An attempt's final failure as a message that tells the user what to do."""
+    if isinstance(exc, StreamInterrupted):
+        return interrupted_error("OpenAI", base_url, retries)
     if isinstance(exc, openai.APITimeoutError):
         return timeout_error("OpenAI", base_url, retries)
     if isinstance(exc, openai.APIConnectionError):
         hint = f"{BASE_URL_ENV} if you use an OpenAI-compatible server"
-        return unreachable_error("OpenAI", base_url, exc.__cause__, hint)
+        return unreachable_error("OpenAI", base_url, exc.__cause__, hint, retries)
     if not isinstance(exc, openai.APIStatusError):
         return unreadable_error("OpenAI", base_url, exc)
-    status, detail = exc.status_code, provider_message(exc)
+    overflow = context_overflow(exc, model)
+    if overflow is not None:
+        return overflow
     return status_error(
         "OpenAI",
-        status,
-        detail,
+        exc.status_code,
+        provider_message(exc),
         model=model,
         base_url=base_url,
         key_env=API_KEY_ENV,
@@ -214,7 +276,8 @@ def as_provider_error(
 
 
 class OpenAIProvider(ClosesClient):
-    """Chat Completions through `openai.AsyncOpenAI`, streamed, with the SDK's retries."""
+    """Chat Completions through `openai.AsyncOpenAI`, streamed; `retry` owns every retry
+    (the SDK's own are off, so a stream that breaks midway is retried the same way)."""
 
     def __init__(
         self,
@@ -222,40 +285,48 @@ class OpenAIProvider(ClosesClient):
         api_key: str,
         base_url: str | None = None,
         *,
-        max_retries: int = 2,
+        retry: RetryPolicy | None = None,
         timeout_s: float = 600.0,
     ) -> None:
         self.model = model
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout_s
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s
         )
         self._base_url = str(self._client.base_url).rstrip("/")
-        self._max_retries = max_retries
+        self._retry = retry or RetryPolicy()
         # The official API wants max_completion_tokens (reasoning models reject max_tokens);
         # compatible servers reliably understand only max_tokens.
         self._official = OFFICIAL_HOST in self._base_url
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        return retrying(self._retry, lambda: self._attempt(request), failure_of, self._give_up)
+
+    def _give_up(self, exc: Exception, retries: int) -> ProviderError:
+        return as_provider_error(exc, model=self.model, base_url=self._base_url, retries=retries)
+
+    async def _attempt(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         state = StreamState()
-        try:
-            chunks = await self._client.chat.completions.create(
-                model=self.model,
-                messages=wire_messages(request),
-                tools=[wire_tool(tool) for tool in request.tools] or openai.omit,
-                stream=True,
-                stream_options={"include_usage": True},
-                max_completion_tokens=request.max_output_tokens if self._official else openai.omit,
-                max_tokens=openai.omit if self._official else request.max_output_tokens,
-            )
-            async with chunks:
+        chunks = await self._client.chat.completions.create(
+            model=self.model,
+            messages=wire_messages(request),
+            tools=[wire_tool(tool) for tool in request.tools] or openai.omit,
+            stream=True,
+            stream_options={"include_usage": True},
+            max_completion_tokens=request.max_output_tokens if self._official else openai.omit,
+            max_tokens=openai.omit if self._official else request.max_output_tokens,
+        )
+        async with chunks:
+            try:
                 async for chunk in chunks:
                     text = state.add(chunk)
                     if text:
                         yield TextDelta(text)
-        except openai.APIError as exc:
-            raise as_provider_error(
-                exc, model=self.model, base_url=self._base_url, retries=self._max_retries
-            ) from exc
+            except openai.APIConnectionError as exc:
+                if isinstance(exc, openai.APITimeoutError):
+                    raise
+                raise StreamInterrupted(DROPPED) from exc
+        if state.finish_reason is None:
+            raise StreamInterrupted(ENDED_EARLY)
         for call in state.tool_calls():
             yield ToolCallReady(call)
         yield Completed(stop_reason=state.stop_reason(), usage=state.usage(self.model))

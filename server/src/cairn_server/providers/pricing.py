@@ -49,9 +49,14 @@ _SNAPSHOT_SUFFIX = re.compile(r"-\d{4}-?\d{2}-?\d{2}$")
 _PROVIDER_PREFIX = re.compile(r"^(openai|anthropic)/")
 
 
+def model_family(model: str) -> str:
+    """The model's name without its provider prefix and snapshot date."""
+    return _SNAPSHOT_SUFFIX.sub("", _PROVIDER_PREFIX.sub("", model))
+
+
 def price_for(model: str) -> Price | None:
     name = _PROVIDER_PREFIX.sub("", model)
-    return PRICES.get(name) or PRICES.get(_SNAPSHOT_SUFFIX.sub("", name))
+    return PRICES.get(name) or PRICES.get(model_family(model))
 
 
 def cost_usd(model: str, usage: Usage) -> float:

@@ -1,7 +1,8 @@
 """Which model an agent uses, and the provider that talks to it.
 
 Owns model specs ("openai/<model>", "anthropic/<model>"), the defaults chosen from the
-environment, the explanation shown when no usable model is configured, and provider creation.
+environment, the explanation shown when no usable model is configured, and provider creation
+(with the retry policy the environment asks for).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cairn_server.providers.base import Provider, ProviderError
+from cairn_server.providers.retry import RetryPolicy
 
 MODEL_ENV = "CAIRN_MODEL"
+RETRIES_ENV = "CAIRN_MODEL_RETRIES"
+RETRY_BASE_DELAY_ENV = "CAIRN_RETRY_BASE_DELAY_S"
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
 OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
 ANTHROPIC_KEY_ENV = "ANTHROPIC_API_KEY"
@@ -76,11 +80,35 @@ def spec_problem(spec: str, env: Mapping[str, str]) -> str | None:
     return f"Model {spec!r} needs {ANTHROPIC_KEY_ENV}, which is not set.\n{HOW_TO_CONFIGURE}"
 
 
+def env_number(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ProviderError(f"{name} must be a number >= 0, not {text!r}.")
+    return value
+
+
+def retry_policy(env: Mapping[str, str]) -> RetryPolicy:
+    """CAIRN_MODEL_RETRIES (default 4) and CAIRN_RETRY_BASE_DELAY_S (default 0.5)."""
+    defaults = RetryPolicy()
+    retries = env_number(env, RETRIES_ENV, defaults.max_retries)
+    if retries != int(retries):
+        raise ProviderError(f"{RETRIES_ENV} must be a whole number, not {env[RETRIES_ENV]!r}.")
+    base_delay = env_number(env, RETRY_BASE_DELAY_ENV, defaults.base_delay_s)
+    return RetryPolicy(max_retries=int(retries), base_delay_s=base_delay)
+
+
 def make_provider(model: str, env: Mapping[str, str]) -> Provider:
     """The provider for a model spec; ProviderError (with the fix) when it cannot be used."""
     problem = spec_problem(model, env)
     if problem is not None:
         raise ProviderError(problem)
+    retry = retry_policy(env)
     _, _, name = model.partition("/")
     # The SDKs take seconds to import; only the one a model needs is loaded.
     if model.startswith(OPENAI_PREFIX):
@@ -90,6 +118,7 @@ def make_provider(model: str, env: Mapping[str, str]) -> Provider:
             name,
             api_key=env.get(OPENAI_KEY_ENV) or UNUSED_API_KEY,
             base_url=env.get(OPENAI_BASE_URL_ENV) or None,
+            retry=retry,
         )
     from cairn_server.providers.anthropic_provider import AnthropicProvider
 
@@ -97,6 +126,7 @@ def make_provider(model: str, env: Mapping[str, str]) -> Provider:
         name,
         api_key=env[ANTHROPIC_KEY_ENV],
         base_url=env.get(ANTHROPIC_BASE_URL_ENV) or None,
+        retry=retry,
     )
 
 

@@ -17,7 +17,9 @@ from cairn_protocol import (
     AssistantDelta,
     AssistantMessage,
     HistoryToolCall,
+    ModelRetry,
     RunFinished,
+    StepFinished,
     ToolArgumentsError,
     ToolRequest,
     ToolSettled,
@@ -26,17 +28,19 @@ from cairn_protocol import (
 )
 from cairn_protocol.messages import StopReason
 
-from cairn_server.context.compiler import AgentContext, compile_context
-from cairn_server.context.memory_view import sync_memory
+from cairn_server.context.budget import BudgetError
+from cairn_server.context.window import ContextWindow, Prepared
 from cairn_server.memory.services import Memory
 from cairn_server.memory.tool_base import ToolContext
 from cairn_server.memory.tools import SERVER_TOOLS, run_server_tool
 from cairn_server.providers.base import (
     Completed,
+    ContextOverflowError,
     ModelMessage,
     ModelRequest,
     Provider,
     ProviderError,
+    Retrying,
     TextDelta,
     ToolCall,
     ToolCallReady,
@@ -59,6 +63,17 @@ class StopRequest:
     reason: str
 
 
+@dataclass(frozen=True)
+class RunLimits:
+    """What one run may spend before it is stopped, and how often it may repeat a call
+    that failed."""
+
+    steps: int = 25
+    tokens: int = 2_000_000
+    cost_usd: float = 5.0
+    repeats: int = 3
+
+
 @dataclass
 class AgentRun:
     """State of one run; `execute` drives it to its end and always publishes RunFinished."""
@@ -67,15 +82,16 @@ class AgentRun:
     memory: Memory
     hub: ConversationHub
     provider: Provider
-    context: AgentContext
+    window: ContextWindow
     run_id: str
     conversation_id: str
     agent_id: str
-    step_limit: int
+    limits: RunLimits
     approval_timeout_s: float
     pending: dict[str, asyncio.Future[ToolCallRecord]] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
     steps: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
     _stop: StopRequest | None = None
     _stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     _partial_text: str = ""
@@ -95,7 +111,7 @@ class AgentRun:
         except RunInterrupted:
             assert self._stop is not None
             stop_reason, detail = self._stop.stop_reason, self._stop.reason
-        except ProviderError as exc:
+        except (ProviderError, BudgetError) as exc:
             stop_reason, detail = "model_error", str(exc)
         except Exception as exc:  # a bug must end the run visibly, never hang it
             log.exception("run %s failed", self.run_id)
@@ -115,29 +131,84 @@ class AgentRun:
     # ------------------------------------------------------------------ the loop
 
     async def _loop(self) -> tuple[StopReason, str | None]:
-        for _ in range(self.step_limit):
+        for _ in range(self.limits.steps):
             self._check_stop()
-            request = await self._compile()
-            text, calls, usage = await self._interruptible(self._stream(request))
+            prepared, (text, calls, usage) = await self._call_model(await self._prepare())
             self._partial_text = ""
             self.steps += 1
             self.usage = self.usage + usage
-            await self.store.record_step(self.run_id, usage)
+            await self.store.record_step(self.run_id, usage, prepared.tokens)
+            await self.hub.publish_transient(
+                StepFinished(
+                    run_id=self.run_id,
+                    step=self.steps,
+                    usage=usage,
+                    context_tokens=prepared.tokens,
+                    context_budget=self.window.budget.tokens,
+                )
+            )
             await self._record_assistant(text, calls)
             if not calls:
                 return "end_turn", None
+            repeated: str | None = None
             for call in calls:
                 result = await self._run_tool(call)
                 await self.store.add_message(self.conversation_id, self.run_id, result)
-        return "step_limit", f"stopped after {self.step_limit} steps (the run's step limit)"
+                repeated = repeated or self._count_failure(call, result)
+            ended = self._over_limits(repeated)
+            if ended is not None:
+                return ended
+        return "step_limit", f"stopped after {self.limits.steps} steps (the run's step limit)"
 
-    async def _compile(self) -> ModelRequest:
-        memory = await sync_memory(
-            self.memory, self.store, self.agent_id, self.conversation_id, self.run_id
-        )
-        history = await self.store.list_messages(self.conversation_id)
-        messages = [to_model_message(m) for m in history]
-        return compile_context(self.context, memory, messages).request
+    async def _prepare(self) -> Prepared:
+        prepared = await self.window.prepare(self.run_id)
+        if prepared.compaction is not None:
+            await self.hub.publish(prepared.compaction)
+        return prepared
+
+    async def _call_model(
+        self, prepared: Prepared
+    ) -> tuple[Prepared, tuple[str, list[ToolCall], Usage]]:
+        """Stream one answer. If the provider says the prompt overflows its window (our
+        count was short of its own), lower the budget, compact and try once more."""
+        try:
+            return prepared, await self._interruptible(self._stream(prepared.compiled.request))
+        except ContextOverflowError as exc:
+            log.warning("run %s: provider overflow (%s); compacting", self.run_id, exc)
+            self._partial_text = ""
+            self.window.shrink_after_overflow(prepared.tokens, exc)
+            compaction = await self.window.compact("overflow", self.run_id)
+            if compaction is not None:
+                await self.hub.publish(compaction)
+            prepared = await self._prepare()
+            return prepared, await self._interruptible(self._stream(prepared.compiled.request))
+
+    def _count_failure(self, call: ToolCall, result: ModelMessage) -> str | None:
+        """Remember a failed call; its name when the same call failed `repeats` times."""
+        if not result.is_error:
+            return None
+        key = f"{call.name}:{_canonical_arguments(call)}"
+        self.failures[key] = self.failures.get(key, 0) + 1
+        return call.name if self.failures[key] >= self.limits.repeats else None
+
+    def _over_limits(self, repeated: str | None) -> tuple[StopReason, str] | None:
+        if repeated is not None:
+            return "loop_detected", (
+                f"stopped: the model made the same failing {repeated} call "
+                f"{self.limits.repeats} times"
+            )
+        tokens = self.usage.input_tokens + self.usage.output_tokens
+        if tokens >= self.limits.tokens:
+            return "token_limit", (
+                f"stopped after {tokens:,} tokens (the run's limit is {self.limits.tokens:,}; "
+                "CAIRN_RUN_TOKEN_LIMIT)"
+            )
+        if self.usage.cost_usd >= self.limits.cost_usd:
+            return "cost_limit", (
+                f"stopped after ${self.usage.cost_usd:.2f} (the run's limit is "
+                f"${self.limits.cost_usd:.2f}; CAIRN_RUN_COST_LIMIT_USD)"
+            )
+        return None
 
     async def _stream(self, request: ModelRequest) -> tuple[str, list[ToolCall], Usage]:
         calls: list[ToolCall] = []
@@ -150,6 +221,19 @@ class AgentRun:
                 )
             elif isinstance(event, ToolCallReady):
                 calls.append(event.call)
+            elif isinstance(event, Retrying):
+                if event.discarded_output:
+                    self._partial_text = ""
+                    calls.clear()
+                await self.hub.publish_transient(
+                    ModelRetry(
+                        run_id=self.run_id,
+                        attempt=event.attempt,
+                        delay_s=event.delay_s,
+                        reason=event.reason,
+                        discarded_output=event.discarded_output,
+                    )
+                )
             elif isinstance(event, Completed):
                 usage = event.usage
         return self._partial_text, calls, usage
@@ -192,8 +276,9 @@ class AgentRun:
             return ModelMessage(
                 "tool", result.content, tool_call_id=call.id, is_error=result.is_error
             )
-        if call.name not in CLIENT_TOOLS or call.name not in self.context.client_tools:
-            available = sorted([*self.context.client_tools, *SERVER_TOOLS])
+        offered = self.window.context.client_tools
+        if call.name not in CLIENT_TOOLS or call.name not in offered:
+            available = sorted([*offered, *SERVER_TOOLS])
             return _tool_error(
                 call, f"unknown tool {call.name!r}; available tools: {', '.join(available)}"
             )
@@ -321,6 +406,14 @@ def missing_tool_results(messages: list[Message]) -> list[ToolCall]:
         elif message.role == "tool" and message.tool_call_id:
             answered.add(message.tool_call_id)
     return [c for c in last_calls if c.id not in answered]
+
+
+def _canonical_arguments(call: ToolCall) -> str:
+    """The call's arguments in one spelling, so key order or spacing hide no repeat."""
+    try:
+        return json.dumps(json.loads(call.arguments or "{}"), sort_keys=True)
+    except json.JSONDecodeError:
+        return call.arguments
 
 
 def _arguments_or_empty(call: ToolCall) -> dict[str, Any]:

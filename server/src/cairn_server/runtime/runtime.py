@@ -10,16 +10,25 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cairn_protocol import RunFinished, RunStarted, ToolResult, ToolSettled, WorkspaceIdentity
+from cairn_protocol import (
+    ContextCompacted,
+    RunFinished,
+    RunStarted,
+    ToolResult,
+    ToolSettled,
+    WorkspaceIdentity,
+)
 from cairn_protocol.messages import StopReason, UserCommand
 
 from cairn_server.config import ServerSettings
+from cairn_server.context.budget import Budget, agent_budget
 from cairn_server.context.report import agent_context
+from cairn_server.context.window import ContextWindow
 from cairn_server.memory.bootstrap import bootstrap_note
 from cairn_server.memory.services import Memory
-from cairn_server.providers.base import ModelMessage, Provider
+from cairn_server.providers.base import ModelMessage, Provider, ProviderError
 from cairn_server.providers.registry import make_provider
-from cairn_server.runtime.agent_run import AgentRun, close_dangling_calls
+from cairn_server.runtime.agent_run import AgentRun, RunLimits, close_dangling_calls
 from cairn_server.runtime.hub import ConversationHub
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
@@ -27,6 +36,10 @@ from cairn_server.storage.store import Store
 log = logging.getLogger(__name__)
 
 ProviderFactory = Callable[[str], Provider]
+
+
+class RunInProgressError(RuntimeError):
+    """The conversation has a run going; the message says what to do."""
 
 
 @dataclass
@@ -53,6 +66,9 @@ class Runtime:
         self._hubs: dict[str, ConversationHub] = {}
         self._active: dict[str, ActiveRun] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # Per provider model name: the budget its overflow errors taught (a local server's
+        # window is often smaller than Cairn assumes for an unknown model).
+        self._learned_windows: dict[str, int] = {}
 
     async def hub(self, conversation_id: str) -> ConversationHub:
         hub = self._hubs.get(conversation_id)
@@ -69,7 +85,9 @@ class Runtime:
 
     async def agent_for(self, user_id: str, workspace: WorkspaceIdentity) -> Agent:
         """The user's agent for a codebase, created with its default memory blocks."""
-        agent = await self.store.get_or_create_agent(user_id, workspace)
+        agent = await self.store.get_or_create_agent(
+            user_id, workspace, self.settings.context_budget
+        )
         await self.memory.blocks.ensure_defaults(agent.id)
         return agent
 
@@ -102,16 +120,68 @@ class Runtime:
                 memory=self.memory,
                 hub=hub,
                 provider=provider,
-                context=agent_context(agent, list(client_tools)),
+                window=self.context_window(agent, conversation_id, model, client_tools),
                 run_id=run_record.id,
                 conversation_id=conversation_id,
                 agent_id=agent.id,
-                step_limit=self.settings.step_limit,
+                limits=RunLimits(
+                    steps=self.settings.step_limit,
+                    tokens=self.settings.run_token_limit,
+                    cost_usd=self.settings.run_cost_limit_usd,
+                    repeats=self.settings.repeat_limit,
+                ),
                 approval_timeout_s=self.settings.approval_timeout_s,
             )
             task = asyncio.create_task(self._drive(conversation_id, run), name=run_record.id)
             self._active[conversation_id] = ActiveRun(run, task)
             return run_record.id
+
+    def context_window(
+        self,
+        agent: Agent,
+        conversation_id: str,
+        model: str | None,
+        client_tools: Sequence[str] | None = None,
+    ) -> ContextWindow:
+        """The conversation's context as `model` will be sent it, summarised (when due) by
+        CAIRN_SUMMARY_MODEL or else the same model."""
+        summary_model = self.settings.summary_model or model
+        budget = agent_budget(agent, self.settings, model)
+        learned = self._learned_windows.get(model or "")
+        if learned is not None and learned < budget.tokens:
+            budget = Budget(learned, budget.threshold)
+        return ContextWindow(
+            store=self.store,
+            memory=self.memory,
+            context=agent_context(agent, None if client_tools is None else list(client_tools)),
+            agent_id=agent.id,
+            conversation_id=conversation_id,
+            budget=budget,
+            summariser=self._summariser(summary_model),
+            model=model,
+            learned_windows=self._learned_windows,
+        )
+
+    async def compact(
+        self,
+        agent: Agent,
+        conversation_id: str,
+        model: str | None,
+        client_tools: Sequence[str],
+        focus: str | None = None,
+    ) -> ContextCompacted | None:
+        """Compact a conversation now (/compact); RunInProgressError while a run is going.
+        The ContextCompacted event is published; None when nothing could be compacted."""
+        async with self._lock(conversation_id):
+            if conversation_id in self._active:
+                raise RunInProgressError(
+                    "a run is in progress; wait for it to finish (or press Esc) and compact then"
+                )
+            window = self.context_window(agent, conversation_id, model, client_tools)
+            compaction = await window.compact("requested", None, focus)
+            if compaction is not None:
+                await (await self.hub(conversation_id)).publish(compaction)
+            return compaction
 
     async def submit_tool_result(self, conversation_id: str, result: ToolResult) -> str | None:
         """Route a client's answer; returns an error message when nothing was waiting for it."""
@@ -177,6 +247,17 @@ class Runtime:
         if model not in self._providers:
             self._providers[model] = self._provider_factory(model)
         return self._providers[model]
+
+    def _summariser(self, model: str | None) -> Provider | None:
+        """The provider that writes summaries; None (the digest is used) when it cannot be
+        made."""
+        if model is None:
+            return None
+        try:
+            return self._provider(model)
+        except ProviderError as exc:
+            log.warning("no summary model (%s); compaction will use the digest", exc)
+            return None
 
     def _lock(self, conversation_id: str) -> asyncio.Lock:
         return self._locks.setdefault(conversation_id, asyncio.Lock())

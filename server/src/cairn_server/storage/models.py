@@ -57,6 +57,9 @@ class Agent(SQLModel, table=True):
     display_name: str
     origin: str | None = None
     model: str | None = Field(default=None, description="Overrides CAIRN_MODEL when set.")
+    context_budget: int | None = Field(
+        default=None, description="Prompt tokens a request may hold; None: CAIRN_CONTEXT_BUDGET."
+    )
     created_at: datetime = _ts(nullable=False)
 
 
@@ -78,6 +81,9 @@ class Conversation(SQLModel, table=True):
     prompt_metadata: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     memory_seen: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON))
     summary: str = Field(default="", sa_column=Column(Text, nullable=False))
+    # Messages with an id up to this one were compacted into `summary`: they stay in recall
+    # but are no longer sent to the model.
+    compacted_through: int = 0
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
 
@@ -114,6 +120,22 @@ class Run(SQLModel, table=True):
     finished_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+
+
+class RunStep(SQLModel, table=True):
+    """One model call of a run: its usage and how full the context was."""
+
+    __tablename__ = "run_steps"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    step: int
+    model: str
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    context_tokens: int = 0
+    created_at: datetime = _ts(nullable=False)
 
 
 class ToolCallRecord(SQLModel, table=True):

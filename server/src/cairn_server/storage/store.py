@@ -23,6 +23,7 @@ from cairn_server.storage.models import (
     Event,
     Message,
     Run,
+    RunStep,
     ToolCallRecord,
     User,
     utcnow,
@@ -120,8 +121,11 @@ class Store(Repository):
 
     # ------------------------------------------------------------------ agents
 
-    async def get_or_create_agent(self, user_id: str, workspace: WorkspaceIdentity) -> Agent:
-        """The user's agent for this codebase (keyed by `workspace.key`), created on first use."""
+    async def get_or_create_agent(
+        self, user_id: str, workspace: WorkspaceIdentity, context_budget: int | None = None
+    ) -> Agent:
+        """The user's agent for this codebase (keyed by `workspace.key`), created on first use
+        (with `context_budget`, the server's default at that time)."""
         key = workspace.key
         return await self._find_or_create(
             lambda s: first(
@@ -132,6 +136,7 @@ class Store(Repository):
                 codebase_key=key,
                 display_name=workspace.display_name,
                 origin=workspace.origin,
+                context_budget=context_budget,
             ),
         )
 
@@ -140,6 +145,13 @@ class Store(Repository):
         async with self._transaction() as session:
             agent = await get_or_raise(session, Agent, agent_id)
             agent.model = model
+            return agent
+
+    async def set_agent_budget(self, agent_id: str, budget: int | None) -> Agent:
+        """The agent's own context budget; None returns it to CAIRN_CONTEXT_BUDGET."""
+        async with self._transaction() as session:
+            agent = await get_or_raise(session, Agent, agent_id)
+            agent.context_budget = budget
             return agent
 
     async def get_agent(self, agent_id: str) -> Agent | None:
@@ -215,14 +227,24 @@ class Store(Repository):
             Message(conversation_id=conversation_id, run_id=run_id, role="event", content=text),
         )
 
-    async def list_messages(self, conversation_id: str) -> list[Message]:
-        """Every message of the conversation, in the order they were added."""
+    async def list_messages(self, conversation_id: str, after: int = 0) -> list[Message]:
+        """The conversation's messages in the order they were added; with `after`, only
+        those with a larger id (the ones not compacted away)."""
         query = (
             select(Message)
-            .where(Message.conversation_id == conversation_id)
+            .where(Message.conversation_id == conversation_id, col(Message.id) > after)
             .order_by(col(Message.id))
         )
         return await self._all(query)
+
+    async def compact_conversation(
+        self, conversation_id: str, summary: str, compacted_through: int
+    ) -> None:
+        """Replace the summary and move the compaction mark (it never moves back)."""
+        async with self._transaction() as session:
+            conversation = await get_or_raise(session, Conversation, conversation_id)
+            conversation.summary = summary
+            conversation.compacted_through = max(conversation.compacted_through, compacted_through)
 
     # ------------------------------------------------------------------ events (replay log)
 
@@ -279,8 +301,8 @@ class Store(Repository):
             session.add(run)
             return run
 
-    async def record_step(self, run_id: str, usage: Usage) -> Run:
-        """Count one model call of the run and add its tokens and cost."""
+    async def record_step(self, run_id: str, usage: Usage, context_tokens: int = 0) -> Run:
+        """Count one model call of the run: its own row, and its tokens and cost added up."""
         statement = (
             update(Run)
             .where(col(Run.id) == run_id)
@@ -297,7 +319,33 @@ class Store(Repository):
             updated = await updated_rows(session, statement)
             if not updated:
                 raise NotFoundError(f"no run {run_id!r}")
-            return updated[0]
+            run = updated[0]
+            session.add(
+                RunStep(
+                    run_id=run_id,
+                    step=run.steps,
+                    model=run.model,
+                    input_tokens=usage.input_tokens,
+                    cached_input_tokens=usage.cached_input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cost_usd=usage.cost_usd,
+                    context_tokens=context_tokens,
+                )
+            )
+            return run
+
+    async def list_steps(self, run_id: str) -> list[RunStep]:
+        return await self._all(
+            select(RunStep).where(RunStep.run_id == run_id).order_by(col(RunStep.step))
+        )
+
+    async def list_runs(self, conversation_id: str) -> list[Run]:
+        """The conversation's runs, oldest first."""
+        return await self._all(
+            select(Run)
+            .where(Run.conversation_id == conversation_id)
+            .order_by(col(Run.created_at), col(Run.id))
+        )
 
     async def finish_run(self, run_id: str, stop_reason: str, detail: str | None = None) -> Run:
         """Mark the run finished; a run already finished is returned unchanged."""

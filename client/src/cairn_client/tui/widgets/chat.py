@@ -1,6 +1,7 @@
 """The scrolling conversation: user messages, streamed assistant Markdown, tool and notice lines.
 
-Owns how each chat entry looks and the one assistant answer that may be streaming at a time.
+Owns how each chat entry looks, the one assistant answer that may be streaming at a time, and
+dropping a step's streamed text when the server says it is void (a retried model call).
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class ChatView(VerticalScroll, can_focus=False):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._open_stream: _OpenStream | None = None
+        # The streamed entries of the step in progress (more than one when a notice split
+        # the stream), until the step's complete message replaces them.
+        self._step_run_id: str | None = None
+        self._step_entries: list[AssistantEntry] = []
 
     def on_mount(self) -> None:
         self.anchor()
@@ -80,27 +85,42 @@ class ChatView(VerticalScroll, can_focus=False):
             entry = AssistantEntry()
             await self.mount(entry)
             self._open_stream = _OpenStream(run_id, entry, Markdown.get_stream(entry))
+            if self._step_run_id != run_id:
+                self._step_run_id, self._step_entries = run_id, []
+            self._step_entries.append(entry)
         await self._open_stream.stream.write(text)
 
     async def finish_assistant(self, run_id: str, text: str) -> None:
-        """The complete answer replaces what the deltas built, so a lost delta can't garble it."""
+        """The complete answer replaces what the deltas built, so a lost delta can't garble it
+        (and pieces of it split off by a notice don't show twice)."""
+        pieces = self._take_step(run_id)
         current = self._open_stream
         if current is not None and current.run_id == run_id:
             self._open_stream = None
             await current.stream.stop()
+            await self.remove_children([piece for piece in pieces if piece is not current.entry])
             if text:
                 await current.entry.update(text)
             else:
                 await current.entry.remove()
             return
         await self._close_stream()
+        await self.remove_children(pieces)
         if text:
             await self.mount(AssistantEntry(text))
 
     async def end_run(self, run_id: str) -> None:
         """The run ended: keep a partial streamed answer as it is and stop streaming."""
+        self._take_step(run_id)
         if self._open_stream is not None and self._open_stream.run_id == run_id:
             await self._close_stream()
+
+    async def discard_step_output(self, run_id: str) -> None:
+        """Remove what the run's current step streamed: the server voided it and streams the
+        answer again, which must not show twice."""
+        if self._open_stream is not None and self._open_stream.run_id == run_id:
+            await self._close_stream()
+        await self.remove_children(self._take_step(run_id))
 
     async def add_tool(self, status: ToolStatus | None, line: str) -> None:
         await self._close_stream()
@@ -119,7 +139,17 @@ class ChatView(VerticalScroll, can_focus=False):
     async def clear_view(self) -> None:
         """Empty the view only; the conversation on the server is untouched."""
         await self._close_stream()
+        self._step_run_id, self._step_entries = None, []
         await self.remove_children()
+
+    def _take_step(self, run_id: str) -> list[AssistantEntry]:
+        """The run's streamed entries of the step in progress, which the step then no longer
+        holds."""
+        if self._step_run_id != run_id:
+            return []
+        entries = self._step_entries
+        self._step_run_id, self._step_entries = None, []
+        return entries
 
     async def _close_stream(self) -> None:
         if self._open_stream is not None:

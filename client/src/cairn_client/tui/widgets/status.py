@@ -1,4 +1,4 @@
-"""The one-line status bar: workspace, model, connection, this session's usage and activity.
+"""The one-line status bar: workspace, model, connection, context use, session usage, activity.
 
 Owns how that line is rendered; the app sets its reactive fields.
 """
@@ -10,16 +10,18 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from cairn_client.tui.formatting import usage_label
+from cairn_client.tui.formatting import context_label, usage_label
 
 
 class StatusLine(Widget):
-    """`repo · model · connected · in 1,200 · cached 800 · out 90 · $0.0042 · running…`"""
+    """`repo · model · connected · running… · ctx 3.1k/12k · in 1,200 · cached 800 · out 90 ·
+    $0.0042`; ctx (tokens of the last request / budget) once a step or compaction said it."""
 
     model: reactive[str | None] = reactive[str | None](None)
     connection: reactive[str] = reactive("connecting…")
     connection_ok: reactive[bool] = reactive(True)
     usage: reactive[Usage] = reactive(Usage, always_update=True)
+    context: reactive[tuple[int, int] | None] = reactive[tuple[int, int] | None](None)
     activity: reactive[str] = reactive("")
 
     def __init__(self, workspace_name: str, *, id: str | None = None) -> None:
@@ -32,8 +34,10 @@ class StatusLine(Widget):
             Content.styled(self.workspace_name, "bold"),
             Content(self.model or "no model"),
             Content.styled(self.connection, "" if self.connection_ok else "$text-warning"),
-            Content(usage_label(self.usage)),
         ]
-        if self.activity:
+        if self.activity:  # before the figures, so a narrow terminal cuts those instead
             parts.append(Content.styled(self.activity, "$text-accent"))
+        if self.context is not None:
+            parts.append(Content(context_label(*self.context)))
+        parts.append(Content(usage_label(self.usage)))
         return separator.join(parts)

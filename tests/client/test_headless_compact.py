@@ -1,0 +1,98 @@
+"""Headless mode's /compact and model retries, with the real session against a real server.
+
+The `cairn -p` command itself (embedded server, flags, exit codes) is covered end to end in
+tests/e2e/test_headless.py; here the listener and run_headless run in the test's own loop.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from cairn_client.commands import compact_focus
+from cairn_client.headless import HeadlessListener, run_headless
+from cairn_client.policy.policy import Policy
+from cairn_client.policy.settings import PolicySettings
+from cairn_client.session import ClientSession, Endpoint
+from cairn_client.workspace import detect_workspace
+from cairn_server.fakes.script import Script, Turn
+from support.servers import TEST_TOKEN, Served, script
+
+
+@dataclass(frozen=True)
+class Printed:
+    code: int
+    out: str
+    err: str
+
+
+async def headless(served: Served, repo: Path, prompt: str, *, as_json: bool = False) -> Printed:
+    """Run one `cairn -p prompt --continue` against the served server."""
+
+    async def resolve() -> str:
+        return served.url
+
+    out, err = io.StringIO(), io.StringIO()
+    listener = HeadlessListener(as_json=as_json, out=out, err=err)
+    session = ClientSession(
+        Endpoint(TEST_TOKEN, resolve),
+        detect_workspace(repo),
+        Policy(PolicySettings()),
+        listener,
+        "latest",
+    )
+    code = await run_headless(session, listener, prompt)
+    return Printed(code, out.getvalue(), err.getvalue())
+
+
+def test_compact_is_recognised_with_and_without_a_focus() -> None:
+    assert compact_focus("/compact") == ""
+    assert compact_focus("  /compact   keep the API notes ") == "keep the API notes"
+    assert compact_focus("/compacted") is None
+    assert compact_focus("please /compact") is None
+
+
+async def test_compact_prints_the_compaction_or_why_there_was_none(
+    served: Served, own_repo: Path
+) -> None:
+    served.fake.set_script(
+        script(
+            {"text": "First answer."},
+            {"text": "Second answer."},
+            {"text": "SUMMARY: two questions."},
+        )
+    )
+    nothing = await headless(served, own_repo, "/compact")
+    assert (nothing.code, nothing.out) == (1, "")
+    assert nothing.err.startswith("cairn: nothing to compact yet")
+
+    assert (await headless(served, own_repo, "first question")).code == 0
+    assert (await headless(served, own_repo, "second question")).code == 0
+    compacted = await headless(served, own_repo, "/compact keep the questions")
+    assert compacted.code == 0, compacted.err
+    assert compacted.out.startswith("Context compacted on request (summary): ")
+    assert "keep the questions" in json.dumps(served.fake.requests[-1].body)
+
+    again = await headless(served, own_repo, "/compact", as_json=True)
+    assert again.code == 1
+    assert json.loads(again.out)["code"] == "nothing_to_compact"
+
+
+async def test_a_retried_answer_says_why_and_restarts_on_a_new_line(
+    served: Served, own_repo: Path
+) -> None:
+    served.fake.set_script(
+        Script(
+            [
+                Turn(text="FIRST-TRY never finishes.", chunk_size=6, fault="drop_stream"),
+                Turn(text="The second try completes."),
+            ]
+        )
+    )
+    printed = await headless(served, own_repo, "answer me")
+    assert printed.code == 0, printed.err
+    assert printed.out.endswith("\nThe second try completes.\n")
+    assert "connection dropped mid-stream (attempt 1)" in printed.err
+    assert "the partial answer above is void" in printed.err

@@ -1,0 +1,56 @@
+"""Server settings from the environment: defaults, parsing, and clear errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from cairn_server.config import ServerSettings, SettingsError
+
+
+def test_budget_and_limit_settings_are_read_from_the_environment() -> None:
+    settings = ServerSettings.from_env(
+        {
+            "CAIRN_CONTEXT_BUDGET": "32000",
+            "CAIRN_COMPACTION_THRESHOLD": "0.7",
+            "CAIRN_SUMMARY_MODEL": "openai/gpt-5.4-nano",
+            "CAIRN_RUN_COST_LIMIT_USD": "0.5",
+            "CAIRN_REPEAT_LIMIT": "4",
+        },
+        database_url="sqlite+aiosqlite:///x.db",
+    )
+    assert (settings.context_budget, settings.compaction_threshold) == (32_000, 0.7)
+    assert settings.summary_model == "openai/gpt-5.4-nano"
+    assert (settings.run_cost_limit_usd, settings.repeat_limit) == (0.5, 4)
+    assert settings.run_token_limit == 2_000_000  # the default
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("CAIRN_CONTEXT_BUDGET", "lots", "is not an integer from 2000 up"),
+        ("CAIRN_CONTEXT_BUDGET", "500", "out of range"),
+        ("CAIRN_COMPACTION_THRESHOLD", "1.5", "from 0.1 to 1.0"),
+        ("CAIRN_STEP_LIMIT", "0", "out of range"),
+    ],
+)
+def test_a_bad_value_names_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=f"{name}='{value}'.*{message}"):
+        ServerSettings.from_env({name: value}, database_url="sqlite+aiosqlite:///x.db")
+
+
+def test_the_server_command_refuses_a_bad_setting_in_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cairn_server.cli", "migrate"],
+        env={**os.environ, "CAIRN_COMPACTION_THRESHOLD": "2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "cairn-server: CAIRN_COMPACTION_THRESHOLD='2' is out of range: "
+        "expected a number from 0.1 to 1.0"
+    ]
