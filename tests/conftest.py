@@ -11,6 +11,15 @@ import pytest
 from cairn_server.fakes.runner import FakeModelServer
 
 
+@pytest.fixture(autouse=True)
+def client_data_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Client state (the call log, the embedded server's files) in a folder of the test's
+    own unless a test sets CAIRN_DATA_DIR itself, never in the user's data dir."""
+    monkeypatch.setenv("CAIRN_DATA_DIR", str(tmp_path_factory.mktemp("cairn-data")))
+
+
 @pytest.fixture
 def fake_model() -> Iterator[FakeModelServer]:
     """The fake OpenAI + Anthropic server with an empty script; tests call set_script."""

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cairn_client.policy.policy import Policy
+from cairn_client.policy.policy import PLAN_REFUSAL, Policy, suggest_rule
 from cairn_client.policy.settings import PolicySettings, SettingsError, load_settings
-from cairn_client.policy.types import ApproveMode
+from cairn_client.policy.types import Mode, Verdict
 from cairn_client.tools.base import PreparedCall
 from cairn_client.tools.registry import prepare_call
 from cairn_protocol import ToolRequest
@@ -28,15 +28,19 @@ def call(repo: Path) -> Prepare:
 
 
 def policy(
-    approve: ApproveMode = "none", allow: list[str] | None = None, deny: list[str] | None = None
+    mode: Mode = "default",
+    allow: list[str] | None = None,
+    deny: list[str] | None = None,
+    ask: list[str] | None = None,
 ) -> Policy:
-    rules = [*(allow or []), *(deny or [])]
+    rules = [*(allow or []), *(deny or []), *(ask or [])]
     return Policy(
         PolicySettings(
-            approve=approve,
+            mode=mode,
             allow=allow or [],
+            ask=ask or [],
             deny=deny or [],
-            sources={rule: ".cairn/settings.json" for rule in rules},
+            sources={rule: ".cairn/settings.toml" for rule in rules},
         )
     )
 
@@ -64,7 +68,7 @@ def test_reading_is_allowed_and_changing_asks_by_default(call: Prepare) -> None:
 
 
 def test_approve_edits_allows_edits_but_not_commands(call: Prepare) -> None:
-    edits = policy("edits")
+    edits = policy("accept-edits")
 
     assert edits.decide(edit_readme(call)).decision == "allow"
     assert edits.decide(call("write", path="new.txt", content="x\n")).decision == "allow"
@@ -72,14 +76,14 @@ def test_approve_edits_allows_edits_but_not_commands(call: Prepare) -> None:
 
 
 def test_approve_all_allows_commands_too(call: Prepare) -> None:
-    everything = policy("all")
+    everything = policy("bypass")
 
     assert everything.decide(call("shell", command="make test")).decision == "allow"
     assert everything.decide(edit_readme(call)).decision == "allow"
 
 
 def test_the_override_beats_the_settings(call: Prepare) -> None:
-    settings = PolicySettings(approve="all")
+    settings = PolicySettings(mode="bypass")
 
     assert Policy(settings, approve_override="none").decide(edit_readme(call)).decision == "ask"
     assert Policy(PolicySettings(), "edits").decide(edit_readme(call)).decision == "allow"
@@ -101,13 +105,15 @@ def test_allow_rules_for_commands_and_paths(call: Prepare) -> None:
     allowed = rules.decide(call("shell", command="npm test -- --watch=false"))
     assert (allowed.decision, allowed.reason) == (
         "allow",
-        "allowed by rule shell(npm test*) in .cairn/settings.json",
+        "allowed by rule shell(npm test*) in .cairn/settings.toml",
     )
     assert rules.decide(call("shell", command="npm publish")).decision == "ask"
     in_src = call("edit", path="src/app.py", old_string="return 1", new_string="return 2")
     assert rules.decide(in_src).decision == "allow"
     assert rules.decide(edit_readme(call)).decision == "ask"
-    assert rules.decide(call("write", path="src/new.py", content="x\n")).decision == "ask"
+    # `edit(...)` covers every editing tool; `*` stays within one folder in an allow rule
+    assert rules.decide(call("write", path="src/new.py", content="x\n")).decision == "allow"
+    assert rules.decide(call("write", path="src/deep/new.py", content="x\n")).decision == "ask"
 
 
 @pytest.mark.parametrize(
@@ -128,7 +134,7 @@ def test_an_allow_rule_never_covers_a_compound_command(call: Prepare, command: s
 
 
 def test_deny_rules_win_over_everything(call: Prepare) -> None:
-    strict = policy("all", allow=["shell"], deny=["shell(rm *)", "write"])
+    strict = policy("bypass", allow=["shell"], deny=["shell(rm *)", "write"])
 
     plain = strict.decide(call("shell", command="rm -rf build"))
     chained = strict.decide(call("shell", command="make clean && rm -rf build"))
@@ -136,7 +142,7 @@ def test_deny_rules_win_over_everything(call: Prepare) -> None:
 
     assert (plain.decision, plain.reason) == (
         "deny",
-        "denied by rule shell(rm *) in .cairn/settings.json",
+        "denied by rule shell(rm *) in .cairn/settings.toml",
     )
     assert chained.decision == "deny"
     assert write.decision == "deny"
@@ -162,7 +168,7 @@ def test_secret_files_are_denied_even_when_everything_is_approved(
     (repo / "config").mkdir()
     (repo / "config" / "server.pem").write_text("-----BEGIN-----\n")
     (repo / "settings.txt").symlink_to(repo / ".env")
-    everything = policy("all")
+    everything = policy("bypass")
     patch = "--- /dev/null\n+++ b/keys/id_rsa\n@@ -0,0 +1 @@\n+key\n"
 
     calls = [
@@ -232,7 +238,7 @@ def test_settings_merge_the_user_file_and_the_repo_file(repo: Path, tmp_path: Pa
 
     settings = load_settings(repo, user_file=user)
 
-    assert settings.approve == "edits"  # the repo may narrow "all" to "edits"
+    assert settings.mode == "accept-edits"  # the repo may narrow "all" to "edits"
     assert settings.allow == ["shell(make *)"]  # but never add what runs unasked
     assert settings.deny == ["shell(rm *)"]
     assert settings.sources["shell(rm *)"] == str(user)
@@ -247,7 +253,7 @@ def test_a_cloned_repo_cannot_widen_what_runs_unasked(repo: Path, tmp_path: Path
 
     settings = load_settings(repo, user_file=user)
 
-    assert settings.approve == "none" and settings.allow == []
+    assert settings.mode == "default" and settings.allow == []
     assert settings.deny == ["edit(secrets/*)"]
     assert settings.sources["edit(secrets/*)"] == ".cairn/settings.json"
 
@@ -256,13 +262,13 @@ def test_the_user_approve_mode_holds_when_the_repo_sets_none(repo: Path, tmp_pat
     user = write_json(tmp_path / "settings.json", {"approve": "edits"})
     write_json(repo / ".cairn" / "settings.json", {"deny": ["shell(rm *)"]})
 
-    assert load_settings(repo, user_file=user).approve == "edits"
+    assert load_settings(repo, user_file=user).mode == "accept-edits"
 
 
 def test_missing_files_mean_the_defaults(repo: Path, tmp_path: Path) -> None:
     settings = load_settings(repo, user_file=tmp_path / "absent.json")
 
-    assert (settings.approve, settings.allow, settings.deny) == ("none", [], [])
+    assert (settings.mode, settings.allow, settings.deny) == ("default", [], [])
 
 
 def test_the_user_file_lives_in_the_platform_config_folder(
@@ -290,7 +296,10 @@ def test_the_user_file_lives_in_the_platform_config_folder(
     [
         ("{ not json", "invalid JSON at line 1, column 3"),
         ("[1, 2]", "expected a JSON object"),
-        ('{"approve": "yes"}', "approve must be one of none, edits, all, not 'yes'"),
+        (
+            '{"approve": "yes"}',
+            "approve must be one of default, accept-edits, plan, strict, bypass, not 'yes'",
+        ),
         ('{"allow": "shell"}', "allow must be a list of strings"),
         ('{"deny": ["bash(rm *)"]}', "names unknown tool 'bash'"),
         ('{"allow": ["shell("]}', "is not `tool` or `tool(pattern)`"),
@@ -316,3 +325,281 @@ def test_rule_tool_names_ignore_case(repo: Path, tmp_path: Path, call: Prepare) 
     settings = load_settings(repo, user_file=user)
 
     assert Policy(settings).decide(call("shell", command="make all")).decision == "allow"
+
+
+# --------------------------------------------------------------------------- modes (settings.toml)
+
+
+def test_plan_mode_reads_but_refuses_changes_with_a_reason_for_the_model(call: Prepare) -> None:
+    plan = policy("plan", allow=["shell", "edit"])  # allow rules cannot lift plan mode
+
+    assert plan.decide(call("read", path="README.md")).decision == "allow"
+    assert plan.decide(call("grep", pattern="x")).decision == "allow"
+    for prepared in (edit_readme(call), call("shell", command="ls")):
+        assert plan.decide(prepared) == Verdict("deny", PLAN_REFUSAL)
+    assert "propose the change" in PLAN_REFUSAL
+
+
+def test_strict_mode_asks_even_for_reads_unless_a_rule_allows(call: Prepare) -> None:
+    strict = policy("strict", allow=["read(docs/**)"])
+
+    assert strict.decide(call("read", path="README.md")).decision == "ask"
+    assert strict.decide(call("glob", pattern="*.py")).decision == "ask"
+    assert strict.decide(call("shell", command="ls")).decision == "ask"
+    strict.allow_for_session(call("read", path="README.md"))
+    assert strict.decide(call("read", path="src/app.py")).reason == (
+        "reads were allowed for this session"
+    )
+
+
+@pytest.mark.parametrize(
+    ("approve", "mode"), [("none", "default"), ("edits", "accept-edits"), ("all", "bypass")]
+)
+def test_the_older_approve_values_map_onto_modes(approve: str, mode: str) -> None:
+    assert Policy(PolicySettings(), approve).mode == mode  # type: ignore[arg-type]
+
+
+def test_the_mode_is_changed_only_locally(call: Prepare) -> None:
+    local = policy()
+    local.set_mode("plan")
+
+    assert local.decide(edit_readme(call)).decision == "deny"
+
+
+# --------------------------------------------------------------------------- rule kinds
+
+
+def test_ask_rules_beat_allow_rules_and_the_mode(call: Prepare) -> None:
+    asks = policy("bypass", allow=["shell(git:*)"], ask=["shell(git push:*)", "edit(src/**)"])
+
+    push = asks.decide(call("shell", command="make && git push origin main"))
+    assert (push.decision, push.reason) == (
+        "ask",
+        "rule shell(git push:*) in .cairn/settings.toml asks first",
+    )
+    assert asks.decide(call("shell", command="git status")).decision == "allow"
+    in_src = call("write", path="src/new.py", content="x\n")
+    assert asks.decide(in_src).decision == "ask"
+    assert asks.decide(edit_readme(call)).decision == "allow"
+
+
+@pytest.mark.parametrize(
+    ("command", "allowed"),
+    [
+        ("pytest", True),
+        ("pytest -q tests/x.py", True),
+        ("pytestevil", False),
+        ("pytest -q && rm -rf ~", False),
+        ("uv run pytest", False),
+    ],
+)
+def test_a_prefix_rule_covers_the_command_with_any_arguments(
+    call: Prepare, command: str, allowed: bool
+) -> None:
+    verdict = policy(allow=["shell(pytest:*)"]).decide(call("shell", command=command))
+    assert (verdict.decision == "allow") is allowed
+
+
+def test_an_exact_command_rule_covers_only_that_command(call: Prepare) -> None:
+    exact = policy(allow=["shell(make test)"])
+
+    assert exact.decide(call("shell", command="make test")).decision == "allow"
+    assert exact.decide(call("shell", command="make test-all")).decision == "ask"
+
+
+def test_deny_prefix_rules_see_every_piece_of_a_compound_command(call: Prepare) -> None:
+    deny = policy("bypass", deny=["shell(rm:*)"])
+
+    for command in ("rm -rf build", "make; rm x", "echo $(rm -rf x)", "ls | rm y"):
+        assert deny.decide(call("shell", command=command)).decision == "deny", command
+    assert deny.decide(call("shell", command="rmdir build")).decision == "allow"
+
+
+def test_read_rules_cover_grep_and_glob_and_match_like_gitignore(call: Prepare, repo: Path) -> None:
+    (repo / "docs" / "private").mkdir(parents=True)
+    (repo / "docs" / "private" / "plan.md").write_text("secret plan\n")
+    deny = policy(deny=["read(private)"])  # a name without a slash: any depth, and its contents
+
+    assert deny.decide(call("read", path="docs/private/plan.md")).decision == "deny"
+    assert deny.decide(call("grep", pattern="plan", path="docs/private")).decision == "deny"
+    assert deny.decide(call("glob", pattern="*", path="docs/private")).decision == "deny"
+    assert deny.decide(call("read", path="README.md")).decision == "allow"
+
+
+def test_allow_path_rules_match_the_whole_relative_path(call: Prepare) -> None:
+    rules = policy(allow=["edit(src/**)", "write(*.md)"])
+
+    assert rules.decide(call("write", path="src/a/b/c.py", content="x\n")).decision == "allow"
+    assert rules.decide(call("write", path="NOTES.md", content="x\n")).decision == "allow"
+    assert rules.decide(call("write", path="docs/NOTES.md", content="x\n")).decision == "ask"
+    assert rules.decide(call("write", path="lib/src/x.py", content="x\n")).decision == "ask"
+
+
+# --------------------------------------------------------------------------- protected files
+
+
+@pytest.mark.parametrize(
+    "path", [".git/hooks/pre-commit", "sub/.git/config", ".cairn/settings.toml"]
+)
+def test_writes_to_git_and_cairn_settings_always_ask(call: Prepare, path: str) -> None:
+    everything = policy("bypass", allow=["edit", "write(**)"])
+    everything.allow_for_session(call("write", path="other.txt", content="x\n"))
+    prepared = call("write", path=path, content="x\n")
+
+    verdict = everything.decide(prepared)
+    assert verdict.decision == "ask" and "always asks" in verdict.reason
+    assert everything.allow_for_session(prepared) is None  # never for the whole session
+    assert everything.decide(prepared).decision == "ask"
+    assert everything.decide(call("read", path=".cairn/settings.toml")).decision == "allow"
+
+
+def test_the_user_config_folder_inside_the_workspace_is_protected(call: Prepare) -> None:
+    home = Policy(PolicySettings(mode="bypass", protected_paths=[".config/cairn"]))
+
+    verdict = home.decide(call("write", path=".config/cairn/settings.toml", content="x\n"))
+    assert verdict.decision == "ask"
+    assert home.decide(call("write", path=".config/other", content="x\n")).decision == "allow"
+
+
+# --------------------------------------------------------------------------- suggestions
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "rule"),
+    [
+        ("shell", {"command": "pytest -q tests/x.py"}, "shell(pytest:*)"),
+        ("shell", {"command": "git status"}, "shell(git status:*)"),
+        ("shell", {"command": "uv run pytest -x"}, "shell(uv run pytest:*)"),
+        ("shell", {"command": "python -c 'import os'"}, "shell(python -c 'import os')"),
+        ("shell", {"command": "make && make install"}, None),
+        (
+            "edit",
+            {"path": "src/app.py", "old_string": "return 1", "new_string": "return 2"},
+            "edit(src/app.py)",
+        ),
+        ("write", {"path": "README.md", "content": "x\n"}, "edit(README.md)"),
+        ("write", {"path": ".git/info/exclude", "content": "x\n"}, None),
+        ("read", {"path": "src/util.py"}, "read(src/util.py)"),
+    ],
+)
+def test_the_suggested_rule_is_the_narrowest_that_allows_the_call(
+    call: Prepare, tool: str, arguments: dict[str, Any], rule: str | None
+) -> None:
+    prepared = call(tool, **arguments)
+    suggested = suggest_rule(prepared)
+
+    assert suggested == rule
+    if suggested is not None:
+        assert policy("strict", allow=[suggested]).decide(prepared).decision == "allow"
+
+
+# --------------------------------------------------------------------------- settings.toml
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_settings_toml_has_a_mode_and_three_rule_lists(repo: Path, tmp_path: Path) -> None:
+    user = write_text(
+        tmp_path / "user" / "settings.toml",
+        'mode = "accept-edits"\n[permissions]\ndeny = ["shell(rm:*)"]\n'
+        'ask = ["shell(git push:*)"]\nallow = ["shell(pytest:*)"]\n'
+        'allow_secret_files = [".env.test"]\n',
+    )
+    write_text(
+        repo / ".cairn" / "settings.toml",
+        'mode = "plan"\n[permissions]\nask = ["edit(migrations/**)"]\nallow = ["shell"]\n'
+        'allow_secret_files = [".env"]\n',
+    )
+
+    settings = load_settings(repo, user_file=user)
+
+    assert settings.mode == "plan"  # plan narrows accept-edits
+    assert settings.deny == ["shell(rm:*)"]
+    assert settings.ask == ["shell(git push:*)", "edit(migrations/**)"]
+    assert settings.allow == ["shell(pytest:*)"]
+    assert settings.allow_secret_files == [".env.test"]
+    assert settings.sources["edit(migrations/**)"] == ".cairn/settings.toml"
+    assert any("allow rules are ignored" in note for note in settings.ignored)
+    assert any("allow_secret_files is ignored" in note for note in settings.ignored)
+
+
+def test_a_repo_mode_that_widens_is_ignored(repo: Path, tmp_path: Path) -> None:
+    user = write_text(tmp_path / "settings.toml", 'mode = "strict"\n')
+    write_text(repo / ".cairn" / "settings.toml", 'mode = "plan"\n')  # reads would not ask
+
+    settings = load_settings(repo, user_file=user)
+
+    assert settings.mode == "strict"
+    assert settings.ignored == [".cairn/settings.toml: mode 'plan' would widen 'strict'; ignored"]
+
+
+def test_the_older_settings_json_is_still_read_next_to_the_toml(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    write_text(tmp_path / "config" / "cairn" / "settings.toml", '[permissions]\nallow = ["glob"]\n')
+    write_json(tmp_path / "config" / "cairn" / "settings.json", {"approve": "edits"})
+    write_json(repo / ".cairn" / "settings.json", {"deny": ["shell(curl *)"]})
+
+    settings = load_settings(repo)
+
+    assert (settings.mode, settings.allow, settings.deny) == (
+        "accept-edits",
+        ["glob"],
+        ["shell(curl *)"],
+    )
+    assert settings.user_file_shown.endswith("cairn/settings.toml")
+
+
+def test_allowed_secret_files_are_readable_and_nothing_else(call: Prepare, repo: Path) -> None:
+    (repo / ".env.test").write_text("A=1\n")
+    (repo / ".env").write_text("B=2\n")
+    allowing = Policy(PolicySettings(allow_secret_files=[".env.test"]))
+
+    assert allowing.decide(call("read", path=".env.test")).decision == "allow"
+    assert allowing.decide(call("read", path=".env")).decision == "deny"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("mode = ", "invalid TOML"),
+        ('mode = "yolo"', "mode must be one of default, accept-edits, plan, strict, bypass"),
+        ("permissions = 3", "[permissions] must be a table"),
+        ('[permissions]\nask = "shell"', "ask must be a list of strings"),
+        ('[permissions]\ndeny = ["bash(rm:*)"]', "names unknown tool 'bash'"),
+    ],
+)
+def test_a_malformed_settings_toml_is_a_clear_error(
+    repo: Path, tmp_path: Path, content: str, problem: str
+) -> None:
+    write_text(repo / ".cairn" / "settings.toml", content)
+
+    with pytest.raises(SettingsError) as error:
+        load_settings(repo, user_file=tmp_path / "absent.toml")
+
+    assert str(error.value).startswith(".cairn/settings.toml: ")
+    assert problem in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("mode", "command", "decision"),
+    [
+        ("default", "git status", "allow"),
+        ("default", "rg TODO src", "allow"),
+        ("default", "ls -la", "allow"),
+        ("default", "cat .env", "ask"),  # names a secret file
+        ("default", "git status > out.txt", "ask"),  # writes
+        ("default", "rm -rf build", "ask"),
+        ("strict", "git status", "ask"),
+        ("plan", "git status", "deny"),
+    ],
+)
+def test_read_only_commands_run_unless_they_touch_a_secret(
+    call: Prepare, mode: Mode, command: str, decision: str
+) -> None:
+    assert policy(mode).decide(call("shell", command=command)).decision == decision

@@ -127,7 +127,7 @@ async def test_read_cuts_very_long_lines(repo: Path) -> None:
     first, second = (await run(repo, "read", path="minified.js")).content.splitlines()
 
     assert first.startswith("1\t" + "x" * 2000)
-    assert first.endswith("[line cut: 3000 more characters]")
+    assert first.endswith("[line cut: 3000 more characters; grep for what you need in it]")
     assert second == "2\tshort"
 
 
@@ -254,7 +254,7 @@ async def test_grep_caps_matches_with_a_note(repo: Path) -> None:
     default = (await run(repo, "grep", pattern="match")).content.splitlines()
 
     assert capped[:10] == [f"big.txt:{n}:match" for n in range(1, 11)]
-    assert capped[10].startswith("(showing the first 10 matching lines; there are more")
+    assert capped[10].startswith("(showing the first 10 matching lines; 490 more in 1 file")
     assert len(capped) == 11
     assert len(default) == 201
 
@@ -463,7 +463,7 @@ async def test_patch_hunks_that_do_not_match_or_are_ambiguous_are_errors(repo: P
 async def test_patch_errors_for_bad_input(repo: Path) -> None:
     cases = {
         "not a diff at all": "no file changes found",
-        "--- a/README.md\n+++ b/README.md\n@@ -1,5 +1,5 @@\n-# Demo\n+# X\n": "could not parse",
+        "--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-# Nope\n+# X\n": "does not match the file",
         "--- /dev/null\n+++ b/README.md\n@@ -0,0 +1 @@\n+hi\n": "already exists",
         "--- a/gone.txt\n+++ b/gone.txt\n@@ -1 +1 @@\n-a\n+b\n": "file not found: gone.txt",
         "--- a/README.md\n+++ /dev/null\n@@ -1 +0,0 @@\n-# Demo\n": "not the whole file",

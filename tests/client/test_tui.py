@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.tools.base import FileChange, PreparedCall, Preview, ToolOutcome
+from cairn_client.tools.registry import prepare_call
 from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_client.tui.screens.setup import SetupScreen
@@ -595,6 +598,38 @@ async def test_approval_screen_shows_the_diff_and_returns_the_answer(
         assert app.focused is app.query_one("#prompt")
 
 
+@pytest.mark.parametrize(
+    ("prepared", "hint"),
+    [
+        (
+            lambda: edit_call(),
+            'To stop asking: allow = ["edit(src/app.py)"] under [permissions] in '
+            "your settings.toml",
+        ),
+        (
+            lambda: shell_call("pytest -q tests/x.py"),
+            'To stop asking: allow = ["shell(pytest:*)"] under [permissions] in your settings.toml',
+        ),
+        (
+            lambda: shell_call("make && make install"),
+            "No allow rule can cover this call; it will keep asking.",
+        ),
+    ],
+)
+async def test_the_approval_screen_suggests_the_narrowest_rule(
+    prepared: Callable[[], PreparedCall], hint: str
+) -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        task = session.ask(prepared())
+        await settle(pilot)
+        assert isinstance(app.screen, ApprovalScreen)
+        assert " ".join(rendered_text(app.screen.query_one("#approval-hint")).split()) == hint
+        await pilot.press("y")
+        await asyncio.wait_for(task, 2)
+
+
 @pytest.mark.parametrize("keys", [["escape"], ["n", *"hm", "escape"]])
 async def test_escape_on_the_approval_screen_denies_and_interrupts_the_run(
     keys: list[str],
@@ -910,3 +945,25 @@ async def test_output_that_arrives_behind_an_open_approval_is_not_lost() -> None
             "Server error (internal): hiccup",
             "Server connection lost: the connection dropped — reconnecting…",
         ]
+
+
+async def test_approval_screen_flags_a_destructive_command_and_shows_its_pieces(
+    tmp_path: Path,
+) -> None:
+    command = "pytest -q && git push --force origin main"
+    request = ToolRequest(
+        run_id="run-1", call_id="call-d", tool="shell", arguments={"command": command}
+    )
+    prepared = prepare_call(tmp_path, request)
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        task = session.ask(prepared)
+        await settle(pilot)
+        assert isinstance(app.screen, ApprovalScreen)
+        warnings = [rendered_text(w) for w in app.screen.query(".approval-warning")]
+        assert warnings == ["⚠ git push --force rewrites history on the remote"]
+        body = rendered_text(app.screen.query_one("#approval-body"))
+        assert "#   pytest -q" in body and "#   git push --force origin main" in body
+        await pilot.press("n", "enter")
+        assert (await asyncio.wait_for(task, 2)).kind == "deny"

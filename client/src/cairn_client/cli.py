@@ -1,10 +1,12 @@
-"""The `cairn` command: the TUI by default, `-p` for headless, `demo`, `server`.
+"""The `cairn` command: the TUI by default, `-p` for headless, `demo`, `server`, `patch`.
 
 Owns argument parsing and exit codes; the work happens in launch, tui, headless and demo.
 """
 
 from __future__ import annotations
 
+import difflib
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +23,11 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(memory_app, name="memory")
+patch_app = typer.Typer(
+    help="Apply unified diffs to the workspace the way the apply_patch tool does.",
+    no_args_is_help=True,
+)
+app.add_typer(patch_app, name="patch")
 app.command("context")(context_command)
 
 
@@ -80,6 +87,58 @@ def server(ctx: typer.Context) -> None:
         typer.echo("cairn: cairn-server is not installed here", err=True)
         raise typer.Exit(2) from None
     server_app(args=ctx.args, prog_name="cairn server")
+
+
+@patch_app.command("apply")
+def patch_apply(
+    file: Annotated[str, typer.Argument(help="The diff to apply, or - for standard input.")],
+    check: Annotated[
+        bool, typer.Option("--check", help="Only tell whether it applies; write nothing.")
+    ] = False,
+) -> None:
+    """Apply a diff, every file or none; hunks are found by their content.
+
+    Exit 0: applied (or applies, with --check); 1: refused, with a reason per hunk;
+    2: the diff could not be read.
+    """
+    from cairn_client.tools.changes import apply_changes, patch_changes
+    from cairn_client.tools.paths import ToolError
+    from cairn_client.workspace import detect_workspace
+
+    try:
+        patch = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        typer.echo(f"cairn: cannot read {file}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    root = detect_workspace(Path.cwd()).root
+    try:
+        changes = patch_changes(root, patch)
+        if not check:
+            apply_changes(root, changes)
+    except (ToolError, OSError) as exc:
+        typer.echo("cairn: the patch was not applied; nothing was changed:", err=True)
+        for line in str(exc).splitlines():
+            typer.echo(f"  {line}", err=True)
+        raise typer.Exit(1) from None
+    for change in changes:
+        typer.echo(_change_summary(change.path, change.before, change.after, check))
+
+
+def _change_summary(path: str, before: str | None, after: str | None, check: bool) -> str:
+    verb = "create" if before is None else "delete" if after is None else "edit"
+    done = (
+        f"would {verb}" if check else {"create": "created", "delete": "deleted"}.get(verb, "edited")
+    )
+    diff = difflib.unified_diff(
+        (before or "").splitlines(), (after or "").splitlines(), lineterm="", n=0
+    )
+    added = removed = 0
+    for line in diff:
+        if line.startswith("+") and not line.startswith("+++"):
+            added += 1
+        elif line.startswith("-") and not line.startswith("---"):
+            removed += 1
+    return f"{done} {path} (+{added} -{removed})"
 
 
 def _approve_mode(value: str | None) -> ApproveMode | None:

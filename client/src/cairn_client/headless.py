@@ -34,7 +34,7 @@ T = TypeVar("T")
 
 NEEDS_A_PERSON = (
     "this call needs approval and cairn is running headless with nobody to ask; "
-    "allow it with --approve edits|all or a rule in .cairn/settings.json"
+    "allow it with --approve edits|all or an allow rule in your settings.toml"
 )
 COMPACT_REFUSALS = frozenset({"nothing_to_compact", "run_in_progress"})
 

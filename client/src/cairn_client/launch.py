@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cairn_client.call_log import CallLog
 from cairn_client.config import ClientSettings
 from cairn_client.embedded import EmbeddedServer
 from cairn_client.listener import SessionListener
@@ -32,9 +33,17 @@ class Launch:
     policy: Policy
     endpoint: Endpoint
     embedded: EmbeddedServer | None
+    call_log: CallLog
 
     def session(self, listener: SessionListener, conversation: str = "latest") -> ClientSession:
-        return ClientSession(self.endpoint, self.workspace, self.policy, listener, conversation)
+        return ClientSession(
+            self.endpoint,
+            self.workspace,
+            self.policy,
+            listener,
+            conversation,
+            call_log=self.call_log,
+        )
 
     async def shutdown(self) -> None:
         if self.embedded is not None:
@@ -56,6 +65,7 @@ def prepare_launch(
     settings = settings or ClientSettings.from_env()
     workspace = detect_workspace(cwd)
     policy = Policy(load_settings(workspace.root), approve_override=approve)
+    call_log = CallLog.in_data_dir(settings.data_dir, workspace.root)
     if settings.server_url:
         if not settings.token:
             raise LaunchError("CAIRN_SERVER_URL is set but CAIRN_TOKEN is not; set both")
@@ -64,10 +74,11 @@ def prepare_launch(
         async def remote() -> str:
             return url
 
-        return Launch(workspace, policy, Endpoint(settings.token, remote), None)
+        return Launch(workspace, policy, Endpoint(settings.token, remote), None, call_log)
     embedded = EmbeddedServer(settings.data_dir, server_env)
     embedded.spawn()  # boots while the client finishes starting
-    return Launch(workspace, policy, Endpoint(embedded.token, embedded.ensure_running), embedded)
+    endpoint = Endpoint(embedded.token, embedded.ensure_running)
+    return Launch(workspace, policy, endpoint, embedded, call_log)
 
 
 def run_blocking_headless(launch: Launch, prompt: str, *, as_json: bool, resume: bool) -> int:

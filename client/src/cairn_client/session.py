@@ -1,7 +1,8 @@
 """A client session: one websocket to the server, kept alive, and local tool handling.
 
 Owns the handshake, reconnection with resume, and turning tool requests into results
-through the policy, the person (via the listener) and the local tools.
+through the policy, the person (via the listener) and the local tools, at most once per
+call_id even across a restart (call_log), and /undo of the changes it applied.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, Frame, UserCommand
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from cairn_client.config import websocket_url
+from cairn_client.call_log import CallLog
+from cairn_client.config import ClientSettings, websocket_url
 from cairn_client.listener import SessionListener
-from cairn_client.policy.policy import Policy
+from cairn_client.policy.policy import EDIT_TOOLS, Policy
 from cairn_client.policy.types import Verdict
 from cairn_client.tools.base import PreparedCall, ToolOutcome
 from cairn_client.tools.registry import execute_call, prepare_call
+from cairn_client.undo import AppliedChange, UndoStack
 from cairn_client.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ class ClientSession:
         policy: Policy,
         listener: SessionListener,
         conversation: str = "latest",
+        call_log: CallLog | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.workspace = workspace
@@ -84,7 +88,13 @@ class ClientSession:
         self._socket: ClientConnection | None = None
         self._closing = False
         self._results: dict[str, ToolResult] = {}
+        # Executed calls survive a restart here: a successor never runs one twice.
+        self.call_log = call_log or CallLog.in_data_dir(
+            ClientSettings.from_env().data_dir, workspace.root
+        )
+        self.undo_stack = UndoStack(workspace.root)
         self._in_flight: set[str] = set()
+        self._executed: set[str] = set()
         self._settled_by_server: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
@@ -103,6 +113,10 @@ class ClientSession:
 
     async def cancel(self) -> None:
         await self._send(Cancel())
+
+    async def undo_last_change(self) -> AppliedChange:
+        """Revert the last change this session applied; UndoRefused says why not."""
+        return await asyncio.to_thread(self.undo_stack.undo_last)
 
     async def close(self) -> None:
         self._closing = True
@@ -227,7 +241,14 @@ class ClientSession:
             return
         self._in_flight.add(request.call_id)
         try:
-            prepared = await asyncio.to_thread(prepare_call, self.workspace.root, request)
+            recorded = await asyncio.to_thread(self.call_log.recorded, request.call_id)
+            if recorded is not None:  # executed by this or an earlier cairn process
+                self._results[request.call_id] = recorded
+                await self._send_quietly(recorded)
+                return
+            prepared = await asyncio.to_thread(
+                prepare_call, self.workspace.root, request, self._allowed_secrets
+            )
             verdict, outcome = await self._decide_and_run(prepared)
             result = ToolResult(
                 call_id=request.call_id,
@@ -236,11 +257,20 @@ class ClientSession:
                 reason=outcome.reason,
             )
             self._results[request.call_id] = result
+            if request.call_id in self._executed:
+                await asyncio.to_thread(self.call_log.finish, result)
+                if outcome.status == "ok" and prepared.tool in EDIT_TOOLS:
+                    self.undo_stack.record(request.call_id, prepared.tool, prepared.changes)
             self.listener.tool_handled(prepared, verdict, outcome)
             if request.call_id not in self._settled_by_server:
                 await self._send_quietly(result)
         finally:
             self._in_flight.discard(request.call_id)
+
+    @property
+    def _allowed_secrets(self) -> list[str]:
+        """Secret files the user (never the repo) allowed tools to read, by settings."""
+        return list(self.policy.settings.allow_secret_files)
 
     async def _decide_and_run(self, prepared: PreparedCall) -> tuple[Verdict, ToolOutcome]:
         if prepared.error is not None:
@@ -254,14 +284,18 @@ class ClientSession:
             if approval.kind == "deny":
                 reason = approval.reason or "denied by the user"
                 return Verdict("deny", reason), ToolOutcome("denied", reason=reason)
+            scope = "once"
             if approval.kind == "session":
-                self.policy.allow_for_session(prepared)
-            scope = "for this session" if approval.kind == "session" else "once"
+                allowed = self.policy.allow_for_session(prepared)
+                scope = "for this session" if allowed else "once (it always asks)"
             verdict = Verdict("allow", f"allowed {scope} by the user")
         if prepared.request.call_id in self._settled_by_server:
             reason = "the server withdrew the request before it ran"
             return Verdict("deny", reason), ToolOutcome("denied", reason=reason)
-        return verdict, await execute_call(self.workspace.root, prepared)
+        # Recorded before it runs: if this process dies now, a successor will not run it again.
+        await asyncio.to_thread(self.call_log.start, prepared.request.call_id)
+        self._executed.add(prepared.request.call_id)
+        return verdict, await execute_call(self.workspace.root, prepared, self._allowed_secrets)
 
     # ------------------------------------------------------------------ outgoing
 

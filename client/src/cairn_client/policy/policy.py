@@ -1,15 +1,19 @@
 """The local policy: whether a prepared tool call runs, asks the user, or is refused.
 
-Owns the decision order (deny → ask → allow), the default denial of secret files,
-and the allowances the user grants for the rest of a session.
+Owns the decision order (deny → secrets → mode refusal → ask → protected → allow → session →
+mode default), rule matching, session allowances and the narrowest rule to suggest.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from pathlib import PurePosixPath
+from typing import Any
 
+import pathspec
 from cairn_protocol.tools import (
     CLIENT_TOOLS,
     EditArgs,
@@ -20,101 +24,174 @@ from cairn_protocol.tools import (
     WriteArgs,
 )
 
-from cairn_client.policy.settings import PolicySettings, Rule
-from cairn_client.policy.types import ApproveMode, Verdict
-from cairn_client.tools.base import PreparedCall
-
-SECRET_FILE_PATTERNS: tuple[str, ...] = (
-    ".env",
-    ".env.*",
-    "*.pem",
-    "*.key",
-    "id_rsa*",
-    "id_ed25519*",
-    ".netrc",
-    "credentials*",
+from cairn_client.policy.settings import TOOL_GROUPS, PolicySettings, Rule, RuleKind
+from cairn_client.policy.types import (
+    MODE_DEFAULTS,
+    ApproveMode,
+    CallKind,
+    Mode,
+    Verdict,
+    as_mode,
 )
-EDIT_TOOLS = frozenset(name for name, tool in CLIENT_TOOLS.items() if tool.edits_files)
-READ_TOOLS = frozenset({"read", "grep", "glob"})
+from cairn_client.secrets import is_secret_name
+from cairn_client.tools.base import PreparedCall
+from cairn_client.tools.shell_check import is_read_only
+
+EDIT_TOOLS = TOOL_GROUPS["edit"]
+READ_TOOLS = TOOL_GROUPS["read"]
+PLAN_REFUSAL = (
+    "plan mode is read-only: propose the change (or the command) instead of making it; "
+    "the user can leave plan mode to apply it"
+)
+# Folders whose files steer git or Cairn itself: writing there always asks.
+PROTECTED_DIRS = (".git", ".cairn")
 # An allow rule for shell never covers a command that chains, pipes, substitutes or
-# redirects: `shell(npm test*)` must not allow `npm test && rm -rf ~`.
+# redirects: `shell(npm test:*)` must not allow `npm test && rm -rf ~`.
 _SHELL_COMPOUND = re.compile(r"[;&|<>`\n]|\$\(")
-_SHELL_SEPARATORS = re.compile(r"&&|\|\||[;&|\n]")
+# A deny or ask rule also looks at each piece of a compound command.
+_SHELL_PIECES = re.compile(r"&&|\|\||\$\(|[;&|\n()`]")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+# Commands whose arguments are a program of their own: suggest the exact command, no prefix.
+_RUNS_ANYTHING = frozenset(
+    {"bash", "sh", "zsh", "env", "sudo", "xargs", "eval", "exec", "python", "python3", "node"}
+    | {"perl", "ruby", "npx", "uvx", "find", "ssh", "docker", "nohup", "timeout", "nice"}
+)
+_SUGGESTED_WORDS = 3
 
 
-def is_secret_path(path: str) -> bool:
-    """Whether a workspace-relative path names a file that may hold secrets."""
-    name = PurePosixPath(path).name
-    return any(fnmatchcase(name, pattern) for pattern in SECRET_FILE_PATTERNS)
+def call_kind(tool: str) -> CallKind:
+    if tool in READ_TOOLS:
+        return "read"
+    return "edit" if tool in EDIT_TOOLS else "shell"
 
 
 class Policy:
     """Decides on prepared calls from local settings and this session's allowances only.
 
-    Nothing the server sends can widen it: it sees the request itself, nothing else.
+    Nothing the server sends can widen it: it sees the request itself, nothing else. Only the
+    person at the keyboard changes the mode (`set_mode`) or allows things for the session.
     """
 
     def __init__(
-        self, settings: PolicySettings, approve_override: ApproveMode | None = None
+        self, settings: PolicySettings, approve_override: ApproveMode | Mode | None = None
     ) -> None:
         self.settings = settings
-        self.approve: ApproveMode = approve_override or settings.approve
-        self._allow_rules = settings.allow_rules()
-        self._deny_rules = settings.deny_rules()
-        self._edits_allowed_for_session = False
+        override = as_mode(approve_override) if approve_override else None
+        self.mode: Mode = override or settings.mode
+        self._rules: dict[RuleKind, list[Rule]] = {
+            kind: settings.rules(kind) for kind in ("deny", "ask", "allow")
+        }
+        self._kinds_allowed_for_session: set[CallKind] = set()
         self._commands_allowed_for_session: set[str] = set()
+
+    def set_mode(self, mode: Mode) -> None:
+        self.mode = mode
 
     def decide(self, prepared: PreparedCall) -> Verdict:
         subjects = _subjects(prepared)
-        for rule in self._deny_rules:
-            if _denies(rule, prepared.tool, subjects):
-                return Verdict("deny", f"denied by rule {rule.text} in {rule.source}")
-        secret = _secret_subject(prepared, subjects)
+        kind = call_kind(prepared.tool)
+        rule = self._matching("deny", prepared.tool, subjects)
+        if rule is not None:
+            return Verdict("deny", f"denied by rule {rule.text} in {rule.source}")
+        secret = self._secret_subject(prepared)
         if secret is not None:
             return Verdict(
                 "deny", f"{secret} may hold secrets; reading or changing it is denied by default"
             )
         if prepared.error is not None:
             return Verdict("allow", "nothing will run: the request is invalid")
-        if prepared.tool in READ_TOOLS:
-            return Verdict("allow", "reading is allowed")
-        if prepared.tool in EDIT_TOOLS:
-            return self._decide_edit(prepared, subjects)
-        return self._decide_shell(prepared, subjects)
+        default = MODE_DEFAULTS[self.mode][kind]
+        if default == "deny":
+            return Verdict("deny", PLAN_REFUSAL)
+        return self._decide_by_rules(prepared, kind, subjects, default == "allow")
 
-    def allow_for_session(self, prepared: PreparedCall) -> None:
-        """Remember "allow for session": every edit tool, or this exact shell command."""
-        if prepared.tool in EDIT_TOOLS:
-            self._edits_allowed_for_session = True
-        elif isinstance(prepared.args, ShellArgs):
-            self._commands_allowed_for_session.add(prepared.args.command)
-
-    def _decide_edit(self, prepared: PreparedCall, subjects: list[str]) -> Verdict:
-        if self.approve in ("edits", "all"):
-            mode = self.approve
-            return Verdict("allow", f"edits are approved automatically (approve mode: {mode})")
-        rule = self._allowing_rule(prepared.tool, subjects)
+    def _decide_by_rules(
+        self, prepared: PreparedCall, kind: CallKind, subjects: list[str], mode_allows: bool
+    ) -> Verdict:
+        rule = self._matching("ask", prepared.tool, subjects)
+        if rule is not None:
+            return Verdict("ask", f"rule {rule.text} in {rule.source} asks first")
+        protected = self.protected_subject(prepared)
+        if protected is not None:
+            return Verdict("ask", f"writing {protected} always asks (it steers git or cairn)")
+        rule = self._matching("allow", prepared.tool, subjects)
         if rule is not None:
             return Verdict("allow", f"allowed by rule {rule.text} in {rule.source}")
-        if self._edits_allowed_for_session:
-            return Verdict("allow", "edits were allowed for this session")
-        return Verdict("ask", "edits need approval")
-
-    def _decide_shell(self, prepared: PreparedCall, subjects: list[str]) -> Verdict:
-        if self.approve == "all":
-            return Verdict("allow", "every call is approved automatically (approve mode: all)")
-        rule = self._allowing_rule(prepared.tool, subjects)
-        if rule is not None:
-            return Verdict("allow", f"allowed by rule {rule.text} in {rule.source}")
-        if subjects and subjects[0] in self._commands_allowed_for_session:
+        if kind in self._kinds_allowed_for_session:
+            return Verdict("allow", f"{_KIND_WORDS[kind]} were allowed for this session")
+        if kind == "shell" and subjects and subjects[0] in self._commands_allowed_for_session:
             return Verdict("allow", "this command was allowed for this session")
-        return Verdict("ask", "shell commands need approval")
+        if kind == "shell" and self.mode != "strict" and _read_only_shell(prepared):
+            return Verdict("allow", "a read-only command that touches no secret file")
+        if mode_allows:
+            if kind == "read":
+                return Verdict("allow", "reading is allowed")
+            return Verdict(
+                "allow", f"{_KIND_WORDS[kind]} are approved automatically (mode: {self.mode})"
+            )
+        if kind == "read":
+            return Verdict("ask", f"reads need approval (mode: {self.mode})")
+        return Verdict("ask", f"{_KIND_WORDS[kind]} need approval")
 
-    def _allowing_rule(self, tool: str, subjects: list[str]) -> Rule | None:
-        for rule in self._allow_rules:
-            if _allows(rule, tool, subjects):
+    def allow_for_session(self, prepared: PreparedCall) -> str | None:
+        """Remember "allow for session": edits (or reads) of any unprotected file, or this
+        exact shell command. Returns what was allowed, or None when only this once is possible.
+        """
+        kind = call_kind(prepared.tool)
+        if kind == "shell":
+            if not isinstance(prepared.args, ShellArgs):
+                return None
+            self._commands_allowed_for_session.add(prepared.args.command)
+            return "this command"
+        if self.protected_subject(prepared) is not None:
+            return None
+        self._kinds_allowed_for_session.add(kind)
+        return _KIND_WORDS[kind]
+
+    def protected_subject(self, prepared: PreparedCall) -> str | None:
+        """The first file in .git/, .cairn/ or the user's cairn config an edit would write."""
+        if prepared.tool not in EDIT_TOOLS:
+            return None
+        for path in _subjects(prepared):
+            if is_protected_path(path, self.settings.protected_paths):
+                return path
+        return None
+
+    def _matching(self, kind: RuleKind, tool: str, subjects: list[str]) -> Rule | None:
+        for rule in self._rules[kind]:
+            if tool in rule.tools and _rule_matches(rule, kind, tool, subjects):
                 return rule
         return None
+
+    def _secret_subject(self, prepared: PreparedCall) -> str | None:
+        """The first secret file (by name or content) that a read, a one-file grep or a
+        change would touch (prepare_call found them), unless the user allowed it."""
+        return next((p for p in prepared.secret_paths if not self.secret_file_allowed(p)), None)
+
+    def secret_file_allowed(self, path: str) -> bool:
+        """Whether the user's allow_secret_files lets tools touch this workspace-relative path."""
+        return any(_allow_path_matches(p, path) for p in self.settings.allow_secret_files)
+
+
+_KIND_WORDS: dict[CallKind, str] = {"read": "reads", "edit": "edits", "shell": "shell commands"}
+
+
+def _read_only_shell(prepared: PreparedCall) -> bool:
+    """`ls`, `git status`, `rg`…: nothing written, no secret file named, nothing flagged."""
+    if not isinstance(prepared.args, ShellArgs) or prepared.preview.warnings:
+        return False
+    return is_read_only(prepared.args.command)
+
+
+def is_protected_path(path: str, extra: list[str] | tuple[str, ...] = ()) -> bool:
+    """A path inside .git/ (at any depth), the repo's .cairn/, or one of `extra` folders."""
+    parts = PurePosixPath(path).parts
+    if ".git" in parts or (parts and parts[0] == ".cairn"):
+        return True
+    return any(path == folder or path.startswith(folder.rstrip("/") + "/") for folder in extra)
+
+
+# --------------------------------------------------------------------------- matching
 
 
 def _subjects(prepared: PreparedCall) -> list[str]:
@@ -131,36 +208,106 @@ def _subjects(prepared: PreparedCall) -> list[str]:
     return []
 
 
-def _secret_subject(prepared: PreparedCall, subjects: list[str]) -> str | None:
-    """The first secret file a read, edit, or a grep of one file would touch."""
-    if prepared.tool in ("glob", "shell"):
-        return None
-    if isinstance(prepared.args, GrepArgs) and prepared.args.path is None:
-        return None  # a whole-tree grep skips secret files itself
-    for path in subjects:
-        if is_secret_path(path):
-            return path
-    return None
-
-
-def _denies(rule: Rule, tool: str, subjects: list[str]) -> bool:
-    if rule.tool != tool:
-        return False
-    if rule.pattern is None:
-        return True
-    candidates = list(subjects)
-    if tool == "shell":  # `shell(rm *)` also denies `make && rm -rf build`
-        candidates += [part.strip() for s in subjects for part in _SHELL_SEPARATORS.split(s)]
-    return any(fnmatchcase(candidate, rule.pattern) for candidate in candidates if candidate)
-
-
-def _allows(rule: Rule, tool: str, subjects: list[str]) -> bool:
-    if rule.tool != tool:
-        return False
+def _rule_matches(rule: Rule, kind: RuleKind, tool: str, subjects: list[str]) -> bool:
+    """Deny and ask rules match broadly (any piece, any file); allow rules narrowly (all)."""
     if rule.pattern is None:
         return True
     if not subjects:
         return False
-    if tool == "shell" and _SHELL_COMPOUND.search(subjects[0]):
-        return False
-    return all(fnmatchcase(subject, rule.pattern) for subject in subjects)
+    if tool == "shell":
+        command = subjects[0].strip()
+        if kind == "allow":
+            return not _SHELL_COMPOUND.search(command) and shell_matches(rule.pattern, command)
+        pieces = [command, *(p.strip() for p in _SHELL_PIECES.split(command))]
+        return any(shell_matches(rule.pattern, piece) for piece in pieces if piece)
+    if kind == "allow":
+        return all(_allow_path_matches(rule.pattern, subject) for subject in subjects)
+    spec = _gitignore_spec(rule.pattern)
+    return any(subject != "." and spec.match_file(subject) for subject in subjects)
+
+
+def shell_matches(pattern: str, command: str) -> bool:
+    """`pytest:*`: the command `pytest` with any arguments; a glob (`npm test*`, the older
+    form) as fnmatch; anything else: exactly that command."""
+    pattern = pattern.strip()
+    if pattern.endswith(":*"):
+        prefix = pattern[:-2].rstrip()
+        return command == prefix or command.startswith((prefix + " ", prefix + "\t"))
+    if _GLOB_CHARS.search(pattern):
+        return fnmatchcase(command, pattern)
+    return command == pattern
+
+
+@lru_cache(maxsize=256)
+def _gitignore_spec(pattern: str) -> pathspec.PathSpec[Any]:
+    return pathspec.PathSpec.from_lines("gitignore", [pattern])
+
+
+def _allow_path_matches(pattern: str, path: str) -> bool:
+    return _anchored_glob(pattern.strip()).fullmatch(path) is not None
+
+
+@lru_cache(maxsize=256)
+def _anchored_glob(pattern: str) -> re.Pattern[str]:
+    """The whole workspace-relative path: `*` and `?` stay in one folder, `**` crosses them."""
+    pattern = pattern.removeprefix("./").removeprefix("/")
+    out: list[str] = []
+    index = 0
+    while index < len(pattern):
+        if pattern.startswith("**/", index):
+            out.append("(?:.*/)?")
+            index += 3
+        elif pattern.startswith("**", index):
+            out.append(".*")
+            index += 2
+        elif pattern[index] == "*":
+            out.append("[^/]*")
+            index += 1
+        elif pattern[index] == "?":
+            out.append("[^/]")
+            index += 1
+        else:
+            out.append(re.escape(pattern[index]))
+            index += 1
+    return re.compile("".join(out))
+
+
+# --------------------------------------------------------------------------- suggestions
+
+
+def suggest_rule(prepared: PreparedCall) -> str | None:
+    """The narrowest allow rule that would let this call run unasked, or None if no rule can
+    (a compound command, a protected or secret file, an invalid call)."""
+    if prepared.error is not None or prepared.tool not in CLIENT_TOOLS:
+        return None
+    if isinstance(prepared.args, ShellArgs):
+        return _suggest_shell(prepared.args.command.strip())
+    paths = _subjects(prepared)
+    if not paths or any(is_protected_path(p) or is_secret_name(p) for p in paths):
+        return None
+    if any(_GLOB_CHARS.search(p) or p == "." for p in paths):
+        return None
+    group = "edit" if prepared.tool in EDIT_TOOLS else "read"
+    if len(paths) == 1:
+        return f"{group}({paths[0]})"
+    parents = {PurePosixPath(p).parent.as_posix() for p in paths}
+    return f"{group}({parents.pop()}/*)" if len(parents) == 1 and "." not in parents else None
+
+
+def _suggest_shell(command: str) -> str | None:
+    if not command or _SHELL_COMPOUND.search(command) or _GLOB_CHARS.search(command):
+        return None
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    if not words or words[0] in _RUNS_ANYTHING or "=" in words[0]:
+        return f"shell({command})"
+    leading: list[str] = []
+    for word in words[:_SUGGESTED_WORDS]:
+        if word.startswith("-") or "/" in word or "." in word or "=" in word:
+            break
+        leading.append(word)
+    if not leading or not command.startswith(" ".join(leading)):
+        return f"shell({command})"
+    return f"shell({' '.join(leading)}:*)"

@@ -1,24 +1,34 @@
-"""Policy settings: the approve mode and allow/deny rules, from the user's and the repo's files.
+"""Policy settings: the mode and deny/ask/allow rules, from the user's and the repo's files.
 
-Owns the settings file format, loading and merging the two files, and rule syntax
-(`tool` or `tool(glob)`); the decisions themselves live in policy.py.
+Owns the settings.toml format (and the older settings.json), merging the user's file with
+the repo's narrowing one, and rule syntax; the decisions themselves live in policy.py.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal
 
 import platformdirs
 from cairn_protocol.tools import CLIENT_TOOLS
 
-from cairn_client.policy.types import ApproveMode
+from cairn_client.policy.types import MODES, Mode, as_mode, narrows
 
-SETTINGS_FILE_NAME = "settings.json"
-REPO_SETTINGS_PATH = Path(".cairn") / SETTINGS_FILE_NAME
+SETTINGS_FILE_NAME = "settings.toml"
+LEGACY_SETTINGS_FILE_NAME = "settings.json"
+REPO_SETTINGS_DIR = Path(".cairn")
+REPO_SETTINGS_PATH = REPO_SETTINGS_DIR / SETTINGS_FILE_NAME
+RuleKind = Literal["deny", "ask", "allow"]
+RULE_KINDS: tuple[RuleKind, ...] = ("deny", "ask", "allow")
+# A rule on `read` covers every reading tool, on `edit` every editing tool.
+TOOL_GROUPS: dict[str, frozenset[str]] = {
+    "read": frozenset({"read", "grep", "glob"}),
+    "edit": frozenset(name for name, tool in CLIENT_TOOLS.items() if tool.edits_files),
+}
 _RULE = re.compile(r"^\s*(?P<tool>[A-Za-z_]+)\s*(?:\((?P<pattern>.*)\))?\s*$", re.DOTALL)
 
 
@@ -28,73 +38,88 @@ class SettingsError(Exception):
 
 @dataclass(frozen=True)
 class Rule:
-    """One allow or deny rule: a tool, optionally narrowed by a glob on its command or path."""
+    """One rule: a tool (or group), optionally narrowed by a pattern on its command or path."""
 
-    tool: str
+    tool: str  # as named in the rule, lower case: a tool or a group ("read", "edit")
     pattern: str | None  # None: every call of the tool
     text: str  # as written in the file, for messages
     source: str  # the file it came from, for messages
 
+    @property
+    def tools(self) -> frozenset[str]:
+        return TOOL_GROUPS.get(self.tool, frozenset({self.tool}))
+
 
 @dataclass
 class PolicySettings:
-    approve: ApproveMode = "none"
+    mode: Mode = "default"
     allow: list[str] = field(default_factory=list)
+    ask: list[str] = field(default_factory=list)
     deny: list[str] = field(default_factory=list)
+    # Workspace-relative paths (or allow-style patterns) of secret-looking files the user
+    # lets tools read; only the user's own file can grant this.
+    allow_secret_files: list[str] = field(default_factory=list)
     # rule text -> the file it came from, so a verdict can say where a rule lives
     sources: dict[str, str] = field(default_factory=dict)
+    # What was in a file but deliberately not applied (a repo's allow rules...), for the user.
+    ignored: list[str] = field(default_factory=list)
+    # The user's settings file as shown in messages, e.g. "~/.config/cairn/settings.toml".
+    user_file_shown: str = ""
+    # Workspace-relative folders besides .git/ and .cairn/ whose writes always ask: the
+    # user's cairn config folder, when the workspace contains it (e.g. a home directory).
+    protected_paths: list[str] = field(default_factory=list)
 
-    def allow_rules(self) -> list[Rule]:
-        return [parse_rule(text, self.sources.get(text, "settings")) for text in self.allow]
+    def rules(self, kind: RuleKind) -> list[Rule]:
+        texts = {"deny": self.deny, "ask": self.ask, "allow": self.allow}[kind]
+        return [parse_rule(text, self.sources.get(text, "settings")) for text in texts]
 
-    def deny_rules(self) -> list[Rule]:
-        return [parse_rule(text, self.sources.get(text, "settings")) for text in self.deny]
+
+def user_config_dir() -> Path:
+    return Path(platformdirs.user_config_dir("cairn"))
 
 
 def user_settings_file() -> Path:
-    return Path(platformdirs.user_config_dir("cairn")) / SETTINGS_FILE_NAME
+    return user_config_dir() / SETTINGS_FILE_NAME
 
 
 def load_settings(workspace_root: Path, user_file: Path | None = None) -> PolicySettings:
-    """The user's settings, narrowed by the repo's `.cairn/settings.json`.
+    """The user's settings, narrowed by the repo's `.cairn/settings.toml`.
 
-    A cloned repository is untrusted, so its file can only take permissions away: its deny
-    rules are added and its approve mode applies only where it is stricter than the user's;
-    its allow rules and a wider approve mode are ignored. Missing files are fine; a malformed
-    one raises SettingsError.
+    A cloned repository is untrusted, so its file can only take permissions away: its deny and
+    ask rules are added and its mode applies only where it narrows the user's; its allow rules,
+    allow_secret_files and a wider mode are ignored (and listed in `ignored`). The older
+    settings.json next to each settings.toml is still read. Missing files are fine; a
+    malformed one raises SettingsError.
     """
-    user_path = user_file if user_file is not None else user_settings_file()
-    user = _load_file(user_path, _shown_user_path(user_path))
-    repo = _load_file(workspace_root / REPO_SETTINGS_PATH, REPO_SETTINGS_PATH.as_posix())
-    merged = PolicySettings()
-    for layer in (user, repo):
+    user_paths = [user_file] if user_file is not None else _with_legacy(user_settings_file())
+    repo_paths = _with_legacy(workspace_root / REPO_SETTINGS_PATH)
+    merged = PolicySettings(
+        user_file_shown=_shown_user_path(user_paths[0]),
+        protected_paths=_config_dirs_inside(workspace_root, user_paths[0].parent),
+    )
+    mode: Mode | None = None
+    for path in user_paths:
+        layer = _load_file(path, _shown_user_path(path))
         if layer is None:
             continue
-        if layer is user:
-            merged.approve = layer.settings.approve if layer.approve_set else merged.approve
-            merged.allow += layer.settings.allow
-        elif layer.approve_set:
-            merged.approve = min(
-                merged.approve, layer.settings.approve, key=_STRICTNESS.__getitem__
-            )
-        merged.deny += layer.settings.deny
-        for text, source in layer.settings.sources.items():
-            if text in merged.allow or text in merged.deny:
-                merged.sources.setdefault(text, source)
+        mode = mode or layer.mode  # settings.toml (first) wins over settings.json
+        _add_rules(merged, layer, ("deny", "ask", "allow"))
+        merged.allow_secret_files += layer.allow_secret_files
+    merged.mode = mode or "default"
+    for path in repo_paths:
+        layer = _load_file(path, path.relative_to(workspace_root).as_posix())
+        if layer is not None:
+            _narrow_by_repo(merged, layer)
     return merged
 
 
-# How much runs without asking: a repository may lower it, never raise it.
-_STRICTNESS = {"none": 0, "edits": 1, "all": 2}
-
-
 def parse_rule(text: str, source: str) -> Rule:
-    """`shell`, `shell(npm test*)`, `edit(src/*)`: tool names as in the tool schemas."""
+    """`shell`, `shell(pytest:*)`, `edit(src/**)`: a tool name, or read/edit for the groups."""
     match = _RULE.match(text)
     if match is None:
         raise SettingsError(f"{source}: rule {text!r} is not `tool` or `tool(pattern)`")
     tool = match.group("tool").lower()
-    if tool not in CLIENT_TOOLS:
+    if tool not in CLIENT_TOOLS and tool not in TOOL_GROUPS:
         raise SettingsError(
             f"{source}: rule {text!r} names unknown tool {tool!r}; tools are "
             f"{', '.join(sorted(CLIENT_TOOLS))}"
@@ -105,10 +130,56 @@ def parse_rule(text: str, source: str) -> Rule:
     return Rule(tool=tool, pattern=pattern, text=text.strip(), source=source)
 
 
+# --------------------------------------------------------------------------- files
+
+
 @dataclass
 class _Layer:
-    settings: PolicySettings
-    approve_set: bool
+    shown: str
+    mode: Mode | None
+    rules: dict[RuleKind, list[str]]
+    allow_secret_files: list[str]
+
+
+def _config_dirs_inside(workspace_root: Path, *folders: Path) -> list[str]:
+    root = workspace_root.resolve()
+    inside = []
+    for folder in {user_config_dir(), *folders}:
+        resolved = folder.resolve()
+        if resolved.is_relative_to(root) and resolved != root:
+            inside.append(resolved.relative_to(root).as_posix())
+    return sorted(inside)
+
+
+def _with_legacy(toml_path: Path) -> list[Path]:
+    return [toml_path, toml_path.with_name(LEGACY_SETTINGS_FILE_NAME)]
+
+
+def _add_rules(merged: PolicySettings, layer: _Layer, kinds: tuple[RuleKind, ...]) -> None:
+    for kind in kinds:
+        target = {"deny": merged.deny, "ask": merged.ask, "allow": merged.allow}[kind]
+        for text in layer.rules[kind]:
+            if text not in target:
+                target.append(text)
+            merged.sources.setdefault(text, layer.shown)
+
+
+def _narrow_by_repo(merged: PolicySettings, layer: _Layer) -> None:
+    _add_rules(merged, layer, ("deny", "ask"))
+    if layer.mode is not None and layer.mode != merged.mode:
+        if narrows(layer.mode, merged.mode):
+            merged.mode = layer.mode
+        else:
+            merged.ignored.append(
+                f"{layer.shown}: mode {layer.mode!r} would widen {merged.mode!r}; ignored"
+            )
+    if layer.rules["allow"]:
+        merged.ignored.append(
+            f"{layer.shown}: allow rules are ignored (a repository cannot widen permissions); "
+            "put them in your own settings.toml"
+        )
+    if layer.allow_secret_files:
+        merged.ignored.append(f"{layer.shown}: allow_secret_files is ignored in a repository")
 
 
 def _load_file(path: Path, shown: str) -> _Layer | None:
@@ -118,6 +189,25 @@ def _load_file(path: Path, shown: str) -> _Layer | None:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{shown}: cannot read it: {exc}") from None
+    if path.suffix == ".json":
+        return _legacy_layer(_parse_json(text, shown), shown)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{shown}: invalid TOML: {exc}") from None
+    # Other keys and tables are left alone: the same file may hold other client settings.
+    permissions = data.get("permissions", {})
+    if not isinstance(permissions, dict):
+        raise SettingsError(f"{shown}: [permissions] must be a table")
+    return _Layer(
+        shown=shown,
+        mode=_mode(data, "mode", shown),
+        rules={kind: _rule_list(permissions, kind, shown) for kind in RULE_KINDS},
+        allow_secret_files=_string_list(permissions, "allow_secret_files", shown, '".env.test"'),
+    )
+
+
+def _parse_json(text: str, shown: str) -> dict[str, Any]:
     try:
         data: Any = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -126,29 +216,45 @@ def _load_file(path: Path, shown: str) -> _Layer | None:
         ) from None
     if not isinstance(data, dict):
         raise SettingsError(f"{shown}: expected a JSON object with approve, allow and deny")
-    return _Layer(settings=_settings_from(data, shown), approve_set="approve" in data)
+    return data
 
 
-def _settings_from(data: dict[str, Any], shown: str) -> PolicySettings:
-    # Other top-level keys are left alone: the same file may hold other client settings.
-    approve = data.get("approve", "none")
-    modes = get_args(ApproveMode)
-    if approve not in modes:
-        raise SettingsError(f"{shown}: approve must be one of {', '.join(modes)}, not {approve!r}")
-    allow = _rule_list(data, "allow", shown)
-    deny = _rule_list(data, "deny", shown)
-    return PolicySettings(
-        approve=approve, allow=allow, deny=deny, sources={text: shown for text in allow + deny}
+def _legacy_layer(data: dict[str, Any], shown: str) -> _Layer:
+    """settings.json: {"approve": "none|edits|all", "allow": [...], "deny": [...]}."""
+    return _Layer(
+        shown=shown,
+        mode=_mode(data, "approve", shown),
+        rules={
+            "deny": _rule_list(data, "deny", shown),
+            "ask": _rule_list(data, "ask", shown),
+            "allow": _rule_list(data, "allow", shown),
+        },
+        allow_secret_files=[],
     )
 
 
+def _mode(data: dict[str, Any], key: str, shown: str) -> Mode | None:
+    if key not in data:
+        return None
+    value = data[key]
+    mode = as_mode(value) if isinstance(value, str) else None
+    if mode is None:
+        raise SettingsError(f"{shown}: {key} must be one of {', '.join(MODES)}, not {value!r}")
+    return mode
+
+
 def _rule_list(data: dict[str, Any], key: str, shown: str) -> list[str]:
-    rules = data.get(key, [])
-    if not isinstance(rules, list) or not all(isinstance(rule, str) for rule in rules):
-        raise SettingsError(f'{shown}: {key} must be a list of strings such as "shell(make *)"')
+    rules = _string_list(data, key, shown, '"shell(pytest:*)"')
     for rule in rules:
         parse_rule(rule, shown)
-    return [rule.strip() for rule in rules]
+    return rules
+
+
+def _string_list(data: dict[str, Any], key: str, shown: str, example: str) -> list[str]:
+    values = data.get(key, [])
+    if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+        raise SettingsError(f"{shown}: {key} must be a list of strings such as {example}")
+    return [value.strip() for value in values]
 
 
 def _shown_user_path(path: Path) -> str:

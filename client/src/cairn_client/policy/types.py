@@ -1,12 +1,55 @@
-"""Decisions of the policy and answers of the person at the keyboard."""
+"""Decisions of the policy, its modes, and answers of the person at the keyboard.
+
+Owns the mode names, what each mode does by default per kind of call, and the legacy
+`--approve none|edits|all` values mapped onto them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 Decision = Literal["allow", "ask", "deny"]
-ApproveMode = Literal["none", "edits", "all"]
+# default: reads run, edits and shell ask; accept-edits: edits run too; plan: read-only;
+# strict: everything asks; bypass: everything runs (only `--approve all` or the user's file).
+Mode = Literal["default", "accept-edits", "plan", "strict", "bypass"]
+ApproveMode = Literal["none", "edits", "all"]  # the older names, still accepted
+CallKind = Literal["read", "edit", "shell"]
+
+MODES: tuple[Mode, ...] = get_args(Mode)
+MODE_FOR_APPROVE: dict[ApproveMode, Mode] = {
+    "none": "default",
+    "edits": "accept-edits",
+    "all": "bypass",
+}
+# What each mode does when no rule decides, per kind of call.
+MODE_DEFAULTS: dict[Mode, dict[CallKind, Decision]] = {
+    "default": {"read": "allow", "edit": "ask", "shell": "ask"},
+    "accept-edits": {"read": "allow", "edit": "allow", "shell": "ask"},
+    "plan": {"read": "allow", "edit": "deny", "shell": "deny"},
+    "strict": {"read": "ask", "edit": "ask", "shell": "ask"},
+    "bypass": {"read": "allow", "edit": "allow", "shell": "allow"},
+}
+_LEVEL: dict[Decision, int] = {"deny": 0, "ask": 1, "allow": 2}
+
+
+def as_mode(value: str) -> Mode | None:
+    """A mode from its name or an older approve value; None for anything else."""
+    for mode in MODES:
+        if value == mode:
+            return mode
+    for approve, mode in MODE_FOR_APPROVE.items():
+        if value == approve:
+            return mode
+    return None
+
+
+def narrows(mode: Mode, than: Mode) -> bool:
+    """Whether `mode` runs nothing unasked that `than` would ask about or refuse."""
+    return all(
+        _LEVEL[MODE_DEFAULTS[mode][kind]] <= _LEVEL[MODE_DEFAULTS[than][kind]]
+        for kind in get_args(CallKind)
+    )
 
 
 @dataclass(frozen=True)

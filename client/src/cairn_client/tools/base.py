@@ -33,6 +33,8 @@ class Preview:
     kind: Literal["diff", "command", "info"]
     body: str  # unified diff text, the exact command, or a one-line description
     language: str | None = None  # syntax for colouring: "diff", "bash", ...
+    # Dangers to show prominently (shell: `rm -rf`, force-push, writes outside, ...).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class PreparedCall:
     preview: Preview
     changes: tuple[FileChange, ...] = ()
     error: str | None = None
+    # Secret files (workspace-relative) this call would read or change, after the
+    # user's allow-list; policy denies such calls.
+    secret_paths: tuple[str, ...] = ()
 
     @property
     def tool(self) -> str:

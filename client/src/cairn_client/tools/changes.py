@@ -14,9 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unidiff.errors import UnidiffParseError
-from unidiff.patch import Hunk, PatchedFile, PatchSet
-
+from cairn_client.patching import PatchError, apply_patch, patch_paths
 from cairn_client.tools.base import FileChange
 from cairn_client.tools.paths import ToolError, relative_display, resolve_in_workspace
 
@@ -94,172 +92,33 @@ def write_change(root: Path, path: str, content: str) -> FileChange:
 
 
 def patch_changes(root: Path, patch: str) -> tuple[FileChange, ...]:
-    """The changes a unified diff makes, one FileChange per file, checked against disk."""
-    patch_set = _parse_patch(patch)
-    originals: dict[str, str | None] = {}
-    current: dict[str, str | None] = {}
-    for patched in patch_set:
-        shown, content = _patched_file_state(root, patched, originals, current)
-        current[shown] = _apply_patched_file(shown, content, patched)
+    """The changes a unified diff makes, one FileChange per file, checked against disk.
+
+    Hunks are placed by content (see cairn_client.patching); a patch with any hunk that
+    cannot be placed uniquely is refused whole, with a reason per hunk.
+    """
+    try:
+        names = patch_paths(patch)
+    except PatchError as exc:
+        raise ToolError(str(exc)) from None
+    shown: dict[str, str] = {}
+    files: dict[str, str] = {}
+    for name in names:
+        shown[name], content = read_text(root, name)
+        if content is not None:
+            files[name] = content
+    try:
+        results = apply_patch(patch, files)
+    except PatchError as exc:
+        raise ToolError(str(exc)) from None
     changes = tuple(
-        FileChange(path=shown, before=originals[shown], after=current[shown])
-        for shown in current
-        if originals[shown] != current[shown]
+        FileChange(path=shown[name], before=files.get(name), after=after)
+        for name, after in results.items()
+        if files.get(name) != after
     )
     if not changes:
         raise ToolError("the patch changes nothing")
     return changes
-
-
-def _parse_patch(patch: str) -> PatchSet:
-    try:
-        patch_set = PatchSet(patch if patch.endswith("\n") else patch + "\n")
-    except UnidiffParseError as exc:
-        raise ToolError(f"could not parse the patch: {exc}") from None
-    if not patch_set:
-        raise ToolError(
-            "no file changes found in the patch; expected `--- a/path`, `+++ b/path` and "
-            "`@@ -l,n +l,n @@` hunks"
-        )
-    return patch_set
-
-
-def _patched_file_state(
-    root: Path,
-    patched: PatchedFile,
-    originals: dict[str, str | None],
-    current: dict[str, str | None],
-) -> tuple[str, str | None]:
-    """The file a patch section targets and its content so far (earlier sections applied)."""
-    if patched.is_binary_file:
-        raise ToolError(f"{patched.path}: binary patches are not supported")
-    source, target = _unquote(patched.source_file), _unquote(patched.target_file)
-    if DEV_NULL not in (source, target) and _strip_prefix(source) != _strip_prefix(target):
-        raise ToolError(
-            f"renaming {source} to {target} is not supported; delete the old file and create "
-            "the new one"
-        )
-    named = target if source == DEV_NULL else source
-    shown, content = read_text(root, _strip_prefix(named))
-    if shown not in current:
-        originals[shown] = current[shown] = content
-    return shown, current[shown]
-
-
-def _apply_patched_file(shown: str, content: str | None, patched: PatchedFile) -> str | None:
-    creates = _unquote(patched.source_file) == DEV_NULL
-    deletes = _unquote(patched.target_file) == DEV_NULL
-    if creates and content is not None:
-        raise ToolError(f"the patch creates {shown}, but it already exists")
-    if not creates and content is None:
-        raise ToolError(f"file not found: {shown}; to create it, use --- /dev/null")
-    result = _apply_hunks(shown, content or "", patched)
-    if deletes:
-        if result:
-            raise ToolError(
-                f"the patch deletes {shown}, but its removed lines are not the whole file"
-            )
-        return None
-    return result
-
-
-# --------------------------------------------------------------------------- hunks
-
-
-@dataclass(frozen=True)
-class _HunkLine:
-    kind: str  # " ", "-" or "+"
-    text: str  # without its line ending
-    no_newline: bool = False  # followed by "\ No newline at end of file"
-
-
-@dataclass
-class _PatchCursor:
-    """Where the next hunk may start, and how far earlier hunks shifted line numbers."""
-
-    search_from: int = 0
-    shift: int = 0
-    hunks_done: int = 0
-
-
-def _apply_hunks(shown: str, content: str, patched: PatchedFile) -> str:
-    lines = _split_lines(content)
-    eol = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
-    cursor = _PatchCursor()
-    for hunk in patched:
-        lines = _apply_hunk(shown, lines, hunk, eol, cursor)
-    for index in range(len(lines) - 1):  # a former last line may now need its newline
-        if not lines[index].endswith("\n"):
-            lines[index] += eol
-    return "".join(lines)
-
-
-def _apply_hunk(
-    shown: str, lines: list[str], hunk: Hunk, eol: str, cursor: _PatchCursor
-) -> list[str]:
-    cursor.hunks_done += 1
-    body = _hunk_lines(hunk)
-    source = [line.text for line in body if line.kind != "+"]
-    at = _locate(shown, lines, source, hunk, cursor)
-    replacement: list[str] = []
-    index = at
-    for line in body:
-        if line.kind == " ":
-            replacement.append(lines[index])
-            index += 1
-        elif line.kind == "-":
-            index += 1
-        else:
-            replacement.append(line.text + ("" if line.no_newline else eol))
-    cursor.search_from = at + len(replacement)
-    cursor.shift += len(replacement) - len(source)
-    return lines[:at] + replacement + lines[index:]
-
-
-def _hunk_lines(hunk: Hunk) -> list[_HunkLine]:
-    body: list[_HunkLine] = []
-    for line in hunk:
-        if line.line_type in (" ", "-", "+"):
-            body.append(_HunkLine(line.line_type, line.value.rstrip("\n").rstrip("\r")))
-        elif line.line_type == "\\" and body:
-            body[-1] = _HunkLine(body[-1].kind, body[-1].text, no_newline=True)
-    return body
-
-
-def _locate(
-    shown: str, lines: list[str], source: list[str], hunk: Hunk, cursor: _PatchCursor
-) -> int:
-    """Index where the hunk's source lines sit: at the stated line, else the unique match."""
-    header = f"hunk {cursor.hunks_done} (@@ -{hunk.source_start},{hunk.source_length} @@)"
-    if not source:  # pure insertion after line `source_start`
-        at = hunk.source_start + cursor.shift
-        if at < cursor.search_from:
-            raise ToolError(
-                f"{header} of {shown} comes before the previous hunk; put hunks in file order"
-            )
-        if at > len(lines):
-            raise ToolError(f"{header} of {shown} inserts after line {at}, past the end")
-        return at
-    texts = [line.rstrip("\n").rstrip("\r") for line in lines]
-    stated = hunk.source_start - 1 + cursor.shift
-    if stated >= cursor.search_from and texts[stated : stated + len(source)] == source:
-        return stated
-    found = [
-        at
-        for at in range(cursor.search_from, len(texts) - len(source) + 1)
-        if texts[at : at + len(source)] == source
-    ]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise ToolError(
-            f"{header} of {shown} does not match the file: its lines (starting "
-            f"{source[0]!r}) were not found; read the file and make the patch again"
-        )
-    where = ", ".join(str(at + 1) for at in found)
-    raise ToolError(
-        f"{header} of {shown} matches at lines {where}; add context lines to make it unique"
-    )
 
 
 # --------------------------------------------------------------------------- diff
@@ -420,11 +279,3 @@ def _occurrences(text: str, needle: str) -> list[int]:
 
 def _crlf(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\n", "\r\n")
-
-
-def _unquote(name: str) -> str:
-    return name[1:-1] if len(name) >= 2 and name[0] == name[-1] == '"' else name
-
-
-def _strip_prefix(name: str) -> str:
-    return name[2:] if name[:2] in ("a/", "b/") else name

@@ -8,37 +8,50 @@ from __future__ import annotations
 
 import difflib
 import subprocess
+from collections.abc import Collection
 from pathlib import Path
 
 from cairn_protocol.tools import GlobArgs, ReadArgs
 
+from cairn_client.secrets import secret_checker, withheld_note
 from cairn_client.tools.paths import ToolError, relative_display, resolve_in_workspace
 from cairn_client.tools.search import ripgrep_binary
 
 DEFAULT_READ_LIMIT = 2000
 MAX_LINE_CHARS = 2000
+MAX_READ_CHARS = 100_000  # of numbered text per read; the rest is paged with offset
 MAX_GLOB_RESULTS = 1000
 GLOB_TIMEOUT_S = 60.0
 _BINARY_SNIFF_BYTES = 8192
 
 
-def read_file(root: Path, args: ReadArgs) -> str:
-    """The file's lines as `N\\tline`, from `offset` (1-based) for at most `limit` lines."""
+def read_file(root: Path, args: ReadArgs, allowed_secrets: Collection[str] = ()) -> str:
+    """The file's lines as `N\\tline`, from `offset` (1-based) for at most `limit` lines.
+
+    Secret files are refused unless their workspace-relative path is in `allowed_secrets`.
+    """
     path = resolve_in_workspace(root, args.path)
     shown = relative_display(root, path)
     _check_readable_file(root, path, args.path)
+    if secret_checker(root, allowed_secrets)(shown):
+        raise ToolError(withheld_note(shown))
     if _looks_binary(path):
-        raise ToolError(f"{shown} is a binary file; read only shows text files")
+        raise ToolError(
+            f"{shown} is a binary file; read only shows text files (use shell, e.g. "
+            f"`file {shown}` or `xxd {shown} | head`, to inspect it)"
+        )
     offset = args.offset or 1
     limit = args.limit or DEFAULT_READ_LIMIT
     numbered: list[str] = []
     total = 0
+    size = 0
     with path.open(encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             total = number
-            if offset <= number < offset + limit:
+            if offset <= number < offset + limit and size < MAX_READ_CHARS:
                 text = _clip_line(line.rstrip("\n"))
                 numbered.append(f"{number}\t{text}")
+                size += len(numbered[-1]) + 1
     if total == 0:
         return f"({shown} is empty)"
     if offset > total:
@@ -51,8 +64,11 @@ def read_file(root: Path, args: ReadArgs) -> str:
     return "\n".join(numbered)
 
 
-def glob_files(root: Path, args: GlobArgs) -> str:
-    """Files under `path` matching `pattern`, newest first, .gitignore respected."""
+def glob_files(root: Path, args: GlobArgs, allowed_secrets: Collection[str] = ()) -> str:
+    """Files under `path` matching `pattern`, newest first, .gitignore respected.
+
+    Secret files are listed (the model may know they exist) but marked as withheld.
+    """
     folder = resolve_in_workspace(root, args.path or ".")
     if not folder.is_dir():
         problem = "is a file, not a folder" if folder.exists() else "was not found"
@@ -89,15 +105,15 @@ def glob_files(root: Path, args: GlobArgs) -> str:
     where = "" if args.path in (None, "", ".") else f" in {relative_display(root, folder)}"
     if not listed:
         return f'no files match "{args.pattern}"{where}'
+    is_secret = secret_checker(root, allowed_secrets)
+    shown = [
+        f"{name} (secret: content withheld)" if is_secret(name) else name
+        for name in listed[:MAX_GLOB_RESULTS]
+    ]
     if len(listed) > MAX_GLOB_RESULTS:
         cut = len(listed) - MAX_GLOB_RESULTS
-        return "\n".join(
-            [
-                *listed[:MAX_GLOB_RESULTS],
-                f"({cut} more files not shown; use a narrower pattern or path)",
-            ]
-        )
-    return "\n".join(listed)
+        shown.append(f"({cut} more files not shown; use a narrower pattern or path)")
+    return "\n".join(shown)
 
 
 def _check_readable_file(root: Path, path: Path, asked: str) -> None:
@@ -133,4 +149,7 @@ def _looks_binary(path: Path) -> bool:
 def _clip_line(line: str) -> str:
     if len(line) <= MAX_LINE_CHARS:
         return line
-    return f"{line[:MAX_LINE_CHARS]}… [line cut: {len(line) - MAX_LINE_CHARS} more characters]"
+    return (
+        f"{line[:MAX_LINE_CHARS]}… [line cut: {len(line) - MAX_LINE_CHARS} more characters; "
+        "grep for what you need in it]"
+    )

@@ -1,14 +1,16 @@
 """From a tool request to its preview and outcome: the one entry point to the local tools.
 
-Owns validating and preparing a request (paths resolved, changes and preview computed)
-and executing a prepared call; neither ever raises for a problem with the request.
+Owns validating and preparing a request (paths resolved, changes, secret files and
+preview computed), executing a prepared call, and redacting every text that leaves
+the client; neither ever raises for a problem with the request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from cairn_protocol import ToolArgumentsError, ToolRequest, validate_tool_arguments
@@ -23,6 +25,7 @@ from cairn_protocol.tools import (
     WriteArgs,
 )
 
+from cairn_client.secrets import is_allowed, redact, redaction_note, secret_checker
 from cairn_client.tools.base import FileChange, PreparedCall, Preview, ToolOutcome
 from cairn_client.tools.changes import (
     StaleChange,
@@ -36,31 +39,72 @@ from cairn_client.tools.files import glob_files, read_file
 from cairn_client.tools.paths import ToolError, relative_display, resolve_in_workspace
 from cairn_client.tools.search import grep
 from cairn_client.tools.shell import ShellResult, run_shell
+from cairn_client.tools.shell_check import describe_command, destructive_reasons
 
 
-def prepare_call(root: Path, request: ToolRequest) -> PreparedCall:
-    """Validate `request`, resolve its paths and compute its changes and preview.
+def prepare_call(
+    root: Path, request: ToolRequest, allowed_secrets: Collection[str] = ()
+) -> PreparedCall:
+    """Validate `request`, resolve its paths and compute its changes, secrets and preview.
 
-    A request that cannot run comes back with `error` set and an info preview.
+    A request that cannot run comes back with `error` set (redacted) and an info preview.
+    `allowed_secrets` are workspace-relative secret files the user explicitly allowed.
     """
     try:
         args = validate_tool_arguments(request.tool, request.arguments)
     except ToolArgumentsError as exc:
-        return PreparedCall(request, None, _request_preview(request), error=str(exc))
+        return PreparedCall(request, None, _request_preview(request), error=_clean(str(exc)))
     try:
-        return _prepare(root, request, args)
+        prepared = _prepare(root, request, args)
     except ToolError as exc:
-        return PreparedCall(request, args, _info_preview(args), error=str(exc))
+        return PreparedCall(request, args, _info_preview(args), error=_clean(str(exc)))
     except OSError as exc:
-        return PreparedCall(request, args, _info_preview(args), error=_describe_os_error(exc))
+        error = _clean(_describe_os_error(exc))
+        return PreparedCall(request, args, _info_preview(args), error=error)
+    return dataclasses.replace(
+        prepared, secret_paths=_secret_paths(root, prepared, allowed_secrets)
+    )
 
 
-async def execute_call(root: Path, prepared: PreparedCall) -> ToolOutcome:
-    """Run a prepared call; failures of the tool come back as an "error" outcome."""
+async def execute_call(
+    root: Path, prepared: PreparedCall, allowed_secrets: Collection[str] = ()
+) -> ToolOutcome:
+    """Run a prepared call; failures of the tool come back as an "error" outcome.
+
+    This is the choke point: every outcome's content and reason are redacted here
+    (except a read of a secret file the user explicitly allowed).
+    """
+    outcome = await _execute_unredacted(root, prepared, allowed_secrets)
+    if isinstance(prepared.args, ReadArgs) and is_allowed(prepared.args.path, allowed_secrets):
+        return outcome
+    return redact_outcome(outcome)
+
+
+def redact_outcome(outcome: ToolOutcome) -> ToolOutcome:
+    """`outcome` with known secret formats cut from its content and reason, and a note."""
+    content, in_content = redact(outcome.content)
+    reason, in_reason = redact(outcome.reason) if outcome.reason is not None else (None, 0)
+    if in_content + in_reason == 0:
+        return outcome
+    note = redaction_note(in_content + in_reason)
+    content = f"{content}\n{note}" if content else content
+    if reason is not None and not content:
+        reason = f"{reason} {note}"
+    return dataclasses.replace(outcome, content=content, reason=reason)
+
+
+def _clean(text: str) -> str:
+    redacted, count = redact(text)
+    return f"{redacted} {redaction_note(count)}" if count else text
+
+
+async def _execute_unredacted(
+    root: Path, prepared: PreparedCall, allowed_secrets: Collection[str]
+) -> ToolOutcome:
     if prepared.error is not None:
         return ToolOutcome(status="error", reason=prepared.error)
     try:
-        return await _execute(root, prepared)
+        return await _execute(root, prepared, allowed_secrets)
     except StaleChange as exc:
         return ToolOutcome(
             status="error",
@@ -81,10 +125,35 @@ def _prepare(root: Path, request: ToolRequest, args: ToolArgs) -> PreparedCall:
         canonical = _with_canonical_path(root, args)
         return PreparedCall(request, canonical, _info_preview(canonical))
     if isinstance(args, ShellArgs):
-        preview = Preview("Run shell command", "command", args.command, language="bash")
-        return PreparedCall(request, args, preview)
+        return PreparedCall(request, args, shell_preview(root, args.command))
     changes = _changes(root, args)
     return PreparedCall(request, args, _diff_preview(args, changes), changes=changes)
+
+
+def shell_preview(root: Path, command: str) -> Preview:
+    """The exact command, with its destructive findings as warnings (the title says there
+    are some; the approval screen lists them)."""
+    warnings = tuple(destructive_reasons(command, root))
+    title = "Run shell command"
+    if warnings:
+        title += " ⚠ destructive"
+    body = command
+    pieces = describe_command(command).splitlines()
+    if len(pieces) > 1:  # a chain or a pipe: each command it runs, on its own line
+        body += "\n\n# runs, in order:\n" + "\n".join(f"#   {piece}" for piece in pieces)
+    return Preview(title, "command", body, language="bash", warnings=warnings)
+
+
+def _secret_paths(
+    root: Path, prepared: PreparedCall, allowed_secrets: Collection[str]
+) -> tuple[str, ...]:
+    """The secret files a read, a one-file grep or a change would touch."""
+    args = prepared.args
+    paths = [change.path for change in prepared.changes]
+    if isinstance(args, ReadArgs) or (isinstance(args, GrepArgs) and args.path is not None):
+        paths.append(args.path or ".")
+    is_secret = secret_checker(root, allowed_secrets)
+    return tuple(dict.fromkeys(path for path in paths if is_secret(path)))
 
 
 def _with_canonical_path(root: Path, args: ReadArgs | GrepArgs | GlobArgs) -> ToolArgs:
@@ -165,16 +234,21 @@ def _grep_summary(args: GrepArgs) -> str:
 # --------------------------------------------------------------------------- executing
 
 
-async def _execute(root: Path, prepared: PreparedCall) -> ToolOutcome:
+async def _execute(
+    root: Path, prepared: PreparedCall, allowed_secrets: Collection[str]
+) -> ToolOutcome:
     args = prepared.args
     if isinstance(args, ShellArgs):
         return _shell_outcome(await run_shell(root, args.command, args.timeout_s))
     if isinstance(args, ReadArgs):
-        return ToolOutcome(status="ok", content=await asyncio.to_thread(read_file, root, args))
+        content = await asyncio.to_thread(read_file, root, args, allowed_secrets)
+        return ToolOutcome(status="ok", content=content)
     if isinstance(args, GrepArgs):
-        return ToolOutcome(status="ok", content=await asyncio.to_thread(grep, root, args))
+        content = await asyncio.to_thread(grep, root, args, allowed_secrets)
+        return ToolOutcome(status="ok", content=content)
     if isinstance(args, GlobArgs):
-        return ToolOutcome(status="ok", content=await asyncio.to_thread(glob_files, root, args))
+        content = await asyncio.to_thread(glob_files, root, args, allowed_secrets)
+        return ToolOutcome(status="ok", content=content)
     if not prepared.changes:
         return ToolOutcome(status="error", reason="there is nothing to change")
     changed = await asyncio.to_thread(apply_changes, root, prepared.changes)

@@ -12,17 +12,34 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from cairn_protocol.tools import GrepArgs
 
-from cairn_client.policy.policy import SECRET_FILE_PATTERNS, is_secret_path
+from cairn_client.secrets import (
+    SECRET_NAME_PATTERNS,
+    TOKEN_CONFIG_NAMES,
+    secret_checker,
+    withheld_note,
+)
 from cairn_client.tools.paths import ToolError, relative_display, resolve_in_workspace
 
 DEFAULT_MAX_RESULTS = 200
 GREP_TIMEOUT_S = 60.0
 MAX_COLUMNS = 500
+COUNT_CEILING = 100_000  # matches past the cap are counted up to this, then rg is stopped
+# Secret files by name, as ripgrep globs; token configs (.npmrc…) are dropped by content.
+SECRET_GLOBS: tuple[str, ...] = (
+    *SECRET_NAME_PATTERNS,
+    "**/.aws/config",
+    "**/.docker/config.json",
+    "**/.kube/config",
+)
+# Cheap pre-check of output paths in case a glob above ever missed: names starting so.
+_SECRET_NAME_STARTS = (".env", "id_", ".netrc", ".git-cred", "credentials", ".pgpass")
 
 
 def ripgrep_binary() -> Path:
@@ -36,31 +53,46 @@ def ripgrep_binary() -> Path:
     return Path(found)
 
 
-def grep(root: Path, args: GrepArgs) -> str:
-    """Lines matching `args.pattern`, as `path:N:text` (context lines as `path-N-text`)."""
-    target = _search_target(root, args.path)
+def grep(root: Path, args: GrepArgs, allowed_secrets: Collection[str] = ()) -> str:
+    """Lines matching `args.pattern`, as `path:N:text` (context lines as `path-N-text`).
+
+    Secret files are never searched (not even ones the user allowed for read).
+    """
+    is_secret = secret_checker(root)
+    target = _search_target(root, args.path, is_secret)
     command = _rg_command(args, target)
     limit = args.max_results or DEFAULT_MAX_RESULTS
     with tempfile.TemporaryFile() as errors:
-        lines, truncated, returncode = _run_capped(command, root, errors, limit)
+        capped = _run_capped(command, root, errors, limit, _output_filter(is_secret))
         errors.seek(0)
         error_text = errors.read().decode("utf-8", errors="replace").strip()
     where = f" in {target}" if target else ""
+    lines, returncode = capped.lines, capped.returncode
     if returncode == 2 and not lines:
         raise ToolError(error_text or f"ripgrep failed searching for {args.pattern!r}")
     if not lines:
         return f"no matches for {args.pattern!r}{where}"
-    if truncated:
-        lines.append(
-            f"(showing the first {limit} matching lines; there are more: narrow the pattern, "
-            "path or glob)"
-        )
+    if capped.truncated:
+        lines.append(capped.note(limit))
     if returncode == 2 and error_text:
         lines.append(f"(some files could not be searched: {error_text.splitlines()[0]})")
     return "\n".join(lines)
 
 
-def _search_target(root: Path, path: str | None) -> str | None:
+def _output_filter(is_secret: Callable[[str], bool]) -> Callable[[str], bool]:
+    """Which output paths to drop: rg's globs already skip secret names, so only token
+    configs (secret by content) need a look, checked fully all the same."""
+
+    def drop(path: str) -> bool:
+        name = path.rpartition("/")[2]
+        return (name in TOKEN_CONFIG_NAMES or name.startswith(_SECRET_NAME_STARTS)) and is_secret(
+            path
+        )
+
+    return drop
+
+
+def _search_target(root: Path, path: str | None, is_secret: Callable[[str], bool]) -> str | None:
     """The folder or file to search, relative to the root; None for the whole root."""
     if path is None:
         return None
@@ -68,8 +100,8 @@ def _search_target(root: Path, path: str | None) -> str | None:
     if not resolved.exists():
         raise ToolError(f"path not found: {path}")
     shown = relative_display(root, resolved)
-    if resolved.is_file() and is_secret_path(shown):
-        raise ToolError(f"{shown} may hold secrets; grep does not search it")
+    if resolved.is_file() and is_secret(shown):
+        raise ToolError(f"grep does not search secret files. {withheld_note(shown)}")
     return None if shown == "." else shown
 
 
@@ -95,7 +127,7 @@ def _rg_command(args: GrepArgs, target: str | None) -> list[str]:
         command += ["-C", str(args.context)]
     if args.glob:
         command += ["--glob", args.glob]
-    for pattern in SECRET_FILE_PATTERNS:  # later globs win in ripgrep, so these come last
+    for pattern in SECRET_GLOBS:  # later globs win in ripgrep, so these come last
         command += ["--glob", f"!{pattern}"]
     command += ["--regexp", args.pattern]
     if target is not None:
@@ -103,10 +135,37 @@ def _rg_command(args: GrepArgs, target: str | None) -> list[str]:
     return command
 
 
+@dataclass
+class _Capped:
+    """What rg printed, up to the cap, and a count of the matches left out after it."""
+
+    lines: list[str] = field(default_factory=list)
+    shown: int = 0
+    left_out: int = 0  # matches past the cap, counted up to COUNT_CEILING
+    left_out_files: set[str] = field(default_factory=set)
+    returncode: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.left_out > 0
+
+    def note(self, limit: int) -> str:
+        more = (
+            f"more than {self.left_out:,}"
+            if self.left_out >= COUNT_CEILING
+            else f"{self.left_out:,}"
+        )
+        files = len(self.left_out_files)
+        return (
+            f"(showing the first {limit} matching lines; {more} more in {files} "
+            f"file{'s' if files != 1 else ''} not shown: narrow the pattern, path or glob)"
+        )
+
+
 def _run_capped(
-    command: list[str], root: Path, errors: IO[bytes], limit: int
-) -> tuple[list[str], bool, int]:
-    """Run rg, keeping output up to `limit` matching lines; stop it once there are more."""
+    command: list[str], root: Path, errors: IO[bytes], limit: int, is_secret: Callable[[str], bool]
+) -> _Capped:
+    """Run rg, keeping up to `limit` matching lines and counting (not keeping) the rest."""
     process = subprocess.Popen(
         command,
         cwd=root,
@@ -116,35 +175,38 @@ def _run_capped(
     )
     timer = threading.Timer(GREP_TIMEOUT_S, process.kill)
     timer.start()
-    lines: list[str] = []
-    matches = 0
-    truncated = False
+    capped = _Capped()
     assert process.stdout is not None
     try:
         for raw in process.stdout:
-            line, is_match = _format_line(raw.decode("utf-8", errors="replace").rstrip("\n"))
+            line, is_match = _format_line(
+                raw.decode("utf-8", errors="replace").rstrip("\n"), is_secret
+            )
             if line is None:
                 continue
+            if capped.shown < limit or not is_match and not capped.truncated:
+                capped.lines.append(line)
+                capped.shown += is_match
+                continue
             if is_match:
-                if matches == limit:
-                    truncated = True
+                capped.left_out += 1
+                capped.left_out_files.add(line.split(":", 1)[0])
+                if capped.left_out >= COUNT_CEILING:
                     break
-                matches += 1
-            lines.append(line)
     finally:
-        if truncated:
+        if capped.left_out >= COUNT_CEILING:
             process.kill()
         process.stdout.close()
-        returncode = process.wait()
+        capped.returncode = process.wait()
         timer.cancel()
-    if returncode < 0 and not truncated:
+    if capped.returncode < 0 and capped.left_out < COUNT_CEILING:
         raise ToolError(f"grep took longer than {GREP_TIMEOUT_S:.0f} s; narrow the path or glob")
-    while lines and lines[-1] == "--":
-        lines.pop()
-    return lines, truncated, returncode
+    while capped.lines and capped.lines[-1] == "--":
+        capped.lines.pop()
+    return capped
 
 
-def _format_line(line: str) -> tuple[str | None, bool]:
+def _format_line(line: str, is_secret: Callable[[str], bool]) -> tuple[str | None, bool]:
     """One rg output line (`path\\0N:text` with --null) as text, and whether it is a match.
 
     Lines from secret files are dropped (None) even if a glob let them through.
@@ -154,7 +216,7 @@ def _format_line(line: str) -> tuple[str | None, bool]:
     path, separator, rest = line.partition("\0")
     if not separator:
         return line, True  # e.g. "binary file matches" notices
-    if is_secret_path(path):
+    if is_secret(path):
         return None, False
     number = rest[: len(rest) - len(rest.lstrip("0123456789"))]
     kind = rest[len(number) : len(number) + 1]

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cairn_client.secrets import scrubbed_environment
+
 DEFAULT_TIMEOUT_S = 120.0
 OUTPUT_LIMIT = 30_000  # bytes of stdout + stderr shown; the middle of longer output is cut
 KILL_GRACE_S = 2.0  # between SIGTERM and SIGKILL on timeout
@@ -92,7 +94,8 @@ class ShellResult:
 
 
 async def run_shell(root: Path, command: str, timeout_s: float | None = None) -> ShellResult:
-    """Run `command` with /bin/sh in `root`, stdin closed, in its own process group."""
+    """Run `command` with /bin/sh in `root`, stdin closed, in its own process group,
+    with the secret-looking environment variables removed."""
     limit = timeout_s or DEFAULT_TIMEOUT_S
     loop = asyncio.get_running_loop()
     transport, shell = await loop.subprocess_exec(
@@ -105,7 +108,8 @@ async def run_shell(root: Path, command: str, timeout_s: float | None = None) ->
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,  # own session and process group, no controlling terminal
-        env={**os.environ, **_NON_INTERACTIVE_ENV},
+        # The client's keys and tokens stay out of whatever the model runs.
+        env={**scrubbed_environment(os.environ), **_NON_INTERACTIVE_ENV},
     )
     group = transport.get_pid()
     timed_out = detached = False

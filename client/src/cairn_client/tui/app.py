@@ -1,7 +1,7 @@
 """The `cairn` Textual app: chat, prompt and status line, driven by a client session.
 
 Owns the SessionListener side of the session seam (typed messages, approvals, what the user types,
-/compact) and opening the memory screen and the context panel, which talk REST.
+/compact, /undo, /mode) and opening the memory screen and the context panel, which talk REST.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ from textual.widgets import Input
 from textual.worker import Worker, WorkerState
 
 from cairn_client.api import CairnApi
-from cairn_client.commands import compact_focus
+from cairn_client.commands import compact_focus, mode_argument
 from cairn_client.listener import ConnectionState, SessionControl, SessionListener
-from cairn_client.policy.types import Approval, Verdict
+from cairn_client.policy.policy import Policy
+from cairn_client.policy.types import MODES, Approval, Verdict, as_mode
 from cairn_client.tools.base import PreparedCall, ToolOutcome
 from cairn_client.tui.formatting import (
     compaction_line,
@@ -63,6 +64,7 @@ from cairn_client.tui.screens.memory import Drafts, MemoryScreen
 from cairn_client.tui.screens.setup import SetupChoice, SetupScreen
 from cairn_client.tui.widgets.chat import ChatView, NoticeKind
 from cairn_client.tui.widgets.status import StatusLine
+from cairn_client.undo import SupportsUndo, UndoRefused
 
 CLOSE_TIMEOUT_S = 5.0
 RUNNING = "running… (esc to interrupt)"
@@ -72,7 +74,9 @@ DEMO_RESULT = "demo"
 
 _SLASH_COMMAND = re.compile(r"^/\w+$")
 _INIT_COMMAND = re.compile(r"^/init(?:\s|$)")
-COMMANDS_HELP = "/memory (f2), /context (f3), /init, /compact [focus], /clear or /quit"
+COMMANDS_HELP = (
+    "/memory (f2), /context (f3), /init, /compact [focus], /undo, /mode [name], /clear or /quit"
+)
 # Errors that answer a request the user made (/compact), told as notices rather than failures.
 REFUSAL_CODES = frozenset({"nothing_to_compact", "run_in_progress"})
 
@@ -194,7 +198,9 @@ class CairnApp(App[str]):
             if not future.done():
                 future.set_result(approval or Approval(kind="deny", reason=WITHDRAWN))
 
-        screen = ApprovalScreen(prepared)
+        policy = self._policy()
+        settings_file = policy.settings.user_file_shown if policy else ""
+        screen = ApprovalScreen(prepared, settings_file or "your settings.toml")
         self._pending_approvals[call_id] = _PendingApproval(prepared.request.run_id, screen, settle)
         self.push_screen(screen, callback=settle)
         try:
@@ -373,6 +379,10 @@ class CairnApp(App[str]):
         if focus is not None:
             await self._request_compaction(focus or None)
             return
+        mode = mode_argument(text)
+        if mode is not None:
+            await self._switch_mode(mode)
+            return
         is_init = _INIT_COMMAND.match(text) is not None
         if _SLASH_COMMAND.match(text) and not is_init:
             await self._run_command(text)
@@ -393,8 +403,47 @@ class CairnApp(App[str]):
             self.action_memory()
         elif command == "/context":
             self.action_context()
+        elif command == "/undo":
+            await self._undo()
         else:
             await self.chat.add_notice(f"Unknown command {command} (try {COMMANDS_HELP})", "dim")
+
+    async def _undo(self) -> None:
+        """Revert the last change applied in this session, or say why not."""
+        session = self._session
+        if not isinstance(session, SupportsUndo):
+            await self.chat.add_notice("Undo is not available in this session.", "error")
+            return
+        try:
+            undone = await session.undo_last_change()
+        except UndoRefused as exc:
+            await self.chat.add_notice(f"Nothing was undone: {exc}.", "warning")
+            return
+        await self.chat.add_notice(f"Undone ({undone.tool}): {undone.describe()}.", "info")
+
+    async def _switch_mode(self, name: str) -> None:
+        """`/mode` shows the permission mode, `/mode plan` sets it for this session."""
+        policy = self._policy()
+        if policy is None:
+            await self.chat.add_notice("No permission policy in this session.", "error")
+            return
+        if not name:
+            await self.chat.add_notice(
+                f"Permission mode: {policy.mode} (modes: {', '.join(MODES)})", "info"
+            )
+            return
+        mode = as_mode(name)
+        if mode is None:
+            await self.chat.add_notice(
+                f"Unknown mode {name!r}; modes are {', '.join(MODES)}", "warning"
+            )
+            return
+        policy.set_mode(mode)
+        await self.chat.add_notice(f"Permission mode is now {mode} for this session.", "info")
+
+    def _policy(self) -> Policy | None:
+        policy = getattr(self._session, "policy", None)
+        return policy if isinstance(policy, Policy) else None
 
     async def _request_compaction(self, focus: str | None) -> None:
         if self._session is None:

@@ -1,7 +1,8 @@
 """The approval dialog: exactly what a tool call will do, and the user's answer to it.
 
 Owns the keys y (allow once), a (allow for the session), n (deny with a reason) and Esc (deny and
-interrupt), and closing by itself when the server withdraws the request.
+interrupt), the hint naming the rule that would stop the asking, and closing by itself when the
+server withdraws the request.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, Static
 
+from cairn_client.policy.policy import is_protected_path, suggest_rule
 from cairn_client.policy.types import Approval
 from cairn_client.tools.base import PreparedCall
 from cairn_client.tui.messages import InterruptRequested
@@ -34,9 +36,10 @@ class ApprovalScreen(ModalScreen[Approval]):
         Binding("escape", "interrupt", "Deny & interrupt", id="approval.interrupt"),
     ]
 
-    def __init__(self, prepared: PreparedCall) -> None:
+    def __init__(self, prepared: PreparedCall, settings_file: str = "your settings.toml") -> None:
         super().__init__()
         self.prepared = prepared
+        self.settings_file = settings_file
         self._answered = False
         self._withdraw_when_shown = False
         self._asking_reason = False
@@ -45,9 +48,12 @@ class ApprovalScreen(ModalScreen[Approval]):
         preview = self.prepared.preview
         with Vertical(id="approval-dialog"):
             yield Label(preview.title, id="approval-title", markup=False)
+            for warning in preview.warnings:
+                yield Label(f"⚠ {warning}", classes="approval-warning", markup=False)
             yield Label(f"tool: {self.prepared.tool}", id="approval-tool", markup=False)
             with VerticalScroll(id="approval-preview"):
                 yield Static(self._preview_body(), id="approval-body")
+            yield Label(self.hint(), id="approval-hint", markup=False)
             yield Input(
                 placeholder="Why not? (Enter sends; empty: denied by the user)",
                 id="approval-reason",
@@ -62,6 +68,16 @@ class ApprovalScreen(ModalScreen[Approval]):
             theme="ansi_dark",  # ANSI colours follow the app's theme; no painted background
             word_wrap=True,
         )
+
+    def hint(self) -> str:
+        """The narrowest allow rule that would stop this asking, or why none can."""
+        paths = [change.path for change in self.prepared.changes]
+        if any(is_protected_path(path) for path in paths):
+            return "Writes to .git/ and .cairn/ always ask; no rule or session allowance skips it."
+        rule = suggest_rule(self.prepared)
+        if rule is None:
+            return "No allow rule can cover this call; it will keep asking."
+        return f'To stop asking: allow = ["{rule}"] under [permissions] in {self.settings_file}'
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # While the reason is typed, y/a/n are letters of the reason, not answers.

@@ -1,0 +1,685 @@
+"""Applying unified diffs the way models write them: hunks found by content, never guessed.
+
+Owns the lenient diff parser, locating each hunk uniquely (line numbers only break ties),
+and the per-hunk reasons a patch is refused; pure: text in, text out, no disk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+DEV_NULL = "/dev/null"
+# A tie between equal matches is broken by the @@ line only when it is this close ...
+_HINT_NEAR = 10
+# ... and every other match is at least this many times further (plus _HINT_NEAR) away.
+_HINT_MARGIN = 3
+# A hunk placed with a line skipped on either side must still match this many non-blank lines.
+_TOLERANT_ANCHOR = 3
+_NOISE_PREFIXES = (
+    "index ",
+    "new file mode",
+    "deleted file mode",
+    "old mode",
+    "new mode",
+    "similarity index",
+    "dissimilarity index",
+    "rename from",
+    "rename to",
+    "copy from",
+    "copy to",
+)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class HunkProblem:
+    """Why one hunk (or, with hunk None, one file section) could not be applied."""
+
+    path: str
+    hunk: int | None
+    header: str
+    why: str
+
+    def __str__(self) -> str:
+        if self.hunk is None:
+            return f"{self.path}: {self.why}"
+        return f"hunk {self.hunk} ({self.header}) of {self.path} {self.why}"
+
+
+class PatchError(ValueError):
+    """The patch was refused as a whole; `problems` says why, hunk by hunk."""
+
+    def __init__(self, problems: Sequence[HunkProblem | str]) -> None:
+        self.problems = [
+            p if isinstance(p, HunkProblem) else HunkProblem("patch", None, "", p) for p in problems
+        ]
+        lines = [
+            str(p) if p.path != "patch" or p.hunk is not None else p.why for p in self.problems
+        ]
+        super().__init__("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class PatchLine:
+    kind: str  # " ", "-" or "+"
+    text: str  # without its line ending
+    no_newline: bool = False  # followed by "\ No newline at end of file"
+    bare: bool = False  # an empty line in the patch, read as blank context
+
+
+@dataclass
+class Hunk:
+    header: str
+    old_start: int | None = None
+    old_length: int | None = None
+    lines: list[PatchLine] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        if self.old_start is None:
+            return "@@ @@"
+        return f"@@ -{self.old_start},{self.old_length if self.old_length is not None else 1} @@"
+
+    @property
+    def has_markers(self) -> bool:
+        return any(line.no_newline for line in self.lines)
+
+    def counts_pending(self) -> bool:
+        """True while the header's old count says more source lines follow."""
+        if self.old_length is None:
+            return False
+        seen = sum(1 for line in self.lines if line.kind != "+")
+        return seen < self.old_length
+
+
+@dataclass
+class FilePatch:
+    source: str
+    target: str
+    hunks: list[Hunk] = field(default_factory=list)
+
+    @property
+    def creates(self) -> bool:
+        return self.source == DEV_NULL
+
+    @property
+    def deletes(self) -> bool:
+        return self.target == DEV_NULL
+
+    @property
+    def path(self) -> str:
+        return self.source if self.deletes else self.target
+
+
+_COUNTS = re.compile(r"([-+])(\d+)(?:,(\d+))?")
+
+
+def parse_patch(patch: str) -> list[FilePatch]:
+    """File sections and hunks, read leniently: counts, numbers and prefixes may be off."""
+    lines = [line.removesuffix("\r") for line in patch.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    sections: list[FilePatch] = []
+    hunk: Hunk | None = None
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if _is_file_header(lines, index) and (hunk is None or not hunk.counts_pending()):
+            _close(hunk)
+            sections.append(_file_patch(lines[index][4:], lines[index + 1][4:]))
+            hunk, index = None, index + 2
+            continue
+        index += 1
+        if line.startswith("@@"):
+            _close(hunk)
+            hunk = _hunk(line)
+            _current(sections, line).hunks.append(hunk)
+        elif line.startswith(("diff --git ", "diff -")):
+            _close(hunk)
+            hunk = None
+        elif line.startswith(("Binary files ", "GIT binary patch")):
+            raise PatchError(["binary patches are not supported"])
+        elif hunk is not None and _add_body_line(hunk, line):
+            continue
+        elif hunk is None and sections and line[:1] in ("-", "+", " ") and line.strip():
+            if line.startswith(_NOISE_PREFIXES):
+                continue
+            hunk = Hunk("@@ @@")  # a model that left out the @@ line altogether
+            sections[-1].hunks.append(hunk)
+            _add_body_line(hunk, line)
+        else:
+            _close(hunk)
+            hunk = None
+    _close(hunk)
+    sections = [section for section in sections if section.hunks or section.deletes]
+    if not sections:
+        raise PatchError(
+            [
+                "no file changes found in the patch; expected `--- a/path`, `+++ b/path` "
+                "and `@@ -l,n +l,n @@` hunks"
+            ]
+        )
+    return sections
+
+
+def patch_paths(patch: str) -> list[str]:
+    """The file names `apply_patch` will look up in its `files`, in patch order."""
+    return list(dict.fromkeys(section.path for section in parse_patch(patch)))
+
+
+def _is_file_header(lines: list[str], index: int) -> bool:
+    return (
+        lines[index].startswith("--- ")
+        and index + 1 < len(lines)
+        and lines[index + 1].startswith("+++ ")
+    )
+
+
+def _current(sections: list[FilePatch], line: str) -> FilePatch:
+    if not sections:
+        raise PatchError(
+            [f"could not parse the patch: the hunk {line!r} comes before any --- / +++ lines"]
+        )
+    return sections[-1]
+
+
+def _hunk(line: str) -> Hunk:
+    inner = line.strip("@ ").split("@@")[0]
+    hunk = Hunk(line)
+    for sign, start, length in _COUNTS.findall(inner):
+        if sign == "-" and hunk.old_start is None:
+            hunk.old_start = int(start)
+            hunk.old_length = int(length) if length else 1
+    return hunk
+
+
+def _add_body_line(hunk: Hunk, line: str) -> bool:
+    kind = line[:1]
+    if line == "":
+        hunk.lines.append(PatchLine(" ", "", bare=True))
+    elif kind in (" ", "-", "+"):
+        hunk.lines.append(PatchLine(kind, line[1:]))
+    elif kind == "\\":
+        if hunk.lines:
+            last = hunk.lines[-1]
+            hunk.lines[-1] = PatchLine(last.kind, last.text, no_newline=True)
+    else:
+        return False
+    return True
+
+
+def _close(hunk: Hunk | None) -> None:
+    """Trailing empty lines are as likely separators as blank context: drop them (safe)."""
+    while hunk is not None and hunk.lines and hunk.lines[-1].bare:
+        hunk.lines.pop()
+
+
+def _file_patch(source: str, target: str) -> FilePatch:
+    old, new = _clean_name(source), _clean_name(target)
+    old_prefixed, new_prefixed = old.startswith("a/"), new.startswith("b/")
+    if DEV_NULL in (old, new):
+        old = old[2:] if old_prefixed else old
+        new = new[2:] if new_prefixed else new
+    elif old_prefixed and new_prefixed:
+        old, new = old[2:], new[2:]
+    elif old_prefixed and old[2:] == new:
+        old = new
+    elif new_prefixed and new[2:] == old:
+        new = old
+    return FilePatch(_dot_free(old), _dot_free(new))
+
+
+def _clean_name(name: str) -> str:
+    name = name.split("\t")[0].strip()  # `diff -u` appends a tab and a timestamp
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        name = name[1:-1]
+    return name
+
+
+def _dot_free(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+# --------------------------------------------------------------------------- applying
+
+
+def apply_patch(patch: str, files: Mapping[str, str]) -> dict[str, str | None]:
+    """The new content of every file the patch touches (None: deleted).
+
+    `files` holds the current text of each existing file named by `patch_paths`.
+    Every hunk must land at exactly one place; otherwise PatchError lists why, per hunk.
+    """
+    problems: list[HunkProblem] = []
+    results: dict[str, str | None] = {}
+    for path, sections in _by_path(parse_patch(patch), problems).items():
+        outcome = _apply_file(path, sections, files.get(path), problems)
+        if not isinstance(outcome, _Failed):
+            results[path] = outcome
+    if problems:
+        raise PatchError(problems)
+    return results
+
+
+class _Failed:
+    """A file section that could not be applied (its problems are already recorded)."""
+
+
+def _by_path(sections: list[FilePatch], problems: list[HunkProblem]) -> dict[str, list[FilePatch]]:
+    grouped: dict[str, list[FilePatch]] = {}
+    for section in sections:
+        if DEV_NULL not in (section.source, section.target) and section.source != section.target:
+            problems.append(
+                HunkProblem(
+                    section.source,
+                    None,
+                    "",
+                    f"renaming {section.source} to {section.target} is not supported; delete "
+                    "the old file and create the new one",
+                )
+            )
+            continue
+        grouped.setdefault(section.path, []).append(section)
+    return grouped
+
+
+def _apply_file(
+    path: str, sections: list[FilePatch], content: str | None, problems: list[HunkProblem]
+) -> str | None | _Failed:
+    creates = any(section.creates for section in sections)
+    deletes = any(section.deletes for section in sections)
+    hunks = [hunk for section in sections for hunk in section.hunks]
+    pure_additions = all(line.kind == "+" for hunk in hunks for line in hunk.lines)
+    if creates and content is not None:
+        why = f"the patch creates {path}, but it already exists; patch it with --- a/{path}"
+        problems.append(HunkProblem(path, None, "", why))
+        return _Failed()
+    if content is None:
+        if creates or (pure_additions and not deletes):
+            return _created(hunks)
+        why = f"file not found: {path}; to create it, use --- /dev/null"
+        problems.append(HunkProblem(path, None, "", why))
+        return _Failed()
+    result = _apply_hunks(path, content, hunks, problems)
+    if result is None or not deletes:
+        return _Failed() if result is None else result
+    if result.strip():
+        why = f"the patch deletes {path}, but its removed lines are not the whole file"
+        problems.append(HunkProblem(path, None, "", why))
+        return _Failed()
+    return None
+
+
+def _created(hunks: list[Hunk]) -> str:
+    added = [line for hunk in hunks for line in hunk.lines if line.kind == "+"]
+    text = "".join(line.text + "\n" for line in added)
+    return text[:-1] if added and added[-1].no_newline else text
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """Where a hunk goes in the original file, and the raw lines that replace that span."""
+
+    hunk: int
+    start: int
+    end: int
+    lines: list[str]
+
+
+def _apply_hunks(
+    path: str, content: str, hunks: list[Hunk], problems: list[HunkProblem]
+) -> str | None:
+    text = _Text(content)
+    placements: list[_Placement] = []
+    failed = False
+    for number, hunk in enumerate(hunks, start=1):
+        try:
+            placements.append(_place(text, number, hunk))
+        except _Refused as refused:
+            problems.append(HunkProblem(path, number, hunk.label, refused.why))
+            failed = True
+    placements.sort(key=lambda placement: (placement.start, placement.end))
+    for before, after in zip(placements, placements[1:], strict=False):
+        if after.start < before.end:
+            why = (
+                f"overlaps hunk {before.hunk} (both change lines {after.start + 1}-"
+                f"{before.end}); merge the two hunks into one"
+            )
+            problems.append(HunkProblem(path, after.hunk, hunks[after.hunk - 1].label, why))
+            failed = True
+    return None if failed else text.rebuild(placements)
+
+
+class _Text:
+    """One file's lines: raw (with endings) for output, bare (no ending) for matching."""
+
+    def __init__(self, content: str) -> None:
+        pieces = content.split("\n")
+        self.raw = [piece + "\n" for piece in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+        self.bare = [line.rstrip("\n").removesuffix("\r") for line in self.raw]
+        self.eol = "\r\n" if self.raw and self.raw[0].endswith("\r\n") else "\n"
+        self.final_newline = not self.raw or self.raw[-1].endswith("\n")
+        self._indexes: dict[str, dict[str, list[int]]] = {}
+
+    def positions(self, norm: _Norm, key: str) -> list[int]:
+        index = self._indexes.get(norm.name)
+        if index is None:
+            index = {}
+            for at, line in enumerate(self.bare):
+                index.setdefault(norm.key(line), []).append(at)
+            self._indexes[norm.name] = index
+        return index.get(key, [])
+
+    def rebuild(self, placements: list[_Placement]) -> str:
+        out: list[str] = []
+        at = 0
+        for placement in placements:
+            out.extend(self.raw[at : placement.start])
+            out.extend(placement.lines)
+            at = placement.end
+        out.extend(self.raw[at:])
+        for index in range(len(out) - 1):  # a former last line may now need its newline
+            if not out[index].endswith("\n"):
+                out[index] += self.eol
+        return "".join(out)
+
+
+# --------------------------------------------------------------------------- locating
+
+
+class _Refused(Exception):
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+@dataclass(frozen=True)
+class _Norm:
+    name: str
+    key: Callable[[str], str]
+    reindents: bool = False
+
+
+_NORMS = (
+    _Norm("exact", lambda line: line),
+    _Norm("trailing", str.rstrip),
+    _Norm("indent", str.strip, reindents=True),
+)
+
+# A pattern lists, per file line of the window, the before-line it matches or None (a file
+# line the model left out). Before-lines not in the pattern are context the file lacks.
+_Pattern = tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    start: int
+    pattern: _Pattern
+    indent: _Indent | None
+
+
+def _place(text: _Text, number: int, hunk: Hunk) -> _Placement:
+    before = [line for line in hunk.lines if line.kind != "+"]
+    if not before:
+        if not text.raw:
+            return _Placement(number, 0, 0, _added_lines(text, hunk, _IDENTITY, at_end=True))
+        raise _Refused(
+            "has no context or removed lines, so its place cannot be found by content; "
+            "include two or three unchanged lines around the change"
+        )
+    for tolerant in (False, True):
+        for norm in _NORMS:
+            found = _candidates(text, hunk, before, norm, tolerant)
+            if found:
+                return _choose(text, _distinct(text, number, hunk, found), hunk)
+    raise _Refused(_not_found(text, before))
+
+
+def _distinct(
+    text: _Text, number: int, hunk: Hunk, found: list[_Candidate]
+) -> list[tuple[int, _Placement]]:
+    """One placement per distinct result: two matches that make the same file are one."""
+    if len(found) == 1:
+        return [(found[0].start, _build(text, number, hunk, found[0]))]
+    by_result: dict[str, tuple[int, _Placement]] = {}
+    for candidate in found:
+        placement = _build(text, number, hunk, candidate)
+        result = text.rebuild([placement])
+        by_result.setdefault(result, (candidate.start, placement))
+    return list(by_result.values())
+
+
+def _candidates(
+    text: _Text, hunk: Hunk, before: list[PatchLine], norm: _Norm, tolerant: bool
+) -> list[_Candidate]:
+    keys = [norm.key(line.text) for line in before]
+    found: dict[tuple[int, _Pattern], _Candidate] = {}
+    for pattern in _patterns(hunk, before) if tolerant else [tuple(range(len(before)))]:
+        if tolerant and _anchor(before, pattern) < _TOLERANT_ANCHOR:
+            continue
+        for start in _matches(text, norm, keys, pattern):
+            indent = _indent_for(text, before, pattern, start) if norm.reindents else None
+            if norm.reindents and indent is None:
+                continue
+            found.setdefault((start, pattern), _Candidate(start, pattern, indent))
+    return list(found.values())
+
+
+def _patterns(hunk: Hunk, before: list[PatchLine]) -> Iterator[_Pattern]:
+    """Before-blocks with one context line the model left out, or one it added.
+
+    A left-out line is kept; it may go only next to a context line and with nothing
+    added at that point, where keeping it has one obvious place.
+    """
+    whole = list(range(len(before)))
+    gaps = _plain_gaps(hunk)
+    for k in range(1, len(before)):
+        if " " in (before[k - 1].kind, before[k].kind) and k in gaps:
+            yield tuple(whole[:k]) + (None,) + tuple(whole[k:])
+    for k, line in enumerate(before):
+        if line.kind == " " and len(before) > 1:
+            yield tuple(whole[:k] + whole[k + 1 :])
+
+
+def _plain_gaps(hunk: Hunk) -> set[int]:
+    """Before-line indexes k with no added line between before-lines k-1 and k."""
+    gaps: set[int] = set()
+    k, added_since = 0, False
+    for line in hunk.lines:
+        if line.kind == "+":
+            added_since = True
+            continue
+        if k > 0 and not added_since:
+            gaps.add(k)
+        k, added_since = k + 1, False
+    return gaps
+
+
+def _anchor(before: list[PatchLine], pattern: _Pattern) -> int:
+    return sum(1 for k in pattern if k is not None and before[k].text.strip())
+
+
+def _matches(text: _Text, norm: _Norm, keys: list[str], pattern: _Pattern) -> list[int]:
+    first = next(offset for offset, k in enumerate(pattern) if k is not None)
+    first_key = keys[pattern[first] or 0]
+    starts: list[int] = []
+    for at in text.positions(norm, first_key):
+        start = at - first
+        if start < 0 or start + len(pattern) > len(text.bare):
+            continue
+        if all(
+            k is None or norm.key(text.bare[start + offset]) == keys[k]
+            for offset, k in enumerate(pattern)
+        ):
+            starts.append(start)
+    return starts
+
+
+def _choose(text: _Text, found: list[tuple[int, _Placement]], hunk: Hunk) -> _Placement:
+    if len(found) == 1:
+        return found[0][1]
+    found.sort(key=lambda pair: pair[0])
+    where = ", ".join(str(start + 1) for start, _ in found)
+    if hunk.old_start is not None:
+        hint = max(hunk.old_start - 1, 0)
+        ranked = sorted(found, key=lambda pair: abs(pair[0] - hint))
+        nearest, runner_up = (abs(start - hint) for start, _ in ranked[:2])
+        if nearest <= _HINT_NEAR and runner_up >= _HINT_MARGIN * nearest + _HINT_NEAR:
+            return ranked[0][1]
+        raise _Refused(
+            f"matches at lines {where} and its line number {hunk.old_start} does not clearly "
+            "pick one; add context lines to make it unique"
+        )
+    raise _Refused(f"matches at lines {where}; add context lines to make it unique")
+
+
+def _not_found(text: _Text, before: list[PatchLine]) -> str:
+    advice = "read the file and make the patch again from its current text"
+    keys = [line.text.strip() for line in before]
+    best_start, best_run = -1, 0
+    for start in range(len(text.bare)):
+        run = 0
+        while (
+            run < len(keys)
+            and start + run < len(text.bare)
+            and text.bare[start + run].strip() == keys[run]
+        ):
+            run += 1
+        if run > best_run:
+            best_start, best_run = start, run
+    if best_run == 0:
+        return (
+            f"does not match the file: its lines (starting {before[0].text!r}) were not "
+            f"found; {advice}"
+        )
+    actual = text.bare[best_start + best_run] if best_start + best_run < len(text.bare) else None
+    differs = f"the file has {actual!r}" if actual is not None else "the file ends there"
+    return (
+        f"does not match the file: its first {best_run} line(s) match at line "
+        f"{best_start + 1}, but then the hunk has {before[best_run].text!r} where {differs}; "
+        f"{advice}"
+    )
+
+
+# --------------------------------------------------------------------------- building
+
+
+@dataclass(frozen=True)
+class _Indent:
+    """How the model's indentation maps onto the file's, learned from the matched lines."""
+
+    known: dict[str, str]
+    add: str | None = None  # the file's indent is the model's plus this prefix
+    remove: str | None = None  # the model's indent is the file's plus this prefix
+
+    def apply(self, line: str) -> str | None:
+        if not line.strip():
+            return ""
+        body = line.lstrip()
+        indent = line[: len(line) - len(body)]
+        if indent in self.known:
+            return self.known[indent] + body
+        if self.add is not None:
+            return self.add + indent + body
+        if self.remove is not None and indent.startswith(self.remove):
+            return indent[len(self.remove) :] + body
+        return None
+
+
+_IDENTITY = _Indent({}, add="")
+
+
+def _indent_for(
+    text: _Text, before: list[PatchLine], pattern: _Pattern, start: int
+) -> _Indent | None:
+    """A consistent indentation mapping for this match, or None when structure differs."""
+    known: dict[str, str] = {}
+    for offset, k in enumerate(pattern):
+        if k is None or not before[k].text.strip():
+            continue
+        ours, theirs = _leading(before[k].text), _leading(text.bare[start + offset])
+        if known.setdefault(ours, theirs) != theirs:
+            return None
+    if len(set(known.values())) != len(known):
+        return None
+    pairs = list(known.items())
+    add = _common_delta([(theirs, ours) for ours, theirs in pairs])
+    remove = _common_delta(pairs)
+    return _Indent(known, add=add, remove=remove)
+
+
+def _common_delta(pairs: list[tuple[str, str]]) -> str | None:
+    """The prefix `p` with long == p + short for every (long, short) pair, if there is one."""
+    delta: str | None = None
+    for long, short in pairs:
+        if not long.endswith(short):
+            return None
+        prefix = long[: len(long) - len(short)]
+        if delta is None:
+            delta = prefix
+        elif prefix != delta:
+            return None
+    return delta
+
+
+def _leading(line: str) -> str:
+    return line[: len(line) - len(line.lstrip())]
+
+
+def _build(text: _Text, number: int, hunk: Hunk, candidate: _Candidate) -> _Placement:
+    file_of: dict[int, int] = {}
+    skipped_before: dict[int, int] = {}  # before-line k -> file line the model left out
+    for offset, k in enumerate(candidate.pattern):
+        if k is None:
+            following = candidate.pattern[offset + 1]
+            skipped_before[following or 0] = candidate.start + offset
+        else:
+            file_of[k] = candidate.start + offset
+    end = candidate.start + len(candidate.pattern)
+    indent = candidate.indent or _IDENTITY
+    at_end = end == len(text.raw)
+    out: list[str] = []
+    k = 0
+    for line in hunk.lines:
+        if line.kind == "+":
+            out.append(_added(text, hunk, line, indent, at_end))
+            continue
+        if k in skipped_before:
+            out.append(text.raw[skipped_before[k]])
+        if line.kind == " " and k in file_of:
+            out.append(text.raw[file_of[k]])
+        k += 1
+    _keep_final_newline_state(text, hunk, out, at_end)
+    return _Placement(number, candidate.start, end, out)
+
+
+def _added(text: _Text, hunk: Hunk, line: PatchLine, indent: _Indent, at_end: bool) -> str:
+    body = indent.apply(line.text)
+    if body is None:
+        raise _Refused(
+            f"matches only with different indentation, and the added line {line.text!r} "
+            "has an indentation that cannot be mapped onto the file's; copy the file's "
+            "indentation exactly"
+        )
+    return body + ("" if line.no_newline else text.eol)
+
+
+def _added_lines(text: _Text, hunk: Hunk, indent: _Indent, at_end: bool) -> list[str]:
+    return [_added(text, hunk, line, indent, at_end) for line in hunk.lines]
+
+
+def _keep_final_newline_state(text: _Text, hunk: Hunk, out: list[str], at_end: bool) -> None:
+    """A hunk at the end of a file without a final newline, and no `\\` marker anywhere:
+
+    the model left the markers out, so the file keeps having no final newline.
+    """
+    if at_end and not text.final_newline and not hunk.has_markers and out:
+        out[-1] = out[-1].removesuffix("\n").removesuffix("\r")

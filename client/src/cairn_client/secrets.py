@@ -1,0 +1,238 @@
+"""Secrets on the client side: which files hold them, how they are cut from tool output.
+
+Owns the secret-file classification (names, plus content for .npmrc-style files), the
+redaction of known secret formats, and the environment a shell command may see.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Collection, Mapping
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
+
+# Basename globs of files denied by default; `!` patterns are exceptions (public keys).
+SECRET_NAME_PATTERNS: tuple[str, ...] = (
+    ".env",
+    ".env.*",
+    "*.env",
+    ".envrc",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.jks",
+    "*.keystore",
+    "*.ppk",
+    "*.kdbx",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    ".netrc",
+    "_netrc",
+    ".git-credentials",
+    ".pgpass",
+    ".htpasswd",
+    "credentials",
+    "credentials.json",
+    "credentials.y*ml",
+    "credentials.toml",
+)
+_PUBLIC_NAME_PATTERNS: tuple[str, ...] = ("*.pub",)
+# Config files that are secret only when they hold a token or password.
+TOKEN_CONFIG_NAMES: frozenset[str] = frozenset({".npmrc", ".pypirc", ".yarnrc.yml"})
+_TOKEN_CONFIG_CONTENT = re.compile(
+    r"_auth(?:Token)?\s*[=:]|npmAuthToken|^\s*password\s*[=:]|^\s*token\s*[=:]",
+    re.IGNORECASE | re.MULTILINE,
+)
+_CONTENT_SNIFF_BYTES = 65536
+
+
+def is_secret_name(relative: str) -> bool:
+    """Whether a path's name alone marks it secret (no file access; `.aws/credentials` too)."""
+    pure = PurePosixPath(relative.replace("\\", "/"))
+    name = pure.name
+    if not name or any(fnmatchcase(name, p) for p in _PUBLIC_NAME_PATTERNS):
+        return False
+    if any(fnmatchcase(name, pattern) for pattern in SECRET_NAME_PATTERNS):
+        return True
+    return pure.parent.name in (".aws", ".docker", ".kube") and name in ("credentials", "config")
+
+
+def is_secret_file(path: Path) -> bool:
+    """Whether the file at `path` may hold secrets: by name, or a token config with tokens."""
+    if is_secret_name(path.as_posix()):
+        return True
+    if path.name not in TOKEN_CONFIG_NAMES:
+        return False
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_CONTENT_SNIFF_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return True  # unreadable now; refuse rather than guess
+    return _TOKEN_CONFIG_CONTENT.search(head) is not None
+
+
+def secret_checker(root: Path, allowed: Collection[str] = ()) -> Callable[[str], bool]:
+    """A cached `is_secret(workspace-relative path)` for one workspace and its allow-list.
+
+    `allowed` holds workspace-relative POSIX paths (or globs) the user explicitly allowed.
+    """
+    seen: dict[str, bool] = {}
+
+    def is_secret(relative: str) -> bool:
+        known = seen.get(relative)
+        if known is None:
+            key = normalise_relative(relative)
+            known = seen[relative] = not is_allowed(key, allowed) and is_secret_file(root / key)
+        return known
+
+    return is_secret
+
+
+def is_allowed(relative: str, allowed: Collection[str]) -> bool:
+    """Whether the user's allow-list (paths or globs, workspace-relative) names `relative`."""
+    key = normalise_relative(relative)
+    return any(
+        key == normalise_relative(entry) or fnmatchcase(key, normalise_relative(entry))
+        for entry in allowed
+    )
+
+
+def normalise_relative(path: str) -> str:
+    return PurePosixPath(path.replace("\\", "/").removeprefix("./")).as_posix()
+
+
+def withheld_note(relative: str) -> str:
+    """The refusal the model reads for a secret file, with what it can do instead."""
+    return (
+        f"{relative} may hold secrets (keys, tokens, passwords), so its content is withheld. "
+        "Do not try to read it another way; if its values are needed, ask the user, who can "
+        f'allow this file explicitly (settings key "allow_secret_files": ["{relative}"])'
+    )
+
+
+# --------------------------------------------------------------------------- redaction
+
+_KEYWORD = (
+    r"(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|SECRET_?KEY|"
+    r"PRIVATE_?KEY|AUTH_?KEY|CREDENTIALS?)"
+)
+_KEY = rf"[A-Za-z0-9_.\-]*{_KEYWORD}"
+_NOT_SECRET_VALUES = frozenset(
+    {"string", "number", "boolean", "none", "null", "true", "false", "required", "optional"}
+)
+
+_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "private-key",
+        re.compile(
+            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+            r"[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)"
+        ),
+    ),
+    ("anthropic-key", re.compile(r"\bsk-ant-[A-Za-z0-9_\-]{20,}")),
+    ("openai-key", re.compile(r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}")),
+    ("github-token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})")),
+    ("slack-token", re.compile(r"\bxox[abprse]-[A-Za-z0-9\-]{10,}")),
+    ("slack-webhook", re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_\-]{20,}")),
+    ("aws-access-key-id", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b")),
+    ("google-api-key", re.compile(r"\bAIza[0-9A-Za-z_\-]{35}")),
+    ("stripe-key", re.compile(r"\b[rs]k_live_[0-9A-Za-z]{20,}")),
+    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")),
+)
+# `"password": "x"`, `API_KEY = 'x'`, `token: str = "x"` — the quoted value is replaced.
+_QUOTED_ASSIGNMENT = re.compile(
+    rf"""(?P<key>["']?\b{_KEY}["']?\s*(?::\s*[A-Za-z_][\w\[\]. |]*?\s*)?[:=]\s*)"""
+    r"""(?P<quote>["'])(?P<value>[^"'\n]{4,})(?P=quote)""",
+    re.IGNORECASE,
+)
+# `PASSWORD=x` (env, no spaces) and `password: x` (YAML), unquoted.
+_BARE_ASSIGNMENT = re.compile(
+    rf"""(?P<key>(?:^|(?<=[\s;]))\b{_KEY}(?:=|:[ \t]+))"""
+    r"""(?P<value>[^\s"'$#(){}\[\]<>,;][^\s"'#(){}\[\]<>,;]{5,})(?=\s|$)""",
+    re.IGNORECASE | re.MULTILINE,
+)
+# `password = x` (INI, .pypirc) up to the end of the line, no dots or calls.
+_INI_ASSIGNMENT = re.compile(
+    rf"""(?P<key>^[ \t]*{_KEY}[ \t]*=[ \t]*)(?P<value>[^\s"'$#(){{}}\[\]<>,;.]{{6,}})[ \t]*$""",
+    re.IGNORECASE | re.MULTILINE,
+)
+_AWS_SECRET = re.compile(
+    r"(?P<key>aws_secret_access_key[\"']?\s*[=:]\s*[\"']?)(?P<value>[A-Za-z0-9/+=]{40})",
+    re.IGNORECASE,
+)
+# `https://user:password@host`
+_URL_CREDENTIALS = re.compile(r"(?P<key>\b[a-z][a-z0-9+.\-]*://[^\s:/@]+:)(?P<value>[^\s@/]+)(?=@)")
+
+
+def redact(text: str) -> tuple[str, int]:
+    """`text` with known secret formats replaced by `[REDACTED:kind]`, and how many."""
+    count = 0
+    for kind, pattern in _PATTERNS:
+        text, found = pattern.subn(f"[REDACTED:{kind}]", text)
+        count += found
+    for pattern in (
+        _AWS_SECRET,
+        _QUOTED_ASSIGNMENT,
+        _BARE_ASSIGNMENT,
+        _INI_ASSIGNMENT,
+        _URL_CREDENTIALS,
+    ):
+        text, found = _redact_values(pattern, text)
+        count += found
+    return text, count
+
+
+def _redact_values(pattern: re.Pattern[str], text: str) -> tuple[str, int]:
+    count = 0
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal count
+        value = match.group("value")
+        if not _looks_like_a_secret_value(value):
+            return match.group(0)
+        count += 1
+        quote = match.groupdict().get("quote") or ""
+        return f"{match.group('key')}{quote}[REDACTED:secret-value]{quote}"
+
+    return pattern.sub(replace, text), count
+
+
+def _looks_like_a_secret_value(value: str) -> bool:
+    stripped = value.strip()
+    if stripped.startswith(("$", "{{", "%(", "<", "[REDACTED")) or stripped.isdigit():
+        return False
+    return stripped.lower() not in _NOT_SECRET_VALUES and "*" * 3 not in stripped
+
+
+def redaction_note(count: int) -> str:
+    return f"[{count} secret{'s' if count != 1 else ''} redacted]"
+
+
+# --------------------------------------------------------------------------- environment
+
+# Client variables that are secret whatever their shape.
+_CLIENT_SECRET_VARS = frozenset(
+    {"CAIRN_TOKEN", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DATABASE_URL", "SSH_AUTH_SOCK"}
+)
+_SECRET_VAR_NAME = re.compile(
+    r"(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIALS?|AUTH|COOKIE|SESSION)"
+    r"(?:_[A-Z0-9]+)?$|PASSWORD|SECRET|^AWS_|^AZURE_|^GCP_|^GOOGLE_APPLICATION_CREDENTIALS$",
+    re.IGNORECASE,
+)
+_KEPT_VARS = frozenset({"PATH", "HOME", "LANG", "TERM", "USER", "SHELL", "TMPDIR", "PWD"})
+
+
+def is_secret_variable(name: str) -> bool:
+    if name in _KEPT_VARS or name.startswith("LC_"):
+        return False
+    return name in _CLIENT_SECRET_VARS or _SECRET_VAR_NAME.search(name) is not None
+
+
+def scrubbed_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) without variables whose names look secret."""
+    source = os.environ if env is None else env
+    return {name: value for name, value in source.items() if not is_secret_variable(name)}

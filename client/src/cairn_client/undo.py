@@ -1,0 +1,84 @@
+"""/undo: putting back the last change applied through edit, write or apply_patch.
+
+Owns the stack of applied changes in a session and reverting the newest one, refused when
+any of its files changed since cairn wrote it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from cairn_client.tools.base import FileChange
+from cairn_client.tools.changes import StaleChange, apply_changes
+from cairn_client.tools.paths import ToolError
+
+MAX_UNDO = 100
+
+
+class UndoRefused(Exception):
+    """Nothing was reverted; the message says why."""
+
+
+@dataclass(frozen=True)
+class AppliedChange:
+    call_id: str
+    tool: str
+    changes: tuple[FileChange, ...]
+
+    def describe(self) -> str:
+        verbs = []
+        for change in self.changes:
+            if change.before is None:
+                verbs.append(f"removed {change.path} (it was created)")
+            elif change.after is None:
+                verbs.append(f"restored {change.path} (it was deleted)")
+            else:
+                verbs.append(f"restored {change.path}")
+        return "; ".join(verbs)
+
+
+class UndoStack:
+    """The changes applied in this session, newest last."""
+
+    def __init__(self, root: Path, limit: int = MAX_UNDO) -> None:
+        self.root = root
+        self.limit = limit
+        self._applied: list[AppliedChange] = []
+
+    def __len__(self) -> int:
+        return len(self._applied)
+
+    def record(self, call_id: str, tool: str, changes: tuple[FileChange, ...]) -> None:
+        if changes:
+            self._applied.append(AppliedChange(call_id, tool, changes))
+            del self._applied[: -self.limit]
+
+    def undo_last(self) -> AppliedChange:
+        """Revert the newest change, all files or none; UndoRefused if that is not safe.
+
+        A refused change stays on the stack: it is still the newest one.
+        """
+        if not self._applied:
+            raise UndoRefused("there is no change from this session to undo")
+        last = self._applied[-1]
+        reverse = [FileChange(c.path, before=c.after, after=c.before) for c in last.changes]
+        try:
+            apply_changes(self.root, reverse)
+        except StaleChange as exc:
+            raise UndoRefused(
+                f"{exc.path} changed since cairn wrote it, so nothing was reverted; "
+                "undo it by hand or with git"
+            ) from None
+        except (ToolError, OSError) as exc:
+            raise UndoRefused(f"could not revert: {exc}; nothing was reverted") from None
+        self._applied.pop()
+        return last
+
+
+@runtime_checkable
+class SupportsUndo(Protocol):
+    """A session that applies changes and can take the last one back."""
+
+    async def undo_last_change(self) -> AppliedChange: ...

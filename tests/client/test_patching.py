@@ -1,0 +1,197 @@
+"""apply_patch on the diffs models really write: every perturbation, and the refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cairn_client.cli import app
+from cairn_client.patching import PatchError, apply_patch
+from typer.testing import CliRunner
+
+APP = "".join(
+    f"{line}\n"
+    for line in [
+        "import sys",
+        "",
+        "",
+        "def total(items):",
+        "    result = 0",
+        "    for item in items:",
+        "        result += item",
+        "    return result",
+        "",
+        "",
+        "def main():",
+        "    print(total([1, 2]))",
+        "    return 0",
+    ]
+)
+AFTER = APP.replace("        result += item\n", "        result += item * 2\n")
+CLEAN = (
+    "--- a/app.py\n+++ b/app.py\n@@ -5,4 +5,4 @@\n     result = 0\n     for item in items:\n"
+    "-        result += item\n+        result += item * 2\n     return result\n"
+)
+
+
+def body(header: str = "@@ -5,4 +5,4 @@", names: tuple[str, str] = ("a/app.py", "b/app.py")) -> str:
+    return CLEAN.replace(
+        "--- a/app.py\n+++ b/app.py\n@@ -5,4 +5,4 @@",
+        "\n".join([f"--- {names[0]}", f"+++ {names[1]}", header]),
+    )
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        CLEAN,
+        body("@@ -40,4 +40,4 @@"),  # wrong line numbers
+        body("@@ -5,9 +5,2 @@"),  # wrong counts
+        body("@@ @@"),
+        body("@@ ... @@"),
+        body(names=("app.py", "app.py")),  # no a/ b/ prefixes
+        CLEAN.replace("     for item in items:\n", ""),  # a dropped context line
+        CLEAN.replace("     return result\n", "     return result\n \n"),  # extra at the end
+        CLEAN.replace("     result = 0\n", "     result = 0\n     result = 0\n"),  # extra
+        CLEAN.replace("     result = 0\n", "     result = 0   \n"),  # trailing whitespace
+        CLEAN.replace("\n     ", "\n ").replace("\n-    ", "\n-").replace("\n+    ", "\n+"),
+        CLEAN.removesuffix("\n"),  # the patch has no final newline
+        CLEAN.replace("\n", "\r\n"),  # a CRLF patch
+    ],
+    ids=[
+        "clean",
+        "wrong-numbers",
+        "wrong-counts",
+        "bare-header",
+        "dots-header",
+        "no-prefixes",
+        "dropped-context",
+        "extra-trailing-context",
+        "extra-context",
+        "trailing-whitespace",
+        "indentation-drift",
+        "no-final-newline",
+        "crlf-patch",
+    ],
+)
+def test_model_style_diffs_apply_exactly(patch: str) -> None:
+    assert apply_patch(patch, {"app.py": APP}) == {"app.py": AFTER}
+
+
+def test_indentation_drift_reindents_the_added_lines() -> None:
+    patch = (
+        "--- a/app.py\n+++ b/app.py\n@@ @@\n result = 0\n for item in items:\n"
+        "-    result += item\n+    if item:\n+        result += item\n return result\n"
+    )
+    result = apply_patch(patch, {"app.py": APP})["app.py"]
+    assert result is not None
+    assert "    for item in items:\n        if item:\n            result += item\n" in result
+
+
+def test_hunks_out_of_order_and_several_files() -> None:
+    other = "one\ntwo\nthree\nfour\nfive\nsix\nseven\neight\nnine\nten\n"
+    patch = (
+        "--- a/notes.txt\n+++ b/notes.txt\n@@ -8,3 +8,3 @@\n eight\n-nine\n+NINE\n ten\n"
+        "@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n" + CLEAN
+    )
+    result = apply_patch(patch, {"app.py": APP, "notes.txt": other})
+    assert result["notes.txt"] == other.replace("two", "TWO").replace("nine", "NINE")
+    assert result["app.py"] == AFTER
+
+
+def test_ambiguous_and_absent_hunks_are_refused_with_a_reason_each() -> None:
+    twice = "a\nsame\nb\nc\nd\ne\nf\nsame\ng\n"
+    patch = (
+        "--- a/twice.txt\n+++ b/twice.txt\n@@ -4,1 +4,1 @@\n-same\n+other\n"
+        "--- a/app.py\n+++ b/app.py\n@@ -1,2 +1,2 @@\n import sys\n-import os\n+import re\n"
+    )
+    with pytest.raises(PatchError) as refused:
+        apply_patch(patch, {"twice.txt": twice, "app.py": APP})
+    problems = refused.value.problems
+    assert [(p.path, p.hunk) for p in problems] == [("twice.txt", 1), ("app.py", 1)]
+    assert "matches at lines 2, 8" in problems[0].why and "add context" in problems[0].why
+    assert "'import os' where the file has ''" in problems[1].why
+
+
+def test_a_line_number_picks_only_a_clearly_nearest_match() -> None:
+    text = "".join(f"x{n}\n" if n not in (5, 60) else "same\n" for n in range(100))
+    patch = "--- a/f\n+++ b/f\n@@ -{} +{} @@\n-same\n+other\n"
+    assert apply_patch(patch.format(60, 60), {"f": text})["f"] == text.replace(
+        "x59\nsame", "x59\nother"
+    )
+    with pytest.raises(PatchError, match="does not clearly pick one"):
+        apply_patch(patch.format(33, 33), {"f": text})
+
+
+def test_one_bad_file_refuses_the_whole_patch() -> None:
+    patch = CLEAN + "--- a/gone.txt\n+++ b/gone.txt\n@@ -1 +1 @@\n-a\n+b\n"
+    with pytest.raises(PatchError, match="file not found: gone.txt"):
+        apply_patch(patch, {"app.py": APP})
+
+
+def test_overlapping_hunks_are_refused() -> None:
+    patch = (
+        CLEAN + "@@ -6,2 +6,2 @@\n     for item in items:\n-        result += item\n+        x\n"
+    )
+    with pytest.raises(PatchError, match="overlaps hunk 1"):
+        apply_patch(patch, {"app.py": APP})
+
+
+def test_a_hunk_without_context_is_not_placed_by_its_line_number() -> None:
+    patch = "--- a/app.py\n+++ b/app.py\n@@ -3,0 +4 @@\n+# note\n"
+    with pytest.raises(PatchError, match="has no context or removed lines"):
+        apply_patch(patch, {"app.py": APP})
+
+
+def test_crlf_files_keep_their_line_endings() -> None:
+    crlf = APP.replace("\n", "\r\n")
+    assert apply_patch(CLEAN, {"app.py": crlf}) == {"app.py": AFTER.replace("\n", "\r\n")}
+
+
+def test_files_without_a_final_newline() -> None:
+    bare = "alpha\nbeta"
+    marked = (
+        "--- a/f\n+++ b/f\n@@ -1,2 +1,2 @@\n alpha\n-beta\n\\ No newline at end of file\n+BETA\n"
+    )
+    unmarked = "--- a/f\n+++ b/f\n@@ -1,2 +1,2 @@\n alpha\n-beta\n+BETA\n"
+    assert apply_patch(marked, {"f": bare}) == {"f": "alpha\nBETA\n"}
+    assert apply_patch(unmarked, {"f": bare}) == {"f": "alpha\nBETA"}
+
+
+def test_new_and_deleted_files() -> None:
+    patch = (
+        "--- /dev/null\n+++ b/new.txt\n@@ -0,0 +1,2 @@\n+one\n+two\n"
+        "--- a/old.txt\n+++ /dev/null\n@@ -1,2 +0,0 @@\n-gone\n-too\n"
+    )
+    assert apply_patch(patch, {"old.txt": "gone\ntoo\n"}) == {
+        "new.txt": "one\ntwo\n",
+        "old.txt": None,
+    }
+    with pytest.raises(PatchError, match="already exists"):
+        apply_patch(patch, {"old.txt": "gone\ntoo\n", "new.txt": "x\n"})
+
+
+# --------------------------------------------------------------------------- cairn patch apply
+
+
+def test_cli_applies_checks_and_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "fix.diff").write_text(body("@@ @@"))
+    bad = tmp_path / "bad.diff"
+    bad.write_text(CLEAN.replace("-        result += item", "-        result += items"))
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    checked = runner.invoke(app, ["patch", "apply", "fix.diff", "--check"])
+    assert checked.exit_code == 0, checked.output
+    assert "app.py" in checked.output and (tmp_path / "app.py").read_text() == APP
+
+    refused = runner.invoke(app, ["patch", "apply", str(bad)])
+    assert refused.exit_code == 1 and "hunk 1" in refused.output
+
+    applied = runner.invoke(app, ["patch", "apply", "-"], input=body("@@ @@"))
+    assert applied.exit_code == 0, applied.output
+    assert (tmp_path / "app.py").read_text() == AFTER
+
+    missing = runner.invoke(app, ["patch", "apply", "nope.diff"])
+    assert missing.exit_code == 2

@@ -1,0 +1,195 @@
+"""/undo: the last applied change comes back off disk, or a refusal says why it cannot.
+
+Also the TUI side of refusals: /undo and /mode plan in the real app against a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cairn_client.call_log import CallLog
+from cairn_client.listener import SessionListener
+from cairn_client.policy.policy import Policy
+from cairn_client.policy.settings import PolicySettings
+from cairn_client.policy.types import Mode
+from cairn_client.session import ClientSession, Endpoint
+from cairn_client.tools.base import FileChange
+from cairn_client.tools.changes import apply_changes
+from cairn_client.tui.app import CairnApp, SessionRunner
+from cairn_client.undo import UndoRefused, UndoStack
+from cairn_client.workspace import detect_workspace
+from cairn_server.api.background import BackgroundServer
+from cairn_server.fakes.runner import FakeModelServer
+from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
+from support.tui import chat_entries
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+APP = "def total(items):\n    return 1\n\n\ndef main():\n    print(total([]))\n"
+
+
+def applied(stack: UndoStack, call_id: str, *changes: FileChange) -> None:
+    apply_changes(stack.root, changes)
+    stack.record(call_id, "apply_patch", changes)
+
+
+def test_undo_reverts_the_newest_change_first(repo: Path) -> None:
+    stack = UndoStack(repo)
+    applied(stack, "c1", FileChange("src/app.py", APP, APP.replace("1", "2")))
+    applied(stack, "c2", FileChange("src/app.py", APP.replace("1", "2"), "x\n"))
+
+    assert stack.undo_last().call_id == "c2"
+    assert (repo / "src/app.py").read_text() == APP.replace("1", "2")
+    assert stack.undo_last().call_id == "c1"
+    assert (repo / "src/app.py").read_text() == APP
+    with pytest.raises(UndoRefused, match="no change from this session"):
+        stack.undo_last()
+
+
+def test_undo_removes_a_created_file_and_restores_a_deleted_one(repo: Path) -> None:
+    stack = UndoStack(repo)
+    readme = (repo / "README.md").read_text()
+    applied(
+        stack,
+        "c1",
+        FileChange("notes/new.md", None, "new\n"),
+        FileChange("README.md", readme, None),
+    )
+
+    undone = stack.undo_last()
+
+    assert not (repo / "notes/new.md").exists()
+    assert (repo / "README.md").read_text() == readme
+    assert undone.describe() == (
+        "removed notes/new.md (it was created); restored README.md (it was deleted)"
+    )
+
+
+def test_undo_refuses_when_a_file_changed_since_and_touches_nothing(repo: Path) -> None:
+    stack = UndoStack(repo)
+    readme = (repo / "README.md").read_text()
+    applied(
+        stack,
+        "c1",
+        FileChange("src/app.py", APP, APP.replace("1", "2")),
+        FileChange("README.md", readme, readme + "more\n"),
+    )
+    (repo / "README.md").write_text("edited by hand\n")
+
+    with pytest.raises(UndoRefused, match="README.md changed since cairn wrote it"):
+        stack.undo_last()
+
+    assert (repo / "src/app.py").read_text() == APP.replace("1", "2")  # all or nothing
+    assert (repo / "README.md").read_text() == "edited by hand\n"
+    assert len(stack) == 1  # still the newest change
+
+
+def test_the_stack_is_bounded(repo: Path) -> None:
+    stack = UndoStack(repo, limit=2)
+    for index in range(3):
+        stack.record(f"c{index}", "write", (FileChange(f"f{index}", None, "x"),))
+
+    assert len(stack) == 2
+
+
+# --------------------------------------------------------------------------- in the TUI
+
+
+@pytest.fixture
+def server(tmp_path: Path, fake_model: FakeModelServer) -> Iterator[BackgroundServer]:
+    with cairn_server(sqlite_url(tmp_path), fake_model) as running:
+        yield running
+
+
+def tui(server: BackgroundServer, repo: Path, tmp_path: Path, mode: Mode) -> CairnApp:
+    async def resolve() -> str:
+        return server.url
+
+    def start(listener: SessionListener) -> SessionRunner:
+        return ClientSession(
+            Endpoint(TEST_TOKEN, resolve),
+            detect_workspace(repo),
+            Policy(PolicySettings(mode=mode)),
+            listener,
+            call_log=CallLog(tmp_path / "calls.sqlite3", repo),
+        )
+
+    return CairnApp(start, workspace_name="repo")
+
+
+async def until(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 15) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await pilot.pause(0.02)
+
+
+async def type_line(pilot: Pilot[Any], text: str) -> None:
+    prompt = pilot.app.query_one("#prompt", Input)
+    prompt.value = text
+    await pilot.press("enter")
+
+
+EDIT = call("edit", path="src/app.py", old_string="return 1", new_string="return 2")
+
+
+async def agent_edits(pilot: Pilot[Any], app: CairnApp) -> None:
+    """Ask for a fix and wait until the scripted EDIT ran and the model said Done."""
+    await until(pilot, lambda: app.agent_id is not None)
+    await type_line(pilot, "fix total")
+    await until(pilot, lambda: any("Done." in e for e in chat_entries(app)))
+
+
+async def test_slash_undo_reverts_the_edit_and_then_refuses(
+    server: BackgroundServer, fake_model: FakeModelServer, repo: Path, tmp_path: Path
+) -> None:
+    fake_model.set_script(script({"text": "Editing.", "tool_calls": [EDIT]}, {"text": "Done."}))
+    app = tui(server, repo, tmp_path, "accept-edits")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await agent_edits(pilot, app)
+        assert "return 2" in (repo / "src/app.py").read_text()
+
+        await type_line(pilot, "/undo")
+        await until(pilot, lambda: any("Undone" in e for e in chat_entries(app)))
+        assert (repo / "src/app.py").read_text() == APP
+        assert "Undone (edit): restored src/app.py." in chat_entries(app)
+
+        await type_line(pilot, "/undo")
+        await until(pilot, lambda: any("Nothing was undone" in e for e in chat_entries(app)))
+
+
+async def test_undo_refuses_after_the_file_changed_by_hand(
+    server: BackgroundServer, fake_model: FakeModelServer, repo: Path, tmp_path: Path
+) -> None:
+    fake_model.set_script(script({"text": "Editing.", "tool_calls": [EDIT]}, {"text": "Done."}))
+    app = tui(server, repo, tmp_path, "accept-edits")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await agent_edits(pilot, app)
+        (repo / "src/app.py").write_text("mine now\n")
+
+        await type_line(pilot, "/undo")
+        await until(pilot, lambda: any("Nothing was undone" in e for e in chat_entries(app)))
+        refusal = next(e for e in chat_entries(app) if "Nothing was undone" in e)
+        assert "src/app.py changed since cairn wrote it" in refusal
+        assert (repo / "src/app.py").read_text() == "mine now\n"
+
+
+async def test_plan_mode_refusal_is_shown_and_told_to_the_model(
+    server: BackgroundServer, fake_model: FakeModelServer, repo: Path, tmp_path: Path
+) -> None:
+    fake_model.set_script(script({"text": "Editing.", "tool_calls": [EDIT]}, {"text": "Planned."}))
+    app = tui(server, repo, tmp_path, "accept-edits")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: app.agent_id is not None)
+        await type_line(pilot, "/mode plan")
+        await until(pilot, lambda: any("now plan" in e for e in chat_entries(app)))
+        await type_line(pilot, "fix total")
+        await until(pilot, lambda: any("Planned." in e for e in chat_entries(app)))
+
+        assert any("plan mode is read-only" in e for e in chat_entries(app))
+        assert (repo / "src/app.py").read_text() == APP
+        assert "plan mode is read-only" in json.dumps(fake_model.requests[-1].body)

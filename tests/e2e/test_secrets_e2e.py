@@ -1,0 +1,88 @@
+"""Planted secrets never reach the model: a real `cairn -p` session, embedded server and
+the fake model server, which records every request body it receives."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cairn_server.fakes.runner import FakeModelServer
+from support.repos import make_repo
+from support.servers import call, model_env, script
+
+OPENAI_KEY = "sk-proj-" + "Pl4nt3dOpenAIKeyVa1ue0123456789"
+GITHUB_TOKEN = "ghp_" + "Pl4nt3dGitHubT0kenVa1ue0123456789ab"
+KEY_BODY = "MIIEpl4ntedPrivateKeyBody0123456789"
+PRIVATE_KEY = (
+    f"-----BEGIN OPENSSH PRIVATE KEY-----\n{KEY_BODY}\n-----END OPENSSH PRIVATE KEY-----\n"
+)
+ENV_SECRET = "pl4nted-env-secret-value-42"
+PLANTED = (OPENAI_KEY, GITHUB_TOKEN, KEY_BODY, ENV_SECRET, "test-openai-key")
+
+
+def test_no_planted_secret_reaches_the_model(tmp_path: Path, fake_model: FakeModelServer) -> None:
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            ".env": f"OPENAI_API_KEY={OPENAI_KEY}\nDEBUG=1\n",
+            "deploy/id_ed25519": PRIVATE_KEY,
+            "src/config.py": f'GITHUB_TOKEN = "{GITHUB_TOKEN}"\nREGION = "eu"\n',
+        },
+    )
+    turns = [
+        call("read", path=".env"),
+        call("read", path="src/config.py"),
+        call("read", path="deploy/id_ed25519"),
+        call("grep", pattern="sk-|ghp_|PRIVATE|OPENAI"),
+        call("grep", pattern="sk-", path=".env"),
+        call("glob", pattern="**/*"),
+        call("shell", command="cat .env deploy/id_ed25519 src/config.py"),
+        call("shell", command="env"),
+        call("shell", command="git log -p"),
+    ]
+    fake_model.set_script(
+        script(*({"tool_calls": [turn]} for turn in turns), {"text": "Done looking."})
+    )
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CAIRN_", "OPENAI_", "ANTHROPIC_"))
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "cairn_client.cli", "-p", "look around", "--approve", "all"],
+        cwd=repo,
+        env={
+            **clean,
+            "CAIRN_DATA_DIR": str(tmp_path / "data"),
+            "DEPLOY_TOKEN": ENV_SECRET,
+            **model_env(fake_model),
+        },
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Done looking." in done.stdout
+    bodies = [json.dumps(request.body) for request in fake_model.requests]
+    assert len(bodies) == len(turns) + 1
+    for body in bodies:
+        for secret in PLANTED:
+            assert secret not in body, secret
+    answers = _tool_answers(fake_model)
+    assert len(answers) == len(turns)
+    read_env, read_config, read_key, grep_all, grep_env, glob, cat, env, log = answers
+    assert "secret" in read_env and "secret" in read_key  # refused, saying why
+    assert 'REGION = \\"eu\\"' in read_config or 'REGION = "eu"' in read_config
+    assert "[REDACTED:github-token]" in read_config
+    assert "src/config.py" in grep_all and ".env" not in grep_all
+    assert "secret" in grep_env
+    assert ".env (secret: content withheld)" in glob
+    assert "REDACTED" in cat and "DEBUG=1" in cat
+    assert "PATH=" in env and "DEPLOY_TOKEN" not in env
+    assert "REDACTED" in log
+
+
+def _tool_answers(fake: FakeModelServer) -> list[str]:
+    messages = fake.requests[-1].body["messages"]
+    return [str(m["content"]) for m in messages if m.get("role") == "tool"]
