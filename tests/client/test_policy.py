@@ -603,3 +603,22 @@ def test_read_only_commands_run_unless_they_touch_a_secret(
     call: Prepare, mode: Mode, command: str, decision: str
 ) -> None:
     assert policy(mode).decide(call("shell", command=command)).decision == decision
+
+
+def test_allow_always_saves_the_rule_and_applies_it_at_once(
+    call: Prepare, repo: Path, tmp_path: Path
+) -> None:
+    settings_file = tmp_path / "config" / "settings.toml"
+    write_text(settings_file, '# mine\nmode = "default"\n\n[permissions]\ndeny = ["shell(rm:*)"]\n')
+    allowing = Policy(load_settings(repo, user_file=settings_file))
+    first = call("shell", command="pytest -q tests/a.py")
+    assert allowing.decide(first).decision == "ask"
+
+    assert allowing.allow_always(first) == "shell(pytest:*)"
+
+    assert allowing.decide(call("shell", command="pytest -x")).decision == "allow"
+    saved = settings_file.read_text()
+    assert saved.startswith("# mine\n") and 'deny = ["shell(rm:*)"]' in saved
+    reloaded = load_settings(repo, user_file=settings_file)
+    assert reloaded.allow == ["shell(pytest:*)"] and reloaded.deny == ["shell(rm:*)"]
+    assert allowing.allow_always(call("shell", command="make && make install")) is None

@@ -67,7 +67,16 @@ def test_secret_names(path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["app.py", "environment.py", "id_rsa.pub", "keys.py", ".envoy/x.yaml", "config"]
+    "path",
+    [
+        "app.py",
+        "environment.py",
+        "id_rsa.pub",
+        "keys.py",
+        ".envoy/x.yaml",
+        "config",
+        ".env.example",
+    ],
 )
 def test_ordinary_names(path: str) -> None:
     assert not is_secret_name(path)

@@ -569,6 +569,7 @@ async def test_unexpected_events_are_shown_dim_and_the_app_keeps_working() -> No
     [
         (["y"], Approval(kind="once")),
         (["a"], Approval(kind="session")),
+        (["p"], Approval(kind="always")),
         (
             ["n", *"not yet, any tests?", "enter"],
             Approval(kind="deny", reason="not yet, any tests?"),
@@ -603,12 +604,13 @@ async def test_approval_screen_shows_the_diff_and_returns_the_answer(
     [
         (
             lambda: edit_call(),
-            'To stop asking: allow = ["edit(src/app.py)"] under [permissions] in '
-            "your settings.toml",
+            'p saves allow = ["edit(src/app.py)"] under [permissions] in '
+            "your settings.toml and stops the asking",
         ),
         (
             lambda: shell_call("pytest -q tests/x.py"),
-            'To stop asking: allow = ["shell(pytest:*)"] under [permissions] in your settings.toml',
+            'p saves allow = ["shell(pytest:*)"] under [permissions] in your settings.toml '
+            "and stops the asking",
         ),
         (
             lambda: shell_call("make && make install"),

@@ -26,7 +26,7 @@ from cairn_client.workspace import detect_workspace
 from cairn_server.api.background import BackgroundServer
 from cairn_server.fakes.runner import FakeModelServer
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
-from support.tui import chat_entries
+from support.tui import chat_entries, status_text
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -187,6 +187,7 @@ async def test_plan_mode_refusal_is_shown_and_told_to_the_model(
         await until(pilot, lambda: app.agent_id is not None)
         await type_line(pilot, "/mode plan")
         await until(pilot, lambda: any("now plan" in e for e in chat_entries(app)))
+        assert "plan mode" in status_text(app)
         await type_line(pilot, "fix total")
         await until(pilot, lambda: any("Planned." in e for e in chat_entries(app)))
 

@@ -40,7 +40,15 @@ SECRET_NAME_PATTERNS: tuple[str, ...] = (
     "credentials.y*ml",
     "credentials.toml",
 )
-_PUBLIC_NAME_PATTERNS: tuple[str, ...] = ("*.pub",)
+# Public keys, and the templates projects commit to show which variables exist (their
+# content still passes through redaction like any output).
+_PUBLIC_NAME_PATTERNS: tuple[str, ...] = (
+    "*.pub",
+    ".env.example",
+    ".env.sample",
+    ".env.template",
+    ".env.dist",
+)
 # Config files that are secret only when they hold a token or password.
 TOKEN_CONFIG_NAMES: frozenset[str] = frozenset({".npmrc", ".pypirc", ".yarnrc.yml"})
 _TOKEN_CONFIG_CONTENT = re.compile(

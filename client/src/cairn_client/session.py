@@ -36,7 +36,8 @@ from cairn_client.call_log import CallLog
 from cairn_client.config import ClientSettings, websocket_url
 from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import EDIT_TOOLS, Policy
-from cairn_client.policy.types import Verdict
+from cairn_client.policy.settings import SettingsError
+from cairn_client.policy.types import Approval, Verdict
 from cairn_client.tools.base import PreparedCall, ToolOutcome
 from cairn_client.tools.registry import execute_call, prepare_call
 from cairn_client.undo import AppliedChange, UndoStack
@@ -267,6 +268,19 @@ class ClientSession:
         finally:
             self._in_flight.discard(request.call_id)
 
+    def _remember(self, approval: Approval, prepared: PreparedCall) -> str:
+        """Apply "for this session" or "always" to the policy; how far the allowance goes."""
+        if approval.kind == "session":
+            allowed = self.policy.allow_for_session(prepared)
+            return "for this session" if allowed else "once (it always asks)"
+        if approval.kind == "always":
+            try:
+                rule = self.policy.allow_always(prepared)
+            except SettingsError as exc:
+                return f"once (the rule was not saved: {exc})"
+            return f"always (rule {rule} saved)" if rule else "once (no rule can cover it)"
+        return "once"
+
     @property
     def _allowed_secrets(self) -> list[str]:
         """Secret files the user (never the repo) allowed tools to read, by settings."""
@@ -284,11 +298,7 @@ class ClientSession:
             if approval.kind == "deny":
                 reason = approval.reason or "denied by the user"
                 return Verdict("deny", reason), ToolOutcome("denied", reason=reason)
-            scope = "once"
-            if approval.kind == "session":
-                allowed = self.policy.allow_for_session(prepared)
-                scope = "for this session" if allowed else "once (it always asks)"
-            verdict = Verdict("allow", f"allowed {scope} by the user")
+            verdict = Verdict("allow", f"allowed {self._remember(approval, prepared)} by the user")
         if prepared.request.call_id in self._settled_by_server:
             reason = "the server withdrew the request before it ran"
             return Verdict("deny", reason), ToolOutcome("denied", reason=reason)

@@ -24,7 +24,14 @@ from cairn_protocol.tools import (
     WriteArgs,
 )
 
-from cairn_client.policy.settings import TOOL_GROUPS, PolicySettings, Rule, RuleKind
+from cairn_client.policy.settings import (
+    TOOL_GROUPS,
+    PolicySettings,
+    Rule,
+    RuleKind,
+    parse_rule,
+    save_allow_rule,
+)
 from cairn_client.policy.types import (
     MODE_DEFAULTS,
     ApproveMode,
@@ -147,6 +154,18 @@ class Policy:
             return None
         self._kinds_allowed_for_session.add(kind)
         return _KIND_WORDS[kind]
+
+    def allow_always(self, prepared: PreparedCall) -> str | None:
+        """Allow always: save the narrowest rule covering the call to the user's settings
+        and apply it now. Returns the rule, or None when no rule can cover the call or there
+        is no settings file to write; SettingsError when writing fails."""
+        rule = suggest_rule(prepared)
+        target = self.settings.user_file
+        if rule is None or target is None or self.protected_subject(prepared) is not None:
+            return None
+        save_allow_rule(target, rule)
+        self._rules["allow"].append(parse_rule(rule, self.settings.user_file_shown or str(target)))
+        return rule
 
     def protected_subject(self, prepared: PreparedCall) -> str | None:
         """The first file in .git/, .cairn/ or the user's cairn config an edit would write."""

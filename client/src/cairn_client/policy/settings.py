@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
+import tomlkit
+import tomlkit.exceptions
 from cairn_protocol.tools import CLIENT_TOOLS
 
 from cairn_client.policy.types import MODES, Mode, as_mode, narrows
@@ -63,8 +65,10 @@ class PolicySettings:
     sources: dict[str, str] = field(default_factory=dict)
     # What was in a file but deliberately not applied (a repo's allow rules...), for the user.
     ignored: list[str] = field(default_factory=list)
-    # The user's settings file as shown in messages, e.g. "~/.config/cairn/settings.toml".
+    # The user's settings file as shown in messages, e.g. "~/.config/cairn/settings.toml",
+    # and where "allow always" writes (None: nowhere, e.g. settings made in code).
     user_file_shown: str = ""
+    user_file: Path | None = None
     # Workspace-relative folders besides .git/ and .cairn/ whose writes always ask: the
     # user's cairn config folder, when the workspace contains it (e.g. a home directory).
     protected_paths: list[str] = field(default_factory=list)
@@ -95,6 +99,7 @@ def load_settings(workspace_root: Path, user_file: Path | None = None) -> Policy
     repo_paths = _with_legacy(workspace_root / REPO_SETTINGS_PATH)
     merged = PolicySettings(
         user_file_shown=_shown_user_path(user_paths[0]),
+        user_file=user_paths[0],
         protected_paths=_config_dirs_inside(workspace_root, user_paths[0].parent),
     )
     mode: Mode | None = None
@@ -149,6 +154,32 @@ def _config_dirs_inside(workspace_root: Path, *folders: Path) -> list[str]:
         if resolved.is_relative_to(root) and resolved != root:
             inside.append(resolved.relative_to(root).as_posix())
     return sorted(inside)
+
+
+def save_allow_rule(settings_file: Path, rule: str) -> None:
+    """Add `rule` to `allow` under [permissions] in the user's settings.toml, keeping the
+    rest of the file as the user wrote it (comments, order); the file is replaced at once."""
+    parse_rule(rule, str(settings_file))  # never write a rule the loader would refuse
+    try:
+        text = settings_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    except OSError as exc:
+        raise SettingsError(f"cannot read {settings_file}: {exc}") from exc
+    try:
+        document = tomlkit.parse(text)
+    except tomlkit.exceptions.TOMLKitError as exc:
+        raise SettingsError(f"{settings_file} is not valid TOML: {exc}") from exc
+    permissions = document.setdefault("permissions", tomlkit.table())
+    allow = permissions.setdefault("allow", tomlkit.array())
+    if not isinstance(allow, list):
+        raise SettingsError(f"{settings_file}: permissions.allow must be a list of rules")
+    if rule not in allow:
+        allow.append(rule)
+    settings_file.parent.mkdir(parents=True, exist_ok=True)
+    temporary = settings_file.with_name(f".{settings_file.name}.tmp")
+    temporary.write_text(tomlkit.dumps(document), encoding="utf-8")
+    temporary.replace(settings_file)
 
 
 def _with_legacy(toml_path: Path) -> list[Path]:

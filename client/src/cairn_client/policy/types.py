@@ -62,5 +62,5 @@ class Verdict:
 class Approval:
     """The user's answer on the approval screen."""
 
-    kind: Literal["once", "session", "deny"]
+    kind: Literal["once", "session", "always", "deny"]  # always: save the suggested rule
     reason: str | None = None  # for "deny": the user's words, passed to the model

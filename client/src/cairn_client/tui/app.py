@@ -256,6 +256,8 @@ class CairnApp(App[str]):
     async def _on_welcome(self, event: Welcome) -> None:
         self.agent_id, self.conversation_id = event.agent_id, event.conversation_id
         self.status.model = event.model
+        policy = self._policy()
+        self.status.mode = policy.mode if policy is not None else None
         self._set_running(event.running_run_id)
         if not self._history_shown:
             # Only the first welcome's history is new to this view; a reconnect would repeat it.
@@ -439,6 +441,7 @@ class CairnApp(App[str]):
             )
             return
         policy.set_mode(mode)
+        self.status.mode = mode
         await self.chat.add_notice(f"Permission mode is now {mode} for this session.", "info")
 
     def _policy(self) -> Policy | None:

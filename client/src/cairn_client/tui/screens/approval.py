@@ -32,6 +32,7 @@ class ApprovalScreen(ModalScreen[Approval]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "allow_once", "Allow once", id="approval.allow_once"),
         Binding("a", "allow_session", "Allow for session", id="approval.allow_session"),
+        Binding("p", "allow_always", "Allow always", id="approval.allow_always"),
         Binding("n", "deny", "Deny…", id="approval.deny"),
         Binding("escape", "interrupt", "Deny & interrupt", id="approval.interrupt"),
     ]
@@ -71,17 +72,33 @@ class ApprovalScreen(ModalScreen[Approval]):
 
     def hint(self) -> str:
         """The narrowest allow rule that would stop this asking, or why none can."""
-        paths = [change.path for change in self.prepared.changes]
-        if any(is_protected_path(path) for path in paths):
+        if self._protected():
             return "Writes to .git/ and .cairn/ always ask; no rule or session allowance skips it."
-        rule = suggest_rule(self.prepared)
+        rule = self._suggestion()
         if rule is None:
             return "No allow rule can cover this call; it will keep asking."
-        return f'To stop asking: allow = ["{rule}"] under [permissions] in {self.settings_file}'
+        return (
+            f'p saves allow = ["{rule}"] under [permissions] in {self.settings_file} '
+            "and stops the asking"
+        )
+
+    def _protected(self) -> bool:
+        return any(is_protected_path(change.path) for change in self.prepared.changes)
+
+    def _suggestion(self) -> str | None:
+        return None if self._protected() else suggest_rule(self.prepared)
+
+    def action_allow_always(self) -> None:
+        self.answer(Approval(kind="always"))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # While the reason is typed, y/a/n are letters of the reason, not answers.
-        return not (self._asking_reason and action in ("allow_once", "allow_session", "deny"))
+        # While the reason is typed, y/a/p/n are letters of the reason, not answers.
+        answers = ("allow_once", "allow_session", "allow_always", "deny")
+        if self._asking_reason and action in answers:
+            return False
+        if action == "allow_always":  # only where a rule can cover the call
+            return self._suggestion() is not None
+        return True
 
     def action_allow_once(self) -> None:
         self.answer(Approval(kind="once"))

@@ -14,12 +14,14 @@ from cairn_client.tui.formatting import context_label, usage_label
 
 
 class StatusLine(Widget):
-    """`repo · model · connected · running… · ctx 3.1k/12k · in 1,200 · cached 800 · out 90 ·
-    $0.0042`; ctx (tokens of the last request / budget) once a step or compaction said it."""
+    """`repo · model · connected · plan mode · running… · ctx 3.1k/12k · in 1,200 · cached 800 ·
+    out 90 · $0.0042`; the permission mode unless it is `default`; ctx (tokens of the last
+    request / budget) once a step or compaction said it."""
 
     model: reactive[str | None] = reactive[str | None](None)
     connection: reactive[str] = reactive("connecting…")
     connection_ok: reactive[bool] = reactive(True)
+    mode: reactive[str | None] = reactive[str | None](None)  # the permission mode
     usage: reactive[Usage] = reactive(Usage, always_update=True)
     context: reactive[tuple[int, int] | None] = reactive[tuple[int, int] | None](None)
     activity: reactive[str] = reactive("")
@@ -35,6 +37,8 @@ class StatusLine(Widget):
             Content(self.model or "no model"),
             Content.styled(self.connection, "" if self.connection_ok else "$text-warning"),
         ]
+        if self.mode not in (None, "default"):  # shown when it differs from the usual
+            parts.append(Content.styled(f"{self.mode} mode", "$text-warning"))
         if self.activity:  # before the figures, so a narrow terminal cuts those instead
             parts.append(Content.styled(self.activity, "$text-accent"))
         if self.context is not None:
