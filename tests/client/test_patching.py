@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from cairn_client.cli import app
-from cairn_client.patching import PatchError, apply_patch
+from cairn_client.patching import PatchError, apply_patch, patch_paths
 from typer.testing import CliRunner
 
 APP = "".join(
@@ -195,3 +195,29 @@ def test_cli_applies_checks_and_refuses(tmp_path: Path, monkeypatch: pytest.Monk
 
     missing = runner.invoke(app, ["patch", "apply", "nope.diff"])
     assert missing.exit_code == 2
+
+
+def test_a_rename_with_changes_moves_the_patched_content() -> None:
+    patch = (
+        "--- a/docs/old.md\n+++ b/docs/new.md\n@@ -1,2 +1,2 @@\n # Title\n-old line\n+new line\n"
+    )
+    files = {"docs/old.md": "# Title\nold line\nend\n"}
+    assert patch_paths(patch) == ["docs/old.md", "docs/new.md"]
+    assert apply_patch(patch, files) == {
+        "docs/old.md": None,
+        "docs/new.md": "# Title\nnew line\nend\n",
+    }
+
+
+def test_a_git_rename_without_hunks_moves_the_file() -> None:
+    patch = (
+        "diff --git a/src/a.py b/src/b.py\nsimilarity index 100%\n"
+        "rename from src/a.py\nrename to src/b.py\n"
+    )
+    assert apply_patch(patch, {"src/a.py": "x = 1\n"}) == {"src/a.py": None, "src/b.py": "x = 1\n"}
+
+
+def test_a_rename_onto_an_existing_file_is_refused() -> None:
+    patch = "diff --git a/a.py b/b.py\nrename from a.py\nrename to b.py\n"
+    with pytest.raises(PatchError, match="b.py already exists"):
+        apply_patch(patch, {"a.py": "1\n", "b.py": "2\n"})

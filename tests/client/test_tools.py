@@ -467,7 +467,7 @@ async def test_patch_errors_for_bad_input(repo: Path) -> None:
         "--- /dev/null\n+++ b/README.md\n@@ -0,0 +1 @@\n+hi\n": "already exists",
         "--- a/gone.txt\n+++ b/gone.txt\n@@ -1 +1 @@\n-a\n+b\n": "file not found: gone.txt",
         "--- a/README.md\n+++ /dev/null\n@@ -1 +0,0 @@\n-# Demo\n": "not the whole file",
-        "--- a/README.md\n+++ b/DOCS.md\n@@ -1 +1 @@\n-# Demo\n+# D\n": "not supported",
+        "--- a/README.md\n+++ b/src/util.py\n@@ -1 +1 @@\n-# Demo\n+# D\n": "already exists",
     }
     for patch, expected in cases.items():
         prepared = prepare(repo, "apply_patch", patch=patch)
@@ -708,3 +708,13 @@ def test_read_only_previews_are_one_line_summaries(repo: Path) -> None:
     assert read.preview.body == "read README.md (lines 3–12)"
     assert glob.preview.body == 'glob "**/*.md"'
     assert {grep.preview.kind, read.preview.kind, glob.preview.kind} == {"info"}
+
+
+async def test_a_patch_that_renames_a_file_moves_it_on_disk(repo: Path) -> None:
+    patch = "--- a/README.md\n+++ b/docs/README.md\n@@ -1 +1 @@\n-# Demo\n+# Demo docs\n"
+
+    outcome = await run(repo, "apply_patch", patch=patch)
+
+    assert outcome.status == "ok", outcome
+    assert not (repo / "README.md").exists()
+    assert (repo / "docs" / "README.md").read_text().startswith("# Demo docs\n")

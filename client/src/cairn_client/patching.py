@@ -25,8 +25,6 @@ _NOISE_PREFIXES = (
     "new mode",
     "similarity index",
     "dissimilarity index",
-    "rename from",
-    "rename to",
     "copy from",
     "copy to",
 )
@@ -114,6 +112,10 @@ class FilePatch:
         return self.target == DEV_NULL
 
     @property
+    def renames(self) -> bool:
+        return DEV_NULL not in (self.source, self.target) and self.source != self.target
+
+    @property
     def path(self) -> str:
         return self.source if self.deletes else self.target
 
@@ -133,7 +135,14 @@ def parse_patch(patch: str) -> list[FilePatch]:
         line = lines[index]
         if _is_file_header(lines, index) and (hunk is None or not hunk.counts_pending()):
             _close(hunk)
-            sections.append(_file_patch(lines[index][4:], lines[index + 1][4:]))
+            _add_section(sections, _file_patch(lines[index][4:], lines[index + 1][4:]))
+            hunk, index = None, index + 2
+            continue
+        if _is_rename(lines, index):
+            _close(hunk)
+            _add_section(
+                sections, FilePatch(lines[index][12:].strip(), lines[index + 1][10:].strip())
+            )
             hunk, index = None, index + 2
             continue
         index += 1
@@ -158,7 +167,7 @@ def parse_patch(patch: str) -> list[FilePatch]:
             _close(hunk)
             hunk = None
     _close(hunk)
-    sections = [section for section in sections if section.hunks or section.deletes]
+    sections = [s for s in sections if s.hunks or s.deletes or s.renames]
     if not sections:
         raise PatchError(
             [
@@ -170,8 +179,37 @@ def parse_patch(patch: str) -> list[FilePatch]:
 
 
 def patch_paths(patch: str) -> list[str]:
-    """The file names `apply_patch` will look up in its `files`, in patch order."""
-    return list(dict.fromkeys(section.path for section in parse_patch(patch)))
+    """The file names `apply_patch` will look up in its `files`, in patch order (both names
+    of a renamed file)."""
+    names = []
+    for section in parse_patch(patch):
+        names += [section.source, section.target] if section.renames else [section.path]
+    return list(dict.fromkeys(names))
+
+
+def _is_rename(lines: list[str], index: int) -> bool:
+    """git's `rename from X` / `rename to Y` pair (a rename may come without hunks)."""
+    return (
+        lines[index].startswith("rename from ")
+        and index + 1 < len(lines)
+        and lines[index + 1].startswith("rename to ")
+    )
+
+
+def _add_section(sections: list[FilePatch], section: FilePatch) -> None:
+    """A new file section, unless it repeats the rename header just read."""
+    last = sections[-1] if sections else None
+    if (
+        last is not None
+        and not last.hunks
+        and (last.source, last.target)
+        == (
+            section.source,
+            section.target,
+        )
+    ):
+        return
+    sections.append(section)
 
 
 def _is_file_header(lines: list[str], index: int) -> bool:
@@ -260,7 +298,10 @@ def apply_patch(patch: str, files: Mapping[str, str]) -> dict[str, str | None]:
     """
     problems: list[HunkProblem] = []
     results: dict[str, str | None] = {}
-    for path, sections in _by_path(parse_patch(patch), problems).items():
+    parsed = parse_patch(patch)
+    for section in [s for s in parsed if s.renames]:
+        results.update(_renamed(section, files, problems, _others(parsed, section)))
+    for path, sections in _by_path([s for s in parsed if not s.renames]).items():
         outcome = _apply_file(path, sections, files.get(path), problems)
         if not isinstance(outcome, _Failed):
             results[path] = outcome
@@ -273,22 +314,41 @@ class _Failed:
     """A file section that could not be applied (its problems are already recorded)."""
 
 
-def _by_path(sections: list[FilePatch], problems: list[HunkProblem]) -> dict[str, list[FilePatch]]:
+def _by_path(sections: list[FilePatch]) -> dict[str, list[FilePatch]]:
     grouped: dict[str, list[FilePatch]] = {}
     for section in sections:
-        if DEV_NULL not in (section.source, section.target) and section.source != section.target:
-            problems.append(
-                HunkProblem(
-                    section.source,
-                    None,
-                    "",
-                    f"renaming {section.source} to {section.target} is not supported; delete "
-                    "the old file and create the new one",
-                )
-            )
-            continue
         grouped.setdefault(section.path, []).append(section)
     return grouped
+
+
+def _others(sections: list[FilePatch], rename: FilePatch) -> bool:
+    """Whether another section also touches a renamed file's old or new name."""
+    names = {rename.source, rename.target}
+    return any(s is not rename and {s.source, s.target} & names for s in sections)
+
+
+def _renamed(
+    section: FilePatch, files: Mapping[str, str], problems: list[HunkProblem], others: bool
+) -> dict[str, str | None]:
+    """The old name deleted and the new one holding the (patched) content."""
+    source, target = section.source, section.target
+    why = None
+    if others:
+        why = f"{source} is renamed to {target} and patched elsewhere too; one section each"
+    elif target in files:
+        why = f"cannot rename {source} to {target}: {target} already exists"
+    elif source not in files:
+        why = f"cannot rename {source}: file not found"
+    if why is not None:
+        problems.append(HunkProblem(source, None, "", why))
+        return {}
+    content = files[source]
+    if section.hunks:
+        patched = _apply_hunks(source, content, section.hunks, problems)
+        if patched is None:
+            return {}
+        content = patched
+    return {source: None, target: content}
 
 
 def _apply_file(
