@@ -189,35 +189,29 @@ def patch_paths(patch: str) -> list[str]:
 
 def _is_rename(lines: list[str], index: int) -> bool:
     """git's `rename from X` / `rename to Y` pair (a rename may come without hunks)."""
+    return _pair(lines, index, "rename from ", "rename to ")
+
+
+def _is_file_header(lines: list[str], index: int) -> bool:
+    return _pair(lines, index, "--- ", "+++ ")
+
+
+def _pair(lines: list[str], index: int, first: str, second: str) -> bool:
+    """Whether the line at `index` starts with `first` and the next one with `second`."""
     return (
-        lines[index].startswith("rename from ")
+        lines[index].startswith(first)
         and index + 1 < len(lines)
-        and lines[index + 1].startswith("rename to ")
+        and lines[index + 1].startswith(second)
     )
 
 
 def _add_section(sections: list[FilePatch], section: FilePatch) -> None:
     """A new file section, unless it repeats the rename header just read."""
     last = sections[-1] if sections else None
-    if (
-        last is not None
-        and not last.hunks
-        and (last.source, last.target)
-        == (
-            section.source,
-            section.target,
-        )
-    ):
+    names = (section.source, section.target)
+    if last is not None and not last.hunks and (last.source, last.target) == names:
         return
     sections.append(section)
-
-
-def _is_file_header(lines: list[str], index: int) -> bool:
-    return (
-        lines[index].startswith("--- ")
-        and index + 1 < len(lines)
-        and lines[index + 1].startswith("+++ ")
-    )
 
 
 def _current(sections: list[FilePatch], line: str) -> FilePatch:
