@@ -35,11 +35,9 @@ from cairn_server.providers.registry import (
     retry_policy,
 )
 from cairn_server.providers.retry import RetryPolicy, retry_after_s, status_failure
+from support.providers import provider_for
 
 pytestmark = pytest.mark.filterwarnings("error")
-
-OPENAI_MODEL = "gpt-5.4-mini"
-ANTHROPIC_MODEL = "claude-sonnet-4-6"
 
 
 class Sleeps:
@@ -73,13 +71,7 @@ async def open_provider(
     opened: list[OpenAIProvider | AnthropicProvider] = []
 
     def build(**options: Any) -> Provider:
-        provider: OpenAIProvider | AnthropicProvider
-        if provider_name == "openai":
-            provider = OpenAIProvider(OPENAI_MODEL, "sk-test", fake.openai_base_url, **options)
-        else:
-            provider = AnthropicProvider(
-                ANTHROPIC_MODEL, "sk-ant-test", fake.anthropic_base_url, **options
-            )
+        provider = provider_for(fake, provider_name, **options)
         opened.append(provider)
         return provider
 

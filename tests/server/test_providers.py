@@ -38,11 +38,10 @@ from cairn_server.providers.registry import (
     resolve_model,
 )
 from cairn_server.providers.retry import RetryPolicy
+from support.providers import ANTHROPIC_MODEL, OPENAI_MODEL, provider_for
 
 pytestmark = pytest.mark.filterwarnings("error")
 
-OPENAI_MODEL = "gpt-5.4-mini"
-ANTHROPIC_MODEL = "claude-sonnet-4-6"
 NO_RETRIES = RetryPolicy(max_retries=0)
 READ_TOOL = ToolSpec(
     name="read",
@@ -66,13 +65,7 @@ async def open_provider(fake: FakeModelServer) -> AsyncIterator[ProviderFactory]
 
     def build(name: str, **options: Any) -> Provider:
         options.setdefault("retry", NO_RETRIES)
-        provider: OpenAIProvider | AnthropicProvider
-        if name == "openai":
-            provider = OpenAIProvider(OPENAI_MODEL, "sk-test", fake.openai_base_url, **options)
-        else:
-            provider = AnthropicProvider(
-                ANTHROPIC_MODEL, "sk-ant-test", fake.anthropic_base_url, **options
-            )
+        provider = provider_for(fake, name, **options)
         opened.append(provider)
         return provider
 
