@@ -7,7 +7,7 @@ shortening as a last resort) and compaction itself: summary, mark, refrozen memo
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cairn_protocol import ContextCompacted
@@ -76,7 +76,9 @@ class ContextWindow:
     agent_id: str
     conversation_id: str
     budget: Budget
-    summariser: Provider | None  # the summary model, or the agent's; None: digest only
+    # The summary model's provider, or the agent's; None: digest only. Made when the first
+    # compaction needs it (building an SDK client costs seconds; viewing the context, none).
+    summariser: Callable[[], Provider | None]
     model: str | None = None
     # Budgets that providers' overflow errors taught, by model spec, shared across windows.
     learned_windows: dict[str, int] = field(default_factory=dict)
@@ -177,12 +179,13 @@ class ContextWindow:
         self, conversation: Conversation, evicted: list[Message], limit: int, focus: str | None
     ) -> tuple[CompactionMethod, str, str | None]:
         """The model's summary, or the deterministic digest with the reason it was used."""
-        if self.summariser is None:
+        summariser = self.summariser()
+        if summariser is None:
             why = "no model is configured"
         else:
             request = summary_request(conversation.summary, evicted, limit, focus)
             try:
-                text = await _complete(self.summariser, request)
+                text = await _complete(summariser, request)
             except ProviderError as exc:
                 log.warning("summariser failed, compacting with a digest: %s", exc)
                 why = f"the summary model failed ({_first_sentence(str(exc))})"

@@ -157,7 +157,7 @@ class Runtime:
             agent_id=agent.id,
             conversation_id=conversation_id,
             budget=budget,
-            summariser=self._summariser(summary_model),
+            summariser=lambda: self._summariser(summary_model),
             model=model,
             learned_windows=self._learned_windows,
         )
