@@ -17,23 +17,21 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cairn_server.memory.embeddings import (
-    Embedder,
     EmbeddingError,
     cosine_ranking,
     embed_query,
     to_bytes,
 )
 from cairn_server.memory.recall import (
-    ScopeSizes,
+    Searchable,
     fts5_match,
     postgres_bm25,
     postgres_ranks,
     rank_fusion,
     search_terms,
 )
-from cairn_server.storage.db import Database
 from cairn_server.storage.models import Passage
-from cairn_server.storage.repository import NotFoundError, Repository
+from cairn_server.storage.repository import NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +55,7 @@ def normalised_tags(tags: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(tag.strip().lower() for tag in tags if tag.strip()))
 
 
-class Archive(Repository):
-    def __init__(self, db: Database, embedder: Embedder | None = None) -> None:
-        super().__init__(db)
-        self._embedder = embedder
-        self._scope_sizes = ScopeSizes()
-
+class Archive(Searchable):
     async def insert(
         self,
         agent_id: str,

@@ -204,12 +204,16 @@ def postgres_bm25(scored: sa.Subquery, terms: int) -> ColumnElement[float]:
     return score
 
 
-class Recall(Repository):
+class Searchable(Repository):
+    """A store searched by text and, with an embedder, by vector (recall and archival)."""
+
     def __init__(self, db: Database, embedder: Embedder | None = None) -> None:
         super().__init__(db)
         self._embedder = embedder
         self._scope_sizes = ScopeSizes()
 
+
+class Recall(Searchable):
     async def search(
         self,
         agent_id: str,
