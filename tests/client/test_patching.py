@@ -123,6 +123,24 @@ def test_a_line_number_picks_only_a_clearly_nearest_match() -> None:
         apply_patch(patch.format(33, 33), {"f": text})
 
 
+def test_a_refusal_points_at_the_place_most_of_the_hunk_matches() -> None:
+    text = (
+        "def a(items):\n    result = 0\n    for item in items:\n        result += item\n"
+        "    return result\n\n\ndef b(values):\n    result = 0\n    for value in values:\n"
+        "        result -= value\n        log(value)\n    return result\n"
+    )
+    patch = (
+        "--- a/f.py\n+++ b/f.py\n@@ -9,5 +9,5 @@\n     result = 0\n     for value in vals:\n"
+        "-        result -= value\n+        result -= value * 2\n         log(value)\n"
+        "     return result\n"
+    )
+    with pytest.raises(PatchError) as refused:
+        apply_patch(patch, {"f.py": text})
+    why = refused.value.problems[0].why
+    assert "closest at line 9, where 4 of its 5 lines match" in why
+    assert "'    for value in vals:' where the file has '    for value in values:' (line 10)" in why
+
+
 def test_one_bad_file_refuses_the_whole_patch() -> None:
     patch = CLEAN + "--- a/gone.txt\n+++ b/gone.txt\n@@ -1 +1 @@\n-a\n+b\n"
     with pytest.raises(PatchError, match="file not found: gone.txt"):

@@ -12,7 +12,7 @@ from cairn_client.policy.policy import PLAN_REFUSAL, Policy, suggest_rule
 from cairn_client.policy.settings import PolicySettings, SettingsError, load_settings
 from cairn_client.policy.types import Mode, Verdict
 from cairn_client.tools.base import PreparedCall
-from cairn_client.tools.registry import prepare_call
+from cairn_client.tools.registry import execute_call, prepare_call
 from cairn_protocol import ToolRequest
 
 Prepare = Callable[..., PreparedCall]
@@ -424,6 +424,34 @@ def test_read_rules_cover_grep_and_glob_and_match_like_gitignore(call: Prepare, 
     assert deny.decide(call("grep", pattern="plan", path="docs/private")).decision == "deny"
     assert deny.decide(call("glob", pattern="*", path="docs/private")).decision == "deny"
     assert deny.decide(call("read", path="README.md")).decision == "allow"
+
+
+async def test_a_wide_grep_or_glob_leaves_out_files_under_deny_and_ask_rules(
+    call: Prepare, repo: Path
+) -> None:
+    (repo / "docs" / "private").mkdir(parents=True)
+    (repo / "docs" / "private" / "plan.md").write_text("launch plan: acquire rival\n")
+    (repo / "docs" / "drafts.md").write_text("launch plan draft\n")
+    (repo / "docs" / "public.md").write_text("launch day is public\n")
+    rules = policy(deny=["read(private)"], ask=["read(docs/drafts.md)"])
+
+    async def run(prepared: PreparedCall) -> str:
+        assert rules.decide(prepared).decision == "allow"  # the folder itself is not covered
+        withheld = rules.search_filter(prepared.tool)
+        outcome = await execute_call(repo, prepared, withheld=withheld)
+        return outcome.content
+
+    found = await run(call("grep", pattern="launch"))
+    assert "docs/public.md" in found
+    assert "acquire rival" not in found and "plan draft" not in found
+    assert "(2 files with matches withheld by the permission rules" in found
+    listed = await run(call("glob", pattern="**/*.md", path="docs"))
+    assert listed.splitlines()[0] == "docs/public.md"
+    assert "private/plan.md" not in listed and "drafts.md" not in listed
+    assert "(2 files withheld by the permission rules" in listed
+    nothing = await run(call("grep", pattern="rival"))
+    assert nothing.startswith("no matches for 'rival'") and "1 file with matches" in nothing
+    assert policy().search_filter("grep") is None  # no path rules, nothing to filter
 
 
 def test_allow_path_rules_match_the_whole_relative_path(call: Prepare) -> None:

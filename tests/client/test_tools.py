@@ -16,6 +16,7 @@ from cairn_client.tools.base import FileChange, PreparedCall, ToolOutcome
 from cairn_client.tools.changes import StaleChange, apply_changes, render_diff
 from cairn_client.tools.paths import PathOutsideWorkspace, relative_display, resolve_in_workspace
 from cairn_client.tools.registry import execute_call, prepare_call
+from cairn_client.undo import UndoStack
 from cairn_protocol import ToolRequest
 
 _calls = 0
@@ -718,3 +719,22 @@ async def test_a_patch_that_renames_a_file_moves_it_on_disk(repo: Path) -> None:
     assert outcome.status == "ok", outcome
     assert not (repo / "README.md").exists()
     assert (repo / "docs" / "README.md").read_text().startswith("# Demo docs\n")
+
+
+async def test_a_renamed_file_keeps_its_mode_and_undo_puts_it_back(repo: Path) -> None:
+    script = repo / "run.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o755)
+    patch = "--- a/run.sh\n+++ b/bin/run.sh\n@@ -1,2 +1,2 @@\n #!/bin/sh\n-echo hi\n+echo hello\n"
+    prepared = prepare(repo, "apply_patch", patch=patch)
+
+    outcome = await execute_call(repo, prepared)
+
+    assert outcome.status == "ok", outcome
+    assert stat.S_IMODE((repo / "bin" / "run.sh").stat().st_mode) == 0o755
+    stack = UndoStack(repo)
+    stack.record("c", "apply_patch", prepared.changes)
+    stack.undo_last()
+    assert not (repo / "bin" / "run.sh").exists()
+    assert stat.S_IMODE(script.stat().st_mode) == 0o755
+    assert script.read_text() == "#!/bin/sh\necho hi\n"

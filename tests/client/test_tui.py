@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from cairn_client.policy.policy import Policy
+from cairn_client.policy.settings import load_settings
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.tools.base import FileChange, PreparedCall, Preview, ToolOutcome
 from cairn_client.tools.registry import prepare_call
@@ -59,8 +61,10 @@ class ScriptedSession:
         *,
         fail_with: Exception | None = None,
         announce_failure: bool = False,
+        policy: Policy | None = None,
     ) -> None:
         self.welcome = welcome
+        self.policy = policy
         self.fail_with = fail_with
         self.announce_failure = announce_failure
         self.sent: list[str] = []
@@ -254,6 +258,24 @@ async def test_streamed_answer_appears_and_the_final_message_replaces_it() -> No
         await settle(pilot)
         assert "running…" not in status_text(app)
         assert chat_entries(app) == ["Fix it", "Looking at **src/app.py**."]
+
+
+async def test_repository_settings_that_would_widen_permissions_are_shown_as_ignored(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".cairn").mkdir()
+    (tmp_path / ".cairn" / "settings.toml").write_text(
+        'mode = "bypass"\n[permissions]\nallow = ["shell(curl:*)"]\ndeny = ["read(secrets/**)"]\n'
+    )
+    policy = Policy(load_settings(tmp_path, user_file=tmp_path / "absent.toml"))
+    session = ScriptedSession(welcome(), policy=policy)
+    app = CairnApp(session.start, workspace_name="shop-api")
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        entries = chat_entries(app)
+        assert any("mode 'bypass' would widen 'default'; ignored" in e for e in entries)
+        assert any("allow rules are ignored" in e for e in entries)
+        assert policy.settings.deny == ["read(secrets/**)"]  # narrowing still applies
 
 
 async def test_text_after_a_tool_call_starts_a_new_answer_below_the_tool_line() -> None:

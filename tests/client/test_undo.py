@@ -147,7 +147,9 @@ async def agent_edits(pilot: Pilot[Any], app: CairnApp) -> None:
 async def test_slash_undo_reverts_the_edit_and_then_refuses(
     server: BackgroundServer, fake_model: FakeModelServer, repo: Path, tmp_path: Path
 ) -> None:
-    fake_model.set_script(script({"text": "Editing.", "tool_calls": [EDIT]}, {"text": "Done."}))
+    fake_model.set_script(
+        script({"text": "Editing.", "tool_calls": [EDIT]}, {"text": "Done."}, {"text": "Noted."})
+    )
     app = tui(server, repo, tmp_path, "accept-edits")
     async with app.run_test(size=(120, 36)) as pilot:
         await agent_edits(pilot, app)
@@ -160,6 +162,16 @@ async def test_slash_undo_reverts_the_edit_and_then_refuses(
 
         await type_line(pilot, "/undo")
         await until(pilot, lambda: any("Nothing was undone" in e for e in chat_entries(app)))
+
+        # The model hears of the undo with the next message, once.
+        await type_line(pilot, "what now?")
+        await until(pilot, lambda: any("Noted." in e for e in chat_entries(app)))
+        told = json.dumps(fake_model.requests[-1].body["messages"][-2:])
+        assert "The user ran /undo and reverted your edit call" in told
+        assert "restored src/app.py" in told
+        assert "what now?" in told
+        earlier = json.dumps([r.body for r in fake_model.requests[:-1]])
+        assert "ran /undo" not in earlier
 
 
 async def test_undo_refuses_after_the_file_changed_by_hand(

@@ -43,12 +43,24 @@ def test_print_mode_answers_and_denies_edits_it_cannot_ask_about(
     fake_model.set_script(
         script(
             {"text": "Reading first. ", "tool_calls": [call("read", path="app.py")]},
+            {"tool_calls": [call("grep", pattern="total")]},
             {"tool_calls": [EDIT]},
             {"text": "I could not edit, so here is the fix instead."},
         )
     )
+    # A repository cannot allow itself edits (the user is told its allow rule was ignored),
+    # but its deny rules hold, also for a grep over the whole tree.
+    (repo / ".cairn").mkdir()
+    (repo / ".cairn" / "settings.toml").write_text(
+        '[permissions]\nallow = ["edit(*)"]\ndeny = ["read(private)"]\n'
+    )
+    (repo / "private").mkdir()
+    (repo / "private" / "plan.txt").write_text("total takeover on friday\n")
     done = cairn(repo, data_dir, "-p", "fix total()", env=model_env(fake_model))
     assert done.returncode == 0, done.stderr
+    assert "allow rules are ignored" in done.stderr
+    sent = json.dumps([r.body for r in fake_model.requests])
+    assert "app.py" in sent and "takeover" not in sent and "withheld by the permission" in sent
     assert "here is the fix instead" in done.stdout
     assert "✓ Read app.py" in done.stderr or "read" in done.stderr.lower()
     assert (repo / "app.py").read_text() == APP_BEFORE

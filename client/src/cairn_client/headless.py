@@ -173,6 +173,8 @@ class HeadlessListener:
 
 async def run_headless(session: ClientSession, listener: HeadlessListener, prompt: str) -> int:
     """Send one request and wait for its run to end. Exit code: 0 answered, 1 not, 2 unusable."""
+    for note in session.policy.settings.ignored:
+        print(f"cairn: {note}", file=listener.err)
     runner = asyncio.create_task(session.run())
     try:
         welcome = await _first(listener.welcome, runner)

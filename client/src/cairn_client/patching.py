@@ -494,7 +494,7 @@ def _place(text: _Text, number: int, hunk: Hunk) -> _Placement:
             found = _candidates(text, hunk, before, norm, tolerant)
             if found:
                 return _choose(text, _distinct(text, number, hunk, found), hunk)
-    raise _Refused(_not_found(text, before))
+    raise _Refused(_not_found(text, before, hunk.old_start))
 
 
 def _distinct(
@@ -595,31 +595,37 @@ def _choose(text: _Text, found: list[tuple[int, _Placement]], hunk: Hunk) -> _Pl
     raise _Refused(f"matches at lines {where}; add context lines to make it unique")
 
 
-def _not_found(text: _Text, before: list[PatchLine]) -> str:
+def _not_found(text: _Text, before: list[PatchLine], stated_start: int | None) -> str:
+    """Why a hunk matched nowhere, pointing at the place most of its lines match."""
     advice = "read the file and make the patch again from its current text"
     keys = [line.text.strip() for line in before]
-    best_start, best_run = -1, 0
-    for start in range(len(text.bare)):
-        run = 0
-        while (
-            run < len(keys)
-            and start + run < len(text.bare)
-            and text.bare[start + run].strip() == keys[run]
-        ):
-            run += 1
-        if run > best_run:
-            best_start, best_run = start, run
-    if best_run == 0:
+    votes: dict[int, int] = {}
+    for k, key in enumerate(keys):
+        if key:  # blank lines match everywhere, so they do not point anywhere
+            for at in text.positions(_NORMS[2], key):
+                votes[at - k] = votes.get(at - k, 0) + 1
+    if not votes:
         return (
-            f"does not match the file: its lines (starting {before[0].text!r}) were not "
+            f"does not match the file: none of its lines (starting {before[0].text!r}) were "
             f"found; {advice}"
         )
-    actual = text.bare[best_start + best_run] if best_start + best_run < len(text.bare) else None
-    differs = f"the file has {actual!r}" if actual is not None else "the file ends there"
+    hint = max((stated_start or 1) - 1, 0)
+    start = max(votes, key=lambda at: (votes[at], -abs(at - hint), -at))
+    differing = [
+        k
+        for k, key in enumerate(keys)
+        if not 0 <= start + k < len(text.bare) or text.bare[start + k].strip() != key
+    ]
+    first = differing[0]
+    where = start + first
+    if 0 <= where < len(text.bare):
+        differs = f"the file has {text.bare[where]!r} (line {where + 1})"
+    else:
+        differs = "the file " + ("ends" if where >= 0 else "starts") + " there"
     return (
-        f"does not match the file: its first {best_run} line(s) match at line "
-        f"{best_start + 1}, but then the hunk has {before[best_run].text!r} where {differs}; "
-        f"{advice}"
+        f"does not match the file: it comes closest at line {max(start, 0) + 1}, where "
+        f"{len(keys) - len(differing)} of its {len(keys)} lines match, but the hunk has "
+        f"{before[first].text!r} where {differs}; {advice}"
     )
 
 

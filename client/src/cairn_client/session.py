@@ -94,6 +94,8 @@ class ClientSession:
             ClientSettings.from_env().data_dir, workspace.root
         )
         self.undo_stack = UndoStack(workspace.root)
+        # Told to the model with the next message: what the user did to its work meanwhile.
+        self.pending_notes: list[str] = []
         self._in_flight: set[str] = set()
         self._executed: set[str] = set()
         self._settled_by_server: set[str] = set()
@@ -105,7 +107,8 @@ class ClientSession:
     async def send_user_message(self, text: str, command: UserCommand | None = None) -> None:
         """Send a request, waiting a little for the connection if it is still being made."""
         await self._wait_connected()
-        await self._send(UserMessage(text=text, command=command))
+        await self._send(UserMessage(text=text, command=command, notes=self.pending_notes))
+        self.pending_notes = []
 
     async def compact(self, instructions: str | None = None) -> None:
         """Ask for a compaction now; the answer is a context_compacted event or an error."""
@@ -116,8 +119,12 @@ class ClientSession:
         await self._send(Cancel())
 
     async def undo_last_change(self) -> AppliedChange:
-        """Revert the last change this session applied; UndoRefused says why not."""
-        return await asyncio.to_thread(self.undo_stack.undo_last)
+        """Revert the last change this session applied; UndoRefused says why not.
+
+        The model is told with the next message, so it does not build on the reverted edit."""
+        undone = await asyncio.to_thread(self.undo_stack.undo_last)
+        self.pending_notes.append(undone.note_for_model())
+        return undone
 
     async def close(self) -> None:
         self._closing = True
@@ -305,7 +312,9 @@ class ClientSession:
         # Recorded before it runs: if this process dies now, a successor will not run it again.
         await asyncio.to_thread(self.call_log.start, prepared.request.call_id)
         self._executed.add(prepared.request.call_id)
-        return verdict, await execute_call(self.workspace.root, prepared, self._allowed_secrets)
+        withheld = self.policy.search_filter(prepared.tool)
+        outcome = await execute_call(self.workspace.root, prepared, self._allowed_secrets, withheld)
+        return verdict, outcome
 
     # ------------------------------------------------------------------ outgoing
 

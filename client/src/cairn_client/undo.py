@@ -38,6 +38,14 @@ class AppliedChange:
                 verbs.append(f"restored {change.path}")
         return "; ".join(verbs)
 
+    def note_for_model(self) -> str:
+        """What the model is told, so it does not build on the reverted edit."""
+        return (
+            f"The user ran /undo and reverted your {self.tool} call {self.call_id}: "
+            f"{self.describe()}. Those files are back to their content before that call; "
+            "read them again before editing them, and do not redo the change unless asked."
+        )
+
 
 class UndoStack:
     """The changes applied in this session, newest last."""
@@ -63,7 +71,7 @@ class UndoStack:
         if not self._applied:
             raise UndoRefused("there is no change from this session to undo")
         last = self._applied[-1]
-        reverse = [FileChange(c.path, before=c.after, after=c.before) for c in last.changes]
+        reverse = _reversed(last.changes)
         try:
             apply_changes(self.root, reverse)
         except StaleChange as exc:
@@ -75,6 +83,15 @@ class UndoStack:
             raise UndoRefused(f"could not revert: {exc}; nothing was reverted") from None
         self._applied.pop()
         return last
+
+
+def _reversed(changes: tuple[FileChange, ...]) -> list[FileChange]:
+    """The changes that put `changes` back; a renamed file's source gets its mode back."""
+    renamed_to = {c.mode_from: c.path for c in changes if c.mode_from is not None}
+    return [
+        FileChange(c.path, before=c.after, after=c.before, mode_from=renamed_to.get(c.path))
+        for c in changes
+    ]
 
 
 @runtime_checkable

@@ -53,6 +53,12 @@ class UserMessage(Frame):
     type: Literal["user_message"] = "user_message"
     text: str = Field(min_length=1)
     command: UserCommand | None = None
+    notes: list[Annotated[str, Field(min_length=1, max_length=4000)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="What happened in the client since the last message that the model must "
+        "know (e.g. /undo reverted files); each is stored as an event before the message.",
+    )
 
 
 ToolStatus = Literal["ok", "error", "denied"]

@@ -41,7 +41,7 @@ from cairn_client.policy.types import (
     as_mode,
 )
 from cairn_client.secrets import is_secret_name
-from cairn_client.tools.base import PreparedCall
+from cairn_client.tools.base import PathFilter, PreparedCall
 from cairn_client.tools.shell_check import is_read_only
 
 EDIT_TOOLS = TOOL_GROUPS["edit"]
@@ -139,6 +139,27 @@ class Policy:
         if kind == "read":
             return Verdict("ask", f"reads need approval (mode: {self.mode})")
         return Verdict("ask", f"{_KIND_WORDS[kind]} need approval")
+
+    def search_filter(self, tool: str) -> PathFilter | None:
+        """For grep and glob over a folder: whether a file found inside it is covered by a
+        deny or ask rule on path, so a wide search never shows what reading it would not.
+        None when no such rule exists (nothing to filter)."""
+        if tool not in ("grep", "glob"):
+            return None
+        specs = [
+            _gitignore_spec(rule.pattern)
+            for kind in ("deny", "ask")
+            for rule in self._rules[kind]
+            if tool in rule.tools and rule.pattern is not None
+        ]
+        if not specs:
+            return None
+
+        @lru_cache(maxsize=4096)
+        def withheld(path: str) -> bool:
+            return any(spec.match_file(path) for spec in specs)
+
+        return withheld
 
     def allow_for_session(self, prepared: PreparedCall) -> str | None:
         """Remember "allow for session": edits (or reads) of any unprotected file, or this

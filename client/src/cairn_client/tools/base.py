@@ -5,12 +5,16 @@ Owns the types that tools, policy, the TUI and headless mode pass between them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from cairn_protocol import ToolRequest
 from cairn_protocol.messages import ToolStatus
 from cairn_protocol.tools import ToolArgs
+
+# Whether a workspace-relative path found by a wide search must be left out of its result.
+PathFilter = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class FileChange:
     path: str  # relative to the workspace root, POSIX separators
     before: str | None
     after: str | None
+    mode_from: str | None = None  # a created file takes this file's mode (a rename's source)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cairn_client.patching import PatchError, apply_patch, patch_paths
+from cairn_client.patching import PatchError, apply_patch, parse_patch, patch_paths
 from cairn_client.tools.base import FileChange
 from cairn_client.tools.paths import ToolError, relative_display, resolve_in_workspace
 
@@ -111,8 +111,14 @@ def patch_changes(root: Path, patch: str) -> tuple[FileChange, ...]:
         results = apply_patch(patch, files)
     except PatchError as exc:
         raise ToolError(str(exc)) from None
+    renamed_from = {s.target: s.source for s in parse_patch(patch) if s.renames}
     changes = tuple(
-        FileChange(path=shown[name], before=files.get(name), after=after)
+        FileChange(
+            path=shown[name],
+            before=files.get(name),
+            after=after,
+            mode_from=shown[renamed_from[name]] if name in renamed_from else None,
+        )
         for name, after in results.items()
         if files.get(name) != after
     )
@@ -182,10 +188,16 @@ def apply_changes(root: Path, changes: Sequence[FileChange]) -> list[str]:
         raise ToolError("the same file appears twice in one change")
     for change, path in targets:
         _verify_unchanged(change, path)
+    # Read before anything is written: a rename's source is deleted by the same change.
+    inherited = {
+        change.path: _mode(resolve_in_workspace(root, change.mode_from))
+        for change in changes
+        if change.mode_from is not None
+    }
     done: list[_Undo] = []
     try:
         for change, path in targets:
-            done.append(_apply_one(change, path))
+            done.append(_apply_one(change, path, inherited.get(change.path)))
     except BaseException:
         for undo in reversed(done):
             undo.restore()
@@ -208,19 +220,25 @@ def _verify_unchanged(change: FileChange, path: Path) -> None:
         raise StaleChange(change.path, "changed")
 
 
-def _apply_one(change: FileChange, path: Path) -> _Undo:
+def _mode(path: Path) -> int | None:
+    return stat.S_IMODE(path.stat().st_mode) if path.exists() else None
+
+
+def _apply_one(change: FileChange, path: Path, inherited_mode: int | None) -> _Undo:
     existed = path.exists()
     undo = _Undo(
         path=path,
         original=path.read_bytes() if existed else None,
-        mode=stat.S_IMODE(path.stat().st_mode) if existed else None,
+        mode=_mode(path),
     )
     if change.after is None:
         path.unlink()
         return undo
     undo.created_dirs = _make_parents(path.parent)
     try:
-        _write_atomic(path, change.after.encode("utf-8"), undo.mode)
+        _write_atomic(
+            path, change.after.encode("utf-8"), inherited_mode if undo.mode is None else undo.mode
+        )
     except BaseException:
         undo.restore()
         raise

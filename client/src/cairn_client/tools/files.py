@@ -14,8 +14,9 @@ from pathlib import Path
 from cairn_protocol.tools import GlobArgs, ReadArgs
 
 from cairn_client.secrets import secret_checker, withheld_note
+from cairn_client.tools.base import PathFilter
 from cairn_client.tools.paths import ToolError, relative_display, resolve_in_workspace
-from cairn_client.tools.search import ripgrep_binary
+from cairn_client.tools.search import ripgrep_binary, withheld_by_rules_note
 
 DEFAULT_READ_LIMIT = 2000
 MAX_LINE_CHARS = 2000
@@ -64,10 +65,16 @@ def read_file(root: Path, args: ReadArgs, allowed_secrets: Collection[str] = ())
     return "\n".join(numbered)
 
 
-def glob_files(root: Path, args: GlobArgs, allowed_secrets: Collection[str] = ()) -> str:
+def glob_files(
+    root: Path,
+    args: GlobArgs,
+    allowed_secrets: Collection[str] = (),
+    withheld: PathFilter | None = None,
+) -> str:
     """Files under `path` matching `pattern`, newest first, .gitignore respected.
 
-    Secret files are listed (the model may know they exist) but marked as withheld.
+    Secret files are listed (the model may know they exist) but marked as withheld; files
+    `withheld` says to leave out (the user's deny and ask rules) are not listed, only counted.
     """
     folder = resolve_in_workspace(root, args.path or ".")
     if not folder.is_dir():
@@ -103,8 +110,12 @@ def glob_files(root: Path, args: GlobArgs, allowed_secrets: Collection[str] = ()
     if finished.returncode not in (0, 1) and not listed:
         raise ToolError(finished.stderr.decode("utf-8", errors="replace").strip())
     where = "" if args.path in (None, "", ".") else f" in {relative_display(root, folder)}"
+    found = len(listed)
+    if withheld is not None:
+        listed = [name for name in listed if not withheld(name)]
+    left_out = [withheld_by_rules_note(found - len(listed))] if len(listed) < found else []
     if not listed:
-        return f'no files match "{args.pattern}"{where}'
+        return "\n".join([f'no files match "{args.pattern}"{where}', *left_out])
     is_secret = secret_checker(root, allowed_secrets)
     shown = [
         f"{name} (secret: content withheld)" if is_secret(name) else name
@@ -113,7 +124,7 @@ def glob_files(root: Path, args: GlobArgs, allowed_secrets: Collection[str] = ()
     if len(listed) > MAX_GLOB_RESULTS:
         cut = len(listed) - MAX_GLOB_RESULTS
         shown.append(f"({cut} more files not shown; use a narrower pattern or path)")
-    return "\n".join(shown)
+    return "\n".join([*shown, *left_out])
 
 
 def _check_readable_file(root: Path, path: Path, asked: str) -> None:

@@ -26,7 +26,7 @@ from cairn_protocol.tools import (
 )
 
 from cairn_client.secrets import is_allowed, redact, redaction_note, secret_checker
-from cairn_client.tools.base import FileChange, PreparedCall, Preview, ToolOutcome
+from cairn_client.tools.base import FileChange, PathFilter, PreparedCall, Preview, ToolOutcome
 from cairn_client.tools.changes import (
     StaleChange,
     apply_changes,
@@ -67,14 +67,18 @@ def prepare_call(
 
 
 async def execute_call(
-    root: Path, prepared: PreparedCall, allowed_secrets: Collection[str] = ()
+    root: Path,
+    prepared: PreparedCall,
+    allowed_secrets: Collection[str] = (),
+    withheld: PathFilter | None = None,
 ) -> ToolOutcome:
     """Run a prepared call; failures of the tool come back as an "error" outcome.
 
     This is the choke point: every outcome's content and reason are redacted here
-    (except a read of a secret file the user explicitly allowed).
+    (except a read of a secret file the user explicitly allowed). `withheld` says which
+    files a grep or glob over a folder leaves out (the policy's path rules).
     """
-    outcome = await _execute_unredacted(root, prepared, allowed_secrets)
+    outcome = await _execute_unredacted(root, prepared, allowed_secrets, withheld)
     if isinstance(prepared.args, ReadArgs) and is_allowed(prepared.args.path, allowed_secrets):
         return outcome
     return redact_outcome(outcome)
@@ -99,12 +103,15 @@ def _clean(text: str) -> str:
 
 
 async def _execute_unredacted(
-    root: Path, prepared: PreparedCall, allowed_secrets: Collection[str]
+    root: Path,
+    prepared: PreparedCall,
+    allowed_secrets: Collection[str],
+    withheld: PathFilter | None,
 ) -> ToolOutcome:
     if prepared.error is not None:
         return ToolOutcome(status="error", reason=prepared.error)
     try:
-        return await _execute(root, prepared, allowed_secrets)
+        return await _execute(root, prepared, allowed_secrets, withheld)
     except StaleChange as exc:
         return ToolOutcome(
             status="error",
@@ -235,7 +242,10 @@ def _grep_summary(args: GrepArgs) -> str:
 
 
 async def _execute(
-    root: Path, prepared: PreparedCall, allowed_secrets: Collection[str]
+    root: Path,
+    prepared: PreparedCall,
+    allowed_secrets: Collection[str],
+    withheld: PathFilter | None,
 ) -> ToolOutcome:
     args = prepared.args
     if isinstance(args, ShellArgs):
@@ -244,10 +254,10 @@ async def _execute(
         content = await asyncio.to_thread(read_file, root, args, allowed_secrets)
         return ToolOutcome(status="ok", content=content)
     if isinstance(args, GrepArgs):
-        content = await asyncio.to_thread(grep, root, args, allowed_secrets)
+        content = await asyncio.to_thread(grep, root, args, withheld)
         return ToolOutcome(status="ok", content=content)
     if isinstance(args, GlobArgs):
-        content = await asyncio.to_thread(glob_files, root, args, allowed_secrets)
+        content = await asyncio.to_thread(glob_files, root, args, allowed_secrets, withheld)
         return ToolOutcome(status="ok", content=content)
     if not prepared.changes:
         return ToolOutcome(status="error", reason="there is nothing to change")

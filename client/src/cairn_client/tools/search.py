@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -25,6 +25,7 @@ from cairn_client.secrets import (
     secret_checker,
     withheld_note,
 )
+from cairn_client.tools.base import PathFilter
 from cairn_client.tools.paths import ToolError, relative_display, resolve_in_workspace
 
 DEFAULT_MAX_RESULTS = 200
@@ -53,43 +54,67 @@ def ripgrep_binary() -> Path:
     return Path(found)
 
 
-def grep(root: Path, args: GrepArgs, allowed_secrets: Collection[str] = ()) -> str:
+def grep(root: Path, args: GrepArgs, withheld: PathFilter | None = None) -> str:
     """Lines matching `args.pattern`, as `path:N:text` (context lines as `path-N-text`).
 
-    Secret files are never searched (not even ones the user allowed for read).
+    Secret files are never searched (not even ones the user allowed for read); files
+    `withheld` says to leave out are left out, and counted.
     """
     is_secret = secret_checker(root)
     target = _search_target(root, args.path, is_secret)
     command = _rg_command(args, target)
     limit = args.max_results or DEFAULT_MAX_RESULTS
+    drop = _OutputFilter(is_secret, withheld)
     with tempfile.TemporaryFile() as errors:
-        capped = _run_capped(command, root, errors, limit, _output_filter(is_secret))
+        capped = _run_capped(command, root, errors, limit, drop)
         errors.seek(0)
         error_text = errors.read().decode("utf-8", errors="replace").strip()
     where = f" in {target}" if target else ""
     lines, returncode = capped.lines, capped.returncode
     if returncode == 2 and not lines:
         raise ToolError(error_text or f"ripgrep failed searching for {args.pattern!r}")
+    left_out = (
+        [withheld_by_rules_note(len(drop.withheld_files), "with matches ")]
+        if drop.withheld_files
+        else []
+    )
     if not lines:
-        return f"no matches for {args.pattern!r}{where}"
+        return "\n".join([f"no matches for {args.pattern!r}{where}", *left_out])
     if capped.truncated:
         lines.append(capped.note(limit))
     if returncode == 2 and error_text:
         lines.append(f"(some files could not be searched: {error_text.splitlines()[0]})")
-    return "\n".join(lines)
+    return "\n".join([*lines, *left_out])
 
 
-def _output_filter(is_secret: Callable[[str], bool]) -> Callable[[str], bool]:
+class _OutputFilter:
     """Which output paths to drop: rg's globs already skip secret names, so only token
-    configs (secret by content) need a look, checked fully all the same."""
+    configs (secret by content) need a look; then what the rules withhold, counted."""
 
-    def drop(path: str) -> bool:
+    def __init__(self, is_secret: Callable[[str], bool], withheld: PathFilter | None) -> None:
+        self.is_secret = is_secret
+        self.withheld = withheld
+        self.withheld_files: set[str] = set()
+
+    def __call__(self, path: str) -> bool:
         name = path.rpartition("/")[2]
-        return (name in TOKEN_CONFIG_NAMES or name.startswith(_SECRET_NAME_STARTS)) and is_secret(
+        if (name in TOKEN_CONFIG_NAMES or name.startswith(_SECRET_NAME_STARTS)) and self.is_secret(
             path
-        )
+        ):
+            return True
+        if self.withheld is not None and self.withheld(path):
+            self.withheld_files.add(path)
+            return True
+        return False
 
-    return drop
+
+def withheld_by_rules_note(count: int, which: str = "") -> str:
+    """What a grep or glob says about files its deny or ask rules on path left out."""
+    files = "file" if count == 1 else "files"
+    return (
+        f"({count} {files} {which}withheld by the permission rules in your settings; "
+        "they are not shown)"
+    )
 
 
 def _search_target(root: Path, path: str | None, is_secret: Callable[[str], bool]) -> str | None:

@@ -170,6 +170,9 @@ class CairnApp(App[str]):
             await self.chat.add_notice(f"Could not start the session: {exc}", "error")
             self.status.connection, self.status.connection_ok = "no session", False
             return
+        policy = self._policy()
+        for note in policy.settings.ignored if policy else ():
+            await self.chat.add_notice(f"Settings: {note}.", "warning")
         self.run_worker(
             self._session.run(),
             name="session",

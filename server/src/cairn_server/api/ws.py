@@ -205,7 +205,13 @@ class Connection:
                 return
             try:
                 await self.runtime.start_run(
-                    agent, conversation.id, choice.model, frame.text, hello.tools, frame.command
+                    agent,
+                    conversation.id,
+                    choice.model,
+                    frame.text,
+                    hello.tools,
+                    frame.command,
+                    frame.notes,
                 )
             except ProviderError as exc:
                 await self._error("no_model", str(exc))

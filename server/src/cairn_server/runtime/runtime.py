@@ -99,8 +99,11 @@ class Runtime:
         text: str,
         client_tools: Sequence[str],
         command: UserCommand | None = None,
+        client_notes: Sequence[str] = (),
     ) -> str:
-        """Start a run for a user message, first superseding any run still going."""
+        """Start a run for a user message, first superseding any run still going.
+
+        `client_notes` (what the client did meanwhile, e.g. /undo) go before the message."""
         provider = self._provider(model)  # fails here, before anything is stored
         async with self._lock(conversation_id):
             await self._stop_active(
@@ -111,6 +114,10 @@ class Runtime:
             note = await bootstrap_note(self.memory, agent.id, command)
             if note is not None:
                 await self.store.add_event_message(conversation_id, run_record.id, note)
+            for client_note in client_notes:
+                await self.store.add_event_message(
+                    conversation_id, run_record.id, f"[client] {client_note}"
+                )
             await self.store.add_message(
                 conversation_id, run_record.id, ModelMessage(role="user", content=text)
             )
