@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cairn_server.fakes.runner import FakeModelServer
+from support.cli import cairn
 from support.repos import APP_AFTER, APP_BEFORE
 from support.servers import call, model_env, script
 
 EDIT = call("edit", path="app.py", old_string="return 1", new_string="return sum(items)")
-
-
-def cairn(
-    repo: Path, data_dir: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("CAIRN_", "OPENAI_", "ANTHROPIC_"))
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "cairn_client.cli", *args],
-        cwd=repo,
-        env={**clean, "CAIRN_DATA_DIR": str(data_dir), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.fixture

@@ -4,12 +4,10 @@ the fake model server, which records every request body it receives."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from cairn_server.fakes.runner import FakeModelServer
+from support.cli import cairn
 from support.repos import make_repo
 from support.servers import call, model_env, script
 
@@ -46,21 +44,14 @@ def test_no_planted_secret_reaches_the_model(tmp_path: Path, fake_model: FakeMod
     fake_model.set_script(
         script(*({"tool_calls": [turn]} for turn in turns), {"text": "Done looking."})
     )
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith(("CAIRN_", "OPENAI_", "ANTHROPIC_"))
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "cairn_client.cli", "-p", "look around", "--approve", "all"],
-        cwd=repo,
-        env={
-            **clean,
-            "CAIRN_DATA_DIR": str(tmp_path / "data"),
-            "DEPLOY_TOKEN": ENV_SECRET,
-            **model_env(fake_model),
-        },
-        capture_output=True,
-        text=True,
-        timeout=180,
+    done = cairn(
+        repo,
+        tmp_path / "data",
+        "-p",
+        "look around",
+        "--approve",
+        "all",
+        env={"DEPLOY_TOKEN": ENV_SECRET, **model_env(fake_model)},
     )
     assert done.returncode == 0, done.stderr
     assert "Done looking." in done.stdout

@@ -1,4 +1,4 @@
-"""A small typed async client for the server's REST API: agents, memory, recall, context.
+"""A small typed async client for the server's REST API: agents, memory, recall, context, runs.
 
 Owns the HTTP calls and turning every failure into one `ApiError` with a one-line message.
 """
@@ -118,6 +118,42 @@ class Conversation(_Model):
     title: str = ""
     created_at: datetime
     updated_at: datetime
+
+
+class Run(_Model):
+    """One request's run: its outcome, model calls and usage (`input_tokens` includes the
+    cached ones)."""
+
+    id: str
+    conversation_id: str
+    status: Literal["running", "finished"] | str
+    stop_reason: str | None = None
+    model: str
+    steps: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    detail: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class RunApproval(_Model):
+    """How one tool call of a run was decided, and what was shown for it."""
+
+    run_id: str
+    call_id: str
+    tool: str
+    decision: Literal["allow", "deny"] | str
+    decided_by: Literal["policy", "user", "nobody"] | str
+    answer: str | None = None
+    reason: str
+    shown_title: str
+    shown: str
+    content_hash: str
+    asked_at: datetime | None = None
+    decided_at: datetime
 
 
 class ContextItem(_Model):
@@ -324,6 +360,20 @@ class CairnApi:
         path = f"/v1/conversations/{quote(conversation_id, safe='')}/context"
         return await self._one(ContextReport, "GET", path)
 
+    # ------------------------------------------------------------------ runs
+
+    async def list_runs(self, conversation_id: str) -> list[Run]:
+        """Oldest first."""
+        path = f"/v1/conversations/{quote(conversation_id, safe='')}/runs"
+        return await self._list(Run, "GET", path)
+
+    async def get_run(self, run_id: str) -> Run:
+        return await self._one(Run, "GET", _run(run_id))
+
+    async def list_approvals(self, run_id: str) -> list[RunApproval]:
+        """How each tool call of the run was decided, oldest first."""
+        return await self._list(RunApproval, "GET", f"{_run(run_id)}/approvals")
+
     # ------------------------------------------------------------------ plumbing
 
     async def _one(self, model: type[ModelT], method: str, path: str, **options: Any) -> ModelT:
@@ -376,6 +426,10 @@ def _agent(agent_id: str) -> str:
 
 def _block(agent_id: str, label: str) -> str:
     return f"{_agent(agent_id)}/blocks/{quote(label, safe='')}"
+
+
+def _run(run_id: str) -> str:
+    return f"/v1/runs/{quote(run_id, safe='')}"
 
 
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""The `cairn` command: the TUI by default, `-p` for headless, `demo`, `server`, `patch`.
+"""The `cairn` command: the TUI by default, `-p` for headless, `ticket`, `demo`, `server`, `patch`.
 
 Owns argument parsing and exit codes; the work happens in launch, tui, headless and demo.
 """
@@ -16,6 +16,7 @@ from cairn_client.launch import LaunchError, prepare_launch, run_blocking_headle
 from cairn_client.memory_cli import context_command, memory_app
 from cairn_client.policy.settings import SettingsError
 from cairn_client.policy.types import ApproveMode
+from cairn_client.runs_cli import runs_app
 
 app = typer.Typer(
     help="Cairn: a stateful coding agent for this repository.",
@@ -23,6 +24,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(memory_app, name="memory")
+app.add_typer(runs_app, name="runs")
 patch_app = typer.Typer(
     help="Apply unified diffs to the workspace the way the apply_patch tool does.",
     no_args_is_help=True,
@@ -73,6 +75,62 @@ def demo() -> None:
     from cairn_client.demo import run_demo
 
     raise typer.Exit(run_demo())
+
+
+@app.command()
+def ticket(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="A Markdown/text file, - for stdin, owner/repo#N or its URL, or a Linear key "
+            "(ENG-42). With --resume: which ticket (its slug or branch) to continue."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted ticket.")
+    ] = False,
+    worktree: Annotated[
+        bool, typer.Option("--worktree", help="Work in a new git worktree, not a branch here.")
+    ] = False,
+    allow_dirty: Annotated[
+        bool, typer.Option("--allow-dirty", help="Start even with uncommitted changes.")
+    ] = False,
+    patch_out: Annotated[
+        Path | None, typer.Option("--patch-out", help="Also write the commit as a patch file.")
+    ] = None,
+    pull_request: Annotated[
+        bool, typer.Option("--pr", help="Push the branch and open a GitHub pull request.")
+    ] = False,
+    approve: Annotated[
+        str | None,
+        typer.Option(help="What runs without asking: none, edits or all (default: settings)."),
+    ] = None,
+    headless: Annotated[
+        bool, typer.Option("--headless", help="No TUI (the default without a terminal).")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Headless: print the result as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Turn a ticket into an approved patch: a branch, a reviewed plan, edits, one commit.
+
+    Exit 0: a patch was committed; 1: the run ended without one; 2: it could not start.
+    """
+    from cairn_client.ticket.command import TicketRequest, run_ticket
+
+    request = TicketRequest(
+        source=None if resume else source,
+        resume=resume,
+        resume_slug=source if resume else None,
+        worktree=worktree,
+        allow_dirty=allow_dirty,
+        patch_out=patch_out.resolve() if patch_out else None,
+        pull_request=pull_request,
+        approve=_approve_mode(approve),
+        headless=headless or json_output or not (sys.stdin.isatty() and sys.stdout.isatty()),
+        as_json=json_output,
+    )
+    raise typer.Exit(run_ticket(Path.cwd(), request))
 
 
 @app.command(

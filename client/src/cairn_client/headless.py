@@ -18,13 +18,12 @@ from cairn_protocol import (
     ErrorEvent,
     ModelRetry,
     RunFinished,
-    RunStarted,
     ServerFrame,
     Welcome,
 )
 
 from cairn_client.commands import compact_focus
-from cairn_client.listener import ConnectionState
+from cairn_client.listener import ConnectionState, RunFollower
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.session import ClientSession, SessionFailed
 from cairn_client.tools.base import PreparedCall, ToolOutcome
@@ -49,19 +48,27 @@ class HeadlessListener:
         self.out = out
         self.err = err
         self.welcome: asyncio.Future[Welcome] = asyncio.get_running_loop().create_future()
-        self.finished: asyncio.Future[RunFinished] = asyncio.get_running_loop().create_future()
+        self.run = RunFollower()
         # /compact's answer: the compaction, or the server's refusal.
         self.compacted: asyncio.Future[ContextCompacted | ErrorEvent] = (
             asyncio.get_running_loop().create_future()
         )
         self.fatal: str | None = None
-        self._expected_text: str | None = None
-        self._run_id: str | None = None
         self._printed_delta = False
         self._expecting_compaction = False
 
+    @property
+    def finished(self) -> asyncio.Future[RunFinished]:
+        """Resolves with the RunFinished of the run followed now."""
+        return self.run.finished
+
     def expect_run_for(self, text: str) -> None:
-        self._expected_text = text
+        """Follow the run the server starts for `text` (a fresh `finished` each time)."""
+        self.run.follow(text=text)
+
+    def follow_run(self, run_id: str) -> None:
+        """Follow a run already going (found in the welcome after a restart)."""
+        self.run.follow(run_id=run_id)
 
     def expect_compaction(self) -> None:
         self._expecting_compaction = True
@@ -75,10 +82,7 @@ class HeadlessListener:
             return
         if self._expecting_compaction and self._settles_compaction(event):
             return
-        is_ours = isinstance(event, RunStarted) and event.user_text == self._expected_text
-        if is_ours and self._run_id is None:
-            self._run_id = event.run_id  # type: ignore[union-attr]
-        if self._run_id is None or getattr(event, "run_id", self._run_id) != self._run_id:
+        if not self.run.sees(event):
             if isinstance(event, ErrorEvent):
                 self._emit_error(event)
             return
@@ -86,8 +90,6 @@ class HeadlessListener:
             self._line(event.model_dump(mode="json"))
         else:
             self._print_text(event)
-        if isinstance(event, RunFinished) and not self.finished.done():
-            self.finished.set_result(event)
 
     def _settles_compaction(self, event: ServerFrame) -> bool:
         """Print and settle /compact's answer; False for any other event."""
@@ -133,7 +135,7 @@ class HeadlessListener:
         print(f"{mark} {prepared.preview.title}{tail}", file=self.err, flush=True)
 
     async def ask_approval(self, prepared: PreparedCall) -> Approval:
-        return Approval("deny", NEEDS_A_PERSON)
+        return Approval("deny", NEEDS_A_PERSON, by_person=False)
 
     # ------------------------------------------------------------------ printing
 
@@ -177,7 +179,7 @@ async def run_headless(session: ClientSession, listener: HeadlessListener, promp
         print(f"cairn: {note}", file=listener.err)
     runner = asyncio.create_task(session.run())
     try:
-        welcome = await _first(listener.welcome, runner)
+        welcome = await session_result(listener.welcome, runner)
         focus = compact_focus(prompt)
         if focus is not None:  # the digest needs no model, so this goes first
             return await _compact(session, listener, runner, focus or None)
@@ -189,7 +191,7 @@ async def run_headless(session: ClientSession, listener: HeadlessListener, promp
             await session.send_user_message(prompt, "init")
         else:
             await session.send_user_message(prompt)
-        finished = await _first(listener.finished, runner)
+        finished = await session_result(listener.finished, runner)
         return 0 if finished.stop_reason == "end_turn" else 1
     except SessionFailed as exc:
         print(f"cairn: {exc}", file=listener.err)
@@ -209,11 +211,11 @@ async def _compact(
     """Exit code 0 when the conversation was compacted, 1 when the server refused."""
     listener.expect_compaction()
     await session.compact(focus)
-    answer = await _first(listener.compacted, runner)
+    answer = await session_result(listener.compacted, runner)
     return 0 if isinstance(answer, ContextCompacted) else 1
 
 
-async def _first(future: asyncio.Future[T], runner: asyncio.Task[None]) -> T:
+async def session_result(future: asyncio.Future[T], runner: asyncio.Task[None]) -> T:
     """The future's value, or the runner's failure if the session ends first."""
     waiting: set[asyncio.Future[Any]] = {future, runner}
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)

@@ -1,13 +1,15 @@
 """The seam between a client session and what shows it (the TUI or headless output).
 
-Owns the SessionListener protocol the session calls and the SessionControl it offers back.
+Owns the SessionListener protocol the session calls, the SessionControl it offers back, and
+following one run's events (RunFollower).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Literal, Protocol
 
-from cairn_protocol import ServerFrame
+from cairn_protocol import AssistantMessage, RunFinished, RunStarted, ServerFrame
 from cairn_protocol.messages import UserCommand
 
 from cairn_client.policy.types import Approval, Verdict
@@ -43,3 +45,36 @@ class SessionControl(Protocol):
     async def cancel(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class RunFollower:
+    """Follows one run at a time for a front end: the run started for a text it sent (or
+    one already going), the run's last answer, and a future that resolves when it ends."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+        self.last_answer = ""
+        self._expected_text: str | None = None
+        self.finished: asyncio.Future[RunFinished] = asyncio.get_running_loop().create_future()
+
+    def follow(self, *, text: str | None = None, run_id: str | None = None) -> None:
+        """From now on, the run started for `text`, or the run `run_id`."""
+        if self.finished.done():
+            self.finished = asyncio.get_running_loop().create_future()
+        self.run_id, self._expected_text, self.last_answer = run_id, text, ""
+
+    def sees(self, event: ServerFrame) -> bool:
+        """Take in one event; True when it belongs to the followed run."""
+        if (
+            isinstance(event, RunStarted)
+            and self.run_id is None
+            and event.user_text == self._expected_text
+        ):
+            self.run_id = event.run_id
+        if self.run_id is None or getattr(event, "run_id", self.run_id) != self.run_id:
+            return False
+        if isinstance(event, AssistantMessage) and event.text.strip():
+            self.last_answer = event.text
+        if isinstance(event, RunFinished) and not self.finished.done():
+            self.finished.set_result(event)
+        return True

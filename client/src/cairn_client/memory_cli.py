@@ -84,11 +84,11 @@ def list_command() -> None:
     async def work(api: CairnApi, agent: Agent) -> list[Block]:
         return await api.list_blocks(agent.id)
 
-    blocks = _run(work)
+    blocks = run_with_server(work)
     if not blocks:
         typer.echo("no memory blocks yet (create one with `cairn memory create LABEL`)")
         return
-    table = _table("LABEL", "CHARS", "VERSION", "", "DESCRIPTION")
+    table = plain_table("LABEL", "CHARS", "VERSION", "", "DESCRIPTION")
     for block in blocks:
         table.add_row(
             block.label,
@@ -97,7 +97,7 @@ def list_command() -> None:
             "read-only" if block.read_only else "",
             block.description,
         )
-    _console().print(table)
+    plain_console().print(table)
 
 
 @memory_app.command("show")
@@ -110,11 +110,11 @@ def show_command(
     async def work(api: CairnApi, agent: Agent) -> Block:
         return await api.get_block(agent.id, label)
 
-    block = _run(work)
+    block = run_with_server(work)
     if raw:
         typer.echo(block.value, nl=not block.value.endswith("\n"))
         return
-    console = _console()
+    console = plain_console()
     console.print(Text(block_heading(block), style="bold"))
     if block.description:
         console.print(Text(block.description, style="dim"))
@@ -146,7 +146,7 @@ def create_command(
             read_only=read_only,
         )
 
-    block = _run(work)
+    block = run_with_server(work)
     typer.echo(f"created {block_heading(block)}")
 
 
@@ -179,7 +179,7 @@ def set_command(
             reason=reason,
         )
 
-    block = _run(work)
+    block = run_with_server(work)
     typer.echo(f"saved {block_heading(block)}")
 
 
@@ -211,7 +211,7 @@ def edit_command(label: LabelArg, reason: ReasonOpt = None) -> None:
             raise
         return f"saved {block_heading(saved)}"
 
-    typer.echo(_run(work))
+    typer.echo(run_with_server(work))
 
 
 @memory_app.command("delete")
@@ -229,7 +229,7 @@ def delete_command(
         await api.delete_block(agent.id, label)
         return block.version
 
-    version = _run(work)
+    version = run_with_server(work)
     typer.echo(f"deleted {label} (`cairn memory revert {label} {version}` brings it back)")
 
 
@@ -240,8 +240,8 @@ def history_command(label: LabelArg) -> None:
     async def work(api: CairnApi, agent: Agent) -> list[BlockVersion]:
         return await api.block_history(agent.id, label)
 
-    versions = _run(work)
-    table = _table("VERSION", "WHEN", "ACTION", "AUTHOR", "REASON")
+    versions = run_with_server(work)
+    table = plain_table("VERSION", "WHEN", "ACTION", "AUTHOR", "REASON")
     for version in versions:
         table.add_row(
             f"v{version.version}",
@@ -250,7 +250,7 @@ def history_command(label: LabelArg) -> None:
             author_line(version),
             version.reason or "",
         )
-    _console().print(table)
+    plain_console().print(table)
 
 
 @memory_app.command("diff")
@@ -269,11 +269,11 @@ def diff_command(
         diff = await api.block_diff(agent.id, label, from_version, to_version)
         return diff.from_version, diff.to_version, diff.diff
 
-    older, newer, diff = _run(work)
+    older, newer, diff = run_with_server(work)
     if not diff.strip():
         typer.echo(f"{label}: v{older} and v{newer} have the same value")
         return
-    _console().print(colour_diff(diff), end="")
+    plain_console().print(colour_diff(diff), end="")
 
 
 @memory_app.command("revert")
@@ -287,7 +287,7 @@ def revert_command(
     async def work(api: CairnApi, agent: Agent) -> Block:
         return await api.revert_block(agent.id, label, version, reason=reason)
 
-    block = _run(work)
+    block = run_with_server(work)
     typer.echo(f"reverted {label} to the value of v{version}: now {block_heading(block)}")
 
 
@@ -309,19 +309,19 @@ def context_command(
             conversation_id = conversations[0].id
         return await api.context(conversation_id)
 
-    print_context(_run(work))
+    print_context(run_with_server(work))
 
 
 # ---------------------------------------------------------------------- output
 
 
 def print_context(report: ContextReport) -> None:
-    console = _console()
+    console = plain_console()
     model = report.model or "no model"
     console.print(
         Text(f"Context of {report.conversation_id} · {model} · {report.tokenizer}", style="bold")
     )
-    table = _table("SECTION", "TOKENS", "SHARE")
+    table = plain_table("SECTION", "TOKENS", "SHARE")
     for section in report.sections:
         table.add_row(section.name, f"{section.tokens:,}", share(section.tokens, report.budget))
         for item in section.items:
@@ -334,21 +334,21 @@ def print_context(report: ContextReport) -> None:
     console.print(budget_line(report.total_tokens, report.budget))
 
 
-def _table(*headers: str) -> Table:
+def plain_table(*headers: str) -> Table:
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for header in headers:
         table.add_column(header, overflow="fold")
     return table
 
 
-def _console() -> Console:
+def plain_console() -> Console:
     return Console(highlight=False, soft_wrap=False)
 
 
 # ---------------------------------------------------------------------- plumbing
 
 
-def _run(work: Work[T]) -> T:
+def run_with_server(work: Work[T]) -> T:
     """Find this workspace's server and agent, do `work`, and map failures to exit codes."""
     from cairn_client.api import ApiError, CairnApi
 

@@ -2,16 +2,20 @@
 
 Owns the handshake, reconnection with resume, and turning tool requests into results
 through the policy, the person (via the listener) and the local tools, at most once per
-call_id even across a restart (call_log), and /undo of the changes it applied.
+call_id even across a restart (call_log), each with the record of how it was approved, and
+/undo of the changes it applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
 
 from cairn_protocol import (
     CLIENT_TOOLS,
@@ -28,7 +32,13 @@ from cairn_protocol import (
     Welcome,
     parse_server_frame,
 )
-from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, Frame, UserCommand
+from cairn_protocol.messages import (
+    APPROVAL_SHOWN_LIMIT,
+    TRANSIENT_EVENT_TYPES,
+    ApprovalRecord,
+    Frame,
+    UserCommand,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -38,6 +48,7 @@ from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import EDIT_TOOLS, Policy
 from cairn_client.policy.settings import SettingsError
 from cairn_client.policy.types import Approval, Verdict
+from cairn_client.secrets import redact
 from cairn_client.tools.base import PreparedCall, ToolOutcome
 from cairn_client.tools.registry import execute_call, prepare_call
 from cairn_client.undo import AppliedChange, UndoStack
@@ -257,12 +268,13 @@ class ClientSession:
             prepared = await asyncio.to_thread(
                 prepare_call, self.workspace.root, request, self._allowed_secrets
             )
-            verdict, outcome = await self._decide_and_run(prepared)
+            verdict, outcome, approval = await self._decide_and_run(prepared)
             result = ToolResult(
                 call_id=request.call_id,
                 status=outcome.status,
                 content=outcome.content,
                 reason=outcome.reason,
+                approval=approval,
             )
             self._results[request.call_id] = result
             if request.call_id in self._executed:
@@ -293,28 +305,46 @@ class ClientSession:
         """Secret files the user (never the repo) allowed tools to read, by settings."""
         return list(self.policy.settings.allow_secret_files)
 
-    async def _decide_and_run(self, prepared: PreparedCall) -> tuple[Verdict, ToolOutcome]:
+    async def _decide_and_run(
+        self, prepared: PreparedCall
+    ) -> tuple[Verdict, ToolOutcome, ApprovalRecord | None]:
+        """The verdict, what the model gets, and the record of how it was decided (none for
+        an invalid request: no policy or person decided on it)."""
         if prepared.error is not None:
             verdict = Verdict("deny", prepared.error)
-            return verdict, ToolOutcome("error", reason=prepared.error)
-        verdict = self.policy.decide(prepared)
+            return verdict, ToolOutcome("error", reason=prepared.error), None
+        verdict, record = await self._decide(prepared)
         if verdict.decision == "deny":
-            return verdict, ToolOutcome("denied", reason=verdict.reason)
-        if verdict.decision == "ask":
-            approval = await self.listener.ask_approval(prepared)
-            if approval.kind == "deny":
-                reason = approval.reason or "denied by the user"
-                return Verdict("deny", reason), ToolOutcome("denied", reason=reason)
-            verdict = Verdict("allow", f"allowed {self._remember(approval, prepared)} by the user")
+            return verdict, ToolOutcome("denied", reason=verdict.reason), record
         if prepared.request.call_id in self._settled_by_server:
             reason = "the server withdrew the request before it ran"
-            return Verdict("deny", reason), ToolOutcome("denied", reason=reason)
+            return Verdict("deny", reason), ToolOutcome("denied", reason=reason), record
         # Recorded before it runs: if this process dies now, a successor will not run it again.
         await asyncio.to_thread(self.call_log.start, prepared.request.call_id)
         self._executed.add(prepared.request.call_id)
         withheld = self.policy.search_filter(prepared.tool)
         outcome = await execute_call(self.workspace.root, prepared, self._allowed_secrets, withheld)
-        return verdict, outcome
+        return verdict, outcome, record
+
+    async def _decide(self, prepared: PreparedCall) -> tuple[Verdict, ApprovalRecord]:
+        """The policy's verdict, or the person's when it asks, with the record of it.
+
+        Nobody decided when no person could be asked (headless) or the server withdrew the
+        request while the person was being asked."""
+        verdict = self.policy.decide(prepared)
+        if verdict.decision != "ask":
+            return verdict, approval_record(prepared, verdict, "policy")
+        asked_at = datetime.now(UTC)
+        approval = await self.listener.ask_approval(prepared)
+        if approval.kind == "deny":
+            verdict = Verdict("deny", approval.reason or "denied by the user")
+        else:
+            verdict = Verdict("allow", f"allowed {self._remember(approval, prepared)} by the user")
+        if not approval.by_person:
+            return verdict, approval_record(prepared, verdict, "nobody")
+        if prepared.request.call_id in self._settled_by_server:
+            return verdict, approval_record(prepared, verdict, "nobody", asked_at=asked_at)
+        return verdict, approval_record(prepared, verdict, "user", approval.kind, asked_at)
 
     # ------------------------------------------------------------------ outgoing
 
@@ -336,6 +366,33 @@ class ClientSession:
         """Send if connected; otherwise the server replays the request and we answer then."""
         with contextlib.suppress(NotConnected, ConnectionClosed):
             await self._send(frame)
+
+
+def approval_record(
+    prepared: PreparedCall,
+    verdict: Verdict,
+    decided_by: Literal["policy", "user", "nobody"],
+    answer: Literal["once", "session", "always", "deny"] | None = None,
+    asked_at: datetime | None = None,
+) -> ApprovalRecord:
+    """What was decided on a call, by whom, and what was (or would have been) shown: the
+    preview redacted and cut, with the hash of the whole preview."""
+    body = prepared.preview.body
+    shown, _ = redact(body)
+    if len(shown) > APPROVAL_SHOWN_LIMIT:
+        note = f"\n[cut: the preview has {len(shown):,} characters]"
+        shown = shown[: APPROVAL_SHOWN_LIMIT - len(note)] + note
+    return ApprovalRecord(
+        decision="deny" if verdict.decision == "deny" else "allow",
+        decided_by=decided_by,
+        answer=answer,
+        reason=verdict.reason,
+        shown_title=redact(prepared.preview.title)[0],
+        shown=shown,
+        content_hash="sha256:" + hashlib.sha256(body.encode()).hexdigest(),
+        asked_at=asked_at,
+        decided_at=datetime.now(UTC),
+    )
 
 
 def _describe(exc: BaseException) -> str:

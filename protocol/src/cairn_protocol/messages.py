@@ -62,6 +62,36 @@ class UserMessage(Frame):
 
 
 ToolStatus = Literal["ok", "error", "denied"]
+APPROVAL_SHOWN_LIMIT = 20_000  # characters of a preview kept in an approval record
+
+
+class ApprovalRecord(Frame):
+    """How the client decided on one tool call, for the run's audit trail.
+
+    decided_by: "policy" (a rule or the mode), "user" (a person answered), or "nobody" (it
+    needed a person and none could answer: headless, or the request was withdrawn).
+    """
+
+    decision: Literal["allow", "deny"]
+    decided_by: Literal["policy", "user", "nobody"]
+    answer: Literal["once", "session", "always", "deny"] | None = Field(
+        default=None, description='The person\'s answer, when decided_by is "user".'
+    )
+    reason: str = Field(description="The verdict's reason as the user was shown it.")
+    shown_title: str = Field(description="The preview's title the user saw (or would have).")
+    shown: str = Field(
+        max_length=APPROVAL_SHOWN_LIMIT,
+        description="The preview's body as shown (the diff or command), secrets redacted, "
+        "cut with a note past 20,000 characters.",
+    )
+    content_hash: str = Field(
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description='"sha256:<hex>" of the whole preview body, before redacting and cutting.',
+    )
+    asked_at: datetime | None = Field(
+        default=None, description="When the approval screen was shown; null if nobody was asked."
+    )
+    decided_at: datetime
 
 
 class ToolResult(Frame):
@@ -71,6 +101,9 @@ class ToolResult(Frame):
     content: str = ""
     reason: str | None = Field(
         default=None, description="Why the call was denied or failed, shown to the model."
+    )
+    approval: ApprovalRecord | None = Field(
+        default=None, description="How the call was decided; stored with the run on the server."
     )
 
 

@@ -64,3 +64,4 @@ class Approval:
 
     kind: Literal["once", "session", "always", "deny"]  # always: save the suggested rule
     reason: str | None = None  # for "deny": the user's words, passed to the model
+    by_person: bool = True  # False: nobody could be asked (headless), so it is a denial

@@ -40,7 +40,7 @@ from cairn_client.api import CairnApi
 from cairn_client.commands import compact_focus, mode_argument
 from cairn_client.listener import ConnectionState, SessionControl, SessionListener
 from cairn_client.policy.policy import Policy
-from cairn_client.policy.types import MODES, Approval, Verdict, as_mode
+from cairn_client.policy.types import MODES, Approval, Mode, Verdict, as_mode
 from cairn_client.tools.base import PreparedCall, ToolOutcome
 from cairn_client.tui.formatting import (
     compaction_line,
@@ -91,6 +91,21 @@ class SessionRunner(SessionControl, Protocol):
 StartSession = Callable[[SessionListener], SessionRunner]
 
 
+class AppCompanion(Protocol):
+    """Drives the app beside the person (the ticket flow): it sees what the app sees."""
+
+    def attach(self, app: CairnApp) -> None: ...
+
+    def server_event(self, event: ServerFrame) -> None:
+        """Called after the app has shown the event."""
+
+    def tool_handled(
+        self, prepared: PreparedCall, verdict: Verdict, outcome: ToolOutcome
+    ) -> None: ...
+
+    def approval_answered(self, approval: Approval) -> None: ...
+
+
 @dataclass
 class _PendingApproval:
     run_id: str
@@ -125,9 +140,11 @@ class CairnApp(App[str]):
         workspace_name: str,
         initial_input: str = "",
         api: CairnApi | None = None,
+        companion: AppCompanion | None = None,
     ) -> None:
         super().__init__()
         self._start_session = start_session
+        self.companion = companion
         self._initial_input = initial_input
         self.workspace_name = workspace_name
         # REST for the memory screen and the context panel; ids come with the welcome.
@@ -164,13 +181,15 @@ class CairnApp(App[str]):
         yield self.status
 
     async def on_mount(self) -> None:
+        if self.companion is not None:
+            self.companion.attach(self)
         try:
             self._session = self._start_session(self)
         except Exception as exc:  # noqa: BLE001 - a broken configuration is shown, not a crash
             await self.chat.add_notice(f"Could not start the session: {exc}", "error")
             self.status.connection, self.status.connection_ok = "no session", False
             return
-        policy = self._policy()
+        policy = self.session_policy()
         for note in policy.settings.ignored if policy else ():
             await self.chat.add_notice(f"Settings: {note}.", "warning")
         self.run_worker(
@@ -201,7 +220,7 @@ class CairnApp(App[str]):
             if not future.done():
                 future.set_result(approval or Approval(kind="deny", reason=WITHDRAWN))
 
-        policy = self._policy()
+        policy = self.session_policy()
         settings_file = policy.settings.user_file_shown if policy else ""
         screen = ApprovalScreen(prepared, settings_file or "your settings.toml")
         self._pending_approvals[call_id] = _PendingApproval(prepared.request.run_id, screen, settle)
@@ -213,6 +232,8 @@ class CairnApp(App[str]):
             screen.withdraw()  # no-op once answered; closes it if the session stopped asking
         if approval.kind != "deny":
             self._approvals_given[call_id] = approval
+        if self.companion is not None:
+            self.companion.approval_answered(approval)
         return approval
 
     # ------------------------------------------------------------------ session messages
@@ -223,6 +244,8 @@ class CairnApp(App[str]):
         except Exception as exc:  # noqa: BLE001 - one odd event must not take the TUI down
             self.log.error(f"could not show {message.event!r}: {exc!r}")
             await self.chat.add_notice(f"Could not show a server event: {exc}", "dim")
+        if self.companion is not None:
+            self.companion.server_event(message.event)
 
     async def _show_event(self, event: ServerFrame) -> None:
         match event:
@@ -259,7 +282,7 @@ class CairnApp(App[str]):
     async def _on_welcome(self, event: Welcome) -> None:
         self.agent_id, self.conversation_id = event.agent_id, event.conversation_id
         self.status.model = event.model
-        policy = self._policy()
+        policy = self.session_policy()
         self.status.mode = policy.mode if policy is not None else None
         self._set_running(event.running_run_id)
         if not self._history_shown:
@@ -355,6 +378,8 @@ class CairnApp(App[str]):
         arguments = prepared.request.arguments
         line = tool_line(prepared.tool, arguments, outcome.status, reason, approval)
         await self.chat.add_tool(outcome.status, line)
+        if self.companion is not None:
+            self.companion.tool_handled(prepared, message.verdict, outcome)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "session" or self._quitting:
@@ -395,9 +420,13 @@ class CairnApp(App[str]):
         if self._session is None:
             await self.chat.add_notice("Not connected: your message was not sent.", "error")
             return
-        self._unconfirmed_sends.append(text)
+        await self.send_message(text, "init" if is_init else None)
+
+    async def send_message(self, text: str, command: UserCommand | None = None) -> None:
+        """Send `text` as the user's message and show it at once."""
+        self._unconfirmed_sends.append(text.strip())
         await self.chat.add_user(text)
-        self._send(text, "init" if is_init else None)
+        self._send(text, command)
 
     async def _run_command(self, command: str) -> None:
         if command == "/quit":
@@ -428,7 +457,7 @@ class CairnApp(App[str]):
 
     async def _switch_mode(self, name: str) -> None:
         """`/mode` shows the permission mode, `/mode plan` sets it for this session."""
-        policy = self._policy()
+        policy = self.session_policy()
         if policy is None:
             await self.chat.add_notice("No permission policy in this session.", "error")
             return
@@ -443,11 +472,17 @@ class CairnApp(App[str]):
                 f"Unknown mode {name!r}; modes are {', '.join(MODES)}", "warning"
             )
             return
-        policy.set_mode(mode)
-        self.status.mode = mode
+        self.set_mode(mode)
         await self.chat.add_notice(f"Permission mode is now {mode} for this session.", "info")
 
-    def _policy(self) -> Policy | None:
+    def set_mode(self, mode: Mode) -> None:
+        """Switch the permission mode of this session (shown in the status line)."""
+        policy = self.session_policy()
+        if policy is not None:
+            policy.set_mode(mode)
+            self.status.mode = mode
+
+    def session_policy(self) -> Policy | None:
         policy = getattr(self._session, "policy", None)
         return policy if isinstance(policy, Policy) else None
 

@@ -12,7 +12,7 @@ from cairn_server.api.deps import RuntimeDep, StoreDep, UserDep
 from cairn_server.api.schemas import AgentUpdate
 from cairn_server.context.budget import check_budget
 from cairn_server.providers.registry import resolve_model
-from cairn_server.storage.models import Agent, Conversation, Message, Run, RunStep
+from cairn_server.storage.models import Agent, Conversation, Message, Run, RunApproval, RunStep
 
 router = APIRouter(prefix="/v1")
 
@@ -94,6 +94,14 @@ async def list_steps(store: StoreDep, user: UserDep, run_id: str) -> list[RunSte
     context size counted before sending."""
     run = await owned_run(store, user, run_id)
     return await store.list_steps(run.id)
+
+
+@router.get("/runs/{run_id}/approvals", tags=["runs"])
+async def list_approvals(store: StoreDep, user: UserDep, run_id: str) -> list[RunApproval]:
+    """How each tool call of the run was decided (by the policy, the user, or nobody), what
+    was shown and its content hash, oldest decision first."""
+    run = await owned_run(store, user, run_id)
+    return await store.list_approvals(run.id)
 
 
 async def owned_run(store: StoreDep, user: UserDep, run_id: str) -> Run:

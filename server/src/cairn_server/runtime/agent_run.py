@@ -26,7 +26,7 @@ from cairn_protocol import (
     Usage,
     validate_tool_arguments,
 )
-from cairn_protocol.messages import StopReason
+from cairn_protocol.messages import ApprovalRecord, StopReason
 
 from cairn_server.context.budget import BudgetError
 from cairn_server.context.window import ContextWindow, Prepared
@@ -314,13 +314,19 @@ class AgentRun:
             self.pending.pop(record.id, None)
 
     async def accept_result(
-        self, call_id: str, status: str, content: str, reason: str | None
+        self,
+        call_id: str,
+        status: str,
+        content: str,
+        reason: str | None,
+        approval: ApprovalRecord | None = None,
     ) -> bool:
-        """A client's answer; False when no pending call of this run has that id."""
+        """A client's answer (stored with how it was approved); False when no pending call of
+        this run has that id."""
         future = self.pending.get(call_id)
         if future is None or future.done():
             return False
-        record = await self.store.settle_tool_call(call_id, status, content, reason)
+        record = await self.store.settle_tool_call(call_id, status, content, reason, approval)
         if record is None:
             return False
         await self.hub.publish(

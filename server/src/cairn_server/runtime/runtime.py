@@ -194,7 +194,7 @@ class Runtime:
         """Route a client's answer; returns an error message when nothing was waiting for it."""
         active = self._active.get(conversation_id)
         if active and await active.run.accept_result(
-            result.call_id, result.status, result.content, result.reason
+            result.call_id, result.status, result.content, result.reason, result.approval
         ):
             return None
         record = await self.store.get_tool_call(result.call_id)

@@ -157,6 +157,29 @@ class ToolCallRecord(SQLModel, table=True):
     )
 
 
+class RunApproval(SQLModel, table=True):
+    """How the client decided on one of a run's tool calls (the audit trail of approvals)."""
+
+    __tablename__ = "approvals"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    conversation_id: str
+    call_id: str
+    tool: str
+    decision: str  # allow | deny
+    decided_by: str  # policy | user | nobody
+    answer: str | None = None  # once | session | always | deny, when a person answered
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    shown_title: str
+    shown: str = Field(sa_column=Column(Text, nullable=False))
+    content_hash: str
+    asked_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    decided_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    created_at: datetime = _ts(nullable=False)
+
+
 class Event(SQLModel, table=True):
     """A durable server event as sent, so a reconnecting client can be replayed."""
 

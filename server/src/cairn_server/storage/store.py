@@ -10,7 +10,7 @@ import secrets
 from typing import Any, Literal, TypeVar, cast, get_args
 
 from cairn_protocol import ServerEvent, Usage, WorkspaceIdentity, dump_frame, parse_server_frame
-from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, StopReason
+from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, ApprovalRecord, StopReason
 from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -23,6 +23,7 @@ from cairn_server.storage.models import (
     Event,
     Message,
     Run,
+    RunApproval,
     RunStep,
     ToolCallRecord,
     User,
@@ -425,11 +426,17 @@ class Store(Repository):
             return record
 
     async def settle_tool_call(
-        self, call_id: str, status: str, content: str, reason: str | None
+        self,
+        call_id: str,
+        status: str,
+        content: str,
+        reason: str | None,
+        approval: ApprovalRecord | None = None,
     ) -> ToolCallRecord | None:
         """Settle a pending call and return it; None (and no change) if unknown or settled.
 
-        Settling is a single conditional UPDATE, so of two racing results only one wins.
+        Settling is a single conditional UPDATE, so of two racing results only one wins; the
+        winner's `approval` is stored with the run in the same transaction.
         """
         if status not in SETTLED_STATUSES:
             expected = ", ".join(SETTLED_STATUSES)
@@ -442,7 +449,19 @@ class Store(Repository):
         )
         async with self._transaction() as session:
             updated = await updated_rows(session, statement)
-            return updated[0] if updated else None
+            if not updated:
+                return None
+            if approval is not None:
+                session.add(_approval_row(updated[0], approval))
+            return updated[0]
+
+    async def list_approvals(self, run_id: str) -> list[RunApproval]:
+        """How each of the run's tool calls was decided, oldest decision first."""
+        return await self._all(
+            select(RunApproval)
+            .where(RunApproval.run_id == run_id)
+            .order_by(col(RunApproval.decided_at), col(RunApproval.id))
+        )
 
     async def get_tool_call(self, call_id: str) -> ToolCallRecord | None:
         async with self._transaction(read_only=True) as session:
@@ -466,6 +485,16 @@ def _conversations_of(agent_id: str) -> SelectOfScalar[Conversation]:
         select(Conversation)
         .where(Conversation.agent_id == agent_id)
         .order_by(col(Conversation.updated_at).desc(), col(Conversation.created_at).desc())
+    )
+
+
+def _approval_row(call: ToolCallRecord, approval: ApprovalRecord) -> RunApproval:
+    return RunApproval(
+        run_id=call.run_id,
+        conversation_id=call.conversation_id,
+        call_id=call.id,
+        tool=call.tool,
+        **approval.model_dump(),
     )
 
 

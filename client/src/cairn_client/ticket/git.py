@@ -1,0 +1,391 @@
+"""The git side of `cairn ticket`: the ticket's branch or worktree, its commit, patch and push.
+
+Owns the checks made before anything is created, undoing a half-made start, and every call
+to the real `git` binary on the ticket's behalf.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+GIT_TIMEOUT_S = 30.0
+PUSH_TIMEOUT_S = 300.0
+BRANCH_PREFIX = "cairn/"
+FALLBACK_IDENTITY = ("-c", "user.name=Cairn", "-c", "user.email=cairn@localhost")
+
+# Files in the git folder that mean an operation is half-way, and how to get out of it.
+_IN_PROGRESS = {
+    "rebase-merge": "a rebase is in progress; finish it (git rebase --continue) "
+    "or abort it (git rebase --abort) first",
+    "rebase-apply": "a rebase or `git am` is in progress; finish it or abort it "
+    "(git rebase --abort / git am --abort) first",
+    "MERGE_HEAD": "a merge is in progress; commit it or abort it (git merge --abort) first",
+    "CHERRY_PICK_HEAD": "a cherry-pick is in progress; finish it or abort it "
+    "(git cherry-pick --abort) first",
+    "REVERT_HEAD": "a revert is in progress; finish it or abort it (git revert --abort) first",
+    "BISECT_LOG": "a bisect is in progress; end it with git bisect reset first",
+}
+
+
+class GitError(Exception):
+    """str(exc) is ONE line: what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class TicketBranch:
+    name: str  # "cairn/<slug>"
+    workdir: Path  # where the agent works: the repo root, or the new worktree
+    repo_root: Path  # the repository the command ran in
+    base_commit: str  # full sha of HEAD when the branch was made
+    base_branch: str  # the branch HEAD was on (e.g. "main")
+    worktree: bool
+
+
+def ticket_branch_name(slug: str) -> str:
+    return f"{BRANCH_PREFIX}{slug}"
+
+
+def default_worktree_path(repo_root: Path, slug: str) -> Path:
+    """A sibling of the repository: `<parent>/<repo-name>-cairn-<slug>`."""
+    return repo_root.parent / f"{repo_root.name}-cairn-{slug}"
+
+
+def repo_root(repo: Path) -> Path:
+    """The top of the working tree containing `repo`; GitError when there is none."""
+    if not repo.is_dir():
+        raise GitError(f"{repo} is not a folder; run cairn ticket inside a git checkout")
+    top = _try_git(repo, "rev-parse", "--show-toplevel")
+    if top is None:
+        raise GitError(
+            f"{repo} is not inside a git repository; run cairn ticket in a git checkout "
+            "(or make one with git init)"
+        )
+    return Path(os.path.realpath(top))
+
+
+def check_can_start(
+    repo: Path, branch: str, *, allow_dirty: bool, worktree_path: Path | None = None
+) -> None:
+    """Every reason starting `branch` in `repo` would fail, as a GitError; creates nothing.
+
+    `worktree_path`, when given, must not exist yet.
+    """
+    root = repo_root(repo)
+    if _try_git(root, "rev-parse", "--verify", "--quiet", "HEAD") is None:
+        raise GitError("the repository has no commits yet; make a first commit, then try again")
+    _check_nothing_in_progress(root)
+    if _current_branch(root) is None:
+        short = _git(root, "rev-parse", "--short", "HEAD")
+        raise GitError(f"HEAD is detached (at {short}); switch to a branch first (git switch)")
+    if not allow_dirty:
+        _check_clean(root, "commit or stash them, or pass --allow-dirty")
+    _check_branch_is_free(root, branch)
+    if worktree_path is not None and (worktree_path.exists() or worktree_path.is_symlink()):
+        raise GitError(f"{worktree_path} already exists; remove it or choose another worktree path")
+
+
+def start_branch(
+    repo: Path,
+    slug: str,
+    *,
+    worktree: bool = False,
+    allow_dirty: bool = False,
+    worktree_path: Path | None = None,
+) -> TicketBranch:
+    """Make `cairn/<slug>` from HEAD: switch to it here, or check it out in a new worktree.
+
+    In branch mode uncommitted changes (with allow_dirty) come along; a worktree starts
+    from HEAD and leaves this working tree as it is. Undoes itself when a step fails.
+    """
+    root = repo_root(repo)
+    name = ticket_branch_name(slug)
+    path = Path(os.path.abspath(worktree_path or default_worktree_path(root, slug)))
+    check_can_start(root, name, allow_dirty=allow_dirty, worktree_path=path if worktree else None)
+    base_commit = _git(root, "rev-parse", "HEAD")
+    base_branch = _git(root, "symbolic-ref", "--short", "HEAD")
+    try:
+        if worktree:
+            _git(root, "worktree", "add", "--quiet", "-b", name, str(path), base_commit)
+        else:
+            _git(root, "switch", "--quiet", "-c", name)
+        _git(root, "config", f"branch.{name}.cairnBase", base_branch)
+        _git(root, "config", f"branch.{name}.cairnBaseCommit", base_commit)
+    except GitError:
+        _undo_start(root, name, base_branch, path if worktree else None)
+        raise
+    return TicketBranch(
+        name=name,
+        workdir=Path(os.path.realpath(path)) if worktree else root,
+        repo_root=root,
+        base_commit=base_commit,
+        base_branch=base_branch,
+        worktree=worktree,
+    )
+
+
+def open_branch(repo: Path, name: str) -> TicketBranch:
+    """An existing ticket branch, for resuming: where it is checked out, or switched to here.
+
+    Switching happens only when no working tree has it and this one is clean.
+    """
+    root = repo_root(repo)
+    if not _branch_exists(root, name):
+        raise GitError(f"there is no branch {name}; start the ticket again without --resume")
+    base_branch, base_commit = _recorded_base(root, name)
+    worktrees = _worktrees(root)
+    checkout = next((tree for tree in worktrees if tree.branch == name), None)
+    if checkout is not None and checkout.prunable:
+        raise GitError(
+            f"{name} is checked out in a worktree that no longer exists ({checkout.path}); "
+            "run git worktree prune, then resume again"
+        )
+    if checkout is None:
+        _check_clean(root, f"commit or stash them before resuming {name}")
+        _git(root, "switch", "--quiet", name)
+        workdir = root
+    else:
+        workdir = checkout.path
+    return TicketBranch(
+        name=name,
+        workdir=workdir,
+        repo_root=root,
+        base_commit=base_commit,
+        base_branch=base_branch,
+        worktree=workdir != worktrees[0].path,
+    )
+
+
+def changed_files(branch: TicketBranch) -> list[str]:
+    """Paths that differ in the working tree from base_commit, untracked files included."""
+    tracked = _git_paths(
+        branch.workdir, "diff", "--name-only", "--no-renames", "-z", branch.base_commit, "--"
+    )
+    untracked = _git_paths(branch.workdir, "ls-files", "--others", "--exclude-standard", "-z")
+    return sorted(set(tracked) | set(untracked))
+
+
+def commit_all(branch: TicketBranch, message: str) -> str | None:
+    """Commit everything in the working tree; the new sha, or None when nothing changed.
+
+    Without a configured user.email the commit is made as Cairn <cairn@localhost>.
+    """
+    _git(branch.workdir, "add", "-A")
+    if _run(branch.workdir, "diff", "--cached", "--quiet").returncode == 0:
+        return None
+    identity = () if _try_git(branch.workdir, "config", "user.email") else FALLBACK_IDENTITY
+    _git(
+        branch.workdir,
+        *identity,
+        "commit",
+        "--quiet",
+        "--cleanup=whitespace",
+        "--file=-",
+        input=message.encode(),
+    )
+    return _git(branch.workdir, "rev-parse", "HEAD")
+
+
+def export_patch(branch: TicketBranch, out: Path) -> None:
+    """Write the branch's commits since base_commit to `out` as a mailbox for `git am`."""
+    span = f"{branch.base_commit}..refs/heads/{branch.name}"
+    if _git(branch.workdir, "rev-list", "--count", span) == "0":
+        raise GitError(
+            f"{branch.name} has no commits since {branch.base_commit[:12]}; nothing to export"
+        )
+    patch = _checked(branch.workdir, "format-patch", "--stdout", span).stdout
+    try:
+        out.write_bytes(patch)
+    except OSError as exc:
+        raise GitError(f"cannot write the patch to {out}: {exc.strerror}") from exc
+
+
+def push_branch(branch: TicketBranch, remote: str = "origin") -> None:
+    """`git push -u <remote> <branch>`; GitError with git's own reason when it fails."""
+    if _try_git(branch.workdir, "remote", "get-url", remote) is None:
+        raise GitError(
+            f"there is no git remote named {remote}; add one with git remote add {remote} <url>"
+        )
+    _checked(branch.workdir, "push", "--quiet", "-u", remote, branch.name, timeout=PUSH_TIMEOUT_S)
+
+
+def origin_url(repo: Path) -> str | None:
+    """The URL of the `origin` remote as configured, or None."""
+    return _try_git(repo, "config", "--get", "remote.origin.url")
+
+
+@dataclass(frozen=True)
+class _Worktree:
+    path: Path
+    branch: str | None
+    prunable: bool
+
+
+def _worktrees(root: Path) -> list[_Worktree]:
+    """Every working tree of the repository, the main one first."""
+    listing = _git(root, "worktree", "list", "--porcelain")
+    trees = []
+    for block in listing.split("\n\n"):
+        fields = dict(line.partition(" ")[::2] for line in block.splitlines() if line)
+        if "worktree" not in fields:
+            continue
+        ref = fields.get("branch")
+        trees.append(
+            _Worktree(
+                path=Path(os.path.realpath(fields["worktree"])),
+                branch=ref.removeprefix("refs/heads/") if ref else None,
+                prunable="prunable" in fields,
+            )
+        )
+    return trees
+
+
+def _recorded_base(root: Path, name: str) -> tuple[str, str]:
+    """The branch `name` came from and where it forked from it (now, by merge-base)."""
+    base_branch = _try_git(root, "config", f"branch.{name}.cairnBase")
+    recorded = _try_git(root, "config", f"branch.{name}.cairnBaseCommit")
+    if base_branch is None:
+        raise GitError(
+            f"{name} was not started by cairn ticket (no branch.{name}.cairnBase in git config); "
+            f"start a new ticket, or set it with git config branch.{name}.cairnBase <branch>"
+        )
+    if _branch_exists(root, base_branch):
+        fork = _try_git(root, "merge-base", f"refs/heads/{name}", f"refs/heads/{base_branch}")
+        if fork is not None:
+            return base_branch, fork
+    if recorded is None:
+        raise GitError(
+            f"cannot find where {name} started: branch {base_branch} is gone; "
+            f"recreate it or set git config branch.{name}.cairnBase to another branch"
+        )
+    return base_branch, recorded
+
+
+def _check_nothing_in_progress(root: Path) -> None:
+    names = list(_IN_PROGRESS)
+    located = _git(root, "rev-parse", *(arg for name in names for arg in ("--git-path", name)))
+    for name, where in zip(names, located.splitlines(), strict=True):
+        if (root / where).exists():
+            raise GitError(_IN_PROGRESS[name])
+
+
+def _check_clean(root: Path, advice: str) -> None:
+    status = _git(root, "status", "--porcelain", "--untracked-files=all")
+    count = len(status.splitlines())
+    if count:
+        files = "1 file" if count == 1 else f"{count} files"
+        raise GitError(f"the working tree has uncommitted changes ({files}); {advice}")
+
+
+def _check_branch_is_free(root: Path, branch: str) -> None:
+    if _try_git(root, "check-ref-format", "--branch", branch) is None:
+        raise GitError(f"{branch} is not a valid branch name; choose a simpler ticket slug")
+    refs = _git(root, "for-each-ref", "--format=%(refname)", "refs/heads/").splitlines()
+    wanted = f"refs/heads/{branch}"
+    if wanted in refs:
+        raise GitError(
+            f"branch {branch} already exists; resume it with cairn ticket --resume "
+            f"or delete it with git branch -D {branch}"
+        )
+    clash = next(
+        (ref for ref in refs if wanted.startswith(f"{ref}/") or ref.startswith(f"{wanted}/")), None
+    )
+    if clash is not None:
+        raise GitError(
+            f"branch {clash.removeprefix('refs/heads/')} is in the way of {branch}; "
+            "rename or delete it (git branch -m / git branch -D)"
+        )
+
+
+def discard_branch(branch: TicketBranch) -> None:
+    """Take back a branch (or worktree) that start_branch made, when nothing was done on it."""
+    worktree = branch.workdir if branch.worktree else None
+    _undo_start(branch.repo_root, branch.name, branch.base_branch, worktree)
+
+
+def _undo_start(root: Path, name: str, base_branch: str, worktree_path: Path | None) -> None:
+    """Best effort: remove the worktree and branch a failed start made, back on base_branch."""
+    if worktree_path is not None:
+        _run(root, "worktree", "remove", "--force", str(worktree_path))
+        shutil.rmtree(worktree_path, ignore_errors=True)  # checked absent before the start
+        _run(root, "worktree", "prune")
+    elif _current_branch(root) == name:
+        _run(root, "switch", "--quiet", base_branch)
+    _run(root, "branch", "--quiet", "-D", name)
+    _run(root, "config", "--remove-section", f"branch.{name}")
+
+
+def _current_branch(root: Path) -> str | None:
+    return _try_git(root, "symbolic-ref", "--quiet", "--short", "HEAD")
+
+
+def _branch_exists(root: Path, name: str) -> bool:
+    return _run(root, "show-ref", "--verify", "--quiet", f"refs/heads/{name}").returncode == 0
+
+
+def _git(cwd: Path, *args: str, input: bytes | None = None) -> str:
+    """Stripped stdout of a git command; GitError with git's reason when it fails."""
+    return _checked(cwd, *args, input=input).stdout.decode("utf-8", errors="replace").strip()
+
+
+def _try_git(cwd: Path, *args: str) -> str | None:
+    """Stripped stdout of a git command, or None when it fails or prints nothing."""
+    try:
+        return _git(cwd, *args) or None
+    except GitError:
+        return None
+
+
+def _git_paths(cwd: Path, *args: str) -> list[str]:
+    """The NUL-separated paths a `-z` git command prints."""
+    printed = _checked(cwd, *args).stdout.decode("utf-8", errors="replace")
+    return [path for path in printed.split("\0") if path]
+
+
+def _checked(
+    cwd: Path, *args: str, input: bytes | None = None, timeout: float = GIT_TIMEOUT_S
+) -> subprocess.CompletedProcess[bytes]:
+    finished = _run(cwd, *args, input=input, timeout=timeout)
+    if finished.returncode != 0:
+        raise GitError(f"git {_command(args)} failed: {_summary(finished.stderr)}")
+    return finished
+
+
+def _run(
+    cwd: Path, *args: str, input: bytes | None = None, timeout: float = GIT_TIMEOUT_S
+) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise GitError(
+            f"git {_command(args)} did not finish within {timeout:.0f}s; try again"
+        ) from exc
+    except OSError as exc:
+        raise GitError(f"cannot run git in {cwd} ({exc.strerror}); is git installed?") from exc
+
+
+def _command(args: tuple[str, ...]) -> str:
+    """The git subcommand in `args`, past options such as `-c name=value`."""
+    return next(arg for arg in args if not arg.startswith("-") and "=" not in arg)
+
+
+def _summary(stderr: bytes) -> str:
+    """The line of git's stderr that says what went wrong: its first error, else its last."""
+    lines = [line.strip() for line in stderr.decode("utf-8", errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    errors = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    if errors:
+        return errors[0]
+    return lines[-1] if lines else "no reason given"

@@ -1,0 +1,164 @@
+"""A ticket in the TUI: the flow runs beside the person, who approves its plan and its tools.
+
+Owns the driver that sends the flow's turns as the user's messages in the app, shows the
+plan review screen, and puts the summary in the chat when the ticket ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from cairn_protocol import ServerFrame, Welcome
+
+from cairn_client.api import CairnApi
+from cairn_client.launch import Launch
+from cairn_client.listener import RunFollower, SessionListener
+from cairn_client.policy.types import Approval, Mode, Verdict
+from cairn_client.ticket.command import Started, undo_start
+from cairn_client.ticket.flow import (
+    FinishOptions,
+    PlanDecision,
+    TicketActivity,
+    TicketFlow,
+    TicketResult,
+    TurnResult,
+)
+from cairn_client.tools.base import PreparedCall, ToolOutcome
+from cairn_client.tui.app import CairnApp, SessionRunner
+from cairn_client.tui.screens.plan import PlanScreen
+
+
+class TuiTicketDriver:
+    """Implements TicketDriver and the app's AppCompanion."""
+
+    def __init__(self, started: Started, options: FinishOptions) -> None:
+        self.started = started
+        self.options = options
+        self.activity = TicketActivity()
+        self.result: TicketResult | None = None
+        self.no_model = False
+        self._app: CairnApp | None = None
+        self._welcome: Welcome | None = None
+        self._configured_mode: Mode | None = None
+        self._run: RunFollower | None = None
+
+    @property
+    def app(self) -> CairnApp:
+        assert self._app is not None, "the driver is not attached to an app"
+        return self._app
+
+    # ------------------------------------------------------------------ AppCompanion
+
+    def attach(self, app: CairnApp) -> None:
+        self._app = app
+
+    def server_event(self, event: ServerFrame) -> None:
+        if isinstance(event, Welcome):
+            self._on_welcome(event)
+        elif self._run is not None:
+            self._run.sees(event)
+
+    def tool_handled(self, prepared: PreparedCall, verdict: Verdict, outcome: ToolOutcome) -> None:
+        self.activity.tool_handled(prepared, verdict, outcome)
+
+    def approval_answered(self, approval: Approval) -> None:
+        self.activity.approval_answered(given=approval.kind != "deny")
+
+    def _on_welcome(self, welcome: Welcome) -> None:
+        if self._welcome is not None:
+            return  # a reconnect: the flow is already going
+        self._welcome = welcome
+        if welcome.model is None:
+            self.no_model = True  # the app shows the setup screen; the ticket cannot start
+            return
+        self.app.run_worker(self._run_flow(), name="ticket", group="ticket", exit_on_error=False)
+
+    async def _run_flow(self) -> None:
+        flow = TicketFlow(
+            self.started.state, self.started.branch, self, self.activity, self.options
+        )
+        try:
+            self.result = await flow.run()
+        except Exception as exc:  # noqa: BLE001 - shown; the state file allows a resume
+            await self.app.chat.add_notice(
+                f"The ticket stopped: {exc}; continue with cairn ticket --resume", "error"
+            )
+            return
+        summary = "\n".join(self.result.summary_lines())
+        await self.app.chat.add_notice(summary, "info" if self.result.exit_code == 0 else "warning")
+
+    # ------------------------------------------------------------------ TicketDriver
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self._welcome.conversation_id if self._welcome else None
+
+    async def run_turn(self, text: str) -> TurnResult:
+        self._follower().follow(text=text)
+        await self.app.send_message(text)
+        return await self._wait()
+
+    async def finish_running(self) -> TurnResult | None:
+        running = self._welcome.running_run_id if self._welcome else None
+        if running is None:
+            return None
+        self.say("A run of this ticket is still going; waiting for it.")
+        self._follower().follow(run_id=running)
+        return await self._wait()
+
+    async def review_plan(self, plan: str) -> PlanDecision:
+        decided: asyncio.Future[PlanDecision] = asyncio.get_running_loop().create_future()
+
+        def settle(decision: PlanDecision | None) -> None:
+            if not decided.done():
+                decided.set_result(decision or PlanDecision("stop"))
+
+        self.app.push_screen(PlanScreen(plan, self.started.state.ticket.title), callback=settle)
+        return await decided
+
+    def set_mode(self, mode: Mode | None) -> None:
+        policy = self.app.session_policy()
+        if policy is None:
+            return
+        if self._configured_mode is None:
+            self._configured_mode = policy.mode
+        self.app.set_mode(mode or self._configured_mode)
+
+    def say(self, line: str) -> None:
+        self.app.call_later(self.app.chat.add_notice, line, "info")
+
+    def _follower(self) -> RunFollower:
+        if self._run is None:
+            self._run = RunFollower()
+        return self._run
+
+    async def _wait(self) -> TurnResult:
+        run = self._follower()
+        finished = await run.finished
+        return TurnResult(
+            finished.run_id, finished.stop_reason, run.last_answer, finished.usage, finished.detail
+        )
+
+
+def run_ticket_tui(launch: Launch, started: Started, options: FinishOptions) -> int:
+    """Run the ticket in the app until the person quits; the exit code of `cairn ticket`."""
+    driver = TuiTicketDriver(started, options)
+    conversation = started.state.conversation_id or "new"
+
+    def start_session(listener: SessionListener) -> SessionRunner:
+        return launch.session(listener, conversation)
+
+    app = CairnApp(
+        start_session,
+        workspace_name=f"{launch.workspace.identity.display_name} · {started.state.branch}",
+        api=CairnApi(launch.endpoint.resolve, launch.endpoint.token),
+        companion=driver,
+    )
+    try:
+        app.run()
+    finally:
+        launch.shutdown_now()
+    if driver.no_model:
+        undo_start(started)
+        return 2
+    return driver.result.exit_code if driver.result is not None else 1
