@@ -5,7 +5,8 @@ in this process, which follows a script: explore, plan, edit, run the tests, not
 learned, summarise. Per ticket it prints wall time, model requests, tokens in/cached/out,
 approvals asked, and whether the commit's tree equals the expected result. The second ticket
 on a repository (after the first is merged) shows what memory carries: it starts knowing
-the test command the first one learned.
+the test command the first one learned. The last ticket runs with `--approve edits` and a user
+settings rule that allows only the test command, so its `git push` is denied (nobody to ask).
 
     uv run python bench/ticket.py
 """
@@ -45,17 +46,22 @@ class BenchTicket:
     ticket: str  # the ticket file's text
     turns: list[dict[str, Any]]  # the model's script
     expected: dict[str, str]  # files of the expected commit that differ from the base
+    approve: str = "all"  # --approve; with "edits", the settings allow only the test command
 
 
 def call(name: str, **arguments: Any) -> dict[str, Any]:
     return {"name": name, "arguments": arguments}
 
 
-def implement(*edits: dict[str, Any], lesson: str | None) -> list[dict[str, Any]]:
+def implement(
+    *edits: dict[str, Any], lesson: str | None, then: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Edit, run the tests, maybe note a lesson, do `then`, and say what was done."""
     turns: list[dict[str, Any]] = [{"tool_calls": [edit]} for edit in edits]
     turns.append({"tool_calls": [call("shell", command=TEST_COMMAND)]})
     if lesson:
         turns.append({"tool_calls": [call("memory_insert", label="project", text=lesson)]})
+    turns += then or []
     turns.append({"text": "Done: the change is in and the tests pass."})
     return turns
 
@@ -116,9 +122,12 @@ TICKETS = [
                     new_string="from text import shout, slug\n",
                 ),
                 lesson=f"Tests: {TEST_COMMAND}; one test file per module",
+                # Not allowed by the settings and nobody to ask: denied, and the agent goes on.
+                then=[{"tool_calls": [call("shell", command="git push origin HEAD")]}],
             ),
         ],
         {"text.py": SLUG, "test_text.py": TEXT_TEST.replace("shout\n", "shout, slug\n", 1)},
+        approve="edits",
     ),
 ]
 REPOS = {
@@ -180,6 +189,7 @@ def run_ticket(
     asked_before = len(fake.requests)
     env = {
         **os.environ,
+        "XDG_CONFIG_HOME": str(data_dir.parent / "config"),
         "CAIRN_DATA_DIR": str(data_dir),
         "CAIRN_MODEL": "openai/gpt-5.4-mini",
         "OPENAI_API_KEY": "bench",
@@ -194,7 +204,7 @@ def run_ticket(
             "ticket",
             str(ticket_file),
             "--approve",
-            "all",
+            ticket.approve,
             "--json",
         ],
         cwd=repo,
@@ -230,6 +240,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch, FakeModelServer() as fake:
         root = Path(scratch)
         repos = {name: make_repo(root / name / "repo", files) for name, files in REPOS.items()}
+        settings = root / "config" / "cairn" / "settings.toml"
+        settings.parent.mkdir(parents=True)
+        settings.write_text(f'[permissions]\nallow = ["shell({TEST_COMMAND})"]\n')
         for ticket in TICKETS:
             rows.append(run_ticket(fake, repos[ticket.repo], root / "data", ticket))
     print(

@@ -16,11 +16,11 @@ from cairn_client.ticket.flow import (
     REPLAN_PROMPT,
     FinishOptions,
     PlanDecision,
-    TicketActivity,
     TicketFlow,
     TurnResult,
 )
 from cairn_client.ticket.state import TicketState, load_state
+from support.repos import run_git
 
 
 class ScriptedDriver:
@@ -78,7 +78,7 @@ def started(repo: Path, tmp_path: Path) -> tuple[TicketState, git.TicketBranch]:
 
 def flow(started: tuple[TicketState, git.TicketBranch], driver: ScriptedDriver) -> TicketFlow:
     state, branch = started
-    return TicketFlow(state, branch, driver, TicketActivity(), FinishOptions())
+    return TicketFlow(state, branch, driver, FinishOptions())
 
 
 async def test_a_resumed_plan_waiting_for_review_is_shown_again_without_asking_anew(
@@ -136,7 +136,7 @@ async def test_a_run_that_stops_early_keeps_the_ticket_resumable(
     # The resume tells the agent it was interrupted instead of repeating the whole plan.
     again = ScriptedDriver([answer("Done.", run="run-3")], on_turn={1: repo / "src" / "app.py"})
     resumed = await flow((saved, started[1]), again).run()
-    assert again.sent == [CONTINUE_PROMPT]
+    assert again.sent == [CONTINUE_PROMPT.format(plan="Plan: fix.")]
     assert resumed.outcome == "patch"
 
 
@@ -166,3 +166,50 @@ async def test_a_plan_that_fails_says_why_and_asks_again_on_resume(
     again = ScriptedDriver([answer("Plan."), answer("Done.")], [PlanDecision("stop")])
     await flow((load_state(repo), started[1]), again).run()
     assert again.sent == [REPLAN_PROMPT]
+
+
+async def test_the_commit_holds_the_tickets_files_only(
+    started: tuple[TicketState, git.TicketBranch], repo: Path
+) -> None:
+    state, branch = started
+    state.preexisting = ["notes.txt"]  # dirty before the ticket began (--allow-dirty)
+    (repo / "notes.txt").write_text("the developer's own notes\n")
+
+    class Agent(ScriptedDriver):
+        async def run_turn(self, text: str) -> TurnResult:
+            if text.startswith("The plan below is approved"):
+                (repo / "src" / "app.py").write_text("fixed\n")  # tracked: the agent's
+                (repo / "src" / "new.py").write_text("new\n")  # written with its edit tools
+                (repo / "build.out").write_text("from a test run\n")  # junk from a command
+                (repo / ".env.local").write_text("TOKEN=x\n")  # secret-looking, even if written
+                state.activity.files_written += ["src/new.py", ".env.local"]
+            return await super().run_turn(text)
+
+    driver = Agent([answer("Plan."), answer("Done.")], [PlanDecision("approve")])
+
+    result = await flow(started, driver).run()
+
+    assert result.outcome == "patch"
+    assert result.files_changed == ["src/app.py", "src/new.py"]
+    assert sorted(result.left_out) == [".env.local", "build.out", "notes.txt"]
+    committed = run_git(repo, "show", "--name-only", "--format=", "HEAD").split()
+    assert committed == ["src/app.py", "src/new.py"]
+    assert (repo / "build.out").exists() and (repo / "notes.txt").exists()  # kept, uncommitted
+    assert "left uncommitted" in "\n".join(result.summary_lines())
+
+
+async def test_a_finished_ticket_resumed_keeps_its_commit(
+    started: tuple[TicketState, git.TicketBranch], repo: Path
+) -> None:
+    driver = ScriptedDriver(
+        [answer("Plan."), answer("Done.")], [PlanDecision("approve")], on_turn={2: repo / "f.txt"}
+    )
+    state, _ = started
+    state.activity.files_written.append("f.txt")
+    first = await flow(started, driver).run()
+    assert first.outcome == "patch" and first.state.commit
+
+    again = await flow((load_state(repo, "fix-total"), started[1]), ScriptedDriver([])).run()
+
+    assert again.outcome == "patch" and again.state.commit == first.state.commit
+    assert run_git(repo, "rev-list", "--count", "main..cairn/fix-total") == "1"

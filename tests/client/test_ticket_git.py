@@ -14,12 +14,15 @@ from cairn_client.ticket.git import (
     TicketBranch,
     changed_files,
     check_can_start,
-    commit_all,
+    commit_paths,
+    common_git_dir,
+    dirty_paths,
     export_patch,
     open_branch,
     origin_url,
     push_branch,
     start_branch,
+    tracked_files,
 )
 from support.repos import GIT_ENV
 
@@ -106,7 +109,7 @@ def test_uncommitted_changes_are_refused(repo: Path, git: GitRunner, change: str
 
     assert message == (
         "the working tree has uncommitted changes (1 file); "
-        "commit or stash them, or pass --allow-dirty"
+        "commit or stash them, or pass --allow-dirty, or --worktree"
     )
     assert repo_state(repo, git) == before
 
@@ -118,6 +121,21 @@ def test_ignored_files_do_not_count_as_changes(repo: Path, git: GitRunner) -> No
     branch = start_branch(repo, "fix-total")
 
     assert git(repo, "branch", "--show-current") == branch.name == "cairn/fix-total"
+
+
+def test_the_ticket_file_written_into_the_repo_does_not_count_as_a_change(
+    repo: Path, git: GitRunner
+) -> None:
+    (repo / "TICKET.md").write_text("# Fix total\n")
+    (repo / "notes.txt").write_text("draft\n")
+
+    with pytest.raises(GitError, match=r"uncommitted changes \(1 file\)"):
+        check_can_start(repo, "cairn/fix-total", allow_dirty=False, ignore_untracked=["TICKET.md"])
+    (repo / "notes.txt").unlink()
+    branch = start_branch(repo, "fix-total", ignore_untracked=[str(repo / "TICKET.md")])
+
+    assert git(repo, "branch", "--show-current") == branch.name
+    assert (repo / "TICKET.md").read_text() == "# Fix total\n"
 
 
 def test_an_existing_branch_is_refused_with_how_to_resume(repo: Path, git: GitRunner) -> None:
@@ -198,10 +216,16 @@ def test_branch_mode_switches_head_to_the_new_branch(repo: Path, git: GitRunner)
     assert git(repo, "branch", "--show-current") == "cairn/fix-total"
 
 
-def test_worktree_mode_leaves_the_main_tree_alone(repo: Path, git: GitRunner) -> None:
+def test_worktree_mode_starts_from_a_dirty_tree_and_leaves_it_alone(
+    repo: Path, git: GitRunner
+) -> None:
     (repo / "README.md").write_text("# My unfinished edit\n")
+    (repo / "staged.txt").write_text("staged\n")
+    git(repo, "add", "staged.txt")
+    (repo / "notes.txt").write_text("draft\n")
+    status_before = git(repo, "status", "--porcelain")
 
-    branch = start_branch(repo, "fix-total", worktree=True, allow_dirty=True)
+    branch = start_branch(repo, "fix-total", worktree=True)
 
     tree = repo.parent / "repo-cairn-fix-total"
     assert branch.workdir == Path(os.path.realpath(tree))
@@ -209,7 +233,9 @@ def test_worktree_mode_leaves_the_main_tree_alone(repo: Path, git: GitRunner) ->
     assert git(tree, "branch", "--show-current") == "cairn/fix-total"
     assert git(repo, "branch", "--show-current") == "main"
     assert (repo / "README.md").read_text() == "# My unfinished edit\n"
+    assert git(repo, "status", "--porcelain") == status_before
     assert (tree / "README.md").read_text() == "# Demo\n\nA small repository for tests.\n"
+    assert not (tree / "notes.txt").exists() and not (tree / "staged.txt").exists()
     assert changed_files(branch) == []
 
 
@@ -248,34 +274,116 @@ def test_changed_files_sees_every_kind_of_change(repo: Path, git: GitRunner) -> 
     ]
 
 
-def test_commit_all_commits_everything_as_cairn_without_an_identity(
+def test_dirty_paths_sees_every_uncommitted_change_but_not_ignored_files(
+    repo: Path, git: GitRunner
+) -> None:
+    (repo / "src" / "app.py").write_text("def total(items):\n    return sum(items)\n")
+    (repo / "staged.txt").write_text("staged\n")
+    git(repo, "add", "staged.txt")
+    (repo / "src" / "util.py").unlink()
+    (repo / "docs").mkdir()
+    (repo / "docs" / "new.md").write_text("untracked\n")
+    (repo / "debug.log").write_text("ignored\n")
+    (repo / "build").mkdir()
+    (repo / "build" / "out.bin").write_text("ignored\n")
+    git(repo, "mv", "README.md", "READ ME.md")
+
+    assert dirty_paths(repo / "src") == [
+        "READ ME.md",
+        "README.md",
+        "docs/new.md",
+        "src/app.py",
+        "src/util.py",
+        "staged.txt",
+    ]
+
+
+def test_tracked_files_are_those_of_the_commit_asked_for(repo: Path, git: GitRunner) -> None:
+    branch = start_branch(repo, "fix-total")
+    (repo / "src" / "util.py").unlink()
+    (repo / "new.txt").write_text("new\n")
+    commit_paths(branch, ["src/util.py", "new.txt"], "Move things")
+
+    assert tracked_files(branch, branch.base_commit) == {
+        ".gitignore",
+        "README.md",
+        "src/app.py",
+        "src/util.py",
+    }
+    assert tracked_files(branch, "HEAD") == {".gitignore", "README.md", "new.txt", "src/app.py"}
+
+
+def test_commit_paths_commits_only_the_given_paths(repo: Path, git: GitRunner) -> None:
+    (repo / "README.md").write_text("# The developer's own edit\n")
+    (repo / "mine.txt").write_text("the developer staged this\n")
+    git(repo, "add", "mine.txt")
+    branch = start_branch(repo, "fix-total", allow_dirty=True)
+    (repo / "src" / "app.py").write_text("def total(items):\n    return sum(items)\n")
+    (repo / "src" / "util.py").unlink()
+    (repo / "docs").mkdir()
+    (repo / "docs" / "total.md").write_text("total() adds up\n")
+    (repo / "src" / "__pycache__").mkdir()
+    (repo / "src" / "__pycache__" / "app.pyc").write_bytes(b"\x00junk")
+    (repo / "test-output.txt").write_text("junk a test command wrote\n")
+    ticket_paths = ["docs/total.md", "src/app.py", "src/util.py", "never/existed.txt"]
+
+    sha = commit_paths(branch, ticket_paths, "Fix total")
+
+    assert sha == git(repo, "rev-parse", "HEAD")
+    assert git(repo, "show", "--format=", "--name-status", "HEAD").splitlines() == [
+        "A\tdocs/total.md",
+        "M\tsrc/app.py",
+        "D\tsrc/util.py",
+    ]
+    assert dirty_paths(repo) == [
+        "README.md",
+        "mine.txt",
+        "src/__pycache__/app.pyc",
+        "test-output.txt",
+    ]
+    assert git(repo, "diff", "--name-only") == "README.md"
+    assert git(repo, "diff", "--cached", "--name-only") == "mine.txt"
+    assert (repo / "README.md").read_text() == "# The developer's own edit\n"
+    assert (repo / "test-output.txt").exists() and (repo / "src/__pycache__/app.pyc").exists()
+
+
+def test_commit_paths_without_a_change_among_the_paths_commits_nothing(
     repo: Path, git: GitRunner
 ) -> None:
     branch = start_branch(repo, "fix-total")
-    (repo / "src" / "app.py").write_text("def total(items):\n    return sum(items)\n")
+    (repo / "junk.txt").write_text("not the ticket's\n")
+    (repo / "README.md").write_text("# Changed, then\n")
+    git(repo, "add", "README.md")
+    (repo / "README.md").write_text("# Demo\n\nA small repository for tests.\n")
+
+    assert commit_paths(branch, [], "Nothing") is None
+    assert commit_paths(branch, ["src/app.py", "missing.txt"], "Nothing") is None
+    assert commit_paths(branch, ["README.md"], "Changed back") is None
+    assert git(repo, "rev-parse", "HEAD") == branch.base_commit
+    assert (repo / "junk.txt").exists()
+
+
+def test_commit_paths_commits_as_cairn_without_an_identity(repo: Path, git: GitRunner) -> None:
+    branch = start_branch(repo, "fix-total")
     (repo / "new.txt").write_text("new\n")
     message = "Fix total\n\n#12 asked for a sum."
 
-    sha = commit_all(branch, message)
+    commit_paths(branch, ["new.txt"], message)
 
-    assert sha == git(repo, "rev-parse", "HEAD")
-    assert git(repo, "rev-list", "--count", f"{branch.base_commit}..HEAD") == "1"
     assert git(repo, "log", "-1", "--format=%an <%ae>|%cn <%ce>") == (
         "Cairn <cairn@localhost>|Cairn <cairn@localhost>"
     )
     assert git(repo, "log", "-1", "--format=%B") == message
     assert git(repo, "status", "--porcelain") == ""
-    assert commit_all(branch, "Nothing to say") is None
-    assert git(repo, "rev-parse", "HEAD") == sha
 
 
-def test_commit_all_uses_the_configured_identity(repo: Path, git: GitRunner) -> None:
+def test_commit_paths_uses_the_configured_identity(repo: Path, git: GitRunner) -> None:
     git(repo, "config", "user.name", "Ada")
     git(repo, "config", "user.email", "ada@example.com")
     branch = start_branch(repo, "fix-total")
     (repo / "new.txt").write_text("new\n")
 
-    commit_all(branch, "Add a file")
+    commit_paths(branch, ["new.txt"], "Add a file")
 
     assert git(repo, "log", "-1", "--format=%an <%ae>") == "Ada <ada@example.com>"
 
@@ -286,9 +394,9 @@ def test_the_exported_patch_applies_on_a_fresh_clone(
     branch = start_branch(repo, "fix-total", worktree=True)
     (branch.workdir / "src" / "app.py").write_text("def total(items):\n    return sum(items)\n")
     (branch.workdir / "README.md").unlink()
-    commit_all(branch, "Fix total")
+    commit_paths(branch, ["src/app.py", "README.md"], "Fix total")
     (branch.workdir / "new.txt").write_text("second\n")
-    commit_all(branch, "Add a file")
+    commit_paths(branch, ["new.txt"], "Add a file")
     patch = tmp_path / "ticket.patch"
 
     export_patch(branch, patch)
@@ -322,7 +430,7 @@ def test_push_sends_the_branch_to_origin_and_tracks_it(
     git(repo, "remote", "add", "origin", str(remote))
     branch = start_branch(repo, "fix-total")
     (repo / "new.txt").write_text("new\n")
-    sha = commit_all(branch, "Add a file")
+    sha = commit_paths(branch, ["new.txt"], "Add a file")
 
     push_branch(branch)
 
@@ -364,7 +472,7 @@ def test_push_to_a_missing_remote_gives_gits_reason(
 def test_open_branch_switches_back_to_a_branch_made_here(repo: Path, git: GitRunner) -> None:
     started = start_branch(repo, "fix-total")
     (repo / "new.txt").write_text("new\n")
-    commit_all(started, "Add a file")
+    commit_paths(started, ["new.txt"], "Add a file")
     git(repo, "switch", "-q", "main")
     (repo / "README.md").write_text("# Moved on\n")
     git(repo, "commit", "-q", "-am", "main moves on")
@@ -398,9 +506,50 @@ def test_open_branch_of_a_missing_branch_is_refused(repo: Path) -> None:
         open_branch(repo, "cairn/nothing")
 
 
-def test_open_branch_in_a_deleted_worktree_says_to_prune(repo: Path) -> None:
+@pytest.mark.parametrize("pruned", [False, True])
+def test_open_branch_recreates_a_removed_worktree_and_leaves_the_checkout_alone(
+    repo: Path, git: GitRunner, tmp_path: Path, pruned: bool
+) -> None:
+    started = start_branch(repo, "fix-total", worktree=True, worktree_path=tmp_path / "tree")
+    (started.workdir / "new.txt").write_text("committed work\n")
+    commit_paths(started, ["new.txt"], "Add a file")
+    shutil.rmtree(started.workdir)
+    if pruned:
+        git(repo, "worktree", "prune")
+
+    opened = open_branch(repo, "cairn/fix-total")
+
+    assert opened == started
+    assert opened.worktree and opened.workdir == Path(os.path.realpath(tmp_path / "tree"))
+    assert (opened.workdir / "new.txt").read_text() == "committed work\n"
+    assert git(opened.workdir, "branch", "--show-current") == "cairn/fix-total"
+    assert git(repo, "branch", "--show-current") == "main"
+    assert not (repo / "new.txt").exists()
+
+
+def test_open_branch_will_not_recreate_a_worktree_over_another_folder(
+    repo: Path, git: GitRunner
+) -> None:
     started = start_branch(repo, "fix-total", worktree=True)
     shutil.rmtree(started.workdir)
+    started.workdir.mkdir()
+    (started.workdir / "other.txt").write_text("someone else's\n")
 
-    with pytest.raises(GitError, match="run git worktree prune"):
+    with pytest.raises(GitError, match="is in its place; move that away"):
         open_branch(repo, "cairn/fix-total")
+    assert git(repo, "branch", "--show-current") == "main"
+    assert [path.name for path in started.workdir.iterdir()] == ["other.txt"]
+
+
+def test_common_git_dir_is_the_main_repositorys_from_any_worktree(
+    repo: Path, tmp_path: Path
+) -> None:
+    branch = start_branch(repo, "fix-total", worktree=True)
+    main_git = Path(os.path.realpath(repo / ".git"))
+
+    assert common_git_dir(branch.workdir / "src") == main_git
+    assert common_git_dir(repo) == main_git
+    outside = tmp_path / "plain"
+    outside.mkdir()
+    with pytest.raises(GitError, match="not inside a git repository"):
+        common_git_dir(outside)

@@ -44,7 +44,7 @@ def ticket_app(
 ) -> tuple[CairnApp, TuiTicketDriver, Started]:
     (tmp_path / "ticket.md").write_text("# Fix total\n\ntotal() must add the items.\n")
     started = start_ticket(repo, TicketRequest(source=str(tmp_path / "ticket.md")))
-    driver = TuiTicketDriver(started, FinishOptions())
+    driver = TuiTicketDriver(started, FinishOptions(), "default")
 
     async def resolve() -> str:
         return server.url
@@ -104,8 +104,8 @@ async def test_the_plan_is_revised_edited_and_approved_then_the_edit_is_asked_an
         )
 
     assert driver.result is not None and driver.result.outcome == "patch"
-    assert driver.result.activity.approvals_asked == 1
-    assert driver.result.activity.approvals_given == 1
+    assert driver.result.state.activity.approvals_asked == 1
+    assert driver.result.state.activity.approvals_given == 1
     assert "return sum(items)" in (started.branch.workdir / "src/app.py").read_text()
     assert run_git(repo, "rev-list", "--count", "main..cairn/fix-total") == "1"
     bodies = json.dumps([r.body for r in fake_model.requests])
@@ -127,4 +127,6 @@ async def test_stopping_at_the_plan_changes_nothing(
 
     assert driver.result is not None and driver.result.outcome == "rejected"
     assert driver.result.exit_code == 1
-    assert run_git(repo, "rev-list", "--count", "main..cairn/fix-total") == "0"
+    # Nothing is left of the ticket: its branch is gone and the checkout is back on main.
+    assert run_git(repo, "branch", "--list", "cairn/*") == ""
+    assert run_git(repo, "branch", "--show-current") == "main"

@@ -104,6 +104,7 @@ def test_a_ticket_becomes_one_commit_on_its_branch_and_the_next_ticket_remembers
     )
     assert second.returncode == 1, second.stderr  # no changes: no patch
     assert "changed no files" in second.stdout
+    assert run_git(ticket_repo, "branch", "--list", "cairn/rename-total") == ""  # nothing left
     system_prompt = json.dumps(fake_model.requests[asked_before].body["messages"][0])
     assert LEARNED in system_prompt
 
@@ -131,17 +132,28 @@ def test_headless_without_approval_denies_edits_and_produces_no_patch(
         (lambda repo: None, ["missing.md"], "missing.md"),
         (lambda repo: None, ["-"], "empty"),
         (lambda repo: run_git(repo, "switch", "-q", "--detach"), ["ticket.md"], "detached"),
+        (lambda repo: None, ["ticket.md", "--pr"], "GITHUB_TOKEN"),
+        (lambda repo: None, ["ticket.md", "--patch-out", "no/such/dir/x.patch"], "does not exist"),
     ],
-    ids=["dirty", "branch-exists", "no-such-file", "empty-stdin", "detached-head"],
+    ids=[
+        "dirty",
+        "branch-exists",
+        "no-such-file",
+        "empty-stdin",
+        "detached-head",
+        "pr-without-token",
+        "patch-out-nowhere",
+    ],
 )
 def test_a_ticket_that_cannot_start_is_one_line_exit_2_and_creates_nothing(
     ticket_repo: Path, data_dir: Path, prepare: Any, args: list[str], message: str
 ) -> None:
     prepare(ticket_repo)
     branches = run_git(ticket_repo, "branch", "--list")
-    done = cairn(ticket_repo, data_dir, "ticket", *args, "--headless")
+    done = cairn(ticket_repo, data_dir, "ticket", *args, "--json")
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
+    assert json.loads(done.stdout)["outcome"] == "error"
     assert run_git(ticket_repo, "branch", "--list") == branches
 
 
@@ -211,6 +223,12 @@ def test_a_github_issue_becomes_a_pull_request(
     fake_model.set_script(script(*ticket_turns()))
     with FakeGitHub() as github:
         github.add_issue("acme/shop", 42, "Total ignores the items", "total() returns 1.")
+        github_env = {
+            **model_env(fake_model),
+            "GITHUB_TOKEN": GITHUB_TEST_TOKEN,
+            "CAIRN_GITHUB_API_URL": github.api_url,
+        }
+        github.pulls_rate_limited = True
         done = cairn(
             ticket_repo,
             data_dir,
@@ -220,15 +238,18 @@ def test_a_github_issue_becomes_a_pull_request(
             "all",
             "--pr",
             "--json",
-            env={
-                **model_env(fake_model),
-                "GITHUB_TOKEN": GITHUB_TEST_TOKEN,
-                "CAIRN_GITHUB_API_URL": github.api_url,
-            },
+            env=github_env,
         )
-        assert done.returncode == 0, done.stderr
+        # GitHub refuses at first (rate limit): the commit stands, the pull request waits.
+        assert done.returncode == 1, done.stderr
         result = json.loads(done.stdout)
-        assert result["branch"] == "cairn/42" and result["pr_url"]
+        assert result["outcome"] == "patch" and result["pr_url"] is None
+        assert "rate limit" in result["problems"][0]
+        github.pulls_rate_limited = False
+        again = cairn(ticket_repo, data_dir, "ticket", "--resume", "--json", env=github_env)
+        assert again.returncode == 0, again.stderr
+        retried = json.loads(again.stdout)
+        assert retried["pr_url"] and retried["commit"] == result["commit"]
         [pull] = github.pulls
     assert pull["head"]["ref"] == "cairn/42" and pull["base"]["ref"] == "main"
     assert "Closes acme/shop#42" in pull["body"] and "app.py" in pull["body"]

@@ -103,6 +103,7 @@ class FakeGitHub(_FakeApi):
         self.prefix = prefix
         self.web_url = web_url.rstrip("/")
         self.rate_limited = False
+        self.pulls_rate_limited = False  # only opening pull requests hits the limit
         self.rate_limit_reset = int(time.time()) + 1800
         self._issues: dict[tuple[str, str, int], JsonObject] = {}
         self._deleted: set[tuple[str, str, int]] = set()
@@ -115,7 +116,7 @@ class FakeGitHub(_FakeApi):
 
     def reset(self) -> None:
         super().reset()
-        self.rate_limited = False
+        self.rate_limited = self.pulls_rate_limited = False
         with self._lock:
             self._issues.clear()
             self._deleted.clear()
@@ -220,6 +221,8 @@ class FakeGitHub(_FakeApi):
         docs = "pulls/pulls#create-a-pull-request"
         if refusal := self._refusal(request, anonymous_status=401):
             return refusal
+        if self.pulls_rate_limited:
+            return self._rate_limit_exceeded()
         with self._lock:
             known = (owner, name) in self._repos
         if not known:
@@ -289,12 +292,15 @@ class FakeGitHub(_FakeApi):
         if authorization not in (f"Bearer {self.token}", f"token {self.token}"):
             return self._error(401, "Bad credentials", "rest")
         if self.rate_limited:
-            message = (
-                "API rate limit exceeded for user ID 1. If you reach out to GitHub Support "
-                "for help, please include the request ID FAKE:0000:0000000:0000000:00000000."
-            )
-            return self._error(403, message, "rest/overview/rate-limits-for-the-rest-api")
+            return self._rate_limit_exceeded()
         return None
+
+    def _rate_limit_exceeded(self) -> Response:
+        message = (
+            "API rate limit exceeded for user ID 1. If you reach out to GitHub Support "
+            "for help, please include the request ID FAKE:0000:0000000:0000000:00000000."
+        )
+        return self._error(403, message, "rest/overview/rate-limits-for-the-rest-api")
 
     def _validation_failed(self, message: str) -> Response:
         body = {

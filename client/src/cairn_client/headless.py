@@ -23,7 +23,7 @@ from cairn_protocol import (
 )
 
 from cairn_client.commands import compact_focus
-from cairn_client.listener import ConnectionState, RunFollower
+from cairn_client.listener import ConnectionState, RunFollower, RunRefused
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.session import ClientSession, SessionFailed
 from cairn_client.tools.base import PreparedCall, ToolOutcome
@@ -108,13 +108,14 @@ class HeadlessListener:
         return True
 
     def connection_changed(self, state: ConnectionState, detail: str) -> None:
-        if state in ("reconnecting", "failed"):
+        if state == "reconnecting":
             print(f"cairn: {detail}", file=self.err, flush=True)
-        if state == "failed":
+        if state == "failed":  # told by whoever waits for one of these
             self.fatal = detail
             for future in (self.welcome, self.finished, self.compacted):
                 if not future.done():
                     future.set_exception(SessionFailed(detail))
+                    future.exception()  # nobody waiting for this one is not an error
 
     def tool_handled(self, prepared: PreparedCall, verdict: Verdict, outcome: ToolOutcome) -> None:
         if self.as_json:
@@ -183,8 +184,9 @@ async def run_headless(session: ClientSession, listener: HeadlessListener, promp
         focus = compact_focus(prompt)
         if focus is not None:  # the digest needs no model, so this goes first
             return await _compact(session, listener, runner, focus or None)
-        if welcome.model is None:
-            print(welcome.model_problem or "no model is configured", file=listener.err)
+        unusable = welcome.model_unusable()
+        if unusable is not None:
+            print(unusable, file=listener.err)
             return 2
         listener.expect_run_for(prompt)
         if prompt.strip() == "/init":
@@ -193,6 +195,8 @@ async def run_headless(session: ClientSession, listener: HeadlessListener, promp
             await session.send_user_message(prompt)
         finished = await session_result(listener.finished, runner)
         return 0 if finished.stop_reason == "end_turn" else 1
+    except RunRefused as exc:  # the listener has printed the server's error
+        return 2 if exc.code == "no_model" else 1
     except SessionFailed as exc:
         print(f"cairn: {exc}", file=listener.err)
         return 2

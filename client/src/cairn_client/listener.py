@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Literal, Protocol
 
-from cairn_protocol import AssistantMessage, RunFinished, RunStarted, ServerFrame
+from cairn_protocol import AssistantMessage, ErrorEvent, RunFinished, RunStarted, ServerFrame
 from cairn_protocol.messages import UserCommand
 
 from cairn_client.policy.types import Approval, Verdict
@@ -47,6 +47,18 @@ class SessionControl(Protocol):
     async def close(self) -> None: ...
 
 
+class RunRefused(Exception):
+    """The server answered the message with an error instead of starting a run."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# Errors the server answers a user message with when it cannot start its run.
+REFUSING_CODES = frozenset({"no_model", "internal"})
+
+
 class RunFollower:
     """Follows one run at a time for a front end: the run started for a text it sent (or
     one already going), the run's last answer, and a future that resolves when it ends."""
@@ -64,7 +76,13 @@ class RunFollower:
         self.run_id, self._expected_text, self.last_answer = run_id, text, ""
 
     def sees(self, event: ServerFrame) -> bool:
-        """Take in one event; True when it belongs to the followed run."""
+        """Take in one event; True when it belongs to the followed run. An error that refuses
+        the message it waits for ends the wait with RunRefused."""
+        waiting = self.run_id is None and self._expected_text is not None
+        if waiting and isinstance(event, ErrorEvent) and event.code in REFUSING_CODES:
+            if not self.finished.done():
+                self.finished.set_exception(RunRefused(event.code, event.message))
+            return False
         if (
             isinstance(event, RunStarted)
             and self.run_id is None

@@ -200,6 +200,12 @@ class Welcome(ServerEvent):
         description="Tool requests still waiting for an answer; a new client answers them.",
     )
 
+    def model_unusable(self) -> str | None:
+        """Why no model can run for this agent; None when `model` is usable."""
+        if self.model is not None and self.model_problem is None:
+            return None
+        return self.model_problem or "no model is configured"
+
 
 class RunStarted(ServerEvent):
     type: Literal["run_started"] = "run_started"

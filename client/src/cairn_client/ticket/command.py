@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,13 @@ from typing import TextIO
 from cairn_client.headless import session_result
 from cairn_client.launch import Launch, LaunchError, prepare_launch
 from cairn_client.policy.settings import SettingsError
-from cairn_client.policy.types import ApproveMode
+from cairn_client.policy.types import ApproveMode, Mode
 from cairn_client.session import SessionFailed
 from cairn_client.ticket import git
-from cairn_client.ticket.flow import FinishOptions, TicketActivity, TicketFlow, TicketResult
+from cairn_client.ticket.flow import FinishOptions, TicketFlow, TicketResult
+from cairn_client.ticket.github import parse_github_remote
 from cairn_client.ticket.headless import HeadlessTicketDriver, TicketListener
-from cairn_client.ticket.sources import TicketError, load_ticket
+from cairn_client.ticket.sources import Ticket, TicketError, load_ticket
 from cairn_client.ticket.state import (
     StateError,
     TicketState,
@@ -64,29 +66,53 @@ def run_ticket(
     cwd: Path, request: TicketRequest, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr
 ) -> int:
     """The whole command; returns the exit code."""
+    report = Report(request.as_json, out, err)
     try:
         started = start_ticket(cwd, request)
     except UsageError as exc:
-        print(f"cairn: {exc}", file=err)
-        return 2
+        return report.failure(str(exc), 2)
     state = started.state
     try:
-        launch = prepare_launch(started.branch.workdir, approve=_approve(state.approve))
+        launch = prepare_launch(started.branch.workdir, approve=state.approve)
     except (LaunchError, SettingsError) as exc:
         undo_start(started)
-        print(f"cairn: {exc}", file=err)
-        return 2
+        return report.failure(str(exc), 2)
+    configured_mode = launch.policy.mode
+    if state.phase == "plan":  # read-only from the first request a resumed session answers
+        launch.policy.set_mode("plan")
     patch_out = Path(state.patch_out) if state.patch_out else None
     options = FinishOptions(patch_out=patch_out, pull_request=state.pull_request)
-    if request.headless:
-        try:
-            return asyncio.run(_headless(launch, started, options, request.as_json, out, err))
-        except KeyboardInterrupt:
-            print("cairn: interrupted; continue with cairn ticket --resume", file=err)
-            return 1
-    from cairn_client.ticket.tui import run_ticket_tui
+    if not request.headless:
+        from cairn_client.ticket.tui import run_ticket_tui
 
-    return run_ticket_tui(launch, started, options)
+        return run_ticket_tui(launch, started, options, configured_mode, report)
+    try:
+        return asyncio.run(_headless(launch, started, options, configured_mode, report))
+    except KeyboardInterrupt:
+        return report.failure("interrupted; continue with cairn ticket --resume", 1)
+
+
+@dataclass(frozen=True)
+class Report:
+    """Where the command's last words go: a summary, or with --json one JSON object."""
+
+    as_json: bool
+    out: TextIO
+    err: TextIO
+
+    def result(self, result: TicketResult) -> int:
+        if self.as_json:
+            print(json.dumps(result.to_json(), indent=2), file=self.out, flush=True)
+        else:
+            print("\n".join(result.summary_lines()), file=self.out, flush=True)
+        return result.exit_code
+
+    def failure(self, message: str, exit_code: int) -> int:
+        print(f"cairn: {message}", file=self.err, flush=True)
+        if self.as_json:
+            failure = {"outcome": "error", "message": message, "exit_code": exit_code}
+            print(json.dumps(failure), file=self.out, flush=True)
+        return exit_code
 
 
 def start_ticket(cwd: Path, request: TicketRequest) -> Started:
@@ -96,26 +122,36 @@ def start_ticket(cwd: Path, request: TicketRequest) -> Started:
         if request.resume:
             state = load_state(cwd, request.resume_slug)
             _keep_flags(state, request)
+            _check_finish_options(cwd, state)
             return Started(state, git.open_branch(cwd, state.branch), created=False)
         if request.source is None:
             raise UsageError("name a ticket: cairn ticket FILE|-|owner/repo#N|URL|KEY-N")
         ticket = load_ticket(request.source, cwd=cwd)
+        state = _new_state(ticket, request)
+        _check_finish_options(cwd, state)
+        preexisting = git.dirty_paths(cwd) if request.allow_dirty and not request.worktree else []
         branch = git.start_branch(
-            cwd, ticket.branch_slug, worktree=request.worktree, allow_dirty=request.allow_dirty
+            cwd,
+            ticket.branch_slug,
+            worktree=request.worktree,
+            allow_dirty=request.allow_dirty,
+            ignore_untracked=_inside(cwd, request.source),
         )
     except (TicketError, git.GitError, StateError) as exc:
         raise UsageError(str(exc)) from None
-    state = TicketState(
-        ticket=ticket,
-        branch=branch.name,
-        workdir=str(branch.workdir),
-        base_commit=branch.base_commit,
-        base_branch=branch.base_branch,
-        worktree=branch.worktree,
-    )
-    _keep_flags(state, request)
+    state.branch, state.workdir, state.worktree = branch.name, str(branch.workdir), branch.worktree
+    state.base_commit, state.base_branch = branch.base_commit, branch.base_branch
+    state.preexisting = preexisting
     save_state(branch.repo_root, state)
     return Started(state, branch, created=True)
+
+
+def _new_state(ticket: Ticket, request: TicketRequest) -> TicketState:
+    state = TicketState(
+        ticket, branch="", workdir="", base_commit="", base_branch="", worktree=False
+    )
+    _keep_flags(state, request)
+    return state
 
 
 def _keep_flags(state: TicketState, request: TicketRequest) -> None:
@@ -125,8 +161,28 @@ def _keep_flags(state: TicketState, request: TicketRequest) -> None:
     state.pull_request = request.pull_request or state.pull_request
 
 
-def _approve(value: str | None) -> ApproveMode | None:
-    return value if value in ("none", "edits", "all") else None  # type: ignore[return-value]
+def _check_finish_options(repo: Path, state: TicketState) -> None:
+    """What the end of the ticket will need, checked before any work is done."""
+    if state.patch_out and not Path(state.patch_out).parent.is_dir():
+        raise UsageError(f"--patch-out: folder {Path(state.patch_out).parent} does not exist")
+    if not state.pull_request:
+        return
+    if not os.environ.get("GITHUB_TOKEN"):
+        raise UsageError("--pr needs GITHUB_TOKEN (a token that may push and open pull requests)")
+    origin = git.origin_url(repo)
+    if origin is None:
+        raise UsageError("--pr needs a remote named origin to push the branch to")
+    if parse_github_remote(origin) is None and state.ticket.github_repo is None:
+        raise UsageError(f"--pr: origin ({origin}) is not a GitHub repository")
+
+
+def _inside(repo: Path, source: str) -> list[str]:
+    """The ticket file as a repository path, when the user wrote it into the repository."""
+    path = (repo / source).resolve()
+    try:
+        return [path.relative_to(git.repo_root(repo)).as_posix()] if path.is_file() else []
+    except (ValueError, git.GitError):
+        return []
 
 
 def undo_start(started: Started) -> None:
@@ -140,39 +196,33 @@ async def _headless(
     launch: Launch,
     started: Started,
     options: FinishOptions,
-    as_json: bool,
-    out: TextIO,
-    err: TextIO,
+    configured_mode: Mode,
+    report: Report,
 ) -> int:
-    activity = TicketActivity()
     # With --json, stdout carries only the result; the agent's text goes to stderr.
-    listener = TicketListener(activity, out=err if as_json else out, err=err)
-    conversation = started.state.conversation_id or "new"
-    session = launch.session(listener, conversation)
+    agent_out = report.err if report.as_json else report.out
+    listener = TicketListener(started.state.activity, out=agent_out, err=report.err)
+    session = launch.session(listener, started.state.conversation_id or "new")
     runner = asyncio.create_task(session.run())
     try:
-        welcome = await session_result(listener.welcome, runner)
-        if welcome.model is None:
+        try:
+            welcome = await session_result(listener.welcome, runner)
+        except SessionFailed as exc:
             undo_start(started)
-            print(f"cairn: {welcome.model_problem or 'no model is configured'}", file=err)
-            return 2
-        driver = HeadlessTicketDriver(session, listener, runner, welcome, err=err)
-        flow = TicketFlow(started.state, started.branch, driver, activity, options)
-        result = await flow.run()
+            return report.failure(str(exc), 2)
+        unusable = welcome.model_unusable()
+        if unusable is not None:
+            undo_start(started)
+            return report.failure(unusable, 2)
+        driver = HeadlessTicketDriver(
+            session, listener, runner, welcome, configured_mode, err=report.err
+        )
+        result = await TicketFlow(started.state, started.branch, driver, options).run()
     except SessionFailed as exc:
-        print(f"cairn: {exc}; continue later with cairn ticket --resume", file=err)
-        return 1
+        return report.failure(f"{exc}; continue later with cairn ticket --resume", 1)
     finally:
         await session.close()
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
         await launch.shutdown()
-    _print_result(result, as_json, out, err)
-    return result.exit_code
-
-
-def _print_result(result: TicketResult, as_json: bool, out: TextIO, err: TextIO) -> None:
-    if as_json:
-        print(json.dumps(result.to_json(), indent=2), file=out, flush=True)
-        return
-    print("\n".join(result.summary_lines()), file=out, flush=True)
+    return report.result(result)

@@ -1,13 +1,12 @@
 """The phases of a ticket: plan read-only, review the plan, implement, then commit and report.
 
-Owns what the agent is asked at each phase and the result of the whole ticket; a front end
-(headless or the TUI) supplies the turns and the plan review through `TicketDriver`.
+Owns what the agent is asked at each phase, what goes into the commit, and the result of the
+whole ticket; a front end (headless or the TUI) supplies turns and reviews (`TicketDriver`).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +14,10 @@ from typing import Any, Literal, Protocol
 
 from cairn_protocol import normalise_origin
 from cairn_protocol.messages import Usage
-from cairn_protocol.tools import ShellArgs
 
-from cairn_client.policy.types import Mode, Verdict
+from cairn_client.listener import RunFollower, RunRefused
+from cairn_client.policy.types import Mode
+from cairn_client.secrets import is_secret_name
 from cairn_client.ticket import git
 from cairn_client.ticket.github import (
     create_pull_request,
@@ -26,15 +26,8 @@ from cairn_client.ticket.github import (
 )
 from cairn_client.ticket.sources import TicketError
 from cairn_client.ticket.state import TicketState, save_state
-from cairn_client.tools.base import PreparedCall, ToolOutcome
 
 MAX_PLAN_ROUNDS = 5
-TEST_COMMAND = re.compile(
-    r"(^|[\s;&|(])(pytest|py\.test|tox|nox|unittest|jest|vitest|rspec|phpunit|ctest"
-    r"|(npm|pnpm|yarn|bun)( run)? test|go test|cargo test|mvn( -\S+)* (test|verify)"
-    r"|gradle(w)? test|\./gradlew test|make (test|check)|dotnet test|mix test)\b"
-)
-
 PLAN_PROMPT = """\
 Work on the ticket below in this repository, on the branch {branch}. Start by exploring the \
 code read-only: you are in plan mode, so edits and shell commands are refused. Then answer with \
@@ -62,19 +55,36 @@ Approved plan:
 
 {plan}"""
 CONTINUE_PROMPT = """\
-You were interrupted while implementing the approved plan. The working tree holds your changes \
-so far: check what is done, finish the rest, run the tests, and end with a short summary."""
+You were interrupted while implementing the approved plan below. The working tree holds your \
+changes so far: check what is done, finish the rest, run the tests, and end with a short \
+summary.
+
+Approved plan:
+
+{plan}"""
 
 
 @dataclass(frozen=True)
 class TurnResult:
-    """How one run of the agent ended, with its last answer."""
+    """How one run of the agent ended, with its last answer. `stop_reason` is the server's,
+    or "not_sent" / "refused" when the message never started a run."""
 
     run_id: str | None
     stop_reason: str
     answer: str
     usage: Usage = field(default_factory=Usage)
     detail: str | None = None
+
+    @classmethod
+    def of(cls, run: RunFollower) -> TurnResult:
+        """How the followed run ended (its `finished` is done), or why none started."""
+        try:
+            finished = run.finished.result()
+        except RunRefused as exc:
+            return cls(None, "refused", "", detail=str(exc))
+        return cls(
+            finished.run_id, finished.stop_reason, run.last_answer, finished.usage, finished.detail
+        )
 
 
 @dataclass(frozen=True)
@@ -107,36 +117,6 @@ class TicketDriver(Protocol):
         """Tell the developer how the ticket is going (one line)."""
 
 
-@dataclass
-class TestRun:
-    command: str
-    status: Literal["passed", "failed", "not run"]
-    detail: str | None = None
-
-
-@dataclass
-class TicketActivity:
-    """What happened to the client tools during the ticket: for the summary."""
-
-    approvals_asked: int = 0
-    approvals_given: int = 0
-    tests: list[TestRun] = field(default_factory=list)
-
-    def approval_answered(self, given: bool) -> None:
-        self.approvals_asked += 1
-        self.approvals_given += given
-
-    def tool_handled(self, prepared: PreparedCall, verdict: Verdict, outcome: ToolOutcome) -> None:
-        args = prepared.args
-        if isinstance(args, ShellArgs) and TEST_COMMAND.search(args.command):
-            status: Literal["passed", "failed", "not run"] = {
-                "ok": "passed",
-                "error": "failed",
-                "denied": "not run",
-            }[outcome.status]  # type: ignore[assignment]
-            self.tests.append(TestRun(args.command, status, outcome.reason))
-
-
 Outcome = Literal["patch", "no_changes", "stopped", "rejected", "failed"]
 
 
@@ -148,10 +128,8 @@ class TicketResult:
     outcome: Outcome
     message: str
     files_changed: list[str] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
-    activity: TicketActivity = field(default_factory=TicketActivity)
+    left_out: list[str] = field(default_factory=list)  # changed, but not the ticket's
     patch_file: str | None = None
-    pr_url: str | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -159,7 +137,7 @@ class TicketResult:
         return 0 if self.outcome == "patch" and not self.problems else 1
 
     def to_json(self) -> dict[str, Any]:
-        ticket = self.state.ticket
+        ticket, activity = self.state.ticket, self.state.activity
         return {
             "outcome": self.outcome,
             "message": self.message,
@@ -168,28 +146,30 @@ class TicketResult:
             "workdir": self.state.workdir,
             "commit": self.state.commit,
             "files_changed": self.files_changed,
-            "tests": [t.__dict__ for t in self.activity.tests],
-            "approvals": {
-                "asked": self.activity.approvals_asked,
-                "given": self.activity.approvals_given,
-            },
-            "usage": self.usage.model_dump(),
+            "left_uncommitted": self.left_out,
+            "tests": [test.__dict__ for test in activity.tests],
+            "approvals": {"asked": activity.approvals_asked, "given": activity.approvals_given},
+            "usage": activity.usage.model_dump(),
             "runs": self.state.run_ids,
             "conversation_id": self.state.conversation_id,
             "patch_file": self.patch_file,
-            "pr_url": self.pr_url,
+            "pr_url": self.state.pr_url,
             "problems": self.problems,
         }
 
-    def summary_lines(self) -> list[str]:
-        ticket, activity, usage = self.state.ticket, self.activity, self.usage
+    def summary_lines(self, *, local: bool = True) -> list[str]:
+        """The summary; without `local`, nothing about this machine (for a pull request)."""
+        ticket, activity, usage = self.state.ticket, self.state.activity, self.state.activity.usage
         lines = [f"Ticket {ticket.key}: {ticket.title}", f"  {self.message}"]
-        lines.append(f"  branch {self.state.branch} in {self.state.workdir}")
+        if local:
+            lines.append(f"  branch {self.state.branch} in {self.state.workdir}")
         if self.state.commit:
             lines.append(f"  commit {self.state.commit[:12]}")
         if self.files_changed:
             lines.append(f"  files changed ({len(self.files_changed)}):")
             lines += [f"    {path}" for path in self.files_changed]
+        if self.left_out and local:
+            lines.append(f"  left uncommitted (not the ticket's): {', '.join(self.left_out)}")
         tests = ", ".join(f"{t.command} → {t.status}" for t in activity.tests) or "none run"
         lines.append(f"  tests: {tests}")
         lines.append(
@@ -199,13 +179,13 @@ class TicketResult:
             f"  tokens: {usage.input_tokens:,} in ({usage.cached_input_tokens:,} cached), "
             f"{usage.output_tokens:,} out; cost ${usage.cost_usd:.4f}"
         )
-        if self.state.run_ids:
+        if self.state.run_ids and local:
             runs = ", ".join(self.state.run_ids)
             lines.append(f"  runs: {runs} (approvals: cairn runs show RUN)")
-        if self.patch_file:
+        if self.patch_file and local:
             lines.append(f"  patch written to {self.patch_file}")
-        if self.pr_url:
-            lines.append(f"  pull request: {self.pr_url}")
+        if self.state.pr_url:
+            lines.append(f"  pull request: {self.state.pr_url}")
         lines += [f"  problem: {problem}" for problem in self.problems]
         return lines
 
@@ -229,16 +209,13 @@ class TicketFlow:
         state: TicketState,
         branch: git.TicketBranch,
         driver: TicketDriver,
-        activity: TicketActivity,
         options: FinishOptions,
         save: Callable[[TicketState], object] | None = None,
     ) -> None:
         self.state = state
         self.branch = branch
         self.driver = driver
-        self.activity = activity
         self.options = options
-        self.usage = Usage()
         self._save = save or (lambda s: save_state(branch.repo_root, s))
 
     async def run(self) -> TicketResult:
@@ -251,9 +228,9 @@ class TicketFlow:
         if self.state.phase == "plan":
             if leftover is not None and _completed(leftover):
                 self._propose(leftover.answer)
-            decided = await self._plan(resuming=bool(self.state.run_ids))
-            if decided is not None:
-                return decided
+            ended = await self._plan(resuming=bool(self.state.run_ids))
+            if ended is not None:
+                return ended
         if self.state.phase == "implement":
             if phase_at_start == "implement" and leftover is not None and _completed(leftover):
                 turn = leftover  # the implementation finished while no client was there
@@ -261,14 +238,9 @@ class TicketFlow:
                 turn = await self._implement()
             if turn.stop_reason != "end_turn":
                 return self._stopped(turn, "the agent stopped before finishing")
+            self.state.phase = "finish"
+            self._save(self.state)
         return self._finish()
-
-    def _stopped(self, turn: TurnResult, what: str) -> TicketResult:
-        detail = f": {turn.detail}" if turn.detail else ""
-        why = turn.stop_reason if turn.stop_reason != "end_turn" else "no answer"
-        return self._result(
-            "stopped", f"{what} ({why}{detail}); continue with cairn ticket --resume"
-        )
 
     # ------------------------------------------------------------------ phases
 
@@ -281,20 +253,20 @@ class TicketFlow:
                 turn = await self._plan_turn(first)
                 if not _completed(turn):
                     return self._stopped(turn, "the agent did not propose a plan")
-            for _ in range(MAX_PLAN_ROUNDS):
+            for round_number in range(1, MAX_PLAN_ROUNDS + 1):
                 plan = self.state.proposed_plan or ""
                 decision = await self.driver.review_plan(plan)
-                if decision.kind == "stop":
-                    return self._result("rejected", "the plan was rejected; nothing was changed")
                 if decision.kind == "approve":
                     self.state.plan = decision.text.strip() or plan
                     self.state.proposed_plan, self.state.phase = None, "implement"
                     self._save(self.state)
                     return None
+                if decision.kind == "stop" or round_number == MAX_PLAN_ROUNDS:
+                    break
                 turn = await self._plan_turn(REVISE_PROMPT.format(feedback=decision.text))
                 if not _completed(turn):
                     return self._stopped(turn, "the agent did not revise the plan")
-            return self._result("rejected", f"no plan was approved in {MAX_PLAN_ROUNDS} rounds")
+            return self._abandon("rejected", "the plan was not approved; nothing was changed")
         finally:
             self.driver.set_mode(None)
 
@@ -312,13 +284,10 @@ class TicketFlow:
         self._save(self.state)
 
     async def _implement(self) -> TurnResult:
-        if self.state.implement_started:
-            prompt = CONTINUE_PROMPT
-        else:
-            prompt = IMPLEMENT_PROMPT.format(plan=self.state.plan)
+        template = CONTINUE_PROMPT if self.state.implement_started else IMPLEMENT_PROMPT
         self.state.implement_started = True
         self._save(self.state)
-        return await self._turn(prompt)
+        return await self._turn(template.format(plan=self.state.plan))
 
     async def _turn(self, prompt: str) -> TurnResult:
         turn = await self.driver.run_turn(prompt)
@@ -326,7 +295,7 @@ class TicketFlow:
         return turn
 
     def _count(self, turn: TurnResult) -> None:
-        self.usage = self.usage + turn.usage
+        self.state.activity.usage = self.state.activity.usage + turn.usage
         if turn.run_id and turn.run_id not in self.state.run_ids:
             self.state.run_ids.append(turn.run_id)
         self._save(self.state)
@@ -334,22 +303,48 @@ class TicketFlow:
     # ------------------------------------------------------------------ finishing
 
     def _finish(self) -> TicketResult:
-        files = git.changed_files(self.branch)
-        if not files:
-            self.state.phase = "done"
-            return self._result("no_changes", "the agent changed no files, so there is no patch")
-        self.state.commit = git.commit_all(self.branch, self._commit_message())
-        self.state.phase = "done"
-        result = self._result("patch", f"committed on {self.state.branch}", files)
+        """Commit the ticket's files (once), then the patch file and pull request asked for."""
+        try:
+            files, left_out = self._ticket_files()
+            if self.state.commit is None:
+                if not files:
+                    return self._abandon(
+                        "no_changes", "the agent changed no files, so there is no patch"
+                    )
+                self.state.commit = git.commit_paths(self.branch, files, self._commit_message())
+        except git.GitError as exc:
+            self._save(self.state)
+            return self._result(
+                "failed", f"the commit failed: {exc}; fix it and run cairn ticket --resume"
+            )
+        self.state.phase = "finish"  # committed; done once the patch file and PR are too
+        result = self._result("patch", f"committed on {self.state.branch}", files, left_out)
         if self.options.patch_out is not None:
             try:
                 git.export_patch(self.branch, self.options.patch_out)
                 result.patch_file = str(self.options.patch_out)
             except git.GitError as exc:
                 result.problems.append(f"the patch file was not written: {exc}")
-        if self.options.pull_request:
+        if self.options.pull_request and self.state.pr_url is None:
             self._open_pull_request(result)
+        if not result.problems:
+            self.state.phase = "done"
+        self._save(self.state)
         return result
+
+    def _ticket_files(self) -> tuple[list[str], list[str]]:
+        """The changed files that are the ticket's, and the others: what the agent wrote with
+        its edit tools, and tracked files changed since the start (say by a formatter it
+        ran). New files from commands (logs, caches) and whatever was dirty before the
+        ticket began stay out, and so does any secret-looking file."""
+        tracked = git.tracked_files(self.branch, self.state.base_commit)
+        written = set(self.state.activity.files_written)
+        mine: list[str] = []
+        others: list[str] = []
+        for path in git.changed_files(self.branch):
+            by_agent = path in written or (path in tracked and path not in self.state.preexisting)
+            (mine if by_agent and not is_secret_name(path) else others).append(path)
+        return mine, others
 
     def _commit_message(self) -> str:
         ticket = self.state.ticket
@@ -360,38 +355,52 @@ class TicketFlow:
     def _open_pull_request(self, result: TicketResult) -> None:
         ticket = self.state.ticket
         origin = git.origin_url(self.branch.repo_root) or ""
-        repo = ticket.github_repo or parse_github_remote(origin)
+        repo = parse_github_remote(origin) or ticket.github_repo  # where the branch is pushed
         if repo is None:
             result.problems.append("no pull request: origin is not a GitHub repository")
             return
-        closes = f"\n\nCloses {ticket.key}" if ticket.github_repo == repo else ""
-        body = "\n".join(result.summary_lines()) + f"\n\n## Plan\n\n{self.state.plan}{closes}"
+        closes = f"\n\nCloses {ticket.key}" if ticket.github_repo else ""
+        summary = "\n".join(result.summary_lines(local=False))
         env = os.environ if self.options.env is None else self.options.env
-        # On GitHub Enterprise: the API of the ticket's site, else of the origin's host.
-        site = ticket.url if ticket.github_repo else normalise_origin(origin).partition("/")[0]
+        # On GitHub Enterprise: the API of the origin's host, else of the ticket's site.
+        site = normalise_origin(origin).partition("/")[0] if origin else ticket.url
         try:
             git.push_branch(self.branch)
-            result.pr_url = create_pull_request(
+            self.state.pr_url = create_pull_request(
                 repo,
                 head=self.state.branch,
                 base=self.state.base_branch,
                 title=ticket.title,
-                body=body,
+                body=f"{summary}\n\n## Plan\n\n{self.state.plan}{closes}",
                 env=env,
                 api_url=github_api_url(env, site),
             )
         except (git.GitError, TicketError) as exc:
-            result.problems.append(f"no pull request: {exc}")
+            result.problems.append(f"no pull request: {exc}; retry with cairn ticket --resume")
+
+    def _abandon(self, outcome: Outcome, message: str) -> TicketResult:
+        """End a ticket that produced nothing: its branch (or worktree) and state go away."""
+        result = self._result(outcome, message)
+        try:
+            git.discard_branch(self.branch)
+        except git.GitError as exc:
+            result.problems.append(f"the branch {self.state.branch} was kept: {exc}")
+        self.state.phase = "done"
+        return result
+
+    def _stopped(self, turn: TurnResult, what: str) -> TicketResult:
+        detail = f": {turn.detail}" if turn.detail else ""
+        why = turn.stop_reason if turn.stop_reason != "end_turn" else "no answer"
+        return self._result(
+            "stopped", f"{what} ({why}{detail}); continue with cairn ticket --resume"
+        )
 
     def _result(
-        self, outcome: Outcome, message: str, files: list[str] | None = None
+        self,
+        outcome: Outcome,
+        message: str,
+        files: list[str] | None = None,
+        left_out: list[str] | None = None,
     ) -> TicketResult:
         self._save(self.state)
-        return TicketResult(
-            state=self.state,
-            outcome=outcome,
-            message=message,
-            files_changed=files or [],
-            usage=self.usage,
-            activity=self.activity,
-        )
+        return TicketResult(self.state, outcome, message, files or [], left_out or [])

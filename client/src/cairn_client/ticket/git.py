@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,23 +58,42 @@ def default_worktree_path(repo_root: Path, slug: str) -> Path:
 
 def repo_root(repo: Path) -> Path:
     """The top of the working tree containing `repo`; GitError when there is none."""
+    return Path(os.path.realpath(_repo_query(repo, "--show-toplevel")))
+
+
+def common_git_dir(repo: Path) -> Path:
+    """The git folder all worktrees of `repo` share (the main checkout's .git); GitError
+    when `repo` is not in a repository."""
+    found = _repo_query(repo, "--path-format=absolute", "--git-common-dir")
+    return Path(os.path.realpath(found))
+
+
+def _repo_query(repo: Path, *options: str) -> str:
+    """`git rev-parse <options>` in `repo`; GitError saying to use a checkout when it fails."""
     if not repo.is_dir():
         raise GitError(f"{repo} is not a folder; run cairn ticket inside a git checkout")
-    top = _try_git(repo, "rev-parse", "--show-toplevel")
-    if top is None:
+    answer = _try_git(repo, "rev-parse", *options)
+    if answer is None:
         raise GitError(
             f"{repo} is not inside a git repository; run cairn ticket in a git checkout "
             "(or make one with git init)"
         )
-    return Path(os.path.realpath(top))
+    return answer
 
 
 def check_can_start(
-    repo: Path, branch: str, *, allow_dirty: bool, worktree_path: Path | None = None
+    repo: Path,
+    branch: str,
+    *,
+    allow_dirty: bool,
+    worktree_path: Path | None = None,
+    ignore_untracked: Sequence[str] = (),
 ) -> None:
     """Every reason starting `branch` in `repo` would fail, as a GitError; creates nothing.
 
-    `worktree_path`, when given, must not exist yet.
+    `worktree_path` (worktree mode), when given, must not exist yet; the tree here may then be
+    dirty, as it is left alone. `ignore_untracked` (repo-relative or absolute paths) are
+    untracked files that do not make the tree dirty, such as the ticket file itself.
     """
     root = repo_root(repo)
     if _try_git(root, "rev-parse", "--verify", "--quiet", "HEAD") is None:
@@ -81,8 +102,12 @@ def check_can_start(
     if _current_branch(root) is None:
         short = _git(root, "rev-parse", "--short", "HEAD")
         raise GitError(f"HEAD is detached (at {short}); switch to a branch first (git switch)")
-    if not allow_dirty:
-        _check_clean(root, "commit or stash them, or pass --allow-dirty")
+    if worktree_path is None and not allow_dirty:
+        _check_clean(
+            root,
+            "commit or stash them, or pass --allow-dirty, or --worktree",
+            ignore_untracked=ignore_untracked,
+        )
     _check_branch_is_free(root, branch)
     if worktree_path is not None and (worktree_path.exists() or worktree_path.is_symlink()):
         raise GitError(f"{worktree_path} already exists; remove it or choose another worktree path")
@@ -95,16 +120,24 @@ def start_branch(
     worktree: bool = False,
     allow_dirty: bool = False,
     worktree_path: Path | None = None,
+    ignore_untracked: Sequence[str] = (),
 ) -> TicketBranch:
     """Make `cairn/<slug>` from HEAD: switch to it here, or check it out in a new worktree.
 
     In branch mode uncommitted changes (with allow_dirty) come along; a worktree starts
-    from HEAD and leaves this working tree as it is. Undoes itself when a step fails.
+    from HEAD and leaves this working tree as it is, dirty or not. Undoes itself when a
+    step fails. See check_can_start for `ignore_untracked`.
     """
     root = repo_root(repo)
     name = ticket_branch_name(slug)
     path = Path(os.path.abspath(worktree_path or default_worktree_path(root, slug)))
-    check_can_start(root, name, allow_dirty=allow_dirty, worktree_path=path if worktree else None)
+    check_can_start(
+        root,
+        name,
+        allow_dirty=allow_dirty,
+        worktree_path=path if worktree else None,
+        ignore_untracked=ignore_untracked,
+    )
     base_commit = _git(root, "rev-parse", "HEAD")
     base_branch = _git(root, "symbolic-ref", "--short", "HEAD")
     try:
@@ -114,6 +147,8 @@ def start_branch(
             _git(root, "switch", "--quiet", "-c", name)
         _git(root, "config", f"branch.{name}.cairnBase", base_branch)
         _git(root, "config", f"branch.{name}.cairnBaseCommit", base_commit)
+        if worktree:
+            _git(root, "config", f"branch.{name}.cairnWorktree", os.path.realpath(path))
     except GitError:
         _undo_start(root, name, base_branch, path if worktree else None)
         raise
@@ -130,7 +165,9 @@ def start_branch(
 def open_branch(repo: Path, name: str) -> TicketBranch:
     """An existing ticket branch, for resuming: where it is checked out, or switched to here.
 
-    Switching happens only when no working tree has it and this one is clean.
+    A worktree ticket whose worktree folder was removed gets its worktree back, at the path
+    it had; the checkout here is never switched to it. Any other branch is switched to here
+    only when no working tree has it and this one is clean.
     """
     root = repo_root(repo)
     if not _branch_exists(root, name):
@@ -138,12 +175,12 @@ def open_branch(repo: Path, name: str) -> TicketBranch:
     base_branch, base_commit = _recorded_base(root, name)
     worktrees = _worktrees(root)
     checkout = next((tree for tree in worktrees if tree.branch == name), None)
-    if checkout is not None and checkout.prunable:
-        raise GitError(
-            f"{name} is checked out in a worktree that no longer exists ({checkout.path}); "
-            "run git worktree prune, then resume again"
-        )
-    if checkout is None:
+    recorded_tree = _try_git(root, "config", f"branch.{name}.cairnWorktree")
+    if checkout is not None and (checkout.prunable or not checkout.path.is_dir()):
+        workdir = _recreate_worktree(root, name, Path(recorded_tree or checkout.path))
+    elif checkout is None and recorded_tree is not None:
+        workdir = _recreate_worktree(root, name, Path(recorded_tree))
+    elif checkout is None:
         _check_clean(root, f"commit or stash them before resuming {name}")
         _git(root, "switch", "--quiet", name)
         workdir = root
@@ -168,25 +205,59 @@ def changed_files(branch: TicketBranch) -> list[str]:
     return sorted(set(tracked) | set(untracked))
 
 
-def commit_all(branch: TicketBranch, message: str) -> str | None:
-    """Commit everything in the working tree; the new sha, or None when nothing changed.
+def tracked_files(branch: TicketBranch, commit: str) -> set[str]:
+    """Every file path in `commit`'s tree (say base_commit: what was tracked at the start)."""
+    return set(_git_paths(branch.workdir, "ls-tree", "-r", "--name-only", "-z", commit))
 
-    Without a configured user.email the commit is made as Cairn <cairn@localhost>.
+
+def dirty_paths(repo: Path) -> list[str]:
+    """Repo-relative paths, sorted, that are modified, staged, deleted or untracked (and not
+    ignored) in the working tree at `repo`; both sides of a rename."""
+    return sorted({path for _, paths in _status(repo) for path in paths})
+
+
+def commit_paths(branch: TicketBranch, paths: Sequence[str], message: str) -> str | None:
+    """Commit exactly `paths` (additions, changes, deletions) as they are in the working tree;
+    the new sha, or None when none of them differs from HEAD.
+
+    A path may name a folder (every change under it counts). Every other change, staged or
+    not, stays uncommitted where it is. Paths that never existed and ignored files are
+    skipped. Without a configured user.email the commit is made as Cairn <cairn@localhost>.
     """
-    _git(branch.workdir, "add", "-A")
-    if _run(branch.workdir, "diff", "--cached", "--quiet").returncode == 0:
+    folders = tuple(path.rstrip("/") + "/" for path in paths)
+    wanted = set(paths)
+    chosen = [
+        path for path in dirty_paths(branch.workdir) if path in wanted or path.startswith(folders)
+    ]
+    if not chosen:
         return None
-    identity = () if _try_git(branch.workdir, "config", "user.email") else FALLBACK_IDENTITY
-    _git(
-        branch.workdir,
-        *identity,
-        "commit",
-        "--quiet",
-        "--cleanup=whitespace",
-        "--file=-",
-        input=message.encode(),
-    )
-    return _git(branch.workdir, "rev-parse", "HEAD")
+    listing = "".join(f"{path}\0" for path in chosen).encode()
+    # The commit is built in an index of its own (HEAD plus `chosen`), so whatever the
+    # developer staged stays out of it.
+    with tempfile.TemporaryDirectory(prefix="cairn-index-") as folder:
+        own_index = {"GIT_INDEX_FILE": str(Path(folder) / "index")}
+        _git(branch.workdir, "read-tree", "HEAD", env=own_index)
+        _stage(branch.workdir, listing, env=own_index)
+        unchanged = ("diff-index", "--cached", "--quiet", "HEAD")
+        if _run(branch.workdir, *unchanged, env=own_index).returncode == 0:
+            return None
+        sha = _commit(branch.workdir, message, env=own_index)
+    _stage(branch.workdir, listing)  # the real index agrees with the new HEAD on `chosen`
+    return sha
+
+
+def _stage(workdir: Path, listing: bytes, env: Mapping[str, str] | None = None) -> None:
+    """Make the index hold the NUL-separated paths as they are in the working tree: added,
+    updated, or removed when gone. Paths are taken as they are (no pathspec magic)."""
+    _git(workdir, "update-index", "--add", "--remove", "-z", "--stdin", input=listing, env=env)
+
+
+def _commit(workdir: Path, message: str, env: Mapping[str, str] | None = None) -> str:
+    """Commit the index with `message`, as Cairn when no identity is configured; the sha."""
+    identity = () if _try_git(workdir, "config", "user.email") else FALLBACK_IDENTITY
+    command = ("commit", "--quiet", "--cleanup=whitespace", "--file=-")
+    _git(workdir, *identity, *command, input=message.encode(), env=env)
+    return _git(workdir, "rev-parse", "HEAD")
 
 
 def export_patch(branch: TicketBranch, out: Path) -> None:
@@ -272,12 +343,45 @@ def _check_nothing_in_progress(root: Path) -> None:
             raise GitError(_IN_PROGRESS[name])
 
 
-def _check_clean(root: Path, advice: str) -> None:
-    status = _git(root, "status", "--porcelain", "--untracked-files=all")
-    count = len(status.splitlines())
+def _check_clean(root: Path, advice: str, ignore_untracked: Sequence[str] = ()) -> None:
+    ignored = {_repo_relative(root, path) for path in ignore_untracked}
+    count = sum(1 for code, paths in _status(root) if not (code == "??" and paths[0] in ignored))
     if count:
         files = "1 file" if count == 1 else f"{count} files"
         raise GitError(f"the working tree has uncommitted changes ({files}); {advice}")
+
+
+def _status(cwd: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """`git status` as (two-letter code, paths): a rename's new path, then its old one."""
+    printed = _checked(cwd, "status", "--porcelain=v1", "-z", "--untracked-files=all").stdout
+    fields = iter(printed.decode("utf-8", errors="replace").split("\0"))
+    entries: list[tuple[str, tuple[str, ...]]] = []
+    for field in fields:
+        if not field:
+            continue
+        code, path = field[:2], field[3:]
+        source = next(fields) if "R" in code or "C" in code else ""  # a copy's source is as it was
+        entries.append((code, (path, source) if "R" in code else (path,)))
+    return entries
+
+
+def _repo_relative(root: Path, path: str) -> str:
+    """`path`, absolute or relative to the repository root, as git prints it."""
+    if os.path.isabs(path):
+        path = os.path.relpath(os.path.realpath(path), root)
+    return Path(path).as_posix()
+
+
+def _recreate_worktree(root: Path, name: str, path: Path) -> Path:
+    """Check `name` out again in a new worktree at `path`, where its removed one was."""
+    if path.exists() or path.is_symlink():
+        raise GitError(
+            f"the worktree of {name} is gone but {path} is in its place; "
+            "move that away (or run git worktree prune), then resume again"
+        )
+    _git(root, "worktree", "prune")
+    _git(root, "worktree", "add", "--quiet", str(path), name)
+    return Path(os.path.realpath(path))
 
 
 def _check_branch_is_free(root: Path, branch: str) -> None:
@@ -326,9 +430,12 @@ def _branch_exists(root: Path, name: str) -> bool:
     return _run(root, "show-ref", "--verify", "--quiet", f"refs/heads/{name}").returncode == 0
 
 
-def _git(cwd: Path, *args: str, input: bytes | None = None) -> str:
+def _git(
+    cwd: Path, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None
+) -> str:
     """Stripped stdout of a git command; GitError with git's reason when it fails."""
-    return _checked(cwd, *args, input=input).stdout.decode("utf-8", errors="replace").strip()
+    finished = _checked(cwd, *args, input=input, env=env)
+    return finished.stdout.decode("utf-8", errors="replace").strip()
 
 
 def _try_git(cwd: Path, *args: str) -> str | None:
@@ -346,17 +453,26 @@ def _git_paths(cwd: Path, *args: str) -> list[str]:
 
 
 def _checked(
-    cwd: Path, *args: str, input: bytes | None = None, timeout: float = GIT_TIMEOUT_S
+    cwd: Path,
+    *args: str,
+    input: bytes | None = None,
+    timeout: float = GIT_TIMEOUT_S,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    finished = _run(cwd, *args, input=input, timeout=timeout)
+    finished = _run(cwd, *args, input=input, timeout=timeout, env=env)
     if finished.returncode != 0:
         raise GitError(f"git {_command(args)} failed: {_summary(finished.stderr)}")
     return finished
 
 
 def _run(
-    cwd: Path, *args: str, input: bytes | None = None, timeout: float = GIT_TIMEOUT_S
+    cwd: Path,
+    *args: str,
+    input: bytes | None = None,
+    timeout: float = GIT_TIMEOUT_S,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
+    """Run git in `cwd`, never prompting; `env` adds to (or overrides) the environment."""
     try:
         return subprocess.run(
             ["git", *args],
@@ -366,7 +482,7 @@ def _run(
             capture_output=True,
             timeout=timeout,
             check=False,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})},
         )
     except subprocess.TimeoutExpired as exc:
         raise GitError(

@@ -7,15 +7,19 @@ Owns the driver that prints progress to stderr and denies whatever would need a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from typing import TextIO
 
-from cairn_protocol import Welcome
+from cairn_protocol import ServerFrame, Welcome
+from websockets.exceptions import ConnectionClosed
 
 from cairn_client.headless import HeadlessListener, session_result
+from cairn_client.listener import RunRefused
 from cairn_client.policy.types import Approval, Mode, Verdict
-from cairn_client.session import ClientSession
-from cairn_client.ticket.flow import PlanDecision, TicketActivity, TurnResult
+from cairn_client.session import ClientSession, NotConnected
+from cairn_client.ticket.flow import PlanDecision, TurnResult
+from cairn_client.ticket.state import TicketActivity
 from cairn_client.tools.base import PreparedCall, ToolOutcome
 
 
@@ -26,9 +30,15 @@ class TicketListener(HeadlessListener):
         super().__init__(as_json=False, out=out, err=err)
         self.activity = activity
 
+    def server_event(self, event: ServerFrame) -> None:
+        if isinstance(event, Welcome) and event.running_run_id and not self.welcome.done():
+            # A run left going by an earlier session: follow it before its events arrive.
+            self.run.follow(run_id=event.running_run_id)
+        super().server_event(event)
+
     def tool_handled(self, prepared: PreparedCall, verdict: Verdict, outcome: ToolOutcome) -> None:
         super().tool_handled(prepared, verdict, outcome)
-        self.activity.tool_handled(prepared, verdict, outcome)
+        self.activity.tool_handled(prepared, outcome)
 
     async def ask_approval(self, prepared: PreparedCall) -> Approval:
         self.activity.approval_answered(given=False)
@@ -44,14 +54,15 @@ class HeadlessTicketDriver:
         listener: TicketListener,
         runner: asyncio.Task[None],
         welcome: Welcome,
+        configured_mode: Mode,
         err: TextIO = sys.stderr,
     ) -> None:
         self.session = session
         self.listener = listener
         self.runner = runner
         self.welcome = welcome
+        self.configured_mode = configured_mode
         self.err = err
-        self._configured_mode: Mode = session.policy.mode
 
     @property
     def conversation_id(self) -> str | None:
@@ -59,32 +70,29 @@ class HeadlessTicketDriver:
 
     async def run_turn(self, text: str) -> TurnResult:
         self.listener.expect_run_for(text)
-        await self.session.send_user_message(text)
+        try:
+            await self.session.send_user_message(text)
+        except (NotConnected, ConnectionClosed) as exc:
+            return TurnResult(None, "not_sent", "", detail=str(exc))
         return await self._finished()
 
     async def finish_running(self) -> TurnResult | None:
         if self.welcome.running_run_id is None:
             return None
         self.say("a run of this ticket is still going; waiting for it")
-        self.listener.follow_run(self.welcome.running_run_id)
-        return await self._finished()
+        return await self._finished()  # followed since the welcome
 
     async def review_plan(self, plan: str) -> PlanDecision:
         self.say("the plan is approved as proposed (headless: nobody to review it)")
         return PlanDecision("approve", plan)
 
     def set_mode(self, mode: Mode | None) -> None:
-        self.session.policy.set_mode(mode or self._configured_mode)
+        self.session.policy.set_mode(mode or self.configured_mode)
 
     def say(self, line: str) -> None:
         print(f"cairn: {line}", file=self.err, flush=True)
 
     async def _finished(self) -> TurnResult:
-        finished = await session_result(self.listener.finished, self.runner)
-        return TurnResult(
-            run_id=finished.run_id,
-            stop_reason=finished.stop_reason,
-            answer=self.listener.run.last_answer,
-            usage=finished.usage,
-            detail=finished.detail,
-        )
+        with contextlib.suppress(RunRefused):  # a refusal is a result too
+            await session_result(self.listener.run.finished, self.runner)
+        return TurnResult.of(self.listener.run)

@@ -1,27 +1,92 @@
-"""Where a ticket run stands, kept on disk so `cairn ticket --resume` can continue it.
+"""Where a ticket stands and what happened in it, kept on disk so `--resume` can continue it.
 
-Owns the state file in the repository's git folder (shared by its worktrees, never in
-a working tree) and finding the ticket to resume.
+Owns the state file in the repository's git folder (shared by its worktrees, never in a
+working tree), the ticket's activity (tests, approvals, files, usage) and finding the
+ticket to resume.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cairn_client.ticket.sources import Ticket
+from cairn_protocol.messages import Usage
+from cairn_protocol.tools import ShellArgs
 
-Phase = Literal["plan", "implement", "done"]
+from cairn_client.policy.types import ApproveMode
+from cairn_client.ticket import git
+from cairn_client.ticket.sources import Ticket
+from cairn_client.tools.base import PreparedCall, ToolOutcome
+
+# plan: planning or reviewing; implement: the agent works; finish: its work is done and only
+# the commit (and patch file, pull request) remain; done.
+Phase = Literal["plan", "implement", "finish", "done"]
 STATE_FOLDER = ("cairn", "tickets")
+# A command that runs a project's tests, as the first word(s) of one piece of a command line.
+TEST_COMMAND = re.compile(
+    r"(?:^|[;&|(]\s*)(?:\w+=\S*\s+)*(?:(?:uv|poetry|pipenv|hatch|pdm|rye) run\s+)?"
+    r"(?:python3?\s+-m\s+|npx\s+)?"
+    r"(?:pytest|py\.test|tox|nox|unittest|jest|vitest|rspec|phpunit|ctest"
+    r"|(?:npm|pnpm|yarn|bun)(?: run)? test|go test|cargo test|mvn(?: -\S+)* (?:test|verify)"
+    r"|\./gradlew test|gradle test|make (?:test|check)|dotnet test|mix test)(?:\s|$)"
+)
+SuiteStatus = Literal["passed", "failed", "not run"]
+_SUITE_STATUS: dict[str, SuiteStatus] = {"ok": "passed", "error": "failed", "denied": "not run"}
 
 
 class StateError(Exception):
     """No ticket to resume, or its state file cannot be read; the message says what to do."""
+
+
+@dataclass
+class SuiteRun:
+    """One run of the project's tests by the agent."""
+
+    command: str
+    status: SuiteStatus
+    detail: str | None = None
+
+
+@dataclass
+class TicketActivity:
+    """What happened during the ticket, over all its sessions: for the summary and commit."""
+
+    approvals_asked: int = 0
+    approvals_given: int = 0
+    tests: list[SuiteRun] = field(default_factory=list)
+    files_written: list[str] = field(default_factory=list)  # by edit, write, apply_patch
+    usage: Usage = field(default_factory=Usage)
+
+    def approval_answered(self, given: bool) -> None:
+        self.approvals_asked += 1
+        self.approvals_given += given
+
+    def tool_handled(self, prepared: PreparedCall, outcome: ToolOutcome) -> None:
+        args = prepared.args
+        if isinstance(args, ShellArgs) and TEST_COMMAND.search(args.command.strip()):
+            status = _SUITE_STATUS[outcome.status]
+            self.tests.append(SuiteRun(args.command, status, outcome.reason))
+        for path in outcome.changed_files:
+            if path not in self.files_written:
+                self.files_written.append(path)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "usage": self.usage.model_dump()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TicketActivity:
+        return cls(
+            approvals_asked=data["approvals_asked"],
+            approvals_given=data["approvals_given"],
+            tests=[SuiteRun(**test) for test in data["tests"]],
+            files_written=list(data["files_written"]),
+            usage=Usage(**data["usage"]),
+        )
 
 
 @dataclass
@@ -39,33 +104,36 @@ class TicketState:
     proposed_plan: str | None = None  # the agent's latest plan, waiting for the review
     plan: str | None = None  # the approved plan
     implement_started: bool = False
+    preexisting: list[str] = field(default_factory=list)  # dirty at the start: not the ticket's
+    run_ids: list[str] = field(default_factory=list)
+    activity: TicketActivity = field(default_factory=TicketActivity)
+    commit: str | None = None
+    pr_url: str | None = None
     # The flags it was started with, which a resume keeps unless it gives its own.
-    approve: str | None = None
+    approve: ApproveMode | None = None
     patch_out: str | None = None
     pull_request: bool = False
-    run_ids: list[str] = field(default_factory=list)
-    commit: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "activity": self.activity.to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TicketState:
-        return cls(**{**data, "ticket": Ticket(**data["ticket"])})
+        return cls(
+            **{
+                **data,
+                "ticket": Ticket(**data["ticket"]),
+                "activity": TicketActivity.from_json(data["activity"]),
+            }
+        )
 
 
 def state_folder(repo: Path) -> Path:
     """The repository's common git folder (one for all its worktrees) / cairn / tickets."""
-    finished = subprocess.run(
-        ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if finished.returncode != 0:
-        raise StateError(f"{repo} is not in a git repository")
-    return Path(finished.stdout.strip()).joinpath(*STATE_FOLDER)
+    try:
+        return git.common_git_dir(repo).joinpath(*STATE_FOLDER)
+    except git.GitError as exc:
+        raise StateError(str(exc)) from None
 
 
 def save_state(repo: Path, state: TicketState) -> Path:
@@ -105,5 +173,5 @@ def _read(path: Path) -> TicketState:
         return TicketState.from_json(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise StateError(
-            f"cannot read {path}: {exc}; delete it to start the ticket again"
+            f"cannot read {path}: {exc}; delete that file to forget the ticket"
         ) from None

@@ -14,11 +14,10 @@ from cairn_client.api import CairnApi
 from cairn_client.launch import Launch
 from cairn_client.listener import RunFollower, SessionListener
 from cairn_client.policy.types import Approval, Mode, Verdict
-from cairn_client.ticket.command import Started, undo_start
+from cairn_client.ticket.command import Report, Started, undo_start
 from cairn_client.ticket.flow import (
     FinishOptions,
     PlanDecision,
-    TicketActivity,
     TicketFlow,
     TicketResult,
     TurnResult,
@@ -31,15 +30,15 @@ from cairn_client.tui.screens.plan import PlanScreen
 class TuiTicketDriver:
     """Implements TicketDriver and the app's AppCompanion."""
 
-    def __init__(self, started: Started, options: FinishOptions) -> None:
+    def __init__(self, started: Started, options: FinishOptions, configured_mode: Mode) -> None:
         self.started = started
         self.options = options
-        self.activity = TicketActivity()
+        self.activity = started.state.activity
+        self.configured_mode = configured_mode
         self.result: TicketResult | None = None
-        self.no_model = False
+        self.unusable_model: str | None = None
         self._app: CairnApp | None = None
         self._welcome: Welcome | None = None
-        self._configured_mode: Mode | None = None
         self._run: RunFollower | None = None
 
     @property
@@ -59,7 +58,7 @@ class TuiTicketDriver:
             self._run.sees(event)
 
     def tool_handled(self, prepared: PreparedCall, verdict: Verdict, outcome: ToolOutcome) -> None:
-        self.activity.tool_handled(prepared, verdict, outcome)
+        self.activity.tool_handled(prepared, outcome)
 
     def approval_answered(self, approval: Approval) -> None:
         self.activity.approval_answered(given=approval.kind != "deny")
@@ -68,15 +67,20 @@ class TuiTicketDriver:
         if self._welcome is not None:
             return  # a reconnect: the flow is already going
         self._welcome = welcome
-        if welcome.model is None:
-            self.no_model = True  # the app shows the setup screen; the ticket cannot start
+        self.unusable_model = welcome.model_unusable()
+        if self.unusable_model is not None:
+            self.app.call_later(
+                self.app.chat.add_notice,
+                f"The ticket cannot start: {self.unusable_model}. Quit with ctrl+q.",
+                "error",
+            )
             return
+        if welcome.running_run_id:  # left going by an earlier session: follow it at once
+            self._follower().follow(run_id=welcome.running_run_id)
         self.app.run_worker(self._run_flow(), name="ticket", group="ticket", exit_on_error=False)
 
     async def _run_flow(self) -> None:
-        flow = TicketFlow(
-            self.started.state, self.started.branch, self, self.activity, self.options
-        )
+        flow = TicketFlow(self.started.state, self.started.branch, self, self.options)
         try:
             self.result = await flow.run()
         except Exception as exc:  # noqa: BLE001 - shown; the state file allows a resume
@@ -95,16 +99,15 @@ class TuiTicketDriver:
 
     async def run_turn(self, text: str) -> TurnResult:
         self._follower().follow(text=text)
-        await self.app.send_message(text)
+        if not await self.app.send_message_now(text):
+            return TurnResult(None, "not_sent", "", detail="the message could not be sent")
         return await self._wait()
 
     async def finish_running(self) -> TurnResult | None:
-        running = self._welcome.running_run_id if self._welcome else None
-        if running is None:
+        if self._welcome is None or self._welcome.running_run_id is None:
             return None
         self.say("A run of this ticket is still going; waiting for it.")
-        self._follower().follow(run_id=running)
-        return await self._wait()
+        return await self._wait()  # followed since the welcome
 
     async def review_plan(self, plan: str) -> PlanDecision:
         decided: asyncio.Future[PlanDecision] = asyncio.get_running_loop().create_future()
@@ -117,12 +120,7 @@ class TuiTicketDriver:
         return await decided
 
     def set_mode(self, mode: Mode | None) -> None:
-        policy = self.app.session_policy()
-        if policy is None:
-            return
-        if self._configured_mode is None:
-            self._configured_mode = policy.mode
-        self.app.set_mode(mode or self._configured_mode)
+        self.app.set_mode(mode or self.configured_mode)
 
     def say(self, line: str) -> None:
         self.app.call_later(self.app.chat.add_notice, line, "info")
@@ -134,15 +132,19 @@ class TuiTicketDriver:
 
     async def _wait(self) -> TurnResult:
         run = self._follower()
-        finished = await run.finished
-        return TurnResult(
-            finished.run_id, finished.stop_reason, run.last_answer, finished.usage, finished.detail
-        )
+        await asyncio.wait([run.finished])  # a refusal is a result too
+        return TurnResult.of(run)
 
 
-def run_ticket_tui(launch: Launch, started: Started, options: FinishOptions) -> int:
+def run_ticket_tui(
+    launch: Launch,
+    started: Started,
+    options: FinishOptions,
+    configured_mode: Mode,
+    report: Report,
+) -> int:
     """Run the ticket in the app until the person quits; the exit code of `cairn ticket`."""
-    driver = TuiTicketDriver(started, options)
+    driver = TuiTicketDriver(started, options, configured_mode)
     conversation = started.state.conversation_id or "new"
 
     def start_session(listener: SessionListener) -> SessionRunner:
@@ -158,7 +160,11 @@ def run_ticket_tui(launch: Launch, started: Started, options: FinishOptions) -> 
         app.run()
     finally:
         launch.shutdown_now()
-    if driver.no_model:
+    if driver.unusable_model is not None:
         undo_start(started)
-        return 2
-    return driver.result.exit_code if driver.result is not None else 1
+        return report.failure(driver.unusable_model, 2)
+    if driver.result is None:
+        return report.failure(
+            "the ticket was left unfinished; continue with cairn ticket --resume", 1
+        )
+    return report.result(driver.result)

@@ -423,10 +423,19 @@ class CairnApp(App[str]):
         await self.send_message(text, "init" if is_init else None)
 
     async def send_message(self, text: str, command: UserCommand | None = None) -> None:
-        """Send `text` as the user's message and show it at once."""
+        """Show `text` as the user's message at once and send it in the background."""
+        await self._show_sent(text)
+        self._send(text, command)
+
+    async def send_message_now(self, text: str) -> bool:
+        """Show `text` as the user's message and send it; False when it could not be sent
+        (the user is told why)."""
+        await self._show_sent(text)
+        return await self._deliver(text, None)
+
+    async def _show_sent(self, text: str) -> None:
         self._unconfirmed_sends.append(text.strip())
         await self.chat.add_user(text)
-        self._send(text, command)
 
     async def _run_command(self, command: str) -> None:
         if command == "/quit":
@@ -506,16 +515,23 @@ class CairnApp(App[str]):
 
     @work(group="send", exit_on_error=False)
     async def _send(self, text: str, command: UserCommand | None = None) -> None:
-        assert self._session is not None
+        await self._deliver(text, command)
+
+    async def _deliver(self, text: str, command: UserCommand | None) -> bool:
+        if self._session is None:
+            await self.chat.add_notice("Not connected: your message was not sent.", "error")
+            return False
         try:
             if command is None:  # the plain form, which every SessionControl accepts
                 await self._session.send_user_message(text)
             else:
                 await self._session.send_user_message(text, command=command)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the user must hear of it
-            if text in self._unconfirmed_sends:
-                self._unconfirmed_sends.remove(text)
+            if text.strip() in self._unconfirmed_sends:
+                self._unconfirmed_sends.remove(text.strip())
             await self.chat.add_notice(f"Your message was not sent: {exc}", "error")
+            return False
+        return True
 
     # ------------------------------------------------------------------ memory and context
 

@@ -1,7 +1,8 @@
 """The plan review of `cairn ticket`: the agent's plan, and the developer's answer to it.
 
 Owns the keys y (approve), e (edit, then ctrl+s approves the edited plan), n (reject with
-feedback the agent reads) and Esc (stop the ticket).
+feedback the agent reads, sent with Enter) and Esc (back to the plan from the editor or the
+feedback line; on the plan itself, stop the ticket).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class PlanScreen(ModalScreen[PlanDecision]):
         Binding("e", "edit", "Edit", id="plan.edit"),
         Binding("ctrl+s", "approve_edited", "Approve edited", id="plan.approve_edited"),
         Binding("n", "reject", "Reject…", id="plan.reject"),
+        Binding("escape", "back", "Back to the plan", id="plan.back"),
         Binding("escape", "stop", "Stop the ticket", id="plan.stop"),
     ]
 
@@ -53,6 +55,10 @@ class PlanScreen(ModalScreen[PlanDecision]):
             return not typing  # letters typed into the editor or feedback are not answers
         if action == "approve_edited":
             return self._editing
+        if action == "back":
+            return typing
+        if action == "stop":
+            return not typing
         return True
 
     def action_approve(self) -> None:
@@ -75,6 +81,17 @@ class PlanScreen(ModalScreen[PlanDecision]):
         feedback = self.query_one("#plan-feedback", Input)
         feedback.display = True
         feedback.focus()
+        self.refresh_bindings()
+
+    def action_back(self) -> None:
+        """Leave the editor or the feedback line without sending; what was typed stays there
+        for another try."""
+        self._editing = self._asking_feedback = False
+        self.query_one("#plan-editor", TextArea).display = False
+        self.query_one("#plan-feedback", Input).display = False
+        view = self.query_one("#plan-view")
+        view.display = True
+        view.focus()
         self.refresh_bindings()
 
     def action_stop(self) -> None:
