@@ -12,6 +12,7 @@ from typing import Any
 
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.tools.base import ToolOutcome
+from cairn_client.tui.screens.plan import PlanScreen
 from cairn_protocol.messages import AssistantDelta, AssistantMessage, RunStarted, StepFinished
 from pytest_textual_snapshot import SVGImageExtension  # type: ignore[import-untyped]
 
@@ -105,3 +106,19 @@ def test_setup_screen_without_a_model(snap_compare: Any) -> None:
     )
     app, _session = scripted_app(welcome(model=None, model_problem=problem))
     assert snap_compare(app, terminal_size=TERMINAL, run_before=settle_steady)
+
+
+PLAN = """1. In `src/app.py`, make `total()` add the item prices.
+2. Add a test for an order of two items in `tests/test_app.py`.
+3. Run `uv run pytest -q`."""
+
+
+def test_plan_review_screen(snap_compare: Any) -> None:
+    app, _session = scripted_app()
+
+    async def review(pilot: Pilot[Any]) -> None:
+        await settle_steady(pilot)
+        app.push_screen(PlanScreen(PLAN, "Total ignores the item prices"))
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=TERMINAL, run_before=review)

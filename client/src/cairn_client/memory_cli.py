@@ -40,6 +40,12 @@ if TYPE_CHECKING:  # the REST client (httpx) is imported only when a command run
 T = TypeVar("T")
 Work = Callable[["CairnApi", "Agent"], Awaitable[T]]
 
+ConversationOption = Annotated[
+    str | None,
+    typer.Option("--conversation", "-c", help="Conversation id (default: the latest)."),
+]
+
+
 EXIT_SERVER = 1
 EXIT_USAGE = 2
 
@@ -293,23 +299,24 @@ def revert_command(
 
 @memory_app.command("context")
 def context_command(
-    conversation: Annotated[
-        str | None,
-        typer.Option("--conversation", "-c", help="Conversation id (default: the latest)."),
-    ] = None,
+    conversation: ConversationOption = None,
 ) -> None:
     """The context window of a conversation by section, with tokens and the budget."""
 
     async def work(api: CairnApi, agent: Agent) -> ContextReport:
-        conversation_id = conversation
-        if conversation_id is None:
-            conversations = await api.list_conversations(agent.id)
-            if not conversations:
-                raise CommandError("no conversation yet: start one with `cairn`", EXIT_SERVER)
-            conversation_id = conversations[0].id
-        return await api.context(conversation_id)
+        return await api.context(await conversation_or_latest(api, agent, conversation))
 
     print_context(run_with_server(work))
+
+
+async def conversation_or_latest(api: CairnApi, agent: Agent, conversation: str | None) -> str:
+    """`conversation`, or the agent's latest one; CommandError when it has none yet."""
+    if conversation is not None:
+        return conversation
+    conversations = await api.list_conversations(agent.id)
+    if not conversations:
+        raise CommandError("no conversation yet: start one with `cairn`", EXIT_SERVER)
+    return conversations[0].id
 
 
 # ---------------------------------------------------------------------- output

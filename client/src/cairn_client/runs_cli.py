@@ -14,8 +14,8 @@ from cairn_protocol import Usage
 from rich.text import Text
 
 from cairn_client.memory_cli import (
-    EXIT_SERVER,
-    CommandError,
+    ConversationOption,
+    conversation_or_latest,
     plain_console,
     plain_table,
     run_with_server,
@@ -37,21 +37,12 @@ runs_app = typer.Typer(
 
 @runs_app.command("list")
 def list_command(
-    conversation: Annotated[
-        str | None,
-        typer.Option("--conversation", "-c", help="Conversation id (default: the latest)."),
-    ] = None,
+    conversation: ConversationOption = None,
 ) -> None:
     """The runs of a conversation, oldest first: when, outcome, steps, tokens and cost."""
 
     async def work(api: CairnApi, agent: Agent) -> list[Run]:
-        conversation_id = conversation
-        if conversation_id is None:
-            conversations = await api.list_conversations(agent.id)
-            if not conversations:
-                raise CommandError("no conversation yet: start one with `cairn`", EXIT_SERVER)
-            conversation_id = conversations[0].id
-        return await api.list_runs(conversation_id)
+        return await api.list_runs(await conversation_or_latest(api, agent, conversation))
 
     runs = run_with_server(work)
     if not runs:

@@ -82,14 +82,26 @@ def run_ticket(
         launch.policy.set_mode("plan")
     patch_out = Path(state.patch_out) if state.patch_out else None
     options = FinishOptions(patch_out=patch_out, pull_request=state.pull_request)
+    ticket = TicketRun(started, launch, options, configured_mode, report)
     if not request.headless:
         from cairn_client.ticket.tui import run_ticket_tui
 
-        return run_ticket_tui(launch, started, options, configured_mode, report)
+        return run_ticket_tui(ticket)
     try:
-        return asyncio.run(_headless(launch, started, options, configured_mode, report))
+        return asyncio.run(_headless(ticket))
     except KeyboardInterrupt:
         return report.failure("interrupted; continue with cairn ticket --resume", 1)
+
+
+@dataclass(frozen=True)
+class TicketRun:
+    """A ticket ready for a front end: where it stands, its server, and how it ends."""
+
+    started: Started
+    launch: Launch
+    options: FinishOptions
+    configured_mode: Mode  # the mode outside the plan phase
+    report: Report
 
 
 @dataclass(frozen=True)
@@ -192,17 +204,12 @@ def undo_start(started: Started) -> None:
         remove_state(started.branch.repo_root, started.state.ticket.branch_slug)
 
 
-async def _headless(
-    launch: Launch,
-    started: Started,
-    options: FinishOptions,
-    configured_mode: Mode,
-    report: Report,
-) -> int:
+async def _headless(ticket: TicketRun) -> int:
+    started, report = ticket.started, ticket.report
     # With --json, stdout carries only the result; the agent's text goes to stderr.
     agent_out = report.err if report.as_json else report.out
     listener = TicketListener(started.state.activity, out=agent_out, err=report.err)
-    session = launch.session(listener, started.state.conversation_id or "new")
+    session = ticket.launch.session(listener, started.state.conversation_id or "new")
     runner = asyncio.create_task(session.run())
     try:
         try:
@@ -215,14 +222,14 @@ async def _headless(
             undo_start(started)
             return report.failure(unusable, 2)
         driver = HeadlessTicketDriver(
-            session, listener, runner, welcome, configured_mode, err=report.err
+            session, listener, runner, welcome, ticket.configured_mode, err=report.err
         )
-        result = await TicketFlow(started.state, started.branch, driver, options).run()
+        result = await TicketFlow(started.state, started.branch, driver, ticket.options).run()
     except SessionFailed as exc:
         return report.failure(f"{exc}; continue later with cairn ticket --resume", 1)
     finally:
         await session.close()
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
-        await launch.shutdown()
+        await ticket.launch.shutdown()
     return report.result(result)

@@ -11,10 +11,9 @@ import asyncio
 from cairn_protocol import ServerFrame, Welcome
 
 from cairn_client.api import CairnApi
-from cairn_client.launch import Launch
 from cairn_client.listener import RunFollower, SessionListener
 from cairn_client.policy.types import Approval, Mode, Verdict
-from cairn_client.ticket.command import Report, Started, undo_start
+from cairn_client.ticket.command import Started, TicketRun, undo_start
 from cairn_client.ticket.flow import (
     FinishOptions,
     PlanDecision,
@@ -136,15 +135,10 @@ class TuiTicketDriver:
         return TurnResult.of(run)
 
 
-def run_ticket_tui(
-    launch: Launch,
-    started: Started,
-    options: FinishOptions,
-    configured_mode: Mode,
-    report: Report,
-) -> int:
+def run_ticket_tui(ticket: TicketRun) -> int:
     """Run the ticket in the app until the person quits; the exit code of `cairn ticket`."""
-    driver = TuiTicketDriver(started, options, configured_mode)
+    started, launch, report = ticket.started, ticket.launch, ticket.report
+    driver = TuiTicketDriver(started, ticket.options, ticket.configured_mode)
     conversation = started.state.conversation_id or "new"
 
     def start_session(listener: SessionListener) -> SessionRunner:
