@@ -340,6 +340,17 @@ def test_plan_mode_reads_but_refuses_changes_with_a_reason_for_the_model(call: P
     assert "propose the change" in PLAN_REFUSAL
 
 
+def test_plan_mode_never_runs_more_unasked_than_the_configured_mode(call: Prepare) -> None:
+    strict = policy(mode="strict")
+    strict.set_mode("plan")  # e.g. the plan phase of a ticket
+    assert strict.decide(call("read", path="README.md")).decision == "ask"
+    assert strict.decide(edit_readme(call)).decision == "deny"
+    relaxed = policy(mode="accept-edits")
+    relaxed.set_mode("plan")
+    assert relaxed.decide(call("read", path="README.md")).decision == "allow"
+    assert relaxed.decide(edit_readme(call)).decision == "deny"
+
+
 def test_strict_mode_asks_even_for_reads_unless_a_rule_allows(call: Prepare) -> None:
     strict = policy("strict", allow=["read(docs/**)"])
 

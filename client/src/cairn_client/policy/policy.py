@@ -39,6 +39,7 @@ from cairn_client.policy.types import (
     Mode,
     Verdict,
     as_mode,
+    stricter,
 )
 from cairn_client.secrets import is_secret_name
 from cairn_client.tools.base import PathFilter, PreparedCall
@@ -85,6 +86,7 @@ class Policy:
         self.settings = settings
         override = as_mode(approve_override) if approve_override else None
         self.mode: Mode = override or settings.mode
+        self.configured_mode: Mode = self.mode  # what the settings or flags chose
         self._rules: dict[RuleKind, list[Rule]] = {
             kind: settings.rules(kind) for kind in ("deny", "ask", "allow")
         }
@@ -108,6 +110,8 @@ class Policy:
         if prepared.error is not None:
             return Verdict("allow", "nothing will run: the request is invalid")
         default = MODE_DEFAULTS[self.mode][kind]
+        if self.mode == "plan":  # planning never runs more unasked than the configured mode
+            default = stricter(default, MODE_DEFAULTS[self.configured_mode][kind])
         if default == "deny":
             return Verdict("deny", PLAN_REFUSAL)
         return self._decide_by_rules(prepared, kind, subjects, default == "allow")

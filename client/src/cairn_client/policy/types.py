@@ -44,6 +44,11 @@ def as_mode(value: str) -> Mode | None:
     return None
 
 
+def stricter(one: Decision, other: Decision) -> Decision:
+    """Whichever of two decisions runs less unasked."""
+    return one if _LEVEL[one] <= _LEVEL[other] else other
+
+
 def narrows(mode: Mode, than: Mode) -> bool:
     """Whether `mode` runs nothing unasked that `than` would ask about or refuse."""
     return all(
