@@ -18,6 +18,11 @@ from cairn_client.policy.settings import SettingsError
 from cairn_client.policy.types import ApproveMode
 from cairn_client.runs_cli import runs_app
 
+ApproveOption = Annotated[
+    str | None,
+    typer.Option(help="What runs without asking: none, edits or all (default: settings)."),
+]
+
 app = typer.Typer(
     help="Cairn: a stateful coding agent for this repository.",
     add_completion=False,
@@ -46,10 +51,7 @@ def main_command(
     resume: Annotated[
         bool, typer.Option("--continue", "-c", help="With -p: continue the latest conversation.")
     ] = False,
-    approve: Annotated[
-        str | None,
-        typer.Option(help="What runs without asking: none, edits or all (default: settings)."),
-    ] = None,
+    approve: ApproveOption = None,
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
@@ -101,10 +103,7 @@ def ticket(
     pull_request: Annotated[
         bool, typer.Option("--pr", help="Push the branch and open a GitHub pull request.")
     ] = False,
-    approve: Annotated[
-        str | None,
-        typer.Option(help="What runs without asking: none, edits or all (default: settings)."),
-    ] = None,
+    approve: ApproveOption = None,
     headless: Annotated[
         bool, typer.Option("--headless", help="No TUI (the default without a terminal).")
     ] = False,
