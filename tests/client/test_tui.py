@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import pytest
 from cairn_client.policy.policy import Policy
-from cairn_client.policy.settings import load_settings
+from cairn_client.policy.settings import PolicySettings, load_settings
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.tools.base import FileChange, PreparedCall, Preview, ToolOutcome
 from cairn_client.tools.registry import prepare_call
@@ -112,8 +112,11 @@ class ScriptedSession:
             self.listener.server_event(event)
 
     def ask(self, prepared: PreparedCall) -> asyncio.Task[Approval]:
-        """Ask for approval the way the real session does: from a task of its own."""
-        return asyncio.ensure_future(self.listener.ask_approval(prepared))
+        """Ask for approval the way the real session does: from a task of its own, with the
+        verdict of a policy (its answer options are what the screen offers)."""
+        policy = self.policy or Policy(PolicySettings(user_file=Path("/nonexistent/cairn.toml")))
+        verdict = policy.decide(prepared)
+        return asyncio.ensure_future(self.listener.ask_approval(prepared, verdict))
 
 
 def welcome(

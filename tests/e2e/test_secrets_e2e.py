@@ -69,7 +69,9 @@ def test_no_planted_secret_reaches_the_model(tmp_path: Path, fake_model: FakeMod
     assert "src/config.py" in grep_all and ".env" not in grep_all
     assert "secret" in grep_env
     assert ".env (secret: content withheld)" in glob
-    assert "REDACTED" in cat and "DEBUG=1" in cat
+    # The sandbox hides secret files from shell commands, even under --approve all.
+    assert ".env: Permission denied" in cat and "id_ed25519: Permission denied" in cat
+    assert "[REDACTED:github-token]" in cat and "REGION" in cat
     assert "PATH=" in env and "DEPLOY_TOKEN" not in env
     assert "REDACTED" in log
 

@@ -3,6 +3,7 @@ commit on a branch; memory carries to the next ticket; usage errors create nothi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -47,6 +48,7 @@ def data_dir(tmp_path: Path) -> Path:
 def ticket_repo(repo: Path) -> Path:
     (repo / "test_app.py").write_text(TEST_FILE)
     (repo / "ticket.md").write_text(TICKET)
+    (repo / ".gitignore").write_text("__pycache__/\n")  # the tests' run leaves bytecode
     run_git(repo, "add", "-A")
     run_git(repo, "commit", "-qm", "add a test and a ticket")
     return repo
@@ -187,7 +189,9 @@ def test_a_killed_ticket_resumes_where_it_stood(
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the client (its embedded server follows it)
         first.wait()
-    os.kill(sleeper, signal.SIGKILL)  # the shell call runs in a session of its own
+    # The sandbox dies with its client; without one the call runs in a session of its own.
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(sleeper, signal.SIGKILL)
 
     resumed = cairn(
         ticket_repo, data_dir, "ticket", "--resume", "--json", env=model_env(fake_model)

@@ -37,7 +37,7 @@ class RecordingListener:
         self.handled.append((prepared, verdict, outcome))
         self._changed.set()
 
-    async def ask_approval(self, prepared: PreparedCall) -> Approval:
+    async def ask_approval(self, prepared: PreparedCall, verdict: Verdict) -> Approval:
         self.asked.append(prepared)
         self._changed.set()
         await self.hold_approvals.wait()

@@ -135,7 +135,7 @@ class HeadlessListener:
         tail = f": {outcome.reason}" if outcome.reason and outcome.status != "ok" else ""
         print(f"{mark} {prepared.preview.title}{tail}", file=self.err, flush=True)
 
-    async def ask_approval(self, prepared: PreparedCall) -> Approval:
+    async def ask_approval(self, prepared: PreparedCall, verdict: Verdict) -> Approval:
         return Approval("deny", NEEDS_A_PERSON, by_person=False)
 
     # ------------------------------------------------------------------ printing
@@ -176,7 +176,7 @@ class HeadlessListener:
 
 async def run_headless(session: ClientSession, listener: HeadlessListener, prompt: str) -> int:
     """Send one request and wait for its run to end. Exit code: 0 answered, 1 not, 2 unusable."""
-    for note in session.policy.settings.ignored:
+    for note in session.policy.startup_notes():
         print(f"cairn: {note}", file=listener.err)
     runner = asyncio.create_task(session.run())
     try:

@@ -15,9 +15,10 @@ from cairn_client.config import ClientSettings
 from cairn_client.embedded import EmbeddedServer
 from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import Policy
-from cairn_client.policy.settings import load_settings
+from cairn_client.policy.settings import load_settings, user_config_dir
 from cairn_client.policy.types import ApproveMode
 from cairn_client.session import ClientSession, Endpoint
+from cairn_client.tools.sandbox import Sandbox
 from cairn_client.workspace import Workspace, detect_workspace
 
 
@@ -64,7 +65,11 @@ def prepare_launch(
 ) -> Launch:
     settings = settings or ClientSettings.from_env()
     workspace = detect_workspace(cwd)
-    policy = Policy(load_settings(workspace.root), approve_override=approve)
+    policy_settings = load_settings(workspace.root)
+    # The embedded server's data (its token) and Cairn's settings are never shown to commands.
+    hidden = [settings.data_dir, user_config_dir()]
+    sandbox = Sandbox.detect(policy_settings.sandbox, hidden)
+    policy = Policy(policy_settings, approve_override=approve, sandbox=sandbox)
     call_log = CallLog.in_data_dir(settings.data_dir, workspace.root)
     if settings.server_url:
         if not settings.token:

@@ -30,8 +30,8 @@ class SessionListener(Protocol):
     def tool_handled(self, prepared: PreparedCall, verdict: Verdict, outcome: ToolOutcome) -> None:
         """A tool request was decided and (if allowed) executed; outcome is what the model gets."""
 
-    async def ask_approval(self, prepared: PreparedCall) -> Approval:
-        """Ask the person: allow once, allow for the session, or deny with a reason."""
+    async def ask_approval(self, prepared: PreparedCall, verdict: Verdict) -> Approval:
+        """Ask the person: allow once, or as `verdict.options` offers, or deny with a reason."""
 
 
 class SessionControl(Protocol):

@@ -50,7 +50,7 @@ from cairn_client.policy.settings import SettingsError
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.secrets import redact
 from cairn_client.tools.base import PreparedCall, ToolOutcome
-from cairn_client.tools.registry import execute_call, prepare_call
+from cairn_client.tools.registry import ShellPlacement, execute_call, prepare_call
 from cairn_client.undo import AppliedChange, UndoStack
 from cairn_client.workspace import Workspace
 
@@ -323,7 +323,10 @@ class ClientSession:
         await asyncio.to_thread(self.call_log.start, prepared.request.call_id)
         self._executed.add(prepared.request.call_id)
         withheld = self.policy.search_filter(prepared.tool)
-        outcome = await execute_call(self.workspace.root, prepared, self._allowed_secrets, withheld)
+        placement = ShellPlacement(self.policy.sandbox, self.policy.network_allowed(prepared))
+        outcome = await execute_call(
+            self.workspace.root, prepared, self._allowed_secrets, withheld, placement
+        )
         return verdict, outcome, record
 
     async def _decide(self, prepared: PreparedCall) -> tuple[Verdict, ApprovalRecord]:
@@ -335,7 +338,7 @@ class ClientSession:
         if verdict.decision != "ask":
             return verdict, approval_record(prepared, verdict, "policy")
         asked_at = datetime.now(UTC)
-        approval = await self.listener.ask_approval(prepared)
+        approval = await self.listener.ask_approval(prepared, verdict)
         if approval.kind == "deny":
             verdict = Verdict("deny", approval.reason or "denied by the user")
         else:

@@ -56,6 +56,11 @@ class WriteArgs(ToolArgs):
 class ShellArgs(ToolArgs):
     command: str = Field(min_length=1, description="Command for /bin/sh, run in the root.")
     timeout_s: float | None = Field(default=None, gt=0, le=600, description="Default 120.")
+    outside_sandbox: bool = Field(
+        default=False,
+        description="Run without the sandbox; the user is asked every time. Only when the "
+        "sandbox blocked something the task needs.",
+    )
 
 
 class ToolDefinition(BaseModel):
@@ -112,8 +117,8 @@ CLIENT_TOOLS: dict[str, ToolDefinition] = {
         ),
         ToolDefinition(
             name="shell",
-            description="Run a shell command in the workspace root; returns exit code, stdout "
-            "and stderr (truncated).",
+            description="Run a shell command in the workspace root, in a sandbox (workspace "
+            "writable, no network); returns exit code, stdout and stderr (truncated).",
             args=ShellArgs,
         ),
     )

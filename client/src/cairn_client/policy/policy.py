@@ -1,11 +1,13 @@
 """The local policy: whether a prepared tool call runs, asks the user, or is refused.
 
-Owns the decision order (deny → secrets → mode refusal → ask → protected → allow → session →
-mode default), rule matching, session allowances and the narrowest rule to suggest.
+Owns the decision order (deny → secrets → mode refusal → unsandboxed shell → ask → protected →
+allow → session → mode default), rule matching, session allowances, and the answers a person
+asked may give (the narrowest rule that really stops the asking, or why none can).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from fnmatch import fnmatchcase
@@ -34,6 +36,7 @@ from cairn_client.policy.settings import (
 )
 from cairn_client.policy.types import (
     MODE_DEFAULTS,
+    AnswerOptions,
     ApproveMode,
     CallKind,
     Mode,
@@ -43,7 +46,8 @@ from cairn_client.policy.types import (
 )
 from cairn_client.secrets import is_secret_name
 from cairn_client.tools.base import PathFilter, PreparedCall
-from cairn_client.tools.shell_check import is_read_only
+from cairn_client.tools.sandbox import Sandbox
+from cairn_client.tools.shell_parse import parse_shell, unwrapped_commands
 
 EDIT_TOOLS = TOOL_GROUPS["edit"]
 READ_TOOLS = TOOL_GROUPS["read"]
@@ -81,9 +85,14 @@ class Policy:
     """
 
     def __init__(
-        self, settings: PolicySettings, approve_override: ApproveMode | Mode | None = None
+        self,
+        settings: PolicySettings,
+        approve_override: ApproveMode | Mode | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.settings = settings
+        # Without a sandbox that starts, every shell command asks.
+        self.sandbox = sandbox if sandbox is not None else Sandbox.detect(settings.sandbox)
         override = as_mode(approve_override) if approve_override else None
         self.mode: Mode = override or settings.mode
         self.configured_mode: Mode = self.mode  # what the settings or flags chose
@@ -96,10 +105,39 @@ class Policy:
     def set_mode(self, mode: Mode) -> None:
         self.mode = mode
 
+    def startup_notes(self) -> list[str]:
+        """What the person must know once, at start: settings not applied, no sandbox."""
+        notes = [f"Settings: {note}" for note in self.settings.ignored]
+        if not self.sandbox.active:
+            notes.append(
+                f"Sandbox: {self.sandbox.problem}; shell commands run without it, so every "
+                "one asks first"
+            )
+        return notes
+
     def decide(self, prepared: PreparedCall) -> Verdict:
+        """The verdict, and for "ask" the answers the person has (decided here, once)."""
+        verdict = self._verdict(prepared)
+        if verdict.decision != "ask":
+            return verdict
+        return dataclasses.replace(verdict, options=self._options(prepared))
+
+    def network_allowed(self, prepared: PreparedCall) -> bool:
+        """Whether a shell command may use the network inside the sandbox."""
+        if not isinstance(prepared.args, ShellArgs):
+            return False
+        if self.settings.sandbox.network:
+            return True
+        command = prepared.args.command.strip()
+        return not _is_compound(command) and any(
+            shell_matches(_shell_pattern(text), command)
+            for text in self.settings.sandbox.network_commands
+        )
+
+    def _verdict(self, prepared: PreparedCall) -> Verdict:
         subjects = _subjects(prepared)
         kind = call_kind(prepared.tool)
-        rule = self._matching("deny", prepared.tool, subjects)
+        rule = self._matching("deny", prepared.tool, subjects) or self._path_rule("deny", prepared)
         if rule is not None:
             return Verdict("deny", f"denied by rule {rule.text} in {rule.source}")
         secret = self._secret_subject(prepared)
@@ -114,12 +152,25 @@ class Policy:
             default = stricter(default, MODE_DEFAULTS[self.configured_mode][kind])
         if default == "deny":
             return Verdict("deny", PLAN_REFUSAL)
+        unsandboxed = self.unsandboxed_reason(prepared)
+        if unsandboxed is not None:  # no mode, rule or allowance runs it unasked
+            return Verdict("ask", unsandboxed)
         return self._decide_by_rules(prepared, kind, subjects, default == "allow")
+
+    def unsandboxed_reason(self, prepared: PreparedCall) -> str | None:
+        """Why a shell call would run outside the sandbox (so it asks every time), or None."""
+        if not isinstance(prepared.args, ShellArgs):
+            return None
+        if prepared.args.outside_sandbox:
+            return "it runs outside the sandbox, which asks every time"
+        if not self.sandbox.active:
+            return f"no sandbox can start ({self.sandbox.problem}), so every shell command asks"
+        return None
 
     def _decide_by_rules(
         self, prepared: PreparedCall, kind: CallKind, subjects: list[str], mode_allows: bool
     ) -> Verdict:
-        rule = self._matching("ask", prepared.tool, subjects)
+        rule = self._matching("ask", prepared.tool, subjects) or self._path_rule("ask", prepared)
         if rule is not None:
             return Verdict("ask", f"rule {rule.text} in {rule.source} asks first")
         protected = self.protected_subject(prepared)
@@ -169,28 +220,61 @@ class Policy:
         """Remember "allow for session": edits (or reads) of any unprotected file, or this
         exact shell command. Returns what was allowed, or None when only this once is possible.
         """
-        kind = call_kind(prepared.tool)
-        if kind == "shell":
-            if not isinstance(prepared.args, ShellArgs):
-                return None
-            self._commands_allowed_for_session.add(prepared.args.command)
-            return "this command"
-        if self.protected_subject(prepared) is not None:
+        scope = self._session_scope(prepared)
+        if scope is None:
             return None
-        self._kinds_allowed_for_session.add(kind)
-        return _KIND_WORDS[kind]
+        if isinstance(prepared.args, ShellArgs):
+            self._commands_allowed_for_session.add(prepared.args.command)
+        else:
+            self._kinds_allowed_for_session.add(call_kind(prepared.tool))
+        return scope
 
     def allow_always(self, prepared: PreparedCall) -> str | None:
-        """Allow always: save the narrowest rule covering the call to the user's settings
-        and apply it now. Returns the rule, or None when no rule can cover the call or there
-        is no settings file to write; SettingsError when writing fails."""
-        rule = suggest_rule(prepared)
+        """Allow always: save the rule the options offered to the user's settings and apply
+        it now. Returns the rule, or None when no rule can stop the asking or there is no
+        settings file to write; SettingsError when writing fails."""
+        rule = self._options(prepared).rule
         target = self.settings.user_file
-        if rule is None or target is None or self.protected_subject(prepared) is not None:
+        if rule is None or target is None:
             return None
         save_allow_rule(target, rule)
         self._rules["allow"].append(parse_rule(rule, self.settings.user_file_shown or str(target)))
         return rule
+
+    def _options(self, prepared: PreparedCall) -> AnswerOptions:
+        session = self._session_scope(prepared)
+        if self.settings.user_file is None:
+            return AnswerOptions(session, None, "there is no settings file to save a rule in")
+        if self.unsandboxed_reason(prepared) is not None:
+            why = "running outside the sandbox asks every time; no rule can skip it"
+            return AnswerOptions(session, None, why)
+        if self.protected_subject(prepared) is not None:
+            why = "writes to .git/ and .cairn/ always ask; no rule or session allowance skips it"
+            return AnswerOptions(session, None, why)
+        rule = suggest_rule(prepared)
+        if rule is None or not self._rule_would_allow(rule, prepared):
+            return AnswerOptions(session, None)
+        return AnswerOptions(session, rule)
+
+    def _rule_would_allow(self, rule: str, prepared: PreparedCall) -> bool:
+        """Whether saving `rule` would really let this call run unasked (an ask rule, a
+        protected path or a mode may still stop it)."""
+        allow = self._rules["allow"]
+        allow.append(parse_rule(rule, "suggestion"))
+        try:
+            return self._verdict(prepared).decision == "allow"
+        finally:
+            allow.pop()
+
+    def _session_scope(self, prepared: PreparedCall) -> str | None:
+        """What "allow for this session" would cover, or None when only once is possible."""
+        if self.unsandboxed_reason(prepared) is not None:
+            return None
+        if isinstance(prepared.args, ShellArgs):
+            return "this command"
+        if call_kind(prepared.tool) == "shell" or self.protected_subject(prepared) is not None:
+            return None
+        return _KIND_WORDS[call_kind(prepared.tool)]
 
     def protected_subject(self, prepared: PreparedCall) -> str | None:
         """The first file in .git/, .cairn/ or the user's cairn config an edit would write."""
@@ -199,6 +283,18 @@ class Policy:
         for path in _subjects(prepared):
             if is_protected_path(path, self.settings.protected_paths):
                 return path
+        return None
+
+    def _path_rule(self, kind: RuleKind, prepared: PreparedCall) -> Rule | None:
+        """A deny or ask rule on reading or editing that covers a file a shell command names
+        (`cat private/notes.txt` meets `read(private/**)`)."""
+        if prepared.shell is None or not prepared.shell.paths:
+            return None
+        for rule in self._rules[kind]:
+            if rule.tools & (READ_TOOLS | EDIT_TOOLS) and _rule_matches(
+                rule, kind, "read", list(prepared.shell.paths)
+            ):
+                return rule
         return None
 
     def _matching(self, kind: RuleKind, tool: str, subjects: list[str]) -> Rule | None:
@@ -221,10 +317,10 @@ _KIND_WORDS: dict[CallKind, str] = {"read": "reads", "edit": "edits", "shell": "
 
 
 def _read_only_shell(prepared: PreparedCall) -> bool:
-    """`ls`, `git status`, `rg`…: nothing written, no secret file named, nothing flagged."""
-    if not isinstance(prepared.args, ShellArgs) or prepared.preview.warnings:
+    """`ls`, `git status`, `rg`…: proven to only read inside the workspace, nothing flagged."""
+    if prepared.shell is None or prepared.preview.warnings:
         return False
-    return is_read_only(prepared.args.command)
+    return prepared.shell.read_only
 
 
 def is_protected_path(path: str, extra: list[str] | tuple[str, ...] = ()) -> bool:
@@ -261,13 +357,36 @@ def _rule_matches(rule: Rule, kind: RuleKind, tool: str, subjects: list[str]) ->
     if tool == "shell":
         command = subjects[0].strip()
         if kind == "allow":
-            return not _SHELL_COMPOUND.search(command) and shell_matches(rule.pattern, command)
-        pieces = [command, *(p.strip() for p in _SHELL_PIECES.split(command))]
-        return any(shell_matches(rule.pattern, piece) for piece in pieces if piece)
+            return not _is_compound(command) and shell_matches(rule.pattern, command)
+        return any(shell_matches(rule.pattern, piece) for piece in shell_pieces(command))
     if kind == "allow":
         return all(_allow_path_matches(rule.pattern, subject) for subject in subjects)
     spec = _gitignore_spec(rule.pattern)
     return any(subject != "." and spec.match_file(subject) for subject in subjects)
+
+
+def _is_compound(command: str) -> bool:
+    """Chains, pipes, substitutions, redirections, or anything bash would not accept."""
+    script = parse_shell(command)
+    return bool(_SHELL_COMPOUND.search(command)) or script.errors or script.compound
+
+
+def shell_pieces(command: str) -> list[str]:
+    """What deny and ask rules look at: the whole line, and every command it may run (in
+    chains, pipes and substitutions, behind sudo/env/timeout…, inside `sh -c '…'`), as written
+    and as bash would see it (`\\rm`, `/bin/rm` → `rm`)."""
+    pieces = [command]
+    pieces += [p.strip() for p in _SHELL_PIECES.split(command)]  # also when it does not parse
+    for simple in unwrapped_commands(parse_shell(command)):
+        pieces.append(simple.text)
+        pieces.append(" ".join([simple.name, *simple.args]))
+    return list(dict.fromkeys(piece for piece in pieces if piece))
+
+
+def _shell_pattern(text: str) -> str:
+    """`shell(pip install:*)` or just `pip install:*`, as the user wrote it in settings."""
+    match = re.fullmatch(r"\s*shell\s*\((?P<pattern>.*)\)\s*", text, re.DOTALL)
+    return match.group("pattern") if match else text
 
 
 def shell_matches(pattern: str, command: str) -> bool:

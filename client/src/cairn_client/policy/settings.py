@@ -19,6 +19,7 @@ import tomlkit.exceptions
 from cairn_protocol.tools import CLIENT_TOOLS
 
 from cairn_client.policy.types import MODES, Mode, as_mode, narrows
+from cairn_client.tools.sandbox import SandboxSettings
 
 SETTINGS_FILE_NAME = "settings.toml"
 LEGACY_SETTINGS_FILE_NAME = "settings.json"
@@ -72,6 +73,8 @@ class PolicySettings:
     # Workspace-relative folders besides .git/ and .cairn/ whose writes always ask: the
     # user's cairn config folder, when the workspace contains it (e.g. a home directory).
     protected_paths: list[str] = field(default_factory=list)
+    # The user's [sandbox] table; a repository's file cannot change it.
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
 
     def rules(self, kind: RuleKind) -> list[Rule]:
         texts = {"deny": self.deny, "ask": self.ask, "allow": self.allow}[kind]
@@ -110,6 +113,8 @@ def load_settings(workspace_root: Path, user_file: Path | None = None) -> Policy
         mode = mode or layer.mode  # settings.toml (first) wins over settings.json
         _add_rules(merged, layer, ("deny", "ask", "allow"))
         merged.allow_secret_files += layer.allow_secret_files
+        if layer.sandbox is not None and merged.sandbox == SandboxSettings():
+            merged.sandbox = layer.sandbox  # settings.toml (first) wins over settings.json
     merged.mode = mode or "default"
     for path in repo_paths:
         layer = _load_file(path, path.relative_to(workspace_root).as_posix())
@@ -144,6 +149,7 @@ class _Layer:
     mode: Mode | None
     rules: dict[RuleKind, list[str]]
     allow_secret_files: list[str]
+    sandbox: SandboxSettings | None = None
 
 
 def _config_dirs_inside(workspace_root: Path, *folders: Path) -> list[str]:
@@ -211,6 +217,8 @@ def _narrow_by_repo(merged: PolicySettings, layer: _Layer) -> None:
         )
     if layer.allow_secret_files:
         merged.ignored.append(f"{layer.shown}: allow_secret_files is ignored in a repository")
+    if layer.sandbox is not None:
+        merged.ignored.append(f"{layer.shown}: [sandbox] is ignored in a repository")
 
 
 def _load_file(path: Path, shown: str) -> _Layer | None:
@@ -235,6 +243,41 @@ def _load_file(path: Path, shown: str) -> _Layer | None:
         mode=_mode(data, "mode", shown),
         rules={kind: _rule_list(permissions, kind, shown) for kind in RULE_KINDS},
         allow_secret_files=_string_list(permissions, "allow_secret_files", shown, '".env.test"'),
+        sandbox=_sandbox_settings(data, shown),
+    )
+
+
+def _sandbox_settings(data: dict[str, Any], shown: str) -> SandboxSettings | None:
+    """`[sandbox]`: enabled, network, network_commands (shell rules), env (variable names)."""
+    if "sandbox" not in data:
+        return None
+    table = data["sandbox"]
+    if not isinstance(table, dict):
+        raise SettingsError(f"{shown}: [sandbox] must be a table")
+    known = {"enabled", "network", "network_commands", "env"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        keys = ", ".join(sorted(known))
+        raise SettingsError(f"{shown}: [sandbox] has unknown key {unknown[0]!r}; keys are {keys}")
+    flags: dict[str, bool] = {}
+    for key in ("enabled", "network"):
+        value = table.get(key, key == "enabled")
+        if not isinstance(value, bool):
+            raise SettingsError(f"{shown}: sandbox.{key} must be true or false")
+        flags[key] = value
+    commands = _string_list(table, "network_commands", shown, '"shell(pip install:*)"')
+    for command in commands:
+        if command.startswith("shell"):
+            parse_rule(command, shown)
+    names = _string_list(table, "env", shown, '"CARGO_HOME"')
+    bad = [name for name in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)]
+    if bad:
+        raise SettingsError(f"{shown}: sandbox.env names variables; {bad[0]!r} is not a name")
+    return SandboxSettings(
+        enabled=flags["enabled"],
+        network=flags["network"],
+        network_commands=tuple(commands),
+        env=tuple(names),
     )
 
 

@@ -58,9 +58,20 @@ def narrows(mode: Mode, than: Mode) -> bool:
 
 
 @dataclass(frozen=True)
+class AnswerOptions:
+    """What the person asked may answer besides "once" and "deny", as the policy decided:
+    what "allow for this session" would cover, and the rule "allow always" would save."""
+
+    session: str | None = None  # e.g. "edits", "this command"; None: only once
+    rule: str | None = None  # the narrowest rule that really stops the asking
+    no_rule_reason: str = "no allow rule can cover this call; it will keep asking"
+
+
+@dataclass(frozen=True)
 class Verdict:
     decision: Decision
     reason: str  # why, shown to the user and, for a denial, to the model
+    options: AnswerOptions = AnswerOptions()  # for "ask": the answers the person has
 
 
 @dataclass(frozen=True)

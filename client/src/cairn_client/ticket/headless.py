@@ -40,9 +40,9 @@ class TicketListener(HeadlessListener):
         super().tool_handled(prepared, verdict, outcome)
         self.activity.tool_handled(prepared, outcome)
 
-    async def ask_approval(self, prepared: PreparedCall) -> Approval:
+    async def ask_approval(self, prepared: PreparedCall, verdict: Verdict) -> Approval:
         self.activity.approval_answered(given=False)
-        return await super().ask_approval(prepared)
+        return await super().ask_approval(prepared, verdict)
 
 
 class HeadlessTicketDriver:

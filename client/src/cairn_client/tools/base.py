@@ -13,6 +13,8 @@ from cairn_protocol import ToolRequest
 from cairn_protocol.messages import ToolStatus
 from cairn_protocol.tools import ToolArgs
 
+from cairn_client.tools.shell_check import ShellFacts
+
 # Whether a workspace-relative path found by a wide search must be left out of its result.
 PathFilter = Callable[[str], bool]
 
@@ -59,6 +61,8 @@ class PreparedCall:
     # Secret files (workspace-relative) this call would read or change, after the
     # user's allow-list; policy denies such calls.
     secret_paths: tuple[str, ...] = ()
+    # For shell: whether it provably only reads, and the workspace files it names.
+    shell: ShellFacts | None = None
 
     @property
     def tool(self) -> str:

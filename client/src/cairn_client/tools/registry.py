@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cairn_protocol import ToolArgumentsError, ToolRequest, validate_tool_arguments
@@ -37,9 +38,19 @@ from cairn_client.tools.changes import (
 )
 from cairn_client.tools.files import glob_files, read_file
 from cairn_client.tools.paths import ToolError, relative_display, resolve_in_workspace
+from cairn_client.tools.sandbox import Launch, Sandbox, SandboxError, unsandboxed_launch
 from cairn_client.tools.search import grep
 from cairn_client.tools.shell import ShellResult, run_shell
-from cairn_client.tools.shell_check import describe_command, destructive_reasons
+from cairn_client.tools.shell_check import (
+    describe_command,
+    destructive_reasons,
+    inspect_command,
+)
+
+OUTSIDE_SANDBOX_WARNING = (
+    "runs outside the sandbox: it can write anywhere you can, read your credentials and use "
+    "the network"
+)
 
 
 def prepare_call(
@@ -66,19 +77,32 @@ def prepare_call(
     )
 
 
+@dataclass(frozen=True)
+class ShellPlacement:
+    """Where a shell command runs: the sandbox (if one is active), and with network or not."""
+
+    sandbox: Sandbox | None = None
+    network: bool = False
+
+
 async def execute_call(
     root: Path,
     prepared: PreparedCall,
     allowed_secrets: Collection[str] = (),
     withheld: PathFilter | None = None,
+    placement: ShellPlacement | None = None,
 ) -> ToolOutcome:
     """Run a prepared call; failures of the tool come back as an "error" outcome.
 
     This is the choke point: every outcome's content and reason are redacted here
     (except a read of a secret file the user explicitly allowed). `withheld` says which
-    files a grep or glob over a folder leaves out (the policy's path rules).
+    files a grep or glob over a folder leaves out (the policy's path rules); `placement`
+    where a shell command runs (outside any sandbox only when the call asked for it, or
+    when none is active, and then the policy asked the user).
     """
-    outcome = await _execute_unredacted(root, prepared, allowed_secrets, withheld)
+    outcome = await _execute_unredacted(
+        root, prepared, allowed_secrets, withheld, placement or ShellPlacement()
+    )
     if isinstance(prepared.args, ReadArgs) and is_allowed(prepared.args.path, allowed_secrets):
         return outcome
     return redact_outcome(outcome)
@@ -107,18 +131,19 @@ async def _execute_unredacted(
     prepared: PreparedCall,
     allowed_secrets: Collection[str],
     withheld: PathFilter | None,
+    placement: ShellPlacement,
 ) -> ToolOutcome:
     if prepared.error is not None:
         return ToolOutcome(status="error", reason=prepared.error)
     try:
-        return await _execute(root, prepared, allowed_secrets, withheld)
+        return await _execute(root, prepared, allowed_secrets, withheld, placement)
     except StaleChange as exc:
         return ToolOutcome(
             status="error",
             reason=f"{exc.path} changed since the edit was previewed, so nothing was applied; "
             "read the file again and redo the edit",
         )
-    except ToolError as exc:
+    except (ToolError, SandboxError) as exc:
         return ToolOutcome(status="error", reason=str(exc))
     except OSError as exc:
         return ToolOutcome(status="error", reason=_describe_os_error(exc))
@@ -132,17 +157,20 @@ def _prepare(root: Path, request: ToolRequest, args: ToolArgs) -> PreparedCall:
         canonical = _with_canonical_path(root, args)
         return PreparedCall(request, canonical, _info_preview(canonical))
     if isinstance(args, ShellArgs):
-        return PreparedCall(request, args, shell_preview(root, args.command))
+        facts = inspect_command(args.command, root)
+        preview = shell_preview(root, args.command, args.outside_sandbox)
+        return PreparedCall(request, args, preview, shell=facts)
     changes = _changes(root, args)
     return PreparedCall(request, args, _diff_preview(args, changes), changes=changes)
 
 
-def shell_preview(root: Path, command: str) -> Preview:
+def shell_preview(root: Path, command: str, outside_sandbox: bool = False) -> Preview:
     """The exact command, with its destructive findings as warnings (the title says there
-    are some; the approval screen lists them)."""
-    warnings = tuple(destructive_reasons(command, root))
-    title = "Run shell command"
-    if warnings:
+    are some; the approval screen lists them), and whether it leaves the sandbox."""
+    dangers = tuple(destructive_reasons(command, root))
+    title = "Run shell command OUTSIDE the sandbox" if outside_sandbox else "Run shell command"
+    warnings = (OUTSIDE_SANDBOX_WARNING, *dangers) if outside_sandbox else dangers
+    if dangers:
         title += " ⚠ destructive"
     body = command
     pieces = describe_command(command).splitlines()
@@ -246,10 +274,12 @@ async def _execute(
     prepared: PreparedCall,
     allowed_secrets: Collection[str],
     withheld: PathFilter | None,
+    placement: ShellPlacement,
 ) -> ToolOutcome:
     args = prepared.args
     if isinstance(args, ShellArgs):
-        return _shell_outcome(await run_shell(root, args.command, args.timeout_s))
+        launch = await asyncio.to_thread(_shell_launch, root, args, allowed_secrets, placement)
+        return _shell_outcome(await run_shell(root, args.command, args.timeout_s, launch))
     if isinstance(args, ReadArgs):
         content = await asyncio.to_thread(read_file, root, args, allowed_secrets)
         return ToolOutcome(status="ok", content=content)
@@ -273,6 +303,17 @@ def _confirmation(changes: Sequence[FileChange]) -> str:
         for c in changes
     ]
     return f"Done: {'; '.join(done)}."
+
+
+def _shell_launch(
+    root: Path, args: ShellArgs, allowed_secrets: Collection[str], placement: ShellPlacement
+) -> Launch:
+    sandbox = placement.sandbox
+    if args.outside_sandbox or sandbox is None or not sandbox.active:
+        return unsandboxed_launch(args.command)
+    return sandbox.launch(
+        root, args.command, network=placement.network, allowed_secrets=allowed_secrets
+    )
 
 
 def _shell_outcome(result: ShellResult) -> ToolOutcome:

@@ -1,7 +1,8 @@
 """The shell tool: one `/bin/sh -c` command in the workspace root, bounded in time and output.
 
 Owns the process group (so a timeout kills everything the command started), the
-output capture that never holds more than the cap, and the text the model sees.
+output capture that never holds more than the cap, and the text the model sees; how the
+command is started (in the sandbox or not) comes from tools/sandbox.py.
 """
 
 from __future__ import annotations
@@ -16,15 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cairn_client.secrets import scrubbed_environment
+from cairn_client.tools.sandbox import Launch, unsandboxed_launch
 
 DEFAULT_TIMEOUT_S = 120.0
 OUTPUT_LIMIT = 30_000  # bytes of stdout + stderr shown; the middle of longer output is cut
 KILL_GRACE_S = 2.0  # between SIGTERM and SIGKILL on timeout
 PIPE_GRACE_S = 1.0  # how long output may stay open after the shell itself exited
 _GROUP_POLL_S = 0.05
-# Keep commands from waiting on a pager or a credential prompt nobody will answer.
-_NON_INTERACTIVE_ENV = {"PAGER": "cat", "GIT_PAGER": "cat", "GIT_TERMINAL_PROMPT": "0"}
 
 
 @dataclass
@@ -93,23 +92,23 @@ class ShellResult:
         return "\n".join(lines)
 
 
-async def run_shell(root: Path, command: str, timeout_s: float | None = None) -> ShellResult:
-    """Run `command` with /bin/sh in `root`, stdin closed, in its own process group,
-    with the secret-looking environment variables removed."""
+async def run_shell(
+    root: Path, command: str, timeout_s: float | None = None, launch: Launch | None = None
+) -> ShellResult:
+    """Run `command` in `root` as `launch` says (default: /bin/sh without the sandbox and
+    without secret-looking variables), stdin closed, in its own process group."""
     limit = timeout_s or DEFAULT_TIMEOUT_S
+    launch = launch or unsandboxed_launch(command)
     loop = asyncio.get_running_loop()
     transport, shell = await loop.subprocess_exec(
         _ShellProtocol,
-        "/bin/sh",
-        "-c",
-        command,
+        *launch.argv,
         cwd=root,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,  # own session and process group, no controlling terminal
-        # The client's keys and tokens stay out of whatever the model runs.
-        env={**scrubbed_environment(os.environ), **_NON_INTERACTIVE_ENV},
+        env=launch.env,
     )
     group = transport.get_pid()
     timed_out = detached = False

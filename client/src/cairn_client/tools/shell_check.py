@@ -1,7 +1,7 @@
 """What a shell command would do, judged before it runs, for the approval screen and policy.
 
-Owns parsing a command line into simple commands and redirections, the flags for
-destructive ones, and the narrow read-only set that policy may allow without asking.
+Owns the flags for destructive commands and the proof that a command only reads: every
+part of it (assignments, expansions, redirections, options, paths) checked, else it asks.
 """
 
 from __future__ import annotations
@@ -10,96 +10,37 @@ import os
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cairn_client.secrets import is_secret_file, is_secret_name
+from cairn_client.tools.shell_parse import (
+    SHELLS,
+    ShellScript,
+    SimpleCommand,
+    parse_shell,
+    unwrapped_commands,
+)
 
-_OPERATORS = frozenset({"&&", "||", ";", "|", "&", "\n", ";;", "|&", "(", ")"})
-_REDIRECTS = frozenset({">", ">>", ">|", "<", "<<", "<<<", "&>", "&>>", "<>", ">&", "<&", "&>&"})
-_PREFIXES = frozenset({"sudo", "doas", "nohup", "time", "exec", "command", "nice", "env"})
-_SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "fish"})
-_SCRIPT_RUNNERS = _SHELLS | {"python", "python3", "perl", "ruby", "node", "sudo"}
+_SCRIPT_RUNNERS = SHELLS | {"python", "python3", "perl", "ruby", "node", "sudo"}
 _HARMLESS_DEVICES = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty"})
-_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-_GLOB_CHARS = re.compile(r"[*?\[]")
 _WRITERS_LAST_ARG = frozenset({"cp", "mv", "install", "ln", "rsync", "scp"})
 _WRITERS_ALL_ARGS = frozenset({"rm", "rmdir", "touch", "mkdir", "tee", "truncate", "shred"})
 
 
-@dataclass
-class SimpleCommand:
-    """One command of a pipeline or list: its words and where it redirects to."""
-
-    words: list[str] = field(default_factory=list)
-    writes_to: list[str] = field(default_factory=list)  # targets of > and >>
-    reads_from: list[str] = field(default_factory=list)  # targets of <
-    piped_into: bool = False  # its stdin is the previous command's stdout
-    elevated: bool = False  # run through sudo or doas
-
-    @property
-    def name(self) -> str:
-        return os.path.basename(self.words[0]) if self.words else ""
-
-    @property
-    def args(self) -> list[str]:
-        return self.words[1:]
-
-
-def parse_command(command: str) -> list[SimpleCommand]:
-    """The simple commands of `command` (prefixes like sudo/env and VAR=x dropped).
-
-    Raises ValueError for unbalanced quotes.
-    """
-    lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|<>()")
-    lexer.whitespace_split = True
-    lexer.commenters = ""
-    commands = [SimpleCommand()]
-    pending: str | None = None
-    for token in lexer:
-        current = commands[-1]
-        if pending is not None:
-            if not (pending.endswith("&") and token.isdigit() or token == "-"):
-                (current.reads_from if pending.startswith("<") else current.writes_to).append(token)
-            pending = None
-        elif token in _REDIRECTS:
-            if current.words and current.words[-1] in ("0", "1", "2"):
-                current.words.pop()  # the file descriptor of `2>x` (shlex splits it off)
-            pending = token
-        elif token in _OPERATORS or set(token) <= set(";&|()"):
-            commands.append(SimpleCommand(piped_into=token in ("|", "|&")))
-        else:
-            current.words.append(token)
-    for simple in commands:
-        kept = _without_prefixes(simple.words)
-        simple.elevated = bool(
-            {"sudo", "doas"} & set(simple.words[: len(simple.words) - len(kept)])
-        )
-        simple.words = kept
-    return [c for c in commands if c.words or c.writes_to or c.reads_from]
-
-
-def _without_prefixes(words: list[str]) -> list[str]:
-    index = 0
-    while index < len(words) and (
-        words[index] in _PREFIXES or _ASSIGNMENT.match(words[index]) or words[index] == "-E"
-    ):
-        index += 1
-    return words[index:]
-
-
 def describe_command(command: str) -> str:
-    """The parsed command for the approval screen: one line per simple command."""
-    try:
-        parsed = parse_command(command)
-    except ValueError as exc:
-        return f"(could not parse: {exc})"
+    """The parsed command for the approval screen: one line per command it runs."""
+    script = parse_shell(command)
+    if script.errors:
+        return "(could not parse: bash would not accept it as written)"
     lines = []
-    for simple in parsed:
-        line = " ".join(shlex.quote(word) for word in simple.words)
-        line += "".join(f" > {shlex.quote(t)}" for t in simple.writes_to)
-        line += "".join(f" < {shlex.quote(t)}" for t in simple.reads_from)
-        lines.append(f"{'| ' if simple.piped_into else ''}{line}")
+    for simple in script.commands:
+        inner = simple.unwrapped()
+        line = " ".join(shlex.quote(word.shown) for word in inner.words)
+        line += "".join(f" > {shlex.quote(t)}" for t in inner.writes_to)
+        line += "".join(f" < {shlex.quote(t)}" for t in inner.reads_from)
+        prefix = "| " if simple.piped_into else "$( ) " if simple.nested else ""
+        lines.append(f"{prefix}{line}")
     return "\n".join(lines)
 
 
@@ -112,10 +53,10 @@ def destructive_reasons(command: str, root: Path | None = None) -> list[str]:
     `root` lets relative write targets be checked against the workspace; without it
     only absolute, `~` and leading `..` targets count as outside.
     """
-    try:
-        parsed = parse_command(command)
-    except ValueError:
-        return ["the command could not be parsed (unbalanced quotes), so it cannot be checked"]
+    script = parse_shell(command)
+    if script.errors:
+        return ["the command could not be parsed (unbalanced quotes?), so it cannot be checked"]
+    parsed = unwrapped_commands(script)
     reasons: list[str] = []
     for index, simple in enumerate(parsed):
         reasons += _command_reasons(simple, root)
@@ -136,8 +77,6 @@ def _command_reasons(simple: SimpleCommand, root: Path | None) -> list[str]:
     name, args = simple.name, simple.args
     flags = _short_flags(args)
     reasons: list[str] = []
-    if name in _SHELLS and "-c" in args and args.index("-c") + 1 < len(args):
-        reasons += destructive_reasons(args[args.index("-c") + 1], root)
     if name == "rm" and ({"r", "R"} & flags or "--recursive" in args):
         forced = "f" in flags or "--force" in args
         reasons.append(f"rm {'-rf' if forced else '-r'}: deletes folders recursively")
@@ -230,78 +169,214 @@ def _short_flags(args: list[str]) -> set[str]:
 
 # --------------------------------------------------------------------------- read-only
 
+# Programs that only read, given the option checks below; pagers, `env`, `xargs` and
+# anything that runs another program are not among them.
 _READ_ONLY = frozenset(
     {"ls", "pwd", "echo", "printf", "wc", "head", "tail", "cat", "rg", "grep", "tree", "file"}
     | {"stat", "du", "df", "which", "type", "true", "basename", "dirname", "realpath", "date"}
-    | {"uname", "whoami", "diff", "cut", "uniq", "nl", "less", "more", "fd"}
+    | {"uname", "whoami", "diff", "cut", "uniq", "nl", "fd", "find", "sort", "cmp", "comm"}
+    | {"sha256sum", "sha1sum", "md5sum", "git"}
 )
+# Words that are text, never paths.
+_NO_PATH_ARGS = frozenset({"echo", "printf", "true", "pwd", "whoami", "uname", "which", "type"})
 _READ_ONLY_GIT = frozenset(
     {"status", "diff", "log", "show", "blame", "ls-files", "rev-parse", "describe", "shortlog"}
 )
-_FORBIDDEN_FLAGS = {
-    "find": {"-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprintf", "-fls"},
-    "rg": {"--pre", "--search-zip", "-z", "--hidden", "--no-ignore", "-u", "-uu", "-uuu"},
-    "grep": {"-r", "-R", "--recursive", "--dereference-recursive"},
-    "tree": {"-o"},
-    "fd": {"-x", "-X", "--exec", "--exec-batch", "-H", "--hidden"},
+# Global git options that cannot point git elsewhere or run anything.
+_SAFE_GIT_GLOBALS = frozenset({"--no-pager", "-P", "--no-optional-locks", "--literal-pathspecs"})
+_FORBIDDEN_OPTIONS: dict[str, frozenset[str]] = {
+    "find": frozenset(
+        {"-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprint0", "-fprintf"}
+        | {"-fls"}
+    ),
+    "rg": frozenset(
+        {"--pre", "--pre-glob", "--search-zip", "-z", "--hidden", "--no-ignore", "-u", "-uu"}
+        | {"-uuu", "-L", "--follow"}
+    ),
+    "grep": frozenset({"-r", "-R", "--recursive", "--dereference-recursive"}),
+    "tree": frozenset({"-o", "-R"}),
+    "fd": frozenset({"-x", "-X", "--exec", "--exec-batch", "-H", "--hidden", "-L", "--follow"}),
+    "sort": frozenset({"-o", "--output", "--compress-program", "-T", "--temporary-directory"}),
+    "git": frozenset(
+        {"--output", "--no-index", "--ext-diff", "--git-dir", "--work-tree", "--exec-path"}
+        | {"--upload-pack", "--receive-pack", "--exec", "--output-directory", "-o"}
+    ),
+    "date": frozenset({"-s", "--set"}),
 }
 _GLOB_OK = frozenset({"ls", "find", "wc", "stat", "du", "file", "tree", "fd", "echo"})
 
 
-def is_read_only(command: str, root: Path | None = None) -> bool:
-    """Whether `command` only reads the workspace and touches no secret file.
+@dataclass(frozen=True)
+class ShellFacts:
+    """What the policy needs to know of a command before it runs: whether it provably only
+    reads (and why not), and the workspace files it names (relative real paths), so read
+    rules on paths apply to shell too."""
 
-    Strict on purpose: no redirection to files, no command substitution, only known
-    readers; any argument naming a secret file (or a glob that might) disqualifies it.
+    read_only: bool
+    why_not: str | None = None
+    paths: tuple[str, ...] = ()
+
+
+def inspect_command(command: str, root: Path | None = None) -> ShellFacts:
+    """Prove that `command` only reads files inside the workspace and names no secret file.
+
+    Every part must be proven: no assignments or expansions, no substitutions, no writing
+    redirections, only known readers with options that cannot write, run programs or point
+    outside. `root` lets relative paths be resolved; without it only `..`, absolute and `~`
+    paths count as outside.
     """
-    if re.search(r"\$\(|`|<\(|>\(", command):
-        return False
-    try:
-        parsed = parse_command(command)
-    except ValueError:
-        return False
-    if not parsed:
-        return False
-    is_secret = _secret_test(root)
-    return all(_simple_read_only(simple, is_secret) for simple in parsed)
+    script = parse_shell(command)
+    paths = named_paths(script, root)
+    problem = _script_problem(script)
+    if problem is None:
+        is_secret = _secret_test(root)
+        problem = next(
+            (p for c in script.commands if (p := _command_problem(c, root, is_secret))), None
+        )
+    return ShellFacts(problem is None, problem, paths)
 
 
-def _simple_read_only(simple: SimpleCommand, is_secret: Callable[[str], bool]) -> bool:
-    if simple.writes_to and any(t not in _HARMLESS_DEVICES for t in simple.writes_to):
-        return False
-    if not simple.words or simple.words[0] != simple.name and "/" in simple.words[0]:
-        return False  # ./script or /abs/tool: unknown program
+def is_read_only(command: str, root: Path | None = None) -> bool:
+    return inspect_command(command, root).read_only
+
+
+def named_paths(script: ShellScript, root: Path | None) -> tuple[str, ...]:
+    """Existing workspace files and folders that the line's commands name (as words,
+    option values or redirections), as workspace-relative real paths."""
+    found: list[str] = []
+    for simple in unwrapped_commands(script):
+        words = [*simple.args, *simple.reads_from, *simple.writes_to]
+        for word in words:
+            value = word.split("=", 1)[1] if word.startswith("-") and "=" in word else word
+            relative = _relative(value, root)
+            if relative is not None:
+                found.append(relative)
+    return tuple(dict.fromkeys(found))
+
+
+def _script_problem(script: ShellScript) -> str | None:
+    if script.errors:
+        return "bash would not accept it as written"
+    if not script.commands:
+        return "it runs no command"
+    if script.substitutions:
+        return "it substitutes the output of a command"
+    if script.expansions:
+        return "it expands variables, so what it touches is known only when it runs"
+    if script.control or script.background or script.heredocs:
+        return "it uses shell constructs beyond a chain or a pipe of commands"
+    return None
+
+
+def _command_problem(
+    simple: SimpleCommand, root: Path | None, is_secret: Callable[[str], bool]
+) -> str | None:
+    if simple.assignments:
+        return f"it sets {simple.assignments[0].split('=', 1)[0]} for the command"
+    if not simple.words:
+        return "a redirection without a command"
+    if "/" in simple.words[0].shown or simple.words[0].value is None:
+        return f"{simple.words[0].shown} is not a known read-only program"
+    name = simple.name
+    if name not in _READ_ONLY:
+        return f"{name} is not a known read-only program"
+    for redirect in simple.redirects:
+        if redirect.writes and not redirect.duplicates:
+            target = redirect.target.shown if redirect.target else ""
+            if target not in _HARMLESS_DEVICES:
+                return f"it writes to {target}"
+    if not simple.static and not (name in _GLOB_OK and _only_patterns(simple)):
+        return "a word of it is only known when it runs"
+    problem = _option_problem(simple)
+    if problem is not None:
+        return problem
+    for candidate in _path_candidates(simple):
+        problem = _path_problem(candidate, root, is_secret)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _only_patterns(simple: SimpleCommand) -> bool:
+    """Dynamic only through unquoted globs, which match names inside the folder given."""
+    return all(word.value is not None for word in simple.words)
+
+
+def _option_problem(simple: SimpleCommand) -> str | None:
     name, args = simple.name, simple.args
+    forbidden = _FORBIDDEN_OPTIONS.get(name, frozenset())
+    for arg in args:
+        option = arg.split("=", 1)[0]
+        if option in forbidden or (name == "git" and option.startswith("-O")):
+            return f"{name} {option} can write, run programs or read elsewhere"
     if name == "git":
-        sub = next((a for a in args if not a.startswith("-")), "")
-        if sub not in _READ_ONLY_GIT or any(a.startswith(("--output", "-c", "-C")) for a in args):
-            return False
-    elif name not in _READ_ONLY and name != "find":
-        return False
-    forbidden = _FORBIDDEN_FLAGS.get(name, set())
-    if any(a in forbidden or a.split("=", 1)[0] in forbidden for a in args):
-        return False
-    if name not in _GLOB_OK and any(_GLOB_CHARS.search(a) for a in args):
-        return False
-    return not any(_names_secret(a, is_secret) for a in [*args, *simple.reads_from])
+        return _git_problem(args)
+    if name == "uniq" and len([a for a in args if not a.startswith("-")]) > 1:
+        return "uniq writes its second file argument"
+    return None
 
 
-def _names_secret(argument: str, is_secret: Callable[[str], bool]) -> bool:
-    """Whether an argument (or a `rev:path` / `--opt=path` part of it) names a secret file."""
-    parts = {argument, *re.split(r"[:=]", argument)}
-    return any(part and is_secret(part) for part in parts)
+def _git_problem(args: list[str]) -> str | None:
+    for arg in args:
+        if not arg.startswith("-"):
+            if arg not in _READ_ONLY_GIT:
+                return f"git {arg} is not a read-only git command"
+            return None
+        if arg not in _SAFE_GIT_GLOBALS:
+            return f"git {arg} changes where or how git runs"
+    return "git without a command"
+
+
+def _path_candidates(simple: SimpleCommand) -> list[str]:
+    """Arguments and option values that may name files, and input redirections."""
+    candidates = list(simple.reads_from)
+    if simple.name in _NO_PATH_ARGS:
+        return candidates
+    for arg in simple.args:
+        if arg.startswith("-"):
+            if "=" in arg:
+                candidates.append(arg.split("=", 1)[1])
+            continue
+        candidates += [arg, *_rev_paths(arg, simple.name)]
+    return candidates
+
+
+def _rev_paths(arg: str, program: str) -> list[str]:
+    """`HEAD:.env` names the file .env to git."""
+    if program != "git" or ":" not in arg:
+        return []
+    return [part for part in arg.split(":")[1:] if part]
+
+
+def _path_problem(
+    candidate: str, root: Path | None, is_secret: Callable[[str], bool]
+) -> str | None:
+    if candidate in ("", "-"):
+        return None
+    if _outside(candidate, root):
+        return f"it reads {candidate}, outside the workspace"
+    if is_secret(candidate) or is_secret_name(candidate.rstrip("*")):
+        return f"{candidate} may hold secrets"
+    return None
+
+
+def _relative(candidate: str, root: Path | None) -> str | None:
+    """The workspace-relative real path of an existing file or folder, else None."""
+    if root is None or not candidate or candidate.startswith("-"):
+        return None
+    workspace = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(workspace, os.path.expanduser(candidate)))
+    if real == workspace or not Path(real).is_relative_to(workspace):
+        return None
+    return Path(real).relative_to(workspace).as_posix() if os.path.exists(real) else None
 
 
 def _secret_test(root: Path | None) -> Callable[[str], bool]:
     if root is None:
-        return lambda path: (
-            is_secret_name(path)
-            or os.path.basename(path)
-            in (
-                ".npmrc",
-                ".pypirc",
-                ".yarnrc.yml",
-            )
+        return lambda path: is_secret_name(path) or os.path.basename(path) in (
+            ".npmrc",
+            ".pypirc",
+            ".yarnrc.yml",
         )
     base = Path(os.path.realpath(root))
     return lambda path: is_secret_file(base / os.path.expanduser(path))

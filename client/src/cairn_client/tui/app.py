@@ -190,8 +190,8 @@ class CairnApp(App[str]):
             self.status.connection, self.status.connection_ok = "no session", False
             return
         policy = self.session_policy()
-        for note in policy.settings.ignored if policy else ():
-            await self.chat.add_notice(f"Settings: {note}.", "warning")
+        for note in policy.startup_notes() if policy else ():
+            await self.chat.add_notice(f"{note}.", "warning")
         self.run_worker(
             self._session.run(),
             name="session",
@@ -211,7 +211,7 @@ class CairnApp(App[str]):
     def tool_handled(self, prepared: PreparedCall, verdict: Verdict, outcome: ToolOutcome) -> None:
         self.post_message(ToolHandled(prepared, verdict, outcome))
 
-    async def ask_approval(self, prepared: PreparedCall) -> Approval:
+    async def ask_approval(self, prepared: PreparedCall, verdict: Verdict) -> Approval:
         """Show the approval screen and wait for its answer without blocking the event loop."""
         call_id = prepared.request.call_id
         future: asyncio.Future[Approval] = asyncio.get_running_loop().create_future()
@@ -222,7 +222,7 @@ class CairnApp(App[str]):
 
         policy = self.session_policy()
         settings_file = policy.settings.user_file_shown if policy else ""
-        screen = ApprovalScreen(prepared, settings_file or "your settings.toml")
+        screen = ApprovalScreen(prepared, verdict.options, settings_file or "your settings.toml")
         self._pending_approvals[call_id] = _PendingApproval(prepared.request.run_id, screen, settle)
         self.push_screen(screen, callback=settle)
         try:

@@ -1,7 +1,7 @@
 """The approval dialog: exactly what a tool call will do, and the user's answer to it.
 
-Owns the keys y (allow once), a (allow for the session), n (deny with a reason) and Esc (deny and
-interrupt), the hint naming the rule that would stop the asking, and closing by itself when the
+Owns the keys y (allow once), a (allow for the session), p (allow always), n (deny with a reason)
+and Esc (deny and interrupt), offered as the policy's options say, and closing by itself when the
 server withdraws the request.
 """
 
@@ -16,8 +16,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, Static
 
-from cairn_client.policy.policy import is_protected_path, suggest_rule
-from cairn_client.policy.types import Approval
+from cairn_client.policy.types import AnswerOptions, Approval
 from cairn_client.tools.base import PreparedCall
 from cairn_client.tui.messages import InterruptRequested
 
@@ -37,9 +36,15 @@ class ApprovalScreen(ModalScreen[Approval]):
         Binding("escape", "interrupt", "Deny & interrupt", id="approval.interrupt"),
     ]
 
-    def __init__(self, prepared: PreparedCall, settings_file: str = "your settings.toml") -> None:
+    def __init__(
+        self,
+        prepared: PreparedCall,
+        options: AnswerOptions | None = None,
+        settings_file: str = "your settings.toml",
+    ) -> None:
         super().__init__()
         self.prepared = prepared
+        self.options = options or AnswerOptions()
         self.settings_file = settings_file
         self._answered = False
         self._withdraw_when_shown = False
@@ -71,22 +76,15 @@ class ApprovalScreen(ModalScreen[Approval]):
         )
 
     def hint(self) -> str:
-        """The narrowest allow rule that would stop this asking, or why none can."""
-        if self._protected():
-            return "Writes to .git/ and .cairn/ always ask; no rule or session allowance skips it."
-        rule = self._suggestion()
+        """The rule the policy offers to stop this asking, or its reason why none can."""
+        rule = self.options.rule
         if rule is None:
-            return "No allow rule can cover this call; it will keep asking."
+            reason = self.options.no_rule_reason
+            return reason[:1].upper() + reason[1:] + "."
         return (
             f'p saves allow = ["{rule}"] under [permissions] in {self.settings_file} '
             "and stops the asking"
         )
-
-    def _protected(self) -> bool:
-        return any(is_protected_path(change.path) for change in self.prepared.changes)
-
-    def _suggestion(self) -> str | None:
-        return None if self._protected() else suggest_rule(self.prepared)
 
     def action_allow_always(self) -> None:
         self.answer(Approval(kind="always"))
@@ -96,8 +94,10 @@ class ApprovalScreen(ModalScreen[Approval]):
         answers = ("allow_once", "allow_session", "allow_always", "deny")
         if self._asking_reason and action in answers:
             return False
-        if action == "allow_always":  # only where a rule can cover the call
-            return self._suggestion() is not None
+        if action == "allow_always":  # only where the policy offers a rule
+            return self.options.rule is not None
+        if action == "allow_session":
+            return self.options.session is not None
         return True
 
     def action_allow_once(self) -> None:
