@@ -171,3 +171,41 @@ def test_a_long_preview_is_kept_cut_with_a_note_and_hashed_whole() -> None:
     assert len(record.shown) == 20_000
     assert record.shown.endswith("\n[cut: the preview has 30,005 characters]")
     assert record.content_hash == sha256(body)
+
+
+def test_leaving_the_sandbox_is_asked_and_recorded_even_in_bypass(
+    served: Served, repo: Path
+) -> None:
+    served.fake.set_script(
+        script(
+            {"tool_calls": [call("shell", command="echo inside")]},
+            {"tool_calls": [call("shell", command="echo outside", outside_sandbox=True)]},
+            {"text": "Done."},
+        )
+    )
+
+    async def work() -> tuple[list[RunApproval], RecordingListener]:
+        listener = RecordingListener([Approval("session")])
+        client = session(served, repo, listener, Policy(PolicySettings(mode="bypass")))
+        runner = asyncio.create_task(client.run())
+        try:
+            await listener.wait_for(lambda: bool(listener.of_type("welcome")))
+            await client.send_user_message("run both")
+            await listener.wait_for(lambda: bool(listener.of_type("run_finished")), timeout=30)
+        finally:
+            await client.close()
+            await asyncio.wait_for(runner, 10)
+        [finished] = listener.of_type("run_finished")
+        assert isinstance(finished, RunFinished)
+        async with CairnApi(served.url, TEST_TOKEN) as api:
+            return await api.list_approvals(finished.run_id), listener
+
+    (inside, outside), listener = asyncio.run(work())
+    assert [prepared.request.arguments["command"] for prepared in listener.asked] == [
+        "echo outside"
+    ]
+    assert (inside.decided_by, outside.decided_by) == ("policy", "user")
+    assert inside.shown_title == "Run shell command"
+    assert outside.shown_title == "Run shell command OUTSIDE the sandbox"
+    # "allow for the session" cannot cover leaving the sandbox: it is allowed once only.
+    assert outside.reason == "allowed once (it always asks) by the user"

@@ -67,6 +67,12 @@ _SECRET_SCAN_GLOBS: tuple[str, ...] = (
     "**/.docker/config.json",
     "**/.kube/config",
 )
+# Installed dependencies and caches: their key-looking files (certifi's cacert.pem, test
+# fixtures of packages) are not the user's secrets, and walking them costs most of the scan.
+_NOT_SCANNED = (
+    ".git", ".venv", "venv", "node_modules", "site-packages", ".tox", ".nox", "__pycache__",
+    ".mypy_cache", ".pytest_cache", ".ruff_cache", ".cache",
+)
 # Git's own identity and settings are useful inside; they hold no credentials by themselves.
 _GIT_CONFIG_FILES = (".gitconfig", ".config/git/config", ".config/git/ignore")
 
@@ -282,7 +288,9 @@ def secret_files(workspace: Path, allowed: Collection[str] = ()) -> list[Path]:
     from cairn_client.tools.search import ripgrep_binary  # noqa: PLC0415 (cycle-free, lazy)
 
     argv = [str(ripgrep_binary()), "--files", "--hidden", "--no-ignore", "--no-messages"]
-    argv += ["--no-config", "--glob", "!.git/"]
+    argv += ["--no-config"]
+    for folder in _NOT_SCANNED:
+        argv += ["--glob", f"!**/{folder}/"]
     for pattern in _SECRET_SCAN_GLOBS:
         argv += ["--glob", pattern]
     try:
