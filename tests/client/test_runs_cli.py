@@ -108,13 +108,22 @@ def test_show_lists_each_decision_with_what_was_shown(served: Served, repo: Path
     lines = rows(shown)
     assert lines[0] == f"{run_id} · finished · end_turn"
     assert lines[1].startswith("openai/gpt-4o-mini · 4 steps · in ")
-    assert lines[3].split() == ["TIME", "TOOL", "DECISION", "BY", "ANSWER", "HASH", "REASON"]
+    assert lines[3].split() == [
+        "TIME",
+        "TOOL",
+        "DECISION",
+        "BY",
+        "ANSWER",
+        "HASH",
+        "REASON",
+        "OUTCOME",
+    ]
     decisions = [line.split(maxsplit=2)[2] for line in lines[4:]]  # after the date and time
     assert decisions == [
         f"shell allow policy {sha256(previews[0])[:19]} allowed by rule {ECHO_RULE} in "
-        "settings.toml",
-        f"write allow user once {sha256(previews[1])[:19]} allowed once by the user",
-        f"edit deny user deny {sha256(previews[2])[:19]} use the helper instead",
+        "settings.toml ran",
+        f"write allow user once {sha256(previews[1])[:19]} allowed once by the user ran",
+        f"edit deny user deny {sha256(previews[2])[:19]} use the helper instead not run",
     ]
 
     as_json = cairn(served, "runs", "show", run_id, "--json")
@@ -125,12 +134,15 @@ def test_show_lists_each_decision_with_what_was_shown(served: Served, repo: Path
     assert [record["content_hash"] for record in records] == [sha256(p) for p in previews]
     assert [record["asked_at"] is None for record in records] == [True, False, False]
     assert records[0]["shown"] == "echo hello"
+    assert [r["outcome"] for r in records] == ["ok", "ok", "denied"]
+    assert records[0]["outcome_content"] == "exit code: 0\nstdout:\nhello"
     assert "-    return 1" in records[2]["shown"] and "+    return 2" in records[2]["shown"]
 
     with_previews = cairn(served, "runs", "show", run_id, "--shown")
     assert "[REDACTED:github-token]" in with_previews.stdout
     assert GITHUB not in with_previews.stdout and GITHUB in previews[1]
     assert "Edit src/app.py" in with_previews.stdout
+    assert "outcome: ran\nexit code: 0\nstdout:\nhello" in with_previews.stdout
 
     listed = cairn(served, "runs", "list")
     assert listed.exit_code == 0, listed.output

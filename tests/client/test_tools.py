@@ -645,8 +645,11 @@ async def test_background_processes_with_redirected_output_keep_running(repo: Pa
         os.kill(pid, signal.SIGKILL)
 
 
-async def test_cancelling_a_running_command_kills_its_process_group(repo: Path) -> None:
-    prepared = prepare(repo, "shell", command="sleep 30 & echo $! > bg.pid; sleep 30")
+async def test_cancelling_a_running_command_kills_its_process_group_and_keeps_its_output(
+    repo: Path,
+) -> None:
+    command = "echo begun; sleep 30 & echo $! > bg.pid; sleep 30"
+    prepared = prepare(repo, "shell", command=command)
     task = asyncio.create_task(execute_call(repo, prepared))
     for _ in range(500):  # until the command has started its background child
         if (repo / "bg.pid").exists() and (repo / "bg.pid").read_text():
@@ -654,10 +657,12 @@ async def test_cancelling_a_running_command_kills_its_process_group(repo: Path) 
         await asyncio.sleep(0.02)
 
     task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    outcome = await task
 
     assert _dead(int((repo / "bg.pid").read_text()))
+    assert outcome.status == "error"
+    assert outcome.reason is not None and outcome.reason.startswith("killed after ")
+    assert outcome.content.startswith("killed after ") and outcome.content.endswith("begun")
 
 
 async def test_shell_output_is_capped_keeping_start_and_end(repo: Path) -> None:

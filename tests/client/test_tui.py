@@ -35,6 +35,7 @@ from cairn_protocol.messages import (
     StepFinished,
     ToolRequest,
     ToolSettled,
+    ToolWithdrawn,
     Usage,
     UserMessage,
     Welcome,
@@ -46,6 +47,7 @@ from textual.widget import Widget
 from textual.widgets import Input
 
 SIZE = (100, 36)
+THIS_CLIENT = "cli_this"
 
 
 class ScriptedSession:
@@ -124,6 +126,7 @@ def welcome(
     model: str | None = "gpt-test",
     history: list[HistoryItem] | None = None,
     model_problem: str | None = None,
+    pending: list[ToolRequest] | None = None,
 ) -> Welcome:
     return Welcome(
         seq=3,
@@ -132,6 +135,8 @@ def welcome(
         model=model,
         model_problem=model_problem,
         history=history or [],
+        client_id=THIS_CLIENT,
+        pending_tool_requests=pending or [],
     )
 
 
@@ -336,6 +341,47 @@ async def test_tool_calls_show_as_compact_lines() -> None:
             '✗ shell "rm -rf build" denied: rm is denied by policy',
             '! grep "TODO(" error: regex parse error: unclosed group',
         ]
+
+
+async def test_a_request_another_client_runs_is_shown_never_asked_about() -> None:
+    waiting = ToolRequest(
+        seq=2,
+        run_id="run-0",
+        call_id="call-w",
+        tool="read",
+        arguments={"path": "README.md"},
+        executor="cli_other",
+    )
+    app, session = scripted_app(welcome(pending=[waiting]))
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        session.events(
+            ToolRequest(
+                seq=7,
+                run_id="run-1",
+                call_id="call-s",
+                tool="shell",
+                arguments={"command": "pwd >> where.txt"},
+                executor="cli_other",
+            ),
+            ToolRequest(  # a replay of the same request changes nothing
+                seq=7,
+                run_id="run-1",
+                call_id="call-s",
+                tool="shell",
+                arguments={"command": "pwd >> where.txt"},
+                executor="cli_other",
+            ),
+        )
+        await settle(pilot)
+        assert chat_entries(app) == [
+            "· read README.md — running in another client",
+            '· shell "pwd >> where.txt" — running in another client',
+        ]
+        session.events(ToolSettled(seq=8, run_id="run-1", call_id="call-s", status="ok"))
+        await settle(pilot)
+        assert chat_entries(app)[-1] == '✓ shell "pwd >> where.txt" — in another client'
+        assert not isinstance(app.screen, ApprovalScreen)
 
 
 @pytest.mark.parametrize(
@@ -680,6 +726,7 @@ async def test_escape_on_the_approval_screen_denies_and_interrupts_the_run(
     "ending",
     [
         ToolSettled(seq=9, run_id="run-1", call_id="call-1", status="denied", reason="timeout"),
+        ToolWithdrawn(seq=9, run_id="run-1", call_id="call-1", reason="interrupted by the user"),
         RunFinished(seq=9, run_id="run-1", stop_reason="superseded"),
     ],
 )

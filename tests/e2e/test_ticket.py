@@ -200,9 +200,11 @@ def test_a_killed_ticket_resumes_where_it_stood(
     result = json.loads(resumed.stdout)
     assert result["outcome"] == "patch" and result["files_changed"] == ["app.py"]
     assert run_git(ticket_repo, "rev-list", "--count", "main..cairn/make-total-add-up") == "1"
-    # The model heard its shell call was cut off, and was asked to go on from where it stood.
+    # The model heard its shell call may have run (it had started: never "not run"), and was
+    # asked to go on from where it stood.
     messages = fake_model.requests[3].body["messages"]
-    assert messages[-2]["role"] == "tool" and messages[-2]["content"].startswith("Error: not run")
+    assert messages[-2]["role"] == "tool" and "Outcome unknown" in messages[-2]["content"]
+    assert "before running it again" in messages[-2]["content"]
     assert "You were interrupted while implementing the approved plan" in messages[-1]["content"]
     assert _sleep_pid() is None  # the interrupted call was not run again
 

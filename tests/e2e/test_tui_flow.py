@@ -1,18 +1,21 @@
 """The real Textual app, the real session and tools, the real server, a scripted model.
 
 A request typed in the TUI becomes an approved edit on disk; a denial and an interrupt reach
-the model; a killed connection is shown and recovered from.
+the model (an interrupted command is killed and reported as such); a request another client
+started is only shown; a killed connection is shown and recovered from.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from cairn_client.api import CairnApi
 from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
@@ -21,8 +24,9 @@ from cairn_client.tui.app import CairnApp, SessionRunner
 from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_client.workspace import detect_workspace
 from cairn_server.fakes.runner import FakeModelServer
-from support.repos import APP_AFTER, APP_BEFORE
-from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
+from support.cli import cairn
+from support.repos import APP_AFTER, APP_BEFORE, run_git
+from support.servers import TEST_TOKEN, cairn_server, call, model_env, script, sqlite_url
 from support.tui import chat_entries, rendered_text, status_text
 from textual.pilot import Pilot
 from textual.widgets import Input
@@ -84,6 +88,12 @@ def approval_text(app: CairnApp) -> str:
 
 def last_request_text(fake: FakeModelServer) -> str:
     return json.dumps(fake.requests[-1].body)
+
+
+def tool_results(fake: FakeModelServer) -> str:
+    """The tool results the model was given in the last request, one per line."""
+    messages = fake.requests[-1].body["messages"]
+    return "\n".join(str(m["content"]) for m in messages if m["role"] == "tool")
 
 
 async def test_request_becomes_an_approved_edit_on_disk(
@@ -164,3 +174,101 @@ async def test_restarting_cairn_shows_the_earlier_conversation(
         async with running_app(server.url, repo) as (app, pilot):
             await until(pilot, lambda: "First answer." in chat_text(app))
             assert "first question" in chat_text(app)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_escape_kills_an_approved_command_and_says_it_ran(
+    tmp_path: Path, repo: Path, fake_model: FakeModelServer
+) -> None:
+    command = "echo started; echo $$ > shell.pid; sleep 20 && echo done > done.txt"
+    fake_model.set_script(
+        script(
+            {"text": "Waiting for it.", "tool_calls": [call("shell", command=command)]},
+            {"text": "It was cut short."},
+        )
+    )
+    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
+        async with running_app(server.url, repo) as (app, pilot):
+            await send(app, pilot, "run the slow thing")
+            await until(pilot, lambda: isinstance(app.screen, ApprovalScreen))
+            await pilot.press("y")
+            await until(pilot, lambda: (repo / "shell.pid").exists())
+            await pilot.press("escape")
+            await until(pilot, lambda: "Interrupted" in chat_text(app))
+            await until(pilot, lambda: "killed after" in chat_text(app))
+            shell = int((repo / "shell.pid").read_text())
+            assert not _alive(shell)
+            assert "allowed once" not in chat_text(app)  # it did not quietly finish as allowed
+            await send(app, pilot, "what happened?")
+            await until(pilot, lambda: "It was cut short." in chat_text(app))
+            assert app.conversation_id is not None
+            async with CairnApi(server.url, TEST_TOKEN) as api:
+                first_run = (await api.list_runs(app.conversation_id))[0].id
+        told = tool_results(fake_model)
+        audit = await asyncio.to_thread(
+            cairn,
+            repo,
+            tmp_path / "data",
+            "runs",
+            "show",
+            "--json",
+            first_run,
+            env={"CAIRN_SERVER_URL": server.url, "CAIRN_TOKEN": TEST_TOKEN},
+        )
+    assert not (repo / "done.txt").exists()
+    assert "killed after" in told and "started" in told
+    assert "not run" not in told and "denied" not in told
+    assert audit.returncode == 0, audit.stderr
+    approvals = json.loads(audit.stdout)["approvals"]
+    assert [(a["decision"], a["decided_by"], a["answer"]) for a in approvals] == [
+        ("allow", "user", "once")
+    ]
+    assert "killed after" in approvals[0]["outcome_reason"]
+    assert "started" in approvals[0]["outcome_content"]
+
+
+async def test_a_request_started_headless_in_another_clone_is_only_shown_in_the_tui(
+    tmp_path: Path, repo: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(
+        script(
+            {"text": "Noting where.", "tool_calls": [call("shell", command="pwd >> where.txt")]},
+            {"text": "Noted."},
+        )
+    )
+    clone = tmp_path / "clone"
+    run_git(tmp_path, "clone", "-q", str(repo), str(clone))
+    remote = {"CAIRN_SERVER_URL": "", "CAIRN_TOKEN": TEST_TOKEN, **model_env(fake_model)}
+    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
+        remote["CAIRN_SERVER_URL"] = server.url
+        async with running_app(server.url, repo) as (app, pilot):  # idle in the first clone
+            headless = asyncio.create_task(
+                asyncio.to_thread(
+                    cairn,
+                    clone,
+                    tmp_path / "data",
+                    "-p",
+                    "note where you are",
+                    "-c",
+                    "--approve",
+                    "all",
+                    env=remote,
+                )
+            )
+            while not headless.done():
+                assert not isinstance(app.screen, ApprovalScreen)
+                await pilot.pause(0.05)
+            done = headless.result()
+            await until(pilot, lambda: "Noted." in chat_text(app))
+            assert "running in another client" in chat_text(app)
+            assert not isinstance(app.screen, ApprovalScreen)
+    assert done.returncode == 0, done.stderr
+    assert (clone / "where.txt").read_text().count("\n") == 1
+    assert not (repo / "where.txt").exists()

@@ -22,6 +22,7 @@ from cairn_protocol import (
     ToolRequest,
     ToolResult,
     ToolSettled,
+    ToolWithdrawn,
     Usage,
     UserMessage,
     Welcome,
@@ -45,6 +46,7 @@ CLIENT_FRAMES: list[Frame] = [
         tools=["read"],
         conversation="new",
         resume_after=7,
+        client_id="cli_0123",
     ),
     UserMessage(text="fix the bug"),
     ToolResult(call_id="call_1", status="ok", content="1\tprint()"),
@@ -60,6 +62,8 @@ SERVER_FRAMES: list[Frame] = [
         agent_id="agt_1",
         conversation_id="cnv_1",
         model="openai/gpt-4o-mini",
+        client_id="cli_0123",
+        unknown_outcomes=["call_0"],
         history=[
             HistoryItem(
                 role="assistant",
@@ -70,7 +74,13 @@ SERVER_FRAMES: list[Frame] = [
             )
         ],
     ),
-    Welcome(agent_id="agt_1", conversation_id="cnv_1", model=None, model_problem="set CAIRN_MODEL"),
+    Welcome(
+        agent_id="agt_1",
+        conversation_id="cnv_1",
+        model=None,
+        model_problem="set CAIRN_MODEL",
+        client_id="conn_1",
+    ),
     RunStarted(seq=4, run_id="run_1", user_text="fix"),
     AssistantDelta(seq=4, run_id="run_1", text="Hel"),
     AssistantMessage(
@@ -85,7 +95,9 @@ SERVER_FRAMES: list[Frame] = [
         call_id="call_1",
         tool="edit",
         arguments={"path": "a.py", "old_string": "a", "new_string": "b"},
+        executor="cli_0123",
     ),
+    ToolWithdrawn(seq=7, run_id="run_1", call_id="call_1", reason="interrupted by the user"),
     ToolSettled(seq=7, run_id="run_1", call_id="call_1", status="denied", reason="cancelled"),
     RunFinished(
         seq=8,

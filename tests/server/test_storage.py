@@ -35,7 +35,7 @@ from cairn_server.storage.db import (
     open_database,
 )
 from cairn_server.storage.models import ApiToken, Conversation
-from cairn_server.storage.store import SERVER_RESTART_REASON, NotFoundError, Store
+from cairn_server.storage.store import NotFoundError, Store
 from sqlalchemy import Connection, inspect
 from sqlmodel import SQLModel, select
 
@@ -392,7 +392,7 @@ async def test_racing_results_for_one_call_settle_it_once(store: Store) -> None:
     assert sum(outcome is not None for outcome in outcomes) == 1
 
 
-async def test_server_restart_interrupts_running_runs_and_denies_their_calls(
+async def test_server_restart_interrupts_running_runs_and_leaves_their_calls_unknown(
     store: Store,
 ) -> None:
     conversation = await new_conversation(store)
@@ -403,19 +403,26 @@ async def test_server_restart_interrupts_running_runs_and_denies_their_calls(
     await store.settle_tool_call(answered.id, "ok", "contents", None)
     waiting = await store.create_tool_call(conversation.id, running.id, "tc_2", "edit", {})
 
-    interrupted = await store.interrupt_running_runs()
+    restarted = "the client did not report whether it ran (the server restarted)"
+    interrupted = await store.interrupt_running_runs(restarted)
 
     assert [run.id for run in interrupted] == [running.id]
     assert interrupted[0].stop_reason == "server_restart"
     assert await store.running_runs() == []
-    denied = await store.get_tool_call(waiting.id)
-    assert denied is not None
-    assert (denied.status, denied.reason) == ("denied", SERVER_RESTART_REASON)
+    unknown = await store.get_tool_call(waiting.id)
+    assert unknown is not None
+    assert (unknown.status, unknown.reason) == ("unknown", restarted)
+    assert [c.id for c in await store.unknown_tool_calls(conversation.id, 10)] == [waiting.id]
+    # A late answer settles it once; a pending-only settle does not touch it.
+    assert await store.settle_tool_call(waiting.id, "ok", "late", None) is None
+    settled = await store.settle_tool_call(waiting.id, "ok", "late", None, was="unknown")
+    assert settled is not None and settled.status == "ok"
+    assert await store.settle_tool_call(waiting.id, "ok", "again", None, was="unknown") is None
     untouched = await store.get_tool_call(answered.id)
     assert untouched is not None and untouched.status == "ok"
     finished_before = await store.get_run(done.id)
     assert finished_before is not None and finished_before.stop_reason == "end_turn"
-    assert await store.interrupt_running_runs() == []
+    assert await store.interrupt_running_runs(restarted) == []
 
 
 async def test_tool_call_must_belong_to_its_runs_conversation(store: Store) -> None:

@@ -1,4 +1,5 @@
-"""The server through its websocket: handshake, runs, tools, cancel, resume, restart."""
+"""The server through its websocket: handshake, runs, tools, who executes them, cancel,
+withdrawn and late results, resume, restart."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cairn_protocol import (
     AssistantMessage,
@@ -16,14 +18,28 @@ from cairn_protocol import (
     ToolRequest,
     ToolResult,
     ToolSettled,
+    ToolWithdrawn,
     UserMessage,
     Welcome,
 )
-from cairn_protocol.messages import TRANSIENT_EVENT_TYPES
+from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, ApprovalRecord
 from cairn_server.fakes.runner import FakeModelServer
-from support.servers import cairn_server, call, script, sqlite_url
-from support.wire import WireClient
+from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
+from support.wire import WORKSPACE, WireClient
 from websockets.exceptions import ConnectionClosed
+
+AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
+OTHER_CLONE = WORKSPACE.model_copy(update={"path": "/tmp/app-clone"})
+ALLOWED_ONCE = ApprovalRecord(
+    decision="allow",
+    decided_by="user",
+    answer="once",
+    reason="allowed once by the user",
+    shown_title="Run shell command",
+    shown="make",
+    content_hash="sha256:" + "0" * 64,
+    decided_at="2030-01-01T00:00:00Z",  # type: ignore[arg-type]
+)
 
 
 def _messages_sent(fake: FakeModelServer, index: int = -1) -> list[dict[str, Any]]:
@@ -33,6 +49,11 @@ def _messages_sent(fake: FakeModelServer, index: int = -1) -> list[dict[str, Any
 
 def _all_text(fake: FakeModelServer, index: int = -1) -> str:
     return json.dumps(fake.requests[index].body)
+
+
+def _tool_results(fake: FakeModelServer, index: int = -1) -> str:
+    """Every tool result the model was given in one request, one per line."""
+    return "\n".join(m["content"] for m in _messages_sent(fake, index) if m["role"] == "tool")
 
 
 async def _connected(server_url: str, **hello: Any) -> tuple[WireClient, Welcome]:
@@ -191,7 +212,7 @@ async def test_model_errors_in_tool_calls_go_back_to_the_model(
         assert "invalid arguments for read" in results[2] and "path" in results[2]
 
 
-async def test_cancel_settles_a_pending_request_and_the_model_sees_why(
+async def test_cancel_withdraws_a_pending_request_and_the_model_sees_why(
     tmp_path: Path, fake_model: FakeModelServer
 ) -> None:
     fake_model.set_script(
@@ -204,19 +225,160 @@ async def test_cancel_settles_a_pending_request_and_the_model_sees_why(
         client, _ = await _connected(server.url)
         await client.send(UserMessage(text="change a"))
         request = await client.recv_until("tool_request")
+        assert isinstance(request, ToolRequest)
         await client.send(Cancel(reason="I changed my mind"))
+        withdrawn = await client.recv_until("tool_withdrawn")
+        assert isinstance(withdrawn, ToolWithdrawn)
+        assert (withdrawn.call_id, withdrawn.reason) == (request.call_id, "I changed my mind")
+        # The executor had not started it: it says so, and that is what is recorded.
+        not_run = "not run: the request was withdrawn before it ran (I changed my mind)"
+        await client.send(ToolResult(call_id=request.call_id, status="denied", reason=not_run))
         settled = await client.recv_until("tool_settled")
         assert isinstance(settled, ToolSettled)
-        assert settled.call_id == request.call_id and settled.status == "denied"  # type: ignore[union-attr]
+        assert (settled.status, settled.reason) == ("denied", not_run)
         finished = await client.recv_until("run_finished")
         assert finished.stop_reason == "cancelled"  # type: ignore[union-attr]
-        # A late answer is refused, and the next run tells the model what happened.
-        await client.send(ToolResult(call_id=request.call_id, status="ok", content="done"))  # type: ignore[union-attr]
+        # A second answer is refused, and the next run tells the model what happened.
+        await client.send(ToolResult(call_id=request.call_id, status="ok", content="done"))
         late = await client.recv()
         assert isinstance(late, ErrorEvent) and late.code == "unknown_call"
         await client.send(UserMessage(text="never mind"))
         await client.recv_until("run_finished")
         assert "I changed my mind" in _all_text(fake_model)
+        assert '"content": "done"' not in _all_text(fake_model)
+
+
+async def test_a_withdrawn_command_that_ran_is_recorded_as_it_ended(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(
+        script({"tool_calls": [call("shell", command="make")]}, {"text": "It was stopped."})
+    )
+    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
+        client, _ = await _connected(server.url)
+        await client.send(UserMessage(text="build"))
+        request = await client.recv_until("tool_request")
+        await client.send(Cancel())
+        await client.recv_until("tool_withdrawn")
+        killed = "approved and started, then killed after 2.0 s, before it finished"
+        await client.send(
+            ToolResult(
+                call_id=request.call_id,  # type: ignore[union-attr]
+                status="error",
+                content="killed after 2.0 s\nstdout:\ncompiling…",
+                reason=killed,
+                approval=ALLOWED_ONCE,
+            )
+        )
+        settled = await client.recv_until("tool_settled")
+        assert (settled.status, settled.reason) == ("error", killed)  # type: ignore[union-attr]
+        assert (await client.recv_until("run_finished")).stop_reason == "cancelled"  # type: ignore[union-attr]
+        await client.send(UserMessage(text="what happened?"))
+        await client.recv_until("run_finished")
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH) as api:
+            audit = (await api.get(f"/v1/runs/{request.run_id}/approvals")).json()  # type: ignore[union-attr]
+    told = _tool_results(fake_model)
+    assert killed in told and "compiling" in told and "not run" not in told
+    assert [(a["decision"], a["outcome"], a["outcome_reason"]) for a in audit] == [
+        ("allow", "error", killed)
+    ]
+    assert "compiling" in audit[0]["outcome_content"]
+
+
+async def test_a_silent_executor_leaves_an_unknown_outcome_that_a_late_result_fills_in(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(
+        script(
+            {"tool_calls": [call("shell", command="make")]},
+            {"text": "I will check before building again."},
+            {"text": "It had built."},
+        )
+    )
+    with cairn_server(sqlite_url(tmp_path), fake_model, withdraw_grace_s=0.2) as server:
+        client, welcome = await _connected(server.url, client_id="cli-builder")
+        await client.send(UserMessage(text="build"))
+        request = await client.recv_until("tool_request")
+        assert isinstance(request, ToolRequest)
+        await client.send(Cancel())
+        settled = await client.recv_until("tool_settled")  # no answer within the grace
+        assert settled.status == "error"  # type: ignore[union-attr]
+        assert "did not report whether it ran" in (settled.reason or "")  # type: ignore[union-attr]
+        await client.recv_until("run_finished")
+        await client.send(UserMessage(text="did it build?"))
+        await client.recv_until("run_finished")
+        told = _tool_results(fake_model)
+        assert "Outcome unknown" in told and "before running it again" in told
+        assert "not run" not in told
+        await client.close()
+
+        # The client that ran it comes back (here: a new process) with the recorded result.
+        back, again = await _connected(server.url)
+        assert again.unknown_outcomes == [request.call_id]
+        await back.send(
+            ToolResult(
+                call_id=request.call_id, status="ok", content="built: app", approval=ALLOWED_ONCE
+            )
+        )
+        late = await back.recv_until("tool_settled")
+        assert (late.call_id, late.status) == (request.call_id, "ok")  # type: ignore[union-attr]
+        await back.send(UserMessage(text="and now?"))
+        await back.recv_until("run_finished")
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH) as api:
+            audit = (await api.get(f"/v1/runs/{request.run_id}/approvals")).json()
+        _, later = await _connected(server.url)
+    assert "built: app" in _messages_sent(fake_model)[-2]["content"]
+    assert [(a["decision"], a["outcome"]) for a in audit] == [("allow", "ok")]
+    assert later.unknown_outcomes == []
+
+
+async def test_only_the_executor_answers_a_request(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(script({"tool_calls": [call("shell", command="make")]}, {"text": "ok"}))
+    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
+        asker, asker_welcome = await _connected(server.url, client_id="cli-asker")
+        watcher, watcher_welcome = await _connected(
+            server.url, client_id="cli-watcher", workspace=OTHER_CLONE
+        )
+        assert (asker_welcome.client_id, watcher_welcome.client_id) == ("cli-asker", "cli-watcher")
+        await asker.send(UserMessage(text="build"))
+        request = await asker.recv_until("tool_request")
+        seen = await watcher.recv_until("tool_request")
+        assert request.executor == seen.executor == "cli-asker"  # type: ignore[union-attr]
+        await watcher.send(ToolResult(call_id=seen.call_id, status="ok", content="built twice"))  # type: ignore[union-attr]
+        refused = await watcher.recv_until("error")
+        assert isinstance(refused, ErrorEvent) and refused.code == "not_executor"
+        await asker.send(ToolResult(call_id=request.call_id, status="ok", content="built once"))  # type: ignore[union-attr]
+        assert (await asker.recv_until("run_finished")).stop_reason == "end_turn"  # type: ignore[union-attr]
+    assert "built once" in _all_text(fake_model) and "built twice" not in _all_text(fake_model)
+
+
+async def test_a_reconnecting_client_keeps_the_right_to_run_its_requests(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(script({"tool_calls": [call("shell", command="make")]}, {"text": "ok"}))
+    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
+        asker, welcome = await _connected(server.url, client_id="cli-asker")
+        watcher, _ = await _connected(server.url, client_id="cli-watcher")  # same checkout
+        await asker.send(UserMessage(text="build"))
+        request = await asker.recv_until("tool_request")
+        await asker.close()  # the connection drops; the client lives on
+
+        back, again = await _connected(
+            server.url,
+            client_id="cli-asker",
+            conversation=welcome.conversation_id,
+            resume_after=request.seq - 1,
+        )
+        assert again.pending_tool_requests[0].executor == "cli-asker"
+        replayed = await back.recv_until("tool_request")
+        assert replayed.executor == "cli-asker"  # type: ignore[union-attr]
+        await back.send(ToolResult(call_id=request.call_id, status="ok", content="built"))  # type: ignore[union-attr]
+        assert (await back.recv_until("run_finished")).stop_reason == "end_turn"  # type: ignore[union-attr]
+        await watcher.recv_until("run_finished")
+    requests = [f for f in watcher.seen if isinstance(f, ToolRequest)]
+    assert [r.executor for r in requests] == ["cli-asker"]  # never handed to the watcher
 
 
 async def test_new_message_supersedes_a_waiting_run(
@@ -243,7 +405,9 @@ async def test_approval_timeout_denies_instead_of_hanging(
     tmp_path: Path, fake_model: FakeModelServer
 ) -> None:
     fake_model.set_script(script({"tool_calls": [call("shell", command="ls")]}, {"text": "ok"}))
-    with cairn_server(sqlite_url(tmp_path), fake_model, approval_timeout_s=0.3) as server:
+    with cairn_server(
+        sqlite_url(tmp_path), fake_model, approval_timeout_s=0.3, withdraw_grace_s=0.2
+    ) as server:
         client, _ = await _connected(server.url)
         await client.send(UserMessage(text="list"))
         await client.recv_until("tool_request")
@@ -340,8 +504,16 @@ async def test_a_new_client_is_handed_requests_still_waiting(
         request = await client.recv_until("tool_request")
         await client.close()  # e.g. the user quit cairn while the approval screen was open
 
-        again, welcome = await _connected(server.url)
+        elsewhere, other = await _connected(server.url, workspace=OTHER_CLONE)
+        assert other.pending_tool_requests[0].executor != other.client_id  # not its checkout
+        await elsewhere.send(ToolResult(call_id=request.call_id, status="ok", content="wrong"))  # type: ignore[union-attr]
+        assert (await elsewhere.recv_until("error")).code == "not_executor"  # type: ignore[union-attr]
+
+        again, welcome = await _connected(server.url)  # cairn restarted in the same checkout
         assert [r.call_id for r in welcome.pending_tool_requests] == [request.call_id]  # type: ignore[union-attr]
+        assert welcome.pending_tool_requests[0].executor == welcome.client_id
         assert welcome.running_run_id == request.run_id  # type: ignore[union-attr]
+        handed = await elsewhere.recv_until("tool_request")  # the others see the hand-over
+        assert handed.executor == welcome.client_id  # type: ignore[union-attr]
         await again.send(ToolResult(call_id=request.call_id, status="ok", content="built"))  # type: ignore[union-attr]
         assert (await again.recv_until("run_finished")).stop_reason == "end_turn"  # type: ignore[union-attr]

@@ -140,7 +140,8 @@ class Run(_Model):
 
 
 class RunApproval(_Model):
-    """How one tool call of a run was decided, and what was shown for it."""
+    """How one tool call of a run was decided, what was shown for it, and how the call ended
+    (`outcome` "unknown": the client never said whether it ran)."""
 
     run_id: str
     call_id: str
@@ -154,6 +155,9 @@ class RunApproval(_Model):
     content_hash: str
     asked_at: datetime | None = None
     decided_at: datetime
+    outcome: Literal["pending", "ok", "error", "denied", "unknown"] | str = "pending"
+    outcome_reason: str | None = None
+    outcome_content: str = ""
 
 
 class ContextItem(_Model):

@@ -52,20 +52,30 @@ class CallLog:
 
     def recorded(self, call_id: str) -> ToolResult | None:
         """The result of a call that was executed here (an error result if it was cut off)."""
+        row = self._row(call_id)
+        if row is None:
+            return None
+        if row[0] is None:
+            return ToolResult(call_id=call_id, status="error", reason=INTERRUPTED)
+        return ToolResult.model_validate_json(row[0])
+
+    def completed(self, call_id: str) -> ToolResult | None:
+        """The result of a call that ran here to its end (None if it was cut off, or is still
+        running in another cairn process)."""
+        row = self._row(call_id)
+        return ToolResult.model_validate_json(row[0]) if row and row[0] is not None else None
+
+    def _row(self, call_id: str) -> tuple[str | None] | None:
         try:
             with self._connection() as db:
-                row = db.execute(
+                row: tuple[str | None] | None = db.execute(
                     "SELECT result FROM calls WHERE workspace = ? AND call_id = ?",
                     (self.workspace, call_id),
                 ).fetchone()
         except (sqlite3.Error, OSError) as exc:  # an unusable log must not stop the tools
             log.warning("call log %s unreadable: %s", self.path, exc)
             return None
-        if row is None:
-            return None
-        if row[0] is None:
-            return ToolResult(call_id=call_id, status="error", reason=INTERRUPTED)
-        return ToolResult.model_validate_json(row[0])
+        return row
 
     def start(self, call_id: str) -> None:
         self._write(

@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # the REST client (httpx) is imported only when a command run
 SHORT_HASH = len("sha256:") + 12
 
 runs_app = typer.Typer(
-    help="The agent's runs in this repository: usage, cost, and every approval and denial.",
+    help="The agent's runs in this repository: usage, cost, every approval and denial, and "
+    "what came of each call.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -74,7 +75,8 @@ def show_command(
         bool, typer.Option("--shown", help="Also print what each approval showed.")
     ] = False,
 ) -> None:
-    """One run: its outcome and usage, then how each tool call was approved or denied."""
+    """One run: its outcome and usage, then how each tool call was approved or denied and how
+    it ended (with --shown: what was shown, and the output the model got)."""
 
     async def work(api: CairnApi, agent: Agent) -> tuple[Run, list[RunApproval]]:
         return await api.get_run(run_id), await api.list_approvals(run_id)
@@ -114,7 +116,7 @@ def _print_approvals(approvals: list[RunApproval], with_shown: bool) -> None:
     if not approvals:
         console.print("no approvals recorded for this run")
         return
-    table = plain_table("TIME", "TOOL", "DECISION", "BY", "ANSWER", "HASH", "REASON")
+    table = plain_table("TIME", "TOOL", "DECISION", "BY", "ANSWER", "HASH", "REASON", "OUTCOME")
     for approval in approvals:
         table.add_row(
             when(approval.decided_at),
@@ -124,6 +126,7 @@ def _print_approvals(approvals: list[RunApproval], with_shown: bool) -> None:
             approval.answer or "",
             approval.content_hash[:SHORT_HASH],
             approval.reason,
+            outcome_label(approval),
         )
     console.print(table)
     if not with_shown:
@@ -134,3 +137,16 @@ def _print_approvals(approvals: list[RunApproval], with_shown: bool) -> None:
         console.rule(Text(heading, style="bold"), align="left", style="dim")
         console.print(Text(approval.content_hash, style="dim"))
         console.print(Text(approval.shown), end="" if approval.shown.endswith("\n") else "\n")
+        if approval.outcome_content:
+            console.print(Text(f"outcome: {outcome_label(approval)}", style="dim"))
+            output = approval.outcome_content
+            console.print(Text(output), end="" if output.endswith("\n") else "\n")
+
+
+def outcome_label(approval: RunApproval) -> str:
+    """How the call ended: "ran", "not run", "waiting", or the status with its reason (e.g.
+    "error: approved and started, then killed after 3.0 s…", "unknown: …")."""
+    labels = {"ok": "ran", "denied": "not run", "pending": "waiting"}
+    if approval.outcome in labels:
+        return labels[approval.outcome]
+    return f"{approval.outcome}: {approval.outcome_reason or 'no reason given'}"

@@ -1,17 +1,20 @@
 """A client session: one websocket to the server, kept alive, and local tool handling.
 
-Owns the handshake, reconnection with resume, and turning tool requests into results
-through the policy, the person (via the listener) and the local tools, at most once per
-call_id even across a restart (call_log), each with the record of how it was approved, and
-/undo of the changes it applied.
+Owns the handshake (as one client id across reconnects), reconnection with resume, and
+turning the tool requests this client executes into results through the policy, the person
+(via the listener) and the local tools: at most once per call_id even across a restart
+(call_log), stopped when withdrawn, reported late when the server lost the answer, each with
+the record of how it was approved; and /undo of the changes it applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +31,7 @@ from cairn_protocol import (
     ToolRequest,
     ToolResult,
     ToolSettled,
+    ToolWithdrawn,
     UserMessage,
     Welcome,
     parse_server_frame,
@@ -61,6 +65,8 @@ FATAL_CLOSE_CODES = {4400, 4401, 4404}
 RECONNECT_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 3.0, 5.0)
 MAX_RECONNECT_ATTEMPTS = 30
 CONNECT_WAIT_S = 30.0  # how long a message typed before the connection is up may wait
+# Errors that answer a tool_result the server no longer wanted (a late or handed-over call).
+_STALE_ANSWER_CODES = frozenset({"unknown_call", "not_executor"})
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,8 @@ class ClientSession:
         self.listener = listener
         self.conversation = conversation
         self.last_seq: int | None = None
+        # Names this client in every hello, so a reconnect keeps running its own requests.
+        self.client_id = f"cli_{secrets.token_hex(8)}"
         self._socket: ClientConnection | None = None
         self._closing = False
         self._results: dict[str, ToolResult] = {}
@@ -109,7 +117,10 @@ class ClientSession:
         self.pending_notes: list[str] = []
         self._in_flight: set[str] = set()
         self._executed: set[str] = set()
-        self._settled_by_server: set[str] = set()
+        # Calls this client must not start, with why (settled, withdrawn, handed over).
+        self._withdrawn: dict[str, str] = {}
+        self._commands: dict[str, asyncio.Task[ToolOutcome]] = {}  # shell calls running now
+        self._killed: set[str] = set()  # those stopped because they were withdrawn
         self._tasks: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
 
@@ -199,6 +210,7 @@ class ClientSession:
             tools=list(CLIENT_TOOLS),
             conversation=self.conversation,
             resume_after=self.last_seq,
+            client_id=self.client_id,
         )
         await socket.send(hello.model_dump_json())
         try:
@@ -213,11 +225,14 @@ class ClientSession:
             raise SessionFailed(f"expected welcome from the server, got {first.type}")
         first_welcome = self.last_seq is None
         self.conversation = first.conversation_id  # a reconnect continues this conversation
+        self.client_id = first.client_id
         if first_welcome:
             self.last_seq = first.seq
         self.listener.server_event(first)
         for request in first.pending_tool_requests:  # e.g. asked before cairn was restarted
-            self._spawn(self._answer(request))
+            self._take(request)
+        for call_id in first.unknown_outcomes:  # e.g. ran here while the server restarted
+            self._spawn(self._report_outcome(call_id))
 
     def _raise_if_refused(self, exc: ConnectionClosed) -> None:
         received = exc.rcvd
@@ -236,12 +251,15 @@ class ClientSession:
             if self.last_seq is not None and event.seq <= self.last_seq:
                 return  # already seen before a reconnect
             self.last_seq = event.seq
-        if isinstance(event, ToolSettled):
-            self._settled_by_server.add(event.call_id)
+        if isinstance(event, ToolSettled):  # not to be started any more; a run ends itself
+            self._withdrawn.setdefault(event.call_id, event.reason or "it was settled")
+        if isinstance(event, ToolWithdrawn):
+            self._withdraw(event.call_id, event.reason)
         if isinstance(event, ToolRequest):
-            self._spawn(self._answer(event))
-        if isinstance(event, ErrorEvent) and event.code == "unknown_call":
-            return  # a late answer to a call the server had already settled
+            self._take(event)
+        if isinstance(event, ErrorEvent) and event.code in _STALE_ANSWER_CODES:
+            log.info("the server did not want an answer: %s", event.message)
+            return
         self.listener.server_event(event)
 
     def _spawn(self, work: Awaitable[None]) -> None:
@@ -250,6 +268,34 @@ class ClientSession:
         task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ tool requests
+
+    def _take(self, request: ToolRequest) -> None:
+        """Answer a request this client executes; any other is only shown (and if it was
+        this client's before, it was handed over: it must not start, or stop)."""
+        if request.executor == self.client_id:
+            self._spawn(self._answer(request))
+        elif request.call_id in self._in_flight:
+            self._withdraw(request.call_id, "another client runs it now")
+
+    def _withdraw(self, call_id: str, why: str) -> None:
+        """The server stopped waiting for this call: it must not start, and a command that
+        is running is killed (its result says so, with the output it had printed)."""
+        self._withdrawn.setdefault(call_id, why)
+        command = self._commands.get(call_id)
+        if command is not None and not command.done():
+            self._killed.add(call_id)
+            command.cancel()  # run_shell kills its process group and reports what it printed
+
+    async def _report_outcome(self, call_id: str) -> None:
+        """Send the recorded result of a call the server closed without knowing whether it
+        ran. A call still running here is reported when it ends; one never run here, never."""
+        if call_id in self._in_flight:
+            return
+        result = self._results.get(call_id) or await asyncio.to_thread(
+            self.call_log.completed, call_id
+        )
+        if result is not None:
+            await self._send_quietly(result)
 
     async def _answer(self, request: ToolRequest) -> None:
         """Decide, maybe ask, execute, and answer one request; at most once per call_id."""
@@ -282,8 +328,7 @@ class ClientSession:
                 if outcome.status == "ok" and prepared.tool in EDIT_TOOLS:
                     self.undo_stack.record(request.call_id, prepared.tool, prepared.changes)
             self.listener.tool_handled(prepared, verdict, outcome)
-            if request.call_id not in self._settled_by_server:
-                await self._send_quietly(result)
+            await self._send_quietly(result)  # also when withdrawn: the server may still wait
         finally:
             self._in_flight.discard(request.call_id)
 
@@ -316,18 +361,42 @@ class ClientSession:
         verdict, record = await self._decide(prepared)
         if verdict.decision == "deny":
             return verdict, ToolOutcome("denied", reason=verdict.reason), record
-        if prepared.request.call_id in self._settled_by_server:
-            reason = "the server withdrew the request before it ran"
+        call_id = prepared.request.call_id
+        if call_id in self._withdrawn:
+            reason = (
+                f"not run: the request was withdrawn before it ran ({self._withdrawn[call_id]})"
+            )
             return Verdict("deny", reason), ToolOutcome("denied", reason=reason), record
         # Recorded before it runs: if this process dies now, a successor will not run it again.
-        await asyncio.to_thread(self.call_log.start, prepared.request.call_id)
-        self._executed.add(prepared.request.call_id)
+        await asyncio.to_thread(self.call_log.start, call_id)
+        self._executed.add(call_id)
+        return verdict, await self._execute(prepared), record
+
+    async def _execute(self, prepared: PreparedCall) -> ToolOutcome:
+        """Run an approved call; a shell command can be killed by _withdraw meanwhile."""
+        call_id = prepared.request.call_id
         withheld = self.policy.search_filter(prepared.tool)
         placement = ShellPlacement(self.policy.sandbox, self.policy.network_allowed(prepared))
-        outcome = await execute_call(
-            self.workspace.root, prepared, self._allowed_secrets, withheld, placement
+        execution = asyncio.ensure_future(
+            execute_call(self.workspace.root, prepared, self._allowed_secrets, withheld, placement)
         )
-        return verdict, outcome, record
+        if prepared.tool == "shell":
+            self._commands[call_id] = execution
+        try:
+            outcome = await execution
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if call_id not in self._killed or (task is not None and task.cancelling()):
+                raise  # this session is going away, not just the command
+            # Withdrawn before its process started: nothing ran.
+            outcome = ToolOutcome("error", reason="stopped before the command started")
+        finally:
+            self._commands.pop(call_id, None)
+        if call_id in self._killed and outcome.status != "ok":
+            why = self._withdrawn.get(call_id, "the request was withdrawn")
+            stopped = f"approved and started, then {outcome.reason}: {why}"
+            outcome = dataclasses.replace(outcome, reason=stopped)
+        return outcome
 
     async def _decide(self, prepared: PreparedCall) -> tuple[Verdict, ApprovalRecord]:
         """The policy's verdict, or the person's when it asks, with the record of it.
@@ -345,7 +414,7 @@ class ClientSession:
             verdict = Verdict("allow", f"allowed {self._remember(approval, prepared)} by the user")
         if not approval.by_person:
             return verdict, approval_record(prepared, verdict, "nobody")
-        if prepared.request.call_id in self._settled_by_server:
+        if prepared.request.call_id in self._withdrawn:
             return verdict, approval_record(prepared, verdict, "nobody", asked_at=asked_at)
         return verdict, approval_record(prepared, verdict, "user", approval.kind, asked_at)
 

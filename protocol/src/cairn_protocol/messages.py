@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from cairn_protocol.workspace import WorkspaceIdentity
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class Frame(BaseModel):
@@ -41,6 +41,15 @@ class Hello(Frame):
         default=None, description="Replay durable events with a seq greater than this."
     )
     client_name: str = "cairn"
+    client_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="This client instance's id, chosen by the client and sent again on every "
+        "reconnect: a tool request names the one client that runs it by this id, so a client "
+        "that reconnects keeps running the requests of the runs it started. Without it the "
+        "server names the connection, and a reconnect is a new client.",
+    )
 
 
 UserCommand = Literal["init"]
@@ -195,9 +204,20 @@ class Welcome(ServerEvent):
     )
     history: list[HistoryItem] = Field(default_factory=list)
     running_run_id: str | None = None
+    client_id: str = Field(
+        description="The id this client is known by (hello's client_id, or one the server "
+        "chose); a tool_request whose `executor` is this id is this client's to run."
+    )
     pending_tool_requests: list[ToolRequest] = Field(
         default_factory=list,
-        description="Tool requests still waiting for an answer; a new client answers them.",
+        description="Tool requests still waiting for an answer; each is answered by the client "
+        "its `executor` names (a client that resumes a run it did not start is named here).",
+    )
+    unknown_outcomes: list[str] = Field(
+        default_factory=list,
+        description="call_ids of client tool calls the server closed without knowing whether "
+        "they ran (a restart, or an executor that never answered); a client holding the "
+        "recorded result of one sends it as a tool_result, which the server then records.",
     )
 
     def model_unusable(self) -> str | None:
@@ -227,16 +247,38 @@ class AssistantMessage(ServerEvent):
 
 
 class ToolRequest(ServerEvent):
+    """A client tool call to run. Every attached client receives it; only the client named by
+    `executor` runs it and answers, the others show it read-only."""
+
     type: Literal["tool_request"] = "tool_request"
     run_id: str
     call_id: str
     tool: str
     arguments: dict[str, Any]
+    executor: str | None = Field(
+        default=None,
+        description="client_id of the one client that runs this request: the one whose "
+        "message started the run, or the one that resumed it. A request sent again with "
+        "another executor has been handed over; the earlier executor must not start it.",
+    )
+
+
+class ToolWithdrawn(ServerEvent):
+    """The server stops waiting for a tool request (cancel, a new message, the approval
+    timeout, shutdown). Its executor must not start it; if it is running, the executor stops
+    it (a shell command is killed) and answers at once with what happened. The server records
+    that answer if it comes within a short grace, else the outcome as unknown."""
+
+    type: Literal["tool_withdrawn"] = "tool_withdrawn"
+    run_id: str
+    call_id: str
+    reason: str
 
 
 class ToolSettled(ServerEvent):
-    """A tool request was settled: by a client's answer, or by the server (cancel, timeout,
-    a new message, a restart), in which case `reason` says why."""
+    """A tool request was settled: by its executor's answer, or by the server when no answer
+    came (then `status` is "error" and `reason` says the outcome is unknown and why). A late
+    answer to a call of unknown outcome settles it again with what really happened."""
 
     type: Literal["tool_settled"] = "tool_settled"
     run_id: str
@@ -317,6 +359,7 @@ ErrorCode = Literal[
     "unauthorized",
     "not_ready",
     "unknown_call",
+    "not_executor",
     "run_in_progress",
     "nothing_to_compact",
     "no_model",
@@ -343,6 +386,7 @@ ServerFrame = Annotated[
     | AssistantDelta
     | AssistantMessage
     | ToolRequest
+    | ToolWithdrawn
     | ToolSettled
     | ModelRetry
     | StepFinished
@@ -364,6 +408,7 @@ SERVER_FRAME_TYPES = (
     "assistant_delta",
     "assistant_message",
     "tool_request",
+    "tool_withdrawn",
     "tool_settled",
     "model_retry",
     "step_finished",

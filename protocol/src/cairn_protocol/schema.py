@@ -28,6 +28,7 @@ MESSAGE_MODELS: tuple[type[BaseModel], ...] = (
     messages.AssistantDelta,
     messages.AssistantMessage,
     messages.ToolRequest,
+    messages.ToolWithdrawn,
     messages.ToolSettled,
     messages.ModelRetry,
     messages.StepFinished,

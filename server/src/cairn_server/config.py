@@ -45,6 +45,8 @@ class ServerSettings:
     port: int = 8765
     step_limit: int = 25
     approval_timeout_s: float = 900.0
+    # How long a withdrawn call's executor has to say what happened (e.g. a command it killed).
+    withdraw_grace_s: float = 5.0
     context_budget: int = 100_000
     compaction_threshold: float = 0.8
     summary_model: str | None = None
@@ -69,6 +71,7 @@ class ServerSettings:
             port=read.number("CAIRN_PORT", 8765, int, 0),
             step_limit=read.number("CAIRN_STEP_LIMIT", 25, int, 1),
             approval_timeout_s=read.number("CAIRN_APPROVAL_TIMEOUT_S", 900.0, float, 1.0),
+            withdraw_grace_s=read.number("CAIRN_WITHDRAW_GRACE_S", 5.0, float, 0.0),
             context_budget=read.number("CAIRN_CONTEXT_BUDGET", 100_000, int, MIN_BUDGET),
             compaction_threshold=read.number(
                 "CAIRN_COMPACTION_THRESHOLD", 0.8, float, 0.1, high=1.0

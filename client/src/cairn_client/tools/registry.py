@@ -321,6 +321,8 @@ def _shell_outcome(result: ShellResult) -> ToolOutcome:
         return ToolOutcome(status="ok", content=result.as_text())
     if result.timed_out:
         reason = f"the command timed out after {result.timeout_s:g} s and was killed"
+    elif result.killed_after_s is not None:
+        reason = f"killed after {result.killed_after_s:.1f} s, before it finished"
     else:
         reason = f"the command exited with code {result.exit_code}"
     return ToolOutcome(status="error", content=result.as_text(), reason=reason)

@@ -63,6 +63,7 @@ class ShellResult:
     timed_out: bool = False
     timeout_s: float = DEFAULT_TIMEOUT_S
     detached_output: bool = False  # background children kept the output open: stopped
+    killed_after_s: float | None = None  # stopped from outside (a withdrawn call) this soon
 
     @property
     def succeeded(self) -> bool:
@@ -74,6 +75,11 @@ class ShellResult:
             status = (
                 f"timed out after {self.timeout_s:g} s; the command and every process it "
                 "started were killed"
+            )
+        elif self.killed_after_s is not None:
+            status = (
+                f"killed after {self.killed_after_s:.1f} s, before it finished; the command and "
+                "every process it started were stopped"
             )
         else:
             status = f"exit code: {self.exit_code}"
@@ -111,7 +117,9 @@ async def run_shell(
         env=launch.env,
     )
     group = transport.get_pid()
+    started = loop.time()
     timed_out = detached = False
+    killed_after: float | None = None
     try:
         if not await _within(shell.exited.wait(), limit):
             timed_out = True
@@ -122,7 +130,10 @@ async def run_shell(
             detached = True
             await _kill_group(group, shell)
             await _within(shell.output_closed.wait(), PIPE_GRACE_S)
-    except BaseException:  # cancelled: nobody wants the result, leave nothing running
+    except asyncio.CancelledError:  # stopped (Esc, a withdrawn call): kill it, keep its output
+        await _kill_group(group, shell)
+        killed_after = loop.time() - started
+    except BaseException:  # leave nothing running
         await _kill_group(group, shell)
         raise
     finally:
@@ -131,12 +142,13 @@ async def run_shell(
     budget_err = min(err.total, max(OUTPUT_LIMIT // 2, OUTPUT_LIMIT - out.total))
     return ShellResult(
         command=command,
-        exit_code=None if timed_out else transport.get_returncode(),
+        exit_code=None if timed_out or killed_after is not None else transport.get_returncode(),
         stdout=out.clipped(OUTPUT_LIMIT - budget_err),
         stderr=err.clipped(budget_err),
         timed_out=timed_out,
         timeout_s=limit,
         detached_output=detached,
+        killed_after_s=killed_after,
     )
 
 

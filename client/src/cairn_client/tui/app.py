@@ -1,7 +1,8 @@
 """The `cairn` Textual app: chat, prompt and status line, driven by a client session.
 
-Owns the SessionListener side of the session seam (typed messages, approvals, what the user types,
-/compact, /undo, /mode) and opening the memory screen and the context panel, which talk REST.
+Owns the SessionListener side of the session seam (typed messages, approvals, requests other
+clients run shown read-only, what the user types, /compact, /undo, /mode) and opening the
+memory screen and the context panel, which talk REST.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from cairn_protocol.messages import (
     StepFinished,
     ToolRequest,
     ToolSettled,
+    ToolWithdrawn,
     Usage,
     UserCommand,
     Welcome,
@@ -46,6 +48,7 @@ from cairn_client.tui.formatting import (
     compaction_line,
     connection_label,
     connection_lost,
+    elsewhere_line,
     notice_sentence,
     retry_label,
     run_ending,
@@ -151,6 +154,8 @@ class CairnApp(App[str]):
         self.api = api
         self.agent_id: str | None = None
         self.conversation_id: str | None = None
+        self.client_id: str | None = None  # a request naming another executor is only shown
+        self._elsewhere: dict[str, ToolRequest] = {}  # such requests, until they settle
         self._memory_drafts: Drafts = {}
         self._session: SessionRunner | None = None
         self._history_shown = False
@@ -266,12 +271,16 @@ class CairnApp(App[str]):
                 self.status.context = (event.context_tokens, event.context_budget)
             case ContextCompacted():
                 await self._on_context_compacted(event)
-            case ToolRequest() | Pong():
-                pass  # requests are reported by tool_handled once decided
-            case ToolSettled():
+            case ToolRequest():
+                await self._on_tool_request(event)
+            case Pong():
+                pass
+            case ToolSettled() | ToolWithdrawn():
                 pending = self._pending_approvals.get(event.call_id)
                 if pending is not None:
                     pending.withdraw()
+                if isinstance(event, ToolSettled):
+                    await self._on_tool_settled(event)
             case RunFinished():
                 await self._on_run_finished(event)
             case ErrorEvent():
@@ -281,6 +290,7 @@ class CairnApp(App[str]):
 
     async def _on_welcome(self, event: Welcome) -> None:
         self.agent_id, self.conversation_id = event.agent_id, event.conversation_id
+        self.client_id = event.client_id
         self.status.model = event.model
         policy = self.session_policy()
         self.status.mode = policy.mode if policy is not None else None
@@ -292,6 +302,22 @@ class CairnApp(App[str]):
         if event.model is None and not self._setup_shown:
             self._setup_shown = True
             self.push_screen(SetupScreen(event.model_problem), callback=self._on_setup_choice)
+        for request in event.pending_tool_requests:
+            await self._on_tool_request(request)
+
+    async def _on_tool_request(self, request: ToolRequest) -> None:
+        """Requests this client runs are reported by tool_handled once decided; one another
+        client runs is only shown, never asked about."""
+        if request.executor == self.client_id or request.call_id in self._elsewhere:
+            return
+        self._elsewhere[request.call_id] = request
+        await self.chat.add_tool(None, elsewhere_line(request.tool, request.arguments, None, None))
+
+    async def _on_tool_settled(self, event: ToolSettled) -> None:
+        request = self._elsewhere.pop(event.call_id, None)
+        if request is not None:
+            line = elsewhere_line(request.tool, request.arguments, event.status, event.reason)
+            await self.chat.add_tool(event.status, line)
 
     async def _on_run_started(self, event: RunStarted) -> None:
         self._set_running(event.run_id)

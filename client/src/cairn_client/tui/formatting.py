@@ -69,6 +69,15 @@ def tool_line(
     return described
 
 
+def elsewhere_line(
+    tool: str, arguments: Mapping[str, Any], status: ToolStatus | None, reason: str | None
+) -> str:
+    """The line of a call another client runs: while it runs (status None), then its end."""
+    if status is None:
+        return f"{describe_call(tool, arguments)} — running in another client"
+    return f"{tool_line(tool, arguments, status, reason)} — in another client"
+
+
 _STOP_SENTENCES = {
     "cancelled": "Interrupted.",
     "step_limit": "Step limit reached.",

@@ -9,10 +9,10 @@ from cairn_protocol import WorkspaceIdentity
 from fastapi import APIRouter, HTTPException, status
 
 from cairn_server.api.deps import RuntimeDep, StoreDep, UserDep
-from cairn_server.api.schemas import AgentUpdate
+from cairn_server.api.schemas import AgentUpdate, ApprovalOut
 from cairn_server.context.budget import check_budget
 from cairn_server.providers.registry import resolve_model
-from cairn_server.storage.models import Agent, Conversation, Message, Run, RunApproval, RunStep
+from cairn_server.storage.models import Agent, Conversation, Message, Run, RunStep
 
 router = APIRouter(prefix="/v1")
 
@@ -97,11 +97,15 @@ async def list_steps(store: StoreDep, user: UserDep, run_id: str) -> list[RunSte
 
 
 @router.get("/runs/{run_id}/approvals", tags=["runs"])
-async def list_approvals(store: StoreDep, user: UserDep, run_id: str) -> list[RunApproval]:
+async def list_approvals(store: StoreDep, user: UserDep, run_id: str) -> list[ApprovalOut]:
     """How each tool call of the run was decided (by the policy, the user, or nobody), what
-    was shown and its content hash, oldest decision first."""
+    was shown and its content hash, and how the call ended, oldest decision first."""
     run = await owned_run(store, user, run_id)
-    return await store.list_approvals(run.id)
+    calls = {call.id: call for call in await store.tool_calls_of_run(run.id)}
+    return [
+        ApprovalOut.of(approval, calls.get(approval.call_id))
+        for approval in await store.list_approvals(run.id)
+    ]
 
 
 async def owned_run(store: StoreDep, user: UserDep, run_id: str) -> Run:

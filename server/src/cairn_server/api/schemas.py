@@ -1,17 +1,20 @@
 """Request and response bodies of the REST API that are not table rows.
 
-Owns the public JSON shapes of blocks, versions, passages, search hits and context reports.
+Owns the public JSON shapes of blocks, versions, passages, search hits, context reports and
+approval records with their calls' outcomes.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
+from cairn_protocol.messages import ApprovalRecord
 from pydantic import BaseModel, ConfigDict, Field
 
 from cairn_server.config import MIN_BUDGET
 from cairn_server.memory.blocks import DEFAULT_CHAR_LIMIT, MAX_CHAR_LIMIT
-from cairn_server.storage.models import Block, BlockVersion
+from cairn_server.storage.models import Block, BlockVersion, RunApproval, ToolCallRecord
 
 
 class _Body(BaseModel):
@@ -136,3 +139,36 @@ class ContextReport(BaseModel):
     budget: int
     total_tokens: int
     sections: list[ContextSection]
+
+
+class ApprovalOut(ApprovalRecord):
+    """How one tool call of a run was decided, what was shown, and what came of the call."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str
+    conversation_id: str
+    call_id: str
+    tool: str
+    outcome: Literal["pending", "ok", "error", "denied", "unknown"] = Field(
+        description='How the call ended; "unknown": the client never said whether it ran.'
+    )
+    outcome_reason: str | None = Field(
+        description="Why it failed, was denied, or was stopped (e.g. a command killed after "
+        "N s when the run was interrupted)."
+    )
+    outcome_content: str = Field(
+        description="What the model was given: the output, secrets redacted (a killed "
+        "command's output up to the kill)."
+    )
+
+    @classmethod
+    def of(cls, approval: RunApproval, call: ToolCallRecord | None) -> ApprovalOut:
+        return cls.model_validate(
+            {
+                **approval.model_dump(),
+                "outcome": call.status if call is not None else "pending",
+                "outcome_reason": call.reason if call is not None else None,
+                "outcome_content": call.content if call is not None else "",
+            }
+        )

@@ -1,6 +1,7 @@
 """The websocket endpoint: handshake, then client frames routed to the runtime.
 
-Owns authentication of a connection, the welcome, and per-connection frame handling.
+Owns authentication of a connection, naming its client, the welcome, and per-connection
+frame handling (tool results never wait behind a cancel or a new message).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
+from collections.abc import Awaitable
 
 from cairn_protocol import (
     PROTOCOL_VERSION,
@@ -20,19 +23,18 @@ from cairn_protocol import (
     Ping,
     Pong,
     ServerEvent,
-    ToolRequest,
     ToolResult,
     UserMessage,
     Welcome,
     parse_client_frame,
 )
-from cairn_protocol.messages import ErrorCode
+from cairn_protocol.messages import ClientFrame, ErrorCode
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from cairn_server.providers.base import ProviderError
 from cairn_server.providers.registry import ModelChoice, resolve_model
 from cairn_server.runtime.history import build_history
-from cairn_server.runtime.hub import ConversationHub
+from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.runtime.runtime import RunInProgressError, Runtime
 from cairn_server.storage.models import Agent, Conversation
 
@@ -72,19 +74,26 @@ class Connection:
         self.runtime = runtime
         self.key = next(_connection_ids)
         self._outbox: asyncio.Queue[ServerEvent | None] = asyncio.Queue()
+        # Frames that may wait on a run (a new message supersedes it, a cancel stops it, and
+        # both wait for its withdrawn calls) run here, in order, while tool results go on.
+        self._in_order = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def serve(self) -> None:
         writer = asyncio.create_task(self._write_loop())
         hub: ConversationHub | None = None
         try:
             hello, agent, conversation, choice = await self._handshake()
+            client = Client(hello.client_id or f"conn_{secrets.token_hex(8)}", hello.workspace.path)
             hub = await self.runtime.hub(conversation.id)
-            welcome_seq = await self._send_welcome(agent, conversation, choice, hub)
+            hub.enter(self.key, client.id)
+            await self.runtime.resume_requests(conversation.id, client)
+            welcome_seq = await self._send_welcome(agent, conversation, choice, hub, client)
             # Without resume_after the welcome's history covers the past; replaying from the
             # welcome's seq closes the gap between sending it and subscribing.
             resume = hello.resume_after if hello.resume_after is not None else welcome_seq
             await hub.attach(self.key, self._enqueue, resume)
-            await self._read_loop(hello, agent, conversation, choice)
+            await self._read_loop(hello, client, agent, conversation, choice)
         except HandshakeRefused as refused:
             await self._enqueue(ErrorEvent(code=refused.code, message=refused.message))
             await self._close_after_flush(writer, refused.close_code, refused.message)
@@ -150,14 +159,16 @@ class Connection:
         return found
 
     async def _send_welcome(
-        self, agent: Agent, conversation: Conversation, choice: ModelChoice, hub: ConversationHub
+        self,
+        agent: Agent,
+        conversation: Conversation,
+        choice: ModelChoice,
+        hub: ConversationHub,
+        client: Client,
     ) -> int:
-        store = self.runtime.store
-        messages = await store.list_messages(conversation.id)
-        pending = [
-            ToolRequest(run_id=c.run_id, call_id=c.id, tool=c.tool, arguments=c.arguments)
-            for c in await store.pending_tool_calls(conversation.id)
-        ]
+        messages = await self.runtime.store.list_messages(conversation.id)
+        pending = await self.runtime.pending_requests(conversation.id)
+        unknown = await self.runtime.unknown_outcomes(conversation.id)
         seq = hub.last_seq
         await self._enqueue(
             Welcome(
@@ -168,7 +179,9 @@ class Connection:
                 model_problem=choice.problem,
                 history=build_history(messages),
                 running_run_id=self.runtime.running_run_id(conversation.id),
+                client_id=client.id,
                 pending_tool_requests=pending,
+                unknown_outcomes=unknown,
             )
         )
         return seq
@@ -176,7 +189,12 @@ class Connection:
     # ------------------------------------------------------------------ frames
 
     async def _read_loop(
-        self, hello: Hello, agent: Agent, conversation: Conversation, choice: ModelChoice
+        self,
+        hello: Hello,
+        client: Client,
+        agent: Agent,
+        conversation: Conversation,
+        choice: ModelChoice,
     ) -> None:
         while True:
             raw = await self.websocket.receive_text()
@@ -185,16 +203,38 @@ class Connection:
             except FrameError as exc:
                 await self._error(exc.code, exc.message)
                 continue
-            try:
-                await self._handle(frame, hello, agent, conversation, choice)
-            except Exception as exc:  # one bad frame must not end the connection
-                log.exception("frame %s failed", frame.type)
-                await self._error("internal", f"the server failed on a {frame.type} frame: {exc!r}")
+            handling = self._handle_safely(frame, hello, client, agent, conversation, choice)
+            if isinstance(frame, UserMessage | Cancel | Compact):
+                task = asyncio.create_task(self._after_earlier(handling))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            else:
+                await handling
+
+    async def _after_earlier(self, handling: Awaitable[None]) -> None:
+        async with self._in_order:
+            await handling
+
+    async def _handle_safely(
+        self,
+        frame: ClientFrame,
+        hello: Hello,
+        client: Client,
+        agent: Agent,
+        conversation: Conversation,
+        choice: ModelChoice,
+    ) -> None:
+        try:
+            await self._handle(frame, hello, client, agent, conversation, choice)
+        except Exception as exc:  # one bad frame must not end the connection
+            log.exception("frame %s failed", frame.type)
+            await self._error("internal", f"the server failed on a {frame.type} frame: {exc!r}")
 
     async def _handle(
         self,
-        frame: object,
+        frame: ClientFrame,
         hello: Hello,
+        client: Client,
         agent: Agent,
         conversation: Conversation,
         choice: ModelChoice,
@@ -210,15 +250,16 @@ class Connection:
                     choice.model,
                     frame.text,
                     hello.tools,
+                    client,
                     frame.command,
                     frame.notes,
                 )
             except ProviderError as exc:
                 await self._error("no_model", str(exc))
         elif isinstance(frame, ToolResult):
-            problem = await self.runtime.submit_tool_result(conversation.id, frame)
-            if problem:
-                await self._error("unknown_call", problem)
+            refused = await self.runtime.submit_tool_result(conversation.id, frame, client.id)
+            if refused is not None:
+                await self._error(*refused)
         elif isinstance(frame, Cancel):
             await self.runtime.cancel(conversation.id, frame.reason)
         elif isinstance(frame, Compact):

@@ -1,16 +1,18 @@
 """One run of the agent loop: compile, stream from the model, run tools, repeat.
 
-Owns a run's steps, its waits on client tools, and how it ends (answer, limit, cancel).
+Owns a run's steps, its waits on client tools (asked of one executor, withdrawn, closed
+honestly), and how it ends (answer, limit, cancel).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from cairn_protocol import (
     CLIENT_TOOLS,
@@ -23,10 +25,11 @@ from cairn_protocol import (
     ToolArgumentsError,
     ToolRequest,
     ToolSettled,
+    ToolWithdrawn,
     Usage,
     validate_tool_arguments,
 )
-from cairn_protocol.messages import ApprovalRecord, StopReason
+from cairn_protocol.messages import ApprovalRecord, StopReason, ToolStatus
 
 from cairn_server.context.budget import BudgetError
 from cairn_server.context.window import ContextWindow, Prepared
@@ -45,7 +48,7 @@ from cairn_server.providers.base import (
     ToolCall,
     ToolCallReady,
 )
-from cairn_server.runtime.hub import ConversationHub
+from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Message, ToolCallRecord
 from cairn_server.storage.store import Store, to_model_message
 
@@ -88,6 +91,9 @@ class AgentRun:
     agent_id: str
     limits: RunLimits
     approval_timeout_s: float
+    executor: Client  # the client that runs this run's tool requests
+    withdraw_grace_s: float = 5.0
+    # Client calls not yet settled, by call_id; an answer resolves its future.
     pending: dict[str, asyncio.Future[ToolCallRecord]] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
     steps: int = 0
@@ -95,6 +101,9 @@ class AgentRun:
     _stop: StopRequest | None = None
     _stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     _partial_text: str = ""
+    # Notes for the model that arrived mid-step (a late result); stored at the next safe point.
+    _notes: list[str] = field(default_factory=list)
+    _notes_closed: bool = False
 
     # ------------------------------------------------------------------ control
 
@@ -102,6 +111,30 @@ class AgentRun:
         if self._stop is None:
             self._stop = StopRequest(stop_reason, reason)
         self._stop_event.set()
+
+    def add_note(self, text: str) -> bool:
+        """Tell the model `text` before its next step (or as the run ends); False once the
+        run has stored its last note, so the caller stores it itself."""
+        if self._notes_closed:
+            return False
+        self._notes.append(text)
+        return True
+
+    async def hand_over(self, client: Client) -> None:
+        """Make `client` the executor (it resumed this run) and send it the waiting requests."""
+        self.executor = client
+        for record in await self.store.pending_tool_calls(self.conversation_id):
+            if record.id in self.pending:
+                await self.hub.publish(self.request_for(record))
+
+    def request_for(self, record: ToolCallRecord) -> ToolRequest:
+        return ToolRequest(
+            run_id=self.run_id,
+            call_id=record.id,
+            tool=record.tool,
+            arguments=record.arguments,
+            executor=self.executor.id,
+        )
 
     async def execute(self) -> None:
         stop_reason: StopReason
@@ -161,6 +194,7 @@ class AgentRun:
         return "step_limit", f"stopped after {self.limits.steps} steps (the run's step limit)"
 
     async def _prepare(self) -> Prepared:
+        await self._store_notes()  # every call of the last step has its result by now
         prepared = await self.window.prepare(self.run_id)
         if prepared.compaction is not None:
             await self.hub.publish(prepared.compaction)
@@ -287,31 +321,24 @@ class AgentRun:
         except ToolArgumentsError as exc:
             return _tool_error(call, str(exc))
         record = await self._ask_client(call, arguments)
-        return _tool_message(call, record)
+        return tool_message(record)
 
     async def _ask_client(self, call: ToolCall, arguments: dict[str, Any]) -> ToolCallRecord:
+        """Send the request to the executor and wait for its answer. If the run stops
+        meanwhile the call stays pending, for _close_open_calls to withdraw."""
         record = await self.store.create_tool_call(
             self.conversation_id, self.run_id, call.id, call.name, arguments
         )
         future: asyncio.Future[ToolCallRecord] = asyncio.get_running_loop().create_future()
         self.pending[record.id] = future
+        await self.hub.publish(self.request_for(record))
         try:
-            await self.hub.publish(
-                ToolRequest(
-                    run_id=self.run_id, call_id=record.id, tool=call.name, arguments=arguments
-                )
+            return await self._interruptible(
+                asyncio.wait_for(asyncio.shield(future), self.approval_timeout_s)
             )
-            try:
-                return await self._interruptible(
-                    asyncio.wait_for(asyncio.shield(future), self.approval_timeout_s)
-                )
-            except TimeoutError:
-                reason = (
-                    f"no answer within {self.approval_timeout_s:.0f} s, so the request timed out"
-                )
-                return await self.settle_by_server(record.id, "denied", reason)
-        finally:
-            self.pending.pop(record.id, None)
+        except TimeoutError:
+            reason = f"no answer within {self.approval_timeout_s:.0f} s, so the request timed out"
+            return await self.withdraw(record.id, reason)
 
     async def accept_result(
         self,
@@ -321,34 +348,39 @@ class AgentRun:
         reason: str | None,
         approval: ApprovalRecord | None = None,
     ) -> bool:
-        """A client's answer (stored with how it was approved); False when no pending call of
-        this run has that id."""
+        """The executor's answer (stored with how it was approved); False when no pending call
+        of this run has that id."""
         future = self.pending.get(call_id)
         if future is None or future.done():
             return False
         record = await self.store.settle_tool_call(call_id, status, content, reason, approval)
         if record is None:
             return False
-        await self.hub.publish(
-            ToolSettled(run_id=self.run_id, call_id=call_id, status=record.status, reason=reason)
-        )
-        if not future.done():
-            future.set_result(record)
+        await self._settled(record)
         return True
 
-    async def settle_by_server(self, call_id: str, status: str, reason: str) -> ToolCallRecord:
-        record = await self.store.settle_tool_call(call_id, status, "", reason)
-        if record is None:  # the client answered first; its answer stands
+    async def withdraw(self, call_id: str, why: str) -> ToolCallRecord:
+        """Stop waiting for a client call. Its executor is told to stop it and say what
+        happened; that answer is recorded if it comes within the grace, else the outcome is
+        recorded as unknown (the call may have run), never as "not run"."""
+        future = self.pending.get(call_id)
+        await self.hub.publish(ToolWithdrawn(run_id=self.run_id, call_id=call_id, reason=why))
+        if future is not None and self.hub.present(self.executor.id):
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(future), self.withdraw_grace_s)
+        record = await self.store.settle_tool_call(call_id, "unknown", "", unknown_outcome(why))
+        if record is None:  # the executor answered first; its answer stands
             existing = await self.store.get_tool_call(call_id)
             assert existing is not None
             return existing
-        await self.hub.publish(
-            ToolSettled(run_id=self.run_id, call_id=call_id, status=status, reason=reason)
-        )
-        future = self.pending.get(call_id)
+        await self._settled(record)
+        return record
+
+    async def _settled(self, record: ToolCallRecord) -> None:
+        future = self.pending.pop(record.id, None)
+        await self.hub.publish(settled_event(record))
         if future is not None and not future.done():
             future.set_result(record)
-        return record
 
     # ------------------------------------------------------------------ stopping
 
@@ -372,34 +404,66 @@ class AgentRun:
         return task.result()
 
     async def _close_open_calls(self, reason: str) -> None:
-        """Leave the conversation well-formed: partial text kept, every call answered."""
+        """Leave the conversation well-formed: partial text kept, every call answered (with
+        what its executor says happened when it says so), then the notes that waited."""
         if self._partial_text:
             await self._record_assistant(self._partial_text + " …[interrupted]", [])
             self._partial_text = ""
         for record in await self.store.pending_tool_calls(self.conversation_id):
             if record.run_id == self.run_id:
-                await self.settle_by_server(record.id, "denied", reason)
+                await self.withdraw(record.id, reason)
         await close_dangling_calls(self.store, self.conversation_id, self.run_id, reason)
+        self._notes_closed = True
+        await self._store_notes()
+
+    async def _store_notes(self) -> None:
+        while self._notes:
+            await self.store.add_event_message(
+                self.conversation_id, self.run_id, self._notes.pop(0)
+            )
+
+
+def unknown_outcome(why: str) -> str:
+    """The reason stored for a call the server stopped waiting for without an answer."""
+    return f"the client did not report whether it ran ({why})"
+
+
+def settled_event(record: ToolCallRecord) -> ToolSettled:
+    """How clients hear of a settled call; an unknown outcome travels as an error."""
+    status = "error" if record.status == "unknown" else record.status
+    return ToolSettled(
+        run_id=record.run_id,
+        call_id=record.id,
+        status=cast(ToolStatus, status),
+        reason=record.reason,
+    )
 
 
 async def close_dangling_calls(
     store: Store, conversation_id: str, run_id: str | None, reason: str
 ) -> int:
-    """Give every unanswered call of the last assistant message a denied result."""
+    """Give every unanswered call of the last assistant message a result: what its client
+    tool call ended with, or "not run" for a call no client was ever asked to run."""
     messages = await store.list_messages(conversation_id)
     missing = missing_tool_results(messages)
+    asked = {r.model_call_id: r for r in await store.tool_calls_of_run(run_id)} if run_id else {}
     for call in missing:
-        await store.add_message(
-            conversation_id,
-            run_id,
-            ModelMessage(
-                "tool",
-                f"not run: {reason}",
-                tool_call_id=call.id,
-                is_error=True,
-            ),
+        record = asked.get(call.id)
+        message = (
+            tool_message(record)
+            if record is not None
+            else ModelMessage("tool", f"not run: {reason}", tool_call_id=call.id, is_error=True)
         )
+        await store.add_message(conversation_id, run_id, message)
     return len(missing)
+
+
+def late_result_note(record: ToolCallRecord) -> str:
+    """What the model is told when the result of a call of unknown outcome arrives late."""
+    return (
+        f"[client] The {record.tool} call {record.model_call_id}, whose outcome was unknown, "
+        f"did reach its client; the result it recorded:\n{tool_message(record).content}"
+    )
 
 
 def missing_tool_results(messages: list[Message]) -> list[ToolCall]:
@@ -434,14 +498,24 @@ def _tool_error(call: ToolCall, message: str) -> ModelMessage:
     return ModelMessage("tool", f"Error: {message}", tool_call_id=call.id, is_error=True)
 
 
-def _tool_message(call: ToolCall, record: ToolCallRecord) -> ModelMessage:
+def tool_message(record: ToolCallRecord) -> ModelMessage:
+    """The result of a client tool call as the model reads it."""
+    call_id = record.model_call_id
     if record.status == "ok":
-        return ModelMessage("tool", record.content, tool_call_id=call.id)
+        return ModelMessage("tool", record.content, tool_call_id=call_id)
     if record.status == "denied":
         text = (
-            f"The user's side denied this {call.name} call. Reason: {record.reason or 'none given'}"
+            f"The user's side denied this {record.tool} call. "
+            f"Reason: {record.reason or 'none given'}"
         )
-        return ModelMessage("tool", text, tool_call_id=call.id, is_error=True)
-    detail = record.reason or "the tool failed"
-    body = f"Error: {detail}" + (f"\n{record.content}" if record.content else "")
-    return ModelMessage("tool", body, tool_call_id=call.id, is_error=True)
+        return ModelMessage("tool", text, tool_call_id=call_id, is_error=True)
+    if record.status == "error":
+        detail = record.reason or "the tool failed"
+        body = f"Error: {detail}" + (f"\n{record.content}" if record.content else "")
+        return ModelMessage("tool", body, tool_call_id=call_id, is_error=True)
+    text = (
+        f"Outcome unknown: {record.reason or unknown_outcome('no answer')}. This {record.tool} "
+        "call may have run, completely or in part: check its effects (the files it would "
+        "change, the output it would leave) before running it again."
+    )
+    return ModelMessage("tool", text, tool_call_id=call_id, is_error=True)

@@ -1,19 +1,28 @@
 """Per-conversation event fan-out: persist a durable event, then deliver it.
 
-Owns the seq discipline: durable events are stored before anyone sees them, replay on
-attach is gap-free, and transient events never advance the seq.
+Owns the seq discipline (durable events are stored before anyone sees them, replay on attach
+is gap-free, transient events never advance the seq) and which clients are present.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from cairn_protocol import ServerEvent
 
 from cairn_server.storage.store import Store
 
 Deliver = Callable[[ServerEvent], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Client:
+    """A client instance: its id (kept across its reconnects) and the checkout it runs in."""
+
+    id: str
+    path: str
 
 
 class ConversationHub:
@@ -24,6 +33,7 @@ class ConversationHub:
         self.conversation_id = conversation_id
         self.last_seq = last_seq
         self._subscribers: dict[int, Deliver] = {}
+        self._clients: dict[int, str] = {}  # connection key → client id, from hello on
         self._lock = asyncio.Lock()
 
     async def publish(self, event: ServerEvent) -> ServerEvent:
@@ -47,8 +57,17 @@ class ConversationHub:
                     await deliver(missed)
             self._subscribers[key] = deliver
 
+    def enter(self, key: int, client_id: str) -> None:
+        """A connection of `client_id` is here (from its hello; attach comes after the welcome)."""
+        self._clients[key] = client_id
+
+    def present(self, client_id: str) -> bool:
+        """Whether any connection of that client is here."""
+        return client_id in self._clients.values()
+
     def detach(self, key: int) -> None:
         self._subscribers.pop(key, None)
+        self._clients.pop(key, None)
 
     @property
     def attached(self) -> bool:

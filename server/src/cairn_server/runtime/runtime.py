@@ -1,6 +1,7 @@
 """The runtime: which runs are active, and what client frames do to them.
 
-Owns starting, superseding and cancelling runs, routing tool results, and recovery at start.
+Owns starting, superseding and cancelling runs, which client executes a run's tool requests,
+routing tool results (late ones too), and recovery at start.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from cairn_protocol import (
     ContextCompacted,
     RunFinished,
     RunStarted,
+    ToolRequest,
     ToolResult,
-    ToolSettled,
     WorkspaceIdentity,
 )
-from cairn_protocol.messages import StopReason, UserCommand
+from cairn_protocol.messages import ErrorCode, StopReason, UserCommand
 
 from cairn_server.config import ServerSettings
 from cairn_server.context.budget import Budget, agent_budget
@@ -28,14 +29,22 @@ from cairn_server.memory.bootstrap import bootstrap_note
 from cairn_server.memory.services import Memory
 from cairn_server.providers.base import ModelMessage, Provider, ProviderError
 from cairn_server.providers.registry import make_provider
-from cairn_server.runtime.agent_run import AgentRun, RunLimits, close_dangling_calls
-from cairn_server.runtime.hub import ConversationHub
+from cairn_server.runtime.agent_run import (
+    AgentRun,
+    RunLimits,
+    close_dangling_calls,
+    late_result_note,
+    settled_event,
+    unknown_outcome,
+)
+from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
 
 log = logging.getLogger(__name__)
 
 ProviderFactory = Callable[[str], Provider]
+UNKNOWN_OUTCOMES_LISTED = 50  # in a welcome: the newest calls a client may still report on
 
 
 class RunInProgressError(RuntimeError):
@@ -98,10 +107,12 @@ class Runtime:
         model: str,
         text: str,
         client_tools: Sequence[str],
+        executor: Client,
         command: UserCommand | None = None,
         client_notes: Sequence[str] = (),
     ) -> str:
-        """Start a run for a user message, first superseding any run still going.
+        """Start a run for a user message, first superseding any run still going. `executor`
+        (the client that sent the message) runs the run's tool requests.
 
         `client_notes` (what the client did meanwhile, e.g. /undo) go before the message."""
         provider = self._provider(model)  # fails here, before anything is stored
@@ -138,6 +149,8 @@ class Runtime:
                     repeats=self.settings.repeat_limit,
                 ),
                 approval_timeout_s=self.settings.approval_timeout_s,
+                executor=executor,
+                withdraw_grace_s=self.settings.withdraw_grace_s,
             )
             task = asyncio.create_task(self._drive(conversation_id, run), name=run_record.id)
             self._active[conversation_id] = ActiveRun(run, task)
@@ -190,19 +203,87 @@ class Runtime:
                 await (await self.hub(conversation_id)).publish(compaction)
             return compaction
 
-    async def submit_tool_result(self, conversation_id: str, result: ToolResult) -> str | None:
-        """Route a client's answer; returns an error message when nothing was waiting for it."""
+    async def resume_requests(self, conversation_id: str, client: Client) -> None:
+        """Hand the running run's tool requests to `client` when their executor is gone and
+        `client` works in the same checkout (a restarted cairn resuming its run); they are
+        sent again naming it. A client in another checkout never takes them over."""
         active = self._active.get(conversation_id)
-        if active and await active.run.accept_result(
-            result.call_id, result.status, result.content, result.reason, result.approval
-        ):
-            return None
-        record = await self.store.get_tool_call(result.call_id)
+        if active is None:
+            return
+        executor = active.run.executor
+        hub = await self.hub(conversation_id)
+        if executor.id == client.id or executor.path != client.path or hub.present(executor.id):
+            return
+        await active.run.hand_over(client)
+
+    async def pending_requests(self, conversation_id: str) -> list[ToolRequest]:
+        """The conversation's tool requests still waiting for an answer, naming who runs them."""
+        active = self._active.get(conversation_id)
+        return [
+            active.run.request_for(record)
+            if active is not None and record.run_id == active.run.run_id
+            else ToolRequest(
+                run_id=record.run_id,
+                call_id=record.id,
+                tool=record.tool,
+                arguments=record.arguments,
+            )
+            for record in await self.store.pending_tool_calls(conversation_id)
+        ]
+
+    async def unknown_outcomes(self, conversation_id: str) -> list[str]:
+        """The newest calls of the conversation whose outcome is unknown, a client may report."""
+        records = await self.store.unknown_tool_calls(conversation_id, UNKNOWN_OUTCOMES_LISTED)
+        return [record.id for record in records]
+
+    async def submit_tool_result(
+        self, conversation_id: str, result: ToolResult, client_id: str
+    ) -> tuple[ErrorCode, str] | None:
+        """Route a client's answer; (code, message) when it is refused: from a client that is
+        not the call's executor, or with nothing waiting for it."""
+        call_id = result.call_id
+        active = self._active.get(conversation_id)
+        if active is not None and call_id in active.run.pending:
+            executor = active.run.executor.id
+            if client_id != executor:
+                return "not_executor", (
+                    f"tool call {call_id!r} is run by client {executor!r}, not by this one"
+                )
+            if await active.run.accept_result(
+                call_id, result.status, result.content, result.reason, result.approval
+            ):
+                return None
+        record = await self.store.get_tool_call(call_id)
         if record is None or record.conversation_id != conversation_id:
-            return f"no tool call {result.call_id!r} in this conversation"
-        if record.status != "pending":
-            return f"tool call {result.call_id!r} was already settled ({record.status})"
-        return f"tool call {result.call_id!r} belongs to a run that is no longer active"
+            return "unknown_call", f"no tool call {call_id!r} in this conversation"
+        if record.status == "unknown" and await self._late_result(conversation_id, result):
+            return None
+        if record.status == "pending":
+            return "unknown_call", (
+                f"tool call {call_id!r} belongs to a run that is no longer active"
+            )
+        return "unknown_call", f"tool call {call_id!r} was already settled"
+
+    async def _late_result(self, conversation_id: str, result: ToolResult) -> bool:
+        """Record the result of a call whose outcome was unknown (it arrived after a restart
+        or after the run stopped waiting) and tell the model what really happened. Any client
+        of the conversation may send it: after a restart the executor is a new process."""
+        record = await self.store.settle_tool_call(
+            result.call_id,
+            result.status,
+            result.content,
+            result.reason,
+            result.approval,
+            was="unknown",
+        )
+        if record is None:
+            return False
+        await (await self.hub(conversation_id)).publish(settled_event(record))
+        note = late_result_note(record)
+        active = self._active.get(conversation_id)
+        if active is None or not active.run.add_note(note):
+            await self.store.add_event_message(conversation_id, None, note)
+        return True
 
     async def cancel(self, conversation_id: str, reason: str) -> bool:
         async with self._lock(conversation_id):
@@ -219,15 +300,15 @@ class Runtime:
             ]
             for run in runs
         }
-        await self.store.interrupt_running_runs()
-        reason = "the server restarted before this call was answered"
+        why = "the server restarted"
+        await self.store.interrupt_running_runs(unknown_outcome(why))
         for run in runs:
             hub = await self.hub(run.conversation_id)
             for call in pending[run.id]:
-                await hub.publish(
-                    ToolSettled(run_id=run.id, call_id=call.id, status="denied", reason=reason)
-                )
-            await close_dangling_calls(self.store, run.conversation_id, run.id, reason)
+                settled = await self.store.get_tool_call(call.id)
+                assert settled is not None
+                await hub.publish(settled_event(settled))
+            await close_dangling_calls(self.store, run.conversation_id, run.id, why)
             await hub.publish(
                 RunFinished(
                     run_id=run.id,

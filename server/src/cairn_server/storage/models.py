@@ -148,7 +148,7 @@ class ToolCallRecord(SQLModel, table=True):
     model_call_id: str
     tool: str
     arguments: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
-    status: str = "pending"  # pending | ok | error | denied
+    status: str = "pending"  # pending | ok | error | denied | unknown (closed unanswered)
     content: str = Field(default="", sa_column=Column(Text, nullable=False))
     reason: str | None = None
     created_at: datetime = _ts(nullable=False)

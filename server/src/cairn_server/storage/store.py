@@ -38,8 +38,9 @@ from cairn_server.storage.repository import (
 )
 
 TOKEN_PREFIX = "cairn_"
-SERVER_RESTART_REASON = "the server restarted before this call was answered"
-SETTLED_STATUSES = ("ok", "error", "denied")
+# How a call can end: the executor's answer, or "unknown" when the server stopped waiting
+# without one (a later answer can still settle an unknown call).
+SETTLED_STATUSES = ("ok", "error", "denied", "unknown")
 STOP_REASONS: tuple[str, ...] = get_args(StopReason)
 ROLES = ("user", "assistant", "tool", "event")
 
@@ -371,8 +372,9 @@ class Store(Repository):
             query = query.where(Run.conversation_id == conversation_id)
         return await self._all(query)
 
-    async def interrupt_running_runs(self) -> list[Run]:
-        """At server start: finish every running run and deny the tool calls it was waiting on.
+    async def interrupt_running_runs(self, reason: str) -> list[Run]:
+        """At server start: finish every running run; the tool calls it was waiting on get an
+        unknown outcome with `reason` (they may have run in the client meanwhile).
 
         Returns the runs it finished (stop_reason "server_restart").
         """
@@ -392,7 +394,7 @@ class Store(Repository):
                         col(ToolCallRecord.run_id).in_([run.id for run in runs]),
                         col(ToolCallRecord.status) == "pending",
                     )
-                    .values(status="denied", reason=SERVER_RESTART_REASON, settled_at=now)
+                    .values(status="unknown", reason=reason, settled_at=now)
                 )
             return runs
 
@@ -432,8 +434,11 @@ class Store(Repository):
         content: str,
         reason: str | None,
         approval: ApprovalRecord | None = None,
+        *,
+        was: Literal["pending", "unknown"] = "pending",
     ) -> ToolCallRecord | None:
-        """Settle a pending call and return it; None (and no change) if unknown or settled.
+        """Settle a call that is `was` (pending; or of unknown outcome, for a late answer) and
+        return it; None (and no change) if there is no such call in that state.
 
         Settling is a single conditional UPDATE, so of two racing results only one wins; the
         winner's `approval` is stored with the run in the same transaction.
@@ -443,7 +448,7 @@ class Store(Repository):
             raise ValueError(f"unknown tool call status {status!r}; expected one of {expected}")
         statement = (
             update(ToolCallRecord)
-            .where(col(ToolCallRecord.id) == call_id, col(ToolCallRecord.status) == "pending")
+            .where(col(ToolCallRecord.id) == call_id, col(ToolCallRecord.status) == was)
             .values(status=status, content=content, reason=reason, settled_at=utcnow())
             .returning(ToolCallRecord)
         )
@@ -469,12 +474,20 @@ class Store(Repository):
 
     async def pending_tool_calls(self, conversation_id: str) -> list[ToolCallRecord]:
         """The conversation's unanswered tool requests, oldest first."""
+        return await self._all(_calls_of(conversation_id, "pending"))
+
+    async def unknown_tool_calls(self, conversation_id: str, limit: int) -> list[ToolCallRecord]:
+        """The conversation's newest `limit` calls of unknown outcome, oldest first."""
+        newest = await self._all(
+            _calls_of(conversation_id, "unknown", newest_first=True).limit(limit)
+        )
+        return newest[::-1]
+
+    async def tool_calls_of_run(self, run_id: str) -> list[ToolCallRecord]:
+        """Every client tool call of a run, oldest first."""
         query = (
             select(ToolCallRecord)
-            .where(
-                ToolCallRecord.conversation_id == conversation_id,
-                ToolCallRecord.status == "pending",
-            )
+            .where(ToolCallRecord.run_id == run_id)
             .order_by(col(ToolCallRecord.created_at))
         )
         return await self._all(query)
@@ -485,6 +498,17 @@ def _conversations_of(agent_id: str) -> SelectOfScalar[Conversation]:
         select(Conversation)
         .where(Conversation.agent_id == agent_id)
         .order_by(col(Conversation.updated_at).desc(), col(Conversation.created_at).desc())
+    )
+
+
+def _calls_of(
+    conversation_id: str, status: str, *, newest_first: bool = False
+) -> SelectOfScalar[ToolCallRecord]:
+    created = col(ToolCallRecord.created_at)
+    return (
+        select(ToolCallRecord)
+        .where(ToolCallRecord.conversation_id == conversation_id, ToolCallRecord.status == status)
+        .order_by(created.desc() if newest_first else created)
     )
 
 
