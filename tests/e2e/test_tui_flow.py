@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -176,18 +175,23 @@ async def test_restarting_cairn_shows_the_earlier_conversation(
             assert "first question" in chat_text(app)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def _running(command_line: str) -> bool:
+    """Whether a process with this command line runs (in any PID namespace: the sandbox has
+    its own, so a pid the command wrote for itself means nothing out here)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        if argv == command_line:
+            return True
+    return False
 
 
 async def test_escape_kills_an_approved_command_and_says_it_ran(
     tmp_path: Path, repo: Path, fake_model: FakeModelServer
 ) -> None:
-    command = "echo started; echo $$ > shell.pid; sleep 20 && echo done > done.txt"
+    command = "echo started; touch shell.started; sleep 20.7 && echo done > done.txt"
     fake_model.set_script(
         script(
             {"text": "Waiting for it.", "tool_calls": [call("shell", command=command)]},
@@ -199,12 +203,11 @@ async def test_escape_kills_an_approved_command_and_says_it_ran(
             await send(app, pilot, "run the slow thing")
             await until(pilot, lambda: isinstance(app.screen, ApprovalScreen))
             await pilot.press("y")
-            await until(pilot, lambda: (repo / "shell.pid").exists())
+            await until(pilot, lambda: (repo / "shell.started").exists())
             await pilot.press("escape")
             await until(pilot, lambda: "Interrupted" in chat_text(app))
             await until(pilot, lambda: "killed after" in chat_text(app))
-            shell = int((repo / "shell.pid").read_text())
-            assert not _alive(shell)
+            assert not _running("sleep 20.7")
             assert "allowed once" not in chat_text(app)  # it did not quietly finish as allowed
             await send(app, pilot, "what happened?")
             await until(pilot, lambda: "It was cut short." in chat_text(app))
