@@ -1,10 +1,12 @@
 """Patch application on model-style diffs of real commits: Cairn, git apply, GNU patch.
 
-Usage: uv run python bench/patching.py [REPO] [--commits N] [--seed S]
-Builds (before, after) file pairs from the last N commits of REPO (default: this
-repository), renders each as a unified diff, perturbs it the ways models do, and counts per
-perturbation kind and pooled how often each applier gives the exact result, a wrong
-result (claimed success, wrong content) or refuses. Ends with one key=value line.
+Usage: uv run python bench/patching.py [[NAME=]REPO ...] [--commits N] [--seed S]
+For each git repository (default: this one; a bare clone will do), builds (before, after)
+file pairs from the last N commits of its HEAD, renders each as a unified diff, perturbs it
+the ways models do, and counts per perturbation kind and pooled how often each applier gives
+the exact result, a wrong result (claimed success, wrong content) or refuses. Kinds whose
+right answer is a refusal are shown apart, not pooled. Prints a table per repository and
+ends with one key=value line (keys prefixed with the repository's name when there are several).
 """
 
 from __future__ import annotations
@@ -123,7 +125,8 @@ class FileDiff:
     def text(self) -> str:
         out = [f"--- {self.old}\n", f"+++ {self.new}\n"]
         for header, body in self.hunks:
-            out.append(header + "\n")
+            if header:  # an empty header: the model left the @@ line out
+                out.append(header + "\n")
             out.extend(line + "\n" for line in body)
         return "".join(out)
 
@@ -138,11 +141,13 @@ def _lines(text: str | None) -> list[str]:
     return out
 
 
-def render(case: FileCase) -> FileDiff:
+def render(case: FileCase, context: int = 3) -> FileDiff:
     old = f"a/{case.path}" if case.before is not None else "/dev/null"
     new = f"b/{case.path}" if case.after is not None else "/dev/null"
     raw = list(
-        difflib.unified_diff(_lines(case.before), _lines(case.after), "a", "b", lineterm="\n")
+        difflib.unified_diff(
+            _lines(case.before), _lines(case.after), "a", "b", n=context, lineterm="\n"
+        )
     )[2:]
     hunks: list[Hunk] = []
     for line in raw:
@@ -210,6 +215,13 @@ def wrong_counts(diffs: list[FileDiff], rng: random.Random) -> str | None:
 def missing_line_numbers(diffs: list[FileDiff], rng: random.Random) -> str | None:
     for diff in diffs:
         diff.hunks = [(rng.choice(["@@ @@", "@@ ... @@"]), body) for _, body in diff.hunks]
+    return joined(diffs)
+
+
+def no_hunk_headers(diffs: list[FileDiff], rng: random.Random) -> str | None:
+    """No @@ lines at all: a file's hunks run on into each other."""
+    for diff in diffs:
+        diff.hunks = [("", body) for _, body in diff.hunks]
     return joined(diffs)
 
 
@@ -321,11 +333,39 @@ def hunks_out_of_order(diffs: list[FileDiff], rng: random.Random) -> str | None:
     return joined(diffs)
 
 
+def unmarked_added_line(diffs: list[FileDiff], rng: random.Random) -> str | None:
+    """One added line of a changed file without its +: the right answer is a refusal.
+
+    Lines equal to a line beside them are left alone: without the + they read as a context
+    line written twice, which `extra_context` counts as right to tolerate.
+    """
+    choices = [
+        (diff, index, at)
+        for diff in diffs
+        for index, (_, body) in enumerate(diff.hunks)
+        if _has_before(body)
+        for at, line in enumerate(body)
+        if line.startswith("+") and line[1:].strip() and not _beside(body, at, line[1:])
+    ]
+    if not choices:
+        return None
+    diff, index, at = rng.choice(choices)
+    header, body = diff.hunks[index]
+    diff.hunks[index] = (header, body[:at] + [body[at][1:]] + body[at + 1 :])
+    return joined(diffs)
+
+
+def _beside(body: list[str], at: int, text: str) -> bool:
+    return any(0 <= k < len(body) and body[k][1:] == text for k in (at - 1, at + 1))
+
+
 KINDS: dict[str, Perturb] = {
     "clean": clean,
     "wrong_line_numbers": wrong_line_numbers,
     "wrong_counts": wrong_counts,
     "missing_line_numbers": missing_line_numbers,
+    "no_hunk_headers": no_hunk_headers,
+    "zero_context": clean,
     "no_prefixes": no_prefixes,
     "dropped_context": dropped_context,
     "extra_context": extra_context,
@@ -334,6 +374,10 @@ KINDS: dict[str, Perturb] = {
     "no_final_newline": no_final_newline,
     "hunks_out_of_order": hunks_out_of_order,
 }
+# Kinds rendered with other than three lines of context (`git diff -U0` for zero_context).
+CONTEXT_LINES = {"zero_context": 0}
+# Kinds whose right answer is a refusal: reported apart, not pooled.
+MUST_REFUSE: dict[str, Perturb] = {"unmarked_added_line": unmarked_added_line}
 MULTI_FILE_KIND = "several_files"
 
 
@@ -411,22 +455,25 @@ def appliers() -> dict[str, Callable[[str, list[FileCase], Path], str]]:
 # --------------------------------------------------------------------------- running
 
 
-def run(commits: list[list[FileCase]], seed: int, workroot: Path) -> Results:
-    results = Results()
+def run(commits: list[list[FileCase]], seed: int, workroot: Path) -> tuple[Results, Results]:
+    """Pooled kinds, and the must-refuse kinds apart."""
+    results, refusals = Results(), Results()
     tools = appliers()
     for number, cases in enumerate(commits):
         units = [[case] for case in cases[:MAX_FILES_PER_COMMIT]]
-        for kind, perturb in KINDS.items():
-            for unit_index, unit in enumerate(units):
-                rng = random.Random(f"{seed}-{number}-{unit_index}-{kind}")
-                patch = perturb([render(case) for case in unit], rng)
-                if patch is not None:
-                    _score(results, kind, tools, patch, unit, workroot)
+        for kinds, into in ((KINDS, results), (MUST_REFUSE, refusals)):
+            for kind, perturb in kinds.items():
+                for unit_index, unit in enumerate(units):
+                    rng = random.Random(f"{seed}-{number}-{unit_index}-{kind}")
+                    context = CONTEXT_LINES.get(kind, 3)
+                    patch = perturb([render(case, context) for case in unit], rng)
+                    if patch is not None:
+                        _score(into, kind, tools, patch, unit, workroot)
         if len(units) > 1:
             multi = [case for unit in units for case in unit]
             patch = joined([render(case) for case in multi])
             _score(results, MULTI_FILE_KIND, tools, patch, multi, workroot)
-    return results
+    return results, refusals
 
 
 def _score(
@@ -441,34 +488,49 @@ def _score(
         results.add(kind, name, tool(patch, cases, workroot / "tree"))
 
 
-def report(results: Results, tools: list[str]) -> str:
-    pooled: dict[str, Tally] = {tool: Tally() for tool in tools}
-    header = f"{'kind':<22}{'cases':>6}  " + "  ".join(f"{tool:>24}" for tool in tools)
-    rows = [header, f"{'':<30}" + "  ".join(f"{'exact/wrong/refused %':>24}" for _ in tools)]
-    for kind, by_tool in results.kinds.items():
-        cells = []
+OUTCOMES = ("exact", "wrong", "refused")
+HEADER_WIDTH = 30
+
+
+def report(results: Results, refusals: Results, tools: list[str]) -> tuple[str, dict[str, str]]:
+    """One repository's table, and its figures for the key=value line."""
+    rows = [
+        f"{'kind':<22}{'cases':>6}  " + "  ".join(f"{tool:>24}" for tool in tools),
+        f"{'':<{HEADER_WIDTH}}" + "  ".join(f"{'exact/wrong/refused %':>24}" for _ in tools),
+    ]
+    rows += [_row(kind, by_tool, tools) for kind, by_tool in results.kinds.items()]
+    pooled = pool(results, tools)
+    rows.append(_row("pooled", pooled, tools))
+    if refusals.kinds:
+        rows.append("must refuse (not pooled: the right answer is a refusal)")
+        rows += [_row(kind, by_tool, tools) for kind, by_tool in refusals.kinds.items()]
+    figures = {"cases": str(pooled[tools[0]].total)}
+    for tool in tools:
+        for name in OUTCOMES:
+            figures[f"{tool}_{name}_pct"] = f"{pooled[tool].rate(name):.1f}"
+    worst = min(
+        (by_tool["cairn"].rate("exact"), kind) for kind, by_tool in results.kinds.items()
+    )
+    figures["cairn_worst_kind"] = worst[1]
+    figures["cairn_worst_kind_exact_pct"] = f"{worst[0]:.1f}"
+    for kind, by_tool in refusals.kinds.items():
+        figures[f"cairn_{kind}_wrong_pct"] = f"{by_tool['cairn'].rate('wrong'):.1f}"
+    return "\n".join(rows), figures
+
+
+def pool(results: Results, tools: list[str]) -> dict[str, Tally]:
+    pooled = {tool: Tally() for tool in tools}
+    for by_tool in results.kinds.values():
         for tool in tools:
             tally = by_tool.get(tool, Tally())
-            for name in ("exact", "wrong", "refused"):
+            for name in OUTCOMES:
                 setattr(pooled[tool], name, getattr(pooled[tool], name) + getattr(tally, name))
-            cells.append(_cell(tally))
-        count = by_tool[tools[0]].total
-        rows.append(f"{kind:<22}{count:>6}  " + "  ".join(cells))
-    rows.append(
-        f"{'pooled':<22}{pooled[tools[0]].total:>6}  "
-        + "  ".join(_cell(pooled[tool]) for tool in tools)
-    )
-    figures = [f"cases={pooled[tools[0]].total}"]
-    for tool in tools:
-        for name in ("exact", "wrong", "refused"):
-            figures.append(f"{tool}_{name}_pct={pooled[tool].rate(name):.1f}")
-    cairn = results.kinds
-    worst = min(
-        (by_tool["cairn"].rate("exact"), kind) for kind, by_tool in cairn.items() if by_tool
-    )
-    figures.append(f"cairn_worst_kind={worst[1]}")
-    figures.append(f"cairn_worst_kind_exact_pct={worst[0]:.1f}")
-    return "\n".join(rows) + "\n" + " ".join(figures)
+    return pooled
+
+
+def _row(label: str, by_tool: dict[str, Tally], tools: list[str]) -> str:
+    cells = "  ".join(_cell(by_tool.get(tool, Tally())) for tool in tools)
+    return f"{label:<22}{by_tool[tools[0]].total:>6}  {cells}"
 
 
 def _cell(tally: Tally) -> str:
@@ -476,22 +538,47 @@ def _cell(tally: Tally) -> str:
     return f"{text:>24}"
 
 
+def named(spec: str) -> tuple[str, Path]:
+    """NAME=PATH, or PATH named after its folder (without a .git suffix)."""
+    name, sep, path = spec.partition("=")
+    if sep and name and "/" not in name:
+        return name, Path(path)
+    return Path(spec).resolve().name.removesuffix(".git"), Path(spec)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("repo", nargs="?", default=str(Path(__file__).resolve().parents[1]))
+    this_repository = str(Path(__file__).resolve().parents[1])
+    parser.add_argument("repos", nargs="*", metavar="[NAME=]REPO", default=[this_repository])
     parser.add_argument("--commits", type=int, default=150)
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
     started = time.monotonic()
-    commits = corpus(Path(args.repo), args.commits)
-    files = sum(len(cases) for cases in commits)
-    print(f"corpus: {len(commits)} commits, {files} file changes from {args.repo}")
-    with tempfile.TemporaryDirectory(prefix="cairn-patch-bench-") as workroot:
-        results = run(commits, args.seed, Path(workroot))
+    repos = [named(spec) for spec in args.repos]
+    if len({name for name, _ in repos}) < len(repos):
+        parser.error("two repositories have the same name; name them with NAME=REPO")
     tools = ["cairn", "git_apply"] + (["gnu_patch"] if shutil.which("patch") else [])
-    text = report(results, tools)
     print("tools: cairn apply_patch; git apply --recount; patch -p1 --fuzz=3 (GNU)")
-    print(text + f" seconds={time.monotonic() - started:.1f}")
+    figures: dict[str, str] = {}
+    summary: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="cairn-patch-bench-") as workroot:
+        for name, path in repos:
+            commits = corpus(path, args.commits)
+            files = sum(len(cases) for cases in commits)
+            head = git(path, "rev-parse", "HEAD").strip()
+            print(f"\n== {name}: {path} at {head}")
+            print(f"corpus: {len(commits)} commits, {files} file changes")
+            results, refusals = run(commits, args.seed, Path(workroot))
+            table, own = report(results, refusals, tools)
+            print(table)
+            summary.append(_row(name, pool(results, tools), tools))
+            prefix = f"{name}_" if len(repos) > 1 else ""
+            figures.update({prefix + key: value for key, value in own.items()})
+    if len(repos) > 1:
+        print(f"\n{'pooled per repository':<{HEADER_WIDTH}}" + "  ".join(f"{t:>24}" for t in tools))
+        print("\n".join(summary))
+    line = " ".join(f"{key}={value}" for key, value in figures.items())
+    print(f"{line} seconds={time.monotonic() - started:.1f}")
 
 
 if __name__ == "__main__":

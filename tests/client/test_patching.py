@@ -81,11 +81,11 @@ def test_model_style_diffs_apply_exactly(patch: str) -> None:
 def test_indentation_drift_reindents_the_added_lines() -> None:
     patch = (
         "--- a/app.py\n+++ b/app.py\n@@ @@\n result = 0\n for item in items:\n"
-        "-    result += item\n+    if item:\n+        result += item\n return result\n"
+        "-    result += item\n+    if item:\n+        result += item\n+\n return result\n"
     )
     result = apply_patch(patch, {"app.py": APP})["app.py"]
     assert result is not None
-    assert "    for item in items:\n        if item:\n            result += item\n" in result
+    assert "    for item in items:\n        if item:\n            result += item\n\n" in result
 
 
 def test_hunks_out_of_order_and_several_files() -> None:
@@ -111,6 +111,19 @@ def test_ambiguous_and_absent_hunks_are_refused_with_a_reason_each() -> None:
     assert [(p.path, p.hunk) for p in problems] == [("twice.txt", 1), ("app.py", 1)]
     assert "matches at lines 2, 8" in problems[0].why and "add context" in problems[0].why
     assert "'import os' where the file has ''" in problems[1].why
+
+
+def test_identical_hunks_for_as_many_identical_places_change_each_place() -> None:
+    job = "  - name: setup\n    uses: setup@v1\n    with:\n      cache: pip\n"
+    text = "jobs:\n" + job + "  - name: lint\n" + job
+    hunk = "@@ @@\n   - name: setup\n-    uses: setup@v1\n+    uses: setup@v2\n     with:\n"
+    twice = "--- a/ci.yml\n+++ b/ci.yml\n" + hunk + hunk
+    assert apply_patch(twice, {"ci.yml": text}) == {"ci.yml": text.replace("@v1", "@v2")}
+    with pytest.raises(PatchError, match="matches at lines 2, 7"):
+        apply_patch("--- a/ci.yml\n+++ b/ci.yml\n" + hunk, {"ci.yml": text})
+    other = hunk.replace("@v2", "@v3")
+    with pytest.raises(PatchError, match="matches at lines 2, 7"):
+        apply_patch(twice.replace(hunk + hunk, hunk + other), {"ci.yml": text})
 
 
 def test_a_line_number_picks_only_a_clearly_nearest_match() -> None:
@@ -155,10 +168,102 @@ def test_overlapping_hunks_are_refused() -> None:
         apply_patch(patch, {"app.py": APP})
 
 
-def test_a_hunk_without_context_is_not_placed_by_its_line_number() -> None:
+def test_a_hunk_without_context_goes_where_its_line_numbers_say() -> None:
     patch = "--- a/app.py\n+++ b/app.py\n@@ -3,0 +4 @@\n+# note\n"
-    with pytest.raises(PatchError, match="has no context or removed lines"):
+    assert apply_patch(patch, {"app.py": APP}) == {
+        "app.py": APP.replace("import sys\n\n\n", "import sys\n\n\n# note\n")
+    }
+    with pytest.raises(PatchError, match="do not say -N,0"):
+        apply_patch(patch.replace("-3,0", "-3"), {"app.py": APP})
+    with pytest.raises(PatchError, match="the file has 13 lines"):
+        apply_patch(patch.replace("-3,0 +4", "-30,0 +31"), {"app.py": APP})
+    with pytest.raises(PatchError, match="the way a new file's patch does"):
+        apply_patch(patch.replace("-3,0 +4", "-0,0 +1"), {"app.py": APP})
+
+
+def test_zero_context_hunks_use_line_numbers_only_when_the_content_confirms_them() -> None:
+    text = "".join(f"line {n}\n" if n % 5 else "    pass\n" for n in range(1, 41))
+    # `    pass` is on every fifth line: hunk 2's number picks one, hunk 1 confirms the numbers
+    patch = (
+        "--- a/f\n+++ b/f\n@@ -3 +3 @@\n-line 3\n+LINE 3\n"
+        "@@ -20 +20 @@\n-    pass\n+    return\n"
+    )
+    assert apply_patch(patch, {"f": text})["f"] == text.replace("line 3\n", "LINE 3\n").replace(
+        "line 19\n    pass\n", "line 19\n    return\n"
+    )
+    wrong = patch.replace("@@ -3 +3 @@", "@@ -7 +7 @@")  # content says line 3: numbers are off
+    with pytest.raises(PatchError) as refused:
+        apply_patch(wrong, {"f": text})
+    assert [p.hunk for p in refused.value.problems] == [2]
+    assert "hunk 1's @@ line says line 7, but its content is at line 3" in str(refused.value)
+    shifted = "--- a/f\n+++ b/f\n@@ -9,0 +10 @@\n+# note\n@@ -3 +4 @@\n-line 3\n+LINE 3\n"
+    with pytest.raises(PatchError, match="line numbers"):
+        apply_patch(shifted, {"f": text})  # new-side numbers that do not add up
+
+
+def test_a_loosely_matching_hunk_is_placed_only_where_its_line_number_points() -> None:
+    text = "# Title\n\n## Removed\n\n* old\n\n\n## Fixed\n\n* bug\n"
+    # the model left out the blank line between `## Removed` and `* old`: two anchor lines only
+    patch = "--- a/f.md\n+++ b/f.md\n@@ -3,4 +3,6 @@\n ## Removed\n * old\n+* older\n \n"
+    assert apply_patch(patch, {"f.md": text})["f.md"] == text.replace("* old\n", "* old\n* older\n")
+    with pytest.raises(PatchError, match="too few"):
+        apply_patch(patch.replace("@@ -3,4 +3,6 @@", "@@ @@"), {"f.md": text})
+
+
+def test_whitespace_only_added_lines_keep_their_whitespace() -> None:
+    patch = CLEAN.replace("+        result += item * 2\n", "+        result += item * 2\n+    \n")
+    result = apply_patch(patch, {"app.py": APP})["app.py"]
+    assert result == AFTER.replace("item * 2\n", "item * 2\n    \n")
+
+
+def test_whitespace_only_added_lines_under_reindentation_are_refused() -> None:
+    patch = (
+        "--- a/app.py\n+++ b/app.py\n@@ @@\n result = 0\n for item in items:\n"
+        "-    result += item\n+    result += item * 2\n+  \n return result\n"
+    )
+    with pytest.raises(PatchError, match="only whitespace"):
         apply_patch(patch, {"app.py": APP})
+
+
+def test_a_new_line_without_its_plus_is_refused_not_dropped() -> None:
+    added = "+        result += item * 2\n"
+    indented = CLEAN.replace(added, added + "        log(item)\n")
+    with pytest.raises(PatchError) as refused:
+        apply_patch(indented, {"app.py": APP})
+    why = refused.value.problems[0].why
+    assert "'       log(item)'" in why and "prefix it with +" in why
+
+    unindented = CLEAN.replace(added, added + "log(item)\n")
+    with pytest.raises(PatchError, match=r"line 8 of the patch, 'log\(item\)', which has no"):
+        apply_patch(unindented, {"app.py": APP})
+
+
+def test_hunks_run_together_without_at_lines_are_cut_where_the_file_has_a_gap() -> None:
+    first = " import sys\n+import os\n \n"
+    second = " def main():\n-    print(total([1, 2]))\n+    print(total([1, 2, 3]))\n"
+    after = APP.replace("import sys\n", "import sys\nimport os\n").replace("2]))", "2, 3]))")
+    header = "--- a/app.py\n+++ b/app.py\n"
+    assert apply_patch(header + first + second, {"app.py": APP}) == {"app.py": after}
+    with pytest.raises(PatchError, match="'import sys'"):  # out of file order: not cut
+        apply_patch(header + second + first, {"app.py": APP})
+    with pytest.raises(PatchError, match="read as one hunk: start each with @@"):
+        apply_patch(header + first + second.replace("main", "run"), {"app.py": APP})
+
+
+def test_an_elision_line_between_changes_separates_two_hunks() -> None:
+    patch = (
+        "--- a/app.py\n+++ b/app.py\n import sys\n+import os\n...\n"
+        "     result = 0\n     for item in items:\n-        result += item\n"
+        "+        result += item * 2\n"
+    )
+    assert apply_patch(patch, {"app.py": APP}) == {
+        "app.py": AFTER.replace("import sys\n", "import sys\nimport os\n")
+    }
+
+
+def test_an_empty_new_file_is_created() -> None:
+    patch = "--- /dev/null\n+++ b/pkg/__init__.py\n" + CLEAN
+    assert apply_patch(patch, {"app.py": APP}) == {"pkg/__init__.py": "", "app.py": AFTER}
 
 
 def test_crlf_files_keep_their_line_endings() -> None:

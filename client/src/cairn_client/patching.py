@@ -1,14 +1,14 @@
 """Applying unified diffs the way models write them: hunks found by content, never guessed.
 
-Owns the lenient diff parser, locating each hunk uniquely (line numbers only break ties),
-and the per-hunk reasons a patch is refused; pure: text in, text out, no disk.
+Owns the lenient diff parser, locating each hunk uniquely (line numbers only where content
+cannot decide and the file confirms them), and the per-hunk reasons a patch is refused; pure.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 DEV_NULL = "/dev/null"
 # A tie between equal matches is broken by the @@ line only when it is this close ...
@@ -77,7 +77,10 @@ class Hunk:
     header: str
     old_start: int | None = None
     old_length: int | None = None
+    new_start: int | None = None
+    new_length: int | None = None
     lines: list[PatchLine] = field(default_factory=list)
+    headerless: bool = False  # no @@ line at all: hunks the model ran together, perhaps
 
     @property
     def label(self) -> str:
@@ -91,10 +94,16 @@ class Hunk:
 
     def counts_pending(self) -> bool:
         """True while the header's old count says more source lines follow."""
-        if self.old_length is None:
-            return False
-        seen = sum(1 for line in self.lines if line.kind != "+")
-        return seen < self.old_length
+        return self.old_length is not None and self.count(" -") < self.old_length
+
+    def wants_more(self) -> bool:
+        """True while either of the header's counts says more lines follow."""
+        return self.counts_pending() or (
+            self.new_length is not None and self.count(" +") < self.new_length
+        )
+
+    def count(self, kinds: str) -> int:
+        return sum(1 for line in self.lines if line.kind in kinds)
 
 
 @dataclass
@@ -157,17 +166,19 @@ def parse_patch(patch: str) -> list[FilePatch]:
             raise PatchError(["binary patches are not supported"])
         elif hunk is not None and _add_body_line(hunk, line):
             continue
+        elif hunk is not None and _breaks_hunk(hunk, lines, index):
+            raise PatchError([_unprefixed(sections[-1], hunk, index, line)])
         elif hunk is None and sections and line[:1] in ("-", "+", " ") and line.strip():
             if line.startswith(_NOISE_PREFIXES):
                 continue
-            hunk = Hunk("@@ @@")  # a model that left out the @@ line altogether
+            hunk = Hunk("@@ @@", headerless=True)  # a model that left out the @@ line
             sections[-1].hunks.append(hunk)
             _add_body_line(hunk, line)
         else:
             _close(hunk)
             hunk = None
     _close(hunk)
-    sections = [s for s in sections if s.hunks or s.deletes or s.renames]
+    sections = [s for s in sections if s.hunks or s.creates or s.deletes or s.renames]
     if not sections:
         raise PatchError(
             [
@@ -226,9 +237,11 @@ def _hunk(line: str) -> Hunk:
     inner = line.strip("@ ").split("@@")[0]
     hunk = Hunk(line)
     for sign, start, length in _COUNTS.findall(inner):
+        count = int(length) if length else 1
         if sign == "-" and hunk.old_start is None:
-            hunk.old_start = int(start)
-            hunk.old_length = int(length) if length else 1
+            hunk.old_start, hunk.old_length = int(start), count
+        elif sign == "+" and hunk.new_start is None:
+            hunk.new_start, hunk.new_length = int(start), count
     return hunk
 
 
@@ -245,6 +258,30 @@ def _add_body_line(hunk: Hunk, line: str) -> bool:
     else:
         return False
     return True
+
+
+def _breaks_hunk(hunk: Hunk, lines: list[str], index: int) -> bool:
+    """Whether the unprefixed line before `index` sits inside the hunk, where it would be lost:
+
+    the header's counts want more lines, or hunk lines follow it. A line of dots between two
+    runs of hunk lines is the model's "unchanged lines left out" and only ends the hunk.
+    """
+    if set(lines[index - 1].strip()) <= {".", "\u2026"}:
+        return False
+    if hunk.wants_more():
+        return True
+    for at in range(index, len(lines)):
+        if lines[at].strip():
+            return lines[at][:1] in (" ", "+", "-") and not _is_file_header(lines, at)
+    return False
+
+
+def _unprefixed(section: FilePatch, hunk: Hunk, index: int, line: str) -> HunkProblem:
+    why = (
+        f"goes on after line {index} of the patch, {line!r}, which has no ' ', '-' or '+' "
+        "prefix; if it is a new line, prefix it with +; if it is unchanged, with a space"
+    )
+    return HunkProblem(section.path, len(section.hunks), hunk.label, why)
 
 
 def _close(hunk: Hunk | None) -> None:
@@ -392,14 +429,15 @@ def _apply_hunks(
     path: str, content: str, hunks: list[Hunk], problems: list[HunkProblem]
 ) -> str | None:
     text = _Text(content)
+    hunks = [piece for hunk in hunks for piece in _cut_run_together(text, hunk)]
     placements: list[_Placement] = []
     failed = False
-    for number, hunk in enumerate(hunks, start=1):
-        try:
-            placements.append(_place(text, number, hunk))
-        except _Refused as refused:
-            problems.append(HunkProblem(path, number, hunk.label, refused.why))
+    for number, (hunk, outcome) in enumerate(zip(hunks, _locate(text, hunks), strict=True), 1):
+        if isinstance(outcome, _Refused):
+            problems.append(HunkProblem(path, number, hunk.label, outcome.why))
             failed = True
+        else:
+            placements.append(outcome)
     placements.sort(key=lambda placement: (placement.start, placement.end))
     for before, after in zip(placements, placements[1:], strict=False):
         if after.start < before.end:
@@ -480,21 +518,235 @@ class _Candidate:
     indent: _Indent | None
 
 
-def _place(text: _Text, number: int, hunk: Hunk) -> _Placement:
+@dataclass(frozen=True)
+class _Search:
+    """Where content alone puts a hunk: every candidate, and whether they are firm.
+
+    Firm: the hunk's lines match in full, or with one line left out or extra and still
+    enough non-blank lines. Loose candidates (fewer) stand only where line numbers agree.
+    """
+
+    before: list[PatchLine]
+    candidates: list[_Candidate]
+    firm: bool
+
+
+# Per hunk, its distinct firm placements (by start), a refusal, or None: not firm.
+_Firm = list[tuple[int, _Placement]] | _Refused | None
+
+
+def _locate(text: _Text, hunks: list[Hunk]) -> list[_Placement | _Refused]:
+    """Each hunk's place: by content where it is unique; by line numbers the file confirms."""
+    searches = [_search(text, hunk) for hunk in hunks]
+    firm = [
+        _firm(text, number, hunk, search)
+        for number, (hunk, search) in enumerate(zip(hunks, searches, strict=True), 1)
+    ]
+    numbers = _judge_numbers(hunks, firm)
+    twins = _twins(hunks, firm)
+    outcomes: list[_Placement | _Refused] = []
+    for number, (hunk, search, found) in enumerate(zip(hunks, searches, firm, strict=True), 1):
+        if number in twins:
+            outcomes.append(twins[number])
+            continue
+        try:
+            outcomes.append(_place(text, number, hunk, search, found, numbers))
+        except _Refused as refused:
+            outcomes.append(refused)
+    return outcomes
+
+
+def _cut_run_together(text: _Text, hunk: Hunk) -> list[Hunk]:
+    """A hunk without an @@ line that matches nowhere as a whole, cut into the hunks the
+    model ran together: each cut between two unchanged lines, each piece the longest that
+    matches the file exactly, further down than the piece before; else the hunk as it is."""
+    if not hunk.headerless or _search(text, hunk).candidates:
+        return [hunk]
+    cuts = [
+        at
+        for at in range(1, len(hunk.lines))
+        if hunk.lines[at - 1].kind == hunk.lines[at].kind == " "
+    ]
+    pieces: list[Hunk] = []
+    begin, floor = 0, 0
+    while begin < len(hunk.lines):
+        for end in [len(hunk.lines), *reversed([at for at in cuts if at > begin])]:
+            piece = replace(hunk, lines=hunk.lines[begin:end])
+            starts = [start for start in _exact_starts(text, piece) if start >= floor]
+            if starts:
+                break
+        else:
+            return [hunk]
+        pieces.append(piece)
+        begin, floor = end, min(starts) + piece.count(" -")
+    return [piece for piece in pieces if piece.count("+-")]
+
+
+def _exact_starts(text: _Text, hunk: Hunk) -> list[int]:
     before = [line for line in hunk.lines if line.kind != "+"]
-    if not before:
-        if not text.raw:
-            return _Placement(number, 0, 0, _added_lines(text, hunk, _IDENTITY, at_end=True))
-        raise _Refused(
-            "has no context or removed lines, so its place cannot be found by content; "
-            "include two or three unchanged lines around the change"
-        )
-    for tolerant in (False, True):
+    for norm in _NORMS if before else ():
+        found = _candidates(text, hunk, before, norm, False, _TOLERANT_ANCHOR)
+        if found:
+            return [candidate.start for candidate in found]
+    return []
+
+
+def _search(text: _Text, hunk: Hunk) -> _Search:
+    before = [line for line in hunk.lines if line.kind != "+"]
+    if before:
+        for tolerant in (False, True):
+            for norm in _NORMS:
+                found = _candidates(text, hunk, before, norm, tolerant, _TOLERANT_ANCHOR)
+                if found:
+                    return _Search(before, found, firm=True)
         for norm in _NORMS:
-            found = _candidates(text, hunk, before, norm, tolerant)
+            found = _candidates(text, hunk, before, norm, True, 1)
             if found:
-                return _choose(text, _distinct(text, number, hunk, found), hunk)
-    raise _Refused(_not_found(text, before, hunk.old_start))
+                return _Search(before, found, firm=False)
+    return _Search(before, [], firm=False)
+
+
+def _firm(text: _Text, number: int, hunk: Hunk, search: _Search) -> _Firm:
+    if not search.firm:
+        return None
+    try:
+        return _distinct(text, number, hunk, search.candidates)
+    except _Refused as refused:
+        return refused
+
+
+def _twins(hunks: list[Hunk], firm: list[_Firm]) -> dict[int, _Placement]:
+    """Identical hunks matching as many places as there are of them: one place each, by hunk
+    number (whichever goes where, the file comes out the same)."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for number, (hunk, found) in enumerate(zip(hunks, firm, strict=True), 1):
+        if isinstance(found, list) and len(found) > 1:
+            lines = tuple((line.kind, line.text, line.no_newline) for line in hunk.lines)
+            groups.setdefault((lines, *(start for start, _ in found)), []).append(number)
+    placed: dict[int, _Placement] = {}
+    for numbers in groups.values():
+        found = firm[numbers[0] - 1]
+        assert isinstance(found, list)
+        if len(numbers) == len(found):
+            for number, (_, placement) in zip(numbers, sorted(found, key=_by_start), strict=True):
+                placed[number] = replace(placement, hunk=number)
+    return placed
+
+
+def _by_start(pair: tuple[int, _Placement]) -> int:
+    return pair[0]
+
+
+def _place(
+    text: _Text, number: int, hunk: Hunk, search: _Search, found: _Firm, numbers: _LineNumbers
+) -> _Placement:
+    if isinstance(found, _Refused):
+        raise found
+    if not search.before:
+        return _inserted(text, number, hunk, numbers)
+    if found is None:
+        return _loose(text, number, hunk, search, numbers)
+    if len(found) == 1:
+        return found[0][1]
+    agreeing = [pair for pair in found if numbers.agree(hunk, pair[0])]
+    if len(agreeing) == 1:
+        return agreeing[0][1]
+    return _choose(found, hunk, numbers.doubt)
+
+
+def _inserted(text: _Text, number: int, hunk: Hunk, numbers: _LineNumbers) -> _Placement:
+    """A hunk of added lines only: at the file's start if it is empty, else where the
+    numbers say, if the file confirms them."""
+    if not text.raw:
+        return _Placement(number, 0, 0, _added_lines(text, hunk, _IDENTITY, at_end=True))
+    unplaceable = "has no context or removed lines, so only its line numbers could place it"
+    advice = "include two or three unchanged lines around the change"
+    if hunk.old_start is None:
+        raise _Refused(f"{unplaceable}, and it has none; {advice}")
+    if numbers.doubt is not None:
+        raise _Refused(f"{unplaceable}, and {numbers.doubt}; {advice}")
+    if hunk.old_length != 0:
+        raise _Refused(f"{unplaceable}, and they do not say -N,0 (insert after line N); {advice}")
+    at = hunk.old_start
+    if at > len(text.raw):
+        raise _Refused(f"inserts after line {at}, but the file has {len(text.raw)} lines; {advice}")
+    if at == 0 and not numbers.confirmed:
+        raise _Refused(
+            "adds lines at the top of an existing file the way a new file's patch does; "
+            "if they belong there, include the file's first lines as unchanged context"
+        )
+    return _build(text, number, hunk, _Candidate(at, (), None))
+
+
+def _loose(
+    text: _Text, number: int, hunk: Hunk, search: _Search, numbers: _LineNumbers
+) -> _Placement:
+    if not search.candidates:
+        why = _not_found(text, hunk, search.before)
+        if hunk.headerless:
+            why += "; without @@ lines its lines were read as one hunk: start each with @@"
+        raise _Refused(why)
+    agreeing = [c for c in search.candidates if numbers.agree(hunk, c.start)]
+    if agreeing:
+        found = _distinct(text, number, hunk, agreeing)
+        if len(found) == 1:
+            return found[0][1]
+    where = ", ".join(str(c.start + 1) for c in sorted(search.candidates, key=lambda c: c.start))
+    if hunk.old_start is None:
+        why = "it has no line numbers"
+    else:
+        why = numbers.doubt or f"its line number {hunk.old_start} does not point there"
+    raise _Refused(
+        f"matches at line(s) {where} only with a line left out or extra, on too few "
+        f"non-blank lines to be sure, and {why}; include more unchanged lines around the change"
+    )
+
+
+@dataclass(frozen=True)
+class _LineNumbers:
+    """Whether a file's @@ line numbers may place what content alone cannot."""
+
+    doubt: str | None  # why not; None: they add up and content-placed hunks confirm them
+    confirmed: int = 0  # hunks placed by content exactly where their numbers say
+
+    def agree(self, hunk: Hunk, start: int) -> bool:
+        return self.doubt is None and hunk.old_start is not None and _stated(hunk) == start
+
+
+def _stated(hunk: Hunk) -> int:
+    """The 0-based file line a hunk's old start names (for -N,0, the line after N)."""
+    assert hunk.old_start is not None
+    return hunk.old_start - 1 if hunk.count(" -") else hunk.old_start
+
+
+def _judge_numbers(hunks: list[Hunk], firm: list[_Firm]) -> _LineNumbers:
+    confirmed = 0
+    for number, (hunk, found) in enumerate(zip(hunks, firm, strict=True), 1):
+        if hunk.old_start is None or not isinstance(found, list) or len(found) != 1:
+            continue
+        start = found[0][0]
+        if _stated(hunk) != start:
+            return _LineNumbers(
+                f"hunk {number}'s @@ line says line {hunk.old_start}, but its content is at "
+                f"line {start + 1}"
+            )
+        confirmed += 1
+    if not _numbers_add_up(hunks):
+        return _LineNumbers("the @@ lines' old and new line numbers do not add up")
+    return _LineNumbers(None, confirmed)
+
+
+def _numbers_add_up(hunks: list[Hunk]) -> bool:
+    """Every new start is its old start moved by the lines the hunks before it add."""
+    numbered = [hunk for hunk in hunks if hunk.old_start is not None]
+    shift = 0
+    for hunk in sorted(numbered, key=_stated):
+        old, new = hunk.count(" -"), hunk.count(" +")
+        new_at = None if hunk.new_start is None else hunk.new_start - (1 if new else 0)
+        if new_at is not None and new_at - _stated(hunk) != shift:
+            return False
+        shift += new - old
+    return True
 
 
 def _distinct(
@@ -512,12 +764,12 @@ def _distinct(
 
 
 def _candidates(
-    text: _Text, hunk: Hunk, before: list[PatchLine], norm: _Norm, tolerant: bool
+    text: _Text, hunk: Hunk, before: list[PatchLine], norm: _Norm, tolerant: bool, anchor: int
 ) -> list[_Candidate]:
     keys = [norm.key(line.text) for line in before]
     found: dict[tuple[int, _Pattern], _Candidate] = {}
     for pattern in _patterns(hunk, before) if tolerant else [tuple(range(len(before)))]:
-        if tolerant and _anchor(before, pattern) < _TOLERANT_ANCHOR:
+        if tolerant and _anchor(before, pattern) < anchor:
             continue
         for start in _matches(text, norm, keys, pattern):
             indent = _indent_for(text, before, pattern, start) if norm.reindents else None
@@ -531,16 +783,40 @@ def _patterns(hunk: Hunk, before: list[PatchLine]) -> Iterator[_Pattern]:
     """Before-blocks with one context line the model left out, or one it added.
 
     A left-out line is kept; it may go only next to a context line and with nothing
-    added at that point, where keeping it has one obvious place.
+    added at that point, where keeping it has one obvious place. An added one is dropped
+    only when it is plainly noise (`_plain_extra`); any other may be a new line without its +.
     """
     whole = list(range(len(before)))
     gaps = _plain_gaps(hunk)
     for k in range(1, len(before)):
         if " " in (before[k - 1].kind, before[k].kind) and k in gaps:
             yield tuple(whole[:k]) + (None,) + tuple(whole[k:])
-    for k, line in enumerate(before):
-        if line.kind == " " and len(before) > 1:
+    for k in range(len(before)):
+        if len(before) > 1 and _plain_extra(hunk, k):
             yield tuple(whole[:k] + whole[k + 1 :])
+
+
+def _plain_extra(hunk: Hunk, k: int) -> bool:
+    """Whether before-line k, if the file lacks it, is plainly noise: a context line that is
+    blank or repeats the context line beside it, with no added or removed line beside it."""
+    at = _body_index(hunk, k)
+    line = hunk.lines[at]
+    beside = hunk.lines[max(at - 1, 0) : at] + hunk.lines[at + 1 : at + 2]
+    if line.kind != " " or any(other.kind != " " for other in beside):
+        return False
+    text = line.text.strip()
+    return not text or any(other.text.strip() == text for other in beside)
+
+
+def _body_index(hunk: Hunk, k: int) -> int:
+    """Where before-line k (the k-th context or removed line) is among all the hunk's lines."""
+    seen = -1
+    for at, line in enumerate(hunk.lines):
+        if line.kind != "+":
+            seen += 1
+            if seen == k:
+                return at
+    raise IndexError(k)
 
 
 def _plain_gaps(hunk: Hunk) -> set[int]:
@@ -577,9 +853,8 @@ def _matches(text: _Text, norm: _Norm, keys: list[str], pattern: _Pattern) -> li
     return starts
 
 
-def _choose(text: _Text, found: list[tuple[int, _Placement]], hunk: Hunk) -> _Placement:
-    if len(found) == 1:
-        return found[0][1]
+def _choose(found: list[tuple[int, _Placement]], hunk: Hunk, doubt: str | None) -> _Placement:
+    """One of several matches, if the hunk's line number is clearly nearest to it."""
     found.sort(key=lambda pair: pair[0])
     where = ", ".join(str(start + 1) for start, _ in found)
     if hunk.old_start is not None:
@@ -588,15 +863,21 @@ def _choose(text: _Text, found: list[tuple[int, _Placement]], hunk: Hunk) -> _Pl
         nearest, runner_up = (abs(start - hint) for start, _ in ranked[:2])
         if nearest <= _HINT_NEAR and runner_up >= _HINT_MARGIN * nearest + _HINT_NEAR:
             return ranked[0][1]
+        trust = f" ({doubt})" if doubt else ""
         raise _Refused(
             f"matches at lines {where} and its line number {hunk.old_start} does not clearly "
-            "pick one; add context lines to make it unique"
+            f"pick one{trust}; add context lines to make it unique"
         )
     raise _Refused(f"matches at lines {where}; add context lines to make it unique")
 
 
-def _not_found(text: _Text, before: list[PatchLine], stated_start: int | None) -> str:
-    """Why a hunk matched nowhere, pointing at the place most of its lines match."""
+def _not_found(text: _Text, hunk: Hunk, before: list[PatchLine]) -> str:
+    """Why a hunk matched nowhere: a context line the file lacks, which may be a new line
+    without its +, or else the place most of its lines match."""
+    unknown = _unknown_context(text, hunk, before)
+    if unknown is not None:
+        return unknown
+    stated_start = hunk.old_start
     advice = "read the file and make the patch again from its current text"
     keys = [line.text.strip() for line in before]
     votes: dict[int, int] = {}
@@ -629,6 +910,26 @@ def _not_found(text: _Text, before: list[PatchLine], stated_start: int | None) -
     )
 
 
+def _unknown_context(text: _Text, hunk: Hunk, before: list[PatchLine]) -> str | None:
+    """The message for a hunk that matches but for one non-blank context line."""
+    keys = [line.text.strip() for line in before]
+    whole = list(range(len(before)))
+    for k, line in enumerate(before):
+        if line.kind != " " or not keys[k] or len(before) < 2:
+            continue
+        pattern: _Pattern = tuple(whole[:k] + whole[k + 1 :])
+        if _anchor(before, pattern) == 0:
+            continue
+        starts = _matches(text, _NORMS[2], keys, pattern)
+        if starts:
+            return (
+                f"has the unchanged line {line.text!r}, but the file does not have it there "
+                f"(the rest matches at line {starts[0] + 1}); if it is a new line, prefix "
+                "it with +; if it is unchanged, copy it from the file"
+            )
+    return None
+
+
 # --------------------------------------------------------------------------- building
 
 
@@ -640,9 +941,15 @@ class _Indent:
     add: str | None = None  # the file's indent is the model's plus this prefix
     remove: str | None = None  # the model's indent is the file's plus this prefix
 
+    @property
+    def identity(self) -> bool:
+        return self.add == "" and all(ours == theirs for ours, theirs in self.known.items())
+
     def apply(self, line: str) -> str | None:
+        """The line in the file's indentation; a whitespace-only one as it is, when the
+        mapping is the identity, else None (its whitespace cannot be mapped)."""
         if not line.strip():
-            return ""
+            return line if self.identity or not line else None
         body = line.lstrip()
         indent = line[: len(line) - len(body)]
         if indent in self.known:
@@ -723,6 +1030,12 @@ def _build(text: _Text, number: int, hunk: Hunk, candidate: _Candidate) -> _Plac
 
 def _added(text: _Text, hunk: Hunk, line: PatchLine, indent: _Indent, at_end: bool) -> str:
     body = indent.apply(line.text)
+    if body is None and not line.text.strip():
+        raise _Refused(
+            f"matches only with different indentation, and its added line {line.text!r} "
+            "holds only whitespace, which cannot be mapped onto the file's indentation; "
+            "copy the file's indentation exactly"
+        )
     if body is None:
         raise _Refused(
             f"matches only with different indentation, and the added line {line.text!r} "
