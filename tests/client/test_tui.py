@@ -703,6 +703,34 @@ async def test_the_approval_screen_suggests_the_narrowest_rule(
         await asyncio.wait_for(task, 2)
 
 
+async def test_leaving_the_sandbox_offers_only_once_and_says_why(tmp_path: Path) -> None:
+    request = ToolRequest(
+        seq=6,
+        run_id="run-1",
+        call_id="call-out",
+        tool="shell",
+        arguments={"command": "curl -sSO https://example.com/x", "outside_sandbox": True},
+    )
+    prepared = prepare_call(tmp_path, request)
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        task = session.ask(prepared)
+        await settle(pilot)
+        assert isinstance(app.screen, ApprovalScreen)
+        title = rendered_text(app.screen.query_one("#approval-title"))
+        assert title == "Run shell command OUTSIDE the sandbox"
+        warnings = [rendered_text(w) for w in app.screen.query(".approval-warning")]
+        assert any("runs outside the sandbox" in warning for warning in warnings)
+        hint = " ".join(rendered_text(app.screen.query_one("#approval-hint")).split())
+        assert hint == "Running outside the sandbox asks every time; no rule can skip it."
+        await pilot.press("a", "p")  # neither is offered: the screen stays
+        await settle(pilot)
+        assert isinstance(app.screen, ApprovalScreen) and not task.done()
+        await pilot.press("y")
+        assert await asyncio.wait_for(task, 2) == Approval(kind="once")
+
+
 @pytest.mark.parametrize("keys", [["escape"], ["n", *"hm", "escape"]])
 async def test_escape_on_the_approval_screen_denies_and_interrupts_the_run(
     keys: list[str],
