@@ -333,3 +333,46 @@ def test_read_only_commands(command: str, read_only: bool, repo: Path) -> None:
 
 def test_unused_env_is_untouched() -> None:
     assert "PATH" in scrubbed_environment() and os.environ.get("PATH")
+
+
+# --------------------------------------------------------------------------- review findings
+
+DB_PASSWORD = "8XMhBBDHtaDYxv76"
+NPM_TOKEN = "npm_" + "Xaq7amCzoZtgDSqxmcS0aary2wt4HTcRtt9q"
+AZURE_KEY = (
+    "A3WHwcx5lq1/dvpR0f5FggPbkzPO/hLiLdS4I5DxGRIPcSdVcCtTamCxwQ3Xc3qXR1E9l1wK3teVpIlUf+qrOQ=="
+)
+HF_TOKEN = "hf_" + "1Ddz1LMYlBg1YIsYKA7M00M0JGEjf7bIDA"
+GCP_KEY_ID = "209c4270b0b68ab81d1b6ef9a4466a791f54ae36"
+
+
+async def test_git_log_shows_no_committed_env_or_npmrc_secret(
+    new_repo: Any, tmp_path: Path
+) -> None:
+    repo = new_repo(
+        tmp_path / "leaky",
+        {
+            ".env": f"DB_PASSWORD={DB_PASSWORD}\nDEBUG=1\n",
+            ".npmrc": f"//registry.npmjs.org/:_authToken={NPM_TOKEN}\n",
+        },
+    )
+    outcome = await run(repo, "shell", command="git log -p")
+    assert outcome.status == "ok" and "+DEBUG=1" in outcome.content
+    assert DB_PASSWORD not in outcome.content and NPM_TOKEN not in outcome.content
+
+
+async def test_read_and_grep_cut_azure_hugging_face_and_gcp_secrets(repo: Path) -> None:
+    (repo / "appsettings.json").write_text(
+        '{"Storage": "DefaultEndpointsProtocol=https;AccountName=acme;'
+        f'AccountKey={AZURE_KEY};EndpointSuffix=core.windows.net"}}\n'
+    )
+    (repo / "train.py").write_text(f'from huggingface_hub import login\n\nlogin("{HF_TOKEN}")\n')
+    (repo / "gcp-sa.json").write_text(
+        f'{{\n  "type": "service_account",\n  "private_key_id": "{GCP_KEY_ID}",\n}}\n'
+    )
+    for name in ("appsettings.json", "train.py", "gcp-sa.json"):
+        shown = await run(repo, "read", path=name)
+        assert shown.status == "ok" and "REDACTED" in shown.content, shown.content
+    found = await run(repo, "grep", pattern="AccountKey|hf_|private_key_id")
+    for secret in (AZURE_KEY, HF_TOKEN, GCP_KEY_ID):
+        assert secret not in found.content
