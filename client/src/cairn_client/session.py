@@ -39,6 +39,7 @@ from cairn_protocol.messages import (
     Frame,
     UserCommand,
 )
+from cairn_protocol.redaction import redact
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -48,9 +49,8 @@ from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import EDIT_TOOLS, Policy
 from cairn_client.policy.settings import SettingsError
 from cairn_client.policy.types import Approval, Verdict
-from cairn_client.secrets import redact
 from cairn_client.tools.base import PreparedCall, ToolOutcome
-from cairn_client.tools.registry import execute_call, prepare_call
+from cairn_client.tools.registry import execute_call, prepare_call, redact_outcome
 from cairn_client.undo import AppliedChange, UndoStack
 from cairn_client.workspace import Workspace
 
@@ -314,8 +314,8 @@ class ClientSession:
             verdict = Verdict("deny", prepared.error)
             return verdict, ToolOutcome("error", reason=prepared.error), None
         verdict, record = await self._decide(prepared)
-        if verdict.decision == "deny":
-            return verdict, ToolOutcome("denied", reason=verdict.reason), record
+        if verdict.decision == "deny":  # the reason may quote a rule or what the person typed
+            return verdict, redact_outcome(ToolOutcome("denied", reason=verdict.reason)), record
         if prepared.request.call_id in self._settled_by_server:
             reason = "the server withdrew the request before it ran"
             return Verdict("deny", reason), ToolOutcome("denied", reason=reason), record
@@ -376,7 +376,7 @@ def approval_record(
     asked_at: datetime | None = None,
 ) -> ApprovalRecord:
     """What was decided on a call, by whom, and what was (or would have been) shown: the
-    preview redacted and cut, with the hash of the whole preview."""
+    preview and the reason redacted, the preview cut, with the hash of the whole preview."""
     body = prepared.preview.body
     shown, _ = redact(body)
     if len(shown) > APPROVAL_SHOWN_LIMIT:
@@ -386,7 +386,7 @@ def approval_record(
         decision="deny" if verdict.decision == "deny" else "allow",
         decided_by=decided_by,
         answer=answer,
-        reason=verdict.reason,
+        reason=redact(verdict.reason)[0],
         shown_title=redact(prepared.preview.title)[0],
         shown=shown,
         content_hash="sha256:" + hashlib.sha256(body.encode()).hexdigest(),
