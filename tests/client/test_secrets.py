@@ -24,8 +24,9 @@ from cairn_client.session import ClientSession, Endpoint, approval_record
 from cairn_client.tools.base import PreparedCall, Preview, ToolOutcome
 from cairn_client.tools.registry import execute_call, prepare_call
 from cairn_client.tools.shell_check import describe_command, destructive_reasons, is_read_only
+from cairn_client.tui.formatting import compaction_line
 from cairn_client.workspace import detect_workspace
-from cairn_protocol import ToolRequest
+from cairn_protocol import ContextCompacted, ToolRequest
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
 
@@ -392,3 +393,16 @@ def test_a_denial_quoting_a_secret_reaches_neither_model_nor_server(
 
 async def _at(url: str) -> str:
     return url
+
+
+def test_the_compaction_line_says_secrets_were_cut_from_the_summary() -> None:
+    event = ContextCompacted(
+        trigger="requested",
+        method="summary",
+        messages_compacted=4,
+        tokens_before=900,
+        tokens_after=300,
+        context_budget=8000,
+        secrets_redacted=2,
+    )
+    assert compaction_line(event).endswith("; 2 secrets redacted from it")

@@ -7,6 +7,7 @@ heuristics that spare ordinary code, and the `[REDACTED:kind]` markers that repl
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -183,11 +184,16 @@ def _cut_on_line(line: str, secrets: list[tuple[Found, str]], hit: set[str]) -> 
     return "".join([*pieces, line[done:]])
 
 
-def _line_at(text: str, position: int) -> tuple[str, int]:
-    """The line holding `position`, and the position's column in it."""
-    start = text.rfind("\n", 0, position) + 1
-    end = text.find("\n", position)
-    return text[start : len(text) if end < 0 else end], position - start
+def _line_starts(text: str) -> list[int]:
+    return [0, *(match.end() for match in re.finditer("\n", text))]
+
+
+def _line_at(text: str, starts: list[int], position: int) -> tuple[str, int]:
+    """The line holding `position` (`starts`: where each line of `text` starts), and the
+    position's column in it."""
+    index = bisect_right(starts, position) - 1
+    end = starts[index + 1] - 1 if index + 1 < len(starts) else len(text)
+    return text[starts[index] : end], position - starts[index]
 
 
 # --------------------------------------------------------------------------- Cairn's formats
@@ -204,7 +210,7 @@ def _word(literal: str) -> str:
 # group, else the whole match. Each starts with a literal, for speed.
 _FORMATS: tuple[tuple[str, str], ...] = (
     ("anthropic-key", _word("sk-ant-") + r"[A-Za-z0-9_\-]{20,}"),
-    ("openai-key", _word("sk-") + r"(?:proj-|svcacct-|admin-)?(?=[\w\-]*\d)[\w\-]{20,}"),
+    ("openai-key", _word("sk-") + r"(?:proj-|svcacct-|admin-)?(?=[\w\-]{0,160}\d)[\w\-]{20,}"),
     ("github-token", _word("gh") + r"[pousr]_[A-Za-z0-9]{30,}"),
     ("github-token", _word("github_pat_") + r"[A-Za-z0-9_]{22,}"),
     ("slack-token", _word("xox") + r"[abprse]-[A-Za-z0-9\-]{10,}"),
@@ -242,31 +248,32 @@ _KEYWORD = (
     r"(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API[_\-]?KEY|ACCESS[_\-]?KEY|SECRET[_\-]?KEY|"
     r"PRIVATE[_\-]?KEY|AUTH[_\-]?KEY|ACCOUNT[_\-]?KEY|CREDENTIALS?|_AUTH)"
 )
-_KEY = rf"[A-Za-z0-9_.\-]*{_KEYWORD}"
+# A whole name, for patterns anchored at a line's start (the others start at the keyword).
+_KEY = rf"[A-Za-z0-9_.\-]{{0,40}}{_KEYWORD}"
 _QUOTE = r"""\\?["']"""  # also JSON-escaped, inside a JSON string
 # Values assigned to a secret's name; read on the lines that name a secret only.
 _ASSIGNMENTS: tuple[str, ...] = (
     # `"password": "x"`, `API_KEY = 'x'`, `token: str = "x"`: the quoted value.
-    rf"""(?i){_QUOTE}?\b{_KEY}{_QUOTE}?\s*(?::\s*[A-Za-z_][\w\[\]. |]*?\s*)?[:=]\s*"""
+    rf"""(?i){_KEYWORD}{_QUOTE}?\s*(?::\s*[A-Za-z_][\w\[\]. |]*?\s*)?[:=]\s*"""
     rf"""(?P<quote>{_QUOTE})(?P<value>[^"'\n]{{4,}})(?P=quote)""",
     # `PASSWORD=x` (env, query strings).
-    rf"""(?i)(?:^|(?<=[\s;:?&,+\-])){_KEY}="""
-    r"""(?P<value>[^\s"'$#(){}\[\]<>,;&][^\s"'#(){}\[\]<>,;&]{5,})(?=[\s"',;&]|$)""",
+    rf"""(?i){_KEYWORD}="""
+    r"""(?P<value>[^\s"'`$#(){}\[\]<>,;&][^\s"'`#(){}\[\]<>,;&]{5,})(?=[\s"'`,;&]|$)""",
     # `password: x` (YAML: a key starting its line).
     rf"""(?i)^{_LINE_PREFIX}[ \t]*(?:- )?{_KEY}:[ \t]+"""
-    r"""(?P<value>[^\s"'$#(){}\[\]<>,;&][^\s"'#(){}\[\]<>,;&]{5,})[ \t]*(?:#.*)?$""",
+    r"""(?P<value>[^\s"'`$#(){}\[\]<>,;&][^\s"'`#(){}\[\]<>,;&]{5,})[ \t]*(?:#.*)?$""",
     # `password = x` (INI, .pypirc, TOML without quotes) to the end of the line.
     rf"""(?i)^{_LINE_PREFIX}[ \t]*{_KEY}[ \t]*=[ \t]*"""
-    r"""(?P<value>[^\s"'$#(){}\[\]<>,;.]{6,})[ \t]*$""",
+    r"""(?P<value>[^\s"'`$#(){}\[\]<>,;.]{6,})[ \t]*$""",
     # .netrc: `machine h login u password p`, or `password p` alone on its line.
-    r"""\b(?:machine|login)[ \t]+\S+[ \t].*?\bpassword[ \t]+(?P<value>\S+)""",
+    r"""\b(?:machine|login)[ \t]+\S+[ \t][^\n]{0,200}?\bpassword[ \t]+(?P<value>\S+)""",
     rf"""^{_LINE_PREFIX}[ \t]*password[ \t]+(?P<value>\S+)[ \t]*$""",
 )
 # Credentials that need no name: `scheme://user:password@host` (also `redis://:pw@host`),
 # and `curl -u user:password`.
 _CREDENTIALS: tuple[str, ...] = (
     r"""://[^\s:/@]*:(?P<value>[^\s@/]+)@""",
-    r"""-(?:u|-user)[ \t]+[^\s:\-][^\s:]*:(?P<value>[^\s"']+)""",
+    r"""-(?:u|-user)[ \t]+[^\s:\-][^\s:]*:(?P<value>[^\s"'`]+)""",
 )
 # Values that name a type or stand for nothing: `password: str`, `token = None`.
 _NOT_SECRET_VALUES = frozenset(
@@ -294,7 +301,7 @@ def _plausible(value: str) -> bool:
 
 def _names_code(value: str) -> bool:
     """`self.key`, `in_memory`, `_private`, `DEFAULT`, or the name of a secret rather than
-    one (`api_key=api_key`, `"GITHUB_TOKEN"`, `token`)."""
+    one (`api_key=api_key`, `"GITHUB_TOKEN"`, `apiKey`, `password: SecretBytes`)."""
     if _DOTTED.match(value) or _SNAKE_CASE.match(value) or _CONSTANT.match(value):
         return True
     return _NAME.match(value) is not None and _names_a_secret(value)
@@ -305,7 +312,7 @@ def _placeholder(value: str) -> bool:
     return Counter(value).most_common(1)[0][1] * 2 > len(value)
 
 
-_NAME = re.compile(r"^(?:[a-z][a-z0-9]*(?:_[a-z0-9]+)+|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[a-z]+)$")
+_NAME = re.compile(r"^(?:[A-Za-z]+|[a-z][a-z0-9]*(?:_[a-z0-9]+)+|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)$")
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$")
 _SNAKE_CASE = re.compile(r"^[a-z]+(?:_[a-z]+)+$")
 _CONSTANT = re.compile(r"^(?:_\w+|[A-Z]+)$")
@@ -334,9 +341,11 @@ def _regex_detector(
     takes_group = "value" in compiled.groupindex
 
     def find(text: str) -> Iterator[Found]:
+        starts: list[int] = []
         for match in compiled.finditer(text):
             group = "value" if takes_group else 0
-            yield Found(match.group(group), *_line_at(text, match.start(group)))
+            starts = starts or _line_starts(text)
+            yield Found(match.group(group), *_line_at(text, starts, match.start(group)))
 
     return Detector(kind, find, generic, named)
 
@@ -352,8 +361,6 @@ def _plugin_detectors() -> list[Detector]:
         gitlab_token,
         jwt,
         mailchimp,
-        npm,
-        openai,
         pypi_token,
         sendgrid,
         slack,
@@ -367,7 +374,9 @@ def _plugin_detectors() -> list[Detector]:
     # reports the BEGIN line: whole keys are cut above); BasicAuthDetector (it takes a
     # `host:port/path@` for a password); AzureStorageKeyDetector (88 characters only, and it
     # reports the `AccountKey=` name with the key); the IBM, Cloudant and SoftLayer plugins
-    # (a name and a value of some length: the assignments cover them, at a tenth the time).
+    # (a name and a value of some length: the assignments cover them, at a tenth the time);
+    # NpmDetector and OpenAIDetector (their patterns take quadratic time on a long line with
+    # many `//` or `sk-`, e.g. minified code; the npm and openai formats above cover theirs).
     plugins: tuple[tuple[str, RegexBasedDetector], ...] = (
         ("aws-key", aws.AWSKeyDetector()),
         ("artifactory-token", artifactory.ArtifactoryDetector()),
@@ -376,8 +385,6 @@ def _plugin_detectors() -> list[Detector]:
         ("gitlab-token", gitlab_token.GitLabTokenDetector()),
         ("jwt", jwt.JwtTokenDetector()),
         ("mailchimp-key", mailchimp.MailchimpDetector()),
-        ("npm-token", npm.NpmDetector()),
-        ("openai-key", openai.OpenAIDetector()),
         ("pypi-token", pypi_token.PypiTokenDetector()),
         ("sendgrid-key", sendgrid.SendGridDetector()),
         ("slack-token", slack.SlackDetector()),
