@@ -415,13 +415,15 @@ def _keyword_detector() -> Detector:
     """detect-secrets' keyword plugin, line by line: quoted values assigned to or compared
     with secret-sounding names (`pwd`, `db_pass`, `contraseña`, `"x" == password`…)."""
     from detect_secrets.filters.heuristic import is_indirect_reference
-    from detect_secrets.plugins.keyword import KeywordDetector
+    from detect_secrets.plugins.keyword import DENYLIST_REGEX, KeywordDetector
 
     plugin = KeywordDetector()
+    its_names = re.compile(DENYLIST_REGEX, re.IGNORECASE)
 
     def find(text: str) -> Iterator[Found]:
         for line in text.split("\n"):
-            if '"' in line or "'" in line or "`" in line:
+            quoted = '"' in line or "'" in line or "`" in line
+            if quoted and its_names.search(line):
                 values = list(plugin.analyze_string(line))
                 if values and not is_indirect_reference(line):  # `secret = get_secret()`
                     yield from (Found(value, line) for value in values)
