@@ -110,6 +110,16 @@ def test_list_show_create_and_set(served: Served, repo: Path) -> None:
     assert block_value(served, repo, "testing") == (3, "from stdin\n")
 
 
+def test_a_secret_set_into_a_block_is_cut_and_the_person_told(served: Served, repo: Path) -> None:
+    password = "Wq7Rz2Lm9Xc4Tv"
+    value = f"staging: postgres://app:{password}@db.internal/app"
+    saved = cairn(served, "memory", "set", "project", "--value", value)
+    assert saved.exit_code == 0, saved.output
+    assert saved.stdout.strip().endswith("· 1 secret redacted before storing")
+    stored = block_value(served, repo, "project")[1]
+    assert stored == "staging: postgres://app:[REDACTED:secret-value]@db.internal/app"
+
+
 def test_edit_opens_the_editor_and_saves_a_new_version(served: Served, repo: Path) -> None:
     cairn(served, "memory", "set", "project", "--value", "Build with make.")
     edited = cairn(

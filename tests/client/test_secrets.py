@@ -1,36 +1,40 @@
-"""Secret files, redaction of known secret formats, and the environment a shell sees."""
+"""Secret files, secrets cut from everything the tools return or the server records, and the
+environment a shell sees. (The formats themselves: tests/protocol/test_redaction.py.)"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cairn_client.api import CairnApi, RunApproval
+from cairn_client.policy.policy import Policy
+from cairn_client.policy.settings import PolicySettings
+from cairn_client.policy.types import Approval, Verdict
 from cairn_client.secrets import (
     is_secret_file,
     is_secret_name,
-    redact,
     scrubbed_environment,
     secret_checker,
 )
-from cairn_client.tools.base import ToolOutcome
+from cairn_client.session import ClientSession, Endpoint, approval_record
+from cairn_client.tools.base import PreparedCall, Preview, ToolOutcome
 from cairn_client.tools.registry import execute_call, prepare_call
 from cairn_client.tools.shell_check import describe_command, destructive_reasons, is_read_only
-from cairn_protocol import ToolRequest
+from cairn_client.tui.formatting import compaction_line
+from cairn_client.workspace import detect_workspace
+from cairn_protocol import ContextCompacted, ToolRequest
+from support.listener import RecordingListener
+from support.servers import TEST_TOKEN, Served, call, script
 
 GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 OPENAI = "sk-proj-" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0Fe"
-ANTHROPIC = "sk-ant-api03-" + "q" * 40
-AWS_ID = "AKIAIOSFODNN7EXAMPLE"
-AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-SLACK = "xoxb-123456789012-abcdefghijklmnop"
-GOOGLE = "AIza" + "S" * 35
-JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
 PRIVATE_KEY = (
     "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA7\nzzz\n-----END RSA PRIVATE KEY-----"
 )
-PASSWORD = "hunter2-correct-horse"
 _calls = 0
 
 
@@ -97,53 +101,7 @@ def test_the_allow_list_lets_one_file_through(tmp_path: Path) -> None:
     assert is_secret(".env") and is_secret("other/.env")
 
 
-# --------------------------------------------------------------------------- redaction
-
-
-@pytest.mark.parametrize(
-    ("text", "secret", "kind"),
-    [
-        (f"token: {GITHUB}", GITHUB, "github-token"),
-        (f"key={OPENAI}", OPENAI, "openai-key"),
-        (f"x = '{ANTHROPIC}'", ANTHROPIC, "anthropic-key"),
-        (f"id {AWS_ID}", AWS_ID, "aws-access-key-id"),
-        (f"aws_secret_access_key = {AWS_SECRET}", AWS_SECRET, "secret-value"),
-        (f"SLACK={SLACK}", SLACK, "slack-token"),
-        (f"maps {GOOGLE}", GOOGLE, "google-api-key"),
-        (f"Authorization: Bearer {JWT}", JWT, "jwt"),
-        (f"key:\n{PRIVATE_KEY}\nafter", "MIIEpAIBAAKCAQEA7", "private-key"),
-        (f"DB_PASSWORD={PASSWORD}", PASSWORD, "secret-value"),
-        (f'{{"password": "{PASSWORD}"}}', PASSWORD, "secret-value"),
-        (f"db:\n  password: {PASSWORD}\n", PASSWORD, "secret-value"),
-        (f'API_KEY = "{PASSWORD}"', PASSWORD, "secret-value"),
-        (f"postgres://app:{PASSWORD}@db/app", PASSWORD, "secret-value"),
-    ],
-)
-def test_known_formats_are_redacted(text: str, secret: str, kind: str) -> None:
-    redacted, count = redact(text)
-    assert secret not in redacted and count >= 1
-    assert f"[REDACTED:{kind}]" in redacted
-
-
-def test_a_private_key_cut_off_by_an_output_cap_is_still_redacted() -> None:
-    redacted, count = redact("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n[… cut …]")
-    assert "b3BlbnNzaC1rZXk" not in redacted and count == 1
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "token = request.headers.get('x')",
-        "def get_token(self, api_key: str) -> str:",
-        "max_tokens=100000",
-        'tokenizer: "bert-base"',
-        "TOKEN=$TOKEN",
-        "password: str",
-        "password = None",
-    ],
-)
-def test_ordinary_code_is_left_alone(text: str) -> None:
-    assert redact(text) == (text, 0)
+# --------------------------------------------------------------------------- environment
 
 
 def test_the_shell_environment_drops_secret_variables() -> None:
@@ -333,3 +291,118 @@ def test_read_only_commands(command: str, read_only: bool, repo: Path) -> None:
 
 def test_unused_env_is_untouched() -> None:
     assert "PATH" in scrubbed_environment() and os.environ.get("PATH")
+
+
+# --------------------------------------------------------------------------- review findings
+
+DB_PASSWORD = "8XMhBBDHtaDYxv76"
+NPM_TOKEN = "npm_" + "Xaq7amCzoZtgDSqxmcS0aary2wt4HTcRtt9q"
+AZURE_KEY = (
+    "A3WHwcx5lq1/dvpR0f5FggPbkzPO/hLiLdS4I5DxGRIPcSdVcCtTamCxwQ3Xc3qXR1E9l1wK3teVpIlUf+qrOQ=="
+)
+HF_TOKEN = "hf_" + "1Ddz1LMYlBg1YIsYKA7M00M0JGEjf7bIDA"
+GCP_KEY_ID = "209c4270b0b68ab81d1b6ef9a4466a791f54ae36"
+
+
+async def test_git_log_shows_no_committed_env_or_npmrc_secret(
+    new_repo: Any, tmp_path: Path
+) -> None:
+    repo = new_repo(
+        tmp_path / "leaky",
+        {
+            ".env": f"DB_PASSWORD={DB_PASSWORD}\nDEBUG=1\n",
+            ".npmrc": f"//registry.npmjs.org/:_authToken={NPM_TOKEN}\n",
+        },
+    )
+    outcome = await run(repo, "shell", command="git log -p")
+    assert outcome.status == "ok" and "+DEBUG=1" in outcome.content
+    assert DB_PASSWORD not in outcome.content and NPM_TOKEN not in outcome.content
+
+
+async def test_read_and_grep_cut_azure_hugging_face_and_gcp_secrets(repo: Path) -> None:
+    (repo / "appsettings.json").write_text(
+        '{"Storage": "DefaultEndpointsProtocol=https;AccountName=acme;'
+        f'AccountKey={AZURE_KEY};EndpointSuffix=core.windows.net"}}\n'
+    )
+    (repo / "train.py").write_text(f'from huggingface_hub import login\n\nlogin("{HF_TOKEN}")\n')
+    (repo / "gcp-sa.json").write_text(
+        f'{{\n  "type": "service_account",\n  "private_key_id": "{GCP_KEY_ID}",\n}}\n'
+    )
+    for name in ("appsettings.json", "train.py", "gcp-sa.json"):
+        shown = await run(repo, "read", path=name)
+        assert shown.status == "ok" and "REDACTED" in shown.content, shown.content
+    found = await run(repo, "grep", pattern="AccountKey|hf_|private_key_id")
+    for secret in (AZURE_KEY, HF_TOKEN, GCP_KEY_ID):
+        assert secret not in found.content
+
+
+# --------------------------------------------------------------------------- approvals
+
+
+def test_an_approval_record_shows_the_preview_and_reason_without_secrets() -> None:
+    command = f'curl -H "Authorization: Bearer {GITHUB}" https://api.github.com/user'
+    request = ToolRequest(run_id="r", call_id="a", tool="shell", arguments={"command": command})
+    prepared = PreparedCall(request, None, Preview(f"Run {command}", "command", command))
+
+    record = approval_record(prepared, Verdict("deny", f"never send {GITHUB}"), "user", "deny")
+
+    for shown in (record.shown, record.shown_title, record.reason):
+        assert GITHUB not in shown and "[REDACTED:" in shown
+    assert record.content_hash == "sha256:" + hashlib.sha256(command.encode()).hexdigest()
+
+
+def test_a_denial_quoting_a_secret_reaches_neither_model_nor_server(
+    served: Served, own_repo: Path
+) -> None:
+    served.fake.set_script(
+        script(
+            {"tool_calls": [call("write", path="deploy.sh", content=f"TOKEN={OPENAI}\n")]},
+            {"text": "Understood."},
+        )
+    )
+    reason = f"no, {OPENAI} must never be in a file"
+
+    async def work() -> tuple[str, list[RunApproval]]:
+        listener = RecordingListener([Approval("deny", reason)])
+        client = ClientSession(
+            Endpoint(TEST_TOKEN, lambda: _at(served.url)),
+            detect_workspace(own_repo),
+            Policy(PolicySettings()),
+            listener,
+            "latest",
+        )
+        runner = asyncio.create_task(client.run())
+        try:
+            await listener.wait_for(lambda: bool(listener.of_type("welcome")))
+            await client.send_user_message("write the deploy script")
+            await listener.wait_for(lambda: bool(listener.of_type("run_finished")), timeout=30)
+        finally:
+            await client.close()
+            await asyncio.wait_for(runner, 10)
+        run_id = listener.of_type("run_finished")[0].run_id  # type: ignore[attr-defined]
+        async with CairnApi(served.url, TEST_TOKEN) as api:
+            return run_id, await api.list_approvals(run_id)
+
+    _, [record] = asyncio.run(work())
+    messages = served.fake.requests[-1].body["messages"]
+    [answer] = [str(m["content"]) for m in messages if m.get("role") == "tool"]
+    assert "must never be in a file" in answer and OPENAI not in answer
+    assert record.decision == "deny" and OPENAI not in (record.reason or "")
+    assert OPENAI not in record.shown and "[REDACTED:openai-key]" in record.shown
+
+
+async def _at(url: str) -> str:
+    return url
+
+
+def test_the_compaction_line_says_secrets_were_cut_from_the_summary() -> None:
+    event = ContextCompacted(
+        trigger="requested",
+        method="summary",
+        messages_compacted=4,
+        tokens_before=900,
+        tokens_after=300,
+        context_budget=8000,
+        secrets_redacted=2,
+    )
+    assert compaction_line(event).endswith("; 2 secrets redacted from it")

@@ -173,6 +173,22 @@ async def test_a_save_after_someone_else_changed_the_block_keeps_the_text(
         assert (await api.get_block(agent_id, "project")).value == "mine"
 
 
+async def test_a_saved_secret_is_cut_and_the_editor_shows_what_was_stored(
+    server: BackgroundServer, repo: Path
+) -> None:
+    password = "Wq7Rz2Lm9Xc4Tv"
+    async with running_app(server, repo) as (app, pilot, api):
+        screen = await open_memory(app, pilot)
+        screen.editor.insert(f"staging: postgres://app:{password}@db/app")
+        await pilot.press("ctrl+s")
+        note = "Saved project · v2 · 1 secret redacted before storing"
+        await until(pilot, lambda: note in notices(app))
+        stored = "staging: postgres://app:[REDACTED:secret-value]@db/app"
+        assert (await api.get_block(app.agent_id or "", "project")).value == stored
+        assert screen.editor.text == stored
+        assert label_text(screen, "#memory-state").endswith("chars · saved")
+
+
 async def test_unsaved_text_survives_switching_blocks_and_closing_the_screen(
     server: BackgroundServer, repo: Path
 ) -> None:

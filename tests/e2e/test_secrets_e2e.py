@@ -18,16 +18,38 @@ PRIVATE_KEY = (
     f"-----BEGIN OPENSSH PRIVATE KEY-----\n{KEY_BODY}\n-----END OPENSSH PRIVATE KEY-----\n"
 )
 ENV_SECRET = "pl4nted-env-secret-value-42"
-PLANTED = (OPENAI_KEY, GITHUB_TOKEN, KEY_BODY, ENV_SECRET, "test-openai-key")
+DB_PASSWORD = "Pl4ntedDbPassw0rd"
+NPM_TOKEN = "npm_" + "Pl4ntedNpmT0kenVa1ue0123456789abcdef"
+AZURE_KEY = (
+    "Pl4ntedAzureStorageKey" + "0123456789abcdefghijklmnopqrstuvwxyz+/ABCDEFGHIJKLMNOPQRSTUV=="
+)
+HF_TOKEN = "hf_" + "Pl4ntedHuggingFaceT0ken0123456789"
+GCP_KEY_ID = "0123456789abcdef0123456789abcdef01234567"
+PLANTED = (
+    OPENAI_KEY,
+    GITHUB_TOKEN,
+    KEY_BODY,
+    ENV_SECRET,
+    "test-openai-key",
+    DB_PASSWORD,
+    NPM_TOKEN,
+    AZURE_KEY,
+    HF_TOKEN,
+    GCP_KEY_ID,
+)
 
 
 def test_no_planted_secret_reaches_the_model(tmp_path: Path, fake_model: FakeModelServer) -> None:
     repo = make_repo(
         tmp_path / "repo",
         {
-            ".env": f"OPENAI_API_KEY={OPENAI_KEY}\nDEBUG=1\n",
+            ".env": f"OPENAI_API_KEY={OPENAI_KEY}\nDB_PASSWORD={DB_PASSWORD}\nDEBUG=1\n",
+            ".npmrc": f"//registry.npmjs.org/:_authToken={NPM_TOKEN}\n",
             "deploy/id_ed25519": PRIVATE_KEY,
             "src/config.py": f'GITHUB_TOKEN = "{GITHUB_TOKEN}"\nREGION = "eu"\n',
+            "appsettings.json": f'{{"Blob": "AccountName=acme;AccountKey={AZURE_KEY};"}}\n',
+            "train.py": f'from huggingface_hub import login\nlogin("{HF_TOKEN}")\n',
+            "gcp-sa.json": f'{{"type": "service_account", "private_key_id": "{GCP_KEY_ID}"}}\n',
         },
     )
     turns = [
@@ -40,6 +62,8 @@ def test_no_planted_secret_reaches_the_model(tmp_path: Path, fake_model: FakeMod
         call("shell", command="cat .env deploy/id_ed25519 src/config.py"),
         call("shell", command="env"),
         call("shell", command="git log -p"),
+        call("read", path="appsettings.json"),
+        call("grep", pattern="AccountKey|hf_|private_key_id"),
     ]
     fake_model.set_script(
         script(*({"tool_calls": [turn]} for turn in turns), {"text": "Done looking."})
@@ -62,7 +86,9 @@ def test_no_planted_secret_reaches_the_model(tmp_path: Path, fake_model: FakeMod
             assert secret not in body, secret
     answers = _tool_answers(fake_model)
     assert len(answers) == len(turns)
-    read_env, read_config, read_key, grep_all, grep_env, glob, cat, env, log = answers
+    read_env, read_config, read_key, grep_all, grep_env, glob, cat, env, log, azure, grep_new = (
+        answers
+    )
     assert "secret" in read_env and "secret" in read_key  # refused, saying why
     assert 'REGION = \\"eu\\"' in read_config or 'REGION = "eu"' in read_config
     assert "[REDACTED:github-token]" in read_config
@@ -73,7 +99,11 @@ def test_no_planted_secret_reaches_the_model(tmp_path: Path, fake_model: FakeMod
     assert ".env: Permission denied" in cat and "id_ed25519: Permission denied" in cat
     assert "[REDACTED:github-token]" in cat and "REGION" in cat
     assert "PATH=" in env and "DEPLOY_TOKEN" not in env
-    assert "REDACTED" in log
+    assert "REDACTED" in log and "+DEBUG=1" in log
+    assert "AccountName=acme;AccountKey=[REDACTED:azure-storage-key]" in azure
+    assert (
+        "[REDACTED:huggingface-token]" in grep_new and "[REDACTED:gcp-private-key-id]" in grep_new
+    )
 
 
 def _tool_answers(fake: FakeModelServer) -> list[str]:

@@ -38,7 +38,9 @@ def embedding_env(fake: FakeModelServer, base_url: str | None = None) -> dict[st
 
 async def test_insert_then_search_by_stemmed_words(database: Database, agent: str) -> None:
     archive = Archive(database)
-    build = await archive.insert(agent, "Builds run with `uv run pytest -q` from the repo root.")
+    build = (
+        await archive.insert(agent, "Builds run with `uv run pytest -q` from the repo root.")
+    ).passage
     await archive.insert(agent, "The API uses bearer tokens.")
     hits = await archive.search(agent, "building and running")
     assert [hit.id for hit in hits] == [build.id]
@@ -49,8 +51,10 @@ async def test_insert_then_search_by_stemmed_words(database: Database, agent: st
 
 async def test_tags_filter_means_every_tag(database: Database, agent: str) -> None:
     archive = Archive(database)
-    both = await archive.insert(agent, "release checklist: bump, tag, push", ["Release", " CI "])
-    release = await archive.insert(agent, "release notes live in CHANGES.md", ["release"])
+    both = (
+        await archive.insert(agent, "release checklist: bump, tag, push", ["Release", " CI "])
+    ).passage
+    release = (await archive.insert(agent, "release notes live in CHANGES.md", ["release"])).passage
     assert both.tags == ["release", "ci"]  # trimmed, lower-case
     found = await archive.search(agent, "release", tags=["release"])
     assert {hit.id for hit in found} == {both.id, release.id}
@@ -64,8 +68,8 @@ async def test_tags_filter_means_every_tag(database: Database, agent: str) -> No
 
 async def test_list_get_delete_and_count(database: Database, agent: str) -> None:
     archive = Archive(database)
-    first = await archive.insert(agent, "one")
-    second = await archive.insert(agent, "two", conversation_id=None, run_id="run_1")
+    first = (await archive.insert(agent, "one")).passage
+    second = (await archive.insert(agent, "two", conversation_id=None, run_id="run_1")).passage
     assert [p.id for p in await archive.list_passages(agent)] == [second.id, first.id]
     assert [p.id for p in await archive.list_passages(agent, offset=1, limit=5)] == [first.id]
     assert (await archive.get(agent, second.id or 0)).run_id == "run_1"
@@ -84,7 +88,7 @@ async def test_another_agents_passages_stay_theirs(
 ) -> None:
     other = await new_agent(store, "b" * 40)
     archive = Archive(database)
-    theirs = await archive.insert(other, "the staging database password rotates weekly")
+    theirs = (await archive.insert(other, "the staging database password rotates weekly")).passage
     assert await archive.search(agent, "staging database password") == []
     assert await archive.list_passages(agent) == []
     with pytest.raises(NotFoundError):
@@ -111,8 +115,9 @@ async def test_passages_are_embedded_and_vector_matches_are_fused(
     assert embedder is not None
     try:
         archive = Archive(database, embedder)
-        exact = await archive.insert(agent, "Database migrations run through Alembic")
-        near = await archive.insert(agent, "databasemigrations alembicupgrade")  # no shared word
+        exact = (await archive.insert(agent, "Database migrations run through Alembic")).passage
+        no_shared_word = "databasemigrations alembicupgrade"
+        near = (await archive.insert(agent, no_shared_word)).passage
         assert exact.embedding is not None and exact.embedding_model == "fake-embed"
         assert [h.id for h in await Archive(database).search(agent, "database migrations")] == [
             exact.id
@@ -130,7 +135,8 @@ async def test_an_embedder_that_fails_still_keeps_the_passage_and_backfills_late
     up = embedder_from_env(embedding_env(fake))
     assert down is not None and up is not None
     try:
-        kept = await Archive(database, down).insert(agent, "feature flags live in flags.toml")
+        archive = Archive(database, down)
+        kept = (await archive.insert(agent, "feature flags live in flags.toml")).passage
         assert kept.id is not None and kept.embedding is None
         hits = await Archive(database, down).search(agent, "feature flags")
         assert [hit.id for hit in hits] == [kept.id]  # text-only, no crash

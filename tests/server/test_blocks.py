@@ -84,7 +84,7 @@ async def test_read_only_stops_the_agent_but_not_the_user(blocks: Blocks, agent_
     await blocks.create(agent_id, "policy", USER, value="no force pushes", read_only=True)
     with pytest.raises(ReadOnlyBlockError, match="read-only"):
         await blocks.edit(agent_id, "policy", lambda b: "anything", agent_author("c"))
-    changed = await blocks.configure(agent_id, "policy", USER, value="no pushes at all")
+    changed = (await blocks.configure(agent_id, "policy", USER, value="no pushes at all")).block
     assert changed.value == "no pushes at all" and changed.version == 2
 
 
@@ -105,7 +105,7 @@ async def test_diff_and_revert_make_a_new_version(blocks: Blocks, agent_id: str)
     await blocks.configure(agent_id, "project", USER, value="two")
     old, new, diff = await blocks.diff(agent_id, "project", None, None)
     assert (old, new) == (2, 3) and "-one" in diff and "+two" in diff
-    reverted = await blocks.revert(agent_id, "project", 2, USER)
+    reverted = (await blocks.revert(agent_id, "project", 2, USER)).block
     assert (reverted.version, reverted.value) == (4, "one")
     newest = (await blocks.history(agent_id, "project"))[0]
     assert (newest.action, newest.reason) == ("revert", "revert to version 2")
@@ -121,7 +121,7 @@ async def test_revert_brings_back_a_deleted_block(blocks: Blocks, agent_id: str)
         "edit",
         "create",
     ]
-    back = await blocks.revert(agent_id, "human", 2, USER)
+    back = (await blocks.revert(agent_id, "human", 2, USER)).block
     assert (back.value, back.version) == ("prefers tabs", 4)
 
 

@@ -249,6 +249,32 @@ async def test_compact_on_request_and_its_refusals(
     assert "SUMMARY: the user asked two things." in system
 
 
+@pytest.mark.parametrize("summariser_works", [True, False], ids=["summary", "digest"])
+async def test_a_summary_is_stored_without_the_secrets_it_quotes(
+    tmp_path: Path, fake_model: FakeModelServer, summaries: FakeModelServer, summariser_works: bool
+) -> None:
+    token = "ghp_" + "Q8mVt3LxR7wN2cK9pZ4bH6yJ1dF5gS0aE3uT"
+    fake_model.set_script(script({"text": "Saved."}, {"text": "Ok."}, {"text": "After."}))
+    refusal = {"error": {"status": 400, "message": "summaries are off today"}}
+    summary = {"text": f"SUMMARY: the user deploys with {token}."}
+    summaries.set_script(script(summary if summariser_works else refusal))
+    with cairn_server(sqlite_url(tmp_path), fake_model, **with_summaries(summaries)) as server:
+        client = await WireClient.connect(server.url)
+        await client.hello()
+        for text in (f"deploy with {token}", "and then?"):
+            await client.send(UserMessage(text=text))
+            await client.recv_until("run_finished")
+        await client.send(Compact())
+        compacted = await client.recv_until("context_compacted")
+        await converse(client, 1)
+        await client.close()
+
+    assert isinstance(compacted, ContextCompacted) and compacted.secrets_redacted == 1
+    assert compacted.method == ("summary" if summariser_works else "trim")
+    system = fake_model.requests[-1].body["messages"][0]["content"]
+    assert token not in system and "[REDACTED:github-token]" in system
+
+
 async def test_a_provider_overflow_compacts_and_retries_once(
     tmp_path: Path, fake_model: FakeModelServer, summaries: FakeModelServer
 ) -> None:

@@ -66,6 +66,7 @@ class Block(_Model):
     version: int
     chars: int
     updated_at: datetime
+    secrets_redacted: int = 0  # cut from what this request stored
 
 
 class BlockVersion(_Model):
@@ -101,6 +102,7 @@ class Passage(_Model):
     conversation_id: str | None = None
     run_id: str | None = None
     score: float | None = None
+    secrets_redacted: int = 0  # cut from what this request stored
 
 
 class MessageHit(_Model):

@@ -9,6 +9,7 @@ import difflib
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from cairn_protocol.redaction import secrets_phrase
 from rich.text import Text
 
 if TYPE_CHECKING:
@@ -18,11 +19,19 @@ BAR_WIDTH = 30
 
 
 def block_heading(block: Block) -> str:
-    """`project · v4 · 1,204/5,000 chars · read-only`."""
+    """`project · v4 · 1,204/5,000 chars · read-only`, and after a save that had secrets cut
+    `· 1 secret redacted before storing`."""
     parts = [block.label, f"v{block.version}", f"{block.chars:,}/{block.char_limit:,} chars"]
     if block.read_only:
         parts.append("read-only")
+    if block.secrets_redacted:
+        parts.append(redacted_note(block))
     return " · ".join(parts)
+
+
+def redacted_note(block: Block) -> str:
+    """`1 secret redacted before storing`: the server cut secrets from what was saved."""
+    return f"{secrets_phrase(block.secrets_redacted)} redacted before storing"
 
 
 def author_line(version: BlockVersion) -> str:

@@ -1,7 +1,7 @@
-"""Secrets on the client side: which files hold them, how they are cut from tool output.
+"""Secrets on the client side: which files hold them, and the environment a shell may see.
 
-Owns the secret-file classification (names, plus content for .npmrc-style files), the
-redaction of known secret formats, and the environment a shell command may see.
+Owns the secret-file classification (names, plus content for .npmrc-style files) and the
+scrubbed environment; cutting secrets from text is cairn_protocol.redaction's (shared).
 """
 
 from __future__ import annotations
@@ -120,104 +120,6 @@ def withheld_note(relative: str) -> str:
         "Do not try to read it another way; if its values are needed, ask the user, who can "
         f'allow this file explicitly (settings key "allow_secret_files": ["{relative}"])'
     )
-
-
-# --------------------------------------------------------------------------- redaction
-
-_KEYWORD = (
-    r"(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|SECRET_?KEY|"
-    r"PRIVATE_?KEY|AUTH_?KEY|CREDENTIALS?)"
-)
-_KEY = rf"[A-Za-z0-9_.\-]*{_KEYWORD}"
-_NOT_SECRET_VALUES = frozenset(
-    {"string", "number", "boolean", "none", "null", "true", "false", "required", "optional"}
-)
-
-_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    (
-        "private-key",
-        re.compile(
-            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-            r"[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)"
-        ),
-    ),
-    ("anthropic-key", re.compile(r"\bsk-ant-[A-Za-z0-9_\-]{20,}")),
-    ("openai-key", re.compile(r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}")),
-    ("github-token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})")),
-    ("slack-token", re.compile(r"\bxox[abprse]-[A-Za-z0-9\-]{10,}")),
-    ("slack-webhook", re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_\-]{20,}")),
-    ("aws-access-key-id", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b")),
-    ("google-api-key", re.compile(r"\bAIza[0-9A-Za-z_\-]{35}")),
-    ("stripe-key", re.compile(r"\b[rs]k_live_[0-9A-Za-z]{20,}")),
-    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")),
-)
-# `"password": "x"`, `API_KEY = 'x'`, `token: str = "x"` — the quoted value is replaced.
-_QUOTED_ASSIGNMENT = re.compile(
-    rf"""(?P<key>["']?\b{_KEY}["']?\s*(?::\s*[A-Za-z_][\w\[\]. |]*?\s*)?[:=]\s*)"""
-    r"""(?P<quote>["'])(?P<value>[^"'\n]{4,})(?P=quote)""",
-    re.IGNORECASE,
-)
-# `PASSWORD=x` (env, no spaces) and `password: x` (YAML), unquoted.
-_BARE_ASSIGNMENT = re.compile(
-    rf"""(?P<key>(?:^|(?<=[\s;]))\b{_KEY}(?:=|:[ \t]+))"""
-    r"""(?P<value>[^\s"'$#(){}\[\]<>,;][^\s"'#(){}\[\]<>,;]{5,})(?=\s|$)""",
-    re.IGNORECASE | re.MULTILINE,
-)
-# `password = x` (INI, .pypirc) up to the end of the line, no dots or calls.
-_INI_ASSIGNMENT = re.compile(
-    rf"""(?P<key>^[ \t]*{_KEY}[ \t]*=[ \t]*)(?P<value>[^\s"'$#(){{}}\[\]<>,;.]{{6,}})[ \t]*$""",
-    re.IGNORECASE | re.MULTILINE,
-)
-_AWS_SECRET = re.compile(
-    r"(?P<key>aws_secret_access_key[\"']?\s*[=:]\s*[\"']?)(?P<value>[A-Za-z0-9/+=]{40})",
-    re.IGNORECASE,
-)
-# `https://user:password@host`
-_URL_CREDENTIALS = re.compile(r"(?P<key>\b[a-z][a-z0-9+.\-]*://[^\s:/@]+:)(?P<value>[^\s@/]+)(?=@)")
-
-
-def redact(text: str) -> tuple[str, int]:
-    """`text` with known secret formats replaced by `[REDACTED:kind]`, and how many."""
-    count = 0
-    for kind, pattern in _PATTERNS:
-        text, found = pattern.subn(f"[REDACTED:{kind}]", text)
-        count += found
-    for pattern in (
-        _AWS_SECRET,
-        _QUOTED_ASSIGNMENT,
-        _BARE_ASSIGNMENT,
-        _INI_ASSIGNMENT,
-        _URL_CREDENTIALS,
-    ):
-        text, found = _redact_values(pattern, text)
-        count += found
-    return text, count
-
-
-def _redact_values(pattern: re.Pattern[str], text: str) -> tuple[str, int]:
-    count = 0
-
-    def replace(match: re.Match[str]) -> str:
-        nonlocal count
-        value = match.group("value")
-        if not _looks_like_a_secret_value(value):
-            return match.group(0)
-        count += 1
-        quote = match.groupdict().get("quote") or ""
-        return f"{match.group('key')}{quote}[REDACTED:secret-value]{quote}"
-
-    return pattern.sub(replace, text), count
-
-
-def _looks_like_a_secret_value(value: str) -> bool:
-    stripped = value.strip()
-    if stripped.startswith(("$", "{{", "%(", "<", "[REDACTED")) or stripped.isdigit():
-        return False
-    return stripped.lower() not in _NOT_SECRET_VALUES and "*" * 3 not in stripped
-
-
-def redaction_note(count: int) -> str:
-    return f"[{count} secret{'s' if count != 1 else ''} redacted]"
 
 
 # --------------------------------------------------------------------------- environment

@@ -43,6 +43,7 @@ from cairn_protocol.messages import (
     Frame,
     UserCommand,
 )
+from cairn_protocol.redaction import redact
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -52,9 +53,13 @@ from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import EDIT_TOOLS, Policy
 from cairn_client.policy.settings import SettingsError
 from cairn_client.policy.types import Approval, Verdict
-from cairn_client.secrets import redact
 from cairn_client.tools.base import PreparedCall, ToolOutcome
-from cairn_client.tools.registry import ShellPlacement, execute_call, prepare_call
+from cairn_client.tools.registry import (
+    ShellPlacement,
+    execute_call,
+    prepare_call,
+    redact_outcome,
+)
 from cairn_client.undo import AppliedChange, UndoStack
 from cairn_client.workspace import Workspace
 
@@ -359,8 +364,8 @@ class ClientSession:
             verdict = Verdict("deny", prepared.error)
             return verdict, ToolOutcome("error", reason=prepared.error), None
         verdict, record = await self._decide(prepared)
-        if verdict.decision == "deny":
-            return verdict, ToolOutcome("denied", reason=verdict.reason), record
+        if verdict.decision == "deny":  # the reason may quote a rule or what the person typed
+            return verdict, redact_outcome(ToolOutcome("denied", reason=verdict.reason)), record
         call_id = prepared.request.call_id
         if call_id in self._withdrawn:
             reason = (
@@ -448,7 +453,7 @@ def approval_record(
     asked_at: datetime | None = None,
 ) -> ApprovalRecord:
     """What was decided on a call, by whom, and what was (or would have been) shown: the
-    preview redacted and cut, with the hash of the whole preview."""
+    preview and the reason redacted, the preview cut, with the hash of the whole preview."""
     body = prepared.preview.body
     shown, _ = redact(body)
     if len(shown) > APPROVAL_SHOWN_LIMIT:
@@ -458,7 +463,7 @@ def approval_record(
         decision="deny" if verdict.decision == "deny" else "allow",
         decided_by=decided_by,
         answer=answer,
-        reason=verdict.reason,
+        reason=redact(verdict.reason)[0],
         shown_title=redact(prepared.preview.title)[0],
         shown=shown,
         content_hash="sha256:" + hashlib.sha256(body.encode()).hexdigest(),

@@ -86,8 +86,12 @@ class ApprovalRecord(Frame):
     answer: Literal["once", "session", "always", "deny"] | None = Field(
         default=None, description='The person\'s answer, when decided_by is "user".'
     )
-    reason: str = Field(description="The verdict's reason as the user was shown it.")
-    shown_title: str = Field(description="The preview's title the user saw (or would have).")
+    reason: str = Field(
+        description="The verdict's reason as the user was shown it, secrets redacted."
+    )
+    shown_title: str = Field(
+        description="The preview's title the user saw (or would have), secrets redacted."
+    )
     shown: str = Field(
         max_length=APPROVAL_SHOWN_LIMIT,
         description="The preview's body as shown (the diff or command), secrets redacted, "
@@ -317,7 +321,8 @@ CompactionMethod = Literal["summary", "trim"]
 class ContextCompacted(ServerEvent):
     """Older messages left the context for the summary section (they stay searchable with
     conversation_search). `method` "trim" is the deterministic fallback when summarising
-    failed or was not possible; `detail` says why."""
+    failed or was not possible; `detail` says why. `secrets_redacted`: secrets cut from the
+    summary before it was stored."""
 
     type: Literal["context_compacted"] = "context_compacted"
     run_id: str | None = None
@@ -328,6 +333,7 @@ class ContextCompacted(ServerEvent):
     tokens_after: int
     context_budget: int
     detail: str | None = None
+    secrets_redacted: int = 0
 
 
 StopReason = Literal[

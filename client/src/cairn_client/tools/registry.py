@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cairn_protocol import ToolArgumentsError, ToolRequest, validate_tool_arguments
+from cairn_protocol.redaction import redact, redaction_note
 from cairn_protocol.tools import (
     ApplyPatchArgs,
     EditArgs,
@@ -26,7 +27,7 @@ from cairn_protocol.tools import (
     WriteArgs,
 )
 
-from cairn_client.secrets import is_allowed, redact, redaction_note, secret_checker
+from cairn_client.secrets import is_allowed, secret_checker
 from cairn_client.tools.base import FileChange, PathFilter, PreparedCall, Preview, ToolOutcome
 from cairn_client.tools.changes import (
     StaleChange,

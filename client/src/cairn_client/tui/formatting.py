@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cairn_protocol.messages import ContextCompacted, ModelRetry, RunFinished, ToolStatus, Usage
+from cairn_protocol.redaction import secrets_phrase
 
 from cairn_client.listener import ConnectionState
 from cairn_client.policy.types import Approval
@@ -113,7 +114,8 @@ _COMPACTION_TRIGGERS = {
 
 def compaction_line(event: ContextCompacted) -> str:
     """`Context compacted (summary): 42 messages → summary; 9,812 → 3,104 tokens of 12,000
-    (freed 6,708)`, with the trigger when it was not the threshold and why a digest was used."""
+    (freed 6,708)`, with the trigger when it was not the threshold, why a digest was used and
+    how many secrets were cut from the summary."""
     messages = f"{event.messages_compacted} message{'s' if event.messages_compacted != 1 else ''}"
     into = "summary" if event.method == "summary" else "digest"
     freed = max(0, event.tokens_before - event.tokens_after)
@@ -124,6 +126,8 @@ def compaction_line(event: ContextCompacted) -> str:
     )
     if event.method == "trim":
         line += f"; digest used: {event.detail or 'no summary could be made'}"
+    if event.secrets_redacted:
+        line += f"; {secrets_phrase(event.secrets_redacted)} redacted from it"
     return line
 
 

@@ -55,8 +55,9 @@ async def list_blocks(
 async def create_block(
     store: StoreDep, memory: MemoryDep, user: UserDep, agent_id: str, body: BlockCreate
 ) -> BlockOut:
+    """Create a block; secrets in its value are cut before it is stored (`secrets_redacted`)."""
     agent = await owned_agent(store, user, agent_id)
-    block = await memory.blocks.create(
+    created = await memory.blocks.create(
         agent.id,
         body.label,
         _user_author(user),
@@ -65,7 +66,7 @@ async def create_block(
         char_limit=body.char_limit,
         read_only=body.read_only,
     )
-    return BlockOut.of(block)
+    return BlockOut.of(created.block, created.secrets_redacted)
 
 
 @router.get(BLOCKS + "/{label}", tags=["blocks"])
@@ -80,9 +81,10 @@ async def get_block(
 async def update_block(
     store: StoreDep, memory: MemoryDep, user: UserDep, agent_id: str, label: str, body: BlockUpdate
 ) -> BlockOut:
-    """Change a block's value or settings as a new version (409 if `expected_version` is stale)."""
+    """Change a block's value or settings as a new version (409 if `expected_version` is stale);
+    secrets in the value are cut before it is stored (`secrets_redacted`)."""
     agent = await owned_agent(store, user, agent_id)
-    block = await memory.blocks.configure(
+    changed = await memory.blocks.configure(
         agent.id,
         label,
         _user_author(user, body.reason),
@@ -92,7 +94,7 @@ async def update_block(
         read_only=body.read_only,
         expected_version=body.expected_version,
     )
-    return BlockOut.of(block)
+    return BlockOut.of(changed.block, changed.secrets_redacted)
 
 
 @router.delete(BLOCKS + "/{label}", tags=["blocks"], status_code=status.HTTP_204_NO_CONTENT)
@@ -149,10 +151,10 @@ async def revert_block(
 ) -> BlockOut:
     """Make a new version holding an old version's value (recreating a deleted block)."""
     agent = await owned_agent(store, user, agent_id)
-    block = await memory.blocks.revert(
+    reverted = await memory.blocks.revert(
         agent.id, label, body.version, _user_author(user, body.reason)
     )
-    return BlockOut.of(block)
+    return BlockOut.of(reverted.block, reverted.secrets_redacted)
 
 
 # ------------------------------------------------------------------ archival and recall
@@ -182,9 +184,11 @@ async def list_passages(
 async def create_passage(
     store: StoreDep, memory: MemoryDep, user: UserDep, agent_id: str, body: PassageCreate
 ) -> PassageOut:
+    """Keep a passage; secrets in its text are cut before it is stored (`secrets_redacted`)."""
     agent = await owned_agent(store, user, agent_id)
-    passage = await memory.archive.insert(agent.id, body.text, body.tags)
-    return PassageOut.model_validate(passage, from_attributes=True)
+    kept = await memory.archive.insert(agent.id, body.text, body.tags)
+    out = PassageOut.model_validate(kept.passage, from_attributes=True)
+    return out.model_copy(update={"secrets_redacted": kept.secrets_redacted})
 
 
 @router.delete("/agents/{agent_id}/passages/{passage_id}", tags=["archival"], status_code=204)

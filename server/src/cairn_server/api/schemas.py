@@ -52,6 +52,11 @@ class RevertRequest(_Body):
     reason: str | None = None
 
 
+_SECRETS_REDACTED = Field(
+    default=0, description="Secrets cut from the text this request stored (they are never stored)."
+)
+
+
 class BlockOut(BaseModel):
     label: str
     description: str
@@ -61,9 +66,10 @@ class BlockOut(BaseModel):
     version: int
     chars: int
     updated_at: datetime
+    secrets_redacted: int = _SECRETS_REDACTED
 
     @classmethod
-    def of(cls, block: Block) -> BlockOut:
+    def of(cls, block: Block, secrets_redacted: int = 0) -> BlockOut:
         return cls(
             label=block.label,
             description=block.description,
@@ -73,6 +79,7 @@ class BlockOut(BaseModel):
             version=block.version,
             chars=len(block.value),
             updated_at=block.updated_at,
+            secrets_redacted=secrets_redacted,
         )
 
 
@@ -118,6 +125,7 @@ class PassageOut(BaseModel):
     conversation_id: str | None
     run_id: str | None
     score: float | None = None
+    secrets_redacted: int = _SECRETS_REDACTED
 
 
 class ContextItem(BaseModel):

@@ -1,7 +1,7 @@
 """A conversation's context window: each request built within its budget, compacted when due.
 
 Owns the order of the work before a model call (memory notes, compaction past the threshold,
-shortening as a last resort) and compaction itself: summary, mark, refrozen memory.
+shortening as a last resort) and compaction itself: summary (secrets cut), mark, refrozen memory.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from cairn_protocol import ContextCompacted
 from cairn_protocol.messages import CompactionMethod, CompactionTrigger
+from cairn_protocol.redaction import redact
 
 from cairn_server.context.budget import Budget, fit_messages
 from cairn_server.context.compaction import (
@@ -156,6 +157,7 @@ class ContextWindow:
         if cut is None:
             return None
         method, summary, detail = await self._summarise(conversation, cut.evicted, limit, focus)
+        summary, redacted = redact(summary)  # it may quote what the user typed
         evicted_total = await self._evicted_before(conversation) + len(cut.evicted)
         last_id = cut.evicted[-1].id or 0
         await self.store.compact_conversation(
@@ -173,6 +175,7 @@ class ContextWindow:
             tokens_after=after,
             context_budget=self.budget.tokens,
             detail=detail,
+            secrets_redacted=redacted,
         )
 
     async def _summarise(

@@ -1,6 +1,7 @@
 """Archival memory: passages the agent chose to keep, searchable by text and vector.
 
-Owns passage storage, tag filters, and the fusion of text and vector rankings.
+Owns passage storage (secrets cut before it), tag filters, and the fusion of text and vector
+rankings.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+from cairn_protocol.redaction import redact
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -50,6 +52,14 @@ class PassageHit:
     score: float
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A stored passage, and how many secrets were cut from its text before it was stored."""
+
+    passage: Passage
+    secrets_redacted: int
+
+
 def normalised_tags(tags: Sequence[str]) -> list[str]:
     """Tags as stored and matched: trimmed, lower-case, distinct, in the given order."""
     return list(dict.fromkeys(tag.strip().lower() for tag in tags if tag.strip()))
@@ -63,10 +73,12 @@ class Archive(Searchable):
         tags: Sequence[str] = (),
         conversation_id: str | None = None,
         run_id: str | None = None,
-    ) -> Passage:
-        """Keep a passage; it is embedded when an embedder works, and text-searchable always."""
+    ) -> Kept:
+        """Keep a passage, secrets cut; it is embedded when an embedder works, and
+        text-searchable always."""
         if not text.strip():
             raise ValueError("a passage needs some text")
+        text, redacted = redact(text)
         passage = Passage(
             agent_id=agent_id,
             text=text,
@@ -82,7 +94,7 @@ class Archive(Searchable):
                 log.warning("passage stored without a vector: %s", exc)
         async with self._transaction() as session:
             session.add(passage)
-        return passage
+        return Kept(passage, redacted)
 
     async def search(
         self, agent_id: str, query: str, *, tags: Sequence[str] | None = None, limit: int = 10

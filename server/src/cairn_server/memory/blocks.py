@@ -1,6 +1,7 @@
 """Core memory blocks of an agent and every version of them.
 
-Owns block rows, their history (author, run, tool call), optimistic concurrency and revert.
+Owns block rows, their history (author, run, tool call), optimistic concurrency, revert, and
+that no value is stored before secrets are cut from it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from cairn_protocol.redaction import redact
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -93,8 +95,12 @@ class StaleBlockError(MemoryEditError):
 
 @dataclass(frozen=True)
 class EditResult:
+    """A change made: the block after it, its value before, and how many secrets were cut
+    from the new value before it was stored."""
+
     block: Block
     before: str
+    secrets_redacted: int = 0
 
 
 class Blocks(Repository):
@@ -149,9 +155,10 @@ class Blocks(Repository):
         description: str = "",
         char_limit: int = DEFAULT_CHAR_LIMIT,
         read_only: bool = False,
-    ) -> Block:
+    ) -> EditResult:
         _check_label(label)
         _check_char_limit(char_limit)
+        value, redacted = redact(value)
         check_limit(label, value, char_limit)
         try:
             async with self._transaction() as session:
@@ -168,7 +175,7 @@ class Blocks(Repository):
                 )
                 session.add(block)
                 session.add(_version_of(block, "create", author))
-                return block
+                return EditResult(block, "", redacted)
         except IntegrityError:
             raise BlockExistsError(f"block {label!r} already exists") from None
 
@@ -197,10 +204,10 @@ class Blocks(Repository):
                 )
             _check_expected(current, expected_version, "since you saw it (you saw")
             before = current.value
-            new_value = transform(current)
+            new_value, redacted = redact(transform(current))
             check_limit(label, new_value, current.char_limit)
             _advance(session, current, author, action, value=new_value)
-            return EditResult(current, before)
+            return EditResult(current, before, redacted)
 
     async def configure(
         self,
@@ -213,14 +220,15 @@ class Blocks(Repository):
         read_only: bool | None = None,
         value: str | None = None,
         expected_version: int | None = None,
-    ) -> Block:
+    ) -> EditResult:
         """A user's change of value and settings, as one new version."""
         if char_limit is not None:
             _check_char_limit(char_limit)
         async with self._transaction() as session:
             current = await self._require(session, agent_id, label, lock=True)
             _check_expected(current, expected_version, "meanwhile (expected")
-            new_value = current.value if value is None else value
+            before = current.value
+            new_value, redacted = (current.value, 0) if value is None else redact(value)
             check_limit(label, new_value, current.char_limit if char_limit is None else char_limit)
             changes = {
                 "value": new_value,
@@ -235,7 +243,7 @@ class Blocks(Repository):
                 "edit",
                 **{key: change for key, change in changes.items() if change is not None},
             )
-            return current
+            return EditResult(current, before, redacted)
 
     async def delete(self, agent_id: str, label: str, author: Author) -> BlockVersion:
         async with self._transaction() as session:
@@ -284,7 +292,7 @@ class Blocks(Repository):
         text = full_diff(label, old.value, new.value, f"v{from_version}", f"v{to_version}")
         return from_version, to_version, text
 
-    async def revert(self, agent_id: str, label: str, version: int, author: Author) -> Block:
+    async def revert(self, agent_id: str, label: str, version: int, author: Author) -> EditResult:
         """A new version holding `version`'s value and settings; recreates a deleted block."""
         target = await self.version(agent_id, label, version)
         author = replace(author, reason=author.reason or f"revert to version {version}")
@@ -294,14 +302,15 @@ class Blocks(Repository):
                 block = Block(agent_id=agent_id, label=label)
                 block.version = await _next_version(session, agent_id, label) - 1
                 session.add(block)
-            block.value = target.value
+            before = block.value
+            block.value, redacted = redact(target.value)
             block.description = target.description
             block.char_limit = target.char_limit
             block.read_only = target.read_only
             block.version += 1
             block.updated_at = utcnow()
             session.add(_version_of(block, "revert", author))
-            return block
+            return EditResult(block, before, redacted)
 
     # ------------------------------------------------------------------ internals
 

@@ -18,6 +18,7 @@ from cairn_server.memory.tool_base import (
     ServerTool,
     ToolContext,
     ToolOutcome,
+    redacted_note,
     server_tool,
     tool_error,
 )
@@ -105,11 +106,12 @@ async def archival_insert(ctx: ToolContext, args: ArchivalInsertArgs) -> ToolOut
         tags = _tags(args.tags)
     except BadArguments as exc:
         return tool_error(str(exc))
-    passage = await ctx.memory.archive.insert(
+    kept = await ctx.memory.archive.insert(
         ctx.agent_id, text, tags, conversation_id=ctx.conversation_id, run_id=ctx.run_id
     )
-    tagged = f" (tags: {', '.join(passage.tags)})" if passage.tags else ""
-    return ToolOutcome(f"Stored passage {passage.id}{tagged}.")
+    tagged = f" (tags: {', '.join(kept.passage.tags)})" if kept.passage.tags else ""
+    stored = f"Stored passage {kept.passage.id}{tagged}."
+    return ToolOutcome(stored + redacted_note(kept.secrets_redacted))
 
 
 async def archival_search(ctx: ToolContext, args: ArchivalSearchArgs) -> ToolOutcome:

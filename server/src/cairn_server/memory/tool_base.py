@@ -1,6 +1,7 @@
 """What every server-side tool is made of: its spec, argument model, context and outcome.
 
-Owns the shapes shared by the memory edit tools and the search tools.
+Owns the shapes shared by the memory edit tools and the search tools, and the note on
+secrets cut from what a tool stores.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cairn_protocol.redaction import secrets_phrase
 from pydantic import BaseModel
 
 from cairn_server.providers.base import ToolSpec
@@ -59,3 +61,13 @@ def server_tool(name: str, description: str, args: type[BaseModel], run: ToolFn)
 
 def tool_error(message: str) -> ToolOutcome:
     return ToolOutcome(f"Error: {message}", is_error=True)
+
+
+def redacted_note(secrets_redacted: int) -> str:
+    """What a tool that stored text adds when secrets were cut from it first."""
+    if not secrets_redacted:
+        return ""
+    return (
+        f"\n{secrets_phrase(secrets_redacted)} redacted before storing: memory never keeps "
+        "secrets; [REDACTED:kind] stands in their place."
+    )

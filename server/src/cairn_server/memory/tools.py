@@ -17,6 +17,7 @@ from cairn_server.memory.tool_base import (
     ServerTool,
     ToolContext,
     ToolOutcome,
+    redacted_note,
     server_tool,
     tool_error,
 )
@@ -107,7 +108,8 @@ async def _edit(
     diff = short_diff(label, result.before, block.value)
     return ToolOutcome(
         f"Block {label!r} is now version {block.version} "
-        f"({len(block.value)}/{block.char_limit} chars):\n{diff}",
+        f"({len(block.value)}/{block.char_limit} chars):\n{diff}"
+        + redacted_note(result.secrets_redacted),
         seen_versions={label: block.version},
     )
 

@@ -19,6 +19,7 @@ from textual.widgets import Footer, Label, OptionList, TextArea
 from textual.widgets.option_list import Option
 
 from cairn_client.api import ApiError, Block, CairnApi
+from cairn_client.memory_format import redacted_note
 from cairn_client.tui.screens.memory_dialogs import (
     BlockHistoryScreen,
     ConfirmScreen,
@@ -293,10 +294,16 @@ class MemoryScreen(Screen[None]):
             del self.drafts[label]
         elif draft is not None:  # typed on while it was saving: the rest is still unsaved
             draft.base, draft.block, draft.conflict = saved.version, saved, False
+        if label == self.selected and label not in self.drafts and self.editor.text != saved.value:
+            self.editor.load_text(saved.value)  # the server stored it with secrets cut
         self._refresh_option(label)
         if label == self.selected:
             self._show_details()
-        self.notify(f"Saved {label} · v{saved.version}")
+        if saved.secrets_redacted:
+            note = redacted_note(saved)
+            self.notify(f"Saved {label} · v{saved.version} · {note}", severity="warning")
+        else:
+            self.notify(f"Saved {label} · v{saved.version}")
 
     async def _changed_meanwhile(self, label: str) -> None:
         try:
