@@ -35,7 +35,12 @@ from cairn_server.storage.db import (
     open_database,
 )
 from cairn_server.storage.models import ApiToken, Conversation
-from cairn_server.storage.store import SERVER_RESTART_REASON, NotFoundError, Store
+from cairn_server.storage.store import (
+    SERVER_RESTART_REASON,
+    NotFoundError,
+    Store,
+    TokenRefused,
+)
 from sqlalchemy import Connection, inspect
 from sqlmodel import SQLModel, select
 
@@ -167,10 +172,11 @@ async def test_token_finds_its_user_and_only_its_hash_is_stored(
     plaintext = await store.create_token("ada", label="laptop")
     assert plaintext.startswith("cairn_") and len(plaintext) > 40
 
-    user = await store.user_for_token(plaintext)
-    assert user is not None and user.name == "ada"
-    assert await store.user_for_token(plaintext + "x") is None
-    assert await store.user_for_token("") is None
+    user = await store.authenticate(plaintext)
+    assert user.name == "ada"
+    for wrong in (plaintext + "x", ""):
+        with pytest.raises(TokenRefused, match="invalid or missing token"):
+            await store.authenticate(wrong)
 
     async with database.session() as session:
         (token,) = (await session.exec(select(ApiToken))).all()
@@ -182,8 +188,8 @@ async def test_token_finds_its_user_and_only_its_hash_is_stored(
 async def test_add_token_is_idempotent_and_owned_by_one_user(store: Store) -> None:
     await store.add_token("local", "bootstrap-secret", label="embedded")
     await store.add_token("local", "bootstrap-secret", label="embedded")
-    user = await store.user_for_token("bootstrap-secret")
-    assert user is not None and user.name == "local"
+    user = await store.authenticate("bootstrap-secret")
+    assert user.name == "local"
     with pytest.raises(ValueError, match="another user"):
         await store.add_token("mallory", "bootstrap-secret")
     assert (await store.ensure_user("local")).id == user.id

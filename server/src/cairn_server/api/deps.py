@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from cairn_server.memory.services import Memory
 from cairn_server.runtime.runtime import Runtime
 from cairn_server.storage.models import User
-from cairn_server.storage.store import Store
+from cairn_server.storage.store import Store, TokenRefused
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -31,14 +31,12 @@ async def current_user(
     store: Annotated[Store, Depends(get_store)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    user = await store.user_for_token(credentials.credentials) if credentials else None
-    if user is None:
+    try:
+        return await store.authenticate(credentials.credentials if credentials else "")
+    except TokenRefused as refused:
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "invalid or missing token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return user
+            status.HTTP_401_UNAUTHORIZED, str(refused), headers={"WWW-Authenticate": "Bearer"}
+        ) from None
 
 
 StoreDep = Annotated[Store, Depends(get_store)]

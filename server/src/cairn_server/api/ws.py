@@ -35,6 +35,7 @@ from cairn_server.runtime.history import build_history
 from cairn_server.runtime.hub import ConversationHub
 from cairn_server.runtime.runtime import RunInProgressError, Runtime
 from cairn_server.storage.models import Agent, Conversation
+from cairn_server.storage.store import TokenRefused
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -125,9 +126,10 @@ class Connection:
                 CLOSE_BAD_REQUEST,
             )
         store = self.runtime.store
-        user = await store.user_for_token(frame.token)
-        if user is None:
-            raise HandshakeRefused("unauthorized", "invalid or missing token", CLOSE_UNAUTHORIZED)
+        try:
+            user = await store.authenticate(frame.token)
+        except TokenRefused as refused:
+            raise HandshakeRefused("unauthorized", str(refused), CLOSE_UNAUTHORIZED) from None
         agent = await self.runtime.agent_for(user.id, frame.workspace)
         conversation = await self._conversation(agent, frame.conversation)
         choice = resolve_model(agent.model, self.runtime.settings.env)
