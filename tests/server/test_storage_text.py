@@ -123,9 +123,7 @@ async def test_nul_round_trips_through_every_table(database: Database) -> None:
     assert (version.value, version.author, version.reason) == (NASTY, NASTY, NASTY)
     [passage] = await memory.archive.list_passages(agent.id, tags=["T\x00G"])
     assert (passage.text, passage.tags) == (NASTY, ["t\x00g", "plain"])
-    assert [p.text for p in await memory.archive.list_passages(agent.id, tags=["plain"])] == [
-        NASTY
-    ]
+    assert [p.text for p in await memory.archive.list_passages(agent.id, tags=["plain"])] == [NASTY]
     async with database.session(read_only=True) as session:
         embedding = (await session.exec(select(MessageEmbedding))).one()
     assert embedding.model == NASTY

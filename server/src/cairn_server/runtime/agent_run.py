@@ -47,6 +47,7 @@ from cairn_server.providers.base import (
 )
 from cairn_server.runtime.hub import ConversationHub
 from cairn_server.storage.models import Message, ToolCallRecord
+from cairn_server.storage.repository import describe_failure
 from cairn_server.storage.store import Store, to_model_message
 
 log = logging.getLogger(__name__)
@@ -326,7 +327,12 @@ class AgentRun:
         future = self.pending.get(call_id)
         if future is None or future.done():
             return False
-        record = await self.store.settle_tool_call(call_id, status, content, reason, approval)
+        try:
+            record = await self.store.settle_tool_call(call_id, status, content, reason, approval)
+        except Exception as exc:  # the run must go on: the model is told the output is lost
+            log.exception("run %s: storing the result of %s failed", self.run_id, call_id)
+            await self._settle_unstored(call_id, status, exc)
+            return True
         if record is None:
             return False
         await self.hub.publish(
@@ -335,6 +341,21 @@ class AgentRun:
         if not future.done():
             future.set_result(record)
         return True
+
+    async def _settle_unstored(self, call_id: str, status: str, failure: Exception) -> None:
+        """Settle a call whose result the database refused as an error the model reads; if
+        even that fails, the run ends (model_error) instead of waiting for the timeout."""
+        ran = "ran on the client" if status == "ok" else f"ended on the client ({status})"
+        reason = (
+            f"the call {ran}, but the server could not store its result, so the output is "
+            f"lost ({describe_failure(failure)})"
+        )
+        try:
+            await self.settle_by_server(call_id, "error", reason)
+        except Exception as again:
+            future = self.pending.get(call_id)
+            if future is not None and not future.done():
+                future.set_exception(again)
 
     async def settle_by_server(self, call_id: str, status: str, reason: str) -> ToolCallRecord:
         record = await self.store.settle_tool_call(call_id, status, "", reason)
