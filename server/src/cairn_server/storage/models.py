@@ -15,6 +15,9 @@ from sqlmodel import Field, SQLModel
 
 from cairn_server.storage.text import StoredJSON, StoredString, StoredText
 
+# The largest value an integer column holds on every backend (PostgreSQL's INTEGER: 32 bits).
+MAX_INTEGER = 2**31 - 1
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
