@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,46 @@ def test_default_url_is_a_sqlite_file_in_the_user_data_folder(
     url = default_database_url()
     assert url == f"sqlite+aiosqlite:///{tmp_path / 'cairn' / 'cairn.db'}"
     assert (tmp_path / "cairn").is_dir()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("wide_umask")
+async def test_the_sqlite_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    fresh = tmp_path / "new-folder" / "cairn.db"
+    database = await open_database(f"sqlite:///{fresh}")
+    try:
+        await Store(database).ensure_user("dev")  # writes: the WAL and its index exist now
+        files = [fresh, fresh.with_name("cairn.db-wal"), fresh.with_name("cairn.db-shm")]
+        assert [mode(f) for f in files] == [0o600] * 3
+        assert mode(fresh.parent) == 0o700
+    finally:
+        await database.close()
+
+    # Files an older Cairn left readable by everyone are tightened when the server starts.
+    old = tmp_path / "old.db"
+    for name in ("old.db", "old.db-wal", "old.db-shm"):
+        (tmp_path / name).touch(mode=0o644)
+    database = await open_database(f"sqlite:///{old}")
+    try:
+        assert [mode(tmp_path / n) for n in ("old.db", "old.db-wal", "old.db-shm")] == [0o600] * 3
+    finally:
+        await database.close()
+
+
+@pytest.mark.usefixtures("wide_umask")
+def test_the_default_data_folder_is_private(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CAIRN_DATABASE_URL", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    default_database_url()
+    assert mode(tmp_path / "cairn") == 0o700
+    (tmp_path / "cairn").chmod(0o755)
+    default_database_url()
+    assert mode(tmp_path / "cairn") == 0o700
 
 
 @pytest.mark.parametrize(

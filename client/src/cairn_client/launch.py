@@ -17,6 +17,7 @@ from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import load_settings
 from cairn_client.policy.types import ApproveMode
+from cairn_client.private_files import private_dir
 from cairn_client.session import ClientSession, Endpoint
 from cairn_client.workspace import Workspace, detect_workspace
 
@@ -63,6 +64,7 @@ def prepare_launch(
     server_env: Mapping[str, str] | None = None,
 ) -> Launch:
     settings = settings or ClientSettings.from_env()
+    private_dir(settings.data_dir)  # also tightens what an older cairn left readable
     workspace = detect_workspace(cwd)
     policy = Policy(load_settings(workspace.root), approve_override=approve)
     call_log = CallLog.in_data_dir(settings.data_dir, workspace.root)
