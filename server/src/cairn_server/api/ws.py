@@ -52,8 +52,9 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 HELLO_TIMEOUT_S = 10.0
-# How long the close of a client that fell behind may wait for its socket to take the frame.
-SLOW_CLOSE_WAIT_S = 30.0
+# How long a close may wait for the socket to take the frame (a client that fell behind
+# gets it once it reads again).
+CLOSE_WAIT_S = 30.0
 
 BINARY_FRAME = "binary frames are not part of the protocol: send each frame as JSON text"
 
@@ -113,7 +114,7 @@ class Connection:
         if close is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
-                    self.websocket.close(code=close[0], reason=close[1][:120]), SLOW_CLOSE_WAIT_S
+                    self.websocket.close(code=close[0], reason=close[1][:120]), CLOSE_WAIT_S
                 )
 
     # ------------------------------------------------------------------ handshake

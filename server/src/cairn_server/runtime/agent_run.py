@@ -335,11 +335,7 @@ class AgentRun:
             return True
         if record is None:
             return False
-        await self.hub.publish(
-            ToolSettled(run_id=self.run_id, call_id=call_id, status=record.status, reason=reason)
-        )
-        if not future.done():
-            future.set_result(record)
+        await self._announce_settled(record, reason)
         return True
 
     async def _settle_unstored(self, call_id: str, status: str, failure: Exception) -> None:
@@ -363,13 +359,22 @@ class AgentRun:
             existing = await self.store.get_tool_call(call_id)
             assert existing is not None
             return existing
-        await self.hub.publish(
-            ToolSettled(run_id=self.run_id, call_id=call_id, status=status, reason=reason)
-        )
-        future = self.pending.get(call_id)
-        if future is not None and not future.done():
-            future.set_result(record)
+        await self._announce_settled(record, reason)
         return record
+
+    async def _announce_settled(self, record: ToolCallRecord, reason: str | None) -> None:
+        """Tell the clients a call is settled, and let the run go on with it (also when
+        telling them failed: the result is stored, so the run must not wait for a timeout)."""
+        try:
+            await self.hub.publish(
+                ToolSettled(
+                    run_id=self.run_id, call_id=record.id, status=record.status, reason=reason
+                )
+            )
+        finally:
+            future = self.pending.get(record.id)
+            if future is not None and not future.done():
+                future.set_result(record)
 
     # ------------------------------------------------------------------ stopping
 
