@@ -28,11 +28,6 @@ class Outbox:
         self._ready = asyncio.Event()
         self._closed = False
 
-    @property
-    def backlog(self) -> int:
-        """Characters of bounded frames not yet handed to the network."""
-        return self._live
-
     def put(self, frame: str, *, bounded: bool = True) -> None:
         """Queue a frame, or overflow; after close() or an overflow, frames are dropped."""
         if self._closed:

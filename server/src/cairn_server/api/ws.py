@@ -108,14 +108,14 @@ class Connection:
                 hub.detach(self.key)
         if self._outbox.overflowed.is_set():
             writer.cancel()
-            close = (CLOSE_TOO_SLOW, self._too_slow())
+            close = (CLOSE_TOO_SLOW, self._log_too_slow())
         self._outbox.close()
         await asyncio.gather(writer, return_exceptions=True)  # the refusal's error goes out
         if close is not None:
+            code, reason = close
+            reason = reason.encode()[:120].decode(errors="ignore")  # a close holds 123 bytes
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self.websocket.close(code=close[0], reason=close[1][:120]), CLOSE_WAIT_S
-                )
+                await asyncio.wait_for(self.websocket.close(code, reason), CLOSE_WAIT_S)
 
     # ------------------------------------------------------------------ handshake
 
@@ -336,7 +336,8 @@ class Connection:
                 return
             self._outbox.written(frame, bounded)
 
-    def _too_slow(self) -> str:
+    def _log_too_slow(self) -> str:
+        """Log that this client fell behind; the reason its close gives."""
         limit = f"{self._outbox.limit / 2**20:g} MiB"
         log.warning("connection %d fell more than %s behind its events; closed", self.key, limit)
         return f"too slow: more than {limit} of events waited for this client; reconnect"
