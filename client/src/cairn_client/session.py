@@ -208,7 +208,7 @@ class ClientSession:
             with contextlib.suppress(Exception):
                 await socket.wait_closed()
             if first.code == "internal":  # e.g. its database was briefly away: try again
-                raise ConnectionError(f"the server could not open the session: {first.message}")
+                raise ConnectionError(first.message)
             raise SessionFailed(f"the server refused the session: {first.message}")
         if not isinstance(first, Welcome):
             raise SessionFailed(f"expected welcome from the server, got {first.type}")
