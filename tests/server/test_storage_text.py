@@ -13,7 +13,7 @@ from cairn_server.memory.blocks import Author
 from cairn_server.memory.services import Memory
 from cairn_server.providers.base import ModelMessage, ToolCall
 from cairn_server.storage.db import Database
-from cairn_server.storage.models import ApiToken, Conversation, MessageEmbedding
+from cairn_server.storage.models import Conversation, MessageEmbedding
 from cairn_server.storage.store import Store
 from cairn_server.storage.text import STORED_FORM_TYPES, from_stored, to_stored
 from sqlalchemy import JSON, String, Text
@@ -94,8 +94,7 @@ async def test_nul_round_trips_through_every_table(database: Database) -> None:
 
     # Everything reads back exactly as written, through a fresh store.
     store = Store(database)
-    tokens = await store._all(select(ApiToken))
-    assert [t.label for t in tokens] == [NASTY]
+    assert [(t.label, u.name) for t, u in await store.list_tokens()] == [(NASTY, "al\x00ice")]
     assert (await store.ensure_user("al\x00ice")).id == user.id
     conversation_back = await store.get_conversation(conversation.id)
     assert conversation_back is not None
