@@ -5,6 +5,7 @@ Helpers live in tests/support (importable as `support.*`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -25,3 +26,14 @@ def fake_model() -> Iterator[FakeModelServer]:
     """The fake OpenAI + Anthropic server with an empty script; tests call set_script."""
     with FakeModelServer() as fake:
         yield fake
+
+
+@pytest.fixture
+def wide_umask() -> Iterator[None]:
+    """umask 022, the common default under which new files are readable by everyone, so a
+    test of file modes shows what Cairn asks for rather than what this machine allows."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,11 @@ from cairn_server.storage.db import (
     open_database,
 )
 from cairn_server.storage.models import ApiToken, Conversation
-from cairn_server.storage.store import NotFoundError, Store
+from cairn_server.storage.store import (
+    NotFoundError,
+    Store,
+    TokenRefused,
+)
 from sqlalchemy import Connection, inspect
 from sqlmodel import SQLModel, select
 
@@ -142,6 +147,46 @@ def test_default_url_is_a_sqlite_file_in_the_user_data_folder(
     assert (tmp_path / "cairn").is_dir()
 
 
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("wide_umask")
+async def test_the_sqlite_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    fresh = tmp_path / "new-folder" / "cairn.db"
+    database = await open_database(f"sqlite:///{fresh}")
+    try:
+        await Store(database).ensure_user("dev")  # writes: the WAL and its index exist now
+        files = [fresh, fresh.with_name("cairn.db-wal"), fresh.with_name("cairn.db-shm")]
+        assert [mode(f) for f in files] == [0o600] * 3
+        assert mode(fresh.parent) == 0o700
+    finally:
+        await database.close()
+
+    # Files an older Cairn left readable by everyone are tightened when the server starts.
+    old = tmp_path / "old.db"
+    for name in ("old.db", "old.db-wal", "old.db-shm"):
+        (tmp_path / name).touch(mode=0o644)
+    database = await open_database(f"sqlite:///{old}")
+    try:
+        assert [mode(tmp_path / n) for n in ("old.db", "old.db-wal", "old.db-shm")] == [0o600] * 3
+    finally:
+        await database.close()
+
+
+@pytest.mark.usefixtures("wide_umask")
+def test_the_default_data_folder_is_private(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CAIRN_DATABASE_URL", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    default_database_url()
+    assert mode(tmp_path / "cairn") == 0o700
+    (tmp_path / "cairn").chmod(0o755)
+    default_database_url()
+    assert mode(tmp_path / "cairn") == 0o700
+
+
 @pytest.mark.parametrize(
     ("configured", "expected"),
     [
@@ -167,10 +212,11 @@ async def test_token_finds_its_user_and_only_its_hash_is_stored(
     plaintext = await store.create_token("ada", label="laptop")
     assert plaintext.startswith("cairn_") and len(plaintext) > 40
 
-    user = await store.user_for_token(plaintext)
-    assert user is not None and user.name == "ada"
-    assert await store.user_for_token(plaintext + "x") is None
-    assert await store.user_for_token("") is None
+    user = await store.authenticate(plaintext)
+    assert user.name == "ada"
+    for wrong in (plaintext + "x", ""):
+        with pytest.raises(TokenRefused, match="invalid or missing token"):
+            await store.authenticate(wrong)
 
     async with database.session() as session:
         (token,) = (await session.exec(select(ApiToken))).all()
@@ -182,8 +228,8 @@ async def test_token_finds_its_user_and_only_its_hash_is_stored(
 async def test_add_token_is_idempotent_and_owned_by_one_user(store: Store) -> None:
     await store.add_token("local", "bootstrap-secret", label="embedded")
     await store.add_token("local", "bootstrap-secret", label="embedded")
-    user = await store.user_for_token("bootstrap-secret")
-    assert user is not None and user.name == "local"
+    user = await store.authenticate("bootstrap-secret")
+    assert user.name == "local"
     with pytest.raises(ValueError, match="another user"):
         await store.add_token("mallory", "bootstrap-secret")
     assert (await store.ensure_user("local")).id == user.id

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from cairn_protocol import ToolResult
 
+from cairn_client.private_files import private_file
+
 log = logging.getLogger(__name__)
 
 CALL_LOG_FILE = "call-log.sqlite3"
@@ -107,8 +109,7 @@ class CallLog:
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=10)
+        db = sqlite3.connect(private_file(self.path), timeout=10)  # it holds tool output
         try:
             with db:
                 db.execute(_SCHEMA)

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from cairn_client.private_files import private_dir, private_file
+
 STARTUP_TIMEOUT_S = 60.0
 
 
@@ -26,10 +28,9 @@ class EmbeddedServerError(RuntimeError):
 
 def local_token(data_dir: Path) -> str:
     """The token this machine's embedded server accepts, created once, readable only by us."""
-    path = data_dir / "local-token"
+    path = private_dir(data_dir) / "local-token"
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
     token = "cairn_local_" + secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -74,7 +75,7 @@ class EmbeddedServer:
                 "no server is configured (CAIRN_SERVER_URL, CAIRN_TOKEN) and cairn-server is not "
                 "installed to start a local one"
             )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         env = {
             **os.environ,
             "CAIRN_DATABASE_URL": os.environ.get("CAIRN_DATABASE_URL")
@@ -84,7 +85,7 @@ class EmbeddedServer:
         }
         command = [sys.executable, "-m", "cairn_server", "serve", "--host", "127.0.0.1"]
         command += ["--port", "0", "--announce", "--exit-with-parent", str(os.getpid())]
-        with (self.data_dir / "server.log").open("ab") as log:
+        with private_file(self.data_dir / "server.log").open("ab") as log:
             self._process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,

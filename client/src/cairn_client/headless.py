@@ -54,7 +54,7 @@ class HeadlessListener:
             asyncio.get_running_loop().create_future()
         )
         self.fatal: str | None = None
-        self._printed_delta = False
+        self._printed = ""  # the streamed text of the step, as printed
         self._expecting_compaction = False
 
     @property
@@ -144,21 +144,25 @@ class HeadlessListener:
         if isinstance(event, AssistantDelta):
             self.out.write(event.text)
             self.out.flush()
-            self._printed_delta = True
+            self._printed += event.text
         elif isinstance(event, AssistantMessage):
-            if not self._printed_delta and event.text:
-                self.out.write(event.text)
+            # What streaming left out (the connection dropped mid-answer) comes from the
+            # message; a mismatch (output discarded by a retry) is printed whole.
+            if event.text.startswith(self._printed):
+                self.out.write(event.text[len(self._printed) :])
+            elif event.text:
+                self.out.write("\n" + event.text)
             if event.text:
                 self.out.write("\n")
             self.out.flush()
-            self._printed_delta = False
+            self._printed = ""
         elif isinstance(event, ModelRetry):
             print(f"cairn: {retry_label(event)}", file=self.err, flush=True)
-            if event.discarded_output and self._printed_delta:
+            if event.discarded_output and self._printed:
                 # Printed text cannot be taken back: say so, and restart on a fresh line.
                 self.out.write("\n")
                 self.out.flush()
-                self._printed_delta = False
+                self._printed = ""
                 print("cairn: the partial answer above is void; it starts again", file=self.err)
         elif isinstance(event, RunFinished) and event.stop_reason != "end_turn":
             print(f"cairn: run ended: {event.stop_reason}: {event.detail or ''}", file=self.err)

@@ -17,6 +17,7 @@ from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import load_settings, user_config_dir
 from cairn_client.policy.types import ApproveMode
+from cairn_client.private_files import private_dir
 from cairn_client.session import ClientSession, Endpoint
 from cairn_client.tools.sandbox import Sandbox
 from cairn_client.workspace import Workspace, detect_workspace
@@ -64,6 +65,7 @@ def prepare_launch(
     server_env: Mapping[str, str] | None = None,
 ) -> Launch:
     settings = settings or ClientSettings.from_env()
+    private_dir(settings.data_dir)  # also tightens what an older cairn left readable
     workspace = detect_workspace(cwd)
     policy_settings = load_settings(workspace.root)
     # The embedded server's data (its token) and Cairn's settings are never shown to commands.

@@ -38,6 +38,7 @@ from cairn_protocol import (
 )
 from cairn_protocol.messages import (
     APPROVAL_SHOWN_LIMIT,
+    FATAL_CLOSE_CODES,
     TRANSIENT_EVENT_TYPES,
     ApprovalRecord,
     Frame,
@@ -65,8 +66,6 @@ from cairn_client.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-# Close codes after which reconnecting cannot help.
-FATAL_CLOSE_CODES = {4400, 4401, 4404}
 RECONNECT_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 3.0, 5.0)
 MAX_RECONNECT_ATTEMPTS = 30
 CONNECT_WAIT_S = 30.0  # how long a message typed before the connection is up may wait
@@ -225,6 +224,8 @@ class ClientSession:
         if isinstance(first, ErrorEvent):
             with contextlib.suppress(Exception):
                 await socket.wait_closed()
+            if first.code == "internal":  # e.g. its database was briefly away: try again
+                raise ConnectionError(first.message)
             raise SessionFailed(f"the server refused the session: {first.message}")
         if not isinstance(first, Welcome):
             raise SessionFailed(f"expected welcome from the server, got {first.type}")
@@ -474,7 +475,10 @@ def approval_record(
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionClosed):
-        return "the server closed the connection" if exc.rcvd else "the connection dropped"
+        if exc.rcvd is None:
+            return "the connection dropped"
+        reason = f" ({exc.rcvd.reason})" if exc.rcvd.reason else ""
+        return f"the server closed the connection{reason}"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     return str(exc) or type(exc).__name__

@@ -14,6 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from cairn_protocol.workspace import WorkspaceIdentity
 
 PROTOCOL_VERSION = 2
+# Seqs are 32-bit on the server; a resume_after above this is malformed.
+MAX_SEQ = 2**31 - 1
+
+# Websocket close codes: why the server ended a connection (docs/protocol.md, Close codes).
+CLOSE_BAD_REQUEST = 4400  # unreadable or unknown first frame, not hello, wrong version
+CLOSE_UNAUTHORIZED = 4401  # invalid, expired or revoked token
+CLOSE_NOT_FOUND = 4404  # hello.conversation names no conversation of this codebase
+CLOSE_HELLO_TIMEOUT = 4408  # no hello within 10 s
+CLOSE_TOO_SLOW = 4413  # the client fell too far behind its events; reconnect with resume_after
+CLOSE_INTERNAL = 1011  # the server failed while opening the session
+# After these, reconnecting cannot help.
+FATAL_CLOSE_CODES = frozenset({CLOSE_BAD_REQUEST, CLOSE_UNAUTHORIZED, CLOSE_NOT_FOUND})
 
 
 class Frame(BaseModel):
@@ -38,7 +50,10 @@ class Hello(Frame):
         description='"latest" (continue the newest conversation), "new", or a conversation id.',
     )
     resume_after: int | None = Field(
-        default=None, description="Replay durable events with a seq greater than this."
+        default=None,
+        ge=0,
+        le=MAX_SEQ,
+        description="Replay durable events with a seq greater than this.",
     )
     client_name: str = "cairn"
     client_id: str | None = Field(

@@ -1,4 +1,4 @@
-"""The `cairn-server` command: serve the API, manage tokens, run migrations.
+"""The `cairn-server` command: serve the API, create, list and revoke tokens, run migrations.
 
 Owns process start-up (uvicorn on a socket it binds itself, so port 0 works).
 """
@@ -9,12 +9,15 @@ import asyncio
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 import uvicorn
@@ -23,7 +26,11 @@ from cairn_server.api.app import create_app
 from cairn_server.api.background import bind_listening
 from cairn_server.config import ServerSettings, SettingsError
 from cairn_server.storage.db import open_database
+from cairn_server.storage.models import ApiToken
+from cairn_server.storage.repository import NotFoundError
 from cairn_server.storage.store import Store
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Cairn server: the agent runtime behind `cairn`.", no_args_is_help=True)
 
@@ -101,19 +108,114 @@ def _announce_when_started(server: uvicorn.Server, port: int) -> None:
 def create_token(
     user: Annotated[str, typer.Argument(help="User name; created if new.")],
     label: Annotated[str, typer.Option(help="What the token is for.")] = "",
+    expires_in: Annotated[
+        str | None,
+        typer.Option(help="Refuse the token after this long: 90m, 12h, 30d or 8w. Default: never."),
+    ] = None,
     database_url: DatabaseOption = None,
 ) -> None:
     """Create an API token for USER and print it (it is shown only once)."""
     settings = _settings(database_url)
+    lifetime = None
+    if expires_in is not None:
+        try:
+            lifetime = parse_duration(expires_in)
+        except ValueError as exc:
+            typer.echo(f"cairn-server: --expires-in: {exc}", err=True)
+            raise typer.Exit(2) from None
+    typer.echo(_with_store(settings, lambda store: store.create_token(user, label, lifetime)))
 
-    async def make() -> str:
+
+tokens_app = typer.Typer(help="List and revoke API tokens.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("list")
+def list_tokens(
+    user: Annotated[str | None, typer.Option(help="Only this user's tokens.")] = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Every token (never its secret): id, user, label, status, created, last used."""
+    settings = _settings(database_url)
+    rows = _with_store(settings, lambda store: store.list_tokens(user))
+    now = datetime.now(UTC)
+    table = [("ID", "USER", "LABEL", "STATUS", "CREATED", "LAST USED")]
+    for token, owner in rows:
+        table.append(
+            (
+                token.id,
+                owner.name,
+                token.label or "-",
+                _token_status(token, now),
+                _day(token.created_at),
+                _day(token.last_used_at) if token.last_used_at else "never",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+@tokens_app.command("revoke")
+def revoke_token(
+    token: Annotated[
+        str, typer.Argument(help="The token's id (tok_…, see `tokens list`) or value.")
+    ],
+    database_url: DatabaseOption = None,
+) -> None:
+    """Revoke a token: from now on the server refuses it (websocket and REST)."""
+    settings = _settings(database_url)
+    try:
+        revoked = _with_store(settings, lambda store: store.revoke_token(token))
+    except NotFoundError as exc:
+        typer.echo(f"cairn-server: {exc}", err=True)
+        raise typer.Exit(1) from None
+    assert revoked.revoked_at is not None
+    typer.echo(
+        f"revoked {revoked.id} ({revoked.label or 'no label'}) on {_day(revoked.revoked_at)}"
+    )
+
+
+_DURATION = re.compile(r"(\d{1,6})([mhdw])")
+_UNIT = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+MAX_LIFETIME = timedelta(days=36_500)
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90m`, `12h`, `30d`, `8w` as a timedelta; ValueError saying what is expected."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration like 90m, 12h, 30d or 8w")
+    lifetime = timedelta(**{_UNIT[match.group(2)]: int(match.group(1))})
+    if not timedelta(0) < lifetime <= MAX_LIFETIME:
+        raise ValueError(f"{text!r} is out of range: more than 0 and at most 36500d")
+    return lifetime
+
+
+def _token_status(token: ApiToken, now: datetime) -> str:
+    """`active`, `expires <when>`, `expired <when>` or `revoked <when>` (UTC)."""
+    state = token.state(now)
+    when = token.revoked_at if state == "revoked" else token.expires_at
+    if when is None:
+        return state
+    return f"{'expires' if state == 'active' else state} {_day(when)}"
+
+
+def _day(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _with_store(settings: ServerSettings, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Run one store call on the configured database, migrated first."""
+
+    async def run() -> T:
         database = await open_database(settings.database_url)
         try:
-            return await Store(database).create_token(user, label)
+            return await work(Store(database))
         finally:
             await database.close()
 
-    typer.echo(asyncio.run(make()))
+    return asyncio.run(run())
 
 
 @app.command()

@@ -53,6 +53,8 @@ class ServerSettings:
     run_token_limit: int = 2_000_000
     run_cost_limit_usd: float = 5.0
     repeat_limit: int = 3
+    # Unsent events a websocket client may fall behind by before it is closed (4413).
+    ws_backlog_bytes: int = 16 * 2**20
     bootstrap_token: str | None = None
     bootstrap_user: str = "local"
     env: Mapping[str, str] = field(default_factory=dict)
@@ -80,6 +82,7 @@ class ServerSettings:
             run_token_limit=read.number("CAIRN_RUN_TOKEN_LIMIT", 2_000_000, int, 1),
             run_cost_limit_usd=read.number("CAIRN_RUN_COST_LIMIT_USD", 5.0, float, 0.0),
             repeat_limit=read.number("CAIRN_REPEAT_LIMIT", 3, int, 1),
+            ws_backlog_bytes=read.number("CAIRN_WS_BACKLOG_MB", 16, int, 1) * 2**20,
             bootstrap_token=source.get("CAIRN_BOOTSTRAP_TOKEN") or None,
             bootstrap_user=source.get("CAIRN_BOOTSTRAP_USER", "local"),
             env=source,

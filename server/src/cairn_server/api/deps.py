@@ -1,6 +1,6 @@
 """Request dependencies of the REST routes: the runtime, the store, the calling user.
 
-Owns bearer-token authentication for HTTP.
+Owns bearer-token authentication for HTTP, and refusing NUL in path and query parameters.
 """
 
 from __future__ import annotations
@@ -8,14 +8,35 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cairn_server.memory.services import Memory
 from cairn_server.runtime.runtime import Runtime
 from cairn_server.storage.models import User
-from cairn_server.storage.store import Store
+from cairn_server.storage.store import Store, TokenRefused
 
 _bearer = HTTPBearer(auto_error=False)
+
+
+def refuse_nul(request: Request) -> None:
+    """A path or query parameter holding NUL is refused (422): nothing Cairn names has one.
+
+    Every REST router depends on this; text in request bodies may hold NUL (it is stored)."""
+    params = [("path", k, v) for k, v in request.path_params.items()]
+    params += [("query", k, v) for k, v in request.query_params.multi_items()]
+    errors = [
+        {
+            "type": "string_pattern_mismatch",
+            "loc": (where, name),
+            "msg": "must not contain NUL (\\u0000)",
+            "input": value,
+        }
+        for where, name, value in params
+        if isinstance(value, str) and "\x00" in value
+    ]
+    if errors:
+        raise RequestValidationError(errors)
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -31,14 +52,12 @@ async def current_user(
     store: Annotated[Store, Depends(get_store)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    user = await store.user_for_token(credentials.credentials) if credentials else None
-    if user is None:
+    try:
+        return await store.authenticate(credentials.credentials if credentials else "")
+    except TokenRefused as refused:
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "invalid or missing token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return user
+            status.HTTP_401_UNAUTHORIZED, str(refused), headers={"WWW-Authenticate": "Bearer"}
+        ) from None
 
 
 StoreDep = Annotated[Store, Depends(get_store)]

@@ -8,9 +8,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
-from cairn_server.api.deps import MemoryDep, RuntimeDep, StoreDep, UserDep
+from cairn_server.api.deps import MemoryDep, RuntimeDep, StoreDep, UserDep, refuse_nul
 from cairn_server.api.routes import owned_agent, owned_conversation
 from cairn_server.api.schemas import (
     BlockCreate,
@@ -21,6 +21,8 @@ from cairn_server.api.schemas import (
     ContextItem,
     ContextReport,
     ContextSection,
+    Number,
+    Offset,
     PassageCreate,
     PassageOut,
     RevertRequest,
@@ -31,7 +33,7 @@ from cairn_server.memory.recall import RecallHit
 from cairn_server.providers.registry import resolve_model
 from cairn_server.storage.models import User
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", dependencies=[Depends(refuse_nul)])
 BLOCKS = "/agents/{agent_id}/blocks"
 Role = Literal["user", "assistant", "tool"]
 
@@ -118,7 +120,7 @@ async def block_history(
 
 @router.get(BLOCKS + "/{label}/versions/{version}", tags=["blocks"])
 async def block_version(
-    store: StoreDep, memory: MemoryDep, user: UserDep, agent_id: str, label: str, version: int
+    store: StoreDep, memory: MemoryDep, user: UserDep, agent_id: str, label: str, version: Number
 ) -> BlockVersionOut:
     agent = await owned_agent(store, user, agent_id)
     return BlockVersionOut.of(await memory.blocks.version(agent.id, label, version))
@@ -131,8 +133,8 @@ async def block_diff(
     user: UserDep,
     agent_id: str,
     label: str,
-    from_version: int | None = None,
-    to_version: int | None = None,
+    from_version: Number | None = None,
+    to_version: Number | None = None,
 ) -> BlockDiff:
     """A unified diff between two versions (default: the newest against the one before)."""
     agent = await owned_agent(store, user, agent_id)
@@ -169,7 +171,7 @@ async def list_passages(
     query: str | None = None,
     tag: Annotated[list[str] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[PassageOut]:
     """Ranked search with `query`; without it, the newest passages first."""
     agent = await owned_agent(store, user, agent_id)
@@ -193,7 +195,7 @@ async def create_passage(
 
 @router.delete("/agents/{agent_id}/passages/{passage_id}", tags=["archival"], status_code=204)
 async def delete_passage(
-    store: StoreDep, memory: MemoryDep, user: UserDep, agent_id: str, passage_id: int
+    store: StoreDep, memory: MemoryDep, user: UserDep, agent_id: str, passage_id: Number
 ) -> Response:
     agent = await owned_agent(store, user, agent_id)
     await memory.archive.delete(agent.id, passage_id)

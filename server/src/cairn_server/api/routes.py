@@ -6,15 +6,15 @@ Owns the HTTP surface; the logic lives in the store and the runtime.
 from __future__ import annotations
 
 from cairn_protocol import WorkspaceIdentity
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, status
 
-from cairn_server.api.deps import RuntimeDep, StoreDep, UserDep
+from cairn_server.api.deps import RuntimeDep, StoreDep, UserDep, refuse_nul
 from cairn_server.api.schemas import AgentUpdate, ApprovalOut
 from cairn_server.context.budget import check_budget
 from cairn_server.providers.registry import resolve_model
 from cairn_server.storage.models import Agent, Conversation, Message, Run, RunStep
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", dependencies=[Depends(refuse_nul)])
 
 
 @router.get("/health", tags=["meta"])

@@ -7,14 +7,24 @@ approval records with their calls' outcomes.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from cairn_protocol.messages import ApprovalRecord
 from pydantic import BaseModel, ConfigDict, Field
 
 from cairn_server.config import MIN_BUDGET
 from cairn_server.memory.blocks import DEFAULT_CHAR_LIMIT, MAX_CHAR_LIMIT
-from cairn_server.storage.models import Block, BlockVersion, RunApproval, ToolCallRecord
+from cairn_server.storage.models import (
+    MAX_INTEGER,
+    Block,
+    BlockVersion,
+    RunApproval,
+    ToolCallRecord,
+)
+
+# Integers in parameters and bodies stay within what the database holds (else 422, not 500).
+Number = Annotated[int, Field(ge=1, le=MAX_INTEGER)]  # a version or a row id
+Offset = Annotated[int, Field(ge=0, le=MAX_INTEGER)]
 
 
 class _Body(BaseModel):
@@ -34,7 +44,7 @@ class BlockUpdate(_Body):
     description: str | None = None
     char_limit: int | None = Field(default=None, ge=1, le=MAX_CHAR_LIMIT)
     read_only: bool | None = None
-    expected_version: int | None = Field(
+    expected_version: Number | None = Field(
         default=None, description="Refuse with 409 unless the block is still at this version."
     )
     reason: str | None = Field(default=None, description="Kept in the block's history.")
@@ -43,12 +53,13 @@ class BlockUpdate(_Body):
 class AgentUpdate(_Body):
     context_budget: int | None = Field(
         ge=MIN_BUDGET,
+        le=MAX_INTEGER,
         description="Prompt tokens one request may hold; null returns to CAIRN_CONTEXT_BUDGET.",
     )
 
 
 class RevertRequest(_Body):
-    version: int = Field(ge=1)
+    version: Number
     reason: str | None = None
 
 

@@ -1,7 +1,8 @@
 """The websocket endpoint: handshake, then client frames routed to the runtime.
 
-Owns authentication of a connection, naming its client, the welcome, and per-connection
-frame handling (tool results never wait behind a cancel or a new message).
+Owns authentication of a connection, naming its client, the welcome, per-connection frame
+handling (tool results never wait behind a cancel or a new message), and closing a client that
+falls too far behind its events.
 """
 
 from __future__ import annotations
@@ -28,26 +29,41 @@ from cairn_protocol import (
     Welcome,
     parse_client_frame,
 )
-from cairn_protocol.messages import ClientFrame, ErrorCode
+from cairn_protocol.messages import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_HELLO_TIMEOUT,
+    CLOSE_INTERNAL,
+    CLOSE_NOT_FOUND,
+    CLOSE_TOO_SLOW,
+    CLOSE_UNAUTHORIZED,
+    ClientFrame,
+    ErrorCode,
+)
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from cairn_server.api.outbox import Outbox
 from cairn_server.providers.base import ProviderError
 from cairn_server.providers.registry import ModelChoice, resolve_model
 from cairn_server.runtime.history import build_history
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.runtime.runtime import RunInProgressError, Runtime
 from cairn_server.storage.models import Agent, Conversation
+from cairn_server.storage.repository import describe_failure
+from cairn_server.storage.store import TokenRefused
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 HELLO_TIMEOUT_S = 10.0
-CLOSE_BAD_REQUEST = 4400
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_NOT_FOUND = 4404
-CLOSE_TIMEOUT = 4408
+# How long a close may wait for the socket to take the frame (a client that fell behind
+# gets it once it reads again).
+CLOSE_WAIT_S = 30.0
+
+BINARY_FRAME = "binary frames are not part of the protocol: send each frame as JSON text"
 
 _connection_ids = itertools.count(1)
+
+Session = tuple[Hello, Client, Agent, Conversation, ModelChoice]
 
 
 class HandshakeRefused(Exception):
@@ -67,13 +83,16 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 
 class Connection:
-    """One client connection: a writer queue so publishing never waits on the network."""
+    """One client connection. Events go through a bounded outbox to a writer task, so
+    publishing never waits on the network, and a client that falls too far behind is
+    closed (CLOSE_TOO_SLOW) with everything queued for it dropped."""
 
     def __init__(self, websocket: WebSocket, runtime: Runtime) -> None:
         self.websocket = websocket
         self.runtime = runtime
         self.key = next(_connection_ids)
-        self._outbox: asyncio.Queue[ServerEvent | None] = asyncio.Queue()
+        self._outbox = Outbox(runtime.settings.ws_backlog_bytes)
+        self._replaying = True  # until subscribed: the welcome and the replay asked for
         # Frames that may wait on a run (a new message supersedes it, a cancel stops it, and
         # both wait for its withdrawn calls) run here, in order, while tool results go on.
         self._in_order = asyncio.Lock()
@@ -82,6 +101,34 @@ class Connection:
     async def serve(self) -> None:
         writer = asyncio.create_task(self._write_loop())
         hub: ConversationHub | None = None
+        close: tuple[int, str] | None = None
+        try:
+            session, hub = await self._open()
+            await self._read_until_dropped(session)
+        except HandshakeRefused as refused:
+            await self._enqueue(ErrorEvent(code=refused.code, message=refused.message))
+            close = (refused.close_code, refused.message)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            if hub is not None:
+                hub.detach(self.key)
+        if self._outbox.overflowed.is_set():
+            writer.cancel()
+            close = (CLOSE_TOO_SLOW, self._log_too_slow())
+        self._outbox.close()
+        await asyncio.gather(writer, return_exceptions=True)  # the refusal's error goes out
+        if close is not None:
+            code, reason = close
+            reason = reason.encode()[:120].decode(errors="ignore")  # a close holds 123 bytes
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.websocket.close(code, reason), CLOSE_WAIT_S)
+
+    # ------------------------------------------------------------------ handshake
+
+    async def _open(self) -> tuple[Session, ConversationHub]:
+        """Handshake, welcome, replay and subscription; any failure becomes a refusal with
+        an error frame, never a silent drop."""
         try:
             hello, agent, conversation, choice = await self._handshake()
             client = Client(hello.client_id or f"conn_{secrets.token_hex(8)}", hello.workspace.path)
@@ -93,29 +140,27 @@ class Connection:
             # welcome's seq closes the gap between sending it and subscribing.
             resume = hello.resume_after if hello.resume_after is not None else welcome_seq
             await hub.attach(self.key, self._enqueue, resume)
-            await self._read_loop(hello, client, agent, conversation, choice)
-        except HandshakeRefused as refused:
-            await self._enqueue(ErrorEvent(code=refused.code, message=refused.message))
-            await self._close_after_flush(writer, refused.close_code, refused.message)
-            return
-        except WebSocketDisconnect:
-            pass
-        finally:
-            if hub is not None:
-                hub.detach(self.key)
-            await self._outbox.put(None)
-            with contextlib.suppress(Exception):
-                await writer
-
-    # ------------------------------------------------------------------ handshake
+        except (HandshakeRefused, WebSocketDisconnect):
+            raise
+        except Exception as exc:
+            log.exception("opening a session failed")
+            raise HandshakeRefused(
+                "internal",
+                f"the server could not open the session: {describe_failure(exc)}",
+                CLOSE_INTERNAL,
+            ) from exc
+        self._replaying = False
+        return (hello, client, agent, conversation, choice), hub
 
     async def _handshake(self) -> tuple[Hello, Agent, Conversation, ModelChoice]:
         try:
-            raw = await asyncio.wait_for(self.websocket.receive_text(), HELLO_TIMEOUT_S)
+            raw = await asyncio.wait_for(self._receive(), HELLO_TIMEOUT_S)
         except TimeoutError:
             raise HandshakeRefused(
-                "malformed_frame", "no hello frame within 10 s", CLOSE_TIMEOUT
+                "malformed_frame", "no hello frame within 10 s", CLOSE_HELLO_TIMEOUT
             ) from None
+        if raw is None:
+            raise HandshakeRefused("malformed_frame", BINARY_FRAME, CLOSE_BAD_REQUEST)
         try:
             frame = parse_client_frame(raw)
         except FrameError as exc:
@@ -134,9 +179,10 @@ class Connection:
                 CLOSE_BAD_REQUEST,
             )
         store = self.runtime.store
-        user = await store.user_for_token(frame.token)
-        if user is None:
-            raise HandshakeRefused("unauthorized", "invalid or missing token", CLOSE_UNAUTHORIZED)
+        try:
+            user = await store.authenticate(frame.token)
+        except TokenRefused as refused:
+            raise HandshakeRefused("unauthorized", str(refused), CLOSE_UNAUTHORIZED) from None
         agent = await self.runtime.agent_for(user.id, frame.workspace)
         conversation = await self._conversation(agent, frame.conversation)
         choice = resolve_model(agent.model, self.runtime.settings.env)
@@ -188,6 +234,27 @@ class Connection:
 
     # ------------------------------------------------------------------ frames
 
+    async def _read_until_dropped(self, session: Session) -> None:
+        """Handle the client's frames until it disconnects or its outbox overflows."""
+        reading = asyncio.create_task(self._read_loop(*session))
+        dropped = asyncio.create_task(self._outbox.overflowed.wait())
+        try:
+            await asyncio.wait({reading, dropped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reading.cancel()
+            dropped.cancel()
+            await asyncio.gather(reading, dropped, return_exceptions=True)
+        if not reading.cancelled() and (failure := reading.exception()) is not None:
+            raise failure
+
+    async def _receive(self) -> str | None:
+        """The next frame's text; None for a binary frame. WebSocketDisconnect at the end."""
+        message = await self.websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+        text: str | None = message.get("text")
+        return text
+
     async def _read_loop(
         self,
         hello: Hello,
@@ -197,7 +264,10 @@ class Connection:
         choice: ModelChoice,
     ) -> None:
         while True:
-            raw = await self.websocket.receive_text()
+            raw = await self._receive()
+            if raw is None:
+                await self._error("malformed_frame", BINARY_FRAME)
+                continue
             try:
                 frame = parse_client_frame(raw)
             except FrameError as exc:
@@ -293,21 +363,23 @@ class Connection:
     # ------------------------------------------------------------------ writing
 
     async def _enqueue(self, event: ServerEvent) -> None:
-        await self._outbox.put(event)
+        """The hub's delivery to this client: queued, never awaited on the network."""
+        self._outbox.put(event.model_dump_json(), bounded=not self._replaying)
 
     async def _error(self, code: ErrorCode, message: str) -> None:
         await self._enqueue(ErrorEvent(code=code, message=message))
 
     async def _write_loop(self) -> None:
-        while (event := await self._outbox.get()) is not None:
+        while (queued := await self._outbox.next()) is not None:
+            frame, bounded = queued
             try:
-                await self.websocket.send_text(event.model_dump_json())
+                await self.websocket.send_text(frame)
             except Exception:  # the client went away; the events stay in the replay log
                 return
+            self._outbox.written(frame, bounded)
 
-    async def _close_after_flush(self, writer: asyncio.Task[None], code: int, reason: str) -> None:
-        await self._outbox.put(None)
-        with contextlib.suppress(Exception):
-            await writer
-        with contextlib.suppress(Exception):
-            await self.websocket.close(code=code, reason=reason[:120])
+    def _log_too_slow(self) -> str:
+        """Log that this client fell behind; the reason its close gives."""
+        limit = f"{self._outbox.limit / 2**20:g} MiB"
+        log.warning("connection %d fell more than %s behind its events; closed", self.key, limit)
+        return f"too slow: more than {limit} of events waited for this client; reconnect"

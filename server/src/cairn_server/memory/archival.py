@@ -34,6 +34,7 @@ from cairn_server.memory.recall import (
 )
 from cairn_server.storage.models import Passage
 from cairn_server.storage.repository import NotFoundError
+from cairn_server.storage.text import to_stored
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ class Archive(Searchable):
 
     def _tag_filters(self, tags: Sequence[str]) -> list[ColumnElement[bool] | TextClause]:
         """Conditions that a passage holds every one of `tags`."""
-        wanted = normalised_tags(tags)
+        wanted = [to_stored(tag) for tag in normalised_tags(tags)]  # raw SQL: no column type
         if not wanted:
             return []
         if self.dialect == "postgresql":

@@ -50,6 +50,7 @@ from cairn_server.providers.base import (
 )
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Message, ToolCallRecord
+from cairn_server.storage.repository import describe_failure
 from cairn_server.storage.store import Store, to_model_message
 
 log = logging.getLogger(__name__)
@@ -353,7 +354,12 @@ class AgentRun:
         future = self.pending.get(call_id)
         if future is None or future.done():
             return False
-        record = await self.store.settle_tool_call(call_id, status, content, reason, approval)
+        try:
+            record = await self.store.settle_tool_call(call_id, status, content, reason, approval)
+        except Exception as exc:  # the run must go on: the model is told the output is lost
+            log.exception("run %s: storing the result of %s failed", self.run_id, call_id)
+            await self._settle_unstored(call_id, status, exc)
+            return True
         if record is None:
             return False
         await self._settled(record)
@@ -368,7 +374,25 @@ class AgentRun:
         if future is not None and self.hub.present(self.executor.id):
             with contextlib.suppress(TimeoutError):
                 return await asyncio.wait_for(asyncio.shield(future), self.withdraw_grace_s)
-        record = await self.store.settle_tool_call(call_id, "unknown", "", unknown_outcome(why))
+        return await self._settle_by_server(call_id, "unknown", unknown_outcome(why))
+
+    async def _settle_unstored(self, call_id: str, status: str, failure: Exception) -> None:
+        """Settle a call whose result the database refused as an error the model reads; if
+        even that fails, the run ends (model_error) instead of waiting for the timeout."""
+        ran = "ran on the client" if status == "ok" else f"ended on the client ({status})"
+        reason = (
+            f"the call {ran}, but the server could not store its result, so the output is "
+            f"lost ({describe_failure(failure)})"
+        )
+        try:
+            await self._settle_by_server(call_id, "error", reason)
+        except Exception as again:
+            future = self.pending.get(call_id)
+            if future is not None and not future.done():
+                future.set_exception(again)
+
+    async def _settle_by_server(self, call_id: str, status: str, reason: str) -> ToolCallRecord:
+        record = await self.store.settle_tool_call(call_id, status, "", reason)
         if record is None:  # the executor answered first; its answer stands
             existing = await self.store.get_tool_call(call_id)
             assert existing is not None
@@ -377,10 +401,14 @@ class AgentRun:
         return record
 
     async def _settled(self, record: ToolCallRecord) -> None:
+        """Tell the clients a call is settled, and let the run go on with it (also when
+        telling them failed: the result is stored, so the run must not wait for a timeout)."""
         future = self.pending.pop(record.id, None)
-        await self.hub.publish(settled_event(record))
-        if future is not None and not future.done():
-            future.set_result(record)
+        try:
+            await self.hub.publish(settled_event(record))
+        finally:
+            if future is not None and not future.done():
+                future.set_result(record)
 
     # ------------------------------------------------------------------ stopping
 

@@ -1,11 +1,13 @@
 """The database connection: URL resolution, the async engine, sessions and migrations.
 
-Owns how Cairn talks to SQLite (embedded default) or PostgreSQL; the tables live in models.py.
+Owns how Cairn talks to SQLite (embedded default, a file only its owner can read) or
+PostgreSQL; the tables live in models.py.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import platformdirs
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import attributes
 from sqlmodel import SQLModel
@@ -21,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 5000
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 # Any constant works: it names the lock that keeps two replicas from migrating at once.
 _POSTGRES_MIGRATION_LOCK = 0x636169726E  # "cairn"
@@ -30,13 +33,40 @@ _SQLITE_BEGIN = "cairn_sqlite_begin"
 
 
 def default_database_url() -> str:
-    """`CAIRN_DATABASE_URL` if set, else a SQLite file in the user's data folder."""
+    """`CAIRN_DATABASE_URL` if set, else a SQLite file in the user's data folder (0700)."""
     configured = os.environ.get("CAIRN_DATABASE_URL", "").strip()
     if configured:
         return normalise_database_url(configured)
     folder = Path(platformdirs.user_data_dir("cairn"))
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _owner_only(folder)
     return f"sqlite+aiosqlite:///{folder / 'cairn.db'}"
+
+
+def private_sqlite_file(url: str) -> None:
+    """Make a SQLite database file readable by its owner only (0600), created so before
+    SQLite opens it: it holds every conversation and tool output. SQLite gives its -wal,
+    -shm and -journal files the database's mode; ones left wider by an older Cairn are
+    tightened too. A folder this creates is 0700. Not SQLite, or in memory: nothing to do."""
+    parsed = make_url(normalise_database_url(url))
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return
+    if database.startswith("file:") or parsed.query.get("uri"):
+        return  # a URI filename: SQLite's own options decide
+    path = Path(database)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for member in (path, *(path.with_name(path.name + end) for end in SQLITE_SIDE_FILES)):
+        if member.exists():
+            _owner_only(member)
+
+
+def _owner_only(path: Path) -> None:
+    """Drop the group and other permission bits of `path`, if it has any."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(mode & 0o700)
 
 
 def normalise_database_url(url: str) -> str:
@@ -110,6 +140,7 @@ class Database:
 async def open_database(url: str) -> Database:
     """Connect to `url` and migrate the schema to the newest version."""
     url = normalise_database_url(url)
+    private_sqlite_file(url)
     engine = make_engine(url)
     try:
         async with engine.begin() as connection:

@@ -1,16 +1,22 @@
 """Every table of the server, in one place.
 
-Owns the SQLModel classes; Alembic migrations under storage/migrations mirror them.
+Owns the SQLModel classes; Alembic migrations under storage/migrations mirror them. Every
+string, text and JSON column is one of storage/text.py's types, so it stores any text.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import JSON, Column, DateTime, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from cairn_server.storage.text import StoredJSON, StoredString, StoredText
+
+# The largest value an integer column holds on every backend (PostgreSQL's INTEGER: 32 bits).
+MAX_INTEGER = 2**31 - 1
 
 
 def utcnow() -> datetime:
@@ -27,8 +33,8 @@ def _ts(**kw: Any) -> Any:
 
 class User(SQLModel, table=True):
     __tablename__ = "users"
-    id: str = Field(default_factory=lambda: new_id("usr"), primary_key=True)
-    name: str = Field(unique=True, index=True)
+    id: str = Field(default_factory=lambda: new_id("usr"), primary_key=True, sa_type=StoredString)
+    name: str = Field(unique=True, index=True, sa_type=StoredString)
     created_at: datetime = _ts(nullable=False)
 
 
@@ -36,14 +42,27 @@ class ApiToken(SQLModel, table=True):
     """Only the SHA-256 of a token is kept; the plaintext is shown once when created."""
 
     __tablename__ = "api_tokens"
-    id: str = Field(default_factory=lambda: new_id("tok"), primary_key=True)
-    user_id: str = Field(foreign_key="users.id", index=True)
-    token_hash: str = Field(unique=True, index=True)
-    label: str = ""
+    id: str = Field(default_factory=lambda: new_id("tok"), primary_key=True, sa_type=StoredString)
+    user_id: str = Field(foreign_key="users.id", index=True, sa_type=StoredString)
+    token_hash: str = Field(unique=True, index=True, sa_type=StoredString)
+    label: str = Field(default="", sa_type=StoredString)
     created_at: datetime = _ts(nullable=False)
     last_used_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+    expires_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    revoked_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+    def state(self, now: datetime) -> Literal["active", "expired", "revoked"]:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
 
 
 class Agent(SQLModel, table=True):
@@ -51,12 +70,14 @@ class Agent(SQLModel, table=True):
 
     __tablename__ = "agents"
     __table_args__ = (UniqueConstraint("user_id", "codebase_key"),)
-    id: str = Field(default_factory=lambda: new_id("agt"), primary_key=True)
-    user_id: str = Field(foreign_key="users.id", index=True)
-    codebase_key: str
-    display_name: str
-    origin: str | None = None
-    model: str | None = Field(default=None, description="Overrides CAIRN_MODEL when set.")
+    id: str = Field(default_factory=lambda: new_id("agt"), primary_key=True, sa_type=StoredString)
+    user_id: str = Field(foreign_key="users.id", index=True, sa_type=StoredString)
+    codebase_key: str = Field(sa_type=StoredString)
+    display_name: str = Field(sa_type=StoredString)
+    origin: str | None = Field(default=None, sa_type=StoredString)
+    model: str | None = Field(
+        default=None, description="Overrides CAIRN_MODEL when set.", sa_type=StoredString
+    )
     context_budget: int | None = Field(
         default=None, description="Prompt tokens a request may hold; None: CAIRN_CONTEXT_BUDGET."
     )
@@ -73,14 +94,14 @@ class Conversation(SQLModel, table=True):
     """
 
     __tablename__ = "conversations"
-    id: str = Field(default_factory=lambda: new_id("cnv"), primary_key=True)
-    agent_id: str = Field(foreign_key="agents.id", index=True)
-    title: str = ""
+    id: str = Field(default_factory=lambda: new_id("cnv"), primary_key=True, sa_type=StoredString)
+    agent_id: str = Field(foreign_key="agents.id", index=True, sa_type=StoredString)
+    title: str = Field(default="", sa_type=StoredString)
     last_seq: int = 0
-    prompt_memory: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    prompt_metadata: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    memory_seen: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON))
-    summary: str = Field(default="", sa_column=Column(Text, nullable=False))
+    prompt_memory: str | None = Field(default=None, sa_column=Column(StoredText, nullable=True))
+    prompt_metadata: str | None = Field(default=None, sa_column=Column(StoredText, nullable=True))
+    memory_seen: dict[str, int] = Field(default_factory=dict, sa_column=Column(StoredJSON))
+    summary: str = Field(default="", sa_column=Column(StoredText, nullable=False))
     # Messages with an id up to this one were compacted into `summary`: they stay in recall
     # but are no longer sent to the model.
     compacted_through: int = 0
@@ -93,29 +114,29 @@ class Message(SQLModel, table=True):
 
     __tablename__ = "messages"
     id: int | None = Field(default=None, primary_key=True)
-    conversation_id: str = Field(foreign_key="conversations.id", index=True)
-    run_id: str | None = Field(default=None, index=True)
-    role: str  # user | assistant | tool | event (a memory change told to the model)
-    content: str = Field(default="", sa_column=Column(Text, nullable=False))
-    tool_calls: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
-    tool_call_id: str | None = None
+    conversation_id: str = Field(foreign_key="conversations.id", index=True, sa_type=StoredString)
+    run_id: str | None = Field(default=None, index=True, sa_type=StoredString)
+    role: str = Field(sa_type=StoredString)  # user | assistant | tool | event (memory note)
+    content: str = Field(default="", sa_column=Column(StoredText, nullable=False))
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(StoredJSON))
+    tool_call_id: str | None = Field(default=None, sa_type=StoredString)
     is_error: bool = False
     created_at: datetime = _ts(nullable=False)
 
 
 class Run(SQLModel, table=True):
     __tablename__ = "runs"
-    id: str = Field(default_factory=lambda: new_id("run"), primary_key=True)
-    conversation_id: str = Field(foreign_key="conversations.id", index=True)
-    status: str = "running"  # running | finished
-    stop_reason: str | None = None
-    model: str
+    id: str = Field(default_factory=lambda: new_id("run"), primary_key=True, sa_type=StoredString)
+    conversation_id: str = Field(foreign_key="conversations.id", index=True, sa_type=StoredString)
+    status: str = Field(default="running", sa_type=StoredString)  # running | finished
+    stop_reason: str | None = Field(default=None, sa_type=StoredString)
+    model: str = Field(sa_type=StoredString)
     steps: int = 0
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
-    detail: str | None = None
+    detail: str | None = Field(default=None, sa_type=StoredString)
     created_at: datetime = _ts(nullable=False)
     finished_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
@@ -127,9 +148,9 @@ class RunStep(SQLModel, table=True):
 
     __tablename__ = "run_steps"
     id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(foreign_key="runs.id", index=True)
+    run_id: str = Field(foreign_key="runs.id", index=True, sa_type=StoredString)
     step: int
-    model: str
+    model: str = Field(sa_type=StoredString)
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
@@ -142,15 +163,16 @@ class ToolCallRecord(SQLModel, table=True):
     """A client tool request and, once settled, its result. `id` is the wire call_id."""
 
     __tablename__ = "tool_calls"
-    id: str = Field(default_factory=lambda: new_id("call"), primary_key=True)
-    conversation_id: str = Field(foreign_key="conversations.id", index=True)
-    run_id: str = Field(foreign_key="runs.id", index=True)
-    model_call_id: str
-    tool: str
-    arguments: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
-    status: str = "pending"  # pending | ok | error | denied | unknown (closed unanswered)
-    content: str = Field(default="", sa_column=Column(Text, nullable=False))
-    reason: str | None = None
+    id: str = Field(default_factory=lambda: new_id("call"), primary_key=True, sa_type=StoredString)
+    conversation_id: str = Field(foreign_key="conversations.id", index=True, sa_type=StoredString)
+    run_id: str = Field(foreign_key="runs.id", index=True, sa_type=StoredString)
+    model_call_id: str = Field(sa_type=StoredString)
+    tool: str = Field(sa_type=StoredString)
+    arguments: dict[str, Any] = Field(default_factory=dict, sa_column=Column(StoredJSON))
+    # pending | ok | error | denied | unknown (closed unanswered)
+    status: str = Field(default="pending", sa_type=StoredString)
+    content: str = Field(default="", sa_column=Column(StoredText, nullable=False))
+    reason: str | None = Field(default=None, sa_type=StoredString)
     created_at: datetime = _ts(nullable=False)
     settled_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
@@ -162,17 +184,18 @@ class RunApproval(SQLModel, table=True):
 
     __tablename__ = "approvals"
     id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(foreign_key="runs.id", index=True)
-    conversation_id: str
-    call_id: str
-    tool: str
-    decision: str  # allow | deny
-    decided_by: str  # policy | user | nobody
-    answer: str | None = None  # once | session | always | deny, when a person answered
-    reason: str = Field(sa_column=Column(Text, nullable=False))
-    shown_title: str
-    shown: str = Field(sa_column=Column(Text, nullable=False))
-    content_hash: str
+    run_id: str = Field(foreign_key="runs.id", index=True, sa_type=StoredString)
+    conversation_id: str = Field(sa_type=StoredString)
+    call_id: str = Field(sa_type=StoredString)
+    tool: str = Field(sa_type=StoredString)
+    decision: str = Field(sa_type=StoredString)  # allow | deny
+    decided_by: str = Field(sa_type=StoredString)  # policy | user | nobody
+    # once | session | always | deny, when a person answered
+    answer: str | None = Field(default=None, sa_type=StoredString)
+    reason: str = Field(sa_column=Column(StoredText, nullable=False))
+    shown_title: str = Field(sa_type=StoredString)
+    shown: str = Field(sa_column=Column(StoredText, nullable=False))
+    content_hash: str = Field(sa_type=StoredString)
     asked_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
@@ -184,10 +207,12 @@ class Event(SQLModel, table=True):
     """A durable server event as sent, so a reconnecting client can be replayed."""
 
     __tablename__ = "events"
-    conversation_id: str = Field(foreign_key="conversations.id", primary_key=True)
+    conversation_id: str = Field(
+        foreign_key="conversations.id", primary_key=True, sa_type=StoredString
+    )
     seq: int = Field(primary_key=True)
-    type: str
-    payload: str = Field(sa_column=Column(Text, nullable=False))
+    type: str = Field(sa_type=StoredString)
+    payload: str = Field(sa_column=Column(StoredText, nullable=False))
     created_at: datetime = _ts(nullable=False)
 
 
@@ -196,11 +221,11 @@ class Block(SQLModel, table=True):
 
     __tablename__ = "blocks"
     __table_args__ = (UniqueConstraint("agent_id", "label"),)
-    id: str = Field(default_factory=lambda: new_id("blk"), primary_key=True)
-    agent_id: str = Field(foreign_key="agents.id", index=True)
-    label: str
-    description: str = ""
-    value: str = Field(default="", sa_column=Column(Text, nullable=False))
+    id: str = Field(default_factory=lambda: new_id("blk"), primary_key=True, sa_type=StoredString)
+    agent_id: str = Field(foreign_key="agents.id", index=True, sa_type=StoredString)
+    label: str = Field(sa_type=StoredString)
+    description: str = Field(default="", sa_type=StoredString)
+    value: str = Field(default="", sa_column=Column(StoredText, nullable=False))
     char_limit: int = 5000
     read_only: bool = False
     version: int = 1
@@ -217,21 +242,21 @@ class BlockVersion(SQLModel, table=True):
     __tablename__ = "block_versions"
     __table_args__ = (UniqueConstraint("agent_id", "label", "version"),)
     id: int | None = Field(default=None, primary_key=True)
-    agent_id: str = Field(foreign_key="agents.id", index=True)
-    label: str
+    agent_id: str = Field(foreign_key="agents.id", index=True, sa_type=StoredString)
+    label: str = Field(sa_type=StoredString)
     version: int
-    action: str  # create | edit | revert | delete
-    value: str = Field(default="", sa_column=Column(Text, nullable=False))
-    description: str = ""
+    action: str = Field(sa_type=StoredString)  # create | edit | revert | delete
+    value: str = Field(default="", sa_column=Column(StoredText, nullable=False))
+    description: str = Field(default="", sa_type=StoredString)
     char_limit: int = 5000
     read_only: bool = False
-    author_kind: str  # agent | user | system
-    author: str | None = None
-    conversation_id: str | None = None
-    run_id: str | None = None
-    tool_call_id: str | None = None
-    tool: str | None = None
-    reason: str | None = None
+    author_kind: str = Field(sa_type=StoredString)  # agent | user | system
+    author: str | None = Field(default=None, sa_type=StoredString)
+    conversation_id: str | None = Field(default=None, sa_type=StoredString)
+    run_id: str | None = Field(default=None, sa_type=StoredString)
+    tool_call_id: str | None = Field(default=None, sa_type=StoredString)
+    tool: str | None = Field(default=None, sa_type=StoredString)
+    reason: str | None = Field(default=None, sa_type=StoredString)
     created_at: datetime = _ts(nullable=False)
 
 
@@ -240,13 +265,13 @@ class Passage(SQLModel, table=True):
 
     __tablename__ = "passages"
     id: int | None = Field(default=None, primary_key=True)
-    agent_id: str = Field(foreign_key="agents.id", index=True)
-    text: str = Field(sa_column=Column(Text, nullable=False))
-    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    agent_id: str = Field(foreign_key="agents.id", index=True, sa_type=StoredString)
+    text: str = Field(sa_column=Column(StoredText, nullable=False))
+    tags: list[str] = Field(default_factory=list, sa_column=Column(StoredJSON))
     embedding: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
-    embedding_model: str | None = None
-    conversation_id: str | None = None
-    run_id: str | None = None
+    embedding_model: str | None = Field(default=None, sa_type=StoredString)
+    conversation_id: str | None = Field(default=None, sa_type=StoredString)
+    run_id: str | None = Field(default=None, sa_type=StoredString)
     created_at: datetime = _ts(nullable=False)
 
 
@@ -255,6 +280,6 @@ class MessageEmbedding(SQLModel, table=True):
 
     __tablename__ = "message_embeddings"
     message_id: int = Field(foreign_key="messages.id", primary_key=True)
-    agent_id: str = Field(foreign_key="agents.id", index=True)
-    model: str
+    agent_id: str = Field(foreign_key="agents.id", index=True, sa_type=StoredString)
+    model: str = Field(sa_type=StoredString)
     vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

@@ -23,6 +23,14 @@ class NotFoundError(LookupError):
     """An id that names no row; the message says which."""
 
 
+def describe_failure(exc: BaseException, limit: int = 300) -> str:
+    """One line about a failure, fit for a person or a model: the exception's type and
+    first line, never the SQL statement or the parameters a database error goes on with."""
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class Repository:
     """Holds the database; each public method of a subclass is its own transaction."""
 

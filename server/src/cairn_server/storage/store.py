@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 from typing import Any, Literal, TypeVar, cast, get_args
 
 from cairn_protocol import ServerEvent, Usage, WorkspaceIdentity, dump_frame, parse_server_frame
@@ -48,6 +49,10 @@ T = TypeVar("T")
 E = TypeVar("E", bound=ServerEvent)
 
 
+class TokenRefused(PermissionError):
+    """A token that opens no session; the message says why (unknown, revoked, expired)."""
+
+
 def hash_token(plaintext: str) -> str:
     """The SHA-256 hex digest under which a token is stored (the plaintext never is)."""
     return hashlib.sha256(plaintext.encode()).hexdigest()
@@ -87,16 +92,28 @@ class Store(Repository):
             lambda: User(name=name),
         )
 
-    async def create_token(self, user_name: str, label: str = "") -> str:
-        """A new API token for `user_name` (created if missing); the plaintext is returned once."""
+    async def create_token(
+        self, user_name: str, label: str = "", expires_in: timedelta | None = None
+    ) -> str:
+        """A new API token for `user_name` (created if missing), valid for `expires_in` (None:
+        until revoked); the plaintext is returned once."""
         user = await self.ensure_user(user_name)
         plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        expires_at = utcnow() + expires_in if expires_in is not None else None
         async with self._transaction() as session:
-            session.add(ApiToken(user_id=user.id, token_hash=hash_token(plaintext), label=label))
+            session.add(
+                ApiToken(
+                    user_id=user.id,
+                    token_hash=hash_token(plaintext),
+                    label=label,
+                    expires_at=expires_at,
+                )
+            )
         return plaintext
 
     async def add_token(self, user_name: str, plaintext: str, label: str = "") -> None:
-        """Register a token chosen elsewhere (the embedded server's); a no-op if already there."""
+        """Register a token chosen elsewhere (the embedded server's); a no-op if already there
+        (a revoked one stays revoked)."""
         if not plaintext:
             raise ValueError("a token must not be empty")
         user = await self.ensure_user(user_name)
@@ -108,18 +125,51 @@ class Store(Repository):
         if token.user_id != user.id:
             raise ValueError(f"this token is already registered to another user, not {user_name!r}")
 
-    async def user_for_token(self, plaintext: str) -> User | None:
-        """The user a token belongs to, or None; records when the token was last used.
+    async def authenticate(self, plaintext: str) -> User:
+        """The user a token belongs to; records when the token was last used.
 
-        The token is looked up by its hash, so no comparison ever runs on the secret itself.
+        Raises TokenRefused, saying why, for an unknown, revoked or expired token. The token
+        is looked up by its hash, so no comparison ever runs on the secret itself.
         """
         token_hash = hash_token(plaintext)
         async with self._transaction() as session:
             token = await first(session, select(ApiToken).where(ApiToken.token_hash == token_hash))
             if token is None:
-                return None
-            token.last_used_at = utcnow()
-            return await session.get(User, token.user_id)
+                raise TokenRefused("invalid or missing token")
+            now = utcnow()
+            state = token.state(now)
+            if state == "revoked":
+                raise TokenRefused(
+                    f"this token was revoked on {token.revoked_at:%Y-%m-%d %H:%M} UTC"
+                )
+            if state == "expired":
+                raise TokenRefused(f"this token expired on {token.expires_at:%Y-%m-%d %H:%M} UTC")
+            token.last_used_at = now
+            return await get_or_raise(session, User, token.user_id)
+
+    async def list_tokens(self, user_name: str | None = None) -> list[tuple[ApiToken, User]]:
+        """Every token (of one user when given) with its user, oldest first."""
+        query = (
+            select(ApiToken, User)
+            .join(User, col(User.id) == col(ApiToken.user_id))
+            .order_by(col(ApiToken.created_at), col(ApiToken.id))
+        )
+        if user_name is not None:
+            query = query.where(User.name == user_name)
+        async with self._transaction(read_only=True) as session:
+            return [(token, user) for token, user in (await session.exec(query)).all()]
+
+    async def revoke_token(self, token: str) -> ApiToken:
+        """Revoke a token, named by its id (`tok_…`) or its plaintext; revoking twice keeps
+        the first time. NotFoundError if no token matches."""
+        matches = (col(ApiToken.id) == token) | (col(ApiToken.token_hash) == hash_token(token))
+        async with self._transaction() as session:
+            found = await first(session, select(ApiToken).where(matches))
+            if found is None:  # the argument may be a secret: it is not repeated
+                raise NotFoundError("no token has that id or value; see `cairn-server tokens list`")
+            if found.revoked_at is None:
+                found.revoked_at = utcnow()
+            return found
 
     # ------------------------------------------------------------------ agents
 

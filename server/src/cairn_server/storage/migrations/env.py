@@ -13,7 +13,8 @@ import cairn_server.storage.models  # noqa: F401  (registers the tables on SQLMo
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from cairn_server.storage.db import include_in_schema_compare, make_engine
-from sqlalchemy import Connection, pool
+from sqlalchemy import JSON, Connection, Text, pool
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
@@ -21,9 +22,16 @@ target_metadata = SQLModel.metadata
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
-    """Write SQLModel's AutoString as plain sa.String() so migrations never import sqlmodel."""
-    if type_ == "type" and isinstance(obj, AutoString):
+    """Write column types as plain sa.String(), sa.Text() or sa.JSON(), so migrations never
+    import sqlmodel or Cairn: the escaping of storage/text.py happens in Python, not SQL."""
+    if type_ != "type":
+        return False
+    if isinstance(obj, TypeDecorator):
+        obj = obj.impl_instance
+    if isinstance(obj, AutoString):
         return "sa.String()"
+    if isinstance(obj, Text | JSON):
+        return f"sa.{type(obj).__name__}()"
     return False
 
 

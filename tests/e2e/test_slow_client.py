@@ -1,0 +1,58 @@
+"""The real `cairn -p` falling behind: frozen mid-answer, it is closed by its server (4413),
+then reconnects with resume_after and still prints the whole answer, once."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import string
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cairn_server.fakes.runner import FakeModelServer
+from support.cli import CAIRN, cairn_env
+from support.servers import model_env, script
+
+
+def test_a_frozen_client_is_closed_then_catches_up_by_resuming(
+    repo: Path, tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    # 16 MB streamed in 64 KB pieces while the client is frozen; random, so the websocket's
+    # compression cannot make the frames small enough for the sockets' buffers to hold.
+    rng = random.Random(12)
+    answer = "".join(rng.choices(string.ascii_letters + string.digits, k=16_000_000))
+    fake_model.set_script(script({"text": answer, "chunk_size": 65536, "delay_s": 1.0}))
+    env = cairn_env(tmp_path / "data", {**model_env(fake_model), "CAIRN_WS_BACKLOG_MB": "1"})
+    process = subprocess.Popen(
+        [*CAIRN, "-p", "say it all"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: bool(fake_model.requests), 60, "the model was never asked")
+        os.kill(process.pid, signal.SIGSTOP)  # frozen, as a stuck terminal or a laptop lid
+        _wait_for(lambda: bool(fake_model.answer_times), 60, "the answer was never sent")
+        time.sleep(2.0)  # the server finishes the run meanwhile
+        os.kill(process.pid, signal.SIGCONT)
+        out, err = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert "cairn: the server closed the connection (too slow: more than 1 MiB" in err
+    assert out == answer + "\n"
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, failure: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.02)
