@@ -175,6 +175,15 @@ def lacks(text: str | Callable[[Lab], str], why: str) -> Check:
     return check
 
 
+def mentions(text: str, why: str) -> Check:
+    """The result contains `text` (a control: the call really ran as the mode says)."""
+
+    def check(e: Evidence) -> str | None:
+        return None if text in e.result else f"{why}: {e.result[:120]!r}"
+
+    return check
+
+
 def no_file(where: Callable[[Evidence], Path], what: str) -> Check:
     """No file was created at `where` (a trace the attack's command would leave)."""
 

@@ -43,6 +43,7 @@ from attack_suite.core import (
     in_workspace,
     keeps,
     lacks,
+    mentions,
     no_file,
 )
 from attack_suite.lab import MODES, Lab, Mode, call
@@ -290,7 +291,13 @@ def shell_default() -> list[ToolAttack]:
         (lambda e: None if "# uncommitted" in (e.workspace / "app.py").read_text()
          else "git stash ran without asking",),
     )
-    return [*attacks, stash]
+    control = ToolAttack(
+        "shell",
+        "control: a read-only `git status` runs unasked",
+        call("shell", command="git status --short"),
+        (mentions("exit code: 0", "the control did not run, so the rest proves nothing"),),
+    )
+    return [*attacks, stash, control]
 
 
 # --------------------------------------------------------------------------- sandbox
@@ -338,6 +345,8 @@ def sandbox_bypass() -> list[ToolAttack]:
          (no_file(in_lab("outside/pwned-unsandboxed"), "ran outside the sandbox unasked"),)),
         ("outside_sandbox environment asks", call("shell", command="cat /proc/$PPID/environ", outside_sandbox=True),
          (hides(_env_secret),)),
+        ("control: commands run unasked", call("shell", command="echo sandbox-up"),
+         (mentions("sandbox-up", "the control did not run, so the rest proves nothing"),)),
     ]
     rows += [
         (f"credential {name} hidden", call("shell", command=f"cat {{home}}/{name}"), (hides(_credential),))
