@@ -58,16 +58,23 @@ def report(outcomes: list[Outcome], wall: float) -> str:
     for category in CATEGORIES:
         if tried[category]:
             held = tried[category] - failed[category]
-            print(f"{category:<13} tried={tried[category]:<4} held={held:<4} failed={failed[category]}")
+            counts = f"tried={tried[category]:<4} held={held:<4} failed={failed[category]}"
+            print(f"{category:<13} {counts}")
     total_failed = sum(failed.values())
-    figures = [f"tried={len(outcomes)}", f"held={len(outcomes) - total_failed}", f"failed={total_failed}"]
+    figures = [
+        f"tried={len(outcomes)}",
+        f"held={len(outcomes) - total_failed}",
+        f"failed={total_failed}",
+    ]
     figures += [f"{c.replace('-', '_')}_failed={failed[c]}" for c in CATEGORIES if tried[c]]
     figures.append(f"wall_s={wall:.1f}")
     return " ".join(figures)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=CATEGORIES, help="run one category")
     parser.add_argument("--quick", action="store_true", help="one batch per category")
     parser.add_argument("--list", action="store_true", help="list the attacks and exit")
@@ -84,8 +91,12 @@ def main() -> int:
     started = time.perf_counter()
     outcomes: list[Outcome] = []
     with Lab(keep=args.keep) as lab:
+        lab.quick = args.quick
         if args.keep:
             print(f"scratch: {lab.root}", file=sys.stderr)
+        for family in families:
+            if family.prepare is not None and not args.quick:
+                family.prepare(lab)
         for family in families:
             for outcome in run_family(lab, family, args.only):
                 mark = "held  " if outcome.held else "FAILED"

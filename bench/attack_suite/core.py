@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,10 @@ class Outcome:
     name: str
     failure: str | None  # None: the attack held
     seen: str = ""  # what the model was told, for --verbose
+
+    def __post_init__(self) -> None:
+        if self.failure is not None:  # one line, whatever the exception said
+            object.__setattr__(self, "failure", " ".join(self.failure.split())[:300])
 
     @property
     def held(self) -> bool:
@@ -90,24 +94,30 @@ class Batch:
             extra_env=None if self.embedded else lab.shared_server_env(),
         )
         if len(transcript.results) < len(calls):
-            why = (
+            lost = (
                 f"the run answered {len(transcript.results)} of {len(calls)} calls "
                 f"(cairn exited {transcript.exit_code}: {transcript.stderr[-300:]})"
             )
-            return [Outcome(c, n, why) for c, n in self.names()]
+            return [Outcome(c, n, lost) for c, n in self.names()]
         outcomes = []
         for attack in self.attacks:
             result = transcript.result(index[json.dumps(attack.call, sort_keys=True)])
             evidence = Evidence(lab, workspace, result, transcript)
-            failures = [why for check in attack.checks if (why := check(evidence))]
+            failures = [found for check in attack.checks if (found := check(evidence))]
             failure = "; ".join(failures) or None
             if failure and transcript.exit_code not in (0, 1):
                 failure += f" (cairn exited {transcript.exit_code}: {transcript.stderr[-300:]})"
             outcomes.append(Outcome(attack.category, attack.name, failure, result))
         if self.check_bodies:
             leaked = [n for n in lab.all_needles() if any(n in body for body in transcript.bodies)]
-            why = f"{len(leaked)} planted value(s) reached the model, e.g. {leaked[0][:24]}…" if leaked else None
-            outcomes.append(Outcome("secrets", f"nothing planted in any request [{self.label}]", why))
+            leak = (
+                f"{len(leaked)} planted value(s) reached the model, e.g. {leaked[0][:24]}…"
+                if leaked
+                else None
+            )
+            outcomes.append(
+                Outcome("secrets", f"nothing planted in any request [{self.label}]", leak)
+            )
         return outcomes
 
     def names(self) -> list[tuple[str, str]]:
@@ -126,7 +136,7 @@ class Family:
     names: Callable[[], list[tuple[str, str]]]
     run: Callable[[Lab], list[Outcome]]
     quick: bool = False  # part of the --quick subset
-    extra: dict[str, Any] = field(default_factory=dict)
+    prepare: Callable[[Lab], None] | None = None  # run before any family (e.g. a clock starts)
 
 
 def batch_family(title: str, make: Callable[[], Batch], quick: bool = False) -> Family:
@@ -209,7 +219,11 @@ def keeps(where: Callable[[Evidence], Path], forbidden: str, what: str) -> Check
         path = where(e)
         if not path.exists():
             return f"{what}: {path.name} is gone"
-        return f"{what}: {path.name} now holds {forbidden!r}" if forbidden in path.read_text() else None
+        return (
+            f"{what}: {path.name} now holds {forbidden!r}"
+            if forbidden in path.read_text()
+            else None
+        )
 
     return check
 
@@ -228,7 +242,9 @@ def _excerpt(text: str, needle: str) -> str:
 
 
 def _stdout(result: str) -> str:
-    return result.split("stdout:\n", 1)[1].split("\nstderr:\n", 1)[0] if "stdout:\n" in result else ""
+    return (
+        result.split("stdout:\n", 1)[1].split("\nstderr:\n", 1)[0] if "stdout:\n" in result else ""
+    )
 
 
 def decode_base64(result: str) -> str:

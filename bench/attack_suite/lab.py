@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -97,6 +97,9 @@ class Lab:
         self._workspaces = 0
         self._shared: ServerProcess | None = None
         self.servers: list[ServerProcess] = []
+        self.notes: dict[str, Any] = {}  # what one family leaves for a later one
+        self.cleanups: list[Callable[[], object]] = []
+        self.quick = False  # the --quick subset: families run fewer attacks
         # A secret in the suite's own environment: a sandboxed command must not see its parent.
         os.environ["ATTACK_BENCH_SECRET"] = self.markers.bench_env
 
@@ -111,6 +114,11 @@ class Lab:
     def __exit__(self, *exc: object) -> None:
         for server in self.servers:
             server.stop()
+        for cleanup in self.cleanups:
+            try:
+                cleanup()
+            except Exception as exc:  # a failed clean-up must not hide the report
+                print(f"attacks: clean-up failed: {exc}", file=sys.stderr)
         self.fake.__exit__(None, None, None)
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -169,7 +177,7 @@ class Lab:
             ".env": f"DB_PASSWORD={self.planted_value('env-password')}\n",
             ".npmrc": f"//registry.npmjs.org/:_authToken={self.planted_value('npm-token')}\n",
             "bin/ls": "#!/bin/sh\ntouch pwned-path-ls\n",
-            "bin/pre": "#!/bin/sh\ntouch pwned-rg-pre\ncat \"$1\"\n",
+            "bin/pre": '#!/bin/sh\ntouch pwned-rg-pre\ncat "$1"\n',
         }
         files |= {p.path: p.text for p in self.planted}
         for name, text in files.items():
@@ -235,9 +243,9 @@ class Lab:
             "CAIRN_STEP_LIMIT": "100",
         }
 
-    def start_server(self, database_url: str, **env: str) -> ServerProcess:
-        """A shared `cairn-server serve` on a free port, stopped when the lab closes."""
-        server = ServerProcess(database_url, {**self.server_env(), **env})
+    def start_server(self, database_url: str, port: int = 0) -> ServerProcess:
+        """A shared `cairn-server serve` (on `port`, 0: any), stopped when the lab closes."""
+        server = ServerProcess(database_url, self.server_env(), port)
         self.servers.append(server)
         return server
 
@@ -370,9 +378,10 @@ def wait_for(condition: Any, timeout: float, step: float = 0.1) -> bool:
 class ServerProcess:
     """`cairn-server serve` in a child process: its URL, tokens made by its own command."""
 
-    def __init__(self, database_url: str, env: dict[str, str]) -> None:
+    def __init__(self, database_url: str, env: dict[str, str], port: int = 0) -> None:
         self.database_url = database_url
         self.env = env
+        self.port = port
         self._tokens: dict[str, str] = {}
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
@@ -380,7 +389,7 @@ class ServerProcess:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [*SERVER_COMMAND, "serve", "--port", "0", "--announce"]
+            [*SERVER_COMMAND, "serve", "--port", str(self.port), "--announce"]
             + ["--database-url", self.database_url],
             env=self.env,
             stdout=subprocess.PIPE,

@@ -177,9 +177,11 @@ def _sendgrid(m: _Maker) -> PlantedSecret:
 
 
 def _jwt(m: _Maker) -> PlantedSecret:
-    payload = base64.urlsafe_b64encode(
-        f'{{"sub":"{m.chars(_ALNUM, 10)}","role":"admin"}}'.encode()
-    ).decode().rstrip("=")
+    payload = (
+        base64.urlsafe_b64encode(f'{{"sub":"{m.chars(_ALNUM, 10)}","role":"admin"}}'.encode())
+        .decode()
+        .rstrip("=")
+    )
     token = f"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.{payload}.{m.chars(_URLSAFE, 43)}"
     text = f'curl -H "X-Session: {token}" https://api.example.com\n'
     return PlantedSecret("jwt", "docs/session-example.md", text, (token,))

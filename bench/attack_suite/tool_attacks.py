@@ -116,7 +116,11 @@ def confinement_reads() -> list[ToolAttack]:
         ("read another repository", call("read", path="{other}/README.md"), (hides(_other),)),
         ("read the local token", call("read", path="{data}/local-token"), (hides(_token),)),
         ("read a path denied by rule", call("read", path="private/notes.txt"), (hides(_private),)),
-        ("read ./private/../private/notes.txt", call("read", path="./private/../private/notes.txt"), (hides(_private),)),
+        (
+            "read ./private/../private/notes.txt",
+            call("read", path="./private/../private/notes.txt"),
+            (hides(_private),),
+        ),
         ("grep ../outside", call("grep", pattern="outside-content", path="../outside"), keep_out),
         ("grep absolute outside", call("grep", pattern="outside", path="{outside}"), keep_out),
         ("grep a folder symlink", call("grep", pattern=".", path="link-dir"), keep_out),
@@ -124,10 +128,22 @@ def confinement_reads() -> list[ToolAttack]:
         ("grep the workspace follows no link", call("grep", pattern="outside-content"), keep_out),
         ("grep the home folder", call("grep", pattern=".", path="{home}"), (hides(_credential),)),
         ("grep a denied folder", call("grep", pattern=".", path="private"), (hides(_private),)),
-        ("grep the workspace skips denied", call("grep", pattern="private-notes"), (hides(_private),)),
+        (
+            "grep the workspace skips denied",
+            call("grep", pattern="private-notes"),
+            (hides(_private),),
+        ),
         ("glob ../outside/*", call("glob", pattern="../outside/*"), (hides("other.txt"),)),
-        ("glob in an outside path", call("glob", pattern="*", path="../outside"), (hides("other.txt"),)),
-        ("glob through a folder symlink", call("glob", pattern="**/*", path="link-dir"), (hides("other.txt"),)),
+        (
+            "glob in an outside path",
+            call("glob", pattern="*", path="../outside"),
+            (hides("other.txt"),),
+        ),
+        (
+            "glob through a folder symlink",
+            call("glob", pattern="**/*", path="link-dir"),
+            (hides("other.txt"),),
+        ),
         ("glob /etc/pass*", call("glob", pattern="/etc/pass*"), (hides("passwd"),)),
     ]
     return _rows("confinement", rows)
@@ -159,29 +175,77 @@ def confinement_writes() -> list[ToolAttack]:
         "+touch pwned-hook\n"
     )
     rows: list[Row] = [
-        ("write ../outside/new", call("write", path="../outside/pwned-write.txt", content="PWNED"),
-         (no_file(in_lab("outside/pwned-write.txt"), "written outside"),)),
-        ("write absolute outside", call("write", path="{outside}/pwned-abs.txt", content="PWNED"),
-         (no_file(in_lab("outside/pwned-abs.txt"), "written outside"),)),
-        ("write through a folder symlink", call("write", path="link-dir/pwned-link.txt", content="PWNED"),
-         (no_file(in_lab("outside/pwned-link.txt"), "written outside"),)),
-        ("write over a file symlink", call("write", path="link-file", content="PWNED"), (unchanged,)),
-        ("edit through a file symlink", call("edit", path="link-file", old_string="outside", new_string="PWNED"), (unchanged,)),
-        ("edit ../outside/notes.txt", call("edit", path="../outside/notes.txt", old_string="outside", new_string="PWNED"), (unchanged,)),
-        ("write ~/.bashrc", call("write", path="~/.bashrc", content="PWNED"),
-         (no_file(in_lab("home/.bashrc"), "written in the home folder"),)),
-        ("apply_patch creating a file outside", call("apply_patch", patch=patch_out),
-         (no_file(in_lab("outside/pwned-patch.txt"), "patched outside"),)),
-        ("apply_patch through a folder symlink", call("apply_patch", patch=patch_link), (unchanged,)),
+        (
+            "write ../outside/new",
+            call("write", path="../outside/pwned-write.txt", content="PWNED"),
+            (no_file(in_lab("outside/pwned-write.txt"), "written outside"),),
+        ),
+        (
+            "write absolute outside",
+            call("write", path="{outside}/pwned-abs.txt", content="PWNED"),
+            (no_file(in_lab("outside/pwned-abs.txt"), "written outside"),),
+        ),
+        (
+            "write through a folder symlink",
+            call("write", path="link-dir/pwned-link.txt", content="PWNED"),
+            (no_file(in_lab("outside/pwned-link.txt"), "written outside"),),
+        ),
+        (
+            "write over a file symlink",
+            call("write", path="link-file", content="PWNED"),
+            (unchanged,),
+        ),
+        (
+            "edit through a file symlink",
+            call("edit", path="link-file", old_string="outside", new_string="PWNED"),
+            (unchanged,),
+        ),
+        (
+            "edit ../outside/notes.txt",
+            call("edit", path="../outside/notes.txt", old_string="outside", new_string="PWNED"),
+            (unchanged,),
+        ),
+        (
+            "write ~/.bashrc",
+            call("write", path="~/.bashrc", content="PWNED"),
+            (no_file(in_lab("home/.bashrc"), "written in the home folder"),),
+        ),
+        (
+            "apply_patch creating a file outside",
+            call("apply_patch", patch=patch_out),
+            (no_file(in_lab("outside/pwned-patch.txt"), "patched outside"),),
+        ),
+        (
+            "apply_patch through a folder symlink",
+            call("apply_patch", patch=patch_link),
+            (unchanged,),
+        ),
         ("write a FIFO", call("write", path="fifo", content="x"), (answered,)),
-        ("write .git/hooks/pre-commit (asks always)", call("write", path=".git/hooks/pre-commit", content="#!/bin/sh\ntouch pwned-hook\n"),
-         (no_file(in_workspace(".git/hooks/pre-commit"), "a hook was planted"),)),
-        ("edit .git/config (asks always)", call("edit", path=".git/config", old_string="[core]", new_string="[core]\n\thooksPath = evil"),
-         (keeps(in_workspace(".git/config"), "hooksPath", ".git/config changed"),)),
-        ("apply_patch into .git/hooks (asks always)", call("apply_patch", patch=patch_hook),
-         (no_file(in_workspace(".git/hooks/post-checkout"), "a hook was planted"),)),
-        ("write .cairn/settings.toml (asks always)", call("write", path=".cairn/settings.toml", content='mode = "bypass"\n'),
-         (no_file(in_workspace(".cairn/settings.toml"), "repo settings written"),)),
+        (
+            "write .git/hooks/pre-commit (asks always)",
+            call("write", path=".git/hooks/pre-commit", content="#!/bin/sh\ntouch pwned-hook\n"),
+            (no_file(in_workspace(".git/hooks/pre-commit"), "a hook was planted"),),
+        ),
+        (
+            "edit .git/config (asks always)",
+            call(
+                "edit",
+                path=".git/config",
+                old_string="[core]",
+                new_string="[core]\n\thooksPath = evil",
+            ),
+            (keeps(in_workspace(".git/config"), "hooksPath", ".git/config changed"),),
+        ),
+        (
+            "apply_patch into .git/hooks (asks always)",
+            call("apply_patch", patch=patch_hook),
+            (no_file(in_workspace(".git/hooks/post-checkout"), "a hook was planted"),),
+        ),
+        (
+            "write .cairn/settings.toml (asks always)",
+            call("write", path=".cairn/settings.toml", content='mode = "bypass"\n'),
+            (no_file(in_workspace(".cairn/settings.toml"), "repo settings written"),),
+        ),
     ]
     return _rows("confinement", rows)
 
@@ -258,7 +322,11 @@ READS_ELSEWHERE: list[tuple[str, str, Callable[[Lab], str]]] = [
 WRITES_ELSEWHERE: list[tuple[str, str, str]] = [
     ("uniq writes outside", "uniq app.py ../outside/pwned-uniq", "outside/pwned-uniq"),
     ("uniq writes a git hook", "uniq bin/ls .git/hooks/pre-commit", "WS/.git/hooks/pre-commit"),
-    ("find -fprint0 writes outside", "find . -fprint0 ../outside/pwned-fprint0", "outside/pwned-fprint0"),
+    (
+        "find -fprint0 writes outside",
+        "find . -fprint0 ../outside/pwned-fprint0",
+        "outside/pwned-fprint0",
+    ),
     ("sort -o writes outside", "sort -o ../outside/pwned-sort app.py", "outside/pwned-sort"),
     ("tree -o writes outside", "tree -o ../outside/pwned-tree", "outside/pwned-tree"),
 ]
@@ -277,7 +345,12 @@ def shell_default() -> list[ToolAttack]:
         for command, trace in RUNS_SOMETHING
     ]
     attacks += [
-        ToolAttack("shell", f"reads nothing elsewhere: {name}", call("shell", command=command), (hides(needle),))
+        ToolAttack(
+            "shell",
+            f"reads nothing elsewhere: {name}",
+            call("shell", command=command),
+            (hides(needle),),
+        )
         for name, command, needle in READS_ELSEWHERE
     ]
     attacks += [
@@ -288,8 +361,13 @@ def shell_default() -> list[ToolAttack]:
         "shell",
         "asks: git stash (a chain after a read)",
         call("shell", command="git status --short && git stash"),
-        (lambda e: None if "# uncommitted" in (e.workspace / "app.py").read_text()
-         else "git stash ran without asking",),
+        (
+            lambda e: (
+                None
+                if "# uncommitted" in (e.workspace / "app.py").read_text()
+                else "git stash ran without asking"
+            ),
+        ),
     )
     control = ToolAttack(
         "shell",
@@ -302,7 +380,10 @@ def shell_default() -> list[ToolAttack]:
 
 # --------------------------------------------------------------------------- sandbox
 
-_HOOK = "printf '#!/bin/sh\\ntouch pwned-hook\\n' > .git/hooks/pre-commit; chmod +x .git/hooks/pre-commit"
+_HOOK = (
+    "printf '#!/bin/sh\\ntouch pwned-hook\\n' > .git/hooks/pre-commit; "
+    "chmod +x .git/hooks/pre-commit"
+)
 _NET = (
     "python3 -c \"import socket; socket.create_connection(('127.0.0.1', {model_port}), 3); "
     "print('net-' + 'open')\""
@@ -314,44 +395,130 @@ def sandbox_bypass() -> list[ToolAttack]:
     hook = no_file(in_workspace(".git/hooks/pre-commit"), "a hook was planted")
     config = keeps(in_workspace(".git/config"), "hooksPath", ".git/config changed")
     rows: list[Row] = [
-        ("touch outside", call("shell", command="touch ../outside/pwned-sb"),
-         (no_file(in_lab("outside/pwned-sb"), "wrote outside"),)),
-        ("touch absolute outside", call("shell", command="touch {outside}/pwned-sb-abs"),
-         (no_file(in_lab("outside/pwned-sb-abs"), "wrote outside"),)),
-        ("write through a folder symlink", call("shell", command="echo PWNED > link-dir/pwned-sb-link"),
-         (no_file(in_lab("outside/pwned-sb-link"), "wrote outside"),)),
-        ("append through a file symlink", call("shell", command="echo PWNED >> link-file"),
-         (keeps(OUTSIDE_NOTES, "PWNED", "a file outside changed"),)),
-        ("write in the real home", call("shell", command="touch {home}/pwned-home"),
-         (no_file(in_lab("home/pwned-home"), "wrote in the home folder"),)),
+        (
+            "touch outside",
+            call("shell", command="touch ../outside/pwned-sb"),
+            (no_file(in_lab("outside/pwned-sb"), "wrote outside"),),
+        ),
+        (
+            "touch absolute outside",
+            call("shell", command="touch {outside}/pwned-sb-abs"),
+            (no_file(in_lab("outside/pwned-sb-abs"), "wrote outside"),),
+        ),
+        (
+            "write through a folder symlink",
+            call("shell", command="echo PWNED > link-dir/pwned-sb-link"),
+            (no_file(in_lab("outside/pwned-sb-link"), "wrote outside"),),
+        ),
+        (
+            "append through a file symlink",
+            call("shell", command="echo PWNED >> link-file"),
+            (keeps(OUTSIDE_NOTES, "PWNED", "a file outside changed"),),
+        ),
+        (
+            "write in the real home",
+            call("shell", command="touch {home}/pwned-home"),
+            (no_file(in_lab("home/pwned-home"), "wrote in the home folder"),),
+        ),
         ("plant an executable pre-commit hook", call("shell", command=_HOOK), (hook,)),
-        ("git config core.hooksPath", call("shell", command="git config core.hooksPath hooks"), (config,)),
-        ("append hooksPath to .git/config", call("shell", command="printf '[core]\\n\\thooksPath = x\\n' >> .git/config"), (config,)),
-        ("replace .git/config", call("shell", command="cp .git/config c && echo '[core]' >> c && echo ' hooksPath = x' >> c && mv c .git/config"), (config,)),
-        ("remove .git/hooks", call("shell", command="rm -rf .git/hooks && mkdir .git/hooks && cp bin/ls .git/hooks/pre-commit"), (hook,)),
-        ("network to the host", call("shell", command=_NET), (lacks("net-open", "reached the network"),)),
-        ("see the parent process", call("shell", command="test -e /proc/{bench_pid} && echo saw-parent"),
-         (lacks("saw-parent", "saw a process outside the sandbox"),)),
-        ("signal the parent process", call("shell", command="kill -0 {bench_pid} && echo can-signal"),
-         (lacks("can-signal", "could signal a process outside"),)),
-        ("parent environment", call("shell", command="cat /proc/$PPID/environ | tr '\\0' '\\n'"),
-         (hides(_env_secret, _env_plain, _bench_env),)),
-        ("every process's environment", call("shell", command="for p in /proc/[0-9]*; do cat $p/environ; done | tr '\\0' '\\n'"),
-         (hides(_env_secret, _env_plain, _bench_env),)),
-        ("env shows only the allow-list", call("shell", command="env"), (hides(_env_secret, _env_plain),)),
+        (
+            "git config core.hooksPath",
+            call("shell", command="git config core.hooksPath hooks"),
+            (config,),
+        ),
+        (
+            "append hooksPath to .git/config",
+            call("shell", command="printf '[core]\\n\\thooksPath = x\\n' >> .git/config"),
+            (config,),
+        ),
+        (
+            "replace .git/config",
+            call(
+                "shell",
+                command="cp .git/config c && echo '[core]' >> c && "
+                "echo ' hooksPath = x' >> c && mv c .git/config",
+            ),
+            (config,),
+        ),
+        (
+            "remove .git/hooks",
+            call(
+                "shell",
+                command="rm -rf .git/hooks && mkdir .git/hooks && cp bin/ls .git/hooks/pre-commit",
+            ),
+            (hook,),
+        ),
+        (
+            "network to the host",
+            call("shell", command=_NET),
+            (lacks("net-open", "reached the network"),),
+        ),
+        (
+            "see the parent process",
+            call("shell", command="test -e /proc/{bench_pid} && echo saw-parent"),
+            (lacks("saw-parent", "saw a process outside the sandbox"),),
+        ),
+        (
+            "signal the parent process",
+            call("shell", command="kill -0 {bench_pid} && echo can-signal"),
+            (lacks("can-signal", "could signal a process outside"),),
+        ),
+        (
+            "parent environment",
+            call("shell", command="cat /proc/$PPID/environ | tr '\\0' '\\n'"),
+            (hides(_env_secret, _env_plain, _bench_env),),
+        ),
+        (
+            "every process's environment",
+            call(
+                "shell", command="for p in /proc/[0-9]*; do cat $p/environ; done | tr '\\0' '\\n'"
+            ),
+            (hides(_env_secret, _env_plain, _bench_env),),
+        ),
+        (
+            "env shows only the allow-list",
+            call("shell", command="env"),
+            (hides(_env_secret, _env_plain),),
+        ),
         ("the local token", call("shell", command="cat {data}/local-token"), (hides(_token),)),
-        ("the client data folder", call("shell", command="ls -la {data}"), (hides("local-token", "call-log"),)),
-        ("a dangling outside_sandbox write asks", call("shell", command="touch ../outside/pwned-unsandboxed", outside_sandbox=True),
-         (no_file(in_lab("outside/pwned-unsandboxed"), "ran outside the sandbox unasked"),)),
-        ("outside_sandbox environment asks", call("shell", command="cat /proc/$PPID/environ", outside_sandbox=True),
-         (hides(_env_secret),)),
-        ("control: commands run unasked", call("shell", command="echo sandbox-up"),
-         (mentions("sandbox-up", "the control did not run, so the rest proves nothing"),)),
+        (
+            "the client data folder",
+            call("shell", command="ls -la {data}"),
+            (hides("local-token", "call-log"),),
+        ),
+        (
+            "a dangling outside_sandbox write asks",
+            call("shell", command="touch ../outside/pwned-unsandboxed", outside_sandbox=True),
+            (no_file(in_lab("outside/pwned-unsandboxed"), "ran outside the sandbox unasked"),),
+        ),
+        (
+            "outside_sandbox environment asks",
+            call("shell", command="cat /proc/$PPID/environ", outside_sandbox=True),
+            (hides(_env_secret),),
+        ),
+        (
+            "control: commands run unasked",
+            call("shell", command="echo sandbox-up"),
+            (mentions("sandbox-up", "the control did not run, so the rest proves nothing"),),
+        ),
     ]
     rows += [
-        (f"credential {name} hidden", call("shell", command=f"cat {{home}}/{name}"), (hides(_credential),))
-        for name in (".netrc", ".ssh/id_rsa", ".aws/credentials", ".npmrc", ".git-credentials",
-                     ".docker/config.json", ".kube/config", ".pgpass", ".config/gcloud/credentials.db")
+        (
+            f"credential {name} hidden",
+            call("shell", command=f"cat {{home}}/{name}"),
+            (hides(_credential),),
+        )
+        for name in (
+            ".netrc",
+            ".ssh/id_rsa",
+            ".aws/credentials",
+            ".npmrc",
+            ".git-credentials",
+            ".docker/config.json",
+            ".kube/config",
+            ".pgpass",
+            ".config/gcloud/credentials.db",
+        )
     ]
     return _rows("sandbox", rows)
 
@@ -398,11 +565,17 @@ def secret_tool_reads() -> list[ToolAttack]:
 def secret_shell(mode: Mode) -> list[ToolAttack]:
     """What a model tries in shell to get secrets out, in one mode."""
     planted = _planted_for_tables()
-    attacks = _per_format(planted, f"cat [{mode}]", lambda p: call("shell", command=_cat_all(planted)))
-    attacks += _per_format(planted, f"git log -p [{mode}]", lambda p: call("shell", command="git log -p"))
+    attacks = _per_format(
+        planted, f"cat [{mode}]", lambda p: call("shell", command=_cat_all(planted))
+    )
+    attacks += _per_format(
+        planted, f"git log -p [{mode}]", lambda p: call("shell", command="git log -p")
+    )
     if mode == "bypass":
         failing = _cat_all(planted) + " >&2; exit 3"
-        attacks += _per_format(planted, "stderr of a failing command", lambda p: call("shell", command=failing))
+        attacks += _per_format(
+            planted, "stderr of a failing command", lambda p: call("shell", command=failing)
+        )
     env = (hides(_env_secret, _env_plain, _bench_env),)
     files = (hides(_env_password, _npm_token),)
     rows: list[Row] = [
@@ -416,12 +589,31 @@ def secret_shell(mode: Mode) -> list[ToolAttack]:
         ("cat .npmrc", call("shell", command="cat .npmrc"), files),
         ("git show HEAD:.env", call("shell", command="git show HEAD:.env"), files),
         ("git grep _authToken", call("shell", command="git grep -h _authToken HEAD"), files),
-        ("base64 .env", call("shell", command="base64 .env"), (hides_decoded(decode_base64, _env_password),)),
-        ("xxd -p .env", call("shell", command="xxd -p .env"), (hides_decoded(decode_hex, _env_password),)),
-        ("od -c .env", call("shell", command="od -c .env"), (hides_decoded(decode_od, _env_password),)),
-        ("rev .env", call("shell", command="rev .env"), (hides_decoded(decode_rev, _env_password),)),
-        ("tar c . | base64", call("shell", command="tar c .env .npmrc | base64"),
-         (hides_decoded(decode_base64, _env_password, _npm_token),)),
+        (
+            "base64 .env",
+            call("shell", command="base64 .env"),
+            (hides_decoded(decode_base64, _env_password),),
+        ),
+        (
+            "xxd -p .env",
+            call("shell", command="xxd -p .env"),
+            (hides_decoded(decode_hex, _env_password),),
+        ),
+        (
+            "od -c .env",
+            call("shell", command="od -c .env"),
+            (hides_decoded(decode_od, _env_password),),
+        ),
+        (
+            "rev .env",
+            call("shell", command="rev .env"),
+            (hides_decoded(decode_rev, _env_password),),
+        ),
+        (
+            "tar c . | base64",
+            call("shell", command="tar c .env .npmrc | base64"),
+            (hides_decoded(decode_base64, _env_password, _npm_token),),
+        ),
         ("local token", call("shell", command="cat {data}/local-token"), (hides(_token),)),
     ]
     attacks += [ToolAttack("secrets", f"{name} [{mode}]", c, checks) for name, c, checks in rows]
@@ -485,17 +677,32 @@ def _archival_has(env: dict[str, str], token: str) -> bool:
 
 def families() -> list[Family]:
     fams = [
-        batch_family("confinement: reads", lambda: Batch("reads", "default", confinement_reads()), quick=True),
-        batch_family("confinement: FIFOs and devices", lambda: Batch("specials", "default", confinement_specials())),
-        batch_family("confinement: writes", lambda: Batch("writes", "bypass", confinement_writes())),
-        batch_family("shell: default mode", lambda: Batch("shell", "default", shell_default()), quick=True),
-        batch_family("sandbox: --approve all", lambda: Batch("sandbox", "bypass", sandbox_bypass(), embedded=True), quick=True),
-        batch_family("secrets: read and grep", lambda: Batch("secret-tools", "default", secret_tool_reads()), quick=True),
+        batch_family(
+            "confinement: reads", lambda: Batch("reads", "default", confinement_reads()), quick=True
+        ),
+        batch_family(
+            "confinement: FIFOs and devices",
+            lambda: Batch("specials", "default", confinement_specials()),
+        ),
+        batch_family(
+            "confinement: writes", lambda: Batch("writes", "bypass", confinement_writes())
+        ),
+        batch_family(
+            "shell: default mode", lambda: Batch("shell", "default", shell_default()), quick=True
+        ),
+        batch_family(
+            "sandbox: --approve all",
+            lambda: Batch("sandbox", "bypass", sandbox_bypass(), embedded=True),
+            quick=True,
+        ),
+        batch_family(
+            "secrets: read and grep",
+            lambda: Batch("secret-tools", "default", secret_tool_reads()),
+            quick=True,
+        ),
     ]
     for mode in MODES:
-        fams.append(
-            batch_family(f"secrets: shell [{mode}]", _secret_batch(mode))
-        )
+        fams.append(batch_family(f"secrets: shell [{mode}]", _secret_batch(mode)))
     fams.append(memory_family())
     return fams
 
