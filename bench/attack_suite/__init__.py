@@ -1,0 +1,1 @@
+"""The attack suite behind bench/attacks.py (see its docstring)."""
