@@ -188,3 +188,13 @@ def test_the_seatbelt_profile_has_the_same_shape(tmp_path: Path) -> None:
 
 def test_bwrap_is_really_used() -> None:
     assert shutil.which("bwrap") is not None
+
+
+async def test_files_the_read_rules_withhold_are_hidden_from_commands(workspace: Path) -> None:
+    (workspace / "private").mkdir()
+    (workspace / "private" / "notes.txt").write_text("salary list\n")
+    (workspace / "public.txt").write_text("salary talk is public\n")
+    launch = sandbox().launch(workspace, "grep -rh salary .", withheld=("private/**",))
+    result = await run_shell(workspace, "grep -rh salary .", 30, launch)
+    assert "salary talk is public" in result.stdout
+    assert "salary list" not in result.stdout

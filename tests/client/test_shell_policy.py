@@ -209,3 +209,8 @@ def test_facts_name_the_workspace_files_a_command_touches(repo: Path) -> None:
     facts = inspect_command("cat README.md private/notes.txt > out.txt", repo)
     assert not facts.read_only and facts.why_not == "it writes to out.txt"
     assert "README.md" in facts.paths
+
+
+def test_read_rule_patterns_reach_the_sandbox() -> None:
+    rules = policy(deny=["read(private/**)", "shell(rm:*)"], ask=["grep(*.sql)", "edit(src/**)"])
+    assert rules.withheld_patterns() == ("private/**", "*.sql")

@@ -382,7 +382,11 @@ class ClientSession:
         """Run an approved call; a shell command can be killed by _withdraw meanwhile."""
         call_id = prepared.request.call_id
         withheld = self.policy.search_filter(prepared.tool)
-        placement = ShellPlacement(self.policy.sandbox, self.policy.network_allowed(prepared))
+        placement = ShellPlacement(
+            self.policy.sandbox,
+            self.policy.network_allowed(prepared),
+            self.policy.withheld_patterns(),
+        )
         execution = asyncio.ensure_future(
             execute_call(self.workspace.root, prepared, self._allowed_secrets, withheld, placement)
         )

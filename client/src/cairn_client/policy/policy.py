@@ -195,6 +195,16 @@ class Policy:
             return Verdict("ask", f"reads need approval (mode: {self.mode})")
         return Verdict("ask", f"{_KIND_WORDS[kind]} need approval")
 
+    def withheld_patterns(self) -> tuple[str, ...]:
+        """The path patterns of deny and ask rules on reading: the sandbox hides their files
+        from shell commands, so `rg x` over the workspace never reads what `read` would not."""
+        return tuple(
+            rule.pattern
+            for kind in ("deny", "ask")
+            for rule in self._rules[kind]
+            if rule.pattern is not None and rule.tools & READ_TOOLS
+        )
+
     def search_filter(self, tool: str) -> PathFilter | None:
         """For grep and glob over a folder: whether a file found inside it is covered by a
         deny or ask rule on path, so a wide search never shows what reading it would not.

@@ -84,6 +84,7 @@ class ShellPlacement:
 
     sandbox: Sandbox | None = None
     network: bool = False
+    withheld: tuple[str, ...] = ()  # path patterns whose files the sandbox hides
 
 
 async def execute_call(
@@ -313,7 +314,11 @@ def _shell_launch(
     if args.outside_sandbox or sandbox is None or not sandbox.active:
         return unsandboxed_launch(args.command)
     return sandbox.launch(
-        root, args.command, network=placement.network, allowed_secrets=allowed_secrets
+        root,
+        args.command,
+        network=placement.network,
+        allowed_secrets=allowed_secrets,
+        withheld=placement.withheld,
     )
 
 

@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import pathspec
+
 from cairn_client.secrets import (
     SECRET_NAME_PATTERNS,
     TOKEN_CONFIG_NAMES,
@@ -144,12 +146,18 @@ class Sandbox:
         *,
         network: bool = False,
         allowed_secrets: Collection[str] = (),
+        withheld: Sequence[str] = (),
         environ: Mapping[str, str] | None = None,
     ) -> Launch:
-        """The sandboxed way to run `command` in `root`; SandboxError if none is active."""
+        """The sandboxed way to run `command` in `root`; SandboxError if none is active.
+
+        `withheld` are gitignore-style patterns (the user's deny and ask rules on reading):
+        the files they cover are hidden like secret files, so no command reads them unasked.
+        """
         env = self.environment(environ)
         if self.kind == "bubblewrap":
-            argv = self._bubblewrap_argv(root, command, network, allowed_secrets)
+            hidden = secret_files(Path(os.path.realpath(root)), allowed_secrets, withheld)
+            argv = self._bubblewrap_argv(root, command, network, hidden)
         elif self.kind == "seatbelt":
             profile = seatbelt_profile(root, self._hidden_paths(), network)
             argv = [self.program, "-p", profile, "/bin/sh", "-c", command]
@@ -173,7 +181,7 @@ class Sandbox:
     # ------------------------------------------------------------------ bubblewrap
 
     def _bubblewrap_argv(
-        self, root: Path, command: str, network: bool, allowed_secrets: Collection[str]
+        self, root: Path, command: str, network: bool, secrets: Sequence[Path]
     ) -> list[str]:
         workspace = Path(os.path.realpath(root))
         argv = [self.program, "--die-with-parent", "--unshare-pid", "--unshare-ipc"]
@@ -190,7 +198,7 @@ class Sandbox:
             argv += ["--bind", str(writable), str(writable)]
         argv += _read_only_inside(workspace)
         # Hidden last, so no bind above can show them again (a workspace in the home folder).
-        argv += _hide([*self._hidden_paths(), *secret_files(workspace, allowed_secrets)])
+        argv += _hide([*self._hidden_paths(), *secrets])
         return [*argv, "--chdir", str(workspace), "--", "/bin/sh", "-c", command]
 
     def _hidden_paths(self) -> list[Path]:
@@ -283,15 +291,18 @@ def _hide(paths: Sequence[Path]) -> list[str]:
     return argv
 
 
-def secret_files(workspace: Path, allowed: Collection[str] = ()) -> list[Path]:
-    """Files in the workspace that may hold secrets (ignored ones too), less the allowed."""
+def secret_files(
+    workspace: Path, allowed: Collection[str] = (), withheld: Sequence[str] = ()
+) -> list[Path]:
+    """Files in the workspace that may hold secrets (ignored ones too), less the allowed, and
+    those the `withheld` patterns (gitignore-style, workspace-relative) cover."""
     from cairn_client.tools.search import ripgrep_binary  # noqa: PLC0415 (cycle-free, lazy)
 
     argv = [str(ripgrep_binary()), "--files", "--hidden", "--no-ignore", "--no-messages"]
     argv += ["--no-config"]
     for folder in _NOT_SCANNED:
         argv += ["--glob", f"!**/{folder}/"]
-    for pattern in _SECRET_SCAN_GLOBS:
+    for pattern in (*_SECRET_SCAN_GLOBS, *withheld):
         argv += ["--glob", pattern]
     try:
         done = subprocess.run(
@@ -304,8 +315,13 @@ def secret_files(workspace: Path, allowed: Collection[str] = ()) -> list[Path]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SandboxError(f"could not list the workspace's secret files: {exc}") from exc
     is_secret = secret_checker(workspace, allowed)
+    covered = pathspec.PathSpec.from_lines("gitignore", withheld)
     names = done.stdout.decode("utf-8", errors="surrogateescape").splitlines()
-    return [workspace / name for name in names if name and is_secret(name)]
+    return [
+        workspace / name
+        for name in names
+        if name and (covered.match_file(name) or is_secret(name))
+    ]
 
 
 # --------------------------------------------------------------------------- Seatbelt
