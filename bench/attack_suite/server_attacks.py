@@ -396,9 +396,13 @@ async def private_files(lab: Lab, server: ServerProcess) -> str | None:
 
 
 def _private_files(lab: Lab) -> str | None:
+    from cairn_server.fakes.script import Script
+
     data = lab.root / "fresh-data"
     workspace = lab.workspace("file-modes")
-    lab.fake.set_script(_texts("Hello."))
+    # One executed call, so the call log exists too.
+    turns = [{"tool_calls": [call("shell", command="true")]}, {"text": "Hello."}]
+    lab.fake.set_script(Script.from_dict({"turns": turns}))
     done = subprocess.run(
         [sys.executable, "-m", "cairn_client.cli", "-p", "hi", "--approve", "all"],
         cwd=workspace,

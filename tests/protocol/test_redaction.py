@@ -338,3 +338,16 @@ index 1a2b3c4..5d6e7f8 100644
 )
 def test_source_and_lock_files_are_not_mangled(text: str) -> None:
     assert redact(text) == (text, 0)
+
+
+def test_a_private_key_in_grep_output_is_cut_whole() -> None:
+    grep_output = (
+        "deploy/signing.txt:3:-----BEGIN RSA PRIVATE KEY-----\n"
+        "deploy/signing.txt:4:MIIEowIBAAKCAQEA3L58vI7wNjQfxhdTCl6KNFF39xn9\n"
+        "deploy/signing.txt-5-69RAaX70qm+2nwtDKe/abcdefgh==\n"
+        "deploy/signing.txt:6:-----END RSA PRIVATE KEY-----\n"
+        "other.py:1:print(1)"
+    )
+    text, count = redact(grep_output)
+    assert count == 1
+    assert text == "deploy/signing.txt:3:[REDACTED:private-key]\nother.py:1:print(1)"

@@ -51,10 +51,12 @@ def _marker(kind: str) -> str:
 # --------------------------------------------------------------------------- private keys
 
 # A PEM/OpenSSH/PGP private key: the BEGIN line, its body (base64 lines, `Proc-Type:`-style
-# headers, JSON-escaped newlines, diff `+` marks) and the END line if the text still has it.
+# headers, JSON-escaped newlines, diff `+` marks, grep's `path:12:` line prefixes) and the END
+# line if the text still has it.
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-    r"(?P<body>(?:[A-Za-z0-9+/=\s]|\\[nr]|[A-Za-z-]+: [^\n]*)*)"
+    r"(?P<body>(?:(?<=\n)[^\s:]{1,200}(?:[:-]\d+)?[:-]"  # grep's prefix, before a body line
+    r"|[A-Za-z0-9+/=\s]|\\[nr]|[A-Za-z-]+: [^\n]*)*)"
     r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)?"
 )
 _KEY_BODY_MIN = 8  # a BEGIN line quoted in code has no body and is left alone
