@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cairn_client.tools.registry import ShellPlacement, execute_call, prepare_call
 from cairn_client.tools.sandbox import (
     SANDBOX_HOME,
     Sandbox,
@@ -18,6 +19,7 @@ from cairn_client.tools.sandbox import (
     secret_files,
 )
 from cairn_client.tools.shell import ShellResult, run_shell
+from cairn_protocol import ToolRequest
 
 pytestmark = pytest.mark.skipif(
     not Sandbox.detect().active, reason="bubblewrap cannot start here"
@@ -198,3 +200,18 @@ async def test_files_the_read_rules_withhold_are_hidden_from_commands(workspace:
     result = await run_shell(workspace, "grep -rh salary .", 30, launch)
     assert "salary talk is public" in result.stdout
     assert "salary list" not in result.stdout
+
+
+async def test_git_history_of_withheld_files_is_cut_from_the_output(workspace: Path) -> None:
+    (workspace / "private").mkdir()
+    (workspace / "private" / "notes.txt").write_text("salary list\n")
+    (workspace / "app.py").write_text("print('bye')\n")
+    identity = "-c user.name=t -c user.email=t@t"
+    await run_shell(workspace, f"git add app.py private && git {identity} commit -qm all")
+    placement = ShellPlacement(sandbox(), withheld=("private/**",))
+    arguments = {"command": "git log -p"}
+    request = ToolRequest(run_id="r", call_id="c", tool="shell", arguments=arguments)
+    outcome = await execute_call(workspace, prepare_call(workspace, request), placement=placement)
+    assert "salary list" not in outcome.content
+    assert "[the diff of private/notes.txt is withheld by your read rules]" in outcome.content
+    assert "+print('bye')" in outcome.content

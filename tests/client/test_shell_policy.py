@@ -214,3 +214,8 @@ def test_facts_name_the_workspace_files_a_command_touches(repo: Path) -> None:
 def test_read_rule_patterns_reach_the_sandbox() -> None:
     rules = policy(deny=["read(private/**)", "shell(rm:*)"], ask=["grep(*.sql)", "edit(src/**)"])
     assert rules.withheld_patterns() == ("private/**", "*.sql")
+
+
+def test_history_of_a_withheld_file_stays_withheld(shell: Shell) -> None:
+    denying = policy("bypass", deny=["read(private/**)"])
+    assert denying.decide(shell("git show HEAD:private/notes.txt")).decision == "deny"

@@ -47,6 +47,7 @@ from cairn_client.tools.shell_check import (
     destructive_reasons,
     inspect_command,
 )
+from cairn_client.tools.withheld import withhold_diff_sections
 
 OUTSIDE_SANDBOX_WARNING = (
     "runs outside the sandbox: it can write anywhere you can, read your credentials and use "
@@ -281,7 +282,9 @@ async def _execute(
     args = prepared.args
     if isinstance(args, ShellArgs):
         launch = await asyncio.to_thread(_shell_launch, root, args, allowed_secrets, placement)
-        return _shell_outcome(await run_shell(root, args.command, args.timeout_s, launch))
+        outcome = _shell_outcome(await run_shell(root, args.command, args.timeout_s, launch))
+        content, cut = withhold_diff_sections(outcome.content, placement.withheld)
+        return dataclasses.replace(outcome, content=content) if cut else outcome
     if isinstance(args, ReadArgs):
         content = await asyncio.to_thread(read_file, root, args, allowed_secrets)
         return ToolOutcome(status="ok", content=content)

@@ -251,6 +251,8 @@ def named_paths(script: ShellScript, root: Path | None) -> tuple[str, ...]:
             relative = _relative(value, root)
             if relative is not None:
                 found.append(relative)
+            # `git show HEAD:path` names a file of the history, which may exist no more.
+            found += [os.path.normpath(p) for p in _rev_paths(word, simple.name)]
     return tuple(dict.fromkeys(found))
 
 
