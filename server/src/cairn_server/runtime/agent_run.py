@@ -254,6 +254,9 @@ class AgentRun:
                 await self.hub.publish_transient(
                     AssistantDelta(run_id=self.run_id, text=event.text)
                 )
+                # A stream whose data is already buffered never suspends: yield, so one fast
+                # answer does not keep the server from everyone else.
+                await asyncio.sleep(0)
             elif isinstance(event, ToolCallReady):
                 calls.append(event.call)
             elif isinstance(event, Retrying):
