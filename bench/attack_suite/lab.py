@@ -289,6 +289,36 @@ class Lab:
         flag = _APPROVE_FLAG.get(mode)
         return ["--approve", flag] if flag else []
 
+    def set_turns(self, *turns: dict[str, Any]) -> None:
+        """The fake model's script: these turns, in order."""
+        self.fake.set_script(Script.from_dict({"turns": list(turns)}))
+
+    def cairn(
+        self, workspace: Path, env: dict[str, str], *args: str, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """The real `cairn ARGS` in `workspace`, run to its end, output captured."""
+        return subprocess.run(
+            [sys.executable, "-m", "cairn_client.cli", *args],
+            cwd=workspace,
+            env=self.cairn_env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start_cairn(
+        self, workspace: Path, env: dict[str, str], *args: str
+    ) -> subprocess.Popen[bytes]:
+        """The real `cairn ARGS` in `workspace`, left running, output discarded."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "cairn_client.cli", *args],
+            cwd=workspace,
+            env=self.cairn_env(env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
     def run_cairn(
         self,
         workspace: Path,
@@ -305,18 +335,17 @@ class Lab:
             {"tool_calls": list(calls[i : i + per_turn])} for i in range(0, len(calls), per_turn)
         ]
         turns.append({"text": "Done."})
-        self.fake.set_script(Script.from_dict({"turns": turns}))
+        self.set_turns(*turns)
         self.write_settings(mode)
         asked_before = len(self.fake.requests)
-        done = subprocess.run(
-            [sys.executable, "-m", "cairn_client.cli", "-p", "look around", "--json"]
-            + self.cairn_args(mode),
-            cwd=workspace,
-            env=self.cairn_env(extra_env),
-            capture_output=True,
-            text=True,
+        done = self.cairn(
+            workspace,
+            extra_env or {},
+            "-p",
+            "look around",
+            "--json",
+            *self.cairn_args(mode),
             timeout=timeout,
-            check=False,
         )
         requests = self.fake.requests[asked_before:]
         bodies = [json.dumps(r.body) for r in requests]

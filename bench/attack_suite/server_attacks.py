@@ -21,7 +21,6 @@ import secrets
 import shutil
 import socket
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -396,22 +395,11 @@ async def private_files(lab: Lab, server: ServerProcess) -> str | None:
 
 
 def _private_files(lab: Lab) -> str | None:
-    from cairn_server.fakes.script import Script
-
     data = lab.root / "fresh-data"
     workspace = lab.workspace("file-modes")
     # One executed call, so the call log exists too.
-    turns = [{"tool_calls": [call("shell", command="true")]}, {"text": "Hello."}]
-    lab.fake.set_script(Script.from_dict({"turns": turns}))
-    done = subprocess.run(
-        [sys.executable, "-m", "cairn_client.cli", "-p", "hi", "--approve", "all"],
-        cwd=workspace,
-        env=lab.cairn_env({"CAIRN_DATA_DIR": str(data)}),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    lab.set_turns({"tool_calls": [call("shell", command="true")]}, {"text": "Hello."})
+    done = lab.cairn(workspace, {"CAIRN_DATA_DIR": str(data)}, "-p", "hi", "--approve", "all")
     if done.returncode != 0:
         return f"cairn -p failed: {done.stderr[-200:]}"
     wanted = ["cairn.db", "call-log.sqlite3", "local-token"]
@@ -529,15 +517,7 @@ async def one_executor(lab: Lab, server: ServerProcess) -> str | None:
     second = _clone(lab, first, "executor-clone")
     env = {"CAIRN_SERVER_URL": server.url, "CAIRN_TOKEN": server.token("two-clones")}
     lab.fake.set_script(_texts("Hello."))
-    await asyncio.to_thread(  # the conversation both will share
-        subprocess.run,
-        [sys.executable, "-m", "cairn_client.cli", "-p", "hi"],
-        cwd=first,
-        env=lab.cairn_env(env),
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    await asyncio.to_thread(lab.cairn, first, env, "-p", "hi")  # the conversation both share
     tui = await asyncio.to_thread(_tui, lab, first, env, "all")
     try:
         transcript = await asyncio.to_thread(
@@ -556,18 +536,8 @@ def _continue(
     lab: Lab, workspace: Path, env: dict[str, str], calls: list[dict[str, Any]], mode: str = "all"
 ) -> str:
     """`cairn -p --continue` making `calls`; what the model was told for the first one."""
-    from cairn_server.fakes.script import Script
-
-    lab.fake.set_script(Script.from_dict({"turns": [{"tool_calls": calls}, {"text": "Done."}]}))
-    done = subprocess.run(
-        [sys.executable, "-m", "cairn_client.cli", "-p", "go on", "--continue", "--approve", mode],
-        cwd=workspace,
-        env=lab.cairn_env(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    lab.set_turns({"tool_calls": calls}, {"text": "Done."})
+    done = lab.cairn(workspace, env, "-p", "go on", "--continue", "--approve", mode)
     messages = lab.fake.requests[-1].body.get("messages", []) if lab.fake.requests else []
     results = tool_results_in_order(messages)
     return results[-1] if results else done.stderr[-200:]
@@ -596,26 +566,12 @@ async def server_killed_mid_command(lab: Lab, server: ServerProcess) -> str | No
     workspace = lab.workspace("server-killed")
     env = {"CAIRN_SERVER_URL": crashing.url, "CAIRN_TOKEN": crashing.token("killed")}
     command = "touch started.txt; sleep 3; echo ran > ran.txt"
-    from cairn_server.fakes.script import Script
 
-    lab.fake.set_script(
-        Script.from_dict(
-            {
-                "turns": [
-                    {"tool_calls": [call("shell", command=command)]},
-                    {"text": "Done."},
-                    {"text": "Done."},
-                ]
-            }
-        )
+    lab.set_turns(
+        {"tool_calls": [call("shell", command=command)]}, {"text": "Done."}, {"text": "Done."}
     )
     headless = await asyncio.to_thread(
-        subprocess.Popen,
-        [sys.executable, "-m", "cairn_client.cli", "-p", "run it", "--approve", "all"],
-        cwd=workspace,
-        env=lab.cairn_env(env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        lab.start_cairn, workspace, env, "-p", "run it", "--approve", "all"
     )
     try:
         if not await asyncio.to_thread(wait_for, lambda: (workspace / "started.txt").exists(), 60):
@@ -638,14 +594,7 @@ async def server_killed_mid_command(lab: Lab, server: ServerProcess) -> str | No
 def _told_after(lab: Lab, workspace: Path, env: dict[str, str]) -> str:
     """A follow-up `cairn -p --continue`: what the model's history says of the first call."""
     lab.fake.set_script(_texts("Understood."))
-    subprocess.run(
-        [sys.executable, "-m", "cairn_client.cli", "-p", "what happened?", "--continue"],
-        cwd=workspace,
-        env=lab.cairn_env(env),
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    lab.cairn(workspace, env, "-p", "what happened?", "--continue")
     messages = lab.fake.requests[-1].body.get("messages", []) if lab.fake.requests else []
     results = tool_results_in_order(messages)
     return results[0] if results else "(no record of the call)"
@@ -656,25 +605,12 @@ async def client_killed_mid_command(lab: Lab, server: ServerProcess) -> str | No
     not run."""
     workspace = lab.workspace("client-killed")
     env = {"CAIRN_SERVER_URL": server.url, "CAIRN_TOKEN": server.token("client-killed")}
-    from cairn_server.fakes.script import Script
 
-    lab.fake.set_script(
-        Script.from_dict(
-            {
-                "turns": [
-                    {"tool_calls": [call("shell", command="echo ran > ran.txt; sleep 5")]},
-                    {"text": "Done."},
-                ]
-            }
-        )
+    lab.set_turns(
+        {"tool_calls": [call("shell", command="echo ran > ran.txt; sleep 5")]}, {"text": "Done."}
     )
     headless = await asyncio.to_thread(
-        subprocess.Popen,
-        [sys.executable, "-m", "cairn_client.cli", "-p", "run it", "--approve", "all"],
-        cwd=workspace,
-        env=lab.cairn_env(env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        lab.start_cairn, workspace, env, "-p", "run it", "--approve", "all"
     )
     try:
         if not await asyncio.to_thread(wait_for, lambda: (workspace / "ran.txt").exists(), 60):

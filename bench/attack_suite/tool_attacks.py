@@ -19,8 +19,6 @@ the lab when a batch runs, so `--list` needs no lab.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -647,15 +645,7 @@ def memory_family() -> Family:
 
 
 def _cairn_output(lab: Lab, workspace: Any, env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "cairn_client.cli", *args],
-        cwd=workspace,
-        env=lab.cairn_env(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = lab.cairn(workspace, env, *args)
     return done.stdout + done.stderr
 
 

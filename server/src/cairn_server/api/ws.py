@@ -236,7 +236,7 @@ class Connection:
 
     async def _read_until_dropped(self, session: Session) -> None:
         """Handle the client's frames until it disconnects or its outbox overflows."""
-        reading = asyncio.create_task(self._read_loop(*session))
+        reading = asyncio.create_task(self._read_loop(session))
         dropped = asyncio.create_task(self._outbox.overflowed.wait())
         try:
             await asyncio.wait({reading, dropped}, return_when=asyncio.FIRST_COMPLETED)
@@ -255,14 +255,7 @@ class Connection:
         text: str | None = message.get("text")
         return text
 
-    async def _read_loop(
-        self,
-        hello: Hello,
-        client: Client,
-        agent: Agent,
-        conversation: Conversation,
-        choice: ModelChoice,
-    ) -> None:
+    async def _read_loop(self, session: Session) -> None:
         while True:
             raw = await self._receive()
             if raw is None:
@@ -273,7 +266,7 @@ class Connection:
             except FrameError as exc:
                 await self._error(exc.code, exc.message)
                 continue
-            handling = self._handle_safely(frame, hello, client, agent, conversation, choice)
+            handling = self._handle_safely(frame, session)
             if isinstance(frame, UserMessage | Cancel | Compact):
                 task = asyncio.create_task(self._after_earlier(handling))
                 self._background.add(task)
@@ -285,30 +278,15 @@ class Connection:
         async with self._in_order:
             await handling
 
-    async def _handle_safely(
-        self,
-        frame: ClientFrame,
-        hello: Hello,
-        client: Client,
-        agent: Agent,
-        conversation: Conversation,
-        choice: ModelChoice,
-    ) -> None:
+    async def _handle_safely(self, frame: ClientFrame, session: Session) -> None:
         try:
-            await self._handle(frame, hello, client, agent, conversation, choice)
+            await self._handle(frame, session)
         except Exception as exc:  # one bad frame must not end the connection
             log.exception("frame %s failed", frame.type)
             await self._error("internal", f"the server failed on a {frame.type} frame: {exc!r}")
 
-    async def _handle(
-        self,
-        frame: ClientFrame,
-        hello: Hello,
-        client: Client,
-        agent: Agent,
-        conversation: Conversation,
-        choice: ModelChoice,
-    ) -> None:
+    async def _handle(self, frame: ClientFrame, session: Session) -> None:
+        hello, client, agent, conversation, choice = session
         if isinstance(frame, UserMessage):
             if choice.model is None:
                 await self._error("no_model", choice.problem or "no model is configured")
