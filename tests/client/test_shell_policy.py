@@ -219,3 +219,12 @@ def test_read_rule_patterns_reach_the_sandbox() -> None:
 def test_history_of_a_withheld_file_stays_withheld(shell: Shell) -> None:
     denying = policy("bypass", deny=["read(private/**)"])
     assert denying.decide(shell("git show HEAD:private/notes.txt")).decision == "deny"
+
+
+def test_a_missing_sandbox_is_said_once_at_start() -> None:
+    notes = policy(sandbox=MISSING).startup_notes()
+    assert notes == [
+        "Sandbox: bubblewrap (bwrap) is not installed; shell commands run without it, so every "
+        "one asks first"
+    ]
+    assert policy().startup_notes() == []

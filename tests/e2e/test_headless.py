@@ -108,3 +108,20 @@ def test_wrong_token_is_refused_clearly(
         )
     assert done.returncode == 2
     assert "token" in done.stderr
+
+
+def test_without_a_sandbox_it_says_so_and_every_command_asks(
+    tmp_path: Path, repo: Path, data_dir: Path, fake_model: FakeModelServer
+) -> None:
+    config = tmp_path / "config"
+    (config / "cairn").mkdir(parents=True)
+    (config / "cairn" / "settings.toml").write_text("[sandbox]\nenabled = false\n")
+    fake_model.set_script(
+        script({"tool_calls": [call("shell", command="ls")]}, {"text": "Could not look."})
+    )
+    env = {**model_env(fake_model), "XDG_CONFIG_HOME": str(config)}
+    done = cairn(repo, data_dir, "-p", "list files", "--approve", "all", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("Sandbox: the sandbox is turned off in settings.toml") == 1
+    told = json.dumps(fake_model.requests[-1].body["messages"][-1])
+    assert "every shell command asks" in told and "only a person can allow it" in told

@@ -35,6 +35,17 @@ NEEDS_A_PERSON = (
     "this call needs approval and cairn is running headless with nobody to ask; "
     "allow it with --approve edits|all or an allow rule in your settings.toml"
 )
+
+
+def needs_a_person(verdict: Verdict) -> str:
+    """Why a headless run denied a call that asks: what only a person may allow (leaving the
+    sandbox, a protected path) says why; anything else says what would let it run."""
+    if verdict.options.session is None and verdict.options.rule is None:
+        return (
+            f"this call needs approval ({verdict.reason}) and cairn is running headless with "
+            "nobody to ask; only a person can allow it"
+        )
+    return NEEDS_A_PERSON
 COMPACT_REFUSALS = frozenset({"nothing_to_compact", "run_in_progress"})
 
 
@@ -136,7 +147,7 @@ class HeadlessListener:
         print(f"{mark} {prepared.preview.title}{tail}", file=self.err, flush=True)
 
     async def ask_approval(self, prepared: PreparedCall, verdict: Verdict) -> Approval:
-        return Approval("deny", NEEDS_A_PERSON, by_person=False)
+        return Approval("deny", needs_a_person(verdict), by_person=False)
 
     # ------------------------------------------------------------------ printing
 
