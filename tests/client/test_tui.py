@@ -703,15 +703,15 @@ async def test_the_approval_screen_suggests_the_narrowest_rule(
         await asyncio.wait_for(task, 2)
 
 
+def prepared_shell(root: Path, **arguments: Any) -> PreparedCall:
+    """A shell call prepared for real against `root`, as the session would."""
+    request = ToolRequest(run_id="run-1", call_id="call-s", tool="shell", arguments=arguments)
+    return prepare_call(root, request)
+
+
 async def test_leaving_the_sandbox_offers_only_once_and_says_why(tmp_path: Path) -> None:
-    request = ToolRequest(
-        seq=6,
-        run_id="run-1",
-        call_id="call-out",
-        tool="shell",
-        arguments={"command": "curl -sSO https://example.com/x", "outside_sandbox": True},
-    )
-    prepared = prepare_call(tmp_path, request)
+    command = "curl -sSO https://example.com/x"
+    prepared = prepared_shell(tmp_path, command=command, outside_sandbox=True)
     app, session = scripted_app()
     async with app.run_test(size=SIZE) as pilot:
         await start(pilot)
@@ -1052,11 +1052,7 @@ async def test_output_that_arrives_behind_an_open_approval_is_not_lost() -> None
 async def test_approval_screen_flags_a_destructive_command_and_shows_its_pieces(
     tmp_path: Path,
 ) -> None:
-    command = "pytest -q && git push --force origin main"
-    request = ToolRequest(
-        run_id="run-1", call_id="call-d", tool="shell", arguments={"command": command}
-    )
-    prepared = prepare_call(tmp_path, request)
+    prepared = prepared_shell(tmp_path, command="pytest -q && git push --force origin main")
     app, session = scripted_app()
     async with app.run_test(size=SIZE) as pilot:
         await start(pilot)
