@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from cairn_client.api import CairnApi, RunApproval
+from cairn_client.formatting import compaction_line
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Approval, Verdict
@@ -24,7 +25,6 @@ from cairn_client.session import ClientSession, Endpoint, approval_record
 from cairn_client.tools.base import PreparedCall, Preview, ToolOutcome
 from cairn_client.tools.registry import execute_call, prepare_call
 from cairn_client.tools.shell_check import describe_command, destructive_reasons, is_read_only
-from cairn_client.tui.formatting import compaction_line
 from cairn_client.workspace import detect_workspace
 from cairn_protocol import ContextCompacted, ToolRequest
 from support.listener import RecordingListener

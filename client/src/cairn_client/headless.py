@@ -23,11 +23,11 @@ from cairn_protocol import (
 )
 
 from cairn_client.commands import compact_focus
+from cairn_client.formatting import compaction_line, retry_label
 from cairn_client.listener import ConnectionState, RunFollower, RunRefused
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.session import ClientSession, SessionFailed
 from cairn_client.tools.base import PreparedCall, ToolOutcome
-from cairn_client.tui.formatting import compaction_line, retry_label
 
 T = TypeVar("T")
 

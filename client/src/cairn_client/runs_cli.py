@@ -13,6 +13,7 @@ import typer
 from cairn_protocol import Usage
 from rich.text import Text
 
+from cairn_client.formatting import usage_label
 from cairn_client.memory_cli import (
     ConversationOption,
     conversation_or_latest,
@@ -21,7 +22,6 @@ from cairn_client.memory_cli import (
     run_with_server,
 )
 from cairn_client.memory_format import when
-from cairn_client.tui.formatting import usage_label
 
 if TYPE_CHECKING:  # the REST client (httpx) is imported only when a command runs
     from cairn_client.api import Agent, CairnApi, Run, RunApproval

@@ -40,11 +40,7 @@ from textual.worker import Worker, WorkerState
 
 from cairn_client.api import CairnApi
 from cairn_client.commands import compact_focus, mode_argument
-from cairn_client.listener import ConnectionState, SessionControl, SessionListener
-from cairn_client.policy.policy import Policy
-from cairn_client.policy.types import MODES, Approval, Mode, Verdict, as_mode
-from cairn_client.tools.base import PreparedCall, ToolOutcome
-from cairn_client.tui.formatting import (
+from cairn_client.formatting import (
     compaction_line,
     connection_label,
     connection_lost,
@@ -55,6 +51,10 @@ from cairn_client.tui.formatting import (
     shorten,
     tool_line,
 )
+from cairn_client.listener import ConnectionState, SessionControl, SessionListener
+from cairn_client.policy.policy import Policy
+from cairn_client.policy.types import MODES, Approval, Mode, Verdict, as_mode
+from cairn_client.tools.base import PreparedCall, ToolOutcome
 from cairn_client.tui.messages import (
     ConnectionChanged,
     InterruptRequested,

@@ -17,7 +17,7 @@ from textual.widget import Widget
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
-from cairn_client.tui.formatting import STATUS_SYMBOLS, tool_line
+from cairn_client.formatting import STATUS_SYMBOLS, tool_line
 
 NoticeKind = Literal["info", "warning", "error", "dim"]
 

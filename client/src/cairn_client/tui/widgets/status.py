@@ -10,7 +10,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from cairn_client.tui.formatting import context_label, usage_label
+from cairn_client.formatting import context_label, usage_label
 
 
 class StatusLine(Widget):

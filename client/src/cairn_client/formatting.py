@@ -1,6 +1,6 @@
-"""How tool calls, run endings, compactions, retries, connection states and usage read in the TUI.
+"""How tool calls, run endings, compactions, retries, connection states and usage read to a person.
 
-Owns the short sentences the chat and the status line show; pure functions, no widgets.
+Owns the short sentences the TUI, headless mode and the CLIs show; pure functions, no widgets.
 """
 
 from __future__ import annotations
