@@ -20,11 +20,11 @@ from typing import Literal
 import pathspec
 
 from cairn_client.secrets import (
-    SECRET_NAME_PATTERNS,
     TOKEN_CONFIG_NAMES,
     scrubbed_environment,
     secret_checker,
 )
+from cairn_client.tools.search import SECRET_GLOBS, ripgrep_binary
 
 SandboxKind = Literal["bubblewrap", "seatbelt"]
 # The user's credentials, relative to the home folder: never visible inside the sandbox.
@@ -62,13 +62,8 @@ NON_INTERACTIVE_ENV: dict[str, str] = {
 SANDBOX_HOME = "/tmp/cairn-home"
 _PROBE_TIMEOUT_S = 10.0
 _SECRET_SCAN_TIMEOUT_S = 20.0
-_SECRET_SCAN_GLOBS: tuple[str, ...] = (
-    *SECRET_NAME_PATTERNS,
-    *TOKEN_CONFIG_NAMES,
-    "**/.aws/config",
-    "**/.docker/config.json",
-    "**/.kube/config",
-)
+# The grep tool's secret globs, and token configs (kept if their content holds tokens).
+_SECRET_SCAN_GLOBS: tuple[str, ...] = (*SECRET_GLOBS, *TOKEN_CONFIG_NAMES)
 # Installed dependencies and caches: their key-looking files (certifi's cacert.pem, test
 # fixtures of packages) are not the user's secrets, and walking them costs most of the scan.
 _NOT_SCANNED = (
@@ -296,8 +291,6 @@ def secret_files(
 ) -> list[Path]:
     """Files in the workspace that may hold secrets (ignored ones too), less the allowed, and
     those the `withheld` patterns (gitignore-style, workspace-relative) cover."""
-    from cairn_client.tools.search import ripgrep_binary  # noqa: PLC0415 (cycle-free, lazy)
-
     argv = [str(ripgrep_binary()), "--files", "--hidden", "--no-ignore", "--no-messages"]
     argv += ["--no-config"]
     for folder in _NOT_SCANNED:
