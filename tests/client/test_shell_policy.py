@@ -4,13 +4,14 @@ changes, and the answers the approval screen may offer (issue 12's review findin
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cairn_client.policy.policy import Policy, shell_pieces
-from cairn_client.policy.settings import PolicySettings
+from cairn_client.policy.settings import PolicySettings, SettingsError, load_settings
 from cairn_client.policy.types import Mode
 from cairn_client.tools.base import PreparedCall
 from cairn_client.tools.registry import prepare_call
@@ -228,3 +229,31 @@ def test_a_missing_sandbox_is_said_once_at_start() -> None:
         "one asks first"
     ]
     assert policy().startup_notes() == []
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ("[sandbox]\nnetwork = 'yes'\n", "sandbox.network must be true or false"),
+        ("[sandbox]\nnetwrok = true\n", "unknown key 'netwrok'"),
+        ("[sandbox]\nenv = ['NOT A NAME']\n", "'NOT A NAME' is not a name"),
+        ("sandbox = 1\n", "[sandbox] must be a table"),
+    ],
+)
+def test_a_bad_sandbox_table_is_one_clear_error(tmp_path: Path, table: str, problem: str) -> None:
+    user_file = tmp_path / "settings.toml"
+    user_file.write_text(table)
+    with pytest.raises(SettingsError, match=re.escape(problem)):
+        load_settings(tmp_path, user_file=user_file)
+
+
+def test_a_repository_cannot_change_the_sandbox(tmp_path: Path) -> None:
+    (tmp_path / ".cairn").mkdir()
+    (tmp_path / ".cairn" / "settings.toml").write_text("[sandbox]\nenabled = false\n")
+    user_file = tmp_path / "user.toml"
+    user_file.write_text("[sandbox]\nnetwork_commands = ['shell(uv sync)']\nenv = ['CARGO_HOME']\n")
+    settings = load_settings(tmp_path, user_file=user_file)
+    assert settings.sandbox == SandboxSettings(
+        network_commands=("shell(uv sync)",), env=("CARGO_HOME",)
+    )
+    assert any("[sandbox] is ignored in a repository" in note for note in settings.ignored)
