@@ -29,7 +29,7 @@ from cairn_server.context.memory_view import MemorySections
 from cairn_server.context.tokens import count_tokens
 from cairn_server.fakes.runner import FakeModelServer
 from cairn_server.fakes.script import Script, Turn
-from cairn_server.memory.tools import SERVER_TOOLS
+from cairn_server.tools.registry import SERVER_TOOLS, TOOLS
 from support.servers import cairn_server, call, script, sqlite_url
 from support.wire import WireClient
 
@@ -366,7 +366,7 @@ async def test_anthropic_requests_keep_their_cached_prefix_across_compactions(
 
 
 def test_instructions_and_every_tool_schema_stay_small() -> None:
-    context = AgentContext("app", list(CLIENT_TOOLS), [t.spec for t in SERVER_TOOLS.values()])
+    context = AgentContext("app", TOOLS.specs(CLIENT_TOOLS))
     tokens = count_context(compile_context(context, MemorySections("", ""), []))
     fixed = {s.name: s.tokens for s in tokens.sections}
     assert fixed["instructions"] + fixed["tools"] < 3000

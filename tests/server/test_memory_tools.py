@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from cairn_protocol import WorkspaceIdentity
+from cairn_server.domain import ToolCall
 from cairn_server.memory.blocks import Author
 from cairn_server.memory.services import Memory
-from cairn_server.memory.tool_base import ToolContext, ToolOutcome
-from cairn_server.memory.tools import SERVER_TOOLS, run_server_tool
 from cairn_server.storage.db import Database
 from cairn_server.storage.store import Store
+from cairn_server.tools.base import ToolContext, ToolOutcome
+from cairn_server.tools.registry import SERVER_TOOLS, TOOLS
+
+
+async def run_server_tool(ctx: ToolContext, tool: str, arguments: dict[str, Any]) -> ToolOutcome:
+    """The call as the model would make it, dispatched by the server's tool registry."""
+    return await TOOLS.dispatch(ctx, ToolCall("call_1", tool, json.dumps(arguments)))
 
 
 @pytest.fixture

@@ -14,13 +14,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from cairn_server.domain import ModelMessage, ModelRequest
 from cairn_server.fakes import FakeModelServer, Script, ScriptedError, Turn
 from cairn_server.providers.anthropic_provider import AnthropicProvider
 from cairn_server.providers.base import (
     Completed,
     ContextOverflowError,
-    ModelMessage,
-    ModelRequest,
     Provider,
     ProviderError,
     Retrying,

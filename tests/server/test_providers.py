@@ -15,19 +15,16 @@ from typing import Any
 import pytest
 from cairn_protocol import Usage
 from cairn_server.context.tokens import count_tokens
+from cairn_server.domain import ModelMessage, ModelRequest, ToolCall, ToolSpec
 from cairn_server.fakes import FakeModelServer, Script, ScriptedError, ScriptedToolCall, Turn
 from cairn_server.providers.anthropic_provider import AnthropicProvider, ThinkingMemory
 from cairn_server.providers.base import (
     Completed,
-    ModelMessage,
-    ModelRequest,
     Provider,
     ProviderError,
     StreamEvent,
     TextDelta,
-    ToolCall,
     ToolCallReady,
-    ToolSpec,
 )
 from cairn_server.providers.openai_provider import OpenAIProvider
 from cairn_server.providers.pricing import cost_usd

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 from cairn_protocol import WorkspaceIdentity
+from cairn_server.domain import ModelMessage
 from cairn_server.fakes.runner import FakeModelServer
 from cairn_server.memory.embeddings import embedder_from_env
 from cairn_server.memory.recall import Recall, RecallHit, search_terms
-from cairn_server.providers.base import ModelMessage
 from cairn_server.storage.db import Database
 from cairn_server.storage.models import Message, MessageEmbedding
 from cairn_server.storage.store import Store

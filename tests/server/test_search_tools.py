@@ -8,15 +8,24 @@ from typing import Any
 
 import pytest
 from cairn_protocol import WorkspaceIdentity
-from cairn_server.memory.search_tools import MAX_LIMIT, SEARCH_TOOLS
+from cairn_server.domain import ModelMessage, ToolCall
 from cairn_server.memory.services import Memory
-from cairn_server.memory.tool_base import ToolContext, ToolOutcome
-from cairn_server.memory.tools import SERVER_TOOLS, run_server_tool
-from cairn_server.providers.base import ModelMessage
 from cairn_server.storage.db import Database
 from cairn_server.storage.models import Message
 from cairn_server.storage.store import Store
+from cairn_server.tools.archival import ARCHIVAL_TOOLS
+from cairn_server.tools.base import ToolContext, ToolOutcome
+from cairn_server.tools.recall_search import RECALL_TOOLS
+from cairn_server.tools.registry import SERVER_TOOLS, TOOLS
+from cairn_server.tools.search import MAX_LIMIT
 from sqlmodel import col, update
+
+SEARCH_TOOLS = [*RECALL_TOOLS, *ARCHIVAL_TOOLS]
+
+
+async def run_server_tool(ctx: ToolContext, tool: str, arguments: dict[str, Any]) -> ToolOutcome:
+    """The call as the model would make it, dispatched by the server's tool registry."""
+    return await TOOLS.dispatch(ctx, ToolCall("call_1", tool, json.dumps(arguments)))
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from cairn_protocol import (
     Usage,
     WorkspaceIdentity,
 )
-from cairn_server.providers.base import ModelMessage, ToolCall
+from cairn_server.domain import ModelMessage, ToolCall
 from cairn_server.storage.db import (
     Database,
     alembic_config,

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 from cairn_protocol import ToolRequest, WorkspaceIdentity
 from cairn_protocol.messages import ApprovalRecord
+from cairn_server.domain import ModelMessage, ToolCall
 from cairn_server.memory.blocks import Author
 from cairn_server.memory.services import Memory
-from cairn_server.providers.base import ModelMessage, ToolCall
 from cairn_server.storage.db import Database
 from cairn_server.storage.models import Conversation, MessageEmbedding
 from cairn_server.storage.store import Store

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from cairn_protocol.validation import validation_problems
 from cairn_protocol.workspace import WorkspaceIdentity
 
 PROTOCOL_VERSION = 2
@@ -481,10 +482,7 @@ def _parse(adapter: TypeAdapter[Any], raw: str | bytes, known: tuple[str, ...]) 
             raise FrameError(
                 "malformed_frame", "frame must be a JSON object with a 'type' field"
             ) from None
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'][1:]) or '(frame)'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = validation_problems(exc, skip=1, whole="(frame)")
         raise FrameError(
             "malformed_frame", f"invalid {first['loc'][0]} frame: {problems}"
         ) from None

@@ -6,9 +6,14 @@ what the client validates and executes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cairn_protocol.validation import schema_without_titles, validation_problems
+
+# What a tool does, for the client's policy: reads the workspace, edits files, runs commands.
+ToolKind = Literal["read", "edit", "shell", "other"]
 
 
 class ToolArgs(BaseModel):
@@ -67,12 +72,11 @@ class ToolDefinition(BaseModel):
     name: str
     description: str
     args: type[ToolArgs]
-    edits_files: bool = False
+    kind: ToolKind
 
     def parameters_schema(self) -> dict[str, Any]:
         """JSON Schema of the arguments, without pydantic's titles (tokens cost money)."""
-        schema: dict[str, Any] = _strip_titles(self.args.model_json_schema())
-        return schema
+        return schema_without_titles(self.args)
 
 
 CLIENT_TOOLS: dict[str, ToolDefinition] = {
@@ -80,18 +84,21 @@ CLIENT_TOOLS: dict[str, ToolDefinition] = {
     for t in (
         ToolDefinition(
             name="read",
+            kind="read",
             description="Read a text file. Lines come numbered as `N\\tline`; use offset/limit "
             "for long files.",
             args=ReadArgs,
         ),
         ToolDefinition(
             name="grep",
+            kind="read",
             description="Search file contents with ripgrep; respects .gitignore. Returns "
             "`path:line:text` lines.",
             args=GrepArgs,
         ),
         ToolDefinition(
             name="glob",
+            kind="read",
             description="List files whose path matches a glob; respects .gitignore.",
             args=GlobArgs,
         ),
@@ -100,23 +107,24 @@ CLIENT_TOOLS: dict[str, ToolDefinition] = {
             description="Replace old_string with new_string in a file. old_string must match "
             "exactly once unless replace_all. Read the file first.",
             args=EditArgs,
-            edits_files=True,
+            kind="edit",
         ),
         ToolDefinition(
             name="apply_patch",
             description="Apply a unified diff (--- a/path, +++ b/path, @@ hunks) to one or more "
             "files; all or nothing. Use /dev/null to create or delete a file.",
             args=ApplyPatchArgs,
-            edits_files=True,
+            kind="edit",
         ),
         ToolDefinition(
             name="write",
             description="Create a file or replace its whole content.",
             args=WriteArgs,
-            edits_files=True,
+            kind="edit",
         ),
         ToolDefinition(
             name="shell",
+            kind="shell",
             description="Run a shell command in the workspace root, in a sandbox (workspace "
             "writable, no network); returns exit code, stdout and stderr (truncated).",
             args=ShellArgs,
@@ -139,16 +147,9 @@ def validate_tool_arguments(tool: str, arguments: dict[str, Any]) -> ToolArgs:
     try:
         return definition.args.model_validate(arguments)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ToolArgumentsError(f"invalid arguments for {tool}: {problems}") from None
+        raise ToolArgumentsError(invalid_arguments(tool, exc)) from None
 
 
-def _strip_titles(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        return {k: _strip_titles(v) for k, v in schema.items() if k != "title"}
-    if isinstance(schema, list):
-        return [_strip_titles(v) for v in schema]
-    return schema
+def invalid_arguments(tool: str, exc: ValidationError) -> str:
+    """What the model is told when its arguments do not fit the tool's model."""
+    return f"invalid arguments for {tool}: {validation_problems(exc)}"

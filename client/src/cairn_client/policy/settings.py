@@ -27,10 +27,10 @@ REPO_SETTINGS_DIR = Path(".cairn")
 REPO_SETTINGS_PATH = REPO_SETTINGS_DIR / SETTINGS_FILE_NAME
 RuleKind = Literal["deny", "ask", "allow"]
 RULE_KINDS: tuple[RuleKind, ...] = ("deny", "ask", "allow")
-# A rule on `read` covers every reading tool, on `edit` every editing tool.
+# A rule on `read` covers every reading tool, on `edit` every editing tool (by their kind).
 TOOL_GROUPS: dict[str, frozenset[str]] = {
-    "read": frozenset({"read", "grep", "glob"}),
-    "edit": frozenset(name for name, tool in CLIENT_TOOLS.items() if tool.edits_files),
+    group: frozenset(name for name, tool in CLIENT_TOOLS.items() if tool.kind == group)
+    for group in ("read", "edit")
 }
 _RULE = re.compile(r"^\s*(?P<tool>[A-Za-z_]+)\s*(?:\((?P<pattern>.*)\))?\s*$", re.DOTALL)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from cairn_server.config import ServerSettings
 from cairn_server.context.compiler import CompiledContext, count_context, message_tokens
-from cairn_server.providers.base import ModelMessage, ModelRequest
+from cairn_server.domain import ModelMessage, ModelRequest
 from cairn_server.providers.windows import context_window
 from cairn_server.storage.models import Agent
 

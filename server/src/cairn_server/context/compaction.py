@@ -6,16 +6,15 @@ the deterministic digest used when no usable summary comes back.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cairn_server.context.compiler import message_tokens
 from cairn_server.context.tokens import count_tokens
-from cairn_server.providers.base import ModelMessage, ModelRequest
+from cairn_server.domain import ModelMessage, ModelRequest, ToolCall
 from cairn_server.storage.models import Message
-from cairn_server.storage.store import to_model_message
+from cairn_server.storage.store import stored_tool_calls, to_model_message
 
 # The summary may take this share of the budget, and never more than SUMMARY_MAX_TOKENS.
 SUMMARY_SHARE = 0.15
@@ -111,8 +110,8 @@ def digest(previous_summary: str, evicted: Sequence[Message], limit: int, why: s
     """A summary made without a model: the user's requests quoted, files and tools used,
     errors met, the last answer; oldest requests dropped first to stay within `limit`."""
     asks = [f'- "{_quoted(m.content)}"' for m in evicted if m.role == "user" and m.content.strip()]
-    calls = [call for m in evicted for call in m.tool_calls]
-    tools = Counter(str(call.get("name")) for call in calls)
+    calls = [call for m in evicted for call in stored_tool_calls(m)]
+    tools = Counter(call.name for call in calls)
     paths = sorted({path for call in calls for path in _paths(call)})
     errors = [f"- {_first_line(m.content)}" for m in evicted if m.role == "tool" and m.is_error][
         -5:
@@ -172,11 +171,6 @@ def _first_line(text: str) -> str:
     return _quoted(text.strip().splitlines()[0] if text.strip() else "(empty)", 200)
 
 
-def _paths(call: dict[str, object]) -> list[str]:
-    try:
-        arguments = json.loads(str(call.get("arguments") or "{}"))
-    except json.JSONDecodeError:
-        return []
-    if not isinstance(arguments, dict):
-        return []
+def _paths(call: ToolCall) -> list[str]:
+    arguments = call.arguments_object
     return [str(arguments[key]) for key in PATH_ARGUMENTS if isinstance(arguments.get(key), str)]

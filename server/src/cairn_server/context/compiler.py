@@ -1,20 +1,18 @@
 """The context compiler: what the model is sent for one step of a run, section by section.
 
-Owns the instructions text, the tool list offered to the model, the order of sections and
-their token counts (the context viewer).
+Owns the instructions text, the order of sections and their token counts (the context
+viewer); which tools a run offers is the tool registry's to say (cairn_server.tools).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from cairn_protocol import CLIENT_TOOLS
 
 from cairn_server.context.memory_view import MemorySections, split_blocks
 from cairn_server.context.tokens import count_tokens, tokenizer
-from cairn_server.providers.base import ModelMessage, ModelRequest, ToolSpec
+from cairn_server.domain import ModelMessage, ModelRequest, ToolSpec
 
 INSTRUCTIONS = """\
 You are Cairn, a coding agent working in the user's repository "{workspace}".
@@ -46,9 +44,10 @@ SECTION_ORDER = (
 
 @dataclass(frozen=True)
 class AgentContext:
+    """What a run is compiled for: the workspace's name and the tools the run offers."""
+
     workspace_name: str
-    client_tools: Sequence[str]
-    server_tools: Sequence[ToolSpec]
+    tools: Sequence[ToolSpec]
 
 
 @dataclass(frozen=True)
@@ -62,16 +61,6 @@ class Section:
 class CompiledContext:
     request: ModelRequest
     sections: list[Section]
-
-
-def client_tool_specs(offered: Iterable[str]) -> list[ToolSpec]:
-    """Specs of the client tools the connected client offers, in a stable order."""
-    wanted = set(offered)
-    return [
-        ToolSpec(name, tool.description, tool.parameters_schema())
-        for name, tool in CLIENT_TOOLS.items()
-        if name in wanted
-    ]
 
 
 def compile_context(
@@ -88,7 +77,7 @@ def compile_context(
     if summary and messages and messages[0].role != "user":
         messages = [ModelMessage("user", COMPACTED_NOTE), *messages]
     system_parts = [instructions, memory.blocks, memory.metadata, summary_text]
-    tools = [*client_tool_specs(context.client_tools), *context.server_tools]
+    tools = list(context.tools)
     request = ModelRequest(
         system="\n\n".join(part for part in system_parts if part),
         messages=list(messages),

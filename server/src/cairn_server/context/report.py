@@ -7,32 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from cairn_protocol import CLIENT_TOOLS
-
 from cairn_server.context.compiler import (
-    AgentContext,
     CompiledContext,
     ContextTokens,
     count_context,
 )
 from cairn_server.context.window import ContextWindow
-from cairn_server.memory.tools import SERVER_TOOLS
-from cairn_server.storage.models import Agent, Message
+from cairn_server.storage.models import Message
 
 
 @dataclass(frozen=True)
 class ContextView:
     tokens: ContextTokens
     budget: int
-
-
-def agent_context(agent: Agent, client_tools: list[str] | None = None) -> AgentContext:
-    """The tools a run offers: the client's (all of them unless told) and the server's."""
-    return AgentContext(
-        workspace_name=agent.display_name,
-        client_tools=list(CLIENT_TOOLS) if client_tools is None else client_tools,
-        server_tools=[tool.spec for tool in SERVER_TOOLS.values()],
-    )
 
 
 async def view_context(window: ContextWindow) -> ContextView:

@@ -35,12 +35,11 @@ from cairn_server.context.memory_view import (
     sync_memory,
     visible_sections,
 )
+from cairn_server.domain import ModelMessage, ModelRequest
 from cairn_server.memory.services import Memory
 from cairn_server.providers.base import (
     Completed,
     ContextOverflowError,
-    ModelMessage,
-    ModelRequest,
     Provider,
     ProviderError,
     TextDelta,

@@ -43,18 +43,15 @@ from anthropic.types import (
 from anthropic.types import TextDelta as AnthropicTextDelta
 from cairn_protocol import Usage
 
+from cairn_server.domain import ModelMessage, ModelRequest, ModelStopReason, ToolCall, ToolSpec
 from cairn_server.providers.base import (
     ClosesClient,
     Completed,
     ContextOverflowError,
-    ModelMessage,
-    ModelRequest,
     ProviderError,
     StreamEvent,
     TextDelta,
-    ToolCall,
     ToolCallReady,
-    ToolSpec,
     interrupted_error,
     overflow_error,
     retries_note,
@@ -80,8 +77,7 @@ from cairn_server.providers.retry import (
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"
 
-StopReason = Literal["end_turn", "tool_use", "max_tokens", "other"]
-STOP_REASONS: dict[str, StopReason] = {
+STOP_REASONS: dict[str, ModelStopReason] = {
     "end_turn": "end_turn",
     "stop_sequence": "end_turn",
     "tool_use": "tool_use",
@@ -138,15 +134,6 @@ SHARED_THINKING_MEMORY = ThinkingMemory()
 # --------------------------------------------------------------------------- request
 
 
-def tool_input(arguments: str) -> dict[str, object]:
-    """Stored arguments as a tool_use input; the API needs an object, so bad JSON sends {}."""
-    try:
-        parsed = json.loads(arguments)
-    except ValueError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
 def assistant_blocks(message: ModelMessage, memory: ThinkingMemory) -> list[WireBlock]:
     remembered = memory.recall(message.tool_calls)
     if remembered is not None:
@@ -160,7 +147,7 @@ def assistant_blocks(message: ModelMessage, memory: ThinkingMemory) -> list[Wire
                 "type": "tool_use",
                 "id": call.id,
                 "name": call.name,
-                "input": tool_input(call.arguments),
+                "input": call.arguments_object,
             }
         )
     return blocks
@@ -330,7 +317,7 @@ class StreamState:
             "type": "tool_use",
             "id": call.id,
             "name": call.name,
-            "input": tool_input(call.arguments),
+            "input": call.arguments_object,
         }
         return ToolCallReady(call)
 
@@ -339,7 +326,7 @@ class StreamState:
         ordered = [block for _, block in sorted(self.blocks.items())]
         return [block for block in ordered if block["type"] != "text" or block["text"]]
 
-    def stop_reason(self) -> StopReason:
+    def stop_reason(self) -> ModelStopReason:
         if self.stop_reason_text is None:
             return "tool_use" if self.finished_calls else "end_turn"
         return STOP_REASONS.get(self.stop_reason_text, "other")

@@ -1,54 +1,18 @@
-"""The provider-neutral model interface: messages, tool specs and stream events.
+"""The model interface every provider adapter implements: stream events and errors.
 
-Owns the one internal form every provider adapter translates to and from.
+Owns `Provider`, what its stream yields, and the wording of provider failures; the
+messages and requests it translates live in cairn_server.domain.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, Self
+from dataclasses import dataclass
+from typing import Any, Protocol, Self
 
 from cairn_protocol import Usage
 
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A tool call as the model made it; `arguments` is the raw JSON text it sent."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
-class ModelMessage:
-    """One message of the conversation in provider-neutral form.
-
-    user: `content`. assistant: `content` and optional `tool_calls`.
-    tool: `content` is the result, `tool_call_id` names the call, `is_error` marks failures.
-    """
-
-    role: Literal["user", "assistant", "tool"]
-    content: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
-    tool_call_id: str | None = None
-    is_error: bool = False
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    name: str
-    description: str
-    parameters: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ModelRequest:
-    system: str
-    messages: list[ModelMessage]
-    tools: list[ToolSpec] = field(default_factory=list)
-    max_output_tokens: int = 4096
+from cairn_server.domain import ModelRequest, ModelStopReason, ToolCall
 
 
 @dataclass(frozen=True)
@@ -67,7 +31,7 @@ class ToolCallReady:
 class Completed:
     """The last event of a stream."""
 
-    stop_reason: Literal["end_turn", "tool_use", "max_tokens", "other"]
+    stop_reason: ModelStopReason
     usage: Usage
 
 

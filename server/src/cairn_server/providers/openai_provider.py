@@ -6,12 +6,10 @@ through the official `openai` SDK, streamed.
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal
 
 import openai
 from cairn_protocol import Usage
@@ -23,18 +21,15 @@ from openai.types.chat import (
 )
 from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
+from cairn_server.domain import ModelMessage, ModelRequest, ModelStopReason, ToolCall, ToolSpec
 from cairn_server.providers.base import (
     ClosesClient,
     Completed,
     ContextOverflowError,
-    ModelMessage,
-    ModelRequest,
     ProviderError,
     StreamEvent,
     TextDelta,
-    ToolCall,
     ToolCallReady,
-    ToolSpec,
     interrupted_error,
     overflow_error,
     status_error,
@@ -60,8 +55,7 @@ API_KEY_ENV = "OPENAI_API_KEY"
 BASE_URL_ENV = "OPENAI_BASE_URL"
 OFFICIAL_HOST = "api.openai.com"
 
-StopReason = Literal["end_turn", "tool_use", "max_tokens", "other"]
-STOP_REASONS: dict[str, StopReason] = {
+STOP_REASONS: dict[str, ModelStopReason] = {
     "stop": "end_turn",
     "tool_calls": "tool_use",
     "function_call": "tool_use",
@@ -72,21 +66,13 @@ STOP_REASONS: dict[str, StopReason] = {
 # --------------------------------------------------------------------------- request
 
 
-def is_json_object(text: str) -> bool:
-    try:
-        return isinstance(json.loads(text), dict)
-    except ValueError:
-        return False
-
-
 def wire_tool_call(call: ToolCall) -> ChatCompletionMessageFunctionToolCallParam:
     # Servers that template the history (vLLM) parse stored arguments; malformed ones would
     # fail the whole request, so they go back as {} (the tool result explains the error).
-    arguments = call.arguments if is_json_object(call.arguments) else "{}"
     return {
         "id": call.id,
         "type": "function",
-        "function": {"name": call.name, "arguments": arguments},
+        "function": {"name": call.name, "arguments": call.arguments_json},
     }
 
 
@@ -179,7 +165,7 @@ class StreamState:
             for _, partial in sorted(self.calls.items())
         ]
 
-    def stop_reason(self) -> StopReason:
+    def stop_reason(self) -> ModelStopReason:
         if self.finish_reason is None:
             return "tool_use" if self.calls else "end_turn"
         return STOP_REASONS.get(self.finish_reason, "other")

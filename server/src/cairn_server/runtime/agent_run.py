@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from cairn_protocol import (
-    CLIENT_TOOLS,
     AssistantDelta,
     AssistantMessage,
     HistoryToolCall,
@@ -33,25 +32,23 @@ from cairn_protocol.messages import ApprovalRecord, StopReason, ToolStatus
 
 from cairn_server.context.budget import BudgetError
 from cairn_server.context.window import ContextWindow, Prepared
+from cairn_server.domain import MalformedArguments, ModelMessage, ModelRequest, ToolCall
 from cairn_server.memory.services import Memory
-from cairn_server.memory.tool_base import ToolContext
-from cairn_server.memory.tools import SERVER_TOOLS, run_server_tool
 from cairn_server.providers.base import (
     Completed,
     ContextOverflowError,
-    ModelMessage,
-    ModelRequest,
     Provider,
     ProviderError,
     Retrying,
     TextDelta,
-    ToolCall,
     ToolCallReady,
 )
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Message, ToolCallRecord
 from cairn_server.storage.repository import describe_failure
 from cairn_server.storage.store import Store, to_model_message
+from cairn_server.tools.base import ToolContext
+from cairn_server.tools.registry import TOOLS, ToolRegistry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,6 +91,7 @@ class AgentRun:
     approval_timeout_s: float
     executor: Client  # the client that runs this run's tool requests
     withdraw_grace_s: float = 5.0
+    tools: ToolRegistry = TOOLS
     # Client calls not yet settled, by call_id; an answer resolves its future.
     pending: dict[str, asyncio.Future[ToolCallRecord]] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
@@ -287,7 +285,7 @@ class AgentRun:
                 run_id=self.run_id,
                 text=text,
                 tool_calls=[
-                    HistoryToolCall(call_id=c.id, tool=c.name, arguments=_arguments_or_empty(c))
+                    HistoryToolCall(call_id=c.id, tool=c.name, arguments=c.arguments_object)
                     for c in calls
                 ],
             )
@@ -296,35 +294,27 @@ class AgentRun:
     # ------------------------------------------------------------------ tools
 
     async def _run_tool(self, call: ToolCall) -> ModelMessage:
-        try:
-            arguments = json.loads(call.arguments or "{}")
-        except json.JSONDecodeError as exc:
+        if isinstance(call.parsed, MalformedArguments):
+            return _tool_error(call, call.parsed.problem)
+        offered = {spec.name for spec in self.window.context.tools}
+        runner = self.tools.kind(call.name) if call.name in offered else None
+        if runner is None:
             return _tool_error(
-                call,
-                f"your arguments for {call.name} are not valid JSON ({exc.msg} at char "
-                f"{exc.pos}); send the call again with one JSON object matching the schema",
+                call, f"unknown tool {call.name!r}; available tools: {', '.join(sorted(offered))}"
             )
-        if not isinstance(arguments, dict):
-            return _tool_error(call, f"arguments for {call.name} must be a JSON object")
-        if call.name in SERVER_TOOLS:
+        if runner == "server":
             tool_context = ToolContext(
                 self.memory, self.agent_id, self.conversation_id, self.run_id, call.id
             )
-            result = await run_server_tool(tool_context, call.name, arguments)
+            result = await self.tools.dispatch(tool_context, call)
             return ModelMessage(
                 "tool", result.content, tool_call_id=call.id, is_error=result.is_error
             )
-        offered = self.window.context.client_tools
-        if call.name not in CLIENT_TOOLS or call.name not in offered:
-            available = sorted([*offered, *SERVER_TOOLS])
-            return _tool_error(
-                call, f"unknown tool {call.name!r}; available tools: {', '.join(available)}"
-            )
         try:
-            validate_tool_arguments(call.name, arguments)
+            validate_tool_arguments(call.name, call.parsed)
         except ToolArgumentsError as exc:
             return _tool_error(call, str(exc))
-        record = await self._ask_client(call, arguments)
+        record = await self._ask_client(call, call.parsed)
         return tool_message(record)
 
     async def _ask_client(self, call: ToolCall, arguments: dict[str, Any]) -> ToolCallRecord:
@@ -511,18 +501,9 @@ def missing_tool_results(messages: list[Message]) -> list[ToolCall]:
 
 def _canonical_arguments(call: ToolCall) -> str:
     """The call's arguments in one spelling, so key order or spacing hide no repeat."""
-    try:
-        return json.dumps(json.loads(call.arguments or "{}"), sort_keys=True)
-    except json.JSONDecodeError:
+    if isinstance(call.parsed, MalformedArguments):
         return call.arguments
-
-
-def _arguments_or_empty(call: ToolCall) -> dict[str, Any]:
-    try:
-        value = json.loads(call.arguments or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
+    return json.dumps(call.parsed, sort_keys=True)
 
 
 def _tool_error(call: ToolCall, message: str) -> ModelMessage:

@@ -5,12 +5,11 @@ Owns the folding of stored messages and tool call records into HistoryItems.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from cairn_protocol import HistoryItem, HistoryToolCall
 
+from cairn_server.domain import ToolCall
 from cairn_server.storage.models import Message
+from cairn_server.storage.store import stored_tool_calls
 
 HISTORY_LIMIT = 200
 
@@ -22,7 +21,7 @@ def build_history(messages: list[Message]) -> list[HistoryItem]:
     for message in messages:
         if message.role in ("tool", "event"):
             continue
-        calls = [_history_call(call, results.get(call["id"])) for call in message.tool_calls or []]
+        calls = [_history_call(call, results.get(call.id)) for call in stored_tool_calls(message)]
         items.append(
             HistoryItem(
                 role="user" if message.role == "user" else "assistant",
@@ -34,20 +33,14 @@ def build_history(messages: list[Message]) -> list[HistoryItem]:
     return items[-HISTORY_LIMIT:]
 
 
-def _history_call(call: dict[str, Any], result: Message | None) -> HistoryToolCall:
-    try:
-        arguments = json.loads(call.get("arguments") or "{}")
-    except json.JSONDecodeError:
-        arguments = {}
-    if not isinstance(arguments, dict):
-        arguments = {}
+def _history_call(call: ToolCall, result: Message | None) -> HistoryToolCall:
     status = None
     if result is not None:
         status = "error" if result.is_error else "ok"
     return HistoryToolCall(
-        call_id=call["id"],
-        tool=call["name"],
-        arguments=arguments,
+        call_id=call.id,
+        tool=call.name,
+        arguments=call.arguments_object,
         status=status,
         reason=result.content[:200] if result is not None and result.is_error else None,
     )

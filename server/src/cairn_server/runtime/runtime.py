@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cairn_protocol import (
+    CLIENT_TOOLS,
     ContextCompacted,
     RunFinished,
     RunStarted,
@@ -23,11 +24,12 @@ from cairn_protocol.messages import ErrorCode, StopReason, UserCommand
 
 from cairn_server.config import ServerSettings
 from cairn_server.context.budget import Budget, agent_budget
-from cairn_server.context.report import agent_context
+from cairn_server.context.compiler import AgentContext
 from cairn_server.context.window import ContextWindow
+from cairn_server.domain import ModelMessage
 from cairn_server.memory.bootstrap import bootstrap_note
 from cairn_server.memory.services import Memory
-from cairn_server.providers.base import ModelMessage, Provider, ProviderError
+from cairn_server.providers.base import Provider, ProviderError
 from cairn_server.providers.registry import make_provider
 from cairn_server.runtime.agent_run import (
     AgentRun,
@@ -40,6 +42,7 @@ from cairn_server.runtime.agent_run import (
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
+from cairn_server.tools.registry import TOOLS
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +169,7 @@ class Runtime:
         """The conversation's context as `model` will be sent it, summarised (when due) by
         CAIRN_SUMMARY_MODEL or else the same model."""
         summary_model = self.settings.summary_model or model
+        offered = CLIENT_TOOLS if client_tools is None else client_tools
         budget = agent_budget(agent, self.settings, model)
         learned = self._learned_windows.get(model or "")
         if learned is not None and learned < budget.tokens:
@@ -173,7 +177,7 @@ class Runtime:
         return ContextWindow(
             store=self.store,
             memory=self.memory,
-            context=agent_context(agent, None if client_tools is None else list(client_tools)),
+            context=AgentContext(agent.display_name, TOOLS.specs(offered)),
             agent_id=agent.id,
             conversation_id=conversation_id,
             budget=budget,

@@ -16,7 +16,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from cairn_server.providers.base import ModelMessage, ToolCall
+from cairn_server.domain import MessageRole, ModelMessage, ToolCall
 from cairn_server.storage.models import (
     Agent,
     ApiToken,
@@ -65,14 +65,19 @@ def to_model_message(message: Message) -> ModelMessage:
     if message.role == "event":  # a note from the system, e.g. a memory change made elsewhere
         return ModelMessage(role="user", content=message.content)
     return ModelMessage(
-        role=cast(Literal["user", "assistant", "tool"], message.role),
+        role=cast(MessageRole, message.role),
         content=message.content,
-        tool_calls=tuple(
-            ToolCall(id=str(call["id"]), name=str(call["name"]), arguments=str(call["arguments"]))
-            for call in message.tool_calls or []
-        ),
+        tool_calls=stored_tool_calls(message),
         tool_call_id=message.tool_call_id,
         is_error=message.is_error,
+    )
+
+
+def stored_tool_calls(message: Message) -> tuple[ToolCall, ...]:
+    """The tool calls a stored message made, their arguments parsed once."""
+    return tuple(
+        ToolCall(id=str(call["id"]), name=str(call["name"]), arguments=str(call["arguments"]))
+        for call in message.tool_calls or []
     )
 
 

@@ -1,19 +1,20 @@
-"""The tools the server runs itself: memory edits here, search tools in search_tools.py.
+"""The memory edit tools: memory_replace, memory_insert and memory_rethink.
 
-Owns the registry offered to the model, argument validation, and the memory edit tools.
+Owns their arguments, descriptions and handlers, and how an edit is answered (a short diff).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from cairn_protocol.tools import ToolArgs
+from pydantic import Field
 
 from cairn_server.memory.blocks import Author, StaleBlockError
 from cairn_server.memory.edits import MemoryEditError, insert_at, replace_once, short_diff
-from cairn_server.memory.search_tools import SEARCH_TOOLS
-from cairn_server.memory.tool_base import (
+from cairn_server.storage.models import Block
+from cairn_server.storage.repository import NotFoundError
+from cairn_server.tools.base import (
     ServerTool,
     ToolContext,
     ToolOutcome,
@@ -21,21 +22,15 @@ from cairn_server.memory.tool_base import (
     server_tool,
     tool_error,
 )
-from cairn_server.storage.models import Block
-from cairn_server.storage.repository import NotFoundError
 
 
-class _Args(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ReplaceArgs(_Args):
+class ReplaceArgs(ToolArgs):
     label: str = Field(description="Block label.")
     old_string: str = Field(description="Exact text now in the block; must occur once.")
     new_string: str = Field(description="Replacement text (may be empty to delete).")
 
 
-class InsertArgs(_Args):
+class InsertArgs(ToolArgs):
     label: str = Field(description="Block label.")
     text: str = Field(description="Text to insert.")
     line: int | None = Field(
@@ -43,7 +38,7 @@ class InsertArgs(_Args):
     )
 
 
-class RethinkArgs(_Args):
+class RethinkArgs(ToolArgs):
     label: str = Field(description="Block label.")
     new_value: str = Field(description="The block's complete new text.")
 
@@ -114,7 +109,7 @@ async def _edit(
     )
 
 
-EDIT_TOOLS = [
+MEMORY_EDIT_TOOLS: list[ServerTool] = [
     server_tool(
         "memory_replace",
         "Replace text in a memory block; old_string must occur exactly once.",
@@ -134,23 +129,3 @@ EDIT_TOOLS = [
         memory_rethink,
     ),
 ]
-
-SERVER_TOOLS: dict[str, ServerTool] = {
-    tool.spec.name: tool for tool in [*EDIT_TOOLS, *SEARCH_TOOLS]
-}
-
-
-async def run_server_tool(ctx: ToolContext, name: str, arguments: dict[str, Any]) -> ToolOutcome:
-    """Validate the model's arguments and run the tool; every failure becomes a clear outcome."""
-    tool = SERVER_TOOLS[name]
-    try:
-        args = tool.args.model_validate(arguments)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
-        )
-        return tool_error(f"invalid arguments for {name}: {problems}")
-    outcome = await tool.run(ctx, args)
-    if outcome.seen_versions:
-        await ctx.memory.snapshots.mark_seen(ctx.conversation_id, outcome.seen_versions)
-    return outcome

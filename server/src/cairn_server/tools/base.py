@@ -1,22 +1,21 @@
 """What every server-side tool is made of: its spec, argument model, context and outcome.
 
-Owns the shapes shared by the memory edit tools and the search tools, and the note on
-secrets cut from what a tool stores.
+Owns the shapes every tool family in this package shares, and the note on secrets cut from
+what a tool stores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cairn_protocol.redaction import secrets_phrase
+from cairn_protocol.validation import schema_without_titles
 from pydantic import BaseModel
 
-from cairn_server.providers.base import ToolSpec
-
-if TYPE_CHECKING:
-    from cairn_server.memory.services import Memory
+from cairn_server.domain import ToolSpec
+from cairn_server.memory.services import Memory
 
 
 @dataclass(frozen=True)
@@ -52,11 +51,7 @@ class ServerTool:
 
 def server_tool(name: str, description: str, args: type[BaseModel], run: ToolFn) -> ServerTool:
     """A tool whose JSON schema is the argument model's, without pydantic's titles."""
-    schema = args.model_json_schema()
-    schema.pop("title", None)
-    for prop in schema.get("properties", {}).values():
-        prop.pop("title", None)
-    return ServerTool(ToolSpec(name, description, schema), args, run)
+    return ServerTool(ToolSpec(name, description, schema_without_titles(args)), args, run)
 
 
 def tool_error(message: str) -> ToolOutcome:

@@ -1,0 +1,71 @@
+"""The server's one tool registry: which tools a run offers, who runs each, and dispatch.
+
+Owns the table of server tools (every family in this package registers here) and the
+specs of the client tools as the model sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+from cairn_protocol import CLIENT_TOOLS
+from cairn_protocol.tools import invalid_arguments
+from pydantic import ValidationError
+
+from cairn_server.domain import MalformedArguments, ToolCall, ToolSpec
+from cairn_server.tools.archival import ARCHIVAL_TOOLS
+from cairn_server.tools.base import ServerTool, ToolContext, ToolOutcome, tool_error
+from cairn_server.tools.memory_edit import MEMORY_EDIT_TOOLS
+from cairn_server.tools.recall_search import RECALL_TOOLS
+
+SERVER_TOOLS: dict[str, ServerTool] = {
+    tool.spec.name: tool for tool in [*MEMORY_EDIT_TOOLS, *RECALL_TOOLS, *ARCHIVAL_TOOLS]
+}
+
+# Who runs a tool: the server itself, or the client that offered it.
+Runner = Literal["server", "client"]
+
+
+class ToolRegistry:
+    """Every tool a run may get. Server tools run here; client tools are only described."""
+
+    def __init__(self, server_tools: Mapping[str, ServerTool] = SERVER_TOOLS) -> None:
+        self._server_tools = server_tools
+
+    def specs(self, offered_client_tools: Iterable[str]) -> list[ToolSpec]:
+        """What a run offers the model: the client tools its client offered (in a stable
+        order), then every server tool."""
+        offered = set(offered_client_tools)
+        client = [
+            ToolSpec(name, tool.description, tool.parameters_schema())
+            for name, tool in CLIENT_TOOLS.items()
+            if name in offered
+        ]
+        return [*client, *(tool.spec for tool in self._server_tools.values())]
+
+    def kind(self, name: str) -> Runner | None:
+        """Who runs the tool called `name`; None when no such tool exists."""
+        if name in self._server_tools:
+            return "server"
+        return "client" if name in CLIENT_TOOLS else None
+
+    async def dispatch(self, ctx: ToolContext, call: ToolCall) -> ToolOutcome:
+        """Validate the model's arguments and run the server tool; every failure becomes a
+        clear outcome for the model."""
+        tool = self._server_tools.get(call.name)
+        if tool is None:
+            return tool_error(f"{call.name!r} is not a tool the server runs")
+        if isinstance(call.parsed, MalformedArguments):
+            return tool_error(call.parsed.problem)
+        try:
+            args = tool.args.model_validate(call.parsed)
+        except ValidationError as exc:
+            return tool_error(invalid_arguments(call.name, exc))
+        outcome = await tool.run(ctx, args)
+        if outcome.seen_versions:
+            await ctx.memory.snapshots.mark_seen(ctx.conversation_id, outcome.seen_versions)
+        return outcome
+
+
+TOOLS = ToolRegistry()
