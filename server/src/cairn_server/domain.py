@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 MessageRole = Literal["user", "assistant", "tool"]
+# A stored message's role: the model's roles, or an event (a note from the system, such as a
+# memory change made elsewhere), sent to the model as a user message.
+StoredRole = Literal["user", "assistant", "tool", "event"]
+MESSAGE_ROLES: tuple[MessageRole, ...] = get_args(MessageRole)
+STORED_ROLES: tuple[StoredRole, ...] = get_args(StoredRole)
 # How a model's answer ended, in every provider's terms.
 ModelStopReason = Literal["end_turn", "tool_use", "max_tokens", "other"]
 

@@ -31,6 +31,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select, SelectOfScalar
 
+from cairn_server.domain import MESSAGE_ROLES, STORED_ROLES
 from cairn_server.memory.embeddings import (
     Embedder,
     cosine_ranking,
@@ -43,8 +44,7 @@ from cairn_server.storage.repository import Repository
 
 log = logging.getLogger(__name__)
 
-ROLES = ("user", "assistant", "tool", "event")
-DEFAULT_ROLES = ("user", "assistant", "tool")  # events (memory-change notices) only on request
+DEFAULT_ROLES = MESSAGE_ROLES  # events (memory-change notices) only on request
 
 MAX_TERMS = 32
 CANDIDATES = 150  # text matches re-ranked with their neighbours
@@ -550,9 +550,9 @@ def _ordered(scores: dict[int, float]) -> list[int]:
 def _checked_roles(roles: Sequence[str] | None) -> tuple[str, ...]:
     if roles is None:
         return DEFAULT_ROLES
-    unknown = sorted(set(roles) - set(ROLES))
+    unknown = sorted(set(roles) - set(STORED_ROLES))
     if unknown:
-        raise ValueError(f"unknown role(s) {', '.join(unknown)}; use {', '.join(ROLES)}")
+        raise ValueError(f"unknown role(s) {', '.join(unknown)}; use {', '.join(STORED_ROLES)}")
     return tuple(dict.fromkeys(roles)) or DEFAULT_ROLES
 
 

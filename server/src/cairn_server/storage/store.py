@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
-from typing import Any, Literal, TypeVar, cast, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from cairn_protocol import ServerEvent, Usage, WorkspaceIdentity, dump_frame, parse_server_frame
 from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, ApprovalRecord, StopReason
@@ -16,7 +16,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from cairn_server.domain import MessageRole, ModelMessage, ToolCall
+from cairn_server.domain import STORED_ROLES, ModelMessage, ToolCall
 from cairn_server.storage.models import (
     Agent,
     ApiToken,
@@ -43,7 +43,6 @@ TOKEN_PREFIX = "cairn_"
 # without one (a later answer can still settle an unknown call).
 SETTLED_STATUSES = ("ok", "error", "denied", "unknown")
 STOP_REASONS: tuple[str, ...] = get_args(StopReason)
-ROLES = ("user", "assistant", "tool", "event")
 
 T = TypeVar("T")
 E = TypeVar("E", bound=ServerEvent)
@@ -60,12 +59,12 @@ def hash_token(plaintext: str) -> str:
 
 def to_model_message(message: Message) -> ModelMessage:
     """A stored message back in the provider-neutral form the runtime sends to models."""
-    if message.role not in ROLES:
+    if message.role not in STORED_ROLES:
         raise ValueError(f"message {message.id} has unknown role {message.role!r}")
     if message.role == "event":  # a note from the system, e.g. a memory change made elsewhere
         return ModelMessage(role="user", content=message.content)
     return ModelMessage(
-        role=cast(MessageRole, message.role),
+        role=message.role,
         content=message.content,
         tool_calls=stored_tool_calls(message),
         tool_call_id=message.tool_call_id,

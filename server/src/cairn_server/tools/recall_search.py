@@ -12,7 +12,8 @@ from datetime import UTC, date, datetime, time
 from cairn_protocol.tools import ToolArgs
 from pydantic import Field
 
-from cairn_server.memory.recall import DEFAULT_ROLES, ROLES, RecallHit
+from cairn_server.domain import STORED_ROLES
+from cairn_server.memory.recall import DEFAULT_ROLES, RecallHit
 from cairn_server.tools.base import ServerTool, ToolContext, ToolOutcome, server_tool, tool_error
 from cairn_server.tools.search import (
     MAX_LIMIT,
@@ -75,10 +76,10 @@ def _roles(roles: Sequence[str]) -> tuple[str, ...]:
     if not roles:
         return DEFAULT_ROLES
     wanted = [role.strip().lower() for role in roles]
-    unknown = [role for role in wanted if role not in ROLES]
+    unknown = [role for role in wanted if role not in STORED_ROLES]
     if unknown:
         raise BadArguments(
-            f"unknown role {', '.join(map(repr, unknown))}; roles are {', '.join(ROLES)}"
+            f"unknown role {', '.join(map(repr, unknown))}; roles are {', '.join(STORED_ROLES)}"
         )
     return tuple(dict.fromkeys(wanted))
 
