@@ -26,6 +26,7 @@ from cairn_server.tools.search import (
     Words,
     check_query,
     count,
+    hits_answer,
     limit_of,
     shown,
 )
@@ -80,9 +81,8 @@ async def archival_search(ctx: ToolContext, args: ArchivalSearchArgs) -> ToolOut
         total = await ctx.memory.archive.count(ctx.agent_id)
         kept = f"{count(total, 'passage')} kept"
         return ToolOutcome(f"No passages match {args.query!r} ({where}; {kept}).")
-    lines = [f"{count(len(hits), 'passage')} for {args.query!r} ({where}){clamped}:"]
-    lines += [_passage_line(hit) for hit in hits]
-    return ToolOutcome("\n".join(lines))
+    lines = [_passage_line(hit) for hit in hits]
+    return hits_answer(lines, "passage", args.query, where, clamped)
 
 
 ARCHIVAL_TOOLS: list[ServerTool] = [

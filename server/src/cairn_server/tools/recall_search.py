@@ -21,7 +21,7 @@ from cairn_server.tools.search import (
     Day,
     Words,
     check_query,
-    count,
+    hits_answer,
     limit_of,
     shown,
 )
@@ -57,9 +57,8 @@ async def conversation_search(ctx: ToolContext, args: ConversationSearchArgs) ->
     where = f"all conversations, {'; '.join(scope)}"
     if not hits:
         return ToolOutcome(f"No messages match {args.query!r} ({where}).")
-    lines = [f"{count(len(hits), 'message')} for {args.query!r} ({where}){clamped}:"]
-    lines += [_message_line(hit) for hit in hits]
-    return ToolOutcome("\n".join(lines))
+    lines = [_message_line(hit) for hit in hits]
+    return hits_answer(lines, "message", args.query, where, clamped)
 
 
 RECALL_TOOLS: list[ServerTool] = [

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import BeforeValidator
 
 from cairn_server.memory.recall import search_terms
+from cairn_server.tools.base import ToolOutcome
 
 MAX_LIMIT = 50
 SHOWN_CHARS = 400
@@ -41,6 +42,12 @@ def limit_of(limit: int) -> tuple[int, str]:
     if limit > MAX_LIMIT:
         return MAX_LIMIT, f" [limit clamped to {MAX_LIMIT}]"
     return limit, ""
+
+
+def hits_answer(lines: list[str], noun: str, query: str, where: str, clamped: str) -> ToolOutcome:
+    """The hits, one line each, under a heading that says how many, for what and where."""
+    heading = f"{count(len(lines), noun)} for {query!r} ({where}){clamped}:"
+    return ToolOutcome("\n".join([heading, *lines]))
 
 
 def shown(text: str) -> str:
