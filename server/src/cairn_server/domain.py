@@ -27,7 +27,7 @@ class MalformedArguments:
     problem: str
 
 
-def parse_arguments(tool: str, text: str) -> dict[str, Any] | MalformedArguments:
+def _parse_arguments(tool: str, text: str) -> dict[str, Any] | MalformedArguments:
     """The model's argument text as an object (empty text is `{}`), or what is wrong with it."""
     try:
         value = json.loads(text or "{}")
@@ -52,7 +52,7 @@ class ToolCall:
     parsed: dict[str, Any] | MalformedArguments = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "parsed", parse_arguments(self.name, self.arguments))
+        object.__setattr__(self, "parsed", _parse_arguments(self.name, self.arguments))
 
     @property
     def arguments_object(self) -> dict[str, Any]:
