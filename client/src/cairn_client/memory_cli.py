@@ -35,10 +35,12 @@ from cairn_client.memory_format import (
 from cairn_client.policy.settings import SettingsError
 
 if TYPE_CHECKING:  # the REST client (httpx) is imported only when a command runs
-    from cairn_client.api import Agent, Block, BlockVersion, CairnApi, ContextReport
+    from cairn_protocol.rest import AgentPublic, BlockPublic, BlockVersionPublic, ContextReport
+
+    from cairn_client.api import CairnApi
 
 T = TypeVar("T")
-Work = Callable[["CairnApi", "Agent"], Awaitable[T]]
+Work = Callable[["CairnApi", "AgentPublic"], Awaitable[T]]
 
 ConversationOption = Annotated[
     str | None,
@@ -87,7 +89,7 @@ LimitOpt = Annotated[
 def list_command() -> None:
     """The blocks: label, characters used of the limit, version, read-only mark."""
 
-    async def work(api: CairnApi, agent: Agent) -> list[Block]:
+    async def work(api: CairnApi, agent: AgentPublic) -> list[BlockPublic]:
         return await api.list_blocks(agent.id)
 
     blocks = run_with_server(work)
@@ -113,7 +115,7 @@ def show_command(
 ) -> None:
     """One block: its details, then its value."""
 
-    async def work(api: CairnApi, agent: Agent) -> Block:
+    async def work(api: CairnApi, agent: AgentPublic) -> BlockPublic:
         return await api.get_block(agent.id, label)
 
     block = run_with_server(work)
@@ -142,7 +144,7 @@ def create_command(
     """Create a block (empty unless --value or --file gives its value)."""
     text = _value_from(value, file) or ""
 
-    async def work(api: CairnApi, agent: Agent) -> Block:
+    async def work(api: CairnApi, agent: AgentPublic) -> BlockPublic:
         return await api.create_block(
             agent.id,
             label,
@@ -174,7 +176,7 @@ def set_command(
     if text is None and description is None and limit is None and read_only is None:
         _fail("nothing to change: give --value, --file, --description, --limit or --read-only")
 
-    async def work(api: CairnApi, agent: Agent) -> Block:
+    async def work(api: CairnApi, agent: AgentPublic) -> BlockPublic:
         return await api.update_block(
             agent.id,
             label,
@@ -195,7 +197,7 @@ def edit_command(label: LabelArg, reason: ReasonOpt = None) -> None:
 
     from cairn_client.api import ApiError
 
-    async def work(api: CairnApi, agent: Agent) -> str:
+    async def work(api: CairnApi, agent: AgentPublic) -> str:
         block = await api.get_block(agent.id, label)
         edited = await asyncio.to_thread(_edit_text, label, block.value)
         if edited == block.value:
@@ -230,7 +232,7 @@ def delete_command(
         typer.echo("not deleted")
         raise typer.Exit(EXIT_SERVER)
 
-    async def work(api: CairnApi, agent: Agent) -> int:
+    async def work(api: CairnApi, agent: AgentPublic) -> int:
         block = await api.get_block(agent.id, label)
         await api.delete_block(agent.id, label)
         return block.version
@@ -243,7 +245,7 @@ def delete_command(
 def history_command(label: LabelArg) -> None:
     """Every version of a block, newest first: when, what, who, and why."""
 
-    async def work(api: CairnApi, agent: Agent) -> list[BlockVersion]:
+    async def work(api: CairnApi, agent: AgentPublic) -> list[BlockVersionPublic]:
         return await api.block_history(agent.id, label)
 
     versions = run_with_server(work)
@@ -271,7 +273,7 @@ def diff_command(
 ) -> None:
     """What changed between two versions of a block, as a coloured unified diff."""
 
-    async def work(api: CairnApi, agent: Agent) -> tuple[int, int, str]:
+    async def work(api: CairnApi, agent: AgentPublic) -> tuple[int, int, str]:
         diff = await api.block_diff(agent.id, label, from_version, to_version)
         return diff.from_version, diff.to_version, diff.diff
 
@@ -290,7 +292,7 @@ def revert_command(
 ) -> None:
     """Bring back an old version's value, as a new version (works for a deleted block too)."""
 
-    async def work(api: CairnApi, agent: Agent) -> Block:
+    async def work(api: CairnApi, agent: AgentPublic) -> BlockPublic:
         return await api.revert_block(agent.id, label, version, reason=reason)
 
     block = run_with_server(work)
@@ -303,13 +305,15 @@ def context_command(
 ) -> None:
     """The context window of a conversation by section, with tokens and the budget."""
 
-    async def work(api: CairnApi, agent: Agent) -> ContextReport:
+    async def work(api: CairnApi, agent: AgentPublic) -> ContextReport:
         return await api.context(await conversation_or_latest(api, agent, conversation))
 
     print_context(run_with_server(work))
 
 
-async def conversation_or_latest(api: CairnApi, agent: Agent, conversation: str | None) -> str:
+async def conversation_or_latest(
+    api: CairnApi, agent: AgentPublic, conversation: str | None
+) -> str:
     """`conversation`, or the agent's latest one; CommandError when it has none yet."""
     if conversation is not None:
         return conversation

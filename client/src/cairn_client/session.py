@@ -50,6 +50,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from cairn_client.call_log import CallLog
 from cairn_client.config import ClientSettings, websocket_url
+from cairn_client.errors import CairnError
 from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import EDIT_TOOLS, Policy
 from cairn_client.policy.settings import SettingsError
@@ -81,11 +82,11 @@ class Endpoint:
     resolve: Callable[[], Awaitable[str]]
 
 
-class SessionFailed(RuntimeError):
+class SessionFailed(CairnError, RuntimeError):
     """The server refused the session in a way retrying cannot fix."""
 
 
-class NotConnected(RuntimeError):
+class NotConnected(CairnError, RuntimeError):
     pass
 
 

@@ -23,9 +23,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import sqlalchemy as sa
+from cairn_protocol.rest import MessageRole
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -43,7 +44,7 @@ from cairn_server.storage.repository import Repository
 
 log = logging.getLogger(__name__)
 
-ROLES = ("user", "assistant", "tool", "event")
+ROLES: tuple[str, ...] = get_args(MessageRole)
 DEFAULT_ROLES = ("user", "assistant", "tool")  # events (memory-change notices) only on request
 
 MAX_TERMS = 32

@@ -11,6 +11,8 @@ from typing import Any, Literal, Protocol, Self
 
 from cairn_protocol import Usage
 
+from cairn_server.errors import CairnServerError
+
 
 @dataclass(frozen=True)
 class ToolCall:
@@ -90,7 +92,7 @@ class Retrying:
 StreamEvent = TextDelta | ToolCallReady | Completed | Retrying
 
 
-class ProviderError(RuntimeError):
+class ProviderError(CairnServerError, RuntimeError):
     """The model could not be reached or answered with an error; message is for the user."""
 
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
-from typing import Any, Literal, TypeVar, cast, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from cairn_protocol import ServerEvent, Usage, WorkspaceIdentity, dump_frame, parse_server_frame
 from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, ApprovalRecord, StopReason
+from cairn_protocol.rest import MessageRole
 from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from cairn_server.errors import CairnServerError
 from cairn_server.providers.base import ModelMessage, ToolCall
 from cairn_server.storage.models import (
     Agent,
@@ -43,13 +45,13 @@ TOKEN_PREFIX = "cairn_"
 # without one (a later answer can still settle an unknown call).
 SETTLED_STATUSES = ("ok", "error", "denied", "unknown")
 STOP_REASONS: tuple[str, ...] = get_args(StopReason)
-ROLES = ("user", "assistant", "tool", "event")
+ROLES: tuple[str, ...] = get_args(MessageRole)
 
 T = TypeVar("T")
 E = TypeVar("E", bound=ServerEvent)
 
 
-class TokenRefused(PermissionError):
+class TokenRefused(CairnServerError, PermissionError):
     """A token that opens no session; the message says why (unknown, revoked, expired)."""
 
 
@@ -65,7 +67,7 @@ def to_model_message(message: Message) -> ModelMessage:
     if message.role == "event":  # a note from the system, e.g. a memory change made elsewhere
         return ModelMessage(role="user", content=message.content)
     return ModelMessage(
-        role=cast(Literal["user", "assistant", "tool"], message.role),
+        role=message.role,
         content=message.content,
         tool_calls=tuple(
             ToolCall(id=str(call["id"]), name=str(call["name"]), arguments=str(call["arguments"]))
