@@ -18,7 +18,6 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 from cairn_protocol import (
     CLIENT_TOOLS,
@@ -40,7 +39,9 @@ from cairn_protocol.messages import (
     APPROVAL_SHOWN_LIMIT,
     FATAL_CLOSE_CODES,
     TRANSIENT_EVENT_TYPES,
+    ApprovalAnswer,
     ApprovalRecord,
+    DecidedBy,
     Frame,
     UserCommand,
 )
@@ -454,8 +455,8 @@ class ClientSession:
 def approval_record(
     prepared: PreparedCall,
     verdict: Verdict,
-    decided_by: Literal["policy", "user", "nobody"],
-    answer: Literal["once", "session", "always", "deny"] | None = None,
+    decided_by: DecidedBy,
+    answer: ApprovalAnswer | None = None,
     asked_at: datetime | None = None,
 ) -> ApprovalRecord:
     """What was decided on a call, by whom, and what was (or would have been) shown: the
