@@ -1,7 +1,7 @@
 """`cairn runs ...`: the runs of this repository's conversation and each run's approvals.
 
-Owns those commands' output; reaching the server and the exit codes (0 ok, 1 server error or
-not found, 2 usage error) are memory_cli's.
+Owns those commands' output; reaching the server is memory_cli's, and failures are
+CairnErrors that cli.py prints (exit 1 server error or not found, 2 usage error).
 """
 
 from __future__ import annotations

@@ -19,13 +19,14 @@ from cairn_protocol.rest import (
     RunPublic,
     RunStepPublic,
 )
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends
 
 from cairn_server.api.deps import RuntimeDep, StoreDep, UserDep, refuse_nul
 from cairn_server.api.schemas import AgentUpdate, approval_public
 from cairn_server.context.budget import check_budget
 from cairn_server.providers.registry import resolve_model
 from cairn_server.storage.models import Agent, Conversation, Run
+from cairn_server.storage.repository import NotFoundError
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(refuse_nul)])
 PublicT = TypeVar("PublicT", bound=PublicModel)
@@ -73,14 +74,14 @@ async def update_agent(
 async def owned_agent(store: StoreDep, user: UserDep, agent_id: str) -> Agent:
     agent = await store.get_agent(agent_id)
     if agent is None or agent.user_id != user.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id}")
+        raise NotFoundError(f"no agent {agent_id}")
     return agent
 
 
 async def owned_conversation(store: StoreDep, user: UserDep, conversation_id: str) -> Conversation:
     conversation = await store.get_conversation(conversation_id)
     if conversation is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id}")
+        raise NotFoundError(f"no conversation {conversation_id}")
     await owned_agent(store, user, conversation.agent_id)
     return conversation
 
@@ -136,6 +137,6 @@ async def list_approvals(store: StoreDep, user: UserDep, run_id: str) -> list[Ap
 async def owned_run(store: StoreDep, user: UserDep, run_id: str) -> Run:
     run = await store.get_run(run_id)
     if run is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")
+        raise NotFoundError(f"no run {run_id}")
     await owned_conversation(store, user, run.conversation_id)
     return run

@@ -62,16 +62,8 @@ class PassageCreate(_Body):
 
 def block_public(block: Block, secrets_redacted: int = 0) -> BlockPublic:
     """The block as the API shows it; `secrets_redacted`: cut from what this request stored."""
-    return BlockPublic(
-        label=block.label,
-        description=block.description,
-        value=block.value,
-        char_limit=block.char_limit,
-        read_only=block.read_only,
-        version=block.version,
-        chars=len(block.value),
-        updated_at=block.updated_at,
-        secrets_redacted=secrets_redacted,
+    return BlockPublic.model_validate(
+        {**block.model_dump(), "chars": len(block.value), "secrets_redacted": secrets_redacted}
     )
 
 
