@@ -86,7 +86,7 @@ WORD = re.compile(r"[^\W_]+")
 class RecallHit:
     message_id: int
     conversation_id: str
-    role: str
+    role: MessageRole
     content: str
     created_at: datetime
     score: float
