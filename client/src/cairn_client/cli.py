@@ -27,12 +27,11 @@ ApproveOption = Annotated[
 ]
 
 
-
 class CairnCommand(TyperGroup):
     """The root command: a CairnError from any subcommand becomes `cairn: <message>` on
     stderr and the error's exit code, never a traceback."""
 
-    def invoke(self, ctx: Any) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer vendors click: its Context type is private
         try:
             return super().invoke(ctx)
         except CairnError as exc:

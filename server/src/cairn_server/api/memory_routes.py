@@ -22,7 +22,7 @@ from cairn_protocol.rest import (
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
 from cairn_server.api.deps import MemoryDep, RuntimeDep, StoreDep, UserDep, refuse_nul
-from cairn_server.api.routes import owned_agent, owned_conversation, public
+from cairn_server.api.routes import owned_agent, owned_conversation
 from cairn_server.api.schemas import (
     BlockCreate,
     BlockUpdate,
@@ -31,6 +31,7 @@ from cairn_server.api.schemas import (
     PassageCreate,
     RevertRequest,
     block_public,
+    public,
 )
 from cairn_server.context.report import view_context
 from cairn_server.memory.blocks import Author

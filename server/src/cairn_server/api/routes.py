@@ -6,35 +6,25 @@ cairn_protocol.rest.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TypeVar
-
 from cairn_protocol import WorkspaceIdentity
 from cairn_protocol.rest import (
     AgentPublic,
     ApprovalPublic,
     ConversationPublic,
     MessagePublic,
-    PublicModel,
     RunPublic,
     RunStepPublic,
 )
 from fastapi import APIRouter, Depends
 
 from cairn_server.api.deps import RuntimeDep, StoreDep, UserDep, refuse_nul
-from cairn_server.api.schemas import AgentUpdate, approval_public
+from cairn_server.api.schemas import AgentUpdate, approval_public, public
 from cairn_server.context.budget import check_budget
 from cairn_server.providers.registry import resolve_model
 from cairn_server.storage.models import Agent, Conversation, Run
 from cairn_server.storage.repository import NotFoundError
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(refuse_nul)])
-PublicT = TypeVar("PublicT", bound=PublicModel)
-
-
-def public(shape: type[PublicT], rows: Iterable[object]) -> list[PublicT]:
-    """Table rows as the API shows them: only the fields of `shape`."""
-    return [shape.model_validate(row) for row in rows]
 
 
 @router.get("/health", tags=["meta"])

@@ -5,9 +5,10 @@ Owns what a route accepts; what it returns is defined once, in cairn_protocol.re
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterable
+from typing import Annotated, TypeVar
 
-from cairn_protocol.rest import ApprovalPublic, BlockPublic
+from cairn_protocol.rest import ApprovalPublic, BlockPublic, PublicModel
 from pydantic import BaseModel, ConfigDict, Field
 
 from cairn_server.config import MIN_BUDGET
@@ -58,6 +59,14 @@ class RevertRequest(_Body):
 class PassageCreate(_Body):
     text: str = Field(min_length=1)
     tags: list[str] = Field(default_factory=list)
+
+
+PublicT = TypeVar("PublicT", bound=PublicModel)
+
+
+def public(shape: type[PublicT], rows: Iterable[object]) -> list[PublicT]:
+    """Table rows as the API shows them: only the fields of `shape`."""
+    return [shape.model_validate(row) for row in rows]
 
 
 def block_public(block: Block, secrets_redacted: int = 0) -> BlockPublic:
