@@ -9,9 +9,10 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from cairn_client.api import Agent, ApiError, CairnApi
+from cairn_client.api import ApiError, CairnApi
 from cairn_protocol import WorkspaceIdentity
 from cairn_protocol.messages import UserMessage, Welcome
+from cairn_protocol.rest import AgentPublic
 from support.servers import TEST_TOKEN, Served, script
 from support.wire import WireClient
 
@@ -32,7 +33,7 @@ def new_workspace(name: str = "shop") -> WorkspaceIdentity:
 
 
 @pytest.fixture
-async def agent(api: CairnApi) -> Agent:
+async def agent(api: CairnApi) -> AgentPublic:
     return await api.ensure_agent(new_workspace())
 
 
@@ -53,7 +54,7 @@ async def test_ensure_agent_is_idempotent_and_starts_with_the_default_blocks(
 
 
 async def test_a_block_edited_reverted_deleted_and_brought_back_keeps_every_version(
-    api: CairnApi, agent: Agent
+    api: CairnApi, agent: AgentPublic
 ) -> None:
     created = await api.create_block(
         agent.id, "testing", value="run pytest\n", description="How to test", char_limit=200
@@ -103,7 +104,7 @@ async def test_a_block_edited_reverted_deleted_and_brought_back_keeps_every_vers
 
 
 async def test_a_stale_expected_version_is_a_conflict_and_changes_nothing(
-    api: CairnApi, agent: Agent
+    api: CairnApi, agent: AgentPublic
 ) -> None:
     await api.update_block(agent.id, "project", value="theirs", expected_version=1)
     with pytest.raises(ApiError) as stale:
@@ -124,7 +125,7 @@ async def test_a_stale_expected_version_is_a_conflict_and_changes_nothing(
     ],
 )
 async def test_errors_carry_the_status_and_the_servers_message(
-    api: CairnApi, agent: Agent, attempt: str, status: int, words: str
+    api: CairnApi, agent: AgentPublic, attempt: str, status: int, words: str
 ) -> None:
     with pytest.raises(ApiError) as refused:
         if attempt == "unknown label":
@@ -171,7 +172,7 @@ async def test_a_server_that_cannot_be_started_is_reported_as_such() -> None:
             await api.list_agents()
 
 
-async def test_passages_are_kept_searched_and_deleted(api: CairnApi, agent: Agent) -> None:
+async def test_passages_are_kept_searched_and_deleted(api: CairnApi, agent: AgentPublic) -> None:
     kept = await api.create_passage(agent.id, "The build uses make and a Docker image.", ["build"])
     await api.create_passage(agent.id, "Invoices are rounded to cents.", ["billing"])
     hits = await api.list_passages(agent.id, query="docker build")

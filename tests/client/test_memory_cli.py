@@ -11,10 +11,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from cairn_client.api import Agent, CairnApi
+from cairn_client.api import CairnApi
 from cairn_client.cli import app
 from cairn_client.workspace import detect_workspace
 from cairn_protocol.messages import UserMessage
+from cairn_protocol.rest import AgentPublic
 from support.repos import make_repo
 from support.servers import TEST_TOKEN, Served, script
 from support.wire import WireClient
@@ -40,8 +41,8 @@ def cairn(served: Served, *args: str, input: str | None = None, **env: str) -> R
     return CliRunner().invoke(app, list(args), input=input, env=environment)
 
 
-def agent_of(served: Served, repo: Path) -> Agent:
-    async def find() -> Agent:
+def agent_of(served: Served, repo: Path) -> AgentPublic:
+    async def find() -> AgentPublic:
         async with CairnApi(served.url, TEST_TOKEN) as api:
             return await api.ensure_agent(detect_workspace(repo).identity)
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cairn_client.api import CairnApi, RunApproval
+from cairn_client.api import CairnApi
 from cairn_client.cli import app
 from cairn_client.headless import NEEDS_A_PERSON, HeadlessListener, run_headless
 from cairn_client.listener import SessionListener
@@ -24,6 +24,7 @@ from cairn_client.session import ClientSession, Endpoint, approval_record
 from cairn_client.tools.base import PreparedCall, Preview
 from cairn_client.workspace import detect_workspace
 from cairn_protocol import RunFinished, ToolRequest
+from cairn_protocol.rest import ApprovalPublic
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
 from typer.testing import CliRunner, Result
@@ -155,7 +156,7 @@ def test_a_call_nobody_could_approve_is_recorded_as_such(served: Served, repo: P
         script({"tool_calls": [call("write", path="x.txt", content="x\n")]}, {"text": "Ok."})
     )
 
-    async def work() -> list[RunApproval]:
+    async def work() -> list[ApprovalPublic]:
         listener = HeadlessListener(as_json=False, out=io.StringIO(), err=io.StringIO())
         client = session(served, repo, listener, Policy(PolicySettings()))
         assert await run_headless(client, listener, "write x") == 0
@@ -196,7 +197,7 @@ def test_leaving_the_sandbox_is_asked_and_recorded_even_in_bypass(
         )
     )
 
-    async def work() -> tuple[list[RunApproval], RecordingListener]:
+    async def work() -> tuple[list[ApprovalPublic], RecordingListener]:
         listener = RecordingListener([Approval("session")])
         client = session(served, repo, listener, Policy(PolicySettings(mode="bypass")))
         runner = asyncio.create_task(client.run())

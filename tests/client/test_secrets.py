@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cairn_client.api import CairnApi, RunApproval
+from cairn_client.api import CairnApi
 from cairn_client.formatting import compaction_line
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
@@ -27,6 +27,7 @@ from cairn_client.tools.registry import execute_call, prepare_call
 from cairn_client.tools.shell_check import describe_command, destructive_reasons, is_read_only
 from cairn_client.workspace import detect_workspace
 from cairn_protocol import ContextCompacted, ToolRequest
+from cairn_protocol.rest import ApprovalPublic
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
 
@@ -362,7 +363,7 @@ def test_a_denial_quoting_a_secret_reaches_neither_model_nor_server(
     )
     reason = f"no, {OPENAI} must never be in a file"
 
-    async def work() -> tuple[str, list[RunApproval]]:
+    async def work() -> tuple[str, list[ApprovalPublic]]:
         listener = RecordingListener([Approval("deny", reason)])
         client = ClientSession(
             Endpoint(TEST_TOKEN, lambda: _at(served.url)),

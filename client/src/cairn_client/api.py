@@ -1,31 +1,43 @@
 """A small typed async client for the server's REST API: agents, memory, recall, context, runs.
 
-Owns the HTTP calls and turning every failure into one `ApiError` with a one-line message.
+Owns the HTTP calls and turning every failure into one `ApiError` with a one-line message; the
+shapes it returns are the server's own, from cairn_protocol.rest.
 """
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import date, datetime
+from datetime import date
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
 from cairn_protocol import WorkspaceIdentity
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from cairn_protocol.rest import (
+    AgentPublic,
+    ApprovalPublic,
+    BlockDiff,
+    BlockPublic,
+    BlockVersionPublic,
+    ContextReport,
+    ConversationPublic,
+    MessageHit,
+    PassagePublic,
+    RunPublic,
+)
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from cairn_client.errors import CairnError
 
 REQUEST_TIMEOUT_S = 30.0
 
 UrlResolver = Callable[[], Awaitable[str]]
-SectionName = Literal[
-    "instructions", "tools", "memory_blocks", "memory_metadata", "summary", "messages"
-]
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-class ApiError(Exception):
+class ApiError(CairnError):
     """A request that did not succeed: `status` is the HTTP status (None: no answer at all)."""
 
     def __init__(self, status: int | None, detail: str) -> None:
@@ -40,147 +52,6 @@ class ApiError(Exception):
     @property
     def conflict(self) -> bool:
         return self.status == 409
-
-
-class _Model(BaseModel):
-    # Fields the server adds later are ignored, so an older client keeps working.
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class Agent(_Model):
-    id: str
-    user_id: str
-    codebase_key: str
-    display_name: str
-    origin: str | None = None
-    model: str | None = None
-    created_at: datetime
-
-
-class Block(_Model):
-    label: str
-    description: str = ""
-    value: str = ""
-    char_limit: int
-    read_only: bool = False
-    version: int
-    chars: int
-    updated_at: datetime
-    secrets_redacted: int = 0  # cut from what this request stored
-
-
-class BlockVersion(_Model):
-    label: str
-    version: int
-    action: Literal["create", "edit", "revert", "delete"] | str
-    value: str = ""
-    description: str = ""
-    char_limit: int
-    read_only: bool = False
-    author_kind: Literal["agent", "user", "system"] | str
-    author: str | None = None
-    conversation_id: str | None = None
-    run_id: str | None = None
-    tool_call_id: str | None = None
-    tool: str | None = None
-    reason: str | None = None
-    created_at: datetime
-
-
-class BlockDiff(_Model):
-    label: str
-    from_version: int
-    to_version: int
-    diff: str
-
-
-class Passage(_Model):
-    id: int
-    text: str
-    tags: list[str] = []
-    created_at: datetime
-    conversation_id: str | None = None
-    run_id: str | None = None
-    score: float | None = None
-    secrets_redacted: int = 0  # cut from what this request stored
-
-
-class MessageHit(_Model):
-    message_id: int
-    conversation_id: str
-    role: str
-    content: str
-    created_at: datetime
-    score: float | None = None
-
-
-class Conversation(_Model):
-    id: str
-    agent_id: str
-    title: str = ""
-    created_at: datetime
-    updated_at: datetime
-
-
-class Run(_Model):
-    """One request's run: its outcome, model calls and usage (`input_tokens` includes the
-    cached ones)."""
-
-    id: str
-    conversation_id: str
-    status: Literal["running", "finished"] | str
-    stop_reason: str | None = None
-    model: str
-    steps: int = 0
-    input_tokens: int = 0
-    cached_input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    detail: str | None = None
-    created_at: datetime
-    finished_at: datetime | None = None
-
-
-class RunApproval(_Model):
-    """How one tool call of a run was decided, what was shown for it, and how the call ended
-    (`outcome` "unknown": the client never said whether it ran)."""
-
-    run_id: str
-    call_id: str
-    tool: str
-    decision: Literal["allow", "deny"] | str
-    decided_by: Literal["policy", "user", "nobody"] | str
-    answer: str | None = None
-    reason: str
-    shown_title: str
-    shown: str
-    content_hash: str
-    asked_at: datetime | None = None
-    decided_at: datetime
-    outcome: Literal["pending", "ok", "error", "denied", "unknown"] | str = "pending"
-    outcome_reason: str | None = None
-    outcome_content: str = ""
-
-
-class ContextItem(_Model):
-    name: str
-    tokens: int
-
-
-class ContextSection(_Model):
-    name: SectionName | str
-    tokens: int
-    text: str = ""
-    items: list[ContextItem] = []
-
-
-class ContextReport(_Model):
-    conversation_id: str
-    model: str | None = None
-    tokenizer: str
-    budget: int
-    total_tokens: int
-    sections: list[ContextSection]
 
 
 class CairnApi:
@@ -213,27 +84,29 @@ class CairnApi:
 
     # ------------------------------------------------------------------ agents
 
-    async def list_agents(self) -> list[Agent]:
-        return await self._list(Agent, "GET", "/v1/agents")
+    async def list_agents(self) -> list[AgentPublic]:
+        return await self._list(AgentPublic, "GET", "/v1/agents")
 
-    async def ensure_agent(self, identity: WorkspaceIdentity) -> Agent:
+    async def ensure_agent(self, identity: WorkspaceIdentity) -> AgentPublic:
         """The agent of this codebase, created on first use."""
-        return await self._one(Agent, "POST", "/v1/agents", json=identity.model_dump(mode="json"))
+        return await self._one(
+            AgentPublic, "POST", "/v1/agents", json=identity.model_dump(mode="json")
+        )
 
-    async def get_agent(self, agent_id: str) -> Agent:
-        return await self._one(Agent, "GET", _agent(agent_id))
+    async def get_agent(self, agent_id: str) -> AgentPublic:
+        return await self._one(AgentPublic, "GET", _agent(agent_id))
 
-    async def list_conversations(self, agent_id: str) -> list[Conversation]:
+    async def list_conversations(self, agent_id: str) -> list[ConversationPublic]:
         """Most recently updated first."""
-        return await self._list(Conversation, "GET", f"{_agent(agent_id)}/conversations")
+        return await self._list(ConversationPublic, "GET", f"{_agent(agent_id)}/conversations")
 
     # ------------------------------------------------------------------ core memory blocks
 
-    async def list_blocks(self, agent_id: str) -> list[Block]:
-        return await self._list(Block, "GET", f"{_agent(agent_id)}/blocks")
+    async def list_blocks(self, agent_id: str) -> list[BlockPublic]:
+        return await self._list(BlockPublic, "GET", f"{_agent(agent_id)}/blocks")
 
-    async def get_block(self, agent_id: str, label: str) -> Block:
-        return await self._one(Block, "GET", _block(agent_id, label))
+    async def get_block(self, agent_id: str, label: str) -> BlockPublic:
+        return await self._one(BlockPublic, "GET", _block(agent_id, label))
 
     async def create_block(
         self,
@@ -244,7 +117,7 @@ class CairnApi:
         description: str = "",
         char_limit: int | None = None,
         read_only: bool = False,
-    ) -> Block:
+    ) -> BlockPublic:
         body: dict[str, Any] = {
             "label": label,
             "value": value,
@@ -253,7 +126,7 @@ class CairnApi:
         }
         if char_limit is not None:
             body["char_limit"] = char_limit
-        return await self._one(Block, "POST", f"{_agent(agent_id)}/blocks", json=body)
+        return await self._one(BlockPublic, "POST", f"{_agent(agent_id)}/blocks", json=body)
 
     async def update_block(
         self,
@@ -266,7 +139,7 @@ class CairnApi:
         read_only: bool | None = None,
         expected_version: int | None = None,
         reason: str | None = None,
-    ) -> Block:
+    ) -> BlockPublic:
         """Change what is given; with `expected_version`, a block changed since fails with 409.
 
         `reason` is kept in the block's history.
@@ -280,18 +153,18 @@ class CairnApi:
             "reason": reason,
         }
         body = {name: given for name, given in fields.items() if given is not None}
-        return await self._one(Block, "PATCH", _block(agent_id, label), json=body)
+        return await self._one(BlockPublic, "PATCH", _block(agent_id, label), json=body)
 
     async def delete_block(self, agent_id: str, label: str) -> None:
         await self._request("DELETE", _block(agent_id, label))
 
-    async def block_history(self, agent_id: str, label: str) -> list[BlockVersion]:
+    async def block_history(self, agent_id: str, label: str) -> list[BlockVersionPublic]:
         """Newest first."""
-        return await self._list(BlockVersion, "GET", f"{_block(agent_id, label)}/history")
+        return await self._list(BlockVersionPublic, "GET", f"{_block(agent_id, label)}/history")
 
-    async def block_version(self, agent_id: str, label: str, version: int) -> BlockVersion:
+    async def block_version(self, agent_id: str, label: str, version: int) -> BlockVersionPublic:
         path = f"{_block(agent_id, label)}/versions/{version}"
-        return await self._one(BlockVersion, "GET", path)
+        return await self._one(BlockVersionPublic, "GET", path)
 
     async def block_diff(
         self,
@@ -307,13 +180,13 @@ class CairnApi:
 
     async def revert_block(
         self, agent_id: str, label: str, version: int, *, reason: str | None = None
-    ) -> Block:
+    ) -> BlockPublic:
         """A new version with that version's value (recreates a deleted block)."""
         path = f"{_block(agent_id, label)}/revert"
         body: dict[str, Any] = {"version": version}
         if reason is not None:
             body["reason"] = reason
-        return await self._one(Block, "POST", path, json=body)
+        return await self._one(BlockPublic, "POST", path, json=body)
 
     # ------------------------------------------------------------------ archival passages
 
@@ -325,17 +198,19 @@ class CairnApi:
         tags: Sequence[str] = (),
         limit: int = 20,
         offset: int = 0,
-    ) -> list[Passage]:
+    ) -> list[PassagePublic]:
         """Ranked by relevance with a query, newest first without."""
         params: list[tuple[str, str | int]] = [("limit", limit), ("offset", offset)]
         if query is not None:
             params.append(("query", query))
         params += [("tag", tag) for tag in tags]
-        return await self._list(Passage, "GET", f"{_agent(agent_id)}/passages", params=params)
+        return await self._list(PassagePublic, "GET", f"{_agent(agent_id)}/passages", params=params)
 
-    async def create_passage(self, agent_id: str, text: str, tags: Sequence[str] = ()) -> Passage:
+    async def create_passage(
+        self, agent_id: str, text: str, tags: Sequence[str] = ()
+    ) -> PassagePublic:
         body = {"text": text, "tags": list(tags)}
-        return await self._one(Passage, "POST", f"{_agent(agent_id)}/passages", json=body)
+        return await self._one(PassagePublic, "POST", f"{_agent(agent_id)}/passages", json=body)
 
     async def delete_passage(self, agent_id: str, passage_id: int) -> None:
         await self._request("DELETE", f"{_agent(agent_id)}/passages/{passage_id}")
@@ -368,17 +243,17 @@ class CairnApi:
 
     # ------------------------------------------------------------------ runs
 
-    async def list_runs(self, conversation_id: str) -> list[Run]:
+    async def list_runs(self, conversation_id: str) -> list[RunPublic]:
         """Oldest first."""
         path = f"/v1/conversations/{quote(conversation_id, safe='')}/runs"
-        return await self._list(Run, "GET", path)
+        return await self._list(RunPublic, "GET", path)
 
-    async def get_run(self, run_id: str) -> Run:
-        return await self._one(Run, "GET", _run(run_id))
+    async def get_run(self, run_id: str) -> RunPublic:
+        return await self._one(RunPublic, "GET", _run(run_id))
 
-    async def list_approvals(self, run_id: str) -> list[RunApproval]:
+    async def list_approvals(self, run_id: str) -> list[ApprovalPublic]:
         """How each tool call of the run was decided, oldest first."""
-        return await self._list(RunApproval, "GET", f"{_run(run_id)}/approvals")
+        return await self._list(ApprovalPublic, "GET", f"{_run(run_id)}/approvals")
 
     # ------------------------------------------------------------------ plumbing
 

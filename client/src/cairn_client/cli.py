@@ -1,6 +1,7 @@
 """The `cairn` command: the TUI by default, `-p` for headless, `ticket`, `demo`, `server`, `patch`.
 
-Owns argument parsing and exit codes; the work happens in launch, tui, headless and demo.
+Owns argument parsing and exit codes: every CairnError of every subcommand ends here, as one
+line on stderr and its exit code. The work happens in launch, tui, headless and demo.
 """
 
 from __future__ import annotations
@@ -8,13 +9,15 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from cairn_client.launch import LaunchError, prepare_launch, run_blocking_headless
+from cairn_client.embedded import require_server
+from cairn_client.errors import CairnError, UsageError
+from cairn_client.launch import prepare_launch, run_blocking_headless
 from cairn_client.memory_cli import context_command, memory_app
-from cairn_client.policy.settings import SettingsError
 from cairn_client.policy.types import ApproveMode
 from cairn_client.runs_cli import runs_app
 
@@ -23,7 +26,21 @@ ApproveOption = Annotated[
     typer.Option(help="What runs without asking: none, edits or all (default: settings)."),
 ]
 
+
+class CairnCommand(TyperGroup):
+    """The root command: a CairnError from any subcommand becomes `cairn: <message>` on
+    stderr and the error's exit code, never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer vendors click: its Context type is private
+        try:
+            return super().invoke(ctx)
+        except CairnError as exc:
+            typer.echo(f"cairn: {exc.message}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
 app = typer.Typer(
+    cls=CairnCommand,
     help="Cairn: a stateful coding agent for this repository.",
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -55,12 +72,7 @@ def main_command(
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
-    mode = _approve_mode(approve)
-    try:
-        launch = prepare_launch(Path.cwd(), approve=mode)
-    except (LaunchError, SettingsError) as exc:
-        typer.echo(f"cairn: {exc}", err=True)
-        raise typer.Exit(2) from None
+    launch = prepare_launch(Path.cwd(), approve=_approve_mode(approve))
     if prompt is not None:
         raise typer.Exit(run_blocking_headless(launch, prompt, as_json=json_output, resume=resume))
     from cairn_client.tui.run import run_tui
@@ -138,11 +150,9 @@ def ticket(
 )
 def server(ctx: typer.Context) -> None:
     """Run the Cairn server (same as `cairn-server`; try `cairn server --help`)."""
-    try:
-        from cairn_server.cli import app as server_app
-    except ImportError:
-        typer.echo("cairn: cairn-server is not installed here", err=True)
-        raise typer.Exit(2) from None
+    require_server("`cairn server`")
+    from cairn_server.cli import app as server_app
+
     server_app(args=ctx.args, prog_name="cairn server")
 
 
@@ -165,8 +175,7 @@ def patch_apply(
     try:
         patch = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        typer.echo(f"cairn: cannot read {file}: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise UsageError(f"cannot read {file}: {exc}") from None
     root = detect_workspace(Path.cwd()).root
     try:
         changes = patch_changes(root, patch)
@@ -202,8 +211,7 @@ def _approve_mode(value: str | None) -> ApproveMode | None:
     if value is None:
         return None
     if value not in ("none", "edits", "all"):
-        typer.echo(f"cairn: --approve must be none, edits or all, not {value!r}", err=True)
-        raise typer.Exit(2)
+        raise UsageError(f"--approve must be none, edits or all, not {value!r}")
     return value  # type: ignore[return-value]
 
 

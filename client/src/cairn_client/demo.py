@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn_client.config import ClientSettings
+from cairn_client.embedded import require_server
 
 DEMO_REQUEST = "Find the TODO in this repository and fix it."
 
@@ -96,6 +97,7 @@ def run_demo() -> int:
     from cairn_client.launch import prepare_launch
     from cairn_client.tui.run import run_tui
 
+    require_server("`cairn demo` (it runs the real server)")
     folder = Path(tempfile.mkdtemp(prefix="cairn-demo-"))
     repo = create_sample_repo(folder / "greeter")
     model, base_url = start_fake_model(DEMO_SCRIPT, folder)

@@ -17,13 +17,28 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from cairn_client.errors import EXIT_USAGE, CairnError
 from cairn_client.private_files import private_dir, private_file
 
 STARTUP_TIMEOUT_S = 60.0
 
 
-class EmbeddedServerError(RuntimeError):
-    pass
+class EmbeddedServerError(CairnError, RuntimeError):
+    """The local server did not start; the message says where its log is."""
+
+
+class ServerNotInstalled(CairnError):
+    """Only the client is installed, and what was asked needs the server package."""
+
+    exit_code = EXIT_USAGE
+
+
+def require_server(needed_for: str) -> None:
+    """ServerNotInstalled, saying what needs it, unless the cairn_server package is importable."""
+    if importlib.util.find_spec("cairn_server") is None:
+        raise ServerNotInstalled(
+            f"{needed_for} needs the cairn-server package, which is not installed here"
+        )
 
 
 def local_token(data_dir: Path) -> str:
@@ -70,11 +85,10 @@ class EmbeddedServer:
         """Start the child without waiting for it, so it boots while the client starts up."""
         if self.running:
             return
-        if importlib.util.find_spec("cairn_server") is None:
-            raise EmbeddedServerError(
-                "no server is configured (CAIRN_SERVER_URL, CAIRN_TOKEN) and cairn-server is not "
-                "installed to start a local one"
-            )
+        require_server(
+            "no server is configured (set CAIRN_SERVER_URL and CAIRN_TOKEN), and starting a "
+            "local one"
+        )
         private_dir(self.data_dir)
         env = {
             **os.environ,

@@ -13,6 +13,7 @@ from pathlib import Path
 from cairn_client.call_log import CallLog
 from cairn_client.config import ClientSettings
 from cairn_client.embedded import EmbeddedServer
+from cairn_client.errors import EXIT_USAGE, CairnError
 from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import load_settings, user_config_dir
@@ -23,8 +24,10 @@ from cairn_client.tools.sandbox import Sandbox
 from cairn_client.workspace import Workspace, detect_workspace
 
 
-class LaunchError(RuntimeError):
+class LaunchError(CairnError, RuntimeError):
     """Configuration that cannot work; the message tells the user what to change."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass

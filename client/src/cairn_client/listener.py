@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 from cairn_protocol import AssistantMessage, ErrorEvent, RunFinished, RunStarted, ServerFrame
 from cairn_protocol.messages import UserCommand
 
+from cairn_client.errors import CairnError
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.tools.base import PreparedCall, ToolOutcome
 
@@ -47,7 +48,7 @@ class SessionControl(Protocol):
     async def close(self) -> None: ...
 
 
-class RunRefused(Exception):
+class RunRefused(CairnError):
     """The server answered the message with an error instead of starting a run."""
 
     def __init__(self, code: str, message: str) -> None:

@@ -1,7 +1,7 @@
 """`cairn memory ...` and `cairn context`: read, edit and undo the agent's core memory.
 
-Owns finding this workspace's agent over REST, the commands' output and their exit codes
-(0 ok, 1 server error or not found, 2 usage error), each error on one line.
+Owns finding this workspace's agent over REST and the commands' output. Failures are
+CairnErrors (cli.py prints them): exit 1 server error or not found, 2 usage error.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cairn_client.embedded import EmbeddedServerError
-from cairn_client.launch import LaunchError, prepare_launch
+from cairn_client.errors import EXIT_FAILURE, CairnError, UsageError
+from cairn_client.launch import prepare_launch
 from cairn_client.memory_format import (
     author_line,
     block_heading,
@@ -32,30 +32,19 @@ from cairn_client.memory_format import (
     share,
     when,
 )
-from cairn_client.policy.settings import SettingsError
 
 if TYPE_CHECKING:  # the REST client (httpx) is imported only when a command runs
-    from cairn_client.api import Agent, Block, BlockVersion, CairnApi, ContextReport
+    from cairn_protocol.rest import AgentPublic, BlockPublic, BlockVersionPublic, ContextReport
+
+    from cairn_client.api import CairnApi
 
 T = TypeVar("T")
-Work = Callable[["CairnApi", "Agent"], Awaitable[T]]
+Work = Callable[["CairnApi", "AgentPublic"], Awaitable[T]]
 
 ConversationOption = Annotated[
     str | None,
     typer.Option("--conversation", "-c", help="Conversation id (default: the latest)."),
 ]
-
-
-EXIT_SERVER = 1
-EXIT_USAGE = 2
-
-
-class CommandError(Exception):
-    """A failure with its own exit code, e.g. the editor could not run."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 memory_app = typer.Typer(
@@ -87,7 +76,7 @@ LimitOpt = Annotated[
 def list_command() -> None:
     """The blocks: label, characters used of the limit, version, read-only mark."""
 
-    async def work(api: CairnApi, agent: Agent) -> list[Block]:
+    async def work(api: CairnApi, agent: AgentPublic) -> list[BlockPublic]:
         return await api.list_blocks(agent.id)
 
     blocks = run_with_server(work)
@@ -113,7 +102,7 @@ def show_command(
 ) -> None:
     """One block: its details, then its value."""
 
-    async def work(api: CairnApi, agent: Agent) -> Block:
+    async def work(api: CairnApi, agent: AgentPublic) -> BlockPublic:
         return await api.get_block(agent.id, label)
 
     block = run_with_server(work)
@@ -142,7 +131,7 @@ def create_command(
     """Create a block (empty unless --value or --file gives its value)."""
     text = _value_from(value, file) or ""
 
-    async def work(api: CairnApi, agent: Agent) -> Block:
+    async def work(api: CairnApi, agent: AgentPublic) -> BlockPublic:
         return await api.create_block(
             agent.id,
             label,
@@ -172,9 +161,11 @@ def set_command(
     """Change a block's value (--value or --file), description, limit or read-only flag."""
     text = _value_from(value, file)
     if text is None and description is None and limit is None and read_only is None:
-        _fail("nothing to change: give --value, --file, --description, --limit or --read-only")
+        raise UsageError(
+            "nothing to change: give --value, --file, --description, --limit or --read-only"
+        )
 
-    async def work(api: CairnApi, agent: Agent) -> Block:
+    async def work(api: CairnApi, agent: AgentPublic) -> BlockPublic:
         return await api.update_block(
             agent.id,
             label,
@@ -195,7 +186,7 @@ def edit_command(label: LabelArg, reason: ReasonOpt = None) -> None:
 
     from cairn_client.api import ApiError
 
-    async def work(api: CairnApi, agent: Agent) -> str:
+    async def work(api: CairnApi, agent: AgentPublic) -> str:
         block = await api.get_block(agent.id, label)
         edited = await asyncio.to_thread(_edit_text, label, block.value)
         if edited == block.value:
@@ -208,13 +199,13 @@ def edit_command(label: LabelArg, reason: ReasonOpt = None) -> None:
             kept = _keep_text(label, edited)
             apply = f"`cairn memory set {label} --file {kept}`"
             if exc.conflict:
-                exc.detail = (
+                detail = (
                     f"{label} changed meanwhile (you edited v{block.version}); your text is kept "
                     f"in {kept}: see `cairn memory diff {label}`, then {apply} to apply it"
                 )
             else:
-                exc.detail = f"{exc.detail}; your text is kept in {kept} ({apply} applies it)"
-            raise
+                detail = f"{exc.detail}; your text is kept in {kept} ({apply} applies it)"
+            raise ApiError(exc.status, detail) from exc
         return f"saved {block_heading(saved)}"
 
     typer.echo(run_with_server(work))
@@ -228,9 +219,9 @@ def delete_command(
     """Delete a block; its history stays, and `cairn memory revert` brings it back."""
     if not yes and not typer.confirm(f"Delete memory block {label!r}?"):
         typer.echo("not deleted")
-        raise typer.Exit(EXIT_SERVER)
+        raise typer.Exit(EXIT_FAILURE)
 
-    async def work(api: CairnApi, agent: Agent) -> int:
+    async def work(api: CairnApi, agent: AgentPublic) -> int:
         block = await api.get_block(agent.id, label)
         await api.delete_block(agent.id, label)
         return block.version
@@ -243,7 +234,7 @@ def delete_command(
 def history_command(label: LabelArg) -> None:
     """Every version of a block, newest first: when, what, who, and why."""
 
-    async def work(api: CairnApi, agent: Agent) -> list[BlockVersion]:
+    async def work(api: CairnApi, agent: AgentPublic) -> list[BlockVersionPublic]:
         return await api.block_history(agent.id, label)
 
     versions = run_with_server(work)
@@ -271,7 +262,7 @@ def diff_command(
 ) -> None:
     """What changed between two versions of a block, as a coloured unified diff."""
 
-    async def work(api: CairnApi, agent: Agent) -> tuple[int, int, str]:
+    async def work(api: CairnApi, agent: AgentPublic) -> tuple[int, int, str]:
         diff = await api.block_diff(agent.id, label, from_version, to_version)
         return diff.from_version, diff.to_version, diff.diff
 
@@ -290,7 +281,7 @@ def revert_command(
 ) -> None:
     """Bring back an old version's value, as a new version (works for a deleted block too)."""
 
-    async def work(api: CairnApi, agent: Agent) -> Block:
+    async def work(api: CairnApi, agent: AgentPublic) -> BlockPublic:
         return await api.revert_block(agent.id, label, version, reason=reason)
 
     block = run_with_server(work)
@@ -303,19 +294,21 @@ def context_command(
 ) -> None:
     """The context window of a conversation by section, with tokens and the budget."""
 
-    async def work(api: CairnApi, agent: Agent) -> ContextReport:
+    async def work(api: CairnApi, agent: AgentPublic) -> ContextReport:
         return await api.context(await conversation_or_latest(api, agent, conversation))
 
     print_context(run_with_server(work))
 
 
-async def conversation_or_latest(api: CairnApi, agent: Agent, conversation: str | None) -> str:
-    """`conversation`, or the agent's latest one; CommandError when it has none yet."""
+async def conversation_or_latest(
+    api: CairnApi, agent: AgentPublic, conversation: str | None
+) -> str:
+    """`conversation`, or the agent's latest one; CairnError when it has none yet."""
     if conversation is not None:
         return conversation
     conversations = await api.list_conversations(agent.id)
     if not conversations:
-        raise CommandError("no conversation yet: start one with `cairn`", EXIT_SERVER)
+        raise CairnError("no conversation yet: start one with `cairn`")
     return conversations[0].id
 
 
@@ -356,15 +349,10 @@ def plain_console() -> Console:
 
 
 def run_with_server(work: Work[T]) -> T:
-    """Find this workspace's server and agent, do `work`, and map failures to exit codes."""
-    from cairn_client.api import ApiError, CairnApi
+    """Find this workspace's server and agent and do `work`."""
+    from cairn_client.api import CairnApi
 
-    try:
-        launch = prepare_launch(Path.cwd())
-    except (LaunchError, SettingsError) as exc:
-        _fail(str(exc))
-    except EmbeddedServerError as exc:
-        _fail(str(exc), EXIT_SERVER)
+    launch = prepare_launch(Path.cwd())
 
     async def main() -> T:
         try:
@@ -374,17 +362,12 @@ def run_with_server(work: Work[T]) -> T:
         finally:
             await launch.shutdown()
 
-    try:
-        return asyncio.run(main())
-    except ApiError as exc:
-        _fail(exc.detail, EXIT_SERVER)
-    except CommandError as exc:
-        _fail(str(exc), exc.code)
+    return asyncio.run(main())
 
 
 def _value_from(value: str | None, file: str | None) -> str | None:
     if value is not None and file is not None:
-        _fail("give the value with --value or --file, not both")
+        raise UsageError("give the value with --value or --file, not both")
     if file is None:
         return value
     if file == "-":
@@ -392,7 +375,7 @@ def _value_from(value: str | None, file: str | None) -> str | None:
     try:
         return Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}")
+        raise UsageError(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _edit_text(label: str, value: str) -> str:
@@ -404,11 +387,9 @@ def _edit_text(label: str, value: str) -> str:
         try:
             finished = subprocess.run([*shlex.split(editor), str(path)], check=False)
         except (OSError, ValueError) as exc:
-            raise CommandError(f"cannot run the editor {editor!r}: {exc}", EXIT_USAGE) from exc
+            raise UsageError(f"cannot run the editor {editor!r}: {exc}") from exc
         if finished.returncode != 0:
-            raise CommandError(
-                f"the editor exited with status {finished.returncode}; nothing saved", EXIT_SERVER
-            )
+            raise CairnError(f"the editor exited with status {finished.returncode}; nothing saved")
         edited = path.read_text(encoding="utf-8")
     # Editors end the file with a newline the value did not have.
     if not value.endswith("\n") and edited.endswith("\n"):
@@ -426,8 +407,3 @@ def _keep_text(label: str, text: str) -> Path:
 
 def _safe_name(label: str) -> str:
     return re.sub(r"[^\w.-]+", "_", label)[:60] or "block"
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    typer.echo(f"cairn: {' '.join(message.split())}", err=True)
-    raise typer.Exit(code)

@@ -13,12 +13,12 @@ from cairn_protocol.redaction import secrets_phrase
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from cairn_client.api import Block, BlockVersion
+    from cairn_protocol.rest import BlockPublic, BlockVersionPublic
 
 BAR_WIDTH = 30
 
 
-def block_heading(block: Block) -> str:
+def block_heading(block: BlockPublic) -> str:
     """`project · v4 · 1,204/5,000 chars · read-only`, and after a save that had secrets cut
     `· 1 secret redacted before storing`."""
     parts = [block.label, f"v{block.version}", f"{block.chars:,}/{block.char_limit:,} chars"]
@@ -29,14 +29,14 @@ def block_heading(block: Block) -> str:
     return " · ".join(parts)
 
 
-def redacted_note(block: Block) -> str:
+def redacted_note(block: BlockPublic) -> str:
     """`1 secret redacted before storing`: the server cut secrets from what was saved."""
     return f"{secrets_phrase(block.secrets_redacted)} redacted before storing"
 
 
-def author_line(version: BlockVersion) -> str:
+def author_line(version: BlockVersionPublic) -> str:
     """`user`, or `agent via memory_replace (conversation cnv_1, run run_2)`."""
-    who = version.author_kind
+    who: str = version.author_kind
     if version.author and version.author != version.author_kind:
         who = f"{who} {version.author}"
     if version.tool:
@@ -54,7 +54,7 @@ def when(moment: datetime) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def version_diff(older: BlockVersion | None, newer: BlockVersion) -> str:
+def version_diff(older: BlockVersionPublic | None, newer: BlockVersionPublic) -> str:
     """The unified diff a version made to the value (from nothing for the first one)."""
     before = older.value if older is not None else ""
     name = f"{newer.label} v{older.version}" if older is not None else "(nothing)"

@@ -1,7 +1,7 @@
 """`cairn runs ...`: the runs of this repository's conversation and each run's approvals.
 
-Owns those commands' output; reaching the server and the exit codes (0 ok, 1 server error or
-not found, 2 usage error) are memory_cli's.
+Owns those commands' output; reaching the server is memory_cli's, and failures are
+CairnErrors that cli.py prints (exit 1 server error or not found, 2 usage error).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from cairn_client.memory_cli import (
 from cairn_client.memory_format import when
 
 if TYPE_CHECKING:  # the REST client (httpx) is imported only when a command runs
-    from cairn_client.api import Agent, CairnApi, Run, RunApproval
+    from cairn_protocol.rest import AgentPublic, ApprovalPublic, RunPublic
+
+    from cairn_client.api import CairnApi
 
 SHORT_HASH = len("sha256:") + 12
 
@@ -42,7 +44,7 @@ def list_command(
 ) -> None:
     """The runs of a conversation, oldest first: when, outcome, steps, tokens and cost."""
 
-    async def work(api: CairnApi, agent: Agent) -> list[Run]:
+    async def work(api: CairnApi, agent: AgentPublic) -> list[RunPublic]:
         return await api.list_runs(await conversation_or_latest(api, agent, conversation))
 
     runs = run_with_server(work)
@@ -78,7 +80,7 @@ def show_command(
     """One run: its outcome and usage, then how each tool call was approved or denied and how
     it ended (with --shown: what was shown, and the output the model got)."""
 
-    async def work(api: CairnApi, agent: Agent) -> tuple[Run, list[RunApproval]]:
+    async def work(api: CairnApi, agent: AgentPublic) -> tuple[RunPublic, list[ApprovalPublic]]:
         return await api.get_run(run_id), await api.list_approvals(run_id)
 
     run, approvals = run_with_server(work)
@@ -93,7 +95,7 @@ def show_command(
     _print_approvals(approvals, shown)
 
 
-def _print_run(run: Run) -> None:
+def _print_run(run: RunPublic) -> None:
     console = plain_console()
     outcome = " · ".join(part for part in (run.status, run.stop_reason) if part)
     console.print(Text(f"{run.id} · {outcome}", style="bold"))
@@ -110,7 +112,7 @@ def _print_run(run: Run) -> None:
         console.print(Text(run.detail, style="dim"))
 
 
-def _print_approvals(approvals: list[RunApproval], with_shown: bool) -> None:
+def _print_approvals(approvals: list[ApprovalPublic], with_shown: bool) -> None:
     console = plain_console()
     console.print()
     if not approvals:
@@ -143,7 +145,7 @@ def _print_approvals(approvals: list[RunApproval], with_shown: bool) -> None:
             console.print(Text(output), end="" if output.endswith("\n") else "\n")
 
 
-def outcome_label(approval: RunApproval) -> str:
+def outcome_label(approval: ApprovalPublic) -> str:
     """How the call ended: "ran", "not run", "waiting", or the status with its reason (e.g.
     "error: approved and started, then killed after 3.0 s…", "unknown: …")."""
     labels = {"ok": "ran", "denied": "not run", "pending": "waiting"}

@@ -18,7 +18,6 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 from cairn_protocol import (
     CLIENT_TOOLS,
@@ -40,7 +39,9 @@ from cairn_protocol.messages import (
     APPROVAL_SHOWN_LIMIT,
     FATAL_CLOSE_CODES,
     TRANSIENT_EVENT_TYPES,
+    ApprovalAnswer,
     ApprovalRecord,
+    DecidedBy,
     Frame,
     UserCommand,
 )
@@ -50,6 +51,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from cairn_client.call_log import CallLog
 from cairn_client.config import ClientSettings, websocket_url
+from cairn_client.errors import CairnError
 from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import EDIT_TOOLS, Policy
 from cairn_client.policy.settings import SettingsError
@@ -81,11 +83,11 @@ class Endpoint:
     resolve: Callable[[], Awaitable[str]]
 
 
-class SessionFailed(RuntimeError):
+class SessionFailed(CairnError, RuntimeError):
     """The server refused the session in a way retrying cannot fix."""
 
 
-class NotConnected(RuntimeError):
+class NotConnected(CairnError, RuntimeError):
     pass
 
 
@@ -453,8 +455,8 @@ class ClientSession:
 def approval_record(
     prepared: PreparedCall,
     verdict: Verdict,
-    decided_by: Literal["policy", "user", "nobody"],
-    answer: Literal["once", "session", "always", "deny"] | None = None,
+    decided_by: DecidedBy,
+    answer: ApprovalAnswer | None = None,
     asked_at: datetime | None = None,
 ) -> ApprovalRecord:
     """What was decided on a call, by whom, and what was (or would have been) shown: the

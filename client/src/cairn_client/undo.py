@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from cairn_client.errors import CairnError
 from cairn_client.tools.base import FileChange
 from cairn_client.tools.changes import StaleChange, apply_changes
 from cairn_client.tools.paths import ToolError
@@ -17,7 +18,7 @@ from cairn_client.tools.paths import ToolError
 MAX_UNDO = 100
 
 
-class UndoRefused(Exception):
+class UndoRefused(CairnError):
     """Nothing was reverted; the message says why."""
 
 

@@ -1,4 +1,5 @@
-"""Cairn's wire protocol: typed frames, client tool schemas and the workspace identity.
+"""Cairn's wire protocol: typed frames, client tool schemas, the workspace identity, and the
+REST API's response shapes (cairn_protocol.rest).
 
 Both the client and the server depend on this package and on nothing of each other.
 """

@@ -87,6 +87,11 @@ class UserMessage(Frame):
 
 
 ToolStatus = Literal["ok", "error", "denied"]
+ApprovalDecision = Literal["allow", "deny"]
+# "policy": a rule or the mode; "user": a person answered; "nobody": it needed a person and
+# none could answer (headless, or the request was withdrawn).
+DecidedBy = Literal["policy", "user", "nobody"]
+ApprovalAnswer = Literal["once", "session", "always", "deny"]  # always: save the suggested rule
 APPROVAL_SHOWN_LIMIT = 20_000  # characters of a preview kept in an approval record
 
 
@@ -97,9 +102,9 @@ class ApprovalRecord(Frame):
     needed a person and none could answer: headless, or the request was withdrawn).
     """
 
-    decision: Literal["allow", "deny"]
-    decided_by: Literal["policy", "user", "nobody"]
-    answer: Literal["once", "session", "always", "deny"] | None = Field(
+    decision: ApprovalDecision
+    decided_by: DecidedBy
+    answer: ApprovalAnswer | None = Field(
         default=None, description='The person\'s answer, when decided_by is "user".'
     )
     reason: str = Field(
@@ -187,10 +192,13 @@ class HistoryToolCall(BaseModel):
     reason: str | None = None
 
 
+ChatRole = Literal["user", "assistant", "tool"]  # who wrote a message the model sees
+
+
 class HistoryItem(BaseModel):
     """One earlier message, as the client shows it when a conversation continues."""
 
-    role: Literal["user", "assistant", "tool"]
+    role: ChatRole
     text: str
     tool_calls: list[HistoryToolCall] = Field(default_factory=list)
     created_at: datetime | None = None

@@ -10,12 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from cairn_server.errors import CairnServerError
+
 # Below this, the instructions and tool schemas alone would not fit a request.
 MIN_BUDGET = 2000
 N = TypeVar("N", int, float)
 
 
-class SettingsError(ValueError):
+class SettingsError(CairnServerError, ValueError):
     """A CAIRN_* variable Cairn cannot use; the message names it and what it expects."""
 
 

@@ -1,7 +1,7 @@
 """The provider-neutral conversation: messages, tool calls, tool specs and model requests.
 
 Owns the shapes every layer shares (storage, memory, context, runtime, providers) and the
-role and stop-reason literals; it imports nothing from cairn_server.
+role and stop-reason literals; it imports nothing from cairn_server (only the protocol's literals).
 """
 
 from __future__ import annotations
@@ -10,10 +10,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-MessageRole = Literal["user", "assistant", "tool"]
-# A stored message's role: the model's roles, or an event (a note from the system, such as a
-# memory change made elsewhere), sent to the model as a user message.
-StoredRole = Literal["user", "assistant", "tool", "event"]
+from cairn_protocol.messages import ChatRole
+from cairn_protocol.rest import MessageRole as PublicMessageRole
+
+# The roles are the protocol's: a role the model sees, and a stored message's role, which
+# may also be an event (a note from the system, such as a memory change made elsewhere, sent
+# to the model as a user message).
+MessageRole = ChatRole
+StoredRole = PublicMessageRole
 MESSAGE_ROLES: tuple[MessageRole, ...] = get_args(MessageRole)
 STORED_ROLES: tuple[StoredRole, ...] = get_args(StoredRole)
 # How a model's answer ended, in every provider's terms.

@@ -18,6 +18,7 @@ import tomlkit
 import tomlkit.exceptions
 from cairn_protocol.tools import CLIENT_TOOLS
 
+from cairn_client.errors import EXIT_USAGE, CairnError
 from cairn_client.policy.types import MODES, Mode, as_mode, narrows
 from cairn_client.tools.sandbox import SandboxSettings
 
@@ -35,7 +36,9 @@ TOOL_GROUPS: dict[str, frozenset[str]] = {
 _RULE = re.compile(r"^\s*(?P<tool>[A-Za-z_]+)\s*(?:\((?P<pattern>.*)\))?\s*$", re.DOTALL)
 
 
-class SettingsError(Exception):
+class SettingsError(CairnError):
+    exit_code = EXIT_USAGE
+
     """A settings file cannot be used; the message names the file and the problem."""
 
 

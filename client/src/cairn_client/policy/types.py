@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from cairn_protocol.messages import ApprovalAnswer
+
 Decision = Literal["allow", "ask", "deny"]
 # default: reads run, edits and shell ask; accept-edits: edits run too; plan: read-only;
 # strict: everything asks; bypass: everything runs (only `--approve all` or the user's file).
@@ -78,6 +80,6 @@ class Verdict:
 class Approval:
     """The user's answer on the approval screen."""
 
-    kind: Literal["once", "session", "always", "deny"]  # always: save the suggested rule
+    kind: ApprovalAnswer  # always: save the suggested rule
     reason: str | None = None  # for "deny": the user's words, passed to the model
     by_person: bool = True  # False: nobody could be asked (headless), so it is a denial

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from cairn_client.errors import CairnError, UsageError
 from cairn_client.headless import session_result
-from cairn_client.launch import Launch, LaunchError, prepare_launch
-from cairn_client.policy.settings import SettingsError
+from cairn_client.launch import Launch, prepare_launch
 from cairn_client.policy.types import ApproveMode, Mode
 from cairn_client.session import SessionFailed
 from cairn_client.ticket import git
@@ -31,10 +31,6 @@ from cairn_client.ticket.state import (
     remove_state,
     save_state,
 )
-
-
-class UsageError(Exception):
-    """Cannot start: exit code 2 and this one line."""
 
 
 @dataclass(frozen=True)
@@ -70,13 +66,13 @@ def run_ticket(
     try:
         started = start_ticket(cwd, request)
     except UsageError as exc:
-        return report.failure(str(exc), 2)
+        return report.failure(exc.message, exc.exit_code)
     state = started.state
     try:
         launch = prepare_launch(started.branch.workdir, approve=state.approve)
-    except (LaunchError, SettingsError) as exc:
+    except CairnError as exc:  # settings, or the server cannot be reached or started
         undo_start(started)
-        return report.failure(str(exc), 2)
+        return report.failure(exc.message, 2)
     configured_mode = launch.policy.mode
     if state.phase == "plan":  # read-only from the first request a resumed session answers
         launch.policy.set_mode("plan")

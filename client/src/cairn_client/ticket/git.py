@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cairn_client.errors import EXIT_USAGE, CairnError
+
 GIT_TIMEOUT_S = 30.0
 PUSH_TIMEOUT_S = 300.0
 BRANCH_PREFIX = "cairn/"
@@ -33,8 +35,10 @@ _IN_PROGRESS = {
 }
 
 
-class GitError(Exception):
+class GitError(CairnError):
     """str(exc) is ONE line: what is wrong and what to do."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from cairn_client.errors import EXIT_USAGE, CairnError
+
 DEFAULT_TIMEOUT_S = 20.0
 SLUG_MAX_CHARS = 40
 LINEAR_KEY = re.compile(r"^[A-Z][A-Z0-9]{0,9}-\d+$")
@@ -28,8 +30,10 @@ SETEXT_UNDERLINE = re.compile(r"^(?:=+|-+)$")
 SOURCE_FORMS = "a Markdown file, - for stdin, owner/repo#123, a GitHub issue URL, or a Linear key"
 
 
-class TicketError(Exception):
+class TicketError(CairnError):
     """A ticket that cannot be loaded; str(exc) is ONE line saying what is wrong and what to do."""
+
+    exit_code = EXIT_USAGE
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))

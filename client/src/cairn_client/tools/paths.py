@@ -10,8 +10,10 @@ import os
 import stat
 from pathlib import Path
 
+from cairn_client.errors import CairnError
 
-class ToolError(Exception):
+
+class ToolError(CairnError):
     """A tool could not do what was asked; the message is written for the model."""
 
 

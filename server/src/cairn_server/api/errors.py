@@ -1,6 +1,7 @@
 """How domain errors become HTTP answers: one mapping instead of try/except in every route.
 
-Owns the status code and `detail` message of each error the services raise.
+Owns the status code and `detail` message of each CairnServerError a request can cause (the
+tree of errors is drawn in cairn_server/errors.py); any other error is a 500.
 """
 
 from __future__ import annotations

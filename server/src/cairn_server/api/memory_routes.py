@@ -6,36 +6,40 @@ Owns the HTTP surface of memory; the logic lives in memory/ and context/.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
-from typing import Annotated, Literal
+from typing import Annotated
 
+from cairn_protocol.messages import ChatRole
+from cairn_protocol.rest import (
+    BlockDiff,
+    BlockPublic,
+    BlockVersionPublic,
+    ContextItem,
+    ContextReport,
+    ContextSection,
+    MessageHit,
+    PassagePublic,
+)
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
 from cairn_server.api.deps import MemoryDep, RuntimeDep, StoreDep, UserDep, refuse_nul
 from cairn_server.api.routes import owned_agent, owned_conversation
 from cairn_server.api.schemas import (
     BlockCreate,
-    BlockDiff,
-    BlockOut,
     BlockUpdate,
-    BlockVersionOut,
-    ContextItem,
-    ContextReport,
-    ContextSection,
     Number,
     Offset,
     PassageCreate,
-    PassageOut,
     RevertRequest,
+    block_public,
+    public,
 )
 from cairn_server.context.report import view_context
 from cairn_server.memory.blocks import Author
-from cairn_server.memory.recall import RecallHit
 from cairn_server.providers.registry import resolve_model
 from cairn_server.storage.models import User
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(refuse_nul)])
 BLOCKS = "/agents/{agent_id}/blocks"
-Role = Literal["user", "assistant", "tool"]
 
 
 def _user_author(user: User, reason: str | None = None) -> Author:
@@ -48,15 +52,15 @@ def _user_author(user: User, reason: str | None = None) -> Author:
 @router.get(BLOCKS, tags=["blocks"])
 async def list_blocks(
     store: StoreDep, memory: MemoryDep, user: UserDep, agent_id: str
-) -> list[BlockOut]:
+) -> list[BlockPublic]:
     agent = await owned_agent(store, user, agent_id)
-    return [BlockOut.of(block) for block in await memory.blocks.list_blocks(agent.id)]
+    return [block_public(block) for block in await memory.blocks.list_blocks(agent.id)]
 
 
 @router.post(BLOCKS, tags=["blocks"], status_code=status.HTTP_201_CREATED)
 async def create_block(
     store: StoreDep, memory: MemoryDep, user: UserDep, agent_id: str, body: BlockCreate
-) -> BlockOut:
+) -> BlockPublic:
     """Create a block; secrets in its value are cut before it is stored (`secrets_redacted`)."""
     agent = await owned_agent(store, user, agent_id)
     created = await memory.blocks.create(
@@ -68,21 +72,21 @@ async def create_block(
         char_limit=body.char_limit,
         read_only=body.read_only,
     )
-    return BlockOut.of(created.block, created.secrets_redacted)
+    return block_public(created.block, created.secrets_redacted)
 
 
 @router.get(BLOCKS + "/{label}", tags=["blocks"])
 async def get_block(
     store: StoreDep, memory: MemoryDep, user: UserDep, agent_id: str, label: str
-) -> BlockOut:
+) -> BlockPublic:
     agent = await owned_agent(store, user, agent_id)
-    return BlockOut.of(await memory.blocks.get(agent.id, label))
+    return block_public(await memory.blocks.get(agent.id, label))
 
 
 @router.patch(BLOCKS + "/{label}", tags=["blocks"])
 async def update_block(
     store: StoreDep, memory: MemoryDep, user: UserDep, agent_id: str, label: str, body: BlockUpdate
-) -> BlockOut:
+) -> BlockPublic:
     """Change a block's value or settings as a new version (409 if `expected_version` is stale);
     secrets in the value are cut before it is stored (`secrets_redacted`)."""
     agent = await owned_agent(store, user, agent_id)
@@ -96,7 +100,7 @@ async def update_block(
         read_only=body.read_only,
         expected_version=body.expected_version,
     )
-    return BlockOut.of(changed.block, changed.secrets_redacted)
+    return block_public(changed.block, changed.secrets_redacted)
 
 
 @router.delete(BLOCKS + "/{label}", tags=["blocks"], status_code=status.HTTP_204_NO_CONTENT)
@@ -112,18 +116,18 @@ async def delete_block(
 @router.get(BLOCKS + "/{label}/history", tags=["blocks"])
 async def block_history(
     store: StoreDep, memory: MemoryDep, user: UserDep, agent_id: str, label: str
-) -> list[BlockVersionOut]:
+) -> list[BlockVersionPublic]:
     """Every version of the block, newest first, with who made it and how."""
     agent = await owned_agent(store, user, agent_id)
-    return [BlockVersionOut.of(v) for v in await memory.blocks.history(agent.id, label)]
+    return public(BlockVersionPublic, await memory.blocks.history(agent.id, label))
 
 
 @router.get(BLOCKS + "/{label}/versions/{version}", tags=["blocks"])
 async def block_version(
     store: StoreDep, memory: MemoryDep, user: UserDep, agent_id: str, label: str, version: Number
-) -> BlockVersionOut:
+) -> BlockVersionPublic:
     agent = await owned_agent(store, user, agent_id)
-    return BlockVersionOut.of(await memory.blocks.version(agent.id, label, version))
+    return BlockVersionPublic.model_validate(await memory.blocks.version(agent.id, label, version))
 
 
 @router.get(BLOCKS + "/{label}/diff", tags=["blocks"])
@@ -150,13 +154,13 @@ async def revert_block(
     agent_id: str,
     label: str,
     body: RevertRequest,
-) -> BlockOut:
+) -> BlockPublic:
     """Make a new version holding an old version's value (recreating a deleted block)."""
     agent = await owned_agent(store, user, agent_id)
     reverted = await memory.blocks.revert(
         agent.id, label, body.version, _user_author(user, body.reason)
     )
-    return BlockOut.of(reverted.block, reverted.secrets_redacted)
+    return block_public(reverted.block, reverted.secrets_redacted)
 
 
 # ------------------------------------------------------------------ archival and recall
@@ -172,24 +176,24 @@ async def list_passages(
     tag: Annotated[list[str] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Offset = 0,
-) -> list[PassageOut]:
+) -> list[PassagePublic]:
     """Ranked search with `query`; without it, the newest passages first."""
     agent = await owned_agent(store, user, agent_id)
     if query is not None and query.strip():
         hits = await memory.archive.search(agent.id, query, tags=tag, limit=limit)
-        return [PassageOut.model_validate(hit, from_attributes=True) for hit in hits]
+        return public(PassagePublic, hits)
     passages = await memory.archive.list_passages(agent.id, tags=tag, offset=offset, limit=limit)
-    return [PassageOut.model_validate(p, from_attributes=True) for p in passages]
+    return public(PassagePublic, passages)
 
 
 @router.post("/agents/{agent_id}/passages", tags=["archival"], status_code=201)
 async def create_passage(
     store: StoreDep, memory: MemoryDep, user: UserDep, agent_id: str, body: PassageCreate
-) -> PassageOut:
+) -> PassagePublic:
     """Keep a passage; secrets in its text are cut before it is stored (`secrets_redacted`)."""
     agent = await owned_agent(store, user, agent_id)
     kept = await memory.archive.insert(agent.id, body.text, body.tags)
-    out = PassageOut.model_validate(kept.passage, from_attributes=True)
+    out = PassagePublic.model_validate(kept.passage)
     return out.model_copy(update={"secrets_redacted": kept.secrets_redacted})
 
 
@@ -209,20 +213,21 @@ async def search_messages(
     user: UserDep,
     agent_id: str,
     query: Annotated[str, Query(min_length=1)],
-    role: Annotated[list[Role] | None, Query()] = None,
+    role: Annotated[list[ChatRole] | None, Query()] = None,
     start_date: date | None = None,
     end_date: date | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 10,
-) -> list[RecallHit]:
+) -> list[MessageHit]:
     """Full-text search over every message of every conversation of the agent."""
     agent = await owned_agent(store, user, agent_id)
     if start_date and end_date and start_date > end_date:
         raise HTTPException(422, f"start_date {start_date} is after end_date {end_date}")
     start = datetime.combine(start_date, time.min, UTC) if start_date else None
     end = datetime.combine(end_date, time.max, UTC) if end_date else None  # the whole day
-    return await memory.recall.search(
+    hits = await memory.recall.search(
         agent.id, query, roles=role, start=start, end=end, limit=limit
     )
+    return public(MessageHit, hits)
 
 
 # ------------------------------------------------------------------ context

@@ -1,18 +1,28 @@
 """REST routes: thin reads of agents, conversations, messages and runs.
 
-Owns the HTTP surface; the logic lives in the store and the runtime.
+Owns the HTTP surface; the logic lives in the store and the runtime, the shapes it returns in
+cairn_protocol.rest.
 """
 
 from __future__ import annotations
 
 from cairn_protocol import WorkspaceIdentity
-from fastapi import APIRouter, Depends, HTTPException, status
+from cairn_protocol.rest import (
+    AgentPublic,
+    ApprovalPublic,
+    ConversationPublic,
+    MessagePublic,
+    RunPublic,
+    RunStepPublic,
+)
+from fastapi import APIRouter, Depends
 
 from cairn_server.api.deps import RuntimeDep, StoreDep, UserDep, refuse_nul
-from cairn_server.api.schemas import AgentUpdate, ApprovalOut
+from cairn_server.api.schemas import AgentUpdate, approval_public, public
 from cairn_server.context.budget import check_budget
 from cairn_server.providers.registry import resolve_model
-from cairn_server.storage.models import Agent, Conversation, Message, Run, RunStep
+from cairn_server.storage.models import Agent, Conversation, Run
+from cairn_server.storage.repository import NotFoundError
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(refuse_nul)])
 
@@ -23,87 +33,93 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/agents", tags=["agents"])
-async def list_agents(store: StoreDep, user: UserDep) -> list[Agent]:
-    return await store.list_agents(user.id)
+async def list_agents(store: StoreDep, user: UserDep) -> list[AgentPublic]:
+    return public(AgentPublic, await store.list_agents(user.id))
 
 
 @router.post("/agents", tags=["agents"])
-async def ensure_agent(runtime: RuntimeDep, user: UserDep, workspace: WorkspaceIdentity) -> Agent:
+async def ensure_agent(
+    runtime: RuntimeDep, user: UserDep, workspace: WorkspaceIdentity
+) -> AgentPublic:
     """The caller's agent for a codebase, created (with default blocks) on first use."""
-    return await runtime.agent_for(user.id, workspace)
+    return AgentPublic.model_validate(await runtime.agent_for(user.id, workspace))
 
 
 @router.get("/agents/{agent_id}", tags=["agents"])
-async def get_agent(store: StoreDep, user: UserDep, agent_id: str) -> Agent:
-    return await owned_agent(store, user, agent_id)
+async def get_agent(store: StoreDep, user: UserDep, agent_id: str) -> AgentPublic:
+    return AgentPublic.model_validate(await owned_agent(store, user, agent_id))
 
 
 @router.patch("/agents/{agent_id}", tags=["agents"])
 async def update_agent(
     runtime: RuntimeDep, store: StoreDep, user: UserDep, agent_id: str, update: AgentUpdate
-) -> Agent:
+) -> AgentPublic:
     """Set the agent's context budget (422 when its model's window cannot hold it)."""
     agent = await owned_agent(store, user, agent_id)
     if update.context_budget is not None:
         check_budget(update.context_budget, resolve_model(agent.model, runtime.settings.env).model)
-    return await store.set_agent_budget(agent.id, update.context_budget)
+    return AgentPublic.model_validate(await store.set_agent_budget(agent.id, update.context_budget))
 
 
 async def owned_agent(store: StoreDep, user: UserDep, agent_id: str) -> Agent:
     agent = await store.get_agent(agent_id)
     if agent is None or agent.user_id != user.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no agent {agent_id}")
+        raise NotFoundError(f"no agent {agent_id}")
     return agent
 
 
 async def owned_conversation(store: StoreDep, user: UserDep, conversation_id: str) -> Conversation:
     conversation = await store.get_conversation(conversation_id)
     if conversation is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id}")
+        raise NotFoundError(f"no conversation {conversation_id}")
     await owned_agent(store, user, conversation.agent_id)
     return conversation
 
 
 @router.get("/agents/{agent_id}/conversations", tags=["conversations"])
-async def list_conversations(store: StoreDep, user: UserDep, agent_id: str) -> list[Conversation]:
+async def list_conversations(
+    store: StoreDep, user: UserDep, agent_id: str
+) -> list[ConversationPublic]:
     agent = await owned_agent(store, user, agent_id)
-    return await store.list_conversations(agent.id)
+    return public(ConversationPublic, await store.list_conversations(agent.id))
 
 
 @router.get("/conversations/{conversation_id}/messages", tags=["conversations"])
-async def list_messages(store: StoreDep, user: UserDep, conversation_id: str) -> list[Message]:
+async def list_messages(
+    store: StoreDep, user: UserDep, conversation_id: str
+) -> list[MessagePublic]:
     conversation = await owned_conversation(store, user, conversation_id)
-    return await store.list_messages(conversation.id)
+    return public(MessagePublic, await store.list_messages(conversation.id))
 
 
 @router.get("/conversations/{conversation_id}/runs", tags=["runs"])
-async def list_runs(store: StoreDep, user: UserDep, conversation_id: str) -> list[Run]:
+async def list_runs(store: StoreDep, user: UserDep, conversation_id: str) -> list[RunPublic]:
     """The conversation's runs, oldest first, each with its usage and cost."""
     conversation = await owned_conversation(store, user, conversation_id)
-    return await store.list_runs(conversation.id)
+    return public(RunPublic, await store.list_runs(conversation.id))
 
 
 @router.get("/runs/{run_id}", tags=["runs"])
-async def get_run(store: StoreDep, user: UserDep, run_id: str) -> Run:
-    return await owned_run(store, user, run_id)
+async def get_run(store: StoreDep, user: UserDep, run_id: str) -> RunPublic:
+    return RunPublic.model_validate(await owned_run(store, user, run_id))
 
 
 @router.get("/runs/{run_id}/steps", tags=["runs"])
-async def list_steps(store: StoreDep, user: UserDep, run_id: str) -> list[RunStep]:
+async def list_steps(store: StoreDep, user: UserDep, run_id: str) -> list[RunStepPublic]:
     """Each model call of the run: input, cached input and output tokens, cost, and the
     context size counted before sending."""
     run = await owned_run(store, user, run_id)
-    return await store.list_steps(run.id)
+    return public(RunStepPublic, await store.list_steps(run.id))
 
 
 @router.get("/runs/{run_id}/approvals", tags=["runs"])
-async def list_approvals(store: StoreDep, user: UserDep, run_id: str) -> list[ApprovalOut]:
+async def list_approvals(store: StoreDep, user: UserDep, run_id: str) -> list[ApprovalPublic]:
     """How each tool call of the run was decided (by the policy, the user, or nobody), what
     was shown and its content hash, and how the call ended, oldest decision first."""
     run = await owned_run(store, user, run_id)
     calls = {call.id: call for call in await store.tool_calls_of_run(run.id)}
     return [
-        ApprovalOut.of(approval, calls.get(approval.call_id))
+        approval_public(approval, calls.get(approval.call_id))
         for approval in await store.list_approvals(run.id)
     ]
 
@@ -111,6 +127,6 @@ async def list_approvals(store: StoreDep, user: UserDep, run_id: str) -> list[Ap
 async def owned_run(store: StoreDep, user: UserDep, run_id: str) -> Run:
     run = await store.get_run(run_id)
     if run is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")
+        raise NotFoundError(f"no run {run_id}")
     await owned_conversation(store, user, run.conversation_id)
     return run

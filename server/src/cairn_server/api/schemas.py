@@ -1,26 +1,19 @@
-"""Request and response bodies of the REST API that are not table rows.
+"""Request bodies of the REST API, and the conversions of table rows to its public shapes.
 
-Owns the public JSON shapes of blocks, versions, passages, search hits, context reports and
-approval records with their calls' outcomes.
+Owns what a route accepts; what it returns is defined once, in cairn_protocol.rest.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+from collections.abc import Iterable
+from typing import Annotated, TypeVar
 
-from cairn_protocol.messages import ApprovalRecord
+from cairn_protocol.rest import ApprovalPublic, BlockPublic, PublicModel
 from pydantic import BaseModel, ConfigDict, Field
 
 from cairn_server.config import MIN_BUDGET
 from cairn_server.memory.blocks import DEFAULT_CHAR_LIMIT, MAX_CHAR_LIMIT
-from cairn_server.storage.models import (
-    MAX_INTEGER,
-    Block,
-    BlockVersion,
-    RunApproval,
-    ToolCallRecord,
-)
+from cairn_server.storage.models import MAX_INTEGER, Block, RunApproval, ToolCallRecord
 
 # Integers in parameters and bodies stay within what the database holds (else 422, not 500).
 Number = Annotated[int, Field(ge=1, le=MAX_INTEGER)]  # a version or a row id
@@ -63,131 +56,33 @@ class RevertRequest(_Body):
     reason: str | None = None
 
 
-_SECRETS_REDACTED = Field(
-    default=0, description="Secrets cut from the text this request stored (they are never stored)."
-)
-
-
-class BlockOut(BaseModel):
-    label: str
-    description: str
-    value: str
-    char_limit: int
-    read_only: bool
-    version: int
-    chars: int
-    updated_at: datetime
-    secrets_redacted: int = _SECRETS_REDACTED
-
-    @classmethod
-    def of(cls, block: Block, secrets_redacted: int = 0) -> BlockOut:
-        return cls(
-            label=block.label,
-            description=block.description,
-            value=block.value,
-            char_limit=block.char_limit,
-            read_only=block.read_only,
-            version=block.version,
-            chars=len(block.value),
-            updated_at=block.updated_at,
-            secrets_redacted=secrets_redacted,
-        )
-
-
-class BlockVersionOut(BaseModel):
-    label: str
-    version: int
-    action: str
-    value: str
-    description: str
-    char_limit: int
-    read_only: bool
-    author_kind: str
-    author: str | None
-    conversation_id: str | None
-    run_id: str | None
-    tool_call_id: str | None
-    tool: str | None
-    reason: str | None
-    created_at: datetime
-
-    @classmethod
-    def of(cls, version: BlockVersion) -> BlockVersionOut:
-        return cls.model_validate(version, from_attributes=True)
-
-
-class BlockDiff(BaseModel):
-    label: str
-    from_version: int
-    to_version: int
-    diff: str
-
-
 class PassageCreate(_Body):
     text: str = Field(min_length=1)
     tags: list[str] = Field(default_factory=list)
 
 
-class PassageOut(BaseModel):
-    id: int
-    text: str
-    tags: list[str]
-    created_at: datetime
-    conversation_id: str | None
-    run_id: str | None
-    score: float | None = None
-    secrets_redacted: int = _SECRETS_REDACTED
+PublicT = TypeVar("PublicT", bound=PublicModel)
 
 
-class ContextItem(BaseModel):
-    name: str
-    tokens: int
+def public(shape: type[PublicT], rows: Iterable[object]) -> list[PublicT]:
+    """Table rows as the API shows them: only the fields of `shape`."""
+    return [shape.model_validate(row) for row in rows]
 
 
-class ContextSection(BaseModel):
-    name: str
-    tokens: int
-    text: str
-    items: list[ContextItem]
-
-
-class ContextReport(BaseModel):
-    conversation_id: str
-    model: str | None
-    tokenizer: str
-    budget: int
-    total_tokens: int
-    sections: list[ContextSection]
-
-
-class ApprovalOut(ApprovalRecord):
-    """How one tool call of a run was decided, what was shown, and what came of the call."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    run_id: str
-    conversation_id: str
-    call_id: str
-    tool: str
-    outcome: Literal["pending", "ok", "error", "denied", "unknown"] = Field(
-        description='How the call ended; "unknown": the client never said whether it ran.'
-    )
-    outcome_reason: str | None = Field(
-        description="Why it failed, was denied, or was stopped (e.g. a command killed after "
-        "N s when the run was interrupted)."
-    )
-    outcome_content: str = Field(
-        description="What the model was given: the output, secrets redacted (a killed "
-        "command's output up to the kill)."
+def block_public(block: Block, secrets_redacted: int = 0) -> BlockPublic:
+    """The block as the API shows it; `secrets_redacted`: cut from what this request stored."""
+    return BlockPublic.model_validate(
+        {**block.model_dump(), "chars": len(block.value), "secrets_redacted": secrets_redacted}
     )
 
-    @classmethod
-    def of(cls, approval: RunApproval, call: ToolCallRecord | None) -> ApprovalOut:
-        return cls.model_validate(
-            {
-                **approval.model_dump(),
-                "outcome": call.status if call is not None else "pending",
-                "outcome_reason": call.reason if call is not None else None,
-                "outcome_content": call.content if call is not None else "",
-            }
-        )
+
+def approval_public(approval: RunApproval, call: ToolCallRecord | None) -> ApprovalPublic:
+    """The decision on a call joined with how the call ended (None: not settled yet)."""
+    return ApprovalPublic.model_validate(
+        {
+            **approval.model_dump(),
+            "outcome": call.status if call is not None else "pending",
+            "outcome_reason": call.reason if call is not None else None,
+            "outcome_content": call.content if call is not None else "",
+        }
+    )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from cairn_server.config import ServerSettings
 from cairn_server.context.compiler import CompiledContext, count_context, message_tokens
 from cairn_server.domain import ModelMessage, ModelRequest
+from cairn_server.errors import CairnServerError
 from cairn_server.providers.windows import context_window
 from cairn_server.storage.models import Agent
 
@@ -24,11 +25,11 @@ OUTPUT_RESERVE = ModelRequest.max_output_tokens
 Rebuild = Callable[[Sequence[ModelMessage]], CompiledContext]
 
 
-class BudgetError(RuntimeError):
+class BudgetError(CairnServerError, RuntimeError):
     """Even shortened, the request cannot fit the budget; the message says what to change."""
 
 
-class InvalidBudgetError(ValueError):
+class InvalidBudgetError(CairnServerError, ValueError):
     """A budget the agent's model cannot hold; the message gives the largest that fits."""
 
 

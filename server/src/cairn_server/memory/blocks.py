@@ -9,14 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
 
 from cairn_protocol.redaction import redact
+from cairn_protocol.rest import AuthorKind, BlockAction
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from cairn_server.errors import CairnServerError
 from cairn_server.memory.edits import MemoryEditError, check_limit, full_diff
 from cairn_server.storage.models import Block, BlockVersion, utcnow
 from cairn_server.storage.repository import NotFoundError, Repository, first
@@ -61,7 +62,7 @@ DEFAULT_ORDER = {block.label: i for i, block in enumerate(DEFAULT_BLOCKS)}
 class Author:
     """Who made a change and how; stored with the version it creates."""
 
-    kind: Literal["agent", "user", "system"]
+    kind: AuthorKind
     name: str | None = None
     conversation_id: str | None = None
     run_id: str | None = None
@@ -77,7 +78,7 @@ class UnknownBlockError(NotFoundError):
     pass
 
 
-class BlockExistsError(ValueError):
+class BlockExistsError(CairnServerError, ValueError):
     pass
 
 
@@ -187,7 +188,7 @@ class Blocks(Repository):
         author: Author,
         *,
         expected_version: int | None = None,
-        action: str = "edit",
+        action: BlockAction = "edit",
     ) -> EditResult:
         """Set the value to `transform(current block)`, as a new version.
 
@@ -359,7 +360,7 @@ def _check_expected(block: Block, expected: int | None, wording: str) -> None:
 
 
 def _advance(
-    session: AsyncSession, block: Block, author: Author, action: str, **changes: object
+    session: AsyncSession, block: Block, author: Author, action: BlockAction, **changes: object
 ) -> None:
     """Apply `changes` to the locked block as its next version, and record that version."""
     for key, value in changes.items():
@@ -370,7 +371,7 @@ def _advance(
     session.add(_version_of(block, action, author))
 
 
-def _version_of(block: Block, action: str, author: Author) -> BlockVersion:
+def _version_of(block: Block, action: BlockAction, author: Author) -> BlockVersion:
     return BlockVersion(
         agent_id=block.agent_id,
         label=block.label,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import difflib
 import re
 
+from cairn_server.errors import CairnServerError
+
 DIFF_MAX_LINES = 40
 
 # What a model copies by mistake from a numbered view: "12→", "12: ", "12 | ", "Line 12: ".
@@ -16,7 +18,7 @@ _NUMBERED_LINE = re.compile(r"^\s*(?:line\s+)?\d+\s*(?:→|\||:|\t)", re.IGNOREC
 _BLOCK_MARKUP = re.compile(r"</?memory_block\b|<value>|</value>|\bchars=\"\d+/\d+\"")
 
 
-class MemoryEditError(ValueError):
+class MemoryEditError(CairnServerError, ValueError):
     """An edit that cannot be made; the message tells the model how to fix its call."""
 
 

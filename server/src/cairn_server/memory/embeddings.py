@@ -13,6 +13,8 @@ import numpy as np
 import openai
 from numpy.typing import NDArray
 
+from cairn_server.errors import CairnServerError
+
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Local servers (llama.cpp, Ollama, vLLM) ignore the key, but the SDK insists on one.
 PLACEHOLDER_API_KEY = "not-needed"
@@ -22,7 +24,7 @@ BATCH_SIZE = 128
 MAX_CHARS = 8000
 
 
-class EmbeddingError(RuntimeError):
+class EmbeddingError(CairnServerError, RuntimeError):
     """The embedding endpoint failed; the message says how and where."""
 
 

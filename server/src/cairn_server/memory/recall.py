@@ -31,7 +31,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select, SelectOfScalar
 
-from cairn_server.domain import MESSAGE_ROLES, STORED_ROLES
+from cairn_server.domain import MESSAGE_ROLES, STORED_ROLES, StoredRole
 from cairn_server.memory.embeddings import (
     Embedder,
     cosine_ranking,
@@ -85,7 +85,7 @@ WORD = re.compile(r"[^\W_]+")
 class RecallHit:
     message_id: int
     conversation_id: str
-    role: str
+    role: StoredRole
     content: str
     created_at: datetime
     score: float

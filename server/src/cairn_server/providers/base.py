@@ -13,6 +13,7 @@ from typing import Any, Protocol, Self
 from cairn_protocol import Usage
 
 from cairn_server.domain import ModelRequest, ModelStopReason, ToolCall
+from cairn_server.errors import CairnServerError
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Retrying:
 StreamEvent = TextDelta | ToolCallReady | Completed | Retrying
 
 
-class ProviderError(RuntimeError):
+class ProviderError(CairnServerError, RuntimeError):
     """The model could not be reached or answered with an error; message is for the user."""
 
 

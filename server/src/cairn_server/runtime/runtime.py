@@ -27,6 +27,7 @@ from cairn_server.context.budget import Budget, agent_budget
 from cairn_server.context.compiler import AgentContext
 from cairn_server.context.window import ContextWindow
 from cairn_server.domain import ModelMessage
+from cairn_server.errors import CairnServerError
 from cairn_server.memory.bootstrap import bootstrap_note
 from cairn_server.memory.services import Memory
 from cairn_server.providers.base import Provider, ProviderError
@@ -50,7 +51,7 @@ ProviderFactory = Callable[[str], Provider]
 UNKNOWN_OUTCOMES_LISTED = 50  # in a welcome: the newest calls a client may still report on
 
 
-class RunInProgressError(RuntimeError):
+class RunInProgressError(CairnServerError, RuntimeError):
     """The conversation has a run going; the message says what to do."""
 
 

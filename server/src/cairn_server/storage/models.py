@@ -10,6 +10,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from cairn_protocol.messages import ApprovalAnswer, ApprovalDecision, DecidedBy, StopReason
+from cairn_protocol.rest import AuthorKind, BlockAction, CallOutcome, MessageRole, RunStatus
 from sqlalchemy import Column, DateTime, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -116,7 +118,7 @@ class Message(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: str = Field(foreign_key="conversations.id", index=True, sa_type=StoredString)
     run_id: str | None = Field(default=None, index=True, sa_type=StoredString)
-    role: str = Field(sa_type=StoredString)  # user | assistant | tool | event (memory note)
+    role: MessageRole = Field(sa_type=StoredString)
     content: str = Field(default="", sa_column=Column(StoredText, nullable=False))
     tool_calls: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(StoredJSON))
     tool_call_id: str | None = Field(default=None, sa_type=StoredString)
@@ -128,8 +130,8 @@ class Run(SQLModel, table=True):
     __tablename__ = "runs"
     id: str = Field(default_factory=lambda: new_id("run"), primary_key=True, sa_type=StoredString)
     conversation_id: str = Field(foreign_key="conversations.id", index=True, sa_type=StoredString)
-    status: str = Field(default="running", sa_type=StoredString)  # running | finished
-    stop_reason: str | None = Field(default=None, sa_type=StoredString)
+    status: RunStatus = Field(default="running", sa_type=StoredString)
+    stop_reason: StopReason | None = Field(default=None, sa_type=StoredString)
     model: str = Field(sa_type=StoredString)
     steps: int = 0
     input_tokens: int = 0
@@ -169,8 +171,7 @@ class ToolCallRecord(SQLModel, table=True):
     model_call_id: str = Field(sa_type=StoredString)
     tool: str = Field(sa_type=StoredString)
     arguments: dict[str, Any] = Field(default_factory=dict, sa_column=Column(StoredJSON))
-    # pending | ok | error | denied | unknown (closed unanswered)
-    status: str = Field(default="pending", sa_type=StoredString)
+    status: CallOutcome = Field(default="pending", sa_type=StoredString)
     content: str = Field(default="", sa_column=Column(StoredText, nullable=False))
     reason: str | None = Field(default=None, sa_type=StoredString)
     created_at: datetime = _ts(nullable=False)
@@ -188,10 +189,9 @@ class RunApproval(SQLModel, table=True):
     conversation_id: str = Field(sa_type=StoredString)
     call_id: str = Field(sa_type=StoredString)
     tool: str = Field(sa_type=StoredString)
-    decision: str = Field(sa_type=StoredString)  # allow | deny
-    decided_by: str = Field(sa_type=StoredString)  # policy | user | nobody
-    # once | session | always | deny, when a person answered
-    answer: str | None = Field(default=None, sa_type=StoredString)
+    decision: ApprovalDecision = Field(sa_type=StoredString)
+    decided_by: DecidedBy = Field(sa_type=StoredString)
+    answer: ApprovalAnswer | None = Field(default=None, sa_type=StoredString)  # a person's
     reason: str = Field(sa_column=Column(StoredText, nullable=False))
     shown_title: str = Field(sa_type=StoredString)
     shown: str = Field(sa_column=Column(StoredText, nullable=False))
@@ -245,12 +245,12 @@ class BlockVersion(SQLModel, table=True):
     agent_id: str = Field(foreign_key="agents.id", index=True, sa_type=StoredString)
     label: str = Field(sa_type=StoredString)
     version: int
-    action: str = Field(sa_type=StoredString)  # create | edit | revert | delete
+    action: BlockAction = Field(sa_type=StoredString)
     value: str = Field(default="", sa_column=Column(StoredText, nullable=False))
     description: str = Field(default="", sa_type=StoredString)
     char_limit: int = 5000
     read_only: bool = False
-    author_kind: str = Field(sa_type=StoredString)  # agent | user | system
+    author_kind: AuthorKind = Field(sa_type=StoredString)
     author: str | None = Field(default=None, sa_type=StoredString)
     conversation_id: str | None = Field(default=None, sa_type=StoredString)
     run_id: str | None = Field(default=None, sa_type=StoredString)

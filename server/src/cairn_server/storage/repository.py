@@ -14,12 +14,13 @@ from sqlalchemy.sql.dml import ReturningUpdate
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from cairn_server.errors import CairnServerError
 from cairn_server.storage.db import Database
 
 T = TypeVar("T")
 
 
-class NotFoundError(LookupError):
+class NotFoundError(CairnServerError, LookupError):
     """An id that names no row; the message says which."""
 
 

@@ -17,6 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from cairn_server.domain import STORED_ROLES, ModelMessage, ToolCall
+from cairn_server.errors import CairnServerError
 from cairn_server.storage.models import (
     Agent,
     ApiToken,
@@ -48,7 +49,7 @@ T = TypeVar("T")
 E = TypeVar("E", bound=ServerEvent)
 
 
-class TokenRefused(PermissionError):
+class TokenRefused(CairnServerError, PermissionError):
     """A token that opens no session; the message says why (unknown, revoked, expired)."""
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from cairn_protocol.rest import ContextReport, ContextSection
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -16,7 +17,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Label, Static
 
-from cairn_client.api import ApiError, CairnApi, ContextReport, ContextSection
+from cairn_client.api import ApiError, CairnApi
 from cairn_client.memory_format import budget_line, share
 
 MAX_PREVIEW_CHARS = 20_000

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cairn_protocol.rest import BlockPublic
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -18,7 +19,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, OptionList, TextArea
 from textual.widgets.option_list import Option
 
-from cairn_client.api import ApiError, Block, CairnApi
+from cairn_client.api import ApiError, CairnApi
 from cairn_client.memory_format import redacted_note
 from cairn_client.tui.screens.memory_dialogs import (
     BlockHistoryScreen,
@@ -38,7 +39,7 @@ class Draft:
 
     text: str
     base: int
-    block: Block
+    block: BlockPublic
     conflict: bool = False
 
 
@@ -65,7 +66,7 @@ class MemoryScreen(Screen[None]):
         self.agent_id = agent_id
         # Owned by the app when given, so unsaved text is still there when the screen reopens.
         self.drafts: Drafts = drafts if drafts is not None else {}
-        self.blocks: dict[str, Block] = {}
+        self.blocks: dict[str, BlockPublic] = {}
         self.deleted: set[str] = set()  # shown only because they hold a draft
         self.selected: str | None = None
         self.saving: set[str] = set()
@@ -106,7 +107,7 @@ class MemoryScreen(Screen[None]):
             return
         self._set_blocks(blocks, select)
 
-    def _set_blocks(self, blocks: list[Block], select: str | None) -> None:
+    def _set_blocks(self, blocks: list[BlockPublic], select: str | None) -> None:
         self._remember()
         listed = {block.label: block for block in blocks}
         # A block deleted elsewhere while the person edited it stays, to be recreated.
@@ -134,7 +135,7 @@ class MemoryScreen(Screen[None]):
             self._open(target)
         self.block_list.highlighted = self.block_list.get_option_index(target)
 
-    def _option_prompt(self, block: Block) -> Content:
+    def _option_prompt(self, block: BlockPublic) -> Content:
         label = block.label + (" *" if block.label in self.drafts else "")
         details = f"{block.chars:,}/{block.char_limit:,} · v{block.version}"
         if block.read_only:
@@ -286,7 +287,7 @@ class MemoryScreen(Screen[None]):
             return
         self._saved(label, text, saved)
 
-    def _saved(self, label: str, text: str, saved: Block) -> None:
+    def _saved(self, label: str, text: str, saved: BlockPublic) -> None:
         self.blocks[label] = saved
         self.deleted.discard(label)
         draft = self.drafts.get(label)
@@ -366,7 +367,7 @@ class MemoryScreen(Screen[None]):
         )
 
     def action_new_block(self) -> None:
-        def created(block: Block | None) -> None:
+        def created(block: BlockPublic | None) -> None:
             if block is not None:
                 self.notify(f"Created {block.label}")
                 self.reload(select=block.label)
@@ -409,7 +410,7 @@ class MemoryScreen(Screen[None]):
         if label is None:
             return
 
-        def closed(reverted: Block | None) -> None:
+        def closed(reverted: BlockPublic | None) -> None:
             if reverted is not None:
                 self.notify(f"Reverted {label}: now v{reverted.version}")
                 self.reload(select=label)

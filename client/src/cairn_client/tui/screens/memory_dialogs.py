@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from cairn_protocol.rest import BlockPublic, BlockVersionPublic
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -15,7 +16,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, Static
 
-from cairn_client.api import ApiError, Block, BlockVersion, CairnApi
+from cairn_client.api import ApiError, CairnApi
 from cairn_client.memory_format import author_line, colour_diff, version_diff, when
 
 
@@ -54,7 +55,7 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(event.button.id == "confirm-yes")
 
 
-class NewBlockScreen(ModalScreen[Block | None]):
+class NewBlockScreen(ModalScreen[BlockPublic | None]):
     """Label, description, limit and read-only; answers the created block (None: cancelled).
 
     A refused creation (a taken or malformed label, a bad limit) is shown here, with what was
@@ -137,7 +138,7 @@ class NewBlockScreen(ModalScreen[Block | None]):
         self.query_one("#new-error", Label).update(text)
 
 
-class BlockHistoryScreen(ModalScreen[Block | None]):
+class BlockHistoryScreen(ModalScreen[BlockPublic | None]):
     """Every version of one block, newest first, and what the highlighted one changed.
 
     `r` reverts to the highlighted version; the screen then answers the block as reverted.
@@ -154,7 +155,7 @@ class BlockHistoryScreen(ModalScreen[Block | None]):
         self.api = api
         self.agent_id = agent_id
         self.label = label
-        self.versions: list[BlockVersion] = []
+        self.versions: list[BlockVersionPublic] = []
 
     def compose(self) -> ComposeResult:
         with Vertical(id="history-dialog", classes="memory-dialog"):
@@ -207,7 +208,7 @@ class BlockHistoryScreen(ModalScreen[Block | None]):
         diff = version_diff(older, version)
         body.update(colour_diff(diff) if diff else Text("The value did not change.", style="dim"))
 
-    def _highlighted(self) -> BlockVersion | None:
+    def _highlighted(self) -> BlockVersionPublic | None:
         row = self.query_one("#history-table", DataTable).cursor_row
         return self.versions[row] if 0 <= row < len(self.versions) else None
 

@@ -1,0 +1,232 @@
+"""The public shapes of the server's REST API: what each route returns, as the client reads it.
+
+Owns the response models (agents, conversations, messages, runs, approvals, memory, context)
+and the value literals the server's tables share with them; pydantic only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cairn_protocol.messages import ApprovalRecord, StopReason
+
+RunStatus = Literal["running", "finished"]
+# A stored message: a chat role, or "event", a note from the system (e.g. a memory change).
+MessageRole = Literal["user", "assistant", "tool", "event"]
+# How a client tool call ended; "unknown": the server stopped waiting without an answer.
+CallOutcome = Literal["pending", "ok", "error", "denied", "unknown"]
+BlockAction = Literal["create", "edit", "revert", "delete"]
+AuthorKind = Literal["agent", "user", "system"]
+
+
+class PublicModel(BaseModel):
+    """Base of every response: fields a newer server adds are ignored by an older client."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, from_attributes=True)
+
+
+_SECRETS_REDACTED = Field(
+    default=0, description="Secrets cut from the text this request stored (they are never stored)."
+)
+
+
+# --------------------------------------------------------------------------- agents, messages
+
+
+class AgentPublic(PublicModel):
+    """One long-lived agent per (user, codebase)."""
+
+    id: str
+    user_id: str
+    codebase_key: str
+    display_name: str
+    origin: str | None = None
+    model: str | None = Field(default=None, description="Overrides CAIRN_MODEL when set.")
+    context_budget: int | None = Field(
+        default=None, description="Prompt tokens a request may hold; None: CAIRN_CONTEXT_BUDGET."
+    )
+    created_at: datetime
+
+
+class ConversationPublic(PublicModel):
+    """A thread of messages with one agent, with the memory frozen into its prompt prefix."""
+
+    id: str
+    agent_id: str
+    title: str = ""
+    last_seq: int = 0
+    prompt_memory: str | None = None
+    prompt_metadata: str | None = None
+    memory_seen: dict[str, int] = Field(default_factory=dict)
+    summary: str = ""
+    compacted_through: int = 0
+    created_at: datetime
+    updated_at: datetime
+
+
+class MessagePublic(PublicModel):
+    id: int
+    conversation_id: str
+    run_id: str | None = None
+    role: MessageRole
+    content: str = ""
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    is_error: bool = False
+    created_at: datetime
+
+
+class MessageHit(PublicModel):
+    """A message found by recall search, best first."""
+
+    message_id: int
+    conversation_id: str
+    role: MessageRole
+    content: str
+    created_at: datetime
+    score: float
+
+
+# --------------------------------------------------------------------------- runs
+
+
+class RunPublic(PublicModel):
+    """One request's run: its outcome, model calls and usage (`input_tokens` includes the
+    cached ones)."""
+
+    id: str
+    conversation_id: str
+    status: RunStatus
+    stop_reason: StopReason | None = None
+    model: str
+    steps: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    detail: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class RunStepPublic(PublicModel):
+    """One model call of a run: its usage and how full the context was."""
+
+    id: int
+    run_id: str
+    step: int
+    model: str
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    context_tokens: int = 0
+    created_at: datetime
+
+
+class ApprovalPublic(ApprovalRecord):
+    """How one tool call of a run was decided, what was shown, and what came of the call."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    run_id: str
+    conversation_id: str
+    call_id: str
+    tool: str
+    outcome: CallOutcome = Field(
+        description='How the call ended; "unknown": the client never said whether it ran.'
+    )
+    outcome_reason: str | None = Field(
+        description="Why it failed, was denied, or was stopped (e.g. a command killed after "
+        "N s when the run was interrupted)."
+    )
+    outcome_content: str = Field(
+        description="What the model was given: the output, secrets redacted (a killed "
+        "command's output up to the kill)."
+    )
+
+
+# --------------------------------------------------------------------------- memory
+
+
+class BlockPublic(PublicModel):
+    """A core memory block as it is now."""
+
+    label: str
+    description: str
+    value: str
+    char_limit: int
+    read_only: bool
+    version: int
+    chars: int
+    updated_at: datetime
+    secrets_redacted: int = _SECRETS_REDACTED
+
+
+class BlockVersionPublic(PublicModel):
+    """One state of a block after an edit, with who made it and how."""
+
+    label: str
+    version: int
+    action: BlockAction
+    value: str
+    description: str
+    char_limit: int
+    read_only: bool
+    author_kind: AuthorKind
+    author: str | None
+    conversation_id: str | None
+    run_id: str | None
+    tool_call_id: str | None
+    tool: str | None
+    reason: str | None
+    created_at: datetime
+
+
+class BlockDiff(PublicModel):
+    label: str
+    from_version: int
+    to_version: int
+    diff: str
+
+
+class PassagePublic(PublicModel):
+    """An archival passage; `score` is its relevance when it answers a query."""
+
+    id: int
+    text: str
+    tags: list[str]
+    created_at: datetime
+    conversation_id: str | None
+    run_id: str | None
+    score: float | None = None
+    secrets_redacted: int = _SECRETS_REDACTED
+
+
+# --------------------------------------------------------------------------- context
+
+
+class ContextItem(PublicModel):
+    name: str
+    tokens: int
+
+
+class ContextSection(PublicModel):
+    name: str
+    tokens: int
+    text: str
+    items: list[ContextItem]
+
+
+class ContextReport(PublicModel):
+    """The conversation's next request by section, in tokens, beside the budget."""
+
+    conversation_id: str
+    model: str | None
+    tokenizer: str
+    budget: int
+    total_tokens: int
+    sections: list[ContextSection]
