@@ -16,7 +16,7 @@ from cairn_server.storage.store import Store
 
 @pytest.fixture
 async def memory(database: Database) -> Memory:
-    return Memory.open(database, {})
+    return Memory.open(database)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ def test_budget_and_limit_settings_are_read_from_the_environment() -> None:
         database_url="sqlite+aiosqlite:///x.db",
     )
     assert (settings.context_budget, settings.compaction_threshold) == (32_000, 0.7)
-    assert settings.summary_model == "openai/gpt-5.4-nano"
+    assert settings.model.summary_model == "openai/gpt-5.4-nano"
     assert (settings.run_cost_limit_usd, settings.repeat_limit) == (0.5, 4)
     assert settings.run_token_limit == 2_000_000  # the default
 
@@ -53,4 +53,19 @@ def test_the_server_command_refuses_a_bad_setting_in_one_line() -> None:
     assert done.stderr.strip().splitlines() == [
         "cairn-server: CAIRN_COMPACTION_THRESHOLD='2' is out of range: "
         "expected a number from 0.1 to 1.0"
+    ]
+
+
+def test_a_bad_model_setting_stops_the_server_at_start_in_one_line() -> None:
+    """Not a `no_model` at the first run: `serve` refuses to start."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cairn_server.cli", "serve", "--port", "0"],
+        env={**os.environ, "CAIRN_MODEL_RETRIES": "abc"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "cairn-server: CAIRN_MODEL_RETRIES='abc' is not an integer from 0 up"
     ]

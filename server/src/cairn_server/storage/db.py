@@ -32,9 +32,9 @@ _POSTGRES_MIGRATION_LOCK = 0x636169726E  # "cairn"
 _SQLITE_BEGIN = "cairn_sqlite_begin"
 
 
-def default_database_url() -> str:
-    """`CAIRN_DATABASE_URL` if set, else a SQLite file in the user's data folder (0700)."""
-    configured = os.environ.get("CAIRN_DATABASE_URL", "").strip()
+def default_database_url(configured: str | None = None) -> str:
+    """The configured URL (CAIRN_DATABASE_URL) with its async driver, else a SQLite file in the
+    user's data folder (0700)."""
     if configured:
         return normalise_database_url(configured)
     folder = Path(platformdirs.user_data_dir("cairn"))
