@@ -149,9 +149,11 @@ def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def _validated(cls: type[S], source: dict[str, str], groups: dict[str, Any]) -> S:
-    """`cls` from the variables in `source` (by their names) and its nested `groups`."""
+    """`cls` from its variables in `source` (others are ignored) and its nested `groups`."""
+    known = {name for info in cls.model_fields.values() for name in _names(info)}
+    variables = {name: value for name, value in source.items() if name in known}
     try:
-        return cls(**source, **groups)
+        return cls(**{**variables, **groups})
     except ValidationError as exc:
         raise SettingsError(_one_line(cls, exc)) from None
 
