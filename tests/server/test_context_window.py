@@ -10,7 +10,7 @@ from cairn_protocol import WorkspaceIdentity
 from cairn_server.config import ModelSettings
 from cairn_server.context import window as window_module
 from cairn_server.context.budget import Budget
-from cairn_server.context.compiler import AgentContext, CompiledContext
+from cairn_server.context.compiler import AgentContext, CompiledContext, compile_context
 from cairn_server.context.memory_view import MemorySections
 from cairn_server.context.report import agent_context
 from cairn_server.context.window import ContextWindow
@@ -48,7 +48,6 @@ async def window(store: Store, database: Database) -> ContextWindow:
 def compiles(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """One entry per compilation of a draft."""
     counted: list[int] = []
-    compile_context = window_module.compile_context
 
     def counting(
         context: AgentContext,
