@@ -25,7 +25,6 @@ import asyncio
 import collections
 import json
 import math
-import os
 import re
 import statistics
 import sys
@@ -41,8 +40,9 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from cairn_protocol import WorkspaceIdentity
+from cairn_server.config import EmbeddingSettings
 from cairn_server.fakes.runner import FakeModelServer
-from cairn_server.memory.embeddings import Embedder, embedder_from_env
+from cairn_server.memory.embeddings import Embedder, make_embedder
 from cairn_server.memory.recall import Recall
 from cairn_server.storage.db import Database, open_database
 from cairn_server.storage.models import Message
@@ -410,14 +410,11 @@ def main() -> None:
                 "embeddings: the fake server's hashed word/trigram vectors - NOT a semantic "
                 "model; fusion figures here only show the path works"
             )
-            embedder = embedder_from_env(
-                {
-                    "CAIRN_EMBEDDING_MODEL": FAKE_EMBEDDING_MODEL,
-                    "CAIRN_EMBEDDING_BASE_URL": fake.openai_base_url,
-                }
+            embedder = make_embedder(
+                EmbeddingSettings(model=FAKE_EMBEDDING_MODEL, base_url=fake.openai_base_url)
             )
         elif args.embeddings:
-            embedder = embedder_from_env(os.environ)
+            embedder = make_embedder(EmbeddingSettings.from_env())
             if embedder is None:
                 sys.exit("--embeddings needs CAIRN_EMBEDDING_MODEL (and a base URL / key)")
             print(f"embeddings: {embedder.model}")

@@ -302,19 +302,19 @@ def run_provider(provider: str, turns: int, budget: int, folder: Path) -> tuple[
         main_fake, summary_fake = (fake, summaries)
         openai_fake = main_fake if provider == "openai" else summary_fake
         anthropic_fake = summary_fake if provider == "openai" else main_fake
-        settings = ServerSettings(
-            database_url=database_url,
-            bootstrap_token=TOKEN,
-            context_budget=budget,
-            summary_model=summary_model,
-            step_limit=10,
-            env={
+        settings = ServerSettings.from_env(
+            {
                 "CAIRN_MODEL": model,
+                "CAIRN_SUMMARY_MODEL": summary_model,
                 "OPENAI_API_KEY": "bench",
                 "OPENAI_BASE_URL": openai_fake.openai_base_url,
                 "ANTHROPIC_API_KEY": "bench",
                 "ANTHROPIC_BASE_URL": anthropic_fake.anthropic_base_url,
             },
+            database_url=database_url,
+            bootstrap_token=TOKEN,
+            context_budget=budget,
+            step_limit=10,
         )
         clock = datetime.now(UTC) - timedelta(seconds=time.perf_counter())
         started = time.perf_counter()

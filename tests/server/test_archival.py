@@ -9,9 +9,10 @@ import math
 
 import pytest
 from cairn_protocol import WorkspaceIdentity
+from cairn_server.config import EmbeddingSettings
 from cairn_server.fakes.runner import FakeModelServer
 from cairn_server.memory.archival import Archive
-from cairn_server.memory.embeddings import EmbeddingError, OpenAIEmbedder, embedder_from_env
+from cairn_server.memory.embeddings import EmbeddingError, OpenAIEmbedder, make_embedder
 from cairn_server.storage.db import Database
 from cairn_server.storage.repository import NotFoundError
 from cairn_server.storage.store import Store
@@ -111,7 +112,7 @@ async def test_empty_text_is_refused_and_nothing_is_stored(database: Database, a
 async def test_passages_are_embedded_and_vector_matches_are_fused(
     database: Database, agent: str, fake: FakeModelServer
 ) -> None:
-    embedder = embedder_from_env(embedding_env(fake))
+    embedder = make_embedder(EmbeddingSettings.from_env(embedding_env(fake)))
     assert embedder is not None
     try:
         archive = Archive(database, embedder)
@@ -131,8 +132,8 @@ async def test_passages_are_embedded_and_vector_matches_are_fused(
 async def test_an_embedder_that_fails_still_keeps_the_passage_and_backfills_later(
     database: Database, agent: str, fake: FakeModelServer
 ) -> None:
-    down = embedder_from_env(embedding_env(fake, "http://127.0.0.1:9/v1"))
-    up = embedder_from_env(embedding_env(fake))
+    down = make_embedder(EmbeddingSettings.from_env(embedding_env(fake, "http://127.0.0.1:9/v1")))
+    up = make_embedder(EmbeddingSettings.from_env(embedding_env(fake)))
     assert down is not None and up is not None
     try:
         archive = Archive(database, down)
@@ -148,14 +149,17 @@ async def test_an_embedder_that_fails_still_keeps_the_passage_and_backfills_late
 
 
 async def test_embedder_settings_come_from_the_environment() -> None:
-    assert embedder_from_env({}) is None
-    assert embedder_from_env({"OPENAI_API_KEY": "k"}) is None  # no model, no embeddings
-    default = embedder_from_env({"CAIRN_EMBEDDING_MODEL": "text-embedding-3-small"})
+    assert make_embedder(EmbeddingSettings.from_env({})) is None
+    no_model = EmbeddingSettings.from_env({"OPENAI_API_KEY": "k"})
+    assert make_embedder(no_model) is None  # no model, no embeddings
+    default = make_embedder(
+        EmbeddingSettings.from_env({"CAIRN_EMBEDDING_MODEL": "text-embedding-3-small"})
+    )
     assert isinstance(default, OpenAIEmbedder)
     assert default.base_url == "https://api.openai.com/v1"
-    fallback = embedder_from_env(
+    fallback = make_embedder(EmbeddingSettings.from_env(
         {"CAIRN_EMBEDDING_MODEL": "m", "OPENAI_BASE_URL": "http://local:8080/v1"}
-    )
+    ))
     assert isinstance(fallback, OpenAIEmbedder) and fallback.base_url == "http://local:8080/v1"
     for embedder in (default, fallback):
         await embedder.aclose()

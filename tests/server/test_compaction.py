@@ -51,8 +51,8 @@ def summaries() -> Iterator[FakeModelServer]:
 def with_summaries(summaries: FakeModelServer) -> dict[str, Any]:
     """Server settings whose summary model (Anthropic) is served by `summaries`."""
     return {
-        "summary_model": SUMMARY_MODEL,
         "env": {
+            "CAIRN_SUMMARY_MODEL": SUMMARY_MODEL,
             "ANTHROPIC_BASE_URL": summaries.anthropic_base_url,
             "ANTHROPIC_API_KEY": "test-anthropic-key",
         },
@@ -349,8 +349,10 @@ async def test_anthropic_requests_keep_their_cached_prefix_across_compactions(
             fake_model,
             provider="anthropic",
             context_budget=BUDGET,
-            summary_model="openai/gpt-5.4-nano",
-            env={"OPENAI_BASE_URL": summaries.openai_base_url},
+            env={
+                "CAIRN_SUMMARY_MODEL": "openai/gpt-5.4-nano",
+                "OPENAI_BASE_URL": summaries.openai_base_url,
+            },
         ) as server:
             client, finished = await whole_session(server.url, 40)
     assert {f.stop_reason for f in finished} == {"end_turn"}

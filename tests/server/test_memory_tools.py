@@ -23,7 +23,7 @@ async def run_server_tool(ctx: ToolContext, tool: str, arguments: dict[str, Any]
 
 @pytest.fixture
 async def memory(database: Database) -> Memory:
-    return Memory.open(database, {})
+    return Memory.open(database)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from cairn_server.config import RETRIES_ENV, RETRY_BASE_DELAY_ENV, ModelSettings, SettingsError
 from cairn_server.domain import ModelMessage, ModelRequest
 from cairn_server.fakes import FakeModelServer, Script, ScriptedError, Turn
 from cairn_server.providers.anthropic_provider import AnthropicProvider
@@ -26,13 +27,8 @@ from cairn_server.providers.base import (
     StreamEvent,
     TextDelta,
 )
+from cairn_server.providers.catalog import make_provider, retry_policy
 from cairn_server.providers.openai_provider import OpenAIProvider
-from cairn_server.providers.registry import (
-    RETRIES_ENV,
-    RETRY_BASE_DELAY_ENV,
-    make_provider,
-    retry_policy,
-)
 from cairn_server.providers.retry import RetryPolicy, retry_after_s, status_failure
 from support.providers import provider_for
 
@@ -368,9 +364,9 @@ async def test_jittered_delays_reach_the_sleep_through_a_provider(
 
 
 def test_the_environment_sets_retries_and_base_delay() -> None:
-    assert retry_policy({}) == RetryPolicy(max_retries=4, base_delay_s=0.5)
+    assert retry_policy(ModelSettings()) == RetryPolicy(max_retries=4, base_delay_s=0.5)
     env = {RETRIES_ENV: "2", RETRY_BASE_DELAY_ENV: "0.1"}
-    assert retry_policy(env) == RetryPolicy(max_retries=2, base_delay_s=0.1)
+    assert retry_policy(ModelSettings.from_env(env)) == RetryPolicy(max_retries=2, base_delay_s=0.1)
 
 
 @pytest.mark.parametrize(
@@ -379,8 +375,8 @@ def test_the_environment_sets_retries_and_base_delay() -> None:
 )
 def test_bad_retry_settings_name_the_variable(name: str, value: str) -> None:
     env = {"OPENAI_API_KEY": "k", name: value}
-    with pytest.raises(ProviderError, match=name):
-        make_provider("openai/gpt-5.4-mini", env)
+    with pytest.raises(SettingsError, match=name):  # at start, not at the first model call
+        make_provider("openai/gpt-5.4-mini", ModelSettings.from_env(env))
 
 
 async def test_make_provider_uses_the_retry_settings(fake: FakeModelServer) -> None:
@@ -392,7 +388,7 @@ async def test_make_provider_uses_the_retry_settings(fake: FakeModelServer) -> N
         RETRIES_ENV: "1",
         RETRY_BASE_DELAY_ENV: "0",
     }
-    provider = make_provider("openai/gpt-5.4-mini", env)
+    provider = make_provider("openai/gpt-5.4-mini", ModelSettings.from_env(env))
     assert isinstance(provider, OpenAIProvider)
     async with provider:
         events, error = await events_until_error(provider.stream(ask()))

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from cairn_protocol import Usage
+from cairn_server.config import ModelSettings
 from cairn_server.context.tokens import count_tokens
 from cairn_server.domain import ModelMessage, ModelRequest, ToolCall, ToolSpec
 from cairn_server.fakes import FakeModelServer, Script, ScriptedError, ScriptedToolCall, Turn
@@ -26,14 +27,14 @@ from cairn_server.providers.base import (
     TextDelta,
     ToolCallReady,
 )
-from cairn_server.providers.openai_provider import OpenAIProvider
-from cairn_server.providers.pricing import cost_usd
-from cairn_server.providers.registry import (
+from cairn_server.providers.catalog import (
     DEFAULT_ANTHROPIC_MODEL,
     DEFAULT_OPENAI_MODEL,
     make_provider,
     resolve_model,
 )
+from cairn_server.providers.openai_provider import OpenAIProvider
+from cairn_server.providers.pricing import cost_usd
 from cairn_server.providers.retry import RetryPolicy
 from support.providers import ANTHROPIC_MODEL, OPENAI_MODEL, provider_for
 
@@ -383,12 +384,14 @@ async def test_unreachable_server_names_the_url(provider_name: str) -> None:
 
 def test_agent_model_wins_over_the_environment() -> None:
     env = {"CAIRN_MODEL": "openai/gpt-4.1", "OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"}
-    choice = resolve_model("anthropic/claude-haiku-4-5", env)
+    choice = resolve_model("anthropic/claude-haiku-4-5", ModelSettings.from_env(env))
     assert (choice.model, choice.problem) == ("anthropic/claude-haiku-4-5", None)
 
 
 def test_cairn_model_is_used_when_the_agent_has_none() -> None:
-    choice = resolve_model(None, {"CAIRN_MODEL": "openai/gpt-4.1", "OPENAI_API_KEY": "k"})
+    choice = resolve_model(
+        None, ModelSettings.from_env({"CAIRN_MODEL": "openai/gpt-4.1", "OPENAI_API_KEY": "k"})
+    )
     assert (choice.model, choice.problem) == ("openai/gpt-4.1", None)
 
 
@@ -400,13 +403,14 @@ def test_cairn_model_is_used_when_the_agent_has_none() -> None:
     ],
 )
 def test_default_model_follows_the_key_that_is_set(env: dict[str, str], expected: str) -> None:
-    assert resolve_model(None, env) == resolve_model("", env)
-    choice = resolve_model(None, env)
+    settings = ModelSettings.from_env(env)
+    assert resolve_model(None, settings) == resolve_model("", settings)
+    choice = resolve_model(None, settings)
     assert (choice.model, choice.problem) == (expected, None)
 
 
 def test_no_model_explains_how_to_configure_one() -> None:
-    choice = resolve_model(None, {})
+    choice = resolve_model(None, ModelSettings())
     assert choice.model is None and choice.problem is not None
     for hint in ("CAIRN_MODEL=openai/", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY"):
         assert hint in choice.problem
@@ -418,21 +422,21 @@ def test_no_model_explains_how_to_configure_one() -> None:
     [("openai/gpt-4.1", "OPENAI_API_KEY"), ("anthropic/claude-haiku-4-5", "ANTHROPIC_API_KEY")],
 )
 def test_missing_key_names_the_variable(spec: str, variable: str) -> None:
-    choice = resolve_model(spec, {})
+    choice = resolve_model(spec, ModelSettings())
     assert choice.problem is not None and f"needs {variable}" in choice.problem
     with pytest.raises(ProviderError, match=variable):
-        make_provider(spec, {})
+        make_provider(spec, ModelSettings())
 
 
 def test_unknown_prefix_names_the_valid_ones() -> None:
-    choice = resolve_model("gpt-4.1", {"OPENAI_API_KEY": "k"})
+    choice = resolve_model("gpt-4.1", ModelSettings.from_env({"OPENAI_API_KEY": "k"}))
     assert choice.problem is not None
     assert '"openai/<model>"' in choice.problem and '"anthropic/<model>"' in choice.problem
 
 
 def test_openai_compatible_server_needs_no_key() -> None:
     env = {"CAIRN_MODEL": "openai/llama3.2", "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"}
-    assert resolve_model(None, env).problem is None
+    assert resolve_model(None, ModelSettings.from_env(env)).problem is None
 
 
 async def test_make_provider_reads_keys_and_base_urls_from_the_environment(
@@ -446,7 +450,7 @@ async def test_make_provider_reads_keys_and_base_urls_from_the_environment(
         "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
     }
     for spec in ("openai/gpt-5.4-mini", "anthropic/claude-sonnet-4-6"):
-        provider = make_provider(spec, env)
+        provider = make_provider(spec, ModelSettings.from_env(env))
         assert isinstance(provider, OpenAIProvider | AnthropicProvider)
         async with provider:
             assert provider.model == spec.partition("/")[2]

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 from cairn_protocol import WorkspaceIdentity
+from cairn_server.config import EmbeddingSettings
 from cairn_server.domain import ModelMessage
 from cairn_server.fakes.runner import FakeModelServer
-from cairn_server.memory.embeddings import embedder_from_env
+from cairn_server.memory.embeddings import make_embedder
 from cairn_server.memory.recall import Recall, RecallHit, search_terms
 from cairn_server.storage.db import Database
 from cairn_server.storage.models import Message, MessageEmbedding
@@ -203,7 +204,7 @@ async def test_fused_search_never_returns_another_agents_messages(
     for n in range(3):
         await say(store, other_conversation, f"secret {n}: the vault code is 4711")
     mine = [await say(store, conversation, text) for text in ("zebras graze", "tea", "hiking")]
-    embedder = embedder_from_env(fake_env(fake))
+    embedder = make_embedder(EmbeddingSettings.from_env(fake_env(fake)))
     assert embedder is not None
     try:
         for recall in (Recall(database), Recall(database, embedder)):
@@ -216,7 +217,7 @@ async def test_fused_search_never_returns_another_agents_messages(
 async def test_with_an_embedder_messages_are_embedded_lazily_and_fused(
     database: Database, store: Store, conversation: str, agent: str, fake: FakeModelServer
 ) -> None:
-    embedder = embedder_from_env(fake_env(fake))
+    embedder = make_embedder(EmbeddingSettings.from_env(fake_env(fake)))
     assert embedder is not None
     try:
         # separate conversations, so no neighbour smoothing between them
@@ -249,7 +250,7 @@ async def test_an_embedder_that_is_down_degrades_to_text_only(
 ) -> None:
     said = await say(store, conversation, "rotate the signing keys monthly")
     for base_url in ("http://127.0.0.1:9/v1", f"{fake.url}/missing/v1"):  # unreachable, 404
-        embedder = embedder_from_env(fake_env(fake, base_url))
+        embedder = make_embedder(EmbeddingSettings.from_env(fake_env(fake, base_url)))
         assert embedder is not None
         try:
             hits = await Recall(database, embedder).search(agent, "signing keys")
@@ -263,7 +264,8 @@ async def test_a_new_embedding_model_re_embeds_the_old_vectors(
 ) -> None:
     await say(store, conversation, "cache invalidation notes")
     for model in ("model-a", "model-b"):
-        embedder = embedder_from_env({**fake_env(fake), "CAIRN_EMBEDDING_MODEL": model})
+        env = {**fake_env(fake), "CAIRN_EMBEDDING_MODEL": model}
+        embedder = make_embedder(EmbeddingSettings.from_env(env))
         assert embedder is not None
         try:
             assert await Recall(database, embedder).embed_pending(agent) == 1

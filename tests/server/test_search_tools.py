@@ -34,7 +34,7 @@ async def ctx(store: Store, database: Database) -> ToolContext:
     workspace = WorkspaceIdentity(root_commit="abc", display_name="repo", path="/r")
     agent = await store.get_or_create_agent(user.id, workspace)
     conversation = await store.create_conversation(agent.id)
-    return ToolContext(Memory.open(database, {}), agent.id, conversation.id, "run_1", "call_1")
+    return ToolContext(Memory.open(database), agent.id, conversation.id, "run_1", "call_1")
 
 
 async def call(ctx: ToolContext, tool: str, **arguments: Any) -> ToolOutcome:

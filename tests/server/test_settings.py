@@ -22,7 +22,7 @@ def test_budget_and_limit_settings_are_read_from_the_environment() -> None:
         database_url="sqlite+aiosqlite:///x.db",
     )
     assert (settings.context_budget, settings.compaction_threshold) == (32_000, 0.7)
-    assert settings.summary_model == "openai/gpt-5.4-nano"
+    assert settings.model.summary_model == "openai/gpt-5.4-nano"
     assert (settings.run_cost_limit_usd, settings.repeat_limit) == (0.5, 4)
     assert settings.run_token_limit == 2_000_000  # the default
 
@@ -41,16 +41,30 @@ def test_a_bad_value_names_the_variable(name: str, value: str, message: str) -> 
         ServerSettings.from_env({name: value}, database_url="sqlite+aiosqlite:///x.db")
 
 
-def test_the_server_command_refuses_a_bad_setting_in_one_line() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "cairn_server.cli", "migrate"],
-        env={**os.environ, "CAIRN_COMPACTION_THRESHOLD": "2"},
+def cairn_server(*arguments: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the `cairn-server` command with these variables added to the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "cairn_server.cli", *arguments],
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_the_server_command_refuses_a_bad_setting_in_one_line() -> None:
+    done = cairn_server("migrate", CAIRN_COMPACTION_THRESHOLD="2")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "cairn-server: CAIRN_COMPACTION_THRESHOLD='2' is out of range: "
         "expected a number from 0.1 to 1.0"
+    ]
+
+
+def test_a_bad_model_setting_stops_the_server_at_start_in_one_line() -> None:
+    """Not a `no_model` at the first run: `serve` refuses to start."""
+    done = cairn_server("serve", "--port", "0", CAIRN_MODEL_RETRIES="abc")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "cairn-server: CAIRN_MODEL_RETRIES='abc' is not an integer from 0 up"
     ]

@@ -26,6 +26,7 @@ from cairn_protocol import (
     Usage,
     WorkspaceIdentity,
 )
+from cairn_server.config import ServerSettings
 from cairn_server.domain import ModelMessage, ToolCall
 from cairn_server.storage.db import (
     Database,
@@ -200,7 +201,7 @@ def test_configured_url_gets_an_async_driver(
     monkeypatch: pytest.MonkeyPatch, configured: str, expected: str
 ) -> None:
     monkeypatch.setenv("CAIRN_DATABASE_URL", configured)
-    assert default_database_url() == expected
+    assert default_database_url(ServerSettings.from_env().database_url) == expected
 
 
 # --------------------------------------------------------------------------- users and tokens

@@ -45,7 +45,7 @@ def test_stored_form_is_lossless_and_never_holds_nul() -> None:
 
 async def test_nul_round_trips_through_every_table(database: Database) -> None:
     store = Store(database)
-    memory = Memory.open(database, {})
+    memory = Memory.open(database)
     user = await store.ensure_user("al\x00ice")
     token = await store.create_token(user.name, label=NASTY)
     assert (await store.authenticate(token)).id == user.id
@@ -130,7 +130,7 @@ async def test_nul_round_trips_through_every_table(database: Database) -> None:
 
 async def test_text_around_a_nul_is_still_found_by_search(database: Database) -> None:
     store = Store(database)
-    memory = Memory.open(database, {})
+    memory = Memory.open(database)
     user = await store.ensure_user("dev")
     identity = WorkspaceIdentity(root_commit="c" * 40, display_name="app", path="/app")
     agent = await store.get_or_create_agent(user.id, identity)

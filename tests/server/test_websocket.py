@@ -3,6 +3,7 @@ withdrawn and late results, resume, restart."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,25 @@ async def test_full_run_with_client_tool_on_each_database(
             "content": "print('hello')",
         }
         await client.close()
+
+
+async def test_an_idle_conversation_is_forgotten_after_its_run_and_its_client(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    """The runtime's per-conversation hubs and locks do not only grow."""
+    fake_model.set_script(script({"text": "Done."}))
+    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
+        runtime = server.app.state.runtime
+        client, _ = await _connected(server.url)
+        await client.send(UserMessage(text="hi"))
+        await client.recv_until("run_finished")
+        assert runtime.conversations_held == 1  # the client is still here
+        await client.close()
+        for _ in range(500):  # until the server has seen the connection go
+            if not runtime.conversations_held:
+                break
+            await asyncio.sleep(0.02)
+        assert runtime.conversations_held == 0
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])

@@ -205,7 +205,7 @@ async def test_a_client_that_never_reads_is_closed_and_its_memory_returned(
     pings = 400  # 12.5 MiB of pongs, far beyond the limit and the sockets' buffers
     closed_log = Logged("behind its events; closed")
     logging.getLogger("cairn_server.api.ws").addHandler(closed_log)
-    with cairn_server(sqlite_url(tmp_path), fake_model, ws_backlog_bytes=limit) as server:
+    with cairn_server(sqlite_url(tmp_path), fake_model, ws_backlog_mb=limit // 2**20) as server:
         warm, _ = await connected(server.url)  # the first connection's one-time costs
         await warm.close()
         gc.collect()

@@ -47,11 +47,8 @@ def cairn_server(
     **overrides: Any,
 ) -> Iterator[BackgroundServer]:
     env = {**model_env(fake, provider), **overrides.pop("env", {})}
-    settings = ServerSettings(
-        database_url=database_url,
-        bootstrap_token=TEST_TOKEN,
-        env=env,
-        **overrides,
+    settings = ServerSettings.from_env(
+        env, database_url=database_url, bootstrap_token=TEST_TOKEN, **overrides
     )
     with BackgroundServer(settings) as server:
         yield server

@@ -1,91 +1,191 @@
-"""Server settings, read once from the environment.
+"""Server settings: every CAIRN_* knob (and the model vendors' keys), typed and validated once.
 
-Owns every CAIRN_* knob of the server and their defaults.
+Owns the variable names, their defaults and ranges, and the one-line error a bad value gives;
+the CLI or the app factory builds the settings at start and passes them down.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from annotated_types import Ge, Le
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cairn_server.errors import CairnServerError
 
 # Below this, the instructions and tool schemas alone would not fit a request.
 MIN_BUDGET = 2000
-N = TypeVar("N", int, float)
+MODEL_ENV = "CAIRN_MODEL"
+RETRIES_ENV = "CAIRN_MODEL_RETRIES"
+RETRY_BASE_DELAY_ENV = "CAIRN_RETRY_BASE_DELAY_S"
+OPENAI_KEY_ENV = "OPENAI_API_KEY"
+OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
+ANTHROPIC_KEY_ENV = "ANTHROPIC_API_KEY"
+ANTHROPIC_BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+
+
+S = TypeVar("S", bound=BaseModel)
 
 
 class SettingsError(CairnServerError, ValueError):
     """A CAIRN_* variable Cairn cannot use; the message names it and what it expects."""
 
 
-@dataclass(frozen=True)
-class _Reader:
-    source: Mapping[str, str]
-
-    def number(self, name: str, default: N, kind: type[N], low: N, *, high: N | None = None) -> N:
-        raw = self.source.get(name, "").strip()
-        if not raw:
-            return default
-        expected = f"a{'n integer' if kind is int else ' number'} from {low}"
-        expected += f" to {high}" if high is not None else " up"
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise SettingsError(f"{name}={raw!r} is not {expected}") from None
-        if value < low or (high is not None and value > high):
-            raise SettingsError(f"{name}={raw!r} is out of range: expected {expected}")
-        return value
+_GROUP = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
 
-@dataclass(frozen=True)
-class ServerSettings:
-    database_url: str
-    host: str = "127.0.0.1"
-    port: int = 8765
-    step_limit: int = 25
-    approval_timeout_s: float = 900.0
+class ModelSettings(BaseModel):
+    """Which model runs by default, which one summarises, the vendors' keys and retries."""
+
+    model_config = _GROUP
+
+    default_model: str | None = Field(None, validation_alias=MODEL_ENV)
+    # A cheaper model for compaction summaries; the run's own model when unset.
+    summary_model: str | None = Field(None, validation_alias="CAIRN_SUMMARY_MODEL")
+    retries: int = Field(4, ge=0, validation_alias=RETRIES_ENV)
+    retry_base_delay_s: float = Field(
+        0.5, ge=0.0, allow_inf_nan=False, validation_alias=RETRY_BASE_DELAY_ENV
+    )
+    openai_api_key: str | None = Field(None, validation_alias=OPENAI_KEY_ENV, repr=False)
+    openai_base_url: str | None = Field(None, validation_alias=OPENAI_BASE_URL_ENV)
+    anthropic_api_key: str | None = Field(None, validation_alias=ANTHROPIC_KEY_ENV, repr=False)
+    anthropic_base_url: str | None = Field(None, validation_alias=ANTHROPIC_BASE_URL_ENV)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ModelSettings:
+        return _validated(cls, _environment(env), {})
+
+
+class EmbeddingSettings(BaseModel):
+    """Optional OpenAI-compatible embeddings: on when a model is named. The base URL and key
+    fall back to OpenAI's variables (then to OpenAI's URL and a placeholder key)."""
+
+    model_config = _GROUP
+
+    model: str | None = Field(None, validation_alias="CAIRN_EMBEDDING_MODEL")
+    base_url: str | None = Field(
+        None, validation_alias=AliasChoices("CAIRN_EMBEDDING_BASE_URL", OPENAI_BASE_URL_ENV)
+    )
+    api_key: str | None = Field(
+        None,
+        validation_alias=AliasChoices("CAIRN_EMBEDDING_API_KEY", OPENAI_KEY_ENV),
+        repr=False,
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EmbeddingSettings:
+        return _validated(cls, _environment(env), {})
+
+
+class ServerSettings(BaseSettings):
+    """The server process's settings. `from_env` reads the environment (or a mapping given
+    for it); the constructor takes values by field name and reads nothing."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    # None: a SQLite file in the user's data folder (storage.db.default_database_url).
+    database_url: str | None = Field(None, validation_alias="CAIRN_DATABASE_URL")
+    host: str = Field("127.0.0.1", validation_alias="CAIRN_HOST")
+    port: int = Field(8765, ge=0, validation_alias="CAIRN_PORT")
+    step_limit: int = Field(25, ge=1, validation_alias="CAIRN_STEP_LIMIT")
+    approval_timeout_s: float = Field(900.0, ge=1.0, validation_alias="CAIRN_APPROVAL_TIMEOUT_S")
     # How long a withdrawn call's executor has to say what happened (e.g. a command it killed).
-    withdraw_grace_s: float = 5.0
-    context_budget: int = 100_000
-    compaction_threshold: float = 0.8
-    summary_model: str | None = None
-    run_token_limit: int = 2_000_000
-    run_cost_limit_usd: float = 5.0
-    repeat_limit: int = 3
+    withdraw_grace_s: float = Field(5.0, ge=0.0, validation_alias="CAIRN_WITHDRAW_GRACE_S")
+    context_budget: int = Field(100_000, ge=MIN_BUDGET, validation_alias="CAIRN_CONTEXT_BUDGET")
+    compaction_threshold: float = Field(
+        0.8, ge=0.1, le=1.0, validation_alias="CAIRN_COMPACTION_THRESHOLD"
+    )
+    run_token_limit: int = Field(2_000_000, ge=1, validation_alias="CAIRN_RUN_TOKEN_LIMIT")
+    run_cost_limit_usd: float = Field(5.0, ge=0.0, validation_alias="CAIRN_RUN_COST_LIMIT_USD")
+    repeat_limit: int = Field(3, ge=1, validation_alias="CAIRN_REPEAT_LIMIT")
     # Unsent events a websocket client may fall behind by before it is closed (4413).
-    ws_backlog_bytes: int = 16 * 2**20
-    bootstrap_token: str | None = None
-    bootstrap_user: str = "local"
-    env: Mapping[str, str] = field(default_factory=dict)
+    ws_backlog_mb: int = Field(16, ge=1, validation_alias="CAIRN_WS_BACKLOG_MB")
+    bootstrap_token: str | None = Field(None, validation_alias="CAIRN_BOOTSTRAP_TOKEN", repr=False)
+    bootstrap_user: str = Field("local", validation_alias="CAIRN_BOOTSTRAP_USER")
+    model: ModelSettings = ModelSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only what `from_env` (or a caller) passes: the environment is read in one place."""
+        return (init_settings,)
+
+    @property
+    def ws_backlog_bytes(self) -> int:
+        return self.ws_backlog_mb * 2**20
 
     @classmethod
     def from_env(
-        cls, env: Mapping[str, str] | None = None, *, database_url: str | None = None
+        cls, env: Mapping[str, str] | None = None, *, database_url: str | None = None, **fields: Any
     ) -> ServerSettings:
-        from cairn_server.storage.db import default_database_url
+        """The settings from `env` (default: the process environment), with `database_url`
+        (the CLI's option) and `fields` (by field name, trusted: tests go below the ranges a
+        person may set) winning; SettingsError on a bad variable."""
+        source = _environment(env)
+        if database_url:
+            source["CAIRN_DATABASE_URL"] = database_url
+        groups: dict[str, Any] = {
+            "model": _validated(ModelSettings, source, {}),
+            "embedding": _validated(EmbeddingSettings, source, {}),
+        }
+        return _validated(cls, source, groups).model_copy(update=fields)
 
-        source = dict(os.environ if env is None else env)
-        read = _Reader(source)
-        return cls(
-            database_url=database_url or source.get("CAIRN_DATABASE_URL") or default_database_url(),
-            host=source.get("CAIRN_HOST", "127.0.0.1"),
-            port=read.number("CAIRN_PORT", 8765, int, 0),
-            step_limit=read.number("CAIRN_STEP_LIMIT", 25, int, 1),
-            approval_timeout_s=read.number("CAIRN_APPROVAL_TIMEOUT_S", 900.0, float, 1.0),
-            withdraw_grace_s=read.number("CAIRN_WITHDRAW_GRACE_S", 5.0, float, 0.0),
-            context_budget=read.number("CAIRN_CONTEXT_BUDGET", 100_000, int, MIN_BUDGET),
-            compaction_threshold=read.number(
-                "CAIRN_COMPACTION_THRESHOLD", 0.8, float, 0.1, high=1.0
-            ),
-            summary_model=source.get("CAIRN_SUMMARY_MODEL") or None,
-            run_token_limit=read.number("CAIRN_RUN_TOKEN_LIMIT", 2_000_000, int, 1),
-            run_cost_limit_usd=read.number("CAIRN_RUN_COST_LIMIT_USD", 5.0, float, 0.0),
-            repeat_limit=read.number("CAIRN_REPEAT_LIMIT", 3, int, 1),
-            ws_backlog_bytes=read.number("CAIRN_WS_BACKLOG_MB", 16, int, 1) * 2**20,
-            bootstrap_token=source.get("CAIRN_BOOTSTRAP_TOKEN") or None,
-            bootstrap_user=source.get("CAIRN_BOOTSTRAP_USER", "local"),
-            env=source,
-        )
+
+def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
+    """The variables that are set: blank ones count as unset, surrounding spaces go."""
+    source = os.environ if env is None else env
+    return {name: value.strip() for name, value in source.items() if value.strip()}
+
+
+def _validated(cls: type[S], source: dict[str, str], groups: dict[str, Any]) -> S:
+    """`cls` from its variables in `source` (others are ignored) and its nested `groups`."""
+    known = {name for info in cls.model_fields.values() for name in _names(info)}
+    variables = {name: value for name, value in source.items() if name in known}
+    try:
+        return cls(**{**variables, **groups})
+    except ValidationError as exc:
+        raise SettingsError(_one_line(cls, exc)) from None
+
+
+def _names(info: FieldInfo) -> set[str]:
+    alias = info.validation_alias
+    if isinstance(alias, str):
+        return {alias}
+    if isinstance(alias, AliasChoices):
+        return {choice for choice in alias.choices if isinstance(choice, str)}
+    return set()
+
+
+def _one_line(cls: type[BaseModel], exc: ValidationError) -> str:
+    """The first problem as `NAME='value' is not …` / `… is out of range: expected …`."""
+    error = exc.errors()[0]
+    name = str(error["loc"][0])
+    info = next(
+        (f for key, f in cls.model_fields.items() if name in _names(f) or name == key), None
+    )
+    shown = f"{name}={error['input']!r}"
+    if info is None or info.annotation not in (int, float):
+        return f"{shown}: {error['msg']}"
+    expected = _expected(info)
+    if error["type"] in ("int_parsing", "float_parsing", "finite_number", "int_from_float"):
+        return f"{shown} is not {expected}"
+    return f"{shown} is out of range: expected {expected}"
+
+
+def _expected(info: FieldInfo) -> str:
+    low = next(m.ge for m in info.metadata if isinstance(m, Ge))
+    high = next((m.le for m in info.metadata if isinstance(m, Le)), None)
+    kind = "an integer" if info.annotation is int else "a number"
+    return f"{kind} from {low}" + (f" to {high}" if high is not None else " up")
+

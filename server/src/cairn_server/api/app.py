@@ -15,8 +15,8 @@ from cairn_server.api import memory_routes, routes, ws
 from cairn_server.api.errors import install_error_handlers
 from cairn_server.config import ServerSettings
 from cairn_server.memory.services import Memory
-from cairn_server.providers.registry import preload_provider, resolve_model
-from cairn_server.runtime.runtime import ProviderFactory, Runtime
+from cairn_server.providers.catalog import ModelCatalog, ProviderFactory, preload_provider
+from cairn_server.runtime.runtime import Runtime
 from cairn_server.storage.db import open_database
 from cairn_server.storage.store import Store
 
@@ -30,11 +30,12 @@ def create_app(
         store = Store(database)
         if settings.bootstrap_token:
             await store.add_token(settings.bootstrap_user, settings.bootstrap_token, "bootstrap")
-        memory = Memory.open(database, settings.env)
-        runtime = Runtime(store, memory, settings, provider_factory)
+        memory = Memory.open(database, settings.embedding)
+        catalog = ModelCatalog(settings.model, provider_factory)
+        runtime = Runtime(store, memory, settings, catalog)
         await runtime.recover_after_restart()
         app.state.runtime = runtime
-        default_model = resolve_model(None, settings.env).model
+        default_model = catalog.resolve(None).model
         preload = asyncio.get_running_loop().run_in_executor(None, preload_provider, default_model)
         try:
             yield

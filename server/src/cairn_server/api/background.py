@@ -17,7 +17,7 @@ import uvicorn
 from cairn_server.config import ServerSettings
 
 if TYPE_CHECKING:  # the runtime pulls in the whole server; the fake model needs none of it
-    from cairn_server.runtime.runtime import ProviderFactory
+    from cairn_server.providers.catalog import ProviderFactory
 
 STARTUP_TIMEOUT_S = 20.0
 
@@ -90,4 +90,5 @@ class BackgroundServer(ThreadedServer):
     ) -> None:
         from cairn_server.api.app import create_app
 
-        super().__init__(create_app(settings, provider_factory))
+        self.app = create_app(settings, provider_factory)
+        super().__init__(self.app)

@@ -35,7 +35,6 @@ from cairn_server.api.schemas import (
 )
 from cairn_server.context.report import view_context
 from cairn_server.memory.blocks import Author
-from cairn_server.providers.registry import resolve_model
 from cairn_server.storage.models import User
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(refuse_nul)])
@@ -240,7 +239,7 @@ async def conversation_context(
     """The conversation's next request by section, in tokens, beside the budget."""
     conversation = await owned_conversation(store, user, conversation_id)
     agent = await owned_agent(store, user, conversation.agent_id)
-    model = resolve_model(agent.model, runtime.settings.env).model
+    model = runtime.catalog.resolve(agent.model).model
     view = await view_context(runtime.context_window(agent, conversation.id, model))
     return ContextReport(
         conversation_id=conversation.id,

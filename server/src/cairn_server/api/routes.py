@@ -20,7 +20,6 @@ from fastapi import APIRouter, Depends
 from cairn_server.api.deps import RuntimeDep, StoreDep, UserDep, refuse_nul
 from cairn_server.api.schemas import AgentUpdate, approval_public, public
 from cairn_server.context.budget import check_budget
-from cairn_server.providers.registry import resolve_model
 from cairn_server.storage.models import Agent, Conversation, Run
 from cairn_server.storage.repository import NotFoundError
 
@@ -57,7 +56,7 @@ async def update_agent(
     """Set the agent's context budget (422 when its model's window cannot hold it)."""
     agent = await owned_agent(store, user, agent_id)
     if update.context_budget is not None:
-        check_budget(update.context_budget, resolve_model(agent.model, runtime.settings.env).model)
+        check_budget(update.context_budget, runtime.catalog.resolve(agent.model).model)
     return AgentPublic.model_validate(await store.set_agent_budget(agent.id, update.context_budget))
 
 

@@ -43,7 +43,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from cairn_server.api.outbox import Outbox
 from cairn_server.providers.base import ProviderError
-from cairn_server.providers.registry import ModelChoice, resolve_model
+from cairn_server.providers.catalog import ModelChoice
 from cairn_server.runtime.history import build_history
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.runtime.runtime import RunInProgressError, Runtime
@@ -112,7 +112,7 @@ class Connection:
             pass
         finally:
             if hub is not None:
-                hub.detach(self.key)
+                self.runtime.detach(hub.conversation_id, self.key)
         if self._outbox.overflowed.is_set():
             writer.cancel()
             close = (CLOSE_TOO_SLOW, self._log_too_slow())
@@ -185,7 +185,7 @@ class Connection:
             raise HandshakeRefused("unauthorized", str(refused), CLOSE_UNAUTHORIZED) from None
         agent = await self.runtime.agent_for(user.id, frame.workspace)
         conversation = await self._conversation(agent, frame.conversation)
-        choice = resolve_model(agent.model, self.runtime.settings.env)
+        choice = self.runtime.catalog.resolve(agent.model)
         return frame, agent, conversation, choice
 
     async def _conversation(self, agent: Agent, wanted: str) -> Conversation:

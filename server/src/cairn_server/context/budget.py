@@ -42,6 +42,12 @@ class Budget:
     def trigger(self) -> int:
         return int(self.tokens * self.threshold)
 
+    def capped(self, tokens: int | None) -> Budget:
+        """This budget, lowered to `tokens` when that is smaller (a window a provider taught)."""
+        if tokens is None or tokens >= self.tokens:
+            return self
+        return Budget(tokens, self.threshold)
+
 
 def agent_budget(agent: Agent, settings: ServerSettings, model: str | None) -> Budget:
     """The agent's budget (or the server's default), capped by the model's window less the

@@ -1,14 +1,16 @@
 """A conversation's context window: each request built within its budget, compacted when due.
 
-Owns the order of the work before a model call (memory notes, compaction past the threshold,
-shortening as a last resort) and compaction itself: summary (secrets cut), mark, refrozen memory.
+Owns the steps before a model call (memory notes, compaction past the threshold, the request:
+its compiled draft cached, shortened as a last resort) and compaction itself: summary (secrets
+cut), mark, refrozen memory.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from cairn_protocol import ContextCompacted
 from cairn_protocol.messages import CompactionMethod, CompactionTrigger
@@ -44,6 +46,7 @@ from cairn_server.providers.base import (
     ProviderError,
     TextDelta,
 )
+from cairn_server.providers.catalog import ModelCatalog
 from cairn_server.storage.models import Conversation, Message
 from cairn_server.storage.repository import NotFoundError
 from cairn_server.storage.store import Store, to_model_message
@@ -61,79 +64,90 @@ OVERFLOW_MARGIN = 0.95
 
 @dataclass(frozen=True)
 class Prepared:
-    """A request ready to send, its counted size, and the compaction it took (if any)."""
+    """A request ready to send and its counted size."""
 
     compiled: CompiledContext
     tokens: int
-    compaction: ContextCompacted | None = None
 
 
 @dataclass
 class ContextWindow:
+    """One conversation's context as `model` is sent it. The steps before a model call are
+    separate: `note_memory_changes` and `compact_if_due` write, `prepare` only reads."""
+
     store: Store
     memory: Memory
     context: AgentContext
     agent_id: str
     conversation_id: str
     budget: Budget
-    # The summary model's provider, or the agent's; None: digest only. Made when the first
-    # compaction needs it (building an SDK client costs seconds; viewing the context, none).
-    summariser: Callable[[], Provider | None]
+    # Makes the summariser (the summary model's provider, or the model's) when the first
+    # compaction needs it (building an SDK client costs seconds; viewing the context, none),
+    # and keeps the budgets providers' overflow errors teach.
+    catalog: ModelCatalog
     model: str | None = None
-    # Budgets that providers' overflow errors taught, by model spec, shared across windows.
-    learned_windows: dict[str, int] = field(default_factory=dict)
+    # The last compiled draft and the inputs it was compiled from.
+    _cached: _CompiledDraft | None = field(default=None, repr=False)
 
-    async def prepare(self, run_id: str | None) -> Prepared:
-        """The next request: memory changes told, compacted first if it would cross the
-        threshold, and shortened if it still would not fit the budget."""
-        draft = await self.draft(run_id, sync=True)
-        tokens = count_context(draft.compiled).total
-        compaction = None
-        if tokens > self.budget.trigger:
-            compaction = await self._compact_built(draft.compiled, tokens, "threshold", run_id)
-            if compaction is not None:
-                draft = await self.draft(run_id, sync=False)
-                tokens = compaction.tokens_after
-        compiled = draft.compiled
+    async def note_memory_changes(self, run_id: str | None) -> None:
+        """Freeze the memory into the conversation's prefix on its first request; later, append
+        a note for each block change made elsewhere since (the prefix is never rewritten)."""
+        await sync_memory(self.memory, self.store, self.agent_id, self.conversation_id, run_id)
+
+    async def compact_if_due(self, run_id: str | None) -> ContextCompacted | None:
+        """Compact when the next request would cross the budget's threshold."""
+        cached = await self._compiled()
+        if cached.tokens <= self.budget.trigger:
+            return None
+        return await self._compact_built(cached.draft.compiled, cached.tokens, "threshold", run_id)
+
+    async def prepare(self) -> Prepared:
+        """The next request from the stored history, the conversation's memory view and the
+        budget, shortened if it would not fit; changes nothing."""
+        cached = await self._compiled()
+        compiled, tokens = cached.draft.compiled, cached.tokens
         if tokens > self.budget.tokens:
-            compiled, tokens = fit_messages(compiled, self.budget.tokens, draft.rebuild)
-        return Prepared(compiled, tokens, compaction)
+            compiled, tokens = fit_messages(compiled, self.budget.tokens, cached.draft.rebuild)
+        return Prepared(compiled, tokens)
 
     async def compact(
         self, trigger: CompactionTrigger, run_id: str | None, focus: str | None = None
     ) -> ContextCompacted | None:
         """Compact now (the /compact command, or after a provider's overflow error); None
         when there is nothing old enough to compact."""
-        compiled = await self.build(run_id)
-        tokens = count_context(compiled).total
-        return await self._compact_built(compiled, tokens, trigger, run_id, focus)
+        cached = await self._compiled()
+        return await self._compact_built(
+            cached.draft.compiled, cached.tokens, trigger, run_id, focus
+        )
 
     def shrink_after_overflow(self, sent_tokens: int, exc: ContextOverflowError) -> int:
         """The provider counted more than its window holds although our count fit: lower
-        this window's budget by the ratio it gave (a quarter off when it gave none); returns
-        the new budget."""
+        this window's budget by the ratio it gave (a quarter off when it gave none), and
+        tell the catalog; returns the new budget."""
         ratio = 0.75
         if exc.prompt_tokens and exc.limit:
             ratio = OVERFLOW_MARGIN * exc.limit / exc.prompt_tokens
         tokens = max(1, min(self.budget.tokens, int(sent_tokens * ratio)))
         self.budget = Budget(tokens, self.budget.threshold)
-        if self.model is not None:
-            self.learned_windows[self.model] = tokens
+        self.catalog.learn_budget(self.model, tokens)
         return tokens
 
-    async def build(self, run_id: str | None = None) -> CompiledContext:
-        """The request as it stands now, changing nothing."""
-        return (await self.draft(run_id, sync=False)).compiled
+    async def draft(self) -> Draft:
+        """What the next request is compiled from, as it stands now; changes nothing."""
+        return (await self._compiled()).draft
 
-    async def draft(self, run_id: str | None = None, *, sync: bool = False) -> Draft:
-        """With `sync`, memory changes made elsewhere are first appended as notes (what a
-        model call does); without, nothing is changed."""
+    async def _compiled(self) -> _CompiledDraft:
+        """The draft and its token count, compiled again only when its inputs changed."""
         conversation = await self._conversation()
-        memory = await self._memory_sections(run_id, sync)
-        stored = await self.store.list_messages(
-            self.conversation_id, conversation.compacted_through
+        memory = await visible_sections(self.memory, self.agent_id, self.conversation_id)
+        stored = await self._buffer(conversation)
+        key = _DraftKey(
+            conversation.summary, memory, tuple(message.id or 0 for message in stored)
         )
-        return Draft(self.context, memory, conversation.summary, stored)
+        if self._cached is None or self._cached.key != key:
+            draft = Draft(self.context, memory, conversation.summary, stored)
+            self._cached = _CompiledDraft(key, draft, count_context(draft.compiled).total)
+        return self._cached
 
     # ------------------------------------------------------------------ compaction
 
@@ -146,9 +160,7 @@ class ContextWindow:
         focus: str | None = None,
     ) -> ContextCompacted | None:
         conversation = await self._conversation()
-        stored = await self.store.list_messages(
-            self.conversation_id, conversation.compacted_through
-        )
+        stored = await self._buffer(conversation)
         limit = summary_limit(self.budget.tokens)
         fixed = tokens - _messages_tokens(compiled)
         room = self.budget.trigger - fixed - limit
@@ -164,7 +176,7 @@ class ContextWindow:
         )
         blocks = await self.memory.blocks.list_blocks(self.agent_id)
         await freeze_memory(self.memory, self.agent_id, self.conversation_id, blocks)
-        after = count_context(await self.build(run_id)).total
+        after = (await self._compiled()).tokens
         return ContextCompacted(
             run_id=run_id,
             trigger=trigger,
@@ -181,7 +193,7 @@ class ContextWindow:
         self, conversation: Conversation, evicted: list[Message], limit: int, focus: str | None
     ) -> tuple[CompactionMethod, str, str | None]:
         """The model's summary, or the deterministic digest with the reason it was used."""
-        summariser = self.summariser()
+        summariser = self.catalog.summariser(self.model)
         if summariser is None:
             why = "no model is configured"
         else:
@@ -216,13 +228,6 @@ class ContextWindow:
             raise NotFoundError(f"no conversation {self.conversation_id!r}")
         return conversation
 
-    async def _memory_sections(self, run_id: str | None, sync: bool) -> MemorySections:
-        if sync:
-            return await sync_memory(
-                self.memory, self.store, self.agent_id, self.conversation_id, run_id
-            )
-        return await visible_sections(self.memory, self.agent_id, self.conversation_id)
-
 
 @dataclass(frozen=True)
 class Draft:
@@ -233,12 +238,28 @@ class Draft:
     summary: str
     stored: list[Message]
 
-    @property
+    @cached_property
     def compiled(self) -> CompiledContext:
         return self.rebuild([to_model_message(m) for m in self.stored])
 
     def rebuild(self, messages: Sequence[ModelMessage]) -> CompiledContext:
         return compile_context(self.context, self.memory, messages, self.summary)
+
+
+@dataclass(frozen=True)
+class _DraftKey:
+    """What a draft is compiled from (stored messages are never changed, only appended)."""
+
+    summary: str
+    memory: MemorySections
+    message_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _CompiledDraft:
+    key: _DraftKey
+    draft: Draft
+    tokens: int
 
 
 def _messages_tokens(compiled: CompiledContext) -> int:

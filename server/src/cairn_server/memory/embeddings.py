@@ -6,13 +6,14 @@ Owns the Embedder interface, its construction from CAIRN_EMBEDDING_* settings, a
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import numpy as np
 import openai
 from numpy.typing import NDArray
 
+from cairn_server.config import EmbeddingSettings
 from cairn_server.errors import CairnServerError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -79,26 +80,16 @@ class OpenAIEmbedder:
         await self._client.close()
 
 
-def embedder_from_env(env: Mapping[str, str]) -> Embedder | None:
+def make_embedder(settings: EmbeddingSettings) -> Embedder | None:
     """None unless CAIRN_EMBEDDING_MODEL is set.
 
     Base URL: CAIRN_EMBEDDING_BASE_URL, else OPENAI_BASE_URL, else OpenAI's. API key:
     CAIRN_EMBEDDING_API_KEY, else OPENAI_API_KEY, else a placeholder for local servers.
     """
-    model = env.get("CAIRN_EMBEDDING_MODEL", "").strip()
-    if not model:
+    if not settings.model:
         return None
-    base_url = _first(env, "CAIRN_EMBEDDING_BASE_URL", "OPENAI_BASE_URL") or DEFAULT_BASE_URL
-    api_key = _first(env, "CAIRN_EMBEDDING_API_KEY", "OPENAI_API_KEY") or PLACEHOLDER_API_KEY
-    return OpenAIEmbedder(model, base_url, api_key)
-
-
-def _first(env: Mapping[str, str], *names: str) -> str | None:
-    for name in names:
-        value = env.get(name, "").strip()
-        if value:
-            return value
-    return None
+    base_url = settings.base_url or DEFAULT_BASE_URL
+    return OpenAIEmbedder(settings.model, base_url, settings.api_key or PLACEHOLDER_API_KEY)
 
 
 def to_bytes(vector: Sequence[float]) -> bytes:

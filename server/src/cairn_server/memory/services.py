@@ -5,12 +5,12 @@ Owns how blocks, recall, archival and the optional embedder are wired together.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cairn_server.config import EmbeddingSettings
 from cairn_server.memory.archival import Archive
 from cairn_server.memory.blocks import Blocks
-from cairn_server.memory.embeddings import Embedder, embedder_from_env
+from cairn_server.memory.embeddings import Embedder, make_embedder
 from cairn_server.memory.recall import Recall
 from cairn_server.memory.snapshots import Snapshots
 from cairn_server.storage.db import Database
@@ -25,8 +25,9 @@ class Memory:
     embedder: Embedder | None
 
     @classmethod
-    def open(cls, db: Database, env: Mapping[str, str]) -> Memory:
-        embedder = embedder_from_env(env)
+    def open(cls, db: Database, settings: EmbeddingSettings | None = None) -> Memory:
+        """The memory services; vector search when the embedding settings name a model."""
+        embedder = make_embedder(settings or EmbeddingSettings())
         return cls(
             blocks=Blocks(db),
             recall=Recall(db, embedder),

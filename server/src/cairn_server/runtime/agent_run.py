@@ -75,22 +75,32 @@ class RunLimits:
     repeats: int = 3
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run is, fixed when it starts: whose, in which conversation, on which model,
+    within which limits and waits."""
+
+    run_id: str
+    conversation_id: str
+    agent_id: str
+    model: str
+    limits: RunLimits
+    approval_timeout_s: float
+    # How long a withdrawn call's executor has to say what happened.
+    withdraw_grace_s: float = 5.0
+
+
 @dataclass
 class AgentRun:
     """State of one run; `execute` drives it to its end and always publishes RunFinished."""
 
+    spec: RunSpec
     store: Store
     memory: Memory
     hub: ConversationHub
     provider: Provider
     window: ContextWindow
-    run_id: str
-    conversation_id: str
-    agent_id: str
-    limits: RunLimits
-    approval_timeout_s: float
-    executor: Client  # the client that runs this run's tool requests
-    withdraw_grace_s: float = 5.0
+    executor: Client  # the client that runs this run's tool requests (a resumer takes over)
     tools: ToolRegistry = TOOLS
     # Client calls not yet settled, by call_id; an answer resolves its future.
     pending: dict[str, asyncio.Future[ToolCallRecord]] = field(default_factory=dict)
@@ -103,6 +113,18 @@ class AgentRun:
     # Notes for the model that arrived mid-step (a late result); stored at the next safe point.
     _notes: list[str] = field(default_factory=list)
     _notes_closed: bool = False
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+    @property
+    def conversation_id(self) -> str:
+        return self.spec.conversation_id
+
+    @property
+    def agent_id(self) -> str:
+        return self.spec.agent_id
 
     # ------------------------------------------------------------------ control
 
@@ -163,7 +185,7 @@ class AgentRun:
     # ------------------------------------------------------------------ the loop
 
     async def _loop(self) -> tuple[StopReason, str | None]:
-        for _ in range(self.limits.steps):
+        for _ in range(self.spec.limits.steps):
             self._check_stop()
             prepared, (text, calls, usage) = await self._call_model(await self._prepare())
             self._partial_text = ""
@@ -190,14 +212,17 @@ class AgentRun:
             ended = self._over_limits(repeated)
             if ended is not None:
                 return ended
-        return "step_limit", f"stopped after {self.limits.steps} steps (the run's step limit)"
+        return "step_limit", f"stopped after {self.spec.limits.steps} steps (the run's step limit)"
 
     async def _prepare(self) -> Prepared:
+        """Write what the model must be told first (notes that waited, memory changes, a
+        compaction when due), then build the request from what is stored."""
         await self._store_notes()  # every call of the last step has its result by now
-        prepared = await self.window.prepare(self.run_id)
-        if prepared.compaction is not None:
-            await self.hub.publish(prepared.compaction)
-        return prepared
+        await self.window.note_memory_changes(self.run_id)
+        compaction = await self.window.compact_if_due(self.run_id)
+        if compaction is not None:
+            await self.hub.publish(compaction)
+        return await self.window.prepare()
 
     async def _call_model(
         self, prepared: Prepared
@@ -222,24 +247,24 @@ class AgentRun:
             return None
         key = f"{call.name}:{_canonical_arguments(call)}"
         self.failures[key] = self.failures.get(key, 0) + 1
-        return call.name if self.failures[key] >= self.limits.repeats else None
+        return call.name if self.failures[key] >= self.spec.limits.repeats else None
 
     def _over_limits(self, repeated: str | None) -> tuple[StopReason, str] | None:
         if repeated is not None:
             return "loop_detected", (
                 f"stopped: the model made the same failing {repeated} call "
-                f"{self.limits.repeats} times"
+                f"{self.spec.limits.repeats} times"
             )
         tokens = self.usage.input_tokens + self.usage.output_tokens
-        if tokens >= self.limits.tokens:
+        if tokens >= self.spec.limits.tokens:
             return "token_limit", (
-                f"stopped after {tokens:,} tokens (the run's limit is {self.limits.tokens:,}; "
+                f"stopped after {tokens:,} tokens (the run's limit is {self.spec.limits.tokens:,}; "
                 "CAIRN_RUN_TOKEN_LIMIT)"
             )
-        if self.usage.cost_usd >= self.limits.cost_usd:
+        if self.usage.cost_usd >= self.spec.limits.cost_usd:
             return "cost_limit", (
                 f"stopped after ${self.usage.cost_usd:.2f} (the run's limit is "
-                f"${self.limits.cost_usd:.2f}; CAIRN_RUN_COST_LIMIT_USD)"
+                f"${self.spec.limits.cost_usd:.2f}; CAIRN_RUN_COST_LIMIT_USD)"
             )
         return None
 
@@ -328,10 +353,11 @@ class AgentRun:
         await self.hub.publish(self.request_for(record))
         try:
             return await self._interruptible(
-                asyncio.wait_for(asyncio.shield(future), self.approval_timeout_s)
+                asyncio.wait_for(asyncio.shield(future), self.spec.approval_timeout_s)
             )
         except TimeoutError:
-            reason = f"no answer within {self.approval_timeout_s:.0f} s, so the request timed out"
+            waited = self.spec.approval_timeout_s
+            reason = f"no answer within {waited:.0f} s, so the request timed out"
             return await self.withdraw(record.id, reason)
 
     async def accept_result(
@@ -366,7 +392,7 @@ class AgentRun:
         await self.hub.publish(ToolWithdrawn(run_id=self.run_id, call_id=call_id, reason=why))
         if future is not None and self.hub.present(self.executor.id):
             with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(asyncio.shield(future), self.withdraw_grace_s)
+                return await asyncio.wait_for(asyncio.shield(future), self.spec.withdraw_grace_s)
         return await self._settle_by_server(call_id, "unknown", unknown_outcome(why))
 
     async def _settle_unstored(self, call_id: str, status: str, failure: Exception) -> None:

@@ -73,6 +73,11 @@ class ConversationHub:
     def attached(self) -> bool:
         return bool(self._subscribers)
 
+    @property
+    def idle(self) -> bool:
+        """No connection is here, subscribed or still opening."""
+        return not self._subscribers and not self._clients
+
     async def _deliver(self, event: ServerEvent) -> None:
         for deliver in list(self._subscribers.values()):
             await deliver(event)

@@ -1,14 +1,14 @@
 """The runtime: which runs are active, and what client frames do to them.
 
 Owns starting, superseding and cancelling runs, which client executes a run's tool requests,
-routing tool results (late ones too), and recovery at start.
+routing tool results (late ones too), recovery at start, and each conversation's hub and lock
+(kept while a client is there or a run goes on, dropped when it is idle).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cairn_protocol import (
@@ -23,18 +23,18 @@ from cairn_protocol import (
 from cairn_protocol.messages import ErrorCode, StopReason, UserCommand
 
 from cairn_server.config import ServerSettings
-from cairn_server.context.budget import Budget, agent_budget
+from cairn_server.context.budget import agent_budget
 from cairn_server.context.compiler import AgentContext
 from cairn_server.context.window import ContextWindow
 from cairn_server.domain import ModelMessage
 from cairn_server.errors import CairnServerError
 from cairn_server.memory.bootstrap import bootstrap_note
 from cairn_server.memory.services import Memory
-from cairn_server.providers.base import Provider, ProviderError
-from cairn_server.providers.registry import make_provider
+from cairn_server.providers.catalog import ModelCatalog
 from cairn_server.runtime.agent_run import (
     AgentRun,
     RunLimits,
+    RunSpec,
     close_dangling_calls,
     late_result_note,
     settled_event,
@@ -45,9 +45,6 @@ from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
 from cairn_server.tools.registry import TOOLS
 
-log = logging.getLogger(__name__)
-
-ProviderFactory = Callable[[str], Provider]
 UNKNOWN_OUTCOMES_LISTED = 50  # in a welcome: the newest calls a client may still report on
 
 
@@ -69,19 +66,16 @@ class Runtime:
         store: Store,
         memory: Memory,
         settings: ServerSettings,
-        provider_factory: ProviderFactory | None = None,
+        catalog: ModelCatalog,
     ) -> None:
         self.store = store
         self.memory = memory
         self.settings = settings
-        self._provider_factory = provider_factory or (lambda m: make_provider(m, settings.env))
-        self._providers: dict[str, Provider] = {}
+        self.catalog = catalog
+        # Only conversations with a client or a run (see `release`).
         self._hubs: dict[str, ConversationHub] = {}
         self._active: dict[str, ActiveRun] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        # Per provider model name: the budget its overflow errors taught (a local server's
-        # window is often smaller than Cairn assumes for an unknown model).
-        self._learned_windows: dict[str, int] = {}
 
     async def hub(self, conversation_id: str) -> ConversationHub:
         hub = self._hubs.get(conversation_id)
@@ -91,6 +85,32 @@ class Runtime:
                 conversation_id, ConversationHub(self.store, conversation_id, last_seq)
             )
         return hub
+
+    def detach(self, conversation_id: str, key: int) -> None:
+        """A connection left the conversation; forget the conversation if it is idle now."""
+        hub = self._hubs.get(conversation_id)
+        if hub is not None:
+            hub.detach(key)
+        self.release(conversation_id)
+
+    def release(self, conversation_id: str) -> None:
+        """Drop the hub and lock of a conversation no client is in, with no run going and
+        nobody holding its lock; they are made again when it is next used."""
+        hub = self._hubs.get(conversation_id)
+        lock = self._locks.get(conversation_id)
+        if (
+            (hub is not None and not hub.idle)
+            or (lock is not None and lock.locked())
+            or conversation_id in self._active
+        ):
+            return
+        self._hubs.pop(conversation_id, None)
+        self._locks.pop(conversation_id, None)
+
+    @property
+    def conversations_held(self) -> int:
+        """How many conversations have a hub or lock in memory now."""
+        return len(self._hubs.keys() | self._locks.keys())
 
     def running_run_id(self, conversation_id: str) -> str | None:
         active = self._active.get(conversation_id)
@@ -119,7 +139,7 @@ class Runtime:
         (the client that sent the message) runs the run's tool requests.
 
         `client_notes` (what the client did meanwhile, e.g. /undo) go before the message."""
-        provider = self._provider(model)  # fails here, before anything is stored
+        provider = self.catalog.provider(model)  # fails here, before anything is stored
         async with self._lock(conversation_id):
             await self._stop_active(
                 conversation_id, "superseded", "superseded by a new user message"
@@ -138,27 +158,34 @@ class Runtime:
             )
             await hub.publish(RunStarted(run_id=run_record.id, user_text=text))
             run = AgentRun(
+                spec=self._run_spec(run_record.id, agent, conversation_id, model),
                 store=self.store,
                 memory=self.memory,
                 hub=hub,
                 provider=provider,
                 window=self.context_window(agent, conversation_id, model, client_tools),
-                run_id=run_record.id,
-                conversation_id=conversation_id,
-                agent_id=agent.id,
-                limits=RunLimits(
-                    steps=self.settings.step_limit,
-                    tokens=self.settings.run_token_limit,
-                    cost_usd=self.settings.run_cost_limit_usd,
-                    repeats=self.settings.repeat_limit,
-                ),
-                approval_timeout_s=self.settings.approval_timeout_s,
                 executor=executor,
-                withdraw_grace_s=self.settings.withdraw_grace_s,
             )
             task = asyncio.create_task(self._drive(conversation_id, run), name=run_record.id)
             self._active[conversation_id] = ActiveRun(run, task)
             return run_record.id
+
+    def _run_spec(self, run_id: str, agent: Agent, conversation_id: str, model: str) -> RunSpec:
+        settings = self.settings
+        return RunSpec(
+            run_id=run_id,
+            conversation_id=conversation_id,
+            agent_id=agent.id,
+            model=model,
+            limits=RunLimits(
+                steps=settings.step_limit,
+                tokens=settings.run_token_limit,
+                cost_usd=settings.run_cost_limit_usd,
+                repeats=settings.repeat_limit,
+            ),
+            approval_timeout_s=settings.approval_timeout_s,
+            withdraw_grace_s=settings.withdraw_grace_s,
+        )
 
     def context_window(
         self,
@@ -169,12 +196,10 @@ class Runtime:
     ) -> ContextWindow:
         """The conversation's context as `model` will be sent it, summarised (when due) by
         CAIRN_SUMMARY_MODEL or else the same model."""
-        summary_model = self.settings.summary_model or model
         offered = CLIENT_TOOLS if client_tools is None else client_tools
-        budget = agent_budget(agent, self.settings, model)
-        learned = self._learned_windows.get(model or "")
-        if learned is not None and learned < budget.tokens:
-            budget = Budget(learned, budget.threshold)
+        budget = agent_budget(agent, self.settings, model).capped(
+            self.catalog.learned_budget(model)
+        )
         return ContextWindow(
             store=self.store,
             memory=self.memory,
@@ -182,9 +207,8 @@ class Runtime:
             agent_id=agent.id,
             conversation_id=conversation_id,
             budget=budget,
-            summariser=lambda: self._summariser(summary_model),
+            catalog=self.catalog,
             model=model,
-            learned_windows=self._learned_windows,
         )
 
     async def compact(
@@ -206,7 +230,8 @@ class Runtime:
             compaction = await window.compact("requested", None, focus)
             if compaction is not None:
                 await (await self.hub(conversation_id)).publish(compaction)
-            return compaction
+        self.release(conversation_id)
+        return compaction
 
     async def resume_requests(self, conversation_id: str, client: Client) -> None:
         """Hand the running run's tool requests to `client` when their executor is gone and
@@ -292,7 +317,9 @@ class Runtime:
 
     async def cancel(self, conversation_id: str, reason: str) -> bool:
         async with self._lock(conversation_id):
-            return await self._stop_active(conversation_id, "cancelled", reason)
+            stopped = await self._stop_active(conversation_id, "cancelled", reason)
+        self.release(conversation_id)
+        return stopped
 
     async def recover_after_restart(self) -> int:
         """End the runs a previous process left running, so their conversations go on."""
@@ -322,6 +349,7 @@ class Runtime:
                     detail="the server restarted during this run",
                 )
             )
+            self.release(run.conversation_id)
         return len(runs)
 
     async def shutdown(self) -> None:
@@ -329,28 +357,9 @@ class Runtime:
             await self._stop_active(
                 conversation_id, "server_restart", "the server is shutting down"
             )
-        for provider in self._providers.values():
-            await provider.aclose()
-        self._providers.clear()
+        await self.catalog.aclose()
 
     # ------------------------------------------------------------------ internals
-
-    def _provider(self, model: str) -> Provider:
-        """One SDK client per model, shared by runs, so connections are reused and closed."""
-        if model not in self._providers:
-            self._providers[model] = self._provider_factory(model)
-        return self._providers[model]
-
-    def _summariser(self, model: str | None) -> Provider | None:
-        """The provider that writes summaries; None (the digest is used) when it cannot be
-        made."""
-        if model is None:
-            return None
-        try:
-            return self._provider(model)
-        except ProviderError as exc:
-            log.warning("no summary model (%s); compaction will use the digest", exc)
-            return None
 
     def _lock(self, conversation_id: str) -> asyncio.Lock:
         return self._locks.setdefault(conversation_id, asyncio.Lock())
@@ -372,3 +381,4 @@ class Runtime:
             active = self._active.get(conversation_id)
             if active is not None and active.run is run:
                 del self._active[conversation_id]
+            self.release(conversation_id)

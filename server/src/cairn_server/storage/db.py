@@ -32,9 +32,9 @@ _POSTGRES_MIGRATION_LOCK = 0x636169726E  # "cairn"
 _SQLITE_BEGIN = "cairn_sqlite_begin"
 
 
-def default_database_url() -> str:
-    """`CAIRN_DATABASE_URL` if set, else a SQLite file in the user's data folder (0700)."""
-    configured = os.environ.get("CAIRN_DATABASE_URL", "").strip()
+def default_database_url(configured: str | None = None) -> str:
+    """The configured URL (CAIRN_DATABASE_URL) with its async driver, else a SQLite file in the
+    user's data folder (0700)."""
     if configured:
         return normalise_database_url(configured)
     folder = Path(platformdirs.user_data_dir("cairn"))
@@ -137,9 +137,10 @@ class Database:
         await self.engine.dispose()
 
 
-async def open_database(url: str) -> Database:
-    """Connect to `url` and migrate the schema to the newest version."""
-    url = normalise_database_url(url)
+async def open_database(url: str | None) -> Database:
+    """Connect to `url` (None: the default SQLite file) and migrate the schema to the newest
+    version."""
+    url = default_database_url(url)
     private_sqlite_file(url)
     engine = make_engine(url)
     try:

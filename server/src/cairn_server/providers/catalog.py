@@ -1,0 +1,182 @@
+"""The model catalog: which model an agent uses, the provider that talks to it, and what its
+overflow errors taught about its window.
+
+Owns model specs ("openai/<model>", "anthropic/<model>"), the defaults the model settings choose,
+the explanation shown when no usable model is configured, one provider per model (made on first
+use, with the configured retries, closed at shutdown), and the budgets learned from overflows.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cairn_server.config import (
+    ANTHROPIC_KEY_ENV,
+    MODEL_ENV,
+    OPENAI_BASE_URL_ENV,
+    OPENAI_KEY_ENV,
+    ModelSettings,
+)
+from cairn_server.providers.base import Provider, ProviderError
+from cairn_server.providers.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+ProviderFactory = Callable[[str], Provider]
+
+OPENAI_PREFIX = "openai/"
+ANTHROPIC_PREFIX = "anthropic/"
+KNOWN_PREFIXES = (OPENAI_PREFIX, ANTHROPIC_PREFIX)
+
+# Current models that need no per-model settings (no thinking on by default).
+DEFAULT_ANTHROPIC_MODEL = "anthropic/claude-sonnet-4-6"
+DEFAULT_OPENAI_MODEL = "openai/gpt-5.4-mini"
+
+# OpenAI-compatible servers (Ollama, llama.cpp) often need no key; the SDK insists on one.
+UNUSED_API_KEY = "unused"
+
+HOW_TO_CONFIGURE = f"""\
+Configure a model with environment variables, then restart Cairn:
+  {MODEL_ENV}={DEFAULT_OPENAI_MODEL} and {OPENAI_KEY_ENV}=...
+      (add {OPENAI_BASE_URL_ENV}=http://host:port/v1 for any OpenAI-compatible server:
+       vLLM, Ollama, llama.cpp)
+  {MODEL_ENV}={DEFAULT_ANTHROPIC_MODEL} and {ANTHROPIC_KEY_ENV}=...
+To try Cairn without a model, run `cairn demo`."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model an agent will use; usable only when `problem` is None."""
+
+    model: str | None
+    problem: str | None
+
+
+def resolve_model(agent_model: str | None, settings: ModelSettings) -> ModelChoice:
+    """The agent's own model, else CAIRN_MODEL, else a default for whichever key is set."""
+    spec = (agent_model or "").strip() or settings.default_model or ""
+    if not spec:
+        if settings.anthropic_api_key:
+            spec = DEFAULT_ANTHROPIC_MODEL
+        elif settings.openai_api_key:
+            spec = DEFAULT_OPENAI_MODEL
+        else:
+            return ModelChoice(model=None, problem=f"No model is configured.\n{HOW_TO_CONFIGURE}")
+    return ModelChoice(model=spec, problem=spec_problem(spec, settings))
+
+
+def spec_problem(spec: str, settings: ModelSettings) -> str | None:
+    """Why `spec` cannot be used with these settings, or None."""
+    if not spec.startswith(KNOWN_PREFIXES):
+        known = ", ".join(f'"{prefix}<model>"' for prefix in KNOWN_PREFIXES)
+        return f"Unknown model {spec!r}: a model must be written as {known}.\n{HOW_TO_CONFIGURE}"
+    prefix, _, name = spec.partition("/")
+    if not name:
+        return f"Model {spec!r} names no model after {prefix + '/'!r}.\n{HOW_TO_CONFIGURE}"
+    if spec.startswith(OPENAI_PREFIX):
+        if settings.openai_api_key or settings.openai_base_url:
+            return None
+        return f"Model {spec!r} needs {OPENAI_KEY_ENV}, which is not set.\n{HOW_TO_CONFIGURE}"
+    if settings.anthropic_api_key:
+        return None
+    return f"Model {spec!r} needs {ANTHROPIC_KEY_ENV}, which is not set.\n{HOW_TO_CONFIGURE}"
+
+
+def retry_policy(settings: ModelSettings) -> RetryPolicy:
+    """CAIRN_MODEL_RETRIES (default 4) and CAIRN_RETRY_BASE_DELAY_S (default 0.5)."""
+    return RetryPolicy(max_retries=settings.retries, base_delay_s=settings.retry_base_delay_s)
+
+
+def make_provider(model: str, settings: ModelSettings) -> Provider:
+    """The provider for a model spec; ProviderError (with the fix) when it cannot be used."""
+    problem = spec_problem(model, settings)
+    if problem is not None:
+        raise ProviderError(problem)
+    retry = retry_policy(settings)
+    _, _, name = model.partition("/")
+    # The SDKs take seconds to import; only the one a model needs is loaded.
+    if model.startswith(OPENAI_PREFIX):
+        from cairn_server.providers.openai_provider import OpenAIProvider
+
+        return OpenAIProvider(
+            name,
+            api_key=settings.openai_api_key or UNUSED_API_KEY,
+            base_url=settings.openai_base_url,
+            retry=retry,
+        )
+    from cairn_server.providers.anthropic_provider import AnthropicProvider
+
+    return AnthropicProvider(
+        name,
+        api_key=settings.anthropic_api_key or "",
+        base_url=settings.anthropic_base_url,
+        retry=retry,
+    )
+
+
+PROVIDER_MODULES = {
+    OPENAI_PREFIX: "cairn_server.providers.openai_provider",
+    ANTHROPIC_PREFIX: "cairn_server.providers.anthropic_provider",
+}
+
+
+def preload_provider(model: str | None) -> None:
+    """Import a model's SDK ahead of its first request (run in a worker thread at start-up)."""
+    for prefix, module in PROVIDER_MODULES.items():
+        if model and model.startswith(prefix):
+            importlib.import_module(module)
+
+
+class ModelCatalog:
+    """The models of one server process: shared by every run, so SDK connections are reused."""
+
+    def __init__(self, settings: ModelSettings, factory: ProviderFactory | None = None) -> None:
+        self.settings = settings
+        self._factory = factory
+        self._providers: dict[str, Provider] = {}
+        # Per model spec: the budget its overflow errors taught (a local server's window is
+        # often smaller than Cairn assumes for an unknown model).
+        self._learned_budgets: dict[str, int] = {}
+
+    def resolve(self, agent_model: str | None) -> ModelChoice:
+        return resolve_model(agent_model, self.settings)
+
+    def provider(self, model: str) -> Provider:
+        """The model's provider, made on first use; ProviderError when it cannot be made."""
+        if model not in self._providers:
+            self._providers[model] = (
+                self._factory(model) if self._factory else make_provider(model, self.settings)
+            )
+        return self._providers[model]
+
+    def summary_model(self, model: str | None) -> str | None:
+        """The model that summarises a conversation run by `model` (CAIRN_SUMMARY_MODEL)."""
+        return self.settings.summary_model or model
+
+    def summariser(self, model: str | None) -> Provider | None:
+        """The provider that writes summaries for `model`'s conversations; None (the digest
+        is used) when it cannot be made."""
+        summary_model = self.summary_model(model)
+        if summary_model is None:
+            return None
+        try:
+            return self.provider(summary_model)
+        except ProviderError as exc:
+            log.warning("no summary model (%s); compaction will use the digest", exc)
+            return None
+
+    def learned_budget(self, model: str | None) -> int | None:
+        """The budget an overflow error of `model` taught, if one did."""
+        return self._learned_budgets.get(model or "")
+
+    def learn_budget(self, model: str | None, tokens: int) -> None:
+        if model is not None:
+            self._learned_budgets[model] = tokens
+
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            await provider.aclose()
+        self._providers.clear()
