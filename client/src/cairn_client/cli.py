@@ -115,7 +115,12 @@ def ticket(
 
     Exit 0: a patch was committed; 1: the run ended without one; 2: it could not start.
     """
-    from cairn_client.ticket.command import TicketRequest, run_ticket
+    from cairn_client.ticket.command import TicketRequest, TicketRun, run_ticket
+
+    def run_in_tui(ticket: TicketRun) -> int:
+        from cairn_client.tui.ticket import run_ticket_tui
+
+        return run_ticket_tui(ticket)
 
     request = TicketRequest(
         source=None if resume else source,
@@ -129,7 +134,7 @@ def ticket(
         headless=headless or json_output or not (sys.stdin.isatty() and sys.stdout.isatty()),
         as_json=json_output,
     )
-    raise typer.Exit(run_ticket(Path.cwd(), request))
+    raise typer.Exit(run_ticket(Path.cwd(), request, run_in_tui))
 
 
 @app.command(

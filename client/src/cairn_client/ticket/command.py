@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -63,9 +64,15 @@ class Started:
 
 
 def run_ticket(
-    cwd: Path, request: TicketRequest, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    cwd: Path,
+    request: TicketRequest,
+    run_in_tui: Callable[[TicketRun], int],
+    *,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
 ) -> int:
-    """The whole command; returns the exit code."""
+    """The whole command; returns the exit code. `run_in_tui` runs it in the app (the TUI
+    imports tickets, never the other way round)."""
     report = Report(request.as_json, out, err)
     try:
         started = start_ticket(cwd, request)
@@ -84,9 +91,7 @@ def run_ticket(
     options = FinishOptions(patch_out=patch_out, pull_request=state.pull_request)
     ticket = TicketRun(started, launch, options, configured_mode, report)
     if not request.headless:
-        from cairn_client.ticket.tui import run_ticket_tui
-
-        return run_ticket_tui(ticket)
+        return run_in_tui(ticket)
     try:
         return asyncio.run(_headless(ticket))
     except KeyboardInterrupt:
