@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from cairn_client.config import ClientSettings, ClientSettingsError
 from cairn_client.launch import LaunchError, prepare_launch, run_blocking_headless
 from cairn_client.memory_cli import context_command, memory_app
 from cairn_client.policy.settings import SettingsError
@@ -56,8 +57,9 @@ def main_command(
     if ctx.invoked_subcommand is not None:
         return
     mode = _approve_mode(approve)
+    settings = _settings()
     try:
-        launch = prepare_launch(Path.cwd(), approve=mode)
+        launch = prepare_launch(Path.cwd(), settings=settings, approve=mode)
     except (LaunchError, SettingsError) as exc:
         typer.echo(f"cairn: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -134,7 +136,7 @@ def ticket(
         headless=headless or json_output or not (sys.stdin.isatty() and sys.stdout.isatty()),
         as_json=json_output,
     )
-    raise typer.Exit(run_ticket(Path.cwd(), request, run_in_tui))
+    raise typer.Exit(run_ticket(Path.cwd(), request, _settings(), run_in_tui))
 
 
 @app.command(
@@ -201,6 +203,15 @@ def _change_summary(path: str, before: str | None, after: str | None, check: boo
         elif line.startswith("-") and not line.startswith("---"):
             removed += 1
     return f"{done} {path} (+{added} -{removed})"
+
+
+def _settings() -> ClientSettings:
+    """The settings from the environment, read once at start; a bad value exits 2."""
+    try:
+        return ClientSettings.from_env()
+    except ClientSettingsError as exc:
+        typer.echo(f"cairn: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _approve_mode(value: str | None) -> ApproveMode | None:

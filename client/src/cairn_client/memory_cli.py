@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cairn_client.config import ClientSettings, ClientSettingsError
 from cairn_client.embedded import EmbeddedServerError
 from cairn_client.launch import LaunchError, prepare_launch
 from cairn_client.memory_format import (
@@ -195,9 +196,11 @@ def edit_command(label: LabelArg, reason: ReasonOpt = None) -> None:
 
     from cairn_client.api import ApiError
 
+    editor = _settings().editor
+
     async def work(api: CairnApi, agent: Agent) -> str:
         block = await api.get_block(agent.id, label)
-        edited = await asyncio.to_thread(_edit_text, label, block.value)
+        edited = await asyncio.to_thread(_edit_text, editor, label, block.value)
         if edited == block.value:
             return f"{label}: no change"
         try:
@@ -360,7 +363,7 @@ def run_with_server(work: Work[T]) -> T:
     from cairn_client.api import ApiError, CairnApi
 
     try:
-        launch = prepare_launch(Path.cwd())
+        launch = prepare_launch(Path.cwd(), settings=_settings())
     except (LaunchError, SettingsError) as exc:
         _fail(str(exc))
     except EmbeddedServerError as exc:
@@ -395,9 +398,15 @@ def _value_from(value: str | None, file: str | None) -> str | None:
         _fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}")
 
 
-def _edit_text(label: str, value: str) -> str:
-    """The value after the person edited it in $VISUAL or $EDITOR (default vi)."""
-    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+def _settings() -> ClientSettings:
+    try:
+        return ClientSettings.from_env()
+    except ClientSettingsError as exc:
+        _fail(str(exc))
+
+
+def _edit_text(editor: str, label: str, value: str) -> str:
+    """The value after the person edited it in `editor` ($VISUAL or $EDITOR, default vi)."""
     with tempfile.TemporaryDirectory(prefix="cairn-") as folder:
         path = Path(folder) / f"{_safe_name(label)}.md"
         path.write_text(value, encoding="utf-8")

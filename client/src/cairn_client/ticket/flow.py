@@ -8,7 +8,6 @@ where the git and GitHub steps run (`RunBlocking`: off the event loop).
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from cairn_protocol import normalise_origin
 from cairn_protocol.messages import Usage
 
+from cairn_client.config import TicketSettings
 from cairn_client.listener import RunFollower, RunRefused
 from cairn_client.policy.types import Mode
 from cairn_client.secrets import is_secret_name
@@ -208,7 +208,7 @@ class TicketResult:
 class FinishOptions:
     patch_out: Path | None = None
     pull_request: bool = False
-    env: dict[str, str] | None = None
+    tickets: TicketSettings = field(default_factory=TicketSettings)  # the GitHub token
 
 
 def _completed(turn: TurnResult) -> bool:
@@ -378,7 +378,7 @@ class TicketFlow:
             return
         closes = f"\n\nCloses {ticket.key}" if ticket.github_repo else ""
         summary = "\n".join(result.summary_lines(local=False))
-        env = os.environ if self.options.env is None else self.options.env
+        settings = self.options.tickets
         # On GitHub Enterprise: the API of the origin's host, else of the ticket's site.
         site = normalise_origin(origin).partition("/")[0] if origin else ticket.url
         try:
@@ -389,8 +389,8 @@ class TicketFlow:
                 base=self.state.base_branch,
                 title=ticket.title,
                 body=f"{summary}\n\n## Plan\n\n{self.state.plan}{closes}",
-                env=env,
-                api_url=github_api_url(env, site),
+                settings=settings,
+                api_url=github_api_url(settings, site),
             )
         except (git.GitError, TicketError) as exc:
             result.problems.append(f"no pull request: {exc}; retry with cairn ticket --resume")
