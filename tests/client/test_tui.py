@@ -814,6 +814,25 @@ async def test_a_settled_call_leaves_other_open_approvals_alone() -> None:
         assert not isinstance(app.screen, ApprovalScreen)
 
 
+async def test_approvals_are_shown_one_at_a_time_in_the_order_asked() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        first = session.ask(edit_call(call_id="call-1"))
+        second = session.ask(edit_call(call_id="call-2"))
+        await settle(pilot)
+        assert [type(s) for s in app.screen_stack].count(ApprovalScreen) == 1
+        assert isinstance(app.screen, ApprovalScreen)
+        assert app.screen.prepared.request.call_id == "call-1"
+        await pilot.press("y")
+        assert await asyncio.wait_for(first, 2) == Approval(kind="once")
+        await settle(pilot)
+        assert isinstance(app.screen, ApprovalScreen)
+        assert app.screen.prepared.request.call_id == "call-2"
+        await pilot.press("y")
+        assert await asyncio.wait_for(second, 2) == Approval(kind="once")
+
+
 async def test_a_question_the_session_stops_asking_closes_its_screen() -> None:
     app, session = scripted_app()
     async with app.run_test(size=SIZE) as pilot:
