@@ -149,7 +149,7 @@ async def test_a_commit_that_blocks_runs_in_a_thread_and_the_app_keeps_answering
     entered, release = threading.Event(), threading.Event()
     real_commit = git.commit_paths
 
-    def slow_commit(*args: Any, **kwargs: Any) -> str:
+    def slow_commit(*args: Any, **kwargs: Any) -> str | None:
         entered.set()
         assert release.wait(30), "the test never released the commit"
         return real_commit(*args, **kwargs)
