@@ -96,3 +96,32 @@ async def test_a_retried_answer_says_why_and_restarts_on_a_new_line(
     assert printed.out.endswith("\nThe second try completes.\n")
     assert "connection dropped mid-stream (attempt 1)" in printed.err
     assert "the partial answer above is void" in printed.err
+
+
+async def test_init_with_a_focus_is_the_init_command_as_in_the_tui(
+    served: Served, own_repo: Path
+) -> None:
+    served.fake.set_script(script({"text": "Learned the billing module."}))
+    init = await headless(served, own_repo, "/init look at the billing module")
+    assert init.code == 0, init.err
+    assert init.out == "Learned the billing module.\n"
+    sent = json.dumps(served.fake.requests[-1].body)
+    assert "Learn this repository the way a new engineer would" in sent
+    assert "/init look at the billing module" in sent
+
+
+async def test_help_lists_headless_commands_and_tui_only_ones_are_one_line(
+    served: Served, own_repo: Path
+) -> None:
+    requests_before = len(served.fake.requests)
+    helped = await headless(served, own_repo, "/help")
+    assert helped.code == 0
+    assert "/compact [focus]" in helped.out and "/init" in helped.out
+    assert "/memory" not in helped.out
+    memory = await headless(served, own_repo, "/memory")
+    assert (memory.code, memory.out) == (2, "")
+    assert memory.err == "cairn: /memory works in the TUI only\n"
+    unknown = await headless(served, own_repo, "/nope")
+    assert unknown.code == 2
+    assert unknown.err == "cairn: Unknown command /nope (try /init or /compact [focus])\n"
+    assert len(served.fake.requests) == requests_before  # none of these reached the model

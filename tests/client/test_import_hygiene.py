@@ -10,6 +10,7 @@ HEADLESS_MODULES = (
     "cairn_client.headless",
     "cairn_client.ticket.headless",
     "cairn_client.ticket.flow",
+    "cairn_client.ticket.command",
     "cairn_client.tools.registry",
     "cairn_client.policy.policy",
     "cairn_client.session",

@@ -23,7 +23,8 @@ def mode(path: Path) -> int:
 @pytest.mark.usefixtures("wide_umask")
 async def test_a_new_data_folder_and_its_files_are_private(repo: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    launch = prepare_launch(repo, settings=ClientSettings(None, None, data))
+    local = ClientSettings(server_url=None, token=None, data_dir=data)
+    launch = prepare_launch(repo, settings=local)
     try:
         assert launch.embedded is not None
         await launch.embedded.ensure_running()  # the server has made and opened its database
@@ -43,7 +44,8 @@ def test_files_an_older_cairn_left_readable_are_tightened_at_start(
     data.mkdir(mode=0o755)
     for name in KEPT:
         (data / name).touch(mode=0o644)
-    remote = ClientSettings("http://127.0.0.1:9", "cairn_token", data)  # nothing is started
+    # Nothing is started:
+    remote = ClientSettings(server_url="http://127.0.0.1:9", token="cairn_token", data_dir=data)
     prepare_launch(repo, settings=remote)
     assert mode(data) == 0o700
     assert {name: mode(data / name) for name in KEPT} == dict.fromkeys(KEPT, 0o600)

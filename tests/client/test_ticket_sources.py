@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cairn_client.config import TicketSettings
 from cairn_client.ticket.github import create_pull_request, github_api_url, parse_github_remote
 from cairn_client.ticket.sources import Ticket, TicketError, load_ticket, slugify
 from cairn_server.api.background import bind_listening
 from support.ticket_apis import GITHUB_TEST_TOKEN, LINEAR_TEST_KEY, FakeGitHub, FakeLinear
+
+tickets = TicketSettings.from_env  # the ticket settings the CLI reads from these variables
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +80,7 @@ def closed_port_url() -> str:
 def test_a_file_ticket_takes_its_heading_as_title(tmp_path: Path) -> None:
     (tmp_path / "login.md").write_text("# Fix the login redirect\n\nSafari loops.\n\n- step 1\n")
 
-    ticket = load_ticket("login.md", cwd=tmp_path, env={})
+    ticket = load_ticket("login.md", cwd=tmp_path, settings=tickets({}))
 
     assert ticket == Ticket(
         "file",
@@ -96,7 +99,7 @@ def test_a_file_without_heading_takes_its_first_line_as_title(tmp_path: Path) ->
     (tmp_path / "tickets").mkdir()
     (tmp_path / "tickets" / "flaky.txt").write_text("\n\nThe flaky test\r\nIt fails on CI.\r\n")
 
-    ticket = load_ticket("tickets/flaky.txt", cwd=tmp_path, env={})
+    ticket = load_ticket("tickets/flaky.txt", cwd=tmp_path, settings=tickets({}))
 
     assert (ticket.title, ticket.body, ticket.branch_slug) == (
         "The flaky test",
@@ -108,7 +111,7 @@ def test_a_file_without_heading_takes_its_first_line_as_title(tmp_path: Path) ->
 def test_a_title_without_latin_letters_takes_the_slug_of_the_file_name(tmp_path: Path) -> None:
     (tmp_path / "Bug 7.md").write_text("## 修复登录 ##\n")
 
-    ticket = load_ticket(str(tmp_path / "Bug 7.md"), env={})
+    ticket = load_ticket(str(tmp_path / "Bug 7.md"), settings=tickets({}))
 
     assert (ticket.title, ticket.body, ticket.branch_slug) == ("修复登录", "", "bug-7")
 
@@ -116,12 +119,14 @@ def test_a_title_without_latin_letters_takes_the_slug_of_the_file_name(tmp_path:
 def test_an_empty_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty.md").write_text("  \n\n")
 
-    assert "empty.md is empty" in error_of(lambda: load_ticket("empty.md", cwd=tmp_path, env={}))
+    assert "empty.md is empty" in error_of(
+        lambda: load_ticket("empty.md", cwd=tmp_path, settings=tickets({}))
+    )
 
 
 @pytest.mark.parametrize("source", ["missing.md", "tickets/login", "./nope"])
 def test_a_missing_file_is_refused(tmp_path: Path, source: str) -> None:
-    message = error_of(lambda: load_ticket(source, cwd=tmp_path, env={}))
+    message = error_of(lambda: load_ticket(source, cwd=tmp_path, settings=tickets({})))
 
     assert message.startswith(f"no file {source} in {tmp_path}")
 
@@ -129,13 +134,17 @@ def test_a_missing_file_is_refused(tmp_path: Path, source: str) -> None:
 def test_a_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
 
-    assert "is not a file" in error_of(lambda: load_ticket("docs", cwd=tmp_path, env={}))
+    assert "is not a file" in error_of(
+        lambda: load_ticket("docs", cwd=tmp_path, settings=tickets({}))
+    )
 
 
 def test_an_existing_file_wins_over_a_key(tmp_path: Path, linear: FakeLinear) -> None:
     (tmp_path / "ENG-42").write_text("Local notes\n")
 
-    ticket = load_ticket("ENG-42", cwd=tmp_path, env={"CAIRN_LINEAR_API_URL": linear.api_url})
+    ticket = load_ticket(
+        "ENG-42", cwd=tmp_path, settings=tickets({"CAIRN_LINEAR_API_URL": linear.api_url})
+    )
 
     assert (ticket.source, ticket.title) == ("file", "Local notes")
     assert linear.requests == []
@@ -143,7 +152,9 @@ def test_an_existing_file_wins_over_a_key(tmp_path: Path, linear: FakeLinear) ->
 
 def test_stdin_ticket() -> None:
     ticket = load_ticket(
-        "-", stdin=io.StringIO("Add dark mode\n=============\n\nFor the TUI.\n"), env={}
+        "-",
+        stdin=io.StringIO("Add dark mode\n=============\n\nFor the TUI.\n"),
+        settings=tickets({}),
     )
 
     assert ticket == Ticket(
@@ -152,7 +163,9 @@ def test_stdin_ticket() -> None:
 
 
 def test_empty_stdin_is_refused() -> None:
-    assert "stdin was empty" in error_of(lambda: load_ticket("-", stdin=io.StringIO(""), env={}))
+    assert "stdin was empty" in error_of(
+        lambda: load_ticket("-", stdin=io.StringIO(""), settings=tickets({}))
+    )
 
 
 @pytest.mark.parametrize(
@@ -167,7 +180,7 @@ def test_empty_stdin_is_refused() -> None:
     ],
 )
 def test_an_unknown_source_form_is_refused(tmp_path: Path, source: str) -> None:
-    message = error_of(lambda: load_ticket(source, cwd=tmp_path, env={}))
+    message = error_of(lambda: load_ticket(source, cwd=tmp_path, settings=tickets({})))
 
     assert "owner/repo#123" in message or "issue URL" in message
 
@@ -202,7 +215,7 @@ def test_github_issue_by_short_form(github: FakeGitHub, github_env: dict[str, st
         "acme/shop", 123, "Checkout fails\r\n", "Steps:\r\n1. pay\r\n", labels=("bug",)
     )
 
-    ticket = load_ticket("acme/shop#123", env=github_env)
+    ticket = load_ticket("acme/shop#123", settings=tickets(github_env))
 
     assert ticket == Ticket(
         "github",
@@ -228,7 +241,9 @@ def test_github_issue_by_url_with_a_null_body(
 ) -> None:
     github.add_issue("acme/shop", 7, "Rename the cart", None)
 
-    ticket = load_ticket("https://github.com/acme/shop/issues/7#issuecomment-1", env=github_env)
+    ticket = load_ticket(
+        "https://github.com/acme/shop/issues/7#issuecomment-1", settings=tickets(github_env)
+    )
 
     assert (ticket.key, ticket.title, ticket.body, ticket.branch_slug) == (
         "acme/shop#7",
@@ -247,7 +262,7 @@ def test_a_pull_request_number_reads_as_a_ticket(
 ) -> None:
     github.add_issue("acme/shop", 8, "Half-done refactor", "Finish it.", pull_request=True)
 
-    ticket = load_ticket("https://github.com/acme/shop/pull/8", env=github_env)
+    ticket = load_ticket("https://github.com/acme/shop/pull/8", settings=tickets(github_env))
 
     assert (ticket.body, ticket.url) == ("Finish it.", "https://github.com/acme/shop/pull/8")
 
@@ -257,7 +272,7 @@ def test_github_enterprise_url_uses_the_api_url_setting(
 ) -> None:
     github.add_issue("tools/cli", 5, "Support proxies", "Corporate proxy.")
 
-    ticket = load_ticket("https://ghe.example.com/tools/cli/issues/5", env=github_env)
+    ticket = load_ticket("https://ghe.example.com/tools/cli/issues/5", settings=tickets(github_env))
 
     assert (ticket.key, ticket.github_repo) == ("tools/cli#5", "tools/cli")
     assert github.requests[0].path == "/repos/tools/cli/issues/5"
@@ -269,23 +284,27 @@ def test_github_enterprise_url_finds_its_api_under_api_v3() -> None:
         ghe.web_url = site
         ghe.add_issue("tools/cli", 5, "Support proxies", "Corporate proxy.")
 
-        ticket = load_ticket(f"{site}/tools/cli/issues/5", env={"GITHUB_TOKEN": GITHUB_TEST_TOKEN})
+        ticket = load_ticket(
+            f"{site}/tools/cli/issues/5", settings=tickets({"GITHUB_TOKEN": GITHUB_TEST_TOKEN})
+        )
 
         assert ticket.url == f"{site}/tools/cli/issues/5"
         assert ghe.requests[0].path == "/api/v3/repos/tools/cli/issues/5"
 
 
 def test_github_api_url_defaults() -> None:
-    assert github_api_url({}) == "https://api.github.com"
-    assert github_api_url({}, "https://github.com") == "https://api.github.com"
-    assert github_api_url({}, "ghe.example.com") == "https://ghe.example.com/api/v3"
+    assert github_api_url(tickets({})) == "https://api.github.com"
+    assert github_api_url(tickets({}), "https://github.com") == "https://api.github.com"
+    assert github_api_url(tickets({}), "ghe.example.com") == "https://ghe.example.com/api/v3"
     override = {"CAIRN_GITHUB_API_URL": "http://127.0.0.1:9/"}
-    assert github_api_url(override, "ghe.example.com") == "http://127.0.0.1:9"
+    assert github_api_url(tickets(override), "ghe.example.com") == "http://127.0.0.1:9"
 
 
 def test_github_without_token_is_refused(github: FakeGitHub) -> None:
     message = error_of(
-        lambda: load_ticket("acme/shop#1", env={"CAIRN_GITHUB_API_URL": github.api_url})
+        lambda: load_ticket(
+            "acme/shop#1", settings=tickets({"CAIRN_GITHUB_API_URL": github.api_url})
+        )
     )
 
     assert message.startswith("GITHUB_TOKEN is not set: set it to a GitHub token with read access")
@@ -296,7 +315,9 @@ def test_github_bad_token(github: FakeGitHub, github_env: dict[str, str]) -> Non
     github.add_issue("acme/shop", 1, "Anything")
 
     message = error_of(
-        lambda: load_ticket("acme/shop#1", env={**github_env, "GITHUB_TOKEN": "ghp_wrong"})
+        lambda: load_ticket(
+            "acme/shop#1", settings=tickets({**github_env, "GITHUB_TOKEN": "ghp_wrong"})
+        )
     )
 
     assert message.startswith("GitHub rejected GITHUB_TOKEN (Bad credentials)")
@@ -305,7 +326,7 @@ def test_github_bad_token(github: FakeGitHub, github_env: dict[str, str]) -> Non
 def test_github_missing_issue(github: FakeGitHub, github_env: dict[str, str]) -> None:
     github.add_issue("acme/shop", 1, "Anything")
 
-    message = error_of(lambda: load_ticket("acme/shop#99", env=github_env))
+    message = error_of(lambda: load_ticket("acme/shop#99", settings=tickets(github_env)))
 
     assert message.startswith(
         "GitHub has no issue acme/shop#99, or GITHUB_TOKEN cannot see acme/shop"
@@ -316,7 +337,7 @@ def test_github_deleted_issue(github: FakeGitHub, github_env: dict[str, str]) ->
     github.add_issue("acme/shop", 3, "Spam")
     github.delete_issue("acme/shop", 3)
 
-    message = error_of(lambda: load_ticket("acme/shop#3", env=github_env))
+    message = error_of(lambda: load_ticket("acme/shop#3", settings=tickets(github_env)))
 
     assert message.startswith("GitHub says issue acme/shop#3 is gone (This issue was deleted)")
 
@@ -328,7 +349,7 @@ def test_github_rate_limit_says_when_it_resets(
     github.rate_limited = True
     github.rate_limit_reset = int(time.time()) + 1800
 
-    message = error_of(lambda: load_ticket("acme/shop#1", env=github_env))
+    message = error_of(lambda: load_ticket("acme/shop#1", settings=tickets(github_env)))
 
     reset = datetime.fromtimestamp(github.rate_limit_reset, tz=UTC)
     assert message.startswith(
@@ -340,7 +361,7 @@ def test_github_issue_without_title_or_body(github: FakeGitHub, github_env: dict
     github.add_issue("acme/shop", 4, "  ", None)
 
     assert "has no title and no text" in error_of(
-        lambda: load_ticket("acme/shop#4", env=github_env)
+        lambda: load_ticket("acme/shop#4", settings=tickets(github_env))
     )
 
 
@@ -348,7 +369,7 @@ def test_github_unreachable_names_the_url_and_the_setting() -> None:
     api_url = closed_port_url()
     env = {"GITHUB_TOKEN": GITHUB_TEST_TOKEN, "CAIRN_GITHUB_API_URL": api_url}
 
-    message = error_of(lambda: load_ticket("acme/shop#1", env=env))
+    message = error_of(lambda: load_ticket("acme/shop#1", settings=tickets(env)))
 
     assert message.startswith(f"cannot reach GitHub at {api_url}/repos/acme/shop/issues/1")
     assert message.endswith("check your network, or set CAIRN_GITHUB_API_URL to the right API URL")
@@ -359,7 +380,7 @@ def test_github_silent_server_times_out() -> None:
         api_url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         env = {"GITHUB_TOKEN": GITHUB_TEST_TOKEN, "CAIRN_GITHUB_API_URL": api_url}
 
-        message = error_of(lambda: load_ticket("acme/shop#1", env=env, timeout_s=0.2))
+        message = error_of(lambda: load_ticket("acme/shop#1", settings=tickets(env), timeout_s=0.2))
 
     assert message.startswith(
         f"GitHub did not answer within 0.2 s at {api_url}/repos/acme/shop/issues/1"
@@ -372,7 +393,7 @@ def test_github_silent_server_times_out() -> None:
 def test_linear_issue_by_key(linear: FakeLinear, linear_env: dict[str, str]) -> None:
     linear.add_issue("ENG-42", "Cache the search index", "Rebuilds take *minutes*.")
 
-    ticket = load_ticket("ENG-42", env=linear_env)
+    ticket = load_ticket("ENG-42", settings=tickets(linear_env))
 
     assert ticket == Ticket(
         "linear",
@@ -393,7 +414,9 @@ def test_linear_issue_by_url_with_a_null_description(
 ) -> None:
     linear.add_issue("OPS-7", "Rotate the keys")
 
-    ticket = load_ticket("https://linear.app/acme/issue/OPS-7/rotate-the-keys", env=linear_env)
+    ticket = load_ticket(
+        "https://linear.app/acme/issue/OPS-7/rotate-the-keys", settings=tickets(linear_env)
+    )
 
     assert (ticket.key, ticket.title, ticket.body, ticket.branch_slug) == (
         "OPS-7",
@@ -407,7 +430,7 @@ def test_linear_issue_by_url_with_a_null_description(
 def test_linear_missing_issue(linear: FakeLinear, linear_env: dict[str, str], status: int) -> None:
     linear.not_found_status = status
 
-    message = error_of(lambda: load_ticket("ENG-404", env=linear_env))
+    message = error_of(lambda: load_ticket("ENG-404", settings=tickets(linear_env)))
 
     assert message.startswith(
         "Linear has no issue ENG-404, or LINEAR_API_KEY's workspace cannot see it"
@@ -416,7 +439,9 @@ def test_linear_missing_issue(linear: FakeLinear, linear_env: dict[str, str], st
 
 def test_linear_bad_key(linear: FakeLinear, linear_env: dict[str, str]) -> None:
     message = error_of(
-        lambda: load_ticket("ENG-1", env={**linear_env, "LINEAR_API_KEY": "lin_api_wrong"})
+        lambda: load_ticket(
+            "ENG-1", settings=tickets({**linear_env, "LINEAR_API_KEY": "lin_api_wrong"})
+        )
     )
 
     assert message.startswith(
@@ -425,7 +450,9 @@ def test_linear_bad_key(linear: FakeLinear, linear_env: dict[str, str]) -> None:
 
 
 def test_linear_without_key_is_refused(linear: FakeLinear) -> None:
-    message = error_of(lambda: load_ticket("ENG-1", env={"CAIRN_LINEAR_API_URL": linear.api_url}))
+    message = error_of(
+        lambda: load_ticket("ENG-1", settings=tickets({"CAIRN_LINEAR_API_URL": linear.api_url}))
+    )
 
     assert message.startswith("LINEAR_API_KEY is not set")
     assert linear.requests == []
@@ -434,13 +461,17 @@ def test_linear_without_key_is_refused(linear: FakeLinear) -> None:
 def test_linear_rate_limit(linear: FakeLinear, linear_env: dict[str, str]) -> None:
     linear.rate_limited = True
 
-    assert "rate limit is used up" in error_of(lambda: load_ticket("ENG-1", env=linear_env))
+    assert "rate limit is used up" in error_of(
+        lambda: load_ticket("ENG-1", settings=tickets(linear_env))
+    )
 
 
 def test_linear_unreachable() -> None:
     env = {"LINEAR_API_KEY": LINEAR_TEST_KEY, "CAIRN_LINEAR_API_URL": closed_port_url()}
 
-    assert "set CAIRN_LINEAR_API_URL" in error_of(lambda: load_ticket("ENG-1", env=env))
+    assert "set CAIRN_LINEAR_API_URL" in error_of(
+        lambda: load_ticket("ENG-1", settings=tickets(env))
+    )
 
 
 # --------------------------------------------------------------------------- pull requests
@@ -455,7 +486,7 @@ def test_create_pull_request(github: FakeGitHub, github_env: dict[str, str]) -> 
         base="main",
         title="Fix checkout",
         body="Fixes #12",
-        env=github_env,
+        settings=tickets(github_env),
     )
 
     assert url == "https://github.com/acme/shop/pull/13"
@@ -476,12 +507,17 @@ def test_a_second_pull_request_for_a_branch_is_refused(
 ) -> None:
     github.add_repo("acme/shop")
     create_pull_request(
-        "acme/shop", head="cairn/12", base="main", title="A", body="", env=github_env
+        "acme/shop", head="cairn/12", base="main", title="A", body="", settings=tickets(github_env)
     )
 
     message = error_of(
         lambda: create_pull_request(
-            "acme/shop", head="cairn/12", base="main", title="B", body="", env=github_env
+            "acme/shop",
+            head="cairn/12",
+            base="main",
+            title="B",
+            body="",
+            settings=tickets(github_env),
         )
     )
 
@@ -496,7 +532,12 @@ def test_pull_request_into_an_unknown_repository(
 ) -> None:
     message = error_of(
         lambda: create_pull_request(
-            "acme/gone", head="cairn/1", base="main", title="A", body="", env=github_env
+            "acme/gone",
+            head="cairn/1",
+            base="main",
+            title="A",
+            body="",
+            settings=tickets(github_env),
         )
     )
 
@@ -509,7 +550,7 @@ def test_pull_request_with_a_bad_token(github: FakeGitHub, github_env: dict[str,
 
     message = error_of(
         lambda: create_pull_request(
-            "acme/shop", head="cairn/1", base="main", title="A", body="", env=env
+            "acme/shop", head="cairn/1", base="main", title="A", body="", settings=tickets(env)
         )
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,13 @@ from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.session import ClientSession, Endpoint
+from cairn_client.ticket import git
 from cairn_client.ticket.command import Started, TicketRequest, start_ticket
 from cairn_client.ticket.flow import FinishOptions
-from cairn_client.ticket.tui import TuiTicketDriver
 from cairn_client.tui.app import CairnApp, SessionRunner
 from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_client.tui.screens.plan import PlanScreen
+from cairn_client.tui.ticket import TuiTicketDriver
 from cairn_client.workspace import detect_workspace
 from cairn_server.api.background import BackgroundServer
 from cairn_server.fakes.runner import FakeModelServer
@@ -130,3 +132,46 @@ async def test_stopping_at_the_plan_changes_nothing(
     # Nothing is left of the ticket: its branch is gone and the checkout is back on main.
     assert run_git(repo, "branch", "--list", "cairn/*") == ""
     assert run_git(repo, "branch", "--show-current") == "main"
+
+
+async def test_a_commit_that_blocks_runs_in_a_thread_and_the_app_keeps_answering(
+    server: BackgroundServer,
+    fake_model: FakeModelServer,
+    repo: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The flow's git and GitHub steps (commit, patch file, push, pull request) run in a
+    thread worker: while one hangs, the prompt still takes keys and commands answer."""
+    fake_model.set_script(
+        script({"text": "Plan: sum the items."}, {"tool_calls": [EDIT]}, {"text": "Done."})
+    )
+    entered, release = threading.Event(), threading.Event()
+    real_commit = git.commit_paths
+
+    def slow_commit(*args: Any, **kwargs: Any) -> str | None:
+        entered.set()
+        assert release.wait(30), "the test never released the commit"
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(git, "commit_paths", slow_commit)
+    app, driver, _started = ticket_app(server, repo, tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: on_top(app, PlanScreen))
+        await pilot.press("y")
+        await until(pilot, lambda: on_top(app, ApprovalScreen))
+        await pilot.press("y")
+        await until(pilot, entered.is_set)
+
+        await pilot.press(*"still here")
+        assert app.query_one("#prompt", Input).value == "still here"
+        app.query_one("#prompt", Input).value = "/mode"
+        await pilot.press("enter")
+        await until(pilot, lambda: any("Permission mode:" in e for e in chat_entries(app)))
+        assert driver.result is None  # the commit is still hanging
+
+        release.set()
+        await until(pilot, lambda: driver.result is not None)
+
+    assert driver.result is not None and driver.result.outcome == "patch"
+    assert run_git(repo, "rev-list", "--count", "main..cairn/fix-total") == "1"

@@ -14,13 +14,14 @@ from typing import Any, cast
 import pytest
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings, load_settings
-from cairn_client.policy.types import Approval, Verdict
+from cairn_client.policy.types import Approval, Mode, Verdict
 from cairn_client.tools.base import FileChange, PreparedCall, Preview, ToolOutcome
 from cairn_client.tools.registry import prepare_call
 from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_client.tui.screens.setup import SetupScreen
 from cairn_client.tui.widgets.chat import AssistantEntry
+from cairn_client.undo import AppliedChange, UndoRefused
 from cairn_protocol import ServerFrame
 from cairn_protocol.messages import (
     AssistantDelta,
@@ -37,6 +38,7 @@ from cairn_protocol.messages import (
     ToolSettled,
     ToolWithdrawn,
     Usage,
+    UserCommand,
     UserMessage,
     Welcome,
 )
@@ -70,6 +72,7 @@ class ScriptedSession:
         self.fail_with = fail_with
         self.announce_failure = announce_failure
         self.sent: list[str] = []
+        self.commands: list[UserCommand | None] = []
         self.compactions: list[str | None] = []
         self.cancels = 0
         self.closed = False
@@ -96,8 +99,9 @@ class ScriptedSession:
         await self._closed.wait()
         self.listener.connection_changed("closed", "session closed")
 
-    async def send_user_message(self, text: str) -> None:
+    async def send_user_message(self, text: str, command: UserCommand | None = None) -> None:
         self.sent.append(text)
+        self.commands.append(command)
 
     async def compact(self, instructions: str | None = None) -> None:
         self.compactions.append(instructions)
@@ -108,6 +112,24 @@ class ScriptedSession:
     async def close(self) -> None:
         self.closed = True
         self._closed.set()
+
+    @property
+    def mode(self) -> Mode | None:
+        return self.policy.mode if self.policy is not None else None
+
+    def set_mode(self, mode: Mode) -> None:
+        if self.policy is not None:
+            self.policy.set_mode(mode)
+
+    async def undo_last_change(self) -> AppliedChange:
+        raise UndoRefused("this scripted session applies no changes")
+
+    def startup_notes(self) -> list[str]:
+        return self.policy.startup_notes() if self.policy is not None else []
+
+    @property
+    def settings_file(self) -> str:
+        return self.policy.settings.user_file_shown if self.policy is not None else ""
 
     def events(self, *events: ServerFrame) -> None:
         for event in events:
@@ -792,6 +814,25 @@ async def test_a_settled_call_leaves_other_open_approvals_alone() -> None:
         assert not isinstance(app.screen, ApprovalScreen)
 
 
+async def test_approvals_are_shown_one_at_a_time_in_the_order_asked() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        first = session.ask(edit_call(call_id="call-1"))
+        second = session.ask(edit_call(call_id="call-2"))
+        await settle(pilot)
+        assert [type(s) for s in app.screen_stack].count(ApprovalScreen) == 1
+        assert isinstance(app.screen, ApprovalScreen)
+        assert app.screen.prepared.request.call_id == "call-1"
+        await pilot.press("y")
+        assert await asyncio.wait_for(first, 2) == Approval(kind="once")
+        await settle(pilot)
+        assert isinstance(app.screen, ApprovalScreen)
+        assert app.screen.prepared.request.call_id == "call-2"
+        await pilot.press("y")
+        assert await asyncio.wait_for(second, 2) == Approval(kind="once")
+
+
 async def test_a_question_the_session_stops_asking_closes_its_screen() -> None:
     app, session = scripted_app()
     async with app.run_test(size=SIZE) as pilot:
@@ -845,6 +886,42 @@ async def test_input_ignores_empty_text_sends_during_a_run_and_clears_the_view()
         await type_and_send(pilot, "/clear")
         assert chat_entries(app) == []
         assert session.sent == ["first", "and 2"]
+
+
+async def test_init_with_a_focus_is_sent_whole_as_the_init_command() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        await type_and_send(pilot, "/init look at the billing module")
+        await type_and_send(pilot, "/init")
+        await settle(pilot)
+        assert session.sent == ["/init look at the billing module", "/init"]
+        assert session.commands == ["init", "init"]
+
+
+async def test_help_lists_the_commands_and_a_headless_only_refusal_is_one_line() -> None:
+    app, session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        await type_and_send(pilot, "/help")
+        await settle(pilot)
+        listed = chat_entries(app)[-1]
+        for usage in ("/compact [focus]", "/mode [name]", "/undo", "/memory", "/help"):
+            assert usage in listed
+        await type_and_send(pilot, "/quit now, please")  # a command takes no such text
+        assert session.sent == ["/quit now, please"]
+        assert not session.closed
+
+
+async def test_the_command_palette_runs_the_slash_commands() -> None:
+    app, _session = scripted_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await start(pilot)
+        await pilot.press("ctrl+p", *"/help")
+        await pilot.pause(0.3)  # the palette searches in the background
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "/compact [focus]" in chat_entries(app)[-1]
 
 
 async def test_a_run_started_elsewhere_shows_its_user_text() -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from cairn_client.config import ClientSettings
 from cairn_client.embedded import require_server
 from cairn_client.errors import CairnError, UsageError
 from cairn_client.launch import prepare_launch, run_blocking_headless
@@ -72,7 +73,9 @@ def main_command(
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
-    launch = prepare_launch(Path.cwd(), approve=_approve_mode(approve))
+    launch = prepare_launch(
+        Path.cwd(), settings=ClientSettings.from_env(), approve=_approve_mode(approve)
+    )
     if prompt is not None:
         raise typer.Exit(run_blocking_headless(launch, prompt, as_json=json_output, resume=resume))
     from cairn_client.tui.run import run_tui
@@ -127,7 +130,12 @@ def ticket(
 
     Exit 0: a patch was committed; 1: the run ended without one; 2: it could not start.
     """
-    from cairn_client.ticket.command import TicketRequest, run_ticket
+    from cairn_client.ticket.command import TicketRequest, TicketRun, run_ticket
+
+    def run_in_tui(ticket: TicketRun) -> int:
+        from cairn_client.tui.ticket import run_ticket_tui
+
+        return run_ticket_tui(ticket)
 
     request = TicketRequest(
         source=None if resume else source,
@@ -141,7 +149,7 @@ def ticket(
         headless=headless or json_output or not (sys.stdin.isatty() and sys.stdout.isatty()),
         as_json=json_output,
     )
-    raise typer.Exit(run_ticket(Path.cwd(), request))
+    raise typer.Exit(run_ticket(Path.cwd(), request, ClientSettings.from_env(), run_in_tui))
 
 
 @app.command(
@@ -205,6 +213,7 @@ def _change_summary(path: str, before: str | None, after: str | None, check: boo
         elif line.startswith("-") and not line.startswith("---"):
             removed += 1
     return f"{done} {path} (+{added} -{removed})"
+
 
 
 def _approve_mode(value: str | None) -> ApproveMode | None:

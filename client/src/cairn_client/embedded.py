@@ -17,6 +17,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from cairn_client.config import process_env
 from cairn_client.errors import EXIT_USAGE, CairnError
 from cairn_client.private_files import private_dir, private_file
 
@@ -56,10 +57,20 @@ def local_token(data_dir: Path) -> str:
 class EmbeddedServer:
     """A `cairn-server` child process; restarted by `ensure_running` if it died."""
 
-    def __init__(self, data_dir: Path, extra_env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        extra_env: Mapping[str, str] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        database_url: str | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.token = local_token(data_dir)
         self._extra_env = dict(extra_env or {})
+        # The child starts from the client's environment (the settings' snapshot).
+        self._environ = dict(process_env() if environ is None else environ)
+        self._database_url = database_url or self._environ.get("CAIRN_DATABASE_URL")
         self._process: subprocess.Popen[bytes] | None = None
         self.url: str | None = None
 
@@ -91,8 +102,8 @@ class EmbeddedServer:
         )
         private_dir(self.data_dir)
         env = {
-            **os.environ,
-            "CAIRN_DATABASE_URL": os.environ.get("CAIRN_DATABASE_URL")
+            **self._environ,
+            "CAIRN_DATABASE_URL": self._database_url
             or f"sqlite+aiosqlite:///{self.data_dir / 'cairn.db'}",
             "CAIRN_BOOTSTRAP_TOKEN": self.token,
             **self._extra_env,

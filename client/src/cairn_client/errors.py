@@ -8,6 +8,7 @@ tool failed), 2 a usage error (arguments, settings, what is installed).
 
     CairnError
     ├── UsageError .............. here (exit 2: arguments, a missing ticket)
+    ├── ClientSettingsError ..... config  (exit 2: an environment variable cannot be used)
     ├── ServerNotInstalled ...... embedded  (exit 2: the client was installed alone)
     ├── LaunchError ............. launch  (exit 2: configuration that cannot work)
     ├── SettingsError ........... policy.settings  (exit 2: a settings file cannot be used)

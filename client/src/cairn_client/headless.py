@@ -1,7 +1,7 @@
 """Headless mode: `cairn -p "request"` runs one request and prints the answer.
 
-Owns the listener that prints text (or JSON lines) and denies whatever needs a person, and
-`cairn -p "/compact [focus]"`, which compacts the conversation instead of starting a run.
+Owns the listener that prints text (or JSON lines) and denies whatever needs a person, and what
+the command table's headless commands do (`/compact [focus]`, `/init [focus]`, `/help`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from cairn_protocol import (
     ServerFrame,
     Welcome,
 )
+from cairn_protocol.messages import UserCommand
 
-from cairn_client.commands import compact_focus
+from cairn_client import commands
 from cairn_client.formatting import compaction_line, retry_label
 from cairn_client.listener import ConnectionState, RunFollower, RunRefused
 from cairn_client.policy.types import Approval, Verdict
@@ -46,6 +47,8 @@ def needs_a_person(verdict: Verdict) -> str:
             "nobody to ask; only a person can allow it"
         )
     return NEEDS_A_PERSON
+
+
 COMPACT_REFUSALS = frozenset({"nothing_to_compact", "run_in_progress"})
 
 
@@ -190,26 +193,18 @@ class HeadlessListener:
 
 
 async def run_headless(session: ClientSession, listener: HeadlessListener, prompt: str) -> int:
-    """Send one request and wait for its run to end. Exit code: 0 answered, 1 not, 2 unusable."""
+    """Send one request (or run one command) and wait for its answer.
+
+    Exit code: 0 answered, 1 not, 2 unusable (no model, a command headless mode lacks)."""
     for note in session.policy.startup_notes():
         print(f"cairn: {note}", file=listener.err)
     runner = asyncio.create_task(session.run())
+    requests = HeadlessRequests(session, listener, runner)
     try:
-        welcome = await session_result(listener.welcome, runner)
-        focus = compact_focus(prompt)
-        if focus is not None:  # the digest needs no model, so this goes first
-            return await _compact(session, listener, runner, focus or None)
-        unusable = welcome.model_unusable()
-        if unusable is not None:
-            print(unusable, file=listener.err)
-            return 2
-        listener.expect_run_for(prompt)
-        if prompt.strip() == "/init":
-            await session.send_user_message(prompt, "init")
-        else:
-            await session.send_user_message(prompt)
-        finished = await session_result(listener.finished, runner)
-        return 0 if finished.stop_reason == "end_turn" else 1
+        invocation = commands.parse(prompt)
+        if invocation is None:
+            return await requests.send(prompt, None)
+        return await commands.run_headless(invocation, requests)
     except RunRefused as exc:  # the listener has printed the server's error
         return 2 if exc.code == "no_model" else 1
     except SessionFailed as exc:
@@ -221,17 +216,47 @@ async def run_headless(session: ClientSession, listener: HeadlessListener, promp
         await asyncio.gather(runner, return_exceptions=True)
 
 
-async def _compact(
-    session: ClientSession,
-    listener: HeadlessListener,
-    runner: asyncio.Task[None],
-    focus: str | None,
-) -> int:
-    """Exit code 0 when the conversation was compacted, 1 when the server refused."""
-    listener.expect_compaction()
-    await session.compact(focus)
-    answer = await session_result(listener.compacted, runner)
-    return 0 if isinstance(answer, ContextCompacted) else 1
+class HeadlessRequests:
+    """Implements the command table's HeadlessHost over a running session."""
+
+    def __init__(
+        self, session: ClientSession, listener: HeadlessListener, runner: asyncio.Task[None]
+    ) -> None:
+        self.session = session
+        self.listener = listener
+        self.runner = runner
+
+    def show_help(self, lines: list[str]) -> int:
+        print("\n".join(lines), file=self.listener.out, flush=True)
+        return 0
+
+    def refuse(self, line: str) -> int:
+        print(f"cairn: {line}", file=self.listener.err, flush=True)
+        return 2
+
+    async def send_init(self, text: str) -> int:
+        return await self.send(text, "init")
+
+    async def send(self, text: str, command: UserCommand | None) -> int:
+        """0 when the run ended its turn, 1 when it stopped otherwise, 2 without a model."""
+        welcome = await session_result(self.listener.welcome, self.runner)
+        unusable = welcome.model_unusable()
+        if unusable is not None:
+            print(unusable, file=self.listener.err)
+            return 2
+        self.listener.expect_run_for(text)
+        await self.session.send_user_message(text, command)
+        finished = await session_result(self.listener.finished, self.runner)
+        return 0 if finished.stop_reason == "end_turn" else 1
+
+    async def compact(self, focus: str | None) -> int:
+        """0 when the conversation was compacted, 1 when the server refused (no model needed:
+        the digest is the fallback)."""
+        await session_result(self.listener.welcome, self.runner)
+        self.listener.expect_compaction()
+        await self.session.compact(focus)
+        answer = await session_result(self.listener.compacted, self.runner)
+        return 0 if isinstance(answer, ContextCompacted) else 1
 
 
 async def session_result(future: asyncio.Future[T], runner: asyncio.Task[None]) -> T:

@@ -63,17 +63,18 @@ class Launch:
 def prepare_launch(
     cwd: Path,
     *,
+    settings: ClientSettings,
     approve: ApproveMode | None = None,
-    settings: ClientSettings | None = None,
     server_env: Mapping[str, str] | None = None,
 ) -> Launch:
-    settings = settings or ClientSettings.from_env()
+    """Wire the session for `cwd` with the settings read at start (`server_env`: variables the
+    embedded server gets on top of the client's environment)."""
     private_dir(settings.data_dir)  # also tightens what an older cairn left readable
     workspace = detect_workspace(cwd)
     policy_settings = load_settings(workspace.root)
     # The embedded server's data (its token) and Cairn's settings are never shown to commands.
     hidden = [settings.data_dir, user_config_dir()]
-    sandbox = Sandbox.detect(policy_settings.sandbox, hidden)
+    sandbox = Sandbox.detect(policy_settings.sandbox, hidden, settings.process_env)
     policy = Policy(policy_settings, approve_override=approve, sandbox=sandbox)
     call_log = CallLog.in_data_dir(settings.data_dir, workspace.root)
     if settings.server_url:
@@ -85,7 +86,12 @@ def prepare_launch(
             return url
 
         return Launch(workspace, policy, Endpoint(settings.token, remote), None, call_log)
-    embedded = EmbeddedServer(settings.data_dir, server_env)
+    embedded = EmbeddedServer(
+        settings.data_dir,
+        server_env,
+        environ=settings.process_env,
+        database_url=settings.database_url,
+    )
     embedded.spawn()  # boots while the client finishes starting
     endpoint = Endpoint(embedded.token, embedded.ensure_running)
     return Launch(workspace, policy, endpoint, embedded, call_log)

@@ -13,8 +13,9 @@ from cairn_protocol import AssistantMessage, ErrorEvent, RunFinished, RunStarted
 from cairn_protocol.messages import UserCommand
 
 from cairn_client.errors import CairnError
-from cairn_client.policy.types import Approval, Verdict
+from cairn_client.policy.types import Approval, Mode, Verdict
 from cairn_client.tools.base import PreparedCall, ToolOutcome
+from cairn_client.undo import AppliedChange
 
 ConnectionState = Literal["connecting", "connected", "reconnecting", "closed", "failed"]
 
@@ -36,7 +37,8 @@ class SessionListener(Protocol):
 
 
 class SessionControl(Protocol):
-    """What a front end can do with a running session."""
+    """What a front end can do with a running session: talk, compact, switch the permission
+    mode, take back the last change."""
 
     async def send_user_message(self, text: str, command: UserCommand | None = None) -> None: ...
 
@@ -46,6 +48,23 @@ class SessionControl(Protocol):
     async def cancel(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    @property
+    def mode(self) -> Mode | None:
+        """The permission mode; None when the session has no policy."""
+
+    def set_mode(self, mode: Mode) -> None:
+        """Switch the permission mode for the rest of the session."""
+
+    async def undo_last_change(self) -> AppliedChange:
+        """Revert the last change the session applied; UndoRefused says why not."""
+
+    def startup_notes(self) -> list[str]:
+        """What the user should know before the first request (e.g. no sandbox)."""
+
+    @property
+    def settings_file(self) -> str:
+        """The settings file an allow rule is written to, as shown to the user."""
 
 
 class RunRefused(CairnError):

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cairn_client.config import ClientSettings
 from cairn_client.errors import EXIT_FAILURE, CairnError, UsageError
 from cairn_client.launch import prepare_launch
 from cairn_client.memory_format import (
@@ -186,9 +187,11 @@ def edit_command(label: LabelArg, reason: ReasonOpt = None) -> None:
 
     from cairn_client.api import ApiError
 
+    editor = ClientSettings.from_env().editor
+
     async def work(api: CairnApi, agent: AgentPublic) -> str:
         block = await api.get_block(agent.id, label)
-        edited = await asyncio.to_thread(_edit_text, label, block.value)
+        edited = await asyncio.to_thread(_edit_text, editor, label, block.value)
         if edited == block.value:
             return f"{label}: no change"
         try:
@@ -352,7 +355,7 @@ def run_with_server(work: Work[T]) -> T:
     """Find this workspace's server and agent and do `work`."""
     from cairn_client.api import CairnApi
 
-    launch = prepare_launch(Path.cwd())
+    launch = prepare_launch(Path.cwd(), settings=ClientSettings.from_env())
 
     async def main() -> T:
         try:
@@ -378,9 +381,9 @@ def _value_from(value: str | None, file: str | None) -> str | None:
         raise UsageError(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def _edit_text(label: str, value: str) -> str:
-    """The value after the person edited it in $VISUAL or $EDITOR (default vi)."""
-    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+
+def _edit_text(editor: str, label: str, value: str) -> str:
+    """The value after the person edited it in `editor` ($VISUAL or $EDITOR, default vi)."""
     with tempfile.TemporaryDirectory(prefix="cairn-") as folder:
         path = Path(folder) / f"{_safe_name(label)}.md"
         path.write_text(value, encoding="utf-8")

@@ -6,11 +6,12 @@ scrubbed environment; cutting secrets from text is cairn_protocol.redaction's (s
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Collection, Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
+
+from cairn_client.config import process_env
 
 # Basename globs of files denied by default; `!` patterns are exceptions (public keys).
 SECRET_NAME_PATTERNS: tuple[str, ...] = (
@@ -144,5 +145,5 @@ def is_secret_variable(name: str) -> bool:
 
 def scrubbed_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """`env` (default: this process's) without variables whose names look secret."""
-    source = os.environ if env is None else env
+    source = process_env() if env is None else env
     return {name: value for name, value in source.items() if not is_secret_variable(name)}

@@ -55,7 +55,7 @@ from cairn_client.errors import CairnError
 from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import EDIT_TOOLS, Policy
 from cairn_client.policy.settings import SettingsError
-from cairn_client.policy.types import Approval, Verdict
+from cairn_client.policy.types import Approval, Mode, Verdict
 from cairn_client.tools.base import PreparedCall, ToolOutcome
 from cairn_client.tools.registry import (
     ShellPlacement,
@@ -153,6 +153,20 @@ class ClientSession:
         undone = await asyncio.to_thread(self.undo_stack.undo_last)
         self.pending_notes.append(undone.note_for_model())
         return undone
+
+    @property
+    def mode(self) -> Mode:
+        return self.policy.mode
+
+    def set_mode(self, mode: Mode) -> None:
+        self.policy.set_mode(mode)
+
+    def startup_notes(self) -> list[str]:
+        return self.policy.startup_notes()
+
+    @property
+    def settings_file(self) -> str:
+        return self.policy.settings.user_file_shown
 
     async def close(self) -> None:
         self._closing = True

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 from cairn_client.errors import CairnError
 from cairn_client.tools.base import FileChange
@@ -93,10 +92,3 @@ def _reversed(changes: tuple[FileChange, ...]) -> list[FileChange]:
         FileChange(c.path, before=c.after, after=c.before, mode_from=renamed_to.get(c.path))
         for c in changes
     ]
-
-
-@runtime_checkable
-class SupportsUndo(Protocol):
-    """A session that applies changes and can take the last one back."""
-
-    async def undo_last_change(self) -> AppliedChange: ...

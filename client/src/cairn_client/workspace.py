@@ -13,7 +13,11 @@ from pathlib import Path
 
 from cairn_protocol import WorkspaceIdentity, normalise_origin
 
+from cairn_client.config import process_env
+
 GIT_TIMEOUT_S = 10.0
+# Every git the client runs: never prompting, and in English (its output is parsed).
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ def _git(cwd: Path, *args: str) -> str | None:
             capture_output=True,
             timeout=GIT_TIMEOUT_S,
             check=False,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
+            env={**process_env(), **GIT_ENV},
         )
     except (OSError, subprocess.SubprocessError):
         return None

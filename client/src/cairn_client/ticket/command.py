@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from cairn_client.config import ClientSettings, TicketSettings
 from cairn_client.errors import CairnError, UsageError
 from cairn_client.headless import session_result
 from cairn_client.launch import Launch, prepare_launch
@@ -59,17 +60,24 @@ class Started:
 
 
 def run_ticket(
-    cwd: Path, request: TicketRequest, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    cwd: Path,
+    request: TicketRequest,
+    settings: ClientSettings,
+    run_in_tui: Callable[[TicketRun], int],
+    *,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
 ) -> int:
-    """The whole command; returns the exit code."""
+    """The whole command; returns the exit code. `run_in_tui` runs it in the app (the TUI
+    imports tickets, never the other way round)."""
     report = Report(request.as_json, out, err)
     try:
-        started = start_ticket(cwd, request)
+        started = start_ticket(cwd, request, settings.tickets)
     except UsageError as exc:
         return report.failure(exc.message, exc.exit_code)
     state = started.state
     try:
-        launch = prepare_launch(started.branch.workdir, approve=state.approve)
+        launch = prepare_launch(started.branch.workdir, settings=settings, approve=state.approve)
     except CairnError as exc:  # settings, or the server cannot be reached or started
         undo_start(started)
         return report.failure(exc.message, 2)
@@ -77,12 +85,10 @@ def run_ticket(
     if state.phase == "plan":  # read-only from the first request a resumed session answers
         launch.policy.set_mode("plan")
     patch_out = Path(state.patch_out) if state.patch_out else None
-    options = FinishOptions(patch_out=patch_out, pull_request=state.pull_request)
+    options = FinishOptions(patch_out, state.pull_request, settings.tickets)
     ticket = TicketRun(started, launch, options, configured_mode, report)
     if not request.headless:
-        from cairn_client.ticket.tui import run_ticket_tui
-
-        return run_ticket_tui(ticket)
+        return run_in_tui(ticket)
     try:
         return asyncio.run(_headless(ticket))
     except KeyboardInterrupt:
@@ -123,20 +129,24 @@ class Report:
         return exit_code
 
 
-def start_ticket(cwd: Path, request: TicketRequest) -> Started:
+def start_ticket(
+    cwd: Path, request: TicketRequest, tickets: TicketSettings | None = None
+) -> Started:
     """Load the ticket and make its branch, or find the ticket to resume; UsageError if
-    either cannot be done (and then nothing was created)."""
+    either cannot be done (and then nothing was created). `tickets`: the GitHub and Linear
+    settings (none: only files and stdin can be read)."""
+    tickets = tickets or TicketSettings()
     try:
         if request.resume:
             state = load_state(cwd, request.resume_slug)
             _keep_flags(state, request)
-            _check_finish_options(cwd, state)
+            _check_finish_options(cwd, state, tickets)
             return Started(state, git.open_branch(cwd, state.branch), created=False)
         if request.source is None:
             raise UsageError("name a ticket: cairn ticket FILE|-|owner/repo#N|URL|KEY-N")
-        ticket = load_ticket(request.source, cwd=cwd)
+        ticket = load_ticket(request.source, settings=tickets, cwd=cwd)
         state = _new_state(ticket, request)
-        _check_finish_options(cwd, state)
+        _check_finish_options(cwd, state, tickets)
         preexisting = git.dirty_paths(cwd) if request.allow_dirty and not request.worktree else []
         branch = git.start_branch(
             cwd,
@@ -169,13 +179,13 @@ def _keep_flags(state: TicketState, request: TicketRequest) -> None:
     state.pull_request = request.pull_request or state.pull_request
 
 
-def _check_finish_options(repo: Path, state: TicketState) -> None:
+def _check_finish_options(repo: Path, state: TicketState, tickets: TicketSettings) -> None:
     """What the end of the ticket will need, checked before any work is done."""
     if state.patch_out and not Path(state.patch_out).parent.is_dir():
         raise UsageError(f"--patch-out: folder {Path(state.patch_out).parent} does not exist")
     if not state.pull_request:
         return
-    if not os.environ.get("GITHUB_TOKEN"):
+    if not tickets.github_token:
         raise UsageError("--pr needs GITHUB_TOKEN (a token that may push and open pull requests)")
     origin = git.origin_url(repo)
     if origin is None:

@@ -1,20 +1,22 @@
 """The phases of a ticket: plan read-only, review the plan, implement, then commit and report.
 
 Owns what the agent is asked at each phase, what goes into the commit, and the result of the
-whole ticket; a front end (headless or the TUI) supplies turns and reviews (`TicketDriver`).
+whole ticket; a front end (headless or the TUI) supplies turns and reviews (`TicketDriver`) and
+where the git and GitHub steps run (`RunBlocking`: off the event loop).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from cairn_protocol import normalise_origin
 from cairn_protocol.messages import Usage
 
+from cairn_client.config import TicketSettings
 from cairn_client.listener import RunFollower, RunRefused
 from cairn_client.policy.types import Mode
 from cairn_client.secrets import is_secret_name
@@ -26,6 +28,8 @@ from cairn_client.ticket.github import (
 )
 from cairn_client.ticket.sources import TicketError
 from cairn_client.ticket.state import TicketState, save_state
+
+T = TypeVar("T")
 
 MAX_PLAN_ROUNDS = 5
 PLAN_PROMPT = """\
@@ -117,6 +121,16 @@ class TicketDriver(Protocol):
         """Tell the developer how the ticket is going (one line)."""
 
 
+class RunBlocking(Protocol):
+    """Runs a blocking step (commit, push, pull request) off the event loop."""
+
+    def __call__(self, step: Callable[[], T], /) -> Awaitable[T]: ...
+
+
+async def in_a_thread(step: Callable[[], T]) -> T:
+    return await asyncio.to_thread(step)
+
+
 Outcome = Literal["patch", "no_changes", "stopped", "rejected", "failed"]
 
 
@@ -194,7 +208,7 @@ class TicketResult:
 class FinishOptions:
     patch_out: Path | None = None
     pull_request: bool = False
-    env: dict[str, str] | None = None
+    tickets: TicketSettings = field(default_factory=TicketSettings)  # the GitHub token
 
 
 def _completed(turn: TurnResult) -> bool:
@@ -211,11 +225,13 @@ class TicketFlow:
         driver: TicketDriver,
         options: FinishOptions,
         save: Callable[[TicketState], object] | None = None,
+        run_blocking: RunBlocking = in_a_thread,
     ) -> None:
         self.state = state
         self.branch = branch
         self.driver = driver
         self.options = options
+        self._run_blocking = run_blocking
         self._save = save or (lambda s: save_state(branch.repo_root, s))
 
     async def run(self) -> TicketResult:
@@ -240,7 +256,7 @@ class TicketFlow:
                 return self._stopped(turn, "the agent stopped before finishing")
             self.state.phase = "finish"
             self._save(self.state)
-        return self._finish()
+        return await self._run_blocking(self._finish)
 
     # ------------------------------------------------------------------ phases
 
@@ -266,7 +282,8 @@ class TicketFlow:
                 turn = await self._plan_turn(REVISE_PROMPT.format(feedback=decision.text))
                 if not _completed(turn):
                     return self._stopped(turn, "the agent did not revise the plan")
-            return self._abandon("rejected", "the plan was not approved; nothing was changed")
+            rejected = "the plan was not approved; nothing was changed"
+            return await self._run_blocking(lambda: self._abandon("rejected", rejected))
         finally:
             self.driver.set_mode(None)
 
@@ -361,7 +378,7 @@ class TicketFlow:
             return
         closes = f"\n\nCloses {ticket.key}" if ticket.github_repo else ""
         summary = "\n".join(result.summary_lines(local=False))
-        env = os.environ if self.options.env is None else self.options.env
+        settings = self.options.tickets
         # On GitHub Enterprise: the API of the origin's host, else of the ticket's site.
         site = normalise_origin(origin).partition("/")[0] if origin else ticket.url
         try:
@@ -372,8 +389,8 @@ class TicketFlow:
                 base=self.state.base_branch,
                 title=ticket.title,
                 body=f"{summary}\n\n## Plan\n\n{self.state.plan}{closes}",
-                env=env,
-                api_url=github_api_url(env, site),
+                settings=settings,
+                api_url=github_api_url(settings, site),
             )
         except (git.GitError, TicketError) as exc:
             result.problems.append(f"no pull request: {exc}; retry with cairn ticket --resume")

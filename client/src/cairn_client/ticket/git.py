@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cairn_client.config import process_env
 from cairn_client.errors import EXIT_USAGE, CairnError
+from cairn_client.workspace import GIT_ENV
 
 GIT_TIMEOUT_S = 30.0
 PUSH_TIMEOUT_S = 300.0
@@ -486,7 +488,7 @@ def _run(
             capture_output=True,
             timeout=timeout,
             check=False,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})},
+            env={**process_env(), **GIT_ENV, **(env or {})},
         )
     except subprocess.TimeoutExpired as exc:
         raise GitError(

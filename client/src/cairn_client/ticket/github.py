@@ -7,10 +7,8 @@ GITHUB_TOKEN, and turning GitHub's error answers into one-line TicketErrors.
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 from cairn_protocol.workspace import normalise_origin
 
+from cairn_client.config import TicketSettings
 from cairn_client.ticket.sources import (
     DEFAULT_TIMEOUT_S,
     Ticket,
@@ -34,10 +33,10 @@ PUBLIC_HOSTS = frozenset({"github.com", "www.github.com", "api.github.com"})
 REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
 
 
-def github_api_url(env: Mapping[str, str], site: str | None = None) -> str:
+def github_api_url(settings: TicketSettings, site: str | None = None) -> str:
     """The REST API base: CAIRN_GITHUB_API_URL when set; else, for a GitHub Enterprise `site`
     (`https://ghe.example.com` or a bare host), its /api/v3; else api.github.com."""
-    override = env.get(API_URL_SETTING, "").strip()
+    override = settings.github_api_url
     if override:
         return override.rstrip("/")
     if site:
@@ -60,14 +59,14 @@ def fetch_issue(
     repo: str,
     number: int,
     *,
-    env: Mapping[str, str],
+    settings: TicketSettings,
     api_url: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> Ticket:
     """Issue `number` of `repo` as a ticket. A pull request's number works too: its
     description is as good a ticket as an issue's."""
-    token = _token(env, f"read access to {repo}'s issues")
-    url = f"{api_url or github_api_url(env)}/repos/{repo}/issues/{number}"
+    token = _token(settings, f"read access to {repo}'s issues")
+    url = f"{api_url or github_api_url(settings)}/repos/{repo}/issues/{number}"
     response = _send("GET", url, token, timeout_s)
     name = f"{repo}#{number}"
     if response.status_code != 200:
@@ -101,18 +100,17 @@ def create_pull_request(
     base: str,
     title: str,
     body: str,
-    env: Mapping[str, str] | None = None,
+    settings: TicketSettings,
     api_url: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> str:
     """Open a pull request of `head` into `base` in `repo` ("owner/repo"); its page's URL.
-    `api_url` defaults to github_api_url(env) (pass the Enterprise one for GHE remotes)."""
-    env = os.environ if env is None else env
+    `api_url` defaults to github_api_url(settings) (pass the Enterprise one for GHE remotes)."""
     if not REPO.match(repo):
         raise TicketError(f"{repo!r} is not a GitHub repository: give it as owner/repo")
     access = f"write access to {repo}'s pull requests"
-    token = _token(env, access)
-    url = f"{api_url or github_api_url(env)}/repos/{repo}/pulls"
+    token = _token(settings, access)
+    url = f"{api_url or github_api_url(settings)}/repos/{repo}/pulls"
     payload = {"title": title, "head": head, "base": base, "body": body}
     response = _send("POST", url, token, timeout_s, payload)
     if response.status_code == 422:
@@ -135,8 +133,8 @@ def create_pull_request(
     return html_url
 
 
-def _token(env: Mapping[str, str], access: str) -> str:
-    token = env.get(TOKEN_SETTING, "").strip()
+def _token(settings: TicketSettings, access: str) -> str:
+    token = settings.github_token
     if not token:
         raise TicketError(
             f"{TOKEN_SETTING} is not set: set it to a GitHub token with {access} "

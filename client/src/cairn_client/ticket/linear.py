@@ -6,9 +6,9 @@ errors into one-line TicketErrors.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
+from cairn_client.config import TicketSettings
 from cairn_client.ticket.sources import (
     DEFAULT_TIMEOUT_S,
     Ticket,
@@ -25,16 +25,16 @@ ISSUE_QUERY = "query Issue($id: String!) { issue(id: $id) { identifier title des
 
 
 def fetch_issue(
-    key: str, *, env: Mapping[str, str], timeout_s: float = DEFAULT_TIMEOUT_S
+    key: str, *, settings: TicketSettings, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> Ticket:
     """Issue `key` ("ENG-42") as a ticket."""
-    api_key = env.get(KEY_SETTING, "").strip()
+    api_key = settings.linear_api_key
     if not api_key:
         raise TicketError(
             f"{KEY_SETTING} is not set: create a personal API key in Linear "
             "(Settings → Security & access) and set LINEAR_API_KEY to it"
         )
-    url = env.get(API_URL_SETTING, "").strip() or DEFAULT_API_URL
+    url = settings.linear_api_url or DEFAULT_API_URL
     response = send(
         "POST",
         url,

@@ -5,7 +5,6 @@ Also owns what every ticket source shares: one-line TicketErrors, branch slugs, 
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import unicodedata
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from cairn_client.config import TicketSettings
 from cairn_client.errors import EXIT_USAGE, CairnError
 
 DEFAULT_TIMEOUT_S = 20.0
@@ -60,7 +60,7 @@ class Ticket:
 def load_ticket(
     source: str,
     *,
-    env: Mapping[str, str] | None = None,
+    settings: TicketSettings,
     stdin: TextIO | None = None,
     cwd: Path | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -72,41 +72,43 @@ def load_ticket(
     import cairn_client.ticket.github as github
     import cairn_client.ticket.linear as linear
 
-    env = os.environ if env is None else env
     text = source.strip()
     if text == "-":
         return _stdin_ticket(stdin)
     if re.match(r"^https?://", text, re.IGNORECASE):
-        return _url_ticket(text, env, timeout_s)
+        return _url_ticket(text, settings, timeout_s)
     folder = cwd if cwd is not None else Path.cwd()
     path = folder / Path(text).expanduser()
     if text and path.exists():
         return _file_ticket(path)
     if short := GITHUB_SHORT.match(text):
         repo, number = short["repo"], int(short["number"])
-        return github.fetch_issue(repo, number, env=env, timeout_s=timeout_s)
+        return github.fetch_issue(repo, number, settings=settings, timeout_s=timeout_s)
     if LINEAR_KEY.match(text):
-        return linear.fetch_issue(text, env=env, timeout_s=timeout_s)
+        return linear.fetch_issue(text, settings=settings, timeout_s=timeout_s)
     if "/" in text or "\\" in text or Path(text).suffix:
         raise TicketError(f"no file {text} in {folder}: check the path, or give {SOURCE_FORMS}")
     raise TicketError(f"{text!r} is not a ticket SOURCE: give {SOURCE_FORMS} like ENG-42")
 
 
-def _url_ticket(url: str, env: Mapping[str, str], timeout_s: float) -> Ticket:
+def _url_ticket(url: str, settings: TicketSettings, timeout_s: float) -> Ticket:
     import cairn_client.ticket.github as github
     import cairn_client.ticket.linear as linear
 
     parts = urlsplit(url)
     if (parts.hostname or "").lower() in ("linear.app", "www.linear.app"):
         if linear_path := LINEAR_ISSUE_PATH.match(parts.path):
-            return linear.fetch_issue(linear_path[1].upper(), env=env, timeout_s=timeout_s)
+            key = linear_path[1].upper()
+            return linear.fetch_issue(key, settings=settings, timeout_s=timeout_s)
         raise TicketError(
             f"{url} is not a Linear issue URL: give one like https://linear.app/team/issue/ENG-42"
         )
     if github_path := GITHUB_ISSUE_PATH.match(parts.path):
-        api_url = github.github_api_url(env, f"{parts.scheme}://{parts.netloc}")
+        api_url = github.github_api_url(settings, f"{parts.scheme}://{parts.netloc}")
         repo, number = github_path[1], int(github_path[2])
-        return github.fetch_issue(repo, number, env=env, api_url=api_url, timeout_s=timeout_s)
+        return github.fetch_issue(
+            repo, number, settings=settings, api_url=api_url, timeout_s=timeout_s
+        )
     raise TicketError(
         f"{url} is not an issue URL: give one like https://github.com/owner/repo/issues/123 "
         "or https://linear.app/team/issue/ENG-42"

@@ -315,7 +315,7 @@ def _shell_launch(
 ) -> Launch:
     sandbox = placement.sandbox
     if args.outside_sandbox or sandbox is None or not sandbox.active:
-        return unsandboxed_launch(args.command)
+        return unsandboxed_launch(args.command, sandbox.environ if sandbox else None)
     return sandbox.launch(
         root,
         args.command,

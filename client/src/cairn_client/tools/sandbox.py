@@ -19,6 +19,7 @@ from typing import Literal
 
 import pathspec
 
+from cairn_client.config import process_env
 from cairn_client.secrets import (
     TOKEN_CONFIG_NAMES,
     scrubbed_environment,
@@ -107,6 +108,8 @@ class Sandbox:
     hidden: tuple[Path, ...] = ()  # folders and files never shown (besides credentials)
     home: Path = field(default_factory=Path.home)
     program: str = "bwrap"
+    # What commands' environments are picked from (the settings' snapshot at start).
+    environ: Mapping[str, str] = field(default_factory=process_env)
 
     @property
     def active(self) -> bool:
@@ -114,25 +117,34 @@ class Sandbox:
 
     @classmethod
     def detect(
-        cls, settings: SandboxSettings | None = None, hidden: Sequence[Path] = ()
+        cls,
+        settings: SandboxSettings | None = None,
+        hidden: Sequence[Path] = (),
+        environ: Mapping[str, str] | None = None,
     ) -> Sandbox:
         """Probe for a sandbox that really starts here (not merely an installed program)."""
         settings = settings or SandboxSettings()
+        environ = process_env() if environ is None else environ
+
+        def found(kind: SandboxKind | None, problem: str | None, program: str = "bwrap") -> Sandbox:
+            return cls(kind, problem, settings, tuple(hidden), program=program, environ=environ)
+
         if not settings.enabled:
-            problem = "the sandbox is turned off in settings.toml ([sandbox] enabled = false)"
-            return cls(None, problem, settings, tuple(hidden))
+            return found(
+                None, "the sandbox is turned off in settings.toml ([sandbox] enabled = false)"
+            )
         if sys.platform == "darwin":
-            found = shutil.which("sandbox-exec")
-            if found is None:
-                return cls(None, "sandbox-exec is missing", settings, tuple(hidden))
-            return cls("seatbelt", None, settings, tuple(hidden), program=found)
-        found = shutil.which("bwrap")
-        if found is None:
-            problem = "bubblewrap (bwrap) is not installed; on Debian: apt install bubblewrap"
-            return cls(None, problem, settings, tuple(hidden))
-        failure = _probe_bubblewrap(found)
-        kind: SandboxKind | None = None if failure else "bubblewrap"
-        return cls(kind, failure, settings, tuple(hidden), program=found)
+            seatbelt = shutil.which("sandbox-exec")
+            if seatbelt is None:
+                return found(None, "sandbox-exec is missing")
+            return found("seatbelt", None, seatbelt)
+        bwrap = shutil.which("bwrap")
+        if bwrap is None:
+            return found(
+                None, "bubblewrap (bwrap) is not installed; on Debian: apt install bubblewrap"
+            )
+        failure = _probe_bubblewrap(bwrap)
+        return found(None if failure else "bubblewrap", failure, bwrap)
 
     def launch(
         self,
@@ -162,7 +174,7 @@ class Sandbox:
 
     def environment(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
         """The allow-listed variables, the ones the user named, a sandboxed HOME."""
-        source = os.environ if environ is None else environ
+        source = self.environ if environ is None else environ
         names = set(ENV_ALLOW_LIST) | set(self.settings.env)
         env = {
             name: value
@@ -204,7 +216,7 @@ class Sandbox:
 def unsandboxed_launch(command: str, environ: Mapping[str, str] | None = None) -> Launch:
     """/bin/sh on the machine itself: the client's environment less secret-looking
     variables (keys and tokens stay out of whatever the model runs)."""
-    env = {**scrubbed_environment(os.environ if environ is None else environ)}
+    env = scrubbed_environment(environ)
     return Launch(["/bin/sh", "-c", command], {**env, **NON_INTERACTIVE_ENV}, sandboxed=False)
 
 

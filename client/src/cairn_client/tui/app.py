@@ -1,16 +1,14 @@
 """The `cairn` Textual app: chat, prompt and status line, driven by a client session.
 
-Owns the SessionListener side of the session seam (typed messages, approvals, requests other
-clients run shown read-only, what the user types, /compact, /undo, /mode) and opening the
-memory screen and the context panel, which talk REST.
+Owns rendering the SessionListener side of the session seam (typed messages, approval screens
+fed by the approval queue, requests other clients run shown read-only) and what the slash
+commands of the command table do in the TUI; the memory screen and context panel talk REST.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from cairn_protocol import ServerFrame
@@ -38,8 +36,9 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Input
 from textual.worker import Worker, WorkerState
 
+from cairn_client import commands
 from cairn_client.api import CairnApi
-from cairn_client.commands import compact_focus, mode_argument
+from cairn_client.approvals import Answer, ApprovalQueue
 from cairn_client.formatting import (
     compaction_line,
     connection_label,
@@ -52,7 +51,6 @@ from cairn_client.formatting import (
     tool_line,
 )
 from cairn_client.listener import ConnectionState, SessionControl, SessionListener
-from cairn_client.policy.policy import Policy
 from cairn_client.policy.types import MODES, Approval, Mode, Verdict, as_mode
 from cairn_client.tools.base import PreparedCall, ToolOutcome
 from cairn_client.tui.messages import (
@@ -61,13 +59,14 @@ from cairn_client.tui.messages import (
     SessionEvent,
     ToolHandled,
 )
-from cairn_client.tui.screens.approval import WITHDRAWN, ApprovalScreen
+from cairn_client.tui.palette import SlashCommandProvider
+from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_client.tui.screens.context import ContextScreen
 from cairn_client.tui.screens.memory import Drafts, MemoryScreen
 from cairn_client.tui.screens.setup import SetupChoice, SetupScreen
 from cairn_client.tui.widgets.chat import ChatView, NoticeKind
 from cairn_client.tui.widgets.status import StatusLine
-from cairn_client.undo import SupportsUndo, UndoRefused
+from cairn_client.undo import UndoRefused
 
 CLOSE_TIMEOUT_S = 5.0
 RUNNING = "running… (esc to interrupt)"
@@ -75,11 +74,6 @@ INTERRUPTING = "interrupting…"
 COMPACTING = "compacting…"
 DEMO_RESULT = "demo"
 
-_SLASH_COMMAND = re.compile(r"^/\w+$")
-_INIT_COMMAND = re.compile(r"^/init(?:\s|$)")
-COMMANDS_HELP = (
-    "/memory (f2), /context (f3), /init, /compact [focus], /undo, /mode [name], /clear or /quit"
-)
 # Errors that answer a request the user made (/compact), told as notices rather than failures.
 REFUSAL_CODES = frozenset({"nothing_to_compact", "run_in_progress"})
 
@@ -109,23 +103,13 @@ class AppCompanion(Protocol):
     def approval_answered(self, approval: Approval) -> None: ...
 
 
-@dataclass
-class _PendingApproval:
-    run_id: str
-    screen: ApprovalScreen
-    settle: Callable[[Approval | None], None]
-
-    def withdraw(self) -> None:
-        self.settle(Approval(kind="deny", reason=WITHDRAWN))
-        self.screen.withdraw()
-
-
 class CairnApp(App[str]):
     """One conversation with the workspace's agent. Exits with "demo" when the user picks it."""
 
     CSS_PATH = "app.tcss"
     TITLE = "cairn"
     AUTO_FOCUS = "#prompt"
+    COMMANDS = App.COMMANDS | {SlashCommandProvider}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "interrupt", "Interrupt", show=False, id="cairn.interrupt"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="cairn.quit"),
@@ -168,7 +152,7 @@ class CairnApp(App[str]):
         self._usage = Usage()
         # Texts sent from here whose run_started has not come back yet (so they aren't shown twice).
         self._unconfirmed_sends: list[str] = []
-        self._pending_approvals: dict[str, _PendingApproval] = {}
+        self.approvals = ApprovalQueue(self._show_approval)
         self._approvals_given: dict[str, Approval] = {}
         # Held directly, so updates never depend on which screen is on top.
         self.chat = ChatView(id="chat")
@@ -194,8 +178,7 @@ class CairnApp(App[str]):
             await self.chat.add_notice(f"Could not start the session: {exc}", "error")
             self.status.connection, self.status.connection_ok = "no session", False
             return
-        policy = self.session_policy()
-        for note in policy.startup_notes() if policy else ():
+        for note in self._session.startup_notes():
             await self.chat.add_notice(f"{note}.", "warning")
         self.run_worker(
             self._session.run(),
@@ -217,29 +200,21 @@ class CairnApp(App[str]):
         self.post_message(ToolHandled(prepared, verdict, outcome))
 
     async def ask_approval(self, prepared: PreparedCall, verdict: Verdict) -> Approval:
-        """Show the approval screen and wait for its answer without blocking the event loop."""
-        call_id = prepared.request.call_id
-        future: asyncio.Future[Approval] = asyncio.get_running_loop().create_future()
-
-        def settle(approval: Approval | None) -> None:
-            if not future.done():
-                future.set_result(approval or Approval(kind="deny", reason=WITHDRAWN))
-
-        policy = self.session_policy()
-        settings_file = policy.settings.user_file_shown if policy else ""
-        screen = ApprovalScreen(prepared, verdict.options, settings_file or "your settings.toml")
-        self._pending_approvals[call_id] = _PendingApproval(prepared.request.run_id, screen, settle)
-        self.push_screen(screen, callback=settle)
-        try:
-            approval = await future
-        finally:
-            self._pending_approvals.pop(call_id, None)
-            screen.withdraw()  # no-op once answered; closes it if the session stopped asking
+        """Queue the question and wait for its answer without blocking the event loop."""
+        approval = await self.approvals.ask(prepared, verdict)
         if approval.kind != "deny":
-            self._approvals_given[call_id] = approval
+            self._approvals_given[prepared.request.call_id] = approval
         if self.companion is not None:
             self.companion.approval_answered(approval)
         return approval
+
+    def _show_approval(
+        self, prepared: PreparedCall, verdict: Verdict, answer: Answer
+    ) -> ApprovalScreen:
+        settings_file = self._session.settings_file if self._session else ""
+        screen = ApprovalScreen(prepared, verdict.options, settings_file or "your settings.toml")
+        self.push_screen(screen, callback=answer)
+        return screen
 
     # ------------------------------------------------------------------ session messages
 
@@ -276,9 +251,7 @@ class CairnApp(App[str]):
             case Pong():
                 pass
             case ToolSettled() | ToolWithdrawn():
-                pending = self._pending_approvals.get(event.call_id)
-                if pending is not None:
-                    pending.withdraw()
+                self.approvals.withdraw(event.call_id)
                 if isinstance(event, ToolSettled):
                     await self._on_tool_settled(event)
             case RunFinished():
@@ -292,8 +265,7 @@ class CairnApp(App[str]):
         self.agent_id, self.conversation_id = event.agent_id, event.conversation_id
         self.client_id = event.client_id
         self.status.model = event.model
-        policy = self.session_policy()
-        self.status.mode = policy.mode if policy is not None else None
+        self.status.mode = self._session.mode if self._session is not None else None
         self._set_running(event.running_run_id)
         if not self._history_shown:
             # Only the first welcome's history is new to this view; a reconnect would repeat it.
@@ -366,8 +338,7 @@ class CairnApp(App[str]):
     async def _on_run_finished(self, event: RunFinished) -> None:
         self._usage = self._usage + event.usage
         self.status.usage = self._usage
-        for pending in [p for p in self._pending_approvals.values() if p.run_id == event.run_id]:
-            pending.withdraw()
+        self.approvals.withdraw_run(event.run_id)
         await self.chat.end_run(event.run_id)
         for screen in self.screen_stack:
             if isinstance(screen, MemoryScreen):
@@ -429,24 +400,18 @@ class CairnApp(App[str]):
             return
         text = event.value.strip()
         event.input.clear()
-        if not text:
-            return
-        focus = compact_focus(text)
-        if focus is not None:
-            await self._request_compaction(focus or None)
-            return
-        mode = mode_argument(text)
-        if mode is not None:
-            await self._switch_mode(mode)
-            return
-        is_init = _INIT_COMMAND.match(text) is not None
-        if _SLASH_COMMAND.match(text) and not is_init:
-            await self._run_command(text)
-            return
-        if self._session is None:
+        if text:
+            await self.run_slash_command(text)
+
+    async def run_slash_command(self, text: str) -> None:
+        """Run `text` as a command of the command table, or send it as a message."""
+        invocation = commands.parse(text)
+        if invocation is not None:
+            await commands.run_in_tui(invocation, self)
+        elif self._session is None:
             await self.chat.add_notice("Not connected: your message was not sent.", "error")
-            return
-        await self.send_message(text, "init" if is_init else None)
+        else:
+            await self.send_message(text)
 
     async def send_message(self, text: str, command: UserCommand | None = None) -> None:
         """Show `text` as the user's message at once and send it in the background."""
@@ -463,42 +428,53 @@ class CairnApp(App[str]):
         self._unconfirmed_sends.append(text.strip())
         await self.chat.add_user(text)
 
-    async def _run_command(self, command: str) -> None:
-        if command == "/quit":
-            self._close_and_exit(None)
-        elif command == "/clear":
-            await self.chat.clear_view()
-        elif command == "/memory":
-            self.action_memory()
-        elif command == "/context":
-            self.action_context()
-        elif command == "/undo":
-            await self._undo()
-        else:
-            await self.chat.add_notice(f"Unknown command {command} (try {COMMANDS_HELP})", "dim")
+    # ------------------------------------------------------------------ commands (TuiHost)
 
-    async def _undo(self) -> None:
+    async def show_help(self, lines: list[str]) -> None:
+        await self.chat.add_notice("\n".join(lines), "info")
+
+    async def refuse(self, line: str) -> None:
+        await self.chat.add_notice(line, "dim")
+
+    async def send_init(self, text: str) -> None:
+        if self._session is None:
+            await self.chat.add_notice("Not connected: your message was not sent.", "error")
+            return
+        await self.send_message(text, "init")
+
+    async def open_memory(self) -> None:
+        self.action_memory()
+
+    async def open_context(self) -> None:
+        self.action_context()
+
+    async def clear_chat(self) -> None:
+        await self.chat.clear_view()
+
+    async def close_and_quit(self) -> None:
+        self._close_and_exit(None)
+
+    async def undo(self) -> None:
         """Revert the last change applied in this session, or say why not."""
-        session = self._session
-        if not isinstance(session, SupportsUndo):
+        if self._session is None:
             await self.chat.add_notice("Undo is not available in this session.", "error")
             return
         try:
-            undone = await session.undo_last_change()
+            undone = await self._session.undo_last_change()
         except UndoRefused as exc:
             await self.chat.add_notice(f"Nothing was undone: {exc}.", "warning")
             return
         await self.chat.add_notice(f"Undone ({undone.tool}): {undone.describe()}.", "info")
 
-    async def _switch_mode(self, name: str) -> None:
+    async def permission_mode(self, name: str) -> None:
         """`/mode` shows the permission mode, `/mode plan` sets it for this session."""
-        policy = self.session_policy()
-        if policy is None:
+        current = self._session.mode if self._session is not None else None
+        if current is None:
             await self.chat.add_notice("No permission policy in this session.", "error")
             return
         if not name:
             await self.chat.add_notice(
-                f"Permission mode: {policy.mode} (modes: {', '.join(MODES)})", "info"
+                f"Permission mode: {current} (modes: {', '.join(MODES)})", "info"
             )
             return
         mode = as_mode(name)
@@ -512,16 +488,11 @@ class CairnApp(App[str]):
 
     def set_mode(self, mode: Mode) -> None:
         """Switch the permission mode of this session (shown in the status line)."""
-        policy = self.session_policy()
-        if policy is not None:
-            policy.set_mode(mode)
+        if self._session is not None and self._session.mode is not None:
+            self._session.set_mode(mode)
             self.status.mode = mode
 
-    def session_policy(self) -> Policy | None:
-        policy = getattr(self._session, "policy", None)
-        return policy if isinstance(policy, Policy) else None
-
-    async def _request_compaction(self, focus: str | None) -> None:
+    async def compact(self, focus: str | None) -> None:
         if self._session is None:
             await self.chat.add_notice("Not connected: nothing was compacted.", "error")
             return
@@ -548,10 +519,7 @@ class CairnApp(App[str]):
             await self.chat.add_notice("Not connected: your message was not sent.", "error")
             return False
         try:
-            if command is None:  # the plain form, which every SessionControl accepts
-                await self._session.send_user_message(text)
-            else:
-                await self._session.send_user_message(text, command=command)
+            await self._session.send_user_message(text, command)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the user must hear of it
             if text.strip() in self._unconfirmed_sends:
                 self._unconfirmed_sends.remove(text.strip())

@@ -16,13 +16,13 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, Static
 
+from cairn_client.approvals import WITHDRAWN
 from cairn_client.policy.types import AnswerOptions, Approval
 from cairn_client.tools.base import PreparedCall
 from cairn_client.tui.messages import InterruptRequested
 
 DENIED_BY_USER = "denied by the user"
 INTERRUPTED_BY_USER = "interrupted by the user"
-WITHDRAWN = "the request was withdrawn"
 
 
 class ApprovalScreen(ModalScreen[Approval]):

@@ -1,14 +1,18 @@
 """A ticket in the TUI: the flow runs beside the person, who approves its plan and its tools.
 
 Owns the driver that sends the flow's turns as the user's messages in the app, shows the
-plan review screen, and puts the summary in the chat when the ticket ends.
+plan review screen, runs the flow's git and GitHub steps in thread workers (the UI never
+waits on a push) and puts the summary in the chat when the ticket ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import TypeVar
 
 from cairn_protocol import ServerFrame, Welcome
+from textual.worker import WorkerFailed
 
 from cairn_client.api import CairnApi
 from cairn_client.listener import RunFollower, SessionListener
@@ -24,6 +28,8 @@ from cairn_client.ticket.flow import (
 from cairn_client.tools.base import PreparedCall, ToolOutcome
 from cairn_client.tui.app import CairnApp, SessionRunner
 from cairn_client.tui.screens.plan import PlanScreen
+
+T = TypeVar("T")
 
 
 class TuiTicketDriver:
@@ -79,7 +85,13 @@ class TuiTicketDriver:
         self.app.run_worker(self._run_flow(), name="ticket", group="ticket", exit_on_error=False)
 
     async def _run_flow(self) -> None:
-        flow = TicketFlow(self.started.state, self.started.branch, self, self.options)
+        flow = TicketFlow(
+            self.started.state,
+            self.started.branch,
+            self,
+            self.options,
+            run_blocking=self.in_thread_worker,
+        )
         try:
             self.result = await flow.run()
         except Exception as exc:  # noqa: BLE001 - shown; the state file allows a resume
@@ -89,6 +101,17 @@ class TuiTicketDriver:
             return
         summary = "\n".join(self.result.summary_lines())
         await self.app.chat.add_notice(summary, "info" if self.result.exit_code == 0 else "warning")
+
+    async def in_thread_worker(self, step: Callable[[], T]) -> T:
+        """Run a blocking step of the flow (commit, push, pull request) in a thread worker,
+        so the app keeps answering however long it takes."""
+        worker = self.app.run_worker(
+            step, name="ticket-git", group="ticket-git", thread=True, exit_on_error=False
+        )
+        try:
+            return await worker.wait()
+        except WorkerFailed as failed:
+            raise failed.error from None
 
     # ------------------------------------------------------------------ TicketDriver
 
