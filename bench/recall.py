@@ -40,8 +40,8 @@ from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import WorkspaceIdentity
-from cairn_server.fakes.runner import FakeModelServer
 from cairn_server.memory.embeddings import Embedder, embedder_from_env
 from cairn_server.memory.recall import Recall
 from cairn_server.storage.db import Database, open_database

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cairn_server.fakes.runner import FakeModelServer
-from cairn_server.fakes.script import Script
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script
 from openai import AsyncOpenAI
 
 STEPS = 20

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from cairn_server.fakes.runner import FakeModelServer
+from cairn_fakes.runner import FakeModelServer
 
 
 @pytest.fixture(autouse=True)

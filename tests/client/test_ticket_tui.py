@@ -22,8 +22,8 @@ from cairn_client.tui.app import CairnApp, SessionRunner
 from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_client.tui.screens.plan import PlanScreen
 from cairn_client.workspace import detect_workspace
+from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
-from cairn_server.fakes.runner import FakeModelServer
 from support.repos import run_git
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.tui import chat_entries

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from cairn_client.api import CairnApi
 from cairn_client.tui.app import CairnApp
-from cairn_server.fakes.runner import FakeModelServer
-from cairn_server.fakes.script import Script, Turn
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script, Turn
 from support.servers import TEST_TOKEN, Served, cairn_server, call, script, sqlite_url
 from support.tui import chat_entries, status_text
 

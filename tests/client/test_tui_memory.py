@@ -29,8 +29,8 @@ from cairn_client.tui.screens.memory_dialogs import (
     NewBlockScreen,
 )
 from cairn_client.workspace import detect_workspace
+from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
-from cairn_server.fakes.runner import FakeModelServer
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.tui import chat_entries, rendered_text
 

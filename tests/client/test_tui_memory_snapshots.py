@@ -14,8 +14,8 @@ import pytest
 from cairn_client.api import CairnApi
 from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.memory import MemoryScreen
+from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
-from cairn_server.fakes.runner import FakeModelServer
 from pytest_textual_snapshot import SVGImageExtension  # type: ignore[import-untyped]
 from support.servers import TEST_TOKEN, cairn_server, sqlite_url
 from test_tui_memory import session_factory, until  # type: ignore[import-not-found]

@@ -23,8 +23,8 @@ from cairn_client.tools.changes import apply_changes
 from cairn_client.tui.app import CairnApp, SessionRunner
 from cairn_client.undo import UndoRefused, UndoStack
 from cairn_client.workspace import detect_workspace
+from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
-from cairn_server.fakes.runner import FakeModelServer
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.tui import chat_entries, status_text
 from textual.pilot import Pilot

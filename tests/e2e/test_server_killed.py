@@ -15,8 +15,8 @@ from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Approval
 from cairn_client.session import ClientSession, Endpoint
 from cairn_client.workspace import detect_workspace
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import RunFinished, ToolSettled, Welcome
-from cairn_server.fakes.runner import FakeModelServer
 from support.listener import RecordingListener
 from support.repos import APP_BEFORE
 from support.servers import call, model_env, script

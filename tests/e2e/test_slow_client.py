@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cairn_server.fakes.runner import FakeModelServer
+from cairn_fakes.runner import FakeModelServer
 from support.cli import CAIRN, cairn_env
 from support.servers import model_env, script
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cairn_server.fakes.runner import FakeModelServer
+from cairn_fakes.runner import FakeModelServer
 from support.cli import CAIRN, cairn, cairn_env
 from support.repos import APP_AFTER, APP_BEFORE, run_git
 from support.servers import call, model_env, script

@@ -22,7 +22,7 @@ from cairn_client.session import ClientSession, Endpoint
 from cairn_client.tui.app import CairnApp, SessionRunner
 from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_client.workspace import detect_workspace
-from cairn_server.fakes.runner import FakeModelServer
+from cairn_fakes.runner import FakeModelServer
 from support.cli import cairn
 from support.repos import APP_AFTER, APP_BEFORE, run_git
 from support.servers import TEST_TOKEN, cairn_server, call, model_env, script, sqlite_url

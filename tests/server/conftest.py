@@ -22,8 +22,8 @@ from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
-from cairn_server.fakes.runner import FakeModelServer
-from cairn_server.fakes.script import Script
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script
 from cairn_server.storage.db import Database, open_database
 from cairn_server.storage.store import Store
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script, Turn
 from cairn_protocol import (
     CLIENT_TOOLS,
     Compact,
@@ -27,8 +29,6 @@ from cairn_protocol import (
 from cairn_server.context.compiler import AgentContext, compile_context, count_context
 from cairn_server.context.memory_view import MemorySections
 from cairn_server.context.tokens import count_tokens
-from cairn_server.fakes.runner import FakeModelServer
-from cairn_server.fakes.script import Script, Turn
 from cairn_server.memory.tools import SERVER_TOOLS
 from support.servers import cairn_server, call, script, sqlite_url
 from support.wire import WireClient

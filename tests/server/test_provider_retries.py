@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from cairn_server.fakes import FakeModelServer, Script, ScriptedError, Turn
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script, ScriptedError, Turn
 from cairn_server.providers.anthropic_provider import AnthropicProvider
 from cairn_server.providers.base import (
     Completed,

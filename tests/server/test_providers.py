@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script, ScriptedError, ScriptedToolCall, Turn
 from cairn_protocol import Usage
 from cairn_server.context.tokens import count_tokens
-from cairn_server.fakes import FakeModelServer, Script, ScriptedError, ScriptedToolCall, Turn
 from cairn_server.providers.anthropic_provider import AnthropicProvider, ThinkingMemory
 from cairn_server.providers.base import (
     Completed,

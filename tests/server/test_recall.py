@@ -8,8 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import WorkspaceIdentity
-from cairn_server.fakes.runner import FakeModelServer
 from cairn_server.memory.embeddings import embedder_from_env
 from cairn_server.memory.recall import Recall, RecallHit, search_terms
 from cairn_server.providers.base import ModelMessage

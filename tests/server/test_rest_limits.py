@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import UserMessage
-from cairn_server.fakes.runner import FakeModelServer
 from support.servers import TEST_TOKEN, cairn_server, script
 from support.wire import WORKSPACE, WireClient
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import (
     AssistantMessage,
     Cancel,
@@ -23,7 +24,6 @@ from cairn_protocol import (
     Welcome,
 )
 from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, ApprovalRecord
-from cairn_server.fakes.runner import FakeModelServer
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.wire import WORKSPACE, WireClient
 from websockets.exceptions import ConnectionClosed

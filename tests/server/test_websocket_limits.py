@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import (
     PROTOCOL_VERSION,
     ErrorEvent,
@@ -28,7 +29,6 @@ from cairn_protocol import (
     UserMessage,
     Welcome,
 )
-from cairn_server.fakes.runner import FakeModelServer
 from cairn_server.storage.db import make_engine, open_database
 from sqlalchemy import text
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
