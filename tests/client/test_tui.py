@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings, load_settings
 from cairn_client.policy.types import Approval, Verdict
@@ -37,6 +38,7 @@ from cairn_protocol.messages import (
     ToolSettled,
     ToolWithdrawn,
     Usage,
+    UserCommand,
     UserMessage,
     Welcome,
 )
@@ -76,7 +78,8 @@ class ScriptedSession:
         self._listener: CairnApp | None = None
         self._closed = asyncio.Event()
 
-    def start(self, listener: Any) -> ScriptedSession:
+    def start(self, listener: SessionListener) -> ScriptedSession:
+        assert isinstance(listener, CairnApp)
         self._listener = listener
         return self
 
@@ -96,7 +99,7 @@ class ScriptedSession:
         await self._closed.wait()
         self.listener.connection_changed("closed", "session closed")
 
-    async def send_user_message(self, text: str) -> None:
+    async def send_user_message(self, text: str, command: UserCommand | None = None) -> None:
         self.sent.append(text)
 
     async def compact(self, instructions: str | None = None) -> None:

@@ -317,10 +317,11 @@ async def test_limits_end_a_run_with_a_reason_the_user_sees(
     assert isinstance(looped, RunFinished) and looped.stop_reason == "loop_detected"
     assert "same failing read call 3 times" in (looped.detail or "")
 
-    for limit, stop_reason in [
+    limits: list[tuple[dict[str, Any], str]] = [
         ({"run_token_limit": 500}, "token_limit"),
         ({"run_cost_limit_usd": 0.0001}, "cost_limit"),
-    ]:
+    ]
+    for limit, stop_reason in limits:
         fake_model.set_script(script(*reads))
         with cairn_server(sqlite_url(tmp_path), fake_model, **limit) as server:
             client = await WireClient.connect(server.url)

@@ -418,14 +418,21 @@ async def test_anthropic_reads_an_earlier_breakpoint_found_looking_back_from_a_l
     fake: FakeModelServer,
 ) -> None:
     fake.set_script(Script.of_texts("a", "b"))
-    marker: Any = {"cache_control": {"type": "ephemeral"}}
-    opening: list[MessageParam] = [
-        {"role": "user", "content": [{"type": "text", "text": LONG_SYSTEM, **marker}]}
-    ]
+    marked_system: TextBlockParam = {
+        "type": "text",
+        "text": LONG_SYSTEM,
+        "cache_control": {"type": "ephemeral"},
+    }
+    marked_more: TextBlockParam = {
+        "type": "text",
+        "text": "more",
+        "cache_control": {"type": "ephemeral"},
+    }
+    opening: list[MessageParam] = [{"role": "user", "content": [marked_system]}]
     follow_up: list[MessageParam] = [
         {"role": "user", "content": [{"type": "text", "text": LONG_SYSTEM}]},
         {"role": "assistant", "content": "a"},
-        {"role": "user", "content": [{"type": "text", "text": "more", **marker}]},
+        {"role": "user", "content": [marked_more]},
     ]
     async with anthropic_client(fake) as client:
         first, second = [

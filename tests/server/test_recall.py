@@ -6,6 +6,7 @@ Runs on SQLite (FTS5) and PostgreSQL (tsvector); embeddings come from the fake m
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 import pytest
 from cairn_fakes.runner import FakeModelServer
@@ -29,7 +30,7 @@ async def say(
     store: Store,
     conversation_id: str,
     content: str,
-    role: str = "user",
+    role: Literal["user", "assistant", "tool", "event"] = "user",
     at: datetime | None = None,
 ) -> int:
     """Store a message (dated `at` if given) and return its id."""

@@ -38,7 +38,7 @@ ALLOWED_ONCE = ApprovalRecord(
     shown_title="Run shell command",
     shown="make",
     content_hash="sha256:" + "0" * 64,
-    decided_at="2030-01-01T00:00:00Z",  # type: ignore[arg-type]
+    decided_at="2030-01-01T00:00:00Z",
 )
 
 
@@ -106,7 +106,7 @@ async def test_streamed_answer_and_history_with_each_provider(
         client, _ = await _connected(server.url)
         await client.send(UserMessage(text="hi"))
         final = await client.recv_until("assistant_message")
-        deltas = [f.text for f in client.seen if f.type == "assistant_delta"]  # type: ignore[union-attr]
+        deltas = [f.text for f in client.seen if f.type == "assistant_delta"]
         assert len(deltas) > 1
         assert "".join(deltas) == final.text == "Hello from the model, streamed in pieces."  # type: ignore[union-attr]
         await client.recv_until("run_finished")
@@ -167,7 +167,7 @@ async def test_bad_frames_get_error_frames_and_the_connection_survives(
             assert error.code == code, (raw, error)
         await client.send(Ping(nonce="still-here"))
         pong = await client.recv()
-        assert pong.type == "pong" and pong.nonce == "still-here"  # type: ignore[union-attr]
+        assert pong.type == "pong" and pong.nonce == "still-here"
 
 
 async def test_denial_reason_reaches_the_model(tmp_path: Path, fake_model: FakeModelServer) -> None:

@@ -156,9 +156,9 @@ async def test_binary_frames_get_an_error_and_the_connection_goes_on(
 
         client, _ = await connected(server.url)
         await client.socket.send(Ping(nonce="as bytes").model_dump_json().encode())
-        error = await client.recv()
-        assert isinstance(error, ErrorEvent) and error.code == "malformed_frame"
-        assert "send each frame as JSON text" in error.message
+        frame = await client.recv()
+        assert isinstance(frame, ErrorEvent) and frame.code == "malformed_frame"
+        assert "send each frame as JSON text" in frame.message
         await client.send(Ping(nonce="still-here"))
         assert (await client.recv()).type == "pong"
         await client.close()
