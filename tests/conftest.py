@@ -1,6 +1,7 @@
-"""Fixtures shared by every test folder: the fake model server and a Cairn server.
+"""Fixtures shared by every test folder (the fake model server), and the test kinds.
 
-Helpers live in tests/support (importable as `support.*`).
+Every test is marked `unit`, `integration` or `e2e` (see support.kinds): `uv run pytest -m
+unit` runs the fast ones. Helpers live in tests/support (importable as `support.*`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,17 @@ from collections.abc import Iterator
 
 import pytest
 from cairn_fakes.runner import FakeModelServer
+from support.kinds import KINDS, kind_of
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for kind, meaning in KINDS.items():
+        config.addinivalue_line("markers", f"{kind}: {meaning}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(kind_of(item))
 
 
 @pytest.fixture(autouse=True)

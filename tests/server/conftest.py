@@ -6,7 +6,8 @@ once per backend:
 - `sqlite`: a file in the test's tmp_path.
 - `postgresql`: a fresh database `cairn_test_<random>` on the server named by
   `CAIRN_TEST_POSTGRES_URL` (default postgresql://postgres@127.0.0.1:5432/test), dropped
-  afterwards. Skipped, with the reason, when that server cannot be reached.
+  afterwards. Skipped, with the reason, when that server cannot be reached, unless
+  `CAIRN_TEST_REQUIRE_POSTGRES=1` (set by .ci/run): then such a test fails.
 
 A test that only makes sense on one backend can narrow it:
 
@@ -30,6 +31,7 @@ from cairn_server.storage.store import Store
 POSTGRES_ADMIN_URL = os.environ.get(
     "CAIRN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+REQUIRE_POSTGRES = os.environ.get("CAIRN_TEST_REQUIRE_POSTGRES") == "1"
 _CONNECT_TIMEOUT_S = 3.0
 _postgres_problem: list[str] = []  # remembers, for the session, why PostgreSQL is unusable
 
@@ -64,10 +66,18 @@ async def store(database: Database) -> Store:
     return Store(database)
 
 
+def _postgres_unusable() -> None:
+    """Skip the test, or fail it when PostgreSQL is required."""
+    if REQUIRE_POSTGRES:
+        pytest.fail(f"CAIRN_TEST_REQUIRE_POSTGRES=1 but {_postgres_problem[0]}", pytrace=False)
+    pytest.skip(_postgres_problem[0])
+
+
 async def _postgres_admin(sql: str) -> None:
-    """Run one statement on the admin database, or skip the test if the server is unreachable."""
+    """Run one statement on the admin database; when the server is unreachable, skip the
+    test (or fail it, when PostgreSQL is required)."""
     if _postgres_problem:
-        pytest.skip(_postgres_problem[0])
+        _postgres_unusable()
     try:
         connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=_CONNECT_TIMEOUT_S)
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
@@ -75,7 +85,7 @@ async def _postgres_admin(sql: str) -> None:
             f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} ({exc!r}); "
             "set CAIRN_TEST_POSTGRES_URL to test on PostgreSQL"
         )
-        pytest.skip(_postgres_problem[0])
+        _postgres_unusable()
     try:
         await connection.execute(sql)
     finally:
