@@ -3,11 +3,9 @@ edited, approved), the edit is approved on the usual screen, and one commit land
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cairn_client.call_log import CallLog
@@ -27,7 +25,7 @@ from cairn_server.api.background import BackgroundServer
 from support.repos import run_git
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.tui import chat_entries
-from textual.pilot import Pilot
+from support.waiting import until
 from textual.widgets import Input, TextArea
 
 EDIT = call("edit", path="src/app.py", old_string="return 1", new_string="return sum(items)")
@@ -60,12 +58,6 @@ def ticket_app(
         )
 
     return CairnApp(start, workspace_name="repo", companion=driver), driver, started
-
-
-async def until(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 20) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await pilot.pause(0.02)
 
 
 def on_top(app: CairnApp, kind: type) -> bool:

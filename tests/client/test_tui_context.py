@@ -22,7 +22,8 @@ from support.tui import chat_entries, status_text
 
 # The real-server helpers live with the memory screen's tests (pytest puts this folder on
 # sys.path); mypy names modules from the repository root, so it cannot follow this import.
-from test_tui_memory import session_factory, until  # type: ignore[import-not-found]
+from support.waiting import until
+from test_tui_memory import session_factory  # type: ignore[import-not-found]
 from textual.pilot import Pilot
 from textual.widgets import Input
 
