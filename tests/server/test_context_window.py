@@ -109,13 +109,19 @@ def memory(database: Database) -> Memory:
     return Memory.open(database, {})
 
 
+async def summarised_conversation(
+    store: Store, memory: Memory
+) -> tuple[ScriptedSummariser, list[Prepared]]:
+    """60 exchanges whose compactions are summarised as SUMMARY-0, SUMMARY-1, ..."""
+    summariser = ScriptedSummariser([f"SUMMARY-{n}: goals, files, errors." for n in range(40)])
+    window = await context_window(store, memory, summariser)
+    return summariser, await converse(window, 60)
+
+
 async def test_no_request_exceeds_the_budget_and_compaction_starts_at_the_threshold(
     store: Store, memory: Memory
 ) -> None:
-    summariser = ScriptedSummariser([f"SUMMARY-{n}: goals, files, errors." for n in range(40)])
-    window = await context_window(store, memory, summariser)
-
-    prepared = await converse(window, 60)
+    summariser, prepared = await summarised_conversation(store, memory)
 
     assert max(count_context(p.compiled).total for p in prepared) <= BUDGET.tokens
     assert max(p.tokens for p in prepared) <= BUDGET.tokens
@@ -132,10 +138,7 @@ async def test_no_request_exceeds_the_budget_and_compaction_starts_at_the_thresh
 async def test_between_compactions_each_request_extends_the_one_before(
     store: Store, memory: Memory
 ) -> None:
-    summariser = ScriptedSummariser([f"SUMMARY-{n}: goals, files, errors." for n in range(40)])
-    window = await context_window(store, memory, summariser)
-
-    prepared = await converse(window, 60)
+    _, prepared = await summarised_conversation(store, memory)
 
     summaries_seen = 0
     for previous, current in zip(prepared, prepared[1:], strict=False):

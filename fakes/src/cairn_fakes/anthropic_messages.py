@@ -10,22 +10,18 @@ import hashlib
 import json
 from collections.abc import Iterator
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
-from cairn_fakes.delivery import event_stream, json_answer
 from cairn_fakes.dialect import (
     Dialect,
-    Endpoint,
     TokenCounts,
     chunks,
     error_headers,
     new_id,
-    take_turn,
 )
 from cairn_fakes.prompt_cache import PromptCache, anthropic_prompt
 from cairn_fakes.script import ScriptedError, Turn
-from cairn_fakes.state import FakeModelState, JsonObject
+from cairn_fakes.state import JsonObject
 
 ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
@@ -176,19 +172,8 @@ def anthropic_frames(model: str, turn: Turn, tokens: TokenCounts) -> list[tuple[
     ]
 
 
-def anthropic_handler(state: FakeModelState) -> Endpoint:
-    async def messages(request: Request) -> Response:
-        taken = await take_turn(state, request, ANTHROPIC_DIALECT)
-        if isinstance(taken, Response):
-            return taken
-        body, turn, tokens = taken
-        model = str(body["model"])
-        headers = {"request-id": new_id("req_")}
-        if not body.get("stream"):
-            return json_answer(turn, anthropic_message(model, turn, tokens), headers)
-        return event_stream(state, turn, anthropic_frames(model, turn, tokens), headers)
-
-    return messages
+def anthropic_stream(body: JsonObject, turn: Turn, tokens: TokenCounts) -> list[tuple[str, bool]]:
+    return anthropic_frames(str(body["model"]), turn, tokens)
 
 
 def anthropic_problem(body: JsonObject) -> str | None:
@@ -261,4 +246,7 @@ ANTHROPIC_DIALECT = Dialect(
     prompt_of=anthropic_prompt,
     overflow_response=anthropic_overflow,
     cache_use=PromptCache.anthropic,
+    request_id_header="request-id",
+    answer_of=anthropic_message,
+    frames_of=anthropic_stream,
 )

@@ -10,16 +10,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cairn_fakes.anthropic_messages import anthropic_handler
+from cairn_fakes.anthropic_messages import ANTHROPIC_DIALECT
 from cairn_fakes.delivery import hide_dropped_connections
-from cairn_fakes.dialect import Endpoint, new_id, read_json_body, record
+from cairn_fakes.dialect import Endpoint, new_id, read_json_body, record, turn_handler
 from cairn_fakes.embeddings import (
     embeddings_payload,
     embeddings_problem,
     fake_embedding,
     input_texts,
 )
-from cairn_fakes.openai_chat import openai_error, openai_handler
+from cairn_fakes.openai_chat import OPENAI_DIALECT, openai_error
 from cairn_fakes.script import ScriptedError
 from cairn_fakes.state import FakeModelState
 
@@ -45,8 +45,8 @@ def create_app(state: FakeModelState) -> Starlette:
     hide_dropped_connections()
     return Starlette(
         routes=[
-            Route("/v1/chat/completions", openai_handler(state), methods=["POST"]),
+            Route("/v1/chat/completions", turn_handler(state, OPENAI_DIALECT), methods=["POST"]),
             Route("/v1/embeddings", embeddings_handler(state), methods=["POST"]),
-            Route("/v1/messages", anthropic_handler(state), methods=["POST"]),
+            Route("/v1/messages", turn_handler(state, ANTHROPIC_DIALECT), methods=["POST"]),
         ]
     )

@@ -1,7 +1,8 @@
 """What every dialect of the fake shares around one model turn.
 
 Owns taking a turn (request checks, context overflow, scripted delay and error), its token
-counts, and the small helpers each API's answers are built from.
+counts, the one handler every API's endpoint is (told apart by its `Dialect`), and the small
+helpers each API's answers are built from.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from cairn_server.context.tokens import count_tokens
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cairn_fakes.delivery import event_stream, json_answer
 from cairn_fakes.prompt_cache import CacheUse, Prompt, PromptCache
 from cairn_fakes.script import ScriptedError, Turn
 from cairn_fakes.state import FakeModelState, JsonObject, RecordedRequest
@@ -91,13 +93,17 @@ def error_headers(error: ScriptedError, request_id_header: str) -> dict[str, str
 
 @dataclass(frozen=True)
 class Dialect:
-    """What differs between the two APIs around a turn: checks, errors, prompt, cache."""
+    """What differs between the two APIs around a turn: checks, errors, prompt, cache, and
+    the answer (whole, or as stream frames for the request's body)."""
 
     problem_of: Callable[[JsonObject], str | None]
     error_response: Callable[[ScriptedError], Response]
     prompt_of: Callable[[JsonObject], Prompt]
     overflow_response: Callable[[int, int], Response]
     cache_use: Callable[[PromptCache, Prompt], CacheUse]
+    request_id_header: str
+    answer_of: Callable[[str, Turn, TokenCounts], JsonObject]
+    frames_of: Callable[[JsonObject, Turn, TokenCounts], list[tuple[str, bool]]]
 
 
 async def take_turn(
@@ -124,3 +130,19 @@ async def take_turn(
     if turn.error is not None:
         return dialect.error_response(turn.error)
     return body, turn, token_counts(prompt, dialect.cache_use(state.cache, prompt), turn)
+
+
+def turn_handler(state: FakeModelState, dialect: Dialect) -> Endpoint:
+    """The endpoint of one API: a scripted turn answered whole or streamed, as asked."""
+
+    async def answer(request: Request) -> Response:
+        taken = await take_turn(state, request, dialect)
+        if isinstance(taken, Response):
+            return taken
+        body, turn, tokens = taken
+        headers = {dialect.request_id_header: new_id("req_")}
+        if not body.get("stream"):
+            return json_answer(turn, dialect.answer_of(str(body["model"]), turn, tokens), headers)
+        return event_stream(state, turn, dialect.frames_of(body, turn, tokens), headers)
+
+    return answer

@@ -10,22 +10,18 @@ import json
 import time
 from collections.abc import Iterator
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
-from cairn_fakes.delivery import event_stream, json_answer
 from cairn_fakes.dialect import (
     Dialect,
-    Endpoint,
     TokenCounts,
     chunks,
     error_headers,
     new_id,
-    take_turn,
 )
 from cairn_fakes.prompt_cache import PromptCache, openai_prompt
 from cairn_fakes.script import ScriptedError, Turn
-from cairn_fakes.state import FakeModelState, JsonObject
+from cairn_fakes.state import JsonObject
 
 OPENAI_ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -166,20 +162,9 @@ def openai_frames(
     return [*frames, ("data: [DONE]\n\n", False)]
 
 
-def openai_handler(state: FakeModelState) -> Endpoint:
-    async def chat_completions(request: Request) -> Response:
-        taken = await take_turn(state, request, OPENAI_DIALECT)
-        if isinstance(taken, Response):
-            return taken
-        body, turn, tokens = taken
-        model = str(body["model"])
-        headers = {"x-request-id": new_id("req_")}
-        if not body.get("stream"):
-            return json_answer(turn, openai_completion(model, turn, tokens), headers)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return event_stream(state, turn, openai_frames(model, turn, tokens, include_usage), headers)
-
-    return chat_completions
+def openai_stream(body: JsonObject, turn: Turn, tokens: TokenCounts) -> list[tuple[str, bool]]:
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    return openai_frames(str(body["model"]), turn, tokens, include_usage)
 
 
 def openai_problem(body: JsonObject) -> str | None:
@@ -227,4 +212,7 @@ OPENAI_DIALECT = Dialect(
     prompt_of=openai_prompt,
     overflow_response=openai_overflow,
     cache_use=PromptCache.openai,
+    request_id_header="x-request-id",
+    answer_of=openai_completion,
+    frames_of=openai_stream,
 )
