@@ -33,11 +33,19 @@ def client_data_dir(
     monkeypatch.setenv("CAIRN_DATA_DIR", str(tmp_path_factory.mktemp("cairn-data")))
 
 
-@pytest.fixture
-def fake_model() -> Iterator[FakeModelServer]:
-    """The fake OpenAI + Anthropic server with an empty script; tests call set_script."""
+@pytest.fixture(scope="session")
+def shared_fake_model() -> Iterator[FakeModelServer]:
+    """One fake model server per test process: stopping one takes a fifth of a second."""
     with FakeModelServer() as fake:
         yield fake
+
+
+@pytest.fixture
+def fake_model(shared_fake_model: FakeModelServer) -> FakeModelServer:
+    """The fake OpenAI + Anthropic server with an empty script, no recorded requests and
+    empty caches (the process's shared one, reset); tests call set_script."""
+    shared_fake_model.reset()
+    return shared_fake_model
 
 
 @pytest.fixture

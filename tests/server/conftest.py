@@ -24,7 +24,6 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from cairn_fakes.runner import FakeModelServer
-from cairn_fakes.script import Script
 from cairn_server.storage.db import Database, open_database
 from cairn_server.storage.store import Store
 
@@ -107,6 +106,5 @@ def server() -> Iterator[FakeModelServer]:
 @pytest.fixture
 def fake(server: FakeModelServer) -> FakeModelServer:
     """The module's fake model server with an empty script and an empty request record."""
-    server.set_script(Script())
-    server.clear_requests()
+    server.reset()
     return server

@@ -76,6 +76,13 @@ class FakeModelServer(ThreadedServer):
     def clear_requests(self) -> None:
         self._state.log.clear()
 
+    def reset(self) -> None:
+        """As if just started: an empty script, no recorded requests, empty prompt caches
+        and an unlimited context window (a running server shared by tests in turn)."""
+        self.set_script(Script())
+        self.clear_requests()
+        self.context_window = None
+
 
 def serve_forever(
     script: Script,
