@@ -3,7 +3,7 @@
 `database_url` is parametrized, so every test that uses it (or `database`, or `store`) runs
 once per backend:
 
-- `sqlite`: a file in the test's tmp_path.
+- `sqlite`: a file in the test's tmp_path (for `database`, a copy of one migrated per process).
 - `postgresql`: a fresh database `cairn_test_<random>` on the server named by
   `CAIRN_TEST_POSTGRES_URL` (default postgresql://postgres@127.0.0.1:5432/test), dropped
   afterwards. Skipped, with the reason, when that server cannot be reached, unless
@@ -17,8 +17,10 @@ A test that only makes sense on one backend can narrow it:
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
@@ -35,11 +37,38 @@ _CONNECT_TIMEOUT_S = 3.0
 _postgres_problem: list[str] = []  # remembers, for the session, why PostgreSQL is unusable
 
 
+@dataclass
+class SqliteTemplate:
+    """Where this process keeps a migrated SQLite database, made when first needed."""
+
+    path: Path
+    made: bool = False
+
+    async def migrated(self) -> Path:
+        if not self.made:
+            migrated = await open_database(f"sqlite+aiosqlite:///{self.path}")
+            await migrated.close()
+            self.made = True
+        return self.path
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> SqliteTemplate:
+    return SqliteTemplate(tmp_path_factory.mktemp("migrated") / "cairn.db")
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """The URL of an empty database (not yet migrated), removed after the test."""
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: SqliteTemplate
+) -> AsyncIterator[str]:
+    """The URL of an empty database (not yet migrated), removed after the test. On SQLite,
+    a test that uses `database` starts from a copy of a migrated file instead: the migration
+    it would run at once is then a no-op, five times quicker."""
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'cairn.db'}"
+        path = tmp_path / "cairn.db"
+        if "database" in request.fixturenames:
+            shutil.copyfile(await sqlite_template.migrated(), path)
+        yield f"sqlite+aiosqlite:///{path}"
         return
     name = f"cairn_test_{uuid.uuid4().hex[:12]}"
     await _postgres_admin(f'CREATE DATABASE "{name}"')
