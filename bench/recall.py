@@ -39,9 +39,9 @@ from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import WorkspaceIdentity
 from cairn_server.config import EmbeddingSettings
-from cairn_server.fakes.runner import FakeModelServer
 from cairn_server.memory.embeddings import Embedder, make_embedder
 from cairn_server.memory.recall import Recall
 from cairn_server.storage.db import Database, open_database

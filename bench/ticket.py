@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cairn_server.fakes.runner import FakeModelServer
-from cairn_server.fakes.script import Script
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script
 
 TEST_COMMAND = "python -m pytest -q -p no:cacheprovider"
 CALC = (

@@ -31,6 +31,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cairn_fakes.prompt_cache import Prompt, anthropic_prompt, openai_prompt
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script
 from cairn_protocol import (
     PROTOCOL_VERSION,
     ContextCompacted,
@@ -46,9 +49,6 @@ from cairn_server.api.background import BackgroundServer
 from cairn_server.config import ServerSettings
 from cairn_server.context.compiler import INSTRUCTIONS
 from cairn_server.context.memory_view import render_blocks
-from cairn_server.fakes.prompt_cache import Prompt, anthropic_prompt, openai_prompt
-from cairn_server.fakes.runner import FakeModelServer
-from cairn_server.fakes.script import Script
 from cairn_server.storage.db import open_database
 from cairn_server.storage.models import Block, BlockVersion, Message, RunStep
 from cairn_server.storage.store import Store, to_model_message

@@ -19,9 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from cairn_server.fakes.runner import FakeModelServer
-from cairn_server.fakes.script import Script
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 STEPS = 20
 LETTA_PLAIN_TURN_MS = "55-75"
@@ -88,12 +89,10 @@ async def bare_sdk_gaps_ms(fake: FakeModelServer, steps: int) -> list[float]:
     fake.set_script(read_script(steps))
     fake.clear_requests()
     client = AsyncOpenAI(api_key="bench", base_url=fake.openai_base_url)
-    messages: list[dict[str, object]] = [{"role": "user", "content": "go"}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "go"}]
     for _ in range(steps + 1):
         stream = await client.chat.completions.create(
-            model="gpt-5.4-mini",
-            messages=messages,
-            stream=True,  # type: ignore[arg-type]
+            model="gpt-5.4-mini", messages=messages, stream=True
         )
         async for _chunk in stream:
             pass

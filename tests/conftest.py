@@ -1,6 +1,7 @@
-"""Fixtures shared by every test folder: the fake model server and a Cairn server.
+"""Fixtures shared by every test folder (the fake model server), and the test kinds.
 
-Helpers live in tests/support (importable as `support.*`).
+Every test is marked `unit`, `integration` or `e2e` (see support.kinds): `uv run pytest -m
+unit` runs the fast ones. Helpers live in tests/support (importable as `support.*`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,18 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from cairn_server.fakes.runner import FakeModelServer
+from cairn_fakes.runner import FakeModelServer
+from support.kinds import KINDS, kind_of
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for kind, meaning in KINDS.items():
+        config.addinivalue_line("markers", f"{kind}: {meaning}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(kind_of(item))
 
 
 @pytest.fixture(autouse=True)
@@ -21,11 +33,19 @@ def client_data_dir(
     monkeypatch.setenv("CAIRN_DATA_DIR", str(tmp_path_factory.mktemp("cairn-data")))
 
 
-@pytest.fixture
-def fake_model() -> Iterator[FakeModelServer]:
-    """The fake OpenAI + Anthropic server with an empty script; tests call set_script."""
+@pytest.fixture(scope="session")
+def shared_fake_model() -> Iterator[FakeModelServer]:
+    """One fake model server per test process: stopping one takes a fifth of a second."""
     with FakeModelServer() as fake:
         yield fake
+
+
+@pytest.fixture
+def fake_model(shared_fake_model: FakeModelServer) -> FakeModelServer:
+    """The fake OpenAI + Anthropic server with an empty script, no recorded requests and
+    empty caches (the process's shared one, reset); tests call set_script."""
+    shared_fake_model.reset()
+    return shared_fake_model
 
 
 @pytest.fixture

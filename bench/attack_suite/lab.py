@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cairn_client.embedded import local_token
-from cairn_server.fakes.runner import FakeModelServer
-from cairn_server.fakes.script import Script
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script
 
 from attack_suite.secret_formats import PlantedSecret, plant_all
 

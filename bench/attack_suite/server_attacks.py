@@ -196,7 +196,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def _texts(*texts: str, chunk_size: int = 8) -> Any:
-    from cairn_server.fakes.script import Script
+    from cairn_fakes.script import Script
 
     return Script.from_dict({"turns": [{"text": t, "chunk_size": chunk_size} for t in texts]})
 
@@ -630,7 +630,7 @@ async def esc_during_command(lab: Lab, server: ServerProcess) -> str | None:
     """Esc while an approved command runs: it is stopped, or the user is not told it was."""
     workspace = lab.workspace("esc")
     env = {"CAIRN_SERVER_URL": server.url, "CAIRN_TOKEN": server.token("esc")}
-    from cairn_server.fakes.script import Script
+    from cairn_fakes.script import Script
 
     command = "touch started.txt; sleep 4; echo late > late.txt"
     lab.fake.set_script(
@@ -660,7 +660,7 @@ async def no_p_where_no_rule(lab: Lab, server: ServerProcess) -> str | None:
     """The approval screen for a write into .git/hooks (no rule can allow it) offers no `p`."""
     workspace = lab.workspace("no-p")
     env = {"CAIRN_SERVER_URL": server.url, "CAIRN_TOKEN": server.token("no-p")}
-    from cairn_server.fakes.script import Script
+    from cairn_fakes.script import Script
 
     lab.fake.set_script(
         Script.from_dict(

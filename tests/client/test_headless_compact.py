@@ -17,7 +17,7 @@ from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.session import ClientSession, Endpoint
 from cairn_client.workspace import detect_workspace
-from cairn_server.fakes.script import Script, Turn
+from cairn_fakes.script import Script, Turn
 from support.servers import TEST_TOKEN, Served, script
 
 

@@ -26,7 +26,7 @@ from cairn_client.tools.base import PreparedCall, Preview, ToolOutcome
 from cairn_client.tools.registry import execute_call, prepare_call
 from cairn_client.tools.shell_check import describe_command, destructive_reasons, is_read_only
 from cairn_client.workspace import detect_workspace
-from cairn_protocol import ContextCompacted, ToolRequest
+from cairn_protocol import ContextCompacted, RunFinished, ToolRequest
 from cairn_protocol.rest import ApprovalPublic
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
@@ -380,7 +380,9 @@ def test_a_denial_quoting_a_secret_reaches_neither_model_nor_server(
         finally:
             await client.close()
             await asyncio.wait_for(runner, 10)
-        run_id = listener.of_type("run_finished")[0].run_id  # type: ignore[attr-defined]
+        finished = listener.of_type("run_finished")[0]
+        assert isinstance(finished, RunFinished)
+        run_id = finished.run_id
         async with CairnApi(served.url, TEST_TOKEN) as api:
             return run_id, await api.list_approvals(run_id)
 

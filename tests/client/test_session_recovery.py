@@ -11,7 +11,7 @@ from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.session import ClientSession, Endpoint
 from cairn_client.workspace import detect_workspace
-from cairn_server.fakes.runner import FakeModelServer
+from cairn_fakes.runner import FakeModelServer
 from cairn_server.storage.db import make_engine
 from sqlalchemy import text
 from support.listener import RecordingListener

@@ -52,9 +52,11 @@ def repo_state(repo: Path, git: GitRunner) -> tuple[str, str, str]:
     )
 
 
-def refused(repo: Path, slug: str = "fix-total", **options: bool) -> str:
+def refused(
+    repo: Path, slug: str = "fix-total", *, worktree: bool = False, allow_dirty: bool = False
+) -> str:
     with pytest.raises(GitError) as caught:
-        start_branch(repo, slug, **options)
+        start_branch(repo, slug, worktree=worktree, allow_dirty=allow_dirty)
     message = str(caught.value)
     assert "\n" not in message
     return message

@@ -3,10 +3,9 @@ edited, approved), the edit is approved on the usual screen, and one commit land
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,12 @@ from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_client.tui.screens.plan import PlanScreen
 from cairn_client.tui.ticket import TuiTicketDriver
 from cairn_client.workspace import detect_workspace
+from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
-from cairn_server.fakes.runner import FakeModelServer
 from support.repos import run_git
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.tui import chat_entries
-from textual.pilot import Pilot
+from support.waiting import until
 from textual.widgets import Input, TextArea
 
 EDIT = call("edit", path="src/app.py", old_string="return 1", new_string="return sum(items)")
@@ -62,12 +61,6 @@ def ticket_app(
         )
 
     return CairnApp(start, workspace_name="repo", companion=driver), driver, started
-
-
-async def until(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 20) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await pilot.pause(0.02)
 
 
 def on_top(app: CairnApp, kind: type) -> bool:

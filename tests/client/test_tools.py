@@ -18,6 +18,7 @@ from cairn_client.tools.paths import PathOutsideWorkspace, relative_display, res
 from cairn_client.tools.registry import execute_call, prepare_call
 from cairn_client.undo import UndoStack
 from cairn_protocol import ToolRequest
+from support.waiting import until
 
 _calls = 0
 
@@ -651,10 +652,8 @@ async def test_cancelling_a_running_command_kills_its_process_group_and_keeps_it
     command = "echo begun; sleep 30 & echo $! > bg.pid; sleep 30"
     prepared = prepare(repo, "shell", command=command)
     task = asyncio.create_task(execute_call(repo, prepared))
-    for _ in range(500):  # until the command has started its background child
-        if (repo / "bg.pid").exists() and (repo / "bg.pid").read_text():
-            break
-        await asyncio.sleep(0.02)
+    # until the command has started its background child
+    await until(None, lambda: (repo / "bg.pid").exists() and bool((repo / "bg.pid").read_text()))
 
     task.cancel()
     outcome = await task

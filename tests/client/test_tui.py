@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings, load_settings
 from cairn_client.policy.types import Approval, Mode, Verdict
@@ -79,7 +80,8 @@ class ScriptedSession:
         self._listener: CairnApp | None = None
         self._closed = asyncio.Event()
 
-    def start(self, listener: Any) -> ScriptedSession:
+    def start(self, listener: SessionListener) -> ScriptedSession:
+        assert isinstance(listener, CairnApp)
         self._listener = listener
         return self
 

@@ -15,14 +15,15 @@ from typing import Any
 import pytest
 from cairn_client.api import CairnApi
 from cairn_client.tui.app import CairnApp
-from cairn_server.fakes.runner import FakeModelServer
-from cairn_server.fakes.script import Script, Turn
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script, Turn
 from support.servers import TEST_TOKEN, Served, cairn_server, call, script, sqlite_url
 from support.tui import chat_entries, status_text
 
 # The real-server helpers live with the memory screen's tests (pytest puts this folder on
 # sys.path); mypy names modules from the repository root, so it cannot follow this import.
-from test_tui_memory import session_factory, until  # type: ignore[import-not-found]
+from support.waiting import until
+from test_tui_memory import session_factory  # type: ignore[import-not-found]
 from textual.pilot import Pilot
 from textual.widgets import Input
 

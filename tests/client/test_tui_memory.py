@@ -7,7 +7,6 @@ shown as notifications while the app keeps working.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -29,10 +28,11 @@ from cairn_client.tui.screens.memory_dialogs import (
     NewBlockScreen,
 )
 from cairn_client.workspace import detect_workspace
+from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
-from cairn_server.fakes.runner import FakeModelServer
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.tui import chat_entries, rendered_text
+from support.waiting import until
 
 # The scripted session lives with the behaviour tests (pytest puts this folder on sys.path).
 from test_tui import ScriptedSession, welcome  # type: ignore[import-not-found]
@@ -75,14 +75,6 @@ async def running_app(
     async with CairnApi(server.url, TEST_TOKEN) as api, app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.agent_id is not None)
         yield app, pilot, api
-
-
-async def until(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.02)
 
 
 def notices(app: CairnApp) -> list[str]:

@@ -14,11 +14,12 @@ import pytest
 from cairn_client.api import CairnApi
 from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.memory import MemoryScreen
+from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
-from cairn_server.fakes.runner import FakeModelServer
 from pytest_textual_snapshot import SVGImageExtension  # type: ignore[import-untyped]
 from support.servers import TEST_TOKEN, cairn_server, sqlite_url
-from test_tui_memory import session_factory, until  # type: ignore[import-not-found]
+from support.waiting import until
+from test_tui_memory import session_factory  # type: ignore[import-not-found]
 from textual.pilot import Pilot
 from textual.widgets import Input
 

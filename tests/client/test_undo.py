@@ -5,9 +5,8 @@ Also the TUI side of refusals: /undo and /mode plan in the real app against a re
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,11 @@ from cairn_client.tools.changes import apply_changes
 from cairn_client.tui.app import CairnApp, SessionRunner
 from cairn_client.undo import UndoRefused, UndoStack
 from cairn_client.workspace import detect_workspace
+from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
-from cairn_server.fakes.runner import FakeModelServer
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.tui import chat_entries, status_text
+from support.waiting import until
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -120,12 +120,6 @@ def tui(server: BackgroundServer, repo: Path, tmp_path: Path, mode: Mode) -> Cai
         )
 
     return CairnApp(start, workspace_name="repo")
-
-
-async def until(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 15) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await pilot.pause(0.02)
 
 
 async def type_line(pilot: Pilot[Any], text: str) -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cairn_server.fakes.runner import FakeModelServer
+from cairn_fakes.runner import FakeModelServer
 from support.cli import cairn
 from support.repos import APP_AFTER, APP_BEFORE
 from support.servers import call, model_env, script

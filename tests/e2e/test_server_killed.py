@@ -15,11 +15,12 @@ from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Approval
 from cairn_client.session import ClientSession, Endpoint
 from cairn_client.workspace import detect_workspace
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import RunFinished, ToolSettled, Welcome
-from cairn_server.fakes.runner import FakeModelServer
 from support.listener import RecordingListener
 from support.repos import APP_BEFORE
 from support.servers import call, model_env, script
+from support.waiting import until
 
 
 async def test_kill_9_mid_run_then_the_conversation_goes_on(
@@ -112,10 +113,8 @@ async def test_a_command_that_ran_before_the_kill_reaches_the_model_with_its_res
     try:
         await listener.wait_for(lambda: bool(listener.of_type("welcome")))
         await session.send_user_message("count once")
-        for _ in range(1000):  # until the command has run (it then sleeps a second)
-            if (repo / "count.txt").exists():
-                break
-            await asyncio.sleep(0.02)
+        # until the command has run (it then sleeps a second)
+        await until(None, lambda: (repo / "count.txt").exists())
         first_pid = embedded.pid
         assert first_pid is not None
         os.kill(first_pid, signal.SIGKILL)  # the command is still running: its answer is lost

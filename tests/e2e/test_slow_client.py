@@ -9,12 +9,12 @@ import signal
 import string
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from cairn_server.fakes.runner import FakeModelServer
+from cairn_fakes.runner import FakeModelServer
 from support.cli import CAIRN, cairn_env
 from support.servers import model_env, script
+from support.waiting import wait_until
 
 
 def test_a_frozen_client_is_closed_then_catches_up_by_resuming(
@@ -35,9 +35,9 @@ def test_a_frozen_client_is_closed_then_catches_up_by_resuming(
         text=True,
     )
     try:
-        _wait_for(lambda: bool(fake_model.requests), 60, "the model was never asked")
+        wait_until(lambda: bool(fake_model.requests), 60, "the model was never asked")
         os.kill(process.pid, signal.SIGSTOP)  # frozen, as a stuck terminal or a laptop lid
-        _wait_for(lambda: bool(fake_model.answer_times), 60, "the answer was never sent")
+        wait_until(lambda: bool(fake_model.answer_times), 60, "the answer was never sent")
         time.sleep(2.0)  # the server finishes the run meanwhile
         os.kill(process.pid, signal.SIGCONT)
         out, err = process.communicate(timeout=90)
@@ -50,9 +50,3 @@ def test_a_frozen_client_is_closed_then_catches_up_by_resuming(
     assert "cairn: the server closed the connection (too slow: more than 1 MiB" in err
     assert out == answer + "\n"
 
-
-def _wait_for(condition: Callable[[], bool], timeout: float, failure: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, failure
-        time.sleep(0.02)

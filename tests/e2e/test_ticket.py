@@ -8,16 +8,16 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cairn_server.fakes.runner import FakeModelServer
+from cairn_fakes.runner import FakeModelServer
 from support.cli import CAIRN, cairn, cairn_env
 from support.repos import APP_AFTER, APP_BEFORE, run_git
 from support.servers import call, model_env, script
 from support.ticket_apis import GITHUB_TEST_TOKEN, LINEAR_TEST_KEY, FakeGitHub, FakeLinear
+from support.waiting import wait_until
 
 EDIT = call("edit", path="app.py", old_string="return 1", new_string="return sum(items)")
 TEST_RUN = call("shell", command="python -m pytest -q")
@@ -182,10 +182,14 @@ def test_a_killed_ticket_resumes_where_it_stood(
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while (sleeper := _sleep_pid()) is None:
-            assert time.monotonic() < deadline, "the ticket never reached its shell call"
-            time.sleep(0.05)
+        found: list[int] = []
+
+        def reached_shell_call() -> bool:
+            found.extend(pid for pid in [_sleep_pid()] if pid is not None)
+            return bool(found)
+
+        wait_until(reached_shell_call, 60, "the ticket never reached its shell call")
+        sleeper = found[0]
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the client (its embedded server follows it)
         first.wait()

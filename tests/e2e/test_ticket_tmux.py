@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cairn_server.fakes.runner import FakeModelServer
+from cairn_fakes.runner import FakeModelServer
 from support.repos import APP_AFTER, APP_BEFORE, GIT_ENV, run_git
 from support.servers import call, model_env, script
 from support.terminal import terminal, wait_until_gone

@@ -22,11 +22,12 @@ from cairn_client.session import ClientSession, Endpoint
 from cairn_client.tui.app import CairnApp, SessionRunner
 from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_client.workspace import detect_workspace
-from cairn_server.fakes.runner import FakeModelServer
+from cairn_fakes.runner import FakeModelServer
 from support.cli import cairn
 from support.repos import APP_AFTER, APP_BEFORE, run_git
 from support.servers import TEST_TOKEN, cairn_server, call, model_env, script, sqlite_url
 from support.tui import chat_entries, rendered_text, status_text
+from support.waiting import until
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -58,14 +59,6 @@ async def running_app(server_url: str, repo: Path) -> AsyncIterator[tuple[CairnA
     async with app.run_test(size=(110, 36)) as pilot:
         await until(pilot, lambda: "connected" in status_text(app))
         yield app, pilot
-
-
-async def until(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 15) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.05)
 
 
 async def send(app: CairnApp, pilot: Pilot[Any], text: str) -> None:

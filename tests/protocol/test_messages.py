@@ -111,12 +111,12 @@ SERVER_FRAMES: list[Frame] = [
 ]
 
 
-@pytest.mark.parametrize("frame", CLIENT_FRAMES, ids=lambda f: f.type)  # type: ignore[attr-defined]
+@pytest.mark.parametrize("frame", CLIENT_FRAMES, ids=lambda f: f.type)
 def test_client_frames_round_trip(frame: Frame) -> None:
     assert parse_client_frame(frame.model_dump_json()) == frame
 
 
-@pytest.mark.parametrize("frame", SERVER_FRAMES, ids=lambda f: f.type)  # type: ignore[attr-defined]
+@pytest.mark.parametrize("frame", SERVER_FRAMES, ids=lambda f: f.type)
 def test_server_frames_round_trip(frame: Frame) -> None:
     assert parse_server_frame(frame.model_dump_json()) == frame
 

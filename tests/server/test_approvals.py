@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import ErrorEvent, ToolRequest, ToolResult, UserMessage
 from cairn_protocol.messages import ApprovalRecord
-from cairn_server.fakes.runner import FakeModelServer
 from cairn_server.storage.db import open_database
 from cairn_server.storage.store import Store
 from support.servers import TEST_TOKEN, cairn_server, call, script

@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 
 import pytest
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import WorkspaceIdentity
 from cairn_server.config import EmbeddingSettings
-from cairn_server.fakes.runner import FakeModelServer
 from cairn_server.memory.archival import Archive
 from cairn_server.memory.embeddings import EmbeddingError, OpenAIEmbedder, make_embedder
 from cairn_server.storage.db import Database

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script, Turn
 from cairn_protocol import (
     CLIENT_TOOLS,
     Compact,
@@ -27,8 +29,6 @@ from cairn_protocol import (
 from cairn_server.context.compiler import AgentContext, compile_context, count_context
 from cairn_server.context.memory_view import MemorySections
 from cairn_server.context.tokens import count_tokens
-from cairn_server.fakes.runner import FakeModelServer
-from cairn_server.fakes.script import Script, Turn
 from cairn_server.tools.registry import SERVER_TOOLS, TOOLS
 from support.servers import cairn_server, call, script, sqlite_url
 from support.wire import WireClient
@@ -317,10 +317,11 @@ async def test_limits_end_a_run_with_a_reason_the_user_sees(
     assert isinstance(looped, RunFinished) and looped.stop_reason == "loop_detected"
     assert "same failing read call 3 times" in (looped.detail or "")
 
-    for limit, stop_reason in [
+    limits: list[tuple[dict[str, Any], str]] = [
         ({"run_token_limit": 500}, "token_limit"),
         ({"run_cost_limit_usd": 0.0001}, "cost_limit"),
-    ]:
+    ]
+    for limit, stop_reason in limits:
         fake_model.set_script(script(*reads))
         with cairn_server(sqlite_url(tmp_path), fake_model, **limit) as server:
             client = await WireClient.connect(server.url)

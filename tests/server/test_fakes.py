@@ -20,16 +20,16 @@ import httpx2
 import openai
 import pytest
 from anthropic.types import MessageParam, TextBlockParam
-from cairn_server.context.tokens import count_tokens
-from cairn_server.fakes import (
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import (
     NO_MORE_TURNS_TEXT,
-    FakeModelServer,
     Script,
     ScriptedError,
     ScriptedToolCall,
     ScriptError,
     Turn,
 )
+from cairn_server.context.tokens import count_tokens
 from openai.types.chat import ChatCompletionMessageParam
 from openai.types.completion_usage import CompletionUsage
 
@@ -418,14 +418,21 @@ async def test_anthropic_reads_an_earlier_breakpoint_found_looking_back_from_a_l
     fake: FakeModelServer,
 ) -> None:
     fake.set_script(Script.of_texts("a", "b"))
-    marker: Any = {"cache_control": {"type": "ephemeral"}}
-    opening: list[MessageParam] = [
-        {"role": "user", "content": [{"type": "text", "text": LONG_SYSTEM, **marker}]}
-    ]
+    marked_system: TextBlockParam = {
+        "type": "text",
+        "text": LONG_SYSTEM,
+        "cache_control": {"type": "ephemeral"},
+    }
+    marked_more: TextBlockParam = {
+        "type": "text",
+        "text": "more",
+        "cache_control": {"type": "ephemeral"},
+    }
+    opening: list[MessageParam] = [{"role": "user", "content": [marked_system]}]
     follow_up: list[MessageParam] = [
         {"role": "user", "content": [{"type": "text", "text": LONG_SYSTEM}]},
         {"role": "assistant", "content": "a"},
-        {"role": "user", "content": [{"type": "text", "text": "more", **marker}]},
+        {"role": "user", "content": [marked_more]},
     ]
     async with anthropic_client(fake) as client:
         first, second = [
@@ -674,7 +681,7 @@ def test_bad_script_files_say_what_is_wrong(tmp_path: Path, content: str, expect
 def test_command_line_server_prints_its_address_then_serves_and_records(tmp_path: Path) -> None:
     script_path, record_path = tmp_path / "script.json", tmp_path / "requests.jsonl"
     script_path.write_text(json.dumps({"turns": [{"text": "from the subprocess"}]}))
-    command = [sys.executable, "-m", "cairn_server.fakes", "--script", str(script_path)]
+    command = [sys.executable, "-m", "cairn_fakes", "--script", str(script_path)]
     process = subprocess.Popen(
         [*command, "--record", str(record_path)], stdout=subprocess.PIPE, text=True
     )
@@ -701,7 +708,7 @@ def test_command_line_server_rejects_a_bad_script(tmp_path: Path) -> None:
     script_path = tmp_path / "script.json"
     script_path.write_text('{"turns": [{"unknown": 1}]}')
     result = subprocess.run(
-        [sys.executable, "-m", "cairn_server.fakes", "--script", str(script_path)],
+        [sys.executable, "-m", "cairn_fakes", "--script", str(script_path)],
         capture_output=True,
         text=True,
         timeout=30,

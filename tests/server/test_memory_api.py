@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import UserMessage
-from cairn_server.fakes.runner import FakeModelServer
 from support.servers import TEST_TOKEN, cairn_server, script, sqlite_url
 from support.wire import WORKSPACE, WireClient
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import UserMessage
-from cairn_server.fakes.runner import FakeModelServer
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.wire import WORKSPACE, WireClient
 

@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script, ScriptedError, Turn
 from cairn_server.config import RETRIES_ENV, RETRY_BASE_DELAY_ENV, ModelSettings, SettingsError
 from cairn_server.domain import ModelMessage, ModelRequest
-from cairn_server.fakes import FakeModelServer, Script, ScriptedError, Turn
 from cairn_server.providers.anthropic_provider import AnthropicProvider
 from cairn_server.providers.base import (
     Completed,

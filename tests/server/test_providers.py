@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script, ScriptedError, ScriptedToolCall, Turn
 from cairn_protocol import Usage
 from cairn_server.config import ModelSettings
 from cairn_server.context.tokens import count_tokens
 from cairn_server.domain import ModelMessage, ModelRequest, ToolCall, ToolSpec
-from cairn_server.fakes import FakeModelServer, Script, ScriptedError, ScriptedToolCall, Turn
 from cairn_server.providers.anthropic_provider import AnthropicProvider, ThinkingMemory
 from cairn_server.providers.base import (
     Completed,

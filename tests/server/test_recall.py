@@ -6,12 +6,13 @@ Runs on SQLite (FTS5) and PostgreSQL (tsvector); embeddings come from the fake m
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 import pytest
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import WorkspaceIdentity
 from cairn_server.config import EmbeddingSettings
 from cairn_server.domain import ModelMessage
-from cairn_server.fakes.runner import FakeModelServer
 from cairn_server.memory.embeddings import make_embedder
 from cairn_server.memory.recall import Recall, RecallHit, search_terms
 from cairn_server.storage.db import Database
@@ -30,7 +31,7 @@ async def say(
     store: Store,
     conversation_id: str,
     content: str,
-    role: str = "user",
+    role: Literal["user", "assistant", "tool", "event"] = "user",
     at: datetime | None = None,
 ) -> int:
     """Store a message (dated `at` if given) and return its id."""

@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from cairn_protocol import UserMessage
-from cairn_server.fakes.runner import FakeModelServer
+from cairn_fakes.runner import FakeModelServer
+from cairn_protocol import RunFinished, UserMessage, Welcome
 from support.servers import TEST_TOKEN, cairn_server, script
 from support.wire import WORKSPACE, WireClient
 
@@ -42,15 +42,16 @@ async def api(
         await wire.send(UserMessage(text="hi"))
         finished = await wire.recv_until("run_finished")
         await wire.close()
+        assert isinstance(welcome, Welcome) and isinstance(finished, RunFinished)
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH) as client:
             passage = await client.post(
-                f"/v1/agents/{welcome.agent_id}/passages",  # type: ignore[union-attr]
+                f"/v1/agents/{welcome.agent_id}/passages",
                 json={"text": "a passage"},
             )
             valid = {
-                "agent_id": welcome.agent_id,  # type: ignore[union-attr]
-                "conversation_id": welcome.conversation_id,  # type: ignore[union-attr]
-                "run_id": finished.run_id,  # type: ignore[union-attr]
+                "agent_id": welcome.agent_id,
+                "conversation_id": welcome.conversation_id,
+                "run_id": finished.run_id,
                 "passage_id": str(passage.json()["id"]),
                 "label": "human",
                 "version": "1",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from cairn_protocol import WorkspaceIdentity
@@ -42,7 +42,11 @@ async def call(ctx: ToolContext, tool: str, **arguments: Any) -> ToolOutcome:
 
 
 async def say(
-    store: Store, ctx: ToolContext, content: str, role: str = "user", at: datetime | None = None
+    store: Store,
+    ctx: ToolContext,
+    content: str,
+    role: Literal["user", "assistant", "tool", "event"] = "user",
+    at: datetime | None = None,
 ) -> int:
     if role == "event":
         message = await store.add_event_message(ctx.conversation_id, None, content)

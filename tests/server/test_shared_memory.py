@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import ToolRequest, ToolResult, UserMessage, Welcome
-from cairn_server.fakes.runner import FakeModelServer
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.wire import WireClient
 

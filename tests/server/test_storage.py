@@ -37,8 +37,8 @@ from cairn_server.storage.db import (
     open_database,
 )
 from cairn_server.storage.models import ApiToken, Conversation
+from cairn_server.storage.repository import NotFoundError
 from cairn_server.storage.store import (
-    NotFoundError,
     Store,
     TokenRefused,
 )

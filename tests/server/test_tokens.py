@@ -12,9 +12,9 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import ErrorEvent, Welcome
 from cairn_server.cli import app
-from cairn_server.fakes.runner import FakeModelServer
 from cairn_server.storage.db import open_database
 from cairn_server.storage.store import Store, TokenRefused
 from support.servers import cairn_server

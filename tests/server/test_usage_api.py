@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import RunFinished, UserMessage
-from cairn_server.fakes.runner import FakeModelServer
 from support.servers import TEST_TOKEN, cairn_server, script, sqlite_url
 from support.wire import WORKSPACE, WireClient
 

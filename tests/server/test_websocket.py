@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import (
     AssistantMessage,
     Cancel,
@@ -24,7 +25,6 @@ from cairn_protocol import (
     Welcome,
 )
 from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, ApprovalRecord
-from cairn_server.fakes.runner import FakeModelServer
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.wire import WORKSPACE, WireClient
 from websockets.exceptions import ConnectionClosed
@@ -39,7 +39,7 @@ ALLOWED_ONCE = ApprovalRecord(
     shown_title="Run shell command",
     shown="make",
     content_hash="sha256:" + "0" * 64,
-    decided_at="2030-01-01T00:00:00Z",  # type: ignore[arg-type]
+    decided_at="2030-01-01T00:00:00Z",
 )
 
 
@@ -126,7 +126,7 @@ async def test_streamed_answer_and_history_with_each_provider(
         client, _ = await _connected(server.url)
         await client.send(UserMessage(text="hi"))
         final = await client.recv_until("assistant_message")
-        deltas = [f.text for f in client.seen if f.type == "assistant_delta"]  # type: ignore[union-attr]
+        deltas = [f.text for f in client.seen if f.type == "assistant_delta"]
         assert len(deltas) > 1
         assert "".join(deltas) == final.text == "Hello from the model, streamed in pieces."  # type: ignore[union-attr]
         await client.recv_until("run_finished")
@@ -187,7 +187,7 @@ async def test_bad_frames_get_error_frames_and_the_connection_survives(
             assert error.code == code, (raw, error)
         await client.send(Ping(nonce="still-here"))
         pong = await client.recv()
-        assert pong.type == "pong" and pong.nonce == "still-here"  # type: ignore[union-attr]
+        assert pong.type == "pong" and pong.nonce == "still-here"
 
 
 async def test_denial_reason_reaches_the_model(tmp_path: Path, fake_model: FakeModelServer) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import (
     PROTOCOL_VERSION,
     ErrorEvent,
@@ -28,7 +29,6 @@ from cairn_protocol import (
     UserMessage,
     Welcome,
 )
-from cairn_server.fakes.runner import FakeModelServer
 from cairn_server.storage.db import make_engine, open_database
 from sqlalchemy import text
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
@@ -156,9 +156,9 @@ async def test_binary_frames_get_an_error_and_the_connection_goes_on(
 
         client, _ = await connected(server.url)
         await client.socket.send(Ping(nonce="as bytes").model_dump_json().encode())
-        error = await client.recv()
-        assert isinstance(error, ErrorEvent) and error.code == "malformed_frame"
-        assert "send each frame as JSON text" in error.message
+        frame = await client.recv()
+        assert isinstance(frame, ErrorEvent) and frame.code == "malformed_frame"
+        assert "send each frame as JSON text" in frame.message
         await client.send(Ping(nonce="still-here"))
         assert (await client.recv()).type == "pong"
         await client.close()

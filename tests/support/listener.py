@@ -13,6 +13,8 @@ from cairn_client.policy.types import Approval, Verdict
 from cairn_client.tools.base import PreparedCall, ToolOutcome
 from cairn_protocol import ServerFrame
 
+from support.waiting import scaled
+
 
 class RecordingListener:
     def __init__(self, answers: list[Approval] | None = None) -> None:
@@ -47,7 +49,7 @@ class RecordingListener:
         return [e for e in self.events if e.type == frame_type]
 
     async def wait_for(self, condition: Callable[[], bool], timeout: float = 20) -> None:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(scaled(timeout)):
             while not condition():
                 self._changed.clear()
                 await self._changed.wait()

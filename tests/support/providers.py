@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cairn_server.fakes.runner import FakeModelServer
+from cairn_fakes.runner import FakeModelServer
 from cairn_server.providers.anthropic_provider import AnthropicProvider
 from cairn_server.providers.openai_provider import OpenAIProvider
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script
 from cairn_server.api.background import BackgroundServer
 from cairn_server.config import ServerSettings
-from cairn_server.fakes.runner import FakeModelServer
-from cairn_server.fakes.script import Script
 
 TEST_TOKEN = "cairn_test_token_0123456789"
 MODELS = {"openai": "openai/gpt-4o-mini", "anthropic": "anthropic/claude-sonnet-4-6"}

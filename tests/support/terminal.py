@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from support.waiting import Deadline
+
 WIDTH, HEIGHT = 120, 40
 PANE = "main"
 # Settings of the caller's own that must not reach the command unless the test passes them.
@@ -35,7 +37,7 @@ class Terminal:
     """One tmux pane on a private server; every call goes through that server's socket."""
 
     socket_name: str
-    deadline: float
+    deadline: Deadline
     # Text that, once on screen, ends any wait at once: the flow cannot go on.
     stop_words: Sequence[str] = ()
     seen_processes: dict[int, str] = field(default_factory=dict)
@@ -73,7 +75,7 @@ class Terminal:
             for word in self.stop_words:
                 if word in text:
                     pytest.fail(f"{word!r} came up while waiting for {what}:\n{text}")
-            if time.monotonic() > self.deadline:
+            if self.deadline.passed():
                 pytest.fail(f"timed out waiting for {what}; the screen was:\n{text}")
             time.sleep(0.1)
 
@@ -93,7 +95,7 @@ def terminal(
     server_env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_PREFIXES)}
     server_env |= {**env, "TERM": "xterm-256color"}
     socket_name = f"cairn-e2e-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    term = Terminal(socket_name, time.monotonic() + deadline_s, stop_words)
+    term = Terminal(socket_name, Deadline(deadline_s), stop_words)
     socket_path: Path | None = None
     try:
         _start_server(socket_name, command, cwd, env, server_env)
@@ -157,9 +159,9 @@ def descendants(root: int) -> dict[int, str]:
 
 def wait_until_gone(processes: dict[int, str], seconds: float) -> dict[int, str]:
     """Those of `processes` still alive after up to `seconds` (a reused pid is not them)."""
-    deadline = time.monotonic() + seconds
+    deadline = Deadline(seconds)
     while True:
         alive = {pid: args for pid, _, args in process_table() if processes.get(pid) == args}
-        if not alive or time.monotonic() > deadline:
+        if not alive or deadline.passed():
             return alive
         time.sleep(0.1)

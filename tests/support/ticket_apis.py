@@ -14,8 +14,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from cairn_fakes.runner import UVICORN_OPTIONS
 from cairn_server.api.background import ThreadedServer
-from cairn_server.fakes.runner import UVICORN_OPTIONS
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response

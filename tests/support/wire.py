@@ -13,6 +13,7 @@ from cairn_protocol.messages import Frame, parse_server_frame
 from websockets.asyncio.client import ClientConnection, connect
 
 from support.servers import TEST_TOKEN
+from support.waiting import scaled
 
 WORKSPACE = WorkspaceIdentity(
     root_commit="a" * 40, origin="example.com/acme/app", display_name="app", path="/tmp/app"
@@ -45,7 +46,8 @@ class WireClient:
         await self.socket.send(frame if isinstance(frame, str) else frame.model_dump_json())
 
     async def recv(self, timeout: float = 10) -> ServerFrame:
-        frame = parse_server_frame(await asyncio.wait_for(self.socket.recv(), timeout))
+        received = await asyncio.wait_for(self.socket.recv(), scaled(timeout))
+        frame = parse_server_frame(received)
         self.seen.append(frame)
         return frame
 

@@ -1,10 +1,12 @@
 """`cairn demo`: the whole flow on a sample repository with a scripted model, no key needed.
 
-Owns the sample repository, the demo script, and starting the fake model beside the server.
+Owns the sample repository, the demo script, and starting the fake model (`python -m cairn_fakes`,
+the cairn-fakes package) beside the server.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from typing import Any
 
 from cairn_client.config import ClientSettings
 from cairn_client.embedded import require_server
+from cairn_client.errors import UsageError
 
 DEMO_REQUEST = "Find the TODO in this repository and fix it."
 
@@ -82,7 +85,7 @@ def start_fake_model(script: dict[str, Any], folder: Path) -> tuple[subprocess.P
     script_path = folder / "script.json"
     script_path.write_text(json.dumps(script))
     process = subprocess.Popen(
-        [sys.executable, "-m", "cairn_server.fakes", "--script", str(script_path)],
+        [sys.executable, "-m", "cairn_fakes", "--script", str(script_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
@@ -98,6 +101,8 @@ def run_demo() -> int:
     from cairn_client.tui.run import run_tui
 
     require_server("`cairn demo` (it runs the real server)")
+    if importlib.util.find_spec("cairn_fakes") is None:
+        raise UsageError("the demo needs the cairn-fakes package (its scripted model); install it")
     folder = Path(tempfile.mkdtemp(prefix="cairn-demo-"))
     repo = create_sample_repo(folder / "greeter")
     model, base_url = start_fake_model(DEMO_SCRIPT, folder)

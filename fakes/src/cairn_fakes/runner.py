@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-
 from cairn_server.api.background import ThreadedServer
-from cairn_server.fakes.app import FakeModelState, RecordedRequest, RequestLog, create_app
-from cairn_server.fakes.script import Script
+
+from cairn_fakes.app import create_app
+from cairn_fakes.script import Script
+from cairn_fakes.state import FakeModelState, RecordedRequest, RequestLog
 
 # No lifespan, no websockets, quick shutdown: the fake only answers HTTP.
 UVICORN_OPTIONS: dict[str, Any] = {"lifespan": "off", "ws": "none"}
@@ -74,6 +75,13 @@ class FakeModelServer(ThreadedServer):
 
     def clear_requests(self) -> None:
         self._state.log.clear()
+
+    def reset(self) -> None:
+        """As if just started: an empty script, no recorded requests, empty prompt caches
+        and an unlimited context window (a running server shared by tests in turn)."""
+        self.set_script(Script())
+        self.clear_requests()
+        self.context_window = None
 
 
 def serve_forever(

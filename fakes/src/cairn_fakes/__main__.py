@@ -1,4 +1,4 @@
-"""`python -m cairn_server.fakes --script FILE`: serve the fake model until killed.
+"""`python -m cairn_fakes --script FILE`: serve the fake model until killed.
 
 Prints one JSON line first (port and base URLs) so a parent process knows where to connect.
 """
@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 from cairn_server.api.background import bind_listening
-from cairn_server.fakes.runner import serve_forever
-from cairn_server.fakes.script import Script, ScriptError
+
+from cairn_fakes.runner import serve_forever
+from cairn_fakes.script import Script, ScriptError
 
 
 def positive_int(text: str) -> int:
@@ -24,7 +25,7 @@ def positive_int(text: str) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m cairn_server.fakes",
+        prog="python -m cairn_fakes",
         description="A fake model server speaking the OpenAI and Anthropic APIs on loopback.",
     )
     parser.add_argument("--script", type=Path, help='JSON file {"turns": [...]}; default: none')
