@@ -156,8 +156,8 @@ async def test_a_small_budget_compacts_during_a_run_and_says_so(
             fake_model,
             context_budget=6000,
             compaction_threshold=0.6,
-            summary_model=SUMMARY_MODEL,
             env={
+                "CAIRN_SUMMARY_MODEL": SUMMARY_MODEL,
                 "ANTHROPIC_BASE_URL": summaries.anthropic_base_url,
                 "ANTHROPIC_API_KEY": "test-anthropic-key",
             },

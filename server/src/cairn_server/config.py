@@ -139,6 +139,9 @@ class ServerSettings(BaseSettings):
             "model": _validated(ModelSettings, source, {}),
             "embedding": _validated(EmbeddingSettings, source, {}),
         }
+        unknown = set(fields) - set(cls.model_fields)
+        if unknown:  # model_copy would keep them silently, and nothing would read them
+            raise TypeError(f"ServerSettings has no field {', '.join(sorted(unknown))}")
         return _validated(cls, source, groups).model_copy(update=fields)
 
 
