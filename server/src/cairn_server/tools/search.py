@@ -45,7 +45,10 @@ def limit_of(limit: int) -> tuple[int, str]:
 
 
 def hits_answer(lines: list[str], noun: str, query: str, where: str, clamped: str) -> ToolOutcome:
-    """The hits, one line each, under a heading that says how many, for what and where."""
+    """The hits, one line each, under a heading that says how many, for what and where (or
+    that none matched)."""
+    if not lines:
+        return ToolOutcome(f"No {noun}s match {query!r} ({where}).")
     heading = f"{count(len(lines), noun)} for {query!r} ({where}){clamped}:"
     return ToolOutcome("\n".join([heading, *lines]))
 
