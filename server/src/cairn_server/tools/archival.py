@@ -80,8 +80,7 @@ async def archival_search(ctx: ToolContext, args: ArchivalSearchArgs) -> ToolOut
     if not hits:
         total = await ctx.memory.archive.count(ctx.agent_id)
         where += f"; {count(total, 'passage')} kept"
-    lines = [_passage_line(hit) for hit in hits]
-    return hits_answer(lines, "passage", args.query, where, clamped)
+    return hits_answer(hits, _passage_line, "passage", args.query, where, clamped)
 
 
 ARCHIVAL_TOOLS: list[ServerTool] = [
