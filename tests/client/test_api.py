@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from cairn_client.api import ApiError, CairnApi
-from cairn_protocol import WorkspaceIdentity
+from cairn_protocol import RunFinished, WorkspaceIdentity
 from cairn_protocol.messages import UserMessage, Welcome
 from cairn_protocol.rest import AgentPublic
 from support.servers import TEST_TOKEN, Served, script
@@ -204,7 +204,7 @@ async def test_messages_are_searchable_and_the_context_shows_every_section(
         welcome = await client.hello(workspace=workspace)
         assert isinstance(welcome, Welcome)
         await client.send(UserMessage(text="the flux capacitor needs 1.21 gigawatts"))
-        await client.recv_until("run_finished", timeout=20)
+        await client.recv_until(RunFinished, timeout=20)
     finally:
         await client.close()
 

@@ -14,7 +14,7 @@ import pytest
 from cairn_client.api import CairnApi
 from cairn_client.cli import app
 from cairn_client.workspace import detect_workspace
-from cairn_protocol.messages import UserMessage
+from cairn_protocol.messages import RunFinished, UserMessage
 from cairn_protocol.rest import AgentPublic
 from support.repos import make_repo
 from support.servers import TEST_TOKEN, Served, script
@@ -291,7 +291,7 @@ def test_context_prints_each_section_with_tokens_and_the_budget(served: Served, 
         try:
             await client.hello(workspace=detect_workspace(repo).identity)
             await client.send(UserMessage(text="hi there"))
-            await client.recv_until("run_finished", timeout=20)
+            await client.recv_until(RunFinished, timeout=20)
         finally:
             await client.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from cairn_protocol import CLIENT_TOOLS
-from cairn_protocol.validation import schema_without_titles, validation_problems
+from cairn_protocol.validation import schema_without_titles, setting_problem, validation_problems
 from pydantic import BaseModel, Field, ValidationError
 
 
@@ -25,6 +25,30 @@ def test_a_validation_error_is_one_line_naming_each_field() -> None:
         "unable to parse string as an integer"
     )
     assert validation_problems(caught.value, skip=1, whole="(frame)").startswith("(frame): ")
+
+
+class Knobs(BaseModel):
+    retries: int = Field(4, ge=0, le=9, validation_alias="CAIRN_RETRIES")
+    url: str = Field("", validation_alias="CAIRN_URL")
+
+
+@pytest.mark.parametrize(
+    ("variables", "line"),
+    [
+        ({"CAIRN_RETRIES": "many"}, "CAIRN_RETRIES='many' is not an integer from 0 to 9"),
+        (
+            {"CAIRN_RETRIES": "12"},
+            "CAIRN_RETRIES='12' is out of range: expected an integer from 0 to 9",
+        ),
+        ({"CAIRN_URL": 3}, "CAIRN_URL=3: Input should be a valid string"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_its_variable(
+    variables: dict[str, object], line: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Knobs.model_validate(variables)
+    assert setting_problem(caught.value, Knobs.model_fields) == line
 
 
 def test_schemas_lose_every_title_and_keep_the_rest() -> None:

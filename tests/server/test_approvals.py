@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from cairn_fakes.runner import FakeModelServer
-from cairn_protocol import ErrorEvent, ToolRequest, ToolResult, UserMessage
+from cairn_protocol import ErrorEvent, RunFinished, ToolRequest, ToolResult, UserMessage
 from cairn_protocol.messages import ApprovalRecord
 from cairn_server.storage.db import open_database
 from cairn_server.storage.store import Store
@@ -56,7 +56,7 @@ async def test_an_approval_is_stored_with_its_run_and_listed_to_its_owner_only(
         client = await WireClient.connect(server.url)
         await client.hello()
         await client.send(UserMessage(text="run the tests"))
-        request = await client.recv_until("tool_request")
+        request = await client.recv_until(ToolRequest)
         assert isinstance(request, ToolRequest)
         record = denial("use the helper instead")
         await client.send(
@@ -64,12 +64,12 @@ async def test_an_approval_is_stored_with_its_run_and_listed_to_its_owner_only(
                 call_id=request.call_id, status="denied", reason=record.reason, approval=record
             )
         )
-        await client.recv_until("run_finished")
+        await client.recv_until(RunFinished)
         # A second answer to the settled call is refused, and its record is not kept.
         await client.send(
             ToolResult(call_id=request.call_id, status="denied", approval=denial("again"))
         )
-        refused = await client.recv_until("error")
+        refused = await client.recv_until(ErrorEvent)
         assert isinstance(refused, ErrorEvent) and refused.code == "unknown_call"
         await client.close()
 
@@ -105,10 +105,10 @@ async def test_a_result_without_a_record_stores_none(
         client = await WireClient.connect(server.url)
         await client.hello()
         await client.send(UserMessage(text="read a.py"))
-        request = await client.recv_until("tool_request")
+        request = await client.recv_until(ToolRequest)
         assert isinstance(request, ToolRequest)
         await client.send(ToolResult(call_id=request.call_id, status="ok", content="x = 1"))
-        await client.recv_until("run_finished")
+        await client.recv_until(RunFinished)
         await client.close()
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH) as api:
             listed = await api.get(f"/v1/runs/{request.run_id}/approvals")

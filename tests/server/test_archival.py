@@ -157,9 +157,11 @@ async def test_embedder_settings_come_from_the_environment() -> None:
     )
     assert isinstance(default, OpenAIEmbedder)
     assert default.base_url == "https://api.openai.com/v1"
-    fallback = make_embedder(EmbeddingSettings.from_env(
-        {"CAIRN_EMBEDDING_MODEL": "m", "OPENAI_BASE_URL": "http://local:8080/v1"}
-    ))
+    fallback = make_embedder(
+        EmbeddingSettings.from_env(
+            {"CAIRN_EMBEDDING_MODEL": "m", "OPENAI_BASE_URL": "http://local:8080/v1"}
+        )
+    )
     assert isinstance(fallback, OpenAIEmbedder) and fallback.base_url == "http://local:8080/v1"
     for embedder in (default, fallback):
         await embedder.aclose()

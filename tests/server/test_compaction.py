@@ -21,6 +21,7 @@ from cairn_protocol import (
     ContextCompacted,
     ErrorEvent,
     RunFinished,
+    RunStarted,
     StepFinished,
     ToolRequest,
     ToolResult,
@@ -225,12 +226,12 @@ async def test_compact_on_request_and_its_refusals(
         client = await WireClient.connect(server.url)
         await client.hello()
         await client.send(Compact())
-        refused = await client.recv_until("error")
+        refused = await client.recv_until(ErrorEvent)
         assert isinstance(refused, ErrorEvent) and refused.code == "nothing_to_compact"
 
         await converse(client, 2)
         await client.send(Compact(instructions="keep the file names"))
-        compacted = await client.recv_until("context_compacted")
+        compacted = await client.recv_until(ContextCompacted)
         assert isinstance(compacted, ContextCompacted)
         assert compacted.trigger == "requested" and compacted.method == "summary"
         assert compacted.messages_compacted >= 2
@@ -238,11 +239,11 @@ async def test_compact_on_request_and_its_refusals(
         assert "keep the file names" in json.dumps(summaries.requests[-1].body)
 
         await client.send(UserMessage(text="a slow one"))
-        await client.recv_until("run_started")
+        await client.recv_until(RunStarted)
         await client.send(Compact())
-        busy = await client.recv_until("error")
+        busy = await client.recv_until(ErrorEvent)
         assert isinstance(busy, ErrorEvent) and busy.code == "run_in_progress"
-        await client.recv_until("run_finished")
+        await client.recv_until(RunFinished)
         await converse(client, 1)
         await client.close()
     system = fake_model.requests[-1].body["messages"][0]["content"]
@@ -263,9 +264,9 @@ async def test_a_summary_is_stored_without_the_secrets_it_quotes(
         await client.hello()
         for text in (f"deploy with {token}", "and then?"):
             await client.send(UserMessage(text=text))
-            await client.recv_until("run_finished")
+            await client.recv_until(RunFinished)
         await client.send(Compact())
-        compacted = await client.recv_until("context_compacted")
+        compacted = await client.recv_until(ContextCompacted)
         await converse(client, 1)
         await client.close()
 
@@ -307,12 +308,12 @@ async def test_limits_end_a_run_with_a_reason_the_user_sees(
         await client.hello()
         await client.send(UserMessage(text="read missing.py"))
         for _ in range(3):
-            request = await client.recv_until("tool_request")
+            request = await client.recv_until(ToolRequest)
             assert isinstance(request, ToolRequest)
             await client.send(
                 ToolResult(call_id=request.call_id, status="error", reason="no such file")
             )
-        looped = await client.recv_until("run_finished")
+        looped = await client.recv_until(RunFinished)
         await client.close()
     assert isinstance(looped, RunFinished) and looped.stop_reason == "loop_detected"
     assert "same failing read call 3 times" in (looped.detail or "")
@@ -327,10 +328,10 @@ async def test_limits_end_a_run_with_a_reason_the_user_sees(
             client = await WireClient.connect(server.url)
             await client.hello()
             await client.send(UserMessage(text="read it"))
-            request = await client.recv_until("tool_request")
+            request = await client.recv_until(ToolRequest)
             assert isinstance(request, ToolRequest)
             await client.send(ToolResult(call_id=request.call_id, status="ok", content="x = 1"))
-            stopped = await client.recv_until("run_finished")
+            stopped = await client.recv_until(RunFinished)
             await client.close()
         assert isinstance(stopped, RunFinished) and stopped.stop_reason == stop_reason
         assert stopped.steps == 1 and "limit" in (stopped.detail or "")

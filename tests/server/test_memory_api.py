@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 from cairn_fakes.runner import FakeModelServer
-from cairn_protocol import UserMessage
+from cairn_protocol import RunFinished, UserMessage
 from support.servers import TEST_TOKEN, cairn_server, script, sqlite_url
-from support.wire import WORKSPACE, WireClient
+from support.wire import WORKSPACE, connected
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
@@ -93,11 +93,10 @@ async def test_context_view_counts_every_section_against_the_budget(
     api: httpx.AsyncClient, fake_model: FakeModelServer
 ) -> None:
     fake_model.set_script(script({"text": "Hello there."}))
-    client = await WireClient.connect(api.cairn_url)  # type: ignore[attr-defined]
-    welcome = await client.hello()
+    client, welcome = await connected(api.cairn_url)  # type: ignore[attr-defined]
     await client.send(UserMessage(text="hello"))
-    await client.recv_until("run_finished")
-    report = (await api.get(f"/v1/conversations/{welcome.conversation_id}/context")).json()  # type: ignore[union-attr]
+    await client.recv_until(RunFinished)
+    report = (await api.get(f"/v1/conversations/{welcome.conversation_id}/context")).json()
     names = [s["name"] for s in report["sections"]]
     assert names == [
         "instructions",

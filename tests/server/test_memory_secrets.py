@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 from cairn_fakes.runner import FakeModelServer
-from cairn_protocol import UserMessage
+from cairn_protocol import RunFinished, UserMessage
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.wire import WORKSPACE, WireClient
 
@@ -48,7 +48,7 @@ async def test_what_the_model_writes_into_memory_is_stored_without_secrets(
         client = await WireClient.connect(server.url)
         await client.hello()
         await client.send(UserMessage(text="remember how CI and staging log in"))
-        await client.recv_until("run_finished", timeout=20)
+        await client.recv_until(RunFinished, timeout=20)
         await client.close()
         stored = await _memory_as_json(server.url)
 

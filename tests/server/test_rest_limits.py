@@ -40,7 +40,7 @@ async def api(
         wire = await WireClient.connect(server.url)
         welcome = await wire.hello()
         await wire.send(UserMessage(text="hi"))
-        finished = await wire.recv_until("run_finished")
+        finished = await wire.recv_until(RunFinished)
         await wire.close()
         assert isinstance(welcome, Welcome) and isinstance(finished, RunFinished)
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH) as client:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from cairn_fakes.runner import FakeModelServer
-from cairn_protocol import ToolRequest, ToolResult, UserMessage, Welcome
+from cairn_protocol import RunFinished, ToolRequest, ToolResult, UserMessage, Welcome
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.wire import WireClient
 
@@ -42,7 +42,7 @@ async def open_conversation(url: str, conversation: str = "new") -> WireClient:
 
 async def say(client: WireClient, text: str) -> None:
     await client.send(UserMessage(text=text))
-    await client.recv_until("run_finished")
+    await client.recv_until(RunFinished)
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
@@ -125,11 +125,11 @@ async def test_init_learns_the_repository_through_client_tools(
         await client.send(UserMessage(text="/init", command="init"))
         asked: list[str] = []
         for content in ("README.md\nMakefile", "# Demo\nRun `make check` to test."):
-            request = await client.recv_until("tool_request")
+            request = await client.recv_until(ToolRequest)
             assert isinstance(request, ToolRequest)
             asked.append(request.tool)
             await client.send(ToolResult(call_id=request.call_id, status="ok", content=content))
-        await client.recv_until("run_finished")
+        await client.recv_until(RunFinished)
         assert asked == ["glob", "read"]
         first_turns = turns_of(fake_model.requests[0].body)
         assert "Learn this repository" in first_turns and "README" in first_turns

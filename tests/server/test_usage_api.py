@@ -8,7 +8,7 @@ import httpx
 from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import RunFinished, UserMessage
 from support.servers import TEST_TOKEN, cairn_server, script, sqlite_url
-from support.wire import WORKSPACE, WireClient
+from support.wire import WORKSPACE, connected
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
@@ -32,9 +32,8 @@ async def test_an_agents_budget_is_set_checked_and_reset(
             changed = await api.patch(path, json={"context_budget": 12_000})
             assert changed.status_code == 200 and changed.json()["context_budget"] == 12_000
 
-            client = await WireClient.connect(server.url)
-            welcome = await client.hello()
-            conversation = welcome.conversation_id  # type: ignore[union-attr]
+            client, welcome = await connected(server.url)
+            conversation = welcome.conversation_id
             report = (await api.get(f"/v1/conversations/{conversation}/context")).json()
             assert report["budget"] == 12_000
             await client.close()
@@ -50,12 +49,11 @@ async def test_runs_and_steps_carry_usage_cost_and_cache_hits(
 ) -> None:
     fake_model.set_script(script({"text": "One."}, {"text": "Two."}))
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        client = await WireClient.connect(server.url)
-        welcome = await client.hello()
-        conversation = welcome.conversation_id  # type: ignore[union-attr]
+        client, welcome = await connected(server.url)
+        conversation = welcome.conversation_id
         for text in ("first question", "second question"):
             await client.send(UserMessage(text=text))
-            finished = await client.recv_until("run_finished")
+            finished = await client.recv_until(RunFinished)
             assert isinstance(finished, RunFinished)
         await client.close()
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH) as api:

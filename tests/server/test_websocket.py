@@ -17,16 +17,16 @@ from cairn_protocol import (
     ErrorEvent,
     Ping,
     RunFinished,
+    RunStarted,
     ToolRequest,
     ToolResult,
     ToolSettled,
     ToolWithdrawn,
     UserMessage,
-    Welcome,
 )
 from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, ApprovalRecord
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
-from support.wire import WORKSPACE, WireClient
+from support.wire import WORKSPACE, WireClient, connected
 from websockets.exceptions import ConnectionClosed
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
@@ -57,13 +57,6 @@ def _tool_results(fake: FakeModelServer, index: int = -1) -> str:
     return "\n".join(m["content"] for m in _messages_sent(fake, index) if m["role"] == "tool")
 
 
-async def _connected(server_url: str, **hello: Any) -> tuple[WireClient, Welcome]:
-    client = await WireClient.connect(server_url)
-    welcome = await client.hello(**hello)
-    assert isinstance(welcome, Welcome), welcome
-    return client, welcome
-
-
 async def test_full_run_with_client_tool_on_each_database(
     database_url: str, fake_model: FakeModelServer
 ) -> None:
@@ -74,16 +67,16 @@ async def test_full_run_with_client_tool_on_each_database(
         )
     )
     with cairn_server(database_url, fake_model) as server:
-        client, welcome = await _connected(server.url)
+        client, welcome = await connected(server.url)
         assert welcome.model == "openai/gpt-4o-mini"
         await client.send(UserMessage(text="What does app.py do?"))
-        request = await client.recv_until("tool_request")
+        request = await client.recv_until(ToolRequest)
         assert isinstance(request, ToolRequest)
         assert (request.tool, request.arguments) == ("read", {"path": "app.py"})
         await client.send(
             ToolResult(call_id=request.call_id, status="ok", content="print('hello')")
         )
-        finished = await client.recv_until("run_finished")
+        finished = await client.recv_until(RunFinished)
         assert isinstance(finished, RunFinished)
         assert finished.stop_reason == "end_turn"
         assert finished.steps == 2 and finished.usage.input_tokens > 0
@@ -105,9 +98,9 @@ async def test_an_idle_conversation_is_forgotten_after_its_run_and_its_client(
     fake_model.set_script(script({"text": "Done."}))
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
         runtime = server.app.state.runtime
-        client, _ = await _connected(server.url)
+        client, _ = await connected(server.url)
         await client.send(UserMessage(text="hi"))
-        await client.recv_until("run_finished")
+        await client.recv_until(RunFinished)
         assert runtime.conversations_held == 1  # the client is still here
         await client.close()
         for _ in range(500):  # until the server has seen the connection go
@@ -123,18 +116,18 @@ async def test_streamed_answer_and_history_with_each_provider(
 ) -> None:
     fake_model.set_script(script({"text": "Hello from the model, streamed in pieces."}))
     with cairn_server(sqlite_url(tmp_path), fake_model, provider) as server:
-        client, _ = await _connected(server.url)
+        client, _ = await connected(server.url)
         await client.send(UserMessage(text="hi"))
-        final = await client.recv_until("assistant_message")
+        final = await client.recv_until(AssistantMessage)
         deltas = [f.text for f in client.seen if f.type == "assistant_delta"]
         assert len(deltas) > 1
-        assert "".join(deltas) == final.text == "Hello from the model, streamed in pieces."  # type: ignore[union-attr]
-        await client.recv_until("run_finished")
+        assert "".join(deltas) == final.text == "Hello from the model, streamed in pieces."
+        await client.recv_until(RunFinished)
         await client.close()
         path = fake_model.requests[-1].path
         assert path.endswith("/chat/completions" if provider == "openai" else "/messages")
 
-        again, welcome = await _connected(server.url)
+        again, welcome = await connected(server.url)
         assert [(h.role, h.text) for h in welcome.history] == [
             ("user", "hi"),
             ("assistant", "Hello from the model, streamed in pieces."),
@@ -174,7 +167,7 @@ async def test_bad_frames_get_error_frames_and_the_connection_survives(
     tmp_path: Path, fake_model: FakeModelServer
 ) -> None:
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        client, _ = await _connected(server.url)
+        client, _ = await connected(server.url)
         for raw, code in [
             ("this is not json", "malformed_frame"),
             ('{"type": "teleport"}', "unknown_frame"),
@@ -198,13 +191,13 @@ async def test_denial_reason_reaches_the_model(tmp_path: Path, fake_model: FakeM
         )
     )
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        client, _ = await _connected(server.url)
+        client, _ = await connected(server.url)
         await client.send(UserMessage(text="clean up"))
-        request = await client.recv_until("tool_request")
+        request = await client.recv_until(ToolRequest)
         await client.send(
-            ToolResult(call_id=request.call_id, status="denied", reason="keep the build folder")  # type: ignore[union-attr]
+            ToolResult(call_id=request.call_id, status="denied", reason="keep the build folder")
         )
-        await client.recv_until("run_finished")
+        await client.recv_until(RunFinished)
         last = _messages_sent(fake_model)[-1]
         assert last["role"] == "tool" and "keep the build folder" in last["content"]
 
@@ -221,10 +214,10 @@ async def test_model_errors_in_tool_calls_go_back_to_the_model(
         )
     )
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        client, _ = await _connected(server.url)
+        client, _ = await connected(server.url)
         await client.send(UserMessage(text="go"))
-        finished = await client.recv_until("run_finished")
-        assert finished.stop_reason == "end_turn"  # type: ignore[union-attr]
+        finished = await client.recv_until(RunFinished)
+        assert finished.stop_reason == "end_turn"
         assert not [f for f in client.seen if f.type == "tool_request"]
         results = [m["content"] for m in _messages_sent(fake_model) if m["role"] == "tool"]
         assert "not valid JSON" in results[0]
@@ -242,28 +235,28 @@ async def test_cancel_withdraws_a_pending_request_and_the_model_sees_why(
         )
     )
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        client, _ = await _connected(server.url)
+        client, _ = await connected(server.url)
         await client.send(UserMessage(text="change a"))
-        request = await client.recv_until("tool_request")
+        request = await client.recv_until(ToolRequest)
         assert isinstance(request, ToolRequest)
         await client.send(Cancel(reason="I changed my mind"))
-        withdrawn = await client.recv_until("tool_withdrawn")
+        withdrawn = await client.recv_until(ToolWithdrawn)
         assert isinstance(withdrawn, ToolWithdrawn)
         assert (withdrawn.call_id, withdrawn.reason) == (request.call_id, "I changed my mind")
         # The executor had not started it: it says so, and that is what is recorded.
         not_run = "not run: the request was withdrawn before it ran (I changed my mind)"
         await client.send(ToolResult(call_id=request.call_id, status="denied", reason=not_run))
-        settled = await client.recv_until("tool_settled")
+        settled = await client.recv_until(ToolSettled)
         assert isinstance(settled, ToolSettled)
         assert (settled.status, settled.reason) == ("denied", not_run)
-        finished = await client.recv_until("run_finished")
-        assert finished.stop_reason == "cancelled"  # type: ignore[union-attr]
+        finished = await client.recv_until(RunFinished)
+        assert finished.stop_reason == "cancelled"
         # A second answer is refused, and the next run tells the model what happened.
         await client.send(ToolResult(call_id=request.call_id, status="ok", content="done"))
         late = await client.recv()
         assert isinstance(late, ErrorEvent) and late.code == "unknown_call"
         await client.send(UserMessage(text="never mind"))
-        await client.recv_until("run_finished")
+        await client.recv_until(RunFinished)
         assert "I changed my mind" in _all_text(fake_model)
         assert '"content": "done"' not in _all_text(fake_model)
 
@@ -275,28 +268,28 @@ async def test_a_withdrawn_command_that_ran_is_recorded_as_it_ended(
         script({"tool_calls": [call("shell", command="make")]}, {"text": "It was stopped."})
     )
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        client, _ = await _connected(server.url)
+        client, _ = await connected(server.url)
         await client.send(UserMessage(text="build"))
-        request = await client.recv_until("tool_request")
+        request = await client.recv_until(ToolRequest)
         await client.send(Cancel())
-        await client.recv_until("tool_withdrawn")
+        await client.recv_until(ToolWithdrawn)
         killed = "approved and started, then killed after 2.0 s, before it finished"
         await client.send(
             ToolResult(
-                call_id=request.call_id,  # type: ignore[union-attr]
+                call_id=request.call_id,
                 status="error",
                 content="killed after 2.0 s\nstdout:\ncompiling…",
                 reason=killed,
                 approval=ALLOWED_ONCE,
             )
         )
-        settled = await client.recv_until("tool_settled")
-        assert (settled.status, settled.reason) == ("error", killed)  # type: ignore[union-attr]
-        assert (await client.recv_until("run_finished")).stop_reason == "cancelled"  # type: ignore[union-attr]
+        settled = await client.recv_until(ToolSettled)
+        assert (settled.status, settled.reason) == ("error", killed)
+        assert (await client.recv_until(RunFinished)).stop_reason == "cancelled"
         await client.send(UserMessage(text="what happened?"))
-        await client.recv_until("run_finished")
+        await client.recv_until(RunFinished)
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH) as api:
-            audit = (await api.get(f"/v1/runs/{request.run_id}/approvals")).json()  # type: ignore[union-attr]
+            audit = (await api.get(f"/v1/runs/{request.run_id}/approvals")).json()
     told = _tool_results(fake_model)
     assert killed in told and "compiling" in told and "not run" not in told
     assert [(a["decision"], a["outcome"], a["outcome_reason"]) for a in audit] == [
@@ -316,37 +309,37 @@ async def test_a_silent_executor_leaves_an_unknown_outcome_that_a_late_result_fi
         )
     )
     with cairn_server(sqlite_url(tmp_path), fake_model, withdraw_grace_s=0.2) as server:
-        client, welcome = await _connected(server.url, client_id="cli-builder")
+        client, welcome = await connected(server.url, client_id="cli-builder")
         await client.send(UserMessage(text="build"))
-        request = await client.recv_until("tool_request")
+        request = await client.recv_until(ToolRequest)
         assert isinstance(request, ToolRequest)
         await client.send(Cancel())
-        settled = await client.recv_until("tool_settled")  # no answer within the grace
-        assert settled.status == "error"  # type: ignore[union-attr]
-        assert "did not report whether it ran" in (settled.reason or "")  # type: ignore[union-attr]
-        await client.recv_until("run_finished")
+        settled = await client.recv_until(ToolSettled)  # no answer within the grace
+        assert settled.status == "error"
+        assert "did not report whether it ran" in (settled.reason or "")
+        await client.recv_until(RunFinished)
         await client.send(UserMessage(text="did it build?"))
-        await client.recv_until("run_finished")
+        await client.recv_until(RunFinished)
         told = _tool_results(fake_model)
         assert "Outcome unknown" in told and "before running it again" in told
         assert "not run" not in told
         await client.close()
 
         # The client that ran it comes back (here: a new process) with the recorded result.
-        back, again = await _connected(server.url)
+        back, again = await connected(server.url)
         assert again.unknown_outcomes == [request.call_id]
         await back.send(
             ToolResult(
                 call_id=request.call_id, status="ok", content="built: app", approval=ALLOWED_ONCE
             )
         )
-        late = await back.recv_until("tool_settled")
-        assert (late.call_id, late.status) == (request.call_id, "ok")  # type: ignore[union-attr]
+        late = await back.recv_until(ToolSettled)
+        assert (late.call_id, late.status) == (request.call_id, "ok")
         await back.send(UserMessage(text="and now?"))
-        await back.recv_until("run_finished")
+        await back.recv_until(RunFinished)
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH) as api:
             audit = (await api.get(f"/v1/runs/{request.run_id}/approvals")).json()
-        _, later = await _connected(server.url)
+        _, later = await connected(server.url)
     assert "built: app" in _messages_sent(fake_model)[-2]["content"]
     assert [(a["decision"], a["outcome"]) for a in audit] == [("allow", "ok")]
     assert later.unknown_outcomes == []
@@ -357,20 +350,20 @@ async def test_only_the_executor_answers_a_request(
 ) -> None:
     fake_model.set_script(script({"tool_calls": [call("shell", command="make")]}, {"text": "ok"}))
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        asker, asker_welcome = await _connected(server.url, client_id="cli-asker")
-        watcher, watcher_welcome = await _connected(
+        asker, asker_welcome = await connected(server.url, client_id="cli-asker")
+        watcher, watcher_welcome = await connected(
             server.url, client_id="cli-watcher", workspace=OTHER_CLONE
         )
         assert (asker_welcome.client_id, watcher_welcome.client_id) == ("cli-asker", "cli-watcher")
         await asker.send(UserMessage(text="build"))
-        request = await asker.recv_until("tool_request")
-        seen = await watcher.recv_until("tool_request")
-        assert request.executor == seen.executor == "cli-asker"  # type: ignore[union-attr]
-        await watcher.send(ToolResult(call_id=seen.call_id, status="ok", content="built twice"))  # type: ignore[union-attr]
-        refused = await watcher.recv_until("error")
+        request = await asker.recv_until(ToolRequest)
+        seen = await watcher.recv_until(ToolRequest)
+        assert request.executor == seen.executor == "cli-asker"
+        await watcher.send(ToolResult(call_id=seen.call_id, status="ok", content="built twice"))
+        refused = await watcher.recv_until(ErrorEvent)
         assert isinstance(refused, ErrorEvent) and refused.code == "not_executor"
-        await asker.send(ToolResult(call_id=request.call_id, status="ok", content="built once"))  # type: ignore[union-attr]
-        assert (await asker.recv_until("run_finished")).stop_reason == "end_turn"  # type: ignore[union-attr]
+        await asker.send(ToolResult(call_id=request.call_id, status="ok", content="built once"))
+        assert (await asker.recv_until(RunFinished)).stop_reason == "end_turn"
     assert "built once" in _all_text(fake_model) and "built twice" not in _all_text(fake_model)
 
 
@@ -379,24 +372,24 @@ async def test_a_reconnecting_client_keeps_the_right_to_run_its_requests(
 ) -> None:
     fake_model.set_script(script({"tool_calls": [call("shell", command="make")]}, {"text": "ok"}))
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        asker, welcome = await _connected(server.url, client_id="cli-asker")
-        watcher, _ = await _connected(server.url, client_id="cli-watcher")  # same checkout
+        asker, welcome = await connected(server.url, client_id="cli-asker")
+        watcher, _ = await connected(server.url, client_id="cli-watcher")  # same checkout
         await asker.send(UserMessage(text="build"))
-        request = await asker.recv_until("tool_request")
+        request = await asker.recv_until(ToolRequest)
         await asker.close()  # the connection drops; the client lives on
 
-        back, again = await _connected(
+        back, again = await connected(
             server.url,
             client_id="cli-asker",
             conversation=welcome.conversation_id,
             resume_after=request.seq - 1,
         )
         assert again.pending_tool_requests[0].executor == "cli-asker"
-        replayed = await back.recv_until("tool_request")
-        assert replayed.executor == "cli-asker"  # type: ignore[union-attr]
-        await back.send(ToolResult(call_id=request.call_id, status="ok", content="built"))  # type: ignore[union-attr]
-        assert (await back.recv_until("run_finished")).stop_reason == "end_turn"  # type: ignore[union-attr]
-        await watcher.recv_until("run_finished")
+        replayed = await back.recv_until(ToolRequest)
+        assert replayed.executor == "cli-asker"
+        await back.send(ToolResult(call_id=request.call_id, status="ok", content="built"))
+        assert (await back.recv_until(RunFinished)).stop_reason == "end_turn"
+        await watcher.recv_until(RunFinished)
     requests = [f for f in watcher.seen if isinstance(f, ToolRequest)]
     assert [r.executor for r in requests] == ["cli-asker"]  # never handed to the watcher
 
@@ -408,14 +401,14 @@ async def test_new_message_supersedes_a_waiting_run(
         script({"tool_calls": [call("shell", command="make")]}, {"text": "second answer"})
     )
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        client, _ = await _connected(server.url)
+        client, _ = await connected(server.url)
         await client.send(UserMessage(text="build it"))
-        await client.recv_until("tool_request")
+        await client.recv_until(ToolRequest)
         await client.send(UserMessage(text="actually, just say hi"))
-        first = await client.recv_until("run_finished")
-        assert first.stop_reason == "superseded"  # type: ignore[union-attr]
-        second = await client.recv_until("run_finished")
-        assert second.stop_reason == "end_turn"  # type: ignore[union-attr]
+        first = await client.recv_until(RunFinished)
+        assert first.stop_reason == "superseded"
+        second = await client.recv_until(RunFinished)
+        assert second.stop_reason == "end_turn"
         sent = _messages_sent(fake_model)
         assert sent[-1] == {"role": "user", "content": "actually, just say hi"}
         assert "superseded" in sent[-2]["content"]
@@ -428,12 +421,12 @@ async def test_approval_timeout_denies_instead_of_hanging(
     with cairn_server(
         sqlite_url(tmp_path), fake_model, approval_timeout_s=0.3, withdraw_grace_s=0.2
     ) as server:
-        client, _ = await _connected(server.url)
+        client, _ = await connected(server.url)
         await client.send(UserMessage(text="list"))
-        await client.recv_until("tool_request")
-        settled = await client.recv_until("tool_settled")
-        assert "timed out" in (settled.reason or "")  # type: ignore[union-attr]
-        assert (await client.recv_until("run_finished")).stop_reason == "end_turn"  # type: ignore[union-attr]
+        await client.recv_until(ToolRequest)
+        settled = await client.recv_until(ToolSettled)
+        assert "timed out" in (settled.reason or "")
+        assert (await client.recv_until(RunFinished)).stop_reason == "end_turn"
         assert "timed out" in _messages_sent(fake_model)[-1]["content"]
 
 
@@ -442,10 +435,10 @@ async def test_step_limit_ends_a_looping_run(tmp_path: Path, fake_model: FakeMod
         script(*[{"tool_calls": [call("conversation_search", query="x")]} for _ in range(5)])
     )
     with cairn_server(sqlite_url(tmp_path), fake_model, step_limit=3) as server:
-        client, _ = await _connected(server.url)
+        client, _ = await connected(server.url)
         await client.send(UserMessage(text="loop"))
-        finished = await client.recv_until("run_finished")
-        assert finished.stop_reason == "step_limit" and finished.steps == 3  # type: ignore[union-attr]
+        finished = await client.recv_until(RunFinished)
+        assert finished.stop_reason == "step_limit" and finished.steps == 3
         assert len(fake_model.requests) == 3
 
 
@@ -460,11 +453,11 @@ async def test_server_tool_runs_without_the_client(
         )
     )
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        client, _ = await _connected(server.url)
+        client, _ = await connected(server.url)
         await client.send(UserMessage(text="my favourite colour is purple"))
-        await client.recv_until("run_finished")
+        await client.recv_until(RunFinished)
         await client.send(UserMessage(text="what colour did I say?"))
-        await client.recv_until("run_finished")
+        await client.recv_until(RunFinished)
         assert "my favourite colour is purple" in _messages_sent(fake_model)[-1]["content"]
 
 
@@ -473,19 +466,19 @@ async def test_reconnect_with_resume_after_replays_missed_events_once(
 ) -> None:
     fake_model.set_script(script({"tool_calls": [call("read", path="a.py")]}, {"text": "done"}))
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        client, welcome = await _connected(server.url)
+        client, welcome = await connected(server.url)
         await client.send(UserMessage(text="read a"))
-        started = await client.recv_until("run_started")
+        started = await client.recv_until(RunStarted)
         await client.close()  # drops before the tool request arrives
 
-        again, _ = await _connected(
+        again, _ = await connected(
             server.url, conversation=welcome.conversation_id, resume_after=started.seq
         )
-        request = await again.recv_until("tool_request")
+        request = await again.recv_until(ToolRequest)
         replayed = [f.type for f in again.seen if f.type != "welcome"]
         assert "run_started" not in replayed
-        await again.send(ToolResult(call_id=request.call_id, status="ok", content="A"))  # type: ignore[union-attr]
-        assert (await again.recv_until("run_finished")).stop_reason == "end_turn"  # type: ignore[union-attr]
+        await again.send(ToolResult(call_id=request.call_id, status="ok", content="A"))
+        assert (await again.recv_until(RunFinished)).stop_reason == "end_turn"
 
 
 async def test_stopping_mid_run_loses_nothing_and_the_conversation_goes_on(
@@ -498,16 +491,16 @@ async def test_stopping_mid_run_loses_nothing_and_the_conversation_goes_on(
     )
     url = sqlite_url(tmp_path)
     with cairn_server(url, fake_model) as server:
-        client, welcome = await _connected(server.url)
+        client, welcome = await connected(server.url)
         await client.send(UserMessage(text="before the crash"))
-        await client.recv_until("tool_request")
+        await client.recv_until(ToolRequest)
     with cairn_server(url, fake_model) as server:
-        client, welcome = await _connected(server.url, resume_after=0)
+        client, welcome = await connected(server.url, resume_after=0)
         assert [h.text for h in welcome.history][:2] == ["before the crash", "Let me check."]
-        finished = await client.recv_until("run_finished")
-        assert finished.stop_reason in ("server_restart",)  # type: ignore[union-attr]
+        finished = await client.recv_until(RunFinished)
+        assert finished.stop_reason in ("server_restart",)
         await client.send(UserMessage(text="and now?"))
-        assert (await client.recv_until("run_finished")).stop_reason == "end_turn"  # type: ignore[union-attr]
+        assert (await client.recv_until(RunFinished)).stop_reason == "end_turn"
         tool_message = _messages_sent(fake_model)[-2]
         assert tool_message["role"] == "tool" and "shutting down" in tool_message["content"]
         texts = [f.text for f in client.seen if isinstance(f, AssistantMessage)]
@@ -519,21 +512,21 @@ async def test_a_new_client_is_handed_requests_still_waiting(
 ) -> None:
     fake_model.set_script(script({"tool_calls": [call("shell", command="make")]}, {"text": "ok"}))
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        client, _ = await _connected(server.url)
+        client, _ = await connected(server.url)
         await client.send(UserMessage(text="build"))
-        request = await client.recv_until("tool_request")
+        request = await client.recv_until(ToolRequest)
         await client.close()  # e.g. the user quit cairn while the approval screen was open
 
-        elsewhere, other = await _connected(server.url, workspace=OTHER_CLONE)
+        elsewhere, other = await connected(server.url, workspace=OTHER_CLONE)
         assert other.pending_tool_requests[0].executor != other.client_id  # not its checkout
-        await elsewhere.send(ToolResult(call_id=request.call_id, status="ok", content="wrong"))  # type: ignore[union-attr]
-        assert (await elsewhere.recv_until("error")).code == "not_executor"  # type: ignore[union-attr]
+        await elsewhere.send(ToolResult(call_id=request.call_id, status="ok", content="wrong"))
+        assert (await elsewhere.recv_until(ErrorEvent)).code == "not_executor"
 
-        again, welcome = await _connected(server.url)  # cairn restarted in the same checkout
-        assert [r.call_id for r in welcome.pending_tool_requests] == [request.call_id]  # type: ignore[union-attr]
+        again, welcome = await connected(server.url)  # cairn restarted in the same checkout
+        assert [r.call_id for r in welcome.pending_tool_requests] == [request.call_id]
         assert welcome.pending_tool_requests[0].executor == welcome.client_id
-        assert welcome.running_run_id == request.run_id  # type: ignore[union-attr]
-        handed = await elsewhere.recv_until("tool_request")  # the others see the hand-over
-        assert handed.executor == welcome.client_id  # type: ignore[union-attr]
-        await again.send(ToolResult(call_id=request.call_id, status="ok", content="built"))  # type: ignore[union-attr]
-        assert (await again.recv_until("run_finished")).stop_reason == "end_turn"  # type: ignore[union-attr]
+        assert welcome.running_run_id == request.run_id
+        handed = await elsewhere.recv_until(ToolRequest)  # the others see the hand-over
+        assert handed.executor == welcome.client_id
+        await again.send(ToolResult(call_id=request.call_id, status="ok", content="built"))
+        assert (await again.recv_until(RunFinished)).stop_reason == "end_turn"

@@ -24,24 +24,17 @@ from cairn_protocol import (
     ErrorEvent,
     Ping,
     RunFinished,
+    ToolRequest,
     ToolResult,
     ToolSettled,
     UserMessage,
-    Welcome,
 )
 from cairn_server.storage.db import make_engine, open_database
 from sqlalchemy import text
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
-from support.wire import ALL_TOOLS, WORKSPACE, WireClient
+from support.wire import ALL_TOOLS, WORKSPACE, WireClient, connected
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
-
-
-async def connected(server_url: str, **hello: Any) -> tuple[WireClient, Welcome]:
-    client = await WireClient.connect(server_url)
-    welcome = await client.hello(**hello)
-    assert isinstance(welcome, Welcome), welcome
-    return client, welcome
 
 
 async def refused(client: WireClient, raw: str | bytes) -> tuple[ErrorEvent, int, str]:
@@ -83,11 +76,11 @@ async def test_nul_in_hello_message_and_tool_result_completes_the_run(
     with cairn_server(database_url, fake_model) as server:
         client, _ = await connected(server.url, workspace=workspace)
         await client.send(UserMessage(text="what does printf 'a\x00b' print?"))
-        request = await client.recv_until("tool_request")
-        await client.send(ToolResult(call_id=request.call_id, status="ok", content="a\x00b"))  # type: ignore[union-attr]
-        settled = await client.recv_until("tool_settled")
+        request = await client.recv_until(ToolRequest)
+        await client.send(ToolResult(call_id=request.call_id, status="ok", content="a\x00b"))
+        settled = await client.recv_until(ToolSettled)
         assert isinstance(settled, ToolSettled) and settled.status == "ok"
-        finished = await client.recv_until("run_finished", timeout=20)
+        finished = await client.recv_until(RunFinished, timeout=20)
         assert isinstance(finished, RunFinished) and finished.stop_reason == "end_turn"
         sent = fake_model.requests[-1].body["messages"]
         assert sent[-1]["content"] == "a\x00b"
@@ -127,13 +120,13 @@ async def test_a_result_the_database_refuses_settles_the_call_with_an_error(
     with cairn_server(database_url, fake_model) as server:
         client, _ = await connected(server.url)
         await client.send(UserMessage(text="read bomb.txt"))
-        request = await client.recv_until("tool_request")
-        await client.send(ToolResult(call_id=request.call_id, status="ok", content="boom"))  # type: ignore[union-attr]
-        settled = await client.recv_until("tool_settled")
+        request = await client.recv_until(ToolRequest)
+        await client.send(ToolResult(call_id=request.call_id, status="ok", content="boom"))
+        settled = await client.recv_until(ToolSettled)
         assert isinstance(settled, ToolSettled) and settled.status == "error"
         assert "could not store its result" in (settled.reason or "")
-        finished = await client.recv_until("run_finished", timeout=20)
-        assert finished.stop_reason == "end_turn"  # type: ignore[union-attr]
+        finished = await client.recv_until(RunFinished, timeout=20)
+        assert finished.stop_reason == "end_turn"
         told = fake_model.requests[-1].body["messages"][-1]
         assert told["role"] == "tool"
         assert (

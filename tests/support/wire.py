@@ -6,10 +6,10 @@ Lets tests speak the wire protocol exactly, including frames a real client never
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypeVar
 
-from cairn_protocol import PROTOCOL_VERSION, Hello, ServerFrame, WorkspaceIdentity
-from cairn_protocol.messages import Frame, parse_server_frame
+from cairn_protocol import PROTOCOL_VERSION, Hello, ServerFrame, Welcome, WorkspaceIdentity
+from cairn_protocol.messages import Frame, ServerEvent, parse_server_frame
 from websockets.asyncio.client import ClientConnection, connect
 
 from support.servers import TEST_TOKEN
@@ -18,6 +18,8 @@ from support.waiting import scaled
 WORKSPACE = WorkspaceIdentity(
     root_commit="a" * 40, origin="example.com/acme/app", display_name="app", path="/tmp/app"
 )
+F = TypeVar("F", bound=ServerEvent)
+
 ALL_TOOLS = ["read", "grep", "glob", "edit", "apply_patch", "write", "shell"]
 
 
@@ -51,12 +53,20 @@ class WireClient:
         self.seen.append(frame)
         return frame
 
-    async def recv_until(self, frame_type: str, timeout: float = 10) -> ServerFrame:
-        """Frames until one of `frame_type` (returned); the others stay in `seen`."""
+    async def recv_until(self, frame_class: type[F], timeout: float = 10) -> F:
+        """Frames until one of `frame_class` (returned, typed); the others stay in `seen`."""
         while True:
             frame = await self.recv(timeout)
-            if frame.type == frame_type:
+            if isinstance(frame, frame_class):
                 return frame
 
     async def close(self) -> None:
         await self.socket.close()
+
+
+async def connected(server_url: str, **hello: Any) -> tuple[WireClient, Welcome]:
+    """A client that said hello (`hello`'s fields over the defaults) and was welcomed."""
+    client = await WireClient.connect(server_url)
+    welcome = await client.hello(**hello)
+    assert isinstance(welcome, Welcome), welcome
+    return client, welcome

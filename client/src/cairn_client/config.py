@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
+from cairn_protocol.validation import setting_problem
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cairn_client.errors import EXIT_USAGE, CairnError
 
@@ -52,10 +52,12 @@ class TicketSettings(BaseModel):
         return cls.model_validate(env)
 
 
-class ClientSettings(BaseSettings):
+class ClientSettings(BaseModel):
     """The `cairn` process's settings; `from_env` builds and validates them at start."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", populate_by_name=True, validate_default=True
+    )
 
     server_url: str | None = Field(None, validation_alias="CAIRN_SERVER_URL")
     token: str | None = Field(None, validation_alias="CAIRN_TOKEN")
@@ -84,18 +86,6 @@ class ClientSettings(BaseSettings):
         return value
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Only what `from_env` passes: the environment is read in one place, once."""
-        return (init_settings,)
-
-    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ClientSettings:
         """Settings from `env` (default: this process's environment); ClientSettingsError
         names the variable that is wrong."""
@@ -107,15 +97,7 @@ class ClientSettings(BaseSettings):
         try:
             return cls(**given, tickets=TicketSettings.from_env(source), process_env=source)
         except ValidationError as exc:
-            raise ClientSettingsError(_one_line(exc)) from None
-
-
-def _one_line(error: ValidationError) -> str:
-    """The first problem, named by its environment variable."""
-    first = error.errors()[0]
-    name = ".".join(str(part) for part in first["loc"]) or "settings"
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return f"{name}={first.get('input')!r}: {message}"
+            raise ClientSettingsError(setting_problem(exc, cls.model_fields)) from None
 
 
 def websocket_url(server_url: str) -> str:

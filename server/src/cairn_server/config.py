@@ -1,7 +1,7 @@
 """Server settings: every CAIRN_* knob (and the model vendors' keys), typed and validated once.
 
-Owns the variable names, their defaults and ranges, and the one-line error a bad value gives;
-the CLI or the app factory builds the settings at start and passes them down.
+Owns the variable names, their defaults and ranges (a bad value's one-line error is worded by
+cairn_protocol.validation); the CLI or the app factory builds them at start and passes them down.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ import os
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from annotated_types import Ge, Le
+from cairn_protocol.validation import setting_problem, variable_names
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cairn_server.errors import CairnServerError
 
@@ -81,11 +79,13 @@ class EmbeddingSettings(BaseModel):
         return _validated(cls, _environment(env), {})
 
 
-class ServerSettings(BaseSettings):
+class ServerSettings(BaseModel):
     """The server process's settings. `from_env` reads the environment (or a mapping given
     for it); the constructor takes values by field name and reads nothing."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", populate_by_name=True, validate_default=True
+    )
 
     # None: a SQLite file in the user's data folder (storage.db.default_database_url).
     database_url: str | None = Field(None, validation_alias="CAIRN_DATABASE_URL")
@@ -108,18 +108,6 @@ class ServerSettings(BaseSettings):
     bootstrap_user: str = Field("local", validation_alias="CAIRN_BOOTSTRAP_USER")
     model: ModelSettings = ModelSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Only what `from_env` (or a caller) passes: the environment is read in one place."""
-        return (init_settings,)
 
     @property
     def ws_backlog_bytes(self) -> int:
@@ -153,42 +141,9 @@ def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
 
 def _validated(cls: type[S], source: dict[str, str], groups: dict[str, Any]) -> S:
     """`cls` from its variables in `source` (others are ignored) and its nested `groups`."""
-    known = {name for info in cls.model_fields.values() for name in _names(info)}
+    known = {name for info in cls.model_fields.values() for name in variable_names(info)}
     variables = {name: value for name, value in source.items() if name in known}
     try:
         return cls(**{**variables, **groups})
     except ValidationError as exc:
-        raise SettingsError(_one_line(cls, exc)) from None
-
-
-def _names(info: FieldInfo) -> set[str]:
-    alias = info.validation_alias
-    if isinstance(alias, str):
-        return {alias}
-    if isinstance(alias, AliasChoices):
-        return {choice for choice in alias.choices if isinstance(choice, str)}
-    return set()
-
-
-def _one_line(cls: type[BaseModel], exc: ValidationError) -> str:
-    """The first problem as `NAME='value' is not …` / `… is out of range: expected …`."""
-    error = exc.errors()[0]
-    name = str(error["loc"][0])
-    info = next(
-        (f for key, f in cls.model_fields.items() if name in _names(f) or name == key), None
-    )
-    shown = f"{name}={error['input']!r}"
-    if info is None or info.annotation not in (int, float):
-        return f"{shown}: {error['msg']}"
-    expected = _expected(info)
-    if error["type"] in ("int_parsing", "float_parsing", "finite_number", "int_from_float"):
-        return f"{shown} is not {expected}"
-    return f"{shown} is out of range: expected {expected}"
-
-
-def _expected(info: FieldInfo) -> str:
-    low = next(m.ge for m in info.metadata if isinstance(m, Ge))
-    high = next((m.le for m in info.metadata if isinstance(m, Le)), None)
-    kind = "an integer" if info.annotation is int else "a number"
-    return f"{kind} from {low}" + (f" to {high}" if high is not None else " up")
-
+        raise SettingsError(setting_problem(exc, cls.model_fields)) from None

@@ -7,11 +7,10 @@ format, through the official `anthropic` SDK, streamed, with prompt-cache breakp
 from __future__ import annotations
 
 import json
-import re
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Unpack
 
 import anthropic
 import httpx2
@@ -45,33 +44,25 @@ from cairn_protocol import Usage
 
 from cairn_server.domain import ModelMessage, ModelRequest, ModelStopReason, ToolCall, ToolSpec
 from cairn_server.providers.base import (
-    ClosesClient,
     Completed,
     ContextOverflowError,
     ProviderError,
     StreamEvent,
     TextDelta,
     ToolCallReady,
-    interrupted_error,
+    matched_numbers,
     overflow_error,
     retries_note,
-    status_error,
-    timeout_error,
-    unreachable_error,
     unreadable_error,
 )
-from cairn_server.providers.pricing import cost_usd
-from cairn_server.providers.retry import (
-    DROPPED,
-    ENDED_EARLY,
-    Failure,
-    RetryPolicy,
-    StreamInterrupted,
-    connection_failed,
-    interrupted,
-    retrying,
-    status_failure,
-    timed_out,
+from cairn_server.providers.pricing import priced_usage
+from cairn_server.providers.retry import ENDED_EARLY, Failure, StreamInterrupted, status_failure
+from cairn_server.providers.sdk import (
+    ClientOptions,
+    SdkFailures,
+    SdkProvider,
+    stop_reason_of,
+    until_broken,
 )
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
@@ -327,19 +318,17 @@ class StreamState:
         return [block for block in ordered if block["type"] != "text" or block["text"]]
 
     def stop_reason(self) -> ModelStopReason:
-        if self.stop_reason_text is None:
-            return "tool_use" if self.finished_calls else "end_turn"
-        return STOP_REASONS.get(self.stop_reason_text, "other")
+        called_tools = bool(self.finished_calls)
+        return stop_reason_of(self.stop_reason_text, STOP_REASONS, called_tools=called_tools)
 
     def usage(self, model: str) -> Usage:
         """input_tokens counts every prompt token: uncached, written to and read from cache."""
-        usage = Usage(
+        return priced_usage(
+            model,
             input_tokens=self.input_tokens + self.cache_read_tokens + self.cache_write_tokens,
             cached_input_tokens=self.cache_read_tokens,
             output_tokens=self.output_tokens,
         )
-        usage.cost_usd = cost_usd(model, usage)
-        return usage
 
 
 # --------------------------------------------------------------------------- errors
@@ -353,55 +342,35 @@ RETRYABLE_STREAM_ERRORS = {
 }
 
 
-def first_numbers(pattern: str, text: str) -> tuple[int, ...] | None:
-    match = re.search(pattern, text)
-    return tuple(int(group) for group in match.groups()) if match else None
-
-
 def context_overflow(exc: anthropic.APIStatusError, model: str) -> ContextOverflowError | None:
     """The overflow behind a 400 ("prompt is too long: N tokens > M maximum")."""
     detail = exc.api_message or exc.message
     if exc.status_code != 400:
         return None
-    too_long = first_numbers(r"prompt is too long: (\d+) tokens > (\d+)", detail)
+    too_long = matched_numbers(r"prompt is too long: (\d+) tokens > (\d+)", detail)
     if too_long is not None:
         return overflow_error("Anthropic", model, detail, *too_long)
-    with_output = first_numbers(r"exceed context limit: (\d+) \+ \d+ > (\d+)", detail)
+    with_output = matched_numbers(r"exceed context limit: (\d+) \+ \d+ > (\d+)", detail)
     if with_output is not None or "prompt is too long" in detail:
         prompt, limit = with_output or (None, None)
         return overflow_error("Anthropic", model, detail, prompt, limit)
     return None
 
 
-def failure_of(exc: Exception) -> Failure | None:
-    """Whether an attempt's exception is worth another attempt (None: not an API failure)."""
-    if isinstance(exc, StreamInterrupted):
-        return interrupted(exc)
-    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
-        return timed_out()
-    if isinstance(exc, anthropic.APIConnectionError):
-        return connection_failed()
-    if isinstance(exc, anthropic.APIStatusError):
-        if exc.status_code < 400:  # an error event inside the stream
-            reason = RETRYABLE_STREAM_ERRORS.get(str(exc.type))
-            return Failure(reason or f"{exc.type} mid-stream", retryable=reason is not None)
-        if context_overflow(exc, "") is not None:
-            return Failure("context window exceeded", retryable=False)
-        return status_failure(exc.status_code, exc.response.headers)
-    if isinstance(exc, anthropic.APIError):
+def api_failure(exc: Exception) -> Failure:
+    """Whether an API error is worth another attempt."""
+    if not isinstance(exc, anthropic.APIStatusError):
         return Failure("unreadable answer", retryable=False)
-    return None
+    if exc.status_code < 400:  # an error event inside the stream
+        reason = RETRYABLE_STREAM_ERRORS.get(str(exc.type))
+        return Failure(reason or f"{exc.type} mid-stream", retryable=reason is not None)
+    if context_overflow(exc, "") is not None:
+        return Failure("context window exceeded", retryable=False)
+    return status_failure(exc.status_code, exc.response.headers)
 
 
-def as_provider_error(exc: Exception, *, model: str, base_url: str, retries: int) -> ProviderError:
-    """An attempt's final failure as a message that tells the user what to do."""
-    if isinstance(exc, StreamInterrupted):
-        return interrupted_error("Anthropic", base_url, retries)
-    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
-        return timeout_error("Anthropic", base_url, retries)
-    if isinstance(exc, anthropic.APIConnectionError):
-        hint = f"{BASE_URL_ENV} if you use a proxy"
-        return unreachable_error("Anthropic", base_url, exc.__cause__, hint, retries)
+def api_error(exc: Exception, *, model: str, base_url: str, retries: int) -> ProviderError:
+    """An API error as a message that tells the user what to do."""
     if not isinstance(exc, anthropic.APIStatusError):
         return unreadable_error("Anthropic", base_url, exc)
     status, detail = exc.status_code, exc.api_message or exc.message
@@ -411,23 +380,31 @@ def as_provider_error(exc: Exception, *, model: str, base_url: str, retries: int
     overflow = context_overflow(exc, model)
     if overflow is not None:
         return overflow
-    return status_error(
-        "Anthropic",
-        status,
-        detail,
-        model=model,
-        base_url=base_url,
-        key_env=API_KEY_ENV,
-        retries=retries,
-    )
+    return FAILURES.status_error(status, detail, model=model, base_url=base_url, retries=retries)
+
+
+FAILURES = SdkFailures(
+    vendor="Anthropic",
+    key_env=API_KEY_ENV,
+    unreachable_hint=f"{BASE_URL_ENV} if you use a proxy",
+    timeouts=(anthropic.APITimeoutError, httpx2.TimeoutException),
+    connection_errors=(anthropic.APIConnectionError,),
+    # The SDK does not wrap failures that happen mid-stream.
+    stream_breaks=(httpx2.TransportError,),
+    api_errors=anthropic.APIError,
+    api_failure=api_failure,
+    api_error=api_error,
+)
 
 
 # --------------------------------------------------------------------------- provider
 
 
-class AnthropicProvider(ClosesClient):
-    """The Messages API through `anthropic.AsyncAnthropic`, streamed; `retry` owns every
-    retry (the SDK's own are off, so a stream that breaks midway is retried the same way)."""
+class AnthropicProvider(SdkProvider):
+    """The Messages API through `anthropic.AsyncAnthropic`, streamed."""
+
+    failures = FAILURES
+    _client: anthropic.AsyncAnthropic
 
     def __init__(
         self,
@@ -435,23 +412,18 @@ class AnthropicProvider(ClosesClient):
         api_key: str,
         base_url: str | None = None,
         *,
-        retry: RetryPolicy | None = None,
-        timeout_s: float = 600.0,
         thinking_memory: ThinkingMemory = SHARED_THINKING_MEMORY,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        self.model = model
-        self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s
-        )
-        self._base_url = str(self._client.base_url).rstrip("/")
-        self._retry = retry or RetryPolicy()
+        super().__init__(model, api_key, base_url, **options)
         self._thinking = thinking_memory
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
-        return retrying(self._retry, lambda: self._attempt(request), failure_of, self._give_up)
-
-    def _give_up(self, exc: Exception, retries: int) -> ProviderError:
-        return as_provider_error(exc, model=self.model, base_url=self._base_url, retries=retries)
+    def _connect(
+        self, api_key: str, base_url: str | None, timeout_s: float
+    ) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s
+        )
 
     async def _attempt(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         state = StreamState()
@@ -463,16 +435,10 @@ class AnthropicProvider(ClosesClient):
             tools=[wire_tool(tool) for tool in request.tools] or anthropic.omit,
             stream=True,
         )
-        async with events:
-            try:
-                async for event in events:
-                    meaning = state.add(event)
-                    if meaning is not None:
-                        yield meaning
-            except httpx2.TransportError as exc:  # the SDK does not wrap mid-stream failures
-                if isinstance(exc, httpx2.TimeoutException):
-                    raise
-                raise StreamInterrupted(DROPPED) from exc
+        async for event in until_broken(events, FAILURES):
+            meaning = state.add(event)
+            if meaning is not None:
+                yield meaning
         if not state.finished:
             raise StreamInterrupted(ENDED_EARLY)
         if state.finished_calls and state.saw_thinking:

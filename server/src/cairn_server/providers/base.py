@@ -6,9 +6,10 @@ messages and requests it translates live in cairn_server.domain.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol, Self
+from typing import Protocol
 
 from cairn_protocol import Usage
 
@@ -73,6 +74,17 @@ class ContextOverflowError(ProviderError):
         self.limit = limit
 
 
+def matched_numbers(pattern: str, text: str) -> tuple[int, ...] | None:
+    """The numbers `pattern`'s groups caught in `text` (a provider's error message)."""
+    match = re.search(pattern, text)
+    return tuple(int(group) for group in match.groups()) if match else None
+
+
+def matched_number(pattern: str, text: str) -> int | None:
+    numbers = matched_numbers(pattern, text)
+    return numbers[0] if numbers else None
+
+
 def overflow_error(
     vendor: str, model: str, detail: str, prompt_tokens: int | None, limit: int | None
 ) -> ContextOverflowError:
@@ -129,22 +141,6 @@ def status_error(
     if status in (408, 409, 429) or status >= 500:
         return ProviderError(f"{vendor} answered {status} {retries_note(retries)}: {detail}")
     return ProviderError(f"{vendor} rejected the request ({status}): {detail}")
-
-
-class ClosesClient:
-    """Mixin for providers that own an SDK client in `_client`: closing and `async with`."""
-
-    _client: Any
-
-    async def aclose(self) -> None:
-        """Close the SDK client's connections; call when the provider is no longer used."""
-        await self._client.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 class Provider(Protocol):

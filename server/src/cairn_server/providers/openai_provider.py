@@ -6,9 +6,8 @@ through the official `openai` SDK, streamed.
 
 from __future__ import annotations
 
-import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 import openai
@@ -23,33 +22,19 @@ from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from cairn_server.domain import ModelMessage, ModelRequest, ModelStopReason, ToolCall, ToolSpec
 from cairn_server.providers.base import (
-    ClosesClient,
     Completed,
     ContextOverflowError,
     ProviderError,
     StreamEvent,
     TextDelta,
     ToolCallReady,
-    interrupted_error,
+    matched_number,
     overflow_error,
-    status_error,
-    timeout_error,
-    unreachable_error,
     unreadable_error,
 )
-from cairn_server.providers.pricing import cost_usd
-from cairn_server.providers.retry import (
-    DROPPED,
-    ENDED_EARLY,
-    Failure,
-    RetryPolicy,
-    StreamInterrupted,
-    connection_failed,
-    interrupted,
-    retrying,
-    status_failure,
-    timed_out,
-)
+from cairn_server.providers.pricing import priced_usage
+from cairn_server.providers.retry import ENDED_EARLY, Failure, StreamInterrupted, status_failure
+from cairn_server.providers.sdk import SdkFailures, SdkProvider, stop_reason_of, until_broken
 
 API_KEY_ENV = "OPENAI_API_KEY"
 BASE_URL_ENV = "OPENAI_BASE_URL"
@@ -166,18 +151,16 @@ class StreamState:
         ]
 
     def stop_reason(self) -> ModelStopReason:
-        if self.finish_reason is None:
-            return "tool_use" if self.calls else "end_turn"
-        return STOP_REASONS.get(self.finish_reason, "other")
+        called_tools = bool(self.calls)
+        return stop_reason_of(self.finish_reason, STOP_REASONS, called_tools=called_tools)
 
     def usage(self, model: str) -> Usage:
-        usage = Usage(
+        return priced_usage(
+            model,
             input_tokens=self.input_tokens,
             cached_input_tokens=self.cached_input_tokens,
             output_tokens=self.output_tokens,
         )
-        usage.cost_usd = cost_usd(model, usage)
-        return usage
 
 
 # --------------------------------------------------------------------------- errors
@@ -193,11 +176,6 @@ def provider_message(exc: openai.APIStatusError) -> str:
 OVERFLOW_CODES = ("context_length_exceeded", "exceed_context_size_error")
 
 
-def first_number(pattern: str, text: str) -> int | None:
-    match = re.search(pattern, text)
-    return int(match.group(1)) if match else None
-
-
 def context_overflow(exc: openai.APIStatusError, model: str) -> ContextOverflowError | None:
     """The overflow behind a 400, with the sizes from OpenAI's (or vLLM's) message."""
     body = exc.body if isinstance(exc.body, dict) else {}
@@ -205,8 +183,8 @@ def context_overflow(exc: openai.APIStatusError, model: str) -> ContextOverflowE
     is_overflow = exc.code in OVERFLOW_CODES or body.get("type") in OVERFLOW_CODES
     if exc.status_code != 400 or not (is_overflow or "maximum context length" in message):
         return None
-    limit = first_number(r"maximum context length is (\d+)", message)
-    prompt = first_number(r"(\d+) in the messages", message) or first_number(
+    limit = matched_number(r"maximum context length is (\d+)", message)
+    prompt = matched_number(r"(\d+) in the messages", message) or matched_number(
         r"(?:resulted in|requested) (\d+) tokens", message
     )
     if isinstance(body.get("n_ctx"), int) and isinstance(body.get("n_prompt_tokens"), int):
@@ -214,81 +192,62 @@ def context_overflow(exc: openai.APIStatusError, model: str) -> ContextOverflowE
     return overflow_error("OpenAI", model, message, prompt, limit)
 
 
-def failure_of(exc: Exception) -> Failure | None:
-    """Whether an attempt's exception is worth another attempt (None: not an API failure)."""
-    if isinstance(exc, StreamInterrupted):
-        return interrupted(exc)
-    if isinstance(exc, openai.APITimeoutError):
-        return timed_out()
-    if isinstance(exc, openai.APIConnectionError):
-        return connection_failed()
+def api_failure(exc: Exception) -> Failure:
+    """Whether an API error is worth another attempt."""
     if isinstance(exc, openai.APIStatusError):
         if context_overflow(exc, "") is not None:
             return Failure("context window exceeded", retryable=False)
         return status_failure(exc.status_code, exc.response.headers)
-    if isinstance(exc, openai.APIError):
-        # An error event inside a 200 stream; only server-side ones are worth a retry.
-        server_side = isinstance(exc.body, dict) and exc.body.get("type") == "server_error"
-        return Failure("server error mid-stream", retryable=server_side)
-    return None
+    # An error event inside a 200 stream; only server-side ones are worth a retry.
+    body = exc.body if isinstance(exc, openai.APIError) else None
+    server_side = isinstance(body, dict) and body.get("type") == "server_error"
+    return Failure("server error mid-stream", retryable=server_side)
 
 
-def as_provider_error(exc: Exception, *, model: str, base_url: str, retries: int) -> ProviderError:
-    """An attempt's final failure as a message that tells the user what to do."""
-    if isinstance(exc, StreamInterrupted):
-        return interrupted_error("OpenAI", base_url, retries)
-    if isinstance(exc, openai.APITimeoutError):
-        return timeout_error("OpenAI", base_url, retries)
-    if isinstance(exc, openai.APIConnectionError):
-        hint = f"{BASE_URL_ENV} if you use an OpenAI-compatible server"
-        return unreachable_error("OpenAI", base_url, exc.__cause__, hint, retries)
+def api_error(exc: Exception, *, model: str, base_url: str, retries: int) -> ProviderError:
+    """An API error as a message that tells the user what to do."""
     if not isinstance(exc, openai.APIStatusError):
         return unreadable_error("OpenAI", base_url, exc)
     overflow = context_overflow(exc, model)
     if overflow is not None:
         return overflow
-    return status_error(
-        "OpenAI",
-        exc.status_code,
-        provider_message(exc),
-        model=model,
-        base_url=base_url,
-        key_env=API_KEY_ENV,
-        retries=retries,
-    )
+    detail = provider_message(exc)
+    status = exc.status_code
+    return FAILURES.status_error(status, detail, model=model, base_url=base_url, retries=retries)
+
+
+FAILURES = SdkFailures(
+    vendor="OpenAI",
+    key_env=API_KEY_ENV,
+    unreachable_hint=f"{BASE_URL_ENV} if you use an OpenAI-compatible server",
+    timeouts=(openai.APITimeoutError,),
+    connection_errors=(openai.APIConnectionError,),
+    stream_breaks=(openai.APIConnectionError,),
+    api_errors=openai.APIError,
+    api_failure=api_failure,
+    api_error=api_error,
+)
 
 
 # --------------------------------------------------------------------------- provider
 
 
-class OpenAIProvider(ClosesClient):
-    """Chat Completions through `openai.AsyncOpenAI`, streamed; `retry` owns every retry
-    (the SDK's own are off, so a stream that breaks midway is retried the same way)."""
+class OpenAIProvider(SdkProvider):
+    """Chat Completions through `openai.AsyncOpenAI`, streamed."""
 
-    def __init__(
-        self,
-        model: str,
-        api_key: str,
-        base_url: str | None = None,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout_s: float = 600.0,
-    ) -> None:
-        self.model = model
-        self._client = openai.AsyncOpenAI(
+    failures = FAILURES
+    _client: openai.AsyncOpenAI
+
+    def _connect(self, api_key: str, base_url: str | None, timeout_s: float) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
             api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s
         )
-        self._base_url = str(self._client.base_url).rstrip("/")
-        self._retry = retry or RetryPolicy()
-        # The official API wants max_completion_tokens (reasoning models reject max_tokens);
-        # compatible servers reliably understand only max_tokens.
-        self._official = OFFICIAL_HOST in self._base_url
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
-        return retrying(self._retry, lambda: self._attempt(request), failure_of, self._give_up)
-
-    def _give_up(self, exc: Exception, retries: int) -> ProviderError:
-        return as_provider_error(exc, model=self.model, base_url=self._base_url, retries=retries)
+    @property
+    def _official(self) -> bool:
+        """The official API wants max_completion_tokens (reasoning models reject max_tokens);
+        compatible servers reliably understand only max_tokens."""
+        return OFFICIAL_HOST in self._base_url
 
     async def _attempt(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         state = StreamState()
@@ -301,16 +260,10 @@ class OpenAIProvider(ClosesClient):
             max_completion_tokens=request.max_output_tokens if self._official else openai.omit,
             max_tokens=openai.omit if self._official else request.max_output_tokens,
         )
-        async with chunks:
-            try:
-                async for chunk in chunks:
-                    text = state.add(chunk)
-                    if text:
-                        yield TextDelta(text)
-            except openai.APIConnectionError as exc:
-                if isinstance(exc, openai.APITimeoutError):
-                    raise
-                raise StreamInterrupted(DROPPED) from exc
+        async for chunk in until_broken(chunks, FAILURES):
+            text = state.add(chunk)
+            if text:
+                yield TextDelta(text)
         if state.finish_reason is None:
             raise StreamInterrupted(ENDED_EARLY)
         for call in state.tool_calls():

@@ -70,3 +70,16 @@ def cost_usd(model: str, usage: Usage) -> float:
         uncached * price.input + cached * price.cached_input + usage.output_tokens * price.output
     )
     return dollars_per_million / 1_000_000
+
+
+def priced_usage(
+    model: str, *, input_tokens: int, cached_input_tokens: int, output_tokens: int
+) -> Usage:
+    """A call's token counts with their cost; `input_tokens` includes the cached ones."""
+    usage = Usage(
+        input_tokens=input_tokens,
+        cached_input_tokens=cached_input_tokens,
+        output_tokens=output_tokens,
+    )
+    usage.cost_usd = cost_usd(model, usage)
+    return usage

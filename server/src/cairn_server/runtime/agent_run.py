@@ -32,7 +32,13 @@ from cairn_protocol.messages import ApprovalRecord, StopReason, ToolStatus
 
 from cairn_server.context.budget import BudgetError
 from cairn_server.context.window import ContextWindow, Prepared
-from cairn_server.domain import MalformedArguments, ModelMessage, ModelRequest, ToolCall
+from cairn_server.domain import (
+    MalformedArguments,
+    ModelMessage,
+    ModelRequest,
+    ToolCall,
+    ToolSpec,
+)
 from cairn_server.memory.services import Memory
 from cairn_server.providers.base import (
     Completed,
@@ -78,12 +84,14 @@ class RunLimits:
 @dataclass(frozen=True)
 class RunSpec:
     """What a run is, fixed when it starts: whose, in which conversation, on which model,
-    within which limits and waits."""
+    with which tools, within which limits and waits."""
 
     run_id: str
     conversation_id: str
     agent_id: str
     model: str
+    # What the run offers the model: the client tools its client offered, every server tool.
+    tools: tuple[ToolSpec, ...]
     limits: RunLimits
     approval_timeout_s: float
     # How long a withdrawn call's executor has to say what happened.
@@ -321,7 +329,7 @@ class AgentRun:
     async def _run_tool(self, call: ToolCall) -> ModelMessage:
         if isinstance(call.parsed, MalformedArguments):
             return _tool_error(call, call.parsed.problem)
-        offered = {spec.name for spec in self.window.context.tools}
+        offered = {tool.name for tool in self.spec.tools}
         runner = self.tools.kind(call.name) if call.name in offered else None
         if runner is None:
             return _tool_error(

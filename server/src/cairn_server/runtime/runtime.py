@@ -26,7 +26,7 @@ from cairn_server.config import ServerSettings
 from cairn_server.context.budget import agent_budget
 from cairn_server.context.compiler import AgentContext
 from cairn_server.context.window import ContextWindow
-from cairn_server.domain import ModelMessage
+from cairn_server.domain import ModelMessage, ToolSpec
 from cairn_server.errors import CairnServerError
 from cairn_server.memory.bootstrap import bootstrap_note
 from cairn_server.memory.services import Memory
@@ -157,26 +157,35 @@ class Runtime:
                 conversation_id, run_record.id, ModelMessage(role="user", content=text)
             )
             await hub.publish(RunStarted(run_id=run_record.id, user_text=text))
+            tools = tuple(TOOLS.specs(client_tools))
             run = AgentRun(
-                spec=self._run_spec(run_record.id, agent, conversation_id, model),
+                spec=self._run_spec(run_record.id, agent, conversation_id, model, tools),
                 store=self.store,
                 memory=self.memory,
                 hub=hub,
                 provider=provider,
-                window=self.context_window(agent, conversation_id, model, client_tools),
+                window=self.context_window(agent, conversation_id, model, tools),
                 executor=executor,
             )
             task = asyncio.create_task(self._drive(conversation_id, run), name=run_record.id)
             self._active[conversation_id] = ActiveRun(run, task)
             return run_record.id
 
-    def _run_spec(self, run_id: str, agent: Agent, conversation_id: str, model: str) -> RunSpec:
+    def _run_spec(
+        self,
+        run_id: str,
+        agent: Agent,
+        conversation_id: str,
+        model: str,
+        tools: tuple[ToolSpec, ...],
+    ) -> RunSpec:
         settings = self.settings
         return RunSpec(
             run_id=run_id,
             conversation_id=conversation_id,
             agent_id=agent.id,
             model=model,
+            tools=tools,
             limits=RunLimits(
                 steps=settings.step_limit,
                 tokens=settings.run_token_limit,
@@ -192,18 +201,19 @@ class Runtime:
         agent: Agent,
         conversation_id: str,
         model: str | None,
-        client_tools: Sequence[str] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
     ) -> ContextWindow:
-        """The conversation's context as `model` will be sent it, summarised (when due) by
-        CAIRN_SUMMARY_MODEL or else the same model."""
-        offered = CLIENT_TOOLS if client_tools is None else client_tools
+        """The conversation's context as `model` will be sent it with `tools` (default: every
+        tool), summarised (when due) by CAIRN_SUMMARY_MODEL or else the same model."""
         budget = agent_budget(agent, self.settings, model).capped(
             self.catalog.learned_budget(model)
         )
         return ContextWindow(
             store=self.store,
             memory=self.memory,
-            context=AgentContext(agent.display_name, TOOLS.specs(offered)),
+            context=AgentContext(
+                agent.display_name, TOOLS.specs(CLIENT_TOOLS) if tools is None else tools
+            ),
             agent_id=agent.id,
             conversation_id=conversation_id,
             budget=budget,
@@ -226,7 +236,8 @@ class Runtime:
                 raise RunInProgressError(
                     "a run is in progress; wait for it to finish (or press Esc) and compact then"
                 )
-            window = self.context_window(agent, conversation_id, model, client_tools)
+            tools = TOOLS.specs(client_tools)
+            window = self.context_window(agent, conversation_id, model, tools)
             compaction = await window.compact("requested", None, focus)
             if compaction is not None:
                 await (await self.hub(conversation_id)).publish(compaction)

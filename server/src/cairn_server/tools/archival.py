@@ -79,10 +79,8 @@ async def archival_search(ctx: ToolContext, args: ArchivalSearchArgs) -> ToolOut
     where = f"tags {', '.join(tags)}" if tags else "all tags"
     if not hits:
         total = await ctx.memory.archive.count(ctx.agent_id)
-        kept = f"{count(total, 'passage')} kept"
-        return ToolOutcome(f"No passages match {args.query!r} ({where}; {kept}).")
-    lines = [_passage_line(hit) for hit in hits]
-    return hits_answer(lines, "passage", args.query, where, clamped)
+        where += f"; {count(total, 'passage')} kept"
+    return hits_answer(hits, _passage_line, "passage", args.query, where, clamped)
 
 
 ARCHIVAL_TOOLS: list[ServerTool] = [

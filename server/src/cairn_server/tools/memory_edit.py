@@ -5,14 +5,13 @@ Owns their arguments, descriptions and handlers, and how an edit is answered (a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 
 from cairn_protocol.tools import ToolArgs
 from pydantic import Field
 
 from cairn_server.memory.blocks import Author, StaleBlockError
 from cairn_server.memory.edits import MemoryEditError, insert_at, replace_once, short_diff
-from cairn_server.storage.models import Block
 from cairn_server.storage.repository import NotFoundError
 from cairn_server.tools.base import (
     ServerTool,
@@ -24,62 +23,60 @@ from cairn_server.tools.base import (
 )
 
 
-class ReplaceArgs(ToolArgs):
+class BlockEditArgs(ToolArgs, ABC):
+    """The arguments of an edit tool: the block, and how its value changes."""
+
     label: str = Field(description="Block label.")
+
+    @abstractmethod
+    def edited(self, value: str) -> str:
+        """The block's new value (MemoryEditError when the edit does not apply)."""
+
+
+class ReplaceArgs(BlockEditArgs):
     old_string: str = Field(description="Exact text now in the block; must occur once.")
     new_string: str = Field(description="Replacement text (may be empty to delete).")
 
+    def edited(self, value: str) -> str:
+        return replace_once(self.label, value, self.old_string, self.new_string)
 
-class InsertArgs(ToolArgs):
-    label: str = Field(description="Block label.")
+
+class InsertArgs(BlockEditArgs):
     text: str = Field(description="Text to insert.")
     line: int | None = Field(
         default=None, description="Insert after this line (0 = top); omit to append."
     )
 
+    def edited(self, value: str) -> str:
+        return insert_at(self.label, value, self.text, self.line)
 
-class RethinkArgs(ToolArgs):
-    label: str = Field(description="Block label.")
+
+class RethinkArgs(BlockEditArgs):
     new_value: str = Field(description="The block's complete new text.")
+
+    def edited(self, value: str) -> str:
+        return self.new_value
 
 
 async def memory_replace(ctx: ToolContext, args: ReplaceArgs) -> ToolOutcome:
-    return await _edit(
-        ctx,
-        "memory_replace",
-        args.label,
-        lambda block: replace_once(args.label, block.value, args.old_string, args.new_string),
-    )
+    return await _edit(ctx, "memory_replace", args)
 
 
 async def memory_insert(ctx: ToolContext, args: InsertArgs) -> ToolOutcome:
-    return await _edit(
-        ctx,
-        "memory_insert",
-        args.label,
-        lambda block: insert_at(args.label, block.value, args.text, args.line),
-    )
+    return await _edit(ctx, "memory_insert", args)
 
 
 async def memory_rethink(ctx: ToolContext, args: RethinkArgs) -> ToolOutcome:
     """A whole rewrite is refused if the block changed since this conversation saw it."""
     snapshot = await ctx.memory.snapshots.get(ctx.conversation_id)
-    return await _edit(
-        ctx,
-        "memory_rethink",
-        args.label,
-        lambda _block: args.new_value,
-        expected_version=snapshot.seen.get(args.label),
-    )
+    seen = snapshot.seen.get(args.label)
+    return await _edit(ctx, "memory_rethink", args, expected_version=seen)
 
 
 async def _edit(
-    ctx: ToolContext,
-    tool: str,
-    label: str,
-    transform: Callable[[Block], str],
-    expected_version: int | None = None,
+    ctx: ToolContext, tool: str, args: BlockEditArgs, expected_version: int | None = None
 ) -> ToolOutcome:
+    label = args.label
     author = Author(
         "agent",
         conversation_id=ctx.conversation_id,
@@ -89,7 +86,11 @@ async def _edit(
     )
     try:
         result = await ctx.memory.blocks.edit(
-            ctx.agent_id, label, transform, author, expected_version=expected_version
+            ctx.agent_id,
+            label,
+            lambda block: args.edited(block.value),
+            author,
+            expected_version=expected_version,
         )
     except StaleBlockError as exc:
         await ctx.memory.snapshots.mark_seen(ctx.conversation_id, {label: exc.current.version})

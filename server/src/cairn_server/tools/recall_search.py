@@ -55,10 +55,7 @@ async def conversation_search(ctx: ToolContext, args: ConversationSearchArgs) ->
     if args.start_date or args.end_date:
         scope.append(f"dates {args.start_date or 'any'} to {args.end_date or 'any'}")
     where = f"all conversations, {'; '.join(scope)}"
-    if not hits:
-        return ToolOutcome(f"No messages match {args.query!r} ({where}).")
-    lines = [_message_line(hit) for hit in hits]
-    return hits_answer(lines, "message", args.query, where, clamped)
+    return hits_answer(hits, _message_line, "message", args.query, where, clamped)
 
 
 RECALL_TOOLS: list[ServerTool] = [

@@ -3,12 +3,15 @@ compact answers (one shortened line per hit)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import Annotated, TypeVar
 
 from pydantic import BeforeValidator
 
 from cairn_server.memory.recall import search_terms
 from cairn_server.tools.base import ToolOutcome
+
+Hit = TypeVar("Hit")
 
 MAX_LIMIT = 50
 SHOWN_CHARS = 400
@@ -44,10 +47,15 @@ def limit_of(limit: int) -> tuple[int, str]:
     return limit, ""
 
 
-def hits_answer(lines: list[str], noun: str, query: str, where: str, clamped: str) -> ToolOutcome:
-    """The hits, one line each, under a heading that says how many, for what and where."""
-    heading = f"{count(len(lines), noun)} for {query!r} ({where}){clamped}:"
-    return ToolOutcome("\n".join([heading, *lines]))
+def hits_answer(
+    hits: Sequence[Hit], line: Callable[[Hit], str], noun: str, query: str, where: str, clamped: str
+) -> ToolOutcome:
+    """The hits, one `line` each, under a heading that says how many, for what and where (or
+    that none matched)."""
+    if not hits:
+        return ToolOutcome(f"No {noun}s match {query!r} ({where}).")
+    heading = f"{count(len(hits), noun)} for {query!r} ({where}){clamped}:"
+    return ToolOutcome("\n".join([heading, *map(line, hits)]))
 
 
 def shown(text: str) -> str:
