@@ -30,6 +30,7 @@ from cairn_client.tui.screens.memory_dialogs import (
 from cairn_client.workspace import detect_workspace
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
+from cairn_server.context.compiler import SECTION_ORDER
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.tui import chat_entries, rendered_text
 from support.waiting import until
@@ -312,14 +313,7 @@ async def test_the_context_panel_shows_sections_tokens_and_the_budget(
         assert panel.report is not None
         names = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
         sections = [name for name in names if not name.startswith(" ")]
-        assert sections == [
-            "instructions",
-            "tools",
-            "memory_blocks",
-            "memory_metadata",
-            "summary",
-            "messages",
-        ]
+        assert sections == list(SECTION_ORDER)
         assert "  read" in names  # the tools section's items, indented under it
         budget = rendered_text(panel.query_one("#context-budget"))
         assert f"{panel.report.total_tokens:,} of {panel.report.budget:,} tokens" in budget
