@@ -384,23 +384,23 @@ async def test_tool_calls_show_as_compact_lines() -> None:
         ]
 
 
+def in_another_client(
+    seq: int, run_id: str, call_id: str, tool: str, **arguments: str
+) -> ToolRequest:
+    """A tool request the server gave another client (cli_other) to run."""
+    return ToolRequest(
+        seq=seq,
+        run_id=run_id,
+        call_id=call_id,
+        tool=tool,
+        arguments=arguments,
+        executor="cli_other",
+    )
+
+
 async def test_a_request_another_client_runs_is_shown_never_asked_about() -> None:
-    waiting = ToolRequest(
-        seq=2,
-        run_id="run-0",
-        call_id="call-w",
-        tool="read",
-        arguments={"path": "README.md"},
-        executor="cli_other",
-    )
-    shell = ToolRequest(
-        seq=7,
-        run_id="run-1",
-        call_id="call-s",
-        tool="shell",
-        arguments={"command": "pwd >> where.txt"},
-        executor="cli_other",
-    )
+    waiting = in_another_client(2, "run-0", "call-w", "read", path="README.md")
+    shell = in_another_client(7, "run-1", "call-s", "shell", command="pwd >> where.txt")
     async with scripted_run(welcome(pending=[waiting])) as (app, session, pilot):
         session.events(shell, shell.model_copy())  # a replay of the same request changes nothing
         await settle(pilot)
