@@ -72,7 +72,7 @@ class ScriptedSummariser:
 
 
 async def context_window(
-    store: Store, database_memory: Memory, summariser: Provider | None
+    store: Store, database_memory: Memory, summariser: Provider | None, budget: Budget = BUDGET
 ) -> ContextWindow:
     """A fresh conversation's window, summarised by `summariser` (None: digest only)."""
     agent, conversation_id = await agent_in_conversation(store, database_memory)
@@ -82,7 +82,7 @@ async def context_window(
         context=AgentContext(agent.display_name, TOOLS.specs(CLIENT_TOOLS)),
         agent_id=agent.id,
         conversation_id=conversation_id,
-        budget=BUDGET,
+        budget=budget,
         catalog=ModelCatalog(ModelSettings(), factory=lambda _model: summariser)
         if summariser is not None
         else ModelCatalog(ModelSettings()),
@@ -210,18 +210,10 @@ async def test_an_overlong_summary_or_no_summariser_falls_back_to_a_digest(
 
 @pytest.fixture
 async def window(store: Store, database: Database) -> ContextWindow:
-    memory = Memory.open(database)
-    agent, conversation_id = await agent_in_conversation(store, memory)
-    await store.add_message(conversation_id, None, ModelMessage("user", "what does app.py do?"))
-    return ContextWindow(
-        store=store,
-        memory=memory,
-        context=AgentContext(agent.display_name, TOOLS.specs(CLIENT_TOOLS)),
-        agent_id=agent.id,
-        conversation_id=conversation_id,
-        budget=Budget(100_000, 0.8),
-        catalog=ModelCatalog(ModelSettings()),
-    )
+    window = await context_window(store, Memory.open(database), None, Budget(100_000, 0.8))
+    question = ModelMessage("user", "what does app.py do?")
+    await store.add_message(window.conversation_id, None, question)
+    return window
 
 
 @pytest.fixture
