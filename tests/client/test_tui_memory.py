@@ -8,18 +8,14 @@ shown as notifications while the app keeps working.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cairn_client.api import CairnApi
-from cairn_client.listener import SessionListener
-from cairn_client.policy.policy import Policy
-from cairn_client.policy.settings import PolicySettings
-from cairn_client.session import ClientSession, Endpoint
-from cairn_client.tui.app import CairnApp, SessionRunner
+from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.context import ContextScreen
 from cairn_client.tui.screens.memory import MemoryScreen
 from cairn_client.tui.screens.memory_dialogs import (
@@ -27,11 +23,11 @@ from cairn_client.tui.screens.memory_dialogs import (
     ConfirmScreen,
     NewBlockScreen,
 )
-from cairn_client.workspace import detect_workspace
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
 from cairn_server.context.compiler import SECTION_ORDER
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
+from support.sessions import sessions_for
 from support.tui import chat_entries, rendered_text
 from support.waiting import until
 
@@ -49,27 +45,13 @@ def server(tmp_path: Path, fake_model: FakeModelServer) -> Iterator[BackgroundSe
         yield running
 
 
-def session_factory(server_url: str, repo: Path) -> Callable[[SessionListener], SessionRunner]:
-    async def resolve() -> str:
-        return server_url
-
-    workspace = detect_workspace(repo)
-
-    def start(listener: SessionListener) -> SessionRunner:
-        return ClientSession(
-            Endpoint(TEST_TOKEN, resolve), workspace, Policy(PolicySettings()), listener
-        )
-
-    return start
-
-
 @asynccontextmanager
 async def running_app(
     server: BackgroundServer, repo: Path
 ) -> AsyncIterator[tuple[CairnApp, Pilot[Any], CairnApi]]:
     """The app connected to the server, and a REST client of the test's own."""
     app = CairnApp(
-        session_factory(server.url, repo),
+        sessions_for(server.url, repo),
         workspace_name="repo",
         api=CairnApi(server.url, TEST_TOKEN),
     )

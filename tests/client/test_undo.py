@@ -13,17 +13,16 @@ from typing import Any
 
 import pytest
 from cairn_client.call_log import CallLog
-from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.tools.base import FileChange
 from cairn_client.tools.changes import apply_changes
-from cairn_client.tui.app import CairnApp, SessionRunner
+from cairn_client.tui.app import CairnApp
 from cairn_client.undo import UndoRefused, UndoStack
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
 from support.servers import cairn_server, call, script, sqlite_url
-from support.sessions import client_session
+from support.sessions import sessions_for
 from support.tui import chat_entries, status_text
 from support.waiting import until
 from textual.pilot import Pilot
@@ -120,13 +119,9 @@ async def accepting_edits(
     server: BackgroundServer, repo: Path, tmp_path: Path
 ) -> AsyncIterator[tuple[CairnApp, Pilot[Any]]]:
     """The app under Pilot, its session in accept-edits mode against `server`."""
-
-    def start(listener: SessionListener) -> SessionRunner:
-        policy = Policy(PolicySettings(mode="accept-edits"))
-        call_log = CallLog(tmp_path / "calls.sqlite3", repo)
-        return client_session(server.url, repo, listener, policy, call_log=call_log)
-
-    app = CairnApp(start, workspace_name="repo")
+    policy = Policy(PolicySettings(mode="accept-edits"))
+    call_log = CallLog(tmp_path / "calls.sqlite3", repo)
+    app = CairnApp(sessions_for(server.url, repo, policy, call_log=call_log), workspace_name="repo")
     async with app.run_test(size=(120, 36)) as pilot:
         yield app, pilot
 

@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from cairn_client.api import CairnApi
-from cairn_client.listener import SessionListener
-from cairn_client.policy.policy import Policy
-from cairn_client.policy.settings import PolicySettings
-from cairn_client.session import ClientSession, Endpoint
-from cairn_client.tui.app import CairnApp, SessionRunner
+from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.approval import ApprovalScreen
-from cairn_client.workspace import detect_workspace
 from cairn_fakes.runner import FakeModelServer
 from support.cli import cairn
 from support.repos import APP_AFTER, APP_BEFORE, run_git
 from support.servers import TEST_TOKEN, cairn_server, call, model_env, script, sqlite_url
+from support.sessions import sessions_for
 from support.tui import chat_entries, rendered_text, status_text
 from support.waiting import until
 from textual.pilot import Pilot
@@ -40,22 +36,9 @@ GREP_READ_EDIT = (
 )
 
 
-def session_factory(server_url: str, repo: Path) -> Callable[[SessionListener], SessionRunner]:
-    async def resolve() -> str:
-        return server_url
-
-    workspace = detect_workspace(repo)
-    policy = Policy(PolicySettings())
-
-    def start(listener: SessionListener) -> SessionRunner:
-        return ClientSession(Endpoint(TEST_TOKEN, resolve), workspace, policy, listener)
-
-    return start
-
-
 @asynccontextmanager
 async def running_app(server_url: str, repo: Path) -> AsyncIterator[tuple[CairnApp, Pilot[Any]]]:
-    app = CairnApp(session_factory(server_url, repo), workspace_name="repo")
+    app = CairnApp(sessions_for(server_url, repo), workspace_name="repo")
     async with app.run_test(size=(110, 36)) as pilot:
         await until(pilot, lambda: "connected" in status_text(app))
         yield app, pilot

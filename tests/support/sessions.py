@@ -7,7 +7,7 @@ Shared by the client and end-to-end tests that drive a session with or without t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -49,6 +49,20 @@ def client_session(
         listener,
         conversation,
         call_log=call_log,
+    )
+
+
+def sessions_for(
+    server_url: str,
+    repo: Path,
+    policy: Policy | None = None,
+    *,
+    conversation: str = "latest",
+    call_log: CallLog | None = None,
+) -> Callable[[SessionListener], ClientSession]:
+    """What a CairnApp starts its session with: a `client_session` for the app as listener."""
+    return lambda listener: client_session(
+        server_url, repo, listener, policy, conversation=conversation, call_log=call_log
     )
 
 
