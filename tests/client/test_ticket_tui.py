@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,13 @@ from cairn_client.tui.ticket import TuiTicketDriver
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
 from support.repos import run_git
-from support.servers import cairn_server, call, script, sqlite_url
+from support.servers import call, script
 from support.sessions import sessions_for
 from support.tui import chat_entries
 from support.waiting import until
 from textual.widgets import Input, TextArea
 
 EDIT = call("edit", path="src/app.py", old_string="return 1", new_string="return sum(items)")
-
-
-@pytest.fixture
-def server(tmp_path: Path, fake_model: FakeModelServer) -> Iterator[BackgroundServer]:
-    with cairn_server(sqlite_url(tmp_path), fake_model) as running:
-        yield running
 
 
 def ticket_app(

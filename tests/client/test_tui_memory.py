@@ -8,12 +8,11 @@ shown as notifications while the app keeps working.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cairn_client.api import CairnApi
 from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.context import ContextScreen
@@ -26,7 +25,7 @@ from cairn_client.tui.screens.memory_dialogs import (
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
 from cairn_server.context.compiler import SECTION_ORDER
-from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
+from support.servers import TEST_TOKEN, call, script
 from support.sessions import sessions_for
 from support.tui import chat_entries, rendered_text
 from support.waiting import until
@@ -37,12 +36,6 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Label, Static
 
 SIZE = (120, 36)
-
-
-@pytest.fixture
-def server(tmp_path: Path, fake_model: FakeModelServer) -> Iterator[BackgroundServer]:
-    with cairn_server(sqlite_url(tmp_path), fake_model) as running:
-        yield running
 
 
 @asynccontextmanager

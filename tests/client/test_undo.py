@@ -6,7 +6,7 @@ Also the TUI side of refusals: /undo and /mode plan in the real app against a re
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from cairn_client.tui.app import CairnApp
 from cairn_client.undo import UndoRefused, UndoStack
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
-from support.servers import cairn_server, call, script, sqlite_url
+from support.servers import call, script
 from support.sessions import sessions_for
 from support.tui import chat_entries, status_text
 from support.waiting import until
@@ -106,12 +106,6 @@ def test_the_stack_is_bounded(repo: Path) -> None:
 
 
 # --------------------------------------------------------------------------- in the TUI
-
-
-@pytest.fixture
-def server(tmp_path: Path, fake_model: FakeModelServer) -> Iterator[BackgroundServer]:
-    with cairn_server(sqlite_url(tmp_path), fake_model) as running:
-        yield running
 
 
 @asynccontextmanager
