@@ -54,6 +54,18 @@ async def served_app(
             yield app, pilot
 
 
+@asynccontextmanager
+async def edit_awaiting_approval(
+    tmp_path: Path, fake_model: FakeModelServer, repo: Path, answer: str
+) -> AsyncIterator[tuple[CairnApp, Pilot[Any]]]:
+    """The app on its approval screen for the scripted EDIT ("fix it"); `answer` is what the
+    model says after the edit's result."""
+    fake_model.set_script(script({"tool_calls": [EDIT]}, {"text": answer}))
+    async with served_app(tmp_path, fake_model, repo) as (app, pilot):
+        await send_and_await_approval(app, pilot, "fix it")
+        yield app, pilot
+
+
 async def send_and_await_approval(app: CairnApp, pilot: Pilot[Any], text: str) -> None:
     """Send `text` and wait for the approval screen the model's tool call brings up."""
     await send(app, pilot, text)
@@ -108,9 +120,7 @@ async def test_request_becomes_an_approved_edit_on_disk(
 async def test_denial_with_a_reason_reaches_the_model(
     tmp_path: Path, repo: Path, fake_model: FakeModelServer
 ) -> None:
-    fake_model.set_script(script({"tool_calls": [EDIT]}, {"text": "Understood."}))
-    async with served_app(tmp_path, fake_model, repo) as (app, pilot):
-        await send_and_await_approval(app, pilot, "fix it")
+    async with edit_awaiting_approval(tmp_path, fake_model, repo, "Understood.") as (app, pilot):
         await pilot.press("n")
         for key in "use a loop instead":
             await pilot.press("space" if key == " " else key)
@@ -123,9 +133,8 @@ async def test_denial_with_a_reason_reaches_the_model(
 async def test_escape_interrupts_a_waiting_run(
     tmp_path: Path, repo: Path, fake_model: FakeModelServer
 ) -> None:
-    fake_model.set_script(script({"tool_calls": [EDIT]}, {"text": "Stopped as asked."}))
-    async with served_app(tmp_path, fake_model, repo) as (app, pilot):
-        await send_and_await_approval(app, pilot, "fix it")
+    stopped = "Stopped as asked."
+    async with edit_awaiting_approval(tmp_path, fake_model, repo, stopped) as (app, pilot):
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, ApprovalScreen))
         await until(pilot, lambda: "interrupt" in chat_text(app).lower())
