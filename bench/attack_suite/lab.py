@@ -62,6 +62,21 @@ class Markers:
     bench_env: str = field(default_factory=lambda: _token("bench-parent-env"))
 
 
+MarkerName = Literal[
+    "outside", "other_repo", "private", "credential", "env_secret", "env_plain", "bench_env"
+]
+
+
+def marker(name: MarkerName) -> Callable[[Lab], str]:
+    """The marker `name` of whichever lab an attack runs in (a needle a check looks for)."""
+    return lambda lab: str(getattr(lab.markers, name))
+
+
+def planted(kind: str) -> Callable[[Lab], str]:
+    """The secret value of the planted format `kind` in whichever lab an attack runs in."""
+    return lambda lab: lab.planted_value(kind)
+
+
 @dataclass
 class Transcript:
     """What one `cairn -p` run showed the model and left behind."""

@@ -21,6 +21,7 @@ import secrets
 import shutil
 import socket
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +32,7 @@ import httpx
 
 from attack_suite.core import Family, Outcome
 from attack_suite.lab import Lab, ServerProcess, call, tool_results_in_order, wait_for
-from attack_suite.wire import Answer, Tmux, Wire, hello
+from attack_suite.wire import Answer, Tmux, Wire, first_answer, hello
 
 PG_ADMIN_URL = os.environ.get("CAIRN_ATTACK_PG", "postgresql://postgres@127.0.0.1:5432/test")
 NUL = "a\0b"
@@ -49,12 +50,7 @@ def _frame_not_drop(answer: Answer, what: str) -> str | None:
 
 
 async def _before_hello(lab: Lab, server: ServerProcess, payload: str | bytes) -> str | None:
-    wire = await Wire.open(server.url)
-    try:
-        await wire.send(payload)
-        return _frame_not_drop(await wire.answer(), "first frame")
-    finally:
-        await wire.close()
+    return _frame_not_drop(await first_answer(server.url, payload), "first frame")
 
 
 async def _after_welcome(lab: Lab, server: ServerProcess, payload: str | bytes) -> str | None:
@@ -86,16 +82,10 @@ def _frame_attack(payload: str | bytes, after_welcome: bool) -> Attack:
 
 
 async def nul_in_hello(lab: Lab, server: ServerProcess) -> str | None:
-    token = server.token("wire")
-    wire = await Wire.open(server.url)
-    try:
-        await wire.send(hello(token, client_name=NUL))
-        answer = await wire.answer()
-        if answer.type in ("welcome", "error"):
-            return None
-        return f"hello with NUL: {answer.describe()}"
-    finally:
-        await wire.close()
+    answer = await first_answer(server.url, hello(server.token("wire"), client_name=NUL))
+    if answer.type in ("welcome", "error"):
+        return None
+    return f"hello with NUL: {answer.describe()}"
 
 
 async def nul_in_user_message(lab: Lab, server: ServerProcess) -> str | None:
@@ -272,12 +262,7 @@ async def revoked_token_refused(lab: Lab, server: ServerProcess) -> str | None:
     revoked = server.command("tokens", "revoke", value)
     if revoked.returncode != 0:
         return f"`cairn-server tokens revoke` failed: {revoked.stderr.strip()[:120]}"
-    wire = await Wire.open(server.url)
-    try:
-        await wire.send(hello(value))
-        answer = await wire.answer()
-    finally:
-        await wire.close()
+    answer = await first_answer(server.url, hello(value))
     if answer.type == "welcome":
         return "a revoked token was welcomed"
     status = await asyncio.to_thread(_rest_status, server, value)
@@ -308,12 +293,7 @@ async def expired_token_refused(lab: Lab, server: ServerProcess) -> str | None:
     if not value:
         return f"`cairn-server create-token --expires-in 1m` failed: {error}"
     await asyncio.sleep(max(0.0, made_at + EXPIRY_S + 1 - time.monotonic()))
-    wire = await Wire.open(server.url)
-    try:
-        await wire.send(hello(value))
-        answer = await wire.answer()
-    finally:
-        await wire.close()
+    answer = await first_answer(server.url, hello(value))
     return "an expired token was welcomed" if answer.type == "welcome" else None
 
 
@@ -570,14 +550,12 @@ async def server_killed_mid_command(lab: Lab, server: ServerProcess) -> str | No
     lab.set_turns(
         {"tool_calls": [call("shell", command=command)]}, {"text": "Done."}, {"text": "Done."}
     )
-    headless = await asyncio.to_thread(
-        lab.start_cairn, workspace, env, "-p", "run it", "--approve", "all"
-    )
+    headless = await asyncio.to_thread(_run_it_approved, lab, workspace, env)
     try:
-        if not await asyncio.to_thread(wait_for, lambda: (workspace / "started.txt").exists(), 60):
+        if not await _appears(workspace / "started.txt", 60):
             return "the command never started"
         crashing.kill()
-        await asyncio.to_thread(wait_for, lambda: (workspace / "ran.txt").exists(), 10)
+        await _appears(workspace / "ran.txt", 10)
         crashing.start()
         await asyncio.to_thread(headless.wait, 90)
     finally:
@@ -585,7 +563,21 @@ async def server_killed_mid_command(lab: Lab, server: ServerProcess) -> str | No
             headless.kill()
     if not (workspace / "ran.txt").exists():
         return "the command did not complete (it should, the client was alive)"
-    told = await asyncio.to_thread(_told_after, lab, workspace, env)
+    return await asyncio.to_thread(_told_it_did_not_run, lab, workspace, env)
+
+
+def _run_it_approved(lab: Lab, workspace: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`cairn -p "run it" --approve all`, left running."""
+    return lab.start_cairn(workspace, env, "-p", "run it", "--approve", "all")
+
+
+async def _appears(path: Path, timeout_s: float) -> bool:
+    return await asyncio.to_thread(wait_for, path.exists, timeout_s)
+
+
+def _told_it_did_not_run(lab: Lab, workspace: Path, env: dict[str, str]) -> str | None:
+    """Why the model's record of the first call says it did not run, or None."""
+    told = _told_after(lab, workspace, env)
     if os.environ.get("ATTACK_DEBUG"):
         print(f"    told: {told!r}", file=sys.stderr)
     return _claims_not_run(told)
@@ -609,21 +601,16 @@ async def client_killed_mid_command(lab: Lab, server: ServerProcess) -> str | No
     lab.set_turns(
         {"tool_calls": [call("shell", command="echo ran > ran.txt; sleep 5")]}, {"text": "Done."}
     )
-    headless = await asyncio.to_thread(
-        lab.start_cairn, workspace, env, "-p", "run it", "--approve", "all"
-    )
+    headless = await asyncio.to_thread(_run_it_approved, lab, workspace, env)
     try:
-        if not await asyncio.to_thread(wait_for, lambda: (workspace / "ran.txt").exists(), 60):
+        if not await _appears(workspace / "ran.txt", 60):
             return "the command never ran"
         headless.kill()
         headless.wait(10)
     finally:
         if headless.poll() is None:
             headless.kill()
-    told = await asyncio.to_thread(_told_after, lab, workspace, env)
-    if os.environ.get("ATTACK_DEBUG"):
-        print(f"    told: {told!r}", file=sys.stderr)
-    return _claims_not_run(told)
+    return await asyncio.to_thread(_told_it_did_not_run, lab, workspace, env)
 
 
 async def esc_during_command(lab: Lab, server: ServerProcess) -> str | None:
@@ -644,7 +631,7 @@ async def esc_during_command(lab: Lab, server: ServerProcess) -> str | None:
         if not await asyncio.to_thread(wait_for, lambda: "Allow once" in tui.screen(), 30):
             return f"no approval screen: {tui.screen()[-200:]}"
         tui.keys("y")
-        if not await asyncio.to_thread(wait_for, lambda: (workspace / "started.txt").exists(), 30):
+        if not await _appears(workspace / "started.txt", 30):
             return "the approved command never started"
         tui.keys("Escape")
         await asyncio.sleep(6)

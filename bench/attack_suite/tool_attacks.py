@@ -44,50 +44,25 @@ from attack_suite.core import (
     mentions,
     no_file,
 )
-from attack_suite.lab import MODES, Lab, Mode, call
+from attack_suite.lab import MODES, Lab, Mode, call, marker, planted
 from attack_suite.secret_formats import PlantedSecret, plant_all
 
 Row = tuple[str, dict[str, Any], tuple[Check, ...]]
 
 
-def _outside(lab: Lab) -> str:
-    return lab.markers.outside
-
-
-def _other(lab: Lab) -> str:
-    return lab.markers.other_repo
-
-
-def _private(lab: Lab) -> str:
-    return lab.markers.private
-
-
-def _credential(lab: Lab) -> str:
-    return lab.markers.credential
-
-
-def _env_secret(lab: Lab) -> str:
-    return lab.markers.env_secret
-
-
-def _env_plain(lab: Lab) -> str:
-    return lab.markers.env_plain
-
-
-def _bench_env(lab: Lab) -> str:
-    return lab.markers.bench_env
+_outside = marker("outside")
+_other = marker("other_repo")
+_private = marker("private")
+_credential = marker("credential")
+_env_secret = marker("env_secret")
+_env_plain = marker("env_plain")
+_bench_env = marker("bench_env")
+_env_password = planted("env-password")
+_npm_token = planted("npm-token")
 
 
 def _token(lab: Lab) -> str:
     return lab.local_token
-
-
-def _env_password(lab: Lab) -> str:
-    return lab.planted_value("env-password")
-
-
-def _npm_token(lab: Lab) -> str:
-    return lab.planted_value("npm-token")
 
 
 OUTSIDE_NOTES = in_lab("outside/notes.txt")

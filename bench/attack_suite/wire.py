@@ -109,6 +109,16 @@ class Wire:
         await self.socket.close()
 
 
+async def first_answer(server_url: str, frame: dict[str, Any] | str | bytes) -> Answer:
+    """The server's answer to `frame` sent first on a fresh connection, closed after."""
+    wire = await Wire.open(server_url)
+    try:
+        await wire.send(frame)
+        return await wire.answer()
+    finally:
+        await wire.close()
+
+
 # --------------------------------------------------------------------------- tmux
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from cairn_fakes.runner import FakeModelServer
+from cairn_server.api.background import BackgroundServer
 from support.repos import make_repo, run_git
 from support.servers import Served, cairn_server, sqlite_url
 
@@ -51,3 +52,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     folder = tmp_path_factory.mktemp("served")
     with FakeModelServer() as fake, cairn_server(sqlite_url(folder), fake) as server:
         yield Served(server.url, fake)
+
+
+@pytest.fixture
+def server(tmp_path: Path, fake_model: FakeModelServer) -> Iterator[BackgroundServer]:
+    """A real server of the test's own (a fresh database in tmp_path) on the fake model."""
+    with cairn_server(sqlite_url(tmp_path), fake_model) as running:
+        yield running

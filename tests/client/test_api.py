@@ -13,6 +13,7 @@ from cairn_client.api import ApiError, CairnApi
 from cairn_protocol import RunFinished, WorkspaceIdentity
 from cairn_protocol.messages import UserMessage, Welcome
 from cairn_protocol.rest import AgentPublic
+from cairn_server.context.compiler import SECTION_ORDER
 from support.servers import TEST_TOKEN, Served, script
 from support.wire import WireClient
 
@@ -222,14 +223,7 @@ async def test_messages_are_searchable_and_the_context_shows_every_section(
     conversations = await api.list_conversations(agent.id)
     assert [c.id for c in conversations] == [welcome.conversation_id]
     report = await api.context(welcome.conversation_id)
-    assert [section.name for section in report.sections] == [
-        "instructions",
-        "tools",
-        "memory_blocks",
-        "memory_metadata",
-        "summary",
-        "messages",
-    ]
+    assert [section.name for section in report.sections] == list(SECTION_ORDER)
     assert report.budget > 0
     assert report.total_tokens == sum(section.tokens for section in report.sections)
     blocks = next(s for s in report.sections if s.name == "memory_blocks")

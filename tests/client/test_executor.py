@@ -7,21 +7,19 @@ conversation), as when a TUI sits idle in one clone while a request runs in anot
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from cairn_client.call_log import CallLog
-from cairn_client.policy.policy import Policy
-from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Approval
-from cairn_client.session import ClientSession, Endpoint
+from cairn_client.session import ClientSession
 from cairn_client.workspace import detect_workspace
 from cairn_protocol import ToolRequest
 from support.listener import RecordingListener
 from support.repos import run_git
-from support.servers import TEST_TOKEN, Served, call, script
+from support.servers import Served, call, script
+from support.sessions import client_session, welcomed
 
 
 def clone_of(repo: Path, where: Path) -> Path:
@@ -35,25 +33,11 @@ async def attached(
 ) -> AsyncIterator[ClientSession]:
     """A session in `repo`, connected and welcomed, closed afterwards."""
 
-    async def resolve() -> str:
-        return served.url
-
     workspace = detect_workspace(repo)
-    session = ClientSession(
-        Endpoint(TEST_TOKEN, resolve),
-        workspace,
-        Policy(PolicySettings()),
-        listener,
-        "latest",
-        call_log=CallLog(data / "calls.sqlite3", workspace.root),
-    )
-    runner = asyncio.create_task(session.run())
-    try:
-        await listener.wait_for(lambda: bool(listener.of_type("welcome")))
+    call_log = CallLog(data / "calls.sqlite3", workspace.root)
+    session = client_session(served.url, repo, listener, call_log=call_log)
+    async with welcomed(session, listener):
         yield session
-    finally:
-        await session.close()
-        await asyncio.wait_for(runner, 10)
 
 
 async def test_a_request_runs_only_in_the_clone_whose_client_asked(

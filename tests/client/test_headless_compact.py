@@ -13,12 +13,9 @@ from pathlib import Path
 
 from cairn_client.commands import compact_focus
 from cairn_client.headless import HeadlessListener, run_headless
-from cairn_client.policy.policy import Policy
-from cairn_client.policy.settings import PolicySettings
-from cairn_client.session import ClientSession, Endpoint
-from cairn_client.workspace import detect_workspace
 from cairn_fakes.script import Script, Turn
-from support.servers import TEST_TOKEN, Served, script
+from support.servers import Served, script
+from support.sessions import client_session
 
 
 @dataclass(frozen=True)
@@ -31,18 +28,9 @@ class Printed:
 async def headless(served: Served, repo: Path, prompt: str, *, as_json: bool = False) -> Printed:
     """Run one `cairn -p prompt --continue` against the served server."""
 
-    async def resolve() -> str:
-        return served.url
-
     out, err = io.StringIO(), io.StringIO()
     listener = HeadlessListener(as_json=as_json, out=out, err=err)
-    session = ClientSession(
-        Endpoint(TEST_TOKEN, resolve),
-        detect_workspace(repo),
-        Policy(PolicySettings()),
-        listener,
-        "latest",
-    )
+    session = client_session(served.url, repo, listener)
     code = await run_headless(session, listener, prompt)
     return Printed(code, out.getvalue(), err.getvalue())
 

@@ -6,19 +6,15 @@ whose welcome replays the pending request.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 from cairn_client.call_log import INTERRUPTED, CallLog
-from cairn_client.policy.policy import Policy
-from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Approval
-from cairn_client.session import ClientSession, Endpoint
-from cairn_client.workspace import detect_workspace
 from cairn_protocol import ToolRequest, ToolResult, Welcome
 from support.listener import RecordingListener
-from support.servers import TEST_TOKEN, Served, call, script
+from support.servers import Served, call, script
+from support.sessions import client_session, welcomed
 
 
 def test_a_finished_call_is_replayed_with_its_result(tmp_path: Path) -> None:
@@ -58,20 +54,6 @@ def test_an_unusable_log_does_not_stop_the_tools(tmp_path: Path) -> None:
     assert log.recorded("c1") is None
 
 
-def session(served: Served, repo: Path, listener: RecordingListener, log: CallLog) -> ClientSession:
-    async def resolve() -> str:
-        return served.url
-
-    return ClientSession(
-        Endpoint(TEST_TOKEN, resolve),
-        detect_workspace(repo),
-        Policy(PolicySettings()),
-        listener,
-        "latest",
-        call_log=log,
-    )
-
-
 async def test_a_restarted_client_answers_a_pending_request_without_running_it(
     served: Served, own_repo: Path, tmp_path: Path
 ) -> None:
@@ -84,27 +66,20 @@ async def test_a_restarted_client_answers_a_pending_request_without_running_it(
     log = CallLog(tmp_path / "calls.sqlite3", own_repo)
     first = RecordingListener([Approval("once")])
     first.hold_approvals.clear()  # killed while the person reads the command
-    killed = session(served, own_repo, first, log)
-    runner = asyncio.create_task(killed.run())
-    await first.wait_for(lambda: bool(first.of_type("welcome")))
-    await killed.send_user_message("count")
-    await first.wait_for(lambda: bool(first.asked))
+    killed = client_session(served.url, own_repo, first, call_log=log)
+    async with welcomed(killed, first):
+        await killed.send_user_message("count")
+        await first.wait_for(lambda: bool(first.asked))
     request = first.asked[0].request
-    await killed.close()
-    await asyncio.wait_for(runner, 10)
     # What a process killed right after running it (before the answer left) has on disk:
     (own_repo / "count.txt").write_text("ran\n")
     log.start(request.call_id)
     log.finish(ToolResult(call_id=request.call_id, status="ok", content="ran once"))
 
     second = RecordingListener([Approval("once")])
-    successor = session(served, own_repo, second, log)
-    runner = asyncio.create_task(successor.run())
-    try:
+    successor = client_session(served.url, own_repo, second, call_log=log)
+    async with welcomed(successor, second):
         await second.wait_for(lambda: bool(second.of_type("run_finished")), timeout=30)
-    finally:
-        await successor.close()
-        await asyncio.wait_for(runner, 10)
 
     welcome = second.of_type("welcome")[0]
     assert isinstance(welcome, Welcome)
@@ -119,14 +94,16 @@ async def test_a_request_seen_twice_in_one_session_runs_once(
 ) -> None:
     log = CallLog(tmp_path / "calls.sqlite3", own_repo)
     listener = RecordingListener([Approval("once"), Approval("once")])
-    client = session(served, own_repo, listener, log)
+    client = client_session(served.url, own_repo, listener, call_log=log)
     request = ToolRequest(
         run_id="r", call_id="c-dup", tool="shell", arguments={"command": "echo x >> dup.txt"}
     )
 
     await client._answer(request)
     await client._answer(request)
-    fresh = session(served, own_repo, listener, log)  # another process, same workspace
+    fresh = client_session(
+        served.url, own_repo, listener, call_log=log
+    )  # another process, same workspace
     await fresh._answer(request)
 
     assert (own_repo / "dup.txt").read_text() == "x\n"

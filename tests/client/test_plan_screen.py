@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from cairn_client.ticket.flow import PlanDecision
 from cairn_client.tui.screens.plan import NO_FEEDBACK, PlanScreen
 from textual.app import App
 from textual.pilot import Pilot
+from textual.widget import Widget
 from textual.widgets import Input, TextArea
 
 PLAN = "1. Make total() return sum(items).\n2. Add a test."
@@ -73,33 +75,36 @@ async def test_esc_on_the_plan_stops_the_ticket() -> None:
     assert app.decisions == [PlanDecision("stop")]
 
 
-async def test_esc_in_the_editor_goes_back_to_the_plan_which_can_then_be_approved() -> None:
+@pytest.mark.parametrize(
+    ("opens", "typing_in", "typed", "then", "decision"),
+    [
+        pytest.param(
+            "e",
+            TextArea,
+            "A plan I gave up on",
+            "y",
+            PlanDecision("approve", PLAN),
+            id="esc in the editor, then the plan can be approved",
+        ),
+        pytest.param("n", Input, None, "escape", PlanDecision("stop"), id="esc in the feedback"),
+    ],
+)
+async def test_esc_while_typing_goes_back_to_the_plan(
+    opens: str, typing_in: type[Widget], typed: str | None, then: str, decision: PlanDecision
+) -> None:
     app = PlanReviewApp()
     async with app.run_test(size=(100, 30)) as pilot:
-        await press(pilot, "e")
-        assert isinstance(app.focused, TextArea)
-        await type_into_focus(pilot, "A plan I gave up on")
+        await press(pilot, opens)
+        assert isinstance(app.focused, typing_in)
+        if typed is not None:
+            await type_into_focus(pilot, typed)
         await press(pilot, "escape")
 
         assert app.decisions == []
         assert on_the_plan_view(app)
-        await press(pilot, "y")
+        await press(pilot, then)
 
-    assert app.decisions == [PlanDecision("approve", PLAN)]
-
-
-async def test_esc_in_the_feedback_goes_back_to_the_plan() -> None:
-    app = PlanReviewApp()
-    async with app.run_test(size=(100, 30)) as pilot:
-        await press(pilot, "n")
-        assert isinstance(app.focused, Input)
-        await press(pilot, "escape")
-
-        assert app.decisions == []
-        assert on_the_plan_view(app)
-        await press(pilot, "escape")
-
-    assert app.decisions == [PlanDecision("stop")]
+    assert app.decisions == [decision]
 
 
 async def test_ctrl_s_approves_the_edited_plan() -> None:

@@ -16,17 +16,16 @@ import pytest
 from cairn_client.api import CairnApi
 from cairn_client.cli import app
 from cairn_client.headless import NEEDS_A_PERSON, HeadlessListener, run_headless
-from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Approval, Verdict
-from cairn_client.session import ClientSession, Endpoint, approval_record
+from cairn_client.session import approval_record
 from cairn_client.tools.base import PreparedCall, Preview
-from cairn_client.workspace import detect_workspace
-from cairn_protocol import RunFinished, ToolRequest
+from cairn_protocol import ToolRequest
 from cairn_protocol.rest import ApprovalPublic
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
+from support.sessions import client_session, one_request
 from typer.testing import CliRunner, Result
 
 GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
@@ -49,30 +48,11 @@ def cairn(served: Served, *args: str) -> Result:
     return CliRunner().invoke(app, list(args), env=environment)
 
 
-def session(served: Served, repo: Path, listener: SessionListener, policy: Policy) -> ClientSession:
-    async def resolve() -> str:
-        return served.url
-
-    return ClientSession(
-        Endpoint(TEST_TOKEN, resolve), detect_workspace(repo), policy, listener, "latest"
-    )
-
-
 async def run_once(served: Served, repo: Path, listener: RecordingListener, text: str) -> str:
     """Send one request through a real session and return the id of its finished run."""
     settings = PolicySettings(allow=[ECHO_RULE], sources={ECHO_RULE: "settings.toml"})
-    client = session(served, repo, listener, Policy(settings))
-    runner = asyncio.create_task(client.run())
-    try:
-        await listener.wait_for(lambda: bool(listener.of_type("welcome")))
-        await client.send_user_message(text)
-        await listener.wait_for(lambda: bool(listener.of_type("run_finished")), timeout=30)
-    finally:
-        await client.close()
-        await asyncio.wait_for(runner, 10)
-    finished = listener.of_type("run_finished")[0]
-    assert isinstance(finished, RunFinished)
-    return finished.run_id
+    client = client_session(served.url, repo, listener, Policy(settings))
+    return (await one_request(client, listener, text)).run_id
 
 
 def sha256(text: str) -> str:
@@ -158,7 +138,7 @@ def test_a_call_nobody_could_approve_is_recorded_as_such(served: Served, repo: P
 
     async def work() -> list[ApprovalPublic]:
         listener = HeadlessListener(as_json=False, out=io.StringIO(), err=io.StringIO())
-        client = session(served, repo, listener, Policy(PolicySettings()))
+        client = client_session(served.url, repo, listener)
         assert await run_headless(client, listener, "write x") == 0
         async with CairnApi(served.url, TEST_TOKEN) as api:
             return await api.list_approvals(listener.finished.result().run_id)
@@ -199,17 +179,8 @@ def test_leaving_the_sandbox_is_asked_and_recorded_even_in_bypass(
 
     async def work() -> tuple[list[ApprovalPublic], RecordingListener]:
         listener = RecordingListener([Approval("session")])
-        client = session(served, repo, listener, Policy(PolicySettings(mode="bypass")))
-        runner = asyncio.create_task(client.run())
-        try:
-            await listener.wait_for(lambda: bool(listener.of_type("welcome")))
-            await client.send_user_message("run both")
-            await listener.wait_for(lambda: bool(listener.of_type("run_finished")), timeout=30)
-        finally:
-            await client.close()
-            await asyncio.wait_for(runner, 10)
-        [finished] = listener.of_type("run_finished")
-        assert isinstance(finished, RunFinished)
+        client = client_session(served.url, repo, listener, Policy(PolicySettings(mode="bypass")))
+        finished = await one_request(client, listener, "run both")
         async with CairnApi(served.url, TEST_TOKEN) as api:
             return await api.list_approvals(finished.run_id), listener
 

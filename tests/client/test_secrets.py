@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 from cairn_client.api import CairnApi
 from cairn_client.formatting import compaction_line
-from cairn_client.policy.policy import Policy
-from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.secrets import (
     is_secret_file,
@@ -21,15 +19,15 @@ from cairn_client.secrets import (
     scrubbed_environment,
     secret_checker,
 )
-from cairn_client.session import ClientSession, Endpoint, approval_record
+from cairn_client.session import approval_record
 from cairn_client.tools.base import PreparedCall, Preview, ToolOutcome
 from cairn_client.tools.registry import execute_call, prepare_call
 from cairn_client.tools.shell_check import describe_command, destructive_reasons, is_read_only
-from cairn_client.workspace import detect_workspace
-from cairn_protocol import ContextCompacted, RunFinished, ToolRequest
+from cairn_protocol import ContextCompacted, ToolRequest
 from cairn_protocol.rest import ApprovalPublic
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
+from support.sessions import client_session, one_request
 
 GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 OPENAI = "sk-proj-" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0Fe"
@@ -365,23 +363,8 @@ def test_a_denial_quoting_a_secret_reaches_neither_model_nor_server(
 
     async def work() -> tuple[str, list[ApprovalPublic]]:
         listener = RecordingListener([Approval("deny", reason)])
-        client = ClientSession(
-            Endpoint(TEST_TOKEN, lambda: _at(served.url)),
-            detect_workspace(own_repo),
-            Policy(PolicySettings()),
-            listener,
-            "latest",
-        )
-        runner = asyncio.create_task(client.run())
-        try:
-            await listener.wait_for(lambda: bool(listener.of_type("welcome")))
-            await client.send_user_message("write the deploy script")
-            await listener.wait_for(lambda: bool(listener.of_type("run_finished")), timeout=30)
-        finally:
-            await client.close()
-            await asyncio.wait_for(runner, 10)
-        finished = listener.of_type("run_finished")[0]
-        assert isinstance(finished, RunFinished)
+        client = client_session(served.url, own_repo, listener)
+        finished = await one_request(client, listener, "write the deploy script")
         run_id = finished.run_id
         async with CairnApi(served.url, TEST_TOKEN) as api:
             return run_id, await api.list_approvals(run_id)
@@ -392,10 +375,6 @@ def test_a_denial_quoting_a_secret_reaches_neither_model_nor_server(
     assert "must never be in a file" in answer and OPENAI not in answer
     assert record.decision == "deny" and OPENAI not in (record.reason or "")
     assert OPENAI not in record.shown and "[REDACTED:openai-key]" in record.shown
-
-
-async def _at(url: str) -> str:
-    return url
 
 
 def test_the_compaction_line_says_secrets_were_cut_from_the_summary() -> None:

@@ -7,15 +7,12 @@ import asyncio
 from pathlib import Path
 
 from cairn_client.call_log import CallLog
-from cairn_client.policy.policy import Policy
-from cairn_client.policy.settings import PolicySettings
-from cairn_client.session import ClientSession, Endpoint
-from cairn_client.workspace import detect_workspace
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.storage.db import make_engine
 from sqlalchemy import text
 from support.listener import RecordingListener
-from support.servers import TEST_TOKEN, cairn_server, sqlite_url
+from support.servers import cairn_server, sqlite_url
+from support.sessions import client_session
 
 
 async def rename_table(url: str, old: str, new: str) -> None:
@@ -32,17 +29,9 @@ async def test_a_session_the_server_failed_to_open_is_tried_again(
     with cairn_server(url, fake_model) as server:
         await rename_table(url, "blocks", "blocks_away")  # the server cannot make an agent now
 
-        async def resolve() -> str:
-            return server.url
-
         listener = RecordingListener()
-        session = ClientSession(
-            Endpoint(TEST_TOKEN, resolve),
-            detect_workspace(repo),
-            Policy(PolicySettings()),
-            listener,
-            call_log=CallLog(tmp_path / "calls.sqlite3", repo),
-        )
+        call_log = CallLog(tmp_path / "calls.sqlite3", repo)
+        session = client_session(server.url, repo, listener, call_log=call_log)
         runner = asyncio.create_task(session.run())
         try:
             await listener.wait_for(

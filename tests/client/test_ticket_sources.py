@@ -67,6 +67,28 @@ def error_of(load: Callable[[], Any]) -> str:
     return message
 
 
+def ticket_from(source: str, env: dict[str, str], **where: Any) -> Ticket:
+    """`load_ticket(source)` with the ticket settings the CLI reads from the variables `env`."""
+    return load_ticket(source, settings=tickets(env), **where)
+
+
+def refusal_of(source: str, env: dict[str, str], **where: Any) -> str:
+    """The one-line TicketError that loading `source` raises."""
+    return error_of(lambda: ticket_from(source, env, **where))
+
+
+def pull_request(env: dict[str, str], repo: str, *, head: str, title: str, body: str) -> str:
+    """`create_pull_request` into main with the ticket settings read from the variables `env`."""
+    return create_pull_request(
+        repo, head=head, base="main", title=title, body=body, settings=tickets(env)
+    )
+
+
+def pull_refusal(env: dict[str, str], repo: str, *, head: str, title: str, body: str) -> str:
+    """The one-line TicketError that opening the pull request raises."""
+    return error_of(lambda: pull_request(env, repo, head=head, title=title, body=body))
+
+
 def closed_port_url() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -80,7 +102,7 @@ def closed_port_url() -> str:
 def test_a_file_ticket_takes_its_heading_as_title(tmp_path: Path) -> None:
     (tmp_path / "login.md").write_text("# Fix the login redirect\n\nSafari loops.\n\n- step 1\n")
 
-    ticket = load_ticket("login.md", cwd=tmp_path, settings=tickets({}))
+    ticket = ticket_from("login.md", {}, cwd=tmp_path)
 
     assert ticket == Ticket(
         "file",
@@ -99,7 +121,7 @@ def test_a_file_without_heading_takes_its_first_line_as_title(tmp_path: Path) ->
     (tmp_path / "tickets").mkdir()
     (tmp_path / "tickets" / "flaky.txt").write_text("\n\nThe flaky test\r\nIt fails on CI.\r\n")
 
-    ticket = load_ticket("tickets/flaky.txt", cwd=tmp_path, settings=tickets({}))
+    ticket = ticket_from("tickets/flaky.txt", {}, cwd=tmp_path)
 
     assert (ticket.title, ticket.body, ticket.branch_slug) == (
         "The flaky test",
@@ -111,7 +133,7 @@ def test_a_file_without_heading_takes_its_first_line_as_title(tmp_path: Path) ->
 def test_a_title_without_latin_letters_takes_the_slug_of_the_file_name(tmp_path: Path) -> None:
     (tmp_path / "Bug 7.md").write_text("## 修复登录 ##\n")
 
-    ticket = load_ticket(str(tmp_path / "Bug 7.md"), settings=tickets({}))
+    ticket = ticket_from(str(tmp_path / "Bug 7.md"), {})
 
     assert (ticket.title, ticket.body, ticket.branch_slug) == ("修复登录", "", "bug-7")
 
@@ -119,14 +141,12 @@ def test_a_title_without_latin_letters_takes_the_slug_of_the_file_name(tmp_path:
 def test_an_empty_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty.md").write_text("  \n\n")
 
-    assert "empty.md is empty" in error_of(
-        lambda: load_ticket("empty.md", cwd=tmp_path, settings=tickets({}))
-    )
+    assert "empty.md is empty" in refusal_of("empty.md", {}, cwd=tmp_path)
 
 
 @pytest.mark.parametrize("source", ["missing.md", "tickets/login", "./nope"])
 def test_a_missing_file_is_refused(tmp_path: Path, source: str) -> None:
-    message = error_of(lambda: load_ticket(source, cwd=tmp_path, settings=tickets({})))
+    message = refusal_of(source, {}, cwd=tmp_path)
 
     assert message.startswith(f"no file {source} in {tmp_path}")
 
@@ -134,27 +154,21 @@ def test_a_missing_file_is_refused(tmp_path: Path, source: str) -> None:
 def test_a_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
 
-    assert "is not a file" in error_of(
-        lambda: load_ticket("docs", cwd=tmp_path, settings=tickets({}))
-    )
+    assert "is not a file" in refusal_of("docs", {}, cwd=tmp_path)
 
 
 def test_an_existing_file_wins_over_a_key(tmp_path: Path, linear: FakeLinear) -> None:
     (tmp_path / "ENG-42").write_text("Local notes\n")
 
-    ticket = load_ticket(
-        "ENG-42", cwd=tmp_path, settings=tickets({"CAIRN_LINEAR_API_URL": linear.api_url})
-    )
+    ticket = ticket_from("ENG-42", {"CAIRN_LINEAR_API_URL": linear.api_url}, cwd=tmp_path)
 
     assert (ticket.source, ticket.title) == ("file", "Local notes")
     assert linear.requests == []
 
 
 def test_stdin_ticket() -> None:
-    ticket = load_ticket(
-        "-",
-        stdin=io.StringIO("Add dark mode\n=============\n\nFor the TUI.\n"),
-        settings=tickets({}),
+    ticket = ticket_from(
+        "-", {}, stdin=io.StringIO("Add dark mode\n=============\n\nFor the TUI.\n")
     )
 
     assert ticket == Ticket(
@@ -163,9 +177,7 @@ def test_stdin_ticket() -> None:
 
 
 def test_empty_stdin_is_refused() -> None:
-    assert "stdin was empty" in error_of(
-        lambda: load_ticket("-", stdin=io.StringIO(""), settings=tickets({}))
-    )
+    assert "stdin was empty" in refusal_of("-", {}, stdin=io.StringIO(""))
 
 
 @pytest.mark.parametrize(
@@ -180,7 +192,7 @@ def test_empty_stdin_is_refused() -> None:
     ],
 )
 def test_an_unknown_source_form_is_refused(tmp_path: Path, source: str) -> None:
-    message = error_of(lambda: load_ticket(source, cwd=tmp_path, settings=tickets({})))
+    message = refusal_of(source, {}, cwd=tmp_path)
 
     assert "owner/repo#123" in message or "issue URL" in message
 
@@ -215,7 +227,7 @@ def test_github_issue_by_short_form(github: FakeGitHub, github_env: dict[str, st
         "acme/shop", 123, "Checkout fails\r\n", "Steps:\r\n1. pay\r\n", labels=("bug",)
     )
 
-    ticket = load_ticket("acme/shop#123", settings=tickets(github_env))
+    ticket = ticket_from("acme/shop#123", github_env)
 
     assert ticket == Ticket(
         "github",
@@ -241,9 +253,7 @@ def test_github_issue_by_url_with_a_null_body(
 ) -> None:
     github.add_issue("acme/shop", 7, "Rename the cart", None)
 
-    ticket = load_ticket(
-        "https://github.com/acme/shop/issues/7#issuecomment-1", settings=tickets(github_env)
-    )
+    ticket = ticket_from("https://github.com/acme/shop/issues/7#issuecomment-1", github_env)
 
     assert (ticket.key, ticket.title, ticket.body, ticket.branch_slug) == (
         "acme/shop#7",
@@ -262,7 +272,7 @@ def test_a_pull_request_number_reads_as_a_ticket(
 ) -> None:
     github.add_issue("acme/shop", 8, "Half-done refactor", "Finish it.", pull_request=True)
 
-    ticket = load_ticket("https://github.com/acme/shop/pull/8", settings=tickets(github_env))
+    ticket = ticket_from("https://github.com/acme/shop/pull/8", github_env)
 
     assert (ticket.body, ticket.url) == ("Finish it.", "https://github.com/acme/shop/pull/8")
 
@@ -272,7 +282,7 @@ def test_github_enterprise_url_uses_the_api_url_setting(
 ) -> None:
     github.add_issue("tools/cli", 5, "Support proxies", "Corporate proxy.")
 
-    ticket = load_ticket("https://ghe.example.com/tools/cli/issues/5", settings=tickets(github_env))
+    ticket = ticket_from("https://ghe.example.com/tools/cli/issues/5", github_env)
 
     assert (ticket.key, ticket.github_repo) == ("tools/cli#5", "tools/cli")
     assert github.requests[0].path == "/repos/tools/cli/issues/5"
@@ -284,9 +294,7 @@ def test_github_enterprise_url_finds_its_api_under_api_v3() -> None:
         ghe.web_url = site
         ghe.add_issue("tools/cli", 5, "Support proxies", "Corporate proxy.")
 
-        ticket = load_ticket(
-            f"{site}/tools/cli/issues/5", settings=tickets({"GITHUB_TOKEN": GITHUB_TEST_TOKEN})
-        )
+        ticket = ticket_from(f"{site}/tools/cli/issues/5", {"GITHUB_TOKEN": GITHUB_TEST_TOKEN})
 
         assert ticket.url == f"{site}/tools/cli/issues/5"
         assert ghe.requests[0].path == "/api/v3/repos/tools/cli/issues/5"
@@ -301,11 +309,7 @@ def test_github_api_url_defaults() -> None:
 
 
 def test_github_without_token_is_refused(github: FakeGitHub) -> None:
-    message = error_of(
-        lambda: load_ticket(
-            "acme/shop#1", settings=tickets({"CAIRN_GITHUB_API_URL": github.api_url})
-        )
-    )
+    message = refusal_of("acme/shop#1", {"CAIRN_GITHUB_API_URL": github.api_url})
 
     assert message.startswith("GITHUB_TOKEN is not set: set it to a GitHub token with read access")
     assert github.requests == []
@@ -314,11 +318,7 @@ def test_github_without_token_is_refused(github: FakeGitHub) -> None:
 def test_github_bad_token(github: FakeGitHub, github_env: dict[str, str]) -> None:
     github.add_issue("acme/shop", 1, "Anything")
 
-    message = error_of(
-        lambda: load_ticket(
-            "acme/shop#1", settings=tickets({**github_env, "GITHUB_TOKEN": "ghp_wrong"})
-        )
-    )
+    message = refusal_of("acme/shop#1", {**github_env, "GITHUB_TOKEN": "ghp_wrong"})
 
     assert message.startswith("GitHub rejected GITHUB_TOKEN (Bad credentials)")
 
@@ -326,7 +326,7 @@ def test_github_bad_token(github: FakeGitHub, github_env: dict[str, str]) -> Non
 def test_github_missing_issue(github: FakeGitHub, github_env: dict[str, str]) -> None:
     github.add_issue("acme/shop", 1, "Anything")
 
-    message = error_of(lambda: load_ticket("acme/shop#99", settings=tickets(github_env)))
+    message = refusal_of("acme/shop#99", github_env)
 
     assert message.startswith(
         "GitHub has no issue acme/shop#99, or GITHUB_TOKEN cannot see acme/shop"
@@ -337,7 +337,7 @@ def test_github_deleted_issue(github: FakeGitHub, github_env: dict[str, str]) ->
     github.add_issue("acme/shop", 3, "Spam")
     github.delete_issue("acme/shop", 3)
 
-    message = error_of(lambda: load_ticket("acme/shop#3", settings=tickets(github_env)))
+    message = refusal_of("acme/shop#3", github_env)
 
     assert message.startswith("GitHub says issue acme/shop#3 is gone (This issue was deleted)")
 
@@ -349,7 +349,7 @@ def test_github_rate_limit_says_when_it_resets(
     github.rate_limited = True
     github.rate_limit_reset = int(time.time()) + 1800
 
-    message = error_of(lambda: load_ticket("acme/shop#1", settings=tickets(github_env)))
+    message = refusal_of("acme/shop#1", github_env)
 
     reset = datetime.fromtimestamp(github.rate_limit_reset, tz=UTC)
     assert message.startswith(
@@ -360,16 +360,14 @@ def test_github_rate_limit_says_when_it_resets(
 def test_github_issue_without_title_or_body(github: FakeGitHub, github_env: dict[str, str]) -> None:
     github.add_issue("acme/shop", 4, "  ", None)
 
-    assert "has no title and no text" in error_of(
-        lambda: load_ticket("acme/shop#4", settings=tickets(github_env))
-    )
+    assert "has no title and no text" in refusal_of("acme/shop#4", github_env)
 
 
 def test_github_unreachable_names_the_url_and_the_setting() -> None:
     api_url = closed_port_url()
     env = {"GITHUB_TOKEN": GITHUB_TEST_TOKEN, "CAIRN_GITHUB_API_URL": api_url}
 
-    message = error_of(lambda: load_ticket("acme/shop#1", settings=tickets(env)))
+    message = refusal_of("acme/shop#1", env)
 
     assert message.startswith(f"cannot reach GitHub at {api_url}/repos/acme/shop/issues/1")
     assert message.endswith("check your network, or set CAIRN_GITHUB_API_URL to the right API URL")
@@ -380,7 +378,7 @@ def test_github_silent_server_times_out() -> None:
         api_url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         env = {"GITHUB_TOKEN": GITHUB_TEST_TOKEN, "CAIRN_GITHUB_API_URL": api_url}
 
-        message = error_of(lambda: load_ticket("acme/shop#1", settings=tickets(env), timeout_s=0.2))
+        message = refusal_of("acme/shop#1", env, timeout_s=0.2)
 
     assert message.startswith(
         f"GitHub did not answer within 0.2 s at {api_url}/repos/acme/shop/issues/1"
@@ -393,7 +391,7 @@ def test_github_silent_server_times_out() -> None:
 def test_linear_issue_by_key(linear: FakeLinear, linear_env: dict[str, str]) -> None:
     linear.add_issue("ENG-42", "Cache the search index", "Rebuilds take *minutes*.")
 
-    ticket = load_ticket("ENG-42", settings=tickets(linear_env))
+    ticket = ticket_from("ENG-42", linear_env)
 
     assert ticket == Ticket(
         "linear",
@@ -414,9 +412,7 @@ def test_linear_issue_by_url_with_a_null_description(
 ) -> None:
     linear.add_issue("OPS-7", "Rotate the keys")
 
-    ticket = load_ticket(
-        "https://linear.app/acme/issue/OPS-7/rotate-the-keys", settings=tickets(linear_env)
-    )
+    ticket = ticket_from("https://linear.app/acme/issue/OPS-7/rotate-the-keys", linear_env)
 
     assert (ticket.key, ticket.title, ticket.body, ticket.branch_slug) == (
         "OPS-7",
@@ -430,7 +426,7 @@ def test_linear_issue_by_url_with_a_null_description(
 def test_linear_missing_issue(linear: FakeLinear, linear_env: dict[str, str], status: int) -> None:
     linear.not_found_status = status
 
-    message = error_of(lambda: load_ticket("ENG-404", settings=tickets(linear_env)))
+    message = refusal_of("ENG-404", linear_env)
 
     assert message.startswith(
         "Linear has no issue ENG-404, or LINEAR_API_KEY's workspace cannot see it"
@@ -438,11 +434,7 @@ def test_linear_missing_issue(linear: FakeLinear, linear_env: dict[str, str], st
 
 
 def test_linear_bad_key(linear: FakeLinear, linear_env: dict[str, str]) -> None:
-    message = error_of(
-        lambda: load_ticket(
-            "ENG-1", settings=tickets({**linear_env, "LINEAR_API_KEY": "lin_api_wrong"})
-        )
-    )
+    message = refusal_of("ENG-1", {**linear_env, "LINEAR_API_KEY": "lin_api_wrong"})
 
     assert message.startswith(
         "Linear rejected LINEAR_API_KEY (You need to authenticate to access this operation.)"
@@ -450,9 +442,7 @@ def test_linear_bad_key(linear: FakeLinear, linear_env: dict[str, str]) -> None:
 
 
 def test_linear_without_key_is_refused(linear: FakeLinear) -> None:
-    message = error_of(
-        lambda: load_ticket("ENG-1", settings=tickets({"CAIRN_LINEAR_API_URL": linear.api_url}))
-    )
+    message = refusal_of("ENG-1", {"CAIRN_LINEAR_API_URL": linear.api_url})
 
     assert message.startswith("LINEAR_API_KEY is not set")
     assert linear.requests == []
@@ -461,17 +451,13 @@ def test_linear_without_key_is_refused(linear: FakeLinear) -> None:
 def test_linear_rate_limit(linear: FakeLinear, linear_env: dict[str, str]) -> None:
     linear.rate_limited = True
 
-    assert "rate limit is used up" in error_of(
-        lambda: load_ticket("ENG-1", settings=tickets(linear_env))
-    )
+    assert "rate limit is used up" in refusal_of("ENG-1", linear_env)
 
 
 def test_linear_unreachable() -> None:
     env = {"LINEAR_API_KEY": LINEAR_TEST_KEY, "CAIRN_LINEAR_API_URL": closed_port_url()}
 
-    assert "set CAIRN_LINEAR_API_URL" in error_of(
-        lambda: load_ticket("ENG-1", settings=tickets(env))
-    )
+    assert "set CAIRN_LINEAR_API_URL" in refusal_of("ENG-1", env)
 
 
 # --------------------------------------------------------------------------- pull requests
@@ -480,13 +466,8 @@ def test_linear_unreachable() -> None:
 def test_create_pull_request(github: FakeGitHub, github_env: dict[str, str]) -> None:
     github.add_issue("acme/shop", 12, "Checkout fails")
 
-    url = create_pull_request(
-        "acme/shop",
-        head="cairn/12",
-        base="main",
-        title="Fix checkout",
-        body="Fixes #12",
-        settings=tickets(github_env),
+    url = pull_request(
+        github_env, "acme/shop", head="cairn/12", title="Fix checkout", body="Fixes #12"
     )
 
     assert url == "https://github.com/acme/shop/pull/13"
@@ -506,20 +487,9 @@ def test_a_second_pull_request_for_a_branch_is_refused(
     github: FakeGitHub, github_env: dict[str, str]
 ) -> None:
     github.add_repo("acme/shop")
-    create_pull_request(
-        "acme/shop", head="cairn/12", base="main", title="A", body="", settings=tickets(github_env)
-    )
+    pull_request(github_env, "acme/shop", head="cairn/12", title="A", body="")
 
-    message = error_of(
-        lambda: create_pull_request(
-            "acme/shop",
-            head="cairn/12",
-            base="main",
-            title="B",
-            body="",
-            settings=tickets(github_env),
-        )
-    )
+    message = pull_refusal(github_env, "acme/shop", head="cairn/12", title="B", body="")
 
     assert message == (
         "GitHub refused the pull request cairn/12 → main in acme/shop: "
@@ -530,16 +500,7 @@ def test_a_second_pull_request_for_a_branch_is_refused(
 def test_pull_request_into_an_unknown_repository(
     github: FakeGitHub, github_env: dict[str, str]
 ) -> None:
-    message = error_of(
-        lambda: create_pull_request(
-            "acme/gone",
-            head="cairn/1",
-            base="main",
-            title="A",
-            body="",
-            settings=tickets(github_env),
-        )
-    )
+    message = pull_refusal(github_env, "acme/gone", head="cairn/1", title="A", body="")
 
     assert message.startswith("GitHub has no repository acme/gone, or GITHUB_TOKEN cannot see it")
 
@@ -548,11 +509,7 @@ def test_pull_request_with_a_bad_token(github: FakeGitHub, github_env: dict[str,
     github.add_repo("acme/shop")
     env = {**github_env, "GITHUB_TOKEN": "ghp_wrong"}
 
-    message = error_of(
-        lambda: create_pull_request(
-            "acme/shop", head="cairn/1", base="main", title="A", body="", settings=tickets(env)
-        )
-    )
+    message = pull_refusal(env, "acme/shop", head="cairn/1", title="A", body="")
 
     assert message.startswith("GitHub rejected GITHUB_TOKEN (Bad credentials): set GITHUB_TOKEN")
     assert "write access to acme/shop's pull requests" in message

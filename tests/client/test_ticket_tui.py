@@ -5,39 +5,30 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cairn_client.call_log import CallLog
-from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
-from cairn_client.session import ClientSession, Endpoint
 from cairn_client.ticket import git
 from cairn_client.ticket.command import Started, TicketRequest, start_ticket
 from cairn_client.ticket.flow import FinishOptions
-from cairn_client.tui.app import CairnApp, SessionRunner
+from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_client.tui.screens.plan import PlanScreen
 from cairn_client.tui.ticket import TuiTicketDriver
-from cairn_client.workspace import detect_workspace
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
 from support.repos import run_git
-from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
+from support.servers import call, script
+from support.sessions import sessions_for
 from support.tui import chat_entries
 from support.waiting import until
 from textual.widgets import Input, TextArea
 
 EDIT = call("edit", path="src/app.py", old_string="return 1", new_string="return sum(items)")
-
-
-@pytest.fixture
-def server(tmp_path: Path, fake_model: FakeModelServer) -> Iterator[BackgroundServer]:
-    with cairn_server(sqlite_url(tmp_path), fake_model) as running:
-        yield running
 
 
 def ticket_app(
@@ -47,19 +38,13 @@ def ticket_app(
     started = start_ticket(repo, TicketRequest(source=str(tmp_path / "ticket.md")))
     driver = TuiTicketDriver(started, FinishOptions(), "default")
 
-    async def resolve() -> str:
-        return server.url
-
-    def start(listener: SessionListener) -> SessionRunner:
-        return ClientSession(
-            Endpoint(TEST_TOKEN, resolve),
-            detect_workspace(started.branch.workdir),
-            Policy(PolicySettings(mode="default")),
-            listener,
-            "new",
-            call_log=CallLog(tmp_path / "calls.sqlite3", repo),
-        )
-
+    start = sessions_for(
+        server.url,
+        started.branch.workdir,
+        Policy(PolicySettings(mode="default")),
+        conversation="new",
+        call_log=CallLog(tmp_path / "calls.sqlite3", repo),
+    )
     return CairnApp(start, workspace_name="repo", companion=driver), driver, started
 
 

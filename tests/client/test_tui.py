@@ -6,23 +6,19 @@ Covers what a user notices: streaming, approvals, interrupts, setup, history, st
 from __future__ import annotations
 
 import asyncio
-import difflib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import Policy
-from cairn_client.policy.settings import PolicySettings, load_settings
-from cairn_client.policy.types import Approval, Mode, Verdict
-from cairn_client.tools.base import FileChange, PreparedCall, Preview, ToolOutcome
+from cairn_client.policy.settings import load_settings
+from cairn_client.policy.types import Approval, Verdict
+from cairn_client.tools.base import PreparedCall, ToolOutcome
 from cairn_client.tools.registry import prepare_call
-from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_client.tui.screens.setup import SetupScreen
 from cairn_client.tui.widgets.chat import AssistantEntry
-from cairn_client.undo import AppliedChange, UndoRefused
 from cairn_protocol import ServerFrame
 from cairn_protocol.messages import (
     AssistantDelta,
@@ -39,232 +35,27 @@ from cairn_protocol.messages import (
     ToolSettled,
     ToolWithdrawn,
     Usage,
-    UserCommand,
     UserMessage,
-    Welcome,
 )
-from cairn_protocol.tools import EditArgs, GrepArgs, ReadArgs, ShellArgs
+from support.scripted_tui import (
+    asked,
+    edit_call,
+    finished,
+    grep_call,
+    read_call,
+    scripted_run,
+    settle,
+    shell_call,
+    type_and_send,
+    welcome,
+)
 from support.tui import chat_entries, rendered_text, status_text
-from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import Input
 
-SIZE = (100, 36)
-THIS_CLIENT = "cli_this"
-
-
-class ScriptedSession:
-    """A SessionRunner whose run() connects and welcomes like the real session, then idles.
-
-    Tests play the rest of the server's side by calling `listener` directly, as the real
-    session does from its receive loop; what the app asks of the session is recorded.
-    """
-
-    def __init__(
-        self,
-        welcome: Welcome,
-        *,
-        fail_with: Exception | None = None,
-        announce_failure: bool = False,
-        policy: Policy | None = None,
-    ) -> None:
-        self.welcome = welcome
-        self.policy = policy
-        self.fail_with = fail_with
-        self.announce_failure = announce_failure
-        self.sent: list[str] = []
-        self.commands: list[UserCommand | None] = []
-        self.compactions: list[str | None] = []
-        self.cancels = 0
-        self.closed = False
-        self._listener: CairnApp | None = None
-        self._closed = asyncio.Event()
-
-    def start(self, listener: SessionListener) -> ScriptedSession:
-        assert isinstance(listener, CairnApp)
-        self._listener = listener
-        return self
-
-    @property
-    def listener(self) -> CairnApp:
-        assert self._listener is not None, "the app has not started the session"
-        return self._listener
-
-    async def run(self) -> None:
-        self.listener.connection_changed("connecting", "connecting to the server")
-        if self.fail_with is not None:
-            if self.announce_failure:  # as the real session does when the server refuses it
-                self.listener.connection_changed("failed", str(self.fail_with))
-            raise self.fail_with
-        self.listener.connection_changed("connected", "connected")
-        self.listener.server_event(self.welcome)
-        await self._closed.wait()
-        self.listener.connection_changed("closed", "session closed")
-
-    async def send_user_message(self, text: str, command: UserCommand | None = None) -> None:
-        self.sent.append(text)
-        self.commands.append(command)
-
-    async def compact(self, instructions: str | None = None) -> None:
-        self.compactions.append(instructions)
-
-    async def cancel(self) -> None:
-        self.cancels += 1
-
-    async def close(self) -> None:
-        self.closed = True
-        self._closed.set()
-
-    @property
-    def mode(self) -> Mode | None:
-        return self.policy.mode if self.policy is not None else None
-
-    def set_mode(self, mode: Mode) -> None:
-        if self.policy is not None:
-            self.policy.set_mode(mode)
-
-    async def undo_last_change(self) -> AppliedChange:
-        raise UndoRefused("this scripted session applies no changes")
-
-    def startup_notes(self) -> list[str]:
-        return self.policy.startup_notes() if self.policy is not None else []
-
-    @property
-    def settings_file(self) -> str:
-        return self.policy.settings.user_file_shown if self.policy is not None else ""
-
-    def events(self, *events: ServerFrame) -> None:
-        for event in events:
-            self.listener.server_event(event)
-
-    def ask(self, prepared: PreparedCall) -> asyncio.Task[Approval]:
-        """Ask for approval the way the real session does: from a task of its own, with the
-        verdict of a policy (its answer options are what the screen offers)."""
-        policy = self.policy or Policy(PolicySettings(user_file=Path("/nonexistent/cairn.toml")))
-        verdict = policy.decide(prepared)
-        return asyncio.ensure_future(self.listener.ask_approval(prepared, verdict))
-
-
-def welcome(
-    *,
-    model: str | None = "gpt-test",
-    history: list[HistoryItem] | None = None,
-    model_problem: str | None = None,
-    pending: list[ToolRequest] | None = None,
-) -> Welcome:
-    return Welcome(
-        seq=3,
-        agent_id="agent-1",
-        conversation_id="conv-1",
-        model=model,
-        model_problem=model_problem,
-        history=history or [],
-        client_id=THIS_CLIENT,
-        pending_tool_requests=pending or [],
-    )
-
-
-def scripted_app(
-    session_welcome: Welcome | None = None,
-    *,
-    fail_with: Exception | None = None,
-    announce_failure: bool = False,
-) -> tuple[CairnApp, ScriptedSession]:
-    session = ScriptedSession(
-        session_welcome or welcome(), fail_with=fail_with, announce_failure=announce_failure
-    )
-    return CairnApp(session.start, workspace_name="shop-api"), session
-
-
-def edit_call(call_id: str = "call-1", run_id: str = "run-1") -> PreparedCall:
-    before = "def total(items):\n    return 1\n"
-    after = "def total(items):\n    return sum(item.price for item in items)\n"
-    diff = "".join(
-        difflib.unified_diff(
-            before.splitlines(keepends=True),
-            after.splitlines(keepends=True),
-            "a/src/app.py",
-            "b/src/app.py",
-        )
-    )
-    arguments = {
-        "path": "src/app.py",
-        "old_string": "    return 1\n",
-        "new_string": "    return sum(item.price for item in items)\n",
-    }
-    request = ToolRequest(seq=7, run_id=run_id, call_id=call_id, tool="edit", arguments=arguments)
-    return PreparedCall(
-        request=request,
-        args=EditArgs.model_validate(arguments),
-        preview=Preview(title="Edit src/app.py", kind="diff", body=diff, language="diff"),
-        changes=(FileChange("src/app.py", before, after),),
-    )
-
-
-def read_call(call_id: str = "call-r") -> PreparedCall:
-    arguments = {"path": "src/app.py"}
-    request = ToolRequest(seq=5, run_id="run-1", call_id=call_id, tool="read", arguments=arguments)
-    return PreparedCall(
-        request=request,
-        args=ReadArgs.model_validate(arguments),
-        preview=Preview(title="Read src/app.py", kind="info", body="read src/app.py"),
-    )
-
-
-def shell_call(command: str) -> PreparedCall:
-    arguments = {"command": command}
-    request = ToolRequest(
-        seq=6, run_id="run-1", call_id="call-s", tool="shell", arguments=arguments
-    )
-    return PreparedCall(
-        request=request,
-        args=ShellArgs.model_validate(arguments),
-        preview=Preview(title="Run shell command", kind="command", body=command, language="bash"),
-    )
-
-
-def grep_call(pattern: str) -> PreparedCall:
-    arguments = {"pattern": pattern}
-    request = ToolRequest(seq=6, run_id="run-1", call_id="call-g", tool="grep", arguments=arguments)
-    return PreparedCall(
-        request=request,
-        args=GrepArgs.model_validate(arguments),
-        preview=Preview(title=f"Search for {pattern}", kind="info", body=pattern),
-    )
-
-
-def finished(run_id: str = "run-1", stop_reason: Any = "end_turn", **usage: Any) -> RunFinished:
-    return RunFinished(seq=20, run_id=run_id, stop_reason=stop_reason, usage=Usage(**usage))
-
-
-# ---------------------------------------------------------------- reading what the user sees
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    """Let posted messages, mounts and the Markdown stream's task all run."""
-    for _ in range(3):
-        await pilot.pause()
-    await pilot.wait_for_scheduled_animations()
-
-
-async def start(pilot: Pilot[Any]) -> None:
-    await settle(pilot)
-
-
-async def type_and_send(pilot: Pilot[Any], text: str) -> None:
-    """Fill the prompt and press Enter (key by key typing is covered where it matters)."""
-    pilot.app.query_one("#prompt", Input).value = text
-    await pilot.press("enter")
-    await settle(pilot)
-
-
-# ---------------------------------------------------------------- chat and streaming
-
 
 async def test_streamed_answer_appears_and_the_final_message_replaces_it() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         await pilot.press(*"Fix it", "enter")
         await settle(pilot)
         assert session.sent == ["Fix it"]
@@ -300,10 +91,7 @@ async def test_repository_settings_that_would_widen_permissions_are_shown_as_ign
         'mode = "bypass"\n[permissions]\nallow = ["shell(curl:*)"]\ndeny = ["read(secrets/**)"]\n'
     )
     policy = Policy(load_settings(tmp_path, user_file=tmp_path / "absent.toml"))
-    session = ScriptedSession(welcome(), policy=policy)
-    app = CairnApp(session.start, workspace_name="shop-api")
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run(policy=policy) as (app, _session, pilot):
         entries = chat_entries(app)
         assert any("mode 'bypass' would widen 'default'; ignored" in e for e in entries)
         assert any("allow rules are ignored" in e for e in entries)
@@ -311,9 +99,7 @@ async def test_repository_settings_that_would_widen_permissions_are_shown_as_ign
 
 
 async def test_text_after_a_tool_call_starts_a_new_answer_below_the_tool_line() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         session.events(
             RunStarted(seq=4, run_id="run-1", user_text="What does app.py do?"),
             AssistantDelta(seq=4, run_id="run-1", text="Let me read it."),
@@ -335,12 +121,9 @@ async def test_text_after_a_tool_call_starts_a_new_answer_below_the_tool_line() 
 
 
 async def test_tool_calls_show_as_compact_lines() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         app.tool_handled(read_call(), Verdict("allow", "read-only"), ToolOutcome("ok", "1\tx"))
-        task = session.ask(edit_call())
-        await settle(pilot)
+        task = await asked(pilot, session, edit_call())
         await pilot.press("y")
         await task
         app.tool_handled(
@@ -367,36 +150,25 @@ async def test_tool_calls_show_as_compact_lines() -> None:
         ]
 
 
-async def test_a_request_another_client_runs_is_shown_never_asked_about() -> None:
-    waiting = ToolRequest(
-        seq=2,
-        run_id="run-0",
-        call_id="call-w",
-        tool="read",
-        arguments={"path": "README.md"},
+def in_another_client(
+    seq: int, run_id: str, call_id: str, tool: str, **arguments: str
+) -> ToolRequest:
+    """A tool request the server gave another client (cli_other) to run."""
+    return ToolRequest(
+        seq=seq,
+        run_id=run_id,
+        call_id=call_id,
+        tool=tool,
+        arguments=arguments,
         executor="cli_other",
     )
-    app, session = scripted_app(welcome(pending=[waiting]))
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
-        session.events(
-            ToolRequest(
-                seq=7,
-                run_id="run-1",
-                call_id="call-s",
-                tool="shell",
-                arguments={"command": "pwd >> where.txt"},
-                executor="cli_other",
-            ),
-            ToolRequest(  # a replay of the same request changes nothing
-                seq=7,
-                run_id="run-1",
-                call_id="call-s",
-                tool="shell",
-                arguments={"command": "pwd >> where.txt"},
-                executor="cli_other",
-            ),
-        )
+
+
+async def test_a_request_another_client_runs_is_shown_never_asked_about() -> None:
+    waiting = in_another_client(2, "run-0", "call-w", "read", path="README.md")
+    shell = in_another_client(7, "run-1", "call-s", "shell", command="pwd >> where.txt")
+    async with scripted_run(welcome(pending=[waiting])) as (app, session, pilot):
+        session.events(shell, shell.model_copy())  # a replay of the same request changes nothing
         await settle(pilot)
         assert chat_entries(app) == [
             "· read README.md — running in another client",
@@ -441,9 +213,7 @@ async def test_a_request_another_client_runs_is_shown_never_asked_about() -> Non
 async def test_a_run_that_ends_early_says_why(
     stop_reason: Any, detail: str | None, line: str
 ) -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         session.events(
             RunStarted(seq=4, run_id="run-1", user_text="go"),
             AssistantDelta(seq=4, run_id="run-1", text="Half an ans"),
@@ -457,9 +227,7 @@ async def test_a_run_that_ends_early_says_why(
 
 
 async def test_a_retry_that_voids_streamed_text_removes_it_before_the_answer_restarts() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         session.events(
             RunStarted(seq=4, run_id="run-1", user_text="go"),
             AssistantDelta(seq=4, run_id="run-1", text="The answer is"),
@@ -485,9 +253,7 @@ async def test_a_retry_that_voids_streamed_text_removes_it_before_the_answer_res
 
 
 async def test_an_answer_split_by_a_notice_shows_once_when_it_is_complete() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         session.events(
             RunStarted(seq=4, run_id="run-1", user_text="go"),
             AssistantDelta(seq=4, run_id="run-1", text="The answer"),
@@ -505,9 +271,7 @@ async def test_an_answer_split_by_a_notice_shows_once_when_it_is_complete() -> N
 
 
 async def test_a_retry_that_keeps_the_streamed_text_only_shows_in_the_status_line() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         session.events(
             RunStarted(seq=4, run_id="run-1", user_text="go"),
             AssistantMessage(seq=5, run_id="run-1", text="Step one done."),
@@ -522,9 +286,7 @@ async def test_a_retry_that_keeps_the_streamed_text_only_shows_in_the_status_lin
 
 
 async def test_steps_show_the_context_use_and_usage_is_counted_once_per_run() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         assert "ctx" not in status_text(app)
         step_usage = Usage(input_tokens=1000, output_tokens=10, cost_usd=0.001)
         session.events(
@@ -599,9 +361,7 @@ async def test_steps_show_the_context_use_and_usage_is_counted_once_per_run() ->
 async def test_a_compaction_is_one_line_in_the_chat(
     compaction: ContextCompacted, line: str
 ) -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         session.events(compaction)
         await settle(pilot)
         assert chat_entries(app) == [line]
@@ -616,9 +376,7 @@ async def test_a_compaction_is_one_line_in_the_chat(
 async def test_compact_asks_the_server_and_its_refusals_are_notices(
     typed: str, instructions: str | None
 ) -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         await type_and_send(pilot, typed)
         assert session.compactions == [instructions]
         assert session.sent == []
@@ -643,9 +401,7 @@ async def test_compact_asks_the_server_and_its_refusals_are_notices(
 
 
 async def test_unexpected_events_are_shown_dim_and_the_app_keeps_working() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         app.server_event(cast(Any, UserMessage(text="not a server event")))
         session.events(ErrorEvent(seq=3, code="internal", message="database is locked"))
         await settle(pilot)
@@ -675,11 +431,8 @@ async def test_unexpected_events_are_shown_dim_and_the_app_keeps_working() -> No
 async def test_approval_screen_shows_the_diff_and_returns_the_answer(
     keys: list[str], expected: Approval
 ) -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
-        task = session.ask(edit_call())
-        await settle(pilot)
+    async with scripted_run() as (app, session, pilot):
+        task = await asked(pilot, session, edit_call())
         assert isinstance(app.screen, ApprovalScreen)
         assert rendered_text(app.screen.query_one("#approval-title")) == "Edit src/app.py"
         assert "edit" in rendered_text(app.screen.query_one("#approval-tool"))
@@ -716,11 +469,8 @@ async def test_approval_screen_shows_the_diff_and_returns_the_answer(
 async def test_the_approval_screen_suggests_the_narrowest_rule(
     prepared: Callable[[], PreparedCall], hint: str
 ) -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
-        task = session.ask(prepared())
-        await settle(pilot)
+    async with scripted_run() as (app, session, pilot):
+        task = await asked(pilot, session, prepared())
         assert isinstance(app.screen, ApprovalScreen)
         assert " ".join(rendered_text(app.screen.query_one("#approval-hint")).split()) == hint
         await pilot.press("y")
@@ -736,11 +486,8 @@ def prepared_shell(root: Path, **arguments: Any) -> PreparedCall:
 async def test_leaving_the_sandbox_offers_only_once_and_says_why(tmp_path: Path) -> None:
     command = "curl -sSO https://example.com/x"
     prepared = prepared_shell(tmp_path, command=command, outside_sandbox=True)
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
-        task = session.ask(prepared)
-        await settle(pilot)
+    async with scripted_run() as (app, session, pilot):
+        task = await asked(pilot, session, prepared)
         assert isinstance(app.screen, ApprovalScreen)
         title = rendered_text(app.screen.query_one("#approval-title"))
         assert title == "Run shell command OUTSIDE the sandbox"
@@ -759,12 +506,9 @@ async def test_leaving_the_sandbox_offers_only_once_and_says_why(tmp_path: Path)
 async def test_escape_on_the_approval_screen_denies_and_interrupts_the_run(
     keys: list[str],
 ) -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         session.events(RunStarted(seq=4, run_id="run-1", user_text="edit it"))
-        task = session.ask(edit_call())
-        await settle(pilot)
+        task = await asked(pilot, session, edit_call())
         await pilot.press(*keys)
         assert await asyncio.wait_for(task, 2) == Approval(
             kind="deny", reason="interrupted by the user"
@@ -783,11 +527,8 @@ async def test_escape_on_the_approval_screen_denies_and_interrupts_the_run(
     ],
 )
 async def test_an_open_approval_closes_itself_when_the_request_ends(ending: ServerFrame) -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
-        task = session.ask(edit_call(call_id="call-1", run_id="run-1"))
-        await settle(pilot)
+    async with scripted_run() as (app, session, pilot):
+        task = await asked(pilot, session, edit_call(call_id="call-1", run_id="run-1"))
         assert isinstance(app.screen, ApprovalScreen)
         session.events(ending)
         assert await asyncio.wait_for(task, 2) == Approval(
@@ -798,13 +539,9 @@ async def test_an_open_approval_closes_itself_when_the_request_ends(ending: Serv
 
 
 async def test_a_settled_call_leaves_other_open_approvals_alone() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
-        first = session.ask(edit_call(call_id="call-1"))
-        await settle(pilot)
-        second = session.ask(edit_call(call_id="call-2"))
-        await settle(pilot)
+    async with scripted_run() as (app, session, pilot):
+        first = await asked(pilot, session, edit_call(call_id="call-1"))
+        second = await asked(pilot, session, edit_call(call_id="call-2"))
         session.events(ToolSettled(seq=9, run_id="run-1", call_id="call-1", status="denied"))
         assert await asyncio.wait_for(first, 2) == Approval("deny", "the request was withdrawn")
         await settle(pilot)
@@ -817,12 +554,9 @@ async def test_a_settled_call_leaves_other_open_approvals_alone() -> None:
 
 
 async def test_approvals_are_shown_one_at_a_time_in_the_order_asked() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         first = session.ask(edit_call(call_id="call-1"))
-        second = session.ask(edit_call(call_id="call-2"))
-        await settle(pilot)
+        second = await asked(pilot, session, edit_call(call_id="call-2"))
         assert [type(s) for s in app.screen_stack].count(ApprovalScreen) == 1
         assert isinstance(app.screen, ApprovalScreen)
         assert app.screen.prepared.request.call_id == "call-1"
@@ -836,11 +570,8 @@ async def test_approvals_are_shown_one_at_a_time_in_the_order_asked() -> None:
 
 
 async def test_a_question_the_session_stops_asking_closes_its_screen() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
-        task = session.ask(edit_call())
-        await settle(pilot)
+    async with scripted_run() as (app, session, pilot):
+        task = await asked(pilot, session, edit_call())
         task.cancel()
         await settle(pilot)
         assert not isinstance(app.screen, ApprovalScreen)
@@ -850,9 +581,7 @@ async def test_a_question_the_session_stops_asking_closes_its_screen() -> None:
 
 
 async def test_escape_interrupts_a_running_run_and_does_nothing_when_idle() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         await pilot.press("escape")
         await settle(pilot)
         assert session.cancels == 0
@@ -871,9 +600,7 @@ async def test_escape_interrupts_a_running_run_and_does_nothing_when_idle() -> N
 
 
 async def test_input_ignores_empty_text_sends_during_a_run_and_clears_the_view() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         await type_and_send(pilot, "   ")
         assert session.sent == []
         assert chat_entries(app) == []
@@ -891,9 +618,7 @@ async def test_input_ignores_empty_text_sends_during_a_run_and_clears_the_view()
 
 
 async def test_init_with_a_focus_is_sent_whole_as_the_init_command() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         await type_and_send(pilot, "/init look at the billing module")
         await type_and_send(pilot, "/init")
         await settle(pilot)
@@ -902,9 +627,7 @@ async def test_init_with_a_focus_is_sent_whole_as_the_init_command() -> None:
 
 
 async def test_help_lists_the_commands_and_a_headless_only_refusal_is_one_line() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         await type_and_send(pilot, "/help")
         await settle(pilot)
         listed = chat_entries(app)[-1]
@@ -916,9 +639,7 @@ async def test_help_lists_the_commands_and_a_headless_only_refusal_is_one_line()
 
 
 async def test_the_command_palette_runs_the_slash_commands() -> None:
-    app, _session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, _session, pilot):
         await pilot.press("ctrl+p", *"/help")
         await pilot.pause(0.3)  # the palette searches in the background
         await pilot.press("enter")
@@ -927,9 +648,7 @@ async def test_the_command_palette_runs_the_slash_commands() -> None:
 
 
 async def test_a_run_started_elsewhere_shows_its_user_text() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         session.events(RunStarted(seq=4, run_id="run-1", user_text="sent from another client"))
         await settle(pilot)
         assert chat_entries(app) == ["sent from another client"]
@@ -937,9 +656,7 @@ async def test_a_run_started_elsewhere_shows_its_user_text() -> None:
 
 @pytest.mark.parametrize("how", [["ctrl+q"], ["ctrl+c"], [*"/quit", "enter"]])
 async def test_quitting_closes_the_session_first(how: list[str]) -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         await pilot.press(*how)
         await settle(pilot)
     assert session.closed
@@ -951,9 +668,7 @@ async def test_quitting_closes_the_session_first(how: list[str]) -> None:
 
 async def test_no_model_shows_the_setup_screen_and_its_demo_exits_with_demo() -> None:
     problem = "No model is configured. Set `CAIRN_MODEL` and `OPENAI_API_KEY` on the server."
-    app, session = scripted_app(welcome(model=None, model_problem=problem))
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run(welcome(model=None, model_problem=problem)) as (app, session, pilot):
         assert isinstance(app.screen, SetupScreen)
         shown = rendered_text(app.screen.query_one("#setup-problem MarkdownParagraph", Widget))
         assert "Set CAIRN_MODEL and OPENAI_API_KEY on the server." in shown
@@ -964,9 +679,8 @@ async def test_no_model_shows_the_setup_screen_and_its_demo_exits_with_demo() ->
 
 
 async def test_the_setup_screen_quit_button_exits_without_demo() -> None:
-    app, session = scripted_app(welcome(model=None, model_problem="No model."))
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    no_model = welcome(model=None, model_problem="No model.")
+    async with scripted_run(no_model) as (app, session, pilot):
         await pilot.click("#setup-quit")
         await settle(pilot)
     assert app.return_value is None
@@ -997,9 +711,7 @@ HISTORY = [
 
 
 async def test_history_renders_once_even_after_a_reconnect() -> None:
-    app, session = scripted_app(welcome(history=HISTORY))
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run(welcome(history=HISTORY)) as (app, session, pilot):
         expected = [
             "Where is the total computed?",
             "✓ read src/app.py",
@@ -1024,9 +736,7 @@ async def test_history_renders_once_even_after_a_reconnect() -> None:
 
 
 async def test_status_line_shows_workspace_model_and_summed_usage() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         status = status_text(app)
         assert "shop-api" in status
         assert "gpt-test" in status
@@ -1054,9 +764,8 @@ async def test_status_line_shows_workspace_model_and_summed_usage() -> None:
 
 
 async def test_a_session_that_cannot_start_is_reported_not_fatal() -> None:
-    app, session = scripted_app(fail_with=RuntimeError("bad server URL 'htp://x'"))
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    failure = RuntimeError("bad server URL 'htp://x'")
+    async with scripted_run(fail_with=failure) as (app, session, pilot):
         assert chat_entries(app) == ["The session stopped: bad server URL 'htp://x'"]
         assert "session failed" in status_text(app)
         await type_and_send(pilot, "hello?")
@@ -1065,9 +774,7 @@ async def test_a_session_that_cannot_start_is_reported_not_fatal() -> None:
 
 async def test_a_refused_session_is_explained_once() -> None:
     refusal = RuntimeError("the server refused the session: bad token")
-    app, _session = scripted_app(fail_with=refusal, announce_failure=True)
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run(fail_with=refusal, announce_failure=True) as (app, _session, pilot):
         assert chat_entries(app) == [
             "Could not reach the server: the server refused the session: bad token"
         ]
@@ -1075,9 +782,7 @@ async def test_a_refused_session_is_explained_once() -> None:
 
 
 async def test_page_up_reads_back_without_new_output_pulling_the_view_down() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         session.events(
             *[
                 AssistantMessage(seq=10 + n, run_id=f"run-{n}", text=f"Answer number {n}.")
@@ -1102,12 +807,9 @@ async def test_page_up_reads_back_without_new_output_pulling_the_view_down() -> 
 
 
 async def test_output_that_arrives_behind_an_open_approval_is_not_lost() -> None:
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
+    async with scripted_run() as (app, session, pilot):
         session.events(RunStarted(seq=4, run_id="run-1", user_text="two things"))
-        task = session.ask(edit_call())
-        await settle(pilot)
+        task = await asked(pilot, session, edit_call())
         app.tool_handled(read_call(), Verdict("allow", "read-only"), ToolOutcome("ok", "1\tx"))
         session.events(
             AssistantDelta(seq=8, run_id="run-1", text="Meanwhile"),
@@ -1132,11 +834,8 @@ async def test_approval_screen_flags_a_destructive_command_and_shows_its_pieces(
     tmp_path: Path,
 ) -> None:
     prepared = prepared_shell(tmp_path, command="pytest -q && git push --force origin main")
-    app, session = scripted_app()
-    async with app.run_test(size=SIZE) as pilot:
-        await start(pilot)
-        task = session.ask(prepared)
-        await settle(pilot)
+    async with scripted_run() as (app, session, pilot):
+        task = await asked(pilot, session, prepared)
         assert isinstance(app.screen, ApprovalScreen)
         warnings = [rendered_text(w) for w in app.screen.query(".approval-warning")]
         assert warnings == ["⚠ git push --force rewrites history on the remote"]

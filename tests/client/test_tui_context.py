@@ -18,12 +18,12 @@ from cairn_client.tui.app import CairnApp
 from cairn_fakes.runner import FakeModelServer
 from cairn_fakes.script import Script, Turn
 from support.servers import TEST_TOKEN, Served, cairn_server, call, script, sqlite_url
+from support.sessions import sessions_for
 from support.tui import chat_entries, status_text
 
 # The real-server helpers live with the memory screen's tests (pytest puts this folder on
 # sys.path); mypy names modules from the repository root, so it cannot follow this import.
 from support.waiting import until
-from test_tui_memory import session_factory  # type: ignore[import-not-found]
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -44,7 +44,7 @@ def retrying_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
 
 @asynccontextmanager
 async def running_app(url: str, repo: Path) -> AsyncIterator[tuple[CairnApp, Pilot[Any]]]:
-    app = CairnApp(session_factory(url, repo), workspace_name="repo", api=CairnApi(url, TEST_TOKEN))
+    app = CairnApp(sessions_for(url, repo), workspace_name="repo", api=CairnApi(url, TEST_TOKEN))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.agent_id is not None)
         yield app, pilot

@@ -8,18 +8,13 @@ shown as notifications while the app keeps working.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cairn_client.api import CairnApi
-from cairn_client.listener import SessionListener
-from cairn_client.policy.policy import Policy
-from cairn_client.policy.settings import PolicySettings
-from cairn_client.session import ClientSession, Endpoint
-from cairn_client.tui.app import CairnApp, SessionRunner
+from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.context import ContextScreen
 from cairn_client.tui.screens.memory import MemoryScreen
 from cairn_client.tui.screens.memory_dialogs import (
@@ -27,39 +22,20 @@ from cairn_client.tui.screens.memory_dialogs import (
     ConfirmScreen,
     NewBlockScreen,
 )
-from cairn_client.workspace import detect_workspace
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
-from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
-from support.tui import chat_entries, rendered_text
-from support.waiting import until
+from cairn_server.context.compiler import SECTION_ORDER
 
 # The scripted session lives with the behaviour tests (pytest puts this folder on sys.path).
-from test_tui import ScriptedSession, welcome  # type: ignore[import-not-found]
+from support.scripted_tui import ScriptedSession, welcome
+from support.servers import TEST_TOKEN, call, script
+from support.sessions import sessions_for
+from support.tui import chat_entries, rendered_text
+from support.waiting import until
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Label, Static
 
 SIZE = (120, 36)
-
-
-@pytest.fixture
-def server(tmp_path: Path, fake_model: FakeModelServer) -> Iterator[BackgroundServer]:
-    with cairn_server(sqlite_url(tmp_path), fake_model) as running:
-        yield running
-
-
-def session_factory(server_url: str, repo: Path) -> Callable[[SessionListener], SessionRunner]:
-    async def resolve() -> str:
-        return server_url
-
-    workspace = detect_workspace(repo)
-
-    def start(listener: SessionListener) -> SessionRunner:
-        return ClientSession(
-            Endpoint(TEST_TOKEN, resolve), workspace, Policy(PolicySettings()), listener
-        )
-
-    return start
 
 
 @asynccontextmanager
@@ -68,7 +44,7 @@ async def running_app(
 ) -> AsyncIterator[tuple[CairnApp, Pilot[Any], CairnApi]]:
     """The app connected to the server, and a REST client of the test's own."""
     app = CairnApp(
-        session_factory(server.url, repo),
+        sessions_for(server.url, repo),
         workspace_name="repo",
         api=CairnApi(server.url, TEST_TOKEN),
     )
@@ -312,14 +288,7 @@ async def test_the_context_panel_shows_sections_tokens_and_the_budget(
         assert panel.report is not None
         names = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
         sections = [name for name in names if not name.startswith(" ")]
-        assert sections == [
-            "instructions",
-            "tools",
-            "memory_blocks",
-            "memory_metadata",
-            "summary",
-            "messages",
-        ]
+        assert sections == list(SECTION_ORDER)
         assert "  read" in names  # the tools section's items, indented under it
         budget = rendered_text(panel.query_one("#context-budget"))
         assert f"{panel.report.total_tokens:,} of {panel.report.budget:,} tokens" in budget

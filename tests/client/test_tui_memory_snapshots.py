@@ -6,20 +6,17 @@ look at the SVG under tests/client/__snapshots__/ before accepting it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cairn_client.api import CairnApi
 from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.memory import MemoryScreen
-from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
 from pytest_textual_snapshot import SVGImageExtension  # type: ignore[import-untyped]
-from support.servers import TEST_TOKEN, cairn_server, sqlite_url
+from support.servers import TEST_TOKEN
+from support.sessions import sessions_for
 from support.waiting import until
-from test_tui_memory import session_factory  # type: ignore[import-not-found]
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -38,15 +35,9 @@ BLOCKS = {
 }
 
 
-@pytest.fixture
-def server(tmp_path: Path, fake_model: FakeModelServer) -> Iterator[BackgroundServer]:
-    with cairn_server(sqlite_url(tmp_path), fake_model) as running:
-        yield running
-
-
 def test_memory_screen_with_blocks(snap_compare: Any, server: BackgroundServer, repo: Path) -> None:
     app = CairnApp(
-        session_factory(server.url, repo),
+        sessions_for(server.url, repo),
         workspace_name="repo",
         api=CairnApi(server.url, TEST_TOKEN),
     )

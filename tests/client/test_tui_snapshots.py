@@ -15,10 +15,7 @@ from cairn_client.tools.base import ToolOutcome
 from cairn_client.tui.screens.plan import PlanScreen
 from cairn_protocol.messages import AssistantDelta, AssistantMessage, RunStarted, StepFinished
 from pytest_textual_snapshot import SVGImageExtension  # type: ignore[import-untyped]
-
-# The scripted session and call builders live with the behaviour tests (pytest puts this folder
-# on sys.path); mypy names modules from the repository root, so it cannot follow this import.
-from test_tui import (  # type: ignore[import-not-found]
+from support.scripted_tui import (
     edit_call,
     finished,
     read_call,

@@ -6,25 +6,23 @@ Also the TUI side of refusals: /undo and /mode plan in the real app against a re
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cairn_client.call_log import CallLog
-from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
-from cairn_client.policy.types import Mode
-from cairn_client.session import ClientSession, Endpoint
 from cairn_client.tools.base import FileChange
 from cairn_client.tools.changes import apply_changes
-from cairn_client.tui.app import CairnApp, SessionRunner
+from cairn_client.tui.app import CairnApp
 from cairn_client.undo import UndoRefused, UndoStack
-from cairn_client.workspace import detect_workspace
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
-from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
+from support.servers import call, script
+from support.sessions import sessions_for
 from support.tui import chat_entries, status_text
 from support.waiting import until
 from textual.pilot import Pilot
@@ -33,13 +31,23 @@ from textual.widgets import Input
 APP = "def total(items):\n    return 1\n\n\ndef main():\n    print(total([]))\n"
 
 
+@pytest.fixture
+def stack(repo: Path) -> UndoStack:
+    return UndoStack(repo)
+
+
+@pytest.fixture
+def readme(repo: Path) -> str:
+    """README.md as committed in `repo`."""
+    return (repo / "README.md").read_text()
+
+
 def applied(stack: UndoStack, call_id: str, *changes: FileChange) -> None:
     apply_changes(stack.root, changes)
     stack.record(call_id, "apply_patch", changes)
 
 
-def test_undo_reverts_the_newest_change_first(repo: Path) -> None:
-    stack = UndoStack(repo)
+def test_undo_reverts_the_newest_change_first(repo: Path, stack: UndoStack) -> None:
     applied(stack, "c1", FileChange("src/app.py", APP, APP.replace("1", "2")))
     applied(stack, "c2", FileChange("src/app.py", APP.replace("1", "2"), "x\n"))
 
@@ -51,9 +59,9 @@ def test_undo_reverts_the_newest_change_first(repo: Path) -> None:
         stack.undo_last()
 
 
-def test_undo_removes_a_created_file_and_restores_a_deleted_one(repo: Path) -> None:
-    stack = UndoStack(repo)
-    readme = (repo / "README.md").read_text()
+def test_undo_removes_a_created_file_and_restores_a_deleted_one(
+    repo: Path, stack: UndoStack, readme: str
+) -> None:
     applied(
         stack,
         "c1",
@@ -70,9 +78,9 @@ def test_undo_removes_a_created_file_and_restores_a_deleted_one(repo: Path) -> N
     )
 
 
-def test_undo_refuses_when_a_file_changed_since_and_touches_nothing(repo: Path) -> None:
-    stack = UndoStack(repo)
-    readme = (repo / "README.md").read_text()
+def test_undo_refuses_when_a_file_changed_since_and_touches_nothing(
+    repo: Path, stack: UndoStack, readme: str
+) -> None:
     applied(
         stack,
         "c1",
@@ -100,26 +108,16 @@ def test_the_stack_is_bounded(repo: Path) -> None:
 # --------------------------------------------------------------------------- in the TUI
 
 
-@pytest.fixture
-def server(tmp_path: Path, fake_model: FakeModelServer) -> Iterator[BackgroundServer]:
-    with cairn_server(sqlite_url(tmp_path), fake_model) as running:
-        yield running
-
-
-def tui(server: BackgroundServer, repo: Path, tmp_path: Path, mode: Mode) -> CairnApp:
-    async def resolve() -> str:
-        return server.url
-
-    def start(listener: SessionListener) -> SessionRunner:
-        return ClientSession(
-            Endpoint(TEST_TOKEN, resolve),
-            detect_workspace(repo),
-            Policy(PolicySettings(mode=mode)),
-            listener,
-            call_log=CallLog(tmp_path / "calls.sqlite3", repo),
-        )
-
-    return CairnApp(start, workspace_name="repo")
+@asynccontextmanager
+async def accepting_edits(
+    server: BackgroundServer, repo: Path, tmp_path: Path
+) -> AsyncIterator[tuple[CairnApp, Pilot[Any]]]:
+    """The app under Pilot, its session in accept-edits mode against `server`."""
+    policy = Policy(PolicySettings(mode="accept-edits"))
+    call_log = CallLog(tmp_path / "calls.sqlite3", repo)
+    app = CairnApp(sessions_for(server.url, repo, policy, call_log=call_log), workspace_name="repo")
+    async with app.run_test(size=(120, 36)) as pilot:
+        yield app, pilot
 
 
 async def type_line(pilot: Pilot[Any], text: str) -> None:
@@ -144,8 +142,7 @@ async def test_slash_undo_reverts_the_edit_and_then_refuses(
     fake_model.set_script(
         script({"text": "Editing.", "tool_calls": [EDIT]}, {"text": "Done."}, {"text": "Noted."})
     )
-    app = tui(server, repo, tmp_path, "accept-edits")
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with accepting_edits(server, repo, tmp_path) as (app, pilot):
         await agent_edits(pilot, app)
         assert "return 2" in (repo / "src/app.py").read_text()
 
@@ -172,8 +169,7 @@ async def test_undo_refuses_after_the_file_changed_by_hand(
     server: BackgroundServer, fake_model: FakeModelServer, repo: Path, tmp_path: Path
 ) -> None:
     fake_model.set_script(script({"text": "Editing.", "tool_calls": [EDIT]}, {"text": "Done."}))
-    app = tui(server, repo, tmp_path, "accept-edits")
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with accepting_edits(server, repo, tmp_path) as (app, pilot):
         await agent_edits(pilot, app)
         (repo / "src/app.py").write_text("mine now\n")
 
@@ -188,8 +184,7 @@ async def test_plan_mode_refusal_is_shown_and_told_to_the_model(
     server: BackgroundServer, fake_model: FakeModelServer, repo: Path, tmp_path: Path
 ) -> None:
     fake_model.set_script(script({"text": "Editing.", "tool_calls": [EDIT]}, {"text": "Planned."}))
-    app = tui(server, repo, tmp_path, "accept-edits")
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with accepting_edits(server, repo, tmp_path) as (app, pilot):
         await until(pilot, lambda: app.agent_id is not None)
         await type_line(pilot, "/mode plan")
         await until(pilot, lambda: any("now plan" in e for e in chat_entries(app)))

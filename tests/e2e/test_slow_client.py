@@ -7,12 +7,11 @@ import os
 import random
 import signal
 import string
-import subprocess
 import time
 from pathlib import Path
 
 from cairn_fakes.runner import FakeModelServer
-from support.cli import CAIRN, cairn_env
+from support.cli import start_cairn
 from support.servers import model_env, script
 from support.waiting import wait_until
 
@@ -25,15 +24,8 @@ def test_a_frozen_client_is_closed_then_catches_up_by_resuming(
     rng = random.Random(12)
     answer = "".join(rng.choices(string.ascii_letters + string.digits, k=16_000_000))
     fake_model.set_script(script({"text": answer, "chunk_size": 65536, "delay_s": 1.0}))
-    env = cairn_env(tmp_path / "data", {**model_env(fake_model), "CAIRN_WS_BACKLOG_MB": "1"})
-    process = subprocess.Popen(
-        [*CAIRN, "-p", "say it all"],
-        cwd=repo,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = {**model_env(fake_model), "CAIRN_WS_BACKLOG_MB": "1"}
+    process = start_cairn(repo, tmp_path / "data", "-p", "say it all", env=env)
     try:
         wait_until(lambda: bool(fake_model.requests), 60, "the model was never asked")
         os.kill(process.pid, signal.SIGSTOP)  # frozen, as a stuck terminal or a laptop lid
@@ -49,4 +41,3 @@ def test_a_frozen_client_is_closed_then_catches_up_by_resuming(
     assert process.returncode == 0, err
     assert "cairn: the server closed the connection (too slow: more than 1 MiB" in err
     assert out == answer + "\n"
-

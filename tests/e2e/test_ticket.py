@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from cairn_fakes.runner import FakeModelServer
-from support.cli import CAIRN, cairn, cairn_env
+from support.cli import cairn, start_cairn
 from support.repos import APP_AFTER, APP_BEFORE, run_git
 from support.servers import call, model_env, script
 from support.ticket_apis import GITHUB_TEST_TOKEN, LINEAR_TEST_KEY, FakeGitHub, FakeLinear
@@ -172,14 +172,13 @@ def test_a_killed_ticket_resumes_where_it_stood(
             {"text": "Done after the interruption."},
         )
     )
-    env = cairn_env(data_dir, model_env(fake_model))
-    first = subprocess.Popen(
-        [*CAIRN, "ticket", "ticket.md", "--approve", "all"],
-        cwd=ticket_repo,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    first = start_cairn(
+        ticket_repo,
+        data_dir,
+        *("ticket", "ticket.md", "--approve", "all"),
+        env=model_env(fake_model),
+        output=subprocess.DEVNULL,
+        new_session=True,
     )
     try:
         found: list[int] = []

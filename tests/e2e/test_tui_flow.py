@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from cairn_client.api import CairnApi
-from cairn_client.listener import SessionListener
-from cairn_client.policy.policy import Policy
-from cairn_client.policy.settings import PolicySettings
-from cairn_client.session import ClientSession, Endpoint
-from cairn_client.tui.app import CairnApp, SessionRunner
+from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.approval import ApprovalScreen
-from cairn_client.workspace import detect_workspace
 from cairn_fakes.runner import FakeModelServer
 from support.cli import cairn
 from support.repos import APP_AFTER, APP_BEFORE, run_git
 from support.servers import TEST_TOKEN, cairn_server, call, model_env, script, sqlite_url
+from support.sessions import sessions_for
 from support.tui import chat_entries, rendered_text, status_text
 from support.waiting import until
 from textual.pilot import Pilot
@@ -40,25 +36,40 @@ GREP_READ_EDIT = (
 )
 
 
-def session_factory(server_url: str, repo: Path) -> Callable[[SessionListener], SessionRunner]:
-    async def resolve() -> str:
-        return server_url
-
-    workspace = detect_workspace(repo)
-    policy = Policy(PolicySettings())
-
-    def start(listener: SessionListener) -> SessionRunner:
-        return ClientSession(Endpoint(TEST_TOKEN, resolve), workspace, policy, listener)
-
-    return start
-
-
 @asynccontextmanager
 async def running_app(server_url: str, repo: Path) -> AsyncIterator[tuple[CairnApp, Pilot[Any]]]:
-    app = CairnApp(session_factory(server_url, repo), workspace_name="repo")
+    app = CairnApp(sessions_for(server_url, repo), workspace_name="repo")
     async with app.run_test(size=(110, 36)) as pilot:
         await until(pilot, lambda: "connected" in status_text(app))
         yield app, pilot
+
+
+@asynccontextmanager
+async def served_app(
+    tmp_path: Path, fake_model: FakeModelServer, repo: Path
+) -> AsyncIterator[tuple[CairnApp, Pilot[Any]]]:
+    """A real server on a fresh database in `tmp_path`, and the app connected to it."""
+    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
+        async with running_app(server.url, repo) as (app, pilot):
+            yield app, pilot
+
+
+@asynccontextmanager
+async def edit_awaiting_approval(
+    tmp_path: Path, fake_model: FakeModelServer, repo: Path, answer: str
+) -> AsyncIterator[tuple[CairnApp, Pilot[Any]]]:
+    """The app on its approval screen for the scripted EDIT ("fix it"); `answer` is what the
+    model says after the edit's result."""
+    fake_model.set_script(script({"tool_calls": [EDIT]}, {"text": answer}))
+    async with served_app(tmp_path, fake_model, repo) as (app, pilot):
+        await send_and_await_approval(app, pilot, "fix it")
+        yield app, pilot
+
+
+async def send_and_await_approval(app: CairnApp, pilot: Pilot[Any], text: str) -> None:
+    """Send `text` and wait for the approval screen the model's tool call brings up."""
+    await send(app, pilot, text)
+    await until(pilot, lambda: isinstance(app.screen, ApprovalScreen))
 
 
 async def send(app: CairnApp, pilot: Pilot[Any], text: str) -> None:
@@ -92,14 +103,13 @@ async def test_request_becomes_an_approved_edit_on_disk(
     tmp_path: Path, repo: Path, fake_model: FakeModelServer
 ) -> None:
     fake_model.set_script(script(*GREP_READ_EDIT))
-    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        async with running_app(server.url, repo) as (app, pilot):
-            await send(app, pilot, "make total() add up")
-            await until(pilot, lambda: "+    return sum(items)" in approval_text(app))
-            assert "-    return 1" in approval_text(app)
-            assert (repo / "app.py").read_text() == APP_BEFORE  # nothing before the yes
-            await pilot.press("y")
-            await until(pilot, lambda: "total() now adds up." in chat_text(app))
+    async with served_app(tmp_path, fake_model, repo) as (app, pilot):
+        await send(app, pilot, "make total() add up")
+        await until(pilot, lambda: "+    return sum(items)" in approval_text(app))
+        assert "-    return 1" in approval_text(app)
+        assert (repo / "app.py").read_text() == APP_BEFORE  # nothing before the yes
+        await pilot.press("y")
+        await until(pilot, lambda: "total() now adds up." in chat_text(app))
     assert (repo / "app.py").read_text() == APP_AFTER
     sent = fake_model.requests
     grep_result = sent[1].body["messages"][-1]["content"]
@@ -110,16 +120,12 @@ async def test_request_becomes_an_approved_edit_on_disk(
 async def test_denial_with_a_reason_reaches_the_model(
     tmp_path: Path, repo: Path, fake_model: FakeModelServer
 ) -> None:
-    fake_model.set_script(script({"tool_calls": [EDIT]}, {"text": "Understood."}))
-    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        async with running_app(server.url, repo) as (app, pilot):
-            await send(app, pilot, "fix it")
-            await until(pilot, lambda: isinstance(app.screen, ApprovalScreen))
-            await pilot.press("n")
-            for key in "use a loop instead":
-                await pilot.press("space" if key == " " else key)
-            await pilot.press("enter")
-            await until(pilot, lambda: "Understood." in chat_text(app))
+    async with edit_awaiting_approval(tmp_path, fake_model, repo, "Understood.") as (app, pilot):
+        await pilot.press("n")
+        for key in "use a loop instead":
+            await pilot.press("space" if key == " " else key)
+        await pilot.press("enter")
+        await until(pilot, lambda: "Understood." in chat_text(app))
     assert (repo / "app.py").read_text() == APP_BEFORE
     assert "use a loop instead" in last_request_text(fake_model)
 
@@ -127,16 +133,13 @@ async def test_denial_with_a_reason_reaches_the_model(
 async def test_escape_interrupts_a_waiting_run(
     tmp_path: Path, repo: Path, fake_model: FakeModelServer
 ) -> None:
-    fake_model.set_script(script({"tool_calls": [EDIT]}, {"text": "Stopped as asked."}))
-    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        async with running_app(server.url, repo) as (app, pilot):
-            await send(app, pilot, "fix it")
-            await until(pilot, lambda: isinstance(app.screen, ApprovalScreen))
-            await pilot.press("escape")
-            await until(pilot, lambda: not isinstance(app.screen, ApprovalScreen))
-            await until(pilot, lambda: "interrupt" in chat_text(app).lower())
-            await send(app, pilot, "ok, what now?")
-            await until(pilot, lambda: "Stopped as asked." in chat_text(app))
+    stopped = "Stopped as asked."
+    async with edit_awaiting_approval(tmp_path, fake_model, repo, stopped) as (app, pilot):
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, ApprovalScreen))
+        await until(pilot, lambda: "interrupt" in chat_text(app).lower())
+        await send(app, pilot, "ok, what now?")
+        await until(pilot, lambda: "Stopped as asked." in chat_text(app))
     assert (repo / "app.py").read_text() == APP_BEFORE
     assert "interrupted by the user" in last_request_text(fake_model)
 
@@ -146,13 +149,12 @@ async def test_escape_interrupts_a_streaming_answer(
 ) -> None:
     long_text = "word " * 400
     fake_model.set_script(script({"text": long_text, "chunk_size": 5, "chunk_delay_s": 0.01}))
-    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        async with running_app(server.url, repo) as (app, pilot):
-            await send(app, pilot, "talk a lot")
-            await until(pilot, lambda: "word word" in chat_text(app))
-            await pilot.press("escape")
-            await until(pilot, lambda: "interrupt" in chat_text(app).lower())
-            assert chat_text(app).count("word") < 400
+    async with served_app(tmp_path, fake_model, repo) as (app, pilot):
+        await send(app, pilot, "talk a lot")
+        await until(pilot, lambda: "word word" in chat_text(app))
+        await pilot.press("escape")
+        await until(pilot, lambda: "interrupt" in chat_text(app).lower())
+        assert chat_text(app).count("word") < 400
 
 
 async def test_restarting_cairn_shows_the_earlier_conversation(
@@ -193,8 +195,7 @@ async def test_escape_kills_an_approved_command_and_says_it_ran(
     )
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
         async with running_app(server.url, repo) as (app, pilot):
-            await send(app, pilot, "run the slow thing")
-            await until(pilot, lambda: isinstance(app.screen, ApprovalScreen))
+            await send_and_await_approval(app, pilot, "run the slow thing")
             await pilot.press("y")
             await until(pilot, lambda: (repo / "shell.started").exists())
             await pilot.press("escape")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,15 +125,7 @@ def _postgres_url_for(database_name: str) -> str:
     return f"{base}/{database_name}"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeModelServer]:
-    """One fake model server per test module (see `fake`)."""
-    with FakeModelServer() as running:
-        yield running
-
-
 @pytest.fixture
-def fake(server: FakeModelServer) -> FakeModelServer:
-    """The module's fake model server with an empty script and an empty request record."""
-    server.reset()
-    return server
+def fake(fake_model: FakeModelServer) -> FakeModelServer:
+    """The fake model server, reset (see `fake_model`): the name the server tests use."""
+    return fake_model

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from cairn_fakes.runner import FakeModelServer
-from cairn_protocol import ErrorEvent, RunFinished, ToolRequest, ToolResult, UserMessage
+from cairn_protocol import ErrorEvent, RunFinished, ToolResult
 from cairn_protocol.messages import ApprovalRecord
 from cairn_server.storage.db import open_database
 from cairn_server.storage.store import Store
 from support.servers import TEST_TOKEN, cairn_server, call, script
-from support.wire import WireClient
+from support.wire import asked_for_a_tool
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 COMMAND = "pytest -q tests/test_app.py"
@@ -53,11 +53,7 @@ async def test_an_approval_is_stored_with_its_run_and_listed_to_its_owner_only(
         )
     )
     with cairn_server(database_url, fake_model) as server:
-        client = await WireClient.connect(server.url)
-        await client.hello()
-        await client.send(UserMessage(text="run the tests"))
-        request = await client.recv_until(ToolRequest)
-        assert isinstance(request, ToolRequest)
+        client, request = await asked_for_a_tool(server.url, "run the tests")
         record = denial("use the helper instead")
         await client.send(
             ToolResult(
@@ -102,11 +98,7 @@ async def test_a_result_without_a_record_stores_none(
         script({"text": "Reading.", "tool_calls": [call("read", path="a.py")]}, {"text": "Done."})
     )
     with cairn_server(database_url, fake_model) as server:
-        client = await WireClient.connect(server.url)
-        await client.hello()
-        await client.send(UserMessage(text="read a.py"))
-        request = await client.recv_until(ToolRequest)
-        assert isinstance(request, ToolRequest)
+        client, request = await asked_for_a_tool(server.url, "read a.py")
         await client.send(ToolResult(call_id=request.call_id, status="ok", content="x = 1"))
         await client.recv_until(RunFinished)
         await client.close()

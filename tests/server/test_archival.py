@@ -9,7 +9,6 @@ import math
 
 import pytest
 from cairn_fakes.runner import FakeModelServer
-from cairn_protocol import WorkspaceIdentity
 from cairn_server.config import EmbeddingSettings
 from cairn_server.memory.archival import Archive
 from cairn_server.memory.embeddings import EmbeddingError, OpenAIEmbedder, make_embedder
@@ -17,17 +16,12 @@ from cairn_server.storage.db import Database
 from cairn_server.storage.repository import NotFoundError
 from cairn_server.storage.store import Store
 from openai import AsyncOpenAI
-
-
-async def new_agent(store: Store, root_commit: str = "a" * 40) -> str:
-    user = await store.ensure_user("dev")
-    workspace = WorkspaceIdentity(root_commit=root_commit, display_name="repo", path="/r")
-    return (await store.get_or_create_agent(user.id, workspace)).id
+from support.store import new_agent
 
 
 @pytest.fixture
 async def agent(store: Store) -> str:
-    return await new_agent(store)
+    return (await new_agent(store)).id
 
 
 def embedding_env(fake: FakeModelServer, base_url: str | None = None) -> dict[str, str]:
@@ -87,7 +81,7 @@ async def test_list_get_delete_and_count(database: Database, agent: str) -> None
 async def test_another_agents_passages_stay_theirs(
     database: Database, store: Store, agent: str
 ) -> None:
-    other = await new_agent(store, "b" * 40)
+    other = (await new_agent(store, "b" * 40)).id
     archive = Archive(database)
     theirs = (await archive.insert(other, "the staging database password rotates weekly")).passage
     assert await archive.search(agent, "staging database password") == []

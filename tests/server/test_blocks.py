@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from cairn_protocol import WorkspaceIdentity
 from cairn_server.memory.blocks import (
     Author,
     BlockExistsError,
@@ -17,6 +16,7 @@ from cairn_server.memory.blocks import (
 from cairn_server.memory.edits import MemoryEditError, insert_at
 from cairn_server.storage.db import Database
 from cairn_server.storage.store import Store
+from support.store import new_agent
 
 USER = Author("user", name="dev")
 
@@ -29,9 +29,7 @@ def agent_author(conversation: str, run: str = "run_1") -> Author:
 
 @pytest.fixture
 async def agent_id(store: Store) -> str:
-    user = await store.ensure_user("dev")
-    workspace = WorkspaceIdentity(root_commit="abc", display_name="repo", path="/r")
-    return (await store.get_or_create_agent(user.id, workspace)).id
+    return (await new_agent(store)).id
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from cairn_server.context.memory_view import MemorySections
 from cairn_server.context.tokens import count_tokens
 from cairn_server.tools.registry import SERVER_TOOLS, TOOLS
 from support.servers import cairn_server, call, script, sqlite_url
-from support.wire import WireClient
+from support.wire import WireClient, asked_for_a_tool
 
 BUDGET = 6000
 THRESHOLD = 0.8
@@ -325,11 +325,7 @@ async def test_limits_end_a_run_with_a_reason_the_user_sees(
     for limit, stop_reason in limits:
         fake_model.set_script(script(*reads))
         with cairn_server(sqlite_url(tmp_path), fake_model, **limit) as server:
-            client = await WireClient.connect(server.url)
-            await client.hello()
-            await client.send(UserMessage(text="read it"))
-            request = await client.recv_until(ToolRequest)
-            assert isinstance(request, ToolRequest)
+            client, request = await asked_for_a_tool(server.url, "read it")
             await client.send(ToolResult(call_id=request.call_id, status="ok", content="x = 1"))
             stopped = await client.recv_until(RunFinished)
             await client.close()

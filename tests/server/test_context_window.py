@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import pytest
-from cairn_protocol import CLIENT_TOOLS, ContextCompacted, Usage, WorkspaceIdentity
+from cairn_protocol import CLIENT_TOOLS, ContextCompacted, Usage
 from cairn_server.config import ModelSettings
 from cairn_server.context import window as window_module
 from cairn_server.context.budget import Budget
@@ -39,6 +39,7 @@ from cairn_server.providers.catalog import ModelCatalog
 from cairn_server.storage.db import Database
 from cairn_server.storage.store import Store
 from cairn_server.tools.registry import TOOLS
+from support.store import agent_in_conversation
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -71,21 +72,17 @@ class ScriptedSummariser:
 
 
 async def context_window(
-    store: Store, database_memory: Memory, summariser: Provider | None
+    store: Store, database_memory: Memory, summariser: Provider | None, budget: Budget = BUDGET
 ) -> ContextWindow:
     """A fresh conversation's window, summarised by `summariser` (None: digest only)."""
-    user = await store.ensure_user("dev")
-    workspace = WorkspaceIdentity(root_commit="abc", display_name="repo", path="/r")
-    agent = await store.get_or_create_agent(user.id, workspace)
-    await database_memory.blocks.ensure_defaults(agent.id)
-    conversation = await store.create_conversation(agent.id)
+    agent, conversation_id = await agent_in_conversation(store, database_memory)
     return ContextWindow(
         store=store,
         memory=database_memory,
         context=AgentContext(agent.display_name, TOOLS.specs(CLIENT_TOOLS)),
         agent_id=agent.id,
-        conversation_id=conversation.id,
-        budget=BUDGET,
+        conversation_id=conversation_id,
+        budget=budget,
         catalog=ModelCatalog(ModelSettings(), factory=lambda _model: summariser)
         if summariser is not None
         else ModelCatalog(ModelSettings()),
@@ -213,22 +210,10 @@ async def test_an_overlong_summary_or_no_summariser_falls_back_to_a_digest(
 
 @pytest.fixture
 async def window(store: Store, database: Database) -> ContextWindow:
-    memory = Memory.open(database)
-    user = await store.ensure_user("dev")
-    workspace = WorkspaceIdentity(root_commit="abc", display_name="repo", path="/r")
-    agent = await store.get_or_create_agent(user.id, workspace)
-    await memory.blocks.ensure_defaults(agent.id)
-    conversation = await store.create_conversation(agent.id)
-    await store.add_message(conversation.id, None, ModelMessage("user", "what does app.py do?"))
-    return ContextWindow(
-        store=store,
-        memory=memory,
-        context=AgentContext(agent.display_name, TOOLS.specs(CLIENT_TOOLS)),
-        agent_id=agent.id,
-        conversation_id=conversation.id,
-        budget=Budget(100_000, 0.8),
-        catalog=ModelCatalog(ModelSettings()),
-    )
+    window = await context_window(store, Memory.open(database), None, Budget(100_000, 0.8))
+    question = ModelMessage("user", "what does app.py do?")
+    await store.add_message(window.conversation_id, None, question)
+    return window
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import RunFinished, UserMessage
+from cairn_server.context.compiler import SECTION_ORDER
 from support.servers import TEST_TOKEN, cairn_server, script, sqlite_url
 from support.wire import WORKSPACE, connected
 
@@ -98,14 +99,7 @@ async def test_context_view_counts_every_section_against_the_budget(
     await client.recv_until(RunFinished)
     report = (await api.get(f"/v1/conversations/{welcome.conversation_id}/context")).json()
     names = [s["name"] for s in report["sections"]]
-    assert names == [
-        "instructions",
-        "tools",
-        "memory_blocks",
-        "memory_metadata",
-        "summary",
-        "messages",
-    ]
+    assert names == list(SECTION_ORDER)
     tokens = {s["name"]: s["tokens"] for s in report["sections"]}
     assert report["total_tokens"] == sum(tokens.values())
     assert tokens["instructions"] > 50 and tokens["memory_blocks"] > 20 and tokens["summary"] == 0

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from cairn_protocol import WorkspaceIdentity
 from cairn_server.domain import ToolCall
 from cairn_server.memory.blocks import Author
 from cairn_server.memory.services import Memory
@@ -14,6 +13,7 @@ from cairn_server.storage.db import Database
 from cairn_server.storage.store import Store
 from cairn_server.tools.base import ToolContext, ToolOutcome
 from cairn_server.tools.registry import SERVER_TOOLS, TOOLS
+from support.store import agent_in_conversation
 
 
 async def run_server_tool(ctx: ToolContext, tool: str, arguments: dict[str, Any]) -> ToolOutcome:
@@ -28,15 +28,11 @@ async def memory(database: Database) -> Memory:
 
 @pytest.fixture
 async def ctx(store: Store, memory: Memory) -> ToolContext:
-    user = await store.ensure_user("dev")
-    workspace = WorkspaceIdentity(root_commit="abc", display_name="repo", path="/r")
-    agent = await store.get_or_create_agent(user.id, workspace)
-    await memory.blocks.ensure_defaults(agent.id)
-    conversation = await store.create_conversation(agent.id)
+    agent, conversation_id = await agent_in_conversation(store, memory)
     await memory.snapshots.freeze(
-        conversation.id, "m", "meta", {"persona": 1, "human": 1, "project": 1}
+        conversation_id, "m", "meta", {"persona": 1, "human": 1, "project": 1}
     )
-    return ToolContext(memory, agent.id, conversation.id, "run_1", "toolu_1")
+    return ToolContext(memory, agent.id, conversation_id, "run_1", "toolu_1")
 
 
 async def call(ctx: ToolContext, tool: str, **arguments: Any) -> ToolOutcome:

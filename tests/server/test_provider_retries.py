@@ -18,7 +18,6 @@ from cairn_fakes.runner import FakeModelServer
 from cairn_fakes.script import Script, ScriptedError, Turn
 from cairn_server.config import RETRIES_ENV, RETRY_BASE_DELAY_ENV, ModelSettings, SettingsError
 from cairn_server.domain import ModelMessage, ModelRequest
-from cairn_server.providers.anthropic_provider import AnthropicProvider
 from cairn_server.providers.base import (
     Completed,
     ContextOverflowError,
@@ -31,7 +30,7 @@ from cairn_server.providers.base import (
 from cairn_server.providers.catalog import make_provider, retry_policy
 from cairn_server.providers.openai_provider import OpenAIProvider
 from cairn_server.providers.retry import RetryPolicy, retry_after_s, status_failure
-from support.providers import provider_for
+from support.providers import adapters_for
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -64,16 +63,8 @@ async def open_provider(
     fake: FakeModelServer, provider_name: str
 ) -> AsyncIterator[ProviderFactory]:
     """Providers of the parametrized kind for the fake, closed after the test."""
-    opened: list[OpenAIProvider | AnthropicProvider] = []
-
-    def build(**options: Any) -> Provider:
-        provider = provider_for(fake, provider_name, **options)
-        opened.append(provider)
-        return provider
-
-    yield build
-    for provider in opened:
-        await provider.aclose()
+    async with adapters_for(fake) as make:
+        yield lambda **options: make(provider_name, **options)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 from cairn_fakes.runner import FakeModelServer
@@ -37,7 +36,7 @@ from cairn_server.providers.catalog import (
 from cairn_server.providers.openai_provider import OpenAIProvider
 from cairn_server.providers.pricing import cost_usd
 from cairn_server.providers.retry import RetryPolicy
-from support.providers import ANTHROPIC_MODEL, OPENAI_MODEL, provider_for
+from support.providers import ANTHROPIC_MODEL, OPENAI_MODEL, adapters_for
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -60,17 +59,8 @@ ProviderFactory = Callable[..., Provider]
 @pytest.fixture
 async def open_provider(fake: FakeModelServer) -> AsyncIterator[ProviderFactory]:
     """Build providers for the fake (no retries unless asked); closed after the test."""
-    opened: list[OpenAIProvider | AnthropicProvider] = []
-
-    def build(name: str, **options: Any) -> Provider:
-        options.setdefault("retry", NO_RETRIES)
-        provider = provider_for(fake, name, **options)
-        opened.append(provider)
-        return provider
-
-    yield build
-    for provider in opened:
-        await provider.aclose()
+    async with adapters_for(fake) as make:
+        yield lambda name, **options: make(name, **{"retry": NO_RETRIES, **options})
 
 
 async def collect(events: AsyncIterator[StreamEvent]) -> list[StreamEvent]:

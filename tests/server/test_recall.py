@@ -6,51 +6,22 @@ Runs on SQLite (FTS5) and PostgreSQL (tsvector); embeddings come from the fake m
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
 
 import pytest
 from cairn_fakes.runner import FakeModelServer
-from cairn_protocol import WorkspaceIdentity
 from cairn_server.config import EmbeddingSettings
-from cairn_server.domain import ModelMessage
 from cairn_server.memory.embeddings import make_embedder
 from cairn_server.memory.recall import Recall, RecallHit, search_terms
 from cairn_server.storage.db import Database
-from cairn_server.storage.models import Message, MessageEmbedding
+from cairn_server.storage.models import MessageEmbedding
 from cairn_server.storage.store import Store
-from sqlmodel import col, select, update
-
-
-async def new_agent(store: Store, root_commit: str = "a" * 40) -> str:
-    user = await store.ensure_user("dev")
-    workspace = WorkspaceIdentity(root_commit=root_commit, display_name="repo", path="/r")
-    return (await store.get_or_create_agent(user.id, workspace)).id
-
-
-async def say(
-    store: Store,
-    conversation_id: str,
-    content: str,
-    role: Literal["user", "assistant", "tool", "event"] = "user",
-    at: datetime | None = None,
-) -> int:
-    """Store a message (dated `at` if given) and return its id."""
-    if role == "event":
-        message = await store.add_event_message(conversation_id, None, content)
-    else:
-        message = await store.add_message(conversation_id, None, ModelMessage(role, content))
-    assert message.id is not None
-    if at is not None:
-        async with store._db.session() as session, session.begin():
-            await session.exec(
-                update(Message).where(col(Message.id) == message.id).values(created_at=at)
-            )
-    return message.id
+from sqlmodel import select
+from support.store import new_agent, say
 
 
 @pytest.fixture
 async def agent(store: Store) -> str:
-    return await new_agent(store)
+    return (await new_agent(store)).id
 
 
 @pytest.fixture
@@ -160,7 +131,7 @@ async def test_stopwords_are_dropped_but_a_query_of_only_stopwords_still_searche
 async def test_another_agents_messages_are_never_returned(
     database: Database, store: Store, conversation: str, agent: str
 ) -> None:
-    other = await new_agent(store, root_commit="b" * 40)
+    other = (await new_agent(store, root_commit="b" * 40)).id
     theirs = (await store.create_conversation(other)).id
     for _ in range(3):
         await say(store, theirs, "the secret rotation schedule for the vault")
@@ -200,7 +171,7 @@ async def test_fused_search_never_returns_another_agents_messages(
 ) -> None:
     """Neighbours lent a score by the smoothing are resolved to their own conversation, so an
     id next to a match that belongs to another agent never shows."""
-    other = await new_agent(store, "f" * 40)
+    other = (await new_agent(store, "f" * 40)).id
     other_conversation = (await store.create_conversation(other)).id
     for n in range(3):
         await say(store, other_conversation, f"secret {n}: the vault code is 4711")

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import pytest
-from cairn_protocol import WorkspaceIdentity
-from cairn_server.domain import ModelMessage, ToolCall
+from cairn_server.domain import ToolCall
 from cairn_server.memory.services import Memory
 from cairn_server.storage.db import Database
-from cairn_server.storage.models import Message
 from cairn_server.storage.store import Store
 from cairn_server.tools.archival import ARCHIVAL_TOOLS
 from cairn_server.tools.base import ToolContext, ToolOutcome
 from cairn_server.tools.recall_search import RECALL_TOOLS
 from cairn_server.tools.registry import SERVER_TOOLS, TOOLS
 from cairn_server.tools.search import MAX_LIMIT
-from sqlmodel import col, update
+from support.store import new_agent, say
 
 SEARCH_TOOLS = [*RECALL_TOOLS, *ARCHIVAL_TOOLS]
 
@@ -30,35 +28,13 @@ async def run_server_tool(ctx: ToolContext, tool: str, arguments: dict[str, Any]
 
 @pytest.fixture
 async def ctx(store: Store, database: Database) -> ToolContext:
-    user = await store.ensure_user("dev")
-    workspace = WorkspaceIdentity(root_commit="abc", display_name="repo", path="/r")
-    agent = await store.get_or_create_agent(user.id, workspace)
+    agent = await new_agent(store)
     conversation = await store.create_conversation(agent.id)
     return ToolContext(Memory.open(database), agent.id, conversation.id, "run_1", "call_1")
 
 
 async def call(ctx: ToolContext, tool: str, **arguments: Any) -> ToolOutcome:
     return await run_server_tool(ctx, tool, arguments)
-
-
-async def say(
-    store: Store,
-    ctx: ToolContext,
-    content: str,
-    role: Literal["user", "assistant", "tool", "event"] = "user",
-    at: datetime | None = None,
-) -> int:
-    if role == "event":
-        message = await store.add_event_message(ctx.conversation_id, None, content)
-    else:
-        message = await store.add_message(ctx.conversation_id, None, ModelMessage(role, content))
-    assert message.id is not None
-    if at is not None:
-        async with store._db.session() as session, session.begin():
-            await session.exec(
-                update(Message).where(col(Message.id) == message.id).values(created_at=at)
-            )
-    return message.id
 
 
 def error(outcome: ToolOutcome, *fragments: str) -> bool:
@@ -85,8 +61,13 @@ async def test_conversation_search_answers_one_compact_line_per_hit(
     store: Store, ctx: ToolContext
 ) -> None:
     at = datetime(2026, 1, 2, 13, 45, tzinfo=UTC)
-    said = await say(store, ctx, "The flaky test\nis  test_reconnect in the websocket suite", at=at)
-    long = await say(store, ctx, "flaky " + "x" * 1000, role="assistant")
+    said = await say(
+        store,
+        ctx.conversation_id,
+        "The flaky test\nis  test_reconnect in the websocket suite",
+        at=at,
+    )
+    long = await say(store, ctx.conversation_id, "flaky " + "x" * 1000, role="assistant")
     outcome = await call(ctx, "conversation_search", query="flaky websocket test")
     assert not outcome.is_error
     header, *lines = outcome.content.splitlines()
@@ -103,10 +84,12 @@ async def test_conversation_search_filters_by_role_and_by_whole_days(
     store: Store, ctx: ToolContext
 ) -> None:
     late = datetime(2026, 3, 5, 23, 30, tzinfo=UTC)
-    await say(store, ctx, "deploy failed on friday", at=datetime(2026, 3, 1, tzinfo=UTC))
-    on_the_day = await say(store, ctx, "deploy fixed", role="assistant", at=late)
-    await say(store, ctx, "deploy again", at=datetime(2026, 3, 6, 0, 0, tzinfo=UTC))
-    await say(store, ctx, "memory changed: deploy notes", role="event", at=late)
+    await say(
+        store, ctx.conversation_id, "deploy failed on friday", at=datetime(2026, 3, 1, tzinfo=UTC)
+    )
+    on_the_day = await say(store, ctx.conversation_id, "deploy fixed", role="assistant", at=late)
+    await say(store, ctx.conversation_id, "deploy again", at=datetime(2026, 3, 6, 0, 0, tzinfo=UTC))
+    await say(store, ctx.conversation_id, "memory changed: deploy notes", role="event", at=late)
     found = await call(
         ctx, "conversation_search", query="deploy", start_date="2026-03-05", end_date="2026-03-05"
     )
@@ -126,7 +109,7 @@ async def test_conversation_search_filters_by_role_and_by_whole_days(
 async def test_conversation_search_with_no_match_says_what_was_searched(
     store: Store, ctx: ToolContext
 ) -> None:
-    await say(store, ctx, "nothing relevant")
+    await say(store, ctx.conversation_id, "nothing relevant")
     outcome = await call(
         ctx, "conversation_search", query="kubernetes", roles=["tool"], start_date="2026-01-01"
     )
@@ -140,7 +123,7 @@ async def test_conversation_search_clamps_a_huge_limit_and_says_so(
     store: Store, ctx: ToolContext
 ) -> None:
     for n in range(MAX_LIMIT + 5):
-        await say(store, ctx, f"retry number {n} of the upload")
+        await say(store, ctx.conversation_id, f"retry number {n} of the upload")
     outcome = await call(ctx, "conversation_search", query="upload retry", limit=1_000_000)
     assert not outcome.is_error
     assert f"[limit clamped to {MAX_LIMIT}]" in outcome.content.splitlines()[0]

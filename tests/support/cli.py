@@ -24,13 +24,34 @@ def cairn_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, 
 def cairn(
     repo: Path, data_dir: Path, *args: str, env: dict[str, str] | None = None, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    """Run `cairn ARGS` in `repo` to the end; its output as text."""
-    return subprocess.run(
+    """Run `cairn ARGS` in `repo` to the end (two minutes at most); its output as text."""
+    process = start_cairn(repo, data_dir, *args, env=env, stdin=subprocess.PIPE)
+    try:
+        out, err = process.communicate(stdin, timeout=120)
+    finally:
+        if process.poll() is None:  # timed out: no process is left behind
+            process.kill()
+            process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def start_cairn(
+    repo: Path,
+    data_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: int | None = None,
+    output: int = subprocess.PIPE,
+    new_session: bool = False,
+) -> subprocess.Popen[str]:
+    """Start `cairn ARGS` in `repo` and leave it running; stdout and stderr go to `output`."""
+    return subprocess.Popen(
         [*CAIRN, *args],
         cwd=repo,
         env=cairn_env(data_dir, env),
-        input=stdin,
-        capture_output=True,
+        stdin=stdin,
+        stdout=output,
+        stderr=output,
         text=True,
-        timeout=120,
+        start_new_session=new_session,
     )

@@ -8,7 +8,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any, TypeVar
 
-from cairn_protocol import PROTOCOL_VERSION, Hello, ServerFrame, Welcome, WorkspaceIdentity
+from cairn_protocol import (
+    PROTOCOL_VERSION,
+    Hello,
+    ServerFrame,
+    ToolRequest,
+    UserMessage,
+    Welcome,
+    WorkspaceIdentity,
+)
 from cairn_protocol.messages import Frame, ServerEvent, parse_server_frame
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -70,3 +78,11 @@ async def connected(server_url: str, **hello: Any) -> tuple[WireClient, Welcome]
     welcome = await client.hello(**hello)
     assert isinstance(welcome, Welcome), welcome
     return client, welcome
+
+
+async def asked_for_a_tool(server_url: str, text: str) -> tuple[WireClient, ToolRequest]:
+    """A new client, welcomed, that said `text`; and the first tool request of its run."""
+    client = await WireClient.connect(server_url)
+    await client.hello()
+    await client.send(UserMessage(text=text))
+    return client, await client.recv_until(ToolRequest)
