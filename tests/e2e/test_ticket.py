@@ -167,7 +167,7 @@ def test_a_killed_ticket_resumes_where_it_stood(
         script(
             turns[0],
             turns[1],
-            {"tool_calls": [call("shell", command="sleep 30")]},
+            {"tool_calls": [call("shell", command=SLEEPER)]},
             {"tool_calls": [EDIT]},
             {"text": "Done after the interruption."},
         )
@@ -212,12 +212,16 @@ def test_a_killed_ticket_resumes_where_it_stood(
     assert _sleep_pid() is None  # the interrupted call was not run again
 
 
+# A duration no other test sleeps, so a parallel test's sleep is never taken for this one.
+SLEEPER = "sleep 30.517"
+
+
 def _sleep_pid() -> int | None:
-    """The `sleep 30` the scripted shell call runs, once it runs."""
+    """The SLEEPER the scripted shell call runs, once it runs."""
     listed = subprocess.run(["ps", "-A", "-o", "pid=,args="], capture_output=True, text=True)
     for line in listed.stdout.splitlines():
         pid, _, args = line.strip().partition(" ")
-        if args.strip() == "sleep 30":
+        if args.strip() == SLEEPER:
             return int(pid)
     return None
 
