@@ -664,6 +664,22 @@ async def test_cancelling_a_running_command_kills_its_process_group_and_keeps_it
     assert outcome.content.startswith("killed after ") and outcome.content.endswith("begun")
 
 
+async def test_cancelling_a_command_while_it_starts_kills_it_and_reports_the_kill(
+    repo: Path,
+) -> None:
+    command = "echo $$ > shell.pid; echo begun; sleep 30"
+    task = asyncio.create_task(shell.run_shell(repo, command))
+    await asyncio.sleep(0)  # the task runs until it waits for the start of the process
+
+    task.cancel()
+    result = await task
+
+    assert result.killed_after_s is not None and result.exit_code is None
+    assert result.as_text().startswith("killed after ")
+    pid_file = repo / "shell.pid"
+    assert not pid_file.exists() or not pid_file.read_text() or _dead(int(pid_file.read_text()))
+
+
 async def test_shell_output_is_capped_keeping_start_and_end(repo: Path) -> None:
     outcome = await run(
         repo,
