@@ -19,6 +19,7 @@ from cairn_client.session import ClientSession, Endpoint
 from cairn_client.workspace import detect_workspace
 from cairn_fakes.script import Script, Turn
 from support.servers import TEST_TOKEN, Served, script
+from support.settings import call_log
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ async def headless(served: Served, repo: Path, prompt: str, *, as_json: bool = F
         Policy(PolicySettings()),
         listener,
         "latest",
+        call_log=call_log(repo),
     )
     code = await run_headless(session, listener, prompt)
     return Printed(code, out.getvalue(), err.getvalue())

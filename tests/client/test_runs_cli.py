@@ -27,6 +27,7 @@ from cairn_protocol import RunFinished, ToolRequest
 from cairn_protocol.rest import ApprovalPublic
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
+from support.settings import call_log
 from typer.testing import CliRunner, Result
 
 GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
@@ -54,7 +55,12 @@ def session(served: Served, repo: Path, listener: SessionListener, policy: Polic
         return served.url
 
     return ClientSession(
-        Endpoint(TEST_TOKEN, resolve), detect_workspace(repo), policy, listener, "latest"
+        Endpoint(TEST_TOKEN, resolve),
+        detect_workspace(repo),
+        policy,
+        listener,
+        "latest",
+        call_log=call_log(repo),
     )
 
 

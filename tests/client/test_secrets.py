@@ -30,6 +30,7 @@ from cairn_protocol import ContextCompacted, RunFinished, ToolRequest
 from cairn_protocol.rest import ApprovalPublic
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
+from support.settings import call_log
 
 GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 OPENAI = "sk-proj-" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0Fe"
@@ -371,6 +372,7 @@ def test_a_denial_quoting_a_secret_reaches_neither_model_nor_server(
             Policy(PolicySettings()),
             listener,
             "latest",
+            call_log=call_log(own_repo),
         )
         runner = asyncio.create_task(client.run())
         try:

@@ -31,6 +31,7 @@ from cairn_client.workspace import detect_workspace
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
+from support.settings import call_log
 from support.tui import chat_entries, rendered_text
 from support.waiting import until
 
@@ -56,7 +57,11 @@ def session_factory(server_url: str, repo: Path) -> Callable[[SessionListener], 
 
     def start(listener: SessionListener) -> SessionRunner:
         return ClientSession(
-            Endpoint(TEST_TOKEN, resolve), workspace, Policy(PolicySettings()), listener
+            Endpoint(TEST_TOKEN, resolve),
+            workspace,
+            Policy(PolicySettings()),
+            listener,
+            call_log=call_log(repo),
         )
 
     return start

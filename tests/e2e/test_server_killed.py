@@ -20,6 +20,7 @@ from cairn_protocol import RunFinished, ToolSettled, Welcome
 from support.listener import RecordingListener
 from support.repos import APP_BEFORE
 from support.servers import call, model_env, script
+from support.settings import call_log
 from support.waiting import until
 
 
@@ -43,6 +44,7 @@ async def test_kill_9_mid_run_then_the_conversation_goes_on(
         detect_workspace(repo),
         Policy(PolicySettings()),
         listener,
+        call_log=call_log(repo),
     )
     runner = asyncio.create_task(session.run())
     try:
@@ -105,6 +107,7 @@ async def test_a_command_that_ran_before_the_kill_reaches_the_model_with_its_res
             detect_workspace(repo),
             Policy(PolicySettings()),
             listener,
+            call_log=call_log(repo),
         )
 
     listener = RecordingListener([Approval("once")])

@@ -26,6 +26,7 @@ from cairn_fakes.runner import FakeModelServer
 from support.cli import cairn
 from support.repos import APP_AFTER, APP_BEFORE, run_git
 from support.servers import TEST_TOKEN, cairn_server, call, model_env, script, sqlite_url
+from support.settings import call_log
 from support.tui import chat_entries, rendered_text, status_text
 from support.waiting import until
 from textual.pilot import Pilot
@@ -48,7 +49,9 @@ def session_factory(server_url: str, repo: Path) -> Callable[[SessionListener], 
     policy = Policy(PolicySettings())
 
     def start(listener: SessionListener) -> SessionRunner:
-        return ClientSession(Endpoint(TEST_TOKEN, resolve), workspace, policy, listener)
+        return ClientSession(
+            Endpoint(TEST_TOKEN, resolve), workspace, policy, listener, call_log=call_log(repo)
+        )
 
     return start
 
