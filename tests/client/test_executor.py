@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from cairn_client.call_log import CallLog
-from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Approval
 from cairn_client.session import ClientSession, Endpoint
@@ -22,6 +21,7 @@ from cairn_protocol import ToolRequest
 from support.listener import RecordingListener
 from support.repos import run_git
 from support.servers import TEST_TOKEN, Served, call, script
+from support.settings import policy_for
 
 
 def clone_of(repo: Path, where: Path) -> Path:
@@ -42,7 +42,7 @@ async def attached(
     session = ClientSession(
         Endpoint(TEST_TOKEN, resolve),
         workspace,
-        Policy(PolicySettings()),
+        policy_for(PolicySettings()),
         listener,
         "latest",
         call_log=CallLog(data / "calls.sqlite3", workspace.root),

@@ -13,13 +13,12 @@ from pathlib import Path
 
 from cairn_client.commands import compact_focus
 from cairn_client.headless import HeadlessListener, run_headless
-from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.session import ClientSession, Endpoint
 from cairn_client.workspace import detect_workspace
 from cairn_fakes.script import Script, Turn
 from support.servers import TEST_TOKEN, Served, script
-from support.settings import call_log
+from support.settings import call_log, policy_for
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ async def headless(served: Served, repo: Path, prompt: str, *, as_json: bool = F
     session = ClientSession(
         Endpoint(TEST_TOKEN, resolve),
         detect_workspace(repo),
-        Policy(PolicySettings()),
+        policy_for(PolicySettings()),
         listener,
         "latest",
         call_log=call_log(repo),

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 from cairn_client.call_log import INTERRUPTED, CallLog
-from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Approval
 from cairn_client.session import ClientSession, Endpoint
@@ -19,6 +18,7 @@ from cairn_client.workspace import detect_workspace
 from cairn_protocol import ToolRequest, ToolResult, Welcome
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
+from support.settings import policy_for
 
 
 def test_a_finished_call_is_replayed_with_its_result(tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def session(served: Served, repo: Path, listener: RecordingListener, log: CallLo
     return ClientSession(
         Endpoint(TEST_TOKEN, resolve),
         detect_workspace(repo),
-        Policy(PolicySettings()),
+        policy_for(PolicySettings()),
         listener,
         "latest",
         call_log=log,

@@ -27,7 +27,7 @@ from cairn_protocol import RunFinished, ToolRequest
 from cairn_protocol.rest import ApprovalPublic
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
-from support.settings import call_log
+from support.settings import call_log, policy_for
 from typer.testing import CliRunner, Result
 
 GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
@@ -67,7 +67,7 @@ def session(served: Served, repo: Path, listener: SessionListener, policy: Polic
 async def run_once(served: Served, repo: Path, listener: RecordingListener, text: str) -> str:
     """Send one request through a real session and return the id of its finished run."""
     settings = PolicySettings(allow=[ECHO_RULE], sources={ECHO_RULE: "settings.toml"})
-    client = session(served, repo, listener, Policy(settings))
+    client = session(served, repo, listener, policy_for(settings))
     runner = asyncio.create_task(client.run())
     try:
         await listener.wait_for(lambda: bool(listener.of_type("welcome")))
@@ -164,7 +164,7 @@ def test_a_call_nobody_could_approve_is_recorded_as_such(served: Served, repo: P
 
     async def work() -> list[ApprovalPublic]:
         listener = HeadlessListener(as_json=False, out=io.StringIO(), err=io.StringIO())
-        client = session(served, repo, listener, Policy(PolicySettings()))
+        client = session(served, repo, listener, policy_for(PolicySettings()))
         assert await run_headless(client, listener, "write x") == 0
         async with CairnApi(served.url, TEST_TOKEN) as api:
             return await api.list_approvals(listener.finished.result().run_id)
@@ -205,7 +205,7 @@ def test_leaving_the_sandbox_is_asked_and_recorded_even_in_bypass(
 
     async def work() -> tuple[list[ApprovalPublic], RecordingListener]:
         listener = RecordingListener([Approval("session")])
-        client = session(served, repo, listener, Policy(PolicySettings(mode="bypass")))
+        client = session(served, repo, listener, policy_for(PolicySettings(mode="bypass")))
         runner = asyncio.create_task(client.run())
         try:
             await listener.wait_for(lambda: bool(listener.of_type("welcome")))

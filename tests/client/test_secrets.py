@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from cairn_client.api import CairnApi
 from cairn_client.formatting import compaction_line
-from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.secrets import (
@@ -30,7 +29,7 @@ from cairn_protocol import ContextCompacted, RunFinished, ToolRequest
 from cairn_protocol.rest import ApprovalPublic
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
-from support.settings import call_log
+from support.settings import call_log, client_settings, outside_sandbox, policy_for
 
 GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 OPENAI = "sk-proj-" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0Fe"
@@ -46,7 +45,9 @@ async def run(
     global _calls
     _calls += 1
     request = ToolRequest(run_id="r", call_id=f"s-{_calls}", tool=tool, arguments=arguments)
-    return await execute_call(root, prepare_call(root, request, allowed), allowed)
+    return await execute_call(
+        root, prepare_call(root, request, allowed), allowed, placement=outside_sandbox()
+    )
 
 
 # --------------------------------------------------------------------------- files
@@ -292,7 +293,7 @@ def test_read_only_commands(command: str, read_only: bool, repo: Path) -> None:
 
 
 def test_unused_env_is_untouched() -> None:
-    assert "PATH" in scrubbed_environment() and os.environ.get("PATH")
+    assert "PATH" in scrubbed_environment(client_settings().process_env) and os.environ.get("PATH")
 
 
 # --------------------------------------------------------------------------- review findings
@@ -369,7 +370,7 @@ def test_a_denial_quoting_a_secret_reaches_neither_model_nor_server(
         client = ClientSession(
             Endpoint(TEST_TOKEN, lambda: _at(served.url)),
             detect_workspace(own_repo),
-            Policy(PolicySettings()),
+            policy_for(PolicySettings()),
             listener,
             "latest",
             call_log=call_log(own_repo),

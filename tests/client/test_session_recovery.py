@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 
 from cairn_client.call_log import CallLog
-from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.session import ClientSession, Endpoint
 from cairn_client.workspace import detect_workspace
@@ -16,6 +15,7 @@ from cairn_server.storage.db import make_engine
 from sqlalchemy import text
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, cairn_server, sqlite_url
+from support.settings import policy_for
 
 
 async def rename_table(url: str, old: str, new: str) -> None:
@@ -39,7 +39,7 @@ async def test_a_session_the_server_failed_to_open_is_tried_again(
         session = ClientSession(
             Endpoint(TEST_TOKEN, resolve),
             detect_workspace(repo),
-            Policy(PolicySettings()),
+            policy_for(PolicySettings()),
             listener,
             call_log=CallLog(tmp_path / "calls.sqlite3", repo),
         )

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from cairn_client.call_log import CallLog
 from cairn_client.listener import SessionListener
-from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.session import ClientSession, Endpoint
 from cairn_client.ticket import git
@@ -27,6 +26,7 @@ from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
 from support.repos import run_git
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
+from support.settings import policy_for
 from support.tui import chat_entries
 from support.waiting import until
 from textual.widgets import Input, TextArea
@@ -54,7 +54,7 @@ def ticket_app(
         return ClientSession(
             Endpoint(TEST_TOKEN, resolve),
             detect_workspace(started.branch.workdir),
-            Policy(PolicySettings(mode="default")),
+            policy_for(PolicySettings(mode="default")),
             listener,
             "new",
             call_log=CallLog(tmp_path / "calls.sqlite3", repo),

@@ -44,6 +44,7 @@ from cairn_protocol.messages import (
     Welcome,
 )
 from cairn_protocol.tools import EditArgs, GrepArgs, ReadArgs, ShellArgs
+from support.settings import policy_for
 from support.tui import chat_entries, rendered_text, status_text
 from textual.pilot import Pilot
 from textual.widget import Widget
@@ -140,7 +141,9 @@ class ScriptedSession:
     def ask(self, prepared: PreparedCall) -> asyncio.Task[Approval]:
         """Ask for approval the way the real session does: from a task of its own, with the
         verdict of a policy (its answer options are what the screen offers)."""
-        policy = self.policy or Policy(PolicySettings(user_file=Path("/nonexistent/cairn.toml")))
+        policy = self.policy or policy_for(
+            PolicySettings(user_file=Path("/nonexistent/cairn.toml"))
+        )
         verdict = policy.decide(prepared)
         return asyncio.ensure_future(self.listener.ask_approval(prepared, verdict))
 
@@ -299,7 +302,7 @@ async def test_repository_settings_that_would_widen_permissions_are_shown_as_ign
     (tmp_path / ".cairn" / "settings.toml").write_text(
         'mode = "bypass"\n[permissions]\nallow = ["shell(curl:*)"]\ndeny = ["read(secrets/**)"]\n'
     )
-    policy = Policy(load_settings(tmp_path, user_file=tmp_path / "absent.toml"))
+    policy = policy_for(load_settings(tmp_path, user_file=tmp_path / "absent.toml"))
     session = ScriptedSession(welcome(), policy=policy)
     app = CairnApp(session.start, workspace_name="shop-api")
     async with app.run_test(size=SIZE) as pilot:

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from cairn_client.api import CairnApi
 from cairn_client.listener import SessionListener
-from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.session import ClientSession, Endpoint
 from cairn_client.tui.app import CairnApp, SessionRunner
@@ -31,7 +30,7 @@ from cairn_client.workspace import detect_workspace
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
-from support.settings import call_log
+from support.settings import call_log, policy_for
 from support.tui import chat_entries, rendered_text
 from support.waiting import until
 
@@ -59,7 +58,7 @@ def session_factory(server_url: str, repo: Path) -> Callable[[SessionListener], 
         return ClientSession(
             Endpoint(TEST_TOKEN, resolve),
             workspace,
-            Policy(PolicySettings()),
+            policy_for(PolicySettings()),
             listener,
             call_log=call_log(repo),
         )

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from cairn_client.call_log import CallLog
 from cairn_client.listener import SessionListener
-from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Mode
 from cairn_client.session import ClientSession, Endpoint
@@ -25,6 +24,7 @@ from cairn_client.workspace import detect_workspace
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
+from support.settings import policy_for
 from support.tui import chat_entries, status_text
 from support.waiting import until
 from textual.pilot import Pilot
@@ -114,7 +114,7 @@ def tui(server: BackgroundServer, repo: Path, tmp_path: Path, mode: Mode) -> Cai
         return ClientSession(
             Endpoint(TEST_TOKEN, resolve),
             detect_workspace(repo),
-            Policy(PolicySettings(mode=mode)),
+            policy_for(PolicySettings(mode=mode)),
             listener,
             call_log=CallLog(tmp_path / "calls.sqlite3", repo),
         )

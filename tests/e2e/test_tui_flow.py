@@ -16,7 +16,6 @@ from typing import Any
 
 from cairn_client.api import CairnApi
 from cairn_client.listener import SessionListener
-from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.session import ClientSession, Endpoint
 from cairn_client.tui.app import CairnApp, SessionRunner
@@ -26,7 +25,7 @@ from cairn_fakes.runner import FakeModelServer
 from support.cli import cairn
 from support.repos import APP_AFTER, APP_BEFORE, run_git
 from support.servers import TEST_TOKEN, cairn_server, call, model_env, script, sqlite_url
-from support.settings import call_log
+from support.settings import call_log, policy_for
 from support.tui import chat_entries, rendered_text, status_text
 from support.waiting import until
 from textual.pilot import Pilot
@@ -46,7 +45,7 @@ def session_factory(server_url: str, repo: Path) -> Callable[[SessionListener], 
         return server_url
 
     workspace = detect_workspace(repo)
-    policy = Policy(PolicySettings())
+    policy = policy_for(PolicySettings())
 
     def start(listener: SessionListener) -> SessionRunner:
         return ClientSession(

@@ -403,7 +403,13 @@ class ClientSession:
             self.policy.withheld_patterns(),
         )
         execution = asyncio.ensure_future(
-            execute_call(self.workspace.root, prepared, self._allowed_secrets, withheld, placement)
+            execute_call(
+                self.workspace.root,
+                prepared,
+                self._allowed_secrets,
+                withheld,
+                placement=placement,
+            )
         )
         if prepared.tool == "shell":
             self._commands[call_id] = execution

@@ -19,7 +19,6 @@ from typing import Literal
 
 import pathspec
 
-from cairn_client.config import process_env
 from cairn_client.secrets import (
     TOKEN_CONFIG_NAMES,
     scrubbed_environment,
@@ -109,7 +108,7 @@ class Sandbox:
     home: Path = field(default_factory=Path.home)
     program: str = "bwrap"
     # What commands' environments are picked from (the settings' snapshot at start).
-    environ: Mapping[str, str] = field(default_factory=process_env)
+    environ: Mapping[str, str] = field(kw_only=True)
 
     @property
     def active(self) -> bool:
@@ -120,11 +119,12 @@ class Sandbox:
         cls,
         settings: SandboxSettings | None = None,
         hidden: Sequence[Path] = (),
-        environ: Mapping[str, str] | None = None,
+        *,
+        environ: Mapping[str, str],
     ) -> Sandbox:
-        """Probe for a sandbox that really starts here (not merely an installed program)."""
+        """Probe for a sandbox that really starts here (not merely an installed program);
+        `environ` is the client's environment snapshot, what commands start from."""
         settings = settings or SandboxSettings()
-        environ = process_env() if environ is None else environ
 
         def found(kind: SandboxKind | None, problem: str | None, program: str = "bwrap") -> Sandbox:
             return cls(kind, problem, settings, tuple(hidden), program=program, environ=environ)
@@ -213,8 +213,8 @@ class Sandbox:
         return [*paths, *self.hidden]
 
 
-def unsandboxed_launch(command: str, environ: Mapping[str, str] | None = None) -> Launch:
-    """/bin/sh on the machine itself: the client's environment less secret-looking
+def unsandboxed_launch(command: str, environ: Mapping[str, str]) -> Launch:
+    """/bin/sh on the machine itself: the client's environment (`environ`) less secret-looking
     variables (keys and tokens stay out of whatever the model runs)."""
     env = scrubbed_environment(environ)
     return Launch(["/bin/sh", "-c", command], {**env, **NON_INTERACTIVE_ENV}, sandboxed=False)

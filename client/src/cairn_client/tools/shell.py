@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cairn_client.tools.sandbox import Launch, unsandboxed_launch
+from cairn_client.tools.sandbox import Launch
 
 DEFAULT_TIMEOUT_S = 120.0
 OUTPUT_LIMIT = 30_000  # bytes of stdout + stderr shown; the middle of longer output is cut
@@ -99,16 +99,14 @@ class ShellResult:
 
 
 async def run_shell(
-    root: Path, command: str, timeout_s: float | None = None, launch: Launch | None = None
+    root: Path, command: str, timeout_s: float | None, launch: Launch
 ) -> ShellResult:
-    """Run `command` in `root` as `launch` says (default: /bin/sh without the sandbox and
-    without secret-looking variables), stdin closed, in its own process group."""
+    """Run `command` in `root` as `launch` says (in the sandbox or not, and with which
+    environment), stdin closed, in its own process group."""
     limit = timeout_s or DEFAULT_TIMEOUT_S
     loop = asyncio.get_running_loop()
     started = loop.time()
-    transport, shell, stopped_while_starting = await _start(
-        root, launch or unsandboxed_launch(command)
-    )
+    transport, shell, stopped_while_starting = await _start(root, launch)
     group = transport.get_pid()
     timed_out = detached = False
     killed_after: float | None = None
