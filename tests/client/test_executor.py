@@ -21,7 +21,7 @@ from cairn_protocol import ToolRequest
 from support.listener import RecordingListener
 from support.repos import run_git
 from support.servers import TEST_TOKEN, Served, call, script
-from support.settings import policy_for
+from support.settings import environment, policy_for
 
 
 def clone_of(repo: Path, where: Path) -> Path:
@@ -38,7 +38,7 @@ async def attached(
     async def resolve() -> str:
         return served.url
 
-    workspace = detect_workspace(repo)
+    workspace = detect_workspace(repo, environ=environment())
     session = ClientSession(
         Endpoint(TEST_TOKEN, resolve),
         workspace,
@@ -76,7 +76,7 @@ async def test_a_request_runs_only_in_the_clone_whose_client_asked(
         await asking.wait_for(lambda: bool(asking.of_type("run_finished")))
         await idle.wait_for(lambda: bool(idle.of_type("run_finished")))
 
-    root = detect_workspace(own_repo).root
+    root = detect_workspace(own_repo, environ=environment()).root
     assert (own_repo / "where.txt").read_text() == f"{root}\n"
     assert not (clone / "where.txt").exists()
     assert idle.asked == [] and idle.handled == []  # it saw the request, read-only

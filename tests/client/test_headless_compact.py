@@ -18,7 +18,7 @@ from cairn_client.session import ClientSession, Endpoint
 from cairn_client.workspace import detect_workspace
 from cairn_fakes.script import Script, Turn
 from support.servers import TEST_TOKEN, Served, script
-from support.settings import call_log, policy_for
+from support.settings import call_log, environment, policy_for
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ async def headless(served: Served, repo: Path, prompt: str, *, as_json: bool = F
     listener = HeadlessListener(as_json=as_json, out=out, err=err)
     session = ClientSession(
         Endpoint(TEST_TOKEN, resolve),
-        detect_workspace(repo),
+        detect_workspace(repo, environ=environment()),
         policy_for(PolicySettings()),
         listener,
         "latest",

@@ -18,7 +18,7 @@ from cairn_client.workspace import detect_workspace
 from cairn_protocol import ToolRequest, ToolResult, Welcome
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
-from support.settings import policy_for
+from support.settings import environment, policy_for
 
 
 def test_a_finished_call_is_replayed_with_its_result(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def session(served: Served, repo: Path, listener: RecordingListener, log: CallLo
 
     return ClientSession(
         Endpoint(TEST_TOKEN, resolve),
-        detect_workspace(repo),
+        detect_workspace(repo, environ=environment()),
         policy_for(PolicySettings()),
         listener,
         "latest",

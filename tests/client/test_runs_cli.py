@@ -27,7 +27,7 @@ from cairn_protocol import RunFinished, ToolRequest
 from cairn_protocol.rest import ApprovalPublic
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
-from support.settings import call_log, policy_for
+from support.settings import call_log, environment, policy_for
 from typer.testing import CliRunner, Result
 
 GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
@@ -56,7 +56,7 @@ def session(served: Served, repo: Path, listener: SessionListener, policy: Polic
 
     return ClientSession(
         Endpoint(TEST_TOKEN, resolve),
-        detect_workspace(repo),
+        detect_workspace(repo, environ=environment()),
         policy,
         listener,
         "latest",

@@ -29,7 +29,7 @@ from cairn_protocol import ContextCompacted, RunFinished, ToolRequest
 from cairn_protocol.rest import ApprovalPublic
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
-from support.settings import call_log, client_settings, outside_sandbox, policy_for
+from support.settings import call_log, client_settings, environment, outside_sandbox, policy_for
 
 GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 OPENAI = "sk-proj-" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0Fe"
@@ -369,7 +369,7 @@ def test_a_denial_quoting_a_secret_reaches_neither_model_nor_server(
         listener = RecordingListener([Approval("deny", reason)])
         client = ClientSession(
             Endpoint(TEST_TOKEN, lambda: _at(served.url)),
-            detect_workspace(own_repo),
+            detect_workspace(own_repo, environ=environment()),
             policy_for(PolicySettings()),
             listener,
             "latest",

@@ -15,7 +15,7 @@ from cairn_server.storage.db import make_engine
 from sqlalchemy import text
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, cairn_server, sqlite_url
-from support.settings import policy_for
+from support.settings import environment, policy_for
 
 
 async def rename_table(url: str, old: str, new: str) -> None:
@@ -38,7 +38,7 @@ async def test_a_session_the_server_failed_to_open_is_tried_again(
         listener = RecordingListener()
         session = ClientSession(
             Endpoint(TEST_TOKEN, resolve),
-            detect_workspace(repo),
+            detect_workspace(repo, environ=environment()),
             policy_for(PolicySettings()),
             listener,
             call_log=CallLog(tmp_path / "calls.sqlite3", repo),

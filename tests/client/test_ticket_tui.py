@@ -26,7 +26,7 @@ from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
 from support.repos import run_git
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
-from support.settings import policy_for
+from support.settings import environment, policy_for
 from support.tui import chat_entries
 from support.waiting import until
 from textual.widgets import Input, TextArea
@@ -44,7 +44,9 @@ def ticket_app(
     server: BackgroundServer, repo: Path, tmp_path: Path
 ) -> tuple[CairnApp, TuiTicketDriver, Started]:
     (tmp_path / "ticket.md").write_text("# Fix total\n\ntotal() must add the items.\n")
-    started = start_ticket(repo, TicketRequest(source=str(tmp_path / "ticket.md")))
+    started = start_ticket(
+        repo, TicketRequest(source=str(tmp_path / "ticket.md")), environ=environment()
+    )
     driver = TuiTicketDriver(started, FinishOptions(), "default")
 
     async def resolve() -> str:
@@ -53,7 +55,7 @@ def ticket_app(
     def start(listener: SessionListener) -> SessionRunner:
         return ClientSession(
             Endpoint(TEST_TOKEN, resolve),
-            detect_workspace(started.branch.workdir),
+            detect_workspace(started.branch.workdir, environ=environment()),
             policy_for(PolicySettings(mode="default")),
             listener,
             "new",

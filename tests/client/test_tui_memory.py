@@ -30,7 +30,7 @@ from cairn_client.workspace import detect_workspace
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
-from support.settings import call_log, policy_for
+from support.settings import call_log, environment, policy_for
 from support.tui import chat_entries, rendered_text
 from support.waiting import until
 
@@ -52,7 +52,7 @@ def session_factory(server_url: str, repo: Path) -> Callable[[SessionListener], 
     async def resolve() -> str:
         return server_url
 
-    workspace = detect_workspace(repo)
+    workspace = detect_workspace(repo, environ=environment())
 
     def start(listener: SessionListener) -> SessionRunner:
         return ClientSession(

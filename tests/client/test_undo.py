@@ -24,7 +24,7 @@ from cairn_client.workspace import detect_workspace
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
 from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
-from support.settings import policy_for
+from support.settings import environment, policy_for
 from support.tui import chat_entries, status_text
 from support.waiting import until
 from textual.pilot import Pilot
@@ -113,7 +113,7 @@ def tui(server: BackgroundServer, repo: Path, tmp_path: Path, mode: Mode) -> Cai
     def start(listener: SessionListener) -> SessionRunner:
         return ClientSession(
             Endpoint(TEST_TOKEN, resolve),
-            detect_workspace(repo),
+            detect_workspace(repo, environ=environment()),
             policy_for(PolicySettings(mode=mode)),
             listener,
             call_log=CallLog(tmp_path / "calls.sqlite3", repo),

@@ -19,7 +19,7 @@ from cairn_protocol import RunFinished, ToolSettled, Welcome
 from support.listener import RecordingListener
 from support.repos import APP_BEFORE
 from support.servers import call, model_env, script
-from support.settings import call_log, client_settings, policy_for
+from support.settings import call_log, client_settings, environment, policy_for
 from support.waiting import until
 
 
@@ -42,7 +42,7 @@ async def test_kill_9_mid_run_then_the_conversation_goes_on(
     listener.hold_approvals.clear()  # the person is still reading the diff when the crash comes
     session = ClientSession(
         Endpoint(embedded.token, embedded.ensure_running),
-        detect_workspace(repo),
+        detect_workspace(repo, environ=environment()),
         policy_for(PolicySettings()),
         listener,
         call_log=call_log(repo),
@@ -107,7 +107,7 @@ async def test_a_command_that_ran_before_the_kill_reaches_the_model_with_its_res
         resolve = embedded.ensure_running if reconnects else first_server_only
         return ClientSession(
             Endpoint(embedded.token, resolve),
-            detect_workspace(repo),
+            detect_workspace(repo, environ=environment()),
             policy_for(PolicySettings()),
             listener,
             call_log=call_log(repo),

@@ -25,7 +25,7 @@ from cairn_fakes.runner import FakeModelServer
 from support.cli import cairn
 from support.repos import APP_AFTER, APP_BEFORE, run_git
 from support.servers import TEST_TOKEN, cairn_server, call, model_env, script, sqlite_url
-from support.settings import call_log, policy_for
+from support.settings import call_log, environment, policy_for
 from support.tui import chat_entries, rendered_text, status_text
 from support.waiting import until
 from textual.pilot import Pilot
@@ -44,7 +44,7 @@ def session_factory(server_url: str, repo: Path) -> Callable[[SessionListener], 
     async def resolve() -> str:
         return server_url
 
-    workspace = detect_workspace(repo)
+    workspace = detect_workspace(repo, environ=environment())
     policy = policy_for(PolicySettings())
 
     def start(listener: SessionListener) -> SessionRunner:

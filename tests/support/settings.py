@@ -23,6 +23,12 @@ def client_settings() -> ClientSettings:
     return ClientSettings.from_env()
 
 
+def environment() -> dict[str, str]:
+    """The environment snapshot `cairn` would take at start here and now: what git, the
+    shell and the embedded server start from."""
+    return client_settings().process_env
+
+
 def call_log(workspace_root: Path) -> CallLog:
     """The call log `cairn` keeps for `workspace_root`, in the test's data folder."""
     return CallLog.in_data_dir(client_settings().data_dir, workspace_root)
@@ -32,7 +38,7 @@ def detected_sandbox(
     settings: SandboxSettings | None = None, hidden: Sequence[Path] = ()
 ) -> Sandbox:
     """The sandbox that starts here, with commands starting from the settings' environment."""
-    return Sandbox.detect(settings, hidden, environ=client_settings().process_env)
+    return Sandbox.detect(settings, hidden, environ=environment())
 
 
 def policy_for(
@@ -44,9 +50,9 @@ def policy_for(
 
 def outside_sandbox() -> ShellPlacement:
     """Shell commands run on the machine itself, without secret-looking variables."""
-    return ShellPlacement(Sandbox(None, environ=client_settings().process_env))
+    return ShellPlacement(Sandbox(None, environ=environment()))
 
 
 def unsandboxed(command: str) -> Launch:
     """`command` run by /bin/sh on the machine itself, from the settings' environment."""
-    return unsandboxed_launch(command, client_settings().process_env)
+    return unsandboxed_launch(command, environment())

@@ -70,7 +70,7 @@ def prepare_launch(
     """Wire the session for `cwd` with the settings read at start (`server_env`: variables the
     embedded server gets on top of the client's environment)."""
     private_dir(settings.data_dir)  # also tightens what an older cairn left readable
-    workspace = detect_workspace(cwd)
+    workspace = detect_workspace(cwd, environ=settings.process_env)
     policy_settings = load_settings(workspace.root)
     # The embedded server's data (its token) and Cairn's settings are never shown to commands.
     hidden = [settings.data_dir, user_config_dir()]

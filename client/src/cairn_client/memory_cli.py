@@ -376,7 +376,6 @@ def _value_from(value: str | None, file: str | None) -> str | None:
         raise UsageError(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-
 def _edit_text(editor: str, label: str, value: str) -> str:
     """The value after the person edited it in `editor` ($VISUAL or $EDITOR, default vi)."""
     with tempfile.TemporaryDirectory(prefix="cairn-") as folder:

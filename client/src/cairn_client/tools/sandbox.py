@@ -67,8 +67,18 @@ _SECRET_SCAN_GLOBS: tuple[str, ...] = (*SECRET_GLOBS, *TOKEN_CONFIG_NAMES)
 # Installed dependencies and caches: their key-looking files (certifi's cacert.pem, test
 # fixtures of packages) are not the user's secrets, and walking them costs most of the scan.
 _NOT_SCANNED = (
-    ".git", ".venv", "venv", "node_modules", "site-packages", ".tox", ".nox", "__pycache__",
-    ".mypy_cache", ".pytest_cache", ".ruff_cache", ".cache",
+    ".git",
+    ".venv",
+    "venv",
+    "node_modules",
+    "site-packages",
+    ".tox",
+    ".nox",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".cache",
 )
 # Git's own identity and settings are useful inside; they hold no credentials by themselves.
 _GIT_CONFIG_FILES = (".gitconfig", ".config/git/config", ".config/git/ignore")
@@ -177,9 +187,7 @@ class Sandbox:
         source = self.environ if environ is None else environ
         names = set(ENV_ALLOW_LIST) | set(self.settings.env)
         env = {
-            name: value
-            for name, value in source.items()
-            if name in names or name.startswith("LC_")
+            name: value for name, value in source.items() if name in names or name.startswith("LC_")
         }
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         env["HOME"] = SANDBOX_HOME if self.kind == "bubblewrap" else str(self.home)
@@ -323,9 +331,7 @@ def secret_files(
     covered = pathspec.PathSpec.from_lines("gitignore", withheld)
     names = done.stdout.decode("utf-8", errors="surrogateescape").splitlines()
     return [
-        workspace / name
-        for name in names
-        if name and (covered.match_file(name) or is_secret(name))
+        workspace / name for name in names if name and (covered.match_file(name) or is_secret(name))
     ]
 
 
