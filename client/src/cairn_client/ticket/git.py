@@ -335,8 +335,8 @@ def export_patch(branch: TicketBranch, out: Path) -> None:
         raise GitError(
             f"{branch.name} has no commits since {branch.base_commit[:12]}; nothing to export"
         )
-    patch = _checked(
-        branch.workdir, "format-patch", "--stdout", span, environ=branch.environ
+    patch = _run(
+        branch.workdir, "format-patch", "--stdout", span, environ=branch.environ, check=True
     ).stdout
     try:
         out.write_bytes(patch)
@@ -350,7 +350,7 @@ def push_branch(branch: TicketBranch, remote: str = "origin") -> None:
         raise GitError(
             f"there is no git remote named {remote}; add one with git remote add {remote} <url>"
         )
-    _checked(
+    _run(
         branch.workdir,
         "push",
         "--quiet",
@@ -359,6 +359,7 @@ def push_branch(branch: TicketBranch, remote: str = "origin") -> None:
         branch.name,
         timeout=PUSH_TIMEOUT_S,
         environ=branch.environ,
+        check=True,
     )
 
 
@@ -442,8 +443,8 @@ def _check_clean(
 
 def _status(cwd: Path, *, environ: Mapping[str, str]) -> list[tuple[str, tuple[str, ...]]]:
     """`git status` as (two-letter code, paths): a rename's new path, then its old one."""
-    printed = _checked(
-        cwd, "status", "--porcelain=v1", "-z", "--untracked-files=all", environ=environ
+    printed = _run(
+        cwd, "status", "--porcelain=v1", "-z", "--untracked-files=all", environ=environ, check=True
     ).stdout
     fields = iter(printed.decode("utf-8", errors="replace").split("\0"))
     entries: list[tuple[str, tuple[str, ...]]] = []
@@ -543,7 +544,7 @@ def _git(
     env: Mapping[str, str] | None = None,
 ) -> str:
     """Stripped stdout of a git command; GitError with git's reason when it fails."""
-    finished = _checked(cwd, *args, input=input, env=env, environ=environ)
+    finished = _run(cwd, *args, input=input, env=env, environ=environ, check=True)
     return finished.stdout.decode("utf-8", errors="replace").strip()
 
 
@@ -557,22 +558,8 @@ def _try_git(cwd: Path, *args: str, environ: Mapping[str, str]) -> str | None:
 
 def _git_paths(cwd: Path, *args: str, environ: Mapping[str, str]) -> list[str]:
     """The NUL-separated paths a `-z` git command prints."""
-    printed = _checked(cwd, *args, environ=environ).stdout.decode("utf-8", errors="replace")
+    printed = _run(cwd, *args, environ=environ, check=True).stdout.decode("utf-8", errors="replace")
     return [path for path in printed.split("\0") if path]
-
-
-def _checked(
-    cwd: Path,
-    *args: str,
-    environ: Mapping[str, str],
-    input: bytes | None = None,
-    timeout: float = GIT_TIMEOUT_S,
-    env: Mapping[str, str] | None = None,
-) -> subprocess.CompletedProcess[bytes]:
-    finished = _run(cwd, *args, input=input, timeout=timeout, env=env, environ=environ)
-    if finished.returncode != 0:
-        raise GitError(f"git {_command(args)} failed: {_summary(finished.stderr)}")
-    return finished
 
 
 def _run(
@@ -582,10 +569,12 @@ def _run(
     input: bytes | None = None,
     timeout: float = GIT_TIMEOUT_S,
     env: Mapping[str, str] | None = None,
+    check: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run git in `cwd`, never prompting; `env` adds to (or overrides) the environment."""
+    """Run git in `cwd`, never prompting; `env` adds to (or overrides) the environment.
+    With `check`, a failure is a GitError with git's reason."""
     try:
-        return subprocess.run(
+        finished = subprocess.run(
             ["git", *args],
             cwd=cwd,
             input=input,
@@ -601,6 +590,9 @@ def _run(
         ) from exc
     except OSError as exc:
         raise GitError(f"cannot run git in {cwd} ({exc.strerror}); is git installed?") from exc
+    if check and finished.returncode != 0:
+        raise GitError(f"git {_command(args)} failed: {_summary(finished.stderr)}")
+    return finished
 
 
 def _command(args: tuple[str, ...]) -> str:
