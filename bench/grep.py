@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from cairn_client.tools.registry import execute_call, prepare_call
+from cairn_client.config import ClientSettings
+from cairn_client.tools.registry import ShellPlacement, execute_call, prepare_call
+from cairn_client.tools.sandbox import Sandbox
 from cairn_client.tools.search import ripgrep_binary
 from cairn_protocol import ToolRequest
 
@@ -30,8 +32,9 @@ PATTERNS = ("def __init__\\(self", "TODO", "zzqx_not_there_qq")
 
 def cairn_grep(root: Path, pattern: str) -> tuple[float, str]:
     request = ToolRequest(run_id="b", call_id="b", tool="grep", arguments={"pattern": pattern})
+    placement = ShellPlacement(Sandbox(None, environ=ClientSettings.from_env().process_env))
     start = time.perf_counter()
-    outcome = asyncio.run(execute_call(root, prepare_call(root, request)))
+    outcome = asyncio.run(execute_call(root, prepare_call(root, request), placement=placement))
     return time.perf_counter() - start, outcome.content
 
 

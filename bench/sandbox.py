@@ -15,20 +15,23 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-from cairn_client.tools.sandbox import Launch, Sandbox, unsandboxed_launch
+from cairn_client.config import ClientSettings
+from cairn_client.tools.sandbox import Sandbox, unsandboxed_launch
 from cairn_client.tools.shell import run_shell
 
 COMMANDS = ("true", "git status --short")
 
 
-async def median_seconds(root: Path, command: str, launch: Launch | None, runs: int) -> float:
+async def median_seconds(
+    root: Path, command: str, environ: Mapping[str, str], runs: int
+) -> float:
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        chosen = launch or unsandboxed_launch(command)
-        await run_shell(root, command, 60, chosen)
+        await run_shell(root, command, 60, unsandboxed_launch(command, environ))
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -54,7 +57,7 @@ async def main() -> int:
     parser.add_argument("trees", nargs="*", type=Path, default=[Path(__file__).parent.parent])
     parser.add_argument("--runs", type=int, default=20)
     options = parser.parse_args()
-    sandbox = Sandbox.detect()
+    sandbox = Sandbox.detect(environ=ClientSettings.from_env().process_env)
     if not sandbox.active:
         print(f"no sandbox: {sandbox.problem}", file=sys.stderr)
         return 2
@@ -63,7 +66,7 @@ async def main() -> int:
         root = tree.resolve()
         print(f"{root.name}: {tracked_files(root):,} tracked files")
         for command in COMMANDS:
-            plain = await median_seconds(root, command, None, options.runs)
+            plain = await median_seconds(root, command, sandbox.environ, options.runs)
             boxed = await sandboxed_median(root, sandbox, command, options.runs)
             ratio = boxed / plain
             print(

@@ -14,6 +14,7 @@ from cairn_client.tools.base import ToolOutcome
 from cairn_client.tools.paths import PathOutsideWorkspace, SpecialFile, resolve_in_workspace
 from cairn_client.tools.registry import execute_call, prepare_call
 from cairn_protocol import ToolRequest
+from support.settings import outside_sandbox
 
 _calls = 0
 
@@ -22,7 +23,7 @@ async def run(root: Path, tool: str, **arguments: Any) -> ToolOutcome:
     global _calls
     _calls += 1
     request = ToolRequest(run_id="r", call_id=f"c-{_calls}", tool=tool, arguments=arguments)
-    return await execute_call(root, prepare_call(root, request))
+    return await execute_call(root, prepare_call(root, request), placement=outside_sandbox())
 
 
 def test_containment_is_by_components_not_string_prefix(repo: Path) -> None:

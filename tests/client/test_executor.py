@@ -20,6 +20,7 @@ from support.listener import RecordingListener
 from support.repos import run_git
 from support.servers import Served, call, script
 from support.sessions import client_session, welcomed
+from support.settings import environment
 
 
 def clone_of(repo: Path, where: Path) -> Path:
@@ -33,7 +34,7 @@ async def attached(
 ) -> AsyncIterator[ClientSession]:
     """A session in `repo`, connected and welcomed, closed afterwards."""
 
-    workspace = detect_workspace(repo)
+    workspace = detect_workspace(repo, environ=environment())
     call_log = CallLog(data / "calls.sqlite3", workspace.root)
     session = client_session(served.url, repo, listener, call_log=call_log)
     async with welcomed(session, listener):
@@ -60,7 +61,7 @@ async def test_a_request_runs_only_in_the_clone_whose_client_asked(
         await asking.wait_for(lambda: bool(asking.of_type("run_finished")))
         await idle.wait_for(lambda: bool(idle.of_type("run_finished")))
 
-    root = detect_workspace(own_repo).root
+    root = detect_workspace(own_repo, environ=environment()).root
     assert (own_repo / "where.txt").read_text() == f"{root}\n"
     assert not (clone / "where.txt").exists()
     assert idle.asked == [] and idle.handled == []  # it saw the request, read-only

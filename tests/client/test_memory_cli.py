@@ -18,6 +18,7 @@ from cairn_protocol.messages import RunFinished, UserMessage
 from cairn_protocol.rest import AgentPublic
 from support.repos import make_repo
 from support.servers import TEST_TOKEN, Served, script
+from support.settings import environment
 from support.wire import WireClient
 from typer.testing import CliRunner, Result
 
@@ -44,7 +45,7 @@ def cairn(served: Served, *args: str, input: str | None = None, **env: str) -> R
 def agent_of(served: Served, repo: Path) -> AgentPublic:
     async def find() -> AgentPublic:
         async with CairnApi(served.url, TEST_TOKEN) as api:
-            return await api.ensure_agent(detect_workspace(repo).identity)
+            return await api.ensure_agent(detect_workspace(repo, environ=environment()).identity)
 
     return asyncio.run(find())
 
@@ -289,7 +290,7 @@ def test_context_prints_each_section_with_tokens_and_the_budget(served: Served, 
     async def converse() -> None:
         client = await WireClient.connect(served.url)
         try:
-            await client.hello(workspace=detect_workspace(repo).identity)
+            await client.hello(workspace=detect_workspace(repo, environ=environment()).identity)
             await client.send(UserMessage(text="hi there"))
             await client.recv_until(RunFinished, timeout=20)
         finally:

@@ -14,6 +14,7 @@ from cairn_client.policy.types import Mode, Verdict
 from cairn_client.tools.base import PreparedCall
 from cairn_client.tools.registry import execute_call, prepare_call
 from cairn_protocol import ToolRequest
+from support.settings import outside_sandbox, policy_for
 
 Prepare = Callable[..., PreparedCall]
 
@@ -34,7 +35,7 @@ def policy(
     ask: list[str] | None = None,
 ) -> Policy:
     rules = [*(allow or []), *(deny or []), *(ask or [])]
-    return Policy(
+    return policy_for(
         PolicySettings(
             mode=mode,
             allow=allow or [],
@@ -85,8 +86,8 @@ def test_approve_all_allows_commands_too(call: Prepare) -> None:
 def test_the_override_beats_the_settings(call: Prepare) -> None:
     settings = PolicySettings(mode="bypass")
 
-    assert Policy(settings, approve_override="none").decide(edit_readme(call)).decision == "ask"
-    assert Policy(PolicySettings(), "edits").decide(edit_readme(call)).decision == "allow"
+    assert policy_for(settings, approve_override="none").decide(edit_readme(call)).decision == "ask"
+    assert policy_for(PolicySettings(), "edits").decide(edit_readme(call)).decision == "allow"
 
 
 def test_an_invalid_call_is_not_asked_about(call: Prepare) -> None:
@@ -278,7 +279,7 @@ def test_the_user_file_lives_in_the_platform_config_folder(
     write_json(tmp_path / "config" / "cairn" / "settings.json", {"deny": ["shell(sudo *)"]})
 
     settings = load_settings(repo)
-    verdict = Policy(settings).decide(
+    verdict = policy_for(settings).decide(
         prepare_call(
             repo,
             ToolRequest(
@@ -324,7 +325,7 @@ def test_rule_tool_names_ignore_case(repo: Path, tmp_path: Path, call: Prepare) 
 
     settings = load_settings(repo, user_file=user)
 
-    assert Policy(settings).decide(call("shell", command="make all")).decision == "allow"
+    assert policy_for(settings).decide(call("shell", command="make all")).decision == "allow"
 
 
 # --------------------------------------------------------------------------- modes (settings.toml)
@@ -367,7 +368,7 @@ def test_strict_mode_asks_even_for_reads_unless_a_rule_allows(call: Prepare) -> 
     ("approve", "mode"), [("none", "default"), ("edits", "accept-edits"), ("all", "bypass")]
 )
 def test_the_older_approve_values_map_onto_modes(approve: str, mode: str) -> None:
-    assert Policy(PolicySettings(), approve).mode == mode  # type: ignore[arg-type]
+    assert policy_for(PolicySettings(), approve).mode == mode  # type: ignore[arg-type]
 
 
 def test_the_mode_is_changed_only_locally(call: Prepare) -> None:
@@ -449,7 +450,9 @@ async def test_a_wide_grep_or_glob_leaves_out_files_under_deny_and_ask_rules(
     async def run(prepared: PreparedCall) -> str:
         assert rules.decide(prepared).decision == "allow"  # the folder itself is not covered
         withheld = rules.search_filter(prepared.tool)
-        outcome = await execute_call(repo, prepared, withheld=withheld)
+        outcome = await execute_call(
+            repo, prepared, withheld=withheld, placement=outside_sandbox()
+        )
         return outcome.content
 
     found = await run(call("grep", pattern="launch"))
@@ -493,7 +496,7 @@ def test_writes_to_git_and_cairn_settings_always_ask(call: Prepare, path: str) -
 
 
 def test_the_user_config_folder_inside_the_workspace_is_protected(call: Prepare) -> None:
-    home = Policy(PolicySettings(mode="bypass", protected_paths=[".config/cairn"]))
+    home = policy_for(PolicySettings(mode="bypass", protected_paths=[".config/cairn"]))
 
     verdict = home.decide(call("write", path=".config/cairn/settings.toml", content="x\n"))
     assert verdict.decision == "ask"
@@ -597,7 +600,7 @@ def test_the_older_settings_json_is_still_read_next_to_the_toml(
 def test_allowed_secret_files_are_readable_and_nothing_else(call: Prepare, repo: Path) -> None:
     (repo / ".env.test").write_text("A=1\n")
     (repo / ".env").write_text("B=2\n")
-    allowing = Policy(PolicySettings(allow_secret_files=[".env.test"]))
+    allowing = policy_for(PolicySettings(allow_secret_files=[".env.test"]))
 
     assert allowing.decide(call("read", path=".env.test")).decision == "allow"
     assert allowing.decide(call("read", path=".env")).decision == "deny"
@@ -649,7 +652,7 @@ def test_allow_always_saves_the_rule_and_applies_it_at_once(
 ) -> None:
     settings_file = tmp_path / "config" / "settings.toml"
     write_text(settings_file, '# mine\nmode = "default"\n\n[permissions]\ndeny = ["shell(rm:*)"]\n')
-    allowing = Policy(load_settings(repo, user_file=settings_file))
+    allowing = policy_for(load_settings(repo, user_file=settings_file))
     first = call("shell", command="pytest -q tests/a.py")
     assert allowing.decide(first).decision == "ask"
 

@@ -16,7 +16,6 @@ import pytest
 from cairn_client.api import CairnApi
 from cairn_client.cli import app
 from cairn_client.headless import NEEDS_A_PERSON, HeadlessListener, run_headless
-from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.session import approval_record
@@ -26,6 +25,7 @@ from cairn_protocol.rest import ApprovalPublic
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
 from support.sessions import client_session, one_request
+from support.settings import policy_for
 from typer.testing import CliRunner, Result
 
 GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
@@ -51,7 +51,7 @@ def cairn(served: Served, *args: str) -> Result:
 async def run_once(served: Served, repo: Path, listener: RecordingListener, text: str) -> str:
     """Send one request through a real session and return the id of its finished run."""
     settings = PolicySettings(allow=[ECHO_RULE], sources={ECHO_RULE: "settings.toml"})
-    client = client_session(served.url, repo, listener, Policy(settings))
+    client = client_session(served.url, repo, listener, policy_for(settings))
     return (await one_request(client, listener, text)).run_id
 
 
@@ -179,7 +179,8 @@ def test_leaving_the_sandbox_is_asked_and_recorded_even_in_bypass(
 
     async def work() -> tuple[list[ApprovalPublic], RecordingListener]:
         listener = RecordingListener([Approval("session")])
-        client = client_session(served.url, repo, listener, Policy(PolicySettings(mode="bypass")))
+        bypass = policy_for(PolicySettings(mode="bypass"))
+        client = client_session(served.url, repo, listener, bypass)
         finished = await one_request(client, listener, "run both")
         async with CairnApi(served.url, TEST_TOKEN) as api:
             return await api.list_approvals(finished.run_id), listener

@@ -20,9 +20,10 @@ from cairn_client.tools.sandbox import (
 )
 from cairn_client.tools.shell import ShellResult, run_shell
 from cairn_protocol import ToolRequest
+from support.settings import detected_sandbox, unsandboxed
 
 pytestmark = pytest.mark.skipif(
-    not Sandbox.detect().active, reason="bubblewrap cannot start here"
+    not detected_sandbox().active, reason="bubblewrap cannot start here"
 )
 
 
@@ -55,9 +56,14 @@ def home(workspace: Path) -> Path:
 
 
 def sandbox(home: Path | None = None, **settings: object) -> Sandbox:
-    found = Sandbox.detect(SandboxSettings(**settings))  # type: ignore[arg-type]
+    found = detected_sandbox(SandboxSettings(**settings))  # type: ignore[arg-type]
     return Sandbox(
-        found.kind, found.problem, found.settings, home=home or Path.home(), program=found.program
+        found.kind,
+        found.problem,
+        found.settings,
+        home=home or Path.home(),
+        program=found.program,
+        environ=found.environ,
     )
 
 
@@ -72,7 +78,8 @@ async def test_the_workspace_is_writable_and_the_rest_read_only(workspace: Path)
     result = await run(sandbox(), workspace, "echo made > new.txt && touch /usr/cairn-x")
     assert (workspace / "new.txt").read_text() == "made\n"
     assert "Read-only file system" in result.stderr
-    outside = await run_shell(workspace, "test -e /usr/cairn-x || echo absent")
+    absent = "test -e /usr/cairn-x || echo absent"
+    outside = await run_shell(workspace, absent, None, unsandboxed(absent))
     assert outside.stdout == "absent\n"
 
 
@@ -157,15 +164,16 @@ async def test_no_network_unless_allowed(workspace: Path, listener: int) -> None
 async def test_a_timeout_kills_everything_in_the_sandbox(workspace: Path) -> None:
     result = await run(sandbox(), workspace, "sleep 31.7 & sleep 31.7", timeout=1)
     assert result.timed_out
-    leftover = await run_shell(workspace, "pgrep -f '^sleep 31.7' || true")
+    pgrep = "pgrep -f '^sleep 31.7' || true"
+    leftover = await run_shell(workspace, pgrep, None, unsandboxed(pgrep))
     assert leftover.stdout.strip() == ""
 
 
 def test_a_sandbox_that_cannot_start_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    missing = Sandbox.detect()
+    missing = detected_sandbox()
     assert not missing.active and "bubblewrap" in (missing.problem or "")
-    off = Sandbox.detect(SandboxSettings(enabled=False))
+    off = detected_sandbox(SandboxSettings(enabled=False))
     assert not off.active and "turned off" in (off.problem or "")
 
 
@@ -207,7 +215,8 @@ async def test_git_history_of_withheld_files_is_cut_from_the_output(workspace: P
     (workspace / "private" / "notes.txt").write_text("salary list\n")
     (workspace / "app.py").write_text("print('bye')\n")
     identity = "-c user.name=t -c user.email=t@t"
-    await run_shell(workspace, f"git add app.py private && git {identity} commit -qm all")
+    commit = f"git add app.py private && git {identity} commit -qm all"
+    await run_shell(workspace, commit, None, unsandboxed(commit))
     placement = ShellPlacement(sandbox(), withheld=("private/**",))
     arguments = {"command": "git log -p"}
     request = ToolRequest(run_id="r", call_id="c", tool="shell", arguments=arguments)

@@ -28,6 +28,7 @@ from cairn_protocol.rest import ApprovalPublic
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, call, script
 from support.sessions import client_session, one_request
+from support.settings import client_settings, outside_sandbox
 
 GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 OPENAI = "sk-proj-" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0Fe"
@@ -43,7 +44,9 @@ async def run(
     global _calls
     _calls += 1
     request = ToolRequest(run_id="r", call_id=f"s-{_calls}", tool=tool, arguments=arguments)
-    return await execute_call(root, prepare_call(root, request, allowed), allowed)
+    return await execute_call(
+        root, prepare_call(root, request, allowed), allowed, placement=outside_sandbox()
+    )
 
 
 # --------------------------------------------------------------------------- files
@@ -289,7 +292,7 @@ def test_read_only_commands(command: str, read_only: bool, repo: Path) -> None:
 
 
 def test_unused_env_is_untouched() -> None:
-    assert "PATH" in scrubbed_environment() and os.environ.get("PATH")
+    assert "PATH" in scrubbed_environment(client_settings().process_env) and os.environ.get("PATH")
 
 
 # --------------------------------------------------------------------------- review findings

@@ -20,8 +20,8 @@ from cairn_client.tools.shell_check import inspect_command
 from cairn_protocol import ToolRequest
 
 Shell = Callable[..., PreparedCall]
-ACTIVE = Sandbox("bubblewrap")  # decisions only: nothing runs in these tests
-MISSING = Sandbox(None, "bubblewrap (bwrap) is not installed")
+ACTIVE = Sandbox("bubblewrap", environ={})  # decisions only: nothing runs in these tests
+MISSING = Sandbox(None, "bubblewrap (bwrap) is not installed", environ={})
 
 
 @pytest.fixture

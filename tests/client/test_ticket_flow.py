@@ -21,6 +21,7 @@ from cairn_client.ticket.flow import (
 )
 from cairn_client.ticket.state import TicketState, load_state
 from support.repos import run_git
+from support.settings import environment
 
 
 class ScriptedDriver:
@@ -72,7 +73,7 @@ def answer(text: str, stop: str = "end_turn", run: str = "run") -> TurnResult:
 @pytest.fixture
 def started(repo: Path, tmp_path: Path) -> tuple[TicketState, git.TicketBranch]:
     (tmp_path / "t.md").write_text("# Fix total\n\nIt returns 1.\n")
-    begun = start_ticket(repo, TicketRequest(source=str(tmp_path / "t.md")))
+    begun = start_ticket(repo, TicketRequest(source=str(tmp_path / "t.md")), environ=environment())
     return begun.state, begun.branch
 
 
@@ -97,7 +98,7 @@ async def test_a_resumed_plan_waiting_for_review_is_shown_again_without_asking_a
     assert len(driver.sent) == 1 and "Plan: fix total." in driver.sent[0]  # straight to work
     assert driver.modes == ["plan", None]  # plan mode only while planning
     assert result.outcome == "patch" and result.files_changed == ["src/app.py"]
-    assert load_state(repo, "fix-total").phase == "done"
+    assert load_state(repo, "fix-total", environ=environment()).phase == "done"
     assert git.changed_files(branch) == ["src/app.py"]
 
 
@@ -129,7 +130,7 @@ async def test_a_run_that_stops_early_keeps_the_ticket_resumable(
 
     assert result.outcome == "stopped" and "step_limit" in result.message
     assert "cairn ticket --resume" in result.message
-    saved = load_state(repo)
+    saved = load_state(repo, environ=environment())
     assert saved.phase == "implement" and saved.implement_started
     assert saved.plan == "Plan: fix." and saved.run_ids == ["run-1", "run-2"]
 
@@ -164,7 +165,7 @@ async def test_a_plan_that_fails_says_why_and_asks_again_on_resume(
     assert result.outcome == "stopped"
     assert "did not propose a plan (model_error: 429 from the API)" in result.message
     again = ScriptedDriver([answer("Plan."), answer("Done.")], [PlanDecision("stop")])
-    await flow((load_state(repo), started[1]), again).run()
+    await flow((load_state(repo, environ=environment()), started[1]), again).run()
     assert again.sent == [REPLAN_PROMPT]
 
 
@@ -209,7 +210,9 @@ async def test_a_finished_ticket_resumed_keeps_its_commit(
     first = await flow(started, driver).run()
     assert first.outcome == "patch" and first.state.commit
 
-    again = await flow((load_state(repo, "fix-total"), started[1]), ScriptedDriver([])).run()
+    again = await flow(
+        (load_state(repo, "fix-total", environ=environment()), started[1]), ScriptedDriver([])
+    ).run()
 
     assert again.outcome == "patch" and again.state.commit == first.state.commit
     assert run_git(repo, "rev-list", "--count", "main..cairn/fix-total") == "1"

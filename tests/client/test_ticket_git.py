@@ -25,6 +25,7 @@ from cairn_client.ticket.git import (
     tracked_files,
 )
 from support.repos import GIT_ENV
+from support.settings import environment
 
 GitRunner = Callable[..., str]
 GIT_IDENTITY_VARIABLES = [key for key in GIT_ENV if key.startswith(("GIT_AUTHOR", "GIT_COMMITTER"))]
@@ -56,7 +57,7 @@ def refused(
     repo: Path, slug: str = "fix-total", *, worktree: bool = False, allow_dirty: bool = False
 ) -> str:
     with pytest.raises(GitError) as caught:
-        start_branch(repo, slug, worktree=worktree, allow_dirty=allow_dirty)
+        start_branch(repo, slug, worktree=worktree, allow_dirty=allow_dirty, environ=environment())
     message = str(caught.value)
     assert "\n" not in message
     return message
@@ -75,7 +76,7 @@ def test_a_folder_outside_git_is_refused(tmp_path: Path) -> None:
 
     assert "not inside a git repository" in refused(plain)
     with pytest.raises(GitError, match="not inside a git repository"):
-        check_can_start(plain, "cairn/x", allow_dirty=False)
+        check_can_start(plain, "cairn/x", allow_dirty=False, environ=environment())
     assert list(plain.iterdir()) == []
 
 
@@ -120,7 +121,7 @@ def test_ignored_files_do_not_count_as_changes(repo: Path, git: GitRunner) -> No
     (repo / "build").mkdir()
     (repo / "build" / "out.bin").write_text("artefact\n")
 
-    branch = start_branch(repo, "fix-total")
+    branch = start_branch(repo, "fix-total", environ=environment())
 
     assert git(repo, "branch", "--show-current") == branch.name == "cairn/fix-total"
 
@@ -132,9 +133,17 @@ def test_the_ticket_file_written_into_the_repo_does_not_count_as_a_change(
     (repo / "notes.txt").write_text("draft\n")
 
     with pytest.raises(GitError, match=r"uncommitted changes \(1 file\)"):
-        check_can_start(repo, "cairn/fix-total", allow_dirty=False, ignore_untracked=["TICKET.md"])
+        check_can_start(
+            repo,
+            "cairn/fix-total",
+            allow_dirty=False,
+            ignore_untracked=["TICKET.md"],
+            environ=environment(),
+        )
     (repo / "notes.txt").unlink()
-    branch = start_branch(repo, "fix-total", ignore_untracked=[str(repo / "TICKET.md")])
+    branch = start_branch(
+        repo, "fix-total", ignore_untracked=[str(repo / "TICKET.md")], environ=environment()
+    )
 
     assert git(repo, "branch", "--show-current") == branch.name
     assert (repo / "TICKET.md").read_text() == "# Fix total\n"
@@ -193,7 +202,9 @@ def test_a_failed_worktree_start_leaves_nothing_behind(repo: Path, git: GitRunne
     before = repo_state(repo, git)
 
     with pytest.raises(GitError, match="git worktree failed"):
-        start_branch(repo, "fix-total", worktree=True, worktree_path=blocker / "tree")
+        start_branch(
+            repo, "fix-total", worktree=True, worktree_path=blocker / "tree", environ=environment()
+        )
 
     assert repo_state(repo, git) == before
     assert "branch.cairn/" not in git(repo, "config", "--list")
@@ -205,7 +216,7 @@ def test_a_failed_worktree_start_leaves_nothing_behind(repo: Path, git: GitRunne
 def test_branch_mode_switches_head_to_the_new_branch(repo: Path, git: GitRunner) -> None:
     main_sha = git(repo, "rev-parse", "HEAD")
 
-    branch = start_branch(repo / "src", "fix-total")
+    branch = start_branch(repo / "src", "fix-total", environ=environment())
 
     assert branch == TicketBranch(
         name="cairn/fix-total",
@@ -214,6 +225,7 @@ def test_branch_mode_switches_head_to_the_new_branch(repo: Path, git: GitRunner)
         base_commit=main_sha,
         base_branch="main",
         worktree=False,
+        environ=environment(),
     )
     assert git(repo, "branch", "--show-current") == "cairn/fix-total"
 
@@ -227,7 +239,7 @@ def test_worktree_mode_starts_from_a_dirty_tree_and_leaves_it_alone(
     (repo / "notes.txt").write_text("draft\n")
     status_before = git(repo, "status", "--porcelain")
 
-    branch = start_branch(repo, "fix-total", worktree=True)
+    branch = start_branch(repo, "fix-total", worktree=True, environ=environment())
 
     tree = repo.parent / "repo-cairn-fix-total"
     assert branch.workdir == Path(os.path.realpath(tree))
@@ -245,7 +257,7 @@ def test_allow_dirty_carries_the_changes_onto_the_branch(repo: Path, git: GitRun
     (repo / "README.md").write_text("# Changed\n")
     (repo / "notes.txt").write_text("draft\n")
 
-    branch = start_branch(repo, "fix-total", allow_dirty=True)
+    branch = start_branch(repo, "fix-total", allow_dirty=True, environ=environment())
 
     assert git(repo, "branch", "--show-current") == branch.name
     assert (repo / "README.md").read_text() == "# Changed\n"
@@ -256,7 +268,7 @@ def test_allow_dirty_carries_the_changes_onto_the_branch(repo: Path, git: GitRun
 
 
 def test_changed_files_sees_every_kind_of_change(repo: Path, git: GitRunner) -> None:
-    branch = start_branch(repo, "fix-total")
+    branch = start_branch(repo, "fix-total", environ=environment())
     (repo / "src" / "util.py").write_text("def helper():\n    return 'tidy'\n")
     git(repo, "commit", "-q", "-am", "committed on the branch")
     (repo / "src" / "app.py").write_text("def total(items):\n    return sum(items)\n")
@@ -290,7 +302,7 @@ def test_dirty_paths_sees_every_uncommitted_change_but_not_ignored_files(
     (repo / "build" / "out.bin").write_text("ignored\n")
     git(repo, "mv", "README.md", "READ ME.md")
 
-    assert dirty_paths(repo / "src") == [
+    assert dirty_paths(repo / "src", environ=environment()) == [
         "READ ME.md",
         "README.md",
         "docs/new.md",
@@ -301,7 +313,7 @@ def test_dirty_paths_sees_every_uncommitted_change_but_not_ignored_files(
 
 
 def test_tracked_files_are_those_of_the_commit_asked_for(repo: Path, git: GitRunner) -> None:
-    branch = start_branch(repo, "fix-total")
+    branch = start_branch(repo, "fix-total", environ=environment())
     (repo / "src" / "util.py").unlink()
     (repo / "new.txt").write_text("new\n")
     commit_paths(branch, ["src/util.py", "new.txt"], "Move things")
@@ -319,7 +331,7 @@ def test_commit_paths_commits_only_the_given_paths(repo: Path, git: GitRunner) -
     (repo / "README.md").write_text("# The developer's own edit\n")
     (repo / "mine.txt").write_text("the developer staged this\n")
     git(repo, "add", "mine.txt")
-    branch = start_branch(repo, "fix-total", allow_dirty=True)
+    branch = start_branch(repo, "fix-total", allow_dirty=True, environ=environment())
     (repo / "src" / "app.py").write_text("def total(items):\n    return sum(items)\n")
     (repo / "src" / "util.py").unlink()
     (repo / "docs").mkdir()
@@ -337,7 +349,7 @@ def test_commit_paths_commits_only_the_given_paths(repo: Path, git: GitRunner) -
         "M\tsrc/app.py",
         "D\tsrc/util.py",
     ]
-    assert dirty_paths(repo) == [
+    assert dirty_paths(repo, environ=environment()) == [
         "README.md",
         "mine.txt",
         "src/__pycache__/app.pyc",
@@ -352,7 +364,7 @@ def test_commit_paths_commits_only_the_given_paths(repo: Path, git: GitRunner) -
 def test_commit_paths_without_a_change_among_the_paths_commits_nothing(
     repo: Path, git: GitRunner
 ) -> None:
-    branch = start_branch(repo, "fix-total")
+    branch = start_branch(repo, "fix-total", environ=environment())
     (repo / "junk.txt").write_text("not the ticket's\n")
     (repo / "README.md").write_text("# Changed, then\n")
     git(repo, "add", "README.md")
@@ -366,7 +378,7 @@ def test_commit_paths_without_a_change_among_the_paths_commits_nothing(
 
 
 def test_commit_paths_commits_as_cairn_without_an_identity(repo: Path, git: GitRunner) -> None:
-    branch = start_branch(repo, "fix-total")
+    branch = start_branch(repo, "fix-total", environ=environment())
     (repo / "new.txt").write_text("new\n")
     message = "Fix total\n\n#12 asked for a sum."
 
@@ -382,7 +394,7 @@ def test_commit_paths_commits_as_cairn_without_an_identity(repo: Path, git: GitR
 def test_commit_paths_uses_the_configured_identity(repo: Path, git: GitRunner) -> None:
     git(repo, "config", "user.name", "Ada")
     git(repo, "config", "user.email", "ada@example.com")
-    branch = start_branch(repo, "fix-total")
+    branch = start_branch(repo, "fix-total", environ=environment())
     (repo / "new.txt").write_text("new\n")
 
     commit_paths(branch, ["new.txt"], "Add a file")
@@ -393,7 +405,7 @@ def test_commit_paths_uses_the_configured_identity(repo: Path, git: GitRunner) -
 def test_the_exported_patch_applies_on_a_fresh_clone(
     repo: Path, git: GitRunner, tmp_path: Path
 ) -> None:
-    branch = start_branch(repo, "fix-total", worktree=True)
+    branch = start_branch(repo, "fix-total", worktree=True, environ=environment())
     (branch.workdir / "src" / "app.py").write_text("def total(items):\n    return sum(items)\n")
     (branch.workdir / "README.md").unlink()
     commit_paths(branch, ["src/app.py", "README.md"], "Fix total")
@@ -416,7 +428,7 @@ def test_the_exported_patch_applies_on_a_fresh_clone(
 
 
 def test_export_without_commits_is_refused(repo: Path, tmp_path: Path) -> None:
-    branch = start_branch(repo, "fix-total")
+    branch = start_branch(repo, "fix-total", environ=environment())
     (repo / "new.txt").write_text("not committed\n")
 
     with pytest.raises(GitError, match="no commits since"):
@@ -430,7 +442,7 @@ def test_push_sends_the_branch_to_origin_and_tracks_it(
     remote = tmp_path / "remote.git"
     git(tmp_path, "init", "-q", "--bare", str(remote))
     git(repo, "remote", "add", "origin", str(remote))
-    branch = start_branch(repo, "fix-total")
+    branch = start_branch(repo, "fix-total", environ=environment())
     (repo / "new.txt").write_text("new\n")
     sha = commit_paths(branch, ["new.txt"], "Add a file")
 
@@ -440,11 +452,11 @@ def test_push_sends_the_branch_to_origin_and_tracks_it(
     assert git(repo, "rev-parse", "--abbrev-ref", "cairn/fix-total@{upstream}") == (
         "origin/cairn/fix-total"
     )
-    assert origin_url(repo) == str(remote)
+    assert origin_url(repo, environ=environment()) == str(remote)
 
 
 def test_push_without_a_remote_says_how_to_add_one(repo: Path) -> None:
-    branch = start_branch(repo, "fix-total")
+    branch = start_branch(repo, "fix-total", environ=environment())
 
     with pytest.raises(GitError) as caught:
         push_branch(branch)
@@ -452,14 +464,14 @@ def test_push_without_a_remote_says_how_to_add_one(repo: Path) -> None:
     assert str(caught.value) == (
         "there is no git remote named origin; add one with git remote add origin <url>"
     )
-    assert origin_url(repo) is None
+    assert origin_url(repo, environ=environment()) is None
 
 
 def test_push_to_a_missing_remote_gives_gits_reason(
     repo: Path, git: GitRunner, tmp_path: Path
 ) -> None:
     git(repo, "remote", "add", "origin", str(tmp_path / "nowhere.git"))
-    branch = start_branch(repo, "fix-total")
+    branch = start_branch(repo, "fix-total", environ=environment())
 
     with pytest.raises(GitError) as caught:
         push_branch(branch)
@@ -472,54 +484,59 @@ def test_push_to_a_missing_remote_gives_gits_reason(
 
 
 def test_open_branch_switches_back_to_a_branch_made_here(repo: Path, git: GitRunner) -> None:
-    started = start_branch(repo, "fix-total")
+    started = start_branch(repo, "fix-total", environ=environment())
     (repo / "new.txt").write_text("new\n")
     commit_paths(started, ["new.txt"], "Add a file")
     git(repo, "switch", "-q", "main")
     (repo / "README.md").write_text("# Moved on\n")
     git(repo, "commit", "-q", "-am", "main moves on")
 
-    opened = open_branch(repo, "cairn/fix-total")
+    opened = open_branch(repo, "cairn/fix-total", environ=environment())
 
     assert opened == started
     assert git(repo, "branch", "--show-current") == "cairn/fix-total"
 
 
 def test_open_branch_finds_the_branch_in_its_worktree(repo: Path, git: GitRunner) -> None:
-    started = start_branch(repo, "fix-total", worktree=True)
+    started = start_branch(repo, "fix-total", worktree=True, environ=environment())
 
-    assert open_branch(repo, "cairn/fix-total") == started
-    assert open_branch(started.workdir, "cairn/fix-total").workdir == started.workdir
+    assert open_branch(repo, "cairn/fix-total", environ=environment()) == started
+    assert (
+        open_branch(started.workdir, "cairn/fix-total", environ=environment()).workdir
+        == started.workdir
+    )
     assert git(repo, "branch", "--show-current") == "main"
 
 
 def test_open_branch_will_not_switch_a_dirty_tree(repo: Path, git: GitRunner) -> None:
-    start_branch(repo, "fix-total")
+    start_branch(repo, "fix-total", environ=environment())
     git(repo, "switch", "-q", "main")
     (repo / "README.md").write_text("# Unsaved\n")
 
     with pytest.raises(GitError, match="uncommitted changes .* before resuming cairn/fix-total"):
-        open_branch(repo, "cairn/fix-total")
+        open_branch(repo, "cairn/fix-total", environ=environment())
     assert git(repo, "branch", "--show-current") == "main"
 
 
 def test_open_branch_of_a_missing_branch_is_refused(repo: Path) -> None:
     with pytest.raises(GitError, match="there is no branch cairn/nothing"):
-        open_branch(repo, "cairn/nothing")
+        open_branch(repo, "cairn/nothing", environ=environment())
 
 
 @pytest.mark.parametrize("pruned", [False, True])
 def test_open_branch_recreates_a_removed_worktree_and_leaves_the_checkout_alone(
     repo: Path, git: GitRunner, tmp_path: Path, pruned: bool
 ) -> None:
-    started = start_branch(repo, "fix-total", worktree=True, worktree_path=tmp_path / "tree")
+    started = start_branch(
+        repo, "fix-total", worktree=True, worktree_path=tmp_path / "tree", environ=environment()
+    )
     (started.workdir / "new.txt").write_text("committed work\n")
     commit_paths(started, ["new.txt"], "Add a file")
     shutil.rmtree(started.workdir)
     if pruned:
         git(repo, "worktree", "prune")
 
-    opened = open_branch(repo, "cairn/fix-total")
+    opened = open_branch(repo, "cairn/fix-total", environ=environment())
 
     assert opened == started
     assert opened.worktree and opened.workdir == Path(os.path.realpath(tmp_path / "tree"))
@@ -532,13 +549,13 @@ def test_open_branch_recreates_a_removed_worktree_and_leaves_the_checkout_alone(
 def test_open_branch_will_not_recreate_a_worktree_over_another_folder(
     repo: Path, git: GitRunner
 ) -> None:
-    started = start_branch(repo, "fix-total", worktree=True)
+    started = start_branch(repo, "fix-total", worktree=True, environ=environment())
     shutil.rmtree(started.workdir)
     started.workdir.mkdir()
     (started.workdir / "other.txt").write_text("someone else's\n")
 
     with pytest.raises(GitError, match="is in its place; move that away"):
-        open_branch(repo, "cairn/fix-total")
+        open_branch(repo, "cairn/fix-total", environ=environment())
     assert git(repo, "branch", "--show-current") == "main"
     assert [path.name for path in started.workdir.iterdir()] == ["other.txt"]
 
@@ -546,12 +563,12 @@ def test_open_branch_will_not_recreate_a_worktree_over_another_folder(
 def test_common_git_dir_is_the_main_repositorys_from_any_worktree(
     repo: Path, tmp_path: Path
 ) -> None:
-    branch = start_branch(repo, "fix-total", worktree=True)
+    branch = start_branch(repo, "fix-total", worktree=True, environ=environment())
     main_git = Path(os.path.realpath(repo / ".git"))
 
-    assert common_git_dir(branch.workdir / "src") == main_git
-    assert common_git_dir(repo) == main_git
+    assert common_git_dir(branch.workdir / "src", environ=environment()) == main_git
+    assert common_git_dir(repo, environ=environment()) == main_git
     outside = tmp_path / "plain"
     outside.mkdir()
     with pytest.raises(GitError, match="not inside a git repository"):
-        common_git_dir(outside)
+        common_git_dir(outside, environ=environment())

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from cairn_client.call_log import CallLog
-from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.ticket import git
 from cairn_client.ticket.command import Started, TicketRequest, start_ticket
@@ -24,6 +23,7 @@ from cairn_server.api.background import BackgroundServer
 from support.repos import run_git
 from support.servers import call, script
 from support.sessions import sessions_for
+from support.settings import environment, policy_for
 from support.tui import chat_entries
 from support.waiting import until
 from textual.widgets import Input, TextArea
@@ -35,13 +35,15 @@ def ticket_app(
     server: BackgroundServer, repo: Path, tmp_path: Path
 ) -> tuple[CairnApp, TuiTicketDriver, Started]:
     (tmp_path / "ticket.md").write_text("# Fix total\n\ntotal() must add the items.\n")
-    started = start_ticket(repo, TicketRequest(source=str(tmp_path / "ticket.md")))
+    started = start_ticket(
+        repo, TicketRequest(source=str(tmp_path / "ticket.md")), environ=environment()
+    )
     driver = TuiTicketDriver(started, FinishOptions(), "default")
 
     start = sessions_for(
         server.url,
         started.branch.workdir,
-        Policy(PolicySettings(mode="default")),
+        policy_for(PolicySettings(mode="default")),
         conversation="new",
         call_log=CallLog(tmp_path / "calls.sqlite3", repo),
     )

@@ -18,6 +18,7 @@ from cairn_client.tools.paths import PathOutsideWorkspace, relative_display, res
 from cairn_client.tools.registry import execute_call, prepare_call
 from cairn_client.undo import UndoStack
 from cairn_protocol import ToolRequest
+from support.settings import outside_sandbox, unsandboxed
 from support.waiting import until
 
 _calls = 0
@@ -30,8 +31,13 @@ def prepare(root: Path, tool: str, **arguments: Any) -> PreparedCall:
     return prepare_call(root, request)
 
 
+async def execute(root: Path, prepared: PreparedCall) -> ToolOutcome:
+    """`prepared` executed as a session would, shell commands outside any sandbox."""
+    return await execute_call(root, prepared, placement=outside_sandbox())
+
+
 async def run(root: Path, tool: str, **arguments: Any) -> ToolOutcome:
-    return await execute_call(root, prepare(root, tool, **arguments))
+    return await execute(root, prepare(root, tool, **arguments))
 
 
 def failure(outcome: ToolOutcome) -> str:
@@ -89,7 +95,7 @@ async def test_every_tool_refuses_paths_outside(repo: Path, tmp_path: Path) -> N
         prepared = prepare(repo, tool, **arguments)
         assert prepared.error is not None and "outside the workspace" in prepared.error, tool
         assert prepared.preview.kind == "info"
-        assert failure(await execute_call(repo, prepared)) == prepared.error
+        assert failure(await execute(repo, prepared)) == prepared.error
     assert (tmp_path / "outside.txt").read_text() == "do not touch\n"
 
 
@@ -292,7 +298,7 @@ async def test_edit_previews_the_diff_then_writes(repo: Path) -> None:
     assert "-    return 1\n+    return sum(items)\n" in prepared.preview.body
     assert "return 1" in (repo / "src" / "app.py").read_text()  # preparing writes nothing
 
-    outcome = await execute_call(repo, prepared)
+    outcome = await execute(repo, prepared)
 
     assert outcome.status == "ok" and outcome.changed_files == ("src/app.py",)
     assert "edited src/app.py" in outcome.content
@@ -367,7 +373,7 @@ async def test_write_creates_a_file_in_new_folders(repo: Path) -> None:
     assert prepared.changes == (FileChange("docs/new/guide.md", None, "# Guide\n"),)
     assert prepared.preview.body.startswith("--- /dev/null\n+++ b/docs/new/guide.md\n")
 
-    outcome = await execute_call(repo, prepared)
+    outcome = await execute(repo, prepared)
 
     assert outcome.content == "Done: created docs/new/guide.md."
     assert (repo / "docs" / "new" / "guide.md").read_text() == "# Guide\n"
@@ -377,7 +383,7 @@ async def test_write_replaces_content(repo: Path) -> None:
     prepared = prepare(repo, "write", path="README.md", content="# New\n")
 
     assert prepared.changes[0].before == "# Demo\n\nA small repository for tests.\n"
-    assert (await execute_call(repo, prepared)).status == "ok"
+    assert (await execute(repo, prepared)).status == "ok"
     assert (repo / "README.md").read_text() == "# New\n"
     same = prepare(repo, "write", path="README.md", content="# New\n")
     assert same.error is not None and "already has exactly this content" in same.error
@@ -412,7 +418,7 @@ async def test_patch_of_two_files(repo: Path) -> None:
     assert prepared.preview.title == "Patch 2 files"
     assert "+++ b/README.md" in prepared.preview.body
 
-    outcome = await execute_call(repo, prepared)
+    outcome = await execute(repo, prepared)
 
     assert outcome.changed_files == ("src/app.py", "README.md")
     assert "return sum(items)" in (repo / "src" / "app.py").read_text()
@@ -510,7 +516,7 @@ async def test_an_edit_is_not_applied_when_the_file_changed_since_the_preview(
     )
     (repo / "src" / "app.py").write_text("someone else's version\n")
 
-    reason = failure(await execute_call(repo, prepared))
+    reason = failure(await execute(repo, prepared))
 
     assert "src/app.py changed since the edit was previewed" in reason
     assert "nothing was applied" in reason
@@ -522,7 +528,7 @@ async def test_a_multi_file_patch_with_one_stale_file_leaves_both_untouched(repo
     prepared = prepare(repo, "apply_patch", patch=TWO_FILE_PATCH)
     (repo / "README.md").write_text("# Demo\n\nEdited by hand meanwhile.\n")
 
-    reason = failure(await execute_call(repo, prepared))
+    reason = failure(await execute(repo, prepared))
 
     assert "README.md changed since the edit was previewed" in reason
     assert (repo / "src" / "app.py").read_text() == app_before
@@ -535,7 +541,7 @@ async def test_creating_a_file_that_appeared_meanwhile_is_stale(repo: Path) -> N
 
     with pytest.raises(StaleChange, match="new.txt was created"):
         apply_changes(repo, prepared.changes)
-    assert "changed since the edit was previewed" in failure(await execute_call(repo, prepared))
+    assert "changed since the edit was previewed" in failure(await execute(repo, prepared))
     assert (repo / "new.txt").read_text() == "theirs\n"
 
 
@@ -651,7 +657,7 @@ async def test_cancelling_a_running_command_kills_its_process_group_and_keeps_it
 ) -> None:
     command = "echo begun; sleep 30 & echo $! > bg.pid; sleep 30"
     prepared = prepare(repo, "shell", command=command)
-    task = asyncio.create_task(execute_call(repo, prepared))
+    task = asyncio.create_task(execute(repo, prepared))
     # until the command has started its background child
     await until(None, lambda: (repo / "bg.pid").exists() and bool((repo / "bg.pid").read_text()))
 
@@ -662,6 +668,22 @@ async def test_cancelling_a_running_command_kills_its_process_group_and_keeps_it
     assert outcome.status == "error"
     assert outcome.reason is not None and outcome.reason.startswith("killed after ")
     assert outcome.content.startswith("killed after ") and outcome.content.endswith("begun")
+
+
+async def test_cancelling_a_command_while_it_starts_kills_it_and_reports_the_kill(
+    repo: Path,
+) -> None:
+    command = "echo $$ > shell.pid; echo begun; sleep 30"
+    task = asyncio.create_task(shell.run_shell(repo, command, None, unsandboxed(command)))
+    await asyncio.sleep(0)  # the task runs until it waits for the start of the process
+
+    task.cancel()
+    result = await task
+
+    assert result.killed_after_s is not None and result.exit_code is None
+    assert result.as_text().startswith("killed after ")
+    pid_file = repo / "shell.pid"
+    assert not pid_file.exists() or not pid_file.read_text() or _dead(int(pid_file.read_text()))
 
 
 async def test_shell_output_is_capped_keeping_start_and_end(repo: Path) -> None:
@@ -700,7 +722,7 @@ async def test_unknown_tools_and_bad_arguments_are_errors_not_exceptions(repo: P
     assert unknown.preview.kind == "info" and "teleport" in unknown.preview.body
     assert bad.error is not None and "offset" in bad.error
     assert extra.error is not None and "colour" in extra.error
-    assert failure(await execute_call(repo, unknown)) == unknown.error
+    assert failure(await execute(repo, unknown)) == unknown.error
 
 
 def test_read_only_previews_are_one_line_summaries(repo: Path) -> None:
@@ -732,7 +754,7 @@ async def test_a_renamed_file_keeps_its_mode_and_undo_puts_it_back(repo: Path) -
     patch = "--- a/run.sh\n+++ b/bin/run.sh\n@@ -1,2 +1,2 @@\n #!/bin/sh\n-echo hi\n+echo hello\n"
     prepared = prepare(repo, "apply_patch", patch=patch)
 
-    outcome = await execute_call(repo, prepared)
+    outcome = await execute(repo, prepared)
 
     assert outcome.status == "ok", outcome
     assert stat.S_IMODE((repo / "bin" / "run.sh").stat().st_mode) == 0o755

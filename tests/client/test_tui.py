@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import load_settings
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.tools.base import PreparedCall, ToolOutcome
@@ -49,6 +48,7 @@ from support.scripted_tui import (
     type_and_send,
     welcome,
 )
+from support.settings import policy_for
 from support.tui import chat_entries, rendered_text, status_text
 from textual.widget import Widget
 from textual.widgets import Input
@@ -90,7 +90,7 @@ async def test_repository_settings_that_would_widen_permissions_are_shown_as_ign
     (tmp_path / ".cairn" / "settings.toml").write_text(
         'mode = "bypass"\n[permissions]\nallow = ["shell(curl:*)"]\ndeny = ["read(secrets/**)"]\n'
     )
-    policy = Policy(load_settings(tmp_path, user_file=tmp_path / "absent.toml"))
+    policy = policy_for(load_settings(tmp_path, user_file=tmp_path / "absent.toml"))
     async with scripted_run(policy=policy) as (app, _session, pilot):
         entries = chat_entries(app)
         assert any("mode 'bypass' would widen 'default'; ignored" in e for e in entries)

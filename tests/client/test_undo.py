@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from cairn_client.call_log import CallLog
-from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.tools.base import FileChange
 from cairn_client.tools.changes import apply_changes
@@ -23,6 +22,7 @@ from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
 from support.servers import call, script
 from support.sessions import sessions_for
+from support.settings import policy_for
 from support.tui import chat_entries, status_text
 from support.waiting import until
 from textual.pilot import Pilot
@@ -113,7 +113,7 @@ async def accepting_edits(
     server: BackgroundServer, repo: Path, tmp_path: Path
 ) -> AsyncIterator[tuple[CairnApp, Pilot[Any]]]:
     """The app under Pilot, its session in accept-edits mode against `server`."""
-    policy = Policy(PolicySettings(mode="accept-edits"))
+    policy = policy_for(PolicySettings(mode="accept-edits"))
     call_log = CallLog(tmp_path / "calls.sqlite3", repo)
     app = CairnApp(sessions_for(server.url, repo, policy, call_log=call_log), workspace_name="repo")
     async with app.run_test(size=(120, 36)) as pilot:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cairn_client.workspace import detect_workspace
+from support.settings import environment
 
 GitRunner = Callable[..., str]
 
@@ -21,7 +22,7 @@ def _no_repository_above_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_identity_of_a_repository(repo: Path, git: GitRunner) -> None:
     git(repo, "remote", "add", "origin", "git@github.com:Owner/Demo.git")
 
-    workspace = detect_workspace(repo / "src")
+    workspace = detect_workspace(repo / "src", environ=environment())
 
     assert workspace.root == Path(os.path.realpath(repo))
     assert workspace.identity.root_commit == git(repo, "rev-parse", "HEAD")
@@ -37,10 +38,14 @@ def test_two_clones_are_the_same_codebase(repo: Path, git: GitRunner, tmp_path: 
     git(tmp_path / "second", "add", "new.txt")
     git(tmp_path / "second", "commit", "-q", "-m", "later commit")
 
-    first = detect_workspace(tmp_path / "first")
-    second = detect_workspace(tmp_path / "second")
+    first = detect_workspace(tmp_path / "first", environ=environment())
+    second = detect_workspace(tmp_path / "second", environ=environment())
 
-    assert first.identity.key == second.identity.key == detect_workspace(repo).identity.key
+    assert (
+        first.identity.key
+        == second.identity.key
+        == detect_workspace(repo, environ=environment()).identity.key
+    )
     assert first.root != second.root
 
 
@@ -50,7 +55,10 @@ def test_different_repositories_are_different_codebases(
     one = new_repo(tmp_path / "one", {"a.txt": "first project\n"})
     two = new_repo(tmp_path / "two", {"a.txt": "second project\n"})
 
-    assert detect_workspace(one).identity.key != detect_workspace(two).identity.key
+    assert (
+        detect_workspace(one, environ=environment()).identity.key
+        != detect_workspace(two, environ=environment()).identity.key
+    )
 
 
 def test_a_worktree_is_the_same_codebase_as_its_main_checkout(
@@ -58,10 +66,10 @@ def test_a_worktree_is_the_same_codebase_as_its_main_checkout(
 ) -> None:
     git(repo, "worktree", "add", "-q", "-b", "feature", str(tmp_path / "feature-tree"))
 
-    worktree = detect_workspace(tmp_path / "feature-tree")
+    worktree = detect_workspace(tmp_path / "feature-tree", environ=environment())
 
     assert worktree.root == Path(os.path.realpath(tmp_path / "feature-tree"))
-    assert worktree.identity.key == detect_workspace(repo).identity.key
+    assert worktree.identity.key == detect_workspace(repo, environ=environment()).identity.key
 
 
 def test_several_root_commits_pick_the_smallest_hash(repo: Path, git: GitRunner) -> None:
@@ -74,7 +82,7 @@ def test_several_root_commits_pick_the_smallest_hash(repo: Path, git: GitRunner)
     second_root = git(repo, "rev-parse", "HEAD")
     git(repo, "merge", "-q", "--allow-unrelated-histories", "-m", "join", "main")
 
-    identity = detect_workspace(repo).identity
+    identity = detect_workspace(repo, environ=environment()).identity
 
     assert identity.root_commit == min(first_root, second_root)
 
@@ -84,7 +92,7 @@ def test_an_empty_repository_has_no_root_commit(tmp_path: Path, git: GitRunner) 
     git(tmp_path / "fresh", "init", "-q")
     git(tmp_path / "fresh", "remote", "add", "origin", "https://example.com/team/fresh.git")
 
-    identity = detect_workspace(tmp_path / "fresh").identity
+    identity = detect_workspace(tmp_path / "fresh", environ=environment()).identity
 
     assert identity.root_commit is None
     assert identity.key == "origin:example.com/team/fresh"
@@ -95,7 +103,7 @@ def test_a_folder_outside_git_is_named_by_its_path(tmp_path: Path) -> None:
     folder.mkdir()
     (tmp_path / "link").symlink_to(folder)
 
-    workspace = detect_workspace(tmp_path / "link")
+    workspace = detect_workspace(tmp_path / "link", environ=environment())
 
     assert workspace.root == Path(os.path.realpath(folder))
     assert workspace.identity.root_commit is None
@@ -108,7 +116,7 @@ def test_without_git_installed_the_path_is_used(
 ) -> None:
     monkeypatch.setenv("PATH", "")
 
-    workspace = detect_workspace(repo / "src")
+    workspace = detect_workspace(repo / "src", environ=environment())
 
     assert workspace.root == Path(os.path.realpath(repo / "src"))
     assert workspace.identity.key == f"path:{os.path.realpath(repo / 'src')}"

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from cairn_client.embedded import EmbeddedServer
-from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Approval
 from cairn_client.session import ClientSession, Endpoint
@@ -20,6 +19,7 @@ from cairn_protocol import RunFinished, ToolSettled, Welcome
 from support.listener import RecordingListener
 from support.repos import APP_BEFORE
 from support.servers import call, model_env, script
+from support.settings import call_log, client_settings, environment, policy_for
 from support.waiting import until
 
 
@@ -35,14 +35,17 @@ async def test_kill_9_mid_run_then_the_conversation_goes_on(
             {"text": "Back after the crash."},
         )
     )
-    embedded = EmbeddedServer(tmp_path / "data", model_env(fake_model))
+    embedded = EmbeddedServer(
+        tmp_path / "data", model_env(fake_model), environ=client_settings().process_env
+    )
     listener = RecordingListener([Approval("once")])
     listener.hold_approvals.clear()  # the person is still reading the diff when the crash comes
     session = ClientSession(
         Endpoint(embedded.token, embedded.ensure_running),
-        detect_workspace(repo),
-        Policy(PolicySettings()),
+        detect_workspace(repo, environ=environment()),
+        policy_for(PolicySettings()),
         listener,
+        call_log=call_log(repo),
     )
     runner = asyncio.create_task(session.run())
     try:
@@ -92,7 +95,9 @@ async def test_a_command_that_ran_before_the_kill_reaches_the_model_with_its_res
             {"text": "It ran once."},
         )
     )
-    embedded = EmbeddedServer(tmp_path / "data", model_env(fake_model))
+    embedded = EmbeddedServer(
+        tmp_path / "data", model_env(fake_model), environ=client_settings().process_env
+    )
     first_url = await embedded.ensure_running()
 
     async def first_server_only() -> str:  # a cairn that dies with its server, in effect
@@ -102,9 +107,10 @@ async def test_a_command_that_ran_before_the_kill_reaches_the_model_with_its_res
         resolve = embedded.ensure_running if reconnects else first_server_only
         return ClientSession(
             Endpoint(embedded.token, resolve),
-            detect_workspace(repo),
-            Policy(PolicySettings()),
+            detect_workspace(repo, environ=environment()),
+            policy_for(PolicySettings()),
             listener,
+            call_log=call_log(repo),
         )
 
     listener = RecordingListener([Approval("once")])

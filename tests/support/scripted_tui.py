@@ -33,6 +33,8 @@ from cairn_protocol.tools import EditArgs, GrepArgs, ReadArgs, ShellArgs
 from textual.pilot import Pilot
 from textual.widgets import Input
 
+from support.settings import policy_for
+
 SIZE = (100, 36)
 THIS_CLIENT = "cli_this"
 
@@ -124,7 +126,9 @@ class ScriptedSession:
     def ask(self, prepared: PreparedCall) -> asyncio.Task[Approval]:
         """Ask for approval the way the real session does: from a task of its own, with the
         verdict of a policy (its answer options are what the screen offers)."""
-        policy = self.policy or Policy(PolicySettings(user_file=Path("/nonexistent/cairn.toml")))
+        policy = self.policy or policy_for(
+            PolicySettings(user_file=Path("/nonexistent/cairn.toml"))
+        )
         verdict = policy.decide(prepared)
         return asyncio.ensure_future(self.listener.ask_approval(prepared, verdict))
 

@@ -21,6 +21,8 @@ from cairn_protocol.messages import RunFinished
 
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN
+from support.settings import call_log as log_in_data_dir
+from support.settings import environment, policy_for
 
 
 def endpoint_at(server_url: str) -> Endpoint:
@@ -41,14 +43,15 @@ def client_session(
     conversation: str = "latest",
     call_log: CallLog | None = None,
 ) -> ClientSession:
-    """A session in `repo` against the server at `server_url` (default policy unless given)."""
+    """A session in `repo` against the server at `server_url` (the default policy, and the
+    call log `cairn` keeps in the test's data folder, unless given)."""
     return ClientSession(
         endpoint_at(server_url),
-        detect_workspace(repo),
-        policy or Policy(PolicySettings()),
+        detect_workspace(repo, environ=environment()),
+        policy or policy_for(PolicySettings()),
         listener,
         conversation,
-        call_log=call_log,
+        call_log=call_log or log_in_data_dir(repo),
     )
 
 

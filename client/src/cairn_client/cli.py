@@ -184,7 +184,7 @@ def patch_apply(
         patch = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {file}: {exc}") from None
-    root = detect_workspace(Path.cwd()).root
+    root = detect_workspace(Path.cwd(), environ=ClientSettings.from_env().process_env).root
     try:
         changes = patch_changes(root, patch)
         if not check:
@@ -213,7 +213,6 @@ def _change_summary(path: str, before: str | None, after: str | None, check: boo
         elif line.startswith("-") and not line.startswith("---"):
             removed += 1
     return f"{done} {path} (+{added} -{removed})"
-
 
 
 def _approve_mode(value: str | None) -> ApproveMode | None:

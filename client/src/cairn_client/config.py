@@ -27,8 +27,8 @@ class ClientSettingsError(CairnError, ValueError):
 
 
 def process_env() -> dict[str, str]:
-    """This process's environment now: what child processes (git, the shell, the embedded
-    server) start from when no snapshot from the settings is passed down."""
+    """This process's environment now, read once at start into the settings' `process_env`:
+    the snapshot git, the shell and the embedded server are given and start from."""
     return dict(os.environ)
 
 

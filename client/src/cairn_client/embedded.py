@@ -17,7 +17,6 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from cairn_client.config import process_env
 from cairn_client.errors import EXIT_USAGE, CairnError
 from cairn_client.private_files import private_dir, private_file
 
@@ -62,14 +61,14 @@ class EmbeddedServer:
         data_dir: Path,
         extra_env: Mapping[str, str] | None = None,
         *,
-        environ: Mapping[str, str] | None = None,
+        environ: Mapping[str, str],
         database_url: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.token = local_token(data_dir)
         self._extra_env = dict(extra_env or {})
         # The child starts from the client's environment (the settings' snapshot).
-        self._environ = dict(process_env() if environ is None else environ)
+        self._environ = dict(environ)
         self._database_url = database_url or self._environ.get("CAIRN_DATABASE_URL")
         self._process: subprocess.Popen[bytes] | None = None
         self.url: str | None = None

@@ -70,11 +70,11 @@ def prepare_launch(
     """Wire the session for `cwd` with the settings read at start (`server_env`: variables the
     embedded server gets on top of the client's environment)."""
     private_dir(settings.data_dir)  # also tightens what an older cairn left readable
-    workspace = detect_workspace(cwd)
+    workspace = detect_workspace(cwd, environ=settings.process_env)
     policy_settings = load_settings(workspace.root)
     # The embedded server's data (its token) and Cairn's settings are never shown to commands.
     hidden = [settings.data_dir, user_config_dir()]
-    sandbox = Sandbox.detect(policy_settings.sandbox, hidden, settings.process_env)
+    sandbox = Sandbox.detect(policy_settings.sandbox, hidden, environ=settings.process_env)
     policy = Policy(policy_settings, approve_override=approve, sandbox=sandbox)
     call_log = CallLog.in_data_dir(settings.data_dir, workspace.root)
     if settings.server_url:

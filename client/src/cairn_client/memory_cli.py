@@ -26,12 +26,12 @@ from cairn_client.config import ClientSettings
 from cairn_client.errors import EXIT_FAILURE, CairnError, UsageError
 from cairn_client.launch import prepare_launch
 from cairn_client.memory_format import (
-    author_line,
+    HISTORY_COLUMNS,
     block_heading,
     budget_line,
     colour_diff,
+    history_row,
     share,
-    when,
 )
 
 if TYPE_CHECKING:  # the REST client (httpx) is imported only when a command runs
@@ -187,11 +187,11 @@ def edit_command(label: LabelArg, reason: ReasonOpt = None) -> None:
 
     from cairn_client.api import ApiError
 
-    editor = ClientSettings.from_env().editor
+    settings = ClientSettings.from_env()
 
     async def work(api: CairnApi, agent: AgentPublic) -> str:
         block = await api.get_block(agent.id, label)
-        edited = await asyncio.to_thread(_edit_text, editor, label, block.value)
+        edited = await asyncio.to_thread(_edit_text, settings.editor, label, block.value)
         if edited == block.value:
             return f"{label}: no change"
         try:
@@ -211,7 +211,7 @@ def edit_command(label: LabelArg, reason: ReasonOpt = None) -> None:
             raise ApiError(exc.status, detail) from exc
         return f"saved {block_heading(saved)}"
 
-    typer.echo(run_with_server(work))
+    typer.echo(run_with_server(work, settings))
 
 
 @memory_app.command("delete")
@@ -241,15 +241,9 @@ def history_command(label: LabelArg) -> None:
         return await api.block_history(agent.id, label)
 
     versions = run_with_server(work)
-    table = plain_table("VERSION", "WHEN", "ACTION", "AUTHOR", "REASON")
+    table = plain_table(*(column.upper() for column in HISTORY_COLUMNS))
     for version in versions:
-        table.add_row(
-            f"v{version.version}",
-            when(version.created_at),
-            version.action,
-            author_line(version),
-            version.reason or "",
-        )
+        table.add_row(*history_row(version))
     plain_console().print(table)
 
 
@@ -351,11 +345,12 @@ def plain_console() -> Console:
 # ---------------------------------------------------------------------- plumbing
 
 
-def run_with_server(work: Work[T]) -> T:
-    """Find this workspace's server and agent and do `work`."""
+def run_with_server(work: Work[T], settings: ClientSettings | None = None) -> T:
+    """Find this workspace's server and agent and do `work`; `settings` are the command's
+    (default: read from the environment now, once for the command)."""
     from cairn_client.api import CairnApi
 
-    launch = prepare_launch(Path.cwd(), settings=ClientSettings.from_env())
+    launch = prepare_launch(Path.cwd(), settings=settings or ClientSettings.from_env())
 
     async def main() -> T:
         try:
@@ -379,7 +374,6 @@ def _value_from(value: str | None, file: str | None) -> str | None:
         return Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}") from None
-
 
 
 def _edit_text(editor: str, label: str, value: str) -> str:

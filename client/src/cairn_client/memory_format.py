@@ -49,6 +49,20 @@ def author_line(version: BlockVersionPublic) -> str:
     return f"{who} ({', '.join(where)})" if where else who
 
 
+HISTORY_COLUMNS = ("version", "when", "action", "author", "reason")
+
+
+def history_row(version: BlockVersionPublic) -> tuple[str, str, str, str, str]:
+    """One version as a row of a history table, in the order of HISTORY_COLUMNS."""
+    return (
+        f"v{version.version}",
+        when(version.created_at),
+        version.action,
+        author_line(version),
+        version.reason or "",
+    )
+
+
 def when(moment: datetime) -> str:
     """A timestamp in local time, to the second."""
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")

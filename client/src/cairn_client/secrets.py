@@ -11,8 +11,6 @@ from collections.abc import Callable, Collection, Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 
-from cairn_client.config import process_env
-
 # Basename globs of files denied by default; `!` patterns are exceptions (public keys).
 SECRET_NAME_PATTERNS: tuple[str, ...] = (
     ".env",
@@ -143,7 +141,7 @@ def is_secret_variable(name: str) -> bool:
     return name in _CLIENT_SECRET_VARS or _SECRET_VAR_NAME.search(name) is not None
 
 
-def scrubbed_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """`env` (default: this process's) without variables whose names look secret."""
-    source = process_env() if env is None else env
-    return {name: value for name, value in source.items() if not is_secret_variable(name)}
+def scrubbed_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` (the client's snapshot from its settings) without variables whose names look
+    secret."""
+    return {name: value for name, value in env.items() if not is_secret_variable(name)}

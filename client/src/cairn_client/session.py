@@ -50,7 +50,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from cairn_client.call_log import CallLog
-from cairn_client.config import ClientSettings, websocket_url
+from cairn_client.config import websocket_url
 from cairn_client.errors import CairnError
 from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import EDIT_TOOLS, Policy
@@ -101,7 +101,8 @@ class ClientSession:
         policy: Policy,
         listener: SessionListener,
         conversation: str = "latest",
-        call_log: CallLog | None = None,
+        *,
+        call_log: CallLog,
     ) -> None:
         self.endpoint = endpoint
         self.workspace = workspace
@@ -115,9 +116,7 @@ class ClientSession:
         self._closing = False
         self._results: dict[str, ToolResult] = {}
         # Executed calls survive a restart here: a successor never runs one twice.
-        self.call_log = call_log or CallLog.in_data_dir(
-            ClientSettings.from_env().data_dir, workspace.root
-        )
+        self.call_log = call_log
         self.undo_stack = UndoStack(workspace.root)
         # Told to the model with the next message: what the user did to its work meanwhile.
         self.pending_notes: list[str] = []
@@ -404,7 +403,13 @@ class ClientSession:
             self.policy.withheld_patterns(),
         )
         execution = asyncio.ensure_future(
-            execute_call(self.workspace.root, prepared, self._allowed_secrets, withheld, placement)
+            execute_call(
+                self.workspace.root,
+                prepared,
+                self._allowed_secrets,
+                withheld,
+                placement=placement,
+            )
         )
         if prepared.tool == "shell":
             self._commands[call_id] = execution

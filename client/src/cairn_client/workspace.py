@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from cairn_protocol import WorkspaceIdentity, normalise_origin
-
-from cairn_client.config import process_env
 
 GIT_TIMEOUT_S = 10.0
 # Every git the client runs: never prompting, and in English (its output is parsed).
@@ -26,30 +25,31 @@ class Workspace:
     identity: WorkspaceIdentity
 
 
-def detect_workspace(cwd: Path) -> Workspace:
+def detect_workspace(cwd: Path, *, environ: Mapping[str, str]) -> Workspace:
     """The git checkout containing `cwd`, or `cwd` itself when it is not in one.
 
     Never raises for git trouble (no git, a broken repository, a timeout): whatever
-    git cannot tell is left out of the identity.
+    git cannot tell is left out of the identity. git starts from `environ`, the client's
+    environment snapshot.
     """
-    top = _git(cwd, "rev-parse", "--show-toplevel")
+    top = _git(cwd, "rev-parse", "--show-toplevel", environ=environ)
     root = Path(os.path.realpath(top if top else cwd))
     if top is None:
         return Workspace(root, _identity(root, root_commit=None, origin=None))
-    origin = _git(root, "config", "--get", "remote.origin.url")
+    origin = _git(root, "config", "--get", "remote.origin.url", environ=environ)
     return Workspace(
         root,
         _identity(
             root,
-            root_commit=_root_commit(root),
+            root_commit=_root_commit(root, environ),
             origin=normalise_origin(origin) if origin else None,
         ),
     )
 
 
-def _root_commit(root: Path) -> str | None:
+def _root_commit(root: Path, environ: Mapping[str, str]) -> str | None:
     """The first commit; with several roots (merged histories) the smallest hash."""
-    listed = _git(root, "rev-list", "--max-parents=0", "HEAD")
+    listed = _git(root, "rev-list", "--max-parents=0", "HEAD", environ=environ)
     roots = listed.split() if listed else []
     return min(roots) if roots else None
 
@@ -63,7 +63,7 @@ def _identity(root: Path, root_commit: str | None, origin: str | None) -> Worksp
     )
 
 
-def _git(cwd: Path, *args: str) -> str | None:
+def _git(cwd: Path, *args: str, environ: Mapping[str, str]) -> str | None:
     """Stripped stdout of a git command, or None if it failed in any way."""
     try:
         finished = subprocess.run(
@@ -73,7 +73,7 @@ def _git(cwd: Path, *args: str) -> str | None:
             capture_output=True,
             timeout=GIT_TIMEOUT_S,
             check=False,
-            env={**process_env(), **GIT_ENV},
+            env={**environ, **GIT_ENV},
         )
     except (OSError, subprocess.SubprocessError):
         return None

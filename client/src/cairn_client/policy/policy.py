@@ -88,11 +88,12 @@ class Policy:
         self,
         settings: PolicySettings,
         approve_override: ApproveMode | Mode | None = None,
-        sandbox: Sandbox | None = None,
+        *,
+        sandbox: Sandbox,
     ) -> None:
         self.settings = settings
         # Without a sandbox that starts, every shell command asks.
-        self.sandbox = sandbox if sandbox is not None else Sandbox.detect(settings.sandbox)
+        self.sandbox = sandbox
         override = as_mode(approve_override) if approve_override else None
         self.mode: Mode = override or settings.mode
         self.configured_mode: Mode = self.mode  # what the settings or flags chose

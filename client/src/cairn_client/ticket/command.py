@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -72,7 +72,7 @@ def run_ticket(
     imports tickets, never the other way round)."""
     report = Report(request.as_json, out, err)
     try:
-        started = start_ticket(cwd, request, settings.tickets)
+        started = start_ticket(cwd, request, settings.tickets, environ=settings.process_env)
     except UsageError as exc:
         return report.failure(exc.message, exc.exit_code)
     state = started.state
@@ -130,37 +130,44 @@ class Report:
 
 
 def start_ticket(
-    cwd: Path, request: TicketRequest, tickets: TicketSettings | None = None
+    cwd: Path,
+    request: TicketRequest,
+    tickets: TicketSettings | None = None,
+    *,
+    environ: Mapping[str, str],
 ) -> Started:
     """Load the ticket and make its branch, or find the ticket to resume; UsageError if
     either cannot be done (and then nothing was created). `tickets`: the GitHub and Linear
-    settings (none: only files and stdin can be read)."""
+    settings (none: only files and stdin can be read); `environ`: what git starts from."""
     tickets = tickets or TicketSettings()
     try:
         if request.resume:
-            state = load_state(cwd, request.resume_slug)
+            state = load_state(cwd, request.resume_slug, environ=environ)
             _keep_flags(state, request)
-            _check_finish_options(cwd, state, tickets)
-            return Started(state, git.open_branch(cwd, state.branch), created=False)
+            _check_finish_options(cwd, state, tickets, environ)
+            branch = git.open_branch(cwd, state.branch, environ=environ)
+            return Started(state, branch, created=False)
         if request.source is None:
             raise UsageError("name a ticket: cairn ticket FILE|-|owner/repo#N|URL|KEY-N")
         ticket = load_ticket(request.source, settings=tickets, cwd=cwd)
         state = _new_state(ticket, request)
-        _check_finish_options(cwd, state, tickets)
-        preexisting = git.dirty_paths(cwd) if request.allow_dirty and not request.worktree else []
+        _check_finish_options(cwd, state, tickets, environ)
+        keeps_changes = request.allow_dirty and not request.worktree
+        preexisting = git.dirty_paths(cwd, environ=environ) if keeps_changes else []
         branch = git.start_branch(
             cwd,
             ticket.branch_slug,
             worktree=request.worktree,
             allow_dirty=request.allow_dirty,
-            ignore_untracked=_inside(cwd, request.source),
+            ignore_untracked=_inside(cwd, request.source, environ),
+            environ=environ,
         )
     except (TicketError, git.GitError, StateError) as exc:
         raise UsageError(str(exc)) from None
     state.branch, state.workdir, state.worktree = branch.name, str(branch.workdir), branch.worktree
     state.base_commit, state.base_branch = branch.base_commit, branch.base_branch
     state.preexisting = preexisting
-    save_state(branch.repo_root, state)
+    save_state(branch.repo_root, state, environ=environ)
     return Started(state, branch, created=True)
 
 
@@ -179,7 +186,9 @@ def _keep_flags(state: TicketState, request: TicketRequest) -> None:
     state.pull_request = request.pull_request or state.pull_request
 
 
-def _check_finish_options(repo: Path, state: TicketState, tickets: TicketSettings) -> None:
+def _check_finish_options(
+    repo: Path, state: TicketState, tickets: TicketSettings, environ: Mapping[str, str]
+) -> None:
     """What the end of the ticket will need, checked before any work is done."""
     if state.patch_out and not Path(state.patch_out).parent.is_dir():
         raise UsageError(f"--patch-out: folder {Path(state.patch_out).parent} does not exist")
@@ -187,18 +196,22 @@ def _check_finish_options(repo: Path, state: TicketState, tickets: TicketSetting
         return
     if not tickets.github_token:
         raise UsageError("--pr needs GITHUB_TOKEN (a token that may push and open pull requests)")
-    origin = git.origin_url(repo)
+    origin = git.origin_url(repo, environ=environ)
     if origin is None:
         raise UsageError("--pr needs a remote named origin to push the branch to")
     if parse_github_remote(origin) is None and state.ticket.github_repo is None:
         raise UsageError(f"--pr: origin ({origin}) is not a GitHub repository")
 
 
-def _inside(repo: Path, source: str) -> list[str]:
+def _inside(repo: Path, source: str, environ: Mapping[str, str]) -> list[str]:
     """The ticket file as a repository path, when the user wrote it into the repository."""
     path = (repo / source).resolve()
     try:
-        return [path.relative_to(git.repo_root(repo)).as_posix()] if path.is_file() else []
+        return (
+            [path.relative_to(git.repo_root(repo, environ=environ)).as_posix()]
+            if path.is_file()
+            else []
+        )
     except (ValueError, git.GitError):
         return []
 
@@ -207,7 +220,8 @@ def undo_start(started: Started) -> None:
     """Take back the branch (or worktree) and state of a ticket that could not start."""
     if started.created:
         git.discard_branch(started.branch)
-        remove_state(started.branch.repo_root, started.state.ticket.branch_slug)
+        branch = started.branch
+        remove_state(branch.repo_root, started.state.ticket.branch_slug, environ=branch.environ)
 
 
 async def _headless(ticket: TicketRun) -> int:

@@ -232,7 +232,7 @@ class TicketFlow:
         self.driver = driver
         self.options = options
         self._run_blocking = run_blocking
-        self._save = save or (lambda s: save_state(branch.repo_root, s))
+        self._save = save or (lambda s: save_state(branch.repo_root, s, environ=branch.environ))
 
     async def run(self) -> TicketResult:
         self.state.conversation_id = self.driver.conversation_id
@@ -371,7 +371,7 @@ class TicketFlow:
 
     def _open_pull_request(self, result: TicketResult) -> None:
         ticket = self.state.ticket
-        origin = git.origin_url(self.branch.repo_root) or ""
+        origin = git.origin_url(self.branch.repo_root, environ=self.branch.environ) or ""
         repo = parse_github_remote(origin) or ticket.github_repo  # where the branch is pushed
         if repo is None:
             result.problems.append("no pull request: origin is not a GitHub repository")

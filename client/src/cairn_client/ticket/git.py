@@ -1,7 +1,7 @@
 """The git side of `cairn ticket`: the ticket's branch or worktree, its commit, patch and push.
 
 Owns the checks made before anything is created, undoing a half-made start, and every call
-to the real `git` binary on the ticket's behalf.
+to the real `git` binary on the ticket's behalf, from the client's environment snapshot.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from cairn_client.config import process_env
 from cairn_client.errors import EXIT_USAGE, CairnError
 from cairn_client.workspace import GIT_ENV
 
@@ -51,6 +50,8 @@ class TicketBranch:
     base_commit: str  # full sha of HEAD when the branch was made
     base_branch: str  # the branch HEAD was on (e.g. "main")
     worktree: bool
+    # What its git commands start from: the client's environment snapshot, from its settings.
+    environ: Mapping[str, str] = field(kw_only=True, compare=False, repr=False)
 
 
 def ticket_branch_name(slug: str) -> str:
@@ -62,23 +63,23 @@ def default_worktree_path(repo_root: Path, slug: str) -> Path:
     return repo_root.parent / f"{repo_root.name}-cairn-{slug}"
 
 
-def repo_root(repo: Path) -> Path:
+def repo_root(repo: Path, *, environ: Mapping[str, str]) -> Path:
     """The top of the working tree containing `repo`; GitError when there is none."""
-    return Path(os.path.realpath(_repo_query(repo, "--show-toplevel")))
+    return Path(os.path.realpath(_repo_query(repo, "--show-toplevel", environ=environ)))
 
 
-def common_git_dir(repo: Path) -> Path:
+def common_git_dir(repo: Path, *, environ: Mapping[str, str]) -> Path:
     """The git folder all worktrees of `repo` share (the main checkout's .git); GitError
     when `repo` is not in a repository."""
-    found = _repo_query(repo, "--path-format=absolute", "--git-common-dir")
+    found = _repo_query(repo, "--path-format=absolute", "--git-common-dir", environ=environ)
     return Path(os.path.realpath(found))
 
 
-def _repo_query(repo: Path, *options: str) -> str:
+def _repo_query(repo: Path, *options: str, environ: Mapping[str, str]) -> str:
     """`git rev-parse <options>` in `repo`; GitError saying to use a checkout when it fails."""
     if not repo.is_dir():
         raise GitError(f"{repo} is not a folder; run cairn ticket inside a git checkout")
-    answer = _try_git(repo, "rev-parse", *options)
+    answer = _try_git(repo, "rev-parse", *options, environ=environ)
     if answer is None:
         raise GitError(
             f"{repo} is not inside a git repository; run cairn ticket in a git checkout "
@@ -91,6 +92,7 @@ def check_can_start(
     repo: Path,
     branch: str,
     *,
+    environ: Mapping[str, str],
     allow_dirty: bool,
     worktree_path: Path | None = None,
     ignore_untracked: Sequence[str] = (),
@@ -101,20 +103,21 @@ def check_can_start(
     dirty, as it is left alone. `ignore_untracked` (repo-relative or absolute paths) are
     untracked files that do not make the tree dirty, such as the ticket file itself.
     """
-    root = repo_root(repo)
-    if _try_git(root, "rev-parse", "--verify", "--quiet", "HEAD") is None:
+    root = repo_root(repo, environ=environ)
+    if _try_git(root, "rev-parse", "--verify", "--quiet", "HEAD", environ=environ) is None:
         raise GitError("the repository has no commits yet; make a first commit, then try again")
-    _check_nothing_in_progress(root)
-    if _current_branch(root) is None:
-        short = _git(root, "rev-parse", "--short", "HEAD")
+    _check_nothing_in_progress(root, environ=environ)
+    if _current_branch(root, environ=environ) is None:
+        short = _git(root, "rev-parse", "--short", "HEAD", environ=environ)
         raise GitError(f"HEAD is detached (at {short}); switch to a branch first (git switch)")
     if worktree_path is None and not allow_dirty:
         _check_clean(
             root,
             "commit or stash them, or pass --allow-dirty, or --worktree",
             ignore_untracked=ignore_untracked,
+            environ=environ,
         )
-    _check_branch_is_free(root, branch)
+    _check_branch_is_free(root, branch, environ=environ)
     if worktree_path is not None and (worktree_path.exists() or worktree_path.is_symlink()):
         raise GitError(f"{worktree_path} already exists; remove it or choose another worktree path")
 
@@ -123,6 +126,7 @@ def start_branch(
     repo: Path,
     slug: str,
     *,
+    environ: Mapping[str, str],
     worktree: bool = False,
     allow_dirty: bool = False,
     worktree_path: Path | None = None,
@@ -134,7 +138,7 @@ def start_branch(
     from HEAD and leaves this working tree as it is, dirty or not. Undoes itself when a
     step fails. See check_can_start for `ignore_untracked`.
     """
-    root = repo_root(repo)
+    root = repo_root(repo, environ=environ)
     name = ticket_branch_name(slug)
     path = Path(os.path.abspath(worktree_path or default_worktree_path(root, slug)))
     check_can_start(
@@ -143,20 +147,37 @@ def start_branch(
         allow_dirty=allow_dirty,
         worktree_path=path if worktree else None,
         ignore_untracked=ignore_untracked,
+        environ=environ,
     )
-    base_commit = _git(root, "rev-parse", "HEAD")
-    base_branch = _git(root, "symbolic-ref", "--short", "HEAD")
+    base_commit = _git(root, "rev-parse", "HEAD", environ=environ)
+    base_branch = _git(root, "symbolic-ref", "--short", "HEAD", environ=environ)
     try:
         if worktree:
-            _git(root, "worktree", "add", "--quiet", "-b", name, str(path), base_commit)
+            _git(
+                root,
+                "worktree",
+                "add",
+                "--quiet",
+                "-b",
+                name,
+                str(path),
+                base_commit,
+                environ=environ,
+            )
         else:
-            _git(root, "switch", "--quiet", "-c", name)
-        _git(root, "config", f"branch.{name}.cairnBase", base_branch)
-        _git(root, "config", f"branch.{name}.cairnBaseCommit", base_commit)
+            _git(root, "switch", "--quiet", "-c", name, environ=environ)
+        _git(root, "config", f"branch.{name}.cairnBase", base_branch, environ=environ)
+        _git(root, "config", f"branch.{name}.cairnBaseCommit", base_commit, environ=environ)
         if worktree:
-            _git(root, "config", f"branch.{name}.cairnWorktree", os.path.realpath(path))
+            _git(
+                root,
+                "config",
+                f"branch.{name}.cairnWorktree",
+                os.path.realpath(path),
+                environ=environ,
+            )
     except GitError:
-        _undo_start(root, name, base_branch, path if worktree else None)
+        _undo_start(root, name, base_branch, path if worktree else None, environ=environ)
         raise
     return TicketBranch(
         name=name,
@@ -165,30 +186,33 @@ def start_branch(
         base_commit=base_commit,
         base_branch=base_branch,
         worktree=worktree,
+        environ=environ,
     )
 
 
-def open_branch(repo: Path, name: str) -> TicketBranch:
+def open_branch(repo: Path, name: str, *, environ: Mapping[str, str]) -> TicketBranch:
     """An existing ticket branch, for resuming: where it is checked out, or switched to here.
 
     A worktree ticket whose worktree folder was removed gets its worktree back, at the path
     it had; the checkout here is never switched to it. Any other branch is switched to here
     only when no working tree has it and this one is clean.
     """
-    root = repo_root(repo)
-    if not _branch_exists(root, name):
+    root = repo_root(repo, environ=environ)
+    if not _branch_exists(root, name, environ=environ):
         raise GitError(f"there is no branch {name}; start the ticket again without --resume")
-    base_branch, base_commit = _recorded_base(root, name)
-    worktrees = _worktrees(root)
+    base_branch, base_commit = _recorded_base(root, name, environ=environ)
+    worktrees = _worktrees(root, environ=environ)
     checkout = next((tree for tree in worktrees if tree.branch == name), None)
-    recorded_tree = _try_git(root, "config", f"branch.{name}.cairnWorktree")
+    recorded_tree = _try_git(root, "config", f"branch.{name}.cairnWorktree", environ=environ)
     if checkout is not None and (checkout.prunable or not checkout.path.is_dir()):
-        workdir = _recreate_worktree(root, name, Path(recorded_tree or checkout.path))
+        workdir = _recreate_worktree(
+            root, name, Path(recorded_tree or checkout.path), environ=environ
+        )
     elif checkout is None and recorded_tree is not None:
-        workdir = _recreate_worktree(root, name, Path(recorded_tree))
+        workdir = _recreate_worktree(root, name, Path(recorded_tree), environ=environ)
     elif checkout is None:
-        _check_clean(root, f"commit or stash them before resuming {name}")
-        _git(root, "switch", "--quiet", name)
+        _check_clean(root, f"commit or stash them before resuming {name}", environ=environ)
+        _git(root, "switch", "--quiet", name, environ=environ)
         workdir = root
     else:
         workdir = checkout.path
@@ -199,27 +223,41 @@ def open_branch(repo: Path, name: str) -> TicketBranch:
         base_commit=base_commit,
         base_branch=base_branch,
         worktree=workdir != worktrees[0].path,
+        environ=environ,
     )
 
 
 def changed_files(branch: TicketBranch) -> list[str]:
     """Paths that differ in the working tree from base_commit, untracked files included."""
     tracked = _git_paths(
-        branch.workdir, "diff", "--name-only", "--no-renames", "-z", branch.base_commit, "--"
+        branch.workdir,
+        "diff",
+        "--name-only",
+        "--no-renames",
+        "-z",
+        branch.base_commit,
+        "--",
+        environ=branch.environ,
     )
-    untracked = _git_paths(branch.workdir, "ls-files", "--others", "--exclude-standard", "-z")
+    untracked = _git_paths(
+        branch.workdir, "ls-files", "--others", "--exclude-standard", "-z", environ=branch.environ
+    )
     return sorted(set(tracked) | set(untracked))
 
 
 def tracked_files(branch: TicketBranch, commit: str) -> set[str]:
     """Every file path in `commit`'s tree (say base_commit: what was tracked at the start)."""
-    return set(_git_paths(branch.workdir, "ls-tree", "-r", "--name-only", "-z", commit))
+    return set(
+        _git_paths(
+            branch.workdir, "ls-tree", "-r", "--name-only", "-z", commit, environ=branch.environ
+        )
+    )
 
 
-def dirty_paths(repo: Path) -> list[str]:
+def dirty_paths(repo: Path, *, environ: Mapping[str, str]) -> list[str]:
     """Repo-relative paths, sorted, that are modified, staged, deleted or untracked (and not
     ignored) in the working tree at `repo`; both sides of a rename."""
-    return sorted({path for _, paths in _status(repo) for path in paths})
+    return sorted({path for _, paths in _status(repo, environ=environ) for path in paths})
 
 
 def commit_paths(branch: TicketBranch, paths: Sequence[str], message: str) -> str | None:
@@ -233,7 +271,9 @@ def commit_paths(branch: TicketBranch, paths: Sequence[str], message: str) -> st
     folders = tuple(path.rstrip("/") + "/" for path in paths)
     wanted = set(paths)
     chosen = [
-        path for path in dirty_paths(branch.workdir) if path in wanted or path.startswith(folders)
+        path
+        for path in dirty_paths(branch.workdir, environ=branch.environ)
+        if path in wanted or path.startswith(folders)
     ]
     if not chosen:
         return None
@@ -242,38 +282,62 @@ def commit_paths(branch: TicketBranch, paths: Sequence[str], message: str) -> st
     # developer staged stays out of it.
     with tempfile.TemporaryDirectory(prefix="cairn-index-") as folder:
         own_index = {"GIT_INDEX_FILE": str(Path(folder) / "index")}
-        _git(branch.workdir, "read-tree", "HEAD", env=own_index)
-        _stage(branch.workdir, listing, env=own_index)
+        _git(branch.workdir, "read-tree", "HEAD", env=own_index, environ=branch.environ)
+        _stage(branch.workdir, listing, env=own_index, environ=branch.environ)
         unchanged = ("diff-index", "--cached", "--quiet", "HEAD")
-        if _run(branch.workdir, *unchanged, env=own_index).returncode == 0:
+        if _run(branch.workdir, *unchanged, env=own_index, environ=branch.environ).returncode == 0:
             return None
-        sha = _commit(branch.workdir, message, env=own_index)
-    _stage(branch.workdir, listing)  # the real index agrees with the new HEAD on `chosen`
+        sha = _commit(branch.workdir, message, env=own_index, environ=branch.environ)
+    _stage(
+        branch.workdir, listing, environ=branch.environ
+    )  # the real index agrees with the new HEAD on `chosen`
     return sha
 
 
-def _stage(workdir: Path, listing: bytes, env: Mapping[str, str] | None = None) -> None:
+def _stage(
+    workdir: Path,
+    listing: bytes,
+    env: Mapping[str, str] | None = None,
+    *,
+    environ: Mapping[str, str],
+) -> None:
     """Make the index hold the NUL-separated paths as they are in the working tree: added,
     updated, or removed when gone. Paths are taken as they are (no pathspec magic)."""
-    _git(workdir, "update-index", "--add", "--remove", "-z", "--stdin", input=listing, env=env)
+    _git(
+        workdir,
+        "update-index",
+        "--add",
+        "--remove",
+        "-z",
+        "--stdin",
+        input=listing,
+        env=env,
+        environ=environ,
+    )
 
 
-def _commit(workdir: Path, message: str, env: Mapping[str, str] | None = None) -> str:
+def _commit(
+    workdir: Path, message: str, env: Mapping[str, str] | None = None, *, environ: Mapping[str, str]
+) -> str:
     """Commit the index with `message`, as Cairn when no identity is configured; the sha."""
-    identity = () if _try_git(workdir, "config", "user.email") else FALLBACK_IDENTITY
+    identity = (
+        () if _try_git(workdir, "config", "user.email", environ=environ) else FALLBACK_IDENTITY
+    )
     command = ("commit", "--quiet", "--cleanup=whitespace", "--file=-")
-    _git(workdir, *identity, *command, input=message.encode(), env=env)
-    return _git(workdir, "rev-parse", "HEAD")
+    _git(workdir, *identity, *command, input=message.encode(), env=env, environ=environ)
+    return _git(workdir, "rev-parse", "HEAD", environ=environ)
 
 
 def export_patch(branch: TicketBranch, out: Path) -> None:
     """Write the branch's commits since base_commit to `out` as a mailbox for `git am`."""
     span = f"{branch.base_commit}..refs/heads/{branch.name}"
-    if _git(branch.workdir, "rev-list", "--count", span) == "0":
+    if _git(branch.workdir, "rev-list", "--count", span, environ=branch.environ) == "0":
         raise GitError(
             f"{branch.name} has no commits since {branch.base_commit[:12]}; nothing to export"
         )
-    patch = _checked(branch.workdir, "format-patch", "--stdout", span).stdout
+    patch = _run(
+        branch.workdir, "format-patch", "--stdout", span, environ=branch.environ, check=True
+    ).stdout
     try:
         out.write_bytes(patch)
     except OSError as exc:
@@ -282,16 +346,26 @@ def export_patch(branch: TicketBranch, out: Path) -> None:
 
 def push_branch(branch: TicketBranch, remote: str = "origin") -> None:
     """`git push -u <remote> <branch>`; GitError with git's own reason when it fails."""
-    if _try_git(branch.workdir, "remote", "get-url", remote) is None:
+    if _try_git(branch.workdir, "remote", "get-url", remote, environ=branch.environ) is None:
         raise GitError(
             f"there is no git remote named {remote}; add one with git remote add {remote} <url>"
         )
-    _checked(branch.workdir, "push", "--quiet", "-u", remote, branch.name, timeout=PUSH_TIMEOUT_S)
+    _run(
+        branch.workdir,
+        "push",
+        "--quiet",
+        "-u",
+        remote,
+        branch.name,
+        timeout=PUSH_TIMEOUT_S,
+        environ=branch.environ,
+        check=True,
+    )
 
 
-def origin_url(repo: Path) -> str | None:
+def origin_url(repo: Path, *, environ: Mapping[str, str]) -> str | None:
     """The URL of the `origin` remote as configured, or None."""
-    return _try_git(repo, "config", "--get", "remote.origin.url")
+    return _try_git(repo, "config", "--get", "remote.origin.url", environ=environ)
 
 
 @dataclass(frozen=True)
@@ -301,9 +375,9 @@ class _Worktree:
     prunable: bool
 
 
-def _worktrees(root: Path) -> list[_Worktree]:
+def _worktrees(root: Path, *, environ: Mapping[str, str]) -> list[_Worktree]:
     """Every working tree of the repository, the main one first."""
-    listing = _git(root, "worktree", "list", "--porcelain")
+    listing = _git(root, "worktree", "list", "--porcelain", environ=environ)
     trees = []
     for block in listing.split("\n\n"):
         fields = dict(line.partition(" ")[::2] for line in block.splitlines() if line)
@@ -320,17 +394,19 @@ def _worktrees(root: Path) -> list[_Worktree]:
     return trees
 
 
-def _recorded_base(root: Path, name: str) -> tuple[str, str]:
+def _recorded_base(root: Path, name: str, *, environ: Mapping[str, str]) -> tuple[str, str]:
     """The branch `name` came from and where it forked from it (now, by merge-base)."""
-    base_branch = _try_git(root, "config", f"branch.{name}.cairnBase")
-    recorded = _try_git(root, "config", f"branch.{name}.cairnBaseCommit")
+    base_branch = _try_git(root, "config", f"branch.{name}.cairnBase", environ=environ)
+    recorded = _try_git(root, "config", f"branch.{name}.cairnBaseCommit", environ=environ)
     if base_branch is None:
         raise GitError(
             f"{name} was not started by cairn ticket (no branch.{name}.cairnBase in git config); "
             f"start a new ticket, or set it with git config branch.{name}.cairnBase <branch>"
         )
-    if _branch_exists(root, base_branch):
-        fork = _try_git(root, "merge-base", f"refs/heads/{name}", f"refs/heads/{base_branch}")
+    if _branch_exists(root, base_branch, environ=environ):
+        fork = _try_git(
+            root, "merge-base", f"refs/heads/{name}", f"refs/heads/{base_branch}", environ=environ
+        )
         if fork is not None:
             return base_branch, fork
     if recorded is None:
@@ -341,31 +417,41 @@ def _recorded_base(root: Path, name: str) -> tuple[str, str]:
     return base_branch, recorded
 
 
-def _check_nothing_in_progress(root: Path) -> None:
+def _check_nothing_in_progress(root: Path, *, environ: Mapping[str, str]) -> None:
     names = list(_IN_PROGRESS)
-    located = _git(root, "rev-parse", *(arg for name in names for arg in ("--git-path", name)))
+    located = _git(
+        root, "rev-parse", *(arg for name in names for arg in ("--git-path", name)), environ=environ
+    )
     for name, where in zip(names, located.splitlines(), strict=True):
         if (root / where).exists():
             raise GitError(_IN_PROGRESS[name])
 
 
-def _check_clean(root: Path, advice: str, ignore_untracked: Sequence[str] = ()) -> None:
+def _check_clean(
+    root: Path, advice: str, ignore_untracked: Sequence[str] = (), *, environ: Mapping[str, str]
+) -> None:
     ignored = {_repo_relative(root, path) for path in ignore_untracked}
-    count = sum(1 for code, paths in _status(root) if not (code == "??" and paths[0] in ignored))
+    count = sum(
+        1
+        for code, paths in _status(root, environ=environ)
+        if not (code == "??" and paths[0] in ignored)
+    )
     if count:
         files = "1 file" if count == 1 else f"{count} files"
         raise GitError(f"the working tree has uncommitted changes ({files}); {advice}")
 
 
-def _status(cwd: Path) -> list[tuple[str, tuple[str, ...]]]:
+def _status(cwd: Path, *, environ: Mapping[str, str]) -> list[tuple[str, tuple[str, ...]]]:
     """`git status` as (two-letter code, paths): a rename's new path, then its old one."""
-    printed = _checked(cwd, "status", "--porcelain=v1", "-z", "--untracked-files=all").stdout
+    printed = _run(
+        cwd, "status", "--porcelain=v1", "-z", "--untracked-files=all", environ=environ, check=True
+    ).stdout
     fields = iter(printed.decode("utf-8", errors="replace").split("\0"))
     entries: list[tuple[str, tuple[str, ...]]] = []
-    for field in fields:
-        if not field:
+    for entry in fields:
+        if not entry:
             continue
-        code, path = field[:2], field[3:]
+        code, path = entry[:2], entry[3:]
         source = next(fields) if "R" in code or "C" in code else ""  # a copy's source is as it was
         entries.append((code, (path, source) if "R" in code else (path,)))
     return entries
@@ -378,22 +464,24 @@ def _repo_relative(root: Path, path: str) -> str:
     return Path(path).as_posix()
 
 
-def _recreate_worktree(root: Path, name: str, path: Path) -> Path:
+def _recreate_worktree(root: Path, name: str, path: Path, *, environ: Mapping[str, str]) -> Path:
     """Check `name` out again in a new worktree at `path`, where its removed one was."""
     if path.exists() or path.is_symlink():
         raise GitError(
             f"the worktree of {name} is gone but {path} is in its place; "
             "move that away (or run git worktree prune), then resume again"
         )
-    _git(root, "worktree", "prune")
-    _git(root, "worktree", "add", "--quiet", str(path), name)
+    _git(root, "worktree", "prune", environ=environ)
+    _git(root, "worktree", "add", "--quiet", str(path), name, environ=environ)
     return Path(os.path.realpath(path))
 
 
-def _check_branch_is_free(root: Path, branch: str) -> None:
-    if _try_git(root, "check-ref-format", "--branch", branch) is None:
+def _check_branch_is_free(root: Path, branch: str, *, environ: Mapping[str, str]) -> None:
+    if _try_git(root, "check-ref-format", "--branch", branch, environ=environ) is None:
         raise GitError(f"{branch} is not a valid branch name; choose a simpler ticket slug")
-    refs = _git(root, "for-each-ref", "--format=%(refname)", "refs/heads/").splitlines()
+    refs = _git(
+        root, "for-each-ref", "--format=%(refname)", "refs/heads/", environ=environ
+    ).splitlines()
     wanted = f"refs/heads/{branch}"
     if wanted in refs:
         raise GitError(
@@ -413,74 +501,80 @@ def _check_branch_is_free(root: Path, branch: str) -> None:
 def discard_branch(branch: TicketBranch) -> None:
     """Take back a branch (or worktree) that start_branch made, when nothing was done on it."""
     worktree = branch.workdir if branch.worktree else None
-    _undo_start(branch.repo_root, branch.name, branch.base_branch, worktree)
+    _undo_start(branch.repo_root, branch.name, branch.base_branch, worktree, environ=branch.environ)
 
 
-def _undo_start(root: Path, name: str, base_branch: str, worktree_path: Path | None) -> None:
+def _undo_start(
+    root: Path,
+    name: str,
+    base_branch: str,
+    worktree_path: Path | None,
+    *,
+    environ: Mapping[str, str],
+) -> None:
     """Best effort: remove the worktree and branch a failed start made, back on base_branch."""
     if worktree_path is not None:
-        _run(root, "worktree", "remove", "--force", str(worktree_path))
+        _run(root, "worktree", "remove", "--force", str(worktree_path), environ=environ)
         shutil.rmtree(worktree_path, ignore_errors=True)  # checked absent before the start
-        _run(root, "worktree", "prune")
-    elif _current_branch(root) == name:
-        _run(root, "switch", "--quiet", base_branch)
-    _run(root, "branch", "--quiet", "-D", name)
-    _run(root, "config", "--remove-section", f"branch.{name}")
+        _run(root, "worktree", "prune", environ=environ)
+    elif _current_branch(root, environ=environ) == name:
+        _run(root, "switch", "--quiet", base_branch, environ=environ)
+    _run(root, "branch", "--quiet", "-D", name, environ=environ)
+    _run(root, "config", "--remove-section", f"branch.{name}", environ=environ)
 
 
-def _current_branch(root: Path) -> str | None:
-    return _try_git(root, "symbolic-ref", "--quiet", "--short", "HEAD")
+def _current_branch(root: Path, *, environ: Mapping[str, str]) -> str | None:
+    return _try_git(root, "symbolic-ref", "--quiet", "--short", "HEAD", environ=environ)
 
 
-def _branch_exists(root: Path, name: str) -> bool:
-    return _run(root, "show-ref", "--verify", "--quiet", f"refs/heads/{name}").returncode == 0
+def _branch_exists(root: Path, name: str, *, environ: Mapping[str, str]) -> bool:
+    return (
+        _run(
+            root, "show-ref", "--verify", "--quiet", f"refs/heads/{name}", environ=environ
+        ).returncode
+        == 0
+    )
 
 
 def _git(
-    cwd: Path, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None
+    cwd: Path,
+    *args: str,
+    environ: Mapping[str, str],
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> str:
     """Stripped stdout of a git command; GitError with git's reason when it fails."""
-    finished = _checked(cwd, *args, input=input, env=env)
+    finished = _run(cwd, *args, input=input, env=env, environ=environ, check=True)
     return finished.stdout.decode("utf-8", errors="replace").strip()
 
 
-def _try_git(cwd: Path, *args: str) -> str | None:
+def _try_git(cwd: Path, *args: str, environ: Mapping[str, str]) -> str | None:
     """Stripped stdout of a git command, or None when it fails or prints nothing."""
     try:
-        return _git(cwd, *args) or None
+        return _git(cwd, *args, environ=environ) or None
     except GitError:
         return None
 
 
-def _git_paths(cwd: Path, *args: str) -> list[str]:
+def _git_paths(cwd: Path, *args: str, environ: Mapping[str, str]) -> list[str]:
     """The NUL-separated paths a `-z` git command prints."""
-    printed = _checked(cwd, *args).stdout.decode("utf-8", errors="replace")
+    printed = _run(cwd, *args, environ=environ, check=True).stdout.decode("utf-8", errors="replace")
     return [path for path in printed.split("\0") if path]
-
-
-def _checked(
-    cwd: Path,
-    *args: str,
-    input: bytes | None = None,
-    timeout: float = GIT_TIMEOUT_S,
-    env: Mapping[str, str] | None = None,
-) -> subprocess.CompletedProcess[bytes]:
-    finished = _run(cwd, *args, input=input, timeout=timeout, env=env)
-    if finished.returncode != 0:
-        raise GitError(f"git {_command(args)} failed: {_summary(finished.stderr)}")
-    return finished
 
 
 def _run(
     cwd: Path,
     *args: str,
+    environ: Mapping[str, str],
     input: bytes | None = None,
     timeout: float = GIT_TIMEOUT_S,
     env: Mapping[str, str] | None = None,
+    check: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run git in `cwd`, never prompting; `env` adds to (or overrides) the environment."""
+    """Run git in `cwd`, never prompting; `env` adds to (or overrides) the environment.
+    With `check`, a failure is a GitError with git's reason."""
     try:
-        return subprocess.run(
+        finished = subprocess.run(
             ["git", *args],
             cwd=cwd,
             input=input,
@@ -488,7 +582,7 @@ def _run(
             capture_output=True,
             timeout=timeout,
             check=False,
-            env={**process_env(), **GIT_ENV, **(env or {})},
+            env={**environ, **GIT_ENV, **(env or {})},
         )
     except subprocess.TimeoutExpired as exc:
         raise GitError(
@@ -496,6 +590,9 @@ def _run(
         ) from exc
     except OSError as exc:
         raise GitError(f"cannot run git in {cwd} ({exc.strerror}); is git installed?") from exc
+    if check and finished.returncode != 0:
+        raise GitError(f"git {_command(args)} failed: {_summary(finished.stderr)}")
+    return finished
 
 
 def _command(args: tuple[str, ...]) -> str:

@@ -65,9 +65,9 @@ def fetch_issue(
 ) -> Ticket:
     """Issue `number` of `repo` as a ticket. A pull request's number works too: its
     description is as good a ticket as an issue's."""
-    token = _token(settings, f"read access to {repo}'s issues")
-    url = f"{api_url or github_api_url(settings)}/repos/{repo}/issues/{number}"
-    response = _send("GET", url, token, timeout_s)
+    access = f"read access to {repo}'s issues"
+    url = _repo_url(settings, api_url, repo, f"issues/{number}")
+    response = _send("GET", url, settings, access, timeout_s)
     name = f"{repo}#{number}"
     if response.status_code != 200:
         raise _failure(
@@ -75,7 +75,7 @@ def fetch_issue(
             subject=f"issue {name}",
             missing=f"GitHub has no issue {name}, or GITHUB_TOKEN cannot see {repo}: "
             f"check the number, and give the token read access to {repo}",
-            access=f"read access to {repo}'s issues",
+            access=access,
         )
     issue = json_body(response)
     if not (
@@ -109,10 +109,9 @@ def create_pull_request(
     if not REPO.match(repo):
         raise TicketError(f"{repo!r} is not a GitHub repository: give it as owner/repo")
     access = f"write access to {repo}'s pull requests"
-    token = _token(settings, access)
-    url = f"{api_url or github_api_url(settings)}/repos/{repo}/pulls"
+    url = _repo_url(settings, api_url, repo, "pulls")
     payload = {"title": title, "head": head, "base": base, "body": body}
-    response = _send("POST", url, token, timeout_s, payload)
+    response = _send("POST", url, settings, access, timeout_s, payload)
     if response.status_code == 422:
         raise TicketError(
             f"GitHub refused the pull request {head} → {base} in {repo}: "
@@ -143,13 +142,24 @@ def _token(settings: TicketSettings, access: str) -> str:
     return token
 
 
+def _repo_url(settings: TicketSettings, api_url: str | None, repo: str, path: str) -> str:
+    """`path` of `repo` in the API at `api_url` (default: github_api_url(settings))."""
+    return f"{api_url or github_api_url(settings)}/repos/{repo}/{path}"
+
+
 def _send(
-    method: str, url: str, token: str, timeout_s: float, payload: Any = None
+    method: str,
+    url: str,
+    settings: TicketSettings,
+    access: str,
+    timeout_s: float,
+    payload: Any = None,
 ) -> httpx.Response:
+    """`method` on `url` with GITHUB_TOKEN, which must give `access` (said when it is unset)."""
     headers = {
         "Accept": "application/vnd.github+json",
         "X-GitHub-Api-Version": "2022-11-28",
-        "Authorization": f"Bearer {token}",
+        "Authorization": f"Bearer {_token(settings, access)}",
     }
     return send(
         method,

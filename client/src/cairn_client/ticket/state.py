@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -131,17 +132,18 @@ class TicketState:
         )
 
 
-def state_folder(repo: Path) -> Path:
-    """The repository's common git folder (one for all its worktrees) / cairn / tickets."""
+def state_folder(repo: Path, environ: Mapping[str, str]) -> Path:
+    """The repository's common git folder (one for all its worktrees) / cairn / tickets;
+    `environ` is what git starts from (the client's environment snapshot)."""
     try:
-        return git.common_git_dir(repo).joinpath(*STATE_FOLDER)
+        return git.common_git_dir(repo, environ=environ).joinpath(*STATE_FOLDER)
     except git.GitError as exc:
         raise StateError(str(exc)) from None
 
 
-def save_state(repo: Path, state: TicketState) -> Path:
+def save_state(repo: Path, state: TicketState, *, environ: Mapping[str, str]) -> Path:
     """Write atomically, so a crash leaves the previous state, never half of one."""
-    folder = state_folder(repo)
+    folder = state_folder(repo, environ)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{state.ticket.branch_slug}.json"
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".state-")
@@ -151,13 +153,13 @@ def save_state(repo: Path, state: TicketState) -> Path:
     return target
 
 
-def remove_state(repo: Path, slug: str) -> None:
-    (state_folder(repo) / f"{slug}.json").unlink(missing_ok=True)
+def remove_state(repo: Path, slug: str, *, environ: Mapping[str, str]) -> None:
+    (state_folder(repo, environ) / f"{slug}.json").unlink(missing_ok=True)
 
 
-def load_state(repo: Path, slug: str | None = None) -> TicketState:
+def load_state(repo: Path, slug: str | None = None, *, environ: Mapping[str, str]) -> TicketState:
     """The ticket `slug`, or the most recently touched one that is not done."""
-    folder = state_folder(repo)
+    folder = state_folder(repo, environ)
     files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     if slug is not None:
         files = [p for p in files if p.stem == slug.removeprefix("cairn/")]

@@ -81,9 +81,10 @@ def prepare_call(
 
 @dataclass(frozen=True)
 class ShellPlacement:
-    """Where a shell command runs: the sandbox (if one is active), and with network or not."""
+    """Where a shell command runs: in the sandbox when it is active (outside, it starts from
+    the sandbox's environment snapshot less secrets), and with network or not."""
 
-    sandbox: Sandbox | None = None
+    sandbox: Sandbox
     network: bool = False
     withheld: tuple[str, ...] = ()  # path patterns whose files the sandbox hides
 
@@ -93,7 +94,8 @@ async def execute_call(
     prepared: PreparedCall,
     allowed_secrets: Collection[str] = (),
     withheld: PathFilter | None = None,
-    placement: ShellPlacement | None = None,
+    *,
+    placement: ShellPlacement,
 ) -> ToolOutcome:
     """Run a prepared call; failures of the tool come back as an "error" outcome.
 
@@ -103,9 +105,7 @@ async def execute_call(
     where a shell command runs (outside any sandbox only when the call asked for it, or
     when none is active, and then the policy asked the user).
     """
-    outcome = await _execute_unredacted(
-        root, prepared, allowed_secrets, withheld, placement or ShellPlacement()
-    )
+    outcome = await _execute_unredacted(root, prepared, allowed_secrets, withheld, placement)
     if isinstance(prepared.args, ReadArgs) and is_allowed(prepared.args.path, allowed_secrets):
         return outcome
     return redact_outcome(outcome)
@@ -314,8 +314,8 @@ def _shell_launch(
     root: Path, args: ShellArgs, allowed_secrets: Collection[str], placement: ShellPlacement
 ) -> Launch:
     sandbox = placement.sandbox
-    if args.outside_sandbox or sandbox is None or not sandbox.active:
-        return unsandboxed_launch(args.command, sandbox.environ if sandbox else None)
+    if args.outside_sandbox or not sandbox.active:
+        return unsandboxed_launch(args.command, sandbox.environ)
     return sandbox.launch(
         root,
         args.command,

@@ -19,7 +19,6 @@ from typing import Literal
 
 import pathspec
 
-from cairn_client.config import process_env
 from cairn_client.secrets import (
     TOKEN_CONFIG_NAMES,
     scrubbed_environment,
@@ -68,8 +67,18 @@ _SECRET_SCAN_GLOBS: tuple[str, ...] = (*SECRET_GLOBS, *TOKEN_CONFIG_NAMES)
 # Installed dependencies and caches: their key-looking files (certifi's cacert.pem, test
 # fixtures of packages) are not the user's secrets, and walking them costs most of the scan.
 _NOT_SCANNED = (
-    ".git", ".venv", "venv", "node_modules", "site-packages", ".tox", ".nox", "__pycache__",
-    ".mypy_cache", ".pytest_cache", ".ruff_cache", ".cache",
+    ".git",
+    ".venv",
+    "venv",
+    "node_modules",
+    "site-packages",
+    ".tox",
+    ".nox",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".cache",
 )
 # Git's own identity and settings are useful inside; they hold no credentials by themselves.
 _GIT_CONFIG_FILES = (".gitconfig", ".config/git/config", ".config/git/ignore")
@@ -109,7 +118,7 @@ class Sandbox:
     home: Path = field(default_factory=Path.home)
     program: str = "bwrap"
     # What commands' environments are picked from (the settings' snapshot at start).
-    environ: Mapping[str, str] = field(default_factory=process_env)
+    environ: Mapping[str, str] = field(kw_only=True)
 
     @property
     def active(self) -> bool:
@@ -120,11 +129,12 @@ class Sandbox:
         cls,
         settings: SandboxSettings | None = None,
         hidden: Sequence[Path] = (),
-        environ: Mapping[str, str] | None = None,
+        *,
+        environ: Mapping[str, str],
     ) -> Sandbox:
-        """Probe for a sandbox that really starts here (not merely an installed program)."""
+        """Probe for a sandbox that really starts here (not merely an installed program);
+        `environ` is the client's environment snapshot, what commands start from."""
         settings = settings or SandboxSettings()
-        environ = process_env() if environ is None else environ
 
         def found(kind: SandboxKind | None, problem: str | None, program: str = "bwrap") -> Sandbox:
             return cls(kind, problem, settings, tuple(hidden), program=program, environ=environ)
@@ -177,9 +187,7 @@ class Sandbox:
         source = self.environ if environ is None else environ
         names = set(ENV_ALLOW_LIST) | set(self.settings.env)
         env = {
-            name: value
-            for name, value in source.items()
-            if name in names or name.startswith("LC_")
+            name: value for name, value in source.items() if name in names or name.startswith("LC_")
         }
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         env["HOME"] = SANDBOX_HOME if self.kind == "bubblewrap" else str(self.home)
@@ -213,8 +221,8 @@ class Sandbox:
         return [*paths, *self.hidden]
 
 
-def unsandboxed_launch(command: str, environ: Mapping[str, str] | None = None) -> Launch:
-    """/bin/sh on the machine itself: the client's environment less secret-looking
+def unsandboxed_launch(command: str, environ: Mapping[str, str]) -> Launch:
+    """/bin/sh on the machine itself: the client's environment (`environ`) less secret-looking
     variables (keys and tokens stay out of whatever the model runs)."""
     env = scrubbed_environment(environ)
     return Launch(["/bin/sh", "-c", command], {**env, **NON_INTERACTIVE_ENV}, sandboxed=False)
@@ -323,9 +331,7 @@ def secret_files(
     covered = pathspec.PathSpec.from_lines("gitignore", withheld)
     names = done.stdout.decode("utf-8", errors="surrogateescape").splitlines()
     return [
-        workspace / name
-        for name in names
-        if name and (covered.match_file(name) or is_secret(name))
+        workspace / name for name in names if name and (covered.match_file(name) or is_secret(name))
     ]
 
 

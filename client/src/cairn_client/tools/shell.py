@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cairn_client.tools.sandbox import Launch, unsandboxed_launch
+from cairn_client.tools.sandbox import Launch
 
 DEFAULT_TIMEOUT_S = 120.0
 OUTPUT_LIMIT = 30_000  # bytes of stdout + stderr shown; the middle of longer output is cut
@@ -99,28 +99,20 @@ class ShellResult:
 
 
 async def run_shell(
-    root: Path, command: str, timeout_s: float | None = None, launch: Launch | None = None
+    root: Path, command: str, timeout_s: float | None, launch: Launch
 ) -> ShellResult:
-    """Run `command` in `root` as `launch` says (default: /bin/sh without the sandbox and
-    without secret-looking variables), stdin closed, in its own process group."""
+    """Run `command` in `root` as `launch` says (in the sandbox or not, and with which
+    environment), stdin closed, in its own process group."""
     limit = timeout_s or DEFAULT_TIMEOUT_S
-    launch = launch or unsandboxed_launch(command)
     loop = asyncio.get_running_loop()
-    transport, shell = await loop.subprocess_exec(
-        _ShellProtocol,
-        *launch.argv,
-        cwd=root,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # own session and process group, no controlling terminal
-        env=launch.env,
-    )
-    group = transport.get_pid()
     started = loop.time()
+    transport, shell, stopped_while_starting = await _start(root, launch)
+    group = transport.get_pid()
     timed_out = detached = False
     killed_after: float | None = None
     try:
+        if stopped_while_starting:
+            raise asyncio.CancelledError  # stopped like a command cancelled while it runs
         if not await _within(shell.exited.wait(), limit):
             timed_out = True
             await _kill_group(group, shell)
@@ -150,6 +142,35 @@ async def run_shell(
         detached_output=detached,
         killed_after_s=killed_after,
     )
+
+
+async def _start(
+    root: Path, launch: Launch
+) -> tuple[asyncio.SubprocessTransport, _ShellProtocol, bool]:
+    """The started command, and whether it was cancelled while starting.
+
+    Starting is not interrupted: the process may already run (and have started children)
+    before its pipes are connected, and asyncio would kill only the shell itself and lose
+    its output. The caller stops the whole group instead.
+    """
+    starting = asyncio.ensure_future(
+        asyncio.get_running_loop().subprocess_exec(
+            _ShellProtocol,
+            *launch.argv,
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # own session and process group, no controlling terminal
+            env=launch.env,
+        )
+    )
+    try:
+        transport, shell = await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        transport, shell = await starting
+        return transport, shell, True
+    return transport, shell, False
 
 
 class _ShellProtocol(asyncio.SubprocessProtocol):

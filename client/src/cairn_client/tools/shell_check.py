@@ -375,10 +375,14 @@ def _relative(candidate: str, root: Path | None) -> str | None:
 
 def _secret_test(root: Path | None) -> Callable[[str], bool]:
     if root is None:
-        return lambda path: is_secret_name(path) or os.path.basename(path) in (
-            ".npmrc",
-            ".pypirc",
-            ".yarnrc.yml",
+        return lambda path: (
+            is_secret_name(path)
+            or os.path.basename(path)
+            in (
+                ".npmrc",
+                ".pypirc",
+                ".yarnrc.yml",
+            )
         )
     base = Path(os.path.realpath(root))
     return lambda path: is_secret_file(base / os.path.expanduser(path))

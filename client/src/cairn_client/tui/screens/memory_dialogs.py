@@ -17,7 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, Static
 
 from cairn_client.api import ApiError, CairnApi
-from cairn_client.memory_format import author_line, colour_diff, version_diff, when
+from cairn_client.memory_format import HISTORY_COLUMNS, colour_diff, history_row, version_diff
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -167,7 +167,7 @@ class BlockHistoryScreen(ModalScreen[BlockPublic | None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#history-table", DataTable)
-        table.add_columns("version", "when", "action", "author", "reason")
+        table.add_columns(*HISTORY_COLUMNS)
         table.focus()
         self._load()
 
@@ -181,14 +181,7 @@ class BlockHistoryScreen(ModalScreen[BlockPublic | None]):
             return
         table = self.query_one("#history-table", DataTable)
         for version in self.versions:
-            table.add_row(
-                f"v{version.version}",
-                when(version.created_at),
-                version.action,
-                author_line(version),
-                version.reason or "",
-                key=str(version.version),
-            )
+            table.add_row(*history_row(version), key=str(version.version))
         if self.versions:
             self._show_change(0)
 
