@@ -37,8 +37,16 @@ def test_a_run_is_offered_the_client_tools_its_client_offers_then_every_server_t
 
 
 def test_the_registry_says_who_runs_a_tool() -> None:
-    assert TOOLS.kind("memory_insert") == "server"
-    assert TOOLS.kind("shell") == "client"
+    assert TOOLS.runner("memory_insert") == "server"
+    assert TOOLS.runner("shell") == "client"
+    assert TOOLS.runner("teleport") is None
+
+
+def test_the_registry_says_what_a_tool_does_in_the_protocol_s_kinds() -> None:
+    assert TOOLS.kind("read") == "read" and TOOLS.kind("apply_patch") == "edit"
+    assert TOOLS.kind("shell") == "shell"
+    assert TOOLS.kind("conversation_search") == "read" and TOOLS.kind("archival_search") == "read"
+    assert TOOLS.kind("memory_rethink") == "edit" and TOOLS.kind("archival_insert") == "edit"
     assert TOOLS.kind("teleport") is None
 
 

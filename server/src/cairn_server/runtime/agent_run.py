@@ -330,7 +330,7 @@ class AgentRun:
         if isinstance(call.parsed, MalformedArguments):
             return _tool_error(call, call.parsed.problem)
         offered = {tool.name for tool in self.spec.tools}
-        runner = self.tools.kind(call.name) if call.name in offered else None
+        runner = self.tools.runner(call.name) if call.name in offered else None
         if runner is None:
             return _tool_error(
                 call, f"unknown tool {call.name!r}; available tools: {', '.join(sorted(offered))}"

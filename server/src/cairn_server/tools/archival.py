@@ -89,12 +89,14 @@ ARCHIVAL_TOOLS: list[ServerTool] = [
         "Keep a passage in archival memory to find later with archival_search.",
         ArchivalInsertArgs,
         archival_insert,
+        "edit",
     ),
     server_tool(
         "archival_search",
         "Search your archival memory passages by words, optionally by tags.",
         ArchivalSearchArgs,
         archival_search,
+        "read",
     ),
 ]
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cairn_protocol.redaction import secrets_phrase
+from cairn_protocol.tools import ToolKind
 from cairn_protocol.validation import schema_without_titles
 from pydantic import BaseModel
 
@@ -47,11 +48,14 @@ class ServerTool:
     spec: ToolSpec
     args: type[BaseModel]
     run: ToolFn
+    kind: ToolKind  # as the protocol names client tools' kinds: what the tool does
 
 
-def server_tool(name: str, description: str, args: type[BaseModel], run: ToolFn) -> ServerTool:
+def server_tool(
+    name: str, description: str, args: type[BaseModel], run: ToolFn, kind: ToolKind
+) -> ServerTool:
     """A tool whose JSON schema is the argument model's, without pydantic's titles."""
-    return ServerTool(ToolSpec(name, description, schema_without_titles(args)), args, run)
+    return ServerTool(ToolSpec(name, description, schema_without_titles(args)), args, run, kind)
 
 
 def tool_error(message: str) -> ToolOutcome:

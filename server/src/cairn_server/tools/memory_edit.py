@@ -116,17 +116,20 @@ MEMORY_EDIT_TOOLS: list[ServerTool] = [
         "Replace text in a memory block; old_string must occur exactly once.",
         ReplaceArgs,
         memory_replace,
+        "edit",
     ),
     server_tool(
         "memory_insert",
         "Insert text into a memory block at a line (default: the end).",
         InsertArgs,
         memory_insert,
+        "edit",
     ),
     server_tool(
         "memory_rethink",
         "Rewrite a memory block completely, e.g. to reorganise or condense it.",
         RethinkArgs,
         memory_rethink,
+        "edit",
     ),
 ]

@@ -64,6 +64,7 @@ RECALL_TOOLS: list[ServerTool] = [
         "Search all past messages of your conversations by words, role and date.",
         ConversationSearchArgs,
         conversation_search,
+        "read",
     ),
 ]
 

@@ -1,4 +1,4 @@
-"""The server's one tool registry: which tools a run offers, who runs each, and dispatch.
+"""The server's one tool registry: which tools a run offers, what each does, who runs it, dispatch.
 
 Owns the table of server tools (every family in this package registers here) and the
 specs of the client tools as the model sees them.
@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Literal
 
 from cairn_protocol import CLIENT_TOOLS
-from cairn_protocol.tools import invalid_arguments
+from cairn_protocol.tools import ToolKind, invalid_arguments
 from pydantic import ValidationError
 
 from cairn_server.domain import MalformedArguments, ToolCall, ToolSpec
@@ -44,7 +44,14 @@ class ToolRegistry:
         ]
         return [*client, *(tool.spec for tool in self._server_tools.values())]
 
-    def kind(self, name: str) -> Runner | None:
+    def kind(self, name: str) -> ToolKind | None:
+        """What the tool called `name` does (read, edit, shell or other); None when no such
+        tool exists."""
+        if name in self._server_tools:
+            return self._server_tools[name].kind
+        return CLIENT_TOOLS[name].kind if name in CLIENT_TOOLS else None
+
+    def runner(self, name: str) -> Runner | None:
         """Who runs the tool called `name`; None when no such tool exists."""
         if name in self._server_tools:
             return "server"
