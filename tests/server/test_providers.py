@@ -33,7 +33,7 @@ from cairn_server.providers.catalog import (
     make_provider,
     resolve_model,
 )
-from cairn_server.providers.openai_provider import OpenAIProvider
+from cairn_server.providers.openai_provider import OpenAIProvider, wire_message
 from cairn_server.providers.pricing import cost_usd
 from cairn_server.providers.retry import RetryPolicy
 from support.providers import ANTHROPIC_MODEL, OPENAI_MODEL, adapters_for
@@ -469,3 +469,11 @@ def test_dated_snapshots_cost_what_their_family_costs_and_unknown_models_cost_no
     assert cost_usd("gpt-4o-mini-2024-07-18", usage) == cost_usd("gpt-4o-mini", usage) > 0
     assert cost_usd("gpt-5.4-pro", usage) == 0.0
     assert cost_usd("llama3.2", usage) == 0.0
+
+
+def test_a_tool_error_reads_error_once_on_the_chat_completions_wire() -> None:
+    told = ModelMessage("tool", "Error: no such file", tool_call_id="c1", is_error=True)
+    bare = ModelMessage("tool", "the command failed", tool_call_id="c2", is_error=True)
+    expected = {"role": "tool", "tool_call_id": "c1", "content": "Error: no such file"}
+    assert wire_message(told) == expected
+    assert wire_message(bare)["content"] == "Error: the command failed"

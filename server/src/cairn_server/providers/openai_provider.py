@@ -65,7 +65,10 @@ def wire_message(message: ModelMessage) -> ChatCompletionMessageParam:
     if message.role == "user":
         return {"role": "user", "content": message.content}
     if message.role == "tool":
-        content = f"Error: {message.content}" if message.is_error else message.content
+        # Chat Completions has no error flag: an error's text says so itself ("Error: ...").
+        content = message.content
+        if message.is_error and not content.startswith("Error:"):
+            content = f"Error: {content}"
         return {"role": "tool", "tool_call_id": message.tool_call_id or "", "content": content}
     if not message.tool_calls:
         return {"role": "assistant", "content": message.content}
