@@ -144,6 +144,9 @@ def git(repo: Path, *args: str) -> str:
 
 def make_repo(folder: Path, files: dict[str, str]) -> Path:
     folder.mkdir(parents=True)
+    # As any Python repository has: the test command's caches are not changes to the tree
+    # (a ticket refuses to start on a dirty tree).
+    (folder / ".gitignore").write_text("__pycache__/\n.pytest_cache/\n")
     for name, text in files.items():
         (folder / name).write_text(text)
     git(folder, "init", "-q", "-b", "main")
@@ -215,7 +218,8 @@ def run_ticket(
     )
     wall = time.perf_counter() - started
     if done.returncode != 0:
-        raise SystemExit(f"{ticket.name}: exit {done.returncode}\n{done.stderr}")
+        status = git(repo, "status", "--porcelain", "--ignored")
+        raise SystemExit(f"{ticket.name}: exit {done.returncode}\n{done.stderr}\n{status}")
     result = json.loads(done.stdout)
     commit_tree = git(repo, "rev-parse", f"{result['commit']}^{{tree}}")
     git(repo, "switch", "-q", "main")
