@@ -127,6 +127,11 @@ async def measure(port: int, pid: int, pings: int) -> None:
     print(f"server RSS with it still connected: {while_connected:7.1f} MiB")
     print(f"server RSS after it was gone:       {after:7.1f} MiB")
     print(f"close code the client saw: {code}")
+    print(
+        f"pings_sent={sent_count[0]} rss_before_mib={before:.1f} rss_peak_mib={peak:.1f} "
+        f"rss_connected_mib={while_connected:.1f} rss_after_mib={after:.1f} "
+        f"peak_growth_mib={peak - before:.1f} close_code={code}"
+    )
 
 
 def main() -> None:
