@@ -13,6 +13,7 @@ person can judge which cuts were wrong.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import subprocess
 import time
@@ -34,14 +35,25 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     redact("warm up: load detect-secrets")
-    print(f"first call (imports detect-secrets, compiles): {_ms(time.perf_counter() - start)}")
-    speed()
+    first_call = time.perf_counter() - start
+    print(f"first call (imports detect-secrets, compiles): {_ms(first_call)}")
+    figures = {"first_call_ms": f"{first_call * 1000:.1f}", **speed()}
+    scanned = changed = 0
     for folder in args.corpus:
-        corpus(folder, args.show)
+        lines, cut = corpus(folder, args.show)
+        scanned, changed = scanned + lines, changed + cut
+    figures |= {
+        "corpus_lines": str(scanned),
+        "corpus_lines_changed": str(changed),
+        "corpus_changed_share": f"{changed / scanned if scanned else 0.0:.5f}",
+    }
+    print(" ".join(f"{key}={value}" for key, value in figures.items()))
 
 
-def speed() -> None:
+def speed() -> dict[str, str]:
+    """Median time of redact() per sample; the figures by sample name."""
     print(f"\nredact() on {SIZE // 1000} KB, median of {RUNS} runs:")
+    figures: dict[str, str] = {}
     for name, text in samples().items():
         times = []
         for _ in range(RUNS):
@@ -50,6 +62,9 @@ def speed() -> None:
             times.append(time.perf_counter() - start)
         lines = text.count("\n") + 1
         print(f"  {name:<22} {_ms(statistics.median(times)):>9}  ({lines:,} lines, {count} cut)")
+        key = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+        figures[f"{key}_ms"] = f"{statistics.median(times) * 1000:.1f}"
+    return figures
 
 
 def samples() -> dict[str, str]:
@@ -69,7 +84,8 @@ def samples() -> dict[str, str]:
     }
 
 
-def corpus(root: Path, show: bool) -> None:
+def corpus(root: Path, show: bool) -> tuple[int, int]:
+    """Redact every text file of `root`; the lines scanned and the lines changed."""
     files = _tracked(root) or sorted(path for path in root.rglob("*") if path.is_file())
     scanned = changed = 0
     kinds: Counter[str] = Counter()
@@ -94,6 +110,7 @@ def corpus(root: Path, show: bool) -> None:
     print(f"lines changed: {changed:,} ({share:.3%})")
     print("by kind: " + ", ".join(f"{kind} {n}" for kind, n in kinds.most_common()))
     print("by file: " + ", ".join(f"{name} {n}" for name, n in by_file.most_common(15)))
+    return scanned, changed
 
 
 def _tracked(root: Path) -> list[Path]:
