@@ -319,9 +319,9 @@ async def run(args: argparse.Namespace, url: str, embedder: Embedder | None) -> 
         f"{key}={value:.3f}" if "recall" in key else f"{key}={value:.1f}"
         for key, value in figures.items()
     ]
-    print(" ".join(pairs))
     cairn, bm25, p95 = ours.at(10), baseline.at(10), figures["p95_ms"]
-    print(f"recall@10 cairn={cairn:.3f} bm25={bm25:.3f} p95_ms={p95:.1f}")
+    print(f"in short: recall@10 cairn {cairn:.3f}, bm25 {bm25:.3f}; p95 {p95:.1f} ms")
+    print(" ".join(pairs))
 
 
 async def many_agents(
