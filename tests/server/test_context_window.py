@@ -264,3 +264,40 @@ async def test_preparing_writes_nothing_and_memory_notes_are_their_own_step(
     noted = await window.prepare()
     assert "<memory_update>" in noted.compiled.request.messages[-1].content
     assert "make check" in noted.compiled.request.messages[-1].content
+
+
+async def test_no_summary_is_asked_for_when_compacting_could_not_shrink_the_request(
+    store: Store, memory: Memory
+) -> None:
+    summariser = ScriptedSummariser(["SUMMARY: never needed."])
+    window = await context_window(store, memory, summariser)
+    conversation = window.conversation_id
+    await store.add_message(conversation, None, ModelMessage("user", "hi"))
+    await store.add_message(conversation, None, ModelMessage("assistant", "Hello."))
+    await store.add_message(conversation, None, ModelMessage("user", "word " * 3600))
+    assert (await window.prepare()).tokens > BUDGET.trigger  # due, but only "hi" could leave
+
+    step = await before_model_call(window)
+
+    assert step.compaction is None and summariser.requests == []
+    assert step.tokens <= BUDGET.tokens
+
+
+async def test_a_summary_no_smaller_than_what_it_replaces_is_dropped_and_not_asked_again(
+    store: Store, memory: Memory
+) -> None:
+    summariser = ScriptedSummariser(["a long-winded summary " * 150] * 3)
+    window = await context_window(store, memory, summariser)
+    conversation = window.conversation_id
+    await store.add_message(conversation, None, ModelMessage("user", "alpha " * 600))
+    await store.add_message(conversation, None, ModelMessage("assistant", "Noted."))
+    await store.add_message(conversation, None, ModelMessage("user", "word " * 3600))
+
+    first = await before_model_call(window)
+    second = await before_model_call(window)
+
+    assert first.compaction is None and second.compaction is None
+    assert len(summariser.requests) == 1  # the same cut is not summarised twice
+    stored = await store.get_conversation(conversation)
+    assert stored is not None and stored.summary == ""
+    assert second.tokens <= BUDGET.tokens  # shortened to fit instead, as a last resort

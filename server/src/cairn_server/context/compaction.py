@@ -21,6 +21,9 @@ SUMMARY_SHARE = 0.15
 SUMMARY_MAX_TOKENS = 4000
 # Each tool result enters the summariser's transcript cut to this many characters.
 TRANSCRIPT_RESULT_CHARS = 1500
+# What a summary costs at least (headings, a goal, a state line): a compaction that would
+# replace fewer tokens than this cannot make the request smaller, so it is not attempted.
+SUMMARY_FLOOR_TOKENS = 400
 # The deterministic digest quotes this much of each user request.
 DIGEST_QUOTE_CHARS = 300
 PATH_ARGUMENTS = ("path", "file_path", "pattern")
@@ -64,6 +67,19 @@ def choose_cut(messages: Sequence[Message], keep_tokens: int) -> Cut | None:
         suffix[i] = suffix[i + 1] + sizes[i]
     cut = next((i for i in boundaries if suffix[i] <= keep_tokens), boundaries[-1])
     return Cut(list(messages[:cut]), list(messages[cut:]))
+
+
+def replaced_tokens(previous_summary: str, evicted: Sequence[Message]) -> int:
+    """What a new summary replaces: the previous summary and the evicted messages."""
+    return count_tokens(previous_summary) + sum(
+        message_tokens(to_model_message(m)) for m in evicted
+    )
+
+
+def can_shrink(previous_summary: str, evicted: Sequence[Message], limit: int) -> bool:
+    """Whether a summary (at least SUMMARY_FLOOR_TOKENS, at most `limit`) of the previous
+    summary and `evicted` could be smaller than they are."""
+    return replaced_tokens(previous_summary, evicted) > min(SUMMARY_FLOOR_TOKENS, limit)
 
 
 def summary_request(

@@ -18,8 +18,10 @@ from cairn_protocol.redaction import redact
 
 from cairn_server.context.budget import Budget, fit_messages
 from cairn_server.context.compaction import (
+    can_shrink,
     choose_cut,
     digest,
+    replaced_tokens,
     summary_limit,
     summary_request,
     usable_summary,
@@ -37,6 +39,7 @@ from cairn_server.context.memory_view import (
     sync_memory,
     visible_sections,
 )
+from cairn_server.context.tokens import count_tokens
 from cairn_server.domain import ModelMessage, ModelRequest
 from cairn_server.memory.services import Memory
 from cairn_server.providers.base import (
@@ -88,6 +91,8 @@ class ContextWindow:
     model: str | None = None
     # The last compiled draft and the inputs it was compiled from.
     _cached: _CompiledDraft | None = field(default=None, repr=False)
+    # The last message of a cut whose summary came back no smaller: not summarised again.
+    _fruitless_cut: int | None = field(default=None, repr=False)
 
     async def note_memory_changes(self, run_id: str | None) -> None:
         """Freeze the memory into the conversation's prefix on its first request; later, append
@@ -167,10 +172,23 @@ class ContextWindow:
         cut = choose_cut(stored, max(0, int(room * KEEP_SHARE[trigger])))
         if cut is None:
             return None
+        # An automatic compaction must shrink the request (a person's /compact is done as asked):
+        # not attempted when even a short summary could not, dropped when its summary did not.
+        automatic = trigger != "requested"
+        last_id = cut.evicted[-1].id or 0
+        if automatic and (
+            last_id == self._fruitless_cut
+            or not can_shrink(conversation.summary, cut.evicted, limit)
+        ):
+            return None
         method, summary, detail = await self._summarise(conversation, cut.evicted, limit, focus)
         summary, redacted = redact(summary)  # it may quote what the user typed
+        replaced = replaced_tokens(conversation.summary, cut.evicted)
+        if automatic and count_tokens(with_search_hint(summary, 1)) >= replaced:
+            log.info("compaction dropped: its summary is not smaller than what it replaces")
+            self._fruitless_cut = last_id
+            return None
         evicted_total = await self._evicted_before(conversation) + len(cut.evicted)
-        last_id = cut.evicted[-1].id or 0
         await self.store.compact_conversation(
             self.conversation_id, with_search_hint(summary, evicted_total), last_id
         )
