@@ -333,6 +333,20 @@ async def test_limits_end_a_run_with_a_reason_the_user_sees(
         assert stopped.steps == 1 and "limit" in (stopped.detail or "")
 
 
+async def test_a_server_that_reports_no_usage_is_counted_so_the_token_limit_holds(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    silent = {"tool_calls": [call("read", path="a.py")], "reports_usage": False}
+    fake_model.set_script(script(silent, silent, {"text": "unreached"}))
+    with cairn_server(sqlite_url(tmp_path), fake_model, run_token_limit=500) as server:
+        client, request = await asked_for_a_tool(server.url, "read it")
+        await client.send(ToolResult(call_id=request.call_id, status="ok", content="x = 1"))
+        stopped = await client.recv_until(RunFinished)
+        await client.close()
+    assert stopped.stop_reason == "token_limit" and stopped.steps == 1
+    assert stopped.usage.input_tokens > 500 and stopped.usage.output_tokens > 0
+
+
 async def test_anthropic_requests_keep_their_cached_prefix_across_compactions(
     tmp_path: Path, fake_model: FakeModelServer
 ) -> None:

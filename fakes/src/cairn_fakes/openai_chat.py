@@ -163,7 +163,8 @@ def openai_frames(
 
 
 def openai_stream(body: JsonObject, turn: Turn, tokens: TokenCounts) -> list[tuple[str, bool]]:
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    asked = bool((body.get("stream_options") or {}).get("include_usage"))
+    include_usage = asked and turn.reports_usage
     return openai_frames(str(body["model"]), turn, tokens, include_usage)
 
 

@@ -66,6 +66,13 @@ class Turn(ScriptModel):
         ge=0,
         description="When > 0, reported as the cache hits instead of the simulated prompt cache.",
     )
+    reports_usage: bool = Field(
+        default=True,
+        description=(
+            "OpenAI streams only: False leaves out the usage chunk even when the request asks "
+            "for it (stream_options.include_usage), as some local servers do."
+        ),
+    )
     error: ScriptedError | None = None
     fault: Literal["drop_stream", "end_stream_early"] | None = Field(
         default=None,

@@ -31,6 +31,7 @@ from cairn_protocol import (
 from cairn_protocol.messages import ApprovalRecord, StopReason, ToolStatus
 
 from cairn_server.context.budget import BudgetError
+from cairn_server.context.tokens import count_tokens
 from cairn_server.context.window import ContextWindow, Prepared
 from cairn_server.domain import (
     MalformedArguments,
@@ -49,6 +50,7 @@ from cairn_server.providers.base import (
     TextDelta,
     ToolCallReady,
 )
+from cairn_server.providers.pricing import cost_usd
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Message, ToolCallRecord
 from cairn_server.storage.repository import describe_failure
@@ -195,7 +197,8 @@ class AgentRun:
     async def _loop(self) -> tuple[StopReason, str | None]:
         for _ in range(self.spec.limits.steps):
             self._check_stop()
-            prepared, (text, calls, usage) = await self._call_model(await self._prepare())
+            prepared, (text, calls, reported) = await self._call_model(await self._prepare())
+            usage = counted_if_unreported(reported, prepared.tokens, text, calls, self.spec.model)
             self._partial_text = ""
             self.steps += 1
             self.usage = self.usage + usage
@@ -565,3 +568,16 @@ def tool_message(record: ToolCallRecord) -> ModelMessage:
         "change, the output it would leave) before running it again."
     )
     return ModelMessage("tool", text, tool_call_id=call_id, is_error=True)
+
+
+def counted_if_unreported(
+    reported: Usage, prompt_tokens: int, text: str, calls: list[ToolCall], model: str
+) -> Usage:
+    """The usage the provider reported; when its stream reported none (some local servers
+    send no usage), our own count of the request and the answer, so the run's token and
+    cost limits still hold."""
+    if reported.input_tokens or reported.output_tokens:
+        return reported
+    answer = text + "".join(call.name + call.arguments for call in calls)
+    counted = Usage(input_tokens=prompt_tokens, output_tokens=count_tokens(answer))
+    return counted.model_copy(update={"cost_usd": cost_usd(model, counted)})
