@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
+import httpx
 import pytest
 from cairn_fakes.runner import FakeModelServer
-from support.cli import cairn
+from support.cli import cairn, start_cairn
 from support.repos import APP_AFTER, APP_BEFORE
-from support.servers import call, model_env, script
+from support.servers import TEST_TOKEN, cairn_server, call, model_env, script, sqlite_url
+from support.waiting import wait_until
 
 EDIT = call("edit", path="app.py", old_string="return 1", new_string="return sum(items)")
 
@@ -125,3 +128,29 @@ def test_without_a_sandbox_it_says_so_and_every_command_asks(
     assert done.stderr.count("Sandbox: the sandbox is turned off in settings.toml") == 1
     told = json.dumps(fake_model.requests[-1].body["messages"][-1])
     assert "every shell command asks" in told and "only a person can allow it" in told
+
+
+def test_ctrl_c_cancels_the_run_on_the_server_too(
+    tmp_path: Path, repo: Path, data_dir: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(script({"text": "Too late.", "delay_s": 60}))
+    with cairn_server(sqlite_url(tmp_path), fake_model) as server:
+        remote = {"CAIRN_SERVER_URL": server.url, "CAIRN_TOKEN": TEST_TOKEN}
+        process = start_cairn(repo, data_dir, "-p", "take your time", "--json", env=remote)
+        assert process.stdout is not None
+        started = json.loads(process.stdout.readline())
+        assert started["type"] == "run_started"
+        wait_until(lambda: len(fake_model.requests) == 1, message="the model was never asked")
+
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+
+        assert "cairn: cancelled" in err
+        headers = {"Authorization": f"Bearer {TEST_TOKEN}"}
+        run_url = f"{server.url}/v1/runs/{started['run_id']}"
+
+        def stopped() -> bool:
+            run = httpx.get(run_url, headers=headers).json()
+            return bool(run["status"] == "finished" and run["stop_reason"] == "cancelled")
+
+        wait_until(stopped, message="the run went on after Ctrl-C")

@@ -7,6 +7,7 @@ the command table's headless commands do (`/compact [focus]`, `/init [focus]`, `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from typing import Any, TextIO, TypeVar
@@ -51,6 +52,9 @@ def needs_a_person(verdict: Verdict) -> str:
 
 COMPACT_REFUSALS = frozenset({"nothing_to_compact", "run_in_progress"})
 
+
+# How long Ctrl-C waits for the cancel to reach the server before leaving anyway.
+CANCEL_WAIT_S = 5.0
 
 class HeadlessListener:
     """Prints the run; `finished` resolves with the RunFinished of the request it sent."""
@@ -210,6 +214,11 @@ async def run_headless(session: ClientSession, listener: HeadlessListener, promp
     except SessionFailed as exc:
         print(f"cairn: {exc}", file=listener.err)
         return 2
+    except asyncio.CancelledError:  # Ctrl-C: the run stops on the server too, not only here
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(session.cancel(), CANCEL_WAIT_S)
+        print("cairn: cancelled", file=listener.err, flush=True)
+        raise
     finally:
         await session.close()
         runner.cancel()
