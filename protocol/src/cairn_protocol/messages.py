@@ -48,7 +48,14 @@ class Hello(Frame):
     tools: list[str] = Field(description="Names of the client tools this client offers.")
     conversation: str = Field(
         default="latest",
-        description='"latest" (continue the newest conversation), "new", or a conversation id.',
+        description='"latest" (continue the newest conversation; for an interactive client, '
+        'the one the person last had open there), "new", or a conversation id.',
+    )
+    interactive: bool = Field(
+        default=False,
+        description="A person's interactive session (the TUI): the conversation it opens "
+        'becomes the one an interactive "latest" reopens. Headless runs (`cairn -p`) leave '
+        "it false, so they never change what the TUI reopens.",
     )
     resume_after: int | None = Field(
         default=None,
