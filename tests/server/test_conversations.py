@@ -18,7 +18,7 @@ from support.servers import TEST_TOKEN, cairn_server, call, script, sqlite_url
 from support.wire import WireClient
 
 
-async def opened(url: str, conversation: str = "latest", *, interactive: bool) -> Welcome:
+async def opened(url: str, conversation: str = "reopen", *, interactive: bool) -> Welcome:
     client = await WireClient.connect(url)
     welcome = await client.hello(conversation=conversation, interactive=interactive)
     assert isinstance(welcome, Welcome), welcome
@@ -82,7 +82,7 @@ async def test_headless_runs_never_change_the_conversation_the_tui_reopens(
 ) -> None:
     fake_model.set_script(script({"text": "tui"}, {"text": "headless"}, {"text": "again"}))
     with cairn_server(sqlite_url(tmp_path), fake_model) as server:
-        tui = await say(server.url, "latest", "work in the TUI", interactive=True)
+        tui = await say(server.url, "reopen", "work in the TUI", interactive=True)
         headless = await say(server.url, "new", "a quick headless question")
         assert headless != tui
         reopened = await opened(server.url, interactive=True)
@@ -92,6 +92,10 @@ async def test_headless_runs_never_change_the_conversation_the_tui_reopens(
         continued = await say(server.url, "latest", "a follow-up")
         assert continued == headless
         assert (await opened(server.url, interactive=True)).conversation_id == tui
+        # `cairn -c` in the TUI continues that one, and reopens it next time.
+        again = await opened(server.url, "latest", interactive=True)
+        assert again.conversation_id == headless
+        assert (await opened(server.url, interactive=True)).conversation_id == headless
         # The TUI switching conversation (/new) is what changes what it reopens.
         switched = await opened(server.url, "new", interactive=True)
         assert (await opened(server.url, interactive=True)).conversation_id == (

@@ -48,14 +48,15 @@ class Hello(Frame):
     tools: list[str] = Field(description="Names of the client tools this client offers.")
     conversation: str = Field(
         default="latest",
-        description='"latest" (continue the newest conversation; for an interactive client, '
-        'the one the person last had open there), "new", or a conversation id.',
+        description='"latest" (continue the conversation with the most recent activity), '
+        '"reopen" (the one an interactive client last had open; "latest" when there is '
+        'none), "new", or a conversation id.',
     )
     interactive: bool = Field(
         default=False,
         description="A person's interactive session (the TUI): the conversation it opens "
-        'becomes the one an interactive "latest" reopens. Headless runs (`cairn -p`) leave '
-        "it false, so they never change what the TUI reopens.",
+        'becomes the one "reopen" names. Headless runs (`cairn -p`) leave it false, so they '
+        "never change what the TUI reopens.",
     )
     resume_after: int | None = Field(
         default=None,
