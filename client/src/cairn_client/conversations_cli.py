@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cairn_client.memory_cli import plain_console, plain_table, run_with_server
+from cairn_client.memory_cli import run_with_server
 from cairn_client.memory_format import when
 
 if TYPE_CHECKING:  # the REST client (httpx) is imported only when a command runs
@@ -53,12 +53,11 @@ def list_command(
     if not conversations:
         typer.echo("no conversations yet: start one with `cairn`")
         return
-    table = plain_table("CONVERSATION", "LAST ACTIVITY", "MESSAGES", "TITLE")
+    # One line each, never folded: the id is copied whole into `cairn --resume ID`.
     for conversation in conversations:
-        table.add_row(
-            conversation.id,
-            when(conversation.updated_at),
-            str(conversation.message_count),
-            conversation.title or "(no request yet)",
+        count = conversation.message_count
+        typer.echo(
+            f"{conversation.id}  {when(conversation.updated_at)}  "
+            f"{count:>3} message{' ' if count == 1 else 's'}  "
+            f"{conversation.title or '(no request yet)'}"
         )
-    plain_console().print(table)
