@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from cairn_protocol.rest import ConversationPublic
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -24,17 +25,15 @@ from cairn_client.memory_format import when
 UNTITLED = "(no request yet)"
 
 
-def conversation_line(conversation: ConversationPublic, open_id: str | None) -> str:
-    """One row of the picker: title · last activity · messages (· open now)."""
+def conversation_line(conversation: ConversationPublic, open_id: str | None) -> Text:
+    """One entry of the picker: its title, then last activity · messages (· open now)."""
     count = conversation.message_count
-    parts = [
-        conversation.title or UNTITLED,
-        when(conversation.updated_at),
-        f"{count} message{'' if count == 1 else 's'}",
-    ]
+    details = [when(conversation.updated_at), f"{count} message{'' if count == 1 else 's'}"]
     if conversation.id == open_id:
-        parts.append("open now")
-    return " · ".join(parts)
+        details.append("open now")
+    entry = Text(conversation.title or UNTITLED, style="bold", overflow="ellipsis", no_wrap=True)
+    entry.append("\n  " + " · ".join(details), style="dim")
+    return entry
 
 
 class ConversationsScreen(ModalScreen[str | None]):
