@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from cairn_protocol.validation import validation_problems
 from cairn_protocol.workspace import WorkspaceIdentity
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: hello.interactive and conversation "reopen"
 # Seqs are 32-bit on the server; a resume_after above this is malformed.
 MAX_SEQ = 2**31 - 1
 
