@@ -599,7 +599,7 @@ async def test_escape_interrupts_a_running_run_and_does_nothing_when_idle() -> N
         assert chat_entries(app)[-1] == "Interrupted."
 
 
-async def test_input_ignores_empty_text_sends_during_a_run_and_clears_the_view() -> None:
+async def test_input_ignores_empty_text_sends_during_a_run_and_clear_waits_for_it() -> None:
     async with scripted_run() as (app, session, pilot):
         await type_and_send(pilot, "   ")
         assert session.sent == []
@@ -612,8 +612,16 @@ async def test_input_ignores_empty_text_sends_during_a_run_and_clears_the_view()
         assert session.sent == ["first", "and 2"]
         assert app.query_one("#prompt", Input).value == ""
 
+        await type_and_send(pilot, "/clear")  # a new conversation: not while a run goes on
+        await settle(pilot)
+        assert session.switches == []
+        assert "A run is going" in chat_entries(app)[-1]
+        session.events(finished("run-1"))
+        await settle(pilot)
         await type_and_send(pilot, "/clear")
-        assert chat_entries(app) == []
+        await settle(pilot)
+        assert session.switches == ["new"]
+        assert chat_entries(app) == ["New conversation (the agent's memory stays)."]
         assert session.sent == ["first", "and 2"]
 
 

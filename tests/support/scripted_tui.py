@@ -62,6 +62,7 @@ class ScriptedSession:
         self.commands: list[UserCommand | None] = []
         self.compactions: list[str | None] = []
         self.cancels = 0
+        self.switches: list[str] = []
         self.closed = False
         self._listener: CairnApp | None = None
         self._closed = asyncio.Event()
@@ -96,6 +97,9 @@ class ScriptedSession:
 
     async def cancel(self) -> None:
         self.cancels += 1
+
+    async def switch_conversation(self, conversation: str) -> None:
+        self.switches.append(conversation)
 
     async def close(self) -> None:
         self.closed = True

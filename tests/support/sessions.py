@@ -42,6 +42,7 @@ def client_session(
     *,
     conversation: str = "latest",
     call_log: CallLog | None = None,
+    interactive: bool = False,
 ) -> ClientSession:
     """A session in `repo` against the server at `server_url` (the default policy, and the
     call log `cairn` keeps in the test's data folder, unless given)."""
@@ -52,6 +53,7 @@ def client_session(
         listener,
         conversation,
         call_log=call_log or log_in_data_dir(repo),
+        interactive=interactive,
     )
 
 
@@ -62,10 +64,17 @@ def sessions_for(
     *,
     conversation: str = "latest",
     call_log: CallLog | None = None,
+    interactive: bool = False,
 ) -> Callable[[SessionListener], ClientSession]:
     """What a CairnApp starts its session with: a `client_session` for the app as listener."""
     return lambda listener: client_session(
-        server_url, repo, listener, policy, conversation=conversation, call_log=call_log
+        server_url,
+        repo,
+        listener,
+        policy,
+        conversation=conversation,
+        call_log=call_log,
+        interactive=interactive,
     )
 
 

@@ -15,12 +15,15 @@ import typer
 from typer.core import TyperGroup
 
 from cairn_client.config import ClientSettings
+from cairn_client.conversations_cli import conversations_app
 from cairn_client.embedded import require_server
 from cairn_client.errors import CairnError, UsageError
 from cairn_client.launch import prepare_launch, run_blocking_headless
 from cairn_client.memory_cli import context_command, memory_app
 from cairn_client.policy.types import ApproveMode
 from cairn_client.runs_cli import runs_app
+
+PICK = ""  # the value of a bare `--resume`: pick the conversation in the TUI
 
 ApproveOption = Annotated[
     str | None,
@@ -48,6 +51,7 @@ app = typer.Typer(
 )
 app.add_typer(memory_app, name="memory")
 app.add_typer(runs_app, name="runs")
+app.add_typer(conversations_app, name="conversations")
 patch_app = typer.Typer(
     help="Apply unified diffs to the workspace the way the apply_patch tool does.",
     no_args_is_help=True,
@@ -67,20 +71,41 @@ def main_command(
         bool, typer.Option("--json", help="With -p: one JSON event per line.")
     ] = False,
     resume: Annotated[
-        bool, typer.Option("--continue", "-c", help="With -p: continue the latest conversation.")
+        bool,
+        typer.Option(
+            "--continue", "-c", help="Continue the conversation with the latest activity."
+        ),
     ] = False,
+    resume_id: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="[ID]",
+            help="Continue conversation ID (see `cairn conversations list`); without ID, "
+            "pick one in the TUI.",
+        ),
+    ] = None,
     approve: ApproveOption = None,
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
+    if resume and resume_id is not None:
+        raise UsageError("use either --continue or --resume, not both")
+    if prompt is not None and resume_id == PICK:
+        raise UsageError("with -p, --resume needs a conversation id (or use -c for the latest)")
     launch = prepare_launch(
         Path.cwd(), settings=ClientSettings.from_env(), approve=_approve_mode(approve)
     )
     if prompt is not None:
-        raise typer.Exit(run_blocking_headless(launch, prompt, as_json=json_output, resume=resume))
+        raise typer.Exit(
+            run_blocking_headless(
+                launch, prompt, as_json=json_output, resume=resume, conversation=resume_id
+            )
+        )
     from cairn_client.tui.run import run_tui
 
-    if run_tui(launch) == "demo":
+    conversation = "latest" if resume else resume_id or "reopen"
+    if run_tui(launch, conversation=conversation, pick_conversation=resume_id == PICK) == "demo":
         from cairn_client.demo import run_demo
 
         raise typer.Exit(run_demo())
@@ -224,7 +249,27 @@ def _approve_mode(value: str | None) -> ApproveMode | None:
 
 
 def main() -> None:
-    app(prog_name="cairn")
+    app(args=with_resume_value(sys.argv[1:]), prog_name="cairn")
+
+
+def with_resume_value(args: list[str]) -> list[str]:
+    """`cairn --resume` may come without its ID (typer options always take a value): a bare
+    `--resume` of the top-level command gets PICK. Subcommands' own --resume is left alone."""
+    if "--resume" not in args or any(arg in _subcommands() for arg in args):
+        return args
+    at = args.index("--resume")
+    if at + 1 < len(args) and not args[at + 1].startswith("-"):
+        return args
+    return [*args[: at + 1], PICK, *args[at + 1 :]]
+
+
+def _subcommands() -> set[str]:
+    names = {group.name for group in app.registered_groups if group.name}
+    for command in app.registered_commands:
+        name = command.name or (command.callback.__name__ if command.callback else None)
+        if name:
+            names.add(name)
+    return names
 
 
 if __name__ == "__main__":

@@ -41,7 +41,11 @@ class TuiHost(Protocol):
 
     async def open_context(self) -> None: ...
 
-    async def clear_chat(self) -> None: ...
+    async def new_conversation(self) -> None:
+        """Start a new conversation of the same agent and show it (an empty chat)."""
+
+    async def pick_conversation(self) -> None:
+        """Open the list of the agent's conversations; the one chosen is opened."""
 
     async def close_and_quit(self) -> None: ...
 
@@ -151,7 +155,21 @@ COMMANDS: tuple[SlashCommand, ...] = (
         hint="[name]",
         tui=lambda host, invocation: host.permission_mode(invocation.argument),
     ),
-    SlashCommand("clear", "clear the chat view", tui=lambda host, _: host.clear_chat()),
+    SlashCommand(
+        "new",
+        "start a new conversation with the same agent (its memory stays)",
+        tui=lambda host, _: host.new_conversation(),
+    ),
+    SlashCommand(
+        "clear",
+        "clear the chat by starting a new conversation (as /new; the old one stays in /resume)",
+        tui=lambda host, _: host.new_conversation(),
+    ),
+    SlashCommand(
+        "resume",
+        "pick an earlier conversation of this agent and continue it",
+        tui=lambda host, _: host.pick_conversation(),
+    ),
     SlashCommand("quit", "close the session and quit", tui=lambda host, _: host.close_and_quit()),
     SlashCommand("help", "list these commands", tui=_tui_help, headless=_headless_help),
 )

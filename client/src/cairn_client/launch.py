@@ -40,7 +40,11 @@ class Launch:
     embedded: EmbeddedServer | None
     call_log: CallLog
 
-    def session(self, listener: SessionListener, conversation: str = "latest") -> ClientSession:
+    def session(
+        self, listener: SessionListener, conversation: str = "latest", *, interactive: bool = False
+    ) -> ClientSession:
+        """A session for `conversation` ("reopen", "latest", "new" or an id, as in hello);
+        `interactive` for the TUI: the conversation it opens is the one "reopen" names."""
         return ClientSession(
             self.endpoint,
             self.workspace,
@@ -48,6 +52,7 @@ class Launch:
             listener,
             conversation,
             call_log=self.call_log,
+            interactive=interactive,
         )
 
     async def shutdown(self) -> None:
@@ -97,16 +102,21 @@ def prepare_launch(
     return Launch(workspace, policy, endpoint, embedded, call_log)
 
 
-def run_blocking_headless(launch: Launch, prompt: str, *, as_json: bool, resume: bool) -> int:
+def run_blocking_headless(
+    launch: Launch, prompt: str, *, as_json: bool, resume: bool, conversation: str | None = None
+) -> int:
+    """`cairn -p`: a new conversation of its own, unless `resume` (-c: the latest one) or
+    `conversation` (--resume ID); never the TUI's, so the TUI reopens what it had open."""
     from cairn_client.commands import compact_focus
     from cairn_client.headless import HeadlessListener, run_headless
 
     # /compact compacts the conversation there is, so it always continues the latest one.
     continues = resume or compact_focus(prompt) is not None
+    wanted = conversation or ("latest" if continues else "new")
 
     async def main() -> int:
         listener = HeadlessListener(as_json=as_json)
-        session = launch.session(listener, "latest" if continues else "new")
+        session = launch.session(listener, wanted)
         try:
             return await run_headless(session, listener, prompt)
         finally:

@@ -37,8 +37,8 @@ class SessionListener(Protocol):
 
 
 class SessionControl(Protocol):
-    """What a front end can do with a running session: talk, compact, switch the permission
-    mode, take back the last change."""
+    """What a front end can do with a running session: talk, compact, switch conversation,
+    switch the permission mode, take back the last change."""
 
     async def send_user_message(self, text: str, command: UserCommand | None = None) -> None: ...
 
@@ -46,6 +46,10 @@ class SessionControl(Protocol):
         """Ask the server to compact the conversation now (/compact)."""
 
     async def cancel(self) -> None: ...
+
+    async def switch_conversation(self, conversation: str) -> None:
+        """Open another conversation of the same agent ("new" or its id): its welcome, with
+        its history, comes next (/new, /clear, /resume)."""
 
     async def close(self) -> None: ...
 

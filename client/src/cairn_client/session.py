@@ -103,12 +103,16 @@ class ClientSession:
         conversation: str = "latest",
         *,
         call_log: CallLog,
+        interactive: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.workspace = workspace
         self.policy = policy
         self.listener = listener
         self.conversation = conversation
+        # The TUI's session: the server reopens the conversation it last had open there.
+        self.interactive = interactive
+        self._switching = False  # the socket was closed to open another conversation
         self.last_seq: int | None = None
         # Names this client in every hello, so a reconnect keeps running its own requests.
         self.client_id = f"cli_{secrets.token_hex(8)}"
@@ -144,6 +148,17 @@ class ClientSession:
 
     async def cancel(self) -> None:
         await self._send(Cancel())
+
+    async def switch_conversation(self, conversation: str) -> None:
+        """Leave this conversation for `conversation` ("new" or an id of the same agent):
+        the session reconnects with a hello for it, and its welcome (with its history) is
+        the next event. Tool requests of the conversation left behind are no longer run."""
+        self.conversation = conversation
+        self.last_seq = None
+        self._switching = True
+        socket = self._socket
+        if socket is not None:
+            await socket.close()
 
     async def undo_last_change(self) -> AppliedChange:
         """Revert the last change this session applied; UndoRefused says why not.
@@ -190,6 +205,10 @@ class ClientSession:
             except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
                 if self._closing:
                     break
+                if self._switching:  # closed on purpose: open the other conversation now
+                    self._switching = False
+                    failures = 0
+                    continue
                 failures += 1
                 if failures > MAX_RECONNECT_ATTEMPTS:
                     self.listener.connection_changed("failed", f"gave up reconnecting: {exc}")
@@ -228,6 +247,7 @@ class ClientSession:
             workspace=self.workspace.identity,
             tools=list(CLIENT_TOOLS),
             conversation=self.conversation,
+            interactive=self.interactive,
             resume_after=self.last_seq,
             client_id=self.client_id,
         )

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from cairn_protocol.validation import validation_problems
 from cairn_protocol.workspace import WorkspaceIdentity
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: hello.interactive and conversation "reopen"
 # Seqs are 32-bit on the server; a resume_after above this is malformed.
 MAX_SEQ = 2**31 - 1
 
@@ -48,7 +48,15 @@ class Hello(Frame):
     tools: list[str] = Field(description="Names of the client tools this client offers.")
     conversation: str = Field(
         default="latest",
-        description='"latest" (continue the newest conversation), "new", or a conversation id.',
+        description='"latest" (continue the conversation with the most recent activity), '
+        '"reopen" (the one an interactive client last had open; "latest" when there is '
+        'none), "new", or a conversation id.',
+    )
+    interactive: bool = Field(
+        default=False,
+        description="A person's interactive session (the TUI): the conversation it opens "
+        'becomes the one "reopen" names. Headless runs (`cairn -p`) leave it false, so they '
+        "never change what the TUI reopens.",
     )
     resume_after: int | None = Field(
         default=None,

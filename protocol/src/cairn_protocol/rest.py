@@ -56,15 +56,22 @@ class ConversationPublic(PublicModel):
 
     id: str
     agent_id: str
-    title: str = ""
+    title: str = Field(
+        default="",
+        description="The first line of its first request, cut to about 60 characters; "
+        '"" until it has one.',
+    )
     last_seq: int = 0
     prompt_memory: str | None = None
     prompt_metadata: str | None = None
     memory_seen: dict[str, int] = Field(default_factory=dict)
     summary: str = ""
     compacted_through: int = 0
+    message_count: int = Field(
+        default=0, description="User and assistant messages (what its history shows)."
+    )
     created_at: datetime
-    updated_at: datetime
+    updated_at: datetime = Field(description="Its last activity: when its last message was stored.")
 
 
 class MessagePublic(PublicModel):

@@ -62,6 +62,7 @@ from cairn_client.tui.messages import (
 from cairn_client.tui.palette import SlashCommandProvider
 from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_client.tui.screens.context import ContextScreen
+from cairn_client.tui.screens.conversations import ConversationsScreen
 from cairn_client.tui.screens.memory import Drafts, MemoryScreen
 from cairn_client.tui.screens.setup import SetupChoice, SetupScreen
 from cairn_client.tui.widgets.chat import ChatView, NoticeKind
@@ -128,8 +129,12 @@ class CairnApp(App[str]):
         initial_input: str = "",
         api: CairnApi | None = None,
         companion: AppCompanion | None = None,
+        pick_conversation: bool = False,
     ) -> None:
+        """`pick_conversation`: open the conversation picker once connected (`cairn --resume`
+        without an id)."""
         super().__init__()
+        self._pick_at_start = pick_conversation
         self._start_session = start_session
         self.companion = companion
         self._initial_input = initial_input
@@ -276,6 +281,9 @@ class CairnApp(App[str]):
             self.push_screen(SetupScreen(event.model_problem), callback=self._on_setup_choice)
         for request in event.pending_tool_requests:
             await self._on_tool_request(request)
+        if self._pick_at_start:
+            self._pick_at_start = False
+            await self.pick_conversation()
 
     async def _on_tool_request(self, request: ToolRequest) -> None:
         """Requests this client runs are reported by tool_handled once decided; one another
@@ -448,8 +456,48 @@ class CairnApp(App[str]):
     async def open_context(self) -> None:
         self.action_context()
 
-    async def clear_chat(self) -> None:
+    async def new_conversation(self) -> None:
+        """/new and /clear: a new conversation of the same agent; the chat starts empty."""
+        await self._switch_conversation("new", "New conversation (the agent's memory stays).")
+
+    async def pick_conversation(self) -> None:
+        """/resume: the picker; the conversation chosen there is opened with its history."""
+        if isinstance(self.screen, ConversationsScreen) or not self._rest_ready("conversations"):
+            return
+        assert self.api is not None and self.agent_id is not None
+        self.push_screen(
+            ConversationsScreen(self.api, self.agent_id, self.conversation_id),
+            callback=self._on_conversation_picked,
+        )
+
+    async def _on_conversation_picked(self, conversation_id: str | None) -> None:
+        if conversation_id is None or conversation_id == self.conversation_id:
+            return
+        await self._switch_conversation(conversation_id, "Resumed an earlier conversation.")
+
+    async def _switch_conversation(self, conversation: str, notice: str) -> None:
+        """Leave the open conversation for `conversation`: the view and the totals start
+        again, and the welcome that follows shows the new one's history."""
+        if self._session is None:
+            await self.chat.add_notice("Not connected: no conversation to switch.", "error")
+            return
+        if self._running_run_id is not None:
+            await self.chat.add_notice(
+                "A run is going: interrupt it (esc) or let it finish, then switch.", "warning"
+            )
+            return
         await self.chat.clear_view()
+        self._history_shown = False
+        self._elsewhere.clear()
+        self._unconfirmed_sends.clear()
+        self._usage = Usage()
+        self.status.usage = self._usage
+        self.status.context = None
+        await self.chat.add_notice(notice, "info")
+        try:
+            await self._session.switch_conversation(conversation)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the user must hear of it
+            await self.chat.add_notice(f"Could not switch the conversation: {exc}", "error")
 
     async def close_and_quit(self) -> None:
         self._close_and_exit(None)

@@ -11,17 +11,28 @@ from cairn_client.listener import SessionListener
 from cairn_client.tui.app import CairnApp, SessionRunner
 
 
-def run_tui(launch: Launch, *, initial_input: str = "") -> str | None:
-    """Run the app until the user quits; returns "demo" if they asked for the demo."""
+def run_tui(
+    launch: Launch,
+    *,
+    initial_input: str = "",
+    conversation: str = "reopen",
+    pick_conversation: bool = False,
+) -> str | None:
+    """Run the app until the user quits; returns "demo" if they asked for the demo.
+
+    `conversation`: "reopen" (the one last open in the TUI), "latest" (`-c`: the most recent
+    activity, maybe a `cairn -p` run's) or an id (`--resume ID`);
+    `pick_conversation` opens the picker at start (`--resume` alone)."""
 
     def start_session(listener: SessionListener) -> SessionRunner:
-        return launch.session(listener)
+        return launch.session(listener, conversation, interactive=True)
 
     app = CairnApp(
         start_session,
         workspace_name=launch.workspace.identity.display_name,
         initial_input=initial_input,
         api=CairnApi(launch.endpoint.resolve, launch.endpoint.token),
+        pick_conversation=pick_conversation,
     )
     try:
         return app.run()

@@ -79,8 +79,16 @@ async def owned_conversation(store: StoreDep, user: UserDep, conversation_id: st
 async def list_conversations(
     store: StoreDep, user: UserDep, agent_id: str
 ) -> list[ConversationPublic]:
+    """The agent's conversations, most recent activity first, with their message counts."""
     agent = await owned_agent(store, user, agent_id)
-    return public(ConversationPublic, await store.list_conversations(agent.id))
+    conversations = await store.list_conversations(agent.id)
+    counts = await store.message_counts([conversation.id for conversation in conversations])
+    return [
+        ConversationPublic.model_validate(
+            {**conversation.model_dump(), "message_count": counts[conversation.id]}
+        )
+        for conversation in conversations
+    ]
 
 
 @router.get("/conversations/{conversation_id}/messages", tags=["conversations"])

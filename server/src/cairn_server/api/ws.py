@@ -185,13 +185,22 @@ class Connection:
             raise HandshakeRefused("unauthorized", str(refused), CLOSE_UNAUTHORIZED) from None
         agent = await self.runtime.agent_for(user.id, frame.workspace)
         conversation = await self._conversation(agent, frame.conversation)
+        if frame.interactive and agent.interactive_conversation_id != conversation.id:
+            await store.set_interactive_conversation(agent.id, conversation.id)
         choice = self.runtime.catalog.resolve(agent.model)
         return frame, agent, conversation, choice
 
     async def _conversation(self, agent: Agent, wanted: str) -> Conversation:
+        """The conversation a hello asks for; "reopen" is the one the person last had open
+        in the TUI (so `cairn -p` runs in between do not take it over)."""
         store = self.runtime.store
         if wanted == "new":
             return await store.create_conversation(agent.id)
+        if wanted == "reopen":
+            reopened = await store.interactive_conversation(agent.id)
+            if reopened is not None:
+                return reopened
+            wanted = "latest"
         if wanted == "latest":
             latest = await store.latest_conversation(agent.id)
             return latest or await store.create_conversation(agent.id)

@@ -83,6 +83,9 @@ class Agent(SQLModel, table=True):
     context_budget: int | None = Field(
         default=None, description="Prompt tokens a request may hold; None: CAIRN_CONTEXT_BUDGET."
     )
+    # The conversation the person last had open in the TUI (an interactive hello), which the
+    # TUI reopens; `cairn -p` never changes it. A plain id: a deleted conversation is skipped.
+    interactive_conversation_id: str | None = Field(default=None, sa_type=StoredString)
     created_at: datetime = _ts(nullable=False)
 
 

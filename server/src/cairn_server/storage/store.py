@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 from cairn_protocol import ServerEvent, Usage, WorkspaceIdentity, dump_frame, parse_server_frame
 from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, ApprovalRecord, StopReason
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -40,6 +40,7 @@ from cairn_server.storage.repository import (
 )
 
 TOKEN_PREFIX = "cairn_"
+TITLE_LIMIT = 60  # characters of a conversation's title, cut at a word boundary
 # How a call can end: the executor's answer, or "unknown" when the server stopped waiting
 # without one (a later answer can still settle an unknown call).
 SETTLED_STATUSES = ("ok", "error", "denied", "unknown")
@@ -234,6 +235,37 @@ class Store(Repository):
         async with self._transaction(read_only=True) as session:
             return await first(session, _conversations_of(agent_id).limit(1))
 
+    async def interactive_conversation(self, agent_id: str) -> Conversation | None:
+        """The conversation the person last had open in the TUI, if it still exists."""
+        async with self._transaction(read_only=True) as session:
+            agent = await get_or_raise(session, Agent, agent_id)
+            if agent.interactive_conversation_id is None:
+                return None
+            return await session.get(Conversation, agent.interactive_conversation_id)
+
+    async def set_interactive_conversation(self, agent_id: str, conversation_id: str) -> None:
+        """Record the conversation the TUI has open: the one it reopens next time."""
+        async with self._transaction() as session:
+            agent = await get_or_raise(session, Agent, agent_id)
+            agent.interactive_conversation_id = conversation_id
+
+    async def message_counts(self, conversation_ids: list[str]) -> dict[str, int]:
+        """How many user and assistant messages each conversation holds (what its history
+        shows; tool results and events are not counted)."""
+        if not conversation_ids:
+            return {}
+        query = (
+            select(col(Message.conversation_id), func.count())
+            .where(
+                col(Message.conversation_id).in_(conversation_ids),
+                col(Message.role).in_(("user", "assistant")),
+            )
+            .group_by(col(Message.conversation_id))
+        )
+        async with self._transaction(read_only=True) as session:
+            counts = {cid: int(n) for cid, n in (await session.exec(query)).all()}
+        return {cid: counts.get(cid, 0) for cid in conversation_ids}
+
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         async with self._transaction(read_only=True) as session:
             return await session.get(Conversation, conversation_id)
@@ -263,6 +295,8 @@ class Store(Repository):
         return await self._insert_message(conversation_id, row)
 
     async def _insert_message(self, conversation_id: str, row: Message) -> Message:
+        """Store the message and touch the conversation's last activity; its first user
+        message also gives an untitled conversation its title."""
         async with self._transaction() as session:
             touched = await session.exec(
                 update(Conversation)
@@ -271,6 +305,13 @@ class Store(Repository):
             )
             if touched.rowcount == 0:
                 raise NotFoundError(f"no conversation {conversation_id!r}")
+            title = conversation_title(row.content) if row.role == "user" else ""
+            if title:
+                await session.exec(
+                    update(Conversation)
+                    .where(col(Conversation.id) == conversation_id, col(Conversation.title) == "")
+                    .values(title=title)
+                )
             session.add(row)
             await session.flush()  # assigns row.id, which orders the conversation
             return row
@@ -546,6 +587,19 @@ class Store(Repository):
             .order_by(col(ToolCallRecord.created_at))
         )
         return await self._all(query)
+
+
+def conversation_title(text: str, limit: int = TITLE_LIMIT) -> str:
+    """A conversation's title from its first request: the first non-blank line, cut at a
+    word boundary to about `limit` characters (with "…"); no model call."""
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    line = " ".join(line.split())
+    if len(line) <= limit:
+        return line
+    cut = line[: limit + 1].rsplit(" ", 1)[0] if " " in line[: limit + 1] else ""
+    if len(cut) < limit // 2:  # one long word (a path, a URL): cut it where it is
+        cut = line[:limit]
+    return cut.rstrip(" ,.;:-") + "…"
 
 
 def _conversations_of(agent_id: str) -> SelectOfScalar[Conversation]:
