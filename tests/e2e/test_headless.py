@@ -154,3 +154,17 @@ def test_ctrl_c_cancels_the_run_on_the_server_too(
             return bool(run["status"] == "finished" and run["stop_reason"] == "cancelled")
 
         wait_until(stopped, message="the run went on after Ctrl-C")
+
+
+def test_a_folder_outside_git_is_said_so_once_at_start(tmp_path: Path, data_dir: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    done = cairn(folder, data_dir, "-p", "hello")
+    assert done.returncode == 2  # no model configured
+    assert done.stderr.count("is not in a git repository") == 1
+    assert str(folder.resolve()) in done.stderr
+
+
+def test_a_git_repository_gets_no_such_note(repo: Path, data_dir: Path) -> None:
+    done = cairn(repo, data_dir, "-p", "hello")
+    assert "not in a git repository" not in done.stderr

@@ -200,7 +200,7 @@ async def run_headless(session: ClientSession, listener: HeadlessListener, promp
     """Send one request (or run one command) and wait for its answer.
 
     Exit code: 0 answered, 1 not, 2 unusable (no model, a command headless mode lacks)."""
-    for note in session.policy.startup_notes():
+    for note in session.startup_notes():
         print(f"cairn: {note}", file=listener.err)
     runner = asyncio.create_task(session.run())
     requests = HeadlessRequests(session, listener, runner)

@@ -176,7 +176,9 @@ class ClientSession:
         self.policy.set_mode(mode)
 
     def startup_notes(self) -> list[str]:
-        return self.policy.startup_notes()
+        """What the person must know once, at start: the workspace, settings, the sandbox."""
+        workspace = self.workspace.startup_note()
+        return [*([workspace] if workspace else []), *self.policy.startup_notes()]
 
     @property
     def settings_file(self) -> str:

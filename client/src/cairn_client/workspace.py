@@ -23,6 +23,16 @@ GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
 class Workspace:
     root: Path
     identity: WorkspaceIdentity
+    in_git: bool = True
+
+    def startup_note(self) -> str | None:
+        """What the person must know once, at start, about where Cairn runs."""
+        if self.in_git:
+            return None
+        return (
+            f"Workspace: {self.root} is not in a git repository; its agent and memory are "
+            "named by this path (moving the folder starts a new agent), and tickets need git"
+        )
 
 
 def detect_workspace(cwd: Path, *, environ: Mapping[str, str]) -> Workspace:
@@ -35,7 +45,7 @@ def detect_workspace(cwd: Path, *, environ: Mapping[str, str]) -> Workspace:
     top = _git(cwd, "rev-parse", "--show-toplevel", environ=environ)
     root = Path(os.path.realpath(top if top else cwd))
     if top is None:
-        return Workspace(root, _identity(root, root_commit=None, origin=None))
+        return Workspace(root, _identity(root, root_commit=None, origin=None), in_git=False)
     origin = _git(root, "config", "--get", "remote.origin.url", environ=environ)
     return Workspace(
         root,
