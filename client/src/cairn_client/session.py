@@ -70,6 +70,10 @@ log = logging.getLogger(__name__)
 
 RECONNECT_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 3.0, 5.0)
 MAX_RECONNECT_ATTEMPTS = 30
+# A server never reached is said at once (a wrong URL, nothing listening); only a session
+# that was connected keeps retrying, since its server is coming back.
+FIRST_CONNECT_TIMEOUT_S = 4.0
+CONNECT_TIMEOUT_S = 10.0
 CONNECT_WAIT_S = 30.0  # how long a message typed before the connection is up may wait
 # Errors that answer a tool_result the server no longer wanted (a late or handed-over call).
 _STALE_ANSWER_CODES = frozenset({"unknown_call", "not_executor"})
@@ -132,6 +136,7 @@ class ClientSession:
         self._killed: set[str] = set()  # those stopped because they were withdrawn
         self._tasks: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
+        self.ever_connected = False
 
     # ------------------------------------------------------------------ SessionControl
 
@@ -220,14 +225,21 @@ class ClientSession:
         self.listener.connection_changed("closed", "session closed")
 
     async def _connect_and_serve(self) -> None:
-        url = websocket_url(await self.endpoint.resolve())
+        base = await self.endpoint.resolve()
+        url = websocket_url(base)
         try:
-            socket = await connect(url, open_timeout=10, max_size=None)
+            timeout = CONNECT_TIMEOUT_S if self.ever_connected else FIRST_CONNECT_TIMEOUT_S
+            socket = await connect(url, open_timeout=timeout, max_size=None)
         except InvalidURI as exc:
             raise SessionFailed(f"bad server URL {url!r}: {exc}") from exc
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            if self.ever_connected:
+                raise
+            raise SessionFailed(f"cannot reach the server at {base}: {_describe(exc)}") from exc
         self._socket = socket
         try:
             await self._handshake(socket)
+            self.ever_connected = True
             self.connected.set()
             self.listener.connection_changed("connected", "connected")
             async for raw in socket:
@@ -528,4 +540,6 @@ def _describe(exc: BaseException) -> str:
         return f"the server closed the connection{reason}"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
     return str(exc) or type(exc).__name__
