@@ -12,11 +12,10 @@ received, counted with the fake's tokenizer (cl100k):
   request's (what a provider cache can serve), and the cached tokens the fake reported;
 - compactions;
 - restart prefix share: a conversation of a few turns, then the server stopped and a new one
-  started on the same database; the share of the new process's first request (its tokens,
-  counted as a common prefix of the two requests' canonical text) that the previous process's
-  last request of the same conversation already held, i.e. what a provider cache could still
-  serve after a restart; and the same for a new conversation of the same agent (as `cairn -p`
-  starts one).
+  started on the same database; the share of the new process's first request that sits in a
+  prefix identical to the previous process's last request of the same conversation (counted
+  in whole blocks, as above: what a provider cache could still serve after a restart); and
+  the same for a new conversation of the same agent (as `cairn -p` starts one).
 
 The baseline, computed in the same run from the same stored session, is a naive agent:
 full history every time, memory rendered into the system prompt and rewritten on each edit.
@@ -55,7 +54,6 @@ from cairn_server.api.background import BackgroundServer
 from cairn_server.config import ServerSettings
 from cairn_server.context.compiler import INSTRUCTIONS
 from cairn_server.context.memory_view import render_blocks
-from cairn_server.context.tokens import count_tokens
 from cairn_server.storage.db import open_database
 from cairn_server.storage.models import Block, BlockVersion, Message, RunStep
 from cairn_server.storage.store import Store, to_model_message
@@ -314,21 +312,12 @@ class RestartFigures:
     new_conversation: float  # the same for a new conversation of the same agent
 
 
-def prompt_text(prompt: Prompt) -> str:
-    """A request as one canonical text, in the order the provider reads it."""
-    return "\n".join(block.key for block in prompt.blocks)
-
-
 def common_prefix_share(previous: Prompt, first: Prompt) -> float:
-    """Tokens of the longest common prefix of the two requests' text, as a share of `first`'s."""
-    before, after = prompt_text(previous), prompt_text(first)
-    length = 0
-    for a, b in zip(before, after, strict=False):
-        if a != b:
-            break
-        length += 1
-    total = count_tokens(after)
-    return count_tokens(after[:length]) / total if total else 0.0
+    """Tokens of `first` in a prefix identical to `previous`'s, as a share of `first`'s: whole
+    blocks (a tool, the system prompt, a message), as a provider's cache serves them."""
+    before = {key for key, _ in previous.prefixes()}
+    shared = max((tokens for key, tokens in first.prefixes() if key in before), default=0)
+    return shared / first.tokens if first.tokens else 0.0
 
 
 def restart_run(
