@@ -329,15 +329,7 @@ def restart_run(
     with FakeModelServer() as fake:
         fake.set_script(session_script(turns, first_turn))
         settings = ServerSettings.from_env(
-            {
-                "CAIRN_MODEL": model,
-                "OPENAI_API_KEY": "bench",
-                "OPENAI_BASE_URL": fake.openai_base_url,
-                "ANTHROPIC_API_KEY": "bench",
-                "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
-            },
-            database_url=database_url,
-            bootstrap_token=TOKEN,
+            model_env(model, fake, fake), database_url=database_url, bootstrap_token=TOKEN
         )
         with BackgroundServer(settings) as server:
             session = asyncio.run(drive(server.url, turns, conversation, first_turn))
@@ -367,6 +359,19 @@ def run_restarts(provider: str, folder: Path) -> RestartFigures:
 # --------------------------------------------------------------------------- main
 
 
+def model_env(
+    model: str, openai_fake: FakeModelServer, anthropic_fake: FakeModelServer
+) -> dict[str, str]:
+    """The server's model variables: `model`, served by the fakes."""
+    return {
+        "CAIRN_MODEL": model,
+        "OPENAI_API_KEY": "bench",
+        "OPENAI_BASE_URL": openai_fake.openai_base_url,
+        "ANTHROPIC_API_KEY": "bench",
+        "ANTHROPIC_BASE_URL": anthropic_fake.anthropic_base_url,
+    }
+
+
 def run_provider(provider: str, turns: int, budget: int, folder: Path) -> tuple[Figures, Figures]:
     model, summary_model = PROVIDERS[provider]
     database_url = f"sqlite+aiosqlite:///{folder / f'{provider}.db'}"
@@ -380,12 +385,8 @@ def run_provider(provider: str, turns: int, budget: int, folder: Path) -> tuple[
         anthropic_fake = summary_fake if provider == "openai" else main_fake
         settings = ServerSettings.from_env(
             {
-                "CAIRN_MODEL": model,
+                **model_env(model, openai_fake, anthropic_fake),
                 "CAIRN_SUMMARY_MODEL": summary_model,
-                "OPENAI_API_KEY": "bench",
-                "OPENAI_BASE_URL": openai_fake.openai_base_url,
-                "ANTHROPIC_API_KEY": "bench",
-                "ANTHROPIC_BASE_URL": anthropic_fake.anthropic_base_url,
             },
             database_url=database_url,
             bootstrap_token=TOKEN,
