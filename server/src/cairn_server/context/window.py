@@ -141,7 +141,9 @@ class ContextWindow:
         conversation = await self._conversation()
         memory = await visible_sections(self.memory, self.agent_id, self.conversation_id)
         stored = await self._buffer(conversation)
-        key = _DraftKey(conversation.summary, memory, tuple(message.id or 0 for message in stored))
+        key = _DraftKey(
+            conversation.summary, memory, tuple(message.id or 0 for message in stored)
+        )
         if self._cached is None or self._cached.key != key:
             draft = Draft(self.context, memory, conversation.summary, stored)
             self._cached = _CompiledDraft(key, draft, count_context(draft.compiled).total)
@@ -173,9 +175,7 @@ class ContextWindow:
             self.conversation_id, with_search_hint(summary, evicted_total), last_id
         )
         blocks = await self.memory.blocks.list_blocks(self.agent_id)
-        await freeze_memory(
-            self.memory, self.store, self.agent_id, self.conversation_id, run_id, blocks
-        )
+        await freeze_memory(self.memory, self.agent_id, self.conversation_id, blocks)
         after = (await self._compiled()).tokens
         return ContextCompacted(
             run_id=run_id,
