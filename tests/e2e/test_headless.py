@@ -82,6 +82,33 @@ def test_json_lines_and_continue(repo: Path, data_dir: Path, fake_model: FakeMod
     assert [m["content"] for m in fake_model.requests[-1].body["messages"]][1:] == ["new topic"]
 
 
+def test_a_run_cut_by_the_step_limit_says_so_and_continue_finishes_it(
+    repo: Path, data_dir: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(
+        script(
+            {"tool_calls": [call("read", path="app.py")]},
+            {"tool_calls": [call("read", path="README.md")]},
+            {"text": "Both read: total() should add up the items."},
+        )
+    )
+    env = {**model_env(fake_model), "CAIRN_STEP_LIMIT": "2"}
+    stopped = cairn(repo, data_dir, "-p", "read app.py and the README", env=env)
+    assert stopped.returncode == 1
+    assert (
+        "cairn: Step limit reached: stopped after 2 model calls, the run's step limit "
+        '(CAIRN_STEP_LIMIT). Run cairn -c -p "continue" to pick the work up where it stopped.'
+    ) in stopped.stderr
+
+    resumed = cairn(repo, data_dir, "-c", "-p", "continue", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.strip() == "Both read: total() should add up the items."
+    messages = fake_model.requests[-1].body["messages"]
+    results = [m["content"] for m in messages if m["role"] == "tool"]
+    assert len(results) == 2 and "TODO: make total() add up" in results[1]
+    assert messages[-1] == {"role": "user", "content": "continue"}
+
+
 def test_no_model_configured_explains_how(repo: Path, data_dir: Path) -> None:
     done = cairn(repo, data_dir, "-p", "hello")
     assert done.returncode == 2

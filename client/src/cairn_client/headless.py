@@ -24,7 +24,12 @@ from cairn_protocol import (
 from cairn_protocol.messages import UserCommand
 
 from cairn_client import commands
-from cairn_client.formatting import compaction_line, retry_label
+from cairn_client.formatting import (
+    CONTINUE_HEADLESS,
+    compaction_line,
+    retry_label,
+    run_ending,
+)
 from cairn_client.listener import ConnectionState, RunFollower, RunRefused
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.session import ClientSession, SessionFailed
@@ -178,8 +183,10 @@ class HeadlessListener:
                 self.out.flush()
                 self._printed = ""
                 print("cairn: the partial answer above is void; it starts again", file=self.err)
-        elif isinstance(event, RunFinished) and event.stop_reason != "end_turn":
-            print(f"cairn: run ended: {event.stop_reason}: {event.detail or ''}", file=self.err)
+        elif isinstance(event, RunFinished):
+            ending = run_ending(event, CONTINUE_HEADLESS)
+            if ending is not None:
+                print(f"cairn: {ending}", file=self.err, flush=True)
 
     def _emit_error(self, event: ErrorEvent) -> None:
         if self.as_json:
