@@ -68,6 +68,12 @@ def test_json_lines_and_continue(repo: Path, data_dir: Path, fake_model: FakeMod
     assert types[0] == "run_started" and types[-1] == "run_finished"
     assert "assistant_delta" in types
     assert events[-1]["stop_reason"] == "end_turn" and events[-1]["usage"]["input_tokens"] > 0
+    # The last line alone tells a script the answer and where to continue it.
+    assert events[-1]["text"] == "The answer is 42."
+    assert isinstance(events[-1]["conversation_id"], str) and events[-1]["conversation_id"]
+    seqs = [e["seq"] for e in events if "seq" in e]
+    assert len(seqs) == len(set(seqs)) and seqs == sorted(seqs)
+    assert all("seq" not in e for e in events if e["type"] == "assistant_delta")
 
     again = cairn(repo, data_dir, "-p", "what did I ask?", "--continue", env=model_env(fake_model))
     assert again.returncode == 0, again.stderr

@@ -21,7 +21,7 @@ from cairn_protocol import (
     ServerFrame,
     Welcome,
 )
-from cairn_protocol.messages import UserCommand
+from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, UserCommand
 
 from cairn_client import commands
 from cairn_client.formatting import (
@@ -106,7 +106,7 @@ class HeadlessListener:
                 self._emit_error(event)
             return
         if self.as_json:
-            self._line(event.model_dump(mode="json"))
+            self._line(self._json_event(event))
         else:
             self._print_text(event)
 
@@ -118,7 +118,7 @@ class HeadlessListener:
             return False
         assert isinstance(event, ContextCompacted | ErrorEvent)
         if self.as_json:
-            self._line(event.model_dump(mode="json"))
+            self._line(self._json_event(event))
         elif isinstance(event, ContextCompacted):
             print(compaction_line(event), file=self.out, flush=True)
         else:
@@ -190,9 +190,22 @@ class HeadlessListener:
 
     def _emit_error(self, event: ErrorEvent) -> None:
         if self.as_json:
-            self._line(event.model_dump(mode="json"))
+            self._line(self._json_event(event))
         else:
             print(f"cairn: server error ({event.code}): {event.message}", file=self.err, flush=True)
+
+    def _json_event(self, event: ServerFrame) -> dict[str, Any]:
+        """One `--json` line: the event as the server sent it, except that a transient event
+        carries no seq (it repeats the last durable one's), so every seq printed is unique, and
+        run_finished adds the run's final text and the conversation's id."""
+        payload = event.model_dump(mode="json")
+        if event.type in TRANSIENT_EVENT_TYPES:
+            payload.pop("seq", None)
+        if isinstance(event, RunFinished):
+            payload["text"] = self.run.last_answer
+            welcomed = self.welcome.done() and self.welcome.exception() is None
+            payload["conversation_id"] = self.welcome.result().conversation_id if welcomed else None
+        return payload
 
     def _line(self, payload: object) -> None:
         self.out.write(json.dumps(payload) + "\n")
