@@ -10,7 +10,12 @@ received, counted with the fake's tokenizer (cl100k):
 - input tokens per request over the session;
 - prefix share: tokens of each request sitting in a prefix identical to the previous
   request's (what a provider cache can serve), and the cached tokens the fake reported;
-- compactions.
+- compactions;
+- restart prefix share: a conversation of a few turns, then the server stopped and a new one
+  started on the same database; the share of the new process's first request that sits in a
+  prefix identical to the previous process's last request of the same conversation (counted
+  in whole blocks, as above: what a provider cache could still serve after a restart); and
+  the same for a new conversation of the same agent (as `cairn -p` starts one).
 
 The baseline, computed in the same run from the same stored session, is a naive agent:
 full history every time, memory rendered into the system prompt and rewritten on each edit.
@@ -70,11 +75,11 @@ PROVIDERS = {
 # --------------------------------------------------------------------------- the session
 
 
-def session_script(turns: int) -> Script:
-    """Per turn: a plain answer, or a grep / read / shell first; every tenth turn the model
-    also records a fact in its `project` memory."""
+def session_script(turns: int, first: int = 0) -> Script:
+    """Per turn (from turn `first`): a plain answer, or a grep / read / shell first; every tenth
+    turn the model also records a fact in its `project` memory."""
     scripted: list[dict[str, Any]] = []
-    for k in range(turns):
+    for k in range(first, first + turns):
         calls: list[dict[str, Any]] = []
         if k % 4 == 1:
             calls.append({"name": "grep", "arguments": {"pattern": f"cache_{k}"}})
@@ -131,16 +136,22 @@ class Session:
     conversation_id: str = ""
 
 
-async def drive(server_url: str, turns: int) -> Session:
+async def drive(
+    server_url: str, turns: int, conversation: str = "latest", first_turn: int = 0
+) -> Session:
     session = Session()
     async with connect(server_url.replace("http://", "ws://") + "/v1/ws") as socket:
         hello = Hello(
-            protocol_version=PROTOCOL_VERSION, token=TOKEN, workspace=WORKSPACE, tools=TOOLS
+            protocol_version=PROTOCOL_VERSION,
+            token=TOKEN,
+            workspace=WORKSPACE,
+            tools=TOOLS,
+            conversation=conversation,
         )
         await socket.send(hello.model_dump_json())
         welcome = parse_server_frame(await socket.recv())
         session.conversation_id = getattr(welcome, "conversation_id", "")
-        for k in range(turns):
+        for k in range(first_turn, first_turn + turns):
             await socket.send(UserMessage(text=user_text(k)).model_dump_json())
             await until_finished(socket, session)
     return session
@@ -288,7 +299,77 @@ async def steps_of(database_url: str) -> list[RunStep]:
         await db.close()
 
 
+# --------------------------------------------------------------------------- restarts
+
+# Turns the first process runs (none edits memory: an edit rightly changes the memory a new
+# conversation is shown), then each later process runs one.
+RESTART_TURNS = 4
+
+
+@dataclass(frozen=True)
+class RestartFigures:
+    same_conversation: float  # share of the new process's first request, same conversation
+    new_conversation: float  # the same for a new conversation of the same agent
+
+
+def common_prefix_share(previous: Prompt, first: Prompt) -> float:
+    """Tokens of `first` in a prefix identical to `previous`'s, as a share of `first`'s: whole
+    blocks (a tool, the system prompt, a message), as a provider's cache serves them."""
+    before = {key for key, _ in previous.prefixes()}
+    shared = max((tokens for key, tokens in first.prefixes() if key in before), default=0)
+    return shared / first.tokens if first.tokens else 0.0
+
+
+def restart_run(
+    provider: str, database_url: str, conversation: str, turns: int, first_turn: int
+) -> tuple[str, list[dict[str, Any]]]:
+    """One server process on the database: `turns` turns of `conversation`; the conversation's
+    id and the bodies the model received."""
+    model, _ = PROVIDERS[provider]
+    with FakeModelServer() as fake:
+        fake.set_script(session_script(turns, first_turn))
+        settings = ServerSettings.from_env(
+            model_env(model, fake, fake), database_url=database_url, bootstrap_token=TOKEN
+        )
+        with BackgroundServer(settings) as server:
+            session = asyncio.run(drive(server.url, turns, conversation, first_turn))
+        return session.conversation_id, [r.body for r in fake.requests]
+
+
+def run_restarts(provider: str, folder: Path) -> RestartFigures:
+    """A conversation in one process; then, each in a fresh process on the same database, one
+    more turn of it and one turn of a new conversation."""
+    database_url = f"sqlite+aiosqlite:///{folder / f'{provider}-restart.db'}"
+    conversation_id, before = restart_run(provider, database_url, "new", RESTART_TURNS, 0)
+    _, same = restart_run(provider, database_url, conversation_id, 1, RESTART_TURNS)
+    _, new = restart_run(provider, database_url, "new", 1, RESTART_TURNS + 1)
+    last = prompt_of(provider, before[-1])
+    figures = RestartFigures(
+        same_conversation=common_prefix_share(last, prompt_of(provider, same[0])),
+        new_conversation=common_prefix_share(last, prompt_of(provider, new[0])),
+    )
+    print(
+        f"  after a server restart, the first request shares {figures.same_conversation:.1%} "
+        f"with the previous process's last (same conversation), {figures.new_conversation:.1%} "
+        "(a new conversation of the same agent)"
+    )
+    return figures
+
+
 # --------------------------------------------------------------------------- main
+
+
+def model_env(
+    model: str, openai_fake: FakeModelServer, anthropic_fake: FakeModelServer
+) -> dict[str, str]:
+    """The server's model variables: `model`, served by the fakes."""
+    return {
+        "CAIRN_MODEL": model,
+        "OPENAI_API_KEY": "bench",
+        "OPENAI_BASE_URL": openai_fake.openai_base_url,
+        "ANTHROPIC_API_KEY": "bench",
+        "ANTHROPIC_BASE_URL": anthropic_fake.anthropic_base_url,
+    }
 
 
 def run_provider(provider: str, turns: int, budget: int, folder: Path) -> tuple[Figures, Figures]:
@@ -304,12 +385,8 @@ def run_provider(provider: str, turns: int, budget: int, folder: Path) -> tuple[
         anthropic_fake = summary_fake if provider == "openai" else main_fake
         settings = ServerSettings.from_env(
             {
-                "CAIRN_MODEL": model,
+                **model_env(model, openai_fake, anthropic_fake),
                 "CAIRN_SUMMARY_MODEL": summary_model,
-                "OPENAI_API_KEY": "bench",
-                "OPENAI_BASE_URL": openai_fake.openai_base_url,
-                "ANTHROPIC_API_KEY": "bench",
-                "ANTHROPIC_BASE_URL": anthropic_fake.anthropic_base_url,
             },
             database_url=database_url,
             bootstrap_token=TOKEN,
@@ -387,6 +464,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cairn-tokens-") as tmp:
         for provider in PROVIDERS:
             ours_figures, naive_figures = run_provider(provider, args.turns, args.budget, Path(tmp))
+            restarts = run_restarts(provider, Path(tmp))
             short = provider[:2] if provider == "openai" else "an"
             pairs += [
                 f"{short}_fixed_overhead={ours_figures.first_fixed}",
@@ -399,6 +477,8 @@ def main() -> None:
                 f"{short}_naive_input_max={max(naive_figures.inputs)}",
                 f"{short}_naive_input_total={sum(naive_figures.inputs)}",
                 f"{short}_naive_prefix_share={naive_figures.prefix_share:.3f}",
+                f"{short}_restart_prefix_share={restarts.same_conversation:.3f}",
+                f"{short}_new_conversation_prefix_share={restarts.new_conversation:.3f}",
             ]
     print(f"budget={args.budget} turns={args.turns} " + " ".join(pairs))
 

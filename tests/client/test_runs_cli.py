@@ -194,3 +194,16 @@ def test_leaving_the_sandbox_is_asked_and_recorded_even_in_bypass(
     assert outside.shown_title == "Run shell command OUTSIDE the sandbox"
     # "allow for the session" cannot cover leaving the sandbox: it is allowed once only.
     assert outside.reason == "allowed once (it always asks) by the user"
+
+
+def test_a_run_stopped_by_a_limit_says_which_and_how_to_go_on(served: Served, repo: Path) -> None:
+    served.fake.set_script(script(*[{"tool_calls": [call("read", path="missing.py")]}] * 3))
+    run_id = asyncio.run(run_once(served, repo, RecordingListener(), "read missing.py"))
+    shown = cairn(served, "runs", "show", run_id)
+    assert shown.exit_code == 0, shown.output
+    assert f"{run_id} · finished · loop_detected" in shown.output
+    assert (
+        "Loop detected: the model made the same failing read call 3 times, the run's repeat "
+        'limit (CAIRN_REPEAT_LIMIT). Send "continue" in its conversation to pick the work up '
+        "where it stopped." in shown.output
+    )

@@ -180,32 +180,40 @@ async def test_a_request_another_client_runs_is_shown_never_asked_about() -> Non
         assert not isinstance(app.screen, ApprovalScreen)
 
 
+GO_ON = 'Send "continue" to pick the work up where it stopped.'
+
+
 @pytest.mark.parametrize(
     ("stop_reason", "detail", "line"),
     [
         ("cancelled", None, "Interrupted."),
-        ("step_limit", None, "Step limit reached."),
+        ("step_limit", None, f"Step limit reached. {GO_ON}"),
         (
             "step_limit",
-            "stopped after 25 steps (the run's step limit)",
-            "Step limit reached: stopped after 25 steps (the run's step limit)",
+            "stopped after 200 model calls, the run's step limit (CAIRN_STEP_LIMIT)",
+            "Step limit reached: stopped after 200 model calls, the run's step limit "
+            f"(CAIRN_STEP_LIMIT). {GO_ON}",
         ),
         (
             "token_limit",
-            "stopped after 2,000,412 tokens (the run's limit is 2,000,000; CAIRN_RUN_TOKEN_LIMIT)",
-            "Token limit reached: stopped after 2,000,412 tokens "
-            "(the run's limit is 2,000,000; CAIRN_RUN_TOKEN_LIMIT)",
+            "stopped after 2,000,412 tokens in 61 model calls, the run's limit being 2,000,000 "
+            "(CAIRN_RUN_TOKEN_LIMIT)",
+            "Token limit reached: stopped after 2,000,412 tokens in 61 model calls, the run's "
+            f"limit being 2,000,000 (CAIRN_RUN_TOKEN_LIMIT). {GO_ON}",
         ),
         (
             "cost_limit",
-            "stopped after $5.02 (the run's limit is $5.00; CAIRN_RUN_COST_LIMIT_USD)",
-            "Cost limit reached: stopped after $5.02 "
-            "(the run's limit is $5.00; CAIRN_RUN_COST_LIMIT_USD)",
+            "stopped after $5.02 in 40 model calls, the run's limit being $5.00 "
+            "(CAIRN_RUN_COST_LIMIT_USD)",
+            "Cost limit reached: stopped after $5.02 in 40 model calls, the run's limit being "
+            f"$5.00 (CAIRN_RUN_COST_LIMIT_USD). {GO_ON}",
         ),
         (
             "loop_detected",
-            "stopped: the model made the same failing read call 3 times",
-            "Loop detected: the model made the same failing read call 3 times",
+            "stopped: the model made the same failing read call 3 times, the run's repeat "
+            "limit (CAIRN_REPEAT_LIMIT)",
+            "Loop detected: the model made the same failing read call 3 times, the run's "
+            f"repeat limit (CAIRN_REPEAT_LIMIT). {GO_ON}",
         ),
         ("model_error", "HTTP 401: invalid API key", "Model error: HTTP 401: invalid API key"),
     ],
@@ -221,6 +229,9 @@ async def test_a_run_that_ends_early_says_why(
         )
         await settle(pilot)
         assert chat_entries(app) == ["go", "Half an ans", line]
+        if GO_ON in line:  # the input is free again, and "continue" goes to the server as is
+            await type_and_send(pilot, "continue")
+            assert session.sent == ["continue"]
 
 
 # ---------------------------------------------------------------- retries, context, compaction

@@ -130,18 +130,26 @@ async def test_a_dropped_stream_is_retried_and_its_text_shown_once(
         assert re.search(r"ctx [\d.]+k?/100k · in [1-9]", status_text(app))
 
 
-async def test_a_loop_of_failing_calls_ends_with_its_reason(
+async def test_a_loop_of_failing_calls_says_which_limit_and_continue_goes_on(
     retrying_server: Served, own_repo: Path
 ) -> None:
     failing_read = {"tool_calls": [call("read", path="missing.py")]}
-    retrying_server.fake.set_script(script(failing_read, failing_read, failing_read))
+    answer = {"text": "missing.py does not exist; nothing to read."}
+    retrying_server.fake.set_script(script(failing_read, failing_read, failing_read, answer))
     async with running_app(retrying_server.url, own_repo) as (app, pilot):
         await send(app, pilot, "read missing.py")
         await until(pilot, lambda: chat_entries(app)[-1].startswith("Loop detected"))
         assert chat_entries(app)[-1] == (
-            "Loop detected: the model made the same failing read call 3 times"
+            "Loop detected: the model made the same failing read call 3 times, the run's repeat "
+            'limit (CAIRN_REPEAT_LIMIT). Send "continue" to pick the work up where it stopped.'
         )
         assert sum(e.startswith("! read missing.py error") for e in chat_entries(app)) == 3
+
+        await send(app, pilot, "continue")  # the model goes on with the whole history
+        await until(pilot, lambda: chat_entries(app)[-1] == answer["text"])
+    messages = retrying_server.fake.requests[-1].body["messages"]
+    assert messages[-1] == {"role": "user", "content": "continue"}
+    assert [m["role"] for m in messages].count("tool") == 3
 
 
 async def test_a_small_budget_compacts_during_a_run_and_says_so(

@@ -71,6 +71,12 @@ def test_json_lines_and_continue(repo: Path, data_dir: Path, fake_model: FakeMod
     assert types[0] == "run_started" and types[-1] == "run_finished"
     assert "assistant_delta" in types
     assert events[-1]["stop_reason"] == "end_turn" and events[-1]["usage"]["input_tokens"] > 0
+    # The last line alone tells a script the answer and where to continue it.
+    assert events[-1]["text"] == "The answer is 42."
+    assert isinstance(events[-1]["conversation_id"], str) and events[-1]["conversation_id"]
+    seqs = [e["seq"] for e in events if "seq" in e]
+    assert len(seqs) == len(set(seqs)) and seqs == sorted(seqs)
+    assert all("seq" not in e for e in events if e["type"] == "assistant_delta")
 
     again = cairn(repo, data_dir, "-p", "what did I ask?", "--continue", env=model_env(fake_model))
     assert again.returncode == 0, again.stderr
@@ -83,6 +89,33 @@ def test_json_lines_and_continue(repo: Path, data_dir: Path, fake_model: FakeMod
     fresh = cairn(repo, data_dir, "-p", "new topic", env=model_env(fake_model))
     assert fresh.returncode == 0, fresh.stderr
     assert [m["content"] for m in fake_model.requests[-1].body["messages"]][1:] == ["new topic"]
+
+
+def test_a_run_cut_by_the_step_limit_says_so_and_continue_finishes_it(
+    repo: Path, data_dir: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(
+        script(
+            {"tool_calls": [call("read", path="app.py")]},
+            {"tool_calls": [call("read", path="README.md")]},
+            {"text": "Both read: total() should add up the items."},
+        )
+    )
+    env = {**model_env(fake_model), "CAIRN_STEP_LIMIT": "2"}
+    stopped = cairn(repo, data_dir, "-p", "read app.py and the README", env=env)
+    assert stopped.returncode == 1
+    assert (
+        "cairn: Step limit reached: stopped after 2 model calls, the run's step limit "
+        '(CAIRN_STEP_LIMIT). Run cairn -c -p "continue" to pick the work up where it stopped.'
+    ) in stopped.stderr
+
+    resumed = cairn(repo, data_dir, "-c", "-p", "continue", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.strip() == "Both read: total() should add up the items."
+    messages = fake_model.requests[-1].body["messages"]
+    results = [m["content"] for m in messages if m["role"] == "tool"]
+    assert len(results) == 2 and "TODO: make total() add up" in results[1]
+    assert messages[-1] == {"role": "user", "content": "continue"}
 
 
 def test_no_model_configured_explains_how(repo: Path, data_dir: Path) -> None:

@@ -94,14 +94,34 @@ _STOP_SENTENCES = {
 _STOPPED_PREFIX = re.compile(r"^stopped:\s*", re.IGNORECASE)
 
 
-def run_ending(event: RunFinished) -> str | None:
+# The limits that stop a run between steps, every call answered: the conversation is whole, and
+# a new message asking to continue picks the work up.
+LIMIT_STOPS = frozenset({"step_limit", "token_limit", "cost_limit", "loop_detected"})
+CONTINUE = "continue"
+# How to continue, in each front end's words.
+CONTINUE_IN_CHAT = f'Send "{CONTINUE}" to pick the work up where it stopped.'
+CONTINUE_HEADLESS = f'Run cairn -c -p "{CONTINUE}" to pick the work up where it stopped.'
+CONTINUE_LATER = f'Send "{CONTINUE}" in its conversation to pick the work up where it stopped.'
+
+
+def run_ending(event: RunFinished, how_to_continue: str = CONTINUE_IN_CHAT) -> str | None:
     """What the chat says when a run ends, or None for a normal end of turn."""
-    if event.stop_reason == "end_turn":
+    return stop_sentence(event.stop_reason, event.detail, how_to_continue)
+
+
+def stop_sentence(
+    stop_reason: str, detail: str | None, how_to_continue: str = CONTINUE_IN_CHAT
+) -> str | None:
+    """Why a run ended (`Step limit reached: stopped after 200 model calls, …`), and for a
+    limit how to go on; None for a normal end of turn."""
+    if stop_reason == "end_turn":
         return None
-    sentence = _STOP_SENTENCES.get(event.stop_reason, f"Run ended: {event.stop_reason}.")
-    detail = _STOPPED_PREFIX.sub("", event.detail or "")
+    sentence = _STOP_SENTENCES.get(stop_reason, f"Run ended: {stop_reason}.")
+    detail = _STOPPED_PREFIX.sub("", detail or "")
     if detail:
         sentence = f"{sentence.rstrip('.')}: {detail}"
+    if stop_reason in LIMIT_STOPS:
+        sentence = f"{sentence.rstrip('.')}. {how_to_continue}"
     return sentence
 
 

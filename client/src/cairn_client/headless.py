@@ -22,10 +22,15 @@ from cairn_protocol import (
     ServerFrame,
     Welcome,
 )
-from cairn_protocol.messages import UserCommand
+from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, UserCommand
 
 from cairn_client import commands
-from cairn_client.formatting import compaction_line, retry_label
+from cairn_client.formatting import (
+    CONTINUE_HEADLESS,
+    compaction_line,
+    retry_label,
+    run_ending,
+)
 from cairn_client.listener import ConnectionState, RunFollower, RunRefused
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.session import ClientSession, SessionFailed
@@ -105,7 +110,7 @@ class HeadlessListener:
                 self._emit_error(event)
             return
         if self.as_json:
-            self._line(event.model_dump(mode="json"))
+            self._line(self._json_event(event))
         else:
             self._print_text(event)
 
@@ -117,7 +122,7 @@ class HeadlessListener:
             return False
         assert isinstance(event, ContextCompacted | ErrorEvent)
         if self.as_json:
-            self._line(event.model_dump(mode="json"))
+            self._line(self._json_event(event))
         elif isinstance(event, ContextCompacted):
             print(compaction_line(event), file=self.out, flush=True)
         else:
@@ -182,14 +187,29 @@ class HeadlessListener:
                 self.out.flush()
                 self._printed = ""
                 print("cairn: the partial answer above is void; it starts again", file=self.err)
-        elif isinstance(event, RunFinished) and event.stop_reason != "end_turn":
-            print(f"cairn: run ended: {event.stop_reason}: {event.detail or ''}", file=self.err)
+        elif isinstance(event, RunFinished):
+            ending = run_ending(event, CONTINUE_HEADLESS)
+            if ending is not None:
+                print(f"cairn: {ending}", file=self.err, flush=True)
 
     def _emit_error(self, event: ErrorEvent) -> None:
         if self.as_json:
-            self._line(event.model_dump(mode="json"))
+            self._line(self._json_event(event))
         else:
             print(f"cairn: server error ({event.code}): {event.message}", file=self.err, flush=True)
+
+    def _json_event(self, event: ServerFrame) -> dict[str, Any]:
+        """One `--json` line: the event as the server sent it, except that a transient event
+        carries no seq (it repeats the last durable one's), so every seq printed is unique, and
+        run_finished adds the run's final text and the conversation's id."""
+        payload = event.model_dump(mode="json")
+        if event.type in TRANSIENT_EVENT_TYPES:
+            payload.pop("seq", None)
+        if isinstance(event, RunFinished):
+            payload["text"] = self.run.last_answer
+            welcomed = self.welcome.done() and self.welcome.exception() is None
+            payload["conversation_id"] = self.welcome.result().conversation_id if welcomed else None
+        return payload
 
     def _line(self, payload: object) -> None:
         self.out.write(json.dumps(payload) + "\n")

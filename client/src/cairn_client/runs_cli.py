@@ -13,7 +13,7 @@ import typer
 from cairn_protocol import Usage
 from rich.text import Text
 
-from cairn_client.formatting import usage_label
+from cairn_client.formatting import CONTINUE_LATER, stop_sentence, usage_label
 from cairn_client.memory_cli import (
     ConversationOption,
     conversation_or_latest,
@@ -108,7 +108,10 @@ def _print_run(run: RunPublic) -> None:
     console.print(f"{run.model} · {run.steps} steps · {usage_label(usage)}")
     finished = when(run.finished_at) if run.finished_at else "not yet"
     console.print(f"started {when(run.created_at)} · finished {finished}")
-    if run.detail:
+    ending = stop_sentence(run.stop_reason, run.detail, CONTINUE_LATER) if run.stop_reason else None
+    if ending is not None:
+        console.print(Text(ending, style="dim"))
+    elif run.detail:
         console.print(Text(run.detail, style="dim"))
 
 

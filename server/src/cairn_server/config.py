@@ -91,7 +91,9 @@ class ServerSettings(BaseModel):
     database_url: str | None = Field(None, validation_alias="CAIRN_DATABASE_URL")
     host: str = Field("127.0.0.1", validation_alias="CAIRN_HOST")
     port: int = Field(8765, ge=0, validation_alias="CAIRN_PORT")
-    step_limit: int = Field(25, ge=1, validation_alias="CAIRN_STEP_LIMIT")
+    # Model calls per run. Long enough for a coding task of many reads and edits (a 60-read
+    # task needs ~65); spending is bounded by the token and cost limits below, not by this.
+    step_limit: int = Field(200, ge=1, validation_alias="CAIRN_STEP_LIMIT")
     approval_timeout_s: float = Field(900.0, ge=1.0, validation_alias="CAIRN_APPROVAL_TIMEOUT_S")
     # How long a withdrawn call's executor has to say what happened (e.g. a command it killed).
     withdraw_grace_s: float = Field(5.0, ge=0.0, validation_alias="CAIRN_WITHDRAW_GRACE_S")

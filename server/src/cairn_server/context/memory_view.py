@@ -1,7 +1,8 @@
 """How memory appears to the model: the frozen memory sections and the update notes.
 
-Owns the text of the memory blocks and metadata sections, and keeps a conversation's view
-in step with the blocks by appending a note for each change it has not been told about.
+Owns the text of the memory blocks and metadata sections (nothing in them changes between
+processes or turns), and keeps a conversation's view in step with the blocks by appending a
+note for each change it has not been told about.
 """
 
 from __future__ import annotations
@@ -9,13 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from xml.sax.saxutils import escape, quoteattr
 
 from cairn_server.memory.edits import short_diff
 from cairn_server.memory.services import Memory
 from cairn_server.memory.snapshots import Snapshot
-from cairn_server.storage.models import Block, BlockVersion, utcnow
+from cairn_server.storage.models import Block, BlockVersion
 from cairn_server.storage.store import Store
 
 DELETED = -1
@@ -61,14 +61,16 @@ def split_blocks(rendered: str) -> tuple[str, list[tuple[str, str]]]:
     return rendered[: starts[0].start()] + rendered[closing:], blocks
 
 
-def render_metadata(messages: int, passages: int, taken_at: datetime) -> str:
-    return (
-        "<memory_metadata>\n"
-        f"Memory as of {taken_at:%Y-%m-%d %H:%M} UTC. Recall: {messages} stored messages "
-        f"(conversation_search). Archival: {passages} passages (archival_search). Changes "
-        "made to blocks after that time reach you as <memory_update> notes.\n"
-        "</memory_metadata>"
-    )
+# The metadata section of the prompt prefix: the same for every conversation and process (no
+# time, no counts: the model needs neither, and they made every new conversation's prefix one no
+# provider had cached).
+METADATA = (
+    "<memory_metadata>\n"
+    "Recall: every message of every conversation about this repository (conversation_search). "
+    "Archival: the passages you chose to keep (archival_search). Changes made to the blocks "
+    "after this conversation was shown them reach you as <memory_update> notes.\n"
+    "</memory_metadata>"
+)
 
 
 @dataclass(frozen=True)
@@ -104,9 +106,7 @@ async def current_sections(
     """The memory sections as they would be frozen now."""
     if blocks is None:
         blocks = await memory.blocks.list_blocks(agent_id)
-    messages = await memory.recall.count(agent_id)
-    passages = await memory.archive.count(agent_id)
-    return MemorySections(render_blocks(blocks), render_metadata(messages, passages, utcnow()))
+    return MemorySections(render_blocks(blocks), METADATA)
 
 
 async def visible_sections(memory: Memory, agent_id: str, conversation_id: str) -> MemorySections:

@@ -77,7 +77,7 @@ class RunLimits:
     """What one run may spend before it is stopped, and how often it may repeat a call
     that failed."""
 
-    steps: int = 25
+    steps: int = 200
     tokens: int = 2_000_000
     cost_usd: float = 5.0
     repeats: int = 3
@@ -223,7 +223,9 @@ class AgentRun:
             ended = self._over_limits(repeated)
             if ended is not None:
                 return ended
-        return "step_limit", f"stopped after {self.spec.limits.steps} steps (the run's step limit)"
+        return "step_limit", (
+            f"stopped after {_model_calls(self.steps)}, the run's step limit (CAIRN_STEP_LIMIT)"
+        )
 
     async def _prepare(self) -> Prepared:
         """Write what the model must be told first (notes that waited, memory changes, a
@@ -261,21 +263,24 @@ class AgentRun:
         return call.name if self.failures[key] >= self.spec.limits.repeats else None
 
     def _over_limits(self, repeated: str | None) -> tuple[StopReason, str] | None:
+        """Which limit the run has reached, and how much of it was used (its variable named),
+        after a step whose calls all have their results, so "continue" can pick it up."""
+        limits = self.spec.limits
         if repeated is not None:
             return "loop_detected", (
-                f"stopped: the model made the same failing {repeated} call "
-                f"{self.spec.limits.repeats} times"
+                f"stopped: the model made the same failing {repeated} call {limits.repeats} "
+                "times, the run's repeat limit (CAIRN_REPEAT_LIMIT)"
             )
         tokens = self.usage.input_tokens + self.usage.output_tokens
-        if tokens >= self.spec.limits.tokens:
+        if tokens >= limits.tokens:
             return "token_limit", (
-                f"stopped after {tokens:,} tokens (the run's limit is {self.spec.limits.tokens:,}; "
-                "CAIRN_RUN_TOKEN_LIMIT)"
+                f"stopped after {tokens:,} tokens in {_model_calls(self.steps)}, the run's limit "
+                f"being {limits.tokens:,} (CAIRN_RUN_TOKEN_LIMIT)"
             )
-        if self.usage.cost_usd >= self.spec.limits.cost_usd:
+        if self.usage.cost_usd >= limits.cost_usd:
             return "cost_limit", (
-                f"stopped after ${self.usage.cost_usd:.2f} (the run's limit is "
-                f"${self.spec.limits.cost_usd:.2f}; CAIRN_RUN_COST_LIMIT_USD)"
+                f"stopped after ${self.usage.cost_usd:.2f} in {_model_calls(self.steps)}, the "
+                f"run's limit being ${limits.cost_usd:.2f} (CAIRN_RUN_COST_LIMIT_USD)"
             )
         return None
 
@@ -534,6 +539,10 @@ def missing_tool_results(messages: list[Message]) -> list[ToolCall]:
         elif message.role == "tool" and message.tool_call_id:
             answered.add(message.tool_call_id)
     return [c for c in last_calls if c.id not in answered]
+
+
+def _model_calls(count: int) -> str:
+    return f"{count} model call" + ("" if count == 1 else "s")
 
 
 def _canonical_arguments(call: ToolCall) -> str:
