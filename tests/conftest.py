@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from cairn_fakes.runner import FakeModelServer
+from support.cli import TEST_IDLE_EXIT_S, stop_local_servers
 from support.kinds import KINDS, kind_of
 
 
@@ -31,6 +32,14 @@ def client_data_dir(
     """Client state (the call log, the embedded server's files) in a folder of the test's
     own unless a test sets CAIRN_DATA_DIR itself, never in the user's data dir."""
     monkeypatch.setenv("CAIRN_DATA_DIR", str(tmp_path_factory.mktemp("cairn-data")))
+    monkeypatch.setenv("CAIRN_IDLE_EXIT_S", TEST_IDLE_EXIT_S)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_local_server_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The background local servers the tests' `cairn` started are stopped at the end."""
+    yield
+    stop_local_servers(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

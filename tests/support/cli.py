@@ -10,7 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cairn_client.local_server import STATE_FILE, read_state, stop_process
+
 CAIRN = [sys.executable, "-m", "cairn_client.cli"]
+
+
+# A local server a test leaves behind stops soon (conftest also stops them all at the end).
+TEST_IDLE_EXIT_S = "30"
 
 
 def cairn_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -18,7 +24,20 @@ def cairn_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, 
     clean = {
         k: v for k, v in os.environ.items() if not k.startswith(("CAIRN_", "OPENAI_", "ANTHROPIC_"))
     }
-    return {**clean, "CAIRN_DATA_DIR": str(data_dir), **(extra or {})}
+    return {
+        **clean,
+        "CAIRN_DATA_DIR": str(data_dir),
+        "CAIRN_IDLE_EXIT_S": TEST_IDLE_EXIT_S,
+        **(extra or {}),
+    }
+
+
+def stop_local_servers(root: Path) -> None:
+    """Stop every background local server whose data folder is under `root`."""
+    for state_file in root.rglob(STATE_FILE):
+        state = read_state(state_file.parent)
+        if state is not None:
+            stop_process(state.pid, timeout=5)
 
 
 def cairn(

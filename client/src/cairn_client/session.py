@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -103,8 +103,10 @@ class ClientSession:
         conversation: str = "latest",
         *,
         call_log: CallLog,
+        notes: Sequence[str] = (),
     ) -> None:
         self.endpoint = endpoint
+        self._notes = list(notes)  # about the launch (the local server restarted), shown first
         self.workspace = workspace
         self.policy = policy
         self.listener = listener
@@ -161,7 +163,7 @@ class ClientSession:
         self.policy.set_mode(mode)
 
     def startup_notes(self) -> list[str]:
-        return self.policy.startup_notes()
+        return [*self._notes, *self.policy.startup_notes()]
 
     @property
     def settings_file(self) -> str:

@@ -23,6 +23,8 @@ def run_tui(launch: Launch, *, initial_input: str = "") -> str | None:
         initial_input=initial_input,
         api=CairnApi(launch.endpoint.resolve, launch.endpoint.token),
     )
+    if launch.local is not None:  # a restart while the app runs is told in the app
+        launch.local.notify = lambda line: app.call_from_thread(app.notify, line)
     try:
         return app.run()
     finally:
