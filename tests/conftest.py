@@ -10,8 +10,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from cairn_client.local_server import stop_local_servers_under
 from cairn_fakes.runner import FakeModelServer
-from support.cli import TEST_IDLE_EXIT_S, stop_local_servers
+from support.cli import TEST_IDLE_EXIT_S
 from support.kinds import KINDS, kind_of
 
 
@@ -39,7 +40,7 @@ def client_data_dir(
 def no_local_server_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The background local servers the tests' `cairn` started are stopped at the end."""
     yield
-    stop_local_servers(tmp_path_factory.getbasetemp())
+    stop_local_servers_under(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cairn_client.local_server import STATE_FILE, read_state, stop_process
-
 CAIRN = [sys.executable, "-m", "cairn_client.cli"]
 
 
@@ -30,14 +28,6 @@ def cairn_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, 
         "CAIRN_IDLE_EXIT_S": TEST_IDLE_EXIT_S,
         **(extra or {}),
     }
-
-
-def stop_local_servers(root: Path) -> None:
-    """Stop every background local server whose data folder is under `root`."""
-    for state_file in root.rglob(STATE_FILE):
-        state = read_state(state_file.parent)
-        if state is not None:
-            stop_process(state.pid, timeout=5)
 
 
 def cairn(

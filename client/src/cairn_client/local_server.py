@@ -335,6 +335,13 @@ def stop_local_server(data_dir: Path) -> str:
         lock.release()
 
 
+def stop_local_servers_under(root: Path) -> None:
+    """Stop the local server of every data folder under `root` (tests and benchmarks that
+    made data folders in a temporary one, before removing it)."""
+    for state_file in root.rglob(STATE_FILE):
+        stop_local_server(state_file.parent)
+
+
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
