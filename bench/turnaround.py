@@ -135,7 +135,7 @@ def main() -> None:
         f"~{LETTA_PLAIN_TURN_MS} ms per plain turn"
     )
     print("launching `cairn -p` to the first model request (bench/startup.py: p50s)")
-    print(f"  cairn, server up: {cold_s:5.2f} s   fresh data dir, server cold: {cold_fresh_s:5.2f} s")
+    print(f"  cairn, server up: {cold_s:5.2f} s   new data dir, server cold: {cold_fresh_s:5.2f} s")
     print(f"  Letta Code (ref.):        ~{LETTA_COLD_START_S} s")
     print(
         f"turnaround_median_ms={median:.1f} turnaround_p95_ms={high:.1f} "

@@ -86,6 +86,7 @@ def start_server_process(
             stdout=subprocess.PIPE,
             stderr=log,
             env=dict(env),
+            cwd=data_dir,  # a server that outlives this `cairn` holds no repository open
             start_new_session=True,
         )
 
