@@ -90,37 +90,42 @@ def prepare_launch(
     `notify` hears what a person should know (the local server restarted); None keeps it in
     `Launch.notices` (the TUI shows them as it opens)."""
     private_dir(settings.data_dir)  # also tightens what an older cairn left readable
-    workspace = detect_workspace(cwd, environ=settings.process_env)
-    policy_settings = load_settings(workspace.root)
-    # The embedded server's data (its token) and Cairn's settings are never shown to commands.
-    hidden = [settings.data_dir, user_config_dir()]
-    sandbox = Sandbox.detect(policy_settings.sandbox, hidden, environ=settings.process_env)
-    policy = Policy(policy_settings, approve_override=approve, sandbox=sandbox)
-    call_log = CallLog.in_data_dir(settings.data_dir, workspace.root)
+    if settings.server_url and not settings.token:
+        raise LaunchError("CAIRN_SERVER_URL is set but CAIRN_TOKEN is not; set both")
+    notices: list[str] = []
+    local: LocalServer | None = None
+    if not settings.server_url and server_env is None:
+        local = LocalServer(
+            settings.data_dir,
+            environ=settings.process_env,
+            database_url=settings.database_url,
+            idle_exit_s=settings.idle_exit_s,
+            notify=notify or notices.append,
+        )
+        local.find_or_start()  # first: a new one boots while the client finishes starting
+    try:
+        workspace = detect_workspace(cwd, environ=settings.process_env)
+        policy_settings = load_settings(workspace.root)
+        # The local server's data (its token) and Cairn's settings are never shown to commands.
+        hidden = [settings.data_dir, user_config_dir()]
+        sandbox = Sandbox.detect(policy_settings.sandbox, hidden, environ=settings.process_env)
+        policy = Policy(policy_settings, approve_override=approve, sandbox=sandbox)
+        call_log = CallLog.in_data_dir(settings.data_dir, workspace.root)
+    except BaseException:
+        if local is not None:  # a server started for nothing does not linger
+            local.abandon()
+        raise
     if settings.server_url:
-        if not settings.token:
-            raise LaunchError("CAIRN_SERVER_URL is set but CAIRN_TOKEN is not; set both")
+        assert settings.token is not None
         url = settings.server_url
 
         async def remote() -> str:
             return url
 
         return Launch(workspace, policy, Endpoint(settings.token, remote), None, call_log)
-    if server_env is None:
-        local = LocalServer(
-            settings.data_dir,
-            environ=settings.process_env,
-            database_url=settings.database_url,
-            idle_exit_s=settings.idle_exit_s,
-            notify=notify,
-        )
-        launch = Launch(
-            workspace, policy, Endpoint(local.token, local.ensure_running), None, call_log, local
-        )
-        if notify is None:
-            local.notify = launch.notices.append
-        local.find_or_start()  # a new one boots while the client finishes starting
-        return launch
+    if local is not None:
+        endpoint = Endpoint(local.token, local.ensure_running)
+        return Launch(workspace, policy, endpoint, None, call_log, local, notices)
     embedded = EmbeddedServer(
         settings.data_dir,
         server_env,
