@@ -110,6 +110,7 @@ class Bench:
         socket_name = f"cairn-startup-{os.getpid()}-{time.monotonic_ns()}"
         tmux = ["tmux", "-L", socket_name]
         command = " ".join(shlex.quote(part) for part in cairn_command())
+        socket_path = Path(f"/tmp/tmux-{os.getuid()}") / socket_name  # tmux leaves it behind
         started = time.perf_counter()
         subprocess.run(
             [*tmux, "new-session", "-d", "-x", "120", "-y", "40", "-c", str(self.repo), command],
@@ -122,6 +123,7 @@ class Bench:
             typed = self._screen_shows(tmux, TYPED) - started
         finally:
             subprocess.run([*tmux, "kill-server"], capture_output=True)
+            socket_path.unlink(missing_ok=True)
         return painted, typed
 
     @staticmethod
