@@ -6,7 +6,6 @@ CairnErrors (cli.py prints them): exit 1 server error or not found, 2 usage erro
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shlex
@@ -191,6 +190,8 @@ def edit_command(label: LabelArg, reason: ReasonOpt = None) -> None:
 
     async def work(api: CairnApi, agent: AgentPublic) -> str:
         block = await api.get_block(agent.id, label)
+        import asyncio
+
         edited = await asyncio.to_thread(_edit_text, settings.editor, label, block.value)
         if edited == block.value:
             return f"{label}: no change"
@@ -361,6 +362,8 @@ def run_with_server(work: Work[T], settings: ClientSettings | None = None) -> T:
                 return await work(api, agent)
         finally:
             await launch.shutdown()
+
+    import asyncio  # here: `cairn --help` does not load it
 
     return asyncio.run(main())
 
