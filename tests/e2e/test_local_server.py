@@ -4,6 +4,7 @@ or unused."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,7 +17,8 @@ from cairn_client.local_server import STATE_FILE, process_running, read_state
 from cairn_fakes.runner import FakeModelServer
 from support.cli import cairn, start_cairn
 from support.servers import model_env, script
-from support.waiting import wait_until
+from support.waiting import scaled, until, wait_until
+from support.wire import connected
 
 RESTARTED = "had stopped; started a new one"
 
@@ -171,3 +173,16 @@ def test_an_unused_server_exits_by_itself(repo: Path, data_dir: Path) -> None:
     assert not (data_dir / STATE_FILE).exists()  # it said it is gone: no "restarted" later
     after = cairn(repo, data_dir, "runs", "list")
     assert "local server" not in after.stderr
+
+
+async def test_a_connected_client_keeps_an_idle_server_up(repo: Path, data_dir: Path) -> None:
+    cairn(repo, data_dir, "runs", "list", env={"CAIRN_IDLE_EXIT_S": "1"})
+    state = read_state(data_dir)
+    assert state is not None
+    client, _ = await connected(state.url, token=state.token)
+    try:
+        await asyncio.sleep(scaled(3))  # three idle periods with a client connected
+        assert process_running(state.pid)
+    finally:
+        await client.close()
+    await until(None, lambda: not process_running(state.pid), timeout=30)
