@@ -138,7 +138,9 @@ server.serve_forever()
 
 
 def test_a_server_of_another_version_is_replaced(repo: Path, data_dir: Path) -> None:
-    old = subprocess.Popen([sys.executable, "-c", OLD_SERVER], stdout=subprocess.PIPE, text=True)
+    # Started the way `cairn` starts its server: naming the state file on its command line.
+    command = [sys.executable, "-c", OLD_SERVER, "--state-file", str(data_dir / STATE_FILE)]
+    old = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert old.stdout is not None
         port = int(old.stdout.readline())
@@ -186,3 +188,28 @@ async def test_a_connected_client_keeps_an_idle_server_up(repo: Path, data_dir: 
     finally:
         await client.close()
     await until(None, lambda: not process_running(state.pid), timeout=30)
+
+
+def test_a_process_that_took_the_servers_pid_is_left_alone(repo: Path, data_dir: Path) -> None:
+    """The server died long ago and its pid went to another process: that one is not stopped."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        data_dir.mkdir(mode=0o700)
+        state = {
+            "pid": other.pid,
+            "port": 9,
+            "token": "old",
+            "version": "0.0.1",
+            "data_dir": str(data_dir),
+            "started_at": 0.0,
+            "settings": {},
+        }
+        (data_dir / STATE_FILE).write_text(json.dumps(state))
+        assert "not running" in cairn(repo, data_dir, "server", "status").stdout
+        after = cairn(repo, data_dir, "runs", "list")
+        assert f"(pid {other.pid}) {RESTARTED}" in after.stderr
+        assert other.poll() is None  # still running
+        assert server_pid(data_dir) != other.pid
+    finally:
+        other.kill()
+        other.wait()

@@ -118,6 +118,18 @@ def process_running(pid: int) -> bool:
     return True
 
 
+def server_running(state: ServerState) -> bool:
+    """Whether the state's pid is alive and is still its server, not a process that was given
+    the same pid since (which must never be stopped)."""
+    if not process_running(state.pid):
+        return False
+    try:
+        argv = Path(f"/proc/{state.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc here: the pid is all there is to go by
+    return str(Path(state.data_dir) / STATE_FILE).encode() in argv
+
+
 def settings_digest(environ: Mapping[str, str]) -> dict[str, str]:
     """The server settings in `environ` (CAIRN_*, OPENAI_*, ANTHROPIC_*), each value digested."""
     return {
@@ -189,7 +201,7 @@ class LocalServer:
             wanted = installed_version()
             state = read_state(self.data_dir)
             if state is not None:
-                running = process_running(state.pid)
+                running = server_running(state)
                 # A busy machine may be slow to answer: asked twice before it counts as gone.
                 version = (
                     answered_version(state.url) or answered_version(state.url, 5.0)
@@ -306,7 +318,7 @@ def status_lines(data_dir: Path) -> list[str]:
     """`cairn server status`: whether the local server runs, and its pid, address, version,
     data folder and uptime."""
     state = read_state(data_dir)
-    if state is None or not process_running(state.pid):
+    if state is None or not server_running(state):
         return ["local server: not running", f"data dir:     {data_dir}"]
     version = answered_version(state.url)
     answering = "running" if version is not None else "not answering"
@@ -325,7 +337,7 @@ def stop_local_server(data_dir: Path) -> str:
     lock.acquire()
     try:
         state = read_state(data_dir)
-        if state is None or not process_running(state.pid):
+        if state is None or not server_running(state):
             (data_dir / STATE_FILE).unlink(missing_ok=True)
             return "the local server is not running"
         stop_process(state.pid)
