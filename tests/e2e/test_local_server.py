@@ -34,6 +34,20 @@ def server_pid(data_dir: Path) -> int:
     return state.pid
 
 
+def write_old_state(data_dir: Path, pid: int, port: int) -> None:
+    """A state file as a cairn of version 0.0.1 would have left it."""
+    state = {
+        "pid": pid,
+        "port": port,
+        "token": "old",
+        "version": "0.0.1",
+        "data_dir": str(data_dir),
+        "started_at": 0.0,
+        "settings": {},
+    }
+    (data_dir / STATE_FILE).write_text(json.dumps(state))
+
+
 def local_servers(data_dir: Path) -> list[int]:
     """The pids of the `cairn-server` processes started for `data_dir`."""
     pids = []
@@ -145,16 +159,7 @@ def test_a_server_of_another_version_is_replaced(repo: Path, data_dir: Path) -> 
         assert old.stdout is not None
         port = int(old.stdout.readline())
         data_dir.mkdir(mode=0o700)
-        state = {
-            "pid": old.pid,
-            "port": port,
-            "token": "old",
-            "version": "0.0.1",
-            "data_dir": str(data_dir),
-            "started_at": 0.0,
-            "settings": {},
-        }
-        (data_dir / STATE_FILE).write_text(json.dumps(state))
+        write_old_state(data_dir, old.pid, port)
 
         upgraded = cairn(repo, data_dir, "runs", "list")
         assert "no conversation yet" in upgraded.stderr  # the new server answered
@@ -195,16 +200,7 @@ def test_a_process_that_took_the_servers_pid_is_left_alone(repo: Path, data_dir:
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         data_dir.mkdir(mode=0o700)
-        state = {
-            "pid": other.pid,
-            "port": 9,
-            "token": "old",
-            "version": "0.0.1",
-            "data_dir": str(data_dir),
-            "started_at": 0.0,
-            "settings": {},
-        }
-        (data_dir / STATE_FILE).write_text(json.dumps(state))
+        write_old_state(data_dir, other.pid, 9)
         assert "not running" in cairn(repo, data_dir, "server", "status").stdout
         after = cairn(repo, data_dir, "runs", "list")
         assert f"(pid {other.pid}) {RESTARTED}" in after.stderr
