@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cairn_client.local_server import stop_local_server
 from cairn_fakes.runner import FakeModelServer
 from cairn_fakes.script import Script
 
@@ -249,6 +250,7 @@ def main() -> None:
         settings.write_text(f'[permissions]\nallow = ["shell({TEST_COMMAND})"]\n')
         for ticket in TICKETS:
             rows.append(run_ticket(fake, repos[ticket.repo], root / "data", ticket))
+        stop_local_server(root / "data")  # `cairn` leaves it up for the next one
     print(
         f"{'ticket':<12} {'wall s':>7} {'reqs':>5} {'in':>7} {'cached':>7} {'out':>5} "
         f"{'asked':>5} {'tests':<8} {'knew tests':<10} {'commit = expected'}"

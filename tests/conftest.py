@@ -10,7 +10,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from cairn_client.local_server import STATE_FILE, stop_local_server, stop_local_servers_under
 from cairn_fakes.runner import FakeModelServer
+from support.cli import TEST_IDLE_EXIT_S
 from support.kinds import KINDS, kind_of
 
 
@@ -31,6 +33,24 @@ def client_data_dir(
     """Client state (the call log, the embedded server's files) in a folder of the test's
     own unless a test sets CAIRN_DATA_DIR itself, never in the user's data dir."""
     monkeypatch.setenv("CAIRN_DATA_DIR", str(tmp_path_factory.mktemp("cairn-data")))
+    monkeypatch.setenv("CAIRN_IDLE_EXIT_S", TEST_IDLE_EXIT_S)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_local_server_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The background local servers the tests' `cairn` started are stopped at the end."""
+    yield
+    stop_local_servers_under(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(autouse=True)
+def local_servers_stopped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A local server a test's `cairn` left up is stopped after it (its data dir is conftest's
+    or one directly in the test's folder), so idle servers never pile up in a long run."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    for state_file in [*base.glob(f"*/{STATE_FILE}"), *base.glob(f"*/*/{STATE_FILE}")]:
+        stop_local_server(state_file.parent)
 
 
 @pytest.fixture(scope="session")

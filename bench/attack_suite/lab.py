@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cairn_client.embedded import local_token
+from cairn_client.local_server import stop_local_servers_under
 from cairn_fakes.runner import FakeModelServer
 from cairn_fakes.script import Script
 
@@ -135,6 +136,7 @@ class Lab:
             except Exception as exc:  # a failed clean-up must not hide the report
                 print(f"attacks: clean-up failed: {exc}", file=sys.stderr)
         self.fake.__exit__(None, None, None)
+        stop_local_servers_under(self.root)  # `cairn` leaves its local server up
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
 

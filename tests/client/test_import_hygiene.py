@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 HEADLESS_MODULES = (
     "cairn_client.headless",
     "cairn_client.ticket.headless",
@@ -30,3 +32,25 @@ def test_headless_code_never_loads_textual() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+HEAVY = ("textual", "fastapi", "sqlalchemy", "sqlmodel", "openai", "anthropic", "httpx")
+
+
+@pytest.mark.parametrize("argument", ["--help", "--version"])
+def test_help_and_version_load_no_heavy_library(argument: str) -> None:
+    """`cairn --help` and `cairn --version` (the installed entry point's code, run in a fresh
+    interpreter) answer without loading the TUI, the server, the database or a model SDK."""
+    probe = (
+        "import json, sys\n"
+        f"sys.argv = ['cairn', {argument!r}]\n"
+        "from cairn_client.entry import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "roots = {name.partition('.')[0] for name in sys.modules}\n"
+        f"print(json.dumps(sorted(roots & set({HEAVY!r}))), file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert ("Usage: cairn" if argument == "--help" else "cairn ") in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "[]"

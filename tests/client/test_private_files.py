@@ -11,9 +11,11 @@ import pytest
 from cairn_client.call_log import CALL_LOG_FILE
 from cairn_client.config import ClientSettings
 from cairn_client.launch import prepare_launch
+from cairn_client.local_server import LOCK_FILE, STATE_FILE, stop_local_server
 from cairn_protocol import ToolResult
 
 KEPT = ["local-token", CALL_LOG_FILE, "server.log", "cairn.db", "cairn.db-wal", "cairn.db-shm"]
+KEPT += [STATE_FILE, LOCK_FILE]  # the background local server's port, token, pid; its lock
 
 
 def mode(path: Path) -> int:
@@ -26,14 +28,14 @@ async def test_a_new_data_folder_and_its_files_are_private(repo: Path, tmp_path:
     local = ClientSettings(server_url=None, token=None, data_dir=data)
     launch = prepare_launch(repo, settings=local)
     try:
-        assert launch.embedded is not None
-        await launch.embedded.ensure_running()  # the server has made and opened its database
+        await launch.endpoint.resolve()  # the server has made and opened its database
         launch.call_log.start("call_1")
         launch.call_log.finish(ToolResult(call_id="call_1", status="ok", content="secret output"))
         assert mode(data) == 0o700
         assert {name: mode(data / name) for name in KEPT} == dict.fromkeys(KEPT, 0o600)
     finally:
         await launch.shutdown()
+        stop_local_server(data)
 
 
 @pytest.mark.usefixtures("wide_umask")

@@ -1,6 +1,7 @@
 """`cairn ticket` in a real terminal: tmux runs the real command, keys go in, the screen is read.
 
-A smoke test of the interactive ticket end to end: plan review, edit approval, one commit, exit 0.
+A smoke test of the interactive ticket end to end: plan review, edit approval, one commit, exit 0,
+and nothing left running but the local server.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cairn_client.local_server import process_running, read_state, stop_local_server
 from cairn_fakes.runner import FakeModelServer
 from support.repos import APP_AFTER, APP_BEFORE, GIT_ENV, run_git
 from support.servers import call, model_env, script
@@ -55,8 +57,9 @@ def test_a_ticket_is_planned_approved_and_committed_in_a_real_terminal(
             lambda s: "-    return 1" in s and "+    return sum(items)" in s and "Allow once" in s,
         )
         helpers = term.note_processes()
-        assert any("cairn_server serve" in args for args in helpers.values()), (
-            f"no embedded cairn_server below the ticket: {helpers}\n{screen}"
+        state = read_state(tmp_path / "data")
+        assert state is not None and "cairn_server serve" in helpers.get(state.pid, ""), (
+            f"no local cairn_server below the ticket: {helpers}\n{screen}"
         )
         assert (repo / "app.py").read_text() == APP_BEFORE, f"edited before approval:\n{screen}"
 
@@ -68,5 +71,9 @@ def test_a_ticket_is_planned_approved_and_committed_in_a_real_terminal(
         assert f"{EXIT_MARKER}0" in screen, f"`cairn ticket` did not exit with 0:\n{screen}"
         assert run_git(repo, "rev-list", "--count", f"main..{BRANCH}") == "1"
         assert run_git(repo, "show", f"{BRANCH}:app.py") + "\n" == APP_AFTER
-        left = wait_until_gone(term.seen_processes, seconds=10)
+        # The local server stays up for the next `cairn`; nothing else is left.
+        others = {pid: args for pid, args in term.seen_processes.items() if pid != state.pid}
+        left = wait_until_gone(others, seconds=10)
         assert not left, f"still running after the ticket quit: {left}\n{screen}"
+        assert process_running(state.pid)
+        stop_local_server(tmp_path / "data")

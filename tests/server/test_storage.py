@@ -32,6 +32,7 @@ from cairn_server.storage.db import (
     Database,
     alembic_config,
     default_database_url,
+    head_revision,
     include_in_schema_compare,
     is_search_index,
     open_database,
@@ -480,3 +481,11 @@ async def test_tool_call_must_belong_to_its_runs_conversation(store: Store) -> N
         await store.create_tool_call(other.id, run.id, "tc", "read", {})
     with pytest.raises(NotFoundError):
         await store.create_run("cnv_missing", "gpt-test")
+
+
+def test_the_head_read_from_the_scripts_is_alembics() -> None:
+    """A database at this revision opens without loading Alembic: it must be Alembic's head."""
+    from alembic.script import ScriptDirectory
+
+    config = alembic_config("sqlite://")
+    assert head_revision() == ScriptDirectory.from_config(config).get_current_head()

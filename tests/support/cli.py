@@ -13,12 +13,21 @@ from pathlib import Path
 CAIRN = [sys.executable, "-m", "cairn_client.cli"]
 
 
+# A local server a test leaves behind stops soon (conftest also stops them all at the end).
+TEST_IDLE_EXIT_S = "30"
+
+
 def cairn_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment without CAIRN_/OPENAI_/ANTHROPIC_ settings, plus `extra`."""
     clean = {
         k: v for k, v in os.environ.items() if not k.startswith(("CAIRN_", "OPENAI_", "ANTHROPIC_"))
     }
-    return {**clean, "CAIRN_DATA_DIR": str(data_dir), **(extra or {})}
+    return {
+        **clean,
+        "CAIRN_DATA_DIR": str(data_dir),
+        "CAIRN_IDLE_EXIT_S": TEST_IDLE_EXIT_S,
+        **(extra or {}),
+    }
 
 
 def cairn(

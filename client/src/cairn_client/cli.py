@@ -6,24 +6,22 @@ line on stderr and its exit code. The work happens in launch, tui, headless and 
 
 from __future__ import annotations
 
-import difflib
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from cairn_client.config import ClientSettings
 from cairn_client.conversations_cli import conversations_app
-from cairn_client.embedded import require_server
 from cairn_client.errors import CairnError, UsageError
-from cairn_client.launch import prepare_launch, run_blocking_headless
 from cairn_client.memory_cli import context_command, memory_app
-from cairn_client.policy.types import ApproveMode
 from cairn_client.runs_cli import runs_app
 
 PICK = ""  # the value of a bare `--resume`: pick the conversation in the TUI
+
+if TYPE_CHECKING:  # `cairn --help` and `--version` import none of the work's modules
+    from cairn_client.policy.types import ApproveMode
 
 ApproveOption = Annotated[
     str | None,
@@ -86,15 +84,30 @@ def main_command(
         ),
     ] = None,
     approve: ApproveOption = None,
+    version: Annotated[
+        bool, typer.Option("--version", "-V", help="Print Cairn's version and exit.")
+    ] = False,
 ) -> None:
+    if version:
+        from cairn_client.entry import version as installed_version
+
+        typer.echo(f"cairn {installed_version()}")
+        raise typer.Exit(0)
     if ctx.invoked_subcommand is not None:
         return
     if resume and resume_id is not None:
         raise UsageError("use either --continue or --resume, not both")
     if prompt is not None and resume_id == PICK:
         raise UsageError("with -p, --resume needs a conversation id (or use -c for the latest)")
+
+    from cairn_client.config import ClientSettings
+    from cairn_client.launch import prepare_launch, run_blocking_headless, say
+
     launch = prepare_launch(
-        Path.cwd(), settings=ClientSettings.from_env(), approve=_approve_mode(approve)
+        Path.cwd(),
+        settings=ClientSettings.from_env(),
+        approve=_approve_mode(approve),
+        notify=say if prompt is not None else None,  # the TUI shows them as it opens
     )
     if prompt is not None:
         raise typer.Exit(
@@ -174,6 +187,8 @@ def ticket(
         headless=headless or json_output or not (sys.stdin.isatty() and sys.stdout.isatty()),
         as_json=json_output,
     )
+    from cairn_client.config import ClientSettings
+
     raise typer.Exit(run_ticket(Path.cwd(), request, ClientSettings.from_env(), run_in_tui))
 
 
@@ -182,7 +197,17 @@ def ticket(
     add_help_option=False,
 )
 def server(ctx: typer.Context) -> None:
-    """Run the Cairn server (same as `cairn-server`; try `cairn server --help`)."""
+    """`status`, `stop`: the local server `cairn` keeps up; else as `cairn-server` (--help)."""
+    if ctx.args in (["status"], ["stop"]):
+        from cairn_client.config import ClientSettings
+        from cairn_client.local_server import status_lines, stop_local_server
+
+        data_dir = ClientSettings.from_env().data_dir
+        lines = status_lines(data_dir) if ctx.args == ["status"] else [stop_local_server(data_dir)]
+        typer.echo("\n".join(lines))
+        return
+    from cairn_client.embedded import require_server
+
     require_server("`cairn server`")
     from cairn_server.cli import app as server_app
 
@@ -201,6 +226,7 @@ def patch_apply(
     Exit 0: applied (or applies, with --check); 1: refused, with a reason per hunk;
     2: the diff could not be read.
     """
+    from cairn_client.config import ClientSettings
     from cairn_client.tools.changes import apply_changes, patch_changes
     from cairn_client.tools.paths import ToolError
     from cairn_client.workspace import detect_workspace
@@ -224,6 +250,8 @@ def patch_apply(
 
 
 def _change_summary(path: str, before: str | None, after: str | None, check: bool) -> str:
+    import difflib
+
     verb = "create" if before is None else "delete" if after is None else "edit"
     done = (
         f"would {verb}" if check else {"create": "created", "delete": "deleted"}.get(verb, "edited")

@@ -67,6 +67,8 @@ class ClientSettings(BaseModel):
     )
     # The embedded server's database (default: a SQLite file in data_dir).
     database_url: str | None = Field(None, validation_alias="CAIRN_DATABASE_URL")
+    # The background local server stops after this long with no client and no run.
+    idle_exit_s: float = Field(1800.0, gt=0.0, validation_alias="CAIRN_IDLE_EXIT_S")
     editor: str = Field("vi", validation_alias=AliasChoices("VISUAL", "EDITOR"))
     tickets: TicketSettings = Field(default_factory=TicketSettings)
     # What child processes start from: the environment as it was at start.

@@ -1,6 +1,7 @@
-"""The embedded local server: `cairn` with no server configured starts its own.
+"""Starting a local `cairn-server` process: its command, environment, token and port.
 
-Owns spawning `cairn-server` on a free loopback port with a SQLite file and a local token.
+Owns spawning it on a free loopback port with a SQLite file and the local token, and the
+private child server `cairn demo` keeps; the shared background one is `local_server`'s.
 """
 
 from __future__ import annotations
@@ -53,8 +54,62 @@ def local_token(data_dir: Path) -> str:
     return token
 
 
+def server_environment(
+    environ: Mapping[str, str], data_dir: Path, token: str, database_url: str | None
+) -> dict[str, str]:
+    """What a local server starts with: the client's environment snapshot, its database (a
+    SQLite file in the data folder unless set) and the token it accepts."""
+    return {
+        **environ,
+        "CAIRN_DATABASE_URL": database_url
+        or environ.get("CAIRN_DATABASE_URL")
+        or f"sqlite+aiosqlite:///{data_dir / 'cairn.db'}",
+        "CAIRN_BOOTSTRAP_TOKEN": token,
+    }
+
+
+def start_server_process(
+    data_dir: Path, env: Mapping[str, str], options: list[str]
+) -> subprocess.Popen[bytes]:
+    """`cairn-server serve` on a free loopback port in its own session, logging to the data
+    folder's server.log; `announced_port` says where it listens."""
+    require_server(
+        "no server is configured (set CAIRN_SERVER_URL and CAIRN_TOKEN), and starting a local one"
+    )
+    private_dir(data_dir)
+    command = [sys.executable, "-m", "cairn_server", "serve", "--host", "127.0.0.1"]
+    command += ["--port", "0", "--announce", *options]
+    with private_file(data_dir / "server.log").open("ab") as log:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=dict(env),
+            cwd=data_dir,  # a server that outlives this `cairn` holds no repository open
+            start_new_session=True,
+        )
+
+
+def announced_port(process: subprocess.Popen[bytes], data_dir: Path) -> int:
+    """The port `process` says it listens on once it is ready; EmbeddedServerError if it
+    fails or takes too long (the caller stops it)."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], STARTUP_TIMEOUT_S)
+    line = process.stdout.readline() if ready else b""
+    process.stdout.close()  # nothing more comes: a server left running never blocks on it
+    try:
+        return int(json.loads(line)["port"])
+    except (ValueError, KeyError, TypeError):
+        problem = "did not start in time" if not ready else "failed to start"
+        raise EmbeddedServerError(
+            f"the local server {problem}; see {data_dir / 'server.log'}"
+        ) from None
+
+
 class EmbeddedServer:
-    """A `cairn-server` child process; restarted by `ensure_running` if it died."""
+    """A private `cairn-server` child process that ends with this `cairn` (`cairn demo`,
+    tests); restarted by `ensure_running` if it died. Others share `local_server`'s."""
 
     def __init__(
         self,
@@ -69,7 +124,7 @@ class EmbeddedServer:
         self._extra_env = dict(extra_env or {})
         # The child starts from the client's environment (the settings' snapshot).
         self._environ = dict(environ)
-        self._database_url = database_url or self._environ.get("CAIRN_DATABASE_URL")
+        self._database_url = database_url
         self._process: subprocess.Popen[bytes] | None = None
         self.url: str | None = None
 
@@ -95,44 +150,22 @@ class EmbeddedServer:
         """Start the child without waiting for it, so it boots while the client starts up."""
         if self.running:
             return
-        require_server(
-            "no server is configured (set CAIRN_SERVER_URL and CAIRN_TOKEN), and starting a "
-            "local one"
+        env = server_environment(self._environ, self.data_dir, self.token, self._database_url)
+        self._process = start_server_process(
+            self.data_dir,
+            {**env, **self._extra_env},
+            ["--exit-with-parent", str(os.getpid())],
         )
-        private_dir(self.data_dir)
-        env = {
-            **self._environ,
-            "CAIRN_DATABASE_URL": self._database_url
-            or f"sqlite+aiosqlite:///{self.data_dir / 'cairn.db'}",
-            "CAIRN_BOOTSTRAP_TOKEN": self.token,
-            **self._extra_env,
-        }
-        command = [sys.executable, "-m", "cairn_server", "serve", "--host", "127.0.0.1"]
-        command += ["--port", "0", "--announce", "--exit-with-parent", str(os.getpid())]
-        with private_file(self.data_dir / "server.log").open("ab") as log:
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                env=env,
-                start_new_session=True,
-            )
         self.url = None
 
     def _read_port(self) -> int:
         process = self._process
-        assert process is not None and process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], STARTUP_TIMEOUT_S)
-        line = process.stdout.readline() if ready else b""
+        assert process is not None
         try:
-            return int(json.loads(line)["port"])
-        except (ValueError, KeyError, TypeError):
+            return announced_port(process, self.data_dir)
+        except EmbeddedServerError:
             self.terminate()
-            problem = "did not start in time" if not ready else "failed to start"
-            raise EmbeddedServerError(
-                f"the local server {problem}; see {self.data_dir / 'server.log'}"
-            ) from None
+            raise
 
     def terminate(self) -> None:
         """Ask the child to stop; no event loop needed (e.g. after the TUI's loop closed)."""

@@ -6,8 +6,9 @@ Owns choosing remote or embedded, and wiring workspace, policy and listener into
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cairn_client.call_log import CallLog
@@ -15,6 +16,7 @@ from cairn_client.config import ClientSettings
 from cairn_client.embedded import EmbeddedServer
 from cairn_client.errors import EXIT_USAGE, CairnError
 from cairn_client.listener import SessionListener
+from cairn_client.local_server import LocalServer, Notify
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import load_settings, user_config_dir
 from cairn_client.policy.types import ApproveMode
@@ -39,6 +41,9 @@ class Launch:
     endpoint: Endpoint
     embedded: EmbeddedServer | None
     call_log: CallLog
+    local: LocalServer | None = None
+    # What the launch had to say (the local server restarted), for the front end to show.
+    notices: list[str] = field(default_factory=list)
 
     def session(
         self, listener: SessionListener, conversation: str = "latest", *, interactive: bool = False
@@ -53,16 +58,27 @@ class Launch:
             conversation,
             call_log=self.call_log,
             interactive=interactive,
+            notes=self.notices,
         )
 
     async def shutdown(self) -> None:
+        """Stop a private server; the shared local server stays up for the next `cairn`."""
         if self.embedded is not None:
             await self.embedded.stop()
+        if self.local is not None:
+            self.local.abandon()
 
     def shutdown_now(self) -> None:
         """For when no event loop is left (after the TUI exits)."""
         if self.embedded is not None:
             self.embedded.terminate()
+        if self.local is not None:
+            self.local.abandon()
+
+
+def say(line: str) -> None:
+    """A notice for the person (the local server restarted): one line on stderr."""
+    print(f"cairn: {line}", file=sys.stderr, flush=True)
 
 
 def prepare_launch(
@@ -71,26 +87,50 @@ def prepare_launch(
     settings: ClientSettings,
     approve: ApproveMode | None = None,
     server_env: Mapping[str, str] | None = None,
+    notify: Notify | None = say,
 ) -> Launch:
-    """Wire the session for `cwd` with the settings read at start (`server_env`: variables the
-    embedded server gets on top of the client's environment)."""
+    """Wire the session for `cwd` with the settings read at start: the remote server if one is
+    set, else the shared local server (found or started now), or with `server_env` (variables
+    on top of the client's environment) a private server that ends with this process.
+    `notify` hears what a person should know (the local server restarted); None keeps it in
+    `Launch.notices` (the TUI shows them as it opens)."""
     private_dir(settings.data_dir)  # also tightens what an older cairn left readable
-    workspace = detect_workspace(cwd, environ=settings.process_env)
-    policy_settings = load_settings(workspace.root)
-    # The embedded server's data (its token) and Cairn's settings are never shown to commands.
-    hidden = [settings.data_dir, user_config_dir()]
-    sandbox = Sandbox.detect(policy_settings.sandbox, hidden, environ=settings.process_env)
-    policy = Policy(policy_settings, approve_override=approve, sandbox=sandbox)
-    call_log = CallLog.in_data_dir(settings.data_dir, workspace.root)
+    if settings.server_url and not settings.token:
+        raise LaunchError("CAIRN_SERVER_URL is set but CAIRN_TOKEN is not; set both")
+    notices: list[str] = []
+    local: LocalServer | None = None
+    if not settings.server_url and server_env is None:
+        local = LocalServer(
+            settings.data_dir,
+            environ=settings.process_env,
+            database_url=settings.database_url,
+            idle_exit_s=settings.idle_exit_s,
+            notify=notify or notices.append,
+        )
+        local.find_or_start()  # first: a new one boots while the client finishes starting
+    try:
+        workspace = detect_workspace(cwd, environ=settings.process_env)
+        policy_settings = load_settings(workspace.root)
+        # The local server's data (its token) and Cairn's settings are never shown to commands.
+        hidden = [settings.data_dir, user_config_dir()]
+        sandbox = Sandbox.detect(policy_settings.sandbox, hidden, environ=settings.process_env)
+        policy = Policy(policy_settings, approve_override=approve, sandbox=sandbox)
+        call_log = CallLog.in_data_dir(settings.data_dir, workspace.root)
+    except BaseException:
+        if local is not None:  # a server started for nothing does not linger
+            local.abandon()
+        raise
     if settings.server_url:
-        if not settings.token:
-            raise LaunchError("CAIRN_SERVER_URL is set but CAIRN_TOKEN is not; set both")
+        assert settings.token is not None
         url = settings.server_url
 
         async def remote() -> str:
             return url
 
         return Launch(workspace, policy, Endpoint(settings.token, remote), None, call_log)
+    if local is not None:
+        endpoint = Endpoint(local.token, local.ensure_running)
+        return Launch(workspace, policy, endpoint, None, call_log, local, notices)
     embedded = EmbeddedServer(
         settings.data_dir,
         server_env,

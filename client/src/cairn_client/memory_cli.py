@@ -6,7 +6,6 @@ CairnErrors (cli.py prints them): exit 1 server error or not found, 2 usage erro
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shlex
@@ -22,9 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cairn_client.config import ClientSettings
 from cairn_client.errors import EXIT_FAILURE, CairnError, UsageError
-from cairn_client.launch import prepare_launch
 from cairn_client.memory_format import (
     HISTORY_COLUMNS,
     block_heading,
@@ -38,6 +35,7 @@ if TYPE_CHECKING:  # the REST client (httpx) is imported only when a command run
     from cairn_protocol.rest import AgentPublic, BlockPublic, BlockVersionPublic, ContextReport
 
     from cairn_client.api import CairnApi
+    from cairn_client.config import ClientSettings
 
 T = TypeVar("T")
 Work = Callable[["CairnApi", "AgentPublic"], Awaitable[T]]
@@ -186,11 +184,14 @@ def edit_command(label: LabelArg, reason: ReasonOpt = None) -> None:
     """Edit a block's value in $VISUAL or $EDITOR; saved only if no one changed it meanwhile."""
 
     from cairn_client.api import ApiError
+    from cairn_client.config import ClientSettings
 
     settings = ClientSettings.from_env()
 
     async def work(api: CairnApi, agent: AgentPublic) -> str:
         block = await api.get_block(agent.id, label)
+        import asyncio
+
         edited = await asyncio.to_thread(_edit_text, settings.editor, label, block.value)
         if edited == block.value:
             return f"{label}: no change"
@@ -349,6 +350,8 @@ def run_with_server(work: Work[T], settings: ClientSettings | None = None) -> T:
     """Find this workspace's server and agent and do `work`; `settings` are the command's
     (default: read from the environment now, once for the command)."""
     from cairn_client.api import CairnApi
+    from cairn_client.config import ClientSettings
+    from cairn_client.launch import prepare_launch
 
     launch = prepare_launch(Path.cwd(), settings=settings or ClientSettings.from_env())
 
@@ -359,6 +362,8 @@ def run_with_server(work: Work[T], settings: ClientSettings | None = None) -> T:
                 return await work(api, agent)
         finally:
             await launch.shutdown()
+
+    import asyncio  # here: `cairn --help` does not load it
 
     return asyncio.run(main())
 

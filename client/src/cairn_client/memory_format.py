@@ -9,7 +9,6 @@ import difflib
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from cairn_protocol.redaction import secrets_phrase
 from rich.text import Text
 
 if TYPE_CHECKING:
@@ -31,6 +30,8 @@ def block_heading(block: BlockPublic) -> str:
 
 def redacted_note(block: BlockPublic) -> str:
     """`1 secret redacted before storing`: the server cut secrets from what was saved."""
+    from cairn_protocol.redaction import secrets_phrase  # loads the protocol: only when needed
+
     return f"{secrets_phrase(block.secrets_redacted)} redacted before storing"
 
 

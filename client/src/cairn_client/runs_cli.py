@@ -10,10 +10,8 @@ import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from cairn_protocol import Usage
 from rich.text import Text
 
-from cairn_client.formatting import CONTINUE_LATER, stop_sentence, usage_label
 from cairn_client.memory_cli import (
     ConversationOption,
     conversation_or_latest,
@@ -99,6 +97,10 @@ def _print_run(run: RunPublic) -> None:
     console = plain_console()
     outcome = " · ".join(part for part in (run.status, run.stop_reason) if part)
     console.print(Text(f"{run.id} · {outcome}", style="bold"))
+    from cairn_protocol import Usage
+
+    from cairn_client.formatting import CONTINUE_LATER, stop_sentence, usage_label
+
     usage = Usage(
         input_tokens=run.input_tokens,
         cached_input_tokens=run.cached_input_tokens,

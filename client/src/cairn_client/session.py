@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -108,8 +108,10 @@ class ClientSession:
         *,
         call_log: CallLog,
         interactive: bool = False,
+        notes: Sequence[str] = (),
     ) -> None:
         self.endpoint = endpoint
+        self._notes = list(notes)  # about the launch (the local server restarted), shown first
         self.workspace = workspace
         self.policy = policy
         self.listener = listener
@@ -181,9 +183,10 @@ class ClientSession:
         self.policy.set_mode(mode)
 
     def startup_notes(self) -> list[str]:
-        """What the person must know once, at start: the workspace, settings, the sandbox."""
+        """What the person must know once, at start: the local server, the workspace, settings,
+        the sandbox."""
         workspace = self.workspace.startup_note()
-        return [*([workspace] if workspace else []), *self.policy.startup_notes()]
+        return [*self._notes, *([workspace] if workspace else []), *self.policy.startup_notes()]
 
     @property
     def settings_file(self) -> str:

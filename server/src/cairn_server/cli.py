@@ -21,10 +21,13 @@ from typing import Annotated, TypeVar
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 
+from cairn_server.api.activity import Activity
 from cairn_server.api.app import create_app
 from cairn_server.api.background import bind_listening
 from cairn_server.config import ServerSettings, SettingsError
+from cairn_server.runtime.runtime import Runtime
 from cairn_server.storage.db import open_database
 from cairn_server.storage.models import ApiToken
 from cairn_server.storage.repository import NotFoundError
@@ -59,24 +62,62 @@ def serve(
     exit_with_parent: Annotated[
         int | None, typer.Option(help="Stop when the process with this pid is gone.")
     ] = None,
+    state_file: Annotated[
+        Path | None,
+        typer.Option(help='A file naming this server ({"pid": N, ...}); removed when it stops.'),
+    ] = None,
     log_level: str = "warning",
 ) -> None:
-    """Serve the websocket and REST API."""
+    """Serve the websocket and REST API (CAIRN_IDLE_EXIT_S: stop after that long unused)."""
     settings = _settings(database_url)
     bind_host = host or settings.host
     sock = bind_listening(bind_host, settings.port if port is None else port)
     bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings), log_level=log_level, ws_ping_interval=20, ws_ping_timeout=20
-    )
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level=log_level, ws_ping_interval=20, ws_ping_timeout=20)
     server = uvicorn.Server(config)
     if exit_with_parent is not None:
         _watch_parent(server, exit_with_parent)
+    if settings.idle_exit_s is not None:
+        _exit_when_idle(server, app, settings.idle_exit_s)
     if announce:
         _announce_when_started(server, bound_port)
     else:
         typer.echo(f"cairn-server listening on http://{bind_host}:{bound_port}", err=True)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if state_file is not None:
+            _forget_state(state_file)
+
+
+def _exit_when_idle(server: uvicorn.Server, app: FastAPI, idle_s: float) -> None:
+    """Stop once no connection has been open and no run going for `idle_s` seconds."""
+    activity: Activity = app.state.activity
+
+    def watch() -> None:
+        while not server.should_exit:
+            time.sleep(min(1.0, idle_s / 4))
+            runtime: Runtime | None = getattr(app.state, "runtime", None)
+            if runtime is not None and runtime.runs_active:
+                activity.busy()
+            elif activity.quiet_for() >= idle_s:
+                logging.getLogger("cairn_server").warning(
+                    "cairn-server: unused for %ss, stopping", f"{idle_s:g}"
+                )
+                server.should_exit = True
+
+    threading.Thread(target=watch, daemon=True, name="idle-exit").start()
+
+
+def _forget_state(path: Path) -> None:
+    """Remove the state file a client keeps about this server, if it still names this one."""
+    try:
+        named = json.loads(path.read_text()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return
+    if named == os.getpid():
+        path.unlink(missing_ok=True)
 
 
 def _watch_parent(server: uvicorn.Server, parent_pid: int) -> None:

@@ -107,6 +107,9 @@ class ServerSettings(BaseModel):
     # Unsent events a websocket client may fall behind by before it is closed (4413).
     ws_backlog_mb: int = Field(16, ge=1, validation_alias="CAIRN_WS_BACKLOG_MB")
     bootstrap_token: str | None = Field(None, validation_alias="CAIRN_BOOTSTRAP_TOKEN", repr=False)
+    # Exit after this long with no connection and no run (None: never; `cairn` sets it for
+    # the local server it starts in the background).
+    idle_exit_s: float | None = Field(None, gt=0.0, validation_alias="CAIRN_IDLE_EXIT_S")
     bootstrap_user: str = Field("local", validation_alias="CAIRN_BOOTSTRAP_USER")
     model: ModelSettings = ModelSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()

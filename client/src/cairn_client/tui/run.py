@@ -34,6 +34,8 @@ def run_tui(
         api=CairnApi(launch.endpoint.resolve, launch.endpoint.token),
         pick_conversation=pick_conversation,
     )
+    if launch.local is not None:  # a restart while the app runs is told in the app
+        launch.local.notify = lambda line: app.call_from_thread(app.notify, line)
     try:
         return app.run()
     finally:

@@ -11,7 +11,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from cairn_server import __version__
 from cairn_server.api import memory_routes, routes, ws
+from cairn_server.api.activity import Activity, CountConnections
 from cairn_server.api.errors import install_error_handlers
 from cairn_server.config import ServerSettings
 from cairn_server.memory.services import Memory
@@ -45,7 +47,9 @@ def create_app(
             await memory.aclose()
             await database.close()
 
-    app = FastAPI(title="Cairn server", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Cairn server", version=__version__, lifespan=lifespan)
+    app.state.activity = Activity()
+    app.add_middleware(CountConnections, activity=app.state.activity)
     app.include_router(routes.router)
     app.include_router(memory_routes.router)
     install_error_handlers(app)

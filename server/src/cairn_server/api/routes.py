@@ -17,6 +17,7 @@ from cairn_protocol.rest import (
 )
 from fastapi import APIRouter, Depends
 
+from cairn_server import __version__
 from cairn_server.api.deps import RuntimeDep, StoreDep, UserDep, refuse_nul
 from cairn_server.api.schemas import AgentUpdate, approval_public, public
 from cairn_server.context.budget import check_budget
@@ -28,7 +29,8 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(refuse_nul)])
 
 @router.get("/health", tags=["meta"])
 async def health() -> dict[str, str]:
-    return {"status": "ok"}
+    """Answers without a token: the client checks it and the version before using a server."""
+    return {"status": "ok", "version": __version__}
 
 
 @router.get("/agents", tags=["agents"])

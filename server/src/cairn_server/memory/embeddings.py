@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import numpy as np
-import openai
 from numpy.typing import NDArray
 
 from cairn_server.config import EmbeddingSettings
@@ -45,6 +44,8 @@ class OpenAIEmbedder:
     ) -> None:
         self.model = model
         self.base_url = base_url
+        import openai  # the SDK loads when embeddings are configured, not at every start
+
         self._client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=1
         )
@@ -59,6 +60,8 @@ class OpenAIEmbedder:
     async def _embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
         inputs = [text[:MAX_CHARS] or " " for text in texts]
         where = f"embedding model {self.model!r} at {self.base_url}"
+        import openai  # loaded by __init__ already
+
         try:
             response = await self._client.embeddings.create(
                 model=self.model, input=inputs, encoding_format="float"

@@ -112,6 +112,11 @@ class Runtime:
         """How many conversations have a hub or lock in memory now."""
         return len(self._hubs.keys() | self._locks.keys())
 
+    @property
+    def runs_active(self) -> int:
+        """How many runs are going now."""
+        return len(self._active)
+
     def running_run_id(self, conversation_id: str) -> str | None:
         active = self._active.get(conversation_id)
         return active.run.run_id if active else None

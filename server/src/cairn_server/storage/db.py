@@ -7,19 +7,21 @@ PostgreSQL; the tables live in models.py.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, event, make_url, text
+from sqlalchemy import Connection, event, inspect, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import attributes
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+if TYPE_CHECKING:  # Alembic loads only when the schema is behind (it takes a while)
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -27,6 +29,9 @@ SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 # Any constant works: it names the lock that keeps two replicas from migrating at once.
 _POSTGRES_MIGRATION_LOCK = 0x636169726E  # "cairn"
+
+_REVISION = re.compile(r'^revision: str = "([^"]+)"$', re.MULTILINE)
+_DOWN_REVISION = re.compile(r'^down_revision: [^=]+= "([^"]+)"$', re.MULTILINE)
 
 # Execution option read by the SQLite "begin" listener; see Database.session().
 _SQLITE_BEGIN = "cairn_sqlite_begin"
@@ -102,6 +107,8 @@ def alembic_config(url: str) -> Config:
 
     For a new migration: `command.revision(alembic_config(url), "what", autogenerate=True)`.
     """
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -165,9 +172,39 @@ def _upgrade_to_head(connection: Connection, url: str) -> None:
         connection.execute(
             text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_MIGRATION_LOCK}
         )
+    head = head_revision()
+    if head is not None and _current_revision(connection) == head:
+        return  # up to date: what Alembic would find, without loading it
+    from alembic import command
+
     config = alembic_config(url)
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+def head_revision() -> str | None:
+    """The newest migration's revision, read from the scripts' text; None unless they form
+    one line (then Alembic decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        source = script.read_text(encoding="utf-8")
+        revision = _REVISION.search(source)
+        if revision is None:
+            return None
+        revisions.add(revision.group(1))
+        parents.update(found.group(1) for found in _DOWN_REVISION.finditer(source))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _current_revision(connection: Connection) -> str | None:
+    """The revision the database's schema is at, None for a new database."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+    found = list(versions)
+    return str(found[0]) if len(found) == 1 else None
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
