@@ -54,3 +54,12 @@ def test_help_and_version_load_no_heavy_library(argument: str) -> None:
     )
     assert ("Usage: cairn" if argument == "--help" else "cairn ") in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("command", [[], ["memory", "set"], ["runs", "list"], ["conversations"]])
+def test_help_shows_flags_without_a_type(command: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cairn_client.cli", *command, "--help"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert "-h, --help" in done.stdout and "<bool>" not in done.stdout

@@ -25,7 +25,9 @@ if TYPE_CHECKING:  # `cairn --help` and `--version` import none of the work's mo
 
 ApproveOption = Annotated[
     str | None,
-    typer.Option(help="What runs without asking: none, edits or all (default: settings)."),
+    typer.Option(
+        metavar="MODE", help="What runs without asking: none, edits or all (default: settings)."
+    ),
 ]
 
 
@@ -43,6 +45,7 @@ class CairnCommand(TyperGroup):
 
 app = typer.Typer(
     cls=CairnCommand,
+    rich_markup_mode=None,  # plain help: no <bool>/<str> type column
     help="Cairn: a stateful coding agent for this repository.",
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -51,6 +54,7 @@ app.add_typer(memory_app, name="memory")
 app.add_typer(runs_app, name="runs")
 app.add_typer(conversations_app, name="conversations")
 patch_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: no <bool>/<str> type column
     help="Apply unified diffs to the workspace the way the apply_patch tool does.",
     no_args_is_help=True,
 )
@@ -63,7 +67,12 @@ def main_command(
     ctx: typer.Context,
     prompt: Annotated[
         str | None,
-        typer.Option("-p", "--print", help="Run one request headless and print the answer."),
+        typer.Option(
+            "-p",
+            "--print",
+            metavar="REQUEST",
+            help="Run one request headless and print the answer.",
+        ),
     ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="With -p: one JSON event per line.")

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the REST client (httpx) is imported only when a command run
     from cairn_client.api import CairnApi
 
 conversations_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: no <bool>/<str> type column
     help="The agent's conversations in this repository (continue one with `cairn --resume ID`).",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -47,6 +47,7 @@ ConversationOption = Annotated[
 
 
 memory_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: no <bool>/<str> type column
     help="Read, edit and undo the agent's core memory blocks for this repository.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},

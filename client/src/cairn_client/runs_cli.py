@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the REST client (httpx) is imported only when a command run
 SHORT_HASH = len("sha256:") + 12
 
 runs_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: no <bool>/<str> type column
     help="The agent's runs in this repository: usage, cost, every approval and denial, and "
     "what came of each call.",
     no_args_is_help=True,

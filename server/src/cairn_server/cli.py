@@ -35,7 +35,11 @@ from cairn_server.storage.store import Store
 
 T = TypeVar("T")
 
-app = typer.Typer(help="Cairn server: the agent runtime behind `cairn`.", no_args_is_help=True)
+app = typer.Typer(
+    help="Cairn server: the agent runtime behind `cairn`.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: no <bool>/<str> type column
+)
 
 DatabaseOption = Annotated[
     str | None, typer.Option("--database-url", help="Default: CAIRN_DATABASE_URL or a SQLite file.")
@@ -167,7 +171,9 @@ def create_token(
     typer.echo(_with_store(settings, lambda store: store.create_token(user, label, lifetime)))
 
 
-tokens_app = typer.Typer(help="List and revoke API tokens.", no_args_is_help=True)
+tokens_app = typer.Typer(
+    help="List and revoke API tokens.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(tokens_app, name="tokens")
 
 
