@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from cairn_client.policy.settings import load_settings
+from cairn_client.policy.settings import PolicySettings, load_settings
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.tools.base import PreparedCall, ToolOutcome
 from cairn_client.tools.registry import prepare_call
@@ -673,13 +673,46 @@ async def test_a_run_started_elsewhere_shows_its_user_text() -> None:
         assert chat_entries(app) == ["sent from another client"]
 
 
-@pytest.mark.parametrize("how", [["ctrl+q"], ["ctrl+c"], [*"/quit", "enter"]])
+@pytest.mark.parametrize("how", [["ctrl+q"], ["ctrl+c", "ctrl+c"], [*"/quit", "enter"]])
 async def test_quitting_closes_the_session_first(how: list[str]) -> None:
     async with scripted_run() as (app, session, pilot):
         await pilot.press(*how)
         await settle(pilot)
     assert session.closed
     assert app.return_value is None
+
+
+async def test_ctrl_c_interrupts_the_run_first_and_quits_when_pressed_again() -> None:
+    async with scripted_run() as (app, session, pilot):
+        session.events(RunStarted(seq=4, run_id="run-1", user_text="long job"))
+        await settle(pilot)
+        await pilot.press("ctrl+c")
+        await settle(pilot)
+        assert session.cancels == 1 and "interrupting…" in status_text(app)
+        assert app.return_code is None and not session.closed  # still open
+        await pilot.press("ctrl+c")
+        await settle(pilot)
+    assert session.closed and app.return_code == 0
+
+
+async def test_ctrl_c_when_idle_asks_for_a_second_press() -> None:
+    async with scripted_run() as (app, session, pilot):
+        await pilot.press("ctrl+c")
+        await settle(pilot)
+        assert session.cancels == 0 and app.return_code is None
+        assert any("Ctrl-C again" in str(n.message) for n in app._notifications)
+
+
+async def test_shift_tab_cycles_the_everyday_permission_modes() -> None:
+    policy = policy_for(PolicySettings(user_file=Path("/nonexistent/cairn.toml")))
+    async with scripted_run(policy=policy) as (app, session, pilot):
+        seen = []
+        for _ in range(4):
+            await pilot.press("shift+tab")
+            await settle(pilot)
+            seen.append(session.mode)
+        assert seen == ["accept-edits", "plan", "default", "accept-edits"]
+        assert "accept-edits" in status_text(app)
 
 
 # ---------------------------------------------------------------- welcome, setup, history

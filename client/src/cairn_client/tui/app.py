@@ -8,6 +8,7 @@ commands of the command table do in the TUI; the memory screen and context panel
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import ClassVar, Protocol
 
@@ -74,6 +75,10 @@ RUNNING = "running… (esc to interrupt)"
 INTERRUPTING = "interrupting…"
 COMPACTING = "compacting…"
 DEMO_RESULT = "demo"
+# A second Ctrl-C within this many seconds quits; the first one interrupts.
+CTRL_C_AGAIN_S = 2.0
+# What Shift+Tab cycles through: the everyday modes (strict and bypass only by /mode).
+CYCLED_MODES: tuple[Mode, ...] = ("default", "accept-edits", "plan")
 
 # Errors that answer a request the user made (/compact), told as notices rather than failures.
 REFUSAL_CODES = frozenset({"nothing_to_compact", "run_in_progress"})
@@ -114,7 +119,14 @@ class CairnApp(App[str]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "interrupt", "Interrupt", show=False, id="cairn.interrupt"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="cairn.quit"),
-        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="cairn.quit_ctrl_c"),
+        Binding(
+            "ctrl+c", "ctrl_c", "Interrupt, then quit", show=False, priority=True,
+            id="cairn.quit_ctrl_c",
+        ),
+        Binding(
+            "shift+tab", "cycle_mode", "Next permission mode", show=False, priority=True,
+            id="cairn.cycle_mode",
+        ),
         Binding("pageup", "scroll_chat(-1)", "Scroll up", show=False, id="cairn.page_up"),
         Binding("pagedown", "scroll_chat(1)", "Scroll down", show=False, id="cairn.page_down"),
         Binding("f2", "memory", "Memory", show=False, id="cairn.memory"),
@@ -153,6 +165,7 @@ class CairnApp(App[str]):
         self._session_failed = False
         self._quitting = False
         self._running_run_id: str | None = None
+        self._last_ctrl_c = -CTRL_C_AGAIN_S
         self._retrying = False  # the activity shows a model retry until the run goes on
         self._usage = Usage()
         # Texts sent from here whose run_started has not come back yet (so they aren't shown twice).
@@ -609,6 +622,31 @@ class CairnApp(App[str]):
     def action_interrupt(self) -> None:
         if self._running_run_id is not None:
             self._interrupt()
+
+    def action_ctrl_c(self) -> None:
+        """Ctrl-C stops the running work first; pressed again soon after, it quits."""
+        now = time.monotonic()
+        if now - self._last_ctrl_c <= CTRL_C_AGAIN_S:
+            self._close_and_exit(None)
+            return
+        self._last_ctrl_c = now
+        if self._running_run_id is not None:
+            self._interrupt()
+        self.notify("Press Ctrl-C again to quit.", timeout=CTRL_C_AGAIN_S)
+
+    def action_cycle_mode(self) -> None:
+        """Shift+Tab: the next everyday permission mode (default → accept-edits → plan); over
+        another screen (memory, a dialog) it moves the focus back, as it does elsewhere."""
+        if len(self.screen_stack) > 1:
+            self.screen.focus_previous()
+            return
+        current = self._session.mode if self._session is not None else None
+        if current is None:
+            return
+        position = CYCLED_MODES.index(current) + 1 if current in CYCLED_MODES else 0
+        following = CYCLED_MODES[position % len(CYCLED_MODES)]
+        self.set_mode(following)
+        self.notify(f"Permission mode: {following}", timeout=2)
 
     def on_interrupt_requested(self, _message: InterruptRequested) -> None:
         self._interrupt()
