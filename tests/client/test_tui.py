@@ -682,6 +682,21 @@ async def test_quitting_closes_the_session_first(how: list[str]) -> None:
     assert app.return_value is None
 
 
+async def test_cost_says_what_the_session_spent() -> None:
+    async with scripted_run() as (app, session, pilot):
+        session.events(
+            RunStarted(seq=4, run_id="run-1", user_text="work"),
+            finished(input_tokens=2000, cached_input_tokens=500, output_tokens=20, cost_usd=0.002),
+        )
+        await settle(pilot)
+        await type_and_send(pilot, "/cost")
+        await settle(pilot)
+        assert chat_entries(app)[-1] == (
+            "This session: in 2,000 · cached 500 · out 20 · $0.0020"
+        )
+        assert session.sent == []
+
+
 async def test_ctrl_c_interrupts_the_run_first_and_quits_when_pressed_again() -> None:
     async with scripted_run() as (app, session, pilot):
         session.events(RunStarted(seq=4, run_id="run-1", user_text="long job"))

@@ -37,6 +37,9 @@ class TuiHost(Protocol):
 
     async def undo(self) -> None: ...
 
+    async def show_cost(self) -> None:
+        """Say what this session's model calls cost: tokens in, cached, out, and dollars."""
+
     async def open_memory(self) -> None: ...
 
     async def open_context(self) -> None: ...
@@ -154,6 +157,11 @@ COMMANDS: tuple[SlashCommand, ...] = (
         argument="word",
         hint="[name]",
         tui=lambda host, invocation: host.permission_mode(invocation.argument),
+    ),
+    SlashCommand(
+        "cost",
+        "show this session's tokens and cost",
+        tui=lambda host, _: host.show_cost(),
     ),
     SlashCommand(
         "new",

@@ -50,6 +50,7 @@ from cairn_client.formatting import (
     run_ending,
     shorten,
     tool_line,
+    usage_label,
 )
 from cairn_client.listener import ConnectionState, SessionControl, SessionListener
 from cairn_client.policy.types import MODES, Approval, Mode, Verdict, as_mode
@@ -514,6 +515,9 @@ class CairnApp(App[str]):
 
     async def close_and_quit(self) -> None:
         self._close_and_exit(None)
+
+    async def show_cost(self) -> None:
+        await self.chat.add_notice(f"This session: {usage_label(self._usage)}", "info")
 
     async def undo(self) -> None:
         """Revert the last change applied in this session, or say why not."""
