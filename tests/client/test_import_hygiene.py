@@ -63,3 +63,13 @@ def test_help_shows_flags_without_a_type(command: list[str]) -> None:
         capture_output=True, text=True, timeout=60, check=True,
     )
     assert "-h, --help" in done.stdout and "<bool>" not in done.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["context"], ["runs", "list"], ["runs", "show"]])
+def test_dash_c_means_continue_wherever_it_is_offered(command: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cairn_client.cli", *command, "--help"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    offered = [line for line in done.stdout.splitlines() if line.strip().startswith("-c")]
+    assert all("--continue" in line for line in offered), offered

@@ -42,7 +42,8 @@ Work = Callable[["CairnApi", "AgentPublic"], Awaitable[T]]
 
 ConversationOption = Annotated[
     str | None,
-    typer.Option("--conversation", "-c", help="Conversation id (default: the latest)."),
+    # No -c: on every command `-c` means "continue the latest conversation".
+    typer.Option("--conversation", help="Conversation id (default: the latest)."),
 ]
 
 
