@@ -21,6 +21,7 @@ from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import load_settings, user_config_dir
 from cairn_client.policy.types import ApproveMode
 from cairn_client.private_files import private_dir
+from cairn_client.prompt_history import PromptHistory
 from cairn_client.session import ClientSession, Endpoint
 from cairn_client.tools.sandbox import Sandbox
 from cairn_client.workspace import Workspace, detect_workspace
@@ -44,6 +45,8 @@ class Launch:
     local: LocalServer | None = None
     # What the launch had to say (the local server restarted), for the front end to show.
     notices: list[str] = field(default_factory=list)
+    # What was typed at the TUI's prompt in this workspace before (up/down browse it).
+    history: PromptHistory = field(default_factory=PromptHistory)
 
     def session(
         self, listener: SessionListener, conversation: str = "latest", *, interactive: bool = False
@@ -116,6 +119,7 @@ def prepare_launch(
         sandbox = Sandbox.detect(policy_settings.sandbox, hidden, environ=settings.process_env)
         policy = Policy(policy_settings, approve_override=approve, sandbox=sandbox)
         call_log = CallLog.in_data_dir(settings.data_dir, workspace.root)
+        history = PromptHistory.in_data_dir(settings.data_dir, workspace.root)
     except BaseException:
         if local is not None:  # a server started for nothing does not linger
             local.abandon()
@@ -127,10 +131,12 @@ def prepare_launch(
         async def remote() -> str:
             return url
 
-        return Launch(workspace, policy, Endpoint(settings.token, remote), None, call_log)
+        return Launch(
+            workspace, policy, Endpoint(settings.token, remote), None, call_log, history=history
+        )
     if local is not None:
         endpoint = Endpoint(local.token, local.ensure_running)
-        return Launch(workspace, policy, endpoint, None, call_log, local, notices)
+        return Launch(workspace, policy, endpoint, None, call_log, local, notices, history)
     embedded = EmbeddedServer(
         settings.data_dir,
         server_env,
@@ -139,7 +145,7 @@ def prepare_launch(
     )
     embedded.spawn()  # boots while the client finishes starting
     endpoint = Endpoint(embedded.token, embedded.ensure_running)
-    return Launch(workspace, policy, endpoint, embedded, call_log)
+    return Launch(workspace, policy, endpoint, embedded, call_log, history=history)
 
 
 def run_blocking_headless(

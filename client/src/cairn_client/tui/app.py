@@ -54,6 +54,7 @@ from cairn_client.formatting import (
 )
 from cairn_client.listener import ConnectionState, SessionControl, SessionListener
 from cairn_client.policy.types import MODES, Approval, Mode, Verdict, as_mode
+from cairn_client.prompt_history import PromptHistory
 from cairn_client.tools.base import PreparedCall, ToolOutcome
 from cairn_client.tui.messages import (
     ConnectionChanged,
@@ -68,6 +69,7 @@ from cairn_client.tui.screens.conversations import ConversationsScreen
 from cairn_client.tui.screens.memory import Drafts, MemoryScreen
 from cairn_client.tui.screens.setup import SetupChoice, SetupScreen
 from cairn_client.tui.widgets.chat import ChatView, NoticeKind
+from cairn_client.tui.widgets.prompt import PromptInput
 from cairn_client.tui.widgets.status import StatusLine
 from cairn_client.undo import UndoRefused
 
@@ -143,10 +145,12 @@ class CairnApp(App[str]):
         api: CairnApi | None = None,
         companion: AppCompanion | None = None,
         pick_conversation: bool = False,
+        history: PromptHistory | None = None,
     ) -> None:
         """`pick_conversation`: open the conversation picker once connected (`cairn --resume`
-        without an id)."""
+        without an id); `history`: what was sent before in this workspace (up/down)."""
         super().__init__()
+        self.history = history or PromptHistory()
         self._pick_at_start = pick_conversation
         self._start_session = start_session
         self.companion = companion
@@ -181,8 +185,9 @@ class CairnApp(App[str]):
 
     def compose(self) -> ComposeResult:
         yield self.chat
-        yield Input(
+        yield PromptInput(
             self._initial_input,
+            history=self.history,
             placeholder="Message cairn — Enter sends · /clear · /quit",
             id="prompt",
         )
@@ -423,6 +428,7 @@ class CairnApp(App[str]):
         text = event.value.strip()
         event.input.clear()
         if text:
+            self.history.add(text)
             await self.run_slash_command(text)
 
     async def run_slash_command(self, text: str) -> None:

@@ -33,6 +33,7 @@ def run_tui(
         initial_input=initial_input,
         api=CairnApi(launch.endpoint.resolve, launch.endpoint.token),
         pick_conversation=pick_conversation,
+        history=launch.history,
     )
     if launch.local is not None:  # a restart while the app runs is told in the app
         launch.local.notify = lambda line: app.call_from_thread(app.notify, line)
