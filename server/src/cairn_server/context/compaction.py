@@ -76,10 +76,10 @@ def replaced_tokens(previous_summary: str, evicted: Sequence[Message]) -> int:
     )
 
 
-def can_shrink(previous_summary: str, evicted: Sequence[Message], limit: int) -> bool:
-    """Whether a summary (at least SUMMARY_FLOOR_TOKENS, at most `limit`) of the previous
-    summary and `evicted` could be smaller than they are."""
-    return replaced_tokens(previous_summary, evicted) > min(SUMMARY_FLOOR_TOKENS, limit)
+def can_shrink(replaced: int, limit: int) -> bool:
+    """Whether a summary (at least SUMMARY_FLOOR_TOKENS, at most `limit`) could be smaller
+    than the `replaced` tokens it would stand in for."""
+    return replaced > min(SUMMARY_FLOOR_TOKENS, limit)
 
 
 def summary_request(

@@ -176,14 +176,11 @@ class ContextWindow:
         # not attempted when even a short summary could not, dropped when its summary did not.
         automatic = trigger != "requested"
         last_id = cut.evicted[-1].id or 0
-        if automatic and (
-            last_id == self._fruitless_cut
-            or not can_shrink(conversation.summary, cut.evicted, limit)
-        ):
+        replaced = replaced_tokens(conversation.summary, cut.evicted)
+        if automatic and (last_id == self._fruitless_cut or not can_shrink(replaced, limit)):
             return None
         method, summary, detail = await self._summarise(conversation, cut.evicted, limit, focus)
         summary, redacted = redact(summary)  # it may quote what the user typed
-        replaced = replaced_tokens(conversation.summary, cut.evicted)
         if automatic and count_tokens(with_search_hint(summary, 1)) >= replaced:
             log.info("compaction dropped: its summary is not smaller than what it replaces")
             self._fruitless_cut = last_id
