@@ -14,10 +14,11 @@ import httpx
 import pytest
 from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import ErrorEvent, Welcome
+from cairn_server import __version__ as cairn_server_version
 from cairn_server.cli import app
 from cairn_server.storage.db import open_database
 from cairn_server.storage.store import Store, TokenRefused
-from support.servers import cairn_server
+from support.servers import TEST_TOKEN, cairn_server
 from support.wire import WireClient
 from typer.testing import CliRunner, Result
 from websockets.exceptions import ConnectionClosed
@@ -121,3 +122,16 @@ async def test_an_expired_token_is_refused_everywhere(
             assert answer.status_code == 401 and "expired" in answer.json()["detail"]
             fine = await api.get("/v1/agents", headers={"Authorization": f"Bearer {lasting}"})
             assert fine.status_code == 200
+
+
+async def test_health_tells_the_version_only_to_a_valid_token(
+    database_url: str, fake_model: FakeModelServer
+) -> None:
+    with cairn_server(database_url, fake_model) as server:
+        async with httpx.AsyncClient(base_url=server.url) as api:
+            stranger = await api.get("/v1/health")
+            wrong = await api.get("/v1/health", headers={"Authorization": "Bearer nope"})
+            owner = await api.get("/v1/health", headers={"Authorization": f"Bearer {TEST_TOKEN}"})
+    assert stranger.status_code == wrong.status_code == owner.status_code == 200
+    assert stranger.json() == wrong.json() == {"status": "ok"}
+    assert owner.json() == {"status": "ok", "version": cairn_server_version}

@@ -83,15 +83,16 @@ def installed_version() -> str:
     return version("cairn-server")
 
 
-def answered_version(url: str, timeout: float = HEALTH_TIMEOUT_S) -> str | None:
-    """The version the server at `url` reports on /v1/health, or None if it does not answer."""
+def answered_version(url: str, token: str, timeout: float = HEALTH_TIMEOUT_S) -> str | None:
+    """The version the server at `url` reports on /v1/health to the holder of `token`, or None
+    if it does not answer (or does not know the token: then it is not ours to use)."""
     import http.client
     from urllib.parse import urlsplit
 
     address = urlsplit(url)
     connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=timeout)
     try:
-        connection.request("GET", "/v1/health")
+        connection.request("GET", "/v1/health", headers={"Authorization": f"Bearer {token}"})
         response = connection.getresponse()
         if response.status != 200:
             return None
@@ -204,7 +205,8 @@ class LocalServer:
                 running = server_running(state)
                 # A busy machine may be slow to answer: asked twice before it counts as gone.
                 version = (
-                    answered_version(state.url) or answered_version(state.url, 5.0)
+                    answered_version(state.url, state.token)
+                    or answered_version(state.url, state.token, 5.0)
                     if running
                     else None
                 )
@@ -258,7 +260,9 @@ class LocalServer:
             self._checked = False
             return self.url
         if self.url is not None:
-            answered = await asyncio.to_thread(answered_version, self.url, HEALTH_TIMEOUT_S)
+            answered = await asyncio.to_thread(
+                answered_version, self.url, self.token, HEALTH_TIMEOUT_S
+            )
             if answered is not None:
                 return self.url
         if self._pending is None:
@@ -320,7 +324,7 @@ def status_lines(data_dir: Path) -> list[str]:
     state = read_state(data_dir)
     if state is None or not server_running(state):
         return ["local server: not running", f"data dir:     {data_dir}"]
-    version = answered_version(state.url)
+    version = answered_version(state.url, state.token)
     answering = "running" if version is not None else "not answering"
     return [
         f"local server: {answering} (pid {state.pid})",

@@ -60,8 +60,22 @@ async def current_user(
         ) from None
 
 
+async def optional_user(
+    store: Annotated[Store, Depends(get_store)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User | None:
+    """The caller when its token is valid, else None (for routes that answer anyone)."""
+    if credentials is None:
+        return None
+    try:
+        return await store.authenticate(credentials.credentials)
+    except TokenRefused:
+        return None
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
 UserDep = Annotated[User, Depends(current_user)]
+OptionalUserDep = Annotated[User | None, Depends(optional_user)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 

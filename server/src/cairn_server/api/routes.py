@@ -18,7 +18,7 @@ from cairn_protocol.rest import (
 from fastapi import APIRouter, Depends
 
 from cairn_server import __version__
-from cairn_server.api.deps import RuntimeDep, StoreDep, UserDep, refuse_nul
+from cairn_server.api.deps import OptionalUserDep, RuntimeDep, StoreDep, UserDep, refuse_nul
 from cairn_server.api.schemas import AgentUpdate, approval_public, public
 from cairn_server.context.budget import check_budget
 from cairn_server.storage.models import Agent, Conversation, Run
@@ -28,8 +28,11 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(refuse_nul)])
 
 
 @router.get("/health", tags=["meta"])
-async def health() -> dict[str, str]:
-    """Answers without a token: the client checks it and the version before using a server."""
+async def health(caller: OptionalUserDep) -> dict[str, str]:
+    """Answers without a token; the version only to a caller whose token is valid (the client
+    checks it before using a server; strangers learn nothing they could aim at)."""
+    if caller is None:
+        return {"status": "ok"}
     return {"status": "ok", "version": __version__}
 
 
