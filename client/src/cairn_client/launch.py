@@ -14,7 +14,7 @@ from pathlib import Path
 from cairn_client.call_log import CallLog
 from cairn_client.config import ClientSettings
 from cairn_client.embedded import EmbeddedServer
-from cairn_client.errors import EXIT_USAGE, CairnError
+from cairn_client.errors import CairnError, ExitCode
 from cairn_client.listener import SessionListener
 from cairn_client.local_server import LocalServer, Notify
 from cairn_client.policy.policy import Policy
@@ -30,7 +30,7 @@ from cairn_client.workspace import Workspace, detect_workspace
 class LaunchError(CairnError, RuntimeError):
     """Configuration that cannot work; the message tells the user what to change."""
 
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
 
 
 @dataclass
