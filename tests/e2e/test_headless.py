@@ -142,7 +142,7 @@ def test_wrong_token_is_refused_clearly(
             "hi",
             env={"CAIRN_SERVER_URL": server.url, "CAIRN_TOKEN": "cairn_not_the_token"},
         )
-    assert done.returncode == 2
+    assert done.returncode == 3  # authentication (README, Exit codes)
     assert "token" in done.stderr
 
 

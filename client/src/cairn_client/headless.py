@@ -61,6 +61,8 @@ COMPACT_REFUSALS = frozenset({"nothing_to_compact", "run_in_progress"})
 
 # How long Ctrl-C waits for the cancel to reach the server before leaving anyway.
 CANCEL_WAIT_S = 5.0
+# How long a failure the listener heard waits for the session's own error (which says more).
+FAILURE_WAIT_S = 1.0
 
 
 class HeadlessListener:
@@ -296,6 +298,12 @@ async def session_result(future: asyncio.Future[T], runner: asyncio.Task[None]) 
     """The future's value, or the runner's failure if the session ends first."""
     waiting: set[asyncio.Future[Any]] = {future, runner}
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if future.done() and isinstance(future.exception(), SessionFailed):
+        # The listener heard the failure first; the session's own error, raised a moment
+        # later, carries its exit code (a refused token is not an unreachable server).
+        await asyncio.wait({runner}, timeout=FAILURE_WAIT_S)
+        if runner.done() and not runner.cancelled():
+            runner.result()
     if future.done():
         return future.result()
     runner.result()  # raises the session's failure
