@@ -179,6 +179,7 @@ def test_ctrl_c_cancels_the_run_on_the_server_too(
         _, err = process.communicate(timeout=30)
 
         assert "cairn: cancelled" in err
+        assert process.returncode == 1  # the agent did not finish (README, Exit codes)
         headers = {"Authorization": f"Bearer {TEST_TOKEN}"}
         run_url = f"{server.url}/v1/runs/{started['run_id']}"
 
