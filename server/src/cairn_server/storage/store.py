@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Literal, TypeVar, get_args
 
