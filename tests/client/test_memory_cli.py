@@ -220,7 +220,7 @@ def test_delete_asks_first_and_revert_brings_the_block_back(served: Served, repo
     deleted = cairn(served, "memory", "delete", "notes", "--yes")
     assert deleted.exit_code == 0
     assert deleted.stdout.strip() == "deleted notes (`cairn memory revert notes 1` brings it back)"
-    assert cairn(served, "memory", "show", "notes").exit_code == 1
+    assert cairn(served, "memory", "show", "notes").exit_code == 2  # no such block: usage
 
     assert cairn(served, "memory", "revert", "notes", "1").exit_code == 0
     assert block_value(served, repo, "notes") == (3, "keep me")
@@ -229,20 +229,23 @@ def test_delete_asks_first_and_revert_brings_the_block_back(served: Served, repo
 # ---------------------------------------------------------------- errors and exit codes
 
 
-def test_server_errors_exit_1_on_one_line(served: Served, repo: Path) -> None:
+def test_server_refusals_are_one_line_with_the_code_of_the_table(
+    served: Served, repo: Path
+) -> None:
+    """README, Exit codes: what names nothing or does not fit is 2, a conflict is 1."""
     missing = cairn(served, "memory", "show", "nope")
-    assert missing.exit_code == 1
+    assert missing.exit_code == 2
     assert missing.stderr == "cairn: no block 'nope'; the blocks are: human, persona, project\n"
 
     taken = cairn(served, "memory", "create", "project")
     assert (taken.exit_code, taken.stderr) == (1, "cairn: block 'project' already exists\n")
 
     over = cairn(served, "memory", "create", "tiny", "--limit", "3", "--value", "too long")
-    assert over.exit_code == 1
+    assert over.exit_code == 2
     assert over.stderr.startswith("cairn: ") and len(over.stderr.splitlines()) == 1
 
     no_version = cairn(served, "memory", "revert", "project", "9")
-    assert no_version.exit_code == 1
+    assert no_version.exit_code == 2
     assert len(no_version.stderr.splitlines()) == 1
 
 
@@ -267,14 +270,16 @@ def test_usage_errors_exit_2(served: Served, repo: Path) -> None:
     assert no_token.stderr == "cairn: CAIRN_SERVER_URL is set but CAIRN_TOKEN is not; set both\n"
 
 
-def test_an_unreachable_server_is_one_line_and_exit_1(served: Served, repo: Path) -> None:
+def test_an_unreachable_server_is_2_and_a_refused_token_3_on_one_line(
+    served: Served, repo: Path
+) -> None:
     result = cairn(served, "memory", "list", CAIRN_SERVER_URL="http://127.0.0.1:9")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.stderr == (
         "cairn: cannot reach the Cairn server at http://127.0.0.1:9: connection refused\n"
     )
     wrong_token = cairn(served, "memory", "list", CAIRN_TOKEN="wrong")
-    assert (wrong_token.exit_code, wrong_token.stderr) == (1, "cairn: invalid or missing token\n")
+    assert (wrong_token.exit_code, wrong_token.stderr) == (3, "cairn: invalid or missing token\n")
 
 
 # ---------------------------------------------------------------- context

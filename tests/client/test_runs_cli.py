@@ -148,9 +148,9 @@ def test_a_call_nobody_could_approve_is_recorded_as_such(served: Served, repo: P
     assert record.reason == NEEDS_A_PERSON and record.asked_at is None
 
 
-def test_an_unknown_run_is_one_line_and_exit_1(served: Served, repo: Path) -> None:
+def test_an_unknown_run_is_one_line_and_exit_2(served: Served, repo: Path) -> None:
     missing = cairn(served, "runs", "show", "run_nope")
-    assert missing.exit_code == 1
+    assert missing.exit_code == 2  # a wrong argument (README, Exit codes)
     assert missing.output.strip() == "cairn: no run run_nope"
 
 

@@ -142,7 +142,7 @@ def test_wrong_token_is_refused_clearly(
             "hi",
             env={"CAIRN_SERVER_URL": server.url, "CAIRN_TOKEN": "cairn_not_the_token"},
         )
-    assert done.returncode == 2
+    assert done.returncode == 3  # authentication (README, Exit codes)
     assert "token" in done.stderr
 
 
@@ -179,6 +179,7 @@ def test_ctrl_c_cancels_the_run_on_the_server_too(
         _, err = process.communicate(timeout=30)
 
         assert "cairn: cancelled" in err
+        assert process.returncode == 1  # the agent did not finish (README, Exit codes)
         headers = {"Authorization": f"Bearer {TEST_TOKEN}"}
         run_url = f"{server.url}/v1/runs/{started['run_id']}"
 

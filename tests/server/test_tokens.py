@@ -93,7 +93,7 @@ async def test_bad_commands_say_what_is_wrong(database_url: str) -> None:
         assert result.exit_code == 2, (duration, result.output)
         assert "--expires-in" in result.output and duration in result.output
     missing = await cli(database_url, "tokens", "revoke", "tok_nope")
-    assert missing.exit_code == 1 and "no token has that id or value" in missing.output
+    assert missing.exit_code == 2 and "no token has that id or value" in missing.output
 
 
 async def test_an_expired_token_is_refused_everywhere(

@@ -29,7 +29,7 @@ from cairn_protocol.rest import (
 )
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from cairn_client.errors import CairnError
+from cairn_client.errors import CairnError, ExitCode
 
 REQUEST_TIMEOUT_S = 30.0
 
@@ -41,7 +41,7 @@ class ApiError(CairnError):
     """A request that did not succeed: `status` is the HTTP status (None: no answer at all)."""
 
     def __init__(self, status: int | None, detail: str) -> None:
-        super().__init__(detail)
+        super().__init__(detail, exit_code_for_status(status))
         self.status = status
         self.detail = detail
 
@@ -52,6 +52,17 @@ class ApiError(CairnError):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+
+def exit_code_for_status(status: int | None) -> ExitCode:
+    """A failed request's exit code: no answer at all (the server cannot be reached) and a
+    request the server could not use (400, 404, 422) are 2; a refused token (401, 403) is 3;
+    anything else the server refused or failed at (409, 5xx) is 1."""
+    if status is None or status in (400, 404, 422):
+        return ExitCode.USAGE
+    if status in (401, 403):
+        return ExitCode.MODEL
+    return ExitCode.FAILED
 
 
 class CairnApi:

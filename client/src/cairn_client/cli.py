@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from cairn_client.conversations_cli import conversations_app
-from cairn_client.errors import CairnError, UsageError
+from cairn_client.errors import CairnError, ExitCode, UsageError
 from cairn_client.memory_cli import context_command, memory_app
 from cairn_client.runs_cli import runs_app
 
@@ -33,7 +33,8 @@ ApproveOption = Annotated[
 
 class CairnCommand(TyperGroup):
     """The root command: a CairnError from any subcommand becomes `cairn: <message>` on
-    stderr and the error's exit code, never a traceback."""
+    stderr and the error's exit code (errors.ExitCode), never a traceback; Ctrl-C ends with 1
+    (not finished), as an interrupted run does."""
 
     def invoke(self, ctx: Any) -> Any:  # typer vendors click: its Context type is private
         try:
@@ -41,6 +42,8 @@ class CairnCommand(TyperGroup):
         except CairnError as exc:
             typer.echo(f"cairn: {exc.message}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(ExitCode.FAILED) from None
 
 
 app = typer.Typer(

@@ -15,7 +15,7 @@ import platformdirs
 from cairn_protocol.validation import setting_problem
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cairn_client.errors import EXIT_USAGE, CairnError
+from cairn_client.errors import CairnError, ExitCode
 
 _SERVER_SCHEMES = frozenset({"http", "https", "ws", "wss"})
 
@@ -23,7 +23,7 @@ _SERVER_SCHEMES = frozenset({"http", "https", "ws", "wss"})
 class ClientSettingsError(CairnError, ValueError):
     """A setting has a value the client cannot use; the message is one line for the user."""
 
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
 
 
 def process_env() -> dict[str, str]:

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from cairn_client.errors import EXIT_USAGE, CairnError
+from cairn_client.errors import CairnError, ExitCode
 from cairn_client.private_files import private_dir, private_file
 
 STARTUP_TIMEOUT_S = 60.0
@@ -27,11 +27,13 @@ STARTUP_TIMEOUT_S = 60.0
 class EmbeddedServerError(CairnError, RuntimeError):
     """The local server did not start; the message says where its log is."""
 
+    exit_code = ExitCode.USAGE  # like a server that cannot be reached: the setup must change
+
 
 class ServerNotInstalled(CairnError):
     """Only the client is installed, and what was asked needs the server package."""
 
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
 
 
 def require_server(needed_for: str) -> None:

@@ -25,6 +25,7 @@ from cairn_protocol import (
 from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, UserCommand
 
 from cairn_client import commands
+from cairn_client.errors import ExitCode, exit_code_for_stop
 from cairn_client.formatting import (
     CONTINUE_HEADLESS,
     compaction_line,
@@ -60,6 +61,9 @@ COMPACT_REFUSALS = frozenset({"nothing_to_compact", "run_in_progress"})
 
 # How long Ctrl-C waits for the cancel to reach the server before leaving anyway.
 CANCEL_WAIT_S = 5.0
+# How long a failure the listener heard waits for the session's own error (which says more).
+FAILURE_WAIT_S = 1.0
+
 
 class HeadlessListener:
     """Prints the run; `finished` resolves with the RunFinished of the request it sent."""
@@ -219,7 +223,8 @@ class HeadlessListener:
 async def run_headless(session: ClientSession, listener: HeadlessListener, prompt: str) -> int:
     """Send one request (or run one command) and wait for its answer.
 
-    Exit code: 0 answered, 1 not, 2 unusable (no model, a command headless mode lacks)."""
+    Exit code (errors.ExitCode): 0 answered, 1 the run did not finish, 2 unusable (no model,
+    a command headless mode lacks, no server), 3 the model failed or a token was refused."""
     for note in session.startup_notes():
         print(f"cairn: {note}", file=listener.err)
     runner = asyncio.create_task(session.run())
@@ -230,10 +235,10 @@ async def run_headless(session: ClientSession, listener: HeadlessListener, promp
             return await requests.send(prompt, None)
         return await commands.run_headless(invocation, requests)
     except RunRefused as exc:  # the listener has printed the server's error
-        return 2 if exc.code == "no_model" else 1
+        return ExitCode.USAGE if exc.code == "no_model" else ExitCode.FAILED
     except SessionFailed as exc:
         print(f"cairn: {exc}", file=listener.err)
-        return 2
+        return exc.exit_code
     except asyncio.CancelledError:  # Ctrl-C: the run stops on the server too, not only here
         with contextlib.suppress(Exception):
             await asyncio.wait_for(session.cancel(), CANCEL_WAIT_S)
@@ -261,22 +266,23 @@ class HeadlessRequests:
 
     def refuse(self, line: str) -> int:
         print(f"cairn: {line}", file=self.listener.err, flush=True)
-        return 2
+        return ExitCode.USAGE
 
     async def send_init(self, text: str) -> int:
         return await self.send(text, "init")
 
     async def send(self, text: str, command: UserCommand | None) -> int:
-        """0 when the run ended its turn, 1 when it stopped otherwise, 2 without a model."""
+        """0 when the run ended its turn, 3 for a model error, 1 when it stopped otherwise,
+        2 without a usable model."""
         welcome = await session_result(self.listener.welcome, self.runner)
         unusable = welcome.model_unusable()
         if unusable is not None:
             print(unusable, file=self.listener.err)
-            return 2
+            return ExitCode.USAGE
         self.listener.expect_run_for(text)
         await self.session.send_user_message(text, command)
         finished = await session_result(self.listener.finished, self.runner)
-        return 0 if finished.stop_reason == "end_turn" else 1
+        return exit_code_for_stop(finished.stop_reason)
 
     async def compact(self, focus: str | None) -> int:
         """0 when the conversation was compacted, 1 when the server refused (no model needed:
@@ -285,13 +291,19 @@ class HeadlessRequests:
         self.listener.expect_compaction()
         await self.session.compact(focus)
         answer = await session_result(self.listener.compacted, self.runner)
-        return 0 if isinstance(answer, ContextCompacted) else 1
+        return ExitCode.OK if isinstance(answer, ContextCompacted) else ExitCode.FAILED
 
 
 async def session_result(future: asyncio.Future[T], runner: asyncio.Task[None]) -> T:
     """The future's value, or the runner's failure if the session ends first."""
     waiting: set[asyncio.Future[Any]] = {future, runner}
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if future.done() and isinstance(future.exception(), SessionFailed):
+        # The listener heard the failure first; the session's own error, raised a moment
+        # later, carries its exit code (a refused token is not an unreachable server).
+        await asyncio.wait({runner}, timeout=FAILURE_WAIT_S)
+        if runner.done() and not runner.cancelled():
+            runner.result()
     if future.done():
         return future.result()
     runner.result()  # raises the session's failure

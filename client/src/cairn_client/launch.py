@@ -14,7 +14,7 @@ from pathlib import Path
 from cairn_client.call_log import CallLog
 from cairn_client.config import ClientSettings
 from cairn_client.embedded import EmbeddedServer
-from cairn_client.errors import EXIT_USAGE, CairnError
+from cairn_client.errors import CairnError, ExitCode
 from cairn_client.listener import SessionListener
 from cairn_client.local_server import LocalServer, Notify
 from cairn_client.policy.policy import Policy
@@ -24,13 +24,13 @@ from cairn_client.private_files import private_dir
 from cairn_client.prompt_history import PromptHistory
 from cairn_client.session import ClientSession, Endpoint
 from cairn_client.tools.sandbox import Sandbox
-from cairn_client.workspace import Workspace, detect_workspace
+from cairn_client.workspace import Workspace, detect_workspace, with_earlier_keys
 
 
 class LaunchError(CairnError, RuntimeError):
     """Configuration that cannot work; the message tells the user what to change."""
 
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
 
 
 @dataclass
@@ -112,7 +112,11 @@ def prepare_launch(
         )
         local.find_or_start()  # first: a new one boots while the client finishes starting
     try:
-        workspace = detect_workspace(cwd, environ=settings.process_env)
+        workspace = with_earlier_keys(
+            detect_workspace(cwd, environ=settings.process_env),
+            settings.data_dir,
+            environ=settings.process_env,
+        )
         policy_settings = load_settings(workspace.root)
         # The local server's data (its token) and Cairn's settings are never shown to commands.
         hidden = [settings.data_dir, user_config_dir()]

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cairn_client.errors import EXIT_FAILURE, CairnError, UsageError
+from cairn_client.errors import CairnError, ExitCode, UsageError
 from cairn_client.memory_format import (
     HISTORY_COLUMNS,
     block_heading,
@@ -225,7 +225,7 @@ def delete_command(
     """Delete a block; its history stays, and `cairn memory revert` brings it back."""
     if not yes and not typer.confirm(f"Delete memory block {label!r}?"):
         typer.echo("not deleted")
-        raise typer.Exit(EXIT_FAILURE)
+        raise typer.Exit(ExitCode.FAILED)
 
     async def work(api: CairnApi, agent: AgentPublic) -> int:
         block = await api.get_block(agent.id, label)

@@ -37,6 +37,7 @@ from cairn_protocol import (
 )
 from cairn_protocol.messages import (
     APPROVAL_SHOWN_LIMIT,
+    CLOSE_UNAUTHORIZED,
     FATAL_CLOSE_CODES,
     TRANSIENT_EVENT_TYPES,
     ApprovalAnswer,
@@ -51,7 +52,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from cairn_client.call_log import CallLog
 from cairn_client.config import websocket_url
-from cairn_client.errors import CairnError
+from cairn_client.errors import CairnError, ExitCode
 from cairn_client.listener import SessionListener
 from cairn_client.policy.policy import EDIT_TOOLS, Policy
 from cairn_client.policy.settings import SettingsError
@@ -88,7 +89,10 @@ class Endpoint:
 
 
 class SessionFailed(CairnError, RuntimeError):
-    """The server refused the session in a way retrying cannot fix."""
+    """The session cannot go on: a server never reached or one that refused it (exit 2, or 3
+    for a refused token), or a connection lost for good (exit 1)."""
+
+    exit_code = ExitCode.USAGE
 
 
 class NotConnected(CairnError, RuntimeError):
@@ -139,6 +143,7 @@ class ClientSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
         self.ever_connected = False
+        self._base = ""  # the server's URL, once reached
 
     # ------------------------------------------------------------------ SessionControl
 
@@ -221,8 +226,12 @@ class ClientSession:
                     continue
                 failures += 1
                 if failures > MAX_RECONNECT_ATTEMPTS:
-                    self.listener.connection_changed("failed", f"gave up reconnecting: {exc}")
-                    raise SessionFailed(f"could not reach the server: {exc}") from exc
+                    lost = (
+                        f"lost the connection to the server at {self._base} and gave up "
+                        f"reconnecting after {MAX_RECONNECT_ATTEMPTS} tries ({_describe(exc)})"
+                    )
+                    self.listener.connection_changed("failed", lost)
+                    raise SessionFailed(lost, ExitCode.FAILED) from exc
                 self.listener.connection_changed("reconnecting", _describe(exc))
                 await asyncio.sleep(RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S)) - 1])
         self.listener.connection_changed("closed", "session closed")
@@ -239,6 +248,7 @@ class ClientSession:
             if self.ever_connected:
                 raise
             raise SessionFailed(f"cannot reach the server at {base}: {_describe(exc)}") from exc
+        self._base = base
         self._socket = socket
         try:
             await self._handshake(socket)
@@ -248,7 +258,7 @@ class ClientSession:
             async for raw in socket:
                 await self._receive(raw)
             if socket.close_code in FATAL_CLOSE_CODES:
-                raise SessionFailed(f"the server refused the session: {socket.close_reason}")
+                raise _refused(socket.close_code, socket.close_reason)
             raise ConnectionError("the server closed the connection")
         except ConnectionClosed as exc:
             self._raise_if_refused(exc)
@@ -278,7 +288,8 @@ class ClientSession:
                 await socket.wait_closed()
             if first.code == "internal":  # e.g. its database was briefly away: try again
                 raise ConnectionError(first.message)
-            raise SessionFailed(f"the server refused the session: {first.message}")
+            code = CLOSE_UNAUTHORIZED if first.code == "unauthorized" else None
+            raise _refused(code, first.message)
         if not isinstance(first, Welcome):
             raise SessionFailed(f"expected welcome from the server, got {first.type}")
         first_welcome = self.last_seq is None
@@ -295,7 +306,7 @@ class ClientSession:
     def _raise_if_refused(self, exc: ConnectionClosed) -> None:
         received = exc.rcvd
         if received is not None and received.code in FATAL_CLOSE_CODES:
-            raise SessionFailed(f"the server refused the session: {received.reason}") from exc
+            raise _refused(received.code, received.reason) from exc
 
     # ------------------------------------------------------------------ incoming
 
@@ -533,6 +544,12 @@ def approval_record(
         asked_at=asked_at,
         decided_at=datetime.now(UTC),
     )
+
+
+def _refused(close_code: int | None, reason: str | None) -> SessionFailed:
+    """The server ended the session for good: a refused token is 3, anything else 2."""
+    exit_code = ExitCode.MODEL if close_code == CLOSE_UNAUTHORIZED else ExitCode.USAGE
+    return SessionFailed(f"the server refused the session: {reason}", exit_code)
 
 
 def _describe(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ checkout (git calls) lives in the client.
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,7 +16,8 @@ class WorkspaceIdentity(BaseModel):
     """A codebase, independent of where it is checked out.
 
     Two clones of one repository share `root_commit` (and usually `origin`), so they
-    are the same codebase; `display_name` and `path` are only shown, never matched.
+    are the same codebase; `display_name` and `path` are only shown, never matched. A
+    repository's first commit changes its key; `moved_from` carries the keys it had before.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -24,6 +26,13 @@ class WorkspaceIdentity(BaseModel):
     origin: str | None = Field(default=None, description="Normalised origin URL.")
     display_name: str = Field(description="Short name to show, e.g. the folder name.")
     path: str = Field(description="Absolute path of the checkout on the client (shown only).")
+    moved_from: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Keys (`path:…`, `origin:…`) this checkout was known by before its first "
+        "commit. When `key` names no agent yet, the agent still under the first of these moves "
+        "to `key`, with its memory and conversations; the old key stays an alias of it.",
+    )
 
     @property
     def key(self) -> str:

@@ -1,6 +1,7 @@
 """The `cairn-server` command: serve the API, create, list and revoke tokens, run migrations.
 
-Owns process start-up (uvicorn on a socket it binds itself, so port 0 works).
+Owns process start-up (uvicorn on a socket it binds itself, so port 0 works). Exit codes as
+`cairn`'s (README, Exit codes): 2 a bad setting or argument (an unknown token), 1 a failure.
 """
 
 from __future__ import annotations
@@ -214,9 +215,9 @@ def revoke_token(
     settings = _settings(database_url)
     try:
         revoked = _with_store(settings, lambda store: store.revoke_token(token))
-    except NotFoundError as exc:
+    except NotFoundError as exc:  # a wrong argument: 2, as `cairn` says of an unknown id
         typer.echo(f"cairn-server: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     assert revoked.revoked_at is not None
     typer.echo(
         f"revoked {revoked.id} ({revoked.label or 'no label'}) on {_day(revoked.revoked_at)}"

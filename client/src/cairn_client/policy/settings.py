@@ -18,7 +18,7 @@ import tomlkit
 import tomlkit.exceptions
 from cairn_protocol.tools import CLIENT_TOOLS
 
-from cairn_client.errors import EXIT_USAGE, CairnError
+from cairn_client.errors import CairnError, ExitCode
 from cairn_client.policy.types import MODES, Mode, as_mode, narrows
 from cairn_client.tools.sandbox import SandboxSettings
 
@@ -37,7 +37,7 @@ _RULE = re.compile(r"^\s*(?P<tool>[A-Za-z_]+)\s*(?:\((?P<pattern>.*)\))?\s*$", r
 
 
 class SettingsError(CairnError):
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
 
     """A settings file cannot be used; the message names the file and the problem."""
 

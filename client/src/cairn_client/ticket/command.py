@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from cairn_client.config import ClientSettings, TicketSettings
-from cairn_client.errors import CairnError, UsageError
+from cairn_client.errors import CairnError, ExitCode, UsageError
 from cairn_client.headless import session_result
 from cairn_client.launch import Launch, prepare_launch
 from cairn_client.policy.types import ApproveMode, Mode
@@ -80,7 +80,7 @@ def run_ticket(
         launch = prepare_launch(started.branch.workdir, settings=settings, approve=state.approve)
     except CairnError as exc:  # settings, or the server cannot be reached or started
         undo_start(started)
-        return report.failure(exc.message, 2)
+        return report.failure(exc.message, exc.exit_code)
     configured_mode = launch.policy.mode
     if state.phase == "plan":  # read-only from the first request a resumed session answers
         launch.policy.set_mode("plan")
@@ -92,7 +92,7 @@ def run_ticket(
     try:
         return asyncio.run(_headless(ticket))
     except KeyboardInterrupt:
-        return report.failure("interrupted; continue with cairn ticket --resume", 1)
+        return report.failure("interrupted; continue with cairn ticket --resume", ExitCode.FAILED)
 
 
 @dataclass(frozen=True)
@@ -236,17 +236,17 @@ async def _headless(ticket: TicketRun) -> int:
             welcome = await session_result(listener.welcome, runner)
         except SessionFailed as exc:
             undo_start(started)
-            return report.failure(str(exc), 2)
+            return report.failure(exc.message, exc.exit_code)
         unusable = welcome.model_unusable()
         if unusable is not None:
             undo_start(started)
-            return report.failure(unusable, 2)
+            return report.failure(unusable, ExitCode.USAGE)
         driver = HeadlessTicketDriver(
             session, listener, runner, welcome, ticket.configured_mode, err=report.err
         )
         result = await TicketFlow(started.state, started.branch, driver, ticket.options).run()
     except SessionFailed as exc:
-        return report.failure(f"{exc}; continue later with cairn ticket --resume", 1)
+        return report.failure(f"{exc}; continue later with cairn ticket --resume", exc.exit_code)
     finally:
         await session.close()
         runner.cancel()

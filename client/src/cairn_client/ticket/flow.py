@@ -17,6 +17,7 @@ from cairn_protocol import normalise_origin
 from cairn_protocol.messages import Usage
 
 from cairn_client.config import TicketSettings
+from cairn_client.errors import ExitCode, exit_code_for_stop
 from cairn_client.listener import RunFollower, RunRefused
 from cairn_client.policy.types import Mode
 from cairn_client.secrets import is_secret_name
@@ -145,10 +146,16 @@ class TicketResult:
     left_out: list[str] = field(default_factory=list)  # changed, but not the ticket's
     patch_file: str | None = None
     problems: list[str] = field(default_factory=list)
+    stop_reason: str | None = None  # the run's, when a run stopped the ticket
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.outcome == "patch" and not self.problems else 1
+        """0 a patch, 3 the model failed, 1 any other end without a patch (errors.ExitCode)."""
+        if self.outcome == "patch" and not self.problems:
+            return ExitCode.OK
+        if self.stop_reason is not None:
+            return max(exit_code_for_stop(self.stop_reason), ExitCode.FAILED)
+        return ExitCode.FAILED
 
     def to_json(self) -> dict[str, Any]:
         ticket, activity = self.state.ticket, self.state.activity
@@ -408,9 +415,11 @@ class TicketFlow:
     def _stopped(self, turn: TurnResult, what: str) -> TicketResult:
         detail = f": {turn.detail}" if turn.detail else ""
         why = turn.stop_reason if turn.stop_reason != "end_turn" else "no answer"
-        return self._result(
+        result = self._result(
             "stopped", f"{what} ({why}{detail}); continue with cairn ticket --resume"
         )
+        result.stop_reason = turn.stop_reason
+        return result
 
     def _result(
         self,

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cairn_client.errors import EXIT_USAGE, CairnError
+from cairn_client.errors import CairnError, ExitCode
 from cairn_client.workspace import GIT_ENV
 
 GIT_TIMEOUT_S = 30.0
@@ -39,7 +39,7 @@ _IN_PROGRESS = {
 class GitError(CairnError):
     """str(exc) is ONE line: what is wrong and what to do."""
 
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

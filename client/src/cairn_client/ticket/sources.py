@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from cairn_client.config import TicketSettings
-from cairn_client.errors import EXIT_USAGE, CairnError
+from cairn_client.errors import CairnError, ExitCode
 
 DEFAULT_TIMEOUT_S = 20.0
 SLUG_MAX_CHARS = 40
@@ -33,7 +33,7 @@ SOURCE_FORMS = "a Markdown file, - for stdin, owner/repo#123, a GitHub issue URL
 class TicketError(CairnError):
     """A ticket that cannot be loaded; str(exc) is ONE line saying what is wrong and what to do."""
 
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from cairn_protocol.messages import Usage
 from cairn_protocol.tools import ShellArgs
 
-from cairn_client.errors import EXIT_USAGE, CairnError
+from cairn_client.errors import CairnError, ExitCode
 from cairn_client.policy.types import ApproveMode
 from cairn_client.ticket import git
 from cairn_client.ticket.sources import Ticket
@@ -44,7 +44,7 @@ _SUITE_STATUS: dict[str, SuiteStatus] = {"ok": "passed", "error": "failed", "den
 class StateError(CairnError):
     """No ticket to resume, or its state file cannot be read; the message says what to do."""
 
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
 
 
 @dataclass

@@ -40,6 +40,7 @@ from textual.worker import Worker, WorkerState
 from cairn_client import commands
 from cairn_client.api import CairnApi
 from cairn_client.approvals import Answer, ApprovalQueue
+from cairn_client.errors import CairnError, UsageError
 from cairn_client.formatting import (
     compaction_line,
     connection_label,
@@ -168,6 +169,11 @@ class CairnApp(App[str]):
         self._setup_shown = False
         self._connection_lost = False
         self._session_failed = False
+        self._ever_connected = False
+        # Why the app ended badly, for `cairn` to print as its last line with its exit code:
+        # a server never reached, a connection lost for good, no usable model.
+        self.failure: CairnError | None = None
+        self._model_problem: str | None = None
         self._quitting = False
         self._running_run_id: str | None = None
         self._last_ctrl_c = -CTRL_C_AGAIN_S
@@ -295,8 +301,9 @@ class CairnApp(App[str]):
             # Only the first welcome's history is new to this view; a reconnect would repeat it.
             self._history_shown = True
             await self.chat.show_history(event.history)
-        if event.model is None and not self._setup_shown:
-            self._setup_shown = True
+        if event.model_unusable() is not None and not self._setup_shown:
+            self._setup_shown = True  # no model, or one the server cannot use: said at once
+            self._model_problem = event.model_unusable()
             self.push_screen(SetupScreen(event.model_problem), callback=self._on_setup_choice)
         for request in event.pending_tool_requests:
             await self._on_tool_request(request)
@@ -383,11 +390,23 @@ class CairnApp(App[str]):
         self.status.connection_ok = state in ("connecting", "connected")
         if state == "reconnecting" and not self._connection_lost:
             self._connection_lost = True  # one chat line per loss, not one per retry
-            await self.chat.add_notice(connection_lost(detail), "warning")
+            if self._ever_connected:
+                await self.chat.add_notice(connection_lost(detail), "warning")
+            else:  # reached, but the session is not open yet (its database was away)
+                await self.chat.add_notice(f"Opening the session: {detail} — retrying…", "dim")
         elif state == "failed":
             self._session_failed = True
-            await self.chat.add_notice(f"Could not reach the server: {detail}", "error")
-        elif state == "connected" and self._connection_lost:
+            if self._ever_connected:  # lost for good: what is on screen stays readable
+                await self.chat.add_notice(
+                    f"{notice_sentence(detail)}. Quit and start cairn again to continue this "
+                    "conversation.",
+                    "error",
+                )
+            else:  # never connected: the app closes and `cairn` prints this line
+                await self.chat.add_notice(f"Could not reach the server: {detail}", "error")
+        elif state == "connected":
+            self._ever_connected = True
+        if state == "connected" and self._connection_lost:
             self._connection_lost = False
             await self.chat.add_notice("Reconnected to the server.", "info")
 
@@ -410,6 +429,12 @@ class CairnApp(App[str]):
             return
         if event.state == WorkerState.ERROR:
             self.status.connection_ok = False
+            error = event.worker.error
+            if isinstance(error, CairnError):
+                self.failure = error  # printed by `cairn` when the app has closed
+                if not self._ever_connected:  # nothing to show here: close now
+                    self._close_and_exit(None)
+                    return
             if self._session_failed:
                 return  # connection_changed("failed") already told the user why
             self.status.connection = "session failed"
@@ -690,6 +715,9 @@ class CairnApp(App[str]):
         self._close_and_exit(None)
 
     def _on_setup_choice(self, choice: SetupChoice | None) -> None:
+        if choice != "demo":
+            problem = (self._model_problem or "no model is configured").splitlines()[0]
+            self.failure = UsageError(f"{problem} (README, Configuration)")
         self._close_and_exit(DEMO_RESULT if choice == "demo" else None)
 
     @work(group="quit", exit_on_error=False)

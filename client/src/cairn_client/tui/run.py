@@ -18,7 +18,8 @@ def run_tui(
     conversation: str = "reopen",
     pick_conversation: bool = False,
 ) -> str | None:
-    """Run the app until the user quits; returns "demo" if they asked for the demo.
+    """Run the app until the user quits; returns "demo" if they asked for the demo. Raises
+    the CairnError that ended it (`CairnApp.failure`), for `cairn` to print with its code.
 
     `conversation`: "reopen" (the one last open in the TUI), "latest" (`-c`: the most recent
     activity, maybe a `cairn -p` run's) or an id (`--resume ID`);
@@ -38,6 +39,9 @@ def run_tui(
     if launch.local is not None:  # a restart while the app runs is told in the app
         launch.local.notify = lambda line: app.call_from_thread(app.notify, line)
     try:
-        return app.run()
+        result = app.run()
     finally:
         launch.shutdown_now()
+    if app.failure is not None:  # a server never reached, a connection lost, no usable model
+        raise app.failure
+    return result

@@ -89,6 +89,19 @@ class Agent(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
 
 
+class AgentAlias(SQLModel, table=True):
+    """A key an agent's codebase was known by before it moved (a repository before its first
+    commit: its path or origin), so a client still sending it finds the same agent."""
+
+    __tablename__ = "agent_aliases"
+    __table_args__ = (UniqueConstraint("user_id", "codebase_key"),)
+    id: str = Field(default_factory=lambda: new_id("als"), primary_key=True, sa_type=StoredString)
+    user_id: str = Field(foreign_key="users.id", index=True, sa_type=StoredString)
+    codebase_key: str = Field(sa_type=StoredString)
+    agent_id: str = Field(foreign_key="agents.id", index=True, sa_type=StoredString)
+    created_at: datetime = _ts(nullable=False)
+
+
 class Conversation(SQLModel, table=True):
     """A thread of messages with one agent.
 

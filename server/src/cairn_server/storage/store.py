@@ -13,13 +13,16 @@ from typing import Any, Literal, TypeVar, get_args
 from cairn_protocol import ServerEvent, Usage, WorkspaceIdentity, dump_frame, parse_server_frame
 from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, ApprovalRecord, StopReason
 from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from cairn_server.domain import STORED_ROLES, ModelMessage, ToolCall
 from cairn_server.errors import CairnServerError
 from cairn_server.storage.models import (
     Agent,
+    AgentAlias,
     ApiToken,
     Conversation,
     Event,
@@ -40,6 +43,8 @@ from cairn_server.storage.repository import (
 )
 
 TOKEN_PREFIX = "cairn_"
+# Keys of a checkout without a commit (WorkspaceIdentity.key): the only ones an agent moves from.
+PROVISIONAL_KEY_PREFIXES = ("path:", "origin:")
 TITLE_LIMIT = 60  # characters of a conversation's title, cut at a word boundary
 # How a call can end: the executor's answer, or "unknown" when the server stopped waiting
 # without one (a later answer can still settle an unknown call).
@@ -180,15 +185,28 @@ class Store(Repository):
     # ------------------------------------------------------------------ agents
 
     async def get_or_create_agent(
-        self, user_id: str, workspace: WorkspaceIdentity, context_budget: int | None = None
+        self,
+        user_id: str,
+        workspace: WorkspaceIdentity,
+        context_budget: int | None = None,
     ) -> Agent:
-        """The user's agent for this codebase (keyed by `workspace.key`), created on first use
-        (with `context_budget`, the server's default at that time)."""
+        """The user's agent for this codebase (keyed by `workspace.key`, or a key it had before),
+        created on first use (with `context_budget`, the server's default at that time).
+
+        `moved_from`: keys the checkout had before its first commit (hello's). When no agent has
+        the new key yet, the agent of the first of them still under it moves to the new key
+        (memory, conversations and all), and the old key stays an alias of it."""
         key = workspace.key
+        found = await self._agent_by_key(user_id, key)
+        if found is not None:
+            return found
+        if workspace.root_commit:
+            for old in workspace.moved_from:
+                moved = await self._move_agent(user_id, old, workspace)
+                if moved is not None:
+                    return moved
         return await self._find_or_create(
-            lambda s: first(
-                s, select(Agent).where(Agent.user_id == user_id, Agent.codebase_key == key)
-            ),
+            lambda s: _agent_by_key(s, user_id, key),
             lambda: Agent(
                 user_id=user_id,
                 codebase_key=key,
@@ -197,6 +215,34 @@ class Store(Repository):
                 context_budget=context_budget,
             ),
         )
+
+    async def _agent_by_key(self, user_id: str, key: str) -> Agent | None:
+        async with self._transaction(read_only=True) as session:
+            return await _agent_by_key(session, user_id, key)
+
+    async def _move_agent(
+        self, user_id: str, old_key: str, workspace: WorkspaceIdentity
+    ) -> Agent | None:
+        """Re-key the agent still under `old_key` (never one a root commit names: two histories
+        are two codebases) to the workspace's key; None when there is none to move, or when
+        another client has just given the new key an agent (which is then the one found)."""
+        if not old_key.startswith(PROVISIONAL_KEY_PREFIXES) or old_key == workspace.key:
+            return None
+        statement = (
+            update(Agent)
+            .where(col(Agent.user_id) == user_id, col(Agent.codebase_key) == old_key)
+            .values(codebase_key=workspace.key, origin=workspace.origin)
+            .returning(Agent)
+        )
+        try:
+            async with self._transaction() as session:
+                moved = await updated_rows(session, statement)
+                if not moved:
+                    return None
+                session.add(AgentAlias(user_id=user_id, codebase_key=old_key, agent_id=moved[0].id))
+                return moved[0]
+        except IntegrityError:  # the new key was taken meanwhile: that agent is the one
+            return None
 
     async def set_agent_model(self, agent_id: str, model: str | None) -> Agent:
         """Set (or with None, clear) the model this agent uses instead of the server default."""
@@ -638,3 +684,17 @@ def _event_type(event: ServerEvent) -> str:
     if event_type in TRANSIENT_EVENT_TYPES:
         raise ValueError(f"{event_type!r} events are transient and are never stored")
     return event_type
+
+
+async def _agent_by_key(session: AsyncSession, user_id: str, key: str) -> Agent | None:
+    """The user's agent under `key`, or the one `key` is an alias of (it moved)."""
+    agent = await first(
+        session, select(Agent).where(Agent.user_id == user_id, Agent.codebase_key == key)
+    )
+    if agent is not None:
+        return agent
+    alias = await first(
+        session,
+        select(AgentAlias).where(AgentAlias.user_id == user_id, AgentAlias.codebase_key == key),
+    )
+    return None if alias is None else await session.get(Agent, alias.agent_id)

@@ -32,7 +32,7 @@ class SetupScreen(Screen[SetupChoice]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="setup-dialog"):
-            yield Label("No model configured", id="setup-title")
+            yield Label("No usable model", id="setup-title")
             with VerticalScroll(id="setup-problem"):
                 yield Markdown(self.model_problem)
             with Horizontal(id="setup-buttons"):
