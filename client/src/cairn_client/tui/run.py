@@ -36,8 +36,8 @@ def run_tui(
         pick_conversation=pick_conversation,
         history=launch.history,
     )
-    if launch.local is not None:  # a restart while the app runs is told in the app
-        launch.local.notify = lambda line: app.call_from_thread(app.notify, line)
+    if launch.local is not None:  # a restart while the app runs is a line in the chat
+        launch.local.notify = lambda line: app.call_from_thread(app.add_note, line)
     try:
         result = app.run()
     finally:
