@@ -36,8 +36,11 @@ def run_tui(
         pick_conversation=pick_conversation,
         history=launch.history,
     )
+    def tell(line: str) -> None:  # from the thread that restarted the local server
+        app.call_from_thread(app.add_note, line)
+
     if launch.local is not None:  # a restart while the app runs is a line in the chat
-        launch.local.notify = lambda line: app.call_from_thread(app.add_note, line)
+        launch.local.notify = tell
     try:
         result = app.run()
     finally:
