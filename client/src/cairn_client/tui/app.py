@@ -199,9 +199,9 @@ class CairnApp(App[str]):
         )
         yield self.status
 
-    async def add_note(self, note: str) -> None:
+    def add_note(self, note: str) -> None:
         """A line the person must read once, kept in the chat (the local server restarted)."""
-        await self.chat.add_notice(f"{note}.", "warning")
+        self.call_later(self.chat.add_notice, f"{note}.", "warning")
 
     async def on_mount(self) -> None:
         if self.companion is not None:
@@ -213,7 +213,7 @@ class CairnApp(App[str]):
             self.status.connection, self.status.connection_ok = "no session", False
             return
         for note in self._session.startup_notes():
-            await self.add_note(note)
+            self.add_note(note)
         self.run_worker(
             self._session.run(),
             name="session",
