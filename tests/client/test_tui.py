@@ -6,6 +6,7 @@ Covers what a user notices: streaming, approvals, interrupts, setup, history, st
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -170,13 +171,14 @@ async def test_a_request_another_client_runs_is_shown_never_asked_about() -> Non
     async with scripted_run(welcome(pending=[waiting])) as (app, session, pilot):
         session.events(shell, shell.model_copy())  # a replay of the same request changes nothing
         await settle(pilot)
-        assert chat_entries(app) == [
-            "· read README.md — running in another client",
-            '· shell "pwd >> where.txt" — running in another client',
+        running = [re.sub(r"  \d+s$", "  Ns", entry[1:]) for entry in chat_entries(app)]
+        assert running == [
+            " read README.md — running in another client  Ns",
+            ' shell "pwd >> where.txt" — running in another client  Ns',
         ]
         session.events(ToolSettled(seq=8, run_id="run-1", call_id="call-s", status="ok"))
         await settle(pilot)
-        assert chat_entries(app)[-1] == '✓ shell "pwd >> where.txt" — in another client'
+        assert chat_entries(app)[1:] == ['✓ shell "pwd >> where.txt" — in another client']
         assert not isinstance(app.screen, ApprovalScreen)
 
 
@@ -692,6 +694,7 @@ async def test_cost_says_what_the_session_spent() -> None:
         await type_and_send(pilot, "/cost")
         await settle(pilot)
         assert chat_entries(app)[-1] == (
+            "This conversation: in 2,000 · cached 500 · out 20 · $0.0020\n"
             "This session: in 2,000 · cached 500 · out 20 · $0.0020"
         )
         assert session.sent == []
@@ -875,6 +878,7 @@ async def test_page_up_reads_back_without_new_output_pulling_the_view_down() -> 
 
 async def test_output_that_arrives_behind_an_open_approval_is_not_lost() -> None:
     async with scripted_run() as (app, session, pilot):
+        app.chat.clock = lambda: 50.0  # the running edit's elapsed time stays at 0s
         session.events(RunStarted(seq=4, run_id="run-1", user_text="two things"))
         task = await asked(pilot, session, edit_call())
         app.tool_handled(read_call(), Verdict("allow", "read-only"), ToolOutcome("ok", "1\tx"))
@@ -890,6 +894,7 @@ async def test_output_that_arrives_behind_an_open_approval_is_not_lost() -> None
         await settle(pilot)
         assert chat_entries(app) == [
             "two things",
+            "⠋ edit src/app.py  0s",  # asked first, then allowed: it runs
             "✓ read src/app.py",
             "Meanwhile",
             "Server error (internal): hiccup",
