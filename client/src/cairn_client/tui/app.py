@@ -62,6 +62,7 @@ from cairn_client.tui.messages import (
     ConnectionChanged,
     InterruptRequested,
     SessionEvent,
+    ToolAsked,
     ToolHandled,
 )
 from cairn_client.tui.palette import SlashCommandProvider
@@ -239,16 +240,9 @@ class CairnApp(App[str]):
 
     async def ask_approval(self, prepared: PreparedCall, verdict: Verdict) -> Approval:
         """Queue the question and wait for its answer without blocking the event loop."""
-        request = prepared.request
-        entry = await self.chat.start_tool(
-            request.call_id,
-            describe_call(request.tool, request.arguments),
-            run_id=request.run_id,
-            model_call_id=request.model_call_id,
-        )
-        entry.wait_for_answer(True)
+        self.post_message(ToolAsked(prepared.request, True))  # in order with what is shown
         approval = await self.approvals.ask(prepared, verdict)
-        entry.wait_for_answer(False)
+        self.post_message(ToolAsked(prepared.request, False))
         if approval.kind != "deny":
             self._approvals_given[prepared.request.call_id] = approval
         if self.companion is not None:
@@ -355,6 +349,16 @@ class CairnApp(App[str]):
         if request is not None and entry is not None and entry.state != "done":
             line = tool_line(request.tool, request.arguments, event.status, event.reason)
             await self.chat.finish_tool(event.call_id, event.status, line)
+
+    async def on_tool_asked(self, message: ToolAsked) -> None:
+        request = message.request
+        entry = await self.chat.start_tool(
+            request.call_id,
+            describe_call(request.tool, request.arguments),
+            run_id=request.run_id,
+            model_call_id=request.model_call_id,
+        )
+        entry.wait_for_answer(message.waiting)
 
     async def _on_run_started(self, event: RunStarted) -> None:
         self._set_running(event.run_id)

@@ -92,6 +92,7 @@ class ToolEntry(Widget, can_focus=True):
         self._clock = clock
         self._started = clock()
         self._timer: Timer | None = None
+        self._drawn = False
         self._header = Static(classes="tool-header")
         self._body = Static(classes="tool-result")
 
@@ -100,6 +101,7 @@ class ToolEntry(Widget, can_focus=True):
         yield self._body
 
     def on_mount(self) -> None:
+        self._drawn = True
         self._show()
 
     @property
@@ -159,7 +161,7 @@ class ToolEntry(Widget, can_focus=True):
         for status in ("ok", "denied", "error"):
             self.set_class(self.state == "done" and self.status == status, f"-{status}")
         self.set_class(self.state == "done" and self.status is None, "-unknown")
-        if not self.is_mounted:
+        if not self._drawn:  # the header and result are drawn from on_mount on
             return
         self._header.update(self._header_content())
         self._body.update(self._result_content())
