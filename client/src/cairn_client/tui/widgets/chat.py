@@ -182,14 +182,12 @@ class ToolEntry(Widget, can_focus=True):
         if self.state == "queued":
             return Content.assemble(("·", "bold"), " ", self.line)
         if self.state == "waiting":
-            return Content.assemble(
-                ("?", "bold"), " ", self.line, ("  waiting for your answer", "dim")
-            )
+            return Content.assemble(("?", "bold"), " ", self.line)  # the dialog asks above
         if self.state == "running":
             elapsed = self._clock() - self._started
             spinner = SPINNER[int(elapsed) % len(SPINNER)]
             return Content.assemble(
-                (spinner, "bold"), " ", self.line, (f"  {elapsed_label(elapsed)}", "dim")
+                (spinner, "bold"), " ", self.line, f"  {elapsed_label(elapsed)}"
             )
         symbol = STATUS_SYMBOLS[self.status] if self.status else "·"
         return Content.assemble((symbol, "bold"), " ", self.line)
