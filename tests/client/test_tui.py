@@ -1021,3 +1021,18 @@ async def test_a_result_shows_what_the_model_was_given_with_secrets_cut() -> Non
         await settle(pilot)
         assert key not in tool_results(app)[0]
         assert outcome.content.splitlines()[-1] in tool_results(app)[0]
+
+
+async def test_a_call_still_waiting_when_cairn_restarts_runs_in_its_place_in_the_history() -> None:
+    waiting = HistoryToolCall(call_id="m-1", tool="shell", arguments={"command": "pytest"})
+    history = [
+        HistoryItem(role="user", text="test it"),
+        HistoryItem(role="assistant", text="Running them.", tool_calls=[waiting]),
+    ]
+    pending = shell_request("pytest")
+    async with scripted_run(welcome(history=history, pending=[pending])) as (app, _session, pilot):
+        await settle(pilot)
+        entries = chat_entries(app)
+        assert entries[:2] == ["test it", "Running them."]
+        assert len(entries) == 3
+        assert re.fullmatch(r'. shell "pytest"  \d+s', entries[2])  # running, with its time

@@ -184,7 +184,7 @@ class ToolEntry(Widget, can_focus=True):
         if self.state == "waiting":
             return Content.assemble(("?", "bold"), " ", self.line)  # the dialog asks above
         if self.state == "running":
-            elapsed = self._clock() - self._started
+            elapsed = max(0.0, self._clock() - self._started)
             spinner = SPINNER[int(elapsed) % len(SPINNER)]
             return Content.assemble(
                 (spinner, "bold"), " ", self.line, f"  {elapsed_label(elapsed)}"
@@ -321,6 +321,8 @@ class ChatView(VerticalScroll, can_focus=False):
         entry = self._tools.get(call_id)
         if entry is None:
             entry = self._tools.pop(_queued_key(run_id, model_call_id or ""), None)
+            if entry is None and model_call_id is not None:  # shown in the history
+                entry = self._tools.pop(_queued_key("", model_call_id), None)
             if entry is None:
                 entry = await self.add_tool(None, line)
                 entry.state = "queued"
@@ -350,8 +352,12 @@ class ChatView(VerticalScroll, can_focus=False):
         await self.mount(NoticeEntry(text, kind))
 
     async def show_history(self, items: Iterable[HistoryItem]) -> None:
-        """Earlier conversation: user messages, assistant Markdown and compact tool lines."""
+        """Earlier conversation: user messages, assistant Markdown and tool calls as they
+        ended; one still waiting for its result runs there when its request comes again."""
         entries = [entry for item in items for entry in _history_entries(item)]
+        for entry in entries:
+            if isinstance(entry, ToolEntry) and entry.call is not None:
+                self._tools[_queued_key("", entry.call.call_id)] = entry
         if entries:
             await self.mount_all(entries)
 
@@ -385,7 +391,12 @@ def _history_entries(item: HistoryItem) -> list[Widget]:
     entries: list[Widget] = [AssistantEntry(item.text)] if item.text.strip() else []
     for call in item.tool_calls:
         line = tool_line(call.tool, call.arguments, call.status, call.reason, call.approval)
-        entries.append(ToolEntry(line, call.status, result=call.result))
+        if call.status is None:  # no result yet: its request may come again
+            entries.append(
+                ToolEntry(describe_call(call.tool, call.arguments), state="queued", call=call)
+            )
+        else:
+            entries.append(ToolEntry(line, call.status, result=call.result))
     return entries
 
 
