@@ -40,6 +40,11 @@ async def send(app: CairnApp, pilot: Pilot[Any], text: str) -> None:
     await pilot.press("enter")
 
 
+def asking_about(app: CairnApp, path: str) -> bool:
+    screen = app.screen
+    return isinstance(screen, ApprovalScreen) and screen.prepared.request.arguments["path"] == path
+
+
 def running(app: CairnApp) -> ToolEntry | None:
     return next((e for e in tool_entries(app) if e.state == "running"), None)
 
@@ -57,6 +62,11 @@ async def test_denied_killed_and_unrun_calls_read_the_same_after_a_restart(
 ) -> None:
     fake_model.set_script(
         script(
+            {
+                "tool_calls": [
+                    call("edit", path="src/util.py", old_string="tidy", new_string="tidy up")
+                ]
+            },
             {"tool_calls": [call("read", path="README.md")]},
             {
                 "tool_calls": [
@@ -69,7 +79,9 @@ async def test_denied_killed_and_unrun_calls_read_the_same_after_a_restart(
     )
     async with running_app(server.url, own_repo) as (app, pilot):
         await send(app, pilot, "Change the total")
-        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen))
+        await until(pilot, lambda: asking_about(app, "src/util.py"))
+        await pilot.press("y")
+        await until(pilot, lambda: asking_about(app, "src/app.py"))
         await pilot.press("n", *"not this way", "enter")
         await until(pilot, lambda: "Left as it is." in chat_entries(app))
         await until(pilot, lambda: app.status.activity == "")
@@ -83,13 +95,15 @@ async def test_denied_killed_and_unrun_calls_read_the_same_after_a_restart(
         totals = app.status.usage
         await until(pilot, lambda: all(e.state == "done" for e in tool_entries(app)))
 
-    assert live[0] == "✓ read README.md"
-    assert live[1] == "✗ edit src/app.py denied: not this way"
-    assert live[2].startswith('! shell "sleep 60" error: approved and started, then killed after')
-    assert live[2].endswith("before it finished: interrupted by the user")
-    assert live[3] == "! read src/util.py error: not run: interrupted by the user"
-    assert live_results[0].startswith("  ⎿ 3 lines")
-    assert live_results[2].startswith("  ⎿ killed after")
+    assert live[0] == "✓ edit src/util.py (allowed once)"
+    assert live[1] == "✓ read README.md"
+    assert live[2] == "✗ edit src/app.py denied: not this way"
+    assert live[3].startswith('! shell "sleep 60" error: approved and started, then killed after')
+    assert live[3].endswith("before it finished: interrupted by the user")
+    assert live[4] == "! read src/util.py error: not run: interrupted by the user"
+    assert live_results[0] == "  ⎿ Done: edited src/util.py."
+    assert live_results[1].startswith("  ⎿ 3 lines")
+    assert live_results[3].startswith("  ⎿ killed after")
     assert totals.input_tokens > 0
 
     async with running_app(server.url, own_repo) as (app, pilot):
