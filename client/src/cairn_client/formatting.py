@@ -77,6 +77,16 @@ def tool_line(
     return described
 
 
+def elapsed_label(seconds: float) -> str:
+    """`12s`, `3m 05s`, `1h 02m`: how long a tool call has been running."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole // 60 % 60:02d}m"
+
+
 def elsewhere_line(
     tool: str, arguments: Mapping[str, Any], status: ToolStatus | None, reason: str | None
 ) -> str:

@@ -23,7 +23,7 @@ from textual.widget import Widget
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
-from cairn_client.formatting import STATUS_SYMBOLS, describe_call, tool_line
+from cairn_client.formatting import STATUS_SYMBOLS, describe_call, elapsed_label, tool_line
 
 NoticeKind = Literal["info", "warning", "error", "dim"]
 
@@ -46,16 +46,6 @@ ToolState = Literal["queued", "waiting", "running", "done"]
 Clock = Callable[[], float]
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 RESULT_MARK = "⎿"
-
-
-def elapsed_label(seconds: float) -> str:
-    """`12s`, `3m 05s`, `1h 02m`: how long a tool call has been running."""
-    whole = max(0, int(seconds))
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m {whole % 60:02d}s"
-    return f"{whole // 3600}h {whole // 60 % 60:02d}m"
 
 
 class ToolEntry(Widget, can_focus=True):
