@@ -6,6 +6,7 @@ Covers what a user notices: streaming, approvals, interrupts, setup, history, st
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -14,10 +15,10 @@ import pytest
 from cairn_client.policy.settings import PolicySettings, load_settings
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.tools.base import PreparedCall, ToolOutcome
-from cairn_client.tools.registry import prepare_call
+from cairn_client.tools.registry import prepare_call, redact_outcome
 from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_client.tui.screens.setup import SetupScreen
-from cairn_client.tui.widgets.chat import AssistantEntry
+from cairn_client.tui.widgets.chat import AssistantEntry, ToolEntry
 from cairn_protocol import ServerFrame
 from cairn_protocol.messages import (
     AssistantDelta,
@@ -49,7 +50,8 @@ from support.scripted_tui import (
     welcome,
 )
 from support.settings import policy_for
-from support.tui import chat_entries, rendered_text, status_text
+from support.tui import chat_entries, rendered_text, status_text, tool_entries, tool_results
+from support.waiting import until
 from textual.widget import Widget
 from textual.widgets import Input
 
@@ -170,13 +172,14 @@ async def test_a_request_another_client_runs_is_shown_never_asked_about() -> Non
     async with scripted_run(welcome(pending=[waiting])) as (app, session, pilot):
         session.events(shell, shell.model_copy())  # a replay of the same request changes nothing
         await settle(pilot)
-        assert chat_entries(app) == [
-            "· read README.md — running in another client",
-            '· shell "pwd >> where.txt" — running in another client',
+        running = [re.sub(r"  \d+s$", "  Ns", entry[1:]) for entry in chat_entries(app)]
+        assert running == [
+            " read README.md — running in another client  Ns",
+            ' shell "pwd >> where.txt" — running in another client  Ns',
         ]
         session.events(ToolSettled(seq=8, run_id="run-1", call_id="call-s", status="ok"))
         await settle(pilot)
-        assert chat_entries(app)[-1] == '✓ shell "pwd >> where.txt" — in another client'
+        assert chat_entries(app)[1:] == ['✓ shell "pwd >> where.txt" — in another client']
         assert not isinstance(app.screen, ApprovalScreen)
 
 
@@ -692,6 +695,7 @@ async def test_cost_says_what_the_session_spent() -> None:
         await type_and_send(pilot, "/cost")
         await settle(pilot)
         assert chat_entries(app)[-1] == (
+            "This conversation: in 2,000 · cached 500 · out 20 · $0.0020\n"
             "This session: in 2,000 · cached 500 · out 20 · $0.0020"
         )
         assert session.sent == []
@@ -875,6 +879,7 @@ async def test_page_up_reads_back_without_new_output_pulling_the_view_down() -> 
 
 async def test_output_that_arrives_behind_an_open_approval_is_not_lost() -> None:
     async with scripted_run() as (app, session, pilot):
+        app.chat.clock = lambda: 50.0  # the running edit's elapsed time stays at 0s
         session.events(RunStarted(seq=4, run_id="run-1", user_text="two things"))
         task = await asked(pilot, session, edit_call())
         app.tool_handled(read_call(), Verdict("allow", "read-only"), ToolOutcome("ok", "1\tx"))
@@ -890,6 +895,7 @@ async def test_output_that_arrives_behind_an_open_approval_is_not_lost() -> None
         await settle(pilot)
         assert chat_entries(app) == [
             "two things",
+            "⠋ edit src/app.py  0s",  # asked first, then allowed: it runs
             "✓ read src/app.py",
             "Meanwhile",
             "Server error (internal): hiccup",
@@ -910,3 +916,123 @@ async def test_approval_screen_flags_a_destructive_command_and_shows_its_pieces(
         assert "#   pytest -q" in body and "#   git push --force origin main" in body
         await pilot.press("n", "enter")
         assert (await asyncio.wait_for(task, 2)).kind == "deny"
+
+
+class Clock:
+    """The chat's clock for elapsed times, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def shell_request(command: str, call_id: str = "call-s", model_call_id: str = "m-1") -> ToolRequest:
+    return ToolRequest(
+        seq=6,
+        run_id="run-1",
+        call_id=call_id,
+        tool="shell",
+        arguments={"command": command},
+        executor="cli_this",
+        model_call_id=model_call_id,
+    )
+
+
+async def test_a_running_call_shows_its_elapsed_time_then_its_result_collapsed() -> None:
+    async with scripted_run() as (app, session, pilot):
+        clock = Clock()
+        app.chat.clock = clock
+        session.events(
+            RunStarted(seq=4, run_id="run-1", user_text="test it"),
+            AssistantMessage(
+                seq=5,
+                run_id="run-1",
+                text="",
+                tool_calls=[
+                    HistoryToolCall(call_id="m-1", tool="shell", arguments={"command": "pytest"})
+                ],
+            ),
+        )
+        await settle(pilot)
+        assert chat_entries(app) == ["test it", '· shell "pytest"']  # asked for, not started
+
+        session.events(shell_request("pytest"))
+        await settle(pilot)
+        assert chat_entries(app)[-1] == '⠋ shell "pytest"  0s'
+        clock.now += 12  # the timer redraws it about once a second
+        await until(pilot, lambda: chat_entries(app)[-1] == '⠹ shell "pytest"  12s')
+        clock.now += 63
+        await until(pilot, lambda: chat_entries(app)[-1].endswith("  1m 15s"))
+
+        output = "exit code: 0\nstdout:\n" + "\n".join(f"test {n} ok" for n in range(42))
+        app.tool_handled(
+            shell_call("pytest"), Verdict("allow", "sandboxed"), ToolOutcome("ok", output)
+        )
+        await settle(pilot)
+        assert chat_entries(app) == ["test it", '✓ shell "pytest"']  # the same entry, ended
+        assert tool_results(app) == ["  ⎿ exit code 0 · 42 lines of output"]
+
+
+async def test_enter_and_a_click_expand_a_result_and_collapse_it_again() -> None:
+    async with scripted_run() as (app, _session, pilot):
+        numbered = "\n".join(f"{n}\tline {n}" for n in range(1, 101))
+        app.tool_handled(read_call(), Verdict("allow", "read-only"), ToolOutcome("ok", numbered))
+        await settle(pilot)
+        entry = tool_entries(app)[0]
+        assert tool_results(app) == ["  ⎿ 100 lines"]
+
+        entry.focus()
+        await settle(pilot)
+        assert tool_results(app) == ["  ⎿ 100 lines  enter to expand"]
+        await pilot.press("enter")
+        await settle(pilot)
+        shown = tool_results(app)[0].splitlines()
+        assert shown[0] == "  ⎿ 1\tline 1"
+        assert "    … 40 lines not shown …" in shown  # capped: the head and the tail
+        assert shown[-1] == "    100\tline 100"
+        assert len(shown) == 61
+
+        await pilot.press("enter")
+        await settle(pilot)
+        assert tool_results(app) == ["  ⎿ 100 lines  enter to expand"]
+
+        app.query_one("#prompt", Input).focus()
+        app.chat.scroll_home(animate=False)
+        await settle(pilot)
+        await pilot.click(ToolEntry)
+        await settle(pilot)
+        assert entry.has_focus and entry.expanded
+        await pilot.click(ToolEntry)
+        await settle(pilot)
+        assert not entry.expanded
+
+
+async def test_a_result_shows_what_the_model_was_given_with_secrets_cut() -> None:
+    async with scripted_run() as (app, _session, pilot):
+        key = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+        prepared = shell_call("cat notes.txt")
+        outcome = redact_outcome(ToolOutcome("ok", f"exit code: 0\nstdout:\ntoken={key}"))
+        app.tool_handled(prepared, Verdict("allow", "sandboxed"), outcome)
+        await settle(pilot)
+        entry = tool_entries(app)[0]
+        entry.action_toggle_result()
+        await settle(pilot)
+        assert key not in tool_results(app)[0]
+        assert outcome.content.splitlines()[-1] in tool_results(app)[0]
+
+
+async def test_a_call_still_waiting_when_cairn_restarts_runs_in_its_place_in_the_history() -> None:
+    waiting = HistoryToolCall(call_id="m-1", tool="shell", arguments={"command": "pytest"})
+    history = [
+        HistoryItem(role="user", text="test it"),
+        HistoryItem(role="assistant", text="Running them.", tool_calls=[waiting]),
+    ]
+    pending = shell_request("pytest")
+    async with scripted_run(welcome(history=history, pending=[pending])) as (app, _session, pilot):
+        await settle(pilot)
+        entries = chat_entries(app)
+        assert entries[:2] == ["test it", "Running them."]
+        assert len(entries) == 3
+        assert re.fullmatch(r'. shell "pytest"  \d+s', entries[2])  # running, with its time

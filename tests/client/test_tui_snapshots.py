@@ -8,19 +8,32 @@ the SVGs under tests/client/__snapshots__/ before accepting them.
 from __future__ import annotations
 
 import asyncio
+import difflib
 from typing import Any
 
 from cairn_client.policy.types import Approval, Verdict
-from cairn_client.tools.base import ToolOutcome
+from cairn_client.tools.base import FileChange, PreparedCall, Preview, ToolOutcome
+from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.plan import PlanScreen
-from cairn_protocol.messages import AssistantDelta, AssistantMessage, RunStarted, StepFinished
+from cairn_client.tui.widgets.chat import ToolEntry
+from cairn_protocol.messages import (
+    AssistantDelta,
+    AssistantMessage,
+    RunStarted,
+    StepFinished,
+    ToolRequest,
+)
+from cairn_protocol.tools import EditArgs
 from pytest_textual_snapshot import SVGImageExtension  # type: ignore[import-untyped]
 from support.scripted_tui import (
+    THIS_CLIENT,
+    ScriptedSession,
     edit_call,
     finished,
     read_call,
     scripted_app,
     settle,
+    shell_call,
     welcome,
 )
 from textual.pilot import Pilot
@@ -119,3 +132,147 @@ def test_plan_review_screen(snap_compare: Any) -> None:
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=TERMINAL, run_before=review)
+
+
+# ---------------------------------------------------------- 80×24, the smallest usual terminal
+
+SMALL = (80, 24)
+PYTEST_OUTPUT = "exit code: 0\nstdout:\n" + "\n".join(
+    f"tests/test_app.py::test_total_{n} PASSED" for n in range(12)
+)
+
+
+async def transcript(pilot: Pilot[Any], session: ScriptedSession, *, finish: bool) -> None:
+    """A request, a read, then `pytest -q` running for 12 s (or finished, with its output)."""
+    app = pilot.app
+    assert isinstance(app, CairnApp)
+    await settle_steady(pilot)
+    now = [100.0]
+    app.chat.clock = lambda: now[0]
+    session.events(
+        RunStarted(seq=4, run_id="run-1", user_text="Run the tests"),
+        AssistantMessage(seq=5, run_id="run-1", text="Running the test suite."),
+    )
+    app.tool_handled(read_call(), Verdict("allow", "read-only"), ToolOutcome("ok", "1\tx\n2\ty"))
+    session.events(
+        ToolRequest(
+            seq=6,
+            run_id="run-1",
+            call_id="call-s",
+            tool="shell",
+            arguments={"command": "pytest -q"},
+            executor=THIS_CLIENT,
+        )
+    )
+    await settle(pilot)
+    now[0] = 112.0
+    app.chat.query(ToolEntry).last().refresh_state()
+    if finish:
+        app.tool_handled(
+            shell_call("pytest -q"), Verdict("allow", "sandboxed"), ToolOutcome("ok", PYTEST_OUTPUT)
+        )
+    await settle(pilot)
+
+
+def test_small_transcript_with_a_running_tool(snap_compare: Any) -> None:
+    app, session = scripted_app()
+
+    async def running(pilot: Pilot[Any]) -> None:
+        await transcript(pilot, session, finish=False)
+
+    assert snap_compare(app, terminal_size=SMALL, run_before=running)
+
+
+def test_small_transcript_with_a_collapsed_result(snap_compare: Any) -> None:
+    app, session = scripted_app()
+
+    async def finished_call(pilot: Pilot[Any]) -> None:
+        await transcript(pilot, session, finish=True)
+
+    assert snap_compare(app, terminal_size=SMALL, run_before=finished_call)
+
+
+def test_small_transcript_with_an_expanded_result(snap_compare: Any) -> None:
+    app, session = scripted_app()
+
+    async def expanded(pilot: Pilot[Any]) -> None:
+        await transcript(pilot, session, finish=True)
+        app.chat.query(ToolEntry).last().focus()
+        await pilot.press("enter")
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SMALL, run_before=expanded)
+
+
+def test_small_transcript_with_a_denied_call(snap_compare: Any) -> None:
+    app, session = scripted_app()
+
+    async def denied(pilot: Pilot[Any]) -> None:
+        await settle_steady(pilot)
+        session.events(RunStarted(seq=4, run_id="run-1", user_text="Clean the build"))
+        app.tool_handled(
+            shell_call("rm -rf build dist"),
+            Verdict("deny", "rm -rf is denied by your settings"),
+            ToolOutcome("denied", reason="rm -rf is denied by your settings"),
+        )
+        session.events(
+            AssistantMessage(seq=8, run_id="run-1", text="I will not delete them, then."),
+            finished(),
+        )
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SMALL, run_before=denied)
+
+
+def long_edit_call() -> PreparedCall:
+    before = "".join(f"def step_{n}(order):\n    return order\n\n" for n in range(30))
+    after = before.replace("return order", "return order.validated()")
+    diff = "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            "a/src/pipeline.py",
+            "b/src/pipeline.py",
+        )
+    )
+    arguments = {"path": "src/pipeline.py", "old_string": before, "new_string": after}
+    request = ToolRequest(seq=7, run_id="run-1", call_id="call-1", tool="edit", arguments=arguments)
+    return PreparedCall(
+        request=request,
+        args=EditArgs.model_validate(arguments),
+        preview=Preview(title="Edit src/pipeline.py", kind="diff", body=diff, language="diff"),
+        changes=(FileChange("src/pipeline.py", before, after),),
+    )
+
+
+def test_small_approval_screen_with_a_long_diff(snap_compare: Any) -> None:
+    app, session = scripted_app()
+    asked: list[asyncio.Task[Approval]] = []
+
+    async def ask(pilot: Pilot[Any]) -> None:
+        await settle_steady(pilot)
+        session.events(RunStarted(seq=4, run_id="run-1", user_text="Validate every step"))
+        asked.append(session.ask(long_edit_call()))
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SMALL, run_before=ask)
+
+
+LONG_COMMAND = (
+    "uv run pytest -q tests/client/test_tui.py tests/client/test_tui_snapshots.py "
+    "tests/server/test_history.py --maxfail=1 -x -k 'transcript or approval or history' "
+    "&& git diff --stat origin/main...HEAD"
+)
+
+
+def test_small_approval_screen_with_a_long_command(snap_compare: Any) -> None:
+    app, session = scripted_app()
+    asked: list[asyncio.Task[Approval]] = []
+
+    async def ask(pilot: Pilot[Any]) -> None:
+        await settle_steady(pilot)
+        session.events(RunStarted(seq=4, run_id="run-1", user_text="Check the branch"))
+        asked.append(session.ask(shell_call(LONG_COMMAND)))
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SMALL, run_before=ask)

@@ -6,6 +6,7 @@ Shared by the TUI tests and the end-to-end tests.
 from __future__ import annotations
 
 from cairn_client.tui.app import CairnApp
+from cairn_client.tui.widgets.chat import ToolEntry
 from textual.geometry import Region
 from textual.widget import Widget
 from textual.widgets import Markdown, Static
@@ -19,10 +20,13 @@ def rendered_text(widget: Widget) -> str:
 
 
 def chat_entries(app: CairnApp) -> list[str]:
-    """One string per chat entry: Markdown source for answers, the visible text otherwise."""
+    """One string per chat entry: Markdown source for answers, a tool call's line (without its
+    result: `tool_results`), the visible text otherwise."""
     entries = []
     for child in app.chat.children:
-        if isinstance(child, Markdown):
+        if isinstance(child, ToolEntry):
+            entries.append(child.header_text)
+        elif isinstance(child, Markdown):
             entries.append(child.source)
         elif isinstance(child, Static):
             entries.append(str(child.visual).strip())
@@ -31,3 +35,12 @@ def chat_entries(app: CairnApp) -> list[str]:
 
 def status_text(app: CairnApp) -> str:
     return app.status.render().plain
+
+
+def tool_entries(app: CairnApp) -> list[ToolEntry]:
+    return list(app.chat.query_children(ToolEntry))
+
+
+def tool_results(app: CairnApp) -> list[str]:
+    """What each tool call shows under its line (empty when it has no result)."""
+    return [entry.result_text for entry in tool_entries(app)]

@@ -9,11 +9,17 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from cairn_protocol.messages import ContextCompacted, ModelRetry, RunFinished, ToolStatus, Usage
+from cairn_protocol.messages import (
+    ApprovalAnswer,
+    ContextCompacted,
+    ModelRetry,
+    RunFinished,
+    ToolStatus,
+    Usage,
+)
 from cairn_protocol.redaction import secrets_phrase
 
 from cairn_client.listener import ConnectionState
-from cairn_client.policy.types import Approval
 
 MAX_ARGUMENT_CHARS = 60
 
@@ -55,19 +61,30 @@ def tool_line(
     arguments: Mapping[str, Any],
     status: ToolStatus | None,
     reason: str | None,
-    approval: Approval | None = None,
+    approval: ApprovalAnswer | None = None,
 ) -> str:
-    """The compact chat line of one tool call, without its status symbol."""
+    """The compact chat line of one tool call, without its status symbol; `approval`: how a
+    person allowed it. The same live and when a conversation's history is shown again."""
     described = describe_call(tool, arguments)
     if status == "denied":
         return f"{described} denied: {reason or 'no reason given'}"
     if status == "error":
         return f"{described} error: {reason or 'unknown error'}"
-    if approval is not None and approval.kind == "once":
+    if approval == "once":
         return f"{described} (allowed once)"
-    if approval is not None and approval.kind == "session":
+    if approval == "session":
         return f"{described} (allowed for this session)"
     return described
+
+
+def elapsed_label(seconds: float) -> str:
+    """`12s`, `3m 05s`, `1h 02m`: how long a tool call has been running."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole // 60 % 60:02d}m"
 
 
 def elsewhere_line(

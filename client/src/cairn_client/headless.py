@@ -65,6 +65,7 @@ CANCEL_WAIT_S = 5.0
 FAILURE_WAIT_S = 1.0
 
 
+
 class HeadlessListener:
     """Prints the run; `finished` resolves with the RunFinished of the request it sent."""
 

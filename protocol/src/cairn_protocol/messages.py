@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from cairn_protocol.results import ResultPreview
 from cairn_protocol.validation import validation_problems
 from cairn_protocol.workspace import WorkspaceIdentity
 
@@ -198,6 +199,16 @@ class HistoryToolCall(BaseModel):
     arguments: dict[str, Any]
     status: ToolStatus | None = None
     reason: str | None = None
+    result: ResultPreview | None = Field(
+        default=None,
+        description="What a person is shown of the call's result (in a welcome's history; "
+        "the model saw the whole result, secrets already redacted by the client).",
+    )
+    approval: ApprovalAnswer | None = Field(
+        default=None,
+        description='How a person allowed the call when asked ("once", "session", '
+        '"always"); null when the policy decided or nobody was asked (history only).',
+    )
 
 
 ChatRole = Literal["user", "assistant", "tool"]  # who wrote a message the model sees
@@ -255,6 +266,11 @@ class Welcome(ServerEvent):
         "they ran (a restart, or an executor that never answered); a client holding the "
         "recorded result of one sends it as a tool_result, which the server then records.",
     )
+    usage: Usage = Field(
+        default_factory=Usage,
+        description="Tokens and cost of the conversation's runs whose run_finished has a seq "
+        "up to this welcome's; a client adds those of later run_finished events.",
+    )
 
     def model_unusable(self) -> str | None:
         """Why no model can run for this agent; None when `model` is usable."""
@@ -296,6 +312,11 @@ class ToolRequest(ServerEvent):
         description="client_id of the one client that runs this request: the one whose "
         "message started the run, or the one that resumed it. A request sent again with "
         "another executor has been handed over; the earlier executor must not start it.",
+    )
+    model_call_id: str | None = Field(
+        default=None,
+        description="The model's own id of this call, as in the assistant_message that made "
+        "it (whose calls a client may show before their requests come).",
     )
 
 

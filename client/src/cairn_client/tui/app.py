@@ -30,6 +30,7 @@ from cairn_protocol.messages import (
     UserCommand,
     Welcome,
 )
+from cairn_protocol.results import failure_reason, result_preview
 from cairn_protocol.tools import CLIENT_TOOLS
 from textual import work
 from textual.app import App, ComposeResult
@@ -45,6 +46,7 @@ from cairn_client.formatting import (
     compaction_line,
     connection_label,
     connection_lost,
+    describe_call,
     elsewhere_line,
     notice_sentence,
     retry_label,
@@ -61,6 +63,7 @@ from cairn_client.tui.messages import (
     ConnectionChanged,
     InterruptRequested,
     SessionEvent,
+    ToolAsked,
     ToolHandled,
 )
 from cairn_client.tui.palette import SlashCommandProvider
@@ -124,11 +127,19 @@ class CairnApp(App[str]):
         Binding("escape", "interrupt", "Interrupt", show=False, id="cairn.interrupt"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="cairn.quit"),
         Binding(
-            "ctrl+c", "ctrl_c", "Interrupt, then quit", show=False, priority=True,
+            "ctrl+c",
+            "ctrl_c",
+            "Interrupt, then quit",
+            show=False,
+            priority=True,
             id="cairn.quit_ctrl_c",
         ),
         Binding(
-            "shift+tab", "cycle_mode", "Next permission mode", show=False, priority=True,
+            "shift+tab",
+            "cycle_mode",
+            "Next permission mode",
+            show=False,
+            priority=True,
             id="cairn.cycle_mode",
         ),
         Binding("pageup", "scroll_chat(-1)", "Scroll up", show=False, id="cairn.page_up"),
@@ -163,6 +174,7 @@ class CairnApp(App[str]):
         self.conversation_id: str | None = None
         self.client_id: str | None = None  # a request naming another executor is only shown
         self._elsewhere: dict[str, ToolRequest] = {}  # such requests, until they settle
+        self._own_requests: dict[str, ToolRequest] = {}  # this client's, until handled
         self._memory_drafts: Drafts = {}
         self._session: SessionRunner | None = None
         self._history_shown = False
@@ -178,7 +190,10 @@ class CairnApp(App[str]):
         self._running_run_id: str | None = None
         self._last_ctrl_c = -CTRL_C_AGAIN_S
         self._retrying = False  # the activity shows a model retry until the run goes on
-        self._usage = Usage()
+        self._usage = Usage()  # this session's (/cost)
+        # The conversation's totals (the status line): the welcome's, plus the runs that
+        # finished after it (a run_finished with a larger seq).
+        self._totals, self._totals_seq = Usage(), 0
         # Texts sent from here whose run_started has not come back yet (so they aren't shown twice).
         self._unconfirmed_sends: list[str] = []
         self.approvals = ApprovalQueue(self._show_approval)
@@ -235,7 +250,9 @@ class CairnApp(App[str]):
 
     async def ask_approval(self, prepared: PreparedCall, verdict: Verdict) -> Approval:
         """Queue the question and wait for its answer without blocking the event loop."""
+        self.post_message(ToolAsked(prepared.request, True))  # in order with what is shown
         approval = await self.approvals.ask(prepared, verdict)
+        self.post_message(ToolAsked(prepared.request, False))
         if approval.kind != "deny":
             self._approvals_given[prepared.request.call_id] = approval
         if self.companion is not None:
@@ -300,6 +317,8 @@ class CairnApp(App[str]):
         self.client_id = event.client_id
         self.status.model = event.model
         self.status.mode = self._session.mode if self._session is not None else None
+        self._totals, self._totals_seq = event.usage, event.seq
+        self.status.usage = self._totals
         self._set_running(event.running_run_id)
         if not self._history_shown:
             # Only the first welcome's history is new to this view; a reconnect would repeat it.
@@ -316,18 +335,41 @@ class CairnApp(App[str]):
             await self.pick_conversation()
 
     async def _on_tool_request(self, request: ToolRequest) -> None:
-        """Requests this client runs are reported by tool_handled once decided; one another
-        client runs is only shown, never asked about."""
-        if request.executor == self.client_id or request.call_id in self._elsewhere:
-            return
-        self._elsewhere[request.call_id] = request
-        await self.chat.add_tool(None, elsewhere_line(request.tool, request.arguments, None, None))
+        """The call runs from now: here (its end comes with tool_handled) or in another
+        client, where it is only shown, never asked about."""
+        if request.executor == self.client_id:
+            self._own_requests[request.call_id] = request
+            line = describe_call(request.tool, request.arguments)
+        else:
+            self._elsewhere[request.call_id] = request
+            line = elsewhere_line(request.tool, request.arguments, None, None)
+        await self.chat.start_tool(
+            request.call_id, line, run_id=request.run_id, model_call_id=request.model_call_id
+        )
 
     async def _on_tool_settled(self, event: ToolSettled) -> None:
+        """A call another client ran has ended; one of this client's ended without a report
+        here (e.g. its recorded result was sent again after a restart)."""
         request = self._elsewhere.pop(event.call_id, None)
         if request is not None:
             line = elsewhere_line(request.tool, request.arguments, event.status, event.reason)
-            await self.chat.add_tool(event.status, line)
+            await self.chat.finish_tool(event.call_id, event.status, line)
+            return
+        request = self._own_requests.pop(event.call_id, None)
+        entry = self.chat.tool(event.call_id)
+        if request is not None and entry is not None and entry.state != "done":
+            line = tool_line(request.tool, request.arguments, event.status, event.reason)
+            await self.chat.finish_tool(event.call_id, event.status, line)
+
+    async def on_tool_asked(self, message: ToolAsked) -> None:
+        request = message.request
+        entry = await self.chat.start_tool(
+            request.call_id,
+            describe_call(request.tool, request.arguments),
+            run_id=request.run_id,
+            model_call_id=request.model_call_id,
+        )
+        entry.wait_for_answer(message.waiting)
 
     async def _on_run_started(self, event: RunStarted) -> None:
         self._set_running(event.run_id)
@@ -339,9 +381,11 @@ class CairnApp(App[str]):
     async def _on_assistant_message(self, event: AssistantMessage) -> None:
         await self.chat.finish_assistant(event.run_id, event.text)
         for call in event.tool_calls:
-            if call.tool not in CLIENT_TOOLS:  # client tools get their line from tool_handled
+            if call.tool not in CLIENT_TOOLS:  # the server runs it: no request will come
                 line = tool_line(call.tool, call.arguments, call.status, call.reason)
                 await self.chat.add_tool(call.status, line)
+        client_calls = [call for call in event.tool_calls if call.tool in CLIENT_TOOLS]
+        await self.chat.queue_tools(event.run_id, client_calls)
 
     async def _on_model_retry(self, event: ModelRetry) -> None:
         if event.discarded_output:
@@ -375,9 +419,11 @@ class CairnApp(App[str]):
 
     async def _on_run_finished(self, event: RunFinished) -> None:
         self._usage = self._usage + event.usage
-        self.status.usage = self._usage
+        if event.seq > self._totals_seq:  # else the welcome's totals have it
+            self._totals = self._totals + event.usage
+            self.status.usage = self._totals
         self.approvals.withdraw_run(event.run_id)
-        await self.chat.end_run(event.run_id)
+        await self.chat.end_run(event.run_id, event.detail or event.stop_reason)
         for screen in self.screen_stack:
             if isinstance(screen, MemoryScreen):
                 screen.reload()  # the run may have changed memory; drafts are kept
@@ -416,15 +462,21 @@ class CairnApp(App[str]):
 
     async def on_tool_handled(self, message: ToolHandled) -> None:
         prepared, outcome = message.prepared, message.outcome
+        call_id = prepared.request.call_id
         reason = outcome.reason
         if outcome.status == "denied":
             reason = reason or message.verdict.reason
         elif outcome.status == "error":
-            reason = reason or prepared.error or shorten(outcome.content)
-        approval = self._approvals_given.pop(prepared.request.call_id, None)
+            reason = failure_reason(reason or prepared.error, outcome.content)
+        approval = self._approvals_given.pop(call_id, None)
+        self._own_requests.pop(call_id, None)
         arguments = prepared.request.arguments
-        line = tool_line(prepared.tool, arguments, outcome.status, reason, approval)
-        await self.chat.add_tool(outcome.status, line)
+        line = tool_line(
+            prepared.tool, arguments, outcome.status, reason, approval.kind if approval else None
+        )
+        # What the model was given (redacted by the tools), cut for the screen.
+        result = result_preview(prepared.tool, outcome.content) if outcome.content else None
+        await self.chat.finish_tool(call_id, outcome.status, line, result)
         if self.companion is not None:
             self.companion.tool_handled(prepared, message.verdict, outcome)
 
@@ -539,8 +591,9 @@ class CairnApp(App[str]):
         self._history_shown = False
         self._elsewhere.clear()
         self._unconfirmed_sends.clear()
-        self._usage = Usage()
-        self.status.usage = self._usage
+        self._own_requests.clear()
+        self._totals, self._totals_seq = Usage(), 0
+        self.status.usage = self._totals
         self.status.context = None
         await self.chat.add_notice(notice, "info")
         try:
@@ -552,7 +605,11 @@ class CairnApp(App[str]):
         self._close_and_exit(None)
 
     async def show_cost(self) -> None:
-        await self.chat.add_notice(f"This session: {usage_label(self._usage)}", "info")
+        await self.chat.add_notice(
+            f"This conversation: {usage_label(self._totals)}\n"
+            f"This session: {usage_label(self._usage)}",
+            "info",
+        )
 
     async def undo(self) -> None:
         """Revert the last change applied in this session, or say why not."""

@@ -5,7 +5,7 @@ Owns the hand-over from SessionListener calls (made by the session) to UI handle
 
 from __future__ import annotations
 
-from cairn_protocol import ServerFrame
+from cairn_protocol import ServerFrame, ToolRequest
 from textual.message import Message
 
 from cairn_client.listener import ConnectionState
@@ -42,3 +42,12 @@ class ToolHandled(Message):
 
 class InterruptRequested(Message):
     """The user asked to interrupt the running run (Esc, here or on the approval screen)."""
+
+
+class ToolAsked(Message):
+    """The person is asked about a request (`waiting`), or has answered it."""
+
+    def __init__(self, request: ToolRequest, waiting: bool) -> None:
+        super().__init__()
+        self.request = request
+        self.waiting = waiting

@@ -221,10 +221,14 @@ class Connection:
         hub: ConversationHub,
         client: Client,
     ) -> int:
-        messages = await self.runtime.store.list_messages(conversation.id)
+        store = self.runtime.store
+        messages = await store.list_messages(conversation.id)
+        records = await store.tool_calls_of_conversation(conversation.id)
+        approvals = await store.approvals_of_conversation(conversation.id)
         pending = await self.runtime.pending_requests(conversation.id)
         unknown = await self.runtime.unknown_outcomes(conversation.id)
         seq = hub.last_seq
+        usage = await store.usage_through(conversation.id, seq)
         await self._enqueue(
             Welcome(
                 seq=seq,
@@ -232,11 +236,12 @@ class Connection:
                 conversation_id=conversation.id,
                 model=choice.model,
                 model_problem=choice.problem,
-                history=build_history(messages),
+                history=build_history(messages, records, approvals),
                 running_run_id=self.runtime.running_run_id(conversation.id),
                 client_id=client.id,
                 pending_tool_requests=pending,
                 unknown_outcomes=unknown,
+                usage=usage,
             )
         )
         return seq

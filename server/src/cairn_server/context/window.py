@@ -146,9 +146,7 @@ class ContextWindow:
         conversation = await self._conversation()
         memory = await visible_sections(self.memory, self.agent_id, self.conversation_id)
         stored = await self._buffer(conversation)
-        key = _DraftKey(
-            conversation.summary, memory, tuple(message.id or 0 for message in stored)
-        )
+        key = _DraftKey(conversation.summary, memory, tuple(message.id or 0 for message in stored))
         if self._cached is None or self._cached.key != key:
             draft = Draft(self.context, memory, conversation.summary, stored)
             self._cached = _CompiledDraft(key, draft, count_context(draft.compiled).total)

@@ -29,6 +29,7 @@ from cairn_protocol import (
     validate_tool_arguments,
 )
 from cairn_protocol.messages import ApprovalRecord, StopReason, ToolStatus
+from cairn_protocol.results import not_run
 
 from cairn_server.context.budget import BudgetError
 from cairn_server.context.tokens import count_tokens
@@ -165,6 +166,7 @@ class AgentRun:
             tool=record.tool,
             arguments=record.arguments,
             executor=self.executor.id,
+            model_call_id=record.model_call_id,
         )
 
     async def execute(self) -> None:
@@ -515,7 +517,7 @@ async def close_dangling_calls(
         message = (
             tool_message(record)
             if record is not None
-            else ModelMessage("tool", f"not run: {reason}", tool_call_id=call.id, is_error=True)
+            else ModelMessage("tool", not_run(reason), tool_call_id=call.id, is_error=True)
         )
         await store.add_message(conversation_id, run_id, message)
     return len(missing)

@@ -1,27 +1,50 @@
 """What a continuing client is shown of the earlier conversation.
 
-Owns the folding of stored messages and tool call records into HistoryItems.
+Owns the folding of stored messages, client tool call records and approvals into
+HistoryItems, each call with the status, reason and result a live client showed for it.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
 from cairn_protocol import HistoryItem, HistoryToolCall
+from cairn_protocol.messages import ApprovalAnswer
+from cairn_protocol.results import failure_reason, result_preview
 
 from cairn_server.domain import ToolCall
-from cairn_server.storage.models import Message
+from cairn_server.storage.models import Message, RunApproval, ToolCallRecord
 from cairn_server.storage.store import stored_tool_calls
 
 HISTORY_LIMIT = 200
 
 
-def build_history(messages: list[Message]) -> list[HistoryItem]:
-    """User and assistant messages, each assistant one with its calls and their outcomes."""
-    results = {m.tool_call_id: m for m in messages if m.role == "tool" and m.tool_call_id}
+def build_history(
+    messages: list[Message],
+    records: Sequence[ToolCallRecord] = (),
+    approvals: Sequence[RunApproval] = (),
+) -> list[HistoryItem]:
+    """User and assistant messages, each assistant one with its calls and their outcomes:
+    a client call as its client reported it (denied, killed, withdrawn, with its reason),
+    any other as the model read its result."""
+    asked = _records_by_call(records)
+    answers = {a.call_id: a.answer for a in approvals if a.answer not in (None, "deny")}
     items: list[HistoryItem] = []
+    open_calls: dict[str, HistoryToolCall] = {}  # the last assistant message's, by model id
     for message in messages:
-        if message.role in ("tool", "event"):
+        if message.role == "tool":
+            call = open_calls.pop(message.tool_call_id or "", None)
+            if call is not None:
+                _settle_from_message(call, message)
             continue
-        calls = [_history_call(call, results.get(call.id)) for call in stored_tool_calls(message)]
+        if message.role == "event":
+            continue
+        calls = [
+            _history_call(call, asked[(message.run_id, call.id)], answers)
+            for call in stored_tool_calls(message)
+        ]
+        open_calls = {call.call_id: call for call in calls}
         items.append(
             HistoryItem(
                 role="user" if message.role == "user" else "assistant",
@@ -33,14 +56,40 @@ def build_history(messages: list[Message]) -> list[HistoryItem]:
     return items[-HISTORY_LIMIT:]
 
 
-def _history_call(call: ToolCall, result: Message | None) -> HistoryToolCall:
-    status = None
-    if result is not None:
-        status = "error" if result.is_error else "ok"
-    return HistoryToolCall(
-        call_id=call.id,
-        tool=call.name,
-        arguments=call.arguments_object,
-        status=status,
-        reason=result.content[:200] if result is not None and result.is_error else None,
-    )
+def _records_by_call(
+    records: Sequence[ToolCallRecord],
+) -> defaultdict[tuple[str | None, str], list[ToolCallRecord]]:
+    """Records by (run, the model's call id), oldest first: a model may reuse an id."""
+    asked: defaultdict[tuple[str | None, str], list[ToolCallRecord]] = defaultdict(list)
+    for record in records:
+        asked[(record.run_id, record.model_call_id)].append(record)
+    return asked
+
+
+def _history_call(
+    call: ToolCall, records: list[ToolCallRecord], answers: Mapping[str, ApprovalAnswer | None]
+) -> HistoryToolCall:
+    shown = HistoryToolCall(call_id=call.id, tool=call.name, arguments=call.arguments_object)
+    record = records.pop(0) if records else None
+    if record is None or record.status == "pending":
+        return shown
+    # As its client reported it; an unknown outcome travels as an error (as in tool_settled).
+    shown.status = "error" if record.status == "unknown" else record.status
+    shown.reason = record.reason
+    if record.status == "error":
+        shown.reason = failure_reason(record.reason, record.content)
+    shown.result = result_preview(call.name, record.content) if record.content else None
+    shown.approval = answers.get(record.id)
+    return shown
+
+
+def _settle_from_message(call: HistoryToolCall, result: Message) -> None:
+    """A call no client reported (a server tool, arguments refused, not run): as the model
+    read its result."""
+    if call.status is not None:
+        return
+    call.status = "error" if result.is_error else "ok"
+    if result.is_error:
+        call.reason = result.content.removeprefix("Error: ")[:200]
+    elif result.content:
+        call.result = result_preview(call.tool, result.content)

@@ -18,6 +18,7 @@ from cairn_protocol import (
     RunStarted,
     ToolRequest,
     ToolResult,
+    Usage,
     WorkspaceIdentity,
 )
 from cairn_protocol.messages import ErrorCode, StopReason, UserCommand
@@ -45,6 +46,7 @@ from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
 from cairn_server.tools.registry import TOOLS
 
+RESTARTED = "the server restarted during this run"  # a recovered run's detail
 UNKNOWN_OUTCOMES_LISTED = 50  # in a welcome: the newest calls a client may still report on
 
 
@@ -348,21 +350,27 @@ class Runtime:
             ]
             for run in runs
         }
-        why = "the server restarted"
-        await self.store.interrupt_running_runs(unknown_outcome(why))
+        await self.store.interrupt_running_runs(unknown_outcome("the server restarted"))
         for run in runs:
             hub = await self.hub(run.conversation_id)
             for call in pending[run.id]:
                 settled = await self.store.get_tool_call(call.id)
                 assert settled is not None
                 await hub.publish(settled_event(settled))
-            await close_dangling_calls(self.store, run.conversation_id, run.id, why)
+            # The reason a client that saw the run end gives its calls that never ran.
+            await close_dangling_calls(self.store, run.conversation_id, run.id, RESTARTED)
             await hub.publish(
                 RunFinished(
                     run_id=run.id,
                     stop_reason="server_restart",
+                    usage=Usage(
+                        input_tokens=run.input_tokens,
+                        cached_input_tokens=run.cached_input_tokens,
+                        output_tokens=run.output_tokens,
+                        cost_usd=run.cost_usd,
+                    ),
                     steps=run.steps,
-                    detail="the server restarted during this run",
+                    detail=RESTARTED,
                 )
             )
             self.release(run.conversation_id)

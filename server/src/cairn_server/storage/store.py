@@ -10,7 +10,14 @@ import secrets
 from datetime import timedelta
 from typing import Any, Literal, TypeVar, get_args
 
-from cairn_protocol import ServerEvent, Usage, WorkspaceIdentity, dump_frame, parse_server_frame
+from cairn_protocol import (
+    RunFinished,
+    ServerEvent,
+    Usage,
+    WorkspaceIdentity,
+    dump_frame,
+    parse_server_frame,
+)
 from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, ApprovalRecord, StopReason
 from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
@@ -430,6 +437,21 @@ class Store(Repository):
         )
         return [parse_server_frame(row.payload) for row in await self._all(query)]
 
+    async def usage_through(self, conversation_id: str, seq: int) -> Usage:
+        """Tokens and cost of the conversation's runs whose run_finished event has a seq up to
+        `seq`: exactly what a client that is sent later events has not yet counted."""
+        query = select(Event).where(
+            Event.conversation_id == conversation_id,
+            Event.type == "run_finished",
+            col(Event.seq) <= seq,
+        )
+        total = Usage()
+        for row in await self._all(query):
+            finished = parse_server_frame(row.payload)
+            if isinstance(finished, RunFinished):
+                total = total + finished.usage
+        return total
+
     async def last_seq(self, conversation_id: str) -> int:
         """The seq of the conversation's newest durable event (0 before the first)."""
         async with self._transaction(read_only=True) as session:
@@ -624,6 +646,23 @@ class Store(Repository):
             _calls_of(conversation_id, "unknown", newest_first=True).limit(limit)
         )
         return newest[::-1]
+
+    async def tool_calls_of_conversation(self, conversation_id: str) -> list[ToolCallRecord]:
+        """Every client tool call of a conversation, oldest first (for its history)."""
+        query = (
+            select(ToolCallRecord)
+            .where(ToolCallRecord.conversation_id == conversation_id)
+            .order_by(col(ToolCallRecord.created_at))
+        )
+        return await self._all(query)
+
+    async def approvals_of_conversation(self, conversation_id: str) -> list[RunApproval]:
+        """How each client tool call of a conversation was decided, oldest decision first."""
+        return await self._all(
+            select(RunApproval)
+            .where(RunApproval.conversation_id == conversation_id)
+            .order_by(col(RunApproval.decided_at), col(RunApproval.id))
+        )
 
     async def tool_calls_of_run(self, run_id: str) -> list[ToolCallRecord]:
         """Every client tool call of a run, oldest first."""

@@ -30,7 +30,7 @@ class ApprovalScreen(ModalScreen[Approval]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "allow_once", "Allow once", id="approval.allow_once"),
-        Binding("a", "allow_session", "Allow for session", id="approval.allow_session"),
+        Binding("a", "allow_session", "Allow session", id="approval.allow_session"),
         Binding("p", "allow_always", "Allow always", id="approval.allow_always"),
         Binding("n", "deny", "Deny…", id="approval.deny"),
         Binding("escape", "interrupt", "Deny & interrupt", id="approval.interrupt"),

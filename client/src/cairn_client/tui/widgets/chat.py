@@ -1,23 +1,29 @@
-"""The scrolling conversation: user messages, streamed assistant Markdown, tool and notice lines.
+"""The scrolling conversation: user messages, streamed assistant Markdown, tool calls, notices.
 
-Owns how each chat entry looks, the one assistant answer that may be streaming at a time, and
-dropping a step's streamed text when the server says it is void (a retried model call).
+Owns how each chat entry looks (a tool call: running with its elapsed time, then its result
+collapsed under it), the one assistant answer that may be streaming at a time, and dropping a
+step's streamed text when the server says it is void (a retried model call).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
-from cairn_protocol.messages import HistoryItem, ToolStatus
+from cairn_protocol.messages import HistoryItem, HistoryToolCall, ToolStatus
+from cairn_protocol.results import ResultPreview, not_run
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.content import Content
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
-from cairn_client.formatting import STATUS_SYMBOLS, tool_line
+from cairn_client.formatting import STATUS_SYMBOLS, describe_call, elapsed_label, tool_line
 
 NoticeKind = Literal["info", "warning", "error", "dim"]
 
@@ -36,13 +42,155 @@ class AssistantEntry(Markdown):
         super().__init__(text, classes="assistant-message")
 
 
-class ToolEntry(Static):
-    """`✓ read src/app.py`: one tool call, coloured by how it ended."""
+ToolState = Literal["queued", "waiting", "running", "done"]
+Clock = Callable[[], float]
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+RESULT_MARK = "⎿"
 
-    def __init__(self, status: ToolStatus | None, line: str) -> None:
-        symbol = STATUS_SYMBOLS[status] if status else "·"
-        content = Content.assemble((symbol, "bold"), " ", line)
-        super().__init__(content, classes=f"tool-line -{status or 'unknown'}")
+
+class ToolEntry(Widget, can_focus=True):
+    """One tool call: `⠋ shell "pytest -q"  12s` while it runs (ticking once a second), then
+    `✓ shell "pytest -q"` coloured by how it ended, with its result collapsed under it (`⎿ exit
+    code 0 · 42 lines of output`); Enter or a click shows the whole (capped) result and hides
+    it again."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "enter", "toggle_result", "Show or hide the result", show=False, id="chat.toggle_result"
+        ),
+    ]
+
+    def __init__(
+        self,
+        line: str,
+        status: ToolStatus | None = None,
+        *,
+        state: ToolState = "done",
+        result: ResultPreview | None = None,
+        clock: Clock = time.monotonic,
+        call: HistoryToolCall | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        super().__init__(classes="tool-line")
+        self.line = line
+        self.status: ToolStatus | None = status
+        self.state: ToolState = state
+        self.result = result
+        self.expanded = False
+        self.call = call  # the model's call, while it waits for its request
+        self.run_id = run_id
+        self._clock = clock
+        self._started = clock()
+        self._timer: Timer | None = None
+        self._drawn = False
+        self._header = Static(classes="tool-header")
+        self._body = Static(classes="tool-result")
+
+    def compose(self) -> ComposeResult:
+        yield self._header
+        yield self._body
+
+    def on_mount(self) -> None:
+        self._drawn = True
+        self._show()
+
+    @property
+    def header_text(self) -> str:
+        """The call's line as drawn (symbol, call, elapsed time while running)."""
+        return self._header_content().plain
+
+    @property
+    def result_text(self) -> str:
+        """What is drawn under the call: the summary, or the whole result when expanded."""
+        return self._result_content().plain
+
+    def start(self, line: str) -> None:
+        """Its request came: running from now."""
+        if self.state == "queued":
+            self.state, self._started = "running", self._clock()
+        if self.state != "done":
+            self.line, self.call = line, None
+            self._show()
+
+    def wait_for_answer(self, waiting: bool) -> None:
+        """The person is asked (the clock starts again when they have answered)."""
+        if self.state not in ("queued", "waiting", "running"):
+            return
+        self.state = "waiting" if waiting else "running"
+        self.call = None
+        if not waiting:
+            self._started = self._clock()
+        self._show()
+
+    def finish(self, status: ToolStatus | None, line: str, result: ResultPreview | None) -> None:
+        self.status, self.line, self.result, self.state = status, line, result, "done"
+        self.call = None
+        self._show()
+
+    def action_toggle_result(self) -> None:
+        if self.result is not None:
+            self.expanded = not self.expanded
+            self._show()
+
+    def on_click(self) -> None:
+        self.focus()
+        self.action_toggle_result()
+
+    def on_focus(self) -> None:
+        self._show()
+
+    def on_blur(self) -> None:
+        self._show()
+
+    def refresh_state(self) -> None:
+        """Draw the entry again after its state was set from outside."""
+        self._show()
+
+    def _show(self) -> None:
+        self.set_class(self.state != "done", "-running")
+        for status in ("ok", "denied", "error"):
+            self.set_class(self.state == "done" and self.status == status, f"-{status}")
+        self.set_class(self.state == "done" and self.status is None, "-unknown")
+        if not self._drawn:  # the header and result are drawn from on_mount on
+            return
+        self._header.update(self._header_content())
+        self._body.update(self._result_content())
+        self._body.display = self.result is not None and self.state == "done"
+        self._keep_ticking(self.state == "running")
+
+    def _keep_ticking(self, running: bool) -> None:
+        if running and self._timer is None:
+            self._timer = self.set_interval(1.0, self._tick)
+        elif not running and self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+
+    def _tick(self) -> None:
+        self._header.update(self._header_content())
+
+    def _header_content(self) -> Content:
+        if self.state == "queued":
+            return Content.assemble(("·", "bold"), " ", self.line)
+        if self.state == "waiting":
+            return Content.assemble(("?", "bold"), " ", self.line)  # the dialog asks above
+        if self.state == "running":
+            elapsed = max(0.0, self._clock() - self._started)
+            spinner = SPINNER[int(elapsed) % len(SPINNER)]
+            return Content.assemble(
+                (spinner, "bold"), " ", self.line, f"  {elapsed_label(elapsed)}"
+            )
+        symbol = STATUS_SYMBOLS[self.status] if self.status else "·"
+        return Content.assemble((symbol, "bold"), " ", self.line)
+
+    def _result_content(self) -> Content:
+        if self.result is None:
+            return Content("")
+        if not self.expanded:
+            hint = "  enter to expand" if self.has_focus and self.result.lines > 1 else ""
+            return Content.assemble(f"  {RESULT_MARK} ", self.result.summary, (hint, "dim"))
+        lines = self.result.text.splitlines() or [self.result.summary]
+        body = "\n".join([f"  {RESULT_MARK} {lines[0]}", *(f"    {line}" for line in lines[1:])])
+        return Content(body)
 
 
 class NoticeEntry(Static):
@@ -69,6 +217,11 @@ class ChatView(VerticalScroll, can_focus=False):
         # the stream), until the step's complete message replaces them.
         self._step_run_id: str | None = None
         self._step_entries: list[AssistantEntry] = []
+        self._tools: dict[str, ToolEntry] = {}  # by call_id; queued ones by run and model id
+        self.clock: Clock = time.monotonic  # what running calls' elapsed times are read from
+
+    def _now(self) -> float:
+        return self.clock()
 
     def on_mount(self) -> None:
         self.anchor()
@@ -109,9 +262,15 @@ class ChatView(VerticalScroll, can_focus=False):
         if text:
             await self.mount(AssistantEntry(text))
 
-    async def end_run(self, run_id: str) -> None:
-        """The run ended: keep a partial streamed answer as it is and stop streaming."""
+    async def end_run(self, run_id: str, why: str = "") -> None:
+        """The run ended: keep a partial streamed answer as it is and stop streaming; its
+        calls never asked for were not run (`why`: the run's detail or stop reason)."""
         self._take_step(run_id)
+        for entry in self._tools.values():
+            if entry.state == "queued" and entry.run_id == run_id and entry.call is not None:
+                call = entry.call
+                line = tool_line(call.tool, call.arguments, "error", not_run(why))
+                entry.finish("error", line, None)
         if self._open_stream is not None and self._open_stream.run_id == run_id:
             await self._close_stream()
 
@@ -122,17 +281,73 @@ class ChatView(VerticalScroll, can_focus=False):
             await self._close_stream()
         await self.remove_children(self._take_step(run_id))
 
-    async def add_tool(self, status: ToolStatus | None, line: str) -> None:
+    async def add_tool(
+        self, status: ToolStatus | None, line: str, result: ResultPreview | None = None
+    ) -> ToolEntry:
+        """A call that has ended (or whose end this client will not hear of)."""
         await self._close_stream()
-        await self.mount(ToolEntry(status, line))
+        entry = ToolEntry(line, status, result=result, clock=self._now)
+        await self.mount(entry)
+        return entry
+
+    async def queue_tools(self, run_id: str, calls: Iterable[HistoryToolCall]) -> None:
+        """The model's calls of one step, shown before their requests come; those of an
+        earlier step still waiting were refused by the server and never come."""
+        for key, entry in list(self._tools.items()):
+            if entry.state == "queued" and entry.run_id == run_id:
+                del self._tools[key]
+                await entry.remove()
+        for call in calls:
+            entry = await self.add_tool(None, describe_call(call.tool, call.arguments))
+            entry.state, entry.call, entry.run_id = "queued", call, run_id
+            entry.refresh_state()
+            self._tools[_queued_key(run_id, call.call_id)] = entry
+
+    async def start_tool(
+        self, call_id: str, line: str, *, run_id: str = "", model_call_id: str | None = None
+    ) -> ToolEntry:
+        """The call's request came: its entry (the queued one, or a new one) runs from now.
+        Asking again for the same call_id changes nothing."""
+        entry = self._tools.get(call_id)
+        if entry is None:
+            entry = self._tools.pop(_queued_key(run_id, model_call_id or ""), None)
+            if entry is None and model_call_id is not None:  # shown in the history
+                entry = self._tools.pop(_queued_key("", model_call_id), None)
+            if entry is None:
+                entry = await self.add_tool(None, line)
+                entry.state = "queued"
+            self._tools[call_id] = entry
+        entry.start(line)
+        return entry
+
+    def tool(self, call_id: str) -> ToolEntry | None:
+        return self._tools.get(call_id)
+
+    async def finish_tool(
+        self,
+        call_id: str,
+        status: ToolStatus | None,
+        line: str,
+        result: ResultPreview | None = None,
+    ) -> None:
+        """The call ended: its entry shows how, or a new entry does when it has none."""
+        entry = self._tools.get(call_id)
+        if entry is None:
+            self._tools[call_id] = await self.add_tool(status, line, result)
+        else:
+            entry.finish(status, line, result)
 
     async def add_notice(self, text: str, kind: NoticeKind = "info") -> None:
         await self._close_stream()
         await self.mount(NoticeEntry(text, kind))
 
     async def show_history(self, items: Iterable[HistoryItem]) -> None:
-        """Earlier conversation: user messages, assistant Markdown and compact tool lines."""
+        """Earlier conversation: user messages, assistant Markdown and tool calls as they
+        ended; one still waiting for its result runs there when its request comes again."""
         entries = [entry for item in items for entry in _history_entries(item)]
+        for entry in entries:
+            if isinstance(entry, ToolEntry) and entry.call is not None:
+                self._tools[_queued_key("", entry.call.call_id)] = entry
         if entries:
             await self.mount_all(entries)
 
@@ -140,6 +355,7 @@ class ChatView(VerticalScroll, can_focus=False):
         """Empty the view only; the conversation on the server is untouched."""
         await self._close_stream()
         self._step_run_id, self._step_entries = None, []
+        self._tools.clear()
         await self.remove_children()
 
     def _take_step(self, run_id: str) -> list[AssistantEntry]:
@@ -164,6 +380,15 @@ def _history_entries(item: HistoryItem) -> list[Widget]:
         return []  # the raw result; the assistant's tool call line already says how it ended
     entries: list[Widget] = [AssistantEntry(item.text)] if item.text.strip() else []
     for call in item.tool_calls:
-        line = tool_line(call.tool, call.arguments, call.status, call.reason)
-        entries.append(ToolEntry(call.status, line))
+        line = tool_line(call.tool, call.arguments, call.status, call.reason, call.approval)
+        if call.status is None:  # no result yet: its request may come again
+            entries.append(
+                ToolEntry(describe_call(call.tool, call.arguments), state="queued", call=call)
+            )
+        else:
+            entries.append(ToolEntry(line, call.status, result=call.result))
     return entries
+
+
+def _queued_key(run_id: str, model_call_id: str) -> str:
+    return f"queued:{run_id}:{model_call_id}"
