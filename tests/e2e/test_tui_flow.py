@@ -264,7 +264,7 @@ async def test_a_request_started_headless_in_another_clone_is_only_shown_in_the_
                 await pilot.pause(0.05)
             done = headless.result()
             await until(pilot, lambda: "Noted." in chat_text(app))
-            assert "running in another client" in chat_text(app)
+            assert '✓ shell "pwd >> where.txt" — in another client' in chat_text(app)
             assert not isinstance(app.screen, ApprovalScreen)
     assert done.returncode == 0, done.stderr
     assert (clone / "where.txt").read_text().count("\n") == 1
