@@ -61,6 +61,7 @@ COMPACT_REFUSALS = frozenset({"nothing_to_compact", "run_in_progress"})
 # How long Ctrl-C waits for the cancel to reach the server before leaving anyway.
 CANCEL_WAIT_S = 5.0
 
+
 class HeadlessListener:
     """Prints the run; `finished` resolves with the RunFinished of the request it sent."""
 

@@ -18,6 +18,7 @@ from cairn_protocol.messages import (
     AssistantMessage,
     ContextCompacted,
     ErrorEvent,
+    HistoryItem,
     ModelRetry,
     Pong,
     RunFinished,
@@ -53,6 +54,7 @@ from cairn_client.formatting import (
     usage_label,
 )
 from cairn_client.listener import ConnectionState, SessionControl, SessionListener
+from cairn_client.mentions import Mentions, mentions, split_attachments
 from cairn_client.policy.types import MODES, Approval, Mode, Verdict, as_mode
 from cairn_client.prompt_history import PromptHistory
 from cairn_client.tools.base import PreparedCall, ToolOutcome
@@ -69,7 +71,7 @@ from cairn_client.tui.screens.conversations import ConversationsScreen
 from cairn_client.tui.screens.memory import Drafts, MemoryScreen
 from cairn_client.tui.screens.setup import SetupChoice, SetupScreen
 from cairn_client.tui.widgets.chat import ChatView, NoticeKind
-from cairn_client.tui.widgets.prompt import PromptInput
+from cairn_client.tui.widgets.prompt import CompletionMenu, PromptInput
 from cairn_client.tui.widgets.status import StatusLine
 from cairn_client.undo import UndoRefused
 
@@ -123,11 +125,19 @@ class CairnApp(App[str]):
         Binding("escape", "interrupt", "Interrupt", show=False, id="cairn.interrupt"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="cairn.quit"),
         Binding(
-            "ctrl+c", "ctrl_c", "Interrupt, then quit", show=False, priority=True,
+            "ctrl+c",
+            "ctrl_c",
+            "Interrupt, then quit",
+            show=False,
+            priority=True,
             id="cairn.quit_ctrl_c",
         ),
         Binding(
-            "shift+tab", "cycle_mode", "Next permission mode", show=False, priority=True,
+            "shift+tab",
+            "cycle_mode",
+            "Next permission mode",
+            show=False,
+            priority=True,
             id="cairn.cycle_mode",
         ),
         Binding("pageup", "scroll_chat(-1)", "Scroll up", show=False, id="cairn.page_up"),
@@ -146,10 +156,13 @@ class CairnApp(App[str]):
         companion: AppCompanion | None = None,
         pick_conversation: bool = False,
         history: PromptHistory | None = None,
+        mentions: Mentions | None = None,
     ) -> None:
         """`pick_conversation`: open the conversation picker once connected (`cairn --resume`
-        without an id); `history`: what was sent before in this workspace (up/down)."""
+        without an id); `history`: what was sent before in this workspace (up/down);
+        `mentions`: the workspace's files for `@` completion and attachments (none without)."""
         super().__init__()
+        self.mentions = mentions
         self.history = history or PromptHistory()
         self._pick_at_start = pick_conversation
         self._start_session = start_session
@@ -185,17 +198,23 @@ class CairnApp(App[str]):
 
     def compose(self) -> ComposeResult:
         yield self.chat
+        menu = CompletionMenu(id="completions")
         yield PromptInput(
             self._initial_input,
             history=self.history,
-            placeholder="Message cairn — Enter sends · /clear · /quit",
+            placeholder="Message cairn — Enter sends · / commands · @ files",
             id="prompt",
+            menu=menu,
+            files=self._workspace_files if self.mentions is not None else None,
         )
+        yield menu
         yield self.status
 
     async def on_mount(self) -> None:
         if self.companion is not None:
             self.companion.attach(self)
+        if self.mentions is not None:
+            self._list_files()
         try:
             self._session = self._start_session(self)
         except Exception as exc:  # noqa: BLE001 - a broken configuration is shown, not a crash
@@ -294,7 +313,7 @@ class CairnApp(App[str]):
         if not self._history_shown:
             # Only the first welcome's history is new to this view; a reconnect would repeat it.
             self._history_shown = True
-            await self.chat.show_history(event.history)
+            await self.chat.show_history([_as_typed(item) for item in event.history])
         if event.model is None and not self._setup_shown:
             self._setup_shown = True
             self.push_screen(SetupScreen(event.model_problem), callback=self._on_setup_choice)
@@ -323,7 +342,10 @@ class CairnApp(App[str]):
         if self._unconfirmed_sends and self._unconfirmed_sends[0] == event.user_text.strip():
             self._unconfirmed_sends.pop(0)
         else:
-            await self.chat.add_user(event.user_text)
+            typed, attached = split_attachments(event.user_text)
+            await self.chat.add_user(typed)
+            for path in attached:
+                await self.chat.add_notice(f"Attached {path}", "dim")
 
     async def _on_assistant_message(self, event: AssistantMessage) -> None:
         await self.chat.finish_assistant(event.run_id, event.text)
@@ -438,8 +460,20 @@ class CairnApp(App[str]):
             await commands.run_in_tui(invocation, self)
         elif self._session is None:
             await self.chat.add_notice("Not connected: your message was not sent.", "error")
+        elif self.mentions is not None and mentions(text):
+            await self._send_with_files(text, self.mentions)
         else:
             await self.send_message(text)
+
+    async def _send_with_files(self, text: str, workspace: Mentions) -> None:
+        """Send `text` with the files it `@mentions` attached (read as the read tool reads
+        them); what could not be attached is said, one line each, and the rest is sent."""
+        attached = await workspace.attach(text)
+        self._unconfirmed_sends.append(attached.text.strip())
+        await self.chat.add_user(text)
+        for line in attached.notices():
+            await self.chat.add_notice(line, "dim" if line.startswith("Attached") else "warning")
+        self._send(attached.text)
 
     async def send_message(self, text: str, command: UserCommand | None = None) -> None:
         """Show `text` as the user's message at once and send it in the background."""
@@ -455,6 +489,27 @@ class CairnApp(App[str]):
     async def _show_sent(self, text: str) -> None:
         self._unconfirmed_sends.append(text.strip())
         await self.chat.add_user(text)
+
+    # ------------------------------------------------------------------ @ files
+
+    def _workspace_files(self) -> tuple[str, ...]:
+        """The files `@` offers: the listing at hand, listed again in the background when
+        stale (the list is refreshed when the new listing comes in)."""
+        assert self.mentions is not None
+        if self.mentions.index.stale:
+            self._list_files()
+        return self.mentions.index.paths
+
+    @work(thread=True, group="files", exclusive=True, exit_on_error=False)
+    def _list_files(self) -> None:
+        assert self.mentions is not None
+        self.mentions.index.refresh()
+        self.call_from_thread(self._files_listed)
+
+    def _files_listed(self) -> None:
+        prompt = self.query_one("#prompt", PromptInput)
+        if "@" in prompt.value:
+            prompt.refresh_completion()
 
     # ------------------------------------------------------------------ commands (TuiHost)
 
@@ -719,3 +774,14 @@ class CairnApp(App[str]):
         self._running_run_id = run_id
         self._retrying = False
         self.status.activity = RUNNING if run_id is not None else ""
+
+
+def _as_typed(item: HistoryItem) -> HistoryItem:
+    """A user message of the history as it was typed, its attached files named after it."""
+    if item.role != "user":
+        return item
+    typed, attached = split_attachments(item.text)
+    if not attached:
+        return item
+    named = "\n".join(f"(attached {path})" for path in attached)
+    return item.model_copy(update={"text": f"{typed}\n\n{named}"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 from cairn_client.api import CairnApi
 from cairn_client.launch import Launch
 from cairn_client.listener import SessionListener
+from cairn_client.mentions import Mentions
 from cairn_client.tui.app import CairnApp, SessionRunner
 
 
@@ -34,6 +35,7 @@ def run_tui(
         api=CairnApi(launch.endpoint.resolve, launch.endpoint.token),
         pick_conversation=pick_conversation,
         history=launch.history,
+        mentions=Mentions(launch.workspace.root, launch.policy),
     )
     if launch.local is not None:  # a restart while the app runs is told in the app
         launch.local.notify = lambda line: app.call_from_thread(app.notify, line)
