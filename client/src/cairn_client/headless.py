@@ -1,7 +1,8 @@
 """Headless mode: `cairn -p "request"` runs one request and prints the answer.
 
-Owns the listener that prints text (or JSON lines) and denies whatever needs a person, and what
-the command table's headless commands do (`/compact [focus]`, `/init [focus]`, `/help`).
+Owns the listener that prints text (or JSON lines) and denies whatever needs a person, the
+request's `@file` attachments, and what the command table's headless commands do
+(`/compact [focus]`, `/init [focus]`, `/help`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from cairn_client.formatting import (
     run_ending,
 )
 from cairn_client.listener import ConnectionState, RunFollower, RunRefused
+from cairn_client.mentions import attach_mentions, mentions
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.session import ClientSession, SessionFailed
 from cairn_client.tools.base import PreparedCall, ToolOutcome
@@ -228,7 +230,7 @@ async def run_headless(session: ClientSession, listener: HeadlessListener, promp
     try:
         invocation = commands.parse(prompt)
         if invocation is None:
-            return await requests.send(prompt, None)
+            return await requests.send(await requests.with_files(prompt), None)
         return await commands.run_headless(invocation, requests)
     except RunRefused as exc:  # the listener has printed the server's error
         return 2 if exc.code == "no_model" else 1
@@ -266,6 +268,17 @@ class HeadlessRequests:
 
     async def send_init(self, text: str) -> int:
         return await self.send(text, "init")
+
+    async def with_files(self, text: str) -> str:
+        """`text` with the files it `@mentions` attached; each file attached, or why not, is
+        one line on stderr."""
+        if not mentions(text):
+            return text
+        workspace = self.session.workspace.root
+        attached = await attach_mentions(text, workspace, self.session.policy)
+        for line in attached.notices():
+            print(f"cairn: {line}", file=self.listener.err, flush=True)
+        return attached.text
 
     async def send(self, text: str, command: UserCommand | None) -> int:
         """0 when the run ended its turn, 1 when it stopped otherwise, 2 without a model."""

@@ -1,0 +1,50 @@
+"""The real `cairn` command with what users type: `@file` attachments in `cairn -p`, and
+`--model` choosing the agent's model (kept for the next `cairn`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cairn_fakes.runner import FakeModelServer
+from support.cli import cairn
+from support.servers import model_env, script
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def sent_to_model(fake_model: FakeModelServer) -> str:
+    """What the last request gave the model as the user's turn."""
+    messages = fake_model.requests[-1].body["messages"]
+    return str([m for m in messages if m["role"] == "user"][-1]["content"])
+
+
+def test_an_at_mention_attaches_the_file_the_model_then_sees(
+    repo: Path, data_dir: Path, fake_model: FakeModelServer
+) -> None:
+    (repo / ".env").write_text("API_KEY=sk-live-abcdef0123456789abcdef0123456789\n")
+    fake_model.set_script(script({"text": "It returns 1."}))
+    done = cairn(
+        repo,
+        data_dir,
+        "-p",
+        "what does @app.py return? also @.env and @../../etc/passwd",
+        env=model_env(fake_model),
+    )
+    assert done.returncode == 0, done.stderr
+    told = sent_to_model(fake_model)
+    assert told.startswith("what does @app.py return?")
+    assert '<attached-file path="app.py">\n1\tdef total(items):' in told
+    assert "sk-live" not in told and "root:" not in told
+    assert "cairn: Attached app.py (2 lines)" in done.stderr
+    refused = [line for line in done.stderr.splitlines() if "not attached" in line]
+    assert [line.split(" not attached")[0] for line in refused] == [
+        "cairn: @.env",
+        "cairn: @../../etc/passwd",
+    ]
+    assert not any(m.get("tool_calls") for m in fake_model.requests[-1].body["messages"])
+    assert json.dumps(fake_model.requests[-1].body).count("def total") == 1
