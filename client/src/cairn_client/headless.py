@@ -2,7 +2,7 @@
 
 Owns the listener that prints text (or JSON lines) and denies whatever needs a person, the
 request's `@file` attachments, and what the command table's headless commands do
-(`/compact [focus]`, `/init [focus]`, `/help`).
+(`/compact [focus]`, `/init [focus]`, `/model [name]`, `/help`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from cairn_protocol import (
 from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, UserCommand
 
 from cairn_client import commands
+from cairn_client.api import CairnApi
+from cairn_client.errors import CairnError
 from cairn_client.formatting import (
     CONTINUE_HEADLESS,
     compaction_line,
@@ -34,6 +36,7 @@ from cairn_client.formatting import (
 )
 from cairn_client.listener import ConnectionState, RunFollower, RunRefused
 from cairn_client.mentions import attach_mentions, mentions
+from cairn_client.models import model_line, set_model, switched_line
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.session import ClientSession, SessionFailed
 from cairn_client.tools.base import PreparedCall, ToolOutcome
@@ -291,6 +294,24 @@ class HeadlessRequests:
         await self.session.send_user_message(text, command)
         finished = await session_result(self.listener.finished, self.runner)
         return 0 if finished.stop_reason == "end_turn" else 1
+
+    async def model(self, name: str) -> int:
+        """`/model` prints the agent's model; `/model NAME` switches it: 0, or 2 (one line on
+        stderr) when the server cannot run that model."""
+        welcome = await session_result(self.listener.welcome, self.runner)
+        endpoint = self.session.endpoint
+        async with CairnApi(endpoint.resolve, endpoint.token) as api:
+            try:
+                if not name:
+                    agent = await api.get_agent(welcome.agent_id)
+                    line = model_line(welcome.model, agent)
+                else:
+                    line = switched_line(await set_model(api, welcome.agent_id, name))
+            except CairnError as exc:
+                print(f"cairn: {exc.message}", file=self.listener.err, flush=True)
+                return exc.exit_code
+        print(line, file=self.listener.out, flush=True)
+        return 0
 
     async def compact(self, focus: str | None) -> int:
         """0 when the conversation was compacted, 1 when the server refused (no model needed:

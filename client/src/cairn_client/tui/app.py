@@ -41,6 +41,7 @@ from textual.worker import Worker, WorkerState
 from cairn_client import commands
 from cairn_client.api import CairnApi
 from cairn_client.approvals import Answer, ApprovalQueue
+from cairn_client.errors import CairnError
 from cairn_client.formatting import (
     compaction_line,
     connection_label,
@@ -55,6 +56,7 @@ from cairn_client.formatting import (
 )
 from cairn_client.listener import ConnectionState, SessionControl, SessionListener
 from cairn_client.mentions import Mentions, mentions, split_attachments
+from cairn_client.models import model_line, set_model, switched_line
 from cairn_client.policy.types import MODES, Approval, Mode, Verdict, as_mode
 from cairn_client.prompt_history import PromptHistory
 from cairn_client.tools.base import PreparedCall, ToolOutcome
@@ -157,11 +159,14 @@ class CairnApp(App[str]):
         pick_conversation: bool = False,
         history: PromptHistory | None = None,
         mentions: Mentions | None = None,
+        first_message: str = "",
     ) -> None:
         """`pick_conversation`: open the conversation picker once connected (`cairn --resume`
         without an id); `history`: what was sent before in this workspace (up/down);
-        `mentions`: the workspace's files for `@` completion and attachments (none without)."""
+        `mentions`: the workspace's files for `@` completion and attachments (none without);
+        `first_message`: sent as if typed once the server has answered (`cairn "REQUEST"`)."""
         super().__init__()
+        self._first_message = first_message.strip()
         self.mentions = mentions
         self.history = history or PromptHistory()
         self._pick_at_start = pick_conversation
@@ -322,6 +327,10 @@ class CairnApp(App[str]):
         if self._pick_at_start:
             self._pick_at_start = False
             await self.pick_conversation()
+        if self._first_message:
+            first, self._first_message = self._first_message, ""
+            self.history.add(first)
+            await self.run_slash_command(first)
 
     async def _on_tool_request(self, request: ToolRequest) -> None:
         """Requests this client runs are reported by tool_handled once decided; one another
@@ -579,6 +588,24 @@ class CairnApp(App[str]):
 
     async def show_cost(self) -> None:
         await self.chat.add_notice(f"This session: {usage_label(self._usage)}", "info")
+
+    async def model(self, name: str) -> None:
+        """`/model` says which model the agent uses; `/model NAME` switches it (the server
+        checks the name and keeps it for the next `cairn`)."""
+        if not self._rest_ready("the model"):
+            return
+        assert self.api is not None and self.agent_id is not None
+        try:
+            if not name:
+                agent = await self.api.get_agent(self.agent_id)
+                await self.chat.add_notice(model_line(self.status.model, agent), "info")
+                return
+            agent = await set_model(self.api, self.agent_id, name)
+        except CairnError as exc:
+            await self.chat.add_notice(f"The model was not changed: {exc.message}", "warning")
+            return
+        self.status.model = agent.model or "server default"
+        await self.chat.add_notice(switched_line(agent), "info")
 
     async def undo(self) -> None:
         """Revert the last change applied in this session, or say why not."""

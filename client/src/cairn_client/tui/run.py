@@ -18,12 +18,14 @@ def run_tui(
     initial_input: str = "",
     conversation: str = "reopen",
     pick_conversation: bool = False,
+    first_message: str = "",
 ) -> str | None:
     """Run the app until the user quits; returns "demo" if they asked for the demo.
 
     `conversation`: "reopen" (the one last open in the TUI), "latest" (`-c`: the most recent
     activity, maybe a `cairn -p` run's) or an id (`--resume ID`);
-    `pick_conversation` opens the picker at start (`--resume` alone)."""
+    `pick_conversation` opens the picker at start (`--resume` alone); `first_message` is sent
+    once connected (`cairn "REQUEST"`)."""
 
     def start_session(listener: SessionListener) -> SessionRunner:
         return launch.session(listener, conversation, interactive=True)
@@ -34,6 +36,7 @@ def run_tui(
         initial_input=initial_input,
         api=CairnApi(launch.endpoint.resolve, launch.endpoint.token),
         pick_conversation=pick_conversation,
+        first_message=first_message,
         history=launch.history,
         mentions=Mentions(launch.workspace.root, launch.policy),
     )
