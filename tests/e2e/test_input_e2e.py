@@ -48,3 +48,34 @@ def test_an_at_mention_attaches_the_file_the_model_then_sees(
     ]
     assert not any(m.get("tool_calls") for m in fake_model.requests[-1].body["messages"])
     assert json.dumps(fake_model.requests[-1].body).count("def total") == 1
+
+
+def test_model_flag_chooses_the_agents_model_and_the_next_cairn_keeps_it(
+    repo: Path, data_dir: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(script({"text": "one"}, {"text": "two"}))
+    env = model_env(fake_model)
+    first = cairn(repo, data_dir, "--model", "anthropic/claude-haiku-4-5", "-p", "hi", env=env)
+    assert first.returncode == 0, first.stderr
+    assert fake_model.requests[-1].body["model"] == "claude-haiku-4-5"
+    second = cairn(repo, data_dir, "-p", "and again", env=env)  # no --model: kept
+    assert second.returncode == 0, second.stderr
+    assert fake_model.requests[-1].body["model"] == "claude-haiku-4-5"
+    shown = cairn(repo, data_dir, "-p", "/model", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("Model: anthropic/claude-haiku-4-5 (chosen for this agent)")
+    back = cairn(repo, data_dir, "-p", "/model default", env=env)
+    assert back.stdout.startswith("Model: the server's default"), back.stderr
+
+
+def test_an_unknown_model_is_refused_before_anything_runs(
+    repo: Path, data_dir: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(script({"text": "never"}))
+    done = cairn(repo, data_dir, "--model", "gpt-nine", "-p", "hi", env=model_env(fake_model))
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("cairn: Unknown model 'gpt-nine'")
+    assert "did you mean openai/gpt-nine or anthropic/gpt-nine?" in line
+    assert "its default is openai/gpt-4o-mini" in line
+    assert fake_model.requests == []
