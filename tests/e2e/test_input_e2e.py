@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
 from cairn_fakes.runner import FakeModelServer
 from support.cli import cairn
 from support.servers import model_env, script
+from support.terminal import terminal
 
 
 @pytest.fixture
@@ -79,3 +83,28 @@ def test_an_unknown_model_is_refused_before_anything_runs(
     assert "did you mean openai/gpt-nine or anthropic/gpt-nine?" in line
     assert "its default is openai/gpt-4o-mini" in line
     assert fake_model.requests == []
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_a_request_on_the_command_line_opens_the_tui_with_it_sent(
+    repo: Path, data_dir: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(script({"text": "It adds nothing yet."}))
+    request = "what does @app.py return?"
+    command = f"{shlex.quote(sys.executable)} -m cairn_client.cli {shlex.quote(request)}"
+    env = {**model_env(fake_model), "CAIRN_DATA_DIR": str(data_dir)}
+    with terminal(command, cwd=repo, env=env, deadline_s=60.0) as term:
+        term.wait_for("the answer", lambda screen: "It adds nothing yet." in screen)
+        screen = term.screen()
+        assert request in screen and "Attached app.py (2 lines)" in screen
+        term.send("C-q")
+    told = sent_to_model(fake_model)
+    assert told.startswith(request) and '<attached-file path="app.py">' in told
+
+
+def test_a_subcommand_name_still_runs_the_subcommand(repo: Path, data_dir: Path) -> None:
+    listed = cairn(repo, data_dir, "conversations", "--help")
+    assert listed.returncode == 0 and "Usage: cairn conversations" in listed.stdout
+    both = cairn(repo, data_dir, "-p", "one", "two")
+    assert both.returncode == 2
+    assert "use either -p REQUEST or a REQUEST for the TUI" in both.stderr
