@@ -67,7 +67,7 @@ async def test_an_unknown_model_is_refused_in_one_line_naming_what_the_server_ru
 
 
 def test_a_provider_without_its_key_is_named_with_the_ones_configured() -> None:
-    settings = ModelSettings(openai_base_url="http://127.0.0.1:9/v1")  # type: ignore[call-arg]
+    settings = ModelSettings(openai_base_url="http://127.0.0.1:9/v1")
     try:
         check_model("anthropic/claude-sonnet-4-6", settings)
     except UnknownModelError as exc:

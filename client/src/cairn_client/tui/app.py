@@ -207,7 +207,7 @@ class CairnApp(App[str]):
         yield PromptInput(
             self._initial_input,
             history=self.history,
-            placeholder="Message cairn — Enter sends · / commands · @ files",
+            placeholder="Message cairn — Enter sends · /clear · /quit",
             id="prompt",
             menu=menu,
             files=self._workspace_files if self.mentions is not None else None,
