@@ -12,6 +12,7 @@ from cairn_client.mentions import (
     MAX_ATTACHMENTS,
     FileIndex,
     Mentions,
+    PathListing,
     mentions,
     rank_paths,
     split_attachments,
@@ -44,21 +45,25 @@ def workspace(root: Path, **settings: list[str]) -> Mentions:
     return Mentions(root, policy_for(PolicySettings(**settings)))  # type: ignore[arg-type]
 
 
-def listed(root: Path, **settings: list[str]) -> tuple[str, ...]:
+def offered(root: Path, query: str, **settings: list[str]) -> list[str]:
+    """What `@query` offers, at most 50."""
     index = workspace(root, **settings).index
     index.refresh()
-    return index.paths
+    return index.listing.best(query, 50)
 
 
 def test_the_index_offers_the_workspace_files_less_ignored_secret_and_denied_ones(
     repo: Path,
 ) -> None:
-    paths = listed(repo, deny=["read(private/**)"])
-    assert {"src/app.py", "src/cart/checkout.py", "README.md", "src/", "src/cart/"} <= set(paths)
-    assert ".env" not in paths  # a secret by name
-    assert "private/notes.txt" not in paths  # the user's deny rule
-    assert "build/out.js" not in paths  # .gitignore
-    assert not any(path.startswith(".git/") for path in paths)
+    everything = offered(repo, "", deny=["read(private/**)"])
+    assert {"src/app.py", "src/cart/checkout.py", "README.md", "src/", "src/cart/"} <= set(
+        everything
+    )
+    assert ".env" not in everything and offered(repo, "env") == []  # a secret by name
+    assert offered(repo, "notes", deny=["read(private/**)"]) == []  # the user's deny rule
+    assert offered(repo, "notes") == ["private/notes.txt"]
+    assert offered(repo, "out.js") == []  # .gitignore
+    assert not any(path.startswith(".git/") for path in everything)
 
 
 def test_the_index_lists_again_only_when_stale(repo: Path) -> None:
@@ -88,16 +93,17 @@ def test_paths_rank_as_names_first_then_paths_then_fuzzy() -> None:
 
 def test_completion_replaces_the_word_at_the_cursor() -> None:
     paths = ("src/", "src/app.py", "README.md")
-    completion = complete("look at @ap please", 11, lambda: paths)
+    listing = PathListing.of(paths)
+    completion = complete("look at @ap please", 11, lambda: listing)
     assert completion is not None
     assert [candidate.label for candidate in completion.candidates] == ["src/app.py"]
     assert completion.apply("look at @ap please", completion.candidates[0]) == (
         "look at @src/app.py please",
         20,
     )
-    folder = complete("@sr", 3, lambda: paths)
+    folder = complete("@sr", 3, lambda: listing)
     assert folder is not None and folder.candidates[0].replacement == "@src/"  # stays open
-    assert complete("mail me@ap", 10, lambda: paths) is None  # no mention inside a word
+    assert complete("mail me@ap", 10, lambda: listing) is None  # no mention inside a word
 
 
 def test_slash_completion_offers_the_command_table_only_at_the_start() -> None:

@@ -7,11 +7,11 @@ makes of the text; the TUI's prompt shows them (never imports Textual).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cairn_client.commands import commands_for
-from cairn_client.mentions import rank_paths
+from cairn_client.mentions import PathListing
 
 MAX_CANDIDATES = 10
 
@@ -44,7 +44,7 @@ class Completion:
 
 
 def complete(
-    text: str, cursor: int, files: Callable[[], Sequence[str]] | None = None
+    text: str, cursor: int, files: Callable[[], PathListing] | None = None
 ) -> Completion | None:
     """What can complete the word at `cursor`: a command when the text starts with `/` and
     the cursor is in its first word, a workspace path after `@`; None for anything else."""
@@ -86,9 +86,9 @@ def _commands(typed: str) -> list[Candidate]:
     ]
 
 
-def _paths(typed: str, paths: Sequence[str]) -> list[Candidate]:
+def _paths(typed: str, listing: PathListing) -> list[Candidate]:
     return [
         # A folder keeps the word open, so its files are offered next.
         Candidate(f"@{path}" + ("" if path.endswith("/") else " "), path)
-        for path in rank_paths(typed, paths, MAX_CANDIDATES)
+        for path in listing.best(typed, MAX_CANDIDATES)
     ]

@@ -8,11 +8,12 @@ mentions in a message, and the attachment format (how it is sent, how it is show
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from cairn_client.tools.registry import ShellPlacement, execute_call, prepare_ca
 INDEX_MAX_AGE_S = 30.0
 INDEX_TIMEOUT_S = 20.0
 MAX_INDEXED_FILES = 200_000
+SHALLOW_KEPT = 500  # paths a bare `@` may offer (hidden ones are skipped)
 # What one message may carry: more mentions than this, or more text, are refused one by one.
 MAX_ATTACHMENTS = 10
 MAX_ATTACHED_CHARS = 200_000
@@ -45,9 +47,9 @@ Hidden = Callable[[str], bool]
 
 
 class FileIndex:
-    """The workspace's files as ripgrep lists them (.gitignore respected), less what the
-    policy refuses to read, plus the folders that hold them. Listed once, then again only
-    when asked after `max_age_s` (`stale`): completion never waits for a listing."""
+    """The workspace's files as ripgrep lists them (.gitignore respected) and the folders
+    that hold them; `hidden` (what the policy refuses to read) is never offered. Listed once,
+    then again only when asked after `max_age_s` (`stale`): completion never waits for it."""
 
     def __init__(
         self,
@@ -61,7 +63,7 @@ class FileIndex:
         self.hidden = hidden
         self.max_age_s = max_age_s
         self._clock = clock
-        self._paths: tuple[str, ...] = ()
+        self._listing = PathListing.of(())
         self._listed_at: float | None = None
         self._lock = threading.Lock()
         self.problem: str | None = None  # why the last listing failed, if it did
@@ -72,8 +74,13 @@ class FileIndex:
 
     @property
     def paths(self) -> tuple[str, ...]:
-        """The files and folders (folders end with "/") of the last listing; () before one."""
-        return self._paths
+        """The files and folders (folders end with "/") of the last listing, hidden ones
+        included; () before one."""
+        return self._listing.paths
+
+    @property
+    def listing(self) -> PathListing:
+        return self._listing
 
     @property
     def stale(self) -> bool:
@@ -87,8 +94,8 @@ class FileIndex:
         try:
             finished = rg_files(self.root, newest_first=False, timeout_s=INDEX_TIMEOUT_S)
             names = finished.stdout.decode("utf-8", errors="replace").splitlines()
-            files = [name for name in names[:MAX_INDEXED_FILES] if name and not self.hidden(name)]
-            self._paths = _with_folders(files)
+            files = [name for name in names[:MAX_INDEXED_FILES] if name]
+            self._listing = PathListing.of(_with_folders(files), self.hidden)
             self.problem = None
         except (ToolError, OSError) as exc:
             self.problem = str(exc)
@@ -100,58 +107,94 @@ class FileIndex:
 def _with_folders(files: list[str]) -> tuple[str, ...]:
     folders: dict[str, None] = {}
     for name in files:
-        parts = name.split("/")[:-1]
-        for depth in range(1, len(parts) + 1):
-            folders["/".join(parts[:depth]) + "/"] = None
+        parent = name.rpartition("/")[0]
+        while parent and parent + "/" not in folders:
+            folders[parent + "/"] = None
+            parent = parent.rpartition("/")[0]
     return (*folders, *files)
 
 
+_WORD_START = re.compile(r"(?<![a-z0-9])[a-z0-9]")
+
+
+@dataclass(frozen=True)
+class PathListing:
+    """Paths ready to rank: kept shortest first, each lowered once, with its name and the
+    initials of its words, so a keystroke costs a pass or two at C speed over a large
+    repository's files and no sort. What `hidden` refuses (the policy's deny rules on
+    reading, secret files) is never offered: judged for the few paths about to be offered,
+    not for every file listed."""
+
+    paths: tuple[str, ...]  # shortest first
+    lowered: tuple[str, ...]
+    names: tuple[str, ...]
+    initials: tuple[str, ...]
+    shallow: tuple[str, ...]  # what a bare `@` offers first: the top of the tree
+    hidden: Hidden | None = None
+    # The last query's matches: typing on narrows them instead of scanning everything again.
+    _last: dict[str, list[int]] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, paths: Sequence[str], hidden: Hidden | None = None) -> PathListing:
+        ordered = sorted(paths, key=lambda path: (len(path), path))
+        lowered = tuple(path.lower() for path in ordered)
+        names = tuple(path.rstrip("/").rpartition("/")[2] for path in lowered)
+        initials = tuple("".join(_WORD_START.findall(path)) for path in lowered)
+        shallow = heapq.nsmallest(SHALLOW_KEPT, ordered, key=_depth)
+        return cls(tuple(ordered), lowered, names, initials, tuple(shallow), hidden)
+
+    def best(self, query: str, limit: int = 10) -> list[str]:
+        """The paths that match `query` best, as Claude Code's `@` does: a name starting
+        with it first, then a path starting with it, the name or path containing it, the
+        initials of its words ("scc" for src/cart/checkout.py), and last its letters in order;
+        shorter paths first within each. Any case."""
+        wanted = query.lower()
+        if not wanted:
+            return self._first(iter(self.shallow), limit)
+        search = re.compile(".*?".join(map(re.escape, wanted))).search
+        pool = self._pool(wanted, search)
+        paths, names, lowered, initials = self.paths, self.names, self.lowered, self.initials
+        tiers = (
+            (at for at in pool if names[at].startswith(wanted)),
+            (at for at in pool if lowered[at].startswith(wanted)),
+            (at for at in pool if wanted in names[at]),
+            (at for at in pool if wanted in lowered[at]),
+            (at for at in pool if search(initials[at])),
+            iter(pool),
+        )
+        return self._first((paths[at] for tier in tiers for at in tier), limit)
+
+    def _pool(self, wanted: str, search: Callable[[str], object]) -> list[int]:
+        """Every path with the letters of `wanted` in order (what every tier holds), found
+        among the last query's when `wanted` extends it."""
+        lowered = self.lowered
+        earlier = next(iter(self._last.items()), None)
+        if earlier is not None and wanted.startswith(earlier[0]):
+            pool = [at for at in earlier[1] if search(lowered[at])]
+        else:
+            pool = [at for at, path in enumerate(lowered) if search(path)]
+        self._last.clear()
+        self._last[wanted] = pool
+        return pool
+
+    def _first(self, candidates: Iterator[str], limit: int) -> list[str]:
+        """The first `limit` different candidates that are not hidden."""
+        found: dict[str, None] = {}
+        for path in candidates:
+            if path not in found and not (self.hidden and self.hidden(path)):
+                found[path] = None
+                if len(found) >= limit:
+                    break
+        return list(found)
+
+
+def _depth(path: str) -> tuple[int, int, str]:
+    return (path.count("/") - path.endswith("/"), len(path), path)
+
+
 def rank_paths(query: str, paths: Sequence[str], limit: int = 10) -> list[str]:
-    """The paths that match `query` best, as Claude Code's `@` does: a name starting with it
-    first, then a path starting with it, the name or path containing it, the initials of its
-    words, and last its letters in order (fuzzy); shorter paths first within each. Any case."""
-    wanted = query.lower()
-    if not wanted:
-        return sorted(paths, key=lambda path: (path.count("/") - path.endswith("/"), path))[:limit]
-    scored: list[tuple[int, int, str]] = []
-    for path in paths:
-        tier = _tier(wanted, path.lower())
-        if tier is not None:
-            scored.append((tier, len(path), path))
-    scored.sort()
-    return [path for _tier_, _length, path in scored[:limit]]
-
-
-def _tier(wanted: str, path: str) -> int | None:
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    if name.startswith(wanted):
-        return 0
-    if path.startswith(wanted):
-        return 1
-    if wanted in name:
-        return 2
-    if wanted in path:
-        return 3
-    if _in_order(wanted, _word_starts(path)):
-        return 4  # the initials of its words: "scc" for src/cart/checkout.py
-    return 5 if _in_order(wanted, path) else None
-
-
-def _word_starts(path: str) -> str:
-    return "".join(
-        letter
-        for at, letter in enumerate(path)
-        if letter.isalnum() and (at == 0 or not path[at - 1].isalnum())
-    )
-
-
-def _in_order(wanted: str, text: str) -> bool:
-    position = 0
-    for letter in wanted:
-        position = text.find(letter, position) + 1
-        if position == 0:
-            return False
-    return True
+    """`PathListing.best` over `paths`."""
+    return PathListing.of(paths).best(query, limit)
 
 
 # --------------------------------------------------------------------------- attaching

@@ -55,7 +55,7 @@ from cairn_client.formatting import (
     usage_label,
 )
 from cairn_client.listener import ConnectionState, SessionControl, SessionListener
-from cairn_client.mentions import Mentions, mentions, split_attachments
+from cairn_client.mentions import Mentions, PathListing, mentions, split_attachments
 from cairn_client.models import model_line, set_model, switched_line
 from cairn_client.policy.types import MODES, Approval, Mode, Verdict, as_mode
 from cairn_client.prompt_history import PromptHistory
@@ -501,13 +501,13 @@ class CairnApp(App[str]):
 
     # ------------------------------------------------------------------ @ files
 
-    def _workspace_files(self) -> tuple[str, ...]:
+    def _workspace_files(self) -> PathListing:
         """The files `@` offers: the listing at hand, listed again in the background when
         stale (the list is refreshed when the new listing comes in)."""
         assert self.mentions is not None
         if self.mentions.index.stale:
             self._list_files()
-        return self.mentions.index.paths
+        return self.mentions.index.listing
 
     @work(thread=True, group="files", exclusive=True, exit_on_error=False)
     def _list_files(self) -> None:

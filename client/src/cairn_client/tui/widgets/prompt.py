@@ -7,7 +7,7 @@ and accepting completions (which ones: cairn_client.completion); the app records
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import ClassVar
 
 from textual.binding import Binding, BindingType
@@ -15,9 +15,10 @@ from textual.widgets import Input, OptionList
 from textual.widgets.option_list import Option
 
 from cairn_client.completion import Candidate, Completion, complete
+from cairn_client.mentions import PathListing
 from cairn_client.prompt_history import PromptHistory
 
-Files = Callable[[], Sequence[str]]
+Files = Callable[[], PathListing]
 
 
 class CompletionMenu(OptionList):
