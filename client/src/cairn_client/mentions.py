@@ -132,7 +132,7 @@ class PathListing:
     shallow: tuple[str, ...]  # what a bare `@` offers first: the top of the tree
     hidden: Hidden | None = None
     # The last query's matches: typing on narrows them instead of scanning everything again.
-    _last: dict[str, list[int]] = field(default_factory=dict, compare=False, repr=False)
+    _last: dict[str, list[int]] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @classmethod
     def of(cls, paths: Sequence[str], hidden: Hidden | None = None) -> PathListing:
