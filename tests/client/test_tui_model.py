@@ -39,6 +39,6 @@ async def test_model_shows_switches_and_refuses_in_the_tui(
         await until(pilot, lambda: "from the next message on" in chat_entries(app)[-1])
         assert "anthropic/claude-haiku-4-5" in status_text(app)
         await type_and_send(pilot, "who answers?")
-        await until(pilot, lambda: "Answered by haiku." in chat_entries(app))
+        await until(pilot, lambda: "Answered by haiku." in chat_entries(app), timeout=60)
         assert fake_model.requests[-1].body["model"] == "claude-haiku-4-5"
         await pilot.press("ctrl+q")

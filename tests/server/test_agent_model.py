@@ -29,7 +29,8 @@ async def test_a_switched_model_answers_the_next_message_and_is_kept(
             assert answer.status_code == 200, answer.text
             assert answer.json()["model"] == "anthropic/claude-haiku-4-5"
             await wire.send(UserMessage(text="second"))  # the connection opened before
-            await wire.recv_until(RunFinished)
+            # The first Anthropic request loads its SDK (seconds on a busy machine).
+            await wire.recv_until(RunFinished, timeout=60)
             models = [request.body["model"] for request in fake_model.requests]
             assert models == ["gpt-4o-mini", "claude-haiku-4-5"]
             await wire.close()
