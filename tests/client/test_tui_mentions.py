@@ -92,6 +92,19 @@ async def test_slash_completion_lists_commands_and_escape_closes_it(shop: Mentio
         assert session.sent == []
 
 
+async def test_enter_sends_a_command_typed_in_full_though_a_longer_one_is_offered(
+    shop: Mentions,
+) -> None:
+    async with scripted_run(mentions=shop, policy=shop.policy) as (app, _session, pilot):
+        await pilot.press(*"/mode")
+        await settle(pilot)
+        assert "/model" in rendered_text(menu_of(pilot))  # offered, as /mode is
+        await pilot.press("enter")
+        await settle(pilot)
+        assert any(entry.startswith("Permission mode:") for entry in chat_entries(app))
+        assert prompt_of(pilot).value == ""
+
+
 async def test_up_browses_history_when_no_list_is_open(shop: Mentions) -> None:
     async with scripted_run(mentions=shop) as (app, _session, pilot):
         app.history.add("earlier request")

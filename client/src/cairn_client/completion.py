@@ -40,7 +40,12 @@ class Completion:
 
     def settled(self) -> bool:
         """The word already is the only candidate (nothing left to complete)."""
-        return len(self.candidates) == 1 and self.candidates[0].replacement.strip() == self.word
+        return len(self.candidates) == 1 and self.exact()
+
+    def exact(self) -> bool:
+        """The word already is one of the candidates (`/mode` while `/model` is offered too):
+        Enter sends it as typed."""
+        return any(candidate.replacement.strip() == self.word for candidate in self.candidates)
 
 
 def complete(

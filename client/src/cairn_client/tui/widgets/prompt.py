@@ -128,9 +128,11 @@ class PromptInput(Input):
 
     async def action_submit(self) -> None:
         """Enter accepts the highlighted candidate when the list is open (a command that takes
-        no argument then runs at once); otherwise it sends."""
+        no argument then runs at once); otherwise, or when what was typed already is one of
+        the candidates, it sends."""
         chosen = self._chosen()
-        if chosen is None:
+        if chosen is None or (self.completion is not None and self.completion.exact()):
+            self._close()
             await super().action_submit()
             return
         self._accept(chosen)
