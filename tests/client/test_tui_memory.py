@@ -366,5 +366,5 @@ async def test_memory_and_context_need_a_server_address() -> None:
         assert chat_entries(app)[-1] == (
             "Unknown command /nope "
             "(try /memory (f2), /context (f3), /init, /compact [focus], /undo, /mode [name], "
-            "/cost, /new, /clear, /resume or /quit)"
+            "/model [name], /cost, /new, /clear, /resume or /quit)"
         )

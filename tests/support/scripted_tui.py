@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn_client.listener import SessionListener
+from cairn_client.mentions import Mentions
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Approval, Mode
@@ -162,14 +163,16 @@ def scripted_app(
     fail_with: Exception | None = None,
     announce_failure: bool = False,
     policy: Policy | None = None,
+    mentions: Mentions | None = None,
 ) -> tuple[CairnApp, ScriptedSession]:
+    """`mentions`: the workspace whose files `@` completes and attaches (none without)."""
     session = ScriptedSession(
         session_welcome or welcome(),
         fail_with=fail_with,
         announce_failure=announce_failure,
         policy=policy,
     )
-    return CairnApp(session.start, workspace_name="shop-api"), session
+    return CairnApp(session.start, workspace_name="shop-api", mentions=mentions), session
 
 
 def edit_call(call_id: str = "call-1", run_id: str = "run-1") -> PreparedCall:
@@ -250,10 +253,15 @@ async def scripted_run(
     fail_with: Exception | None = None,
     announce_failure: bool = False,
     policy: Policy | None = None,
+    mentions: Mentions | None = None,
 ) -> AsyncIterator[tuple[CairnApp, ScriptedSession, Pilot[Any]]]:
     """A scripted app running under Pilot, settled after its session has started."""
     app, session = scripted_app(
-        session_welcome, fail_with=fail_with, announce_failure=announce_failure, policy=policy
+        session_welcome,
+        fail_with=fail_with,
+        announce_failure=announce_failure,
+        policy=policy,
+        mentions=mentions,
     )
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)

@@ -107,6 +107,11 @@ class CairnApi:
     async def get_agent(self, agent_id: str) -> AgentPublic:
         return await self._one(AgentPublic, "GET", _agent(agent_id))
 
+    async def set_agent_model(self, agent_id: str, model: str | None) -> AgentPublic:
+        """Give the agent `model` from its next message on (None: the server's default);
+        ApiError 422, naming what the server runs, when it cannot run it."""
+        return await self._one(AgentPublic, "PATCH", _agent(agent_id), json={"model": model})
+
     async def list_conversations(self, agent_id: str) -> list[ConversationPublic]:
         """Most recently updated first."""
         return await self._list(ConversationPublic, "GET", f"{_agent(agent_id)}/conversations")

@@ -19,6 +19,9 @@ from cairn_client.memory_cli import context_command, memory_app
 from cairn_client.runs_cli import runs_app
 
 PICK = ""  # the value of a bare `--resume`: pick the conversation in the TUI
+FIRST_MESSAGE = "--first-message"  # what `cairn "REQUEST"` becomes (hidden)
+# The top command's options that take a value (the words after them are not a REQUEST).
+VALUE_OPTIONS = frozenset({"-p", "--print", "--resume", "--approve", "--model", FIRST_MESSAGE})
 
 if TYPE_CHECKING:  # `cairn --help` and `--version` import none of the work's modules
     from cairn_client.policy.types import ApproveMode
@@ -49,7 +52,9 @@ class CairnCommand(TyperGroup):
 app = typer.Typer(
     cls=CairnCommand,
     rich_markup_mode=None,  # plain help: no <bool>/<str> type column
-    help="Cairn: a stateful coding agent for this repository.",
+    help="Cairn: a stateful coding agent for this repository.\n\n"
+    '`cairn "REQUEST"` opens the TUI with REQUEST sent as the first message (a REQUEST that '
+    "is exactly a command's name runs that command; `cairn -- memory` sends it).",
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -96,6 +101,17 @@ def main_command(
         ),
     ] = None,
     approve: ApproveOption = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="The agent's model from now on, kept for the next cairn (e.g. "
+            "openai/gpt-5.4-mini; default: the server's).",
+        ),
+    ] = None,
+    first_message: Annotated[
+        str | None, typer.Option(FIRST_MESSAGE, hidden=True, metavar="REQUEST")
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", "-V", help="Print Cairn's version and exit.")
     ] = False,
@@ -111,9 +127,13 @@ def main_command(
         raise UsageError("use either --continue or --resume, not both")
     if prompt is not None and resume_id == PICK:
         raise UsageError("with -p, --resume needs a conversation id (or use -c for the latest)")
+    if prompt is not None and first_message is not None:
+        raise UsageError(
+            f"use either -p REQUEST or a REQUEST for the TUI, not both: {first_message!r}"
+        )
 
     from cairn_client.config import ClientSettings
-    from cairn_client.launch import prepare_launch, run_blocking_headless, say
+    from cairn_client.launch import choose_model_now, prepare_launch, run_blocking_headless, say
 
     launch = prepare_launch(
         Path.cwd(),
@@ -121,6 +141,8 @@ def main_command(
         approve=_approve_mode(approve),
         notify=say if prompt is not None else None,  # the TUI shows them as it opens
     )
+    if model is not None:
+        choose_model_now(launch, model)
     if prompt is not None:
         raise typer.Exit(
             run_blocking_headless(
@@ -130,7 +152,13 @@ def main_command(
     from cairn_client.tui.run import run_tui
 
     conversation = "latest" if resume else resume_id or "reopen"
-    if run_tui(launch, conversation=conversation, pick_conversation=resume_id == PICK) == "demo":
+    chosen = run_tui(
+        launch,
+        conversation=conversation,
+        pick_conversation=resume_id == PICK,
+        first_message=first_message or "",
+    )
+    if chosen == "demo":
         from cairn_client.demo import run_demo
 
         raise typer.Exit(run_demo())
@@ -289,7 +317,26 @@ def _approve_mode(value: str | None) -> ApproveMode | None:
 
 
 def main() -> None:
-    app(args=with_resume_value(sys.argv[1:]), prog_name="cairn")
+    app(args=with_first_message(with_resume_value(sys.argv[1:])), prog_name="cairn")
+
+
+def with_first_message(args: list[str]) -> list[str]:
+    """`cairn "fix the bug"` (no -p): the words that name no subcommand become the TUI's
+    first message (the hidden FIRST_MESSAGE option); a subcommand's name runs it."""
+    at = 0
+    while at < len(args):
+        arg = args[at]
+        if arg == "--":
+            at += 1
+            break
+        if not arg.startswith("-") or arg == "-":
+            break
+        at += 2 if arg in VALUE_OPTIONS else 1
+    words = args[at:]
+    if not words or (args[at - 1 : at] != ["--"] and words[0] in _subcommands()):
+        return args
+    before = args[: at - 1] if args[at - 1 : at] == ["--"] else args[:at]
+    return [*before, FIRST_MESSAGE, " ".join(words)]
 
 
 def with_resume_value(args: list[str]) -> list[str]:

@@ -40,6 +40,9 @@ class TuiHost(Protocol):
     async def show_cost(self) -> None:
         """Say what this session's model calls cost: tokens in, cached, out, and dollars."""
 
+    async def model(self, name: str) -> None:
+        """Show the agent's model ("") or switch it (kept for the next `cairn`)."""
+
     async def open_memory(self) -> None: ...
 
     async def open_context(self) -> None: ...
@@ -64,6 +67,9 @@ class HeadlessHost(Protocol):
     async def send_init(self, text: str) -> int: ...
 
     async def compact(self, focus: str | None) -> int: ...
+
+    async def model(self, name: str) -> int:
+        """Print the agent's model ("") or switch it; 2 when the server refuses the name."""
 
 
 TuiHandler = Callable[[TuiHost, "Invocation"], Awaitable[None]]
@@ -157,6 +163,14 @@ COMMANDS: tuple[SlashCommand, ...] = (
         argument="word",
         hint="[name]",
         tui=lambda host, invocation: host.permission_mode(invocation.argument),
+    ),
+    SlashCommand(
+        "model",
+        "show the agent's model, or switch it (kept for the next cairn; default: the server's)",
+        argument="word",
+        hint="[name]",
+        tui=lambda host, invocation: host.model(invocation.argument),
+        headless=lambda host, invocation: host.model(invocation.argument),
     ),
     SlashCommand(
         "cost",

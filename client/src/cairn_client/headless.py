@@ -1,7 +1,8 @@
 """Headless mode: `cairn -p "request"` runs one request and prints the answer.
 
-Owns the listener that prints text (or JSON lines) and denies whatever needs a person, and what
-the command table's headless commands do (`/compact [focus]`, `/init [focus]`, `/help`).
+Owns the listener that prints text (or JSON lines) and denies whatever needs a person, the
+request's `@file` attachments, and what the command table's headless commands do
+(`/compact [focus]`, `/init [focus]`, `/model [name]`, `/help`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from cairn_protocol import (
 from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, UserCommand
 
 from cairn_client import commands
-from cairn_client.errors import ExitCode, exit_code_for_stop
+from cairn_client.api import CairnApi
+from cairn_client.errors import CairnError, ExitCode, exit_code_for_stop
 from cairn_client.formatting import (
     CONTINUE_HEADLESS,
     compaction_line,
@@ -33,6 +35,8 @@ from cairn_client.formatting import (
     run_ending,
 )
 from cairn_client.listener import ConnectionState, RunFollower, RunRefused
+from cairn_client.mentions import attach_mentions, mentions
+from cairn_client.models import model_line, set_model, switched_line
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.session import ClientSession, SessionFailed
 from cairn_client.tools.base import PreparedCall, ToolOutcome
@@ -63,7 +67,6 @@ COMPACT_REFUSALS = frozenset({"nothing_to_compact", "run_in_progress"})
 CANCEL_WAIT_S = 5.0
 # How long a failure the listener heard waits for the session's own error (which says more).
 FAILURE_WAIT_S = 1.0
-
 
 
 class HeadlessListener:
@@ -233,7 +236,7 @@ async def run_headless(session: ClientSession, listener: HeadlessListener, promp
     try:
         invocation = commands.parse(prompt)
         if invocation is None:
-            return await requests.send(prompt, None)
+            return await requests.send(await requests.with_files(prompt), None)
         return await commands.run_headless(invocation, requests)
     except RunRefused as exc:  # the listener has printed the server's error
         return ExitCode.USAGE if exc.code == "no_model" else ExitCode.FAILED
@@ -272,6 +275,17 @@ class HeadlessRequests:
     async def send_init(self, text: str) -> int:
         return await self.send(text, "init")
 
+    async def with_files(self, text: str) -> str:
+        """`text` with the files it `@mentions` attached; each file attached, or why not, is
+        one line on stderr."""
+        if not mentions(text):
+            return text
+        workspace = self.session.workspace.root
+        attached = await attach_mentions(text, workspace, self.session.policy)
+        for line in attached.notices():
+            print(f"cairn: {line}", file=self.listener.err, flush=True)
+        return attached.text
+
     async def send(self, text: str, command: UserCommand | None) -> int:
         """0 when the run ended its turn, 3 for a model error, 1 when it stopped otherwise,
         2 without a usable model."""
@@ -284,6 +298,24 @@ class HeadlessRequests:
         await self.session.send_user_message(text, command)
         finished = await session_result(self.listener.finished, self.runner)
         return exit_code_for_stop(finished.stop_reason)
+
+    async def model(self, name: str) -> int:
+        """`/model` prints the agent's model; `/model NAME` switches it: 0, or 2 (one line on
+        stderr) when the server cannot run that model."""
+        welcome = await session_result(self.listener.welcome, self.runner)
+        endpoint = self.session.endpoint
+        async with CairnApi(endpoint.resolve, endpoint.token) as api:
+            try:
+                if not name:
+                    agent = await api.get_agent(welcome.agent_id)
+                    line = model_line(welcome.model, agent)
+                else:
+                    line = switched_line(await set_model(api, welcome.agent_id, name))
+            except CairnError as exc:
+                print(f"cairn: {exc.message}", file=self.listener.err, flush=True)
+                return exc.exit_code
+        print(line, file=self.listener.out, flush=True)
+        return 0
 
     async def compact(self, focus: str | None) -> int:
         """0 when the conversation was compacted, 1 when the server refused (no model needed:

@@ -152,6 +152,23 @@ def prepare_launch(
     return Launch(workspace, policy, endpoint, embedded, call_log, history=history)
 
 
+def choose_model_now(launch: Launch, name: str) -> None:
+    """`--model NAME`: give the workspace's agent `name` before a session opens (the server
+    keeps it); ModelRefused, one line naming what the server runs, when it cannot run it."""
+    from cairn_client.api import CairnApi
+    from cairn_client.models import choose_model
+
+    async def choose() -> None:
+        async with CairnApi(launch.endpoint.resolve, launch.endpoint.token) as api:
+            await choose_model(api, launch.workspace.identity, name)
+
+    try:
+        asyncio.run(choose())
+    except BaseException:
+        launch.shutdown_now()
+        raise
+
+
 def run_blocking_headless(
     launch: Launch, prompt: str, *, as_json: bool, resume: bool, conversation: str | None = None
 ) -> int:

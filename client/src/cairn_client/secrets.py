@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping
-from fnmatch import fnmatchcase
+from fnmatch import fnmatchcase, translate
 from pathlib import Path, PurePosixPath
 
 # Basename globs of files denied by default; `!` patterns are exceptions (public keys).
@@ -55,15 +55,19 @@ _TOKEN_CONFIG_CONTENT = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _CONTENT_SNIFF_BYTES = 65536
+# Each list of globs as one pattern (what fnmatchcase does, once per name, not per glob: the
+# `@` completion checks every file of a large repository).
+_SECRET_NAME = re.compile("|".join(translate(pattern) for pattern in SECRET_NAME_PATTERNS))
+_PUBLIC_NAME = re.compile("|".join(translate(pattern) for pattern in _PUBLIC_NAME_PATTERNS))
 
 
 def is_secret_name(relative: str) -> bool:
     """Whether a path's name alone marks it secret (no file access; `.aws/credentials` too)."""
     pure = PurePosixPath(relative.replace("\\", "/"))
     name = pure.name
-    if not name or any(fnmatchcase(name, p) for p in _PUBLIC_NAME_PATTERNS):
+    if not name or _PUBLIC_NAME.match(name):
         return False
-    if any(fnmatchcase(name, pattern) for pattern in SECRET_NAME_PATTERNS):
+    if _SECRET_NAME.match(name):
         return True
     return pure.parent.name in (".aws", ".docker", ".kube") and name in ("credentials", "config")
 

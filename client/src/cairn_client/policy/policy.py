@@ -44,7 +44,7 @@ from cairn_client.policy.types import (
     as_mode,
     stricter,
 )
-from cairn_client.secrets import is_secret_name
+from cairn_client.secrets import is_allowed, is_secret_name
 from cairn_client.tools.base import PathFilter, PreparedCall
 from cairn_client.tools.sandbox import Sandbox
 from cairn_client.tools.shell_parse import parse_shell, unwrapped_commands
@@ -195,6 +195,14 @@ class Policy:
         if kind == "read":
             return Verdict("ask", f"reads need approval (mode: {self.mode})")
         return Verdict("ask", f"{_KIND_WORDS[kind]} need approval")
+
+    def denies_reading(self, path: str) -> bool:
+        """Whether `decide` would refuse a read of `path` (workspace-relative) by a deny rule
+        or its secret name (a secret the user allowed in the settings is readable): what the
+        files offered to the person (`@` completion) leave out, judged without opening them."""
+        if self._matching("deny", "read", [path]) is not None:
+            return True
+        return is_secret_name(path) and not is_allowed(path, self.settings.allow_secret_files)
 
     def withheld_patterns(self) -> tuple[str, ...]:
         """The path patterns of deny and ask rules on reading: the sandbox hides their files

@@ -80,28 +80,7 @@ def glob_files(
     if not folder.is_dir():
         problem = "is a file, not a folder" if folder.exists() else "was not found"
         raise ToolError(f"folder {args.path} {problem}")
-    command = [
-        str(ripgrep_binary()),
-        "--files",
-        "--hidden",
-        "--glob",
-        "!.git",
-        "--glob",
-        args.pattern,
-        "--sortr",
-        "modified",
-    ]
-    try:
-        finished = subprocess.run(
-            command,
-            cwd=folder,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=GLOB_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise ToolError(f"glob took longer than {GLOB_TIMEOUT_S:.0f} s; narrow the path") from None
+    finished = rg_files(folder, args.pattern, newest_first=True, timeout_s=GLOB_TIMEOUT_S)
     listed = [
         relative_display(root, folder / name)
         for name in finished.stdout.decode("utf-8", errors="replace").splitlines()
@@ -125,6 +104,30 @@ def glob_files(
         cut = len(listed) - MAX_GLOB_RESULTS
         shown.append(f"({cut} more files not shown; use a narrower pattern or path)")
     return "\n".join([*shown, *left_out])
+
+
+def rg_files(
+    folder: Path, pattern: str | None = None, *, newest_first: bool, timeout_s: float
+) -> subprocess.CompletedProcess[bytes]:
+    """ripgrep's file listing of `folder` (names relative to it): .gitignore respected, hidden
+    files included, `.git` left out; ToolError when it takes longer than `timeout_s`."""
+    command = [str(ripgrep_binary()), "--files", "--hidden", "--glob", "!.git"]
+    if pattern is not None:
+        command += ["--glob", pattern]
+    if newest_first:
+        command += ["--sortr", "modified"]
+    try:
+        return subprocess.run(
+            command,
+            cwd=folder,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        took = f"listing files took longer than {timeout_s:.0f} s; narrow the path"
+        raise ToolError(took) from None
 
 
 def _check_readable_file(root: Path, path: Path, asked: str) -> None:

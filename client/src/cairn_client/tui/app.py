@@ -18,6 +18,7 @@ from cairn_protocol.messages import (
     AssistantMessage,
     ContextCompacted,
     ErrorEvent,
+    HistoryItem,
     ModelRetry,
     Pong,
     RunFinished,
@@ -56,6 +57,8 @@ from cairn_client.formatting import (
     usage_label,
 )
 from cairn_client.listener import ConnectionState, SessionControl, SessionListener
+from cairn_client.mentions import Mentions, PathListing, mentions, split_attachments
+from cairn_client.models import model_line, set_model, switched_line
 from cairn_client.policy.types import MODES, Approval, Mode, Verdict, as_mode
 from cairn_client.prompt_history import PromptHistory
 from cairn_client.tools.base import PreparedCall, ToolOutcome
@@ -73,7 +76,7 @@ from cairn_client.tui.screens.conversations import ConversationsScreen
 from cairn_client.tui.screens.memory import Drafts, MemoryScreen
 from cairn_client.tui.screens.setup import SetupChoice, SetupScreen
 from cairn_client.tui.widgets.chat import ChatView, NoticeKind
-from cairn_client.tui.widgets.prompt import PromptInput
+from cairn_client.tui.widgets.prompt import CompletionMenu, PromptInput
 from cairn_client.tui.widgets.status import StatusLine
 from cairn_client.undo import UndoRefused
 
@@ -158,10 +161,16 @@ class CairnApp(App[str]):
         companion: AppCompanion | None = None,
         pick_conversation: bool = False,
         history: PromptHistory | None = None,
+        mentions: Mentions | None = None,
+        first_message: str = "",
     ) -> None:
         """`pick_conversation`: open the conversation picker once connected (`cairn --resume`
-        without an id); `history`: what was sent before in this workspace (up/down)."""
+        without an id); `history`: what was sent before in this workspace (up/down);
+        `mentions`: the workspace's files for `@` completion and attachments (none without);
+        `first_message`: sent as if typed once the server has answered (`cairn "REQUEST"`)."""
         super().__init__()
+        self._first_message = first_message.strip()
+        self.mentions = mentions
         self.history = history or PromptHistory()
         self._pick_at_start = pick_conversation
         self._start_session = start_session
@@ -206,12 +215,16 @@ class CairnApp(App[str]):
 
     def compose(self) -> ComposeResult:
         yield self.chat
+        menu = CompletionMenu(id="completions")
         yield PromptInput(
             self._initial_input,
             history=self.history,
             placeholder="Message cairn — Enter sends · /clear · /quit",
             id="prompt",
+            menu=menu,
+            files=self._workspace_files if self.mentions is not None else None,
         )
+        yield menu
         yield self.status
 
     def add_note(self, note: str) -> None:
@@ -221,6 +234,8 @@ class CairnApp(App[str]):
     async def on_mount(self) -> None:
         if self.companion is not None:
             self.companion.attach(self)
+        if self.mentions is not None:
+            self._list_files()
         try:
             self._session = self._start_session(self)
         except Exception as exc:  # noqa: BLE001 - a broken configuration is shown, not a crash
@@ -323,7 +338,7 @@ class CairnApp(App[str]):
         if not self._history_shown:
             # Only the first welcome's history is new to this view; a reconnect would repeat it.
             self._history_shown = True
-            await self.chat.show_history(event.history)
+            await self.chat.show_history([_as_typed(item) for item in event.history])
         if event.model_unusable() is not None and not self._setup_shown:
             self._setup_shown = True  # no model, or one the server cannot use: said at once
             self._model_problem = event.model_unusable()
@@ -333,6 +348,10 @@ class CairnApp(App[str]):
         if self._pick_at_start:
             self._pick_at_start = False
             await self.pick_conversation()
+        if self._first_message:
+            first, self._first_message = self._first_message, ""
+            self.history.add(first)
+            await self.run_slash_command(first)
 
     async def _on_tool_request(self, request: ToolRequest) -> None:
         """The call runs from now: here (its end comes with tool_handled) or in another
@@ -376,7 +395,10 @@ class CairnApp(App[str]):
         if self._unconfirmed_sends and self._unconfirmed_sends[0] == event.user_text.strip():
             self._unconfirmed_sends.pop(0)
         else:
-            await self.chat.add_user(event.user_text)
+            typed, attached = split_attachments(event.user_text)
+            await self.chat.add_user(typed)
+            for path in attached:
+                await self.chat.add_notice(f"Attached {path}", "dim")
 
     async def _on_assistant_message(self, event: AssistantMessage) -> None:
         await self.chat.finish_assistant(event.run_id, event.text)
@@ -519,8 +541,20 @@ class CairnApp(App[str]):
             await commands.run_in_tui(invocation, self)
         elif self._session is None:
             await self.chat.add_notice("Not connected: your message was not sent.", "error")
+        elif self.mentions is not None and mentions(text):
+            await self._send_with_files(text, self.mentions)
         else:
             await self.send_message(text)
+
+    async def _send_with_files(self, text: str, workspace: Mentions) -> None:
+        """Send `text` with the files it `@mentions` attached (read as the read tool reads
+        them); what could not be attached is said, one line each, and the rest is sent."""
+        attached = await workspace.attach(text)
+        self._unconfirmed_sends.append(attached.text.strip())
+        await self.chat.add_user(text)
+        for line in attached.notices():
+            await self.chat.add_notice(line, "dim" if line.startswith("Attached") else "warning")
+        self._send(attached.text)
 
     async def send_message(self, text: str, command: UserCommand | None = None) -> None:
         """Show `text` as the user's message at once and send it in the background."""
@@ -536,6 +570,27 @@ class CairnApp(App[str]):
     async def _show_sent(self, text: str) -> None:
         self._unconfirmed_sends.append(text.strip())
         await self.chat.add_user(text)
+
+    # ------------------------------------------------------------------ @ files
+
+    def _workspace_files(self) -> PathListing:
+        """The files `@` offers: the listing at hand, listed again in the background when
+        stale (the list is refreshed when the new listing comes in)."""
+        assert self.mentions is not None
+        if self.mentions.index.stale:
+            self._list_files()
+        return self.mentions.index.listing
+
+    @work(thread=True, group="files", exclusive=True, exit_on_error=False)
+    def _list_files(self) -> None:
+        assert self.mentions is not None
+        self.mentions.index.refresh()
+        self.call_from_thread(self._files_listed)
+
+    def _files_listed(self) -> None:
+        prompt = self.query_one("#prompt", PromptInput)
+        if "@" in prompt.value:
+            prompt.refresh_completion()
 
     # ------------------------------------------------------------------ commands (TuiHost)
 
@@ -610,6 +665,24 @@ class CairnApp(App[str]):
             f"This session: {usage_label(self._usage)}",
             "info",
         )
+
+    async def model(self, name: str) -> None:
+        """`/model` says which model the agent uses; `/model NAME` switches it (the server
+        checks the name and keeps it for the next `cairn`)."""
+        if not self._rest_ready("the model"):
+            return
+        assert self.api is not None and self.agent_id is not None
+        try:
+            if not name:
+                agent = await self.api.get_agent(self.agent_id)
+                await self.chat.add_notice(model_line(self.status.model, agent), "info")
+                return
+            agent = await set_model(self.api, self.agent_id, name)
+        except CairnError as exc:
+            await self.chat.add_notice(f"The model was not changed: {exc.message}", "warning")
+            return
+        self.status.model = agent.model or "server default"
+        await self.chat.add_notice(switched_line(agent), "info")
 
     async def undo(self) -> None:
         """Revert the last change applied in this session, or say why not."""
@@ -808,3 +881,14 @@ class CairnApp(App[str]):
         self._running_run_id = run_id
         self._retrying = False
         self.status.activity = RUNNING if run_id is not None else ""
+
+
+def _as_typed(item: HistoryItem) -> HistoryItem:
+    """A user message of the history as it was typed, its attached files named after it."""
+    if item.role != "user":
+        return item
+    typed, attached = split_attachments(item.text)
+    if not attached:
+        return item
+    named = "\n".join(f"(attached {path})" for path in attached)
+    return item.model_copy(update={"text": f"{typed}\n\n{named}"})

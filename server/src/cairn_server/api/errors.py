@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from cairn_server.context.budget import InvalidBudgetError
 from cairn_server.memory.blocks import BlockExistsError, StaleBlockError
 from cairn_server.memory.edits import MemoryEditError
+from cairn_server.providers.catalog import UnknownModelError
 from cairn_server.storage.repository import NotFoundError
 
 # Checked in order: the first matching class decides (subclasses before their bases).
@@ -21,6 +22,7 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (StaleBlockError, status.HTTP_409_CONFLICT),
     (MemoryEditError, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (InvalidBudgetError, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (UnknownModelError, status.HTTP_422_UNPROCESSABLE_CONTENT),
 )
 
 

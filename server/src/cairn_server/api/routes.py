@@ -21,6 +21,7 @@ from cairn_server import __version__
 from cairn_server.api.deps import OptionalUserDep, RuntimeDep, StoreDep, UserDep, refuse_nul
 from cairn_server.api.schemas import AgentUpdate, approval_public, public
 from cairn_server.context.budget import check_budget
+from cairn_server.providers.catalog import check_model
 from cairn_server.storage.models import Agent, Conversation, Run
 from cairn_server.storage.repository import NotFoundError
 
@@ -58,11 +59,19 @@ async def get_agent(store: StoreDep, user: UserDep, agent_id: str) -> AgentPubli
 async def update_agent(
     runtime: RuntimeDep, store: StoreDep, user: UserDep, agent_id: str, update: AgentUpdate
 ) -> AgentPublic:
-    """Set the agent's context budget (422 when its model's window cannot hold it)."""
+    """Set the agent's model (422 naming what this server runs when it cannot run it) and
+    its context budget (422 when its model's window cannot hold it): only the fields sent."""
     agent = await owned_agent(store, user, agent_id)
-    if update.context_budget is not None:
-        check_budget(update.context_budget, runtime.catalog.resolve(agent.model).model)
-    return AgentPublic.model_validate(await store.set_agent_budget(agent.id, update.context_budget))
+    given = update.model_fields_set
+    if "model" in given:
+        wanted = (update.model or "").strip()
+        model = check_model(wanted, runtime.catalog.settings) if wanted else None
+        agent = await store.set_agent_model(agent.id, model)
+    if "context_budget" in given:
+        if update.context_budget is not None:
+            check_budget(update.context_budget, runtime.catalog.resolve(agent.model).model)
+        agent = await store.set_agent_budget(agent.id, update.context_budget)
+    return AgentPublic.model_validate(agent)
 
 
 async def owned_agent(store: StoreDep, user: UserDep, agent_id: str) -> Agent:

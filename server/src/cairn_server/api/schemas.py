@@ -44,10 +44,20 @@ class BlockUpdate(_Body):
 
 
 class AgentUpdate(_Body):
+    """What a PATCH changes: only the fields it names."""
+
     context_budget: int | None = Field(
+        default=None,
         ge=MIN_BUDGET,
         le=MAX_INTEGER,
         description="Prompt tokens one request may hold; null returns to CAIRN_CONTEXT_BUDGET.",
+    )
+    model: str | None = Field(
+        default=None,
+        max_length=200,
+        description='The agent\'s model ("openai/<model>", "anthropic/<model>"), used from its '
+        'next message on and kept; null or "" returns to the server\'s default (CAIRN_MODEL). '
+        "422 naming what the server can run when it cannot run this one.",
     )
 
 

@@ -301,6 +301,8 @@ class Connection:
 
     async def _handle(self, frame: ClientFrame, session: Session) -> None:
         hello, client, agent, conversation, choice = session
+        if isinstance(frame, UserMessage | Compact):  # the model may have changed (/model)
+            agent, choice = await self._agent_now(agent)
         if isinstance(frame, UserMessage):
             if choice.model is None:
                 await self._error("no_model", choice.problem or "no model is configured")
@@ -330,6 +332,12 @@ class Connection:
             await self._enqueue(Pong(nonce=frame.nonce))
         elif isinstance(frame, Hello):
             await self._error("malformed_frame", "hello was already received on this connection")
+
+    async def _agent_now(self, agent: Agent) -> tuple[Agent, ModelChoice]:
+        """The agent as stored now and the model it uses: a PATCH (`/model`) since the hello
+        counts from the next message of every open connection."""
+        current = await self.runtime.store.get_agent(agent.id) or agent
+        return current, self.runtime.catalog.resolve(current.model)
 
     async def _compact(
         self,

@@ -2,7 +2,8 @@
 overflow errors taught about its window.
 
 Owns model specs ("openai/<model>", "anthropic/<model>"), the defaults the model settings choose,
-the explanation shown when no usable model is configured, one provider per model (made on first
+the explanation shown when no usable model is configured, the check of a model an agent is given
+(one line naming what this server can run), one provider per model (made on first
 use, with the configured retries, closed at shutdown), and the budgets learned from overflows.
 """
 
@@ -20,6 +21,7 @@ from cairn_server.config import (
     OPENAI_KEY_ENV,
     ModelSettings,
 )
+from cairn_server.errors import CairnServerError
 from cairn_server.providers.base import Provider, ProviderError
 from cairn_server.providers.retry import RetryPolicy
 
@@ -83,6 +85,51 @@ def spec_problem(spec: str, settings: ModelSettings) -> str | None:
     if settings.anthropic_api_key:
         return None
     return f"Model {spec!r} needs {ANTHROPIC_KEY_ENV}, which is not set.\n{HOW_TO_CONFIGURE}"
+
+
+class UnknownModelError(CairnServerError, ValueError):
+    """A model an agent cannot be given with this server's settings; the message is one line
+    naming it and what the server can run."""
+
+
+def check_model(spec: str, settings: ModelSettings) -> str:
+    """`spec` as an agent's model (trimmed), or UnknownModelError saying why it cannot run
+    here and what can."""
+    model = spec.strip()
+    problem = spec_problem(model, settings) if model else "Model '' names no model."
+    if problem is None:
+        return model
+    reason = problem.splitlines()[0].rstrip(".")
+    if "/" not in model and model:
+        guesses = [prefix + model for prefix in configured_prefixes(settings)]
+        if guesses:
+            reason += f" (did you mean {' or '.join(guesses)}?)"
+    raise UnknownModelError(f"{reason}; {available_models(settings)}")
+
+
+def configured_prefixes(settings: ModelSettings) -> list[str]:
+    """The providers this server has what they need for (a key, or a base URL for OpenAI)."""
+    prefixes = []
+    if settings.openai_api_key or settings.openai_base_url:
+        prefixes.append(OPENAI_PREFIX)
+    if settings.anthropic_api_key:
+        prefixes.append(ANTHROPIC_PREFIX)
+    return prefixes
+
+
+def available_models(settings: ModelSettings) -> str:
+    """What this server can run, as one clause: its configured providers and its default."""
+    prefixes = configured_prefixes(settings)
+    if not prefixes:
+        return (
+            f"this server has no model provider configured (set {OPENAI_KEY_ENV} or "
+            f"{ANTHROPIC_KEY_ENV} where it runs)"
+        )
+    kinds = " or ".join(f"{prefix}<model>" for prefix in prefixes)
+    if settings.openai_base_url and OPENAI_PREFIX in prefixes:
+        kinds += f" (openai/ at {settings.openai_base_url})"
+    default = resolve_model(None, settings).model
+    return f"this server runs {kinds}" + (f"; its default is {default}" if default else "")
 
 
 def retry_policy(settings: ModelSettings) -> RetryPolicy:
