@@ -375,6 +375,7 @@ StopReason = Literal[
     "token_limit",
     "cost_limit",
     "loop_detected",
+    "truncated",
     "model_error",
     "superseded",
     "server_restart",

@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar, get_args
 from cairn_protocol import ServerEvent, Usage, WorkspaceIdentity, dump_frame, parse_server_frame
 from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, ApprovalRecord, StopReason
 from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -24,6 +25,7 @@ from cairn_server.storage.models import (
     Conversation,
     Event,
     Message,
+    ModelProfile,
     Run,
     RunApproval,
     RunStep,
@@ -431,6 +433,27 @@ class Store(Repository):
                 )
             )
             return run
+
+    async def model_profiles(self) -> list[ModelProfile]:
+        """What every model's server taught: learned budgets and token ratios."""
+        return await self._all(select(ModelProfile))
+
+    async def save_model_profile(self, model: str, **learned: int | float | None) -> None:
+        """Keep what `model`'s server taught (ModelProfile's fields; the last writer wins)."""
+        values: dict[str, Any] = {**learned, "updated_at": utcnow()}
+        for _attempt in range(2):  # a concurrent first insert of the same model: update it
+            try:
+                async with self._transaction() as session:
+                    row = await session.get(ModelProfile, model)
+                    if row is None:
+                        session.add(ModelProfile(model=model, **values))
+                    else:
+                        for name, value in values.items():
+                            setattr(row, name, value)
+                        session.add(row)
+                return
+            except IntegrityError:
+                continue
 
     async def list_steps(self, run_id: str) -> list[RunStep]:
         return await self._all(
