@@ -60,7 +60,10 @@ def test_help_and_version_load_no_heavy_library(argument: str) -> None:
 def test_help_shows_flags_without_a_type(command: list[str]) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "cairn_client.cli", *command, "--help"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert "-h, --help" in done.stdout and "<bool>" not in done.stdout
 
@@ -69,7 +72,10 @@ def test_help_shows_flags_without_a_type(command: list[str]) -> None:
 def test_dash_c_means_continue_wherever_it_is_offered(command: list[str]) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "cairn_client.cli", *command, "--help"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     offered = [line for line in done.stdout.splitlines() if line.strip().startswith("-c")]
     assert all("--continue" in line for line in offered), offered

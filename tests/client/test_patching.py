@@ -185,8 +185,7 @@ def test_zero_context_hunks_use_line_numbers_only_when_the_content_confirms_them
     text = "".join(f"line {n}\n" if n % 5 else "    pass\n" for n in range(1, 41))
     # `    pass` is on every fifth line: hunk 2's number picks one, hunk 1 confirms the numbers
     patch = (
-        "--- a/f\n+++ b/f\n@@ -3 +3 @@\n-line 3\n+LINE 3\n"
-        "@@ -20 +20 @@\n-    pass\n+    return\n"
+        "--- a/f\n+++ b/f\n@@ -3 +3 @@\n-line 3\n+LINE 3\n@@ -20 +20 @@\n-    pass\n+    return\n"
     )
     assert apply_patch(patch, {"f": text})["f"] == text.replace("line 3\n", "LINE 3\n").replace(
         "line 19\n    pass\n", "line 19\n    return\n"

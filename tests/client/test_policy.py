@@ -450,9 +450,7 @@ async def test_a_wide_grep_or_glob_leaves_out_files_under_deny_and_ask_rules(
     async def run(prepared: PreparedCall) -> str:
         assert rules.decide(prepared).decision == "allow"  # the folder itself is not covered
         withheld = rules.search_filter(prepared.tool)
-        outcome = await execute_call(
-            repo, prepared, withheld=withheld, placement=outside_sandbox()
-        )
+        outcome = await execute_call(repo, prepared, withheld=withheld, placement=outside_sandbox())
         return outcome.content
 
     found = await run(call("grep", pattern="launch"))

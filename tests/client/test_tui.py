@@ -691,9 +691,7 @@ async def test_cost_says_what_the_session_spent() -> None:
         await settle(pilot)
         await type_and_send(pilot, "/cost")
         await settle(pilot)
-        assert chat_entries(app)[-1] == (
-            "This session: in 2,000 · cached 500 · out 20 · $0.0020"
-        )
+        assert chat_entries(app)[-1] == ("This session: in 2,000 · cached 500 · out 20 · $0.0020")
         assert session.sent == []
 
 

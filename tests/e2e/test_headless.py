@@ -203,9 +203,7 @@ def test_a_git_repository_gets_no_such_note(repo: Path, data_dir: Path) -> None:
     assert "not in a git repository" not in done.stderr
 
 
-def test_a_server_that_cannot_be_reached_is_one_line_naming_it(
-    repo: Path, data_dir: Path
-) -> None:
+def test_a_server_that_cannot_be_reached_is_one_line_naming_it(repo: Path, data_dir: Path) -> None:
     unreachable = {"CAIRN_SERVER_URL": "http://127.0.0.1:9", "CAIRN_TOKEN": TEST_TOKEN}
     done = cairn(repo, data_dir, "-p", "hi", env=unreachable)
     assert done.returncode == 2

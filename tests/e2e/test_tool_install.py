@@ -21,13 +21,23 @@ def test_uv_tool_install_gives_a_cairn_that_runs_anywhere(tmp_path: Path) -> Non
     env = {**os.environ, "UV_TOOL_DIR": str(tools), "UV_TOOL_BIN_DIR": str(bin_dir)}
     installed = subprocess.run(
         [shutil.which("uv") or "uv", *command.split()[1:]],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert installed.returncode == 0, installed.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     version = subprocess.run(
-        [str(bin_dir / "cairn"), "--version"], cwd=elsewhere, env=env,
-        capture_output=True, text=True, timeout=60, check=False,
+        [str(bin_dir / "cairn"), "--version"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert version.returncode == 0 and version.stdout.startswith("cairn "), version.stderr

@@ -13,7 +13,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cairn_fakes.delivery import event_stream, json_answer
-from cairn_fakes.dialect import Endpoint, new_id, read_json_body, record, token_counts
+from cairn_fakes.dialect import (
+    Endpoint,
+    new_id,
+    prompt_tokens,
+    read_json_body,
+    record,
+    token_counts,
+)
 from cairn_fakes.openai_chat import (
     openai_completion,
     openai_error,
@@ -68,11 +75,11 @@ def llama_cpp_python_handler(state: FakeModelState) -> Endpoint:
             return openai_error(ScriptedError(status=400, message=problem or ""))
         streamed = bool(body.get("stream"))
         prompt = openai_prompt(body)
-        window = state.context_window
-        if window is not None and prompt.tokens >= window:
+        window, total = state.context_window, prompt_tokens(prompt, state)
+        if window is not None and total >= window:
             if streamed:
                 return empty_stream()
-            return llama_cpp_python_overflow(prompt.tokens, window, body.get("max_tokens"))
+            return llama_cpp_python_overflow(total, window, body.get("max_tokens"))
         choice = body.get("tool_choice")
         if streamed and body.get("tools") and choice == "auto":
             return empty_stream()  # "Automatic streaming tool choice is not supported"
@@ -83,7 +90,7 @@ def llama_cpp_python_handler(state: FakeModelState) -> Endpoint:
             return openai_error(turn.error)
         if not body.get("tools") or choice in (None, "none"):
             turn = turn.model_copy(update={"tool_calls": ()})
-        tokens = token_counts(prompt, CacheUse(), turn)
+        tokens = token_counts(prompt, CacheUse(), turn, total)
         headers = {"x-request-id": new_id("req_")}
         model = str(body["model"])
         if not streamed:

@@ -72,6 +72,18 @@ class FakeModelServer(ThreadedServer):
     def quirks(self, mode: Quirks | None) -> None:
         self._state.quirks = mode
 
+    @property
+    def token_scale(self) -> float:
+        """How many of the imitated model's tokens one cl100k token is (default 1): the
+        prompt tokens it reports and checks against its window are scaled by it."""
+        return self._state.token_scale
+
+    @token_scale.setter
+    def token_scale(self, scale: float) -> None:
+        if scale <= 0:
+            raise ValueError(f"a token scale must be positive, not {scale}")
+        self._state.token_scale = scale
+
     def clear_cache(self) -> None:
         """Forget every cached prompt prefix, as if the caches had expired."""
         self._state.cache.clear()
@@ -96,6 +108,7 @@ class FakeModelServer(ThreadedServer):
         self.clear_requests()
         self.context_window = None
         self.quirks = None
+        self.token_scale = 1.0
 
 
 def serve_forever(

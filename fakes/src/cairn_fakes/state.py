@@ -84,6 +84,9 @@ class FakeModelState:
         self._script = script
         # A real server whose behaviour the chat endpoint imitates (cairn_fakes.quirks).
         self.quirks = quirks
+        # How many of the imitated model's tokens one cl100k token is (its tokenizer differs):
+        # applies to the prompt tokens reported and checked against the window.
+        self.token_scale = 1.0
         self._lock = threading.Lock()
         self._context_window: int | None = None
         self.context_window = context_window

@@ -223,6 +223,7 @@ class AgentRun:
             prepared, answer = await self._call_model(await self._prepare())
             text, calls, reported = answer.text, answer.calls, answer.usage
             usage = counted_if_unreported(reported, prepared.tokens, text, calls, self.spec.model)
+            budget = self.window.budget.tokens  # the one this request was built within
             await self._calibrate(prepared.tokens, reported.input_tokens)
             self._partial_text = ""
             self.steps += 1
@@ -234,7 +235,7 @@ class AgentRun:
                     step=self.steps,
                     usage=usage,
                     context_tokens=prepared.tokens,
-                    context_budget=self.window.budget.tokens,
+                    context_budget=budget,
                 )
             )
             await self._record_assistant(text, calls)
