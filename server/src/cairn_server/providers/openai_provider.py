@@ -283,6 +283,8 @@ class OpenAIProvider(SdkProvider):
                 kind = await self._probe()
             self._tools = tool_use(self._tool_choice, kind)
             self._untold = self._tools.problem
+            if self._untold:
+                log.warning("%s: %s", self._base_url, self._untold)
         return self._tools
 
     async def _probe(self) -> ServerKind:
@@ -309,7 +311,6 @@ class OpenAIProvider(SdkProvider):
         cap = request.max_output_tokens
         completion_cap = cap if self._official else openai.omit
         legacy_cap = openai.omit if self._official else cap
-        notice = self._notice() if request.tools else None
         if not tools.stream:
             answer = await self._client.chat.completions.create(
                 model=self.model,
@@ -319,6 +320,7 @@ class OpenAIProvider(SdkProvider):
                 max_completion_tokens=completion_cap,
                 max_tokens=legacy_cap,
             )
+            notice = self._notice() if request.tools else None
             async for event in whole_answer(answer, self.model, notice):
                 yield event
             return
@@ -342,6 +344,7 @@ class OpenAIProvider(SdkProvider):
             raise StreamInterrupted(EMPTY if state.chunks == 0 else ENDED_EARLY)
         for call in state.tool_calls():
             yield ToolCallReady(call)
+        notice = self._notice() if request.tools else None
         yield Completed(
             stop_reason=state.stop_reason(), usage=state.usage(self.model), notice=notice
         )
