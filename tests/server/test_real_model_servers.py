@@ -267,7 +267,7 @@ async def test_an_empty_200_far_below_a_known_window_is_an_error_naming_the_caus
     fake_model.quirks = "llama-cpp-python"
     fake_model.context_window = 100  # refuses everything, without a word
     fake_model.set_script(script({"text": "unreached"}))
-    settings = {"env": {"CAIRN_MODEL_TOOL_CHOICE": "omit"}}
+    settings: dict[str, Any] = {"env": {"CAIRN_MODEL_TOOL_CHOICE": "omit"}}
     with cairn_server(sqlite_url(tmp_path), fake_model, **settings) as server:
         client, _ = await connected(server.url)
         finished = await run_once(client, "hi")
