@@ -508,9 +508,7 @@ def report(results: Results, refusals: Results, tools: list[str]) -> tuple[str, 
     for tool in tools:
         for name in OUTCOMES:
             figures[f"{tool}_{name}_pct"] = f"{pooled[tool].rate(name):.1f}"
-    worst = min(
-        (by_tool["cairn"].rate("exact"), kind) for kind, by_tool in results.kinds.items()
-    )
+    worst = min((by_tool["cairn"].rate("exact"), kind) for kind, by_tool in results.kinds.items())
     figures["cairn_worst_kind"] = worst[1]
     figures["cairn_worst_kind_exact_pct"] = f"{worst[0]:.1f}"
     for kind, by_tool in refusals.kinds.items():

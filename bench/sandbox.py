@@ -25,9 +25,7 @@ from cairn_client.tools.shell import run_shell
 COMMANDS = ("true", "git status --short")
 
 
-async def median_seconds(
-    root: Path, command: str, environ: Mapping[str, str], runs: int
-) -> float:
+async def median_seconds(root: Path, command: str, environ: Mapping[str, str], runs: int) -> float:
     times = []
     for _ in range(runs):
         started = time.perf_counter()

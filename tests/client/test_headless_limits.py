@@ -82,3 +82,22 @@ async def test_a_limit_says_which_and_how_much_and_continue_picks_the_work_up(
     asked = [c["id"] for m in messages if m["role"] == "assistant" for c in m["tool_calls"]]
     answered = [m["tool_call_id"] for m in messages if m["role"] == "tool"]
     assert asked and answered == asked  # the model has the whole history, every call answered
+
+
+async def test_an_answer_cut_at_the_token_cap_exits_1_saying_how_to_go_on(
+    tmp_path: Path, own_repo: Path, fake_model: FakeModelServer
+) -> None:
+    """finish_reason "length" is no normal end: `cairn -p` says the answer was cut, at what
+    cap and which setting raises it, and exits 1; "continue" gets the rest."""
+    fake_model.set_script(script({"text": "total() returns", "cut_at_cap": True}, DONE))
+    settings: dict[str, Any] = {"env": {"CAIRN_MODEL_MAX_TOKENS": "32"}}
+    with cairn_server(sqlite_url(tmp_path), fake_model, **settings) as server:
+        code, out, err = await headless(server.url, own_repo, "what does total() return?")
+        assert (code, out.strip()) == (1, "total() returns"), err
+        sentence = (
+            "cairn: Answer cut short: the answer was cut at 32 tokens, the cap on one answer; "
+            'raise CAIRN_MODEL_MAX_TOKENS or say "continue". '
+        )
+        assert sentence + CONTINUE_HEADLESS in err
+        code, out, err = await headless(server.url, own_repo, "continue")
+    assert (code, out.strip()) == (0, "Done: total() returns 1."), err

@@ -717,3 +717,61 @@ def test_command_line_server_rejects_a_bad_script(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert "unknown" in result.stderr
+
+
+# --------------------------------------------------------------------------- quirk modes
+
+
+async def test_llama_cpp_python_mode_reproduces_its_server(fake: FakeModelServer) -> None:
+    """As llama-cpp-python 0.3's server: GET /models owned by "me"; tools ignored unless
+    tool_choice is sent; "auto" streamed, or a prompt over the window streamed, answered
+    with an empty 200; the overflow unstreamed is its 400; streams carry no usage."""
+    fake.quirks = "llama-cpp-python"
+    read_tool: Any = {
+        "type": "function",
+        "function": {"name": "read", "parameters": {"type": "object", "properties": {}}},
+    }
+    calling = Turn(text="Reading.", tool_calls=(ScriptedToolCall(name="read"),))
+    fake.set_script(Script([calling, calling, calling]))
+    try:
+        async with openai_client(fake) as client:
+            models = await client.models.list()
+            dropped = await client.chat.completions.create(
+                model=OPENAI_MODEL, messages=OPENAI_HELLO, tools=[read_tool]
+            )
+            called = await client.chat.completions.create(
+                model=OPENAI_MODEL, messages=OPENAI_HELLO, tools=[read_tool], tool_choice="auto"
+            )
+            chunks = await client.chat.completions.create(
+                model=OPENAI_MODEL,
+                messages=OPENAI_HELLO,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            streamed = [chunk async for chunk in chunks]
+            refused = await client.chat.completions.create(
+                model=OPENAI_MODEL,
+                messages=OPENAI_HELLO,
+                tools=[read_tool],
+                tool_choice="auto",
+                stream=True,
+            )
+            assert [chunk async for chunk in refused] == []
+            fake.context_window = 5
+            overflowing = await client.chat.completions.create(
+                model=OPENAI_MODEL, messages=OPENAI_HELLO, stream=True
+            )
+            assert [chunk async for chunk in overflowing] == []
+            with pytest.raises(openai.BadRequestError) as raised:
+                await client.chat.completions.create(
+                    model=OPENAI_MODEL, messages=OPENAI_HELLO, max_tokens=64
+                )
+    finally:
+        fake.reset()
+    assert [model.owned_by for model in models.data] == ["me"]
+    assert dropped.choices[0].message.tool_calls is None
+    assert dropped.choices[0].message.content == "Reading."
+    assert called.choices[0].message.tool_calls is not None
+    assert all(chunk.usage is None for chunk in streamed)
+    assert raised.value.code == "context_length_exceeded"
+    assert "(" in str(raised.value) and "64 in the completion" in str(raised.value)

@@ -102,6 +102,7 @@ _STOP_SENTENCES = {
     "token_limit": "Token limit reached.",
     "cost_limit": "Cost limit reached.",
     "loop_detected": "Loop detected.",
+    "truncated": "Answer cut short.",
     "model_error": "Model error.",
     "superseded": "Superseded by your newer message.",
     "server_restart": "Stopped: the server restarted.",
@@ -113,7 +114,7 @@ _STOPPED_PREFIX = re.compile(r"^stopped:\s*", re.IGNORECASE)
 
 # The limits that stop a run between steps, every call answered: the conversation is whole, and
 # a new message asking to continue picks the work up.
-LIMIT_STOPS = frozenset({"step_limit", "token_limit", "cost_limit", "loop_detected"})
+LIMIT_STOPS = frozenset({"step_limit", "token_limit", "cost_limit", "loop_detected", "truncated"})
 CONTINUE = "continue"
 # How to continue, in each front end's words.
 CONTINUE_IN_CHAT = f'Send "{CONTINUE}" to pick the work up where it stopped.'
@@ -130,9 +131,10 @@ def stop_sentence(
     stop_reason: str, detail: str | None, how_to_continue: str = CONTINUE_IN_CHAT
 ) -> str | None:
     """Why a run ended (`Step limit reached: stopped after 200 model calls, …`), and for a
-    limit how to go on; None for a normal end of turn."""
+    limit how to go on; for a normal end of turn, None or what the server said the user
+    must know (a model server that cannot use tools)."""
     if stop_reason == "end_turn":
-        return None
+        return detail or None
     sentence = _STOP_SENTENCES.get(stop_reason, f"Run ended: {stop_reason}.")
     detail = _STOPPED_PREFIX.sub("", detail or "")
     if detail:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cairn_server.api.background import bind_listening
 
+from cairn_fakes.quirks import QUIRK_MODES
 from cairn_fakes.runner import serve_forever
 from cairn_fakes.script import Script, ScriptError
 
@@ -31,6 +32,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--script", type=Path, help='JSON file {"turns": [...]}; default: none')
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1; 0 picks a free one")
     parser.add_argument("--record", type=Path, help="append every request to FILE as JSON lines")
+    parser.add_argument(
+        "--quirks",
+        choices=QUIRK_MODES,
+        help="answer chat completions as this real server does (its quirks)",
+    )
     parser.add_argument(
         "--context-window",
         type=positive_int,
@@ -59,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         "anthropic_base_url": f"http://127.0.0.1:{port}",
     }
     print(json.dumps(endpoints), flush=True)
-    serve_forever(script, sock=sock, record_path=args.record, context_window=args.context_window)
+    serve_forever(
+        script,
+        sock=sock,
+        record_path=args.record,
+        context_window=args.context_window,
+        quirks=args.quirks,
+    )
     return 0
 
 

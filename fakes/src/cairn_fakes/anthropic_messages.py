@@ -65,6 +65,8 @@ def anthropic_usage(tokens: TokenCounts, output_tokens: int) -> JsonObject:
 
 
 def anthropic_stop_reason(turn: Turn) -> str:
+    if turn.cut_at_cap:
+        return "max_tokens"
     return "tool_use" if turn.tool_calls else "end_turn"
 
 

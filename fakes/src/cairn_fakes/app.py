@@ -1,6 +1,7 @@
 """The fake model server's ASGI app: the routes of each dialect over one shared state.
 
-OpenAI chat completions and embeddings under /v1, Anthropic messages at /v1/messages.
+OpenAI chat completions (as a real server's quirks, when asked), models and embeddings under
+/v1, Anthropic messages at /v1/messages.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cairn_fakes.embeddings import (
     input_texts,
 )
 from cairn_fakes.openai_chat import OPENAI_DIALECT, openai_error
+from cairn_fakes.quirks import llama_cpp_python_handler, models_handler
 from cairn_fakes.script import ScriptedError
 from cairn_fakes.state import FakeModelState
 
@@ -41,11 +43,23 @@ def embeddings_handler(state: FakeModelState) -> Endpoint:
     return embeddings
 
 
+def chat_handler(state: FakeModelState) -> Endpoint:
+    """Chat completions as the fake's current quirk mode answers them."""
+    usual = turn_handler(state, OPENAI_DIALECT)
+    quirky = llama_cpp_python_handler(state)
+
+    async def chat(request: Request) -> Response:
+        return await (quirky if state.quirks == "llama-cpp-python" else usual)(request)
+
+    return chat
+
+
 def create_app(state: FakeModelState) -> Starlette:
     hide_dropped_connections()
     return Starlette(
         routes=[
-            Route("/v1/chat/completions", turn_handler(state, OPENAI_DIALECT), methods=["POST"]),
+            Route("/v1/chat/completions", chat_handler(state), methods=["POST"]),
+            Route("/v1/models", models_handler(state), methods=["GET"]),
             Route("/v1/embeddings", embeddings_handler(state), methods=["POST"]),
             Route("/v1/messages", turn_handler(state, ANTHROPIC_DIALECT), methods=["POST"]),
         ]

@@ -42,9 +42,18 @@ def answer_tokens(turn: Turn) -> int:
     return count_tokens(turn.thinking + turn.text + calls)
 
 
-def token_counts(prompt: Prompt, cache_use: CacheUse, turn: Turn) -> TokenCounts:
-    """Counts for this answer; a scripted cached_input_tokens replaces the simulated cache."""
-    total = prompt.tokens
+def prompt_tokens(prompt: Prompt, state: FakeModelState) -> int:
+    """The prompt's tokens as the imitated model's tokenizer counts them (token_scale times
+    cl100k's count)."""
+    return round(prompt.tokens * state.token_scale)
+
+
+def token_counts(
+    prompt: Prompt, cache_use: CacheUse, turn: Turn, total: int | None = None
+) -> TokenCounts:
+    """Counts for this answer (`total`: the prompt's, when the model's tokenizer is not
+    cl100k); a scripted cached_input_tokens replaces the simulated cache."""
+    total = prompt.tokens if total is None else total
     if turn.cached_input_tokens:
         cache_use = CacheUse(read=min(turn.cached_input_tokens, total))
     return TokenCounts(
@@ -121,15 +130,15 @@ async def take_turn(
     if problem is not None:
         return dialect.error_response(ScriptedError(status=400, message=problem))
     prompt = dialect.prompt_of(body)
-    window = state.context_window
-    if window is not None and prompt.tokens > window:
-        return dialect.overflow_response(prompt.tokens, window)
+    window, total = state.context_window, prompt_tokens(prompt, state)
+    if window is not None and total > window:
+        return dialect.overflow_response(total, window)
     turn = state.next_turn()
     if turn.delay_s:
         await asyncio.sleep(turn.delay_s)
     if turn.error is not None:
         return dialect.error_response(turn.error)
-    return body, turn, token_counts(prompt, dialect.cache_use(state.cache, prompt), turn)
+    return body, turn, token_counts(prompt, dialect.cache_use(state.cache, prompt), turn, total)
 
 
 def turn_handler(state: FakeModelState, dialect: Dialect) -> Endpoint:

@@ -72,6 +72,8 @@ def openai_usage(tokens: TokenCounts) -> JsonObject:
 
 
 def openai_finish_reason(turn: Turn) -> str:
+    if turn.cut_at_cap:
+        return "length"
     return "tool_calls" if turn.tool_calls else "stop"
 
 

@@ -1,7 +1,7 @@
 """Running the fake model server: in a background thread for tests, or in the foreground.
 
 Owns the fake's uvicorn options and the handles tests use (base URLs, recorded requests,
-the context window, the simulated prompt caches).
+the context window, the quirk mode, the simulated prompt caches).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import uvicorn
 from cairn_server.api.background import ThreadedServer
 
 from cairn_fakes.app import create_app
+from cairn_fakes.quirks import Quirks
 from cairn_fakes.script import Script
 from cairn_fakes.state import FakeModelState, RecordedRequest, RequestLog
 
@@ -35,8 +36,11 @@ class FakeModelServer(ThreadedServer):
         record_path: Path | None = None,
         port: int = 0,
         context_window: int | None = None,
+        quirks: Quirks | None = None,
     ) -> None:
-        self._state = FakeModelState(script or Script(), RequestLog(record_path), context_window)
+        self._state = FakeModelState(
+            script or Script(), RequestLog(record_path), context_window, quirks
+        )
         super().__init__(create_app(self._state), port=port, **UVICORN_OPTIONS)
         self.openai_base_url = f"{self.url}/v1"
         self.anthropic_base_url = self.url
@@ -58,6 +62,27 @@ class FakeModelServer(ThreadedServer):
     @context_window.setter
     def context_window(self, tokens: int | None) -> None:
         self._state.context_window = tokens
+
+    @property
+    def quirks(self) -> str | None:
+        """The real server the chat endpoint imitates (cairn_fakes.quirks), None: OpenAI."""
+        return self._state.quirks
+
+    @quirks.setter
+    def quirks(self, mode: Quirks | None) -> None:
+        self._state.quirks = mode
+
+    @property
+    def token_scale(self) -> float:
+        """How many of the imitated model's tokens one cl100k token is (default 1): the
+        prompt tokens it reports and checks against its window are scaled by it."""
+        return self._state.token_scale
+
+    @token_scale.setter
+    def token_scale(self, scale: float) -> None:
+        if scale <= 0:
+            raise ValueError(f"a token scale must be positive, not {scale}")
+        self._state.token_scale = scale
 
     def clear_cache(self) -> None:
         """Forget every cached prompt prefix, as if the caches had expired."""
@@ -82,6 +107,8 @@ class FakeModelServer(ThreadedServer):
         self.set_script(Script())
         self.clear_requests()
         self.context_window = None
+        self.quirks = None
+        self.token_scale = 1.0
 
 
 def serve_forever(
@@ -90,8 +117,9 @@ def serve_forever(
     sock: socket.socket,
     record_path: Path | None,
     context_window: int | None = None,
+    quirks: Quirks | None = None,
 ) -> None:
     """Serve on `sock` in this thread until SIGINT/SIGTERM."""
-    state = FakeModelState(script, RequestLog(record_path), context_window)
+    state = FakeModelState(script, RequestLog(record_path), context_window, quirks)
     config = uvicorn.Config(create_app(state), log_level="warning", **UVICORN_OPTIONS)
     uvicorn.Server(config).run(sockets=[sock])

@@ -73,6 +73,13 @@ class Turn(ScriptModel):
             "for it (stream_options.include_usage), as some local servers do."
         ),
     )
+    cut_at_cap: bool = Field(
+        default=False,
+        description=(
+            'End as an answer cut at the request\'s token cap: finish_reason "length" '
+            '(OpenAI), stop_reason "max_tokens" (Anthropic).'
+        ),
+    )
     error: ScriptedError | None = None
     fault: Literal["drop_stream", "end_stream_early"] | None = Field(
         default=None,

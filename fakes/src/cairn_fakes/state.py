@@ -74,8 +74,19 @@ class FakeModelState:
     """What the app serves from: the current script (replaceable), the request log, the
     simulated prompt caches and the context window (None: unlimited)."""
 
-    def __init__(self, script: Script, log: RequestLog, context_window: int | None = None) -> None:
+    def __init__(
+        self,
+        script: Script,
+        log: RequestLog,
+        context_window: int | None = None,
+        quirks: str | None = None,
+    ) -> None:
         self._script = script
+        # A real server whose behaviour the chat endpoint imitates (cairn_fakes.quirks).
+        self.quirks = quirks
+        # How many of the imitated model's tokens one cl100k token is (its tokenizer differs):
+        # applies to the prompt tokens reported and checked against the window.
+        self.token_scale = 1.0
         self._lock = threading.Lock()
         self._context_window: int | None = None
         self.context_window = context_window

@@ -15,7 +15,7 @@ from cairn_protocol.results import ResultPreview
 from cairn_protocol.validation import validation_problems
 from cairn_protocol.workspace import WorkspaceIdentity
 
-PROTOCOL_VERSION = 3  # 3: hello.interactive and conversation "reopen"
+PROTOCOL_VERSION = 4  # 4: workspace.moved_from, stop reason "truncated", welcome.usage
 # Seqs are 32-bit on the server; a resume_after above this is malformed.
 MAX_SEQ = 2**31 - 1
 
@@ -396,6 +396,7 @@ StopReason = Literal[
     "token_limit",
     "cost_limit",
     "loop_detected",
+    "truncated",
     "model_error",
     "superseded",
     "server_restart",

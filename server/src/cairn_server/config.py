@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from cairn_protocol.validation import setting_problem, variable_names
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
@@ -24,6 +24,11 @@ OPENAI_KEY_ENV = "OPENAI_API_KEY"
 OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
 ANTHROPIC_KEY_ENV = "ANTHROPIC_API_KEY"
 ANTHROPIC_BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+MAX_TOKENS_ENV = "CAIRN_MODEL_MAX_TOKENS"
+TOOL_CHOICE_ENV = "CAIRN_MODEL_TOOL_CHOICE"
+# What an OpenAI-compatible request says about tools: "auto", "required" or "none" sent as
+# tool_choice, "omit" sends none; unset, Cairn decides per server (see providers/tool_use.py).
+ToolChoiceSetting = Literal["auto", "required", "none", "omit"]
 
 
 S = TypeVar("S", bound=BaseModel)
@@ -52,6 +57,9 @@ class ModelSettings(BaseModel):
     openai_base_url: str | None = Field(None, validation_alias=OPENAI_BASE_URL_ENV)
     anthropic_api_key: str | None = Field(None, validation_alias=ANTHROPIC_KEY_ENV, repr=False)
     anthropic_base_url: str | None = Field(None, validation_alias=ANTHROPIC_BASE_URL_ENV)
+    # The cap on one answer's tokens; None: a quarter of the model's window, at most 4096.
+    max_tokens: int | None = Field(None, ge=16, validation_alias=MAX_TOKENS_ENV)
+    tool_choice: ToolChoiceSetting | None = Field(None, validation_alias=TOOL_CHOICE_ENV)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ModelSettings:

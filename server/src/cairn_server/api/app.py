@@ -35,6 +35,7 @@ def create_app(
         memory = Memory.open(database, settings.embedding)
         catalog = ModelCatalog(settings.model, provider_factory)
         runtime = Runtime(store, memory, settings, catalog)
+        await runtime.load_model_profiles()
         await runtime.recover_after_restart()
         app.state.runtime = runtime
         default_model = catalog.resolve(None).model

@@ -42,6 +42,11 @@ class Budget:
     def trigger(self) -> int:
         return int(self.tokens * self.threshold)
 
+    def calibrated(self, ratio: float) -> Budget:
+        """This budget in counted tokens for a model that has `ratio` of its own per counted
+        token (its window holds fewer of ours)."""
+        return self if ratio <= 1.0 else Budget(max(1, int(self.tokens / ratio)), self.threshold)
+
     def capped(self, tokens: int | None) -> Budget:
         """This budget, lowered to `tokens` when that is smaller (a window a provider taught)."""
         if tokens is None or tokens >= self.tokens:

@@ -49,7 +49,8 @@ from cairn_server.providers.base import (
     ProviderError,
     TextDelta,
 )
-from cairn_server.providers.catalog import ModelCatalog
+from cairn_server.providers.catalog import Learned, ModelCatalog, max_output_tokens
+from cairn_server.providers.windows import window_is_known
 from cairn_server.storage.models import Conversation, Message
 from cairn_server.storage.repository import NotFoundError
 from cairn_server.storage.store import Store, to_model_message
@@ -63,6 +64,11 @@ log = logging.getLogger(__name__)
 KEEP_SHARE: dict[CompactionTrigger, float] = {"threshold": 0.5, "overflow": 0.2, "requested": 0.0}
 # After an overflow, the budget is set this far below the window the provider reported.
 OVERFLOW_MARGIN = 0.95
+# A server that refuses without a word (an empty 200) is taken to have overflowed when the
+# request held this share of the budget, or of SMALL_LOCAL_WINDOW when the window is unknown
+# (llama-cpp-python's server starts with a 2048-token window unless told otherwise).
+PLAUSIBLE_OVERFLOW_SHARE = 0.8
+SMALL_LOCAL_WINDOW = 2048
 
 
 @dataclass(frozen=True)
@@ -125,17 +131,33 @@ class ContextWindow:
             cached.draft.compiled, cached.tokens, trigger, run_id, focus
         )
 
-    def shrink_after_overflow(self, sent_tokens: int, exc: ContextOverflowError) -> int:
+    def shrink_after_overflow(self, sent_tokens: int, exc: ContextOverflowError) -> Learned:
         """The provider counted more than its window holds although our count fit: lower
-        this window's budget by the ratio it gave (a quarter off when it gave none), and
-        tell the catalog; returns the new budget."""
+        this window's budget by the ratio it gave, leaving room for the answer (a quarter
+        off when it gave none), and tell the catalog; returns what the catalog learned."""
         ratio = 0.75
         if exc.prompt_tokens and exc.limit:
-            ratio = OVERFLOW_MARGIN * exc.limit / exc.prompt_tokens
+            answer = max_output_tokens(self.catalog.settings.max_tokens, exc.limit)
+            ratio = OVERFLOW_MARGIN * max(1, exc.limit - answer) / exc.prompt_tokens
         tokens = max(1, min(self.budget.tokens, int(sent_tokens * ratio)))
         self.budget = Budget(tokens, self.budget.threshold)
-        self.catalog.learn_budget(self.model, tokens)
-        return tokens
+        return self.catalog.learn_budget(self.model, tokens, exc.limit)
+
+    def recalibrate(self, old: Learned, new: Learned) -> None:
+        """The model's token ratio moved from `old` to `new`: the budget follows it."""
+        if new.ratio != old.ratio:
+            scaled = Budget(int(self.budget.tokens * old.ratio / new.ratio), self.budget.threshold)
+            self.budget = scaled.capped(new.learned_budget)
+
+    def overflow_plausible(self, sent_tokens: int) -> bool:
+        """Whether a request this big may have overflowed the model's window although no
+        error said so: near the budget of a model whose window is known (from the table or
+        an earlier overflow), or near SMALL_LOCAL_WINDOW for any other."""
+        known = self.model is not None and (
+            window_is_known(self.model) or self.catalog.learned_budget(self.model) is not None
+        )
+        reference = self.budget.tokens if known else min(self.budget.tokens, SMALL_LOCAL_WINDOW)
+        return sent_tokens >= PLAUSIBLE_OVERFLOW_SHARE * reference
 
     async def draft(self) -> Draft:
         """What the next request is compiled from, as it stands now; changes nothing."""

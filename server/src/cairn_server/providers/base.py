@@ -31,10 +31,12 @@ class ToolCallReady:
 
 @dataclass(frozen=True)
 class Completed:
-    """The last event of a stream."""
+    """The last event of a stream; `notice` is what the user must hear once about this
+    server (tools it cannot use), on the first answer that shows it."""
 
     stop_reason: ModelStopReason
     usage: Usage
+    notice: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,20 @@ def overflow_error(
         f"The conversation is too long for {model}{sizes}: {vendor} said: {detail}",
         prompt_tokens=prompt_tokens,
         limit=limit,
+    )
+
+
+class EmptyAnswerError(ProviderError):
+    """The server answered 200 with an empty stream: a refusal it did not explain. The run
+    takes it for a context overflow when the request was big enough for one."""
+
+
+def empty_answer_error(vendor: str, base_url: str) -> EmptyAnswerError:
+    return EmptyAnswerError(
+        f"{vendor} at {base_url} answered with an empty stream (HTTP 200 without a single "
+        "event). llama-cpp-python's server does this when it refuses a request: a prompt "
+        'longer than its context window (its --n_ctx), or tool_choice "auto" while streaming '
+        "(see CAIRN_MODEL_TOOL_CHOICE)."
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from cairn_server.config import (
     ANTHROPIC_KEY_ENV,
@@ -24,6 +24,7 @@ from cairn_server.config import (
 from cairn_server.errors import CairnServerError
 from cairn_server.providers.base import Provider, ProviderError
 from cairn_server.providers.retry import RetryPolicy
+from cairn_server.providers.windows import context_window
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,61 @@ Configure a model with environment variables, then restart Cairn:
        vLLM, Ollama, llama.cpp)
   {MODEL_ENV}={DEFAULT_ANTHROPIC_MODEL} and {ANTHROPIC_KEY_ENV}=...
 To try Cairn without a model, run `cairn demo`."""
+
+
+# The largest answer Cairn asks for by default, and the share of the window it may take.
+DEFAULT_MAX_TOKENS = 4096
+ANSWER_SHARE = 4  # a quarter of the window
+# A prompt counted with fewer tokens than this says little about the model's tokenizer.
+CALIBRATION_MIN_TOKENS = 256
+# Ratios this close to 1 are cl100k's usual error: budgets stay as counted.
+CALIBRATION_DEADBAND = 1.05
+MAX_TOKEN_RATIO = 3.0
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What a model's server taught: the window an overflow error reported (its own tokens),
+    the budget overflows left (counted tokens), and how many of its tokens one counted token
+    is (`token_ratio`, a running mean over `ratio_samples` prompts). Kept in the database."""
+
+    context_window: int | None = None
+    learned_budget: int | None = None
+    token_ratio: float = 1.0
+    ratio_samples: int = 0
+
+    @property
+    def ratio(self) -> float:
+        """The ratio budgets are divided by: 1 unless the model clearly counts more."""
+        return self.token_ratio if self.token_ratio >= CALIBRATION_DEADBAND else 1.0
+
+    def with_prompt(self, counted: int, reported: int) -> Learned:
+        """This, with one more prompt the server counted as `reported` tokens (our count:
+        `counted`); the first samples are averaged, later ones weigh a fifth."""
+        if counted < CALIBRATION_MIN_TOKENS or reported <= 0:
+            return self
+        sample = min(MAX_TOKEN_RATIO, max(1.0, reported / counted))
+        weight = max(0.2, 1 / (self.ratio_samples + 1))
+        ratio = self.token_ratio + weight * (sample - self.token_ratio)
+        return Learned(self.context_window, self.learned_budget, ratio, self.ratio_samples + 1)
+
+    def fields(self) -> dict[str, int | float | None]:
+        return asdict(self)
+
+
+def window_of(model: str, learned: Learned) -> int:
+    """The model's window in its own tokens: what its server reported, else an estimate
+    from the budget overflows left, else the table's (or the unknown-model default)."""
+    if learned.context_window:
+        return learned.context_window
+    if learned.learned_budget:
+        return int(learned.learned_budget * learned.ratio * ANSWER_SHARE / (ANSWER_SHARE - 1))
+    return context_window(model)
+
+
+def max_output_tokens(setting: int | None, window: int) -> int:
+    """CAIRN_MODEL_MAX_TOKENS, else a quarter of the window, at most DEFAULT_MAX_TOKENS."""
+    return setting or max(16, min(DEFAULT_MAX_TOKENS, window // ANSWER_SHARE))
 
 
 @dataclass(frozen=True)
@@ -153,6 +209,7 @@ def make_provider(model: str, settings: ModelSettings) -> Provider:
             api_key=settings.openai_api_key or UNUSED_API_KEY,
             base_url=settings.openai_base_url,
             retry=retry,
+            tool_choice=settings.tool_choice,
         )
     from cairn_server.providers.anthropic_provider import AnthropicProvider
 
@@ -184,9 +241,10 @@ class ModelCatalog:
         self.settings = settings
         self._factory = factory
         self._providers: dict[str, Provider] = {}
-        # Per model spec: the budget its overflow errors taught (a local server's window is
-        # often smaller than Cairn assumes for an unknown model).
-        self._learned_budgets: dict[str, int] = {}
+        # Per model spec: what its server taught (a local server's window is often smaller
+        # than Cairn assumes for an unknown model, its tokenizer not cl100k). The runtime
+        # loads it from the database at start and stores every change.
+        self._learned: dict[str, Learned] = {}
 
     def resolve(self, agent_model: str | None) -> ModelChoice:
         return resolve_model(agent_model, self.settings)
@@ -215,13 +273,33 @@ class ModelCatalog:
             log.warning("no summary model (%s); compaction will use the digest", exc)
             return None
 
+    def learned(self, model: str | None) -> Learned:
+        return self._learned.get(model or "", Learned())
+
     def learned_budget(self, model: str | None) -> int | None:
         """The budget an overflow error of `model` taught, if one did."""
-        return self._learned_budgets.get(model or "")
+        return self.learned(model).learned_budget
 
-    def learn_budget(self, model: str | None, tokens: int) -> None:
+    def remember(self, model: str | None, learned: Learned) -> None:
         if model is not None:
-            self._learned_budgets[model] = tokens
+            self._learned[model] = learned
+
+    def learn_budget(self, model: str | None, tokens: int, window: int | None = None) -> Learned:
+        """Keep the budget an overflow taught (and the window the server reported)."""
+        old = self.learned(model)
+        learned = Learned(window or old.context_window, tokens, old.token_ratio, old.ratio_samples)
+        self.remember(model, learned)
+        return learned
+
+    def window(self, model: str | None) -> int | None:
+        """The model's window in its own tokens, as far as Cairn knows (None: no model)."""
+        return None if model is None else window_of(model, self.learned(model))
+
+    def max_tokens(self, model: str | None) -> int:
+        """How many tokens one answer may take (CAIRN_MODEL_MAX_TOKENS, else sized to the
+        window)."""
+        window = self.window(model) or DEFAULT_MAX_TOKENS * ANSWER_SHARE
+        return max_output_tokens(self.settings.max_tokens, window)
 
     async def aclose(self) -> None:
         for provider in self._providers.values():

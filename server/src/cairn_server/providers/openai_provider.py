@@ -6,15 +6,20 @@ through the official `openai` SDK, streamed.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from typing import Literal, cast
 
 import openai
 from cairn_protocol import Usage
+from openai import Omit
 from openai.types.chat import (
+    ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCall,
     ChatCompletionMessageFunctionToolCallParam,
     ChatCompletionMessageParam,
 )
@@ -33,12 +38,23 @@ from cairn_server.providers.base import (
     unreadable_error,
 )
 from cairn_server.providers.pricing import priced_usage
-from cairn_server.providers.retry import ENDED_EARLY, Failure, StreamInterrupted, status_failure
+from cairn_server.providers.retry import (
+    EMPTY,
+    ENDED_EARLY,
+    Failure,
+    StreamInterrupted,
+    status_failure,
+)
 from cairn_server.providers.sdk import SdkFailures, SdkProvider, stop_reason_of, until_broken
+from cairn_server.providers.tool_use import ServerKind, ToolUse, server_kind, tool_use
+
+log = logging.getLogger(__name__)
 
 API_KEY_ENV = "OPENAI_API_KEY"
 BASE_URL_ENV = "OPENAI_BASE_URL"
 OFFICIAL_HOST = "api.openai.com"
+PROBE_TIMEOUT_S = 5.0
+ToolChoice = Literal["none", "auto", "required"]
 
 STOP_REASONS: dict[str, ModelStopReason] = {
     "stop": "end_turn",
@@ -114,6 +130,7 @@ class StreamState:
 
     calls: dict[int, PartialToolCall] = field(default_factory=dict)
     finish_reason: str | None = None
+    chunks: int = 0
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
@@ -240,6 +257,10 @@ class OpenAIProvider(SdkProvider):
 
     failures = FAILURES
     _client: openai.AsyncOpenAI
+    # How this server takes tools (probed on the first request with tools), and the
+    # problem with them not yet told.
+    _tools: ToolUse | None = None
+    _untold: str | None = None
 
     def _connect(self, api_key: str, base_url: str | None, timeout_s: float) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
@@ -252,23 +273,111 @@ class OpenAIProvider(SdkProvider):
         compatible servers reliably understand only max_tokens."""
         return OFFICIAL_HOST in self._base_url
 
+    async def _tool_use(self) -> ToolUse:
+        """How this server is asked to use tools, probed once (GET /models tells
+        llama-cpp-python's server apart); a problem is told the user once, in the Completed
+        event of the first request with tools."""
+        if self._tools is None:
+            kind: ServerKind = "other"
+            if not self._official and self._tool_choice in (None, "omit", "auto"):
+                kind = await self._probe()
+            self._tools = tool_use(self._tool_choice, kind)
+            self._untold = self._tools.problem
+            if self._untold:
+                log.warning("%s: %s", self._base_url, self._untold)
+        return self._tools
+
+    async def _probe(self) -> ServerKind:
+        try:
+            page = await self._client.with_options(timeout=PROBE_TIMEOUT_S).models.list()
+        except (openai.APIError, ValueError) as exc:
+            log.info("GET %s/models failed (%s); taking it for a usual server", self._base_url, exc)
+            return "other"
+        kind = server_kind([str(getattr(model, "owned_by", "")) for model in page.data])
+        log.info("the server at %s is %s", self._base_url, kind)
+        return kind
+
+    def _notice(self) -> str | None:
+        told, self._untold = self._untold, None
+        return told
+
     async def _attempt(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
+        tools = await self._tool_use() if request.tools else ToolUse(None, stream=True)
+        messages = wire_messages(request)
+        wire_tools = [wire_tool(tool) for tool in request.tools] or openai.omit
+        choice: ToolChoice | Omit = (
+            cast(ToolChoice, tools.choice) if request.tools and tools.choice else openai.omit
+        )
+        cap = request.max_output_tokens
+        completion_cap = cap if self._official else openai.omit
+        legacy_cap = openai.omit if self._official else cap
+        if not tools.stream:
+            answer = await self._client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                tools=wire_tools,
+                tool_choice=choice,
+                max_completion_tokens=completion_cap,
+                max_tokens=legacy_cap,
+            )
+            notice = self._notice() if request.tools else None
+            async for event in whole_answer(answer, self.model, notice):
+                yield event
+            return
         state = StreamState()
         chunks = await self._client.chat.completions.create(
             model=self.model,
-            messages=wire_messages(request),
-            tools=[wire_tool(tool) for tool in request.tools] or openai.omit,
+            messages=messages,
+            tools=wire_tools,
+            tool_choice=choice,
             stream=True,
             stream_options={"include_usage": True},
-            max_completion_tokens=request.max_output_tokens if self._official else openai.omit,
-            max_tokens=openai.omit if self._official else request.max_output_tokens,
+            max_completion_tokens=completion_cap,
+            max_tokens=legacy_cap,
         )
         async for chunk in until_broken(chunks, FAILURES):
+            state.chunks += 1
             text = state.add(chunk)
             if text:
                 yield TextDelta(text)
         if state.finish_reason is None:
-            raise StreamInterrupted(ENDED_EARLY)
+            raise StreamInterrupted(EMPTY if state.chunks == 0 else ENDED_EARLY)
         for call in state.tool_calls():
             yield ToolCallReady(call)
-        yield Completed(stop_reason=state.stop_reason(), usage=state.usage(self.model))
+        notice = self._notice() if request.tools else None
+        yield Completed(
+            stop_reason=state.stop_reason(), usage=state.usage(self.model), notice=notice
+        )
+
+
+async def whole_answer(
+    answer: ChatCompletion, model: str, notice: str | None
+) -> AsyncGenerator[StreamEvent, None]:
+    """A plain (unstreamed) answer as the events a stream would have given."""
+    choice = answer.choices[0] if answer.choices else None
+    message = choice.message if choice else None
+    if message is not None and message.content:
+        yield TextDelta(message.content)
+    calls = [
+        ToolCall(
+            id=call.id or f"call_{uuid.uuid4().hex[:24]}",
+            name=call.function.name,
+            arguments=call.function.arguments or "",
+        )
+        for call in (message.tool_calls or [] if message else [])
+        if isinstance(call, ChatCompletionMessageFunctionToolCall)
+    ]
+    for call in calls:
+        yield ToolCallReady(call)
+    reason = choice.finish_reason if choice else None
+    usage = answer.usage
+    yield Completed(
+        stop_reason=stop_reason_of(reason, STOP_REASONS, called_tools=bool(calls)),
+        usage=priced_usage(
+            model,
+            input_tokens=usage.prompt_tokens if usage else 0,
+            cached_input_tokens=0,
+            output_tokens=usage.completion_tokens if usage else 0,
+        ),
+        notice=notice,
+    )

@@ -65,11 +65,16 @@ class Failure:
 
 DROPPED = "connection dropped mid-stream"
 ENDED_EARLY = "stream ended early"
+# A 200 whose stream holds no event at all: llama-cpp-python's server answers so when it
+# refuses a streamed request (a prompt over its window, tool_choice "auto"); the same
+# request would be refused again, so it is not retried.
+EMPTY = "empty answer (HTTP 200 without a single event)"
 
 
 class StreamInterrupted(Exception):
     """The answer stopped before its final event; raised by a provider's attempt with
-    DROPPED (the connection broke) or ENDED_EARLY (the stream closed cleanly, unfinished)."""
+    DROPPED (the connection broke), ENDED_EARLY (the stream closed cleanly, unfinished) or
+    EMPTY (it closed before its first event)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -77,7 +82,7 @@ class StreamInterrupted(Exception):
 
 
 def interrupted(exc: StreamInterrupted) -> Failure:
-    return Failure(exc.reason, retryable=True)
+    return Failure(exc.reason, retryable=exc.reason != EMPTY)
 
 
 def timed_out() -> Failure:

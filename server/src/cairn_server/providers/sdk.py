@@ -13,10 +13,12 @@ from functools import partial
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self, TypedDict, TypeVar, Unpack
 
+from cairn_server.config import ToolChoiceSetting
 from cairn_server.domain import ModelRequest, ModelStopReason
 from cairn_server.providers.base import (
     ProviderError,
     StreamEvent,
+    empty_answer_error,
     interrupted_error,
     status_error,
     timeout_error,
@@ -24,6 +26,7 @@ from cairn_server.providers.base import (
 )
 from cairn_server.providers.retry import (
     DROPPED,
+    EMPTY,
     Failure,
     RetryPolicy,
     StreamInterrupted,
@@ -79,6 +82,8 @@ class SdkFailures:
     ) -> ProviderError:
         """An attempt's final failure as a message that tells the user what to do."""
         if isinstance(exc, StreamInterrupted):
+            if exc.reason == EMPTY:
+                return empty_answer_error(self.vendor, base_url)
             return interrupted_error(self.vendor, base_url, retries)
         if isinstance(exc, self.timeouts):
             return timeout_error(self.vendor, base_url, retries)
@@ -115,6 +120,7 @@ class ClientOptions(TypedDict, total=False):
 
     retry: RetryPolicy | None
     timeout_s: float
+    tool_choice: ToolChoiceSetting | None
 
 
 class SdkProvider(ABC):
@@ -134,6 +140,7 @@ class SdkProvider(ABC):
         self._client: Any = self._connect(api_key, base_url, options.get("timeout_s", 600.0))
         self._base_url = str(self._client.base_url).rstrip("/")
         self._retry = options.get("retry") or RetryPolicy()
+        self._tool_choice = options.get("tool_choice")
 
     @abstractmethod
     def _connect(self, api_key: str, base_url: str | None, timeout_s: float) -> SdkClient:

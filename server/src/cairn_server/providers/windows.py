@@ -37,3 +37,8 @@ def context_window(model: str) -> int:
     """The window of a model spec ("openai/gpt-4o", "anthropic/claude-sonnet-4-6", a bare
     name, or a dated snapshot)."""
     return CONTEXT_WINDOWS.get(model_family(model), UNKNOWN_WINDOW)
+
+
+def window_is_known(model: str) -> bool:
+    """Whether the table knows the model's window (else UNKNOWN_WINDOW is a guess)."""
+    return model_family(model) in CONTEXT_WINDOWS

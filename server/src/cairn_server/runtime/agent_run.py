@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
 from cairn_protocol import (
@@ -31,13 +31,14 @@ from cairn_protocol import (
 from cairn_protocol.messages import ApprovalRecord, StopReason, ToolStatus
 from cairn_protocol.results import not_run
 
+from cairn_server.config import MAX_TOKENS_ENV
 from cairn_server.context.budget import BudgetError
 from cairn_server.context.tokens import count_tokens
 from cairn_server.context.window import ContextWindow, Prepared
 from cairn_server.domain import (
     MalformedArguments,
     ModelMessage,
-    ModelRequest,
+    ModelStopReason,
     ToolCall,
     ToolSpec,
 )
@@ -45,12 +46,14 @@ from cairn_server.memory.services import Memory
 from cairn_server.providers.base import (
     Completed,
     ContextOverflowError,
+    EmptyAnswerError,
     Provider,
     ProviderError,
     Retrying,
     TextDelta,
     ToolCallReady,
 )
+from cairn_server.providers.catalog import Learned
 from cairn_server.providers.pricing import cost_usd
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Message, ToolCallRecord
@@ -65,6 +68,22 @@ T = TypeVar("T")
 
 class RunInterrupted(Exception):
     """Raised inside a run at a safe point when it was asked to stop."""
+
+
+# A token ratio is stored again when it moved this much since it was last stored.
+RATIO_SAVE_STEP = 0.02
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One model call's answer: its text, tool calls, usage, how it ended, and the cap on
+    its tokens it was asked with."""
+
+    text: str
+    calls: list[ToolCall]
+    usage: Usage
+    stop_reason: ModelStopReason
+    max_tokens: int
 
 
 @dataclass
@@ -124,6 +143,8 @@ class AgentRun:
     # Notes for the model that arrived mid-step (a late result); stored at the next safe point.
     _notes: list[str] = field(default_factory=list)
     _notes_closed: bool = False
+    # What the provider said the user must hear (tools this server cannot use).
+    _notice: str | None = None
 
     @property
     def run_id(self) -> str:
@@ -174,6 +195,8 @@ class AgentRun:
         detail: str | None
         try:
             stop_reason, detail = await self._loop()
+            if self._notice:  # what the user must hear about the model's server, once
+                detail = f"{detail}\n{self._notice}" if detail else self._notice
         except RunInterrupted:
             assert self._stop is not None
             stop_reason, detail = self._stop.stop_reason, self._stop.reason
@@ -199,8 +222,11 @@ class AgentRun:
     async def _loop(self) -> tuple[StopReason, str | None]:
         for _ in range(self.spec.limits.steps):
             self._check_stop()
-            prepared, (text, calls, reported) = await self._call_model(await self._prepare())
+            prepared, answer = await self._call_model(await self._prepare())
+            text, calls, reported = answer.text, answer.calls, answer.usage
             usage = counted_if_unreported(reported, prepared.tokens, text, calls, self.spec.model)
+            budget = self.window.budget.tokens  # the one this request was built within
+            await self._calibrate(prepared.tokens, reported.input_tokens)
             self._partial_text = ""
             self.steps += 1
             self.usage = self.usage + usage
@@ -211,10 +237,12 @@ class AgentRun:
                     step=self.steps,
                     usage=usage,
                     context_tokens=prepared.tokens,
-                    context_budget=self.window.budget.tokens,
+                    context_budget=budget,
                 )
             )
             await self._record_assistant(text, calls)
+            if answer.stop_reason == "max_tokens":
+                return await self._truncated(calls, answer.max_tokens)
             if not calls:
                 return "end_turn", None
             repeated: str | None = None
@@ -239,22 +267,58 @@ class AgentRun:
             await self.hub.publish(compaction)
         return await self.window.prepare()
 
-    async def _call_model(
-        self, prepared: Prepared
-    ) -> tuple[Prepared, tuple[str, list[ToolCall], Usage]]:
+    async def _call_model(self, prepared: Prepared) -> tuple[Prepared, Answer]:
         """Stream one answer. If the provider says the prompt overflows its window (our
-        count was short of its own), lower the budget, compact and try once more."""
+        count was short of its own), or its server refused a request big enough to have
+        overflowed without a word (an empty 200), lower the budget, compact and try once
+        more; what it taught is stored for the next process."""
         try:
-            return prepared, await self._interruptible(self._stream(prepared.compiled.request))
-        except ContextOverflowError as exc:
+            return prepared, await self._interruptible(self._stream(prepared))
+        except (ContextOverflowError, EmptyAnswerError) as exc:
+            if isinstance(exc, EmptyAnswerError):
+                if not self.window.overflow_plausible(prepared.tokens):
+                    raise
+                exc = ContextOverflowError(str(exc))
             log.warning("run %s: provider overflow (%s); compacting", self.run_id, exc)
             self._partial_text = ""
-            self.window.shrink_after_overflow(prepared.tokens, exc)
+            await self._keep_learned(self.window.shrink_after_overflow(prepared.tokens, exc))
             compaction = await self.window.compact("overflow", self.run_id)
             if compaction is not None:
                 await self.hub.publish(compaction)
             prepared = await self._prepare()
-            return prepared, await self._interruptible(self._stream(prepared.compiled.request))
+            return prepared, await self._interruptible(self._stream(prepared))
+
+    async def _calibrate(self, counted: int, reported: int) -> None:
+        """One more prompt the server counted itself: the model's token ratio (and so the
+        budget) follows it; a change worth it is stored."""
+        catalog, model = self.window.catalog, self.spec.model
+        old = catalog.learned(model)
+        new = old.with_prompt(counted, reported)
+        if new == old:
+            return
+        catalog.remember(model, new)
+        self.window.recalibrate(old, new)
+        if new.ratio_samples == 1 or abs(new.token_ratio - old.token_ratio) >= RATIO_SAVE_STEP:
+            await self._keep_learned(new)
+
+    async def _keep_learned(self, learned: Learned) -> None:
+        try:
+            await self.store.save_model_profile(self.spec.model, **learned.fields())
+        except Exception:  # losing it costs a relearning, never the run
+            log.exception("run %s: storing what the model's server taught failed", self.run_id)
+
+    async def _truncated(self, calls: list[ToolCall], cap: int) -> tuple[StopReason, str]:
+        """The answer hit its token cap: its tool calls (the last one cut mid-arguments) are
+        answered "not run", and the run ends saying so."""
+        why = f"the answer was cut at the cap of {cap:,} tokens before this call was complete"
+        for call in calls:
+            await self.store.add_message(
+                self.conversation_id, self.run_id, _tool_error(call, f"not run: {why}")
+            )
+        return "truncated", (
+            f"the answer was cut at {cap:,} tokens, the cap on one answer; raise "
+            f'{MAX_TOKENS_ENV} or say "continue"'
+        )
 
     def _count_failure(self, call: ToolCall, result: ModelMessage) -> str | None:
         """Remember a failed call; its name when the same call failed `repeats` times."""
@@ -286,9 +350,12 @@ class AgentRun:
             )
         return None
 
-    async def _stream(self, request: ModelRequest) -> tuple[str, list[ToolCall], Usage]:
+    async def _stream(self, prepared: Prepared) -> Answer:
+        cap = self.window.catalog.max_tokens(self.spec.model)
+        request = replace(prepared.compiled.request, max_output_tokens=cap)
         calls: list[ToolCall] = []
         usage = Usage()
+        stop_reason: ModelStopReason = "end_turn"
         async for event in self.provider.stream(request):
             if isinstance(event, TextDelta):
                 self._partial_text += event.text
@@ -314,8 +381,9 @@ class AgentRun:
                     )
                 )
             elif isinstance(event, Completed):
-                usage = event.usage
-        return self._partial_text, calls, usage
+                usage, stop_reason = event.usage, event.stop_reason
+                self._notice = self._notice or event.notice
+        return Answer(self._partial_text, calls, usage, stop_reason, cap)
 
     async def _record_assistant(self, text: str, calls: list[ToolCall]) -> None:
         await self.store.add_message(

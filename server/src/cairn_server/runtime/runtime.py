@@ -31,7 +31,7 @@ from cairn_server.domain import ModelMessage, ToolSpec
 from cairn_server.errors import CairnServerError
 from cairn_server.memory.bootstrap import bootstrap_note
 from cairn_server.memory.services import Memory
-from cairn_server.providers.catalog import ModelCatalog
+from cairn_server.providers.catalog import Learned, ModelCatalog
 from cairn_server.runtime.agent_run import (
     AgentRun,
     RunLimits,
@@ -118,6 +118,19 @@ class Runtime:
     def runs_active(self) -> int:
         """How many runs are going now."""
         return len(self._active)
+
+    async def load_model_profiles(self) -> None:
+        """Give the catalog what earlier processes learned about each model's server."""
+        for profile in await self.store.model_profiles():
+            self.catalog.remember(
+                profile.model,
+                Learned(
+                    profile.context_window,
+                    profile.learned_budget,
+                    profile.token_ratio,
+                    profile.ratio_samples,
+                ),
+            )
 
     def running_run_id(self, conversation_id: str) -> str | None:
         active = self._active.get(conversation_id)
@@ -212,8 +225,11 @@ class Runtime:
     ) -> ContextWindow:
         """The conversation's context as `model` will be sent it with `tools` (default: every
         tool), summarised (when due) by CAIRN_SUMMARY_MODEL or else the same model."""
-        budget = agent_budget(agent, self.settings, model).capped(
-            self.catalog.learned_budget(model)
+        learned = self.catalog.learned(model)
+        budget = (
+            agent_budget(agent, self.settings, model)
+            .calibrated(learned.ratio)
+            .capped(learned.learned_budget)
         )
         return ContextWindow(
             store=self.store,

@@ -299,3 +299,17 @@ class MessageEmbedding(SQLModel, table=True):
     agent_id: str = Field(foreign_key="agents.id", index=True, sa_type=StoredString)
     model: str = Field(sa_type=StoredString)
     vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class ModelProfile(SQLModel, table=True):
+    """What Cairn learned about one model spec from its server: the budget its overflows
+    taught, and how many of its tokens one counted token is (kept across restarts)."""
+
+    __tablename__ = "model_profiles"
+    model: str = Field(primary_key=True, sa_type=StoredString)
+    # The window its server reported in an overflow error (its own tokens), if it did.
+    context_window: int | None = Field(default=None)
+    learned_budget: int | None = Field(default=None)
+    token_ratio: float = Field(default=1.0)
+    ratio_samples: int = Field(default=0)
+    updated_at: datetime = _ts(nullable=False)

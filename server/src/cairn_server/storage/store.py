@@ -34,6 +34,7 @@ from cairn_server.storage.models import (
     Conversation,
     Event,
     Message,
+    ModelProfile,
     Run,
     RunApproval,
     RunStep,
@@ -499,6 +500,27 @@ class Store(Repository):
                 )
             )
             return run
+
+    async def model_profiles(self) -> list[ModelProfile]:
+        """What every model's server taught: learned budgets and token ratios."""
+        return await self._all(select(ModelProfile))
+
+    async def save_model_profile(self, model: str, **learned: int | float | None) -> None:
+        """Keep what `model`'s server taught (ModelProfile's fields; the last writer wins)."""
+        values: dict[str, Any] = {**learned, "updated_at": utcnow()}
+        for _attempt in range(2):  # a concurrent first insert of the same model: update it
+            try:
+                async with self._transaction() as session:
+                    row = await session.get(ModelProfile, model)
+                    if row is None:
+                        session.add(ModelProfile(model=model, **values))
+                    else:
+                        for name, value in values.items():
+                            setattr(row, name, value)
+                        session.add(row)
+                return
+            except IntegrityError:
+                continue
 
     async def list_steps(self, run_id: str) -> list[RunStep]:
         return await self._all(
