@@ -265,7 +265,9 @@ class CairnApp(App[str]):
 
     async def ask_approval(self, prepared: PreparedCall, verdict: Verdict) -> Approval:
         """Queue the question and wait for its answer without blocking the event loop."""
-        self.post_message(ToolAsked(prepared.request, True))  # in order with what is shown
+        shown: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.post_message(ToolAsked(prepared.request, True, shown))  # in order with the events
+        await shown
         approval = await self.approvals.ask(prepared, verdict)
         self.post_message(ToolAsked(prepared.request, False))
         if approval.kind != "deny":
@@ -382,13 +384,17 @@ class CairnApp(App[str]):
 
     async def on_tool_asked(self, message: ToolAsked) -> None:
         request = message.request
-        entry = await self.chat.start_tool(
-            request.call_id,
-            describe_call(request.tool, request.arguments),
-            run_id=request.run_id,
-            model_call_id=request.model_call_id,
-        )
-        entry.wait_for_answer(message.waiting)
+        try:
+            entry = await self.chat.start_tool(
+                request.call_id,
+                describe_call(request.tool, request.arguments),
+                run_id=request.run_id,
+                model_call_id=request.model_call_id,
+            )
+            entry.wait_for_answer(message.waiting)
+        finally:  # the question goes on whatever happened here
+            if message.shown is not None and not message.shown.done():
+                message.shown.set_result(None)
 
     async def _on_run_started(self, event: RunStarted) -> None:
         self._set_running(event.run_id)

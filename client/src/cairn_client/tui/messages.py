@@ -5,6 +5,8 @@ Owns the hand-over from SessionListener calls (made by the session) to UI handle
 
 from __future__ import annotations
 
+import asyncio
+
 from cairn_protocol import ServerFrame, ToolRequest
 from textual.message import Message
 
@@ -45,9 +47,14 @@ class InterruptRequested(Message):
 
 
 class ToolAsked(Message):
-    """The person is asked about a request (`waiting`), or has answered it."""
+    """The person is asked about a request (`waiting`), or has answered it; `shown` resolves
+    once the transcript shows it (the question waits for that, so the dialog never covers a
+    transcript still catching up)."""
 
-    def __init__(self, request: ToolRequest, waiting: bool) -> None:
+    def __init__(
+        self, request: ToolRequest, waiting: bool, shown: asyncio.Future[None] | None = None
+    ) -> None:
         super().__init__()
         self.request = request
         self.waiting = waiting
+        self.shown = shown
