@@ -88,7 +88,7 @@ async def test_slash_completion_lists_commands_and_escape_closes_it(shop: Mentio
         assert not menu_of(pilot).display and prompt_of(pilot).value == "/co"
         await pilot.press("backspace", "backspace", *"cos", "enter")  # /cost runs at once
         await settle(pilot)
-        assert any(entry.startswith("This session:") for entry in chat_entries(app))
+        assert any("This session:" in entry for entry in chat_entries(app))
         assert session.sent == []
 
 
