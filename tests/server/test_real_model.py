@@ -30,9 +30,12 @@ from support.servers import TEST_TOKEN, sqlite_url
 from support.wire import WireClient, connected
 
 REAL_MODEL = real_model_from()
-pytestmark = pytest.mark.skipif(
-    REAL_MODEL is None, reason="set CAIRN_REAL_MODEL (and CAIRN_LLAMA_SERVER) to run"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        REAL_MODEL is None, reason="set CAIRN_REAL_MODEL (and CAIRN_LLAMA_SERVER) to run"
+    ),
+    pytest.mark.timeout(900),  # a real model on a CPU: a compaction alone takes minutes
+]
 MODEL = "openai/smollm2-135m-instruct"
 WINDOW = 8192
 # A real model answers slowly on a loaded machine.
