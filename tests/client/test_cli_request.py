@@ -17,6 +17,19 @@ def test_a_request_becomes_the_first_message_and_a_subcommand_stays_one() -> Non
     assert with_first_message(["-p", "hi"]) == ["-p", "hi"]
 
 
+def test_p_followed_by_an_option_is_a_flag_and_the_words_its_request() -> None:
+    assert with_first_message(["-p", "--json", "fix", "it"]) == ["--json", "-p", "fix it"]
+    assert with_first_message(["--print", "--model", "openai/x", "go"]) == [
+        "--model",
+        "openai/x",
+        "-p",
+        "go",
+    ]
+    assert with_first_message(["-p", "--json", "memory"]) == ["--json", "-p", "memory"]
+    assert with_first_message(["-p", "--json"]) == ["-p", "--json"]  # typer: -p needs a value
+    assert with_first_message(["--json", "-p", "hi"]) == ["--json", "-p", "hi"]
+
+
 def test_option_values_are_not_taken_for_a_request() -> None:
     assert with_first_message(["--model", "openai/x", "go on"]) == [
         "--model",

@@ -22,6 +22,7 @@ PICK = ""  # the value of a bare `--resume`: pick the conversation in the TUI
 FIRST_MESSAGE = "--first-message"  # what `cairn "REQUEST"` becomes (hidden)
 # The top command's options that take a value (the words after them are not a REQUEST).
 VALUE_OPTIONS = frozenset({"-p", "--print", "--resume", "--approve", "--model", FIRST_MESSAGE})
+PRINT_OPTIONS = frozenset({"-p", "--print"})
 
 if TYPE_CHECKING:  # `cairn --help` and `--version` import none of the work's modules
     from cairn_client.policy.types import ApproveMode
@@ -322,8 +323,9 @@ def main() -> None:
 
 def with_first_message(args: list[str]) -> list[str]:
     """`cairn "fix the bug"` (no -p): the words that name no subcommand become the TUI's
-    first message (the hidden FIRST_MESSAGE option); a subcommand's name runs it."""
-    at = 0
+    first message (the hidden FIRST_MESSAGE option); a subcommand's name runs it. A `-p`
+    followed by another option is a flag, as in `claude -p`: `cairn -p --json "fix it"`."""
+    at, print_flag = 0, None
     while at < len(args):
         arg = args[at]
         if arg == "--":
@@ -331,12 +333,24 @@ def with_first_message(args: list[str]) -> list[str]:
             break
         if not arg.startswith("-") or arg == "-":
             break
+        if arg in PRINT_OPTIONS and _an_option(args[at + 1 : at + 2]):
+            print_flag = at
+            at += 1
+            continue
         at += 2 if arg in VALUE_OPTIONS else 1
     words = args[at:]
+    before = args[: at - 1] if args[at - 1 : at] == ["--"] else args[:at]
+    if print_flag is not None:
+        if not words:
+            return args  # typer says -p wants a request
+        return [*(a for i, a in enumerate(before) if i != print_flag), "-p", " ".join(words)]
     if not words or (args[at - 1 : at] != ["--"] and words[0] in _subcommands()):
         return args
-    before = args[: at - 1] if args[at - 1 : at] == ["--"] else args[:at]
     return [*before, FIRST_MESSAGE, " ".join(words)]
+
+
+def _an_option(following: list[str]) -> bool:
+    return bool(following) and following[0].startswith("-") and following[0] != "-"
 
 
 def with_resume_value(args: list[str]) -> list[str]:
