@@ -100,7 +100,7 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp, llama_server(model, context=WINDOW) as url:
         folder = Path(tmp)
-        repo, data_dir = make_repo(folder), folder / "data"
+        repo, data_dir, capped_dir = make_repo(folder), folder / "data", folder / "capped"
         try:
             times = []
             for _ in range(RUNS):
@@ -115,9 +115,10 @@ def main() -> int:
                 repo, data_dir, url, f"{HUGE}\nWhat is this log about?"
             )
             recovered = overflow_code == 0 and "overflow" in overflow_output
+            # Its own data dir: a local server already up keeps the settings it started with.
             cut_code, cut_output, _ = cairn_p(
                 repo,
-                data_dir,
+                capped_dir,
                 url,
                 "Write a long story about a cat, in ten paragraphs.",
                 CAIRN_MODEL_MAX_TOKENS="16",
@@ -126,6 +127,7 @@ def main() -> int:
             ratio = token_ratio(url)
         finally:
             stop_local_server(data_dir)
+            stop_local_server(capped_dir)
     print(f"short answer, `cairn -p` end to end: p50 {statistics.median(times):.2f} s")
     print(f"tool calls made by the model and run by the client: {tool_calls}")
     print(f"a request over the {WINDOW}-token window: recovered={recovered} in {overflow_s:.1f} s")
