@@ -111,3 +111,34 @@ async def test_denied_killed_and_unrun_calls_read_the_same_after_a_restart(
         assert [e for e in chat_entries(app) if e[:1] in "✓✗!"] == live
         assert tool_results(app) == live_results
         assert app.status.usage == totals
+
+
+async def test_calls_the_server_runs_end_live_as_after_a_restart(
+    server: BackgroundServer, own_repo: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(
+        script(
+            {
+                "tool_calls": [
+                    call("archival_insert", text="The build uses uv."),
+                    call("memory_replace", label="nosuch", old_string="a", new_string="b"),
+                ]
+            },
+            {"text": "Noted."},
+        )
+    )
+    async with running_app(server.url, own_repo) as (app, pilot):
+        await send(app, pilot, "Remember how we build")
+        await until(pilot, lambda: "Noted." in chat_entries(app))
+        await until(pilot, lambda: all(e.state == "done" for e in tool_entries(app)))
+        live = [e for e in chat_entries(app) if e[:1] in "✓✗!·"]
+        live_results = tool_results(app)
+
+    assert live[0].startswith("✓ archival_insert")
+    assert live[1].startswith("! memory_replace") and "nosuch" in live[1]
+    assert live_results and live_results[0].startswith("  ⎿ ")
+
+    async with running_app(server.url, own_repo) as (app, pilot):
+        await until(pilot, lambda: "Noted." in chat_entries(app))
+        assert [e for e in chat_entries(app) if e[:1] in "✓✗!·"] == live
+        assert tool_results(app) == live_results

@@ -342,6 +342,8 @@ class ToolSettled(ServerEvent):
     call_id: str
     status: ToolStatus
     reason: str | None = None
+    # A call the server ran itself (memory, search): its result as a person sees it.
+    result: ResultPreview | None = None
 
 
 class ModelRetry(ServerEvent):

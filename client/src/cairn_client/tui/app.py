@@ -381,6 +381,10 @@ class CairnApp(App[str]):
         if request is not None and entry is not None and entry.state != "done":
             line = tool_line(request.tool, request.arguments, event.status, event.reason)
             await self.chat.finish_tool(event.call_id, event.status, line)
+        elif entry is not None and entry.state == "running" and entry.server_call is not None:
+            call = entry.server_call
+            line = tool_line(call.tool, call.arguments, event.status, event.reason)
+            await self.chat.finish_tool(event.call_id, event.status, line, event.result)
 
     async def on_tool_asked(self, message: ToolAsked) -> None:
         request = message.request
@@ -409,9 +413,8 @@ class CairnApp(App[str]):
     async def _on_assistant_message(self, event: AssistantMessage) -> None:
         await self.chat.finish_assistant(event.run_id, event.text)
         for call in event.tool_calls:
-            if call.tool not in CLIENT_TOOLS:  # the server runs it: no request will come
-                line = tool_line(call.tool, call.arguments, call.status, call.reason)
-                await self.chat.add_tool(call.status, line)
+            if call.tool not in CLIENT_TOOLS:  # the server runs it: its tool_settled ends it
+                await self.chat.run_server_call(event.run_id, call)
         client_calls = [call for call in event.tool_calls if call.tool in CLIENT_TOOLS]
         await self.chat.queue_tools(event.run_id, client_calls)
 

@@ -55,6 +55,7 @@ from cairn_server.providers.base import (
 )
 from cairn_server.providers.catalog import Learned
 from cairn_server.providers.pricing import cost_usd
+from cairn_server.runtime.history import read_outcome
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Message, ToolCallRecord
 from cairn_server.storage.repository import describe_failure
@@ -418,6 +419,12 @@ class AgentRun:
                 self.memory, self.agent_id, self.conversation_id, self.run_id, call.id
             )
             result = await self.tools.dispatch(tool_context, call)
+            status, reason, shown = read_outcome(call.name, result.content, result.is_error)
+            await self.hub.publish(
+                ToolSettled(
+                    run_id=self.run_id, call_id=call.id, status=status, reason=reason, result=shown
+                )
+            )
             return ModelMessage(
                 "tool", result.content, tool_call_id=call.id, is_error=result.is_error
             )

@@ -10,8 +10,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from cairn_protocol import HistoryItem, HistoryToolCall
-from cairn_protocol.messages import ApprovalAnswer
-from cairn_protocol.results import failure_reason, result_preview
+from cairn_protocol.messages import ApprovalAnswer, ToolStatus
+from cairn_protocol.results import ResultPreview, failure_reason, result_preview
 
 from cairn_server.domain import ToolCall
 from cairn_server.storage.models import Message, RunApproval, ToolCallRecord
@@ -88,8 +88,14 @@ def _settle_from_message(call: HistoryToolCall, result: Message) -> None:
     read its result."""
     if call.status is not None:
         return
-    call.status = "error" if result.is_error else "ok"
-    if result.is_error:
-        call.reason = result.content.removeprefix("Error: ")[:200]
-    elif result.content:
-        call.result = result_preview(call.tool, result.content)
+    call.status, call.reason, call.result = read_outcome(call.tool, result.content, result.is_error)
+
+
+def read_outcome(
+    tool: str, content: str, is_error: bool
+) -> tuple[ToolStatus, str | None, ResultPreview | None]:
+    """How a call the model read the result of ended, as shown (live and in the history):
+    its status, the reason of an error, the result of a success."""
+    if is_error:
+        return "error", content.removeprefix("Error: ")[:200], None
+    return "ok", None, result_preview(tool, content) if content else None

@@ -78,6 +78,7 @@ class ToolEntry(Widget, can_focus=True):
         self.result = result
         self.expanded = False
         self.call = call  # the model's call, while it waits for its request
+        self.server_call: HistoryToolCall | None = None  # a call the server runs itself
         self.run_id = run_id
         self._clock = clock
         self._started = clock()
@@ -124,7 +125,7 @@ class ToolEntry(Widget, can_focus=True):
 
     def finish(self, status: ToolStatus | None, line: str, result: ResultPreview | None) -> None:
         self.status, self.line, self.result, self.state = status, line, result, "done"
-        self.call = None
+        self.call = self.server_call = None
         self._show()
 
     def action_toggle_result(self) -> None:
@@ -271,6 +272,9 @@ class ChatView(VerticalScroll, can_focus=False):
                 call = entry.call
                 line = tool_line(call.tool, call.arguments, "error", not_run(why))
                 entry.finish("error", line, None)
+            elif entry.server_call is not None and entry.run_id == run_id:  # its end unheard
+                call = entry.server_call
+                entry.finish(None, tool_line(call.tool, call.arguments, None, None), None)
         if self._open_stream is not None and self._open_stream.run_id == run_id:
             await self._close_stream()
 
@@ -289,6 +293,13 @@ class ChatView(VerticalScroll, can_focus=False):
         entry = ToolEntry(line, status, result=result, clock=self._now)
         await self.mount(entry)
         return entry
+
+    async def run_server_call(self, run_id: str, call: HistoryToolCall) -> None:
+        """A call the server runs itself (memory, search): running until its tool_settled."""
+        entry = await self.add_tool(None, describe_call(call.tool, call.arguments))
+        entry.state, entry.run_id, entry.server_call = "running", run_id, call
+        entry.refresh_state()
+        self._tools[call.call_id] = entry
 
     async def queue_tools(self, run_id: str, calls: Iterable[HistoryToolCall]) -> None:
         """The model's calls of one step, shown before their requests come; those of an
