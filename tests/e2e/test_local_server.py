@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from cairn_client.local_server import STATE_FILE, process_running, read_state
+from cairn_client.local_server import STATE_FILE, LocalServer, process_running, read_state
 from cairn_fakes.runner import FakeModelServer
-from support.cli import cairn, start_cairn
+from support.cli import cairn, cairn_env, start_cairn
 from support.servers import model_env, script
 from support.waiting import scaled, until, wait_until
 from support.wire import connected
@@ -183,10 +183,16 @@ def test_an_unused_server_exits_by_itself(repo: Path, data_dir: Path) -> None:
 
 
 async def test_a_connected_client_keeps_an_idle_server_up(repo: Path, data_dir: Path) -> None:
-    cairn(repo, data_dir, "runs", "list", env={"CAIRN_IDLE_EXIT_S": "1"})
+    # Started here and connected to at once: a `cairn` that ends first could let it idle out
+    # before the test connects on a loaded machine.
+    local = LocalServer(
+        data_dir, environ=cairn_env(data_dir), database_url=None, idle_exit_s=1, notify=None
+    )
+    local.find_or_start()
+    url = await local.ensure_running()
+    client, _ = await connected(url, token=local.token)
     state = read_state(data_dir)
     assert state is not None
-    client, _ = await connected(state.url, token=state.token)
     try:
         await asyncio.sleep(scaled(3))  # three idle periods with a client connected
         assert process_running(state.pid)
