@@ -56,8 +56,8 @@ def test_help_and_version_load_no_heavy_library(argument: str) -> None:
     assert done.stderr.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("command", [[], ["memory", "set"], ["runs", "list"], ["conversations"]])
-def test_help_shows_flags_without_a_type(command: list[str]) -> None:
+def help_of(command: list[str]) -> str:
+    """What the real `cairn COMMAND --help` prints."""
     done = subprocess.run(
         [sys.executable, "-m", "cairn_client.cli", *command, "--help"],
         capture_output=True,
@@ -65,17 +65,16 @@ def test_help_shows_flags_without_a_type(command: list[str]) -> None:
         timeout=60,
         check=True,
     )
-    assert "-h, --help" in done.stdout and "<bool>" not in done.stdout
+    return done.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["memory", "set"], ["runs", "list"], ["conversations"]])
+def test_help_shows_flags_without_a_type(command: list[str]) -> None:
+    shown = help_of(command)
+    assert "-h, --help" in shown and "<bool>" not in shown
 
 
 @pytest.mark.parametrize("command", [[], ["context"], ["runs", "list"], ["runs", "show"]])
 def test_dash_c_means_continue_wherever_it_is_offered(command: list[str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "cairn_client.cli", *command, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    offered = [line for line in done.stdout.splitlines() if line.strip().startswith("-c")]
+    offered = [line for line in help_of(command).splitlines() if line.strip().startswith("-c")]
     assert all("--continue" in line for line in offered), offered
