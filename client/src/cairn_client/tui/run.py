@@ -41,6 +41,7 @@ def run_tui(
         history=launch.history,
         mentions=Mentions(launch.workspace.root, launch.policy),
     )
+
     def tell(line: str) -> None:  # from the thread that restarted the local server
         app.call_from_thread(app.add_note, line)
 
