@@ -3,6 +3,7 @@ test_import_hygiene), so `cairn -p` in CI starts without the TUI's weight."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -34,7 +35,36 @@ def test_headless_code_never_loads_textual() -> None:
     assert done.stdout.strip() == "[]"
 
 
-HEAVY = ("textual", "fastapi", "sqlalchemy", "sqlmodel", "openai", "anthropic", "httpx")
+HEAVY = ("textual", "fastapi", "sqlalchemy", "sqlmodel", "openai", "anthropic", "httpx", "rich")
+
+
+def roots_loaded_by(imports: list[str]) -> list[str]:
+    """The HEAVY libraries a fresh interpreter holds after these imports."""
+    probe = (
+        "import json, sys\n"
+        + "".join(f"import {module}\n" for module in imports)
+        + "roots = {name.partition('.')[0] for name in sys.modules}\n"
+        f"print(json.dumps(sorted(roots & set({HEAVY!r}))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded: list[str] = json.loads(done.stdout)
+    return loaded
+
+
+def test_the_headless_path_loads_no_rest_client_and_no_rich() -> None:
+    """`cairn -p` (the CLI, the launch and the headless loop) reaches its first model request
+    without httpx (with its click and pygments) or Rich: they load only for a command that
+    uses them (`/model`, `cairn memory …`)."""
+    loaded = roots_loaded_by(["cairn_client.cli", "cairn_client.launch", "cairn_client.headless"])
+    assert loaded == []
+
+
+def test_the_tui_opens_without_the_rest_client() -> None:
+    """The TUI's modules load httpx with their first REST call, not at start."""
+    loaded = roots_loaded_by(["cairn_client.tui.app", "cairn_client.tui.run"])
+    assert "httpx" not in loaded and "textual" in loaded
 
 
 @pytest.mark.parametrize("argument", ["--help", "--version"])

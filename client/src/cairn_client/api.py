@@ -10,10 +10,9 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import quote
 
-import httpx
 from cairn_protocol import WorkspaceIdentity
 from cairn_protocol.rest import (
     AgentPublic,
@@ -30,6 +29,11 @@ from cairn_protocol.rest import (
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from cairn_client.errors import CairnError, ExitCode
+
+# httpx loads with the first request: it brings click and pygments (its own CLI), which a
+# `cairn` that never calls the REST API should not pay for at start.
+if TYPE_CHECKING:
+    import httpx
 
 REQUEST_TIMEOUT_S = 30.0
 
@@ -284,6 +288,8 @@ class CairnApi:
         return _parse(TypeAdapter(list[model]), response)  # type: ignore[valid-type]
 
     async def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
+        import httpx
+
         base = await self._resolve()
         url = base.rstrip("/") + path
         try:
@@ -310,6 +316,8 @@ class CairnApi:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient(
                 headers={"Authorization": f"Bearer {self._token}"},
                 timeout=REQUEST_TIMEOUT_S,

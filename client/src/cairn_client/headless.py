@@ -26,7 +26,6 @@ from cairn_protocol import (
 from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, UserCommand
 
 from cairn_client import commands
-from cairn_client.api import CairnApi
 from cairn_client.errors import CairnError, ExitCode, exit_code_for_stop
 from cairn_client.formatting import (
     CONTINUE_HEADLESS,
@@ -35,8 +34,7 @@ from cairn_client.formatting import (
     run_ending,
 )
 from cairn_client.listener import ConnectionState, RunFollower, RunRefused
-from cairn_client.mentions import attach_mentions, mentions
-from cairn_client.models import model_line, set_model, switched_line
+from cairn_client.mentions import mentions
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.session import ClientSession, SessionFailed
 from cairn_client.tools.base import PreparedCall, ToolOutcome
@@ -280,6 +278,8 @@ class HeadlessRequests:
         one line on stderr."""
         if not mentions(text):
             return text
+        from cairn_client.mentions import attach_mentions
+
         workspace = self.session.workspace.root
         attached = await attach_mentions(text, workspace, self.session.policy)
         for line in attached.notices():
@@ -302,6 +302,9 @@ class HeadlessRequests:
     async def model(self, name: str) -> int:
         """`/model` prints the agent's model; `/model NAME` switches it: 0, or 2 (one line on
         stderr) when the server cannot run that model."""
+        from cairn_client.api import CairnApi  # httpx: only for this command
+        from cairn_client.models import model_line, set_model, switched_line
+
         welcome = await session_result(self.listener.welcome, self.runner)
         endpoint = self.session.endpoint
         async with CairnApi(endpoint.resolve, endpoint.token) as api:

@@ -17,9 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from cairn_client.errors import CairnError, ExitCode, UsageError
 from cairn_client.memory_format import (
@@ -31,8 +28,12 @@ from cairn_client.memory_format import (
     share,
 )
 
-if TYPE_CHECKING:  # the REST client (httpx) is imported only when a command runs
+# The REST client (httpx) and Rich are imported only when a command runs: `cairn --help` and
+# `cairn -p` never pay for them.
+if TYPE_CHECKING:
     from cairn_protocol.rest import AgentPublic, BlockPublic, BlockVersionPublic, ContextReport
+    from rich.console import Console
+    from rich.table import Table
 
     from cairn_client.api import CairnApi
     from cairn_client.config import ClientSettings
@@ -110,6 +111,8 @@ def show_command(
     if raw:
         typer.echo(block.value, nl=not block.value.endswith("\n"))
         return
+    from rich.text import Text
+
     console = plain_console()
     console.print(Text(block_heading(block), style="bold"))
     if block.description:
@@ -316,6 +319,8 @@ async def conversation_or_latest(
 
 
 def print_context(report: ContextReport) -> None:
+    from rich.text import Text
+
     console = plain_console()
     model = report.model or "no model"
     console.print(
@@ -335,6 +340,8 @@ def print_context(report: ContextReport) -> None:
 
 
 def plain_table(*headers: str) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for header in headers:
         table.add_column(header, overflow="fold")
@@ -342,6 +349,8 @@ def plain_table(*headers: str) -> Table:
 
 
 def plain_console() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=False)
 
 

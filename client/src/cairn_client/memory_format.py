@@ -9,10 +9,9 @@ import difflib
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from rich.text import Text
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # Rich loads when a text is made, not with the CLI
     from cairn_protocol.rest import BlockPublic, BlockVersionPublic
+    from rich.text import Text
 
 BAR_WIDTH = 30
 
@@ -84,6 +83,8 @@ def version_diff(older: BlockVersionPublic | None, newer: BlockVersionPublic) ->
 
 def colour_diff(diff: str) -> Text:
     """A unified diff with added lines green, removed red and hunk headers cyan."""
+    from rich.text import Text
+
     text = Text()
     for line in diff.splitlines(keepends=True):
         if line.startswith(("+++", "---")):
@@ -105,6 +106,8 @@ def budget_line(total: int, budget: int, width: int = BAR_WIDTH) -> Text:
     fraction = total / budget if budget > 0 else 1.0
     filled = min(width, round(fraction * width))
     style = "red" if fraction > 1 else "yellow" if fraction > 0.8 else "green"
+    from rich.text import Text
+
     line = Text("[")
     line.append("█" * filled, style=style)
     line.append("░" * (width - filled), style="dim")

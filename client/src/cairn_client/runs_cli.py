@@ -10,7 +10,6 @@ import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.text import Text
 
 from cairn_client.memory_cli import (
     ConversationOption,
@@ -95,6 +94,8 @@ def show_command(
 
 
 def _print_run(run: RunPublic) -> None:
+    from rich.text import Text
+
     console = plain_console()
     outcome = " · ".join(part for part in (run.status, run.stop_reason) if part)
     console.print(Text(f"{run.id} · {outcome}", style="bold"))
@@ -119,6 +120,8 @@ def _print_run(run: RunPublic) -> None:
 
 
 def _print_approvals(approvals: list[ApprovalPublic], with_shown: bool) -> None:
+    from rich.text import Text
+
     console = plain_console()
     console.print()
     if not approvals:
