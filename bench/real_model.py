@@ -3,8 +3,9 @@
 CAIRN_REAL_MODEL names the server: a URL (http://host:port/v1), or a GGUF file served by the
 llama.cpp binary at CAIRN_LLAMA_SERVER (started here with `--jinja -c 8192`). Measured: the
 time of a short answer (p50 of 3), whether a tool call went to the client and back, whether a
-request over the window was recovered (exit 0), whether an answer cut at a 16-token cap exits 1
-saying so, and how many of the model's tokens one cl100k token is (the server's own count).
+request over the window was recovered (answered, its budget brought under the window),
+whether an answer cut at a 16-token cap exits 1 saying so, and how many of the model's tokens
+one cl100k token is (the server's own count).
 
     CAIRN_REAL_MODEL=/path/model.gguf CAIRN_LLAMA_SERVER=/path/llama-server \\
         uv run python bench/real_model.py
@@ -73,6 +74,26 @@ def events(output: str) -> list[dict[str, object]]:
     return parsed
 
 
+def overflow_recovery(code: int, seen: list[dict[str, object]]) -> tuple[bool, str]:
+    """Whether a request over the window still got its answer (the run ended its turn, or was
+    cut at the answer cap), and how the budget came down: a compaction the server's overflow
+    error triggered, or a budget already below the window (learned and kept from before)."""
+    finished = [e for e in seen if e.get("type") == "run_finished"]
+    stop = finished[-1].get("stop_reason") if finished else None
+    answered = (code == 0 and stop == "end_turn") or (code == 1 and stop == "truncated")
+    overflowed = any(
+        e.get("type") == "context_compacted" and e.get("trigger") == "overflow" for e in seen
+    )
+    budgets = [int(str(e["context_budget"])) for e in seen if e.get("type") == "step_finished"]
+    if overflowed:
+        how = "compacted after the server's overflow error"
+    elif budgets and min(budgets) < WINDOW:
+        how = f"budget already {min(budgets)} < {WINDOW}"
+    else:
+        return False, f"exit {code}, stop {stop}, no compaction, budgets {budgets}"
+    return answered, how if answered else f"exit {code}, stop {stop}, {how}"
+
+
 def token_ratio(url: str) -> float:
     """The server's prompt tokens over cl100k's count, for a text of about 2,000 tokens."""
     text = "def total(items):\n    return sum(item.price * item.count for item in items)\n" * 80
@@ -114,7 +135,7 @@ def main() -> int:
             overflow_code, overflow_output, overflow_s = cairn_p(
                 repo, data_dir, url, f"{HUGE}\nWhat is this log about?"
             )
-            recovered = overflow_code == 0 and "overflow" in overflow_output
+            recovered, how = overflow_recovery(overflow_code, events(overflow_output))
             # Its own data dir: a local server already up keeps the settings it started with.
             cut_code, cut_output, _ = cairn_p(
                 repo,
@@ -130,7 +151,10 @@ def main() -> int:
             stop_local_server(capped_dir)
     print(f"short answer, `cairn -p` end to end: p50 {statistics.median(times):.2f} s")
     print(f"tool calls made by the model and run by the client: {tool_calls}")
-    print(f"a request over the {WINDOW}-token window: recovered={recovered} in {overflow_s:.1f} s")
+    print(
+        f"a request over the {WINDOW}-token window: recovered={recovered} ({how}) "
+        f"in {overflow_s:.1f} s"
+    )
     print(f"an answer cut at 16 tokens exits 1 saying so: {truncated}")
     print(f"model tokens per cl100k token: {ratio:.2f}")
     print(
