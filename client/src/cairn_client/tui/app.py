@@ -201,8 +201,9 @@ class CairnApp(App[str]):
         self._retrying = False  # the activity shows a model retry until the run goes on
         self._usage = Usage()  # this session's (/cost)
         # The conversation's totals (the status line): the welcome's, plus the runs that
-        # finished after it (a run_finished with a larger seq).
-        self._totals, self._totals_seq = Usage(), 0
+        # finished after it (a run_finished with a larger seq; the context gauge likewise
+        # takes only compactions after it).
+        self._totals, self._welcome_seq = Usage(), 0
         # Texts sent from here whose run_started has not come back yet (so they aren't shown twice).
         self._unconfirmed_sends: list[str] = []
         self.approvals = ApprovalQueue(self._show_approval)
@@ -334,8 +335,10 @@ class CairnApp(App[str]):
         self.client_id = event.client_id
         self.status.model = event.model
         self.status.mode = self._session.mode if self._session is not None else None
-        self._totals, self._totals_seq = event.usage, event.seq
+        self._totals, self._welcome_seq = event.usage, event.seq
         self.status.usage = self._totals
+        context = event.context
+        self.status.context = (context.tokens, context.budget) if context is not None else None
         self._set_running(event.running_run_id)
         if not self._history_shown:
             # Only the first welcome's history is new to this view; a reconnect would repeat it.
@@ -435,7 +438,8 @@ class CairnApp(App[str]):
     async def _on_context_compacted(self, event: ContextCompacted) -> None:
         if self.status.activity == COMPACTING:
             self._set_running(self._running_run_id)
-        self.status.context = (event.tokens_after, event.context_budget)
+        if event.seq > self._welcome_seq:  # else the welcome's gauge is as recent
+            self.status.context = (event.tokens_after, event.context_budget)
         await self.chat.add_notice(
             compaction_line(event), "info" if event.method == "summary" else "warning"
         )
@@ -450,7 +454,7 @@ class CairnApp(App[str]):
 
     async def _on_run_finished(self, event: RunFinished) -> None:
         self._usage = self._usage + event.usage
-        if event.seq > self._totals_seq:  # else the welcome's totals have it
+        if event.seq > self._welcome_seq:  # else the welcome's totals have it
             self._totals = self._totals + event.usage
             self.status.usage = self._totals
         self.approvals.withdraw_run(event.run_id)
@@ -656,7 +660,7 @@ class CairnApp(App[str]):
         self._elsewhere.clear()
         self._unconfirmed_sends.clear()
         self._own_requests.clear()
-        self._totals, self._totals_seq = Usage(), 0
+        self._totals, self._welcome_seq = Usage(), 0
         self.status.usage = self._totals
         self.status.context = None
         await self.chat.add_notice(notice, "info")

@@ -231,7 +231,7 @@ class AgentRun:
             self._partial_text = ""
             self.steps += 1
             self.usage = self.usage + usage
-            await self.store.record_step(self.run_id, usage, prepared.tokens)
+            await self.store.record_step(self.run_id, usage, prepared.tokens, budget)
             await self.hub.publish_transient(
                 StepFinished(
                     run_id=self.run_id,
