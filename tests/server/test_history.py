@@ -50,9 +50,7 @@ async def test_the_context_gauge_is_the_last_model_call_or_a_later_compaction(
     run = await store.create_run(conversation.id, "openai/gpt-4o-mini")
     await store.record_step(run.id, Usage(input_tokens=900), 850, 12_000)
     await store.record_step(run.id, Usage(input_tokens=1300), 1234, 11_500)
-    assert await store.context_through(conversation.id, 0) == ContextUse(
-        tokens=1234, budget=11_500
-    )
+    assert await store.context_through(conversation.id, 0) == ContextUse(tokens=1234, budget=11_500)
     compacted = await store.append_event(
         conversation.id,
         ContextCompacted(

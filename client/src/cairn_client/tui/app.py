@@ -373,7 +373,8 @@ class CairnApp(App[str]):
 
     async def _on_tool_settled(self, event: ToolSettled) -> None:
         """A call another client ran has ended; one of this client's ended without a report
-        here (e.g. its recorded result was sent again after a restart)."""
+        here (e.g. its recorded result was sent again after a restart); one no client ran (a
+        server tool, a call the server refused) ended."""
         request = self._elsewhere.pop(event.call_id, None)
         if request is not None:
             line = elsewhere_line(request.tool, request.arguments, event.status, event.reason)
@@ -384,10 +385,10 @@ class CairnApp(App[str]):
         if request is not None and entry is not None and entry.state != "done":
             line = tool_line(request.tool, request.arguments, event.status, event.reason)
             await self.chat.finish_tool(event.call_id, event.status, line)
-        elif entry is not None and entry.state == "running" and entry.server_call is not None:
-            call = entry.server_call
-            line = tool_line(call.tool, call.arguments, event.status, event.reason)
-            await self.chat.finish_tool(event.call_id, event.status, line, event.result)
+        elif request is None:
+            self.chat.settle_call(
+                event.run_id, event.call_id, event.status, event.reason, event.result
+            )
 
     async def on_tool_asked(self, message: ToolAsked) -> None:
         request = message.request
@@ -415,11 +416,11 @@ class CairnApp(App[str]):
 
     async def _on_assistant_message(self, event: AssistantMessage) -> None:
         await self.chat.finish_assistant(event.run_id, event.text)
-        for call in event.tool_calls:
-            if call.tool not in CLIENT_TOOLS:  # the server runs it: its tool_settled ends it
+        for call in event.tool_calls:  # in the model's order, as the history shows them
+            if call.tool in CLIENT_TOOLS:
+                await self.chat.queue_tool(event.run_id, call)
+            else:  # the server runs it: its tool_settled ends it
                 await self.chat.run_server_call(event.run_id, call)
-        client_calls = [call for call in event.tool_calls if call.tool in CLIENT_TOOLS]
-        await self.chat.queue_tools(event.run_id, client_calls)
 
     async def _on_model_retry(self, event: ModelRetry) -> None:
         if event.discarded_output:
