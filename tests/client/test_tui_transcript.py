@@ -1,6 +1,7 @@
-"""The transcript in the real TUI against a real server: a denied call, a killed command and a
-call that never ran read the same live and after cairn is started again, results included, and
-the status line keeps the conversation's totals.
+"""The transcript in the real TUI against a real server: a denied call, a killed command, a
+call that never ran, the server's own calls and the calls it refused to send read the same live
+and after cairn is started again, results included, and the status line keeps the
+conversation's totals.
 """
 
 from __future__ import annotations
