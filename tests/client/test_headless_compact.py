@@ -1,4 +1,5 @@
-"""Headless mode's /compact and model retries, with the real session against a real server.
+"""Headless mode's /compact, model retries and failed calls, with the real session against a
+real server.
 
 The `cairn -p` command itself (embedded server, flags, exit codes) is covered end to end in
 tests/e2e/test_headless.py; here the listener and run_headless run in the test's own loop.
@@ -14,7 +15,7 @@ from pathlib import Path
 from cairn_client.commands import compact_focus
 from cairn_client.headless import HeadlessListener, run_headless
 from cairn_fakes.script import Script, Turn
-from support.servers import Served, script
+from support.servers import Served, call, script
 from support.sessions import client_session
 
 
@@ -114,3 +115,39 @@ async def test_help_lists_headless_commands_and_tui_only_ones_are_one_line(
     try_these = "/init, /compact [focus] or /model [name]"
     assert unknown.err == f"cairn: Unknown command /nope (try {try_these})\n"
     assert len(served.fake.requests) == requests_before  # none of these reached the model
+
+
+async def test_a_call_the_server_refuses_prints_as_a_failed_call_does(
+    served: Served, own_repo: Path
+) -> None:
+    turns = (
+        {
+            "tool_calls": [
+                call("read", path="missing.py"),
+                call("read", offset=3),
+                call("archival_insert", text="The build uses uv."),
+            ]
+        },
+        {"text": "Neither worked."},
+    )
+    served.fake.set_script(script(*turns))
+    printed = await headless(served, own_repo, "read two files")
+    assert printed.code == 0, printed.err
+    failed = [line for line in printed.err.splitlines() if line.startswith("! ")]
+    assert failed[0].startswith("! Read missing.py: ")  # the client ran it: no such file
+    assert failed[1].startswith("! read: invalid arguments for read: path")  # never sent
+    assert len(failed) == 2
+    assert "\n✓ archival_insert\n" in printed.err  # one the server ran itself
+
+    served.fake.set_script(script(*turns))
+    printed = await headless(served, own_repo, "read two files", as_json=True)
+    events = [json.loads(line) for line in printed.out.splitlines()]
+    [made] = [
+        e["tool_calls"] for e in events if e["type"] == "assistant_message" and e["tool_calls"]
+    ]
+    settled = [e for e in events if e["type"] == "tool_settled" and e["status"] == "error"]
+    assert [e["call_id"] for e in settled] == [
+        next(e["call_id"] for e in events if e["type"] == "tool_request"),
+        made[1]["call_id"],  # the model's id: no request was ever made for it
+    ]
+    assert settled[1]["reason"].startswith("invalid arguments for read: path")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from cairn_client.api import CairnApi
+from cairn_client.formatting import context_label
 from cairn_client.tui.app import CairnApp
 from cairn_fakes.runner import FakeModelServer
 from cairn_fakes.script import Script, Turn
@@ -94,8 +95,15 @@ async def test_compact_after_two_exchanges_shows_the_compaction(
         assert int(match.group(1)) >= 2 and after < before and freed == before - after
         assert app.status.context == (after, 100_000)
         assert app.status.activity == ""
+        shown = status_text(app)
     summary_request = str(retrying_server.fake.requests[-1].body)
     assert "keep the questions" in summary_request
+
+    # Started again, cairn shows the gauge the compaction left until the next request.
+    async with running_app(retrying_server.url, own_repo) as (app, pilot):
+        assert app.status.context == (after, 100_000)
+        await until(pilot, lambda: status_text(app) == shown)  # totals and gauge as they were
+        assert context_label(after, 100_000) in shown
 
 
 async def test_a_dropped_stream_is_retried_and_its_text_shown_once(

@@ -1,6 +1,7 @@
-"""The transcript in the real TUI against a real server: a denied call, a killed command and a
-call that never ran read the same live and after cairn is started again, results included, and
-the status line keeps the conversation's totals.
+"""The transcript in the real TUI against a real server: a denied call, a killed command, a
+call that never ran, the server's own calls and the calls it refused to send read the same live
+and after cairn is started again, results included, and the status line keeps the
+conversation's totals.
 """
 
 from __future__ import annotations
@@ -140,5 +141,42 @@ async def test_calls_the_server_runs_end_live_as_after_a_restart(
 
     async with running_app(server.url, own_repo) as (app, pilot):
         await until(pilot, lambda: "Noted." in chat_entries(app))
+        assert [e for e in chat_entries(app) if e[:1] in "✓✗!·"] == live
+        assert tool_results(app) == live_results
+
+
+async def test_calls_the_server_refuses_show_live_as_after_a_restart(
+    server: BackgroundServer, own_repo: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(
+        script(
+            {
+                "tool_calls": [
+                    call("read"),  # no path
+                    call("read", path="README.md", offset="ten"),
+                    {"name": "grep", "raw_arguments": '{"pattern": "TODO"'},
+                    call("teleport", where="mars"),
+                ]
+            },
+            {"tool_calls": [call("read", path="README.md")]},
+            {"text": "Read it at last."},
+        )
+    )
+    async with running_app(server.url, own_repo) as (app, pilot):
+        await send(app, pilot, "Read the readme")
+        await until(pilot, lambda: "Read it at last." in chat_entries(app))
+        await until(pilot, lambda: all(e.state == "done" for e in tool_entries(app)))
+        live = [e for e in chat_entries(app) if e[:1] in "✓✗!·"]
+        live_results = tool_results(app)
+
+    assert len(live) == 5, live
+    assert live[0].startswith("! read error: invalid arguments for read: path")
+    assert live[1].startswith("! read README.md error: invalid arguments for read: offset")
+    assert live[2].startswith("! grep error: your arguments for grep are not valid JSON")
+    assert live[3].startswith("! teleport error: unknown tool 'teleport'")
+    assert live[4] == "✓ read README.md"
+
+    async with running_app(server.url, own_repo) as (app, pilot):
+        await until(pilot, lambda: "Read it at last." in chat_entries(app))
         assert [e for e in chat_entries(app) if e[:1] in "✓✗!·"] == live
         assert tool_results(app) == live_results

@@ -223,6 +223,12 @@ async def test_model_errors_in_tool_calls_go_back_to_the_model(
         assert "not valid JSON" in results[0]
         assert "unknown tool 'teleport'" in results[1]
         assert "invalid arguments for read" in results[2] and "path" in results[2]
+        # Each refusal is announced as it is made, under the model's id of the call.
+        made = [c for f in client.seen if isinstance(f, AssistantMessage) for c in f.tool_calls]
+        settled = [f for f in client.seen if isinstance(f, ToolSettled)]
+        assert [s.call_id for s in settled] == [c.call_id for c in made]
+        assert [(s.status, s.result) for s in settled] == [("error", None)] * 3
+        assert [f"Error: {s.reason}" for s in settled] == results
 
 
 async def test_cancel_withdraws_a_pending_request_and_the_model_sees_why(

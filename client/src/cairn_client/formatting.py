@@ -43,17 +43,22 @@ def describe_call(tool: str, arguments: Mapping[str, Any]) -> str:
 
 
 def _call_target(tool: str, arguments: Mapping[str, Any]) -> str:
+    """What the call targets; nothing for an argument the model left out (a refused call)."""
     if tool == "shell":
-        return f'"{shorten(str(arguments.get("command", "")))}"'
+        return _quoted(arguments.get("command"))
     if tool in ("grep", "glob"):
-        pattern = f'"{shorten(str(arguments.get("pattern", "")))}"'
+        pattern = _quoted(arguments.get("pattern"))
         where = arguments.get("path")
-        return f"{pattern} in {where}" if where else pattern
+        return f"{pattern} in {where}" if where and pattern else pattern
     if tool == "apply_patch":
         targets = _PATCH_TARGET.findall(str(arguments.get("patch", "")))
         return shorten(", ".join(dict.fromkeys(targets)))
     path = arguments.get("path")
     return shorten(str(path)) if path is not None else ""
+
+
+def _quoted(argument: Any) -> str:
+    return f'"{shorten(str(argument))}"' if argument is not None else ""
 
 
 def tool_line(

@@ -18,18 +18,22 @@ from cairn_protocol import (
     AssistantMessage,
     ContextCompacted,
     ErrorEvent,
+    HistoryToolCall,
     ModelRetry,
     RunFinished,
     ServerFrame,
+    ToolSettled,
     Welcome,
 )
-from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, UserCommand
+from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, ToolStatus, UserCommand
 
 from cairn_client import commands
 from cairn_client.errors import CairnError, ExitCode, exit_code_for_stop
 from cairn_client.formatting import (
     CONTINUE_HEADLESS,
+    STATUS_SYMBOLS,
     compaction_line,
+    describe_call,
     retry_label,
     run_ending,
 )
@@ -84,6 +88,8 @@ class HeadlessListener:
         )
         self.fatal: str | None = None
         self._printed = ""  # the streamed text of the step, as printed
+        # The model's calls by its ids, for the ones no client runs (settled by the server).
+        self._model_calls: dict[str, HistoryToolCall] = {}
         self._expecting_compaction = False
 
     @property
@@ -160,9 +166,12 @@ class HeadlessListener:
                 }
             )
             return
-        mark = {"ok": "✓", "error": "!", "denied": "✗"}[outcome.status]
-        tail = f": {outcome.reason}" if outcome.reason and outcome.status != "ok" else ""
-        print(f"{mark} {prepared.preview.title}{tail}", file=self.err, flush=True)
+        self._print_call(outcome.status, prepared.preview.title, outcome.reason)
+
+    def _print_call(self, status: ToolStatus, title: str, reason: str | None) -> None:
+        """`✓ Read src/app.py`, `! read: <why>`: one line on stderr per call that ended."""
+        tail = f": {reason}" if reason and status != "ok" else ""
+        print(f"{STATUS_SYMBOLS[status]} {title}{tail}", file=self.err, flush=True)
 
     async def ask_approval(self, prepared: PreparedCall, verdict: Verdict) -> Approval:
         return Approval("deny", needs_a_person(verdict), by_person=False)
@@ -185,6 +194,11 @@ class HeadlessListener:
                 self.out.write("\n")
             self.out.flush()
             self._printed = ""
+            self._model_calls = {call.call_id: call for call in event.tool_calls}
+        elif isinstance(event, ToolSettled) and event.call_id in self._model_calls:
+            # A call no client ran: a server tool, or one the server refused.
+            call = self._model_calls.pop(event.call_id)
+            self._print_call(event.status, describe_call(call.tool, call.arguments), event.reason)
         elif isinstance(event, ModelRetry):
             print(f"cairn: {retry_label(event)}", file=self.err, flush=True)
             if event.discarded_output and self._printed:

@@ -15,7 +15,7 @@ from cairn_protocol.results import ResultPreview
 from cairn_protocol.validation import validation_problems
 from cairn_protocol.workspace import WorkspaceIdentity
 
-PROTOCOL_VERSION = 4  # 4: workspace.moved_from, stop reason "truncated", welcome.usage
+PROTOCOL_VERSION = 5  # 5: welcome.context, tool_settled.result and refused calls settled
 # Seqs are 32-bit on the server; a resume_after above this is malformed.
 MAX_SEQ = 2**31 - 1
 
@@ -240,6 +240,14 @@ class Usage(BaseModel):
         )
 
 
+class ContextUse(BaseModel):
+    """How full the context was: the prompt `tokens` of a model request (or what a compaction
+    left), measured against the `budget` it was built within."""
+
+    tokens: int = Field(ge=0)
+    budget: int = Field(ge=0)
+
+
 class Welcome(ServerEvent):
     type: Literal["welcome"] = "welcome"
     protocol_version: int = PROTOCOL_VERSION
@@ -270,6 +278,13 @@ class Welcome(ServerEvent):
         default_factory=Usage,
         description="Tokens and cost of the conversation's runs whose run_finished has a seq "
         "up to this welcome's; a client adds those of later run_finished events.",
+    )
+    context: ContextUse | None = Field(
+        default=None,
+        description="How full the context was after the conversation's last model request, or "
+        "its last compaction (a context_compacted with a seq up to this welcome's) when that "
+        "came later; null before the first. Later step_finished and context_compacted events "
+        "replace it.",
     )
 
     def model_unusable(self) -> str | None:
@@ -342,7 +357,8 @@ class ToolSettled(ServerEvent):
     call_id: str
     status: ToolStatus
     reason: str | None = None
-    # A call the server ran itself (memory, search): its result as a person sees it.
+    # A call the server ran itself (memory, search) or refused without sending it (malformed
+    # arguments, an unknown tool): its result as a person sees it; call_id is the model's.
     result: ResultPreview | None = None
 
 

@@ -201,8 +201,9 @@ class CairnApp(App[str]):
         self._retrying = False  # the activity shows a model retry until the run goes on
         self._usage = Usage()  # this session's (/cost)
         # The conversation's totals (the status line): the welcome's, plus the runs that
-        # finished after it (a run_finished with a larger seq).
-        self._totals, self._totals_seq = Usage(), 0
+        # finished after it (a run_finished with a larger seq; the context gauge likewise
+        # takes only compactions after it).
+        self._totals, self._welcome_seq = Usage(), 0
         # Texts sent from here whose run_started has not come back yet (so they aren't shown twice).
         self._unconfirmed_sends: list[str] = []
         self.approvals = ApprovalQueue(self._show_approval)
@@ -334,8 +335,10 @@ class CairnApp(App[str]):
         self.client_id = event.client_id
         self.status.model = event.model
         self.status.mode = self._session.mode if self._session is not None else None
-        self._totals, self._totals_seq = event.usage, event.seq
+        self._totals, self._welcome_seq = event.usage, event.seq
         self.status.usage = self._totals
+        context = event.context
+        self.status.context = (context.tokens, context.budget) if context is not None else None
         self._set_running(event.running_run_id)
         if not self._history_shown:
             # Only the first welcome's history is new to this view; a reconnect would repeat it.
@@ -370,7 +373,8 @@ class CairnApp(App[str]):
 
     async def _on_tool_settled(self, event: ToolSettled) -> None:
         """A call another client ran has ended; one of this client's ended without a report
-        here (e.g. its recorded result was sent again after a restart)."""
+        here (e.g. its recorded result was sent again after a restart); one no client ran (a
+        server tool, a call the server refused) ended."""
         request = self._elsewhere.pop(event.call_id, None)
         if request is not None:
             line = elsewhere_line(request.tool, request.arguments, event.status, event.reason)
@@ -381,10 +385,10 @@ class CairnApp(App[str]):
         if request is not None and entry is not None and entry.state != "done":
             line = tool_line(request.tool, request.arguments, event.status, event.reason)
             await self.chat.finish_tool(event.call_id, event.status, line)
-        elif entry is not None and entry.state == "running" and entry.server_call is not None:
-            call = entry.server_call
-            line = tool_line(call.tool, call.arguments, event.status, event.reason)
-            await self.chat.finish_tool(event.call_id, event.status, line, event.result)
+        elif request is None:
+            self.chat.settle_call(
+                event.run_id, event.call_id, event.status, event.reason, event.result
+            )
 
     async def on_tool_asked(self, message: ToolAsked) -> None:
         request = message.request
@@ -412,11 +416,11 @@ class CairnApp(App[str]):
 
     async def _on_assistant_message(self, event: AssistantMessage) -> None:
         await self.chat.finish_assistant(event.run_id, event.text)
-        for call in event.tool_calls:
-            if call.tool not in CLIENT_TOOLS:  # the server runs it: its tool_settled ends it
+        for call in event.tool_calls:  # in the model's order, as the history shows them
+            if call.tool in CLIENT_TOOLS:
+                await self.chat.queue_tool(event.run_id, call)
+            else:  # the server runs it: its tool_settled ends it
                 await self.chat.run_server_call(event.run_id, call)
-        client_calls = [call for call in event.tool_calls if call.tool in CLIENT_TOOLS]
-        await self.chat.queue_tools(event.run_id, client_calls)
 
     async def _on_model_retry(self, event: ModelRetry) -> None:
         if event.discarded_output:
@@ -435,7 +439,8 @@ class CairnApp(App[str]):
     async def _on_context_compacted(self, event: ContextCompacted) -> None:
         if self.status.activity == COMPACTING:
             self._set_running(self._running_run_id)
-        self.status.context = (event.tokens_after, event.context_budget)
+        if event.seq > self._welcome_seq:  # else the welcome's gauge is as recent
+            self.status.context = (event.tokens_after, event.context_budget)
         await self.chat.add_notice(
             compaction_line(event), "info" if event.method == "summary" else "warning"
         )
@@ -450,7 +455,7 @@ class CairnApp(App[str]):
 
     async def _on_run_finished(self, event: RunFinished) -> None:
         self._usage = self._usage + event.usage
-        if event.seq > self._totals_seq:  # else the welcome's totals have it
+        if event.seq > self._welcome_seq:  # else the welcome's totals have it
             self._totals = self._totals + event.usage
             self.status.usage = self._totals
         self.approvals.withdraw_run(event.run_id)
@@ -656,7 +661,7 @@ class CairnApp(App[str]):
         self._elsewhere.clear()
         self._unconfirmed_sends.clear()
         self._own_requests.clear()
-        self._totals, self._totals_seq = Usage(), 0
+        self._totals, self._welcome_seq = Usage(), 0
         self.status.usage = self._totals
         self.status.context = None
         await self.chat.add_notice(notice, "info")

@@ -229,6 +229,7 @@ class Connection:
         unknown = await self.runtime.unknown_outcomes(conversation.id)
         seq = hub.last_seq
         usage = await store.usage_through(conversation.id, seq)
+        context = await store.context_through(conversation.id, seq)
         await self._enqueue(
             Welcome(
                 seq=seq,
@@ -242,6 +243,7 @@ class Connection:
                 pending_tool_requests=pending,
                 unknown_outcomes=unknown,
                 usage=usage,
+                context=context,
             )
         )
         return seq

@@ -231,7 +231,7 @@ class AgentRun:
             self._partial_text = ""
             self.steps += 1
             self.usage = self.usage + usage
-            await self.store.record_step(self.run_id, usage, prepared.tokens)
+            await self.store.record_step(self.run_id, usage, prepared.tokens, budget)
             await self.hub.publish_transient(
                 StepFinished(
                     run_id=self.run_id,
@@ -249,7 +249,6 @@ class AgentRun:
             repeated: str | None = None
             for call in calls:
                 result = await self._run_tool(call)
-                await self.store.add_message(self.conversation_id, self.run_id, result)
                 repeated = repeated or self._count_failure(call, result)
             ended = self._over_limits(repeated)
             if ended is not None:
@@ -313,9 +312,7 @@ class AgentRun:
         answered "not run", and the run ends saying so."""
         why = f"the answer was cut at the cap of {cap:,} tokens before this call was complete"
         for call in calls:
-            await self.store.add_message(
-                self.conversation_id, self.run_id, _tool_error(call, f"not run: {why}")
-            )
+            await self._settle_here(call, _tool_error(call, f"not run: {why}"))
         return "truncated", (
             f"the answer was cut at {cap:,} tokens, the cap on one answer; raise "
             f'{MAX_TOKENS_ENV} or say "continue"'
@@ -406,34 +403,44 @@ class AgentRun:
     # ------------------------------------------------------------------ tools
 
     async def _run_tool(self, call: ToolCall) -> ModelMessage:
+        """Run one call (here, or by asking the executor) or refuse it; its result, as the
+        model reads it, is stored."""
         if isinstance(call.parsed, MalformedArguments):
-            return _tool_error(call, call.parsed.problem)
+            return await self._settle_here(call, _tool_error(call, call.parsed.problem))
         offered = {tool.name for tool in self.spec.tools}
         runner = self.tools.runner(call.name) if call.name in offered else None
         if runner is None:
-            return _tool_error(
-                call, f"unknown tool {call.name!r}; available tools: {', '.join(sorted(offered))}"
-            )
+            unknown = f"unknown tool {call.name!r}; available tools: {', '.join(sorted(offered))}"
+            return await self._settle_here(call, _tool_error(call, unknown))
         if runner == "server":
             tool_context = ToolContext(
                 self.memory, self.agent_id, self.conversation_id, self.run_id, call.id
             )
-            result = await self.tools.dispatch(tool_context, call)
-            status, reason, shown = read_outcome(call.name, result.content, result.is_error)
-            await self.hub.publish(
-                ToolSettled(
-                    run_id=self.run_id, call_id=call.id, status=status, reason=reason, result=shown
-                )
+            outcome = await self.tools.dispatch(tool_context, call)
+            result = ModelMessage(
+                "tool", outcome.content, tool_call_id=call.id, is_error=outcome.is_error
             )
-            return ModelMessage(
-                "tool", result.content, tool_call_id=call.id, is_error=result.is_error
-            )
+            return await self._settle_here(call, result)
         try:
             validate_tool_arguments(call.name, call.parsed)
         except ToolArgumentsError as exc:
-            return _tool_error(call, str(exc))
+            return await self._settle_here(call, _tool_error(call, str(exc)))
         record = await self._ask_client(call, call.parsed)
-        return tool_message(record)
+        result = tool_message(record)
+        await self.store.add_message(self.conversation_id, self.run_id, result)
+        return result
+
+    async def _settle_here(self, call: ToolCall, result: ModelMessage) -> ModelMessage:
+        """Store the result of a call no client runs (a server tool, or a call refused before
+        any client saw it), then tell the clients how it ended, as the history reads it."""
+        await self.store.add_message(self.conversation_id, self.run_id, result)
+        status, reason, shown = read_outcome(call.name, result.content, result.is_error)
+        await self.hub.publish(
+            ToolSettled(
+                run_id=self.run_id, call_id=call.id, status=status, reason=reason, result=shown
+            )
+        )
+        return result
 
     async def _ask_client(self, call: ToolCall, arguments: dict[str, Any]) -> ToolCallRecord:
         """Send the request to the executor and wait for its answer. If the run stops

@@ -174,6 +174,8 @@ class RunStep(SQLModel, table=True):
     output_tokens: int = 0
     cost_usd: float = 0.0
     context_tokens: int = 0
+    # The budget the request was built within (null for steps stored before 0009).
+    context_budget: int | None = Field(default=None)
     created_at: datetime = _ts(nullable=False)
 
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any, Literal, TypeVar, get_args
 
 from cairn_protocol import (
+    ContextCompacted,
     RunFinished,
     ServerEvent,
     Usage,
@@ -18,7 +19,12 @@ from cairn_protocol import (
     dump_frame,
     parse_server_frame,
 )
-from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, ApprovalRecord, StopReason
+from cairn_protocol.messages import (
+    TRANSIENT_EVENT_TYPES,
+    ApprovalRecord,
+    ContextUse,
+    StopReason,
+)
 from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -453,6 +459,38 @@ class Store(Repository):
                 total = total + finished.usage
         return total
 
+    async def context_through(self, conversation_id: str, seq: int) -> ContextUse | None:
+        """How full the context was after the conversation's last model call, or after its
+        last compaction up to `seq` when that came later; None before either (or when the
+        last call was stored without its budget)."""
+        last_step = (
+            select(RunStep)
+            .join(Run, col(Run.id) == col(RunStep.run_id))
+            .where(Run.conversation_id == conversation_id)
+            .order_by(col(RunStep.created_at).desc(), col(RunStep.id).desc())
+            .limit(1)
+        )
+        last_compaction = (
+            select(Event)
+            .where(
+                Event.conversation_id == conversation_id,
+                Event.type == "context_compacted",
+                col(Event.seq) <= seq,
+            )
+            .order_by(col(Event.seq).desc())
+            .limit(1)
+        )
+        async with self._transaction(read_only=True) as session:
+            step = await first(session, last_step)
+            compaction = await first(session, last_compaction)
+        if compaction is not None and (step is None or compaction.created_at > step.created_at):
+            compacted = parse_server_frame(compaction.payload)
+            if isinstance(compacted, ContextCompacted):
+                return ContextUse(tokens=compacted.tokens_after, budget=compacted.context_budget)
+        if step is None or step.context_budget is None:
+            return None
+        return ContextUse(tokens=step.context_tokens, budget=step.context_budget)
+
     async def last_seq(self, conversation_id: str) -> int:
         """The seq of the conversation's newest durable event (0 before the first)."""
         async with self._transaction(read_only=True) as session:
@@ -468,8 +506,15 @@ class Store(Repository):
             session.add(run)
             return run
 
-    async def record_step(self, run_id: str, usage: Usage, context_tokens: int = 0) -> Run:
-        """Count one model call of the run: its own row, and its tokens and cost added up."""
+    async def record_step(
+        self,
+        run_id: str,
+        usage: Usage,
+        context_tokens: int = 0,
+        context_budget: int | None = None,
+    ) -> Run:
+        """Count one model call of the run: its own row (with how full its context was), and
+        its tokens and cost added up."""
         statement = (
             update(Run)
             .where(col(Run.id) == run_id)
@@ -497,6 +542,7 @@ class Store(Repository):
                     output_tokens=usage.output_tokens,
                     cost_usd=usage.cost_usd,
                     context_tokens=context_tokens,
+                    context_budget=context_budget,
                 )
             )
             return run

@@ -301,18 +301,13 @@ class ChatView(VerticalScroll, can_focus=False):
         entry.refresh_state()
         self._tools[call.call_id] = entry
 
-    async def queue_tools(self, run_id: str, calls: Iterable[HistoryToolCall]) -> None:
-        """The model's calls of one step, shown before their requests come; those of an
-        earlier step still waiting were refused by the server and never come."""
-        for key, entry in list(self._tools.items()):
-            if entry.state == "queued" and entry.run_id == run_id:
-                del self._tools[key]
-                await entry.remove()
-        for call in calls:
-            entry = await self.add_tool(None, describe_call(call.tool, call.arguments))
-            entry.state, entry.call, entry.run_id = "queued", call, run_id
-            entry.refresh_state()
-            self._tools[_queued_key(run_id, call.call_id)] = entry
+    async def queue_tool(self, run_id: str, call: HistoryToolCall) -> None:
+        """A model's client tool call, shown before its request comes (or the tool_settled
+        of the server's refusal to send it)."""
+        entry = await self.add_tool(None, describe_call(call.tool, call.arguments))
+        entry.state, entry.call, entry.run_id = "queued", call, run_id
+        entry.refresh_state()
+        self._tools[_queued_key(run_id, call.call_id)] = entry
 
     async def start_tool(
         self, call_id: str, line: str, *, run_id: str = "", model_call_id: str | None = None
@@ -333,6 +328,27 @@ class ChatView(VerticalScroll, can_focus=False):
 
     def tool(self, call_id: str) -> ToolEntry | None:
         return self._tools.get(call_id)
+
+    def settle_call(
+        self,
+        run_id: str,
+        call_id: str,
+        status: ToolStatus,
+        reason: str | None,
+        result: ResultPreview | None,
+    ) -> None:
+        """A model's call that no client ran ended (`call_id` is the model's): one the server
+        ran itself, or one it refused before sending it (queued, or waiting in the history)."""
+        entry = self._tools.get(call_id)
+        call = entry.server_call if entry is not None else None
+        if call is None:
+            for key in (_queued_key(run_id, call_id), _queued_key("", call_id)):
+                if key in self._tools and self._tools[key].state == "queued":
+                    entry = self._tools.pop(key)
+                    call = entry.call
+                    break
+        if entry is not None and call is not None:
+            entry.finish(status, tool_line(call.tool, call.arguments, status, reason), result)
 
     async def finish_tool(
         self,

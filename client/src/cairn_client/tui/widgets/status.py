@@ -16,7 +16,7 @@ from cairn_client.formatting import context_label, usage_label
 class StatusLine(Widget):
     """`repo · model · connected · plan mode · running… · ctx 3.1k/12k · in 1,200 · cached 800 ·
     out 90 · $0.0042`; the permission mode unless it is `default`; ctx (tokens of the last
-    request / budget) once a step or compaction said it."""
+    request / budget) once a step, a compaction or the welcome of a conversation said it."""
 
     model: reactive[str | None] = reactive[str | None](None)
     connection: reactive[str] = reactive("connecting…")
