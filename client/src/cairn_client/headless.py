@@ -36,7 +36,7 @@ from cairn_client.formatting import (
 )
 from cairn_client.listener import ConnectionState, RunFollower, RunRefused
 from cairn_client.mentions import attach_mentions, mentions
-from cairn_client.models import model_line, set_model, switched_line
+from cairn_client.models import model_line, set_model, switched_line, unusable_model
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.session import ClientSession, SessionFailed
 from cairn_client.tools.base import PreparedCall, ToolOutcome
@@ -287,28 +287,31 @@ class HeadlessRequests:
         return attached.text
 
     async def send(self, text: str, command: UserCommand | None) -> int:
-        """0 when the run ended its turn, 3 for a model error, 1 when it stopped otherwise,
-        2 without a usable model."""
+        """0 when the run ended its turn, 3 for a model error (or one its provider does not
+        have), 1 when it stopped otherwise, 2 without a usable model."""
         welcome = await session_result(self.listener.welcome, self.runner)
-        unusable = welcome.model_unusable()
+        unusable = unusable_model(welcome)
         if unusable is not None:
-            print(unusable, file=self.listener.err)
-            return ExitCode.USAGE
+            # A model the provider lacks is one line; a configuration problem says how to fix it.
+            said = f"cairn: {unusable.message}" if welcome.model_not_offered else str(unusable)
+            print(said, file=self.listener.err)
+            return unusable.exit_code
         self.listener.expect_run_for(text)
         await self.session.send_user_message(text, command)
         finished = await session_result(self.listener.finished, self.runner)
         return exit_code_for_stop(finished.stop_reason)
 
     async def model(self, name: str) -> int:
-        """`/model` prints the agent's model; `/model NAME` switches it: 0, or 2 (one line on
-        stderr) when the server cannot run that model."""
+        """`/model` prints the agent's model and the server's default; `/model NAME` switches
+        it: 0, or (one line on stderr) 3 when its provider does not have it, 2 when the server
+        cannot run it otherwise."""
         welcome = await session_result(self.listener.welcome, self.runner)
         endpoint = self.session.endpoint
         async with CairnApi(endpoint.resolve, endpoint.token) as api:
             try:
                 if not name:
                     agent = await api.get_agent(welcome.agent_id)
-                    line = model_line(welcome.model, agent)
+                    line = model_line(agent)
                 else:
                     line = switched_line(await set_model(api, welcome.agent_id, name))
             except CairnError as exc:
