@@ -74,3 +74,10 @@ async def test_a_shared_list_is_fetched_once_by_whoever_asks_first() -> None:
     assert first is second and first is not None and first.ids == LISTED
     assert await shared.get(fetch) is first
     assert fetched == ["GET /models"]
+
+
+async def test_a_list_whose_fetch_breaks_counts_as_unreadable() -> None:
+    async def broken() -> Listing | None:
+        raise RuntimeError("a server that answered something no SDK could read")
+
+    assert await SharedListing().get(broken) is None

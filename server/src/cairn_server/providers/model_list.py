@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 # owned_by of llama.cpp's `llama-server` and of llama-cpp-python's server: both answer any
 # model name with the model they loaded.
@@ -89,5 +92,14 @@ class SharedListing:
 
     async def get(self, fetch: Fetch) -> Listing | None:
         if self._fetched is None:
-            self._fetched = asyncio.ensure_future(fetch())
+            self._fetched = asyncio.ensure_future(unless_broken(fetch))
         return await asyncio.shield(self._fetched)
+
+
+async def unless_broken(fetch: Fetch) -> Listing | None:
+    """The list, or None whatever went wrong: an unreadable list never stops a session."""
+    try:
+        return await fetch()
+    except Exception:  # noqa: BLE001 - the first model request will say what is wrong
+        log.warning("the list of models could not be read", exc_info=True)
+        return None
