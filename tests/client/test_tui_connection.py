@@ -53,3 +53,18 @@ async def test_a_model_the_server_cannot_use_is_refused_as_the_app_opens() -> No
     assert isinstance(app.failure, CairnError) and app.failure.exit_code == ExitCode.USAGE
     assert app.failure.message.startswith("Unknown model 'nosuch/model': a model must be")
     assert "\n" not in str(app.failure)
+
+
+async def test_a_model_the_provider_does_not_have_is_refused_as_the_app_opens_with_3() -> None:
+    problem = (
+        "OpenAI at http://127.0.0.1:8/v1 has no model 'gpt-nonexistent' "
+        "(openai/gpt-nonexistent); it lists openai/gpt-4o, openai/gpt-4.1"
+    )
+    missing = welcome(model="openai/gpt-nonexistent", model_problem=problem, model_not_offered=True)
+    async with scripted_run(missing) as (app, session, pilot):
+        assert isinstance(app.screen, SetupScreen)
+        await pilot.press("q")
+        await settle(pilot)
+    assert session.sent == []
+    assert isinstance(app.failure, CairnError) and app.failure.exit_code == ExitCode.MODEL
+    assert app.failure.message == problem  # its own line, no configuration hint

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from cairn_client.errors import ExitCode
+from cairn_client.local_server import stop_local_server
 from cairn_fakes.runner import FakeModelServer
 from cairn_server.api.background import BackgroundServer
 from support.cli import cairn
-from support.servers import TEST_TOKEN, cairn_server, script, sqlite_url
+from support.servers import TEST_TOKEN, cairn_server, model_env, script, sqlite_url
 
 UNREACHABLE = {"CAIRN_SERVER_URL": "http://127.0.0.1:9", "CAIRN_TOKEN": TEST_TOKEN}
 
@@ -98,3 +99,24 @@ def test_an_unknown_id_is_2_and_a_conversation_of_nobody_is_2(
     assert done.returncode == ExitCode.USAGE, done.stderr
     resumed = cairn(repo, data_dir, "-p", "hi", "--resume", "cnv_nosuch", env=remote(server))
     assert resumed.returncode == ExitCode.USAGE, resumed.stderr
+
+
+def test_a_model_the_provider_does_not_have_is_3_in_one_line_however_it_is_named(
+    repo: Path, data_dir: Path, fake_model: FakeModelServer
+) -> None:
+    """CAIRN_MODEL, --model and `/model NAME`: refused before any model request, as the
+    first request's 404 would have ended it (README, Exit codes)."""
+    env = model_env(fake_model)
+    missing = {**env, "CAIRN_MODEL": "openai/gpt-nonexistent"}
+    for args, variables in (
+        (["-p", "hi"], missing),  # the server's default (the local server this cairn starts)
+        (["--model", "openai/gpt-nonexistent", "-p", "hi"], env),
+        (["-p", "/model openai/gpt-nonexistent"], env),
+    ):
+        done = cairn(repo, data_dir, *args, env=variables)
+        assert done.returncode == ExitCode.MODEL, (args, done.stderr)
+        [line] = [said for said in done.stderr.splitlines() if "gpt-nonexistent" in said]
+        assert line.startswith(f"cairn: OpenAI at {fake_model.openai_base_url} has no model")
+        assert "it lists openai/gpt-4o" in line, (args, line)
+        stop_local_server(data_dir)  # the next one starts with its own settings
+    assert fake_model.requests == []

@@ -1,5 +1,6 @@
-"""The TUI's errors in a real terminal: a server never reached, a model the server cannot use.
-Each ends the real `cairn` with one line naming the problem and the exit code of README's table."""
+"""The TUI's errors in a real terminal: a server never reached, a model the server cannot use,
+a model the provider does not have. Each ends the real `cairn` with one line naming the problem
+and the exit code of README's table."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from cairn_fakes.runner import FakeModelServer
-from support.servers import TEST_TOKEN, cairn_server, sqlite_url
+from support.servers import TEST_TOKEN, cairn_server, model_env, sqlite_url
 from support.terminal import terminal
 
 DEADLINE_S = 60.0
@@ -51,4 +52,24 @@ def test_a_model_the_server_cannot_use_is_said_as_the_tui_opens(
             screen = term.wait_for("cairn to exit", lambda s: EXIT_MARKER in s)
     assert f"{EXIT_MARKER}2" in screen, screen
     assert "cairn: Unknown model 'nosuch/model': a model must be written as" in screen
+    assert fake_model.requests == []
+
+
+def test_a_model_the_provider_does_not_have_is_refused_as_the_tui_opens_with_3(
+    repo: Path, tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    env = {
+        **model_env(fake_model),
+        "CAIRN_MODEL": "openai/gpt-nonexistent",
+        "CAIRN_DATA_DIR": str(tmp_path / "data"),  # the local server, started by this cairn
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }
+    with terminal(COMMAND, cwd=repo, env=env, deadline_s=DEADLINE_S) as term:
+        term.wait_for("the setup screen", lambda s: "No usable model" in s and "it lists" in s)
+        term.send("q")
+        screen = term.wait_for("cairn to exit", lambda s: EXIT_MARKER in s)
+    assert f"{EXIT_MARKER}3" in screen, screen
+    [said] = [line for line in screen.splitlines() if line.startswith("cairn: ")]
+    assert said.startswith(f"cairn: OpenAI at {fake_model.openai_base_url} has no model"), screen
+    assert "it lists openai/gpt-4o" in said
     assert fake_model.requests == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import RunFinished, UserMessage, Welcome
+from cairn_protocol.rest import MODEL_NOT_OFFERED
 from cairn_server.config import ModelSettings
 from cairn_server.providers.catalog import UnknownModelError, check_model
 from support.servers import TEST_TOKEN, cairn_server, script
@@ -22,7 +23,8 @@ async def test_a_switched_model_answers_the_next_message_and_is_kept(
         wire, welcome = await connected(server.url)
         await wire.send(UserMessage(text="first"))
         await wire.recv_until(RunFinished)
-        async with httpx.AsyncClient(base_url=server.url, headers=AUTH) as http:
+        # The first Anthropic model loads its SDK (seconds on a busy machine) to list models.
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as http:
             answer = await http.patch(
                 f"/v1/agents/{welcome.agent_id}", json={"model": "anthropic/claude-haiku-4-5"}
             )
@@ -78,3 +80,36 @@ def test_a_provider_without_its_key_is_named_with_the_ones_configured() -> None:
     assert "needs ANTHROPIC_API_KEY" in said
     assert "this server runs openai/<model> (openai/ at http://127.0.0.1:9/v1)" in said
     assert check_model(" openai/llama ", settings) == "openai/llama"
+
+
+async def test_a_model_its_provider_lacks_is_refused_by_name_with_the_closest_it_lists(
+    database_url: str, fake_model: FakeModelServer
+) -> None:
+    with cairn_server(database_url, fake_model) as server:
+        wire, welcome = await connected(server.url)
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH) as http:
+            agent = f"/v1/agents/{welcome.agent_id}"
+            refused = await http.patch(agent, json={"model": "openai/gpt-4o-mimi"})
+            assert refused.status_code == 422
+            assert refused.json()["code"] == MODEL_NOT_OFFERED
+            detail = refused.json()["detail"]
+            assert "has no model 'gpt-4o-mimi'" in detail and "\n" not in detail
+            assert "it lists openai/gpt-4o-mini, " in detail
+            kept = (await http.get(agent)).json()
+            assert (kept["model"], kept["default_model"]) == (None, "openai/gpt-4o-mini")
+        await wire.close()
+    assert fake_model.requests == []
+
+
+async def test_a_default_model_its_provider_lacks_is_said_in_the_welcome(
+    database_url: str, fake_model: FakeModelServer
+) -> None:
+    env = {"CAIRN_MODEL": "openai/gpt-nonexistent"}
+    with cairn_server(database_url, fake_model, env=env) as server:
+        wire, welcome = await connected(server.url)
+        await wire.close()
+    assert welcome.model == "openai/gpt-nonexistent" and welcome.model_not_offered
+    assert welcome.model_problem is not None and "has no model 'gpt-nonexistent'" in (
+        welcome.model_problem
+    )
+    assert fake_model.requests == []

@@ -36,6 +36,7 @@ from cairn_server.providers.base import (
     TextDelta,
 )
 from cairn_server.providers.catalog import ModelCatalog
+from cairn_server.providers.model_list import Listing
 from cairn_server.storage.db import Database
 from cairn_server.storage.store import Store
 from cairn_server.tools.registry import TOOLS
@@ -66,6 +67,9 @@ class ScriptedSummariser:
             raise ProviderError(self.error)
         yield TextDelta(self.texts[len(self.requests) - 1])
         yield Completed("end_turn", Usage())
+
+    async def list_models(self) -> Listing | None:
+        return None  # never asked: summaries are not checked against a list
 
     async def aclose(self) -> None:
         pass

@@ -257,7 +257,7 @@ async def test_anthropic_scripted_error_uses_the_anthropic_error_format(
     async with anthropic_client(fake) as client:
         with pytest.raises(anthropic.NotFoundError) as raised:
             await client.messages.create(
-                model="nope", max_tokens=100, messages=ANTHROPIC_HELLO, stream=True
+                model=ANTHROPIC_MODEL, max_tokens=100, messages=ANTHROPIC_HELLO, stream=True
             )
     assert raised.value.type == "not_found_error"
     assert raised.value.api_message == "model: nope"

@@ -144,6 +144,7 @@ def welcome(
     history: list[HistoryItem] | None = None,
     model_problem: str | None = None,
     pending: list[ToolRequest] | None = None,
+    model_not_offered: bool = False,
 ) -> Welcome:
     return Welcome(
         seq=3,
@@ -151,6 +152,7 @@ def welcome(
         conversation_id="conv-1",
         model=model,
         model_problem=model_problem,
+        model_not_offered=model_not_offered,
         history=history or [],
         client_id=THIS_CLIENT,
         pending_tool_requests=pending or [],

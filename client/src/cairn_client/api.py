@@ -42,12 +42,14 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class ApiError(CairnError):
-    """A request that did not succeed: `status` is the HTTP status (None: no answer at all)."""
+    """A request that did not succeed: `status` is the HTTP status (None: no answer at all);
+    `code` is the kind of refusal the server named, if it named one."""
 
-    def __init__(self, status: int | None, detail: str) -> None:
+    def __init__(self, status: int | None, detail: str, code: str | None = None) -> None:
         super().__init__(detail, exit_code_for_status(status))
         self.status = status
         self.detail = detail
+        self.code = code
 
     @property
     def not_found(self) -> bool:
@@ -303,7 +305,7 @@ class CairnApi:
         except httpx.HTTPError as exc:
             raise ApiError(None, f"request to the Cairn server failed: {_reason(exc)}") from exc
         if response.is_error:
-            raise ApiError(response.status_code, _error_detail(response))
+            raise ApiError(response.status_code, _error_detail(response), _error_code(response))
         return response
 
     async def _resolve(self) -> str:
@@ -350,6 +352,15 @@ def _parse(adapter: TypeAdapter[T], response: httpx.Response) -> T:
             response.status_code,
             f"unexpected answer from the server ({where}: {problem['msg']})",
         ) from exc
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    """The server's `code` for this refusal, when it gives one (rest.MODEL_NOT_OFFERED)."""
+    try:
+        code = response.json().get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 def _error_detail(response: httpx.Response) -> str:

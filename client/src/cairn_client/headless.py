@@ -39,6 +39,7 @@ from cairn_client.formatting import (
 )
 from cairn_client.listener import ConnectionState, RunFollower, RunRefused
 from cairn_client.mentions import mentions
+from cairn_client.models import unusable_model
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.session import ClientSession, SessionFailed
 from cairn_client.tools.base import PreparedCall, ToolOutcome
@@ -301,21 +302,24 @@ class HeadlessRequests:
         return attached.text
 
     async def send(self, text: str, command: UserCommand | None) -> int:
-        """0 when the run ended its turn, 3 for a model error, 1 when it stopped otherwise,
-        2 without a usable model."""
+        """0 when the run ended its turn, 3 for a model error (or one its provider does not
+        have), 1 when it stopped otherwise, 2 without a usable model."""
         welcome = await session_result(self.listener.welcome, self.runner)
-        unusable = welcome.model_unusable()
+        unusable = unusable_model(welcome)
         if unusable is not None:
-            print(unusable, file=self.listener.err)
-            return ExitCode.USAGE
+            # A model the provider lacks is one line; a configuration problem says how to fix it.
+            said = f"cairn: {unusable.message}" if welcome.model_not_offered else str(unusable)
+            print(said, file=self.listener.err)
+            return unusable.exit_code
         self.listener.expect_run_for(text)
         await self.session.send_user_message(text, command)
         finished = await session_result(self.listener.finished, self.runner)
         return exit_code_for_stop(finished.stop_reason)
 
     async def model(self, name: str) -> int:
-        """`/model` prints the agent's model; `/model NAME` switches it: 0, or 2 (one line on
-        stderr) when the server cannot run that model."""
+        """`/model` prints the agent's model and the server's default; `/model NAME` switches
+        it: 0, or (one line on stderr) 3 when its provider does not have it, 2 when the server
+        cannot run it otherwise."""
         from cairn_client.api import CairnApi  # httpx: only for this command
         from cairn_client.models import model_line, set_model, switched_line
 
@@ -325,7 +329,7 @@ class HeadlessRequests:
             try:
                 if not name:
                     agent = await api.get_agent(welcome.agent_id)
-                    line = model_line(welcome.model, agent)
+                    line = model_line(agent)
                 else:
                     line = switched_line(await set_model(api, welcome.agent_id, name))
             except CairnError as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cairn_server.api.background import bind_listening
 
+from cairn_fakes.models import DEFAULT_ANTHROPIC_MODELS, DEFAULT_OPENAI_MODELS
 from cairn_fakes.quirks import QUIRK_MODES
 from cairn_fakes.runner import serve_forever
 from cairn_fakes.script import Script, ScriptError
@@ -22,6 +23,13 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def model_names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one model")
+    return names
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +50,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=positive_int,
         metavar="TOKENS",
         help="answer longer prompts with the API's context-overflow error; default: unlimited",
+    )
+    parser.add_argument(
+        "--openai-models",
+        type=model_names,
+        default=DEFAULT_OPENAI_MODELS,
+        metavar="A,B",
+        help="what GET /v1/models lists to OpenAI clients (others get its 404); "
+        f"default: {','.join(DEFAULT_OPENAI_MODELS)}",
+    )
+    parser.add_argument(
+        "--anthropic-models",
+        type=model_names,
+        default=DEFAULT_ANTHROPIC_MODELS,
+        metavar="A,B",
+        help=f"the same for Anthropic clients; default: {','.join(DEFAULT_ANTHROPIC_MODELS)}",
     )
     return parser.parse_args(argv)
 
@@ -71,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         record_path=args.record,
         context_window=args.context_window,
         quirks=args.quirks,
+        openai_models=args.openai_models,
+        anthropic_models=args.anthropic_models,
     )
     return 0
 

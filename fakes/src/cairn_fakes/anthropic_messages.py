@@ -47,6 +47,11 @@ def anthropic_error(error: ScriptedError) -> JSONResponse:
     return JSONResponse(payload, error.status, headers=headers)
 
 
+def anthropic_unknown_model(model: str) -> JSONResponse:
+    """The API's 404 not_found_error for a model it does not have."""
+    return anthropic_error(ScriptedError(status=404, message=f"model: {model}"))
+
+
 def anthropic_overflow(prompt_tokens: int, window: int) -> JSONResponse:
     message = f"prompt is too long: {prompt_tokens} tokens > {window} maximum"
     return anthropic_error(ScriptedError(status=400, message=message))
@@ -251,4 +256,6 @@ ANTHROPIC_DIALECT = Dialect(
     request_id_header="request-id",
     answer_of=anthropic_message,
     frames_of=anthropic_stream,
+    models_of=lambda state: state.anthropic_models,
+    unknown_model_response=anthropic_unknown_model,
 )

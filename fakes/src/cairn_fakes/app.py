@@ -20,8 +20,9 @@ from cairn_fakes.embeddings import (
     fake_embedding,
     input_texts,
 )
+from cairn_fakes.models import models_handler
 from cairn_fakes.openai_chat import OPENAI_DIALECT, openai_error
-from cairn_fakes.quirks import llama_cpp_python_handler, models_handler
+from cairn_fakes.quirks import llama_cpp_python_handler
 from cairn_fakes.script import ScriptedError
 from cairn_fakes.state import FakeModelState
 

@@ -113,14 +113,16 @@ class Dialect:
     request_id_header: str
     answer_of: Callable[[str, Turn, TokenCounts], JsonObject]
     frames_of: Callable[[JsonObject, Turn, TokenCounts], list[tuple[str, bool]]]
+    models_of: Callable[[FakeModelState], tuple[str, ...]]
+    unknown_model_response: Callable[[str], Response]
 
 
 async def take_turn(
     state: FakeModelState, request: Request, dialect: Dialect
 ) -> tuple[JsonObject, Turn, TokenCounts] | Response:
     """Record the request and take the script's next turn with its token counts, or answer
-    the error the real API would give (bad body, prompt over the context window: no turn
-    is used up) or the script asks for (after its delay)."""
+    the error the real API would give (bad body, a model it does not list, prompt over the
+    context window: no turn is used up) or the script asks for (after its delay)."""
     _raw, body = await read_json_body(request)
     record(state, request, body)
     if body is None:
@@ -129,6 +131,8 @@ async def take_turn(
     problem = dialect.problem_of(body)
     if problem is not None:
         return dialect.error_response(ScriptedError(status=400, message=problem))
+    if body["model"] not in dialect.models_of(state):
+        return dialect.unknown_model_response(str(body["model"]))
     prompt = dialect.prompt_of(body)
     window, total = state.context_window, prompt_tokens(prompt, state)
     if window is not None and total > window:

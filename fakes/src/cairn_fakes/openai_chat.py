@@ -47,6 +47,12 @@ def openai_error(
     return JSONResponse(payload, error.status, headers=error_headers(error, "x-request-id"))
 
 
+def openai_unknown_model(model: str) -> JSONResponse:
+    """The API's 404 for a model it does not have (or this key may not use)."""
+    message = f"The model `{model}` does not exist or you do not have access to it."
+    return openai_error(ScriptedError(status=404, message=message), code="model_not_found")
+
+
 def openai_overflow(prompt_tokens: int, window: int) -> JSONResponse:
     message = (
         f"This model's maximum context length is {window} tokens. However, your messages "
@@ -218,4 +224,6 @@ OPENAI_DIALECT = Dialect(
     request_id_header="x-request-id",
     answer_of=openai_completion,
     frames_of=openai_stream,
+    models_of=lambda state: state.openai_models,
+    unknown_model_response=openai_unknown_model,
 )

@@ -1,7 +1,8 @@
 """Real OpenAI-compatible servers' quirks, reproduced by the fake's chat endpoint on demand.
 
-Owns the quirk modes (`llama-cpp-python`: llama-cpp-python's server, version 0.3) and what
-GET /v1/models says (llama-cpp-python's server says owned_by "me").
+Owns the quirk modes (`llama-cpp-python`: llama-cpp-python's server, version 0.3, which
+answers any model name with the model it loaded; its GET /v1/models says owned_by "me",
+in cairn_fakes.models).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 from typing import Literal
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from cairn_fakes.delivery import event_stream, json_answer
 from cairn_fakes.dialect import (
@@ -29,7 +30,7 @@ from cairn_fakes.openai_chat import (
 )
 from cairn_fakes.prompt_cache import CacheUse, openai_prompt
 from cairn_fakes.script import ScriptedError
-from cairn_fakes.state import FakeModelState, JsonObject
+from cairn_fakes.state import FakeModelState
 
 Quirks = Literal["llama-cpp-python"]
 QUIRK_MODES: tuple[Quirks, ...] = ("llama-cpp-python",)
@@ -98,15 +99,3 @@ def llama_cpp_python_handler(state: FakeModelState) -> Endpoint:
         return event_stream(state, turn, openai_frames(model, turn, tokens, False), headers)
 
     return answer
-
-
-def models_handler(state: FakeModelState) -> Endpoint:
-    """GET /v1/models: one model, owned as the server it imitates says (not recorded: the
-    request log holds the model calls)."""
-
-    async def models(request: Request) -> Response:
-        owner = "me" if state.quirks == "llama-cpp-python" else "system"
-        model: JsonObject = {"id": "fake-model", "object": "model", "owned_by": owner}
-        return JSONResponse({"object": "list", "data": [model]})
-
-    return models

@@ -14,6 +14,7 @@ import uvicorn
 from cairn_server.api.background import ThreadedServer
 
 from cairn_fakes.app import create_app
+from cairn_fakes.models import DEFAULT_ANTHROPIC_MODELS, DEFAULT_OPENAI_MODELS
 from cairn_fakes.quirks import Quirks
 from cairn_fakes.script import Script
 from cairn_fakes.state import FakeModelState, RecordedRequest, RequestLog
@@ -84,6 +85,26 @@ class FakeModelServer(ThreadedServer):
             raise ValueError(f"a token scale must be positive, not {scale}")
         self._state.token_scale = scale
 
+    @property
+    def openai_models(self) -> tuple[str, ...]:
+        """What GET /v1/models lists to the OpenAI SDK; a chat request naming another model
+        gets OpenAI's 404 model_not_found (any name is served in the llama-cpp-python mode)."""
+        return self._state.openai_models
+
+    @openai_models.setter
+    def openai_models(self, names: tuple[str, ...]) -> None:
+        self._state.openai_models = tuple(names)
+
+    @property
+    def anthropic_models(self) -> tuple[str, ...]:
+        """What GET /v1/models lists to the Anthropic SDK; a messages request naming another
+        model gets Anthropic's 404 not_found_error."""
+        return self._state.anthropic_models
+
+    @anthropic_models.setter
+    def anthropic_models(self, names: tuple[str, ...]) -> None:
+        self._state.anthropic_models = tuple(names)
+
     def clear_cache(self) -> None:
         """Forget every cached prompt prefix, as if the caches had expired."""
         self._state.cache.clear()
@@ -98,17 +119,26 @@ class FakeModelServer(ThreadedServer):
         """perf_counter() when each streamed answer was fully sent, oldest first."""
         return list(self._state.log.answer_times)
 
+    @property
+    def lists_served(self) -> int:
+        """How many GET /v1/models the fake answered (they are not in `requests`)."""
+        return self._state.lists_served
+
     def clear_requests(self) -> None:
         self._state.log.clear()
+        self._state.lists_served = 0
 
     def reset(self) -> None:
-        """As if just started: an empty script, no recorded requests, empty prompt caches
-        and an unlimited context window (a running server shared by tests in turn)."""
+        """As if just started: an empty script, no recorded requests, empty prompt caches,
+        an unlimited context window and the default model lists (a running server shared by
+        tests in turn)."""
         self.set_script(Script())
         self.clear_requests()
         self.context_window = None
         self.quirks = None
         self.token_scale = 1.0
+        self.openai_models = DEFAULT_OPENAI_MODELS
+        self.anthropic_models = DEFAULT_ANTHROPIC_MODELS
 
 
 def serve_forever(
@@ -118,8 +148,11 @@ def serve_forever(
     record_path: Path | None,
     context_window: int | None = None,
     quirks: Quirks | None = None,
+    openai_models: tuple[str, ...] = DEFAULT_OPENAI_MODELS,
+    anthropic_models: tuple[str, ...] = DEFAULT_ANTHROPIC_MODELS,
 ) -> None:
     """Serve on `sock` in this thread until SIGINT/SIGTERM."""
     state = FakeModelState(script, RequestLog(record_path), context_window, quirks)
+    state.openai_models, state.anthropic_models = openai_models, anthropic_models
     config = uvicorn.Config(create_app(state), log_level="warning", **UVICORN_OPTIONS)
     uvicorn.Server(config).run(sockets=[sock])

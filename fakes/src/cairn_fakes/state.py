@@ -1,7 +1,8 @@
 """The fake's recorded requests and the scenario it serves from.
 
 Owns the request log (in memory, optionally appended to a JSON-lines file) and the state
-shared by every endpoint: the current script, the context window and the prompt caches.
+shared by every endpoint: the current script, the context window, the prompt caches and the
+models each API lists.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cairn_fakes.models import DEFAULT_ANTHROPIC_MODELS, DEFAULT_OPENAI_MODELS
 from cairn_fakes.prompt_cache import PromptCache
 from cairn_fakes.script import Script, Turn
 
@@ -92,6 +94,11 @@ class FakeModelState:
         self.context_window = context_window
         self.log = log
         self.cache = PromptCache()
+        # What GET /v1/models lists, per API; a model request naming another gets a 404
+        # (except in a quirk mode: llama-cpp-python answers any name with its model).
+        self.openai_models: tuple[str, ...] = DEFAULT_OPENAI_MODELS
+        self.anthropic_models: tuple[str, ...] = DEFAULT_ANTHROPIC_MODELS
+        self.lists_served = 0  # GET /v1/models answered (kept out of the request log)
 
     @property
     def script(self) -> Script:

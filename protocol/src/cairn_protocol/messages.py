@@ -15,7 +15,8 @@ from cairn_protocol.results import ResultPreview
 from cairn_protocol.validation import validation_problems
 from cairn_protocol.workspace import WorkspaceIdentity
 
-PROTOCOL_VERSION = 5  # 5: welcome.context, tool_settled.result and refused calls settled
+PROTOCOL_VERSION = 5  # 5: welcome.context and .model_not_offered, tool_settled.result
+# 4: workspace.moved_from, stop reason "truncated", welcome.usage
 # Seqs are 32-bit on the server; a resume_after above this is malformed.
 MAX_SEQ = 2**31 - 1
 
@@ -256,6 +257,11 @@ class Welcome(ServerEvent):
     model: str | None = Field(description="The agent's model, or None when none is configured.")
     model_problem: str | None = Field(
         default=None, description="Why no model can be used, with how to configure one."
+    )
+    model_not_offered: bool = Field(
+        default=False,
+        description="True when `model_problem` is that the model's provider does not have it "
+        "(its list of models lacks it, or it refused the key): a model failure, not settings.",
     )
     history: list[HistoryItem] = Field(default_factory=list)
     running_run_id: str | None = None

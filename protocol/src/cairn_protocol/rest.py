@@ -21,6 +21,10 @@ CallOutcome = Literal["pending", "ok", "error", "denied", "unknown"]
 BlockAction = Literal["create", "edit", "revert", "delete"]
 AuthorKind = Literal["agent", "user", "system"]
 
+# A refused request's JSON body is {"detail": "<one line>"}, plus "code" for these refusals:
+# a model its provider does not have (its GET /models lacks it, or it refused the key).
+MODEL_NOT_OFFERED = "model_not_offered"
+
 
 class PublicModel(BaseModel):
     """Base of every response: fields a newer server adds are ignored by an older client."""
@@ -45,6 +49,11 @@ class AgentPublic(PublicModel):
     display_name: str
     origin: str | None = None
     model: str | None = Field(default=None, description="Overrides CAIRN_MODEL when set.")
+    default_model: str | None = Field(
+        default=None,
+        description="The model the server runs when `model` is None (CAIRN_MODEL, else the "
+        "default for the key it has); None when it has none.",
+    )
     context_budget: int | None = Field(
         default=None, description="Prompt tokens a request may hold; None: CAIRN_CONTEXT_BUDGET."
     )

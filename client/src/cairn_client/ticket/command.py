@@ -18,6 +18,7 @@ from cairn_client.config import ClientSettings, TicketSettings
 from cairn_client.errors import CairnError, ExitCode, UsageError
 from cairn_client.headless import session_result
 from cairn_client.launch import Launch, prepare_launch
+from cairn_client.models import unusable_model
 from cairn_client.policy.types import ApproveMode, Mode
 from cairn_client.session import SessionFailed
 from cairn_client.ticket import git
@@ -237,10 +238,10 @@ async def _headless(ticket: TicketRun) -> int:
         except SessionFailed as exc:
             undo_start(started)
             return report.failure(exc.message, exc.exit_code)
-        unusable = welcome.model_unusable()
+        unusable = unusable_model(welcome)
         if unusable is not None:
             undo_start(started)
-            return report.failure(unusable, ExitCode.USAGE)
+            return report.failure(str(unusable), unusable.exit_code)
         driver = HeadlessTicketDriver(
             session, listener, runner, welcome, ticket.configured_mode, err=report.err
         )

@@ -42,7 +42,7 @@ from textual.worker import Worker, WorkerState
 from cairn_client import commands
 from cairn_client.api import CairnApi
 from cairn_client.approvals import Answer, ApprovalQueue
-from cairn_client.errors import CairnError, UsageError
+from cairn_client.errors import CairnError, ExitCode, UsageError
 from cairn_client.formatting import (
     compaction_line,
     connection_label,
@@ -58,7 +58,7 @@ from cairn_client.formatting import (
 )
 from cairn_client.listener import ConnectionState, SessionControl, SessionListener
 from cairn_client.mentions import Mentions, PathListing, mentions, split_attachments
-from cairn_client.models import model_line, set_model, switched_line
+from cairn_client.models import ModelRefused, model_line, set_model, switched_line, unusable_model
 from cairn_client.policy.types import MODES, Approval, Mode, Verdict, as_mode
 from cairn_client.prompt_history import PromptHistory
 from cairn_client.tools.base import PreparedCall, ToolOutcome
@@ -194,7 +194,7 @@ class CairnApp(App[str]):
         # Why the app ended badly, for `cairn` to print as its last line with its exit code:
         # a server never reached, a connection lost for good, no usable model.
         self.failure: CairnError | None = None
-        self._model_problem: str | None = None
+        self._model_problem: ModelRefused | None = None
         self._quitting = False
         self._running_run_id: str | None = None
         self._last_ctrl_c = -CTRL_C_AGAIN_S
@@ -344,9 +344,10 @@ class CairnApp(App[str]):
             # Only the first welcome's history is new to this view; a reconnect would repeat it.
             self._history_shown = True
             await self.chat.show_history([_as_typed(item) for item in event.history])
-        if event.model_unusable() is not None and not self._setup_shown:
+        unusable = unusable_model(event)
+        if unusable is not None and not self._setup_shown:
             self._setup_shown = True  # no model, or one the server cannot use: said at once
-            self._model_problem = event.model_unusable()
+            self._model_problem = unusable
             self.push_screen(SetupScreen(event.model_problem), callback=self._on_setup_choice)
         for request in event.pending_tool_requests:
             await self._on_tool_request(request)
@@ -689,13 +690,13 @@ class CairnApp(App[str]):
         try:
             if not name:
                 agent = await self.api.get_agent(self.agent_id)
-                await self.chat.add_notice(model_line(self.status.model, agent), "info")
+                await self.chat.add_notice(model_line(agent), "info")
                 return
             agent = await set_model(self.api, self.agent_id, name)
         except CairnError as exc:
             await self.chat.add_notice(f"The model was not changed: {exc.message}", "warning")
             return
-        self.status.model = agent.model or "server default"
+        self.status.model = agent.model or agent.default_model or "server default"
         await self.chat.add_notice(switched_line(agent), "info")
 
     async def undo(self) -> None:
@@ -863,9 +864,13 @@ class CairnApp(App[str]):
         self._close_and_exit(None)
 
     def _on_setup_choice(self, choice: SetupChoice | None) -> None:
-        if choice != "demo":
-            problem = (self._model_problem or "no model is configured").splitlines()[0]
-            self.failure = UsageError(f"{problem} (README, Configuration)")
+        if choice != "demo" and self._model_problem is not None:
+            problem = self._model_problem
+            if problem.exit_code == ExitCode.MODEL:  # the provider lacks it: its own line
+                self.failure = problem
+            else:
+                first_line = str(problem).splitlines()[0]
+                self.failure = UsageError(f"{first_line} (README, Configuration)")
         self._close_and_exit(DEMO_RESULT if choice == "demo" else None)
 
     @work(group="quit", exit_on_error=False)

@@ -16,6 +16,7 @@ from textual.worker import WorkerFailed
 
 from cairn_client.api import CairnApi
 from cairn_client.listener import RunFollower, SessionListener
+from cairn_client.models import ModelRefused, unusable_model
 from cairn_client.policy.types import Approval, Mode, Verdict
 from cairn_client.ticket.command import Started, TicketRun, undo_start
 from cairn_client.ticket.flow import (
@@ -41,7 +42,7 @@ class TuiTicketDriver:
         self.activity = started.state.activity
         self.configured_mode = configured_mode
         self.result: TicketResult | None = None
-        self.unusable_model: str | None = None
+        self.unusable_model: ModelRefused | None = None
         self._app: CairnApp | None = None
         self._welcome: Welcome | None = None
         self._run: RunFollower | None = None
@@ -72,7 +73,7 @@ class TuiTicketDriver:
         if self._welcome is not None:
             return  # a reconnect: the flow is already going
         self._welcome = welcome
-        self.unusable_model = welcome.model_unusable()
+        self.unusable_model = unusable_model(welcome)
         if self.unusable_model is not None:
             self.app.call_later(
                 self.app.chat.add_notice,
@@ -179,7 +180,7 @@ def run_ticket_tui(ticket: TicketRun) -> int:
         launch.shutdown_now()
     if driver.unusable_model is not None:
         undo_start(started)
-        return report.failure(driver.unusable_model, 2)
+        return report.failure(str(driver.unusable_model), driver.unusable_model.exit_code)
     if driver.result is None:
         return report.failure(
             "the ticket was left unfinished; continue with cairn ticket --resume", 1

@@ -23,6 +23,15 @@ from cairn_server.storage.db import open_database
 from cairn_server.storage.store import Store
 
 
+async def list_default_models(preload: asyncio.Future[None], catalog: ModelCatalog) -> None:
+    """Once the default model's SDK is loaded, its provider's GET /models, so the first
+    welcome (which checks the model against it) does not wait for it."""
+    await preload
+    choice = catalog.resolve(None)
+    if choice.model is not None and choice.problem is None:
+        await catalog.not_offered(choice.model)
+
+
 def create_app(
     settings: ServerSettings, provider_factory: ProviderFactory | None = None
 ) -> FastAPI:
@@ -40,9 +49,12 @@ def create_app(
         app.state.runtime = runtime
         default_model = catalog.resolve(None).model
         preload = asyncio.get_running_loop().run_in_executor(None, preload_provider, default_model)
+        warm = asyncio.create_task(list_default_models(preload, catalog))
         try:
             yield
         finally:
+            warm.cancel()
+            await asyncio.gather(warm, return_exceptions=True)
             await preload
             await runtime.shutdown()
             await memory.aclose()

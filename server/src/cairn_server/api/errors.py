@@ -28,8 +28,11 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
 
 def install_error_handlers(app: FastAPI) -> None:
     async def handle(_request: Request, exc: Exception) -> JSONResponse:
-        code = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+        status_code = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
+        body = {"detail": str(exc)}
+        if isinstance(exc, UnknownModelError):  # the client tells its kinds apart by it
+            body["code"] = exc.code
+        return JSONResponse(body, status_code=status_code)
 
     for kind, _code in STATUS_OF:
         app.add_exception_handler(kind, handle)

@@ -22,6 +22,7 @@ from cairn_server.api.deps import OptionalUserDep, RuntimeDep, StoreDep, UserDep
 from cairn_server.api.schemas import AgentUpdate, approval_public, public
 from cairn_server.context.budget import check_budget
 from cairn_server.providers.catalog import check_model
+from cairn_server.runtime.runtime import Runtime
 from cairn_server.storage.models import Agent, Conversation, Run
 from cairn_server.storage.repository import NotFoundError
 
@@ -37,9 +38,15 @@ async def health(caller: OptionalUserDep) -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
+def agent_public(agent: Agent, runtime: Runtime) -> AgentPublic:
+    """The agent as the client reads it, with the model the server runs when it has none."""
+    default_model = runtime.catalog.resolve(None).model
+    return AgentPublic.model_validate({**agent.model_dump(), "default_model": default_model})
+
+
 @router.get("/agents", tags=["agents"])
-async def list_agents(store: StoreDep, user: UserDep) -> list[AgentPublic]:
-    return public(AgentPublic, await store.list_agents(user.id))
+async def list_agents(runtime: RuntimeDep, store: StoreDep, user: UserDep) -> list[AgentPublic]:
+    return [agent_public(agent, runtime) for agent in await store.list_agents(user.id)]
 
 
 @router.post("/agents", tags=["agents"])
@@ -47,31 +54,36 @@ async def ensure_agent(
     runtime: RuntimeDep, user: UserDep, workspace: WorkspaceIdentity
 ) -> AgentPublic:
     """The caller's agent for a codebase, created (with default blocks) on first use."""
-    return AgentPublic.model_validate(await runtime.agent_for(user.id, workspace))
+    return agent_public(await runtime.agent_for(user.id, workspace), runtime)
 
 
 @router.get("/agents/{agent_id}", tags=["agents"])
-async def get_agent(store: StoreDep, user: UserDep, agent_id: str) -> AgentPublic:
-    return AgentPublic.model_validate(await owned_agent(store, user, agent_id))
+async def get_agent(
+    runtime: RuntimeDep, store: StoreDep, user: UserDep, agent_id: str
+) -> AgentPublic:
+    return agent_public(await owned_agent(store, user, agent_id), runtime)
 
 
 @router.patch("/agents/{agent_id}", tags=["agents"])
 async def update_agent(
     runtime: RuntimeDep, store: StoreDep, user: UserDep, agent_id: str, update: AgentUpdate
 ) -> AgentPublic:
-    """Set the agent's model (422 naming what this server runs when it cannot run it) and
-    its context budget (422 when its model's window cannot hold it): only the fields sent."""
+    """Set the agent's model (422 naming what this server runs when it cannot run it, or,
+    code "model_not_offered", the closest models its provider lists when that list lacks it)
+    and its context budget (422 when its model's window cannot hold it): only the fields sent."""
     agent = await owned_agent(store, user, agent_id)
     given = update.model_fields_set
     if "model" in given:
         wanted = (update.model or "").strip()
         model = check_model(wanted, runtime.catalog.settings) if wanted else None
+        if model is not None:
+            await runtime.catalog.check_offered(model)
         agent = await store.set_agent_model(agent.id, model)
     if "context_budget" in given:
         if update.context_budget is not None:
             check_budget(update.context_budget, runtime.catalog.resolve(agent.model).model)
         agent = await store.set_agent_budget(agent.id, update.context_budget)
-    return AgentPublic.model_validate(agent)
+    return agent_public(agent, runtime)
 
 
 async def owned_agent(store: StoreDep, user: UserDep, agent_id: str) -> Agent:

@@ -187,7 +187,7 @@ class Connection:
         conversation = await self._conversation(agent, frame.conversation)
         if frame.interactive and agent.interactive_conversation_id != conversation.id:
             await store.set_interactive_conversation(agent.id, conversation.id)
-        choice = self.runtime.catalog.resolve(agent.model)
+        choice = await self.runtime.catalog.choose(agent.model)
         return frame, agent, conversation, choice
 
     async def _conversation(self, agent: Agent, wanted: str) -> Conversation:
@@ -237,6 +237,7 @@ class Connection:
                 conversation_id=conversation.id,
                 model=choice.model,
                 model_problem=choice.problem,
+                model_not_offered=choice.not_offered,
                 history=build_history(messages, records, approvals),
                 running_run_id=self.runtime.running_run_id(conversation.id),
                 client_id=client.id,

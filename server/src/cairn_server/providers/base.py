@@ -15,6 +15,7 @@ from cairn_protocol import Usage
 
 from cairn_server.domain import ModelRequest, ModelStopReason, ToolCall
 from cairn_server.errors import CairnServerError
+from cairn_server.providers.model_list import Listing
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,9 @@ class Provider(Protocol):
     model: str
 
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]: ...
+
+    async def list_models(self) -> Listing | None:
+        """The models its server lists (GET /models), or None when that cannot be read."""
 
     async def aclose(self) -> None:
         """Release the SDK client's connections."""

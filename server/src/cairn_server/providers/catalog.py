@@ -3,16 +3,20 @@ overflow errors taught about its window.
 
 Owns model specs ("openai/<model>", "anthropic/<model>"), the defaults the model settings choose,
 the explanation shown when no usable model is configured, the check of a model an agent is given
-(one line naming what this server can run), one provider per model (made on first
-use, with the configured retries, closed at shutdown), and the budgets learned from overflows.
+(one line naming what this server can run, or the models its provider lists when that list
+lacks it), one provider per model (made on first use, with the configured retries, closed at
+shutdown, sharing one GET /models per server), and the budgets learned from overflows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+
+from cairn_protocol.rest import MODEL_NOT_OFFERED
 
 from cairn_server.config import (
     ANTHROPIC_KEY_ENV,
@@ -23,6 +27,7 @@ from cairn_server.config import (
 )
 from cairn_server.errors import CairnServerError
 from cairn_server.providers.base import Provider, ProviderError
+from cairn_server.providers.model_list import SharedListing, not_offered
 from cairn_server.providers.retry import RetryPolicy
 from cairn_server.providers.windows import context_window
 
@@ -107,10 +112,12 @@ def max_output_tokens(setting: int | None, window: int) -> int:
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """The model an agent will use; usable only when `problem` is None."""
+    """The model an agent will use; usable only when `problem` is None. `not_offered`: the
+    problem is that its provider does not have it (a model failure, not the settings)."""
 
     model: str | None
     problem: str | None
+    not_offered: bool = False
 
 
 def resolve_model(agent_model: str | None, settings: ModelSettings) -> ModelChoice:
@@ -146,6 +153,15 @@ def spec_problem(spec: str, settings: ModelSettings) -> str | None:
 class UnknownModelError(CairnServerError, ValueError):
     """A model an agent cannot be given with this server's settings; the message is one line
     naming it and what the server can run."""
+
+    code = "unknown_model"
+
+
+class ModelNotOfferedError(UnknownModelError):
+    """A well-formed model its provider does not have (its GET /models lacks it), or whose
+    key the provider refused; the message names the closest models it lists."""
+
+    code = MODEL_NOT_OFFERED
 
 
 def check_model(spec: str, settings: ModelSettings) -> str:
@@ -193,8 +209,11 @@ def retry_policy(settings: ModelSettings) -> RetryPolicy:
     return RetryPolicy(max_retries=settings.retries, base_delay_s=settings.retry_base_delay_s)
 
 
-def make_provider(model: str, settings: ModelSettings) -> Provider:
-    """The provider for a model spec; ProviderError (with the fix) when it cannot be used."""
+def make_provider(
+    model: str, settings: ModelSettings, listing: SharedListing | None = None
+) -> Provider:
+    """The provider for a model spec; ProviderError (with the fix) when it cannot be used.
+    `listing`: its server's GET /models, shared with the other providers of that server."""
     problem = spec_problem(model, settings)
     if problem is not None:
         raise ProviderError(problem)
@@ -210,6 +229,7 @@ def make_provider(model: str, settings: ModelSettings) -> Provider:
             base_url=settings.openai_base_url,
             retry=retry,
             tool_choice=settings.tool_choice,
+            listing=listing or SharedListing(),
         )
     from cairn_server.providers.anthropic_provider import AnthropicProvider
 
@@ -218,6 +238,7 @@ def make_provider(model: str, settings: ModelSettings) -> Provider:
         api_key=settings.anthropic_api_key or "",
         base_url=settings.anthropic_base_url,
         retry=retry,
+        listing=listing or SharedListing(),
     )
 
 
@@ -245,16 +266,51 @@ class ModelCatalog:
         # than Cairn assumes for an unknown model, its tokenizer not cl100k). The runtime
         # loads it from the database at start and stores every change.
         self._learned: dict[str, Learned] = {}
+        # Per provider prefix (one server each): its GET /models, fetched once.
+        self._listings: dict[str, SharedListing] = {}
 
     def resolve(self, agent_model: str | None) -> ModelChoice:
         return resolve_model(agent_model, self.settings)
 
+    async def choose(self, agent_model: str | None) -> ModelChoice:
+        """`resolve`, and a usable model checked against its provider's list of models."""
+        choice = self.resolve(agent_model)
+        if choice.model is None or choice.problem is not None:
+            return choice
+        problem = await self.not_offered(choice.model)
+        return choice if problem is None else ModelChoice(choice.model, problem, not_offered=True)
+
+    async def check_offered(self, model: str) -> str:
+        """`model` (already checked by `check_model`), or ModelNotOfferedError when its
+        provider's list lacks it."""
+        problem = await self.not_offered(model)
+        if problem is not None:
+            raise ModelNotOfferedError(problem)
+        return model
+
+    async def not_offered(self, model: str) -> str | None:
+        """Why `model`'s provider cannot run it (its authoritative GET /models lacks it, or it
+        refused the key), or None; the list is fetched once per server."""
+        # Its SDK takes seconds to import the first time: not on the event loop.
+        await asyncio.to_thread(preload_provider, model)
+        try:
+            provider = self.provider(model)
+        except ProviderError:
+            return None
+        problem = not_offered(model, await provider.list_models())
+        if problem is not None:  # no run will ever use it
+            self._providers.pop(model, None)
+            await provider.aclose()
+        return problem
+
     def provider(self, model: str) -> Provider:
         """The model's provider, made on first use; ProviderError when it cannot be made."""
         if model not in self._providers:
-            self._providers[model] = (
-                self._factory(model) if self._factory else make_provider(model, self.settings)
-            )
+            if self._factory:
+                self._providers[model] = self._factory(model)
+            else:
+                listing = self._listings.setdefault(model.partition("/")[0], SharedListing())
+                self._providers[model] = make_provider(model, self.settings, listing)
         return self._providers[model]
 
     def summary_model(self, model: str | None) -> str | None:

@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 API_KEY_ENV = "OPENAI_API_KEY"
 BASE_URL_ENV = "OPENAI_BASE_URL"
 OFFICIAL_HOST = "api.openai.com"
-PROBE_TIMEOUT_S = 5.0
 ToolChoice = Literal["none", "auto", "required"]
 
 STOP_REASONS: dict[str, ModelStopReason] = {
@@ -288,12 +287,10 @@ class OpenAIProvider(SdkProvider):
         return self._tools
 
     async def _probe(self) -> ServerKind:
-        try:
-            page = await self._client.with_options(timeout=PROBE_TIMEOUT_S).models.list()
-        except (openai.APIError, ValueError) as exc:
-            log.info("GET %s/models failed (%s); taking it for a usual server", self._base_url, exc)
-            return "other"
-        kind = server_kind([str(getattr(model, "owned_by", "")) for model in page.data])
+        """The server behind GET /models (the list the catalog checks names against); a
+        list that cannot be read is a usual server's."""
+        listing = await self.list_models()
+        kind = server_kind(sorted(listing.owners)) if listing is not None else "other"
         log.info("the server at %s is %s", self._base_url, kind)
         return kind
 

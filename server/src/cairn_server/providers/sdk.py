@@ -6,6 +6,7 @@ failures are classified and worded (`SdkFailures`), and the stream reading they 
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from cairn_server.providers.base import (
     timeout_error,
     unreachable_error,
 )
+from cairn_server.providers.model_list import Listing, SharedListing
 from cairn_server.providers.retry import (
     DROPPED,
     EMPTY,
@@ -35,6 +37,11 @@ from cairn_server.providers.retry import (
     retrying,
     timed_out,
 )
+
+log = logging.getLogger(__name__)
+
+# GET /models is asked before the first request: a server slower than this is not checked.
+LIST_TIMEOUT_S = 5.0
 
 
 class ApiErrorWording(Protocol):
@@ -121,6 +128,7 @@ class ClientOptions(TypedDict, total=False):
     retry: RetryPolicy | None
     timeout_s: float
     tool_choice: ToolChoiceSetting | None
+    listing: SharedListing
 
 
 class SdkProvider(ABC):
@@ -141,6 +149,8 @@ class SdkProvider(ABC):
         self._base_url = str(self._client.base_url).rstrip("/")
         self._retry = options.get("retry") or RetryPolicy()
         self._tool_choice = options.get("tool_choice")
+        # Shared by the catalog with every provider of the same server: fetched once.
+        self._listing = options.get("listing") or SharedListing()
 
     @abstractmethod
     def _connect(self, api_key: str, base_url: str | None, timeout_s: float) -> SdkClient:
@@ -157,6 +167,27 @@ class SdkProvider(ABC):
     def _give_up(self, exc: Exception, retries: int) -> ProviderError:
         base_url = self._base_url
         return self.failures.final_error(exc, model=self.model, base_url=base_url, retries=retries)
+
+    async def list_models(self) -> Listing | None:
+        """The server's GET /models (fetched once, shared); None when it cannot be read."""
+        return await self._listing.get(self._fetch_listing)
+
+    async def _fetch_listing(self) -> Listing | None:
+        listed = self._client.with_options(timeout=LIST_TIMEOUT_S).models.list()
+        try:
+            models = [model async for model in listed]
+        except (self.failures.api_errors, ValueError, TypeError) as exc:
+            log.info("GET %s/models failed (%s); its models are not checked", self._base_url, exc)
+            if getattr(exc, "status_code", None) == 401:  # a bad key; other refusals say little
+                final = self.failures.final_error(
+                    exc, model=self.model, base_url=self._base_url, retries=0
+                )
+                return Listing(self.failures.vendor, self._base_url, refused_key=str(final))
+            return None
+        ids = tuple(str(getattr(model, "id", "")) for model in models)
+        owners = frozenset(str(getattr(model, "owned_by", "")) for model in models)
+        listed = tuple(name for name in ids if name)
+        return Listing(self.failures.vendor, self._base_url, ids=listed, owners=owners)
 
     async def aclose(self) -> None:
         """Close the SDK client's connections; call when the provider is no longer used."""
