@@ -45,6 +45,7 @@ from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
 from cairn_server.tools.registry import TOOLS
+from cairn_server.tools.web_pages import WebPages
 
 RESTARTED = "the server restarted during this run"  # a recovered run's detail
 UNKNOWN_OUTCOMES_LISTED = 50  # in a welcome: the newest calls a client may still report on
@@ -74,6 +75,7 @@ class Runtime:
         self.memory = memory
         self.settings = settings
         self.catalog = catalog
+        self.web = WebPages(settings.fetch)  # fetch_url's pages, cached for every run
         # Only conversations with a client or a run (see `release`).
         self._hubs: dict[str, ConversationHub] = {}
         self._active: dict[str, ActiveRun] = {}
@@ -186,6 +188,7 @@ class Runtime:
                 provider=provider,
                 window=self.context_window(agent, conversation_id, model, tools),
                 executor=executor,
+                web=self.web,
             )
             task = asyncio.create_task(self._drive(conversation_id, run), name=run_record.id)
             self._active[conversation_id] = ActiveRun(run, task)

@@ -16,11 +16,13 @@ from pydantic import ValidationError
 from cairn_server.domain import MalformedArguments, ToolCall, ToolSpec
 from cairn_server.tools.archival import ARCHIVAL_TOOLS
 from cairn_server.tools.base import ServerTool, ToolContext, ToolOutcome, tool_error
+from cairn_server.tools.fetch_url import FETCH_TOOLS
 from cairn_server.tools.memory_edit import MEMORY_EDIT_TOOLS
 from cairn_server.tools.recall_search import RECALL_TOOLS
 
 SERVER_TOOLS: dict[str, ServerTool] = {
-    tool.spec.name: tool for tool in [*MEMORY_EDIT_TOOLS, *RECALL_TOOLS, *ARCHIVAL_TOOLS]
+    tool.spec.name: tool
+    for tool in [*MEMORY_EDIT_TOOLS, *RECALL_TOOLS, *ARCHIVAL_TOOLS, *FETCH_TOOLS]
 }
 
 # Who runs a tool: the server itself, or the client that offered it.
