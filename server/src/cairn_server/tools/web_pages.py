@@ -18,7 +18,7 @@ import httpx
 
 from cairn_server import __version__
 from cairn_server.config import FetchSettings
-from cairn_server.tools.web_addresses import checked_url, destination, next_url
+from cairn_server.tools.web_addresses import FetchRefused, checked_url, destination, next_url
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 CACHED_PAGES = 64  # most pages kept at once; the oldest goes first
@@ -143,7 +143,12 @@ class WebPages:
         self, client: httpx.AsyncClient, url: httpx.URL, before: tuple[str, ...]
     ) -> Page | httpx.URL:
         """One request: the page, or where a redirect leads (checked)."""
-        target = await destination(url, self.settings)
+        try:
+            target = await destination(url, self.settings)
+        except FetchRefused as exc:
+            if not before:
+                raise
+            raise FetchRefused(f"{before[-1]} redirects to '{url}', refused: {exc}") from None
         extensions = {"sni_hostname": target.host} if url.scheme == "https" else {}
         request = client.build_request(
             "GET",
