@@ -102,12 +102,6 @@ class FetchAllowance:
     host: str | None = None
     port: int | None = None
 
-    def __str__(self) -> str:
-        where = str(self.network if self.network is not None else self.host)
-        if self.port is None:
-            return where
-        return f"[{where}]:{self.port}" if ":" in where else f"{where}:{self.port}"
-
 
 def fetch_allowance(text: str) -> FetchAllowance:
     """`10.0.0.0/8`, `192.168.1.5`, `[::1]:8080`, `127.0.0.1:8080`, `intranet.local`, or
