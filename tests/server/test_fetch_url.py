@@ -64,6 +64,25 @@ async def test_an_html_page_reads_as_markdown_without_its_navigation_or_scripts(
         assert boilerplate not in text
 
 
+async def test_an_api_reference_keeps_its_parameter_table_and_example(site: WebSite) -> None:
+    """Sphinx puts a function's whole text in a <dd>: it must not come out as one line."""
+    outcome = await fetch(WebPages(allowing(site)), url=f"{site.url}/docs/api_reference.html")
+    text = outcome.content.partition("\n\n")[2]
+    assert text.startswith("# scan()\n")  # no "¶" anchor
+    assert "| `max_size` | `int` | Skip files larger than this many bytes" in text
+    assert '```\nfrom scanlib import scan\nresult = scan("src", include=["*.py"])\n' in text
+    assert "Navigation" not in text and "Powered by Sphinx" not in text
+
+
+async def test_a_blog_post_comes_without_its_site_around_it(site: WebSite) -> None:
+    outcome = await fetch(WebPages(allowing(site)), url=f"{site.url}/docs/blog_post.html")
+    text = outcome.content.partition("\n\n")[2]
+    assert text.startswith("# How we cut our build time by 70%")
+    assert "## Splitting the suite" in text and "key: deps-${{ hashFiles('uv.lock') }}" in text
+    for chrome in ("cookies", "Related post", "Great post", "Subscribe", "gtm.js", "Careers"):
+        assert chrome not in text
+
+
 async def test_plain_text_comes_as_it_is(site: WebSite) -> None:
     outcome = await fetch(WebPages(allowing(site)), url=f"{site.url}/notes.txt")
     assert outcome.content.endswith("\n\nline one\nline two\n")

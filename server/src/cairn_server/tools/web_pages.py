@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -176,7 +176,7 @@ class WebPages:
         if b"\x00" in body[:SNIFFED_BYTES]:
             raise FetchError(_not_text(url, media_type or "binary data with no content type"))
         kind = kind or ("html" if _looks_like_html(body) else "text")
-        text = await asyncio.to_thread(_readable, body, charset, kind, str(url))
+        text = await asyncio.to_thread(readable_text, body, charset, kind, str(url))
         return Page(
             url=str(url),
             redirected_from=before,
@@ -216,17 +216,22 @@ async def _capped_body(response: httpx.Response, max_bytes: int) -> tuple[bytes,
     return bytes(body), False
 
 
-def _readable(body: bytes, charset: str | None, kind: Kind, url: str) -> str:
+def readable_text(body: bytes, charset: str | None, kind: Kind, url: str) -> str:
     """The body as the model reads it: HTML as Markdown, other text decoded."""
     if kind == "text":
         return _decoded(body, charset or "utf-8")
     # Imported here: trafilatura (and lxml) take over a second to import, and only a server
     # whose model fetches a page needs them.
     import trafilatura
+    from trafilatura.utils import load_html
 
     html: str | bytes = _decoded(body, charset) if charset else body  # bytes: it finds the charset
+    tree = load_html(html)
+    if tree is None:  # no markup to speak of
+        return _decoded(body, charset or "utf-8").strip()
+    _tidy(tree)
     markdown = trafilatura.extract(
-        html,
+        tree,
         url=url,
         output_format="markdown",
         include_links=True,
@@ -237,7 +242,17 @@ def _readable(body: bytes, charset: str | None, kind: Kind, url: str) -> str:
         favor_recall=True,
         with_metadata=False,
     )
-    return (markdown or trafilatura.html2txt(html) or "").strip()
+    return (markdown or trafilatura.html2txt(html)).strip()
+
+
+def _tidy(tree: Any) -> None:  # lxml's HtmlElement: lxml ships no type hints
+    """Definition lists become plain blocks (API references, Sphinx's above all, put a whole
+    function's text, tables and examples in one <dd>, which trafilatura would flatten into one
+    line), and heading anchors ("¶") go."""
+    for anchor in tree.xpath('//a[contains(concat(" ", @class, " "), " headerlink ")]'):
+        anchor.drop_tree()
+    for element in tree.iter("dl", "dt", "dd"):
+        element.tag = "div"
 
 
 def _decoded(body: bytes, charset: str) -> str:
