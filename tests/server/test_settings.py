@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
-
-import ipaddress
 
 import pytest
 from cairn_server.config import FetchAllowance, ServerSettings, SettingsError

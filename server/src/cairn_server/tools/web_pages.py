@@ -21,7 +21,8 @@ from cairn_server.config import FetchSettings
 from cairn_server.tools.web_addresses import FetchRefused, checked_url, destination, next_url
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-CACHED_PAGES = 64  # most pages kept at once; the oldest goes first
+CACHED_PAGES = 32  # most pages kept at once (each at most a few MB); the oldest goes first
+SHOWN_HEADER_CHARS = 100  # of a status reason or content type the server chose
 SNIFFED_BYTES = 1024  # a NUL among these marks a binary body, whatever its declared type
 USER_AGENT = f"Cairn/{__version__} (fetch_url)"
 ACCEPT = "text/html, text/markdown, text/plain, application/json, application/xml;q=0.9, */*;q=0.1"
@@ -173,7 +174,8 @@ class WebPages:
         if media_type and kind is None:
             raise FetchError(_not_text(url, media_type))
         body, cut = await _capped_body(response, self.settings.max_bytes)
-        if b"\x00" in body[:SNIFFED_BYTES]:
+        wide = (charset or "").lower().startswith(("utf-16", "utf-32"))  # NULs are text there
+        if b"\x00" in body[:SNIFFED_BYTES] and not wide:
             raise FetchError(_not_text(url, media_type or "binary data with no content type"))
         kind = kind or ("html" if _looks_like_html(body) else "text")
         text = await asyncio.to_thread(readable_text, body, charset, kind, str(url))
@@ -181,7 +183,7 @@ class WebPages:
             url=str(url),
             redirected_from=before,
             status=response.status_code,
-            reason=response.reason_phrase,
+            reason=response.reason_phrase[:SHOWN_HEADER_CHARS],
             media_type=media_type,
             bytes_read=len(body),
             cut=cut,
@@ -270,7 +272,7 @@ def _content_type(header: str) -> tuple[str, str | None]:
         name, _, value = parameter.partition("=")
         if name.strip().lower() == "charset" and value.strip():
             charset = value.strip().strip("\"'")
-    return media_type.strip().lower(), charset
+    return media_type.strip().lower()[:SHOWN_HEADER_CHARS], charset
 
 
 def _looks_like_html(body: bytes) -> bool:
