@@ -151,6 +151,8 @@ class FetchSettings(BaseModel):
 
     model_config = _GROUP
 
+    # Off: the tool is not offered at all (nothing is fetched without a person asking).
+    enabled: bool = Field(True, validation_alias="CAIRN_FETCH_ENABLED")
     allow_private: bool = Field(False, validation_alias="CAIRN_FETCH_ALLOW_PRIVATE")
     allow: Annotated[tuple[FetchAllowance, ...], BeforeValidator(_allowances)] = Field(
         (), validation_alias="CAIRN_FETCH_ALLOW"

@@ -13,6 +13,7 @@ from cairn_protocol import CLIENT_TOOLS
 from cairn_protocol.tools import ToolKind, invalid_arguments
 from pydantic import ValidationError
 
+from cairn_server.config import FetchSettings
 from cairn_server.domain import MalformedArguments, ToolCall, ToolSpec
 from cairn_server.tools.archival import ARCHIVAL_TOOLS
 from cairn_server.tools.base import ServerTool, ToolContext, ToolOutcome, tool_error
@@ -78,3 +79,11 @@ class ToolRegistry:
 
 
 TOOLS = ToolRegistry()
+
+
+def server_registry(fetch: FetchSettings) -> ToolRegistry:
+    """The registry a server's runs use: every tool, less fetch_url when the operator turned
+    it off (CAIRN_FETCH_ENABLED=0)."""
+    if fetch.enabled:
+        return TOOLS
+    return ToolRegistry({name: tool for name, tool in SERVER_TOOLS.items() if name != "fetch_url"})
