@@ -53,8 +53,8 @@ async def fetch_url(ctx: ToolContext, args: FetchUrlArgs) -> ToolOutcome:
 FETCH_TOOLS: list[ServerTool] = [
     server_tool(
         "fetch_url",
-        "Fetch a public web page (http/https) and read it as Markdown; text only (HTML, plain "
-        "text, Markdown, JSON, XML). Long pages come in parts: pass offset to read on.",
+        "Read a public http(s) page as Markdown (text types only); long pages come in parts: "
+        "pass offset.",
         FetchUrlArgs,
         fetch_url,
         "read",
