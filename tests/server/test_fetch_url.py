@@ -23,7 +23,7 @@ from cairn_server.tools.base import ToolContext, ToolOutcome
 from cairn_server.tools.fetch_url import SHOWN_CHARS
 from cairn_server.tools.registry import TOOLS
 from cairn_server.tools.web_addresses import FetchRefused, address_problem, checked_url
-from cairn_server.tools.web_pages import WebPages
+from cairn_server.tools.web_pages import WebPages, text_kind
 from support.servers import cairn_server, call, script, sqlite_url
 from support.web_site import WebSite
 from support.wire import connected
@@ -317,6 +317,28 @@ def test_public_addresses_pass(address: str) -> None:
 def test_urls_that_are_not_fetchable_are_refused_before_any_lookup(url: str) -> None:
     with pytest.raises(FetchRefused):
         checked_url(url)
+
+
+@pytest.mark.parametrize(
+    ("media_type", "kind"),
+    [
+        ("text/html", "html"),
+        ("application/xhtml+xml", "html"),
+        ("text/plain", "text"),
+        ("text/markdown", "text"),
+        ("application/json", "text"),
+        ("application/problem+json", "text"),
+        ("application/atom+xml", "text"),
+        ("application/javascript", "text"),
+        ("image/png", None),
+        ("application/pdf", None),
+        ("application/octet-stream", None),
+        ("application/zip", None),
+        ("video/mp4", None),
+    ],
+)
+def test_text_types_are_read_and_others_refused(media_type: str, kind: str | None) -> None:
+    assert text_kind(media_type) == kind
 
 
 def test_a_url_keeps_its_query_and_loses_its_fragment() -> None:

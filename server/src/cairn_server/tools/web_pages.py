@@ -26,7 +26,7 @@ SHOWN_HEADER_CHARS = 100  # of a status reason or content type the server chose
 SNIFFED_BYTES = 1024  # a NUL among these marks a binary body, whatever its declared type
 USER_AGENT = f"Cairn/{__version__} (fetch_url)"
 ACCEPT = "text/html, text/markdown, text/plain, application/json, application/xml;q=0.9, */*;q=0.1"
-# Media types outside text/* that are text to read.
+# Media types outside text/* that are text to read (besides any ending in +json, +xml, +yaml).
 TEXT_APPLICATION_TYPES = frozenset(
     {
         "json",
@@ -41,7 +41,6 @@ TEXT_APPLICATION_TYPES = frozenset(
         "x-python",
         "sql",
         "graphql",
-        "ld+json",
         "x-ndjson",
         "csv",
     }
