@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
 
 import pytest
-from cairn_server.config import ServerSettings, SettingsError
+from cairn_server.config import FetchAllowance, ServerSettings, SettingsError
 
 
 def test_budget_and_limit_settings_are_read_from_the_environment() -> None:
@@ -37,6 +38,41 @@ def test_budget_and_limit_settings_are_read_from_the_environment() -> None:
     ],
 )
 def test_a_bad_value_names_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=f"{name}='{value}'.*{message}"):
+        ServerSettings.from_env({name: value}, database_url="sqlite+aiosqlite:///x.db")
+
+
+def test_fetch_settings_read_their_allowances_and_limits() -> None:
+    settings = ServerSettings.from_env(
+        {
+            "CAIRN_FETCH_ALLOW": "10.0.0.0/8, 127.0.0.1:8080 [::1]:9000 Intranet.Example:8443",
+            "CAIRN_FETCH_MAX_BYTES": "100000",
+            "CAIRN_FETCH_CACHE_TTL_S": "0",
+        },
+        database_url="sqlite+aiosqlite:///x.db",
+    )
+    fetch = settings.fetch
+    assert fetch.allow == (
+        FetchAllowance(network=ipaddress.ip_network("10.0.0.0/8")),
+        FetchAllowance(network=ipaddress.ip_network("127.0.0.1/32"), port=8080),
+        FetchAllowance(network=ipaddress.ip_network("::1/128"), port=9000),
+        FetchAllowance(host="intranet.example", port=8443),
+    )
+    assert (fetch.max_bytes, fetch.cache_ttl_s, fetch.allow_private) == (100_000, 0.0, False)
+    assert (fetch.timeout_s, fetch.max_redirects) == (20.0, 5)  # the defaults
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("CAIRN_FETCH_ALLOW", "10.0.0.0/8,bad_host!", "'bad_host!' is not an address, network"),
+        ("CAIRN_FETCH_ALLOW", "127.0.0.1:http", r"has no valid port \(1 to 65535\)"),
+        ("CAIRN_FETCH_ALLOW_PRIVATE", "maybe", "boolean"),
+        ("CAIRN_FETCH_MAX_REDIRECTS", "50", "expected an integer from 0 to 20"),
+        ("CAIRN_FETCH_TIMEOUT_S", "0", "expected a number from 1.0 up"),
+    ],
+)
+def test_a_bad_fetch_setting_names_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=f"{name}='{value}'.*{message}"):
         ServerSettings.from_env({name: value}, database_url="sqlite+aiosqlite:///x.db")
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import cast
 
 from cairn_protocol import CLIENT_TOOLS
+from cairn_server.config import FetchSettings
 from cairn_server.domain import MalformedArguments, ToolCall
 from cairn_server.memory.services import Memory
 from cairn_server.tools.base import ToolContext
-from cairn_server.tools.registry import SERVER_TOOLS, TOOLS
+from cairn_server.tools.registry import SERVER_TOOLS, TOOLS, server_registry
 
 
 def test_a_tool_call_parses_its_arguments_once_and_keeps_the_models_text() -> None:
@@ -36,6 +37,14 @@ def test_a_run_is_offered_the_client_tools_its_client_offers_then_every_server_t
         assert all("title" not in p for p in spec.parameters.get("properties", {}).values())
 
 
+def test_an_operator_can_turn_fetch_url_off() -> None:
+    assert server_registry(FetchSettings()).runner("fetch_url") == "server"
+    off = server_registry(FetchSettings.from_env({"CAIRN_FETCH_ENABLED": "0"}))
+    names = [spec.name for spec in off.specs(["read"])]
+    assert "fetch_url" not in names and "conversation_search" in names
+    assert off.runner("fetch_url") is None and off.kind("fetch_url") is None
+
+
 def test_the_registry_says_who_runs_a_tool() -> None:
     assert TOOLS.runner("memory_insert") == "server"
     assert TOOLS.runner("shell") == "client"
@@ -47,6 +56,7 @@ def test_the_registry_says_what_a_tool_does_in_the_protocol_s_kinds() -> None:
     assert TOOLS.kind("shell") == "shell"
     assert TOOLS.kind("conversation_search") == "read" and TOOLS.kind("archival_search") == "read"
     assert TOOLS.kind("memory_rethink") == "edit" and TOOLS.kind("archival_insert") == "edit"
+    assert TOOLS.kind("fetch_url") == "read"
     assert TOOLS.kind("teleport") is None
 
 

@@ -6,12 +6,15 @@ cairn_protocol.validation); the CLI or the app factory builds them at start and 
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
 
 from cairn_protocol.validation import setting_problem, variable_names
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from cairn_server.errors import CairnServerError
 
@@ -87,6 +90,84 @@ class EmbeddingSettings(BaseModel):
         return _validated(cls, _environment(env), {})
 
 
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class FetchAllowance:
+    """One destination fetch_url may reach although it is not public: a network (one address
+    is a /32 or /128) or a host name as written in the URL, on any port or on `port` only."""
+
+    network: IpNetwork | None = None
+    host: str | None = None
+    port: int | None = None
+
+
+def fetch_allowance(text: str) -> FetchAllowance:
+    """`10.0.0.0/8`, `192.168.1.5`, `[::1]:8080`, `127.0.0.1:8080`, `intranet.local`, or
+    `intranet.local:8443`; ValueError naming what is wrong."""
+    where, port = _split_port(text.strip())
+    try:
+        return FetchAllowance(network=ipaddress.ip_network(where, strict=False), port=port)
+    except ValueError:
+        pass
+    name = where.lower().rstrip(".")
+    if not _HOST_NAME.fullmatch(name):
+        raise ValueError(
+            f"{text!r} is not an address, network (CIDR) or host name, optionally with :port"
+        )
+    return FetchAllowance(host=name, port=port)
+
+
+_HOST_NAME = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)*")
+
+
+def _split_port(text: str) -> tuple[str, int | None]:
+    if text.startswith("["):  # [IPv6]:port
+        address, _, rest = text[1:].partition("]")
+        return address, _port(rest.removeprefix(":"), text) if rest else None
+    if text.count(":") == 1:  # host:port or IPv4:port; more colons: a bare IPv6 address
+        where, _, port = text.partition(":")
+        return where, _port(port, text)
+    return text, None
+
+
+def _port(text: str, entry: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"{entry!r} has no valid port (1 to 65535) after the colon")
+    return int(text)
+
+
+def _allowances(value: object) -> object:
+    """A comma- or space-separated variable, or what the constructor was given."""
+    if isinstance(value, str):
+        return tuple(fetch_allowance(entry) for entry in value.replace(",", " ").split())
+    return value
+
+
+class FetchSettings(BaseModel):
+    """fetch_url's limits, its cache, and which non-public destinations it may reach (none
+    by default: private, loopback, link-local and other special addresses are refused)."""
+
+    model_config = _GROUP
+
+    # Off: the tool is not offered at all (nothing is fetched without a person asking).
+    enabled: bool = Field(True, validation_alias="CAIRN_FETCH_ENABLED")
+    allow_private: bool = Field(False, validation_alias="CAIRN_FETCH_ALLOW_PRIVATE")
+    allow: Annotated[tuple[FetchAllowance, ...], BeforeValidator(_allowances)] = Field(
+        (), validation_alias="CAIRN_FETCH_ALLOW"
+    )
+    max_bytes: int = Field(2_000_000, ge=1024, validation_alias="CAIRN_FETCH_MAX_BYTES")
+    timeout_s: float = Field(20.0, ge=1.0, validation_alias="CAIRN_FETCH_TIMEOUT_S")
+    max_redirects: int = Field(5, ge=0, le=20, validation_alias="CAIRN_FETCH_MAX_REDIRECTS")
+    # 0 turns the cache off.
+    cache_ttl_s: float = Field(900.0, ge=0.0, validation_alias="CAIRN_FETCH_CACHE_TTL_S")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> FetchSettings:
+        return _validated(cls, _environment(env), {})
+
+
 class ServerSettings(BaseModel):
     """The server process's settings. `from_env` reads the environment (or a mapping given
     for it); the constructor takes values by field name and reads nothing."""
@@ -121,6 +202,7 @@ class ServerSettings(BaseModel):
     bootstrap_user: str = Field("local", validation_alias="CAIRN_BOOTSTRAP_USER")
     model: ModelSettings = ModelSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
+    fetch: FetchSettings = FetchSettings()
 
     @property
     def ws_backlog_bytes(self) -> int:
@@ -139,6 +221,7 @@ class ServerSettings(BaseModel):
         groups: dict[str, Any] = {
             "model": _validated(ModelSettings, source, {}),
             "embedding": _validated(EmbeddingSettings, source, {}),
+            "fetch": _validated(FetchSettings, source, {}),
         }
         unknown = set(fields) - set(cls.model_fields)
         if unknown:  # model_copy would keep them silently, and nothing would read them

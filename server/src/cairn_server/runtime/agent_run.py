@@ -62,6 +62,7 @@ from cairn_server.storage.repository import describe_failure
 from cairn_server.storage.store import Store, to_model_message
 from cairn_server.tools.base import ToolContext
 from cairn_server.tools.registry import TOOLS, ToolRegistry
+from cairn_server.tools.web_pages import WebPages
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -132,6 +133,7 @@ class AgentRun:
     provider: Provider
     window: ContextWindow
     executor: Client  # the client that runs this run's tool requests (a resumer takes over)
+    web: WebPages  # what fetch_url reads pages through (with the server's cache)
     tools: ToolRegistry = TOOLS
     # Client calls not yet settled, by call_id; an answer resolves its future.
     pending: dict[str, asyncio.Future[ToolCallRecord]] = field(default_factory=dict)
@@ -414,7 +416,7 @@ class AgentRun:
             return await self._settle_here(call, _tool_error(call, unknown))
         if runner == "server":
             tool_context = ToolContext(
-                self.memory, self.agent_id, self.conversation_id, self.run_id, call.id
+                self.memory, self.agent_id, self.conversation_id, self.run_id, call.id, self.web
             )
             outcome = await self.tools.dispatch(tool_context, call)
             result = ModelMessage(

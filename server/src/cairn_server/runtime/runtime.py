@@ -44,7 +44,8 @@ from cairn_server.runtime.agent_run import (
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
-from cairn_server.tools.registry import TOOLS
+from cairn_server.tools.registry import server_registry
+from cairn_server.tools.web_pages import WebPages
 
 RESTARTED = "the server restarted during this run"  # a recovered run's detail
 UNKNOWN_OUTCOMES_LISTED = 50  # in a welcome: the newest calls a client may still report on
@@ -74,6 +75,8 @@ class Runtime:
         self.memory = memory
         self.settings = settings
         self.catalog = catalog
+        self.tools = server_registry(settings.fetch)
+        self.web = WebPages(settings.fetch)  # fetch_url's pages, cached for every run
         # Only conversations with a client or a run (see `release`).
         self._hubs: dict[str, ConversationHub] = {}
         self._active: dict[str, ActiveRun] = {}
@@ -177,7 +180,7 @@ class Runtime:
                 conversation_id, run_record.id, ModelMessage(role="user", content=text)
             )
             await hub.publish(RunStarted(run_id=run_record.id, user_text=text))
-            tools = tuple(TOOLS.specs(client_tools))
+            tools = tuple(self.tools.specs(client_tools))
             run = AgentRun(
                 spec=self._run_spec(run_record.id, agent, conversation_id, model, tools),
                 store=self.store,
@@ -186,6 +189,8 @@ class Runtime:
                 provider=provider,
                 window=self.context_window(agent, conversation_id, model, tools),
                 executor=executor,
+                web=self.web,
+                tools=self.tools,
             )
             task = asyncio.create_task(self._drive(conversation_id, run), name=run_record.id)
             self._active[conversation_id] = ActiveRun(run, task)
@@ -235,7 +240,7 @@ class Runtime:
             store=self.store,
             memory=self.memory,
             context=AgentContext(
-                agent.display_name, TOOLS.specs(CLIENT_TOOLS) if tools is None else tools
+                agent.display_name, self.tools.specs(CLIENT_TOOLS) if tools is None else tools
             ),
             agent_id=agent.id,
             conversation_id=conversation_id,
@@ -259,7 +264,7 @@ class Runtime:
                 raise RunInProgressError(
                     "a run is in progress; wait for it to finish (or press Esc) and compact then"
                 )
-            tools = TOOLS.specs(client_tools)
+            tools = self.tools.specs(client_tools)
             window = self.context_window(agent, conversation_id, model, tools)
             compaction = await window.compact("requested", None, focus)
             if compaction is not None:

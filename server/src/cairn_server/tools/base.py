@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cairn_protocol.redaction import secrets_phrase
 from cairn_protocol.tools import ToolKind
@@ -18,16 +18,22 @@ from pydantic import BaseModel
 from cairn_server.domain import ToolSpec
 from cairn_server.memory.services import Memory
 
+if TYPE_CHECKING:
+    from cairn_server.tools.web_pages import WebPages
+
 
 @dataclass(frozen=True)
 class ToolContext:
-    """Who is calling: the agent, its conversation and run, and the model's call id."""
+    """Who is calling: the agent, its conversation and run, and the model's call id; the
+    services the tools use (memory, and the web pages fetch_url reads, None where there are
+    none)."""
 
     memory: Memory
     agent_id: str
     conversation_id: str
     run_id: str | None = None
     tool_call_id: str | None = None
+    web: WebPages | None = None
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,17 @@ from cairn_protocol import CLIENT_TOOLS
 from cairn_protocol.tools import ToolKind, invalid_arguments
 from pydantic import ValidationError
 
+from cairn_server.config import FetchSettings
 from cairn_server.domain import MalformedArguments, ToolCall, ToolSpec
 from cairn_server.tools.archival import ARCHIVAL_TOOLS
 from cairn_server.tools.base import ServerTool, ToolContext, ToolOutcome, tool_error
+from cairn_server.tools.fetch_url import FETCH_TOOLS
 from cairn_server.tools.memory_edit import MEMORY_EDIT_TOOLS
 from cairn_server.tools.recall_search import RECALL_TOOLS
 
 SERVER_TOOLS: dict[str, ServerTool] = {
-    tool.spec.name: tool for tool in [*MEMORY_EDIT_TOOLS, *RECALL_TOOLS, *ARCHIVAL_TOOLS]
+    tool.spec.name: tool
+    for tool in [*MEMORY_EDIT_TOOLS, *RECALL_TOOLS, *ARCHIVAL_TOOLS, *FETCH_TOOLS]
 }
 
 # Who runs a tool: the server itself, or the client that offered it.
@@ -76,3 +79,11 @@ class ToolRegistry:
 
 
 TOOLS = ToolRegistry()
+
+
+def server_registry(fetch: FetchSettings) -> ToolRegistry:
+    """The registry a server's runs use: every tool, less fetch_url when the operator turned
+    it off (CAIRN_FETCH_ENABLED=0)."""
+    if fetch.enabled:
+        return TOOLS
+    return ToolRegistry({name: tool for name, tool in SERVER_TOOLS.items() if name != "fetch_url"})
