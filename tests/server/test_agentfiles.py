@@ -24,7 +24,7 @@ from cairn_server.memory.services import Memory
 from cairn_server.storage.db import Database
 from cairn_server.storage.models import Message, User
 from cairn_server.storage.store import Store
-from sqlmodel import col, func, select
+from sqlmodel import func, select
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "agentfiles"
 WORKSPACE = WorkspaceIdentity(root_commit="c" * 40, display_name="shop", path="/w/shop")
@@ -246,6 +246,12 @@ async def test_an_existing_agent_is_set_aside_only_with_replace(
 # ---------------------------------------------------------------------- other public files
 
 
+def tool_call(call_id: str, name: str, arguments: dict[str, str]) -> dict[str, Any]:
+    """A call in the OpenAI form Letta's files use."""
+    function = {"name": name, "arguments": json.dumps(arguments)}
+    return {"id": call_id, "type": "function", "function": function}
+
+
 def long_history(turns: int) -> list[dict[str, Any]]:
     """A Letta history: a system message, MemGPT envelopes, send_message replies, tool
     calls with results (some never answered), reasoning and a heartbeat."""
@@ -253,8 +259,7 @@ def long_history(turns: int) -> list[dict[str, Any]]:
     for n in range(turns):
         text = json.dumps({"type": "user_message", "message": f"question {n} about turnip{n}"})
         messages.append({"role": "user", "content": [{"type": "text", "text": text}]})
-        call = {"id": f"c{n}", "type": "function", "function": {"name": "web_search"}}
-        call["function"]["arguments"] = json.dumps({"query": f"q{n}"})
+        call = tool_call(f"c{n}", "web_search", {"query": f"q{n}"})
         messages.append(
             {
                 "role": "assistant",
@@ -264,8 +269,7 @@ def long_history(turns: int) -> list[dict[str, Any]]:
         )
         if n % 10:  # every tenth call is never answered
             messages.append({"role": "tool", "tool_call_id": f"c{n}", "content": f"result {n}"})
-        reply = {"id": f"r{n}", "type": "function", "function": {"name": "send_message"}}
-        reply["function"]["arguments"] = json.dumps({"message": f"answer {n}"})
+        reply = tool_call(f"r{n}", "send_message", {"message": f"answer {n}"})
         messages.append({"role": "assistant", "content": "inner", "tool_calls": [reply]})
         messages.append({"role": "tool", "tool_call_id": f"r{n}", "content": "None"})
     alert = json.dumps({"type": "heartbeat", "message": "woke up"})
@@ -331,4 +335,3 @@ def assert_provider_rules(messages: list[Message]) -> None:
     ids = [str(call["id"]) for m in messages for call in m.tool_calls or []]
     assert len(ids) == len(set(ids))
     assert all(m.content or m.tool_calls for m in messages if m.role == "assistant")
-    assert col  # sqlmodel's col is imported for the type checker's sake only
