@@ -277,11 +277,10 @@ def long_history(turns: int) -> list[dict[str, Any]]:
     return messages
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_long_letta_history_becomes_one_every_provider_accepts(
     database: Database, store: Store
 ) -> None:
-    turns = 600
+    turns = 1000
     document = letta_file(
         messages=long_history(turns),
         enable_sleeptime=True,
@@ -317,8 +316,8 @@ async def test_a_long_letta_history_becomes_one_every_provider_accepts(
     assert Counter(m.role for m in stored)["assistant"] == turns * 2
     assert stored[3].content == "answer 0" and stored[-1].role == "event"
     memory = Memory.open(database)
-    [hit] = await memory.recall.search(report.agent.id, "turnip432", limit=1)
-    assert hit.content == "question 432 about turnip432"
+    [hit] = await memory.recall.search(report.agent.id, "turnip732", limit=1)
+    assert hit.content == "question 732 about turnip732"
 
 
 def assert_provider_rules(messages: list[Message]) -> None:

@@ -217,7 +217,9 @@ async def _insert_batches(
 ) -> None:
     """Many rows in few statements, in order (their ids follow it)."""
     for start in range(0, len(rows), INSERT_BATCH):
-        await session.exec(insert(table), params=list(rows[start : start + INSERT_BATCH]))
+        batch = list(rows[start : start + INSERT_BATCH])
+        connection = await session.connection()
+        await connection.execute(insert(table), batch)  # Core executemany: no ORM per row
 
 
 # ---------------------------------------------------------------------- export
