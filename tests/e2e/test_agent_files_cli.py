@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from cairn_fakes.runner import FakeModelServer
 from support.cli import cairn
+from support.repos import make_repo
 from support.servers import TEST_TOKEN, cairn_server, sqlite_url
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "agentfiles"
@@ -69,3 +70,11 @@ async def test_import_and_export_through_the_cairn_command(
         back = cairn(repo, data_dir, "agent", "import", str(written), "--replace", env=env)
         assert back.returncode == 0, back.stderr
         assert "set aside" in back.stdout
+
+        other = make_repo(tmp_path / "other", {"README.md": "# other\n"})
+        there = ("agent", "import", str(written), "--codebase", str(other), "--json")
+        moved = cairn(repo, data_dir, *there, env=env)
+        assert moved.returncode == 0, moved.stderr
+        assert json.loads(moved.stdout)["agent"]["display_name"] == "other"
+        listed = cairn(other, data_dir, "memory", "list", env=env)
+        assert "instructions" in listed.stdout and "read-only" in listed.stdout

@@ -290,6 +290,7 @@ async def test_a_long_letta_history_becomes_one_every_provider_accepts(
     document["blocks"] += [
         {"id": f"block-{n}", "label": f"Topic-{n}", "value": f"notes {n}"} for n in range(1, 40)
     ]
+    document["blocks"][1]["colour"] = "teal"
     document["agents"][0]["block_ids"] = [b["id"] for b in document["blocks"]]
     document["groups"] = [{"id": "group-0", "agent_ids": ["agent-0"], "description": "g"}]
     document["skills"] = [{"name": "triage"}]
@@ -308,6 +309,7 @@ async def test_a_long_letta_history_becomes_one_every_provider_accepts(
     for left_out in ("enable_sleeptime", "tool_rules"):
         assert rows[("setting", left_out)].outcome == "left_out"
     assert rows[("field", "mystery_setting")].reason == "unknown fields, ignored"
+    assert rows[("field", "block topic_1: colour")].outcome == "left_out"
     assert {("file", "groups"), ("file", "skills"), ("agent", "sleeper")} <= set(rows)
 
     assert report.conversation_id is not None
