@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -336,3 +337,22 @@ def assert_provider_rules(messages: list[Message]) -> None:
     ids = [str(call["id"]) for m in messages for call in m.tool_calls or []]
     assert len(ids) == len(set(ids))
     assert all(m.content or m.tool_calls for m in messages if m.role == "assistant")
+
+
+async def test_times_without_a_zone_and_older_function_results_are_read(
+    database: Database, store: Store
+) -> None:
+    history = [
+        {"role": "user", "content": "When?", "created_at": "2025-01-02T03:04:05"},
+        {"role": "assistant", "tool_calls": [tool_call("f1", "clock", {})]},
+        {"role": "function", "tool_call_id": "f1", "content": "noon"},
+    ]
+    report = await AgentFiles(database).import_file(
+        encoded(letta_file(messages=history)), await user_of(store), WORKSPACE, SETTINGS
+    )
+    assert report.conversation_id is not None
+    first, call, result = await store.list_messages(report.conversation_id)
+    assert first.created_at.replace(tzinfo=None).isoformat() == "2025-01-02T03:04:05"
+    assert first.created_at.utcoffset() in (None, timedelta(0))
+    assert (result.role, result.tool_call_id, result.content) == ("tool", "f1", "noon")
+    assert call.tool_calls[0]["id"] == "f1"

@@ -119,7 +119,7 @@ class _Converter:
             self._user(message)
         elif role == "assistant":
             self._assistant(message)
-        elif role == "tool":
+        elif role in ("tool", "function"):  # "function": the older OpenAI name
             self._tool(message)
         elif role == "approval":
             self.tally.add("approvals")

@@ -8,12 +8,12 @@ into these models, each problem one line naming the field; unknown fields are ke
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from cairn_protocol.rest import AGENT_FILE_MAX_BYTES
 from cairn_protocol.validation import validation_problems
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from cairn_server.errors import CairnServerError
 
@@ -24,6 +24,14 @@ class AgentFileError(CairnServerError, ValueError):
 
 class AgentFileTooLarge(AgentFileError):
     """A file over AGENT_FILE_MAX_BYTES, refused before it is parsed."""
+
+
+def _aware(moment: datetime) -> datetime:
+    """A time without a zone is read as UTC (Letta writes UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+Moment = Annotated[datetime, AfterValidator(_aware)]
 
 
 class _Lenient(BaseModel):
@@ -64,13 +72,13 @@ class FileMessage(_Lenient):
     tool_calls: list[FileToolCall] | None = None
     tool_call_id: str | None = None
     tool_returns: list[FileToolReturn] | None = None
-    created_at: datetime | None = None
+    created_at: Moment | None = None
 
 
 class FilePassage(_Lenient):
     text: str
     tags: list[str] | None = None
-    created_at: datetime | None = None
+    created_at: Moment | None = None
 
 
 class FileTool(_Lenient):
