@@ -98,7 +98,10 @@ def help_of(command: list[str]) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize("command", [[], ["memory", "set"], ["runs", "list"], ["conversations"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["memory", "set"], ["runs", "list"], ["conversations"], ["agent", "import"]],
+)
 def test_help_shows_flags_without_a_type(command: list[str]) -> None:
     shown = help_of(command)
     assert "-h, --help" in shown and "<bool>" not in shown

@@ -64,6 +64,12 @@ async def api(
                 "end_date": "2026-12-31",
                 "limit": "5",
                 "offset": "0",
+                # the codebase of POST /agents/import (a workspace identity) and its switch
+                "root_commit": "b" * 40,
+                "origin": "example.com/acme/other",
+                "display_name": "other",
+                "path": "/tmp/other",
+                "replace": "false",
             }
             yield client, valid
 

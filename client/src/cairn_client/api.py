@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from cairn_protocol import WorkspaceIdentity
 from cairn_protocol.rest import (
+    AgentImportReport,
     AgentPublic,
     ApprovalPublic,
     BlockDiff,
@@ -62,9 +63,9 @@ class ApiError(CairnError):
 
 def exit_code_for_status(status: int | None) -> ExitCode:
     """A failed request's exit code: no answer at all (the server cannot be reached) and a
-    request the server could not use (400, 404, 422) are 2; a refused token (401, 403) is 3;
+    request the server could not use (400, 404, 413, 422) are 2; a refused token (401, 403) is 3;
     anything else the server refused or failed at (409, 5xx) is 1."""
-    if status is None or status in (400, 404, 422):
+    if status is None or status in (400, 404, 413, 422):
         return ExitCode.USAGE
     if status in (401, 403):
         return ExitCode.MODEL
@@ -117,6 +118,27 @@ class CairnApi:
         """Give the agent `model` from its next message on (None: the server's default);
         ApiError 422, naming what the server runs, when it cannot run it."""
         return await self._one(AgentPublic, "PATCH", _agent(agent_id), json={"model": model})
+
+    async def import_agent_file(
+        self, identity: WorkspaceIdentity, agent_file: bytes, *, replace: bool = False
+    ) -> AgentImportReport:
+        """Create the codebase's agent from an agent file (.af); ApiError 409 when it has one
+        and `replace` is false, 422 naming what is wrong with the file, 413 when too large."""
+        params = {**identity.model_dump(exclude={"moved_from"}, exclude_none=True)}
+        params["replace"] = "true" if replace else "false"
+        return await self._one(
+            AgentImportReport,
+            "POST",
+            "/v1/agents/import",
+            params=params,
+            content=agent_file,
+            headers={"Content-Type": "application/json"},
+        )
+
+    async def export_agent_file(self, agent_id: str) -> bytes:
+        """The agent as an agent file (.af JSON), as the server wrote it."""
+        response = await self._request("GET", f"{_agent(agent_id)}/export")
+        return response.content
 
     async def list_conversations(self, agent_id: str) -> list[ConversationPublic]:
         """Most recently updated first."""

@@ -31,6 +31,7 @@ from cairn_client.memory_format import (
 # The REST client (httpx) and Rich are imported only when a command runs: `cairn --help` and
 # `cairn -p` never pay for them.
 if TYPE_CHECKING:
+    from cairn_protocol import WorkspaceIdentity
     from cairn_protocol.rest import AgentPublic, BlockPublic, BlockVersionPublic, ContextReport
     from rich.console import Console
     from rich.table import Table
@@ -357,20 +358,35 @@ def plain_console() -> Console:
 # ---------------------------------------------------------------------- plumbing
 
 
-def run_with_server(work: Work[T], settings: ClientSettings | None = None) -> T:
+def run_with_server(
+    work: Work[T], settings: ClientSettings | None = None, cwd: Path | None = None
+) -> T:
     """Find this workspace's server and agent and do `work`; `settings` are the command's
     (default: read from the environment now, once for the command)."""
+
+    async def with_agent(api: CairnApi, identity: WorkspaceIdentity) -> T:
+        return await work(api, await api.ensure_agent(identity))
+
+    return run_with_workspace(with_agent, settings, cwd)
+
+
+def run_with_workspace(
+    work: Callable[[CairnApi, WorkspaceIdentity], Awaitable[T]],
+    settings: ClientSettings | None = None,
+    cwd: Path | None = None,
+) -> T:
+    """Find the server and the identity of the codebase at `cwd` (default: here) and do
+    `work`, without creating its agent."""
     from cairn_client.api import CairnApi
     from cairn_client.config import ClientSettings
     from cairn_client.launch import prepare_launch
 
-    launch = prepare_launch(Path.cwd(), settings=settings or ClientSettings.from_env())
+    launch = prepare_launch(cwd or Path.cwd(), settings=settings or ClientSettings.from_env())
 
     async def main() -> T:
         try:
             async with CairnApi(launch.endpoint.resolve, launch.endpoint.token) as api:
-                agent = await api.ensure_agent(launch.workspace.identity)
-                return await work(api, agent)
+                return await work(api, launch.workspace.identity)
         finally:
             await launch.shutdown()
 

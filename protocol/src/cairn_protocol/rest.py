@@ -246,3 +246,40 @@ class ContextReport(PublicModel):
     budget: int
     total_tokens: int
     sections: list[ContextSection]
+
+
+# --------------------------------------------------------------------------- agent files
+
+# The largest agent file (.af) the server reads; a larger one is refused before it is parsed.
+AGENT_FILE_MAX_BYTES = 32 * 1024 * 1024
+# What became of one part of an imported agent file.
+ImportOutcome = Literal["kept", "converted", "left_out"]
+
+
+class ImportItem(PublicModel):
+    """One row of an import's report: a part of the file, what became of it, and why."""
+
+    kind: str = Field(description="block, system, messages, passages, model, tool, setting, …")
+    name: str
+    outcome: ImportOutcome
+    count: int = Field(default=1, description="How many of them (messages are one row).")
+    reason: str = ""
+
+
+class AgentImportReport(PublicModel):
+    """The agent an agent file became, the conversation holding its messages, and the table
+    of what was kept, converted or left out."""
+
+    agent: AgentPublic
+    conversation_id: str | None = Field(
+        default=None, description="The conversation holding the imported messages, if any."
+    )
+    replaced_agent_id: str | None = Field(
+        default=None,
+        description="The agent the codebase had before (--replace): set aside, not deleted.",
+    )
+    items: list[ImportItem]
+
+    def total(self, outcome: ImportOutcome) -> int:
+        """How many parts had `outcome` (each row counts `count`)."""
+        return sum(item.count for item in self.items if item.outcome == outcome)

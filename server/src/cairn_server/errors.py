@@ -13,6 +13,9 @@ turns the ones a request can cause into HTTP status codes, in one table.
     │   ├── ReadOnlyBlockError .. memory.blocks
     │   └── StaleBlockError ..... memory.blocks  (HTTP 409)
     ├── InvalidBudgetError ...... context.budget  (ValueError; HTTP 422)
+    ├── AgentFileError .......... agentfiles.schema  (ValueError; HTTP 422)
+    │   └── AgentFileTooLarge ... agentfiles.schema  (HTTP 413)
+    ├── AgentExistsError ........ agentfiles.service  (ValueError; HTTP 409)
     ├── UnknownModelError ....... providers.catalog  (ValueError; HTTP 422)
     ├── BudgetError ............. context.budget  (RuntimeError: a request cannot fit)
     ├── ProviderError ........... providers.base  (RuntimeError: the model failed)

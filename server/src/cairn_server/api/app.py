@@ -12,7 +12,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cairn_server import __version__
-from cairn_server.api import memory_routes, routes, ws
+from cairn_server.agentfiles.service import AgentFiles
+from cairn_server.api import agentfile_routes, memory_routes, routes, ws
 from cairn_server.api.activity import Activity, CountConnections
 from cairn_server.api.errors import install_error_handlers
 from cairn_server.config import ServerSettings
@@ -47,6 +48,7 @@ def create_app(
         await runtime.load_model_profiles()
         await runtime.recover_after_restart()
         app.state.runtime = runtime
+        app.state.agent_files = AgentFiles(database)
         default_model = catalog.resolve(None).model
         preload = asyncio.get_running_loop().run_in_executor(None, preload_provider, default_model)
         warm = asyncio.create_task(list_default_models(preload, catalog))
@@ -65,6 +67,7 @@ def create_app(
     app.add_middleware(CountConnections, activity=app.state.activity)
     app.include_router(routes.router)
     app.include_router(memory_routes.router)
+    app.include_router(agentfile_routes.router)
     install_error_handlers(app)
     app.include_router(ws.router)
     return app

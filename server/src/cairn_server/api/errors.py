@@ -9,6 +9,8 @@ from __future__ import annotations
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
+from cairn_server.agentfiles.schema import AgentFileError, AgentFileTooLarge
+from cairn_server.agentfiles.service import AgentExistsError
 from cairn_server.context.budget import InvalidBudgetError
 from cairn_server.memory.blocks import BlockExistsError, StaleBlockError
 from cairn_server.memory.edits import MemoryEditError
@@ -18,6 +20,9 @@ from cairn_server.storage.repository import NotFoundError
 # Checked in order: the first matching class decides (subclasses before their bases).
 STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (NotFoundError, status.HTTP_404_NOT_FOUND),
+    (AgentFileTooLarge, status.HTTP_413_CONTENT_TOO_LARGE),
+    (AgentFileError, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (AgentExistsError, status.HTTP_409_CONFLICT),
     (BlockExistsError, status.HTTP_409_CONFLICT),
     (StaleBlockError, status.HTTP_409_CONFLICT),
     (MemoryEditError, status.HTTP_422_UNPROCESSABLE_CONTENT),

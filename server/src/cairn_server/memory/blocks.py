@@ -7,7 +7,7 @@ that no value is stored before secrets are cut from it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from cairn_protocol.redaction import redact
@@ -137,10 +137,7 @@ class Blocks(Repository):
 
     async def list_blocks(self, agent_id: str) -> list[Block]:
         """The agent's blocks: the defaults first in their order, then the rest by label."""
-        blocks = await self._all(select(Block).where(Block.agent_id == agent_id))
-        return sorted(
-            blocks, key=lambda b: (DEFAULT_ORDER.get(b.label, len(DEFAULT_ORDER)), b.label)
-        )
+        return in_display_order(await self._all(select(Block).where(Block.agent_id == agent_id)))
 
     async def get(self, agent_id: str, label: str) -> Block:
         async with self._transaction(read_only=True) as session:
@@ -157,23 +154,13 @@ class Blocks(Repository):
         char_limit: int = DEFAULT_CHAR_LIMIT,
         read_only: bool = False,
     ) -> EditResult:
-        _check_label(label)
-        _check_char_limit(char_limit)
         value, redacted = redact(value)
-        check_limit(label, value, char_limit)
+        block = new_block(agent_id, label, value, description, char_limit, read_only)
         try:
             async with self._transaction() as session:
                 if await _find(session, agent_id, label) is not None:
                     raise BlockExistsError(f"block {label!r} already exists")
-                block = Block(
-                    agent_id=agent_id,
-                    label=label,
-                    description=description,
-                    value=value,
-                    char_limit=char_limit,
-                    read_only=read_only,
-                    version=await _next_version(session, agent_id, label),
-                )
+                block.version = await _next_version(session, agent_id, label)
                 session.add(block)
                 session.add(_version_of(block, "create", author))
                 return EditResult(block, "", redacted)
@@ -326,6 +313,33 @@ class Blocks(Repository):
             known = ", ".join(sorted(labels)) or "none"
             raise UnknownBlockError(f"no block {label!r}; the blocks are: {known}")
         return block
+
+
+def in_display_order(blocks: Sequence[Block]) -> list[Block]:
+    """The defaults first in their order, then the rest by label."""
+    return sorted(blocks, key=lambda b: (DEFAULT_ORDER.get(b.label, len(DEFAULT_ORDER)), b.label))
+
+
+def new_block(
+    agent_id: str, label: str, value: str, description: str, char_limit: int, read_only: bool
+) -> Block:
+    """A block not yet stored, its label, limit and value checked (MemoryEditError)."""
+    _check_label(label)
+    _check_char_limit(char_limit)
+    check_limit(label, value, char_limit)
+    return Block(
+        agent_id=agent_id,
+        label=label,
+        description=description,
+        value=value,
+        char_limit=char_limit,
+        read_only=read_only,
+    )
+
+
+def first_version(block: Block, author: Author) -> BlockVersion:
+    """The history row of a block just created (for writers that store both themselves)."""
+    return _version_of(block, "create", author)
 
 
 async def _find(

@@ -220,7 +220,7 @@ class Store(Repository):
                 if moved is not None:
                     return moved
         return await self._find_or_create(
-            lambda s: _agent_by_key(s, user_id, key),
+            lambda s: agent_by_key(s, user_id, key),
             lambda: Agent(
                 user_id=user_id,
                 codebase_key=key,
@@ -232,7 +232,7 @@ class Store(Repository):
 
     async def _agent_by_key(self, user_id: str, key: str) -> Agent | None:
         async with self._transaction(read_only=True) as session:
-            return await _agent_by_key(session, user_id, key)
+            return await agent_by_key(session, user_id, key)
 
     async def _move_agent(
         self, user_id: str, old_key: str, workspace: WorkspaceIdentity
@@ -793,7 +793,7 @@ def _event_type(event: ServerEvent) -> str:
     return event_type
 
 
-async def _agent_by_key(session: AsyncSession, user_id: str, key: str) -> Agent | None:
+async def agent_by_key(session: AsyncSession, user_id: str, key: str) -> Agent | None:
     """The user's agent under `key`, or the one `key` is an alias of (it moved)."""
     agent = await first(
         session, select(Agent).where(Agent.user_id == user_id, Agent.codebase_key == key)
