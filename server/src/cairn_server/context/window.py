@@ -22,6 +22,7 @@ from cairn_server.context.compaction import (
     choose_cut,
     digest,
     replaced_tokens,
+    structured,
     summary_limit,
     summary_request,
     usable_summary,
@@ -239,9 +240,9 @@ class ContextWindow:
                 log.warning("summariser failed, compacting with a digest: %s", exc)
                 why = f"the summary model failed ({_first_sentence(str(exc))})"
             else:
-                summary = usable_summary(text, limit)
-                if summary is not None:
-                    return "summary", summary, None
+                answer = usable_summary(text, limit)
+                if answer is not None:
+                    return "summary", structured(conversation.summary, answer, evicted, limit), None
                 why = "the summary model's answer was empty or over the limit"
         return "trim", digest(conversation.summary, evicted, limit, why), why
 
