@@ -107,6 +107,11 @@ def model_script(turns: int) -> Script:
 
 
 def forgetful_summaries(count: int) -> Script:
+    """The summary model's script: `count` of forgetful_answers."""
+    return script(*({"text": text} for text in forgetful_answers(count)))
+
+
+def forgetful_answers(count: int) -> list[str]:
     """What a summary model plausibly answers: the first summary, having read the planted
     results, records the facts and one rule but no files and not the other rules; every later
     one forgets all of them and reports only where the work stands."""
@@ -121,7 +126,7 @@ def forgetful_summaries(count: int) -> Script:
         f"## Task\n{TASK}\n## Next step\nCheck module {n % 6}.\n## Done\n- batch {n} checked"
         for n in range(1, count)
     ]
-    return script(*({"text": text} for text in [first, *later]))
+    return [first, *later]
 
 
 def tool_output(request: ToolRequest) -> str:

@@ -27,6 +27,7 @@ from cairn_server.storage.store import to_model_message
 # The summary may take this share of the budget, and never more than SUMMARY_MAX_TOKENS.
 SUMMARY_SHARE = 0.15
 SUMMARY_MAX_TOKENS = 4000
+SUMMARY_MIN_TOKENS = 200
 # Each tool result enters the summariser's transcript cut to this many characters.
 TRANSCRIPT_RESULT_CHARS = 1500
 # What a summary costs at least (headings, a goal, a state line): a compaction that would
@@ -65,8 +66,11 @@ class Cut:
     kept: list[Message]
 
 
-def summary_limit(budget_tokens: int) -> int:
-    return max(200, min(SUMMARY_MAX_TOKENS, int(budget_tokens * SUMMARY_SHARE)))
+def summary_limit(budget_tokens: int, room: int) -> int:
+    """The summary's share of the budget, and at most half the `room` it shares with the kept
+    messages (a budget hardly larger than the instructions and tools leaves little)."""
+    share = min(SUMMARY_MAX_TOKENS, int(budget_tokens * SUMMARY_SHARE), room // 2)
+    return max(SUMMARY_MIN_TOKENS, share)
 
 
 def choose_cut(messages: Sequence[Message], keep_tokens: int) -> Cut | None:
@@ -177,7 +181,9 @@ def _composed(
     why: str | None = None,
 ) -> str:
     merged = merge(parse_summary(previous_summary), new, derived_from(evicted))
-    return fit(merged, limit, why)
+    # The line with_search_hint adds counts against the limit too.
+    hint = count_tokens(with_search_hint("", 10**6))
+    return fit(merged, max(1, limit - hint), why)
 
 
 def with_search_hint(summary: str, evicted: int) -> str:
