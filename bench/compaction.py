@@ -7,7 +7,7 @@ files, so a small budget forces a compaction every few turns. The model is the f
 server; the summary model (CAIRN_SUMMARY_MODEL) the fake Anthropic one, in two modes:
 
 - `model`: a forgetful summariser (the first summary records the facts and one rule, no file;
-  every later one only where the work stands);
+  every later one only where the work stands, with its own newest rule and fact);
 - `digest`: the summariser fails every time, so every compaction is the deterministic digest.
 
 For each mode: compactions, retention (planted items found in the last request the model

@@ -114,7 +114,8 @@ def forgetful_summaries(count: int) -> Script:
 def forgetful_answers(count: int) -> list[str]:
     """What a summary model plausibly answers: the first summary, having read the planted
     results, records the facts and one rule but no files and not the other rules; every later
-    one forgets all of them and reports only where the work stands."""
+    one forgets all of them: it reports where the work stands, with its own newest rule and
+    fact in place of the earlier ones."""
     first = (
         f"## Task\n{TASK}\n## Next step\nCheck the next module.\n## Remaining\n- the modules\n"
         "## Done\n- read the retry logic and the staging config\n"
@@ -123,7 +124,9 @@ def forgetful_answers(count: int) -> list[str]:
         "- staging database on port 6543\n- Python 3.12.4"
     )
     later = [
-        f"## Task\n{TASK}\n## Next step\nCheck module {n % 6}.\n## Done\n- batch {n} checked"
+        f"## Task\n{TASK}\n## Next step\nCheck module {n % 6}.\n## Done\n- batch {n} checked\n"
+        "## Decisions and rules\n- check one module per turn\n"
+        f"## Facts learned\n- mod{n % 6} invalidates its cache on a currency switch"
         for n in range(1, count)
     ]
     return [first, *later]

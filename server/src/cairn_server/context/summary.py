@@ -8,8 +8,10 @@ and the trimming that keeps it within its token limit.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from cairn_server.context.tokens import count_tokens
 from cairn_server.domain import ToolCall
@@ -197,55 +199,95 @@ def render(summary: Summary, why: str | None = None) -> str:
 
 def fit(summary: Summary, limit: int, why: str | None = None) -> str:
     """The summary rendered within `limit` tokens: the oldest detail goes first (see
-    `_drop_one`); the task, next step, rules and the user's standing instructions only when
+    `_Trimmer`); the task, next step, rules and the user's standing instructions only when
     nothing else is left."""
-    sections = {key: list(items) for key, items in summary.sections.items()}
-    text = render(Summary(sections), why)
-    while count_tokens(text) > limit:
-        if not _drop_one(sections):
-            return _hard_cut(text, limit)
-        text = render(Summary(sections), why)
+    trimmer = _Trimmer(summary)
+    text = render(summary, why)
+    excess = count_tokens(text) - limit
+    while excess > 0:
+        # Items are dropped until their own tokens cover the excess, then the whole is
+        # counted again: a summary merged from a long history is not recounted per item.
+        while excess > 0:
+            dropped = trimmer.drop_one()
+            if dropped is None:
+                return _hard_cut(render(trimmer.kept(), why), limit)
+            excess -= dropped
+        text = render(trimmer.kept(), why)
+        excess = count_tokens(text) - limit
     return text
 
 
-def quoted(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+class _Trimmer:
+    """Which item of a summary goes next: the oldest of those that may go first (the user's
+    plain requests before their standing instructions, files only read before files
+    changed), from the section holding the most tokens of such items; then the protected
+    ones, oldest first."""
 
+    LAST = ("user", "rules", "task", "next")
 
-def _drop_one(sections: dict[str, list[str]]) -> bool:
-    """Drop the oldest item that may go now, from the section that holds the most tokens of
-    such items; False when nothing is left."""
-    trimmable = {key: _may_go(key, items) for key, items in sections.items()}
-    trimmable = {key: items for key, items in trimmable.items() if items}
-    if trimmable:
-        key = max(trimmable, key=lambda k: sum(count_tokens(i) for i in trimmable[k]))
-        sections[key].remove(trimmable[key][0])
-        return True
-    for key in ("user", "rules", "task", "next"):
-        if sections.get(key):
-            del sections[key][0]
-            return True
-    return False
+    def __init__(self, summary: Summary) -> None:
+        self.summary = summary
+        self.first = {key: deque(_may_go(key, items)) for key, items in summary.sections.items()}
+        self.tokens = {key: sum(_tokens(i) for i in queue) for key, queue in self.first.items()}
+        plain = set(self.first.get("user", ()))
+        self.last = {
+            key: deque(i for i in summary.items(key) if not (key == "user" and i in plain))
+            for key in self.LAST
+        }
+        self.dropped: dict[str, set[str]] = {key: set() for key in TITLES}
+
+    def drop_one(self) -> int | None:
+        """Drop the next item; the tokens it took (about), or None when nothing is left."""
+        waiting = [key for key, queue in self.first.items() if queue]
+        if waiting:
+            key = max(waiting, key=lambda k: self.tokens[k])
+            item = self.first[key].popleft()
+            self.tokens[key] -= _tokens(item)
+        else:
+            key = next((k for k in self.LAST if self.last[k]), "")
+            if not key:
+                return None
+            item = self.last[key].popleft()
+        self.dropped[key].add(item)
+        return _tokens(item) + 1
+
+    def kept(self) -> Summary:
+        return Summary(
+            {
+                key: [i for i in items if i not in self.dropped.get(key, ())]
+                for key, items in self.summary.sections.items()
+            }
+        )
 
 
 def _may_go(key: str, items: list[str]) -> list[str]:
-    """The items of a section that may be trimmed before the protected ones, oldest first:
-    the user's plain requests before their standing instructions, files only read before
-    files changed."""
+    """The items of a section that may be trimmed before the protected ones, in the order
+    they go."""
     if key in PROTECTED:
         return []
     if key == "user":
         return [quote for quote in items if not RULE_WORDS.search(quote)]
     if key == "files":
-        return [item for item in items if item.endswith("(read)")] or items
+        return [i for i in items if i.endswith("(read)")] + [
+            i for i in items if not i.endswith("(read)")
+        ]
     return items
+
+
+@lru_cache(maxsize=4096)
+def _tokens(item: str) -> int:
+    return count_tokens(item)
 
 
 def _hard_cut(text: str, limit: int) -> str:
     while text and count_tokens(text) > limit:
         text = text[: len(text) * 9 // 10]
     return text
+
+
+def quoted(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _heading(line: str) -> tuple[str, str] | None:
