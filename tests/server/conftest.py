@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,3 +129,10 @@ def _postgres_url_for(database_name: str) -> str:
 def fake(fake_model: FakeModelServer) -> FakeModelServer:
     """The fake model server, reset (see `fake_model`): the name the server tests use."""
     return fake_model
+
+
+@pytest.fixture
+def summaries() -> Iterator[FakeModelServer]:
+    """The summary model's own fake server (see support.servers.with_summaries)."""
+    with FakeModelServer() as fake:
+        yield fake

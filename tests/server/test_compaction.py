@@ -8,7 +8,6 @@ main script never has to guess when a compaction happens.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,33 +30,14 @@ from cairn_server.context.compiler import AgentContext, compile_context, count_c
 from cairn_server.context.memory_view import MemorySections
 from cairn_server.context.tokens import count_tokens
 from cairn_server.tools.registry import SERVER_TOOLS, TOOLS
-from support.servers import cairn_server, call, script, sqlite_url
+from support.servers import cairn_server, call, script, sqlite_url, with_summaries
 from support.wire import WireClient, asked_for_a_tool
 
 BUDGET = 6000
 THRESHOLD = 0.8
-SUMMARY_MODEL = "anthropic/claude-haiku-4-5"
 LONG_OUTPUT = "\n".join(
     f"{n:4}\tvalue_{n} = compute({n}, mode='fast')  # step {n}" for n in range(60)
 )
-
-
-@pytest.fixture
-def summaries() -> Iterator[FakeModelServer]:
-    """The summary model's own fake server."""
-    with FakeModelServer() as fake:
-        yield fake
-
-
-def with_summaries(summaries: FakeModelServer) -> dict[str, Any]:
-    """Server settings whose summary model (Anthropic) is served by `summaries`."""
-    return {
-        "env": {
-            "CAIRN_SUMMARY_MODEL": SUMMARY_MODEL,
-            "ANTHROPIC_BASE_URL": summaries.anthropic_base_url,
-            "ANTHROPIC_API_KEY": "test-anthropic-key",
-        },
-    }
 
 
 def conversation_script(turns: int) -> Script:

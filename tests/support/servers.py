@@ -17,6 +17,7 @@ from cairn_server.api.background import BackgroundServer
 from cairn_server.config import ServerSettings
 
 TEST_TOKEN = "cairn_test_token_0123456789"
+SUMMARY_MODEL = "anthropic/claude-haiku-4-5"
 MODELS = {"openai": "openai/gpt-4o-mini", "anthropic": "anthropic/claude-sonnet-4-6"}
 
 
@@ -27,6 +28,18 @@ def model_env(fake: FakeModelServer, provider: str = "openai") -> dict[str, str]
         "OPENAI_BASE_URL": fake.openai_base_url,
         "ANTHROPIC_API_KEY": "test-anthropic-key",
         "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
+    }
+
+
+def with_summaries(summaries: FakeModelServer) -> dict[str, Any]:
+    """Server settings whose summary model (Anthropic) is served by `summaries`, the
+    `summaries` fixture's fake (so the main model's script never interleaves with it)."""
+    return {
+        "env": {
+            "CAIRN_SUMMARY_MODEL": SUMMARY_MODEL,
+            "ANTHROPIC_BASE_URL": summaries.anthropic_base_url,
+            "ANTHROPIC_API_KEY": "test-anthropic-key",
+        },
     }
 
 

@@ -1,24 +1,33 @@
 """Compaction: which older messages leave the context, and the summary that replaces them.
 
 Owns the cut (never between a tool call and its results), the summariser's request, and
-the deterministic digest used when no usable summary comes back.
+the summary stored: the model's (structured, see summary.py) or the deterministic digest.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cairn_server.context.compiler import message_tokens
+from cairn_server.context.summary import (
+    Summary,
+    derived_from,
+    fit,
+    merge,
+    parse_summary,
+    quoted,
+    said,
+)
 from cairn_server.context.tokens import count_tokens
-from cairn_server.domain import ModelMessage, ModelRequest, ToolCall
+from cairn_server.domain import ModelMessage, ModelRequest
 from cairn_server.storage.models import Message
-from cairn_server.storage.store import stored_tool_calls, to_model_message
+from cairn_server.storage.store import to_model_message
 
 # The summary may take this share of the budget, and never more than SUMMARY_MAX_TOKENS.
 SUMMARY_SHARE = 0.15
 SUMMARY_MAX_TOKENS = 4000
+SUMMARY_MIN_TOKENS = 200
 # Each tool result enters the summariser's transcript cut to this many characters.
 TRANSCRIPT_RESULT_CHARS = 1500
 # What a summary costs at least (headings, a goal, a state line): a compaction that would
@@ -26,21 +35,29 @@ TRANSCRIPT_RESULT_CHARS = 1500
 SUMMARY_FLOOR_TOKENS = 400
 # The deterministic digest quotes this much of each user request.
 DIGEST_QUOTE_CHARS = 300
-PATH_ARGUMENTS = ("path", "file_path", "pattern")
 
 SUMMARY_INSTRUCTIONS = """\
 You compact the working memory of Cairn, a coding agent. The transcript below is leaving
 the agent's context window; your summary replaces it, so write what the agent needs to
-carry on the work without it. Keep, under short headings:
-- Goals: what the user asked for, in their words where it matters, and what is done or left.
-- Decisions: what was chosen and why.
-- Identifiers, verbatim: file paths, functions, classes, commands, branch names, error codes.
-- Errors met and how each was fixed (or that it is still open).
-- Current state: the step in progress and the next step.
-- Search hints: a few exact words or phrases to find the full detail later with
-  conversation_search (the transcript stays searchable).
-Merge the previous summary in if one is given. Be terse; no preamble. Stay under
-{limit} tokens."""
+carry on the work without it. Answer with exactly these Markdown sections, in this order:
+## Task
+The task as the user stated it, in their words where it matters.
+## Next step
+The one step to take next.
+## Remaining
+- what is left of the task
+## Done
+- what was done, and its result
+## Decisions and rules
+- every rule or instruction the user gave, in their words, and each decision with why
+## Files touched
+- path (what was done to it)
+## Facts learned
+- facts about the code and its environment, verbatim: identifiers, commands, values,
+  versions, errors and how each was fixed (or that it is still open)
+Merge the previous summary in: keep every rule, fact and file it lists unless the
+transcript shows it is no longer true; write Task, Next step and Remaining as they stand at
+the end of the transcript. Be terse; no preamble. Stay under {limit} tokens."""
 
 
 @dataclass(frozen=True)
@@ -49,8 +66,11 @@ class Cut:
     kept: list[Message]
 
 
-def summary_limit(budget_tokens: int) -> int:
-    return max(200, min(SUMMARY_MAX_TOKENS, int(budget_tokens * SUMMARY_SHARE)))
+def summary_limit(budget_tokens: int, room: int) -> int:
+    """The summary's share of the budget, and at most half the `room` it shares with the kept
+    messages (a budget hardly larger than the instructions and tools leaves little)."""
+    share = min(SUMMARY_MAX_TOKENS, int(budget_tokens * SUMMARY_SHARE), room // 2)
+    return max(SUMMARY_MIN_TOKENS, share)
 
 
 def choose_cut(messages: Sequence[Message], keep_tokens: int) -> Cut | None:
@@ -122,46 +142,48 @@ def usable_summary(text: str, limit: int) -> str | None:
     return text
 
 
+def structured(previous_summary: str, answer: str, evicted: Sequence[Message], limit: int) -> str:
+    """The summary stored after a model's `answer`: merged with the previous summary and
+    what code derives from the evicted messages, within `limit`."""
+    return _composed(previous_summary, parse_summary(answer), evicted, limit)
+
+
 def digest(previous_summary: str, evicted: Sequence[Message], limit: int, why: str) -> str:
-    """A summary made without a model: the user's requests quoted, files and tools used,
-    errors met, the last answer; oldest requests dropped first to stay within `limit`."""
-    asks = [f'- "{_quoted(m.content)}"' for m in evicted if m.role == "user" and m.content.strip()]
-    calls = [call for m in evicted for call in stored_tool_calls(m)]
-    tools = Counter(call.name for call in calls)
-    paths = sorted({path for call in calls for path in _paths(call)})
-    errors = [f"- {_first_line(m.content)}" for m in evicted if m.role == "tool" and m.is_error][
-        -5:
-    ]
-    answers = [m.content for m in evicted if m.role == "assistant" and m.content.strip()]
+    """A summary made without a model, in the same sections: the first request as the task
+    (kept from the previous summary: code cannot tell when a task changes), the latest
+    request and answer as the next step, the answers as what was done, the errors met as
+    facts; merged with the previous summary like a model's."""
+    asks = [quoted(m.content, DIGEST_QUOTE_CHARS) for m in evicted if said(m, "user")]
+    answers = [quoted(m.content, 200) for m in evicted if said(m, "assistant")]
+    errors = [
+        f"Error met: {_first_line(m.content)}" for m in evicted if m.role == "tool" and m.is_error
+    ][-5:]
+    latest = [f'The latest request: "{asks[-1]}"'] if asks else []
+    latest += [f'Carry on from the last answer: "{answers[-1]}"'] if answers else []
+    new = Summary(
+        {
+            "task": []
+            if parse_summary(previous_summary).items("task") or not asks
+            else [f'"{asks[0]}"'],
+            "next": latest,
+            "done": [f'Answered: "{answer}"' for answer in answers],
+            "facts": errors,
+        }
+    )
+    return _composed(previous_summary, new, evicted, limit, why)
 
-    def render(kept_asks: list[str], previous: str) -> str:
-        parts = [f"(Compacted without a model summary: {why}.)"]
-        if previous:
-            parts.append(f"Earlier summary:\n{previous}")
-        if kept_asks:
-            parts.append("The user asked:\n" + "\n".join(kept_asks))
-        if tools:
-            used = ", ".join(f"{name} ×{count}" for name, count in sorted(tools.items()))
-            parts.append(f"Tools used: {used}")
-        if paths:
-            parts.append("Files and patterns: " + ", ".join(paths[:40]))
-        if errors:
-            parts.append("Errors met:\n" + "\n".join(errors))
-        if answers:
-            parts.append(f'Last answer: "{_quoted(answers[-1])}"')
-        return "\n".join(parts)
 
-    previous = previous_summary
-    text = render(asks, previous)
-    while count_tokens(text) > limit and (asks or previous):
-        if len(asks) > 1:
-            asks = asks[1:]
-        elif previous:
-            previous = _quoted(previous, len(previous) // 2) if len(previous) > 200 else ""
-        else:
-            asks = []
-        text = render(asks, previous)
-    return text
+def _composed(
+    previous_summary: str,
+    new: Summary,
+    evicted: Sequence[Message],
+    limit: int,
+    why: str | None = None,
+) -> str:
+    merged = merge(parse_summary(previous_summary), new, derived_from(evicted))
+    # The line with_search_hint adds counts against the limit too.
+    hint = count_tokens(with_search_hint("", 10**6))
+    return fit(merged, max(1, limit - hint), why)
 
 
 def with_search_hint(summary: str, evicted: int) -> str:
@@ -178,15 +200,5 @@ def _elided(text: str, limit: int = TRANSCRIPT_RESULT_CHARS) -> str:
     return f"{text[:half]} […{len(text) - 2 * half} characters…] {text[-half:]}"
 
 
-def _quoted(text: str, limit: int = DIGEST_QUOTE_CHARS) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def _first_line(text: str) -> str:
-    return _quoted(text.strip().splitlines()[0] if text.strip() else "(empty)", 200)
-
-
-def _paths(call: ToolCall) -> list[str]:
-    arguments = call.arguments_object
-    return [str(arguments[key]) for key in PATH_ARGUMENTS if isinstance(arguments.get(key), str)]
+    return quoted(text.strip().splitlines()[0] if text.strip() else "(empty)", 200)

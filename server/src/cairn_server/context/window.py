@@ -22,6 +22,7 @@ from cairn_server.context.compaction import (
     choose_cut,
     digest,
     replaced_tokens,
+    structured,
     summary_limit,
     summary_request,
     usable_summary,
@@ -186,9 +187,13 @@ class ContextWindow:
     ) -> ContextCompacted | None:
         conversation = await self._conversation()
         stored = await self._buffer(conversation)
-        limit = summary_limit(self.budget.tokens)
-        fixed = tokens - _messages_tokens(compiled)
-        room = self.budget.trigger - fixed - limit
+        # What stays before the messages once the summary is replaced: the summary and the kept
+        # messages share the rest of the room below the threshold.
+        prefix = (
+            tokens - _section_tokens(compiled, "messages") - _section_tokens(compiled, "summary")
+        )
+        limit = summary_limit(self.budget.tokens, self.budget.trigger - prefix)
+        room = self.budget.trigger - prefix - limit
         cut = choose_cut(stored, max(0, int(room * KEEP_SHARE[trigger])))
         if cut is None:
             return None
@@ -239,9 +244,9 @@ class ContextWindow:
                 log.warning("summariser failed, compacting with a digest: %s", exc)
                 why = f"the summary model failed ({_first_sentence(str(exc))})"
             else:
-                summary = usable_summary(text, limit)
-                if summary is not None:
-                    return "summary", summary, None
+                answer = usable_summary(text, limit)
+                if answer is not None:
+                    return "summary", structured(conversation.summary, answer, evicted, limit), None
                 why = "the summary model's answer was empty or over the limit"
         return "trim", digest(conversation.summary, evicted, limit, why), why
 
@@ -297,8 +302,8 @@ class _CompiledDraft:
     tokens: int
 
 
-def _messages_tokens(compiled: CompiledContext) -> int:
-    section = next(s for s in count_context(compiled).sections if s.name == "messages")
+def _section_tokens(compiled: CompiledContext, name: str) -> int:
+    section = next(s for s in count_context(compiled).sections if s.name == name)
     return section.tokens
 
 
