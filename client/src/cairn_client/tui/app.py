@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import ClassVar, Protocol
 
 from cairn_protocol import ServerFrame
+from cairn_protocol.mcp import is_mcp_tool
 from cairn_protocol.messages import (
     AssistantDelta,
     AssistantMessage,
@@ -260,6 +261,9 @@ class CairnApp(App[str]):
     def connection_changed(self, state: ConnectionState, detail: str) -> None:
         self.post_message(ConnectionChanged(state, detail))
 
+    def notice(self, text: str) -> None:
+        self.add_note(text)
+
     def tool_handled(self, prepared: PreparedCall, verdict: Verdict, outcome: ToolOutcome) -> None:
         self.post_message(ToolHandled(prepared, verdict, outcome))
 
@@ -415,7 +419,9 @@ class CairnApp(App[str]):
         for call in event.tool_calls:
             if call.tool not in CLIENT_TOOLS:  # the server runs it: its tool_settled ends it
                 await self.chat.run_server_call(event.run_id, call)
-        client_calls = [call for call in event.tool_calls if call.tool in CLIENT_TOOLS]
+        client_calls = [
+            call for call in event.tool_calls if call.tool in CLIENT_TOOLS or is_mcp_tool(call.tool)
+        ]
         await self.chat.queue_tools(event.run_id, client_calls)
 
     async def _on_model_retry(self, event: ModelRetry) -> None:

@@ -28,6 +28,7 @@ from cairn_protocol import (
     Usage,
     validate_tool_arguments,
 )
+from cairn_protocol.mcp import is_mcp_tool
 from cairn_protocol.messages import ApprovalRecord, StopReason, ToolStatus
 from cairn_protocol.results import not_run
 
@@ -429,7 +430,8 @@ class AgentRun:
                 "tool", result.content, tool_call_id=call.id, is_error=result.is_error
             )
         try:
-            validate_tool_arguments(call.name, call.parsed)
+            if not is_mcp_tool(call.name):  # an MCP tool's schema is checked by its client
+                validate_tool_arguments(call.name, call.parsed)
         except ToolArgumentsError as exc:
             return _tool_error(call, str(exc))
         record = await self._ask_client(call, call.parsed)

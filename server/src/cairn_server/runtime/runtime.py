@@ -21,6 +21,7 @@ from cairn_protocol import (
     Usage,
     WorkspaceIdentity,
 )
+from cairn_protocol.mcp import McpToolOffer
 from cairn_protocol.messages import ErrorCode, StopReason, UserCommand
 
 from cairn_server.config import ServerSettings
@@ -78,6 +79,13 @@ class Runtime:
         self._hubs: dict[str, ConversationHub] = {}
         self._active: dict[str, ActiveRun] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # The MCP tools the conversation's latest client offered, for its context report.
+        self._mcp_offers: dict[str, tuple[McpToolOffer, ...]] = {}
+
+    def offer_mcp_tools(self, conversation_id: str, tools: Sequence[McpToolOffer]) -> None:
+        """Remember what a client that opened the conversation offers (until it is released),
+        so its context report counts those tools."""
+        self._mcp_offers[conversation_id] = tuple(tools)
 
     async def hub(self, conversation_id: str) -> ConversationHub:
         hub = self._hubs.get(conversation_id)
@@ -108,6 +116,7 @@ class Runtime:
             return
         self._hubs.pop(conversation_id, None)
         self._locks.pop(conversation_id, None)
+        self._mcp_offers.pop(conversation_id, None)
 
     @property
     def conversations_held(self) -> int:
@@ -154,6 +163,7 @@ class Runtime:
         executor: Client,
         command: UserCommand | None = None,
         client_notes: Sequence[str] = (),
+        mcp_tools: Sequence[McpToolOffer] = (),
     ) -> str:
         """Start a run for a user message, first superseding any run still going. `executor`
         (the client that sent the message) runs the run's tool requests.
@@ -177,7 +187,8 @@ class Runtime:
                 conversation_id, run_record.id, ModelMessage(role="user", content=text)
             )
             await hub.publish(RunStarted(run_id=run_record.id, user_text=text))
-            tools = tuple(TOOLS.specs(client_tools))
+            self.offer_mcp_tools(conversation_id, mcp_tools)
+            tools = tuple(TOOLS.specs(client_tools, mcp_tools))
             run = AgentRun(
                 spec=self._run_spec(run_record.id, agent, conversation_id, model, tools),
                 store=self.store,
@@ -235,7 +246,10 @@ class Runtime:
             store=self.store,
             memory=self.memory,
             context=AgentContext(
-                agent.display_name, TOOLS.specs(CLIENT_TOOLS) if tools is None else tools
+                agent.display_name,
+                TOOLS.specs(CLIENT_TOOLS, self._mcp_offers.get(conversation_id, ()))
+                if tools is None
+                else tools,
             ),
             agent_id=agent.id,
             conversation_id=conversation_id,
@@ -251,6 +265,7 @@ class Runtime:
         model: str | None,
         client_tools: Sequence[str],
         focus: str | None = None,
+        mcp_tools: Sequence[McpToolOffer] = (),
     ) -> ContextCompacted | None:
         """Compact a conversation now (/compact); RunInProgressError while a run is going.
         The ContextCompacted event is published; None when nothing could be compacted."""
@@ -259,7 +274,7 @@ class Runtime:
                 raise RunInProgressError(
                     "a run is in progress; wait for it to finish (or press Esc) and compact then"
                 )
-            tools = TOOLS.specs(client_tools)
+            tools = TOOLS.specs(client_tools, mcp_tools)
             window = self.context_window(agent, conversation_id, model, tools)
             compaction = await window.compact("requested", None, focus)
             if compaction is not None:

@@ -6,10 +6,11 @@ specs of the client tools as the model sees them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from cairn_protocol import CLIENT_TOOLS
+from cairn_protocol.mcp import McpToolOffer, is_mcp_tool
 from cairn_protocol.tools import ToolKind, invalid_arguments
 from pydantic import ValidationError
 
@@ -33,29 +34,37 @@ class ToolRegistry:
     def __init__(self, server_tools: Mapping[str, ServerTool] = SERVER_TOOLS) -> None:
         self._server_tools = server_tools
 
-    def specs(self, offered_client_tools: Iterable[str]) -> list[ToolSpec]:
+    def specs(
+        self, offered_client_tools: Iterable[str], mcp_tools: Sequence[McpToolOffer] = ()
+    ) -> list[ToolSpec]:
         """What a run offers the model: the client tools its client offered (in a stable
-        order), then every server tool."""
+        order), every server tool, then the client's MCP tools (each name once)."""
         offered = set(offered_client_tools)
         client = [
             ToolSpec(name, tool.description, tool.parameters_schema())
             for name, tool in CLIENT_TOOLS.items()
             if name in offered
         ]
-        return [*client, *(tool.spec for tool in self._server_tools.values())]
+        mcp = {
+            tool.name: ToolSpec(tool.name, tool.description, tool.input_schema)
+            for tool in mcp_tools
+        }
+        return [*client, *(tool.spec for tool in self._server_tools.values()), *mcp.values()]
 
     def kind(self, name: str) -> ToolKind | None:
         """What the tool called `name` does (read, edit, shell or other); None when no such
         tool exists."""
         if name in self._server_tools:
             return self._server_tools[name].kind
+        if is_mcp_tool(name):
+            return "other"
         return CLIENT_TOOLS[name].kind if name in CLIENT_TOOLS else None
 
     def runner(self, name: str) -> Runner | None:
         """Who runs the tool called `name`; None when no such tool exists."""
         if name in self._server_tools:
             return "server"
-        return "client" if name in CLIENT_TOOLS else None
+        return "client" if name in CLIENT_TOOLS or is_mcp_tool(name) else None
 
     async def dispatch(self, ctx: ToolContext, call: ToolCall) -> ToolOutcome:
         """Validate the model's arguments and run the server tool; every failure becomes a

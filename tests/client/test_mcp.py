@@ -1,0 +1,170 @@
+"""MCP tools end to end: a real MCP server (tests/support/mcp_server.py, the SDK's MCPServer)
+started over stdio by a real client session, its tools offered to a real server and the fake
+model, calls approved, denied, redacted and capped, and servers that crash, hang or lie."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from cairn_client.mcp.config import McpServerConfig, McpSetup
+from cairn_client.mcp.servers import McpServers
+from cairn_client.policy.settings import PolicySettings
+from cairn_client.policy.types import Approval
+from cairn_protocol.mcp import mcp_tool_name
+from support.listener import RecordingListener
+from support.servers import Served, call, script
+from support.sessions import client_session, one_request
+from support.settings import policy_for
+
+MCP_SERVER = Path(__file__).parents[1] / "support" / "mcp_server.py"
+
+
+def stdio_server(name: str = "t", *flags: str, timeout_s: float = 60.0) -> McpServerConfig:
+    return McpServerConfig(
+        name, sys.executable, (str(MCP_SERVER), *flags), timeout_s=timeout_s, start_timeout_s=60
+    )
+
+
+def tool_answers(served: Served) -> list[str]:
+    """What the model was told of each tool call in the last request."""
+    messages = served.fake.requests[-1].body["messages"]
+    return [str(m["content"]) for m in messages if m.get("role") == "tool"]
+
+
+def offered_tools(served: Served) -> dict[str, Any]:
+    return {
+        tool["function"]["name"]: tool["function"] for tool in served.fake.requests[0].body["tools"]
+    }
+
+
+def run_with_mcp(
+    served: Served,
+    repo: Path,
+    servers: list[McpServerConfig],
+    *,
+    rules: PolicySettings | None = None,
+    answers: list[Approval] | None = None,
+) -> RecordingListener:
+    listener = RecordingListener(answers)
+    policy = policy_for(rules or PolicySettings())
+
+    async def work() -> None:
+        session = client_session(served.url, repo, listener, policy)
+        session.mcp = McpServers(McpSetup(tuple(servers)), repo, repo.parent / "mcp-logs")
+        await one_request(session, listener, "use the MCP tools")
+
+    asyncio.run(work())
+    return listener
+
+
+def test_mcp_tools_are_offered_and_an_approved_call_runs(served: Served, own_repo: Path) -> None:
+    served.fake.set_script(
+        script({"tool_calls": [call("mcp__t__echo", text="hello")]}, {"text": "Done."})
+    )
+
+    listener = run_with_mcp(served, own_repo, [stdio_server()], answers=[Approval("once")])
+
+    tools = offered_tools(served)
+    assert tools["mcp__t__echo"]["parameters"]["properties"]["text"]["type"] == "string"
+    assert "Echo the text back" in tools["mcp__t__echo"]["description"]
+    assert {"read", "shell", "mcp__t__add"} <= set(tools)
+    [asked] = listener.asked  # MCP tools ask by default
+    assert asked.preview.title == "MCP t: echo" and '"hello"' in asked.preview.body
+    assert tool_answers(served) == ["echo: hello"]
+
+
+def test_a_rule_denies_an_mcp_tool_and_the_model_is_told(served: Served, own_repo: Path) -> None:
+    served.fake.set_script(
+        script(
+            {"tool_calls": [call("mcp__t__add", a=1, b=2), call("mcp__t__echo", text="x")]},
+            {"text": "Understood."},
+        )
+    )
+    rules = PolicySettings(deny=["mcp(t:echo)"], allow=["mcp(t:*)"])
+
+    listener = run_with_mcp(served, own_repo, [stdio_server()], rules=rules)
+
+    assert listener.asked == []
+    added, echoed = tool_answers(served)
+    assert added == "3"
+    assert "denied by rule mcp(t:echo)" in echoed
+
+
+def test_mcp_results_are_redacted_capped_and_checked(served: Served, own_repo: Path) -> None:
+    served.fake.set_script(
+        script(
+            {
+                "tool_calls": [
+                    call("mcp__t__leak"),
+                    call("mcp__t__flood"),
+                    call("mcp__t__add", a="one", b=2),
+                ]
+            },
+            {"text": "Done."},
+        )
+    )
+
+    run_with_mcp(served, own_repo, [stdio_server()], rules=PolicySettings(allow=["mcp(t:*)"]))
+
+    leaked, flooded, bad_arguments = tool_answers(served)
+    assert "AKIA" not in leaked and "[REDACTED:" in leaked
+    assert len(flooded) < 40_000 and "characters cut" in flooded
+    assert "invalid arguments for mcp__t__add at a" in bad_arguments
+
+
+def test_misbehaving_servers_give_clear_errors_and_never_stall_the_run(
+    served: Served, own_repo: Path
+) -> None:
+    served.fake.set_script(
+        script(
+            {
+                "tool_calls": [
+                    call("mcp__t__lie"),
+                    call("mcp__t__garbage"),
+                    call("mcp__t__hang"),
+                    call("mcp__t__crash"),
+                    call("mcp__t__echo", text="after the crash"),
+                ]
+            },
+            {"text": "Done."},
+        )
+    )
+
+    listener = run_with_mcp(
+        served, own_repo, [stdio_server(timeout_s=3)], rules=PolicySettings(allow=["mcp(t:*)"])
+    )
+
+    lie, garbage, hang, crash, after = tool_answers(served)
+    assert "does not fit the MCP schema" in lie
+    assert "'this is not JSON-RPC at all', which is not JSON-RPC" in garbage
+    assert "no answer within 3 s" in hang
+    assert "closed the connection" in crash and "closed the connection" in after
+    assert listener.of_type("run_finished")
+
+
+def test_a_server_that_fails_to_start_is_one_line_and_the_rest_works(
+    served: Served, own_repo: Path
+) -> None:
+    served.fake.set_script(
+        script({"tool_calls": [call("mcp__good__add", a=2, b=3)]}, {"text": "Done."})
+    )
+    servers = [stdio_server("broken", "--fail-start"), stdio_server("good")]
+
+    listener = run_with_mcp(
+        served, own_repo, servers, rules=PolicySettings(allow=["mcp(good:add)"])
+    )
+
+    [note] = listener.notices
+    assert note.startswith("MCP: server broken is not available:") and "\n" not in note
+    assert not any(name.startswith("mcp__broken__") for name in offered_tools(served))
+    assert tool_answers(served) == ["5"]
+
+
+def test_mcp_names_cannot_collide_with_built_ins_and_fit_providers() -> None:
+    assert mcp_tool_name("github", "create_issue") == "mcp__github__create_issue"
+    odd = mcp_tool_name("files", "read.file/with spaces" + "x" * 80)
+    assert len(odd) <= 64 and odd.startswith("mcp__files__read_file_with_spaces")
+    assert odd != mcp_tool_name("files", "read.file/with spaces" + "x" * 81)
