@@ -9,10 +9,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cairn_client.mcp.config import McpServerConfig, McpSetup
+import pytest
+from cairn_client.mcp.config import (
+    McpServerConfig,
+    McpSetup,
+    load_mcp_setup,
+    read_servers,
+    trust,
+)
 from cairn_client.mcp.servers import McpServers
-from cairn_client.policy.settings import PolicySettings
+from cairn_client.policy.settings import PolicySettings, SettingsError
 from cairn_client.policy.types import Approval
+from cairn_client.tools.base import McpCall, PreparedCall, Preview
+from cairn_protocol import ToolRequest
 from cairn_protocol.mcp import mcp_tool_name
 from support.listener import RecordingListener
 from support.servers import Served, call, script
@@ -168,3 +177,80 @@ def test_mcp_names_cannot_collide_with_built_ins_and_fit_providers() -> None:
     odd = mcp_tool_name("files", "read.file/with spaces" + "x" * 80)
     assert len(odd) <= 64 and odd.startswith("mcp__files__read_file_with_spaces")
     assert odd != mcp_tool_name("files", "read.file/with spaces" + "x" * 81)
+
+
+# --------------------------------------------------------------------------- configuration
+
+REPO_SERVERS = """
+[mcp.servers.tracker]
+command = "tracker-mcp"
+args = ["--stdio"]
+env = { TRACKER_URL = "https://tracker.example" }
+"""
+
+
+def test_a_repository_server_starts_only_once_trusted_and_again_asks_when_changed(
+    tmp_path: Path,
+) -> None:
+    root, data, user_file = tmp_path / "repo", tmp_path / "data", tmp_path / "user.toml"
+    (root / ".cairn").mkdir(parents=True)
+    (root / ".cairn" / "settings.toml").write_text(REPO_SERVERS)
+    user_file.write_text('[mcp.servers.mine]\ncommand = "my-mcp"\n')
+
+    before = load_mcp_setup(root, data, user_file)
+    assert [s.name for s in before.servers] == ["mine"]
+    assert [s.name for s in before.untrusted] == ["tracker"]
+    assert "cairn mcp trust" in (before.untrusted_note() or "")
+
+    assert before.repo_hash is not None
+    trust(data, before.repo_hash, root)
+    trusted = load_mcp_setup(root, data, user_file)
+    assert [s.name for s in trusted.servers] == ["mine", "tracker"] and not trusted.untrusted
+
+    (root / ".cairn" / "settings.toml").write_text(REPO_SERVERS.replace("--stdio", "--evil"))
+    changed = load_mcp_setup(root, data, user_file)
+    assert [s.name for s in changed.untrusted] == ["tracker"]
+
+
+def test_a_malformed_server_table_is_one_line_naming_it(tmp_path: Path) -> None:
+    settings = tmp_path / "settings.toml"
+    settings.write_text('[mcp.servers.bad__name]\ncommand = "x"\n')
+    with pytest.raises(SettingsError, match=r"\[mcp.servers.bad__name\]: a server's name"):
+        read_servers(settings, "settings.toml")
+    settings.write_text("[mcp.servers.x]\nargs = []\n")
+    with pytest.raises(SettingsError, match="needs command"):
+        read_servers(settings, "settings.toml")
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def mcp_call(server: str, tool: str) -> PreparedCall:
+    request = ToolRequest(run_id="r", call_id="c", tool=mcp_tool_name(server, tool), arguments={})
+    preview = Preview(f"MCP {server}: {tool}", "command", "{}")
+    return PreparedCall(request, None, preview, mcp=McpCall(server, tool, {}))
+
+
+def test_mcp_rules_match_server_and_tool_and_the_default_asks(tmp_path: Path) -> None:
+    settings = PolicySettings(
+        allow=["mcp(github:get_*)"],
+        deny=["mcp(github:delete_repo)"],
+        user_file=tmp_path / "settings.toml",
+    )
+    policy = policy_for(settings)
+    assert policy.decide(mcp_call("github", "get_issue")).decision == "allow"
+    assert policy.decide(mcp_call("github", "delete_repo")).decision == "deny"
+    asked = policy.decide(mcp_call("github", "create_issue"))
+    assert asked.decision == "ask" and asked.options.rule == "mcp(github:create_issue)"
+    assert asked.options.session == "this MCP tool"
+    assert policy.allow_always(mcp_call("github", "create_issue")) == "mcp(github:create_issue)"
+    assert policy.decide(mcp_call("github", "create_issue")).decision == "allow"
+    policy.set_mode("plan")
+    assert policy.decide(mcp_call("github", "close_issue")).decision == "deny"
+
+
+def test_allow_for_session_covers_that_mcp_tool_only() -> None:
+    policy = policy_for(PolicySettings())
+    policy.allow_for_session(mcp_call("github", "create_issue"))
+    assert policy.decide(mcp_call("github", "create_issue")).decision == "allow"
+    assert policy.decide(mcp_call("github", "close_issue")).decision == "ask"
