@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cairn_client.api import CairnApi
 from cairn_client.mcp.config import (
     McpServerConfig,
     McpSetup,
@@ -21,11 +22,15 @@ from cairn_client.mcp.servers import McpServers
 from cairn_client.policy.settings import PolicySettings, SettingsError
 from cairn_client.policy.types import Approval
 from cairn_client.tools.base import McpCall, PreparedCall, Preview
-from cairn_protocol import ToolRequest
+from cairn_fakes.runner import FakeModelServer
+from cairn_protocol import ToolRequest, Welcome
 from cairn_protocol.mcp import mcp_tool_name
+from cairn_protocol.rest import ContextReport
+from cairn_server.domain import ToolSpec
+from cairn_server.tools.tool_search import arrange_tools, find_tools
 from support.listener import RecordingListener
-from support.servers import Served, call, script
-from support.sessions import client_session, one_request
+from support.servers import TEST_TOKEN, Served, cairn_server, call, script, sqlite_url
+from support.sessions import client_session, one_request, welcomed
 from support.settings import policy_for
 
 MCP_SERVER = Path(__file__).parents[1] / "support" / "mcp_server.py"
@@ -254,3 +259,69 @@ def test_allow_for_session_covers_that_mcp_tool_only() -> None:
     policy.allow_for_session(mcp_call("github", "create_issue"))
     assert policy.decide(mcp_call("github", "create_issue")).decision == "allow"
     assert policy.decide(mcp_call("github", "close_issue")).decision == "ask"
+
+
+# --------------------------------------------------------------------------- deferral
+
+
+def test_many_mcp_tools_are_deferred_behind_tool_search_and_context_shows_each_server(
+    tmp_path: Path, own_repo: Path
+) -> None:
+    listener = RecordingListener()
+    turns = script(
+        {"tool_calls": [call("tool_search", query="record family 7")]},
+        {"tool_calls": [call("mcp__many__lookup_record_7", key="k1")]},
+        {"text": "Done."},
+    )
+
+    async def work(url: str) -> tuple[ContextReport, ContextReport]:
+        async with CairnApi(url, TEST_TOKEN) as api:
+            session = client_session(
+                url, own_repo, listener, policy_for(PolicySettings(allow=["mcp(many:*)"]))
+            )
+            servers = [stdio_server("many", "--tools", "50"), stdio_server("few")]
+            session.mcp = McpServers(McpSetup(tuple(servers)), own_repo, tmp_path / "logs")
+            async with welcomed(session, listener):
+                welcome = listener.of_type("welcome")[0]
+                assert isinstance(welcome, Welcome)
+                before = await api.context(welcome.conversation_id)
+                await session.send_user_message("look up record 7")
+                await listener.wait_for(lambda: bool(listener.of_type("run_finished")), 60)
+                return before, await api.context(welcome.conversation_id)
+
+    with (
+        FakeModelServer() as fake,
+        cairn_server(sqlite_url(tmp_path), fake, env={"CAIRN_MCP_TOOL_SHARE": "0.02"}) as server,
+    ):
+        fake.set_script(turns)
+        before, _ = asyncio.run(work(server.url))
+        first, last = fake.requests[0].body, fake.requests[-1].body
+
+    sent_first = {tool["function"]["name"]: tool["function"] for tool in first["tools"]}
+    assert not any(name.startswith("mcp__") for name in sent_first)
+    assert "mcp__many__lookup_record_7" in sent_first["tool_search"]["description"]
+    loaded = [m["content"] for m in last["messages"] if m.get("role") == "tool"]
+    assert '"name": "mcp__many__lookup_record_7"' in loaded[0]
+    assert loaded[1] == "record 7/k1: status ok (history=False, limit=10)"
+    assert "mcp__many__lookup_record_7" in {tool["function"]["name"] for tool in last["tools"]}
+    tools = next(section for section in before.sections if section.name == "tools")
+    items = {item.name: item.tokens for item in tools.items}
+    assert items["mcp many (58 tools, deferred behind tool_search)"] == 0
+    assert items["mcp few (8 tools, deferred behind tool_search)"] == 0
+    assert 0 < items["tool_search"] < 2_000
+
+
+def test_tool_search_ranks_by_name_and_description_and_selects_exact_names() -> None:
+    specs = [
+        ToolSpec("mcp__gh__create_issue", "Create an issue in a repository.", {}),
+        ToolSpec("mcp__gh__list_pulls", "List pull requests.", {}),
+        ToolSpec("mcp__db__query", "Run a read-only SQL query; issues none.", {}),
+    ]
+    assert [s.name for s in find_tools(specs, "create issue", 5)][0] == "mcp__gh__create_issue"
+    picked = find_tools(specs, "select:mcp__db__query,mcp__gh__list_pulls", 5)
+    assert [s.name for s in picked] == ["mcp__db__query", "mcp__gh__list_pulls"]
+    assert find_tools(specs, "weather", 5) == []
+    few = arrange_tools(specs, lambda spec: 100, 1_000)
+    assert few.deferred == () and len(few.offered) == 3
+    many = arrange_tools(specs, lambda spec: 400, 1_000)
+    assert [s.name for s in many.offered] == ["tool_search"] and len(many.deferred) == 3

@@ -409,17 +409,26 @@ class AgentRun:
     async def _run_tool(self, call: ToolCall) -> ModelMessage:
         if isinstance(call.parsed, MalformedArguments):
             return _tool_error(call, call.parsed.problem)
-        offered = {tool.name for tool in self.spec.tools}
+        context = self.window.context
+        sent = {tool.name for tool in context.tools}
+        # A deferred tool may be called before tool_search loaded it: its client checks it.
+        offered = sent | {tool.name for tool in context.deferred}
         runner = self.tools.runner(call.name) if call.name in offered else None
         if runner is None:
             return _tool_error(
-                call, f"unknown tool {call.name!r}; available tools: {', '.join(sorted(offered))}"
+                call, f"unknown tool {call.name!r}; available tools: {', '.join(sorted(sent))}"
             )
         if runner == "server":
             tool_context = ToolContext(
-                self.memory, self.agent_id, self.conversation_id, self.run_id, call.id
+                self.memory,
+                self.agent_id,
+                self.conversation_id,
+                self.run_id,
+                call.id,
+                tuple(context.deferred),
             )
             result = await self.tools.dispatch(tool_context, call)
+            self.window.load_tools(result.loaded)
             status, reason, shown = read_outcome(call.name, result.content, result.is_error)
             await self.hub.publish(
                 ToolSettled(

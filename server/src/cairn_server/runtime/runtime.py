@@ -26,7 +26,7 @@ from cairn_protocol.messages import ErrorCode, StopReason, UserCommand
 
 from cairn_server.config import ServerSettings
 from cairn_server.context.budget import agent_budget
-from cairn_server.context.compiler import AgentContext
+from cairn_server.context.compiler import AgentContext, tool_tokens
 from cairn_server.context.window import ContextWindow
 from cairn_server.domain import ModelMessage, ToolSpec
 from cairn_server.errors import CairnServerError
@@ -46,6 +46,7 @@ from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
 from cairn_server.tools.registry import TOOLS
+from cairn_server.tools.tool_search import arrange_tools
 
 RESTARTED = "the server restarted during this run"  # a recovered run's detail
 UNKNOWN_OUTCOMES_LISTED = 50  # in a welcome: the newest calls a client may still report on
@@ -242,15 +243,14 @@ class Runtime:
             .calibrated(learned.ratio)
             .capped(learned.learned_budget)
         )
+        if tools is None:
+            tools = TOOLS.specs(CLIENT_TOOLS, self._mcp_offers.get(conversation_id, ()))
+        limit = int(budget.tokens * self.settings.mcp_tool_share)
+        arranged = arrange_tools(tools, tool_tokens, limit)
         return ContextWindow(
             store=self.store,
             memory=self.memory,
-            context=AgentContext(
-                agent.display_name,
-                TOOLS.specs(CLIENT_TOOLS, self._mcp_offers.get(conversation_id, ()))
-                if tools is None
-                else tools,
-            ),
+            context=AgentContext(agent.display_name, arranged.offered, arranged.deferred),
             agent_id=agent.id,
             conversation_id=conversation_id,
             budget=budget,

@@ -19,10 +19,13 @@ from cairn_server.tools.archival import ARCHIVAL_TOOLS
 from cairn_server.tools.base import ServerTool, ToolContext, ToolOutcome, tool_error
 from cairn_server.tools.memory_edit import MEMORY_EDIT_TOOLS
 from cairn_server.tools.recall_search import RECALL_TOOLS
+from cairn_server.tools.tool_search import TOOL_SEARCH, TOOL_SEARCH_TOOL
 
 SERVER_TOOLS: dict[str, ServerTool] = {
     tool.spec.name: tool for tool in [*MEMORY_EDIT_TOOLS, *RECALL_TOOLS, *ARCHIVAL_TOOLS]
 }
+# Server tools a run gets only when it needs them (tool_search: when MCP tools are deferred).
+ON_DEMAND_TOOLS: dict[str, ServerTool] = {TOOL_SEARCH: TOOL_SEARCH_TOOL}
 
 # Who runs a tool: the server itself, or the client that offered it.
 Runner = Literal["server", "client"]
@@ -31,8 +34,13 @@ Runner = Literal["server", "client"]
 class ToolRegistry:
     """Every tool a run may get. Server tools run here; client tools are only described."""
 
-    def __init__(self, server_tools: Mapping[str, ServerTool] = SERVER_TOOLS) -> None:
-        self._server_tools = server_tools
+    def __init__(
+        self,
+        server_tools: Mapping[str, ServerTool] = SERVER_TOOLS,
+        on_demand: Mapping[str, ServerTool] = ON_DEMAND_TOOLS,
+    ) -> None:
+        self._always = server_tools
+        self._server_tools = {**on_demand, **server_tools}
 
     def specs(
         self, offered_client_tools: Iterable[str], mcp_tools: Sequence[McpToolOffer] = ()
@@ -49,7 +57,7 @@ class ToolRegistry:
             tool.name: ToolSpec(tool.name, tool.description, tool.input_schema)
             for tool in mcp_tools
         }
-        return [*client, *(tool.spec for tool in self._server_tools.values()), *mcp.values()]
+        return [*client, *(tool.spec for tool in self._always.values()), *mcp.values()]
 
     def kind(self, name: str) -> ToolKind | None:
         """What the tool called `name` does (read, edit, shell or other); None when no such
