@@ -1,16 +1,20 @@
 """MCP tools on the wire: how a client names the tools of its MCP servers and offers them.
 
 Owns the naming scheme (`mcp__<server>__<tool>`, which no built-in tool can take), the limits
-on an offered tool, and the `McpToolOffer` a hello carries for each.
+on an offered tool, the `McpToolOffer` a hello carries for each, and what both sides make of a
+call (arguments checked against the schema, the result's text, a failure in one line).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cairn_protocol.validation import validation_problems
 
 MCP_PREFIX = "mcp__"
 SEPARATOR = "__"
@@ -72,3 +76,73 @@ class McpToolOffer(BaseModel):
         if schema.get("type") != "object":
             raise ValueError('the input schema must have "type": "object"')
         return schema
+
+
+# --------------------------------------------------------------------------- calls
+
+RESULT_LIMIT = 30_000  # characters of a result the model is given (as a shell command's output)
+
+
+def check_arguments(name: str, schema: dict[str, Any], arguments: dict[str, Any]) -> str | None:
+    """Why `arguments` do not fit the tool's input schema, in one line; None when they do."""
+    import jsonschema  # type: ignore[import-untyped]  # the mcp SDK's; only MCP users load it
+
+    try:
+        jsonschema.validate(arguments, schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(part) for part in exc.absolute_path)
+        at = f" at {where}" if where else ""
+        return f"invalid arguments for {name}{at}: {short(exc.message)}"
+    except jsonschema.SchemaError as exc:
+        return f"{name} has an invalid input schema: {short(exc.message)}"
+    return None
+
+
+def result_text(result: Any) -> str:
+    """The text the model is given of an MCP CallToolResult (read by its fields): text parts
+    joined, other parts as one-line placeholders, capped at RESULT_LIMIT characters."""
+    parts: list[str] = []
+    for item in result.content or ():
+        kind = getattr(item, "type", "")
+        if kind == "text":
+            parts.append(item.text)
+        elif kind in ("image", "audio"):
+            size = len(item.data) * 3 // 4
+            parts.append(f"[{kind} {item.mime_type}, {size:,} bytes, not shown]")
+        elif kind == "resource":
+            resource = item.resource
+            text = getattr(resource, "text", None)
+            parts.append(text if text is not None else f"[binary resource {resource.uri}]")
+        elif kind == "resource_link":
+            parts.append(f"[resource {item.uri}]")
+        else:
+            parts.append(f"[{kind or 'unknown'} content, not shown]")
+    if not parts and result.structured_content is not None:
+        parts.append(json.dumps(result.structured_content, ensure_ascii=False))
+    return clip("\n".join(parts))
+
+
+def clip(text: str, limit: int = RESULT_LIMIT) -> str:
+    """`text`, with its middle cut past `limit` characters."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    cut = len(text) - 2 * half
+    return f"{text[:half]}\n[… {cut:,} characters cut …]\n{text[-half:]}"
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for the model on why an MCP call failed."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe_failure(inner) for inner in exc.exceptions)
+    if isinstance(exc, ValidationError):
+        return f"its answer does not fit the MCP schema: {short(validation_problems(exc))}"
+    if "Connection closed" in str(exc):
+        return "the server closed the connection (it may have crashed)"
+    return short(str(exc) or type(exc).__name__)
+
+
+def short(text: str, limit: int = 300) -> str:
+    """`text` on one line, cut at `limit` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -20,14 +20,18 @@ from cairn_protocol.mcp import (
     SCHEMA_LIMIT,
     TOOLS_PER_HELLO,
     McpToolOffer,
+    describe_failure,
     mcp_tool_name,
+    result_text,
+    short,
 )
-from cairn_protocol.validation import validation_problems
+from cairn_protocol.mcp import (
+    check_arguments as check_schema,
+)
 from pydantic import ValidationError
 
 from cairn_client.mcp.config import McpServerConfig, McpSetup
 from cairn_client.tools.base import McpCall, ToolOutcome
-from cairn_client.tools.shell import OUTPUT_LIMIT
 
 log = logging.getLogger(__name__)
 # The SDK logs every unreadable line and transport fault itself; the person is told once by
@@ -194,7 +198,7 @@ class McpServers:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - any failure is this server's, told once
-            server.problem = server.problem or f"{config.describe()}: {_describe(exc)}"
+            server.problem = server.problem or f"{config.describe()}: {describe_failure(exc)}"
         finally:
             if server.problem is None and not server.stop.is_set():
                 server.problem = "it exited"
@@ -254,79 +258,23 @@ def _as_tool(server: str, listed: Any) -> McpTool | None:
 
 def check_arguments(tool: McpTool, arguments: dict[str, Any]) -> str | None:
     """Why `arguments` do not fit the tool's input schema, in one line; None when they do."""
-    import jsonschema  # type: ignore[import-untyped]  # a dependency of the mcp SDK
-
-    try:
-        jsonschema.validate(arguments, tool.offer.input_schema)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(part) for part in exc.absolute_path)
-        at = f" at {where}" if where else ""
-        return f"invalid arguments for {tool.offer.name}{at}: {_short(exc.message)}"
-    except jsonschema.SchemaError as exc:
-        return f"{tool.offer.name} has an invalid input schema: {_short(exc.message)}"
-    return None
+    return check_schema(tool.offer.name, tool.offer.input_schema, arguments)
 
 
 def _outcome(request: asyncio.Future[Any], where: str) -> ToolOutcome:
     """What the model is given of a finished call: its text (capped), or why it failed."""
     exc = request.exception()
     if exc is not None:
-        return ToolOutcome("error", reason=f"{where}: {_describe(exc)}")
+        return ToolOutcome("error", reason=f"{where}: {describe_failure(exc)}")
     result = request.result()
-    text = clip(_result_text(result))
+    text = result_text(result)
     if result.is_error:
         return ToolOutcome("error", content=text, reason=f"{where} reported an error")
     return ToolOutcome("ok", content=text)
 
 
-def _result_text(result: Any) -> str:
-    parts: list[str] = []
-    for item in result.content or ():
-        kind = getattr(item, "type", "")
-        if kind == "text":
-            parts.append(item.text)
-        elif kind in ("image", "audio"):
-            parts.append(f"[{kind} {item.mime_type}, {len(item.data) * 3 // 4:,} bytes, not shown]")
-        elif kind == "resource":
-            resource = item.resource
-            text = getattr(resource, "text", None)
-            parts.append(text if text is not None else f"[binary resource {resource.uri}]")
-        elif kind == "resource_link":
-            parts.append(f"[resource {item.uri}]")
-        else:
-            parts.append(f"[{kind or 'unknown'} content, not shown]")
-    if not parts and result.structured_content is not None:
-        parts.append(json.dumps(result.structured_content, ensure_ascii=False))
-    return "\n".join(parts)
-
-
-def clip(text: str, limit: int = OUTPUT_LIMIT) -> str:
-    """`text`, with its middle cut past `limit` characters (as a shell command's output)."""
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    cut = len(text) - 2 * half
-    return f"{text[:half]}\n[… {cut:,} characters cut …]\n{text[-half:]}"
-
-
 def _unreadable(exc: Exception) -> str:
     """What the server sent that could not be read, quoted and short."""
     if isinstance(exc, ValidationError) and exc.errors():
-        return repr(_short(str(exc.errors()[0].get("input", "")), 120))
-    return f"unreadable output ({_short(str(exc), 120)})"
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(inner) for inner in exc.exceptions)
-    if isinstance(exc, ValidationError):
-        return f"its answer does not fit the MCP schema: {_short(validation_problems(exc))}"
-    if "Connection closed" in str(exc):
-        return "the server closed the connection (it may have crashed)"
-    text = str(exc) or type(exc).__name__
-    return _short(text)
-
-
-def _short(text: str, limit: int = 300) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+        return repr(short(str(exc.errors()[0].get("input", "")), 120))
+    return f"unreadable output ({short(str(exc), 120)})"
