@@ -5,10 +5,14 @@ model, calls approved, denied, redacted and capped, and servers that crash, hang
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cairn_client.api import CairnApi
 from cairn_client.mcp.config import (
@@ -22,16 +26,18 @@ from cairn_client.mcp.servers import McpServers
 from cairn_client.policy.settings import PolicySettings, SettingsError
 from cairn_client.policy.types import Approval
 from cairn_client.tools.base import McpCall, PreparedCall, Preview
+from cairn_client.workspace import detect_workspace
 from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import ToolRequest, Welcome
 from cairn_protocol.mcp import mcp_tool_name
-from cairn_protocol.rest import ContextReport
+from cairn_protocol.rest import ContextReport, McpServerPublic
 from cairn_server.domain import ToolSpec
 from cairn_server.tools.tool_search import arrange_tools, find_tools
 from support.listener import RecordingListener
 from support.servers import TEST_TOKEN, Served, cairn_server, call, script, sqlite_url
 from support.sessions import client_session, one_request, welcomed
-from support.settings import policy_for
+from support.settings import environment, policy_for
+from support.waiting import wait_until
 
 MCP_SERVER = Path(__file__).parents[1] / "support" / "mcp_server.py"
 
@@ -325,3 +331,81 @@ def test_tool_search_ranks_by_name_and_description_and_selects_exact_names() -> 
     assert few.deferred == () and len(few.offered) == 3
     many = arrange_tools(specs, lambda spec: 400, 1_000)
     assert [s.name for s in many.offered] == ["tool_search"] and len(many.deferred) == 3
+
+
+# --------------------------------------------------------------------------- HTTP, server side
+
+
+@pytest.fixture
+def http_mcp_server() -> Iterator[str]:
+    """The test MCP server over streamable HTTP on loopback; its endpoint URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, str(MCP_SERVER), "--http-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def listening() -> bool:
+        with socket.socket() as attempt:
+            return attempt.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_until(listening, timeout=60)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_an_agents_http_mcp_server_is_called_by_the_server_through_its_registry(
+    served: Served, own_repo: Path, http_mcp_server: str
+) -> None:
+    served.fake.set_script(
+        script(
+            {
+                "tool_calls": [
+                    call("mcp__remote__add", a=20, b=22),
+                    call("mcp__remote__leak"),
+                    call("mcp__remote__hang"),
+                    call("mcp__remote__add", a="x"),
+                ]
+            },
+            {"text": "Done."},
+        )
+    )
+    listener = RecordingListener()
+
+    async def work() -> tuple[int, list[McpServerPublic], int]:
+        async with CairnApi(served.url, TEST_TOKEN) as api:
+            agent = await api.ensure_agent(
+                detect_workspace(own_repo, environ=environment()).identity
+            )
+            base = f"{served.url}/v1/agents/{agent.id}/mcp-servers"
+            async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TEST_TOKEN}"}) as http:
+                bad = await http.put(f"{base}/bad__name", json={"url": http_mcp_server})
+                put = await http.put(
+                    f"{base}/remote",
+                    json={"url": http_mcp_server, "timeout_s": 3, "headers": {"X-Key": "k"}},
+                )
+                assert put.status_code == 200, put.text
+                session = client_session(served.url, own_repo, listener)
+                await one_request(session, listener, "use the remote tools")
+                listed = [McpServerPublic.model_validate(s) for s in (await http.get(base)).json()]
+                gone = await http.delete(f"{base}/remote")
+            return bad.status_code, listed, gone.status_code
+
+    bad, [remote], deleted = asyncio.run(work())
+
+    assert bad == 422 and deleted == 204
+    assert remote.header_names == ["X-Key"] and remote.problem is None
+    assert "mcp__remote__echo" in remote.tools
+    assert "mcp__remote__add" in offered_tools(served)
+    added, leaked, hung, invalid = tool_answers(served)
+    assert added == "42"
+    assert "AKIA" not in leaked and "[REDACTED:" in leaked
+    assert "no answer within 3 s" in hung
+    assert "invalid arguments for mcp__remote__add" in invalid
+    assert listener.asked == []  # the agent's own servers run on the server, unasked

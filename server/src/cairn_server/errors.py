@@ -14,6 +14,7 @@ turns the ones a request can cause into HTTP status codes, in one table.
     │   └── StaleBlockError ..... memory.blocks  (HTTP 409)
     ├── InvalidBudgetError ...... context.budget  (ValueError; HTTP 422)
     ├── UnknownModelError ....... providers.catalog  (ValueError; HTTP 422)
+    ├── InvalidServerNameError .. tools.mcp_remote  (ValueError; HTTP 422)
     ├── BudgetError ............. context.budget  (RuntimeError: a request cannot fit)
     ├── ProviderError ........... providers.base  (RuntimeError: the model failed)
     │   └── ContextOverflowError

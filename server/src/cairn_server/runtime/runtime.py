@@ -45,7 +45,8 @@ from cairn_server.runtime.agent_run import (
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
-from cairn_server.tools.registry import TOOLS
+from cairn_server.tools.mcp_remote import RemoteMcp, remote_server
+from cairn_server.tools.registry import TOOLS, ToolRegistry
 from cairn_server.tools.tool_search import arrange_tools
 
 RESTARTED = "the server restarted during this run"  # a recovered run's detail
@@ -82,6 +83,22 @@ class Runtime:
         self._locks: dict[str, asyncio.Lock] = {}
         # The MCP tools the conversation's latest client offered, for its context report.
         self._mcp_offers: dict[str, tuple[McpToolOffer, ...]] = {}
+        # The agents' HTTP MCP servers' tools, and each agent's registry with them.
+        self.remote_mcp = RemoteMcp()
+        self._registries: dict[str, ToolRegistry] = {}
+
+    async def agent_tools(self, agent: Agent) -> ToolRegistry:
+        """The one registry plus the tools of the agent's HTTP MCP servers (listed now,
+        unless listed within the last minute); a server that cannot list adds none."""
+        configured = await self.store.mcp_servers(agent.id)
+        if not configured:
+            self._registries.pop(agent.id, None)
+            return TOOLS
+        servers = [remote_server(row) for row in configured]
+        listings = await self.remote_mcp.listings(servers)
+        extra = [tool for listing in listings.values() for tool in listing.tools]
+        registry = self._registries[agent.id] = TOOLS.with_tools(extra)
+        return registry
 
     def offer_mcp_tools(self, conversation_id: str, tools: Sequence[McpToolOffer]) -> None:
         """Remember what a client that opened the conversation offers (until it is released),
@@ -171,6 +188,7 @@ class Runtime:
 
         `client_notes` (what the client did meanwhile, e.g. /undo) go before the message."""
         provider = self.catalog.provider(model)  # fails here, before anything is stored
+        registry = await self.agent_tools(agent)
         async with self._lock(conversation_id):
             await self._stop_active(
                 conversation_id, "superseded", "superseded by a new user message"
@@ -189,7 +207,7 @@ class Runtime:
             )
             await hub.publish(RunStarted(run_id=run_record.id, user_text=text))
             self.offer_mcp_tools(conversation_id, mcp_tools)
-            tools = tuple(TOOLS.specs(client_tools, mcp_tools))
+            tools = tuple(registry.specs(client_tools, mcp_tools))
             run = AgentRun(
                 spec=self._run_spec(run_record.id, agent, conversation_id, model, tools),
                 store=self.store,
@@ -198,6 +216,7 @@ class Runtime:
                 provider=provider,
                 window=self.context_window(agent, conversation_id, model, tools),
                 executor=executor,
+                tools=registry,
             )
             task = asyncio.create_task(self._drive(conversation_id, run), name=run_record.id)
             self._active[conversation_id] = ActiveRun(run, task)
@@ -244,7 +263,8 @@ class Runtime:
             .capped(learned.learned_budget)
         )
         if tools is None:
-            tools = TOOLS.specs(CLIENT_TOOLS, self._mcp_offers.get(conversation_id, ()))
+            registry = self._registries.get(agent.id, TOOLS)
+            tools = registry.specs(CLIENT_TOOLS, self._mcp_offers.get(conversation_id, ()))
         limit = int(budget.tokens * self.settings.mcp_tool_share)
         arranged = arrange_tools(tools, tool_tokens, limit)
         return ContextWindow(
@@ -274,7 +294,7 @@ class Runtime:
                 raise RunInProgressError(
                     "a run is in progress; wait for it to finish (or press Esc) and compact then"
                 )
-            tools = TOOLS.specs(client_tools, mcp_tools)
+            tools = self._registries.get(agent.id, TOOLS).specs(client_tools, mcp_tools)
             window = self.context_window(agent, conversation_id, model, tools)
             compaction = await window.compact("requested", None, focus)
             if compaction is not None:

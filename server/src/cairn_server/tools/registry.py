@@ -40,6 +40,7 @@ class ToolRegistry:
         on_demand: Mapping[str, ServerTool] = ON_DEMAND_TOOLS,
     ) -> None:
         self._always = server_tools
+        self._on_demand = on_demand
         self._server_tools = {**on_demand, **server_tools}
 
     def specs(
@@ -56,8 +57,16 @@ class ToolRegistry:
         mcp = {
             tool.name: ToolSpec(tool.name, tool.description, tool.input_schema)
             for tool in mcp_tools
+            if tool.name not in self._server_tools  # the agent's own MCP server wins
         }
         return [*client, *(tool.spec for tool in self._always.values()), *mcp.values()]
+
+    def with_tools(self, extra: Sequence[ServerTool]) -> ToolRegistry:
+        """This registry plus `extra` server tools (an agent's HTTP MCP servers' tools)."""
+        if not extra:
+            return self
+        always = {**self._always, **{tool.spec.name: tool for tool in extra}}
+        return ToolRegistry(always, self._on_demand)
 
     def kind(self, name: str) -> ToolKind | None:
         """What the tool called `name` does (read, edit, shell or other); None when no such
