@@ -29,7 +29,7 @@ from cairn_client.tools.base import McpCall, PreparedCall, Preview
 from cairn_client.workspace import detect_workspace
 from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import ToolRequest, Welcome
-from cairn_protocol.mcp import mcp_tool_name
+from cairn_protocol.mcp import mcp_tool_name, schema_problem
 from cairn_protocol.rest import ContextReport, McpServerPublic
 from cairn_server.domain import ToolSpec
 from cairn_server.tools.tool_search import arrange_tools, find_tools
@@ -409,3 +409,11 @@ def test_an_agents_http_mcp_server_is_called_by_the_server_through_its_registry(
     assert "no answer within 3 s" in hung
     assert "invalid arguments for mcp__remote__add" in invalid
     assert listener.asked == []  # the agent's own servers run on the server, unasked
+
+
+def test_a_tool_whose_schema_providers_would_refuse_is_never_offered() -> None:
+    assert schema_problem({"type": "object", "properties": {"a": {"type": "string"}}}) is None
+    assert "not a JSON Schema" in (schema_problem({"type": "array"}) or "")
+    assert "invalid" in (schema_problem({"type": "object", "properties": 5}) or "")
+    huge = {"type": "object", "description": "x" * 30_000}
+    assert "over 20,000 characters" in (schema_problem(huge) or "")

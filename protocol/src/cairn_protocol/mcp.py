@@ -98,6 +98,22 @@ def check_arguments(name: str, schema: dict[str, Any], arguments: dict[str, Any]
     return None
 
 
+def schema_problem(schema: Any) -> str | None:
+    """Why a tool's input schema cannot be offered (providers refuse a request holding one
+    that is not a valid JSON Schema object, or is too large); None when it can."""
+    import jsonschema
+
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        return 'its input schema is not a JSON Schema with "type": "object"'
+    if len(json.dumps(schema)) > SCHEMA_LIMIT:
+        return f"its input schema is over {SCHEMA_LIMIT:,} characters"
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return f"its input schema is invalid: {short(exc.message)}"
+    return None
+
+
 def result_text(result: Any) -> str:
     """The text the model is given of an MCP CallToolResult (read by its fields): text parts
     joined, other parts as one-line placeholders, capped at RESULT_LIMIT characters."""

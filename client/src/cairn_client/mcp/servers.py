@@ -9,7 +9,6 @@ does not validate gives a clear error, never a wait without end.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +16,12 @@ from typing import Any, TextIO
 
 from cairn_protocol.mcp import (
     DESCRIPTION_LIMIT,
-    SCHEMA_LIMIT,
     TOOLS_PER_HELLO,
     McpToolOffer,
     describe_failure,
     mcp_tool_name,
     result_text,
+    schema_problem,
     short,
 )
 from cairn_protocol.mcp import (
@@ -238,9 +237,10 @@ class McpServers:
 def _as_tool(server: str, listed: Any) -> McpTool | None:
     """The tool as offered, or None when it cannot be (its schema is not an object, or is
     too large to send)."""
-    schema = listed.input_schema if isinstance(listed.input_schema, dict) else {}
-    if schema.get("type") != "object" or len(json.dumps(schema)) > SCHEMA_LIMIT:
-        log.info("MCP server %s: tool %r left out (its schema)", server, listed.name)
+    schema = listed.input_schema
+    problem = schema_problem(schema)
+    if problem is not None:
+        log.info("MCP server %s: tool %r left out: %s", server, listed.name, problem)
         return None
     description = (listed.description or listed.title or "")[:DESCRIPTION_LIMIT]
     try:

@@ -19,11 +19,11 @@ from typing import Any
 
 from cairn_protocol.mcp import (
     DESCRIPTION_LIMIT,
-    SCHEMA_LIMIT,
     check_arguments,
     describe_failure,
     mcp_tool_name,
     result_text,
+    schema_problem,
 )
 from cairn_protocol.redaction import redact, redaction_note
 from pydantic import BaseModel, ConfigDict
@@ -136,8 +136,10 @@ async def _list(server: RemoteServer) -> Listing:
 
 
 def _as_tool(server: RemoteServer, listed: Any) -> ServerTool | None:
-    schema = listed.input_schema if isinstance(listed.input_schema, dict) else {}
-    if schema.get("type") != "object" or len(json.dumps(schema)) > SCHEMA_LIMIT:
+    schema = listed.input_schema
+    problem = schema_problem(schema)
+    if problem is not None:
+        log.info("MCP server %s: tool %r left out: %s", server.name, listed.name, problem)
         return None
     name = mcp_tool_name(server.name, listed.name)
     description = (listed.description or listed.title or "")[:DESCRIPTION_LIMIT]
