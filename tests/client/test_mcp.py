@@ -55,9 +55,9 @@ def tool_answers(served: Served) -> list[str]:
 
 
 def offered_tools(served: Served) -> dict[str, Any]:
-    return {
-        tool["function"]["name"]: tool["function"] for tool in served.fake.requests[0].body["tools"]
-    }
+    """The tools of the last request (the module's fake is shared: earlier ones are others')."""
+    tools = served.fake.requests[-1].body["tools"]
+    return {tool["function"]["name"]: tool["function"] for tool in tools}
 
 
 def run_with_mcp(
