@@ -47,6 +47,8 @@ def cairn_p(
         "CAIRN_MODEL": MODEL,
         "OPENAI_BASE_URL": url,
         "CAIRN_MODEL_RETRIES": "1",
+        # A small model may call tools in a loop; each step costs seconds on a CPU.
+        "CAIRN_STEP_LIMIT": "8",
         **env,
     }
     started = time.perf_counter()

@@ -6,6 +6,7 @@ Covers what a user notices: streaming, approvals, interrupts, setup, history, st
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, cast
 import pytest
 from cairn_client.policy.settings import PolicySettings, load_settings
 from cairn_client.policy.types import Approval, Verdict
-from cairn_client.tools.base import PreparedCall, ToolOutcome
+from cairn_client.tools.base import McpCall, PreparedCall, Preview, ToolOutcome
 from cairn_client.tools.registry import prepare_call, redact_outcome
 from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_client.tui.screens.setup import SetupScreen
@@ -478,6 +479,11 @@ async def test_approval_screen_shows_the_diff_and_returns_the_answer(
             lambda: shell_call("make && make install"),
             "No allow rule can cover this call; it will keep asking.",
         ),
+        (
+            lambda: mcp_call("github", "create_issue", title="Crash on start"),
+            'p saves allow = ["mcp(github:create_issue)"] under [permissions] in your '
+            "settings.toml and stops the asking",
+        ),
     ],
 )
 async def test_the_approval_screen_suggests_the_narrowest_rule(
@@ -489,6 +495,15 @@ async def test_the_approval_screen_suggests_the_narrowest_rule(
         assert " ".join(rendered_text(app.screen.query_one("#approval-hint")).split()) == hint
         await pilot.press("y")
         await asyncio.wait_for(task, 2)
+
+
+def mcp_call(server: str, tool: str, **arguments: Any) -> PreparedCall:
+    """A call of an MCP server's tool, prepared as the session prepares one."""
+    name = f"mcp__{server}__{tool}"
+    request = ToolRequest(run_id="run-1", call_id="call-m", tool=name, arguments=arguments)
+    body = json.dumps(arguments, indent=2)
+    preview = Preview(f"MCP {server}: {tool}", "command", body, language="json")
+    return PreparedCall(request, None, preview, mcp=McpCall(server, tool, arguments))
 
 
 def prepared_shell(root: Path, **arguments: Any) -> PreparedCall:

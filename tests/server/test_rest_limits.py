@@ -27,6 +27,7 @@ BODIES = {  # a valid body for each route that takes one, so only the parameter 
     ("patch", "/v1/agents/{agent_id}/blocks/{label}"): {"value": "v"},
     ("post", "/v1/agents/{agent_id}/blocks/{label}/revert"): {"version": 1},
     ("post", "/v1/agents/{agent_id}/passages"): {"text": "kept"},
+    ("put", "/v1/agents/{agent_id}/mcp-servers/{name}"): {"url": "http://127.0.0.1:9/mcp"},
 }
 
 
@@ -70,6 +71,7 @@ async def api(
                 "display_name": "other",
                 "path": "/tmp/other",
                 "replace": "false",
+                "name": "docs",
             }
             yield client, valid
 

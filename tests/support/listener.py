@@ -20,6 +20,7 @@ class RecordingListener:
     def __init__(self, answers: list[Approval] | None = None) -> None:
         self.events: list[ServerFrame] = []
         self.states: list[tuple[ConnectionState, str]] = []
+        self.notices: list[str] = []
         self.handled: list[tuple[PreparedCall, Verdict, ToolOutcome]] = []
         self.asked: list[PreparedCall] = []
         self.answers = list(answers or [])
@@ -33,6 +34,10 @@ class RecordingListener:
 
     def connection_changed(self, state: ConnectionState, detail: str) -> None:
         self.states.append((state, detail))
+        self._changed.set()
+
+    def notice(self, text: str) -> None:
+        self.notices.append(text)
         self._changed.set()
 
     def tool_handled(self, prepared: PreparedCall, verdict: Verdict, outcome: ToolOutcome) -> None:

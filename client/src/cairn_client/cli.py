@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 from cairn_client.agent_cli import agent_app
 from cairn_client.conversations_cli import conversations_app
 from cairn_client.errors import CairnError, ExitCode, UsageError
+from cairn_client.mcp_cli import mcp_app
 from cairn_client.memory_cli import context_command, memory_app
 from cairn_client.runs_cli import runs_app
 
@@ -64,6 +65,7 @@ app.add_typer(memory_app, name="memory")
 app.add_typer(runs_app, name="runs")
 app.add_typer(conversations_app, name="conversations")
 app.add_typer(agent_app, name="agent")
+app.add_typer(mcp_app, name="mcp")
 patch_app = typer.Typer(
     rich_markup_mode=None,  # plain help: no <bool>/<str> type column
     help="Apply unified diffs to the workspace the way the apply_patch tool does.",

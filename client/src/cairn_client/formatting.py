@@ -5,10 +5,12 @@ Owns the short sentences the TUI, headless mode and the CLIs show; pure function
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from cairn_protocol.mcp import is_mcp_tool
 from cairn_protocol.messages import (
     ApprovalAnswer,
     ContextCompacted,
@@ -44,6 +46,8 @@ def describe_call(tool: str, arguments: Mapping[str, Any]) -> str:
 
 def _call_target(tool: str, arguments: Mapping[str, Any]) -> str:
     """What the call targets; nothing for an argument the model left out (a refused call)."""
+    if is_mcp_tool(tool):  # `mcp__github__create_issue {"title": …}`: the arguments, short
+        return shorten(json.dumps(dict(arguments), ensure_ascii=False)) if arguments else ""
     if tool == "shell":
         return _quoted(arguments.get("command"))
     if tool in ("grep", "glob"):

@@ -143,6 +143,9 @@ class HeadlessListener:
         self.compacted.set_result(event)
         return True
 
+    def notice(self, text: str) -> None:
+        print(f"cairn: {text}", file=self.err, flush=True)
+
     def connection_changed(self, state: ConnectionState, detail: str) -> None:
         if state == "reconnecting":
             print(f"cairn: {detail}", file=self.err, flush=True)

@@ -17,6 +17,8 @@ from cairn_client.embedded import EmbeddedServer
 from cairn_client.errors import CairnError, ExitCode
 from cairn_client.listener import SessionListener
 from cairn_client.local_server import LocalServer, Notify
+from cairn_client.mcp.config import McpSetup, load_mcp_setup
+from cairn_client.mcp.servers import McpServers
 from cairn_client.policy.policy import Policy
 from cairn_client.policy.settings import load_settings, user_config_dir
 from cairn_client.policy.types import ApproveMode
@@ -47,6 +49,9 @@ class Launch:
     notices: list[str] = field(default_factory=list)
     # What was typed at the TUI's prompt in this workspace before (up/down browse it).
     history: PromptHistory = field(default_factory=PromptHistory)
+    # The MCP servers a session starts (and those not trusted yet), and where their logs go.
+    mcp: McpSetup = field(default_factory=McpSetup)
+    mcp_logs: Path = Path(".")
 
     def session(
         self, listener: SessionListener, conversation: str = "latest", *, interactive: bool = False
@@ -62,7 +67,13 @@ class Launch:
             call_log=self.call_log,
             interactive=interactive,
             notes=self.notices,
+            mcp=self._mcp_servers(),
         )
+
+    def _mcp_servers(self) -> McpServers | None:
+        if not self.mcp.servers and not self.mcp.untrusted:
+            return None
+        return McpServers(self.mcp, self.workspace.root, self.mcp_logs)
 
     async def shutdown(self) -> None:
         """Stop a private server; the shared local server stays up for the next `cairn`."""
@@ -118,6 +129,7 @@ def prepare_launch(
             environ=settings.process_env,
         )
         policy_settings = load_settings(workspace.root)
+        mcp_setup = load_mcp_setup(workspace.root, settings.data_dir)
         # The local server's data (its token) and Cairn's settings are never shown to commands.
         hidden = [settings.data_dir, user_config_dir()]
         sandbox = Sandbox.detect(policy_settings.sandbox, hidden, environ=settings.process_env)
@@ -128,6 +140,21 @@ def prepare_launch(
         if local is not None:  # a server started for nothing does not linger
             local.abandon()
         raise
+    launch = _launch_for(settings, server_env, workspace, policy, call_log, local, notices, history)
+    launch.mcp, launch.mcp_logs = mcp_setup, settings.data_dir / "mcp"
+    return launch
+
+
+def _launch_for(
+    settings: ClientSettings,
+    server_env: Mapping[str, str] | None,
+    workspace: Workspace,
+    policy: Policy,
+    call_log: CallLog,
+    local: LocalServer | None,
+    notices: list[str],
+    history: PromptHistory,
+) -> Launch:
     if settings.server_url:
         assert settings.token is not None
         url = settings.server_url

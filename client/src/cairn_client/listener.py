@@ -35,6 +35,9 @@ class SessionListener(Protocol):
     async def ask_approval(self, prepared: PreparedCall, verdict: Verdict) -> Approval:
         """Ask the person: allow once, or as `verdict.options` offers, or deny with a reason."""
 
+    def notice(self, text: str) -> None:
+        """One line the person must read once (an MCP server that did not start)."""
+
 
 class SessionControl(Protocol):
     """What a front end can do with a running session: talk, compact, switch conversation,

@@ -54,6 +54,7 @@ from cairn_client.call_log import CallLog
 from cairn_client.config import websocket_url
 from cairn_client.errors import CairnError, ExitCode
 from cairn_client.listener import SessionListener
+from cairn_client.mcp.servers import McpServers
 from cairn_client.policy.policy import EDIT_TOOLS, Policy
 from cairn_client.policy.settings import SettingsError
 from cairn_client.policy.types import Approval, Mode, Verdict
@@ -113,8 +114,11 @@ class ClientSession:
         call_log: CallLog,
         interactive: bool = False,
         notes: Sequence[str] = (),
+        mcp: McpServers | None = None,
     ) -> None:
         self.endpoint = endpoint
+        # The MCP servers this session starts before its first hello and offers the tools of.
+        self.mcp = mcp
         self._notes = list(notes)  # about the launch (the local server restarted), shown first
         self.workspace = workspace
         self.policy = policy
@@ -205,7 +209,23 @@ class ClientSession:
     # ------------------------------------------------------------------ the connection
 
     async def run(self) -> None:
-        """Connect, then keep the session alive across drops until close() or a refusal."""
+        """Start the MCP servers, then connect and keep the session alive across drops until
+        close() or a refusal; the MCP servers stop with it."""
+        try:
+            await self._start_mcp()
+            await self._serve()
+        finally:
+            if self.mcp is not None:
+                await self.mcp.stop()
+
+    async def _start_mcp(self) -> None:
+        """Each MCP server that cannot start is one line for the person; the rest work."""
+        if self.mcp is None:
+            return
+        for note in await self.mcp.start():
+            self.listener.notice(note)
+
+    async def _serve(self) -> None:
         failures = 0
         while not self._closing:
             self.listener.connection_changed(
@@ -273,6 +293,7 @@ class ClientSession:
             token=self.endpoint.token,
             workspace=self.workspace.identity,
             tools=list(CLIENT_TOOLS),
+            mcp_tools=self.mcp.offers() if self.mcp is not None else [],
             conversation=self.conversation,
             interactive=self.interactive,
             resume_after=self.last_seq,
@@ -381,7 +402,7 @@ class ClientSession:
                 await self._send_quietly(recorded)
                 return
             prepared = await asyncio.to_thread(
-                prepare_call, self.workspace.root, request, self._allowed_secrets
+                prepare_call, self.workspace.root, request, self._allowed_secrets, self.mcp
             )
             verdict, outcome, approval = await self._decide_and_run(prepared)
             result = ToolResult(
@@ -457,6 +478,7 @@ class ClientSession:
                 self._allowed_secrets,
                 withheld,
                 placement=placement,
+                mcp=self.mcp,
             )
         )
         if prepared.tool == "shell":

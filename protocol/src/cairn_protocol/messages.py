@@ -11,12 +11,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from cairn_protocol.mcp import TOOLS_PER_HELLO, McpToolOffer
 from cairn_protocol.results import ResultPreview
 from cairn_protocol.validation import validation_problems
 from cairn_protocol.workspace import WorkspaceIdentity
 
-PROTOCOL_VERSION = 5  # 5: welcome.context and .model_not_offered, tool_settled.result
-# 4: workspace.moved_from, stop reason "truncated", welcome.usage
+PROTOCOL_VERSION = 5  # 5: welcome.context and .model_not_offered, tool_settled.result,
+# hello.mcp_tools; 4: workspace.moved_from, stop reason "truncated", welcome.usage
 # Seqs are 32-bit on the server; a resume_after above this is malformed.
 MAX_SEQ = 2**31 - 1
 
@@ -48,6 +49,12 @@ class Hello(Frame):
     token: str
     workspace: WorkspaceIdentity
     tools: list[str] = Field(description="Names of the client tools this client offers.")
+    mcp_tools: list[McpToolOffer] = Field(
+        default_factory=list,
+        max_length=TOOLS_PER_HELLO,
+        description="The tools of the client's MCP servers it offers, named "
+        "mcp__<server>__<tool>; the client runs them like its own tools.",
+    )
     conversation: str = Field(
         default="latest",
         description='"latest" (continue the conversation with the most recent activity), '

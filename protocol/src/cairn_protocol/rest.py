@@ -40,6 +40,22 @@ _SECRETS_REDACTED = Field(
 # --------------------------------------------------------------------------- agents, messages
 
 
+class McpServerPublic(PublicModel):
+    """A streamable-HTTP MCP server the agent's runs call from the server; its headers'
+    values are never shown."""
+
+    name: str
+    url: str
+    timeout_s: float
+    header_names: list[str]
+    tools: list[str] = Field(
+        default_factory=list, description="Its tools as the model sees them (mcp__name__tool)."
+    )
+    problem: str | None = Field(
+        default=None, description="Why its tools could not be listed (then it offers none)."
+    )
+
+
 class AgentPublic(PublicModel):
     """One long-lived agent per (user, codebase)."""
 

@@ -190,6 +190,8 @@ class ServerSettings(BaseModel):
     compaction_threshold: float = Field(
         0.8, ge=0.1, le=1.0, validation_alias="CAIRN_COMPACTION_THRESHOLD"
     )
+    # Past this share of the context budget, MCP tool schemas are deferred behind tool_search.
+    mcp_tool_share: float = Field(0.1, ge=0.0, le=1.0, validation_alias="CAIRN_MCP_TOOL_SHARE")
     run_token_limit: int = Field(2_000_000, ge=1, validation_alias="CAIRN_RUN_TOKEN_LIMIT")
     run_cost_limit_usd: float = Field(5.0, ge=0.0, validation_alias="CAIRN_RUN_COST_LIMIT_USD")
     repeat_limit: int = Field(3, ge=1, validation_alias="CAIRN_REPEAT_LIMIT")

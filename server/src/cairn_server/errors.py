@@ -17,6 +17,7 @@ turns the ones a request can cause into HTTP status codes, in one table.
     │   └── AgentFileTooLarge ... agentfiles.schema  (HTTP 413)
     ├── AgentExistsError ........ agentfiles.service  (ValueError; HTTP 409)
     ├── UnknownModelError ....... providers.catalog  (ValueError; HTTP 422)
+    ├── InvalidServerNameError .. tools.mcp_remote  (ValueError; HTTP 422)
     ├── BudgetError ............. context.budget  (RuntimeError: a request cannot fit)
     ├── ProviderError ........... providers.base  (RuntimeError: the model failed)
     │   └── ContextOverflowError

@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import pathspec
+from cairn_protocol.mcp import is_mcp_tool
 from cairn_protocol.tools import (
     CLIENT_TOOLS,
     EditArgs,
@@ -27,6 +28,7 @@ from cairn_protocol.tools import (
 )
 
 from cairn_client.policy.settings import (
+    MCP_RULE_TOOL,
     TOOL_GROUPS,
     PolicySettings,
     Rule,
@@ -72,6 +74,8 @@ _SUGGESTED_WORDS = 3
 
 
 def call_kind(tool: str) -> CallKind:
+    if is_mcp_tool(tool):
+        return "mcp"
     if tool in READ_TOOLS:
         return "read"
     return "edit" if tool in EDIT_TOOLS else "shell"
@@ -102,6 +106,7 @@ class Policy:
         }
         self._kinds_allowed_for_session: set[CallKind] = set()
         self._commands_allowed_for_session: set[str] = set()
+        self._mcp_allowed_for_session: set[str] = set()  # "server:tool"
 
     def set_mode(self, mode: Mode) -> None:
         self.mode = mode
@@ -138,7 +143,8 @@ class Policy:
     def _verdict(self, prepared: PreparedCall) -> Verdict:
         subjects = _subjects(prepared)
         kind = call_kind(prepared.tool)
-        rule = self._matching("deny", prepared.tool, subjects) or self._path_rule("deny", prepared)
+        tool = _rule_tool(prepared)
+        rule = self._matching("deny", tool, subjects) or self._path_rule("deny", prepared)
         if rule is not None:
             return Verdict("deny", f"denied by rule {rule.text} in {rule.source}")
         secret = self._secret_subject(prepared)
@@ -171,17 +177,20 @@ class Policy:
     def _decide_by_rules(
         self, prepared: PreparedCall, kind: CallKind, subjects: list[str], mode_allows: bool
     ) -> Verdict:
-        rule = self._matching("ask", prepared.tool, subjects) or self._path_rule("ask", prepared)
+        tool = _rule_tool(prepared)
+        rule = self._matching("ask", tool, subjects) or self._path_rule("ask", prepared)
         if rule is not None:
             return Verdict("ask", f"rule {rule.text} in {rule.source} asks first")
         protected = self.protected_subject(prepared)
         if protected is not None:
             return Verdict("ask", f"writing {protected} always asks (it steers git or cairn)")
-        rule = self._matching("allow", prepared.tool, subjects)
+        rule = self._matching("allow", tool, subjects)
         if rule is not None:
             return Verdict("allow", f"allowed by rule {rule.text} in {rule.source}")
         if kind in self._kinds_allowed_for_session:
             return Verdict("allow", f"{_KIND_WORDS[kind]} were allowed for this session")
+        if kind == "mcp" and subjects and subjects[0] in self._mcp_allowed_for_session:
+            return Verdict("allow", "this MCP tool was allowed for this session")
         if kind == "shell" and subjects and subjects[0] in self._commands_allowed_for_session:
             return Verdict("allow", "this command was allowed for this session")
         if kind == "shell" and self.mode != "strict" and _read_only_shell(prepared):
@@ -244,6 +253,8 @@ class Policy:
             return None
         if isinstance(prepared.args, ShellArgs):
             self._commands_allowed_for_session.add(prepared.args.command)
+        elif prepared.mcp is not None:
+            self._mcp_allowed_for_session.add(prepared.mcp.subject)
         else:
             self._kinds_allowed_for_session.add(call_kind(prepared.tool))
         return scope
@@ -291,6 +302,8 @@ class Policy:
             return None
         if isinstance(prepared.args, ShellArgs):
             return "this command"
+        if prepared.mcp is not None:
+            return "this MCP tool"
         if call_kind(prepared.tool) == "shell" or self.protected_subject(prepared) is not None:
             return None
         return _KIND_WORDS[call_kind(prepared.tool)]
@@ -332,7 +345,17 @@ class Policy:
         return any(_allow_path_matches(p, path) for p in self.settings.allow_secret_files)
 
 
-_KIND_WORDS: dict[CallKind, str] = {"read": "reads", "edit": "edits", "shell": "shell commands"}
+_KIND_WORDS: dict[CallKind, str] = {
+    "read": "reads",
+    "edit": "edits",
+    "shell": "shell commands",
+    "mcp": "MCP tool calls",
+}
+
+
+def _rule_tool(prepared: PreparedCall) -> str:
+    """The tool name rules are written with: `mcp` for every MCP server's tool."""
+    return MCP_RULE_TOOL if prepared.mcp is not None else prepared.tool
 
 
 def _read_only_shell(prepared: PreparedCall) -> bool:
@@ -356,6 +379,8 @@ def is_protected_path(path: str, extra: list[str] | tuple[str, ...] = ()) -> boo
 def _subjects(prepared: PreparedCall) -> list[str]:
     """What rules match against: the command of a shell call, else the paths it touches."""
     args = prepared.args
+    if prepared.mcp is not None:
+        return [prepared.mcp.subject]
     if isinstance(args, ShellArgs):
         return [args.command]
     if prepared.changes:
@@ -373,6 +398,8 @@ def _rule_matches(rule: Rule, kind: RuleKind, tool: str, subjects: list[str]) ->
         return True
     if not subjects:
         return False
+    if tool == MCP_RULE_TOOL:  # `server:tool`, with fnmatch patterns on either part
+        return all(fnmatchcase(subject, rule.pattern.strip()) for subject in subjects)
     if tool == "shell":
         command = subjects[0].strip()
         if kind == "allow":
@@ -460,6 +487,8 @@ def _anchored_glob(pattern: str) -> re.Pattern[str]:
 def suggest_rule(prepared: PreparedCall) -> str | None:
     """The narrowest allow rule that would let this call run unasked, or None if no rule can
     (a compound command, a protected or secret file, an invalid call)."""
+    if prepared.error is None and prepared.mcp is not None:
+        return f"{MCP_RULE_TOOL}({prepared.mcp.subject})"
     if prepared.error is not None or prepared.tool not in CLIENT_TOOLS:
         return None
     if isinstance(prepared.args, ShellArgs):

@@ -33,6 +33,8 @@ TOOL_GROUPS: dict[str, frozenset[str]] = {
     group: frozenset(name for name, tool in CLIENT_TOOLS.items() if tool.kind == group)
     for group in ("read", "edit")
 }
+# `mcp(server:tool)` (patterns as fnmatch: `mcp(github:*)`): the tools of MCP servers.
+MCP_RULE_TOOL = "mcp"
 _RULE = re.compile(r"^\s*(?P<tool>[A-Za-z_]+)\s*(?:\((?P<pattern>.*)\))?\s*$", re.DOTALL)
 
 
@@ -132,10 +134,10 @@ def parse_rule(text: str, source: str) -> Rule:
     if match is None:
         raise SettingsError(f"{source}: rule {text!r} is not `tool` or `tool(pattern)`")
     tool = match.group("tool").lower()
-    if tool not in CLIENT_TOOLS and tool not in TOOL_GROUPS:
+    if tool not in CLIENT_TOOLS and tool not in TOOL_GROUPS and tool != MCP_RULE_TOOL:
         raise SettingsError(
             f"{source}: rule {text!r} names unknown tool {tool!r}; tools are "
-            f"{', '.join(sorted(CLIENT_TOOLS))}"
+            f"{', '.join(sorted(CLIENT_TOOLS))}, and mcp(server:tool)"
         )
     pattern = match.group("pattern")
     if pattern is not None and not pattern.strip():

@@ -16,7 +16,8 @@ Decision = Literal["allow", "ask", "deny"]
 # strict: everything asks; bypass: everything runs (only `--approve all` or the user's file).
 Mode = Literal["default", "accept-edits", "plan", "strict", "bypass"]
 ApproveMode = Literal["none", "edits", "all"]  # the older names, still accepted
-CallKind = Literal["read", "edit", "shell"]
+# mcp: a tool of one of the client's MCP servers (it may do anything its server can).
+CallKind = Literal["read", "edit", "shell", "mcp"]
 
 MODES: tuple[Mode, ...] = get_args(Mode)
 MODE_FOR_APPROVE: dict[ApproveMode, Mode] = {
@@ -26,11 +27,11 @@ MODE_FOR_APPROVE: dict[ApproveMode, Mode] = {
 }
 # What each mode does when no rule decides, per kind of call.
 MODE_DEFAULTS: dict[Mode, dict[CallKind, Decision]] = {
-    "default": {"read": "allow", "edit": "ask", "shell": "ask"},
-    "accept-edits": {"read": "allow", "edit": "allow", "shell": "ask"},
-    "plan": {"read": "allow", "edit": "deny", "shell": "deny"},
-    "strict": {"read": "ask", "edit": "ask", "shell": "ask"},
-    "bypass": {"read": "allow", "edit": "allow", "shell": "allow"},
+    "default": {"read": "allow", "edit": "ask", "shell": "ask", "mcp": "ask"},
+    "accept-edits": {"read": "allow", "edit": "allow", "shell": "ask", "mcp": "ask"},
+    "plan": {"read": "allow", "edit": "deny", "shell": "deny", "mcp": "deny"},
+    "strict": {"read": "ask", "edit": "ask", "shell": "ask", "mcp": "ask"},
+    "bypass": {"read": "allow", "edit": "allow", "shell": "allow", "mcp": "allow"},
 }
 _LEVEL: dict[Decision, int] = {"deny": 0, "ask": 1, "allow": 2}
 

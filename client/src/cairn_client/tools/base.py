@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from cairn_protocol import ToolRequest
 from cairn_protocol.messages import ToolStatus
@@ -45,6 +45,20 @@ class Preview:
 
 
 @dataclass(frozen=True)
+class McpCall:
+    """A call of a tool of one of the client's MCP servers, by the names its server knows."""
+
+    server: str
+    tool: str
+    arguments: dict[str, Any]
+
+    @property
+    def subject(self) -> str:
+        """What `mcp(server:tool)` rules match."""
+        return f"{self.server}:{self.tool}"
+
+
+@dataclass(frozen=True)
 class PreparedCall:
     """A validated tool request with everything needed to decide on and run it.
 
@@ -63,6 +77,8 @@ class PreparedCall:
     secret_paths: tuple[str, ...] = ()
     # For shell: whether it provably only reads, and the workspace files it names.
     shell: ShellFacts | None = None
+    # For a tool of an MCP server: which one, with the model's arguments.
+    mcp: McpCall | None = None
 
     @property
     def tool(self) -> str:

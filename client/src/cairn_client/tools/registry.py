@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cairn_protocol import ToolArgumentsError, ToolRequest, validate_tool_arguments
+from cairn_protocol.mcp import is_mcp_tool
 from cairn_protocol.redaction import redact, redaction_note
 from cairn_protocol.tools import (
     ApplyPatchArgs,
@@ -27,8 +28,16 @@ from cairn_protocol.tools import (
     WriteArgs,
 )
 
+from cairn_client.mcp.servers import McpServers, check_arguments
 from cairn_client.secrets import is_allowed, secret_checker
-from cairn_client.tools.base import FileChange, PathFilter, PreparedCall, Preview, ToolOutcome
+from cairn_client.tools.base import (
+    FileChange,
+    McpCall,
+    PathFilter,
+    PreparedCall,
+    Preview,
+    ToolOutcome,
+)
 from cairn_client.tools.changes import (
     StaleChange,
     apply_changes,
@@ -56,13 +65,19 @@ OUTSIDE_SANDBOX_WARNING = (
 
 
 def prepare_call(
-    root: Path, request: ToolRequest, allowed_secrets: Collection[str] = ()
+    root: Path,
+    request: ToolRequest,
+    allowed_secrets: Collection[str] = (),
+    mcp: McpServers | None = None,
 ) -> PreparedCall:
     """Validate `request`, resolve its paths and compute its changes, secrets and preview.
 
     A request that cannot run comes back with `error` set (redacted) and an info preview.
-    `allowed_secrets` are workspace-relative secret files the user explicitly allowed.
+    `allowed_secrets` are workspace-relative secret files the user explicitly allowed; `mcp`
+    the session's MCP servers, whose tools are named `mcp__<server>__<tool>`.
     """
+    if is_mcp_tool(request.tool):
+        return _prepare_mcp(request, mcp)
     try:
         args = validate_tool_arguments(request.tool, request.arguments)
     except ToolArgumentsError as exc:
@@ -77,6 +92,20 @@ def prepare_call(
     return dataclasses.replace(
         prepared, secret_paths=_secret_paths(root, prepared, allowed_secrets)
     )
+
+
+def _prepare_mcp(request: ToolRequest, mcp: McpServers | None) -> PreparedCall:
+    """An MCP tool's call: its arguments checked against the schema its server gave."""
+    tool = mcp.tool(request.tool) if mcp is not None else None
+    if tool is None:
+        unknown = f"{request.tool} is not a tool of this client's MCP servers"
+        return PreparedCall(request, None, _request_preview(request), error=unknown)
+    call = McpCall(tool.server, tool.tool, request.arguments)
+    arguments = json.dumps(request.arguments, ensure_ascii=False, indent=2)
+    preview = Preview(f"MCP {tool.server}: {tool.tool}", "command", arguments, language="json")
+    problem = check_arguments(tool, request.arguments)
+    error = _clean(problem) if problem is not None else None
+    return PreparedCall(request, None, preview, error=error, mcp=call)
 
 
 @dataclass(frozen=True)
@@ -96,6 +125,7 @@ async def execute_call(
     withheld: PathFilter | None = None,
     *,
     placement: ShellPlacement,
+    mcp: McpServers | None = None,
 ) -> ToolOutcome:
     """Run a prepared call; failures of the tool come back as an "error" outcome.
 
@@ -105,6 +135,10 @@ async def execute_call(
     where a shell command runs (outside any sandbox only when the call asked for it, or
     when none is active, and then the policy asked the user).
     """
+    if prepared.mcp is not None:  # the same redaction; the cap is the MCP call's own
+        if prepared.error is not None or mcp is None:
+            return redact_outcome(ToolOutcome("error", reason=prepared.error or "no MCP servers"))
+        return redact_outcome(await mcp.call(prepared.mcp))
     outcome = await _execute_unredacted(root, prepared, allowed_secrets, withheld, placement)
     if isinstance(prepared.args, ReadArgs) and is_allowed(prepared.args.path, allowed_secrets):
         return outcome

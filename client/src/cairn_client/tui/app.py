@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import ClassVar, Protocol
 
 from cairn_protocol import ServerFrame
+from cairn_protocol.mcp import is_mcp_tool
 from cairn_protocol.messages import (
     AssistantDelta,
     AssistantMessage,
@@ -261,6 +262,9 @@ class CairnApp(App[str]):
     def connection_changed(self, state: ConnectionState, detail: str) -> None:
         self.post_message(ConnectionChanged(state, detail))
 
+    def notice(self, text: str) -> None:
+        self.add_note(text)
+
     def tool_handled(self, prepared: PreparedCall, verdict: Verdict, outcome: ToolOutcome) -> None:
         self.post_message(ToolHandled(prepared, verdict, outcome))
 
@@ -418,7 +422,7 @@ class CairnApp(App[str]):
     async def _on_assistant_message(self, event: AssistantMessage) -> None:
         await self.chat.finish_assistant(event.run_id, event.text)
         for call in event.tool_calls:  # in the model's order, as the history shows them
-            if call.tool in CLIENT_TOOLS:
+            if call.tool in CLIENT_TOOLS or is_mcp_tool(call.tool):
                 await self.chat.queue_tool(event.run_id, call)
             else:  # the server runs it: its tool_settled ends it
                 await self.chat.run_server_call(event.run_id, call)

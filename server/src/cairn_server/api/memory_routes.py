@@ -240,6 +240,7 @@ async def conversation_context(
     conversation = await owned_conversation(store, user, conversation_id)
     agent = await owned_agent(store, user, conversation.agent_id)
     model = runtime.catalog.resolve(agent.model).model
+    await runtime.agent_tools(agent)  # its HTTP MCP servers' tools count too
     view = await view_context(runtime.context_window(agent, conversation.id, model))
     return ContextReport(
         conversation_id=conversation.id,

@@ -7,24 +7,27 @@ cairn_protocol.rest.
 from __future__ import annotations
 
 from cairn_protocol import WorkspaceIdentity
+from cairn_protocol.mcp import SERVER_NAME
 from cairn_protocol.rest import (
     AgentPublic,
     ApprovalPublic,
     ConversationPublic,
+    McpServerPublic,
     MessagePublic,
     RunPublic,
     RunStepPublic,
 )
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response, status
 
 from cairn_server import __version__
 from cairn_server.api.deps import OptionalUserDep, RuntimeDep, StoreDep, UserDep, refuse_nul
-from cairn_server.api.schemas import AgentUpdate, approval_public, public
+from cairn_server.api.schemas import AgentUpdate, McpServerBody, approval_public, public
 from cairn_server.context.budget import check_budget
 from cairn_server.providers.catalog import check_model
 from cairn_server.runtime.runtime import Runtime
-from cairn_server.storage.models import Agent, Conversation, Run
+from cairn_server.storage.models import Agent, AgentMcpServer, Conversation, Run
 from cairn_server.storage.repository import NotFoundError
+from cairn_server.tools.mcp_remote import InvalidServerNameError, Listing, remote_server
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(refuse_nul)])
 
@@ -84,6 +87,58 @@ async def update_agent(
             check_budget(update.context_budget, runtime.catalog.resolve(agent.model).model)
         agent = await store.set_agent_budget(agent.id, update.context_budget)
     return agent_public(agent, runtime)
+
+
+@router.get("/agents/{agent_id}/mcp-servers", tags=["agents"])
+async def list_mcp_servers(
+    runtime: RuntimeDep, store: StoreDep, user: UserDep, agent_id: str
+) -> list[McpServerPublic]:
+    """The agent's streamable-HTTP MCP servers, each with the tools it lists now (or why it
+    lists none)."""
+    agent = await owned_agent(store, user, agent_id)
+    rows = await store.mcp_servers(agent.id)
+    listings = await runtime.remote_mcp.listings([remote_server(row) for row in rows])
+    return [mcp_server_public(row, listings[row.name]) for row in rows]
+
+
+@router.put("/agents/{agent_id}/mcp-servers/{name}", tags=["agents"])
+async def put_mcp_server(
+    runtime: RuntimeDep,
+    store: StoreDep,
+    user: UserDep,
+    agent_id: str,
+    name: str,
+    body: McpServerBody,
+) -> McpServerPublic:
+    """Add (or replace) the agent's MCP server `name`; its tools count from the next message
+    on, named mcp__<name>__<tool>."""
+    agent = await owned_agent(store, user, agent_id)
+    if not SERVER_NAME.fullmatch(name):
+        raise InvalidServerNameError(
+            f"{name!r}: a server's name is up to 30 letters, digits, '-' or single '_'"
+        )
+    row = await store.put_mcp_server(agent.id, name, body.url, body.headers, body.timeout_s)
+    listings = await runtime.remote_mcp.listings([remote_server(row)])
+    return mcp_server_public(row, listings[row.name])
+
+
+@router.delete("/agents/{agent_id}/mcp-servers/{name}", tags=["agents"], status_code=204)
+async def delete_mcp_server(store: StoreDep, user: UserDep, agent_id: str, name: str) -> Response:
+    agent = await owned_agent(store, user, agent_id)
+    if not await store.delete_mcp_server(agent.id, name):
+        raise NotFoundError(f"agent {agent_id} has no MCP server {name!r}")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def mcp_server_public(row: AgentMcpServer, listing: Listing) -> McpServerPublic:
+    return McpServerPublic(
+        name=row.name,
+        url=row.url,
+        timeout_s=row.timeout_s,
+        header_names=sorted(row.headers),
+        tools=[tool.spec.name for tool in listing.tools],
+        problem=listing.problem,
+    )
 
 
 async def owned_agent(store: StoreDep, user: UserDep, agent_id: str) -> Agent:

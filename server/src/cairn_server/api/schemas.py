@@ -24,6 +24,23 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class McpServerBody(_Body):
+    """A streamable-HTTP MCP server for the agent's runs (PUT replaces one of that name)."""
+
+    url: str = Field(
+        pattern=r"^https?://[^\s]+$", max_length=2000, description="Its MCP endpoint (http(s))."
+    )
+    headers: dict[
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,100}$")],
+        Annotated[str, Field(max_length=8000)],
+    ] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="Sent with every request (e.g. Authorization); never shown back.",
+    )
+    timeout_s: float = Field(default=60.0, gt=0, le=600, description="One call's limit.")
+
+
 class BlockCreate(_Body):
     label: str = Field(description="1-40 lowercase letters, digits or _, starting with a letter.")
     value: str = ""

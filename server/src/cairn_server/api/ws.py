@@ -134,6 +134,8 @@ class Connection:
             client = Client(hello.client_id or f"conn_{secrets.token_hex(8)}", hello.workspace.path)
             hub = await self.runtime.hub(conversation.id)
             hub.enter(self.key, client.id)
+            if hello.mcp_tools:
+                self.runtime.offer_mcp_tools(conversation.id, hello.mcp_tools)
             await self.runtime.resume_requests(conversation.id, client)
             welcome_seq = await self._send_welcome(agent, conversation, choice, hub, client)
             # Without resume_after the welcome's history covers the past; replaying from the
@@ -320,6 +322,7 @@ class Connection:
                     client,
                     frame.command,
                     frame.notes,
+                    hello.mcp_tools,
                 )
             except ProviderError as exc:
                 await self._error("no_model", str(exc))
@@ -352,7 +355,12 @@ class Connection:
     ) -> None:
         try:
             compaction = await self.runtime.compact(
-                agent, conversation.id, choice.model, hello.tools, frame.instructions
+                agent,
+                conversation.id,
+                choice.model,
+                hello.tools,
+                frame.instructions,
+                hello.mcp_tools,
             )
         except RunInProgressError as exc:
             await self._error("run_in_progress", str(exc))

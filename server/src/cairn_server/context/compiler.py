@@ -44,10 +44,19 @@ SECTION_ORDER = (
 
 @dataclass(frozen=True)
 class AgentContext:
-    """What a run is compiled for: the workspace's name and the tools the run offers."""
+    """What a run is compiled for: the workspace's name, the tools the request carries, and
+    the MCP tools kept behind tool_search (not sent until loaded)."""
 
     workspace_name: str
     tools: Sequence[ToolSpec]
+    deferred: Sequence[ToolSpec] = ()
+
+    def with_loaded(self, names: Sequence[str]) -> AgentContext:
+        """This context with the deferred tools named `names` sent from now on."""
+        wanted = set(names)
+        moved = [spec for spec in self.deferred if spec.name in wanted]
+        rest = [spec for spec in self.deferred if spec.name not in wanted]
+        return AgentContext(self.workspace_name, [*self.tools, *moved], rest)
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,11 @@ def count_context(compiled: CompiledContext) -> ContextTokens:
 
 
 _OVERHEAD = {"messages": MESSAGE_OVERHEAD, "tools": TOOL_OVERHEAD}
+
+
+def tool_tokens(tool: ToolSpec) -> int:
+    """What one tool's definition adds to a request, framing included."""
+    return count_tokens(_tool_text(tool)) + TOOL_OVERHEAD
 
 
 def message_tokens(message: ModelMessage) -> int:

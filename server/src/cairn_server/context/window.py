@@ -101,6 +101,13 @@ class ContextWindow:
     # The last message of a cut whose summary came back no smaller: not summarised again.
     _fruitless_cut: int | None = field(default=None, repr=False)
 
+    def load_tools(self, names: Sequence[str]) -> None:
+        """Send the deferred tools named `names` from the next request on (tool_search)."""
+        loaded = self.context.with_loaded(names)
+        if len(loaded.tools) != len(self.context.tools):
+            self.context = loaded
+            self._cached = None
+
     async def note_memory_changes(self, run_id: str | None) -> None:
         """Freeze the memory into the conversation's prefix on its first request; later, append
         a note for each block change made elsewhere since (the prefix is never rewritten)."""

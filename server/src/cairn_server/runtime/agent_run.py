@@ -28,6 +28,7 @@ from cairn_protocol import (
     Usage,
     validate_tool_arguments,
 )
+from cairn_protocol.mcp import is_mcp_tool
 from cairn_protocol.messages import ApprovalRecord, StopReason, ToolStatus
 from cairn_protocol.results import not_run
 
@@ -409,22 +410,33 @@ class AgentRun:
         model reads it, is stored."""
         if isinstance(call.parsed, MalformedArguments):
             return await self._settle_here(call, _tool_error(call, call.parsed.problem))
-        offered = {tool.name for tool in self.spec.tools}
+        context = self.window.context
+        sent = {tool.name for tool in context.tools}
+        # A deferred tool may be called before tool_search loaded it: its client checks it.
+        offered = sent | {tool.name for tool in context.deferred}
         runner = self.tools.runner(call.name) if call.name in offered else None
         if runner is None:
-            unknown = f"unknown tool {call.name!r}; available tools: {', '.join(sorted(offered))}"
+            unknown = f"unknown tool {call.name!r}; available tools: {', '.join(sorted(sent))}"
             return await self._settle_here(call, _tool_error(call, unknown))
         if runner == "server":
             tool_context = ToolContext(
-                self.memory, self.agent_id, self.conversation_id, self.run_id, call.id, self.web
+                self.memory,
+                self.agent_id,
+                self.conversation_id,
+                self.run_id,
+                call.id,
+                web=self.web,
+                deferred=tuple(context.deferred),
             )
             outcome = await self.tools.dispatch(tool_context, call)
+            self.window.load_tools(outcome.loaded)
             result = ModelMessage(
                 "tool", outcome.content, tool_call_id=call.id, is_error=outcome.is_error
             )
             return await self._settle_here(call, result)
         try:
-            validate_tool_arguments(call.name, call.parsed)
+            if not is_mcp_tool(call.name):  # an MCP tool's schema is checked by its client
+                validate_tool_arguments(call.name, call.parsed)
         except ToolArgumentsError as exc:
             return await self._settle_here(call, _tool_error(call, str(exc)))
         record = await self._ask_client(call, call.parsed)

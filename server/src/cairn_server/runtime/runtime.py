@@ -21,11 +21,12 @@ from cairn_protocol import (
     Usage,
     WorkspaceIdentity,
 )
+from cairn_protocol.mcp import McpToolOffer
 from cairn_protocol.messages import ErrorCode, StopReason, UserCommand
 
 from cairn_server.config import ServerSettings
 from cairn_server.context.budget import agent_budget
-from cairn_server.context.compiler import AgentContext
+from cairn_server.context.compiler import AgentContext, tool_tokens
 from cairn_server.context.window import ContextWindow
 from cairn_server.domain import ModelMessage, ToolSpec
 from cairn_server.errors import CairnServerError
@@ -44,7 +45,9 @@ from cairn_server.runtime.agent_run import (
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
-from cairn_server.tools.registry import server_registry
+from cairn_server.tools.mcp_remote import RemoteMcp, remote_server
+from cairn_server.tools.registry import ToolRegistry, server_registry
+from cairn_server.tools.tool_search import arrange_tools
 from cairn_server.tools.web_pages import WebPages
 
 RESTARTED = "the server restarted during this run"  # a recovered run's detail
@@ -81,6 +84,29 @@ class Runtime:
         self._hubs: dict[str, ConversationHub] = {}
         self._active: dict[str, ActiveRun] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # The MCP tools the conversation's latest client offered, for its context report.
+        self._mcp_offers: dict[str, tuple[McpToolOffer, ...]] = {}
+        # The agents' HTTP MCP servers' tools, and each agent's registry with them.
+        self.remote_mcp = RemoteMcp()
+        self._registries: dict[str, ToolRegistry] = {}
+
+    async def agent_tools(self, agent: Agent) -> ToolRegistry:
+        """The one registry plus the tools of the agent's HTTP MCP servers (listed now,
+        unless listed within the last minute); a server that cannot list adds none."""
+        configured = await self.store.mcp_servers(agent.id)
+        if not configured:
+            self._registries.pop(agent.id, None)
+            return self.tools
+        servers = [remote_server(row) for row in configured]
+        listings = await self.remote_mcp.listings(servers)
+        extra = [tool for listing in listings.values() for tool in listing.tools]
+        registry = self._registries[agent.id] = self.tools.with_tools(extra)
+        return registry
+
+    def offer_mcp_tools(self, conversation_id: str, tools: Sequence[McpToolOffer]) -> None:
+        """Remember what a client that opened the conversation offers (until it is released),
+        so its context report counts those tools."""
+        self._mcp_offers[conversation_id] = tuple(tools)
 
     async def hub(self, conversation_id: str) -> ConversationHub:
         hub = self._hubs.get(conversation_id)
@@ -111,6 +137,7 @@ class Runtime:
             return
         self._hubs.pop(conversation_id, None)
         self._locks.pop(conversation_id, None)
+        self._mcp_offers.pop(conversation_id, None)
 
     @property
     def conversations_held(self) -> int:
@@ -157,12 +184,14 @@ class Runtime:
         executor: Client,
         command: UserCommand | None = None,
         client_notes: Sequence[str] = (),
+        mcp_tools: Sequence[McpToolOffer] = (),
     ) -> str:
         """Start a run for a user message, first superseding any run still going. `executor`
         (the client that sent the message) runs the run's tool requests.
 
         `client_notes` (what the client did meanwhile, e.g. /undo) go before the message."""
         provider = self.catalog.provider(model)  # fails here, before anything is stored
+        registry = await self.agent_tools(agent)
         async with self._lock(conversation_id):
             await self._stop_active(
                 conversation_id, "superseded", "superseded by a new user message"
@@ -180,7 +209,8 @@ class Runtime:
                 conversation_id, run_record.id, ModelMessage(role="user", content=text)
             )
             await hub.publish(RunStarted(run_id=run_record.id, user_text=text))
-            tools = tuple(self.tools.specs(client_tools))
+            self.offer_mcp_tools(conversation_id, mcp_tools)
+            tools = tuple(registry.specs(client_tools, mcp_tools))
             run = AgentRun(
                 spec=self._run_spec(run_record.id, agent, conversation_id, model, tools),
                 store=self.store,
@@ -190,7 +220,7 @@ class Runtime:
                 window=self.context_window(agent, conversation_id, model, tools),
                 executor=executor,
                 web=self.web,
-                tools=self.tools,
+                tools=registry,
             )
             task = asyncio.create_task(self._drive(conversation_id, run), name=run_record.id)
             self._active[conversation_id] = ActiveRun(run, task)
@@ -236,12 +266,15 @@ class Runtime:
             .calibrated(learned.ratio)
             .capped(learned.learned_budget)
         )
+        if tools is None:
+            registry = self._registries.get(agent.id, self.tools)
+            tools = registry.specs(CLIENT_TOOLS, self._mcp_offers.get(conversation_id, ()))
+        limit = int(budget.tokens * self.settings.mcp_tool_share)
+        arranged = arrange_tools(tools, tool_tokens, limit)
         return ContextWindow(
             store=self.store,
             memory=self.memory,
-            context=AgentContext(
-                agent.display_name, self.tools.specs(CLIENT_TOOLS) if tools is None else tools
-            ),
+            context=AgentContext(agent.display_name, arranged.offered, arranged.deferred),
             agent_id=agent.id,
             conversation_id=conversation_id,
             budget=budget,
@@ -256,6 +289,7 @@ class Runtime:
         model: str | None,
         client_tools: Sequence[str],
         focus: str | None = None,
+        mcp_tools: Sequence[McpToolOffer] = (),
     ) -> ContextCompacted | None:
         """Compact a conversation now (/compact); RunInProgressError while a run is going.
         The ContextCompacted event is published; None when nothing could be compacted."""
@@ -264,7 +298,7 @@ class Runtime:
                 raise RunInProgressError(
                     "a run is in progress; wait for it to finish (or press Esc) and compact then"
                 )
-            tools = self.tools.specs(client_tools)
+            tools = self._registries.get(agent.id, self.tools).specs(client_tools, mcp_tools)
             window = self.context_window(agent, conversation_id, model, tools)
             compaction = await window.compact("requested", None, focus)
             if compaction is not None:

@@ -315,3 +315,20 @@ class ModelProfile(SQLModel, table=True):
     token_ratio: float = Field(default=1.0)
     ratio_samples: int = Field(default=0)
     updated_at: datetime = _ts(nullable=False)
+
+
+class AgentMcpServer(SQLModel, table=True):
+    """A streamable-HTTP MCP server an agent's runs call from the server (set over REST).
+
+    `headers` (e.g. an Authorization token) are sent with every request to it and never
+    shown back."""
+
+    __tablename__ = "agent_mcp_servers"
+    __table_args__ = (UniqueConstraint("agent_id", "name"),)
+    id: str = Field(default_factory=lambda: new_id("mcp"), primary_key=True, sa_type=StoredString)
+    agent_id: str = Field(foreign_key="agents.id", index=True, sa_type=StoredString)
+    name: str = Field(sa_type=StoredString)
+    url: str = Field(sa_type=StoredString)
+    headers: dict[str, str] = Field(default_factory=dict, sa_column=Column(StoredJSON))
+    timeout_s: float = Field(default=60.0)
+    created_at: datetime = _ts(nullable=False)

@@ -36,6 +36,7 @@ from cairn_server.errors import CairnServerError
 from cairn_server.storage.models import (
     Agent,
     AgentAlias,
+    AgentMcpServer,
     ApiToken,
     Conversation,
     Event,
@@ -271,6 +272,42 @@ class Store(Repository):
             agent = await get_or_raise(session, Agent, agent_id)
             agent.context_budget = budget
             return agent
+
+    async def mcp_servers(self, agent_id: str) -> list[AgentMcpServer]:
+        """The agent's streamable-HTTP MCP servers, by name."""
+        query = (
+            select(AgentMcpServer)
+            .where(AgentMcpServer.agent_id == agent_id)
+            .order_by(col(AgentMcpServer.name))
+        )
+        return await self._all(query)
+
+    async def put_mcp_server(
+        self, agent_id: str, name: str, url: str, headers: dict[str, str], timeout_s: float
+    ) -> AgentMcpServer:
+        """Add the agent's MCP server `name`, or replace what it was."""
+        async with self._transaction() as session:
+            query = select(AgentMcpServer).where(
+                AgentMcpServer.agent_id == agent_id, AgentMcpServer.name == name
+            )
+            server = (await session.exec(query)).first()
+            if server is None:
+                server = AgentMcpServer(agent_id=agent_id, name=name, url=url)
+            server.url, server.headers, server.timeout_s = url, dict(headers), timeout_s
+            session.add(server)
+            return server
+
+    async def delete_mcp_server(self, agent_id: str, name: str) -> bool:
+        """Remove the agent's MCP server `name`; False when it had none of that name."""
+        async with self._transaction() as session:
+            query = select(AgentMcpServer).where(
+                AgentMcpServer.agent_id == agent_id, AgentMcpServer.name == name
+            )
+            server = (await session.exec(query)).first()
+            if server is None:
+                return False
+            await session.delete(server)
+            return True
 
     async def get_agent(self, agent_id: str) -> Agent | None:
         async with self._transaction(read_only=True) as session:

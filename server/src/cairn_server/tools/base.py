@@ -34,6 +34,8 @@ class ToolContext:
     run_id: str | None = None
     tool_call_id: str | None = None
     web: WebPages | None = None
+    # The MCP tools this run keeps behind tool_search (their definitions not yet sent).
+    deferred: tuple[ToolSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class ToolOutcome:
     content: str
     is_error: bool = False
     seen_versions: Mapping[str, int] = field(default_factory=dict)
+    # Deferred tools whose definitions the model loaded (tool_search): sent from now on.
+    loaded: tuple[str, ...] = ()
 
 
 ToolFn = Callable[[ToolContext, Any], Awaitable[ToolOutcome]]

@@ -6,10 +6,11 @@ specs of the client tools as the model sees them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from cairn_protocol import CLIENT_TOOLS
+from cairn_protocol.mcp import McpToolOffer, is_mcp_tool
 from cairn_protocol.tools import ToolKind, invalid_arguments
 from pydantic import ValidationError
 
@@ -20,11 +21,14 @@ from cairn_server.tools.base import ServerTool, ToolContext, ToolOutcome, tool_e
 from cairn_server.tools.fetch_url import FETCH_TOOLS
 from cairn_server.tools.memory_edit import MEMORY_EDIT_TOOLS
 from cairn_server.tools.recall_search import RECALL_TOOLS
+from cairn_server.tools.tool_search import TOOL_SEARCH, TOOL_SEARCH_TOOL
 
 SERVER_TOOLS: dict[str, ServerTool] = {
     tool.spec.name: tool
     for tool in [*MEMORY_EDIT_TOOLS, *RECALL_TOOLS, *ARCHIVAL_TOOLS, *FETCH_TOOLS]
 }
+# Server tools a run gets only when it needs them (tool_search: when MCP tools are deferred).
+ON_DEMAND_TOOLS: dict[str, ServerTool] = {TOOL_SEARCH: TOOL_SEARCH_TOOL}
 
 # Who runs a tool: the server itself, or the client that offered it.
 Runner = Literal["server", "client"]
@@ -33,32 +37,54 @@ Runner = Literal["server", "client"]
 class ToolRegistry:
     """Every tool a run may get. Server tools run here; client tools are only described."""
 
-    def __init__(self, server_tools: Mapping[str, ServerTool] = SERVER_TOOLS) -> None:
-        self._server_tools = server_tools
+    def __init__(
+        self,
+        server_tools: Mapping[str, ServerTool] = SERVER_TOOLS,
+        on_demand: Mapping[str, ServerTool] = ON_DEMAND_TOOLS,
+    ) -> None:
+        self._always = server_tools
+        self._on_demand = on_demand
+        self._server_tools = {**on_demand, **server_tools}
 
-    def specs(self, offered_client_tools: Iterable[str]) -> list[ToolSpec]:
+    def specs(
+        self, offered_client_tools: Iterable[str], mcp_tools: Sequence[McpToolOffer] = ()
+    ) -> list[ToolSpec]:
         """What a run offers the model: the client tools its client offered (in a stable
-        order), then every server tool."""
+        order), every server tool, then the client's MCP tools (each name once)."""
         offered = set(offered_client_tools)
         client = [
             ToolSpec(name, tool.description, tool.parameters_schema())
             for name, tool in CLIENT_TOOLS.items()
             if name in offered
         ]
-        return [*client, *(tool.spec for tool in self._server_tools.values())]
+        mcp = {
+            tool.name: ToolSpec(tool.name, tool.description, tool.input_schema)
+            for tool in mcp_tools
+            if tool.name not in self._server_tools  # the agent's own MCP server wins
+        }
+        return [*client, *(tool.spec for tool in self._always.values()), *mcp.values()]
+
+    def with_tools(self, extra: Sequence[ServerTool]) -> ToolRegistry:
+        """This registry plus `extra` server tools (an agent's HTTP MCP servers' tools)."""
+        if not extra:
+            return self
+        always = {**self._always, **{tool.spec.name: tool for tool in extra}}
+        return ToolRegistry(always, self._on_demand)
 
     def kind(self, name: str) -> ToolKind | None:
         """What the tool called `name` does (read, edit, shell or other); None when no such
         tool exists."""
         if name in self._server_tools:
             return self._server_tools[name].kind
+        if is_mcp_tool(name):
+            return "other"
         return CLIENT_TOOLS[name].kind if name in CLIENT_TOOLS else None
 
     def runner(self, name: str) -> Runner | None:
         """Who runs the tool called `name`; None when no such tool exists."""
         if name in self._server_tools:
             return "server"
-        return "client" if name in CLIENT_TOOLS else None
+        return "client" if name in CLIENT_TOOLS or is_mcp_tool(name) else None
 
     async def dispatch(self, ctx: ToolContext, call: ToolCall) -> ToolOutcome:
         """Validate the model's arguments and run the server tool; every failure becomes a
