@@ -173,7 +173,9 @@ def test_a_server_of_another_version_is_replaced(repo: Path, data_dir: Path) -> 
 
 
 def test_an_unused_server_exits_by_itself(repo: Path, data_dir: Path) -> None:
-    done = cairn(repo, data_dir, "runs", "list", env={"CAIRN_IDLE_EXIT_S": "1"})
+    # One idle period, stretched with the other waits on a slow machine: the server must not
+    # idle out before this `cairn` connects.
+    done = cairn(repo, data_dir, "runs", "list", env={"CAIRN_IDLE_EXIT_S": str(scaled(1))})
     assert "no conversation yet" in done.stderr
     pid = server_pid(data_dir)
     wait_until(lambda: not process_running(pid), timeout=30)
@@ -186,7 +188,7 @@ async def test_a_connected_client_keeps_an_idle_server_up(repo: Path, data_dir: 
     # Started here and connected to at once: a `cairn` that ends first could let it idle out
     # before the test connects on a loaded machine.
     local = LocalServer(
-        data_dir, environ=cairn_env(data_dir), database_url=None, idle_exit_s=1, notify=None
+        data_dir, environ=cairn_env(data_dir), database_url=None, idle_exit_s=scaled(1), notify=None
     )
     local.find_or_start()
     url = await local.ensure_running()
