@@ -10,9 +10,9 @@ import sys
 
 def version() -> str:
     """The installed cairn-client's version."""
-    from importlib.metadata import version as installed
+    from cairn_client import __version__
 
-    return installed("cairn-client")
+    return __version__
 
 
 def main() -> None:

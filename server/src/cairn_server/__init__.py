@@ -3,9 +3,4 @@
 The client compares that version with its own install's before using a local server.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("cairn-server")
-except PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
+__version__ = "0.1.0"  # the package's version (pyproject reads it from here)
