@@ -78,9 +78,9 @@ def _write_state(data_dir: Path, state: ServerState) -> None:
 def installed_version() -> str:
     """The version of the cairn-server package this `cairn` would start."""
     require_server("starting the local server")
-    from cairn_server import __version__
+    from importlib.metadata import version
 
-    return __version__
+    return version("cairn-server")
 
 
 def answered_version(url: str, token: str, timeout: float = HEALTH_TIMEOUT_S) -> str | None:
