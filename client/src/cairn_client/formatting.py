@@ -20,14 +20,13 @@ from cairn_protocol.messages import (
     Usage,
 )
 from cairn_protocol.redaction import secrets_phrase
+from cairn_protocol.tools import patch_header_paths
 
 from cairn_client.listener import ConnectionState
 
 MAX_ARGUMENT_CHARS = 60
 
 STATUS_SYMBOLS: dict[ToolStatus, str] = {"ok": "✓", "denied": "✗", "error": "!"}
-
-_PATCH_TARGET = re.compile(r"^\+\+\+ (?:b/)?(\S+)", re.MULTILINE)
 
 
 def shorten(text: str, limit: int = MAX_ARGUMENT_CHARS) -> str:
@@ -55,8 +54,7 @@ def _call_target(tool: str, arguments: Mapping[str, Any]) -> str:
         where = arguments.get("path")
         return f"{pattern} in {where}" if where and pattern else pattern
     if tool == "apply_patch":
-        targets = _PATCH_TARGET.findall(str(arguments.get("patch", "")))
-        return shorten(", ".join(dict.fromkeys(targets)))
+        return shorten(", ".join(patch_header_paths(str(arguments.get("patch", "")))))
     path = arguments.get("path")
     return shorten(str(path)) if path is not None else ""
 

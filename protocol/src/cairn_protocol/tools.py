@@ -6,6 +6,7 @@ what the client validates and executes.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -153,3 +154,12 @@ def validate_tool_arguments(tool: str, arguments: dict[str, Any]) -> ToolArgs:
 def invalid_arguments(tool: str, exc: ValidationError) -> str:
     """What the model is told when its arguments do not fit the tool's model."""
     return f"invalid arguments for {tool}: {validation_problems(exc)}"
+
+
+_PATCH_HEADER = re.compile(r"^(?:---|\+\+\+) (?:[ab]/)?(\S+)", re.MULTILINE)
+
+
+def patch_header_paths(patch: str) -> list[str]:
+    """The files a unified diff names in its `---`/`+++` headers, each once, in order (never
+    /dev/null): what an apply_patch call touches, read without parsing its hunks."""
+    return list(dict.fromkeys(p for p in _PATCH_HEADER.findall(patch) if p != "/dev/null"))

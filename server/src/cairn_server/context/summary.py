@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from cairn_protocol.tools import patch_header_paths
+
 from cairn_server.context.tokens import count_tokens
 from cairn_server.domain import ToolCall
 from cairn_server.storage.models import Message
@@ -77,7 +79,6 @@ BULLET = re.compile(r"^\s*(?:[-*•]|\d{1,3}[.)])\s+(.*)$")
 HINT_LINE = re.compile(r"^\(\d+ earlier messages were compacted")
 WHY_LINE_PREFIX = "(Compacted without a model summary"
 FILE_ITEM = re.compile(r"^`?([^\s`]+?)`?[:,]?(?:\s+\(([^)]*)\))?(?:\s+(.*))?$")
-PATCH_HEADER = re.compile(r"^(?:---|\+\+\+) (?:[ab]/)?(\S+)", re.MULTILINE)
 SHELL_PATH = re.compile(r"^(?=.*\w)[\w@.-]*/[\w@./-]*$|^[\w@-][\w@.-]*\.[A-Za-z]\w{0,7}$")
 VERBS = {"read": "read", "edit": "edited", "write": "written", "apply_patch": "patched"}
 
@@ -149,10 +150,11 @@ def call_paths(call: ToolCall) -> list[str]:
     """The paths a read, edit, write, apply_patch or shell call names (the model's
     arguments: anything too long or multi-line is not taken as a path)."""
     arguments = call.arguments_object
+    found: Sequence[object]
     if call.name in ("read", "edit", "write"):
         found = [arguments.get("path")]
     elif call.name == "apply_patch" and isinstance(arguments.get("patch"), str):
-        found = [p for p in PATCH_HEADER.findall(arguments["patch"]) if p != "/dev/null"]
+        found = patch_header_paths(arguments["patch"])
     elif call.name == "shell" and isinstance(arguments.get("command"), str):
         words = re.split(r"[\s;|&<>()'\"]+", arguments["command"])
         found = [w for w in words if "://" not in w and SHELL_PATH.match(w)]
