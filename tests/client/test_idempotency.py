@@ -46,6 +46,27 @@ def test_the_log_keeps_only_the_newest_calls(tmp_path: Path) -> None:
     assert [log.recorded(f"c{i}") is not None for i in range(5)] == [False, False] + [True] * 3
 
 
+def test_a_large_log_is_pruned_in_batches_and_stays_bounded(tmp_path: Path) -> None:
+    log = CallLog(tmp_path / "calls.sqlite3", tmp_path / "repo", keep=40)
+    for index in range(200):
+        log.start(f"c{index}")
+        log.finish(ToolResult(call_id=f"c{index}", status="ok"))
+
+    kept = [index for index in range(200) if log.recorded(f"c{index}") is not None]
+    assert kept[-40:] == list(range(160, 200))  # the newest are all there
+    assert 40 <= len(kept) <= 44  # pruned every keep/10 writes, never far over the bound
+
+
+def test_the_log_and_its_side_files_are_private(tmp_path: Path) -> None:
+    log = CallLog(tmp_path / "calls.sqlite3", tmp_path / "repo")
+    log.start("c1")
+    log.finish(ToolResult(call_id="c1", status="ok", content="tool output"))
+
+    files = sorted(path.name for path in tmp_path.iterdir())
+    assert "calls.sqlite3" in files
+    assert {(tmp_path / name).stat().st_mode & 0o777 for name in files} == {0o600}
+
+
 def test_an_unusable_log_does_not_stop_the_tools(tmp_path: Path) -> None:
     (tmp_path / "blocked").write_text("a file where the folder should be")
     log = CallLog(tmp_path / "blocked" / "calls.sqlite3", tmp_path / "repo")

@@ -38,8 +38,10 @@ from cairn_server.providers.base import (
 from cairn_server.providers.catalog import ModelCatalog
 from cairn_server.providers.model_list import Listing
 from cairn_server.storage.db import Database
+from cairn_server.storage.models import Message
 from cairn_server.storage.store import Store
 from cairn_server.tools.registry import TOOLS
+from sqlmodel import col, delete
 from support.store import agent_in_conversation
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -105,8 +107,7 @@ class Step:
 
 async def before_model_call(window: ContextWindow) -> Step:
     await window.note_memory_changes(None)
-    compaction = await window.compact_if_due(None)
-    prepared = await window.prepare()
+    compaction, prepared = await window.next_request(None)
     return Step(prepared.compiled, prepared.tokens, compaction)
 
 
@@ -250,6 +251,26 @@ async def test_a_second_request_on_an_unchanged_conversation_is_not_compiled_aga
     await store.add_message(window.conversation_id, None, ModelMessage("assistant", "It prints."))
     grown = await window.prepare()
     assert len(compiles) == 2 and len(grown.compiled.request.messages) == 2
+
+
+async def test_a_message_committed_late_with_a_lower_id_still_reaches_the_request(
+    window: ContextWindow, store: Store
+) -> None:
+    """Each step reads only the messages it has not read; one that a concurrent writer
+    committed after a later one (PostgreSQL hands out ids before commit) is not skipped."""
+    conversation = window.conversation_id
+    await store.add_message(conversation, None, ModelMessage("user", "first"))
+    late_id = (await store.add_message(conversation, None, ModelMessage("user", "gap"))).id
+    await store.add_message(conversation, None, ModelMessage("user", "third"))
+    async with store._transaction() as session:  # the id the late writer was handed
+        await session.exec(delete(Message).where(col(Message.id) == late_id))
+    contents = [m.content for m in (await window.prepare()).compiled.request.messages]
+    assert contents[-2:] == ["first", "third"]
+
+    async with store._transaction() as session:
+        session.add(Message(id=late_id, conversation_id=conversation, role="user", content="late"))
+    contents = [m.content for m in (await window.prepare()).compiled.request.messages]
+    assert contents[-3:] == ["first", "late", "third"]
 
 
 async def test_preparing_writes_nothing_and_memory_notes_are_their_own_step(

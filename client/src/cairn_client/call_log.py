@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,9 @@ class CallLog:
         self.path = path
         self.workspace = hashlib.sha256(str(workspace_root).encode()).hexdigest()[:32]
         self.keep = keep
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # calls are logged from worker threads
+        self._unpruned = 0
 
     @classmethod
     def in_data_dir(cls, data_dir: Path, workspace_root: Path) -> CallLog:
@@ -96,7 +100,10 @@ class CallLog:
         try:
             with self._connection() as db:
                 db.execute(statement, values)
-                self._prune(db)
+                self._unpruned += 1
+                if self._unpruned >= max(1, self.keep // 10):  # bounded, not pruned each write
+                    self._prune(db)
+                    self._unpruned = 0
         except (sqlite3.Error, OSError) as exc:  # an unusable log must not stop the tools
             log.warning("call log %s unwritable: %s", self.path, exc)
 
@@ -109,10 +116,28 @@ class CallLog:
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(private_file(self.path), timeout=10)  # it holds tool output
+        """One connection for the process, opened at first use (again after a failure); each
+        use is one transaction."""
+        with self._lock:
+            db = self._db or self._open()
+            try:
+                with db:
+                    yield db
+            except (sqlite3.Error, OSError):
+                self._db = None
+                db.close()
+                raise
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(private_file(self.path), timeout=10, check_same_thread=False)
         try:
-            with db:
-                db.execute(_SCHEMA)
-                yield db
-        finally:
+            # WAL: a commit survives a killed process without an fsync each time (the side
+            # files SQLite makes get the database's own 0600 mode).
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+        except sqlite3.Error:
             db.close()
+            raise
+        self._db = db
+        return db

@@ -83,7 +83,8 @@ class Prepared:
 @dataclass
 class ContextWindow:
     """One conversation's context as `model` is sent it. The steps before a model call are
-    separate: `note_memory_changes` and `compact_if_due` write, `prepare` only reads."""
+    separate: `note_memory_changes` writes, `next_request` compacts when due (the request
+    crosses the budget's threshold) and prepares; `prepare` only reads."""
 
     store: Store
     memory: Memory
@@ -98,6 +99,8 @@ class ContextWindow:
     model: str | None = None
     # The last compiled draft and the inputs it was compiled from.
     _cached: _CompiledDraft | None = field(default=None, repr=False)
+    # The messages after the compaction mark, by id, as read so far (stored ones never change).
+    _loaded: dict[int, Message] = field(default_factory=dict, repr=False)
     # The last message of a cut whose summary came back no smaller: not summarised again.
     _fruitless_cut: int | None = field(default=None, repr=False)
 
@@ -113,17 +116,24 @@ class ContextWindow:
         a note for each block change made elsewhere since (the prefix is never rewritten)."""
         await sync_memory(self.memory, self.store, self.agent_id, self.conversation_id, run_id)
 
-    async def compact_if_due(self, run_id: str | None) -> ContextCompacted | None:
-        """Compact when the next request would cross the budget's threshold."""
-        cached = await self._compiled()
-        if cached.tokens <= self.budget.trigger:
-            return None
-        return await self._compact_built(cached.draft.compiled, cached.tokens, "threshold", run_id)
-
     async def prepare(self) -> Prepared:
         """The next request from the stored history, the conversation's memory view and the
         budget, shortened if it would not fit; changes nothing."""
+        return self._fitted(await self._compiled())
+
+    async def next_request(self, run_id: str | None) -> tuple[ContextCompacted | None, Prepared]:
+        """Compact when the request would cross the budget's threshold, then prepare it,
+        reading the history once when nothing is compacted (a step's usual case)."""
         cached = await self._compiled()
+        compaction = None
+        if cached.tokens > self.budget.trigger:
+            compiled = cached.draft.compiled
+            compaction = await self._compact_built(compiled, cached.tokens, "threshold", run_id)
+            if compaction is not None:
+                cached = await self._compiled()
+        return compaction, self._fitted(cached)
+
+    def _fitted(self, cached: _CompiledDraft) -> Prepared:
         compiled, tokens = cached.draft.compiled, cached.tokens
         if tokens > self.budget.tokens:
             compiled, tokens = fit_messages(compiled, self.budget.tokens, cached.draft.rebuild)
@@ -266,8 +276,21 @@ class ContextWindow:
     # ------------------------------------------------------------------ helpers
 
     async def _buffer(self, conversation: Conversation) -> list[Message]:
-        """The messages the model is sent: those after the compaction mark."""
-        return await self.store.list_messages(self.conversation_id, conversation.compacted_through)
+        """The messages the model is sent: those after the compaction mark. Only the ones not
+        read before are read (by id, so one committed out of order is not missed)."""
+        mark = conversation.compacted_through
+        ids = await self.store.message_ids(self.conversation_id, mark)
+        missing = [message_id for message_id in ids if message_id not in self._loaded]
+        if missing:
+            after = mark if len(missing) == len(ids) else missing[0] - 1
+            wanted = set(missing)
+            for message in await self.store.list_messages(self.conversation_id, after):
+                if message.id in wanted:
+                    self._loaded[message.id] = message
+        if len(self._loaded) > len(ids):  # compacted away
+            kept = set(ids)
+            self._loaded = {i: m for i, m in self._loaded.items() if i in kept}
+        return [self._loaded[message_id] for message_id in ids]
 
     async def _conversation(self) -> Conversation:
         conversation = await self.store.get_conversation(self.conversation_id)

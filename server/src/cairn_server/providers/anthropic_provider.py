@@ -17,6 +17,7 @@ import httpx2
 from anthropic.types import (
     AssistantMessageParam,
     InputJSONDelta,
+    Message,
     MessageParam,
     RawContentBlockDeltaEvent,
     RawContentBlockStartEvent,
@@ -67,6 +68,7 @@ from cairn_server.providers.sdk import (
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+MESSAGES = "/v1/messages"
 
 STOP_REASONS: dict[str, ModelStopReason] = {
     "end_turn": "end_turn",
@@ -425,15 +427,30 @@ class AnthropicProvider(SdkProvider):
             api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s
         )
 
+    def _body(self, request: ModelRequest) -> dict[str, object]:
+        """The request as JSON-ready data. Posted as it is: the SDK's `create` would walk the
+        whole history again to transform it (milliseconds per step, growing with the history)."""
+        body: dict[str, object] = {
+            "model": self.model,
+            "max_tokens": request.max_output_tokens,
+            "messages": wire_messages(request.messages, self._thinking),
+            "stream": True,
+        }
+        system = wire_system(request.system)
+        if system:
+            body["system"] = system
+        if request.tools:
+            body["tools"] = [wire_tool(tool) for tool in request.tools]
+        return body
+
     async def _attempt(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
         state = StreamState()
-        events = await self._client.messages.create(
-            model=self.model,
-            max_tokens=request.max_output_tokens,
-            system=wire_system(request.system) or anthropic.omit,
-            messages=wire_messages(request.messages, self._thinking),
-            tools=[wire_tool(tool) for tool in request.tools] or anthropic.omit,
+        events = await self._client.post(
+            MESSAGES,
+            body=self._body(request),
+            cast_to=Message,
             stream=True,
+            stream_cls=anthropic.AsyncStream[RawMessageStreamEvent],
         )
         async for event in until_broken(events, FAILURES):
             meaning = state.add(event)

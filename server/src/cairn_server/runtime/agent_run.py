@@ -265,10 +265,10 @@ class AgentRun:
         compaction when due), then build the request from what is stored."""
         await self._store_notes()  # every call of the last step has its result by now
         await self.window.note_memory_changes(self.run_id)
-        compaction = await self.window.compact_if_due(self.run_id)
+        compaction, prepared = await self.window.next_request(self.run_id)
         if compaction is not None:
             await self.hub.publish(compaction)
-        return await self.window.prepare()
+        return prepared
 
     async def _call_model(self, prepared: Prepared) -> tuple[Prepared, Answer]:
         """Stream one answer. If the provider says the prompt overflows its window (our

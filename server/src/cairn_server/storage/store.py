@@ -432,6 +432,16 @@ class Store(Repository):
         )
         return await self._all(query)
 
+    async def message_ids(self, conversation_id: str, after: int = 0) -> list[int]:
+        """The ids of list_messages(conversation_id, after), in order: what a cache of the
+        messages checks itself against (cheap: no rows are built)."""
+        query = (
+            select(col(Message.id))
+            .where(Message.conversation_id == conversation_id, col(Message.id) > after)
+            .order_by(col(Message.id))
+        )
+        return [message_id for message_id in await self._all(query) if message_id is not None]
+
     async def compact_conversation(
         self, conversation_id: str, summary: str, compacted_through: int
     ) -> None:
