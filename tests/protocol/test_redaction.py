@@ -233,6 +233,8 @@ def test_the_note_counts() -> None:
         "AWS_ACCESS_KEY_ID=AKIAXXXXXXXXXXXXXXXX",
         "git@github.com:acme/app.git",
         "http://localhost:8080/path@v2",
+        "Env var: `LETTA_API_KEY=sk-...` bypasses the prompt",  # docs: a key elided
+        'OPENAI_API_KEY="sk-\u2026"',
     ],
 )
 def test_ordinary_code_is_left_alone(text: str) -> None:
@@ -338,6 +340,14 @@ index 1a2b3c4..5d6e7f8 100644
 )
 def test_source_and_lock_files_are_not_mangled(text: str) -> None:
     assert redact(text) == (text, 0)
+
+
+def test_a_value_in_backticks_or_with_an_ellipsis_inside_is_still_cut() -> None:
+    assert redact("db_password = `Xk9#mQ2!vL7pR4zW`") == (
+        "db_password = `[REDACTED:secret-value]`",
+        1,
+    )
+    assert redact("PASSWORD=hunter...2024x") == ("PASSWORD=[REDACTED:secret-value]", 1)
 
 
 def test_a_private_key_in_grep_output_is_cut_whole() -> None:

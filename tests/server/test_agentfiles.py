@@ -113,6 +113,27 @@ async def test_each_public_file_imports_with_its_report(
             assert "never executed" in tools[tool["name"]].reason
 
 
+async def test_letta_tools_cairn_has_are_converted_and_the_others_left_out(
+    database: Database, store: Store
+) -> None:
+    document = letta_file(tool_ids=["t-fetch", "t-search", "t-code"])
+    document["tools"] = [
+        {"id": "t-fetch", "name": "fetch_webpage", "tool_type": "letta_builtin"},
+        {"id": "t-search", "name": "web_search", "tool_type": "letta_builtin"},
+        {"id": "t-code", "name": "roll_dice", "source_code": "def roll_dice(): ..."},
+    ]
+    report = await AgentFiles(database).import_file(
+        encoded(document), await user_of(store), WORKSPACE, SETTINGS
+    )
+    tools = {item.name: (item.outcome, item.reason) for item in report.items if item.kind == "tool"}
+    assert tools["fetch_webpage"] == (
+        "converted",
+        "replaced by Cairn's fetch_url (each fetch asked for, as your rules say)",
+    )
+    assert tools["web_search"] == ("left_out", "letta_builtin: Cairn has no counterpart")
+    assert tools["roll_dice"][0] == "left_out" and "never executed" in tools["roll_dice"][1]
+
+
 @sqlite_only
 async def test_a_model_the_server_can_run_becomes_the_agents_model(
     database: Database, store: Store
@@ -206,10 +227,32 @@ async def test_memory_that_cannot_be_kept_refuses_the_whole_import(
     for document, error in cases:
         with pytest.raises(AgentFileError, match=error):
             await files.import_file(encoded(document), user, WORKSPACE, SETTINGS)
+    with pytest.raises(AgentFileError, match="or import with --raise-limits"):
+        await files.import_file(encoded(over), user, WORKSPACE, SETTINGS)
     with pytest.raises(AgentFileTooLarge, match="50.0 MiB; Cairn reads agent files up to 32"):
         await files.import_file(b" " * (50 * 2**20), user, WORKSPACE, SETTINGS)
     assert await store.list_agents(user.id) == []
     assert await row_count(database, Message) == 0
+
+
+async def test_raise_limits_keeps_a_block_over_its_limit_and_says_so(
+    database: Database, store: Store
+) -> None:
+    """Public agent files hold blocks over their own limits (Letta checks limits on edits):
+    with --raise-limits the block is kept whole, its limit raised, and the report says so."""
+    over = letta_file()
+    over["blocks"][0]["value"] = "x" * 150
+    report = await AgentFiles(database).import_file(
+        encoded(over), await user_of(store), WORKSPACE, SETTINGS, raise_limits=True
+    )
+    row = next(item for item in report.items if item.kind == "block")
+    assert (row.outcome, row.reason) == (
+        "converted",
+        "limit 100 raised to 150 to hold it (--raise-limits)",
+    )
+    blocks = await Memory.open(database).blocks.list_blocks(report.agent.id)
+    human = next(block for block in blocks if block.label == "human")
+    assert (human.value, human.char_limit) == ("x" * 150, 150)
 
 
 async def test_an_import_is_one_transaction(database: Database, store: Store) -> None:

@@ -76,6 +76,13 @@ def import_command(
         Path | None,
         typer.Option("--codebase", help="The repository the agent is for (default: this one)."),
     ] = None,
+    raise_limits: Annotated[
+        bool,
+        typer.Option(
+            "--raise-limits",
+            help="Keep a block that holds more than its limit, raising the limit to hold it.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Create the repository's agent from an agent file, and show what was kept, converted
@@ -85,7 +92,9 @@ def import_command(
         raise UsageError(f"--codebase {codebase}: not a folder")
 
     async def work(api: CairnApi, identity: WorkspaceIdentity) -> AgentImportReport:
-        return await api.import_agent_file(identity, content, replace=replace)
+        return await api.import_agent_file(
+            identity, content, replace=replace, raise_limits=raise_limits
+        )
 
     report = run_with_workspace(work, cwd=codebase.resolve() if codebase else None)
     if as_json:

@@ -120,12 +120,18 @@ class CairnApi:
         return await self._one(AgentPublic, "PATCH", _agent(agent_id), json={"model": model})
 
     async def import_agent_file(
-        self, identity: WorkspaceIdentity, agent_file: bytes, *, replace: bool = False
+        self,
+        identity: WorkspaceIdentity,
+        agent_file: bytes,
+        *,
+        replace: bool = False,
+        raise_limits: bool = False,
     ) -> AgentImportReport:
         """Create the codebase's agent from an agent file (.af); ApiError 409 when it has one
         and `replace` is false, 422 naming what is wrong with the file, 413 when too large."""
         params = {**identity.model_dump(exclude={"moved_from"}, exclude_none=True)}
         params["replace"] = "true" if replace else "false"
+        params["raise_limits"] = "true" if raise_limits else "false"
         return await self._one(
             AgentImportReport,
             "POST",

@@ -143,8 +143,9 @@ def _findings(text: str) -> Findings:
     return found
 
 
-# Delimiters some plugins report with the value (`="AKC…"`); a value keeps its own `=` padding.
-_VALUE_EDGES = re.compile(r"^[\s\"'=:]*(?P<value>.*?)[\s\"']*$", re.DOTALL)
+# Delimiters some plugins report with the value (`="AKC…"`, Markdown's backticks); a value keeps
+# its own `=` padding.
+_VALUE_EDGES = re.compile(r"^[\s\"'`=:]*(?P<value>.*?)[\s\"'`]*$", re.DOTALL)
 
 
 def _trimmed(found: Found) -> Found:
@@ -310,10 +311,17 @@ def _names_code(value: str) -> bool:
 
 
 def _placeholder(value: str) -> bool:
-    """`sk-xxxxxxxxxxxxxxxx`, `AKIAXXXXXXXXXXXXXXXX`, `********`: half of it one character."""
+    """`sk-xxxxxxxxxxxxxxxx`, `AKIAXXXXXXXXXXXXXXXX`, `********`: half of it one character;
+    `sk-...`, `ghp_…`: an ellipsis where the key would be (little else is left)."""
+    shown = value.replace("...", "").replace("\u2026", "")
+    if len(shown) < len(value) and len(shown) < PLACEHOLDER_REST:
+        return True
     return Counter(value).most_common(1)[0][1] * 2 > len(value)
 
 
+# An ellipsis with fewer characters than this beside it stands for a key (`sk-...`); a value
+# that keeps more (`hunter...2024`) may be a real password and is still cut.
+PLACEHOLDER_REST = 8
 _NAME = re.compile(r"^(?:[A-Za-z]+|[a-z][a-z0-9]*(?:_[a-z0-9]+)+|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)$")
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$")
 _SNAKE_CASE = re.compile(r"^[a-z]+(?:_[a-z]+)+$")

@@ -43,6 +43,7 @@ CAIRN_EQUIVALENTS = {
     "archival_memory_insert": "archival_insert",
     "archival_memory_search": "archival_search",
     "send_message": "a plain-text answer",
+    "fetch_webpage": "fetch_url (each fetch asked for, as your rules say)",
 }
 _SECRET_KIND = re.compile(r"\[REDACTED:([^\]]+)\]")
 # The agent fields this module reads; any other non-empty field is reported.
@@ -182,11 +183,14 @@ class ImportPlan:
         )
 
 
-def plan_import(file: AgentFile, models: ModelSettings, default_budget: int) -> ImportPlan:
-    """The plan for the file's first agent; AgentFileError when memory would be lost."""
+def plan_import(
+    file: AgentFile, models: ModelSettings, default_budget: int, *, raise_limits: bool = False
+) -> ImportPlan:
+    """The plan for the file's first agent; AgentFileError when memory would be lost.
+    `raise_limits`: a block over its limit gets a limit that holds it instead."""
     agent = file.agents[0]
     plan = ImportPlan(name=agent.name)
-    _plan_blocks(plan, file, agent)
+    _plan_blocks(plan, file, agent, raise_limits)
     _plan_system(plan, agent)
     plan.messages, message_rows = convert_history(agent.messages)
     plan.items += message_rows
@@ -205,27 +209,31 @@ def cairn_instructions(name: str) -> str:
 # ---------------------------------------------------------------------- memory
 
 
-def _plan_blocks(plan: ImportPlan, file: AgentFile, agent: FileAgent) -> None:
+def _plan_blocks(plan: ImportPlan, file: AgentFile, agent: FileAgent, raise_limits: bool) -> None:
     by_id = {block.id: block for block in file.blocks if block.id}
     wanted = agent.block_ids if agent.block_ids is not None else list(by_id)
     missing = [block_id for block_id in wanted if block_id not in by_id]
     if missing:
         raise AgentFileError(f"agents.0.block_ids: no block {missing[0]!r} in the file's blocks")
     for block in [by_id[block_id] for block_id in wanted] + agent.memory_blocks:
-        _plan_block(plan, block)
+        _plan_block(plan, block, raise_limits)
 
 
-def _plan_block(plan: ImportPlan, block: FileBlock) -> None:
+def _plan_block(plan: ImportPlan, block: FileBlock, raise_limits: bool) -> None:
     label = _cairn_label(block.label, {b.label for b in plan.blocks})
     value = block.value
     limit = block.limit if block.limit is not None else max(DEFAULT_CHAR_LIMIT, len(value))
     _refuse_secrets(f"block {block.label!r}", value)
-    if len(value) > limit:
-        raise AgentFileError(
-            f"block {block.label!r} holds {len(value):,} characters, over its limit of "
-            f"{limit:,}: shorten it or raise its limit in the file"
-        )
     notes = []
+    if len(value) > limit:
+        if not raise_limits:
+            raise AgentFileError(
+                f"block {block.label!r} holds {len(value):,} characters, over its limit of "
+                f"{limit:,}: shorten it or raise its limit in the file, or import with "
+                "--raise-limits"
+            )
+        notes.append(f"limit {limit:,} raised to {len(value):,} to hold it (--raise-limits)")
+        limit = len(value)
     if label != block.label:
         notes.append(f"label {block.label!r} became {label!r} (Cairn's labels: a-z, 0-9, _)")
     if limit > MAX_CHAR_LIMIT:

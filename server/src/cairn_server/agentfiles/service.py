@@ -64,12 +64,15 @@ class AgentFiles(Repository):
         settings: ServerSettings,
         *,
         replace: bool = False,
+        raise_limits: bool = False,
     ) -> AgentImportReport:
         """A new agent for the workspace's codebase from the file, with the report.
 
         AgentFileError (nothing stored) for a file that cannot be imported; AgentExistsError
-        when the codebase has an agent and `replace` is false."""
-        plan = plan_import(parse_agent_file(raw), settings.model, settings.context_budget)
+        when the codebase has an agent and `replace` is false. `raise_limits`: a block over its
+        limit is kept with a limit that holds it."""
+        file = parse_agent_file(raw)
+        plan = plan_import(file, settings.model, settings.context_budget, raise_limits=raise_limits)
         imported = await self.store_plan(
             plan, user, workspace, settings.context_budget, replace=replace
         )

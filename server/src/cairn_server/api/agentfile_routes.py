@@ -42,9 +42,16 @@ class ImportQuery(BaseModel):
         description="Set the codebase's current agent aside (kept, re-keyed) instead of "
         "refusing with 409.",
     )
+    raise_limits: bool = Field(
+        default=False,
+        description="Keep a block that holds more than its limit, with a limit that holds it, "
+        "instead of refusing the file with 422.",
+    )
 
     def workspace(self) -> WorkspaceIdentity:
-        return WorkspaceIdentity.model_validate(self.model_dump(exclude={"replace"}))
+        return WorkspaceIdentity.model_validate(
+            self.model_dump(exclude={"replace", "raise_limits"})
+        )
 
 
 @router.post("/agents/import", tags=["agents"], status_code=status.HTTP_201_CREATED)
@@ -61,7 +68,12 @@ async def import_agent(
     and `replace` is false."""
     raw = await read_capped(request, AGENT_FILE_MAX_BYTES)
     return await files.import_file(
-        raw, user, query.workspace(), runtime.settings, replace=query.replace
+        raw,
+        user,
+        query.workspace(),
+        runtime.settings,
+        replace=query.replace,
+        raise_limits=query.raise_limits,
     )
 
 
