@@ -46,7 +46,7 @@ from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
 from cairn_server.tools.mcp_remote import RemoteMcp, remote_server
-from cairn_server.tools.registry import ToolRegistry, server_registry
+from cairn_server.tools.registry import ToolRegistry, approve_only, server_registry
 from cairn_server.tools.tool_search import arrange_tools
 from cairn_server.tools.web_pages import WebPages
 
@@ -330,6 +330,7 @@ class Runtime:
                 call_id=record.id,
                 tool=record.tool,
                 arguments=record.arguments,
+                approve_only=approve_only(record.tool),
             )
             for record in await self.store.pending_tool_calls(conversation_id)
         ]
@@ -337,7 +338,8 @@ class Runtime:
     async def unknown_outcomes(self, conversation_id: str) -> list[str]:
         """The newest calls of the conversation whose outcome is unknown, a client may report."""
         records = await self.store.unknown_tool_calls(conversation_id, UNKNOWN_OUTCOMES_LISTED)
-        return [record.id for record in records]
+        # An approval-only call (fetch_url) ran nowhere but here: its client has no result.
+        return [record.id for record in records if not approve_only(record.tool)]
 
     async def submit_tool_result(
         self, conversation_id: str, result: ToolResult, client_id: str
