@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cairn_protocol import (
     CLIENT_TOOLS,
@@ -45,7 +46,8 @@ from cairn_server.runtime.agent_run import (
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
-from cairn_server.tools.mcp_remote import RemoteMcp, remote_server
+from cairn_server.tools.mcp_headers import McpHeaders, ServerKey, default_key_file
+from cairn_server.tools.mcp_remote import RemoteMcp
 from cairn_server.tools.registry import ToolRegistry, approve_only, server_registry
 from cairn_server.tools.tool_search import arrange_tools
 from cairn_server.tools.web_pages import WebPages
@@ -87,7 +89,9 @@ class Runtime:
         # The MCP tools the conversation's latest client offered, for its context report.
         self._mcp_offers: dict[str, tuple[McpToolOffer, ...]] = {}
         # The agents' HTTP MCP servers' tools, and each agent's registry with them.
-        self.remote_mcp = RemoteMcp()
+        key_file = settings.secret_key_file or default_key_file(settings.database_url)
+        key = ServerKey(settings.secret_key, Path(key_file))
+        self.remote_mcp = RemoteMcp(McpHeaders(key, settings.environ))
         self._registries: dict[str, ToolRegistry] = {}
 
     async def agent_tools(self, agent: Agent) -> ToolRegistry:
@@ -97,7 +101,7 @@ class Runtime:
         if not configured:
             self._registries.pop(agent.id, None)
             return self.tools
-        servers = [remote_server(row) for row in configured]
+        servers = [self.remote_mcp.server(row) for row in configured]
         listings = await self.remote_mcp.listings(servers)
         extra = [tool for listing in listings.values() for tool in listing.tools]
         registry = self._registries[agent.id] = self.tools.with_tools(extra)
