@@ -20,6 +20,7 @@ from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import RunFinished, UserMessage, WorkspaceIdentity
 from cairn_protocol.rest import McpServerPublic
 from cairn_server.storage.db import open_database
+from cairn_server.storage.store import Store
 from cairn_server.tools.mcp_headers import (
     HeaderKeyError,
     HeaderReferenceError,
@@ -31,6 +32,7 @@ from cairn_server.tools.mcp_headers import (
 from cryptography.fernet import Fernet
 from support.mcp_http import http_mcp_server
 from support.servers import TEST_TOKEN, cairn_server, call, script
+from support.store import new_agent
 from support.wire import connected
 
 LITERAL = "literal-k3y-value"  # a header value given as it is: stored sealed
@@ -160,3 +162,22 @@ def test_the_key_file_lives_beside_a_sqlite_database() -> None:
         "/srv/cairn/secret.key"
     )
     assert default_key_file("postgresql+asyncpg://h/db").name == "secret.key"
+
+
+async def test_headers_an_earlier_version_stored_in_clear_are_sealed_at_start(
+    database_url: str, fake_model: FakeModelServer, tmp_path: Path
+) -> None:
+    database = await open_database(database_url)
+    try:
+        agent = await new_agent(Store(database), root_commit="c" * 40)
+        await Store(database).put_mcp_server(agent.id, "old", "http://x/mcp", {"X-Key": LITERAL}, 5)
+    finally:
+        await database.close()
+    key = Fernet.generate_key().decode()
+    with cairn_server(database_url, fake_model, env={"CAIRN_SECRET_KEY": key}):
+        pass
+    [stored] = await raw_headers(database_url)
+    stored = json.loads(stored) if isinstance(stored, str) else stored
+    assert LITERAL not in json.dumps(stored) and stored["X-Key"].startswith("sealed:v1:")
+    headers = McpHeaders(ServerKey(key, tmp_path / "unused"), {})
+    assert headers.resolve("old", stored) == {"X-Key": LITERAL}

@@ -8,6 +8,7 @@ routing tool results (late ones too), recovery at start, and each conversation's
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,12 +47,19 @@ from cairn_server.runtime.agent_run import (
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
-from cairn_server.tools.mcp_headers import McpHeaders, ServerKey, default_key_file
+from cairn_server.tools.mcp_headers import (
+    SEALED,
+    HeaderKeyError,
+    McpHeaders,
+    ServerKey,
+    default_key_file,
+)
 from cairn_server.tools.mcp_remote import RemoteMcp
 from cairn_server.tools.registry import ToolRegistry, approve_only, server_registry
 from cairn_server.tools.tool_search import arrange_tools
 from cairn_server.tools.web_pages import WebPages
 
+log = logging.getLogger(__name__)
 RESTARTED = "the server restarted during this run"  # a recovered run's detail
 UNKNOWN_OUTCOMES_LISTED = 50  # in a welcome: the newest calls a client may still report on
 
@@ -399,6 +407,19 @@ class Runtime:
             stopped = await self._stop_active(conversation_id, "cancelled", reason)
         self.release(conversation_id)
         return stopped
+
+    async def seal_stored_headers(self) -> int:
+        """Seal the MCP headers an earlier version stored in clear; how many servers had any.
+        A key that cannot seal them leaves them (still sent) and says why in the log."""
+        rows = await self.store.unsealed_mcp_servers(SEALED)
+        for row in rows:
+            try:
+                sealed = self.remote_mcp.headers.seal_opened(row.name, row.headers)
+            except HeaderKeyError as exc:
+                log.warning("MCP headers left unsealed: %s", exc)
+                return 0
+            await self.store.set_mcp_headers(row.id, sealed)
+        return len(rows)
 
     async def recover_after_restart(self) -> int:
         """End the runs a previous process left running, so their conversations go on."""

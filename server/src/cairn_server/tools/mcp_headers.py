@@ -102,10 +102,7 @@ class McpHeaders:
         for name, value in headers.items():
             self._resolved(name, value)
         fernet = self.key.fernet()
-        return {
-            name: SEALED + fernet.encrypt(value.encode()).decode()
-            for name, value in headers.items()
-        }
+        return {name: _sealed(fernet, value) for name, value in headers.items()}
 
     def resolve(self, server: str, stored: Mapping[str, str]) -> dict[str, str]:
         """What is sent to the MCP server `server`: each value opened, its references
@@ -115,6 +112,12 @@ class McpHeaders:
             return {name: self._resolved(name, value) for name, value in opened.items()}
         except HeaderReferenceError as exc:
             raise HeaderReferenceError(f"MCP server {server}: {exc}") from None
+
+    def seal_opened(self, server: str, stored: Mapping[str, str]) -> dict[str, str]:
+        """The stored values, each sealed: those stored in clear before sealing existed too."""
+        opened = self.open(server, stored)
+        fernet = self.key.fernet()
+        return {name: _sealed(fernet, value) for name, value in opened.items()}
 
     def masks(self, server: str, stored: Mapping[str, str]) -> dict[str, str]:
         """What REST shows of each value: its `${NAME}` references, every other text as ***."""
@@ -158,6 +161,10 @@ def masked(value: str) -> str:
         f"${{{part}}}" if index % 2 else (MASK if part else "") for index, part in enumerate(parts)
     ]
     return "".join(shown)
+
+
+def _sealed(fernet: Fernet, value: str) -> str:
+    return SEALED + fernet.encrypt(value.encode()).decode()
 
 
 def _opened(fernet: Fernet, value: str) -> str:
