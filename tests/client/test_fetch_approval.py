@@ -305,3 +305,28 @@ async def test_the_approval_screen_shows_the_whole_url_and_offers_the_domain_rul
         [entry] = tool_entries(app)  # one line for the call: asked, then ended by the server
         assert entry.status == "ok"
         assert chat_entries(app)[-1].startswith("✓ fetch_url https://docs.python.org/3/")
+
+
+async def test_a_fetch_nobody_answers_for_is_refused_as_not_approved(
+    site: WebSite, tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    fake_model.set_script(
+        script({"tool_calls": [call("fetch_url", url=f"{site.url}/notes.txt")]}, {"text": "Ok."})
+    )
+    before = len(site.hits)
+    env = {"CAIRN_FETCH_ALLOW": site.address}
+    with cairn_server(
+        sqlite_url(tmp_path), fake_model, env=env, approval_timeout_s=1.0, withdraw_grace_s=0.2
+    ) as server:
+        client, _ = await connected(server.url, workspace=identity("silent"))
+        await client.send(UserMessage(text="read the notes"))
+        request = await client.recv_until(ToolRequest)  # and never answered
+        ended = await client.recv_until(ToolSettled)
+        await client.recv_until(RunFinished)
+        await client.close()
+    assert len(site.hits) == before
+    assert ended.call_id == request.model_call_id and ended.status == "denied"
+    assert ended.reason is not None and ended.reason.startswith("nobody approved it")
+    messages = fake_model.requests[-1].body["messages"]
+    [result] = [m["content"] for m in messages if m["role"] == "tool"]
+    assert "Reason: nobody approved it, so the server did not run it" in result
