@@ -62,7 +62,7 @@ FETCH_TOOLS: list[ServerTool] = [
     server_tool(
         FETCH_URL,
         "Read a public http(s) page as Markdown (text types only); long pages come in parts: "
-        "pass offset. The user approves each fetch (or a rule for its domain does).",
+        "pass offset.",
         FetchUrlArgs,
         fetch_url,
         "read",
