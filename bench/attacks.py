@@ -27,13 +27,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from attack_suite import server_attacks, tool_attacks  # noqa: E402
+from attack_suite import server_attacks, tool_attacks, web_attacks  # noqa: E402
 from attack_suite.core import CATEGORIES, Family, Outcome  # noqa: E402
 from attack_suite.lab import Lab  # noqa: E402
 
 
 def all_families() -> list[Family]:
-    return [*tool_attacks.families(), *server_attacks.families()]
+    return [*tool_attacks.families(), *server_attacks.families(), web_attacks.web_family()]
 
 
 def chosen(families: list[Family], only: str | None, quick: bool) -> list[Family]:

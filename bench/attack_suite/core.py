@@ -26,6 +26,7 @@ CATEGORIES = (
     "multi-client",
     "storage",
     "protocol",
+    "exfiltration",
 )
 
 

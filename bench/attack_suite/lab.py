@@ -260,9 +260,12 @@ class Lab:
             "CAIRN_STEP_LIMIT": "100",
         }
 
-    def start_server(self, database_url: str, port: int = 0) -> ServerProcess:
-        """A shared `cairn-server serve` (on `port`, 0: any), stopped when the lab closes."""
-        server = ServerProcess(database_url, self.server_env(), port)
+    def start_server(
+        self, database_url: str, port: int = 0, extra_env: dict[str, str] | None = None
+    ) -> ServerProcess:
+        """A shared `cairn-server serve` (on `port`, 0: any; with `extra_env` over the lab's
+        environment), stopped when the lab closes."""
+        server = ServerProcess(database_url, {**self.server_env(), **(extra_env or {})}, port)
         self.servers.append(server)
         return server
 

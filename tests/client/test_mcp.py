@@ -5,8 +5,6 @@ model, calls approved, denied, redacted and capped, and servers that crash, hang
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,10 +32,10 @@ from cairn_protocol.rest import ContextReport, McpServerPublic
 from cairn_server.domain import ToolSpec
 from cairn_server.tools.tool_search import arrange_tools, find_tools
 from support.listener import RecordingListener
+from support.mcp_http import http_mcp_server as serving_http
 from support.servers import TEST_TOKEN, Served, cairn_server, call, script, sqlite_url
 from support.sessions import client_session, one_request, welcomed
 from support.settings import environment, policy_for
-from support.waiting import wait_until
 
 MCP_SERVER = Path(__file__).parents[1] / "support" / "mcp_server.py"
 
@@ -339,25 +337,8 @@ def test_tool_search_ranks_by_name_and_description_and_selects_exact_names() -> 
 @pytest.fixture
 def http_mcp_server() -> Iterator[str]:
     """The test MCP server over streamable HTTP on loopback; its endpoint URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, str(MCP_SERVER), "--http-port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def listening() -> bool:
-        with socket.socket() as attempt:
-            return attempt.connect_ex(("127.0.0.1", port)) == 0
-
-    try:
-        wait_until(listening, timeout=60)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.kill()
-        process.wait()
+    with serving_http() as url:
+        yield url
 
 
 def test_an_agents_http_mcp_server_is_called_by_the_server_through_its_registry(

@@ -13,6 +13,7 @@ from typing import Any
 
 from cairn_client.policy.types import Approval, Verdict
 from cairn_client.tools.base import FileChange, PreparedCall, Preview, ToolOutcome
+from cairn_client.tools.web import prepare_approval
 from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.plan import PlanScreen
 from cairn_client.tui.widgets.chat import ToolEntry
@@ -273,6 +274,30 @@ def test_small_approval_screen_with_a_long_command(snap_compare: Any) -> None:
         await settle_steady(pilot)
         session.events(RunStarted(seq=4, run_id="run-1", user_text="Check the branch"))
         asked.append(session.ask(shell_call(LONG_COMMAND)))
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=SMALL, run_before=ask)
+
+
+FETCH_URL_ASKED = "https://docs.python.org/3/library/asyncio-task.html?highlight=wait_for#timeouts"
+
+
+def test_small_approval_screen_for_a_web_fetch(snap_compare: Any) -> None:
+    app, session = scripted_app()
+    asked: list[asyncio.Task[Approval]] = []
+    request = ToolRequest(
+        seq=5,
+        run_id="run-1",
+        call_id="call-f",
+        tool="fetch_url",
+        arguments={"url": FETCH_URL_ASKED.partition("#")[0], "offset": 0},
+        approve_only=True,
+    )
+
+    async def ask(pilot: Pilot[Any]) -> None:
+        await settle_steady(pilot)
+        session.events(RunStarted(seq=4, run_id="run-1", user_text="How do timeouts work?"))
+        asked.append(session.ask(prepare_approval(request)))
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=SMALL, run_before=ask)

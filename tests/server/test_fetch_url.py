@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import pytest
 from cairn_fakes.runner import FakeModelServer
-from cairn_protocol import RunFinished, ToolSettled, UserMessage
+from cairn_protocol import RunFinished, ToolRequest, ToolResult, ToolSettled, UserMessage
 from cairn_server.config import FetchSettings, fetch_allowance
 from cairn_server.domain import ToolCall
 from cairn_server.memory.services import Memory
@@ -349,7 +349,7 @@ def test_a_url_keeps_its_query_and_loses_its_fragment() -> None:
 # --------------------------------------------------------------------------- through a run
 
 
-async def test_a_model_s_fetch_url_call_runs_on_the_server_and_reads_the_same_after_restart(
+async def test_an_approved_fetch_url_call_runs_on_the_server_and_reads_the_same_after_restart(
     site: WebSite, tmp_path: Path, fake_model: FakeModelServer
 ) -> None:
     page = f"{site.url}/docs/docs_page.html"
@@ -363,6 +363,9 @@ async def test_a_model_s_fetch_url_call_runs_on_the_server_and_reads_the_same_af
     with cairn_server(sqlite_url(tmp_path), fake_model, env=env) as server:
         client, _ = await connected(server.url)
         await client.send(UserMessage(text="what is the widget's default connect timeout?"))
+        asked = await client.recv_until(ToolRequest)  # its client approves, the server fetches
+        assert asked.approve_only and asked.arguments == {"url": page, "offset": 0}
+        await client.send(ToolResult(call_id=asked.call_id, status="ok"))
         fetched = await client.recv_until(ToolSettled)
         refused = await client.recv_until(ToolSettled)
         await client.recv_until(RunFinished)

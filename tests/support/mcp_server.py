@@ -1,7 +1,8 @@
 """A real MCP server (the official SDK's MCPServer) that the tests start over stdio or HTTP.
 
-Well-behaved tools (echo, add, leak a secret, a long output) beside misbehaving ones (hang,
-crash, print garbage, answer with a result that does not validate); `--tools N` adds N
+Well-behaved tools (echo, add, leak a secret, a long output; over HTTP also a header it got)
+beside misbehaving ones (hang, crash, print garbage, answer with a result that does not
+validate); `--tools N` adds N
 generated tools, `--fail-start` exits at once, as a broken server would.
 """
 
@@ -23,8 +24,17 @@ WIRE = os.dup(1)
 LEAKED_KEY = "AKIA" + "Q" * 4 + "7WXYZ2ABCD3EFGH4"
 
 
-def build(extra_tools: int) -> MCPServer:
+def build(extra_tools: int, http: bool = False) -> MCPServer:
     server = MCPServer("cairn-test")
+
+    if http:  # headers exist over HTTP only (and stdio servers keep their tool count)
+
+        @server.tool(description="The value of an HTTP header this call came with.")
+        def header(key: str, ctx: Context) -> str:
+            request = ctx.request_context.request
+            headers = getattr(request, "headers", None)
+            value = headers.get(key) if headers is not None else None
+            return f"{key}: {value}" if value is not None else f"{key}: (not sent)"
 
     @server.tool(description="Echo the text back, prefixed with 'echo: '.")
     def echo(text: str) -> str:
@@ -93,7 +103,7 @@ def main() -> None:
     if options.fail_start:
         print("cannot start: no configuration", file=sys.stderr)
         sys.exit(2)
-    server = build(options.tools)
+    server = build(options.tools, http=bool(options.http_port))
     if options.http_port:
         server.run("streamable-http", host="127.0.0.1", port=options.http_port)
     else:

@@ -20,7 +20,7 @@ from cairn_protocol.messages import (
     Usage,
 )
 from cairn_protocol.redaction import secrets_phrase
-from cairn_protocol.tools import patch_header_paths
+from cairn_protocol.tools import FETCH_URL, patch_header_paths
 
 from cairn_client.listener import ConnectionState
 
@@ -55,6 +55,8 @@ def _call_target(tool: str, arguments: Mapping[str, Any]) -> str:
         return f"{pattern} in {where}" if where and pattern else pattern
     if tool == "apply_patch":
         return shorten(", ".join(patch_header_paths(str(arguments.get("patch", "")))))
+    if tool == FETCH_URL:
+        return shorten(str(arguments.get("url", "")))
     path = arguments.get("path")
     return shorten(str(path)) if path is not None else ""
 

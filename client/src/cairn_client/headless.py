@@ -26,6 +26,7 @@ from cairn_protocol import (
     Welcome,
 )
 from cairn_protocol.messages import TRANSIENT_EVENT_TYPES, ToolStatus, UserCommand
+from cairn_protocol.tools import FETCH_URL
 
 from cairn_client import commands
 from cairn_client.errors import CairnError, ExitCode, exit_code_for_stop
@@ -59,6 +60,12 @@ def needs_a_person(verdict: Verdict) -> str:
         return (
             f"this call needs approval ({verdict.reason}) and cairn is running headless with "
             "nobody to ask; only a person can allow it"
+        )
+    if verdict.options.rule is not None and verdict.options.rule.startswith(f"{FETCH_URL}("):
+        return (
+            "this fetch needs approval and cairn is running headless with nobody to ask; "
+            f"allow it with the rule {verdict.options.rule} in your settings.toml, or "
+            "--approve all"
         )
     return NEEDS_A_PERSON
 

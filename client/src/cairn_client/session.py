@@ -2,7 +2,8 @@
 
 Owns the handshake (as one client id across reconnects), reconnection with resume, and
 turning the tool requests this client executes into results through the policy, the person
-(via the listener) and the local tools: at most once per call_id even across a restart
+(via the listener) and the local tools (or, for a call the server runs once approved, into
+the approval alone): at most once per call_id even across a restart
 (call_log), stopped when withdrawn, reported late when the server lost the answer, each with
 the record of how it was approved; and /undo of the changes it applied.
 """
@@ -417,7 +418,8 @@ class ClientSession:
                 await asyncio.to_thread(self.call_log.finish, result)
                 if outcome.status == "ok" and prepared.tool in EDIT_TOOLS:
                     self.undo_stack.record(request.call_id, prepared.tool, prepared.changes)
-            self.listener.tool_handled(prepared, verdict, outcome)
+            if not request.approve_only:  # else its end comes with the server's tool_settled
+                self.listener.tool_handled(prepared, verdict, outcome)
             await self._send_quietly(result)  # also when withdrawn: the server may still wait
         finally:
             self._in_flight.discard(request.call_id)
@@ -457,6 +459,8 @@ class ClientSession:
                 f"not run: the request was withdrawn before it ran ({self._withdrawn[call_id]})"
             )
             return Verdict("deny", reason), ToolOutcome("denied", reason=reason), record
+        if prepared.request.approve_only:  # approved: the server runs it, nothing runs here
+            return verdict, ToolOutcome("ok"), record
         # Recorded before it runs: if this process dies now, a successor will not run it again.
         await asyncio.to_thread(self.call_log.start, call_id)
         self._executed.add(call_id)

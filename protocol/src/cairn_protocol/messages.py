@@ -16,7 +16,8 @@ from cairn_protocol.results import ResultPreview
 from cairn_protocol.validation import validation_problems
 from cairn_protocol.workspace import WorkspaceIdentity
 
-PROTOCOL_VERSION = 5  # 5: welcome.context and .model_not_offered, tool_settled.result,
+PROTOCOL_VERSION = 6  # 6: tool_request.approve_only (fetch_url asks the client first)
+# 5: welcome.context and .model_not_offered, tool_settled.result,
 # hello.mcp_tools; 4: workspace.moved_from, stop reason "truncated", welcome.usage
 # Seqs are 32-bit on the server; a resume_after above this is malformed.
 MAX_SEQ = 2**31 - 1
@@ -345,6 +346,14 @@ class ToolRequest(ServerEvent):
         default=None,
         description="The model's own id of this call, as in the assistant_message that made "
         "it (whose calls a client may show before their requests come).",
+    )
+    approve_only: bool = Field(
+        default=False,
+        description="A call the server runs itself once its executor approves it (fetch_url): "
+        "the executor decides through its policy (asking its person when the policy asks) and "
+        'answers with a tool_result, status "ok" for approved (content ignored) or "denied" '
+        "with the reason, and never runs it. The call's end comes as a tool_settled naming the "
+        "model's call id.",
     )
 
 

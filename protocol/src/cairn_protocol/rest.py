@@ -48,6 +48,12 @@ class McpServerPublic(PublicModel):
     url: str
     timeout_s: float
     header_names: list[str]
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each header's value as shown: its ${NAME} references (resolved from the "
+        "server's environment when it connects) and *** for any other text, which is stored "
+        "sealed and never shown.",
+    )
     tools: list[str] = Field(
         default_factory=list, description="Its tools as the model sees them (mcp__name__tool)."
     )

@@ -15,6 +15,9 @@ from cairn_protocol.validation import schema_without_titles, validation_problems
 
 # What a tool does, for the client's policy: reads the workspace, edits files, runs commands.
 ToolKind = Literal["read", "edit", "shell", "other"]
+# The server tool that reads a web page: the server runs it, and only once the run's client
+# approved it (a tool_request with approve_only; its policy's `fetch_url(domain:…)` rules).
+FETCH_URL = "fetch_url"
 
 
 class ToolArgs(BaseModel):

@@ -202,9 +202,16 @@ class ServerSettings(BaseModel):
     # the local server it starts in the background).
     idle_exit_s: float | None = Field(None, gt=0.0, validation_alias="CAIRN_IDLE_EXIT_S")
     bootstrap_user: str = Field("local", validation_alias="CAIRN_BOOTSTRAP_USER")
+    # The key MCP servers' headers are sealed with (Fernet: 32 url-safe base64 bytes); None:
+    # the key file, made on first use (default: beside the SQLite database, or in the user's
+    # data folder). Replicas sharing a database need the same key.
+    secret_key: str | None = Field(None, validation_alias="CAIRN_SECRET_KEY", repr=False)
+    secret_key_file: str | None = Field(None, validation_alias="CAIRN_SECRET_KEY_FILE")
     model: ModelSettings = ModelSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
     fetch: FetchSettings = FetchSettings()
+    # The environment as read at start, for `${NAME}` in MCP servers' headers.
+    environ: dict[str, str] = Field(default_factory=dict, repr=False, exclude=True)
 
     @property
     def ws_backlog_bytes(self) -> int:
@@ -228,7 +235,7 @@ class ServerSettings(BaseModel):
         unknown = set(fields) - set(cls.model_fields)
         if unknown:  # model_copy would keep them silently, and nothing would read them
             raise TypeError(f"ServerSettings has no field {', '.join(sorted(unknown))}")
-        return _validated(cls, source, groups).model_copy(update=fields)
+        return _validated(cls, source, groups).model_copy(update={"environ": source, **fields})
 
 
 def _environment(env: Mapping[str, str] | None) -> dict[str, str]:

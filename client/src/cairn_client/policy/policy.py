@@ -19,6 +19,7 @@ import pathspec
 from cairn_protocol.mcp import is_mcp_tool
 from cairn_protocol.tools import (
     CLIENT_TOOLS,
+    FETCH_URL,
     EditArgs,
     GlobArgs,
     GrepArgs,
@@ -28,6 +29,7 @@ from cairn_protocol.tools import (
 )
 
 from cairn_client.policy.settings import (
+    DOMAIN_PREFIX,
     MCP_RULE_TOOL,
     TOOL_GROUPS,
     PolicySettings,
@@ -76,6 +78,8 @@ _SUGGESTED_WORDS = 3
 def call_kind(tool: str) -> CallKind:
     if is_mcp_tool(tool):
         return "mcp"
+    if tool == FETCH_URL:
+        return "web"
     if tool in READ_TOOLS:
         return "read"
     return "edit" if tool in EDIT_TOOLS else "shell"
@@ -107,6 +111,7 @@ class Policy:
         self._kinds_allowed_for_session: set[CallKind] = set()
         self._commands_allowed_for_session: set[str] = set()
         self._mcp_allowed_for_session: set[str] = set()  # "server:tool"
+        self._hosts_allowed_for_session: set[str] = set()  # fetch_url's hosts
 
     def set_mode(self, mode: Mode) -> None:
         self.mode = mode
@@ -191,6 +196,8 @@ class Policy:
             return Verdict("allow", f"{_KIND_WORDS[kind]} were allowed for this session")
         if kind == "mcp" and subjects and subjects[0] in self._mcp_allowed_for_session:
             return Verdict("allow", "this MCP tool was allowed for this session")
+        if kind == "web" and subjects and subjects[0] in self._hosts_allowed_for_session:
+            return Verdict("allow", f"fetching from {subjects[0]} was allowed for this session")
         if kind == "shell" and subjects and subjects[0] in self._commands_allowed_for_session:
             return Verdict("allow", "this command was allowed for this session")
         if kind == "shell" and self.mode != "strict" and _read_only_shell(prepared):
@@ -255,6 +262,8 @@ class Policy:
             self._commands_allowed_for_session.add(prepared.args.command)
         elif prepared.mcp is not None:
             self._mcp_allowed_for_session.add(prepared.mcp.subject)
+        elif prepared.web is not None:
+            self._hosts_allowed_for_session.add(prepared.web.host)
         else:
             self._kinds_allowed_for_session.add(call_kind(prepared.tool))
         return scope
@@ -304,6 +313,8 @@ class Policy:
             return "this command"
         if prepared.mcp is not None:
             return "this MCP tool"
+        if prepared.web is not None:
+            return f"pages of {prepared.web.host}"
         if call_kind(prepared.tool) == "shell" or self.protected_subject(prepared) is not None:
             return None
         return _KIND_WORDS[call_kind(prepared.tool)]
@@ -350,6 +361,7 @@ _KIND_WORDS: dict[CallKind, str] = {
     "edit": "edits",
     "shell": "shell commands",
     "mcp": "MCP tool calls",
+    "web": "web fetches",
 }
 
 
@@ -381,6 +393,8 @@ def _subjects(prepared: PreparedCall) -> list[str]:
     args = prepared.args
     if prepared.mcp is not None:
         return [prepared.mcp.subject]
+    if prepared.web is not None:
+        return [prepared.web.host]
     if isinstance(args, ShellArgs):
         return [args.command]
     if prepared.changes:
@@ -400,6 +414,8 @@ def _rule_matches(rule: Rule, kind: RuleKind, tool: str, subjects: list[str]) ->
         return False
     if tool == MCP_RULE_TOOL:  # `server:tool`, with fnmatch patterns on either part
         return all(fnmatchcase(subject, rule.pattern.strip()) for subject in subjects)
+    if tool == FETCH_URL:  # `domain:example.com` (parsed to the host): it and its subdomains
+        return all(host_in_domain(subject, rule.pattern) for subject in subjects)
     if tool == "shell":
         command = subjects[0].strip()
         if kind == "allow":
@@ -409,6 +425,12 @@ def _rule_matches(rule: Rule, kind: RuleKind, tool: str, subjects: list[str]) ->
         return all(_allow_path_matches(rule.pattern, subject) for subject in subjects)
     spec = _gitignore_spec(rule.pattern)
     return any(subject != "." and spec.match_file(subject) for subject in subjects)
+
+
+def host_in_domain(host: str, domain: str) -> bool:
+    """Whether `host` is `domain` or one of its subdomains (docs.example.com in example.com;
+    never notexample.com)."""
+    return host == domain or host.endswith("." + domain)
 
 
 def _is_compound(command: str) -> bool:
@@ -489,6 +511,8 @@ def suggest_rule(prepared: PreparedCall) -> str | None:
     (a compound command, a protected or secret file, an invalid call)."""
     if prepared.error is None and prepared.mcp is not None:
         return f"{MCP_RULE_TOOL}({prepared.mcp.subject})"
+    if prepared.error is None and prepared.web is not None:  # the host, not any wider
+        return f"{FETCH_URL}({DOMAIN_PREFIX}{prepared.web.host})"
     if prepared.error is not None or prepared.tool not in CLIENT_TOOLS:
         return None
     if isinstance(prepared.args, ShellArgs):

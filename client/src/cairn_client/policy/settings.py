@@ -16,7 +16,7 @@ from typing import Any, Literal
 import platformdirs
 import tomlkit
 import tomlkit.exceptions
-from cairn_protocol.tools import CLIENT_TOOLS
+from cairn_protocol.tools import CLIENT_TOOLS, FETCH_URL
 
 from cairn_client.errors import CairnError, ExitCode
 from cairn_client.policy.types import MODES, Mode, as_mode, narrows
@@ -35,6 +35,9 @@ TOOL_GROUPS: dict[str, frozenset[str]] = {
 }
 # `mcp(server:tool)` (patterns as fnmatch: `mcp(github:*)`): the tools of MCP servers.
 MCP_RULE_TOOL = "mcp"
+# `fetch_url(domain:example.com)`: pages of that host and its subdomains; `fetch_url`: any.
+DOMAIN_PREFIX = "domain:"
+_DOMAIN = re.compile(r"^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$")  # IDNA host names, IPv4
 _RULE = re.compile(r"^\s*(?P<tool>[A-Za-z_]+)\s*(?:\((?P<pattern>.*)\))?\s*$", re.DOTALL)
 
 
@@ -134,15 +137,35 @@ def parse_rule(text: str, source: str) -> Rule:
     if match is None:
         raise SettingsError(f"{source}: rule {text!r} is not `tool` or `tool(pattern)`")
     tool = match.group("tool").lower()
-    if tool not in CLIENT_TOOLS and tool not in TOOL_GROUPS and tool != MCP_RULE_TOOL:
+    known = (MCP_RULE_TOOL, FETCH_URL)
+    if tool not in CLIENT_TOOLS and tool not in TOOL_GROUPS and tool not in known:
         raise SettingsError(
             f"{source}: rule {text!r} names unknown tool {tool!r}; tools are "
-            f"{', '.join(sorted(CLIENT_TOOLS))}, and mcp(server:tool)"
+            f"{', '.join(sorted(CLIENT_TOOLS))}, mcp(server:tool) and "
+            "fetch_url(domain:example.com)"
         )
     pattern = match.group("pattern")
     if pattern is not None and not pattern.strip():
         raise SettingsError(f"{source}: rule {text!r} has an empty pattern; write just {tool!r}")
+    if tool == FETCH_URL and pattern is not None:
+        pattern = _domain_pattern(text, pattern, source)
     return Rule(tool=tool, pattern=pattern, text=text.strip(), source=source)
+
+
+def _domain_pattern(text: str, pattern: str, source: str) -> str:
+    """The host of `domain:example.com`, in lower case; SettingsError for anything else."""
+    written = pattern.strip()
+    domain = written.removeprefix(DOMAIN_PREFIX).strip().lower().rstrip(".")
+    try:  # пример.рф is matched as the server sends it: xn--e1afmkfd.xn--p1ai
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        domain = ""
+    if not written.startswith(DOMAIN_PREFIX) or not _DOMAIN.match(domain):
+        raise SettingsError(
+            f"{source}: rule {text!r}: a fetch_url rule names a host as "
+            "fetch_url(domain:example.com) (that host and its subdomains)"
+        )
+    return domain
 
 
 # --------------------------------------------------------------------------- files

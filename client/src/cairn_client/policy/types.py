@@ -16,8 +16,9 @@ Decision = Literal["allow", "ask", "deny"]
 # strict: everything asks; bypass: everything runs (only `--approve all` or the user's file).
 Mode = Literal["default", "accept-edits", "plan", "strict", "bypass"]
 ApproveMode = Literal["none", "edits", "all"]  # the older names, still accepted
-# mcp: a tool of one of the client's MCP servers (it may do anything its server can).
-CallKind = Literal["read", "edit", "shell", "mcp"]
+# mcp: a tool of one of the client's MCP servers (it may do anything its server can); web: a
+# page the server fetches once approved (fetch_url: its URL leaves for that host).
+CallKind = Literal["read", "edit", "shell", "mcp", "web"]
 
 MODES: tuple[Mode, ...] = get_args(Mode)
 MODE_FOR_APPROVE: dict[ApproveMode, Mode] = {
@@ -26,12 +27,13 @@ MODE_FOR_APPROVE: dict[ApproveMode, Mode] = {
     "all": "bypass",
 }
 # What each mode does when no rule decides, per kind of call.
+# A web fetch asks in every mode but bypass (plan mode too: reading docs helps a plan).
 MODE_DEFAULTS: dict[Mode, dict[CallKind, Decision]] = {
-    "default": {"read": "allow", "edit": "ask", "shell": "ask", "mcp": "ask"},
-    "accept-edits": {"read": "allow", "edit": "allow", "shell": "ask", "mcp": "ask"},
-    "plan": {"read": "allow", "edit": "deny", "shell": "deny", "mcp": "deny"},
-    "strict": {"read": "ask", "edit": "ask", "shell": "ask", "mcp": "ask"},
-    "bypass": {"read": "allow", "edit": "allow", "shell": "allow", "mcp": "allow"},
+    "default": {"read": "allow", "edit": "ask", "shell": "ask", "mcp": "ask", "web": "ask"},
+    "accept-edits": {"read": "allow", "edit": "allow", "shell": "ask", "mcp": "ask", "web": "ask"},
+    "plan": {"read": "allow", "edit": "deny", "shell": "deny", "mcp": "deny", "web": "ask"},
+    "strict": {"read": "ask", "edit": "ask", "shell": "ask", "mcp": "ask", "web": "ask"},
+    "bypass": {"read": "allow", "edit": "allow", "shell": "allow", "mcp": "allow", "web": "allow"},
 }
 _LEVEL: dict[Decision, int] = {"deny": 0, "ask": 1, "allow": 2}
 

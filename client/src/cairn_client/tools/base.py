@@ -59,6 +59,14 @@ class McpCall:
 
 
 @dataclass(frozen=True)
+class WebFetch:
+    """A page the server fetches once this client approves (fetch_url): the URL and its host."""
+
+    url: str
+    host: str  # lower case, no trailing dot: what `fetch_url(domain:…)` rules match
+
+
+@dataclass(frozen=True)
 class PreparedCall:
     """A validated tool request with everything needed to decide on and run it.
 
@@ -79,6 +87,8 @@ class PreparedCall:
     shell: ShellFacts | None = None
     # For a tool of an MCP server: which one, with the model's arguments.
     mcp: McpCall | None = None
+    # For an approval-only request (the server runs it once approved): the page it fetches.
+    web: WebFetch | None = None
 
     @property
     def tool(self) -> str:

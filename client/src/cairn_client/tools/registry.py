@@ -56,6 +56,7 @@ from cairn_client.tools.shell_check import (
     destructive_reasons,
     inspect_command,
 )
+from cairn_client.tools.web import prepare_approval
 from cairn_client.tools.withheld import withhold_diff_sections
 
 OUTSIDE_SANDBOX_WARNING = (
@@ -76,6 +77,8 @@ def prepare_call(
     `allowed_secrets` are workspace-relative secret files the user explicitly allowed; `mcp`
     the session's MCP servers, whose tools are named `mcp__<server>__<tool>`.
     """
+    if request.approve_only:  # the server runs it once approved: only what it does is read
+        return prepare_approval(request)
     if is_mcp_tool(request.tool):
         return _prepare_mcp(request, mcp)
     try:
@@ -135,6 +138,8 @@ async def execute_call(
     where a shell command runs (outside any sandbox only when the call asked for it, or
     when none is active, and then the policy asked the user).
     """
+    if prepared.request.approve_only:  # the server runs it; this client only approves it
+        return ToolOutcome("error", reason="the server runs this call; a client only approves it")
     if prepared.mcp is not None:  # the same redaction; the cap is the MCP call's own
         if prepared.error is not None or mcp is None:
             return redact_outcome(ToolOutcome("error", reason=prepared.error or "no MCP servers"))

@@ -275,7 +275,7 @@ class CairnApp(App[str]):
         await shown
         approval = await self.approvals.ask(prepared, verdict)
         self.post_message(ToolAsked(prepared.request, False))
-        if approval.kind != "deny":
+        if approval.kind != "deny" and not prepared.request.approve_only:
             self._approvals_given[prepared.request.call_id] = approval
         if self.companion is not None:
             self.companion.approval_answered(approval)
@@ -366,7 +366,9 @@ class CairnApp(App[str]):
     async def _on_tool_request(self, request: ToolRequest) -> None:
         """The call runs from now: here (its end comes with tool_handled) or in another
         client, where it is only shown, never asked about."""
-        if request.executor == self.client_id:
+        if request.approve_only:  # the server's own call, asked about: its tool_settled ends it
+            line = describe_call(request.tool, request.arguments)
+        elif request.executor == self.client_id:
             self._own_requests[request.call_id] = request
             line = describe_call(request.tool, request.arguments)
         else:

@@ -16,6 +16,7 @@ from cairn_server.memory.blocks import BlockExistsError, StaleBlockError
 from cairn_server.memory.edits import MemoryEditError
 from cairn_server.providers.catalog import UnknownModelError
 from cairn_server.storage.repository import NotFoundError
+from cairn_server.tools.mcp_headers import HeaderKeyError, HeaderReferenceError
 from cairn_server.tools.mcp_remote import InvalidServerNameError
 
 # Checked in order: the first matching class decides (subclasses before their bases).
@@ -30,6 +31,8 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (InvalidBudgetError, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (UnknownModelError, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (InvalidServerNameError, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (HeaderReferenceError, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (HeaderKeyError, status.HTTP_503_SERVICE_UNAVAILABLE),
 )
 
 

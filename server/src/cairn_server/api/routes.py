@@ -27,7 +27,8 @@ from cairn_server.providers.catalog import check_model
 from cairn_server.runtime.runtime import Runtime
 from cairn_server.storage.models import Agent, AgentMcpServer, Conversation, Run
 from cairn_server.storage.repository import NotFoundError
-from cairn_server.tools.mcp_remote import InvalidServerNameError, Listing, remote_server
+from cairn_server.tools.mcp_headers import McpHeaders
+from cairn_server.tools.mcp_remote import InvalidServerNameError, Listing
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(refuse_nul)])
 
@@ -97,8 +98,9 @@ async def list_mcp_servers(
     lists none)."""
     agent = await owned_agent(store, user, agent_id)
     rows = await store.mcp_servers(agent.id)
-    listings = await runtime.remote_mcp.listings([remote_server(row) for row in rows])
-    return [mcp_server_public(row, listings[row.name]) for row in rows]
+    remote = runtime.remote_mcp
+    listings = await remote.listings([remote.server(row) for row in rows])
+    return [mcp_server_public(row, listings[row.name], remote.headers) for row in rows]
 
 
 @router.put("/agents/{agent_id}/mcp-servers/{name}", tags=["agents"])
@@ -117,9 +119,11 @@ async def put_mcp_server(
         raise InvalidServerNameError(
             f"{name!r}: a server's name is up to 30 letters, digits, '-' or single '_'"
         )
-    row = await store.put_mcp_server(agent.id, name, body.url, body.headers, body.timeout_s)
-    listings = await runtime.remote_mcp.listings([remote_server(row)])
-    return mcp_server_public(row, listings[row.name])
+    remote = runtime.remote_mcp
+    sealed = remote.headers.seal(body.headers)  # `${NAME}` missing: 422 now, not at a call
+    row = await store.put_mcp_server(agent.id, name, body.url, sealed, body.timeout_s)
+    listings = await remote.listings([remote.server(row)])
+    return mcp_server_public(row, listings[row.name], remote.headers)
 
 
 @router.delete("/agents/{agent_id}/mcp-servers/{name}", tags=["agents"], status_code=204)
@@ -130,12 +134,15 @@ async def delete_mcp_server(store: StoreDep, user: UserDep, agent_id: str, name:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def mcp_server_public(row: AgentMcpServer, listing: Listing) -> McpServerPublic:
+def mcp_server_public(
+    row: AgentMcpServer, listing: Listing, headers: McpHeaders
+) -> McpServerPublic:
     return McpServerPublic(
         name=row.name,
         url=row.url,
         timeout_s=row.timeout_s,
         header_names=sorted(row.headers),
+        headers=headers.masks(row.name, row.headers),
         tools=[tool.spec.name for tool in listing.tools],
         problem=listing.problem,
     )

@@ -36,7 +36,9 @@ class McpServerBody(_Body):
     ] = Field(
         default_factory=dict,
         max_length=20,
-        description="Sent with every request (e.g. Authorization); never shown back.",
+        description="Sent with every request (e.g. Authorization); never shown back. A value "
+        "may name the server's environment as ${NAME} (resolved when it connects), so no "
+        "secret is stored; other values are stored sealed with the server's key.",
     )
     timeout_s: float = Field(default=60.0, gt=0, le=600, description="One call's limit.")
 

@@ -61,8 +61,8 @@ from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Message, ToolCallRecord
 from cairn_server.storage.repository import describe_failure
 from cairn_server.storage.store import Store, to_model_message
-from cairn_server.tools.base import ToolContext
-from cairn_server.tools.registry import TOOLS, ToolRegistry
+from cairn_server.tools.base import ToolContext, ToolOutcome
+from cairn_server.tools.registry import TOOLS, ToolRegistry, approve_only
 from cairn_server.tools.web_pages import WebPages
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,7 @@ class AgentRun:
             arguments=record.arguments,
             executor=self.executor.id,
             model_call_id=record.model_call_id,
+            approve_only=approve_only(record.tool),
         )
 
     async def execute(self) -> None:
@@ -419,21 +420,10 @@ class AgentRun:
             unknown = f"unknown tool {call.name!r}; available tools: {', '.join(sorted(sent))}"
             return await self._settle_here(call, _tool_error(call, unknown))
         if runner == "server":
-            tool_context = ToolContext(
-                self.memory,
-                self.agent_id,
-                self.conversation_id,
-                self.run_id,
-                call.id,
-                web=self.web,
-                deferred=tuple(context.deferred),
-            )
-            outcome = await self.tools.dispatch(tool_context, call)
-            self.window.load_tools(outcome.loaded)
-            result = ModelMessage(
-                "tool", outcome.content, tool_call_id=call.id, is_error=outcome.is_error
-            )
-            return await self._settle_here(call, result)
+            decided = await self._ask_approval(call) if self.tools.asks(call.name) else call
+            if isinstance(decided, ModelMessage):
+                return decided  # refused: stored and told
+            return await self._run_here(decided, tuple(context.deferred))
         try:
             if not is_mcp_tool(call.name):  # an MCP tool's schema is checked by its client
                 validate_tool_arguments(call.name, call.parsed)
@@ -444,11 +434,53 @@ class AgentRun:
         await self.store.add_message(self.conversation_id, self.run_id, result)
         return result
 
-    async def _settle_here(self, call: ToolCall, result: ModelMessage) -> ModelMessage:
+    async def _run_here(self, call: ToolCall, deferred: tuple[ToolSpec, ...]) -> ModelMessage:
+        """Run a server tool and settle it."""
+        tool_context = ToolContext(
+            self.memory,
+            self.agent_id,
+            self.conversation_id,
+            self.run_id,
+            call.id,
+            web=self.web,
+            deferred=deferred,
+        )
+        outcome = await self.tools.dispatch(tool_context, call)
+        self.window.load_tools(outcome.loaded)
+        result = ModelMessage(
+            "tool", outcome.content, tool_call_id=call.id, is_error=outcome.is_error
+        )
+        return await self._settle_here(call, result)
+
+    async def _ask_approval(self, call: ToolCall) -> ToolCall | ModelMessage:
+        """For a server tool its client must approve first (fetch_url): ask the executor as a
+        client tool is asked (its policy, its person); the call with the approved arguments,
+        or the refusal, stored and told. With no executor connected it is refused, not run."""
+        asked = self.tools.approval_arguments(call)
+        if isinstance(asked, ToolOutcome):
+            refused = ModelMessage("tool", asked.content, tool_call_id=call.id, is_error=True)
+            return await self._settle_here(call, refused)
+        if not self.hub.present(self.executor.id):
+            return await self._settle_here(call, _tool_error(call, nobody_to_ask(call.name)))
+        record = await self._ask_client(call, asked)
+        if record.status != "ok":
+            status: ToolStatus = "denied" if record.status == "denied" else "error"
+            return await self._settle_here(call, tool_message(record), (status, record.reason))
+        return ToolCall(call.id, call.name, json.dumps(record.arguments))
+
+    async def _settle_here(
+        self,
+        call: ToolCall,
+        result: ModelMessage,
+        shown_as: tuple[ToolStatus, str | None] | None = None,
+    ) -> ModelMessage:
         """Store the result of a call no client runs (a server tool, or a call refused before
-        any client saw it), then tell the clients how it ended, as the history reads it."""
+        any client saw it, or by its client), then tell the clients how it ended, as the
+        history reads it (or as `shown_as` says: a refusal's status and reason)."""
         await self.store.add_message(self.conversation_id, self.run_id, result)
         status, reason, shown = read_outcome(call.name, result.content, result.is_error)
+        if shown_as is not None:
+            status, reason = shown_as
         await self.hub.publish(
             ToolSettled(
                 run_id=self.run_id, call_id=call.id, status=status, reason=reason, result=shown
@@ -507,6 +539,9 @@ class AgentRun:
         if future is not None and self.hub.present(self.executor.id):
             with contextlib.suppress(TimeoutError):
                 return await asyncio.wait_for(asyncio.shield(future), self.spec.withdraw_grace_s)
+        record = await self.store.get_tool_call(call_id)
+        if record is not None and approve_only(record.tool):  # the server never ran it
+            return await self._settle_by_server(call_id, "denied", not_approved(why))
         return await self._settle_by_server(call_id, "unknown", unknown_outcome(why))
 
     async def _settle_unstored(self, call_id: str, status: str, failure: Exception) -> None:
@@ -538,7 +573,8 @@ class AgentRun:
         telling them failed: the result is stored, so the run must not wait for a timeout)."""
         future = self.pending.pop(record.id, None)
         try:
-            await self.hub.publish(settled_event(record))
+            if not approve_only(record.tool):  # else the run tells how the call ended
+                await self.hub.publish(settled_event(record))
         finally:
             if future is not None and not future.done():
                 future.set_result(record)
@@ -582,6 +618,19 @@ class AgentRun:
             await self.store.add_event_message(
                 self.conversation_id, self.run_id, self._notes.pop(0)
             )
+
+
+def nobody_to_ask(tool: str) -> str:
+    """Why a call that needs its client's approval was refused at once."""
+    return (
+        f"not run: {tool} needs the approval of the client that started this run (its "
+        "policy or its person), and that client is not connected"
+    )
+
+
+def not_approved(why: str) -> str:
+    """The reason stored for an approval-only call whose decision never came."""
+    return f"nobody approved it, so the server did not run it ({why})"
 
 
 def unknown_outcome(why: str) -> str:

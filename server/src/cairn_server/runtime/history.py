@@ -16,6 +16,7 @@ from cairn_protocol.results import ResultPreview, failure_reason, result_preview
 from cairn_server.domain import ToolCall
 from cairn_server.storage.models import Message, RunApproval, ToolCallRecord
 from cairn_server.storage.store import stored_tool_calls
+from cairn_server.tools.registry import approve_only
 
 HISTORY_LIMIT = 200
 
@@ -72,6 +73,9 @@ def _history_call(
     shown = HistoryToolCall(call_id=call.id, tool=call.name, arguments=call.arguments_object)
     record = records.pop(0) if records else None
     if record is None or record.status == "pending":
+        return shown
+    if record.status == "ok" and approve_only(call.name):  # approved: ended as the model read
+        shown.approval = answers.get(record.id)
         return shown
     # As its client reported it; an unknown outcome travels as an error (as in tool_settled).
     shown.status = "error" if record.status == "unknown" else record.status

@@ -8,8 +8,10 @@ routing tool results (late ones too), recovery at start, and each conversation's
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cairn_protocol import (
     CLIENT_TOOLS,
@@ -45,11 +47,19 @@ from cairn_server.runtime.agent_run import (
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
-from cairn_server.tools.mcp_remote import RemoteMcp, remote_server
-from cairn_server.tools.registry import ToolRegistry, server_registry
+from cairn_server.tools.mcp_headers import (
+    SEALED,
+    HeaderKeyError,
+    McpHeaders,
+    ServerKey,
+    default_key_file,
+)
+from cairn_server.tools.mcp_remote import RemoteMcp
+from cairn_server.tools.registry import ToolRegistry, approve_only, server_registry
 from cairn_server.tools.tool_search import arrange_tools
 from cairn_server.tools.web_pages import WebPages
 
+log = logging.getLogger(__name__)
 RESTARTED = "the server restarted during this run"  # a recovered run's detail
 UNKNOWN_OUTCOMES_LISTED = 50  # in a welcome: the newest calls a client may still report on
 
@@ -87,7 +97,9 @@ class Runtime:
         # The MCP tools the conversation's latest client offered, for its context report.
         self._mcp_offers: dict[str, tuple[McpToolOffer, ...]] = {}
         # The agents' HTTP MCP servers' tools, and each agent's registry with them.
-        self.remote_mcp = RemoteMcp()
+        key_file = settings.secret_key_file or default_key_file(settings.database_url)
+        key = ServerKey(settings.secret_key, Path(key_file))
+        self.remote_mcp = RemoteMcp(McpHeaders(key, settings.environ))
         self._registries: dict[str, ToolRegistry] = {}
 
     async def agent_tools(self, agent: Agent) -> ToolRegistry:
@@ -97,7 +109,7 @@ class Runtime:
         if not configured:
             self._registries.pop(agent.id, None)
             return self.tools
-        servers = [remote_server(row) for row in configured]
+        servers = [self.remote_mcp.server(row) for row in configured]
         listings = await self.remote_mcp.listings(servers)
         extra = [tool for listing in listings.values() for tool in listing.tools]
         registry = self._registries[agent.id] = self.tools.with_tools(extra)
@@ -330,6 +342,7 @@ class Runtime:
                 call_id=record.id,
                 tool=record.tool,
                 arguments=record.arguments,
+                approve_only=approve_only(record.tool),
             )
             for record in await self.store.pending_tool_calls(conversation_id)
         ]
@@ -337,7 +350,8 @@ class Runtime:
     async def unknown_outcomes(self, conversation_id: str) -> list[str]:
         """The newest calls of the conversation whose outcome is unknown, a client may report."""
         records = await self.store.unknown_tool_calls(conversation_id, UNKNOWN_OUTCOMES_LISTED)
-        return [record.id for record in records]
+        # An approval-only call (fetch_url) ran nowhere but here: its client has no result.
+        return [record.id for record in records if not approve_only(record.tool)]
 
     async def submit_tool_result(
         self, conversation_id: str, result: ToolResult, client_id: str
@@ -393,6 +407,19 @@ class Runtime:
             stopped = await self._stop_active(conversation_id, "cancelled", reason)
         self.release(conversation_id)
         return stopped
+
+    async def seal_stored_headers(self) -> int:
+        """Seal the MCP headers an earlier version stored in clear; how many servers had any.
+        A key that cannot seal them leaves them (still sent) and says why in the log."""
+        rows = await self.store.unsealed_mcp_servers(SEALED)
+        for row in rows:
+            try:
+                sealed = self.remote_mcp.headers.seal_opened(row.name, row.headers)
+            except HeaderKeyError as exc:
+                log.warning("MCP headers left unsealed: %s", exc)
+                return 0
+            await self.store.set_mcp_headers(row.id, sealed)
+        return len(rows)
 
     async def recover_after_restart(self) -> int:
         """End the runs a previous process left running, so their conversations go on."""

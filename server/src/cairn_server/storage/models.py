@@ -320,8 +320,8 @@ class ModelProfile(SQLModel, table=True):
 class AgentMcpServer(SQLModel, table=True):
     """A streamable-HTTP MCP server an agent's runs call from the server (set over REST).
 
-    `headers` (e.g. an Authorization token) are sent with every request to it and never
-    shown back."""
+    `headers` (e.g. an Authorization token) are sent with every request to it; each value is
+    stored sealed with the server's key (tools/mcp_headers.py) and never shown back."""
 
     __tablename__ = "agent_mcp_servers"
     __table_args__ = (UniqueConstraint("agent_id", "name"),)

@@ -297,6 +297,23 @@ class Store(Repository):
             session.add(server)
             return server
 
+    async def unsealed_mcp_servers(self, sealed_prefix: str) -> list[AgentMcpServer]:
+        """Every agent's MCP servers with a header value stored before sealing existed."""
+        rows = await self._all(select(AgentMcpServer))
+        return [
+            row
+            for row in rows
+            if any(not value.startswith(sealed_prefix) for value in row.headers.values())
+        ]
+
+    async def set_mcp_headers(self, server_id: str, headers: dict[str, str]) -> None:
+        """Store the MCP server's headers as given (sealed by the caller)."""
+        async with self._transaction() as session:
+            server = await session.get(AgentMcpServer, server_id)
+            if server is not None:
+                server.headers = dict(headers)
+                session.add(server)
+
     async def delete_mcp_server(self, agent_id: str, name: str) -> bool:
         """Remove the agent's MCP server `name`; False when it had none of that name."""
         async with self._transaction() as session:

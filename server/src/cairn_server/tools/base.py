@@ -51,6 +51,9 @@ class ToolOutcome:
 
 
 ToolFn = Callable[[ToolContext, Any], Awaitable[ToolOutcome]]
+# For a tool the run's client must approve first: the arguments its client decides on (in
+# the one spelling the tool will then use), or ValueError with one line for the model.
+AskFn = Callable[[Any], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,20 @@ class ServerTool:
     args: type[BaseModel]
     run: ToolFn
     kind: ToolKind  # as the protocol names client tools' kinds: what the tool does
+    asks: AskFn | None = None  # set: runs only once the run's client approved these arguments
 
 
 def server_tool(
-    name: str, description: str, args: type[BaseModel], run: ToolFn, kind: ToolKind
+    name: str,
+    description: str,
+    args: type[BaseModel],
+    run: ToolFn,
+    kind: ToolKind,
+    asks: AskFn | None = None,
 ) -> ServerTool:
     """A tool whose JSON schema is the argument model's, without pydantic's titles."""
-    return ServerTool(ToolSpec(name, description, schema_without_titles(args)), args, run, kind)
+    spec = ToolSpec(name, description, schema_without_titles(args))
+    return ServerTool(spec, args, run, kind, asks)
 
 
 def tool_error(message: str) -> ToolOutcome:

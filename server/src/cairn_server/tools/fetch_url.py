@@ -1,21 +1,22 @@
 """The fetch_url tool: a web page, read by the server, as Markdown the model can page through.
 
-Owns its arguments and its answer: a heading (where the page came from, its status, size, and
-any cut), one slice of the text at a time with how to read on, and secrets cut from it.
+Owns its arguments, what the run's client approves before anything is fetched (the checked
+URL), and its answer: a heading (where the page came from, its status, size, and any cut), one
+slice of the text at a time with how to read on, and secrets cut from it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 from cairn_protocol.redaction import redact, redaction_note
-from cairn_protocol.tools import ToolArgs
+from cairn_protocol.tools import FETCH_URL, ToolArgs
 from pydantic import Field
 
 from cairn_server.tools.base import ServerTool, ToolContext, ToolOutcome, server_tool, tool_error
 from cairn_server.tools.search import null_as
-from cairn_server.tools.web_addresses import FetchRefused
+from cairn_server.tools.web_addresses import FetchRefused, checked_url
 from cairn_server.tools.web_pages import FetchError, Page
 
 # Characters of page text per answer (as much as the shell tool's output); the model reads
@@ -28,6 +29,13 @@ class FetchUrlArgs(ToolArgs):
     offset: Annotated[int, null_as(0)] = Field(
         default=0, description="Start at this character of the page's text, to read on."
     )
+
+
+def approval_arguments(args: FetchUrlArgs) -> dict[str, Any]:
+    """What the run's client decides on: the URL as it will be fetched (checked, its fragment
+    dropped, the host in lower case), so a rule on a domain judges the host really reached.
+    FetchRefused (a ValueError) when the URL can never be fetched: nobody is asked."""
+    return {"url": str(checked_url(args.url)), "offset": args.offset}
 
 
 async def fetch_url(ctx: ToolContext, args: FetchUrlArgs) -> ToolOutcome:
@@ -52,12 +60,13 @@ async def fetch_url(ctx: ToolContext, args: FetchUrlArgs) -> ToolOutcome:
 
 FETCH_TOOLS: list[ServerTool] = [
     server_tool(
-        "fetch_url",
+        FETCH_URL,
         "Read a public http(s) page as Markdown (text types only); long pages come in parts: "
         "pass offset.",
         FetchUrlArgs,
         fetch_url,
         "read",
+        asks=approval_arguments,
     ),
 ]
 

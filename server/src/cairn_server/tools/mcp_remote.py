@@ -1,6 +1,7 @@
 """Streamable-HTTP MCP servers an agent's runs call from the server, as server tools.
 
-Owns listing a server's tools (cached for a minute per configuration), turning each into a
+Owns the servers as runs reach them (headers opened and resolved by mcp_headers), listing a
+server's tools (cached for a minute per configuration), turning each into a
 `ServerTool` named `mcp__<server>__<tool>` that the one registry dispatches, and one call
 within the server's timeout: arguments checked against its schema, the result redacted and
 capped, every failure one line for the model.
@@ -32,6 +33,7 @@ from cairn_server.domain import ToolSpec
 from cairn_server.errors import CairnServerError
 from cairn_server.storage.models import AgentMcpServer
 from cairn_server.tools.base import ServerTool, ToolContext, ToolOutcome, tool_error
+from cairn_server.tools.mcp_headers import HeaderKeyError, HeaderReferenceError, McpHeaders
 
 log = logging.getLogger(__name__)
 logging.getLogger("mcp").setLevel(logging.CRITICAL)  # failures are told to the model instead
@@ -46,21 +48,18 @@ class InvalidServerNameError(CairnServerError, ValueError):
 
 @dataclass(frozen=True)
 class RemoteServer:
-    """One configured server, as the store keeps it."""
+    """One configured server, its headers opened and resolved (or why they cannot be)."""
 
     name: str
     url: str
     headers: tuple[tuple[str, str], ...] = ()
     timeout_s: float = 60.0
+    problem: str | None = None  # its headers cannot be sent: nothing is asked of it
 
     @property
     def key(self) -> str:
-        text = json.dumps([self.name, self.url, self.headers, self.timeout_s])
+        text = json.dumps([self.name, self.url, self.headers, self.timeout_s, self.problem])
         return hashlib.sha256(text.encode()).hexdigest()
-
-
-def remote_server(row: AgentMcpServer) -> RemoteServer:
-    return RemoteServer(row.name, row.url, tuple(sorted(row.headers.items())), row.timeout_s)
 
 
 @dataclass(frozen=True)
@@ -80,8 +79,18 @@ class McpArguments(BaseModel):
 class RemoteMcp:
     """The agents' HTTP MCP servers' tools, listed at most once a minute per configuration."""
 
-    def __init__(self) -> None:
+    def __init__(self, headers: McpHeaders) -> None:
+        self.headers = headers  # how their headers are sealed at rest and resolved to send
         self._listings: dict[str, tuple[float, Listing]] = {}
+
+    def server(self, row: AgentMcpServer) -> RemoteServer:
+        """The stored server with the headers to send (opened, `${NAME}` resolved now); one
+        whose headers cannot be has the problem instead, and is never reached."""
+        try:
+            headers = self.headers.resolve(row.name, row.headers)
+        except (HeaderKeyError, HeaderReferenceError) as exc:
+            return RemoteServer(row.name, row.url, (), row.timeout_s, problem=str(exc))
+        return RemoteServer(row.name, row.url, tuple(sorted(headers.items())), row.timeout_s)
 
     async def listings(self, servers: Sequence[RemoteServer]) -> dict[str, Listing]:
         """Each server's tools (or problem), listed now unless a recent listing is kept."""
@@ -98,6 +107,8 @@ class RemoteMcp:
         ]
 
     async def _listing(self, server: RemoteServer) -> Listing:
+        if server.problem is not None:
+            return Listing(problem=server.problem)
         kept = self._listings.get(server.key)
         if kept is not None and kept[0] > time.monotonic():
             return kept[1]

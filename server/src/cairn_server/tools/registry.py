@@ -7,12 +7,12 @@ specs of the client tools as the model sees them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from cairn_protocol import CLIENT_TOOLS
 from cairn_protocol.mcp import McpToolOffer, is_mcp_tool
-from cairn_protocol.tools import ToolKind, invalid_arguments
-from pydantic import ValidationError
+from cairn_protocol.tools import FETCH_URL, ToolKind, invalid_arguments
+from pydantic import BaseModel, ValidationError
 
 from cairn_server.config import FetchSettings
 from cairn_server.domain import MalformedArguments, ToolCall, ToolSpec
@@ -86,25 +86,56 @@ class ToolRegistry:
             return "server"
         return "client" if name in CLIENT_TOOLS or is_mcp_tool(name) else None
 
+    def asks(self, name: str) -> bool:
+        """Whether the server tool called `name` runs only once the run's client approved it."""
+        tool = self._server_tools.get(name)
+        return tool is not None and tool.asks is not None
+
+    def approval_arguments(self, call: ToolCall) -> dict[str, Any] | ToolOutcome:
+        """What the client is asked to approve for this call (see `asks`), or why nobody
+        needs to be asked: arguments that can never run, as an outcome for the model."""
+        tool = self._server_tools.get(call.name)
+        args = self._validated(tool, call)
+        if isinstance(args, ToolOutcome):
+            return args
+        assert tool is not None and tool.asks is not None
+        try:
+            return tool.asks(args)
+        except ValueError as exc:
+            return tool_error(str(exc))
+
     async def dispatch(self, ctx: ToolContext, call: ToolCall) -> ToolOutcome:
         """Validate the model's arguments and run the server tool; every failure becomes a
         clear outcome for the model."""
         tool = self._server_tools.get(call.name)
-        if tool is None:
-            return tool_error(f"{call.name!r} is not a tool the server runs")
-        if isinstance(call.parsed, MalformedArguments):
-            return tool_error(call.parsed.problem)
-        try:
-            args = tool.args.model_validate(call.parsed)
-        except ValidationError as exc:
-            return tool_error(invalid_arguments(call.name, exc))
+        args = self._validated(tool, call)
+        if isinstance(args, ToolOutcome):
+            return args
+        assert tool is not None
         outcome = await tool.run(ctx, args)
         if outcome.seen_versions:
             await ctx.memory.snapshots.mark_seen(ctx.conversation_id, outcome.seen_versions)
         return outcome
 
+    @staticmethod
+    def _validated(tool: ServerTool | None, call: ToolCall) -> BaseModel | ToolOutcome:
+        if tool is None:
+            return tool_error(f"{call.name!r} is not a tool the server runs")
+        if isinstance(call.parsed, MalformedArguments):
+            return tool_error(call.parsed.problem)
+        try:
+            return tool.args.model_validate(call.parsed)
+        except ValidationError as exc:
+            return tool_error(invalid_arguments(call.name, exc))
+
 
 TOOLS = ToolRegistry()
+
+
+def approve_only(tool: str) -> bool:
+    """Whether a tool request (a stored client call) is for approval only: of a tool no
+    client runs (fetch_url), which the server runs once its client approved it."""
+    return tool not in CLIENT_TOOLS and not is_mcp_tool(tool)
 
 
 def server_registry(fetch: FetchSettings) -> ToolRegistry:
@@ -112,4 +143,4 @@ def server_registry(fetch: FetchSettings) -> ToolRegistry:
     it off (CAIRN_FETCH_ENABLED=0)."""
     if fetch.enabled:
         return TOOLS
-    return ToolRegistry({name: tool for name, tool in SERVER_TOOLS.items() if name != "fetch_url"})
+    return ToolRegistry({name: tool for name, tool in SERVER_TOOLS.items() if name != FETCH_URL})

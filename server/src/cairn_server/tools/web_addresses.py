@@ -75,6 +75,11 @@ def _checked_parts(url: httpx.URL, text: str) -> httpx.URL:
     return url.copy_with(fragment=None)
 
 
+def host_of(url: httpx.URL) -> str:
+    """The host a URL reaches, as approvals name it: lower case, IDNA, no trailing dot."""
+    return url.raw_host.decode("ascii").lower().rstrip(".")
+
+
 def next_url(current: httpx.URL, location: str) -> httpx.URL:
     """Where a redirect from `current` leads, checked like a URL the model gave."""
     try:
@@ -92,7 +97,7 @@ def next_url(current: httpx.URL, location: str) -> httpx.URL:
 async def destination(url: httpx.URL, settings: FetchSettings) -> Destination:
     """The address to connect to for `url`: every address its host resolves to must be
     public or allowed (so a name with one private address among public ones is refused)."""
-    host = url.raw_host.decode("ascii").lower().rstrip(".")
+    host = host_of(url)
     port = url.port or DEFAULT_PORTS[url.scheme]
     addresses = await _resolved(host, port)
     for address in addresses:

@@ -1,7 +1,8 @@
 """Fetching a web page for fetch_url: bounded in size, time and redirects, as Markdown, cached.
 
 Owns the HTTP exchange (each hop connects to the address that was checked, so a name that
-resolves differently the second time reaches nothing new), which content types count as text,
+resolves differently the second time reaches nothing new; a redirect to another host than the
+one approved is refused), which content types count as text,
 HTML turned into Markdown (trafilatura), and the per-URL cache.
 """
 
@@ -18,7 +19,13 @@ import httpx
 
 from cairn_server import __version__
 from cairn_server.config import FetchSettings
-from cairn_server.tools.web_addresses import FetchRefused, checked_url, destination, next_url
+from cairn_server.tools.web_addresses import (
+    FetchRefused,
+    checked_url,
+    destination,
+    host_of,
+    next_url,
+)
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 CACHED_PAGES = 32  # most pages kept at once (each at most a few MB); the oldest goes first
@@ -129,6 +136,12 @@ class WebPages:
             answer = await self._hop(client, hops[-1], tuple(map(str, hops[:-1])))
             if isinstance(answer, Page):
                 return answer
+            if host_of(answer) != host_of(hops[0]):
+                raise FetchRefused(
+                    f"{hops[-1]} redirects to '{answer}', refused: that is another host than "
+                    f"the one approved ({host_of(hops[0])}); to read it, call fetch_url with "
+                    "that URL, which is approved on its own"
+                )
             if answer in hops:
                 raise FetchError(f"{hops[0]} redirects in a loop ({hops[-1]} → {answer})")
             if len(hops) > self.settings.max_redirects:

@@ -315,6 +315,8 @@ class ChatView(VerticalScroll, can_focus=False):
         """The call's request came: its entry (the queued one, or a new one) runs from now.
         Asking again for the same call_id changes nothing."""
         entry = self._tools.get(call_id)
+        if entry is None and model_call_id in self._tools:  # a server call asked about
+            entry = self._tools[model_call_id]
         if entry is None:
             entry = self._tools.pop(_queued_key(run_id, model_call_id or ""), None)
             if entry is None and model_call_id is not None:  # shown in the history
