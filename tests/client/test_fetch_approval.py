@@ -31,6 +31,9 @@ from cairn_protocol import (
     UserMessage,
     WorkspaceIdentity,
 )
+from cairn_server.domain import ModelMessage, ToolCall
+from cairn_server.storage.db import open_database
+from cairn_server.storage.store import Store
 from support.listener import RecordingListener
 from support.scripted_tui import THIS_CLIENT, asked, scripted_run, settle
 from support.servers import Served, cairn_server, call, script, sqlite_url
@@ -224,6 +227,33 @@ async def test_a_raw_client_answers_an_approval_only_request_without_running_it(
     await client.recv_until(RunFinished)
     await client.close()
     assert ended.call_id == request.model_call_id and ended.status == "ok"
+
+
+async def test_a_server_killed_while_a_fetch_awaits_approval_records_it_not_run(
+    tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    """What a killed server left (a running run waiting on a fetch's approval) is ended at the
+    next start as not run: nothing was fetched, unlike a client tool that may have run."""
+    url = sqlite_url(tmp_path)
+    store = Store(await open_database(url))
+    user = await store.ensure_user("local")
+    agent = await store.get_or_create_agent(user.id, identity("killed"))
+    conversation = await store.create_conversation(agent.id)
+    run = await store.create_run(conversation.id, "openai/gpt-5.4-mini")
+    fetch = ToolCall("call_1", "fetch_url", '{"url": "https://example.com/"}')
+    await store.add_message(conversation.id, run.id, ModelMessage("assistant", "", (fetch,)))
+    asked = await store.create_tool_call(conversation.id, run.id, "call_1", "fetch_url", {})
+    shell = await store.create_tool_call(conversation.id, run.id, "call_2", "shell", {})
+
+    with cairn_server(url, fake_model):  # starts by ending what the killed one left
+        pass
+    fetched, ran = await store.get_tool_call(asked.id), await store.get_tool_call(shell.id)
+    assert fetched is not None and ran is not None
+    assert (fetched.status, fetched.reason) == (
+        "denied",
+        "nobody approved it, so the server did not run it (the server restarted)",
+    )
+    assert ran.status == "unknown"  # a client tool may have run
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,7 @@ from cairn_server.runtime.agent_run import (
     RunSpec,
     close_dangling_calls,
     late_result_note,
+    not_approved,
     settled_event,
     unknown_outcome,
 )
@@ -432,6 +433,11 @@ class Runtime:
             ]
             for run in runs
         }
+        for call in (c for calls in pending.values() for c in calls if approve_only(c.tool)):
+            # Waiting for an approval: the server never ran it, so it is not of unknown outcome.
+            await self.store.settle_tool_call(
+                call.id, "denied", "", not_approved("the server restarted")
+            )
         await self.store.interrupt_running_runs(unknown_outcome("the server restarted"))
         for run in runs:
             hub = await self.hub(run.conversation_id)
