@@ -47,6 +47,7 @@ def create_app(
         runtime = Runtime(store, memory, settings, catalog)
         await runtime.load_model_profiles()
         await runtime.recover_after_restart()
+        runtime.reflector.start()
         app.state.runtime = runtime
         app.state.agent_files = AgentFiles(database)
         default_model = catalog.resolve(None).model

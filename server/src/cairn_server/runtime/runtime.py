@@ -43,6 +43,7 @@ from cairn_server.runtime.agent_run import (
     unknown_outcome,
 )
 from cairn_server.runtime.hub import Client, ConversationHub
+from cairn_server.runtime.reflector import Reflector
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
 from cairn_server.tools.mcp_remote import RemoteMcp, remote_server
@@ -89,6 +90,10 @@ class Runtime:
         # The agents' HTTP MCP servers' tools, and each agent's registry with them.
         self.remote_mcp = RemoteMcp()
         self._registries: dict[str, ToolRegistry] = {}
+        # Sleep-time memory: reflections on request and when a conversation goes idle.
+        self.reflector = Reflector(
+            store, memory, catalog, settings, lambda cid: cid in self._active
+        )
 
     async def agent_tools(self, agent: Agent) -> ToolRegistry:
         """The one registry plus the tools of the agent's HTTP MCP servers (listed now,
@@ -406,6 +411,7 @@ class Runtime:
             for run in runs
         }
         await self.store.interrupt_running_runs(unknown_outcome("the server restarted"))
+        await self.reflector.reflections.interrupt_running()
         for run in runs:
             hub = await self.hub(run.conversation_id)
             for call in pending[run.id]:
@@ -432,6 +438,7 @@ class Runtime:
         return len(runs)
 
     async def shutdown(self) -> None:
+        await self.reflector.aclose()
         for conversation_id in list(self._active):
             await self._stop_active(
                 conversation_id, "server_restart", "the server is shutting down"
