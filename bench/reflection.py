@@ -66,8 +66,44 @@ REAL_WINDOW = 8192
 SINGLE_HOP = 4
 EVIDENCE = re.compile(r"^D:?(\d+):(\d+)$")
 STOPWORDS = frozenset(
-    "the and for with that this from was were are has have had her his their they them she "
-    "him you your our its into onto about after before over also not but any all some".split()
+    [
+        "the",
+        "and",
+        "for",
+        "with",
+        "that",
+        "this",
+        "from",
+        "was",
+        "were",
+        "are",
+        "has",
+        "have",
+        "had",
+        "her",
+        "his",
+        "their",
+        "they",
+        "them",
+        "she",
+        "him",
+        "you",
+        "your",
+        "our",
+        "its",
+        "into",
+        "onto",
+        "about",
+        "after",
+        "before",
+        "over",
+        "also",
+        "not",
+        "but",
+        "any",
+        "all",
+        "some",
+    ]
 )
 WORD_SHARE = 0.8
 
@@ -147,8 +183,8 @@ def fed(item: dict[str, Any], sessions: int) -> Fed:
             text = f"{turn['speaker']}: {turn['text']}"
             if index == 0:
                 text = f"[session {number}, {date}] {text}"
-            role = "user" if turn["speaker"] == speaker_a else "assistant"
-            messages.append(ModelMessage(role, text))
+            a = turn["speaker"] == speaker_a
+            messages.append(ModelMessage("user", text) if a else ModelMessage("assistant", text))
     numbers = {number for number, _, _ in kept}
     repaired: list[str] = []
     facts = []
