@@ -35,8 +35,10 @@ GITHUB_TOKEN = "ghp_" + "Q8mVt3LxR7wN2cK9pZ4bH6yJ1dF5gS0aE3uT"
 USER = Author("user", name="dev")
 
 
-def reflection_settings(fake: FakeModelServer, **fields: Any) -> ServerSettings:
-    env = {**model_env(fake), "CAIRN_REFLECTION_MODEL": REFLECTION_MODEL}
+def reflection_settings(
+    fake: FakeModelServer, model: str = REFLECTION_MODEL, **fields: Any
+) -> ServerSettings:
+    env = {**model_env(fake), "CAIRN_REFLECTION_MODEL": model}
     return ServerSettings.from_env(env, **fields)
 
 
@@ -72,9 +74,13 @@ class World:
 
 
 async def open_world(
-    store: Store, database: Database, fake: FakeModelServer, **fields: Any
+    store: Store,
+    database: Database,
+    fake: FakeModelServer,
+    model: str = REFLECTION_MODEL,
+    **fields: Any,
 ) -> tuple[World, ModelCatalog]:
-    settings = reflection_settings(fake, **fields)
+    settings = reflection_settings(fake, model, **fields)
     memory = Memory.open(database)
     catalog = ModelCatalog(settings.model)
     reflector = Reflector(store, memory, catalog, settings, lambda _conversation: False)
@@ -300,6 +306,25 @@ async def test_the_idle_trigger_fires_once_until_new_messages_come(
     ]
     assert "scripted refusal" in (rows[0].detail or "")
     assert await world.value("project") == "- Staging: stg-7"
+
+
+async def test_without_a_usable_model_an_idle_conversation_fails_once(
+    store: Store, database: Database, fake: FakeModelServer
+) -> None:
+    world, catalog = await open_world(store, database, fake, "nowhere/model", reflection_idle_s=60)
+    try:
+        await say(world.store, world.conversation_id, "hello")
+        await world.go_quiet()
+        assert await world.reflector.sweep() == 1
+        await world.reflector.settled()
+        assert await world.reflector.sweep() == 0
+    finally:
+        await world.reflector.aclose()
+        await catalog.aclose()
+    (row,) = await world.reflector.reflections.of_conversation(world.conversation_id)
+    assert row.status == "failed"
+    assert row.detail == "no reflection: nowhere/model cannot be used"
+    assert fake.requests == []
 
 
 async def test_the_watermark_survives_a_restart(

@@ -72,8 +72,15 @@ class Reflector:
         provider = self.catalog.reflector(agent_model) if model else None
         if provider is None or model is None:
             why = "no model is configured" if model is None else f"{model} cannot be used"
+            # Recorded as tried up to its last message: the idle watch does not come back to
+            # it every sweep, only after new messages.
             return await self.reflections.finish(
-                row.id, "failed", usage=Usage(), edits=[], detail=f"no reflection: {why}"
+                row.id,
+                "failed",
+                usage=Usage(),
+                edits=[],
+                detail=f"no reflection: {why}",
+                attempted_through=await self.reflections.last_message(conversation_id),
             )
         reflection = ReflectionPass(
             store=self.store,

@@ -100,6 +100,12 @@ class Reflections(Repository):
             )
             return int(result.rowcount or 0)
 
+    async def last_message(self, conversation_id: str) -> int:
+        """The id of the conversation's newest message (0: none)."""
+        query = select(func.max(Message.id)).where(Message.conversation_id == conversation_id)
+        async with self._transaction(read_only=True) as session:
+            return int((await session.exec(query)).one() or 0)
+
     async def get(self, reflection_id: str) -> Reflection:
         async with self._transaction(read_only=True) as session:
             return await get_or_raise(session, Reflection, reflection_id)
