@@ -64,7 +64,7 @@ def test_reflect_edits_memory_visibly_and_revertibly(
     before = len(fake_model.requests)
     again = cairn(repo, data_dir, "-c", "-p", "/reflect", env=env)
     assert again.returncode == 0, again.stderr
-    assert "0 memory edits; nothing new since the last one" in again.stdout
+    assert "0 memory edits; nothing new to reflect on" in again.stdout
     assert len(fake_model.requests) == before
 
     # A malformed answer: exit 1, one line saying so, nothing changed.

@@ -241,7 +241,7 @@ class ReflectionPass:
 
     async def _reflect(self, row: Reflection, new: list[Message], tally: Tally) -> Reflection:
         if not any(message.role in ("user", "assistant") for message in new):
-            return await self._end(row, tally, "finished", "nothing new since the last one", new)
+            return await self._end(row, tally, "finished", "nothing new to reflect on", new)
         parts = chunks(new, self.chunk_tokens)
         author = Author(
             "reflection",

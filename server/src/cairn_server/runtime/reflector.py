@@ -138,6 +138,11 @@ class Reflector:
             except Exception:  # the watch must outlive a failed sweep (a database hiccup)
                 log.exception("the idle reflection sweep failed")
 
+    @property
+    def active(self) -> int:
+        """How many reflections are going now."""
+        return len(self._tasks)
+
     async def settled(self) -> None:
         """Wait for the reflections going now (those idle sweeps started, too) to end."""
         while self._tasks or self._background:

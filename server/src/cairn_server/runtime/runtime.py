@@ -154,6 +154,11 @@ class Runtime:
         """How many runs are going now."""
         return len(self._active)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a run or a reflection is going now (the idle exit waits for both)."""
+        return bool(self._active) or self.reflector.active > 0
+
     async def load_model_profiles(self) -> None:
         """Give the catalog what earlier processes learned about each model's server."""
         for profile in await self.store.model_profiles():
