@@ -258,6 +258,8 @@ async def test_one_reflection_at_a_time_per_agent(world: World, fake: FakeModelS
     assert held is not None
     with pytest.raises(ReflectionBusyError, match="already running"):
         await world.reflect()
+    await world.go_quiet()
+    assert await world.reflector.sweep() == 0  # the idle watch leaves a reflecting agent be
     # A restart ends the one a dead process left running; the next one goes ahead.
     assert await world.reflector.reflections.interrupt_running() == 1
     assert (await world.reflector.reflections.get(held.id)).status == "failed"

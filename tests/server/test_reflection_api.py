@@ -59,6 +59,10 @@ async def test_the_server_reflects_on_an_idle_conversation_by_itself(
             assert asyncio.get_running_loop().time() < deadline, "no idle reflection in time"
             await asyncio.sleep(0.05)
         block = await get(server.url, f"/v1/agents/{welcome.agent_id}/blocks/project")
+    assert len(reflections) == 1, [
+        (r["status"], r["through_message"], r["messages_read"], r["detail"], r["created_at"])
+        for r in reflections
+    ]
     (reflection,) = reflections
     assert (reflection["trigger"], reflection["status"]) == ("idle", "finished")
     assert reflection["edits"] == [

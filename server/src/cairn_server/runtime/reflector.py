@@ -55,6 +55,7 @@ class Reflector:
         self._run_going = run_going  # whether a conversation has a run going now
         self._tasks: set[asyncio.Task[Reflection]] = set()
         self._background: set[asyncio.Task[None]] = set()  # idle reflections started
+        self._idle_agents: set[str] = set()  # agents an idle reflection was started for
         self._watch: asyncio.Task[None] | None = None
 
     async def reflect(
@@ -110,9 +111,15 @@ class Reflector:
         started: set[str] = set()
         for conversation in await self.reflections.idle_conversations(cutoff):
             agent = await self.store.get_agent(conversation.agent_id)
-            if agent is None or agent.id in started or self._run_going(conversation.id):
+            if (
+                agent is None
+                or agent.id in started
+                or agent.id in self._idle_agents
+                or self._run_going(conversation.id)
+            ):
                 continue
             started.add(agent.id)
+            self._idle_agents.add(agent.id)
             task = asyncio.create_task(self._idle_reflection(agent, conversation.id))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -125,6 +132,8 @@ class Reflector:
             return  # the next sweep tries again
         except NotFoundError:
             return  # the conversation went away
+        finally:
+            self._idle_agents.discard(agent.id)
         log.info(
             "idle reflection %s on %s: %s (%s)", row.id, conversation_id, row.status, row.detail
         )

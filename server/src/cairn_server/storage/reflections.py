@@ -119,8 +119,9 @@ class Reflections(Repository):
         )
 
     async def idle_conversations(self, cutoff: datetime, limit: int = 20) -> list[Conversation]:
-        """Conversations quiet since before `cutoff`, with no run going, holding a user or
-        assistant message past their watermark and past what a reflection last tried."""
+        """Conversations quiet since before `cutoff`, with no run going and no reflection of
+        their agent going, holding a user or assistant message past their watermark and past
+        what a reflection last tried."""
         tried = (
             select(func.coalesce(func.max(Reflection.through_message), 0))
             .where(col(Reflection.conversation_id) == col(Conversation.id))
@@ -137,9 +138,15 @@ class Reflections(Repository):
         running = exists().where(
             and_(col(Run.conversation_id) == col(Conversation.id), col(Run.status) == "running")
         )
+        reflecting = exists().where(
+            and_(
+                col(Reflection.agent_id) == col(Conversation.agent_id),
+                col(Reflection.status) == "running",
+            )
+        )
         query = (
             select(Conversation)
-            .where(col(Conversation.updated_at) < cutoff, new_message, ~running)
+            .where(col(Conversation.updated_at) < cutoff, new_message, ~running, ~reflecting)
             .order_by(col(Conversation.updated_at))
             .limit(limit)
         )
