@@ -112,7 +112,7 @@ async def test_help_lists_headless_commands_and_tui_only_ones_are_one_line(
     assert memory.err == "cairn: /memory works in the TUI only\n"
     unknown = await headless(served, own_repo, "/nope")
     assert unknown.code == 2
-    try_these = "/init, /compact [focus] or /model [name]"
+    try_these = "/init, /compact [focus], /reflect or /model [name]"
     assert unknown.err == f"cairn: Unknown command /nope (try {try_these})\n"
     assert len(served.fake.requests) == requests_before  # none of these reached the model
 

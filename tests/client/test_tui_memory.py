@@ -365,6 +365,6 @@ async def test_memory_and_context_need_a_server_address() -> None:
         await pilot.pause()
         assert chat_entries(app)[-1] == (
             "Unknown command /nope "
-            "(try /memory (f2), /context (f3), /init, /compact [focus], /undo, /mode [name], "
-            "/model [name], /cost, /new, /clear, /resume or /quit)"
+            "(try /memory (f2), /context (f3), /init, /compact [focus], /reflect, /undo, "
+            "/mode [name], /model [name], /cost, /new, /clear, /resume or /quit)"
         )

@@ -25,6 +25,7 @@ from cairn_protocol.rest import (
     ConversationPublic,
     MessageHit,
     PassagePublic,
+    ReflectionPublic,
     RunPublic,
 )
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     import httpx
 
 REQUEST_TIMEOUT_S = 30.0
+# A reflection answers when its model has read the conversation: minutes on a slow model.
+REFLECTION_TIMEOUT_S = 900.0
 
 UrlResolver = Callable[[], Awaitable[str]]
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -290,6 +293,19 @@ class CairnApi:
         """The conversation's context window as the model sees it next, by section."""
         path = f"/v1/conversations/{quote(conversation_id, safe='')}/context"
         return await self._one(ContextReport, "GET", path)
+
+    # ------------------------------------------------------------------ reflection
+
+    async def reflect(self, conversation_id: str) -> ReflectionPublic:
+        """Reflect on the conversation now; answers when the reflection has ended (ApiError
+        409 while the agent has one running)."""
+        path = f"/v1/conversations/{quote(conversation_id, safe='')}/reflect"
+        return await self._one(ReflectionPublic, "POST", path, timeout=REFLECTION_TIMEOUT_S)
+
+    async def list_reflections(self, conversation_id: str) -> list[ReflectionPublic]:
+        """Newest first."""
+        path = f"/v1/conversations/{quote(conversation_id, safe='')}/reflections"
+        return await self._list(ReflectionPublic, "GET", path)
 
     # ------------------------------------------------------------------ runs
 

@@ -32,6 +32,9 @@ class TuiHost(Protocol):
 
     async def compact(self, focus: str | None) -> None: ...
 
+    async def reflect(self) -> None:
+        """Reflect on the conversation now: memory edits by "reflection", and their cost."""
+
     async def permission_mode(self, name: str) -> None:
         """Show the permission mode ("") or set it."""
 
@@ -67,6 +70,9 @@ class HeadlessHost(Protocol):
     async def send_init(self, text: str) -> int: ...
 
     async def compact(self, focus: str | None) -> int: ...
+
+    async def reflect(self) -> int:
+        """Print what the reflection did and cost; 0 when it ended, 1 when it failed."""
 
     async def model(self, name: str) -> int:
         """Print the agent's model ("") or switch it; 2 when the server refuses the name."""
@@ -151,6 +157,13 @@ COMMANDS: tuple[SlashCommand, ...] = (
         hint="[focus]",
         tui=lambda host, invocation: host.compact(_focus(invocation.argument)),
         headless=lambda host, invocation: host.compact(_focus(invocation.argument)),
+    ),
+    SlashCommand(
+        "reflect",
+        "reflect on this conversation now: the reflection model keeps the memory blocks "
+        "(cairn memory history shows its edits)",
+        tui=lambda host, _: host.reflect(),
+        headless=lambda host, _: host.reflect(),
     ),
     SlashCommand(
         "undo",

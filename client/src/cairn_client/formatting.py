@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from cairn_protocol.mcp import is_mcp_tool
 from cairn_protocol.messages import (
@@ -23,6 +23,9 @@ from cairn_protocol.redaction import secrets_phrase
 from cairn_protocol.tools import FETCH_URL, patch_header_paths
 
 from cairn_client.listener import ConnectionState
+
+if TYPE_CHECKING:
+    from cairn_protocol.rest import ReflectionPublic
 
 MAX_ARGUMENT_CHARS = 60
 
@@ -177,6 +180,39 @@ def compaction_line(event: ContextCompacted) -> str:
     if event.secrets_redacted:
         line += f"; {secrets_phrase(event.secrets_redacted)} redacted from it"
     return line
+
+
+def reflection_lines(reflection: ReflectionPublic) -> list[str]:
+    """`Reflection (anthropic/claude-haiku-4-5): 2 memory edits (human v3, project v7), 1
+    refused; in 1,204 · cached 0 · out 88 · $0.0016`, then one line per refused edit; a failed
+    one says why it failed."""
+    applied = [f"{edit.label} v{edit.version}" for edit in reflection.applied]
+    made = f"{len(applied)} memory edit{'' if len(applied) == 1 else 's'}"
+    if applied:
+        made += f" ({', '.join(applied)})"
+    if reflection.refused:
+        made += f", {len(reflection.refused)} refused"
+    if reflection.status == "failed":
+        made = f"failed: {reflection.detail or 'no reason given'}"
+    elif reflection.detail:
+        made += f"; {reflection.detail}"
+    cost = usage_label(reflection_usage([reflection]))
+    lines = [f"Reflection ({reflection.model or 'no model'}): {made}; {cost}"]
+    lines += [f"  refused {e.tool} on {e.label}: {e.reason}" for e in reflection.refused]
+    return lines
+
+
+def reflection_usage(reflections: Sequence[ReflectionPublic]) -> Usage:
+    """What the reflections' model calls took and cost, added up."""
+    total = Usage()
+    for reflection in reflections:
+        total = total + Usage(
+            input_tokens=reflection.input_tokens,
+            cached_input_tokens=reflection.cached_input_tokens,
+            output_tokens=reflection.output_tokens,
+            cost_usd=reflection.cost_usd,
+        )
+    return total
 
 
 def retry_label(event: ModelRetry) -> str:

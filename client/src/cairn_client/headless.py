@@ -2,7 +2,7 @@
 
 Owns the listener that prints text (or JSON lines) and denies whatever needs a person, the
 request's `@file` attachments, and what the command table's headless commands do
-(`/compact [focus]`, `/init [focus]`, `/model [name]`, `/help`).
+(`/compact [focus]`, `/init [focus]`, `/model [name]`, `/reflect`, `/help`).
 """
 
 from __future__ import annotations
@@ -347,6 +347,23 @@ class HeadlessRequests:
                 return exc.exit_code
         print(line, file=self.listener.out, flush=True)
         return 0
+
+    async def reflect(self) -> int:
+        """Reflect on the conversation now and print what it did and cost: 0 when it ended,
+        1 when it failed (or one was running already), 2 when the server cannot be asked."""
+        from cairn_client.api import CairnApi  # httpx: only for this command
+        from cairn_client.formatting import reflection_lines
+
+        welcome = await session_result(self.listener.welcome, self.runner)
+        endpoint = self.session.endpoint
+        async with CairnApi(endpoint.resolve, endpoint.token) as api:
+            try:
+                reflection = await api.reflect(welcome.conversation_id)
+            except CairnError as exc:
+                print(f"cairn: {exc.message}", file=self.listener.err, flush=True)
+                return exc.exit_code
+        print("\n".join(reflection_lines(reflection)), file=self.listener.out, flush=True)
+        return ExitCode.OK if reflection.status == "finished" else ExitCode.FAILED
 
     async def compact(self, focus: str | None) -> int:
         """0 when the conversation was compacted, 1 when the server refused (no model needed:

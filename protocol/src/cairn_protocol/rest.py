@@ -19,7 +19,12 @@ MessageRole = Literal["user", "assistant", "tool", "event"]
 # How a client tool call ended; "unknown": the server stopped waiting without an answer.
 CallOutcome = Literal["pending", "ok", "error", "denied", "unknown"]
 BlockAction = Literal["create", "edit", "revert", "delete"]
-AuthorKind = Literal["agent", "user", "system"]
+# "reflection": the background pass that reads a conversation and keeps memory (sleep-time).
+AuthorKind = Literal["agent", "user", "system", "reflection"]
+# A reflection going, ended (its edits applied, some perhaps refused), or failed (none made).
+ReflectionStatus = Literal["running", "finished", "failed"]
+# What started it: the conversation went idle, or a person asked (/reflect, the REST route).
+ReflectionTrigger = Literal["idle", "requested"]
 
 # A refused request's JSON body is {"detail": "<one line>"}, plus "code" for these refusals:
 # a model its provider does not have (its GET /models lacks it, or it refused the key).
@@ -242,6 +247,48 @@ class PassagePublic(PublicModel):
     run_id: str | None
     score: float | None = None
     secrets_redacted: int = _SECRETS_REDACTED
+
+
+# --------------------------------------------------------------------------- reflection
+
+
+class ReflectionEdit(PublicModel):
+    """One memory edit a reflection proposed: the version it made, or why it was refused."""
+
+    label: str
+    tool: str = Field(description="memory_insert, memory_replace or memory_rethink.")
+    version: int | None = Field(default=None, description="The version it made; None: refused.")
+    reason: str | None = Field(default=None, description="Why it was refused.")
+
+
+class ReflectionPublic(PublicModel):
+    """One reflection over a conversation: what it read, the edits it made or had refused,
+    and what its model calls cost (`input_tokens` includes the cached ones)."""
+
+    id: str
+    agent_id: str
+    conversation_id: str
+    trigger: ReflectionTrigger
+    status: ReflectionStatus
+    model: str | None = None
+    messages_read: int = 0
+    through_message: int = Field(default=0, description="The last message it read (its watermark).")
+    edits: list[ReflectionEdit] = Field(default_factory=list)
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    detail: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+
+    @property
+    def applied(self) -> list[ReflectionEdit]:
+        return [edit for edit in self.edits if edit.version is not None]
+
+    @property
+    def refused(self) -> list[ReflectionEdit]:
+        return [edit for edit in self.edits if edit.version is None]
 
 
 # --------------------------------------------------------------------------- context

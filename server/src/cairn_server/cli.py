@@ -97,14 +97,15 @@ def serve(
 
 
 def _exit_when_idle(server: uvicorn.Server, app: FastAPI, idle_s: float) -> None:
-    """Stop once no connection has been open and no run going for `idle_s` seconds."""
+    """Stop once no connection has been open and no run or reflection going for `idle_s`
+    seconds."""
     activity: Activity = app.state.activity
 
     def watch() -> None:
         while not server.should_exit:
             time.sleep(min(1.0, idle_s / 4))
             runtime: Runtime | None = getattr(app.state, "runtime", None)
-            if runtime is not None and runtime.runs_active:
+            if runtime is not None and runtime.busy:
                 activity.busy()
             elif activity.quiet_for() >= idle_s:
                 logging.getLogger("cairn_server").warning(

@@ -52,6 +52,9 @@ class ModelSettings(BaseModel):
     default_model: str | None = Field(None, validation_alias=MODEL_ENV)
     # A cheaper model for compaction summaries; the run's own model when unset.
     summary_model: str | None = Field(None, validation_alias="CAIRN_SUMMARY_MODEL")
+    # A cheaper model for reflection (sleep-time memory); the summary model when unset, then
+    # the conversation's own model.
+    reflection_model: str | None = Field(None, validation_alias="CAIRN_REFLECTION_MODEL")
     retries: int = Field(4, ge=0, validation_alias=RETRIES_ENV)
     retry_base_delay_s: float = Field(
         0.5, ge=0.0, allow_inf_nan=False, validation_alias=RETRY_BASE_DELAY_ENV
@@ -207,6 +210,13 @@ class ServerSettings(BaseModel):
     # data folder). Replicas sharing a database need the same key.
     secret_key: str | None = Field(None, validation_alias="CAIRN_SECRET_KEY", repr=False)
     secret_key_file: str | None = Field(None, validation_alias="CAIRN_SECRET_KEY_FILE")
+    # Reflect on a conversation this long after its last activity (0: never by itself; /reflect
+    # still works).
+    reflection_idle_s: float = Field(300.0, ge=0.0, validation_alias="CAIRN_REFLECTION_IDLE_S")
+    # The transcript one reflection call reads at most (a longer backlog is read in chunks).
+    reflection_chunk_tokens: int = Field(
+        6000, ge=500, validation_alias="CAIRN_REFLECTION_CHUNK_TOKENS"
+    )
     model: ModelSettings = ModelSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
     fetch: FetchSettings = FetchSettings()

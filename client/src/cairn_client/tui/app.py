@@ -51,6 +51,8 @@ from cairn_client.formatting import (
     describe_call,
     elsewhere_line,
     notice_sentence,
+    reflection_lines,
+    reflection_usage,
     retry_label,
     run_ending,
     shorten,
@@ -344,6 +346,7 @@ class CairnApp(App[str]):
         context = event.context
         self.status.context = (context.tokens, context.budget) if context is not None else None
         self._set_running(event.running_run_id)
+        self._refresh_reflection_cost()
         if not self._history_shown:
             # Only the first welcome's history is new to this view; a reconnect would repeat it.
             self._history_shown = True
@@ -413,6 +416,7 @@ class CairnApp(App[str]):
 
     async def _on_run_started(self, event: RunStarted) -> None:
         self._set_running(event.run_id)
+        self._refresh_reflection_cost()  # an idle reflection may have run since the last
         if self._unconfirmed_sends and self._unconfirmed_sends[0] == event.user_text.strip():
             self._unconfirmed_sends.pop(0)
         else:
@@ -681,11 +685,57 @@ class CairnApp(App[str]):
         self._close_and_exit(None)
 
     async def show_cost(self) -> None:
-        await self.chat.add_notice(
-            f"This conversation: {usage_label(self._totals)}\n"
+        self._show_cost()
+
+    @work(group="cost", exit_on_error=False)
+    async def _show_cost(self) -> None:
+        """The runs' totals, and what this conversation's reflections cost (asked of the
+        server: idle ones ran while nobody watched)."""
+        lines = [
+            f"This conversation: {usage_label(self._totals)}",
             f"This session: {usage_label(self._usage)}",
-            "info",
-        )
+        ]
+        reflection = await self._reflection_cost()
+        if reflection is not None:
+            lines.append(f"Reflection, this conversation: {usage_label(reflection)}")
+        await self.chat.add_notice("\n".join(lines), "info")
+
+    async def reflect(self) -> None:
+        """/reflect: the server reflects on the conversation; a worker waits for its answer,
+        so the prompt stays usable (a message sent meanwhile runs as usual)."""
+        if not self._rest_ready("a reflection") or self.conversation_id is None:
+            return
+        await self.chat.add_notice("Reflecting on this conversation…", "dim")
+        self._reflect(self.conversation_id)
+
+    @work(group="reflect", exit_on_error=False)
+    async def _reflect(self, conversation_id: str) -> None:
+        assert self.api is not None
+        try:
+            reflection = await self.api.reflect(conversation_id)
+        except CairnError as exc:
+            await self.chat.add_notice(f"No reflection: {exc.message}", "warning")
+            return
+        kind: NoticeKind = "info" if reflection.status == "finished" else "warning"
+        await self.chat.add_notice("\n".join(reflection_lines(reflection)), kind)
+        await self._reflection_cost()
+
+    @work(group="cost", exit_on_error=False)
+    async def _refresh_reflection_cost(self) -> None:
+        await self._reflection_cost()
+
+    async def _reflection_cost(self) -> Usage | None:
+        """What the conversation's reflections cost, also shown in the status line; None when
+        the server cannot say."""
+        if self.api is None or self.conversation_id is None:
+            return None
+        try:
+            reflections = await self.api.list_reflections(self.conversation_id)
+        except CairnError:
+            return None
+        usage = reflection_usage(reflections)
+        self.status.reflection = usage if reflections else None
+        return usage
 
     async def model(self, name: str) -> None:
         """`/model` says which model the agent uses; `/model NAME` switches it (the server

@@ -48,6 +48,7 @@ def create_app(
         await runtime.load_model_profiles()
         await runtime.recover_after_restart()
         await runtime.seal_stored_headers()
+        runtime.reflector.start()
         app.state.runtime = runtime
         app.state.agent_files = AgentFiles(database)
         default_model = catalog.resolve(None).model

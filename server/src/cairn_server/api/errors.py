@@ -15,6 +15,7 @@ from cairn_server.context.budget import InvalidBudgetError
 from cairn_server.memory.blocks import BlockExistsError, StaleBlockError
 from cairn_server.memory.edits import MemoryEditError
 from cairn_server.providers.catalog import UnknownModelError
+from cairn_server.runtime.reflector import ReflectionBusyError
 from cairn_server.storage.repository import NotFoundError
 from cairn_server.tools.mcp_headers import HeaderKeyError, HeaderReferenceError
 from cairn_server.tools.mcp_remote import InvalidServerNameError
@@ -25,6 +26,7 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (AgentFileTooLarge, status.HTTP_413_CONTENT_TOO_LARGE),
     (AgentFileError, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (AgentExistsError, status.HTTP_409_CONFLICT),
+    (ReflectionBusyError, status.HTTP_409_CONFLICT),
     (BlockExistsError, status.HTTP_409_CONFLICT),
     (StaleBlockError, status.HTTP_409_CONFLICT),
     (MemoryEditError, status.HTTP_422_UNPROCESSABLE_CONTENT),

@@ -14,6 +14,7 @@ from cairn_protocol.rest import (
     ConversationPublic,
     McpServerPublic,
     MessagePublic,
+    ReflectionPublic,
     RunPublic,
     RunStepPublic,
 )
@@ -192,6 +193,30 @@ async def list_runs(store: StoreDep, user: UserDep, conversation_id: str) -> lis
     """The conversation's runs, oldest first, each with its usage and cost."""
     conversation = await owned_conversation(store, user, conversation_id)
     return public(RunPublic, await store.list_runs(conversation.id))
+
+
+@router.post("/conversations/{conversation_id}/reflect", tags=["memory"])
+async def reflect(
+    runtime: RuntimeDep, store: StoreDep, user: UserDep, conversation_id: str
+) -> ReflectionPublic:
+    """Reflect on the conversation now (/reflect): the reflection model reads its messages
+    since the last reflection and edits the memory blocks; answers when it has ended, with
+    the edits made or refused and what it cost. 409 while the agent has one running."""
+    conversation = await owned_conversation(store, user, conversation_id)
+    agent = await owned_agent(store, user, conversation.agent_id)
+    return ReflectionPublic.model_validate(
+        await runtime.reflector.reflect(agent, conversation.id, "requested")
+    )
+
+
+@router.get("/conversations/{conversation_id}/reflections", tags=["memory"])
+async def list_reflections(
+    runtime: RuntimeDep, store: StoreDep, user: UserDep, conversation_id: str
+) -> list[ReflectionPublic]:
+    """The conversation's reflections, newest first: each one's edits, usage and cost."""
+    conversation = await owned_conversation(store, user, conversation_id)
+    rows = await runtime.reflector.reflections.of_conversation(conversation.id)
+    return public(ReflectionPublic, rows)
 
 
 @router.get("/runs/{run_id}", tags=["runs"])

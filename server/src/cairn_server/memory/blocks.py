@@ -186,7 +186,7 @@ class Blocks(Repository):
         """
         async with self._transaction() as session:
             current = await self._require(session, agent_id, label, lock=True)
-            if author.kind == "agent" and current.read_only:
+            if author.kind in ("agent", "reflection") and current.read_only:
                 raise ReadOnlyBlockError(
                     f"block {label!r} is read-only; only the user can change it"
                 )

@@ -317,16 +317,28 @@ class ModelCatalog:
         """The model that summarises a conversation run by `model` (CAIRN_SUMMARY_MODEL)."""
         return self.settings.summary_model or model
 
+    def reflection_model(self, model: str | None) -> str | None:
+        """The model that reflects on a conversation run by `model`: CAIRN_REFLECTION_MODEL,
+        else the summary model, else `model` (the tiering: the cheap model for upkeep)."""
+        return self.settings.reflection_model or self.summary_model(model)
+
     def summariser(self, model: str | None) -> Provider | None:
         """The provider that writes summaries for `model`'s conversations; None (the digest
         is used) when it cannot be made."""
-        summary_model = self.summary_model(model)
-        if summary_model is None:
+        return self._tier(self.summary_model(model), "summary", "compaction will use the digest")
+
+    def reflector(self, model: str | None) -> Provider | None:
+        """The provider that reflects on `model`'s conversations; None when it cannot be made
+        (the reflection then fails, saying so, and changes nothing)."""
+        return self._tier(self.reflection_model(model), "reflection", "nothing is reflected")
+
+    def _tier(self, spec: str | None, purpose: str, without: str) -> Provider | None:
+        if spec is None:
             return None
         try:
-            return self.provider(summary_model)
+            return self.provider(spec)
         except ProviderError as exc:
-            log.warning("no summary model (%s); compaction will use the digest", exc)
+            log.warning("no %s model (%s); %s", purpose, exc, without)
             return None
 
     def learned(self, model: str | None) -> Learned:

@@ -46,6 +46,7 @@ from cairn_server.runtime.agent_run import (
     unknown_outcome,
 )
 from cairn_server.runtime.hub import Client, ConversationHub
+from cairn_server.runtime.reflector import Reflector
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
 from cairn_server.tools.mcp_headers import (
@@ -102,6 +103,10 @@ class Runtime:
         key = ServerKey(settings.secret_key, Path(key_file))
         self.remote_mcp = RemoteMcp(McpHeaders(key, settings.environ))
         self._registries: dict[str, ToolRegistry] = {}
+        # Sleep-time memory: reflections on request and when a conversation goes idle.
+        self.reflector = Reflector(
+            store, memory, catalog, settings, lambda cid: cid in self._active
+        )
 
     async def agent_tools(self, agent: Agent) -> ToolRegistry:
         """The one registry plus the tools of the agent's HTTP MCP servers (listed now,
@@ -161,6 +166,11 @@ class Runtime:
     def runs_active(self) -> int:
         """How many runs are going now."""
         return len(self._active)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a run or a reflection is going now (the idle exit waits for both)."""
+        return bool(self._active) or self.reflector.active > 0
 
     async def load_model_profiles(self) -> None:
         """Give the catalog what earlier processes learned about each model's server."""
@@ -439,6 +449,7 @@ class Runtime:
                 call.id, "denied", "", not_approved("the server restarted")
             )
         await self.store.interrupt_running_runs(unknown_outcome("the server restarted"))
+        await self.reflector.reflections.interrupt_running()
         for run in runs:
             hub = await self.hub(run.conversation_id)
             for call in pending[run.id]:
@@ -465,6 +476,7 @@ class Runtime:
         return len(runs)
 
     async def shutdown(self) -> None:
+        await self.reflector.aclose()
         for conversation_id in list(self._active):
             await self._stop_active(
                 conversation_id, "server_restart", "the server is shutting down"

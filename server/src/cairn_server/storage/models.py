@@ -11,8 +11,16 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from cairn_protocol.messages import ApprovalAnswer, ApprovalDecision, DecidedBy, StopReason
-from cairn_protocol.rest import AuthorKind, BlockAction, CallOutcome, MessageRole, RunStatus
-from sqlalchemy import Column, DateTime, LargeBinary, UniqueConstraint
+from cairn_protocol.rest import (
+    AuthorKind,
+    BlockAction,
+    CallOutcome,
+    MessageRole,
+    ReflectionStatus,
+    ReflectionTrigger,
+    RunStatus,
+)
+from sqlalchemy import Column, DateTime, Index, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from cairn_server.storage.text import StoredJSON, StoredString, StoredText
@@ -123,6 +131,8 @@ class Conversation(SQLModel, table=True):
     # Messages with an id up to this one were compacted into `summary`: they stay in recall
     # but are no longer sent to the model.
     compacted_through: int = 0
+    # Reflection's watermark: messages with an id up to this one were reflected on.
+    reflected_through: int = 0
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
 
@@ -332,3 +342,42 @@ class AgentMcpServer(SQLModel, table=True):
     headers: dict[str, str] = Field(default_factory=dict, sa_column=Column(StoredJSON))
     timeout_s: float = Field(default=60.0)
     created_at: datetime = _ts(nullable=False)
+
+
+RUNNING_REFLECTION = "status = 'running'"
+
+
+class Reflection(SQLModel, table=True):
+    """One reflection (sleep-time memory) over a conversation: what it read (`through_message`,
+    also when it failed, so an idle conversation is not retried until it has new messages),
+    the edits it proposed (`edits`: label, tool, version made or reason refused), its usage.
+    At most one runs per agent (the partial unique index)."""
+
+    __tablename__ = "reflections"
+    __table_args__ = (
+        Index(
+            "ux_reflections_running",
+            "agent_id",
+            unique=True,
+            sqlite_where=text(RUNNING_REFLECTION),
+            postgresql_where=text(RUNNING_REFLECTION),
+        ),
+    )
+    id: str = Field(default_factory=lambda: new_id("rfl"), primary_key=True, sa_type=StoredString)
+    agent_id: str = Field(foreign_key="agents.id", index=True, sa_type=StoredString)
+    conversation_id: str = Field(foreign_key="conversations.id", index=True, sa_type=StoredString)
+    trigger: ReflectionTrigger = Field(sa_type=StoredString)
+    status: ReflectionStatus = Field(default="running", sa_type=StoredString)
+    model: str | None = Field(default=None, sa_type=StoredString)
+    messages_read: int = 0
+    through_message: int = 0
+    edits: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(StoredJSON))
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    detail: str | None = Field(default=None, sa_column=Column(StoredText, nullable=True))
+    created_at: datetime = _ts(nullable=False)
+    finished_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )

@@ -39,6 +39,11 @@ class Repository:
         self._db = db
 
     @property
+    def database(self) -> Database:
+        """The database it works on (another repository over it shares its engine)."""
+        return self._db
+
+    @property
     def dialect(self) -> str:
         """`sqlite` or `postgresql`."""
         return self._db.dialect

@@ -1,4 +1,5 @@
-"""The one-line status bar: workspace, model, connection, context use, session usage, activity.
+"""The one-line status bar: workspace, model, connection, context use, usage, reflection cost,
+activity.
 
 Owns how that line is rendered; the app sets its reactive fields.
 """
@@ -15,14 +16,17 @@ from cairn_client.formatting import context_label, usage_label
 
 class StatusLine(Widget):
     """`repo · model · connected · plan mode · running… · ctx 3.1k/12k · in 1,200 · cached 800 ·
-    out 90 · $0.0042`; the permission mode unless it is `default`; ctx (tokens of the last
-    request / budget) once a step, a compaction or the welcome of a conversation said it."""
+    out 90 · $0.0042 · reflection $0.0007`; the permission mode unless it is `default`; ctx
+    (tokens of the last request / budget) once a step, a compaction or the welcome of a
+    conversation said it; the reflection's cost once the conversation has had one."""
 
     model: reactive[str | None] = reactive[str | None](None)
     connection: reactive[str] = reactive("connecting…")
     connection_ok: reactive[bool] = reactive(True)
     mode: reactive[str | None] = reactive[str | None](None)  # the permission mode
     usage: reactive[Usage] = reactive(Usage, always_update=True)
+    # What the conversation's reflections cost (None: it has had none).
+    reflection: reactive[Usage | None] = reactive[Usage | None](None)
     context: reactive[tuple[int, int] | None] = reactive[tuple[int, int] | None](None)
     activity: reactive[str] = reactive("")
 
@@ -44,4 +48,6 @@ class StatusLine(Widget):
         if self.context is not None:
             parts.append(Content(context_label(*self.context)))
         parts.append(Content(usage_label(self.usage)))
+        if self.reflection is not None:
+            parts.append(Content(f"reflection ${self.reflection.cost_usd:.4f}"))
         return separator.join(parts)
