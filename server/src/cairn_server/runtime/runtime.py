@@ -42,6 +42,7 @@ from cairn_server.runtime.agent_run import (
     settled_event,
     unknown_outcome,
 )
+from cairn_server.runtime.helpers import HelperRuns
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import Store
@@ -62,6 +63,7 @@ class RunInProgressError(CairnServerError, RuntimeError):
 class ActiveRun:
     run: AgentRun
     task: asyncio.Task[None]
+    helpers: HelperRuns  # the runs its task calls started, going now
 
 
 class Runtime:
@@ -222,9 +224,19 @@ class Runtime:
                 web=self.web,
                 tools=registry,
             )
+            run.helpers = helpers = self._helpers_of(run, agent)
             task = asyncio.create_task(self._drive(conversation_id, run), name=run_record.id)
-            self._active[conversation_id] = ActiveRun(run, task)
+            self._active[conversation_id] = ActiveRun(run, task, helpers)
             return run_record.id
+
+    def _helpers_of(self, run: AgentRun, agent: Agent) -> HelperRuns:
+        """What runs the `task` calls of `run`: helpers in the agent's conversations."""
+        model = run.spec.model
+        return HelperRuns(
+            parent=run,
+            settings=self.settings.helpers,
+            window_for=lambda cid, tools: self.context_window(agent, cid, model, tools),
+        )
 
     def _run_spec(
         self,
@@ -318,11 +330,13 @@ class Runtime:
         if executor.id == client.id or executor.path != client.path or hub.present(executor.id):
             return
         await active.run.hand_over(client)
+        await active.helpers.hand_over(client)
 
     async def pending_requests(self, conversation_id: str) -> list[ToolRequest]:
         """The conversation's tool requests still waiting for an answer, naming who runs them."""
         active = self._active.get(conversation_id)
-        return [
+        helpers = await active.helpers.pending_requests() if active is not None else []
+        return helpers + [
             active.run.request_for(record)
             if active is not None and record.run_id == active.run.run_id
             else ToolRequest(
@@ -353,6 +367,16 @@ class Runtime:
                     f"tool call {call_id!r} is run by client {executor!r}, not by this one"
                 )
             if await active.run.accept_result(
+                call_id, result.status, result.content, result.reason, result.approval
+            ):
+                return None
+        if active is not None and active.helpers.holding(call_id) is not None:
+            executor = active.run.executor.id
+            if client_id != executor:
+                return "not_executor", (
+                    f"tool call {call_id!r} is run by client {executor!r}, not by this one"
+                )
+            if await active.helpers.accept_result(
                 call_id, result.status, result.content, result.reason, result.approval
             ):
                 return None
