@@ -357,3 +357,30 @@ async def test_a_helpers_conversation_is_listed_as_the_parents_and_never_continu
     async with welcomed(client_session(served.url, own_repo, again), again):
         reopened = again.of_type("welcome")[0]
     assert isinstance(reopened, Welcome) and reopened.conversation_id == welcome.conversation_id
+
+
+async def test_a_tool_that_never_answers_is_stopped_by_the_time_budget(
+    served: Served, own_repo: Path
+) -> None:
+    served.fake.set_script(
+        script(
+            {"tool_calls": [task("Read the README", max_seconds=1)]},
+            {"text": "Reading first.", "tool_calls": [call("read", path="README.md")]},
+            {"text": "The helper waited too long."},
+        )
+    )
+    listener = RecordingListener()
+    listener.hold_approvals.clear()  # nobody ever answers the helper's question
+    session = client_session(served.url, own_repo, listener, asking("read"))
+    async with welcomed(session, listener):
+        await session.send_user_message("read it with a helper")
+        await listener.wait_for(lambda: bool(listener.of_type("run_finished")))
+        withdrawn = listener.of_type("tool_withdrawn")
+    finished = listener.of_type("run_finished")[0]
+    assert isinstance(finished, RunFinished) and finished.stop_reason == "end_turn"
+    assert [w.call_id for w in withdrawn if isinstance(w, ToolWithdrawn)] == [
+        r.call_id for r in helper_requests(listener)
+    ]
+    result = tool_results(served)[0]
+    assert "was stopped: its time budget of 1 s was spent" in result
+    assert "Its partial answer:\n\nReading first." in result
