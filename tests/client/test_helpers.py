@@ -19,7 +19,7 @@ from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Approval
 from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.approval import ApprovalScreen
-from cairn_protocol import RunFinished, ToolRequest, ToolWithdrawn, Welcome
+from cairn_protocol import ErrorEvent, RunFinished, ToolRequest, ToolWithdrawn, Welcome
 from support.listener import RecordingListener
 from support.repos import run_git
 from support.servers import TEST_TOKEN, Served, call, script
@@ -384,3 +384,35 @@ async def test_a_tool_that_never_answers_is_stopped_by_the_time_budget(
     result = tool_results(served)[0]
     assert "was stopped: its time budget of 1 s was spent" in result
     assert "Its partial answer:\n\nReading first." in result
+
+
+async def test_a_running_helpers_conversation_takes_no_message(
+    served: Served, own_repo: Path
+) -> None:
+    served.fake.set_script(
+        script(
+            {"tool_calls": [task("Read the README")]},
+            {"tool_calls": [call("read", path="README.md")]},
+            {"text": "A demo."},
+            {"text": "Done."},
+        )
+    )
+    listener = RecordingListener([Approval("once")])
+    listener.hold_approvals.clear()
+    session = client_session(served.url, own_repo, listener, asking("read"))
+    async with welcomed(session, listener):
+        await session.send_user_message("read it with a helper")
+        await listener.wait_for(lambda: len(listener.asked) == 1)
+        helper = listener.asked[0].request.helper
+        assert helper is not None
+        other = RecordingListener()
+        opened = client_session(served.url, own_repo, other, conversation=helper.conversation_id)
+        async with welcomed(opened, other):
+            await opened.send_user_message("what are you doing?")
+            await other.wait_for(lambda: bool(other.of_type("error")))
+        listener.hold_approvals.set()
+        await listener.wait_for(lambda: bool(listener.of_type("run_finished")))
+    refused = other.of_type("error")[0]
+    assert isinstance(refused, ErrorEvent) and refused.code == "run_in_progress"
+    assert "a helper is running in this conversation" in refused.message
+    assert "A demo." in tool_results(served)[0]

@@ -97,7 +97,14 @@ class HelperRuns:
             return tool_error(chosen)
         tools, refused = chosen
         budget = self.budget(args)
-        helper = await self._start(args, tools, refused, budget)
+        starting = asyncio.ensure_future(self._start(args, tools, refused, budget))
+        try:
+            helper = await asyncio.shield(starting)
+        except asyncio.CancelledError:  # the parent stopped while the helper was being made
+            helper = await starting
+            helper.run.request_stop("cancelled", "its parent run was stopped")
+            await helper.run.execute()  # ends at once, recorded and published as cancelled
+            raise
         task = asyncio.ensure_future(helper.run.execute())
         self.live[helper.tag.conversation_id] = helper
         try:

@@ -193,6 +193,7 @@ class Runtime:
 
         `client_notes` (what the client did meanwhile, e.g. /undo) go before the message."""
         provider = self.catalog.provider(model)  # fails here, before anything is stored
+        self._refuse_while_helper_runs(conversation_id)
         registry = await self.agent_tools(agent)
         async with self._lock(conversation_id):
             await self._stop_active(
@@ -228,6 +229,15 @@ class Runtime:
             task = asyncio.create_task(self._drive(conversation_id, run), name=run_record.id)
             self._active[conversation_id] = ActiveRun(run, task, helpers)
             return run_record.id
+
+    def _refuse_while_helper_runs(self, conversation_id: str) -> None:
+        """A helper's conversation takes no message and no compaction while the helper runs
+        (its run is its parent's, not in `_active`)."""
+        if any(conversation_id in active.helpers.live for active in self._active.values()):
+            raise RunInProgressError(
+                "a helper is running in this conversation; wait for it to finish (or stop the "
+                "run that started it) and send it then"
+            )
 
     def _helpers_of(self, run: AgentRun, agent: Agent) -> HelperRuns:
         """What runs the `task` calls of `run`: helpers in the agent's conversations."""
@@ -305,6 +315,7 @@ class Runtime:
     ) -> ContextCompacted | None:
         """Compact a conversation now (/compact); RunInProgressError while a run is going.
         The ContextCompacted event is published; None when nothing could be compacted."""
+        self._refuse_while_helper_runs(conversation_id)
         async with self._lock(conversation_id):
             if conversation_id in self._active:
                 raise RunInProgressError(
