@@ -19,10 +19,11 @@ from cairn_client.policy.settings import PolicySettings
 from cairn_client.policy.types import Approval
 from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.approval import ApprovalScreen
+from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import ErrorEvent, RunFinished, ToolRequest, ToolWithdrawn, Welcome
 from support.listener import RecordingListener
 from support.repos import run_git
-from support.servers import TEST_TOKEN, Served, call, script
+from support.servers import TEST_TOKEN, Served, cairn_server, call, script, sqlite_url
 from support.sessions import client_session, one_request, sessions_for, welcomed
 from support.settings import policy_for
 from support.tui import chat_entries, rendered_text, status_text
@@ -416,3 +417,22 @@ async def test_a_running_helpers_conversation_takes_no_message(
     assert isinstance(refused, ErrorEvent) and refused.code == "run_in_progress"
     assert "a helper is running in this conversation" in refused.message
     assert "A demo." in tool_results(served)[0]
+
+
+async def test_a_helpers_budget_is_capped_by_what_its_parent_has_left(
+    tmp_path: Path, fake_model: FakeModelServer, own_repo: Path
+) -> None:
+    read = {"tool_calls": [call("read", path="README.md")]}
+    fake_model.set_script(
+        script({"tool_calls": [task("Read for ever", max_steps=50)]}, read, read, read, read)
+    )
+    listener = RecordingListener()
+    with cairn_server(sqlite_url(tmp_path), fake_model, step_limit=3) as server:
+        finished = await one_request(
+            client_session(server.url, own_repo, listener), listener, "loop"
+        )
+    # The parent's first model call leaves it 2 of its 3: the helper gets those, not 50.
+    assert len(helper_requests(listener)) == 2
+    parent_read = fake_model.requests[3].body["messages"][-1]["content"]
+    assert "step budget of 2 model calls was spent" in parent_read
+    assert finished.stop_reason == "step_limit"  # and the parent then used its last one

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from cairn_server.storage.models import ToolCallRecord
 from cairn_server.storage.store import Store, conversation_title
 from cairn_server.tools.base import ToolContext, ToolOutcome, tool_error
 from cairn_server.tools.task import TASK, TaskArgs
+
+log = logging.getLogger(__name__)
 
 RESULT_CHARS = 30_000  # of a helper's answer in its parent's tool result
 WORKTREE_REPORT_WAIT_S = 60.0  # for the client's account of a helper's worktree
@@ -92,6 +95,8 @@ class HelperRuns:
     # ------------------------------------------------------------------ the launcher
 
     async def run_helper(self, ctx: ToolContext, args: TaskArgs) -> ToolOutcome:
+        """Start one helper, wait for its end (its budget, or the parent's cancel), and tell
+        the parent's model how it went."""
         chosen = self.choose_tools(args)
         if isinstance(chosen, str):
             return tool_error(chosen)
@@ -105,6 +110,9 @@ class HelperRuns:
             helper.run.request_stop("cancelled", "its parent run was stopped")
             await helper.run.execute()  # ends at once, recorded and published as cancelled
             raise
+        except Exception as exc:  # the parent's run goes on; its model reads why
+            log.exception("run %s: a helper could not start", self.parent.run_id)
+            return tool_error(f"the helper could not start: {exc}")
         task = asyncio.ensure_future(helper.run.execute())
         self.live[helper.tag.conversation_id] = helper
         try:
