@@ -436,3 +436,28 @@ async def test_a_helpers_budget_is_capped_by_what_its_parent_has_left(
     parent_read = fake_model.requests[3].body["messages"][-1]["content"]
     assert "step budget of 2 model calls was spent" in parent_read
     assert finished.stop_reason == "step_limit"  # and the parent then used its last one
+
+
+async def test_parallel_helpers_over_the_anthropic_api(
+    tmp_path: Path, fake_model: FakeModelServer, own_repo: Path
+) -> None:
+    fake_model.set_script(
+        script(
+            {"tool_calls": [task("Read app"), task("Read util")]},
+            {"tool_calls": [call("read", path="src/app.py")]},
+            {"tool_calls": [call("read", path="src/util.py")]},
+            {"text": "app answer"},
+            {"text": "util answer"},
+            {"text": "Both read."},
+        )
+    )
+    listener = RecordingListener()
+    with cairn_server(sqlite_url(tmp_path), fake_model, provider="anthropic") as server:
+        finished = await one_request(
+            client_session(server.url, own_repo, listener), listener, "two helpers"
+        )
+    assert finished.stop_reason == "end_turn"
+    last = fake_model.requests[-1].body["messages"][-1]["content"]
+    results = [block for block in last if block["type"] == "tool_result"]
+    assert len(results) == 2  # both answers in the one user turn the Messages API requires
+    assert "app answer" in json.dumps(results) and "util answer" in json.dumps(results)
