@@ -20,7 +20,14 @@ from cairn_client.policy.types import Approval
 from cairn_client.tui.app import CairnApp
 from cairn_client.tui.screens.approval import ApprovalScreen
 from cairn_fakes.runner import FakeModelServer
-from cairn_protocol import ErrorEvent, RunFinished, ToolRequest, ToolWithdrawn, Welcome
+from cairn_protocol import (
+    AssistantMessage,
+    ErrorEvent,
+    RunFinished,
+    ToolRequest,
+    ToolWithdrawn,
+    Welcome,
+)
 from support.listener import RecordingListener
 from support.repos import run_git
 from support.servers import TEST_TOKEN, Served, cairn_server, call, script, sqlite_url
@@ -387,7 +394,7 @@ async def test_a_tool_that_never_answers_is_stopped_by_the_time_budget(
     assert "Its partial answer:\n\nReading first." in result
 
 
-async def test_a_running_helpers_conversation_takes_no_message(
+async def test_a_running_helpers_conversation_is_watched_live_and_takes_no_message(
     served: Served, own_repo: Path
 ) -> None:
     served.fake.set_script(
@@ -411,11 +418,16 @@ async def test_a_running_helpers_conversation_takes_no_message(
         async with welcomed(opened, other):
             await opened.send_user_message("what are you doing?")
             await other.wait_for(lambda: bool(other.of_type("error")))
-        listener.hold_approvals.set()
+            listener.hold_approvals.set()
+            # Who opens a running helper's conversation watches it live, read-only.
+            await other.wait_for(lambda: bool(other.of_type("run_finished")))
         await listener.wait_for(lambda: bool(listener.of_type("run_finished")))
     refused = other.of_type("error")[0]
     assert isinstance(refused, ErrorEvent) and refused.code == "run_in_progress"
     assert "a helper is running in this conversation" in refused.message
+    watched = [e for e in other.events if isinstance(e, AssistantMessage)]
+    assert [m.text for m in watched][-1] == "A demo."
+    assert not other.handled  # the parent's client ran the helper's read, not this one
     assert "A demo." in tool_results(served)[0]
 
 

@@ -44,12 +44,15 @@ class HelperHub(ConversationHub):
         self.parent = parent
         self.tag = tag
         self._sent: set[str] = set()  # call_ids of the requests the parent's clients saw
+        self.ended = False  # the helper's run is over: a later run here is the conversation's
 
     def tagged(self, request: ToolRequest) -> ToolRequest:
         return request.model_copy(update={"helper": self.tag, "seq": 0})
 
     async def publish(self, event: ServerEvent) -> ServerEvent:
         stored = await super().publish(event)
+        if self.ended:
+            return stored
         if isinstance(event, ToolRequest):
             self._sent.add(event.call_id)
             await self.parent.publish(self.tagged(event))
@@ -58,7 +61,7 @@ class HelperHub(ConversationHub):
         return stored
 
     def present(self, client_id: str) -> bool:
-        return self.parent.present(client_id)
+        return super().present(client_id) if self.ended else self.parent.present(client_id)
 
 
 @dataclass
@@ -89,6 +92,9 @@ class HelperRuns:
     parent: AgentRun
     settings: HelperSettings
     window_for: WindowFor  # the context of a helper conversation with the given tools
+    # The runtime's hubs: a helper's is there while it runs, so a client that opens its
+    # conversation sees it live.
+    hubs: dict[str, ConversationHub] = field(default_factory=dict)
     live: dict[str, Helper] = field(default_factory=dict)  # by conversation id
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -114,13 +120,26 @@ class HelperRuns:
             log.exception("run %s: a helper could not start", self.parent.run_id)
             return tool_error(f"the helper could not start: {exc}")
         task = asyncio.ensure_future(helper.run.execute())
-        self.live[helper.tag.conversation_id] = helper
+        self._open(helper)
         try:
             await self._wait(helper, task, budget)
             report = await self._worktree_report(helper) if args.may_edit else None
             return await self._outcome(helper, budget, report)
         finally:
-            del self.live[helper.tag.conversation_id]
+            self._close(helper)
+
+    def _open(self, helper: Helper) -> None:
+        conversation_id = helper.tag.conversation_id
+        self.live[conversation_id] = helper
+        self.hubs.setdefault(conversation_id, helper.hub)
+
+    def _close(self, helper: Helper) -> None:
+        """The helper is over: its hub forwards no more, and leaves if nobody watches."""
+        conversation_id = helper.tag.conversation_id
+        del self.live[conversation_id]
+        helper.hub.ended = True
+        if self.hubs.get(conversation_id) is helper.hub and helper.hub.idle:
+            del self.hubs[conversation_id]
 
     # ------------------------------------------------------------------ choosing
 

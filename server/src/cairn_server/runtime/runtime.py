@@ -246,6 +246,7 @@ class Runtime:
             parent=run,
             settings=self.settings.helpers,
             window_for=lambda cid, tools: self.context_window(agent, cid, model, tools),
+            hubs=self._hubs,
         )
 
     def _run_spec(
