@@ -1,7 +1,7 @@
 """Helpers: N read-only helpers doing K reads each in parallel, against one run doing them all.
 
 A real server (SQLite) and a real client session in this process, against the fake model
-(instant, then with a fixed per-answer latency, as a hosted model has). "helpers": one `task`
+(instant, then answering in 0.5 s, the low end of a hosted model). "helpers": one `task`
 call per helper in one answer, each helper reads K files and answers one line; "alone": the
 parent does the N×K reads itself. Printed: the wall ratio, and the tokens of the parent's last
 prompt (what its context holds after the work: the answers, or every file it read).
@@ -36,7 +36,7 @@ from cairn_server.config import ServerSettings
 
 HELPERS = 4
 READS = 5  # per helper
-LATENCY_S = 0.05  # per model answer in the second round
+LATENCY_S = 0.5  # per model answer in the second round (hosted models: 0.5-5 s)
 TOKEN = "cairn_bench_token_0123456789"
 FILE_LINES = 150
 
