@@ -473,3 +473,35 @@ async def test_parallel_helpers_over_the_anthropic_api(
     results = [block for block in last if block["type"] == "tool_result"]
     assert len(results) == 2  # both answers in the one user turn the Messages API requires
     assert "app answer" in json.dumps(results) and "util answer" in json.dumps(results)
+
+
+async def test_a_cairn_that_resumes_the_parents_run_takes_over_its_helpers_requests(
+    served: Served, own_repo: Path
+) -> None:
+    served.fake.set_script(
+        script(
+            {"tool_calls": [task("Read the README")]},
+            {"tool_calls": [call("read", path="README.md")]},
+            {"text": "A demo."},
+            {"text": "Done."},
+        )
+    )
+    gone = RecordingListener()
+    gone.hold_approvals.clear()  # this cairn is closed while its person thinks
+    first = client_session(served.url, own_repo, gone, asking("read"))
+    async with welcomed(first, gone):
+        await first.send_user_message("read it with a helper")
+        await gone.wait_for(lambda: len(gone.asked) == 1)
+    back = RecordingListener([Approval("once")])
+    second = client_session(served.url, own_repo, back, asking("read"))
+    async with welcomed(second, back):
+        welcome = back.of_type("welcome")[0]
+        assert isinstance(welcome, Welcome)
+        await back.wait_for(lambda: bool(back.of_type("run_finished")))
+    waiting = welcome.pending_tool_requests
+    assert [(r.tool, r.helper.label if r.helper else None) for r in waiting] == [
+        ("read", "helper 1")
+    ]
+    assert waiting[0].executor == welcome.client_id  # handed over to the cairn that came back
+    assert [p.request.helper.label for p in back.asked if p.request.helper] == ["helper 1"]
+    assert "A demo." in tool_results(served)[0]
