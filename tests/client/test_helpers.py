@@ -1,5 +1,7 @@
 """Helpers (the `task` tool) with a real client: parallel helpers whose answers reach the
-parent, read-only refusals, budgets that stop a looping or hanging helper, worktrees, cancel.
+parent, read-only refusals, bad arguments, budgets that stop a looping or hanging helper (or
+one whose tool never answers), worktrees, cancel, labelled approvals (TUI, headless), memory
+conflicts, a helper's conversation (listed, watched, refused a message), resuming.
 
 The model is the fake behind a real server (the official SDK on the wire); the client is a
 real session in a real git repository, answering approvals through a RecordingListener.
