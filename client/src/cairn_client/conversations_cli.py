@@ -46,6 +46,7 @@ def list_command(
                 "title": conversation.title,
                 "last_activity": conversation.updated_at.isoformat(),
                 "message_count": conversation.message_count,
+                "helper_of": conversation.parent_id,
             }
             for conversation in conversations
         ]
@@ -60,5 +61,7 @@ def list_command(
         typer.echo(
             f"{conversation.id}  {when(conversation.updated_at)}  "
             f"{count:>3} message{' ' if count == 1 else 's'}  "
+            f"{'↳ ' if conversation.parent_id else ''}"
             f"{conversation.title or '(no request yet)'}"
+            f"{f'  (helper of {conversation.parent_id})' if conversation.parent_id else ''}"
         )

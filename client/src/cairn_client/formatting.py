@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from cairn_protocol.mcp import is_mcp_tool
 from cairn_protocol.messages import (
+    HELPER_WORKTREE_TOOL,
     ApprovalAnswer,
     ContextCompacted,
+    HelperTag,
     ModelRetry,
     RunFinished,
     ToolStatus,
@@ -30,6 +32,21 @@ if TYPE_CHECKING:
 MAX_ARGUMENT_CHARS = 60
 
 STATUS_SYMBOLS: dict[ToolStatus, str] = {"ok": "✓", "denied": "✗", "error": "!"}
+
+
+def whose(helper: HelperTag | None) -> str:
+    """What goes before a call's line when a helper asked for it ("helper 2: "), else ""."""
+    return f"{helper.label}: " if helper is not None else ""
+
+
+def helper_scope(helper: HelperTag) -> str:
+    """Who asks, for the approval screen: the helper, its conversation, where it works."""
+    where = (
+        f"in its own worktree, branch {helper.worktree_branch}"
+        if helper.worktree_branch
+        else "in this checkout"
+    )
+    return f"Asked by {helper.label} (conversation {helper.conversation_id}), working {where}."
 
 
 def shorten(text: str, limit: int = MAX_ARGUMENT_CHARS) -> str:
@@ -60,6 +77,10 @@ def _call_target(tool: str, arguments: Mapping[str, Any]) -> str:
         return shorten(", ".join(patch_header_paths(str(arguments.get("patch", "")))))
     if tool == FETCH_URL:
         return shorten(str(arguments.get("url", "")))
+    if tool == "task":  # a helper: what it was asked
+        return _quoted(arguments.get("prompt"))
+    if tool == HELPER_WORKTREE_TOOL:  # what a helper changed, asked as it ends
+        return f"changes on {shorten(str(arguments.get('branch', '')))}"
     path = arguments.get("path")
     return shorten(str(path)) if path is not None else ""
 

@@ -22,6 +22,7 @@ from cairn_protocol import (
     ModelRetry,
     RunFinished,
     ServerFrame,
+    ToolRequest,
     ToolSettled,
     Welcome,
 )
@@ -37,6 +38,7 @@ from cairn_client.formatting import (
     describe_call,
     retry_label,
     run_ending,
+    whose,
 )
 from cairn_client.listener import ConnectionState, RunFollower, RunRefused
 from cairn_client.mentions import mentions
@@ -128,6 +130,8 @@ class HeadlessListener:
         if not self.run.sees(event):
             if isinstance(event, ErrorEvent):
                 self._emit_error(event)
+            elif self.as_json and isinstance(event, ToolRequest) and event.helper is not None:
+                self._line(self._json_event(event))  # a helper's: its run is not the one followed
             return
         if self.as_json:
             self._line(self._json_event(event))
@@ -174,10 +178,12 @@ class HeadlessListener:
                     "decision": verdict.decision,
                     "status": outcome.status,
                     "reason": outcome.reason,
+                    "helper": helper.label if (helper := prepared.request.helper) else None,
                 }
             )
             return
-        self._print_call(outcome.status, prepared.preview.title, outcome.reason)
+        title = whose(prepared.request.helper) + prepared.preview.title
+        self._print_call(outcome.status, title, outcome.reason)
 
     def _print_call(self, status: ToolStatus, title: str, reason: str | None) -> None:
         """`✓ Read src/app.py`, `! read: <why>`: one line on stderr per call that ended."""

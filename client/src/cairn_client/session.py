@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from cairn_protocol import (
     CLIENT_TOOLS,
@@ -40,6 +41,7 @@ from cairn_protocol.messages import (
     APPROVAL_SHOWN_LIMIT,
     CLOSE_UNAUTHORIZED,
     FATAL_CLOSE_CODES,
+    HELPER_WORKTREE_TOOL,
     TRANSIENT_EVENT_TYPES,
     ApprovalAnswer,
     ApprovalRecord,
@@ -54,6 +56,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from cairn_client.call_log import CallLog
 from cairn_client.config import websocket_url
 from cairn_client.errors import CairnError, ExitCode
+from cairn_client.helper_worktrees import HelperWorktreeError, HelperWorktrees
 from cairn_client.listener import SessionListener
 from cairn_client.mcp.servers import McpServers
 from cairn_client.policy.policy import EDIT_TOOLS, Policy
@@ -137,6 +140,8 @@ class ClientSession:
         # Executed calls survive a restart here: a successor never runs one twice.
         self.call_log = call_log
         self.undo_stack = UndoStack(workspace.root)
+        # The worktrees of the helpers (may_edit) whose requests this client runs.
+        self.helper_worktrees = HelperWorktrees(workspace.root, policy.sandbox.environ)
         # Told to the model with the next message: what the user did to its work meanwhile.
         self.pending_notes: list[str] = []
         self._in_flight: set[str] = set()
@@ -402,10 +407,20 @@ class ClientSession:
                 self._results[request.call_id] = recorded
                 await self._send_quietly(recorded)
                 return
+            if request.tool == HELPER_WORKTREE_TOOL:
+                await self._send_quietly(await self._worktree_report(request))
+                return
+            try:
+                root = await asyncio.to_thread(self.helper_worktrees.root_for, request)
+            except HelperWorktreeError as exc:
+                await self._send_quietly(
+                    ToolResult(call_id=request.call_id, status="error", reason=str(exc))
+                )
+                return
             prepared = await asyncio.to_thread(
-                prepare_call, self.workspace.root, request, self._allowed_secrets, self.mcp
+                prepare_call, root, request, self._allowed_secrets, self.mcp
             )
-            verdict, outcome, approval = await self._decide_and_run(prepared)
+            verdict, outcome, approval = await self._decide_and_run(prepared, root)
             result = ToolResult(
                 call_id=request.call_id,
                 status=outcome.status,
@@ -416,13 +431,26 @@ class ClientSession:
             self._results[request.call_id] = result
             if request.call_id in self._executed:
                 await asyncio.to_thread(self.call_log.finish, result)
-                if outcome.status == "ok" and prepared.tool in EDIT_TOOLS:
+                if (
+                    outcome.status == "ok"
+                    and prepared.tool in EDIT_TOOLS
+                    and request.helper is None
+                ):
                     self.undo_stack.record(request.call_id, prepared.tool, prepared.changes)
             if not request.approve_only:  # else its end comes with the server's tool_settled
                 self.listener.tool_handled(prepared, verdict, outcome)
             await self._send_quietly(result)  # also when withdrawn: the server may still wait
         finally:
             self._in_flight.discard(request.call_id)
+
+    async def _worktree_report(self, request: ToolRequest) -> ToolResult:
+        """What a helper changed in its worktree (the server asks when the helper ends); no
+        tool runs, nothing changes, so no policy decides it."""
+        try:
+            text = await asyncio.to_thread(self.helper_worktrees.report, request)
+        except (HelperWorktreeError, CairnError) as exc:
+            return ToolResult(call_id=request.call_id, status="error", reason=str(exc))
+        return ToolResult(call_id=request.call_id, status="ok", content=redact(text)[0])
 
     def _remember(self, approval: Approval, prepared: PreparedCall) -> str:
         """Apply "for this session" or "always" to the policy; how far the allowance goes."""
@@ -443,7 +471,7 @@ class ClientSession:
         return list(self.policy.settings.allow_secret_files)
 
     async def _decide_and_run(
-        self, prepared: PreparedCall
+        self, prepared: PreparedCall, root: Path
     ) -> tuple[Verdict, ToolOutcome, ApprovalRecord | None]:
         """The verdict, what the model gets, and the record of how it was decided (none for
         an invalid request: no policy or person decided on it)."""
@@ -464,10 +492,11 @@ class ClientSession:
         # Recorded before it runs: if this process dies now, a successor will not run it again.
         await asyncio.to_thread(self.call_log.start, call_id)
         self._executed.add(call_id)
-        return verdict, await self._execute(prepared), record
+        return verdict, await self._execute(prepared, root), record
 
-    async def _execute(self, prepared: PreparedCall) -> ToolOutcome:
-        """Run an approved call; a shell command can be killed by _withdraw meanwhile."""
+    async def _execute(self, prepared: PreparedCall, root: Path) -> ToolOutcome:
+        """Run an approved call in `root` (the checkout, or a helper's worktree); a shell
+        command can be killed by _withdraw meanwhile."""
         call_id = prepared.request.call_id
         withheld = self.policy.search_filter(prepared.tool)
         placement = ShellPlacement(
@@ -477,7 +506,7 @@ class ClientSession:
         )
         execution = asyncio.ensure_future(
             execute_call(
-                self.workspace.root,
+                root,
                 prepared,
                 self._allowed_secrets,
                 withheld,

@@ -17,6 +17,7 @@ from cairn_protocol.validation import validation_problems
 from cairn_protocol.workspace import WorkspaceIdentity
 
 PROTOCOL_VERSION = 6  # 6: tool_request.approve_only (fetch_url asks the client first)
+# and tool_request.helper (a helper run's request, labelled);
 # 5: welcome.context and .model_not_offered, tool_settled.result,
 # hello.mcp_tools; 4: workspace.moved_from, stop reason "truncated", welcome.usage
 # Seqs are 32-bit on the server; a resume_after above this is malformed.
@@ -327,6 +328,27 @@ class AssistantMessage(ServerEvent):
     tool_calls: list[HistoryToolCall] = Field(default_factory=list)
 
 
+# The request a helper with may_edit asks its client at its end: what changed in its worktree.
+# Never offered to a model; the client answers it itself (no tool runs).
+HELPER_WORKTREE_TOOL = "helper_worktree"
+
+
+class HelperTag(BaseModel):
+    """Whose request this is when a helper run (the `task` tool) made it: the label a person
+    is shown, the helper's own conversation, and the branch whose worktree its file tools run
+    in (a helper started with may_edit) or null (read-only: the checkout itself)."""
+
+    label: str = Field(min_length=1, max_length=40, description='e.g. "helper 2".')
+    conversation_id: str
+    worktree_branch: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The git branch of the helper's own worktree, which its client makes "
+        "beside the checkout (as `cairn ticket --worktree` does) at the first request; the "
+        "request's paths are relative to that worktree.",
+    )
+
+
 class ToolRequest(ServerEvent):
     """A client tool call to run. Every attached client receives it; only the client named by
     `executor` runs it and answers, the others show it read-only."""
@@ -354,6 +376,12 @@ class ToolRequest(ServerEvent):
         'answers with a tool_result, status "ok" for approved (content ignored) or "denied" '
         "with the reason, and never runs it. The call's end comes as a tool_settled naming the "
         "model's call id.",
+    )
+    helper: HelperTag | None = Field(
+        default=None,
+        description="Set when a helper run of this conversation's run made the request: a "
+        "client shows the label with it (approval, transcript, headless output) and runs it "
+        "in the helper's worktree when one is named.",
     )
 
 

@@ -97,6 +97,11 @@ class ConversationPublic(PublicModel):
         description="The first line of its first request, cut to about 60 characters; "
         '"" until it has one.',
     )
+    parent_id: str | None = Field(
+        default=None,
+        description="Set for a helper's conversation (started by the `task` tool): the "
+        "conversation whose run started it.",
+    )
     last_seq: int = 0
     prompt_memory: str | None = None
     prompt_metadata: str | None = None

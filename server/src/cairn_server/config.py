@@ -171,6 +171,17 @@ class FetchSettings(BaseModel):
         return _validated(cls, _environment(env), {})
 
 
+class HelperSettings(BaseModel):
+    """What a helper run (the `task` tool) may spend when its caller names no budget; a
+    helper's budget is also capped by what its parent run has left."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    steps: int = Field(30, ge=1, validation_alias="CAIRN_HELPER_STEP_LIMIT")
+    tokens: int = Field(400_000, ge=1, validation_alias="CAIRN_HELPER_TOKEN_LIMIT")
+    seconds: float = Field(600.0, gt=0.0, validation_alias="CAIRN_HELPER_TIME_LIMIT_S")
+
+
 class ServerSettings(BaseModel):
     """The server process's settings. `from_env` reads the environment (or a mapping given
     for it); the constructor takes values by field name and reads nothing."""
@@ -222,6 +233,7 @@ class ServerSettings(BaseModel):
     fetch: FetchSettings = FetchSettings()
     # The environment as read at start, for `${NAME}` in MCP servers' headers.
     environ: dict[str, str] = Field(default_factory=dict, repr=False, exclude=True)
+    helpers: HelperSettings = HelperSettings()
 
     @property
     def ws_backlog_bytes(self) -> int:
@@ -241,6 +253,7 @@ class ServerSettings(BaseModel):
             "model": _validated(ModelSettings, source, {}),
             "embedding": _validated(EmbeddingSettings, source, {}),
             "fetch": _validated(FetchSettings, source, {}),
+            "helpers": _validated(HelperSettings, source, {}),
         }
         unknown = set(fields) - set(cls.model_fields)
         if unknown:  # model_copy would keep them silently, and nothing would read them

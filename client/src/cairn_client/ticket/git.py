@@ -245,6 +245,26 @@ def changed_files(branch: TicketBranch) -> list[str]:
     return sorted(set(tracked) | set(untracked))
 
 
+def diff_stat(branch: TicketBranch) -> str:
+    """`git diff --stat` of the working tree against base_commit, untracked files listed after
+    it; "no changes" when nothing differs."""
+    stat = _git(
+        branch.workdir,
+        "diff",
+        "--stat",
+        "--no-color",
+        branch.base_commit,
+        "--",
+        environ=branch.environ,
+    )
+    untracked = _git_paths(
+        branch.workdir, "ls-files", "--others", "--exclude-standard", "-z", environ=branch.environ
+    )
+    lines = [stat] if stat else []
+    lines += [f" {path} (new, untracked)" for path in untracked]
+    return "\n".join(lines) or "no changes"
+
+
 def tracked_files(branch: TicketBranch, commit: str) -> set[str]:
     """Every file path in `commit`'s tree (say base_commit: what was tracked at the start)."""
     return set(

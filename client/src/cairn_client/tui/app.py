@@ -58,6 +58,7 @@ from cairn_client.formatting import (
     shorten,
     tool_line,
     usage_label,
+    whose,
 )
 from cairn_client.listener import ConnectionState, SessionControl, SessionListener
 from cairn_client.mentions import Mentions, PathListing, mentions, split_attachments
@@ -377,6 +378,7 @@ class CairnApp(App[str]):
         else:
             self._elsewhere[request.call_id] = request
             line = elsewhere_line(request.tool, request.arguments, None, None)
+        line = whose(request.helper) + line
         await self.chat.start_tool(
             request.call_id, line, run_id=request.run_id, model_call_id=request.model_call_id
         )
@@ -388,13 +390,13 @@ class CairnApp(App[str]):
         request = self._elsewhere.pop(event.call_id, None)
         if request is not None:
             line = elsewhere_line(request.tool, request.arguments, event.status, event.reason)
-            await self.chat.finish_tool(event.call_id, event.status, line)
+            await self.chat.finish_tool(event.call_id, event.status, whose(request.helper) + line)
             return
         request = self._own_requests.pop(event.call_id, None)
         entry = self.chat.tool(event.call_id)
         if request is not None and entry is not None and entry.state != "done":
             line = tool_line(request.tool, request.arguments, event.status, event.reason)
-            await self.chat.finish_tool(event.call_id, event.status, line)
+            await self.chat.finish_tool(event.call_id, event.status, whose(request.helper) + line)
         elif request is None:
             self.chat.settle_call(
                 event.run_id, event.call_id, event.status, event.reason, event.result
@@ -405,7 +407,7 @@ class CairnApp(App[str]):
         try:
             entry = await self.chat.start_tool(
                 request.call_id,
-                describe_call(request.tool, request.arguments),
+                whose(request.helper) + describe_call(request.tool, request.arguments),
                 run_id=request.run_id,
                 model_call_id=request.model_call_id,
             )
@@ -518,7 +520,7 @@ class CairnApp(App[str]):
         approval = self._approvals_given.pop(call_id, None)
         self._own_requests.pop(call_id, None)
         arguments = prepared.request.arguments
-        line = tool_line(
+        line = whose(prepared.request.helper) + tool_line(
             prepared.tool, arguments, outcome.status, reason, approval.kind if approval else None
         )
         # What the model was given (redacted by the tools), cut for the screen.

@@ -326,6 +326,8 @@ class Connection:
                 )
             except ProviderError as exc:
                 await self._error("no_model", str(exc))
+            except RunInProgressError as exc:  # a helper's conversation while the helper runs
+                await self._error("run_in_progress", str(exc))
         elif isinstance(frame, ToolResult):
             refused = await self.runtime.submit_tool_result(conversation.id, frame, client.id)
             if refused is not None:

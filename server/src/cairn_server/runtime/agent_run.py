@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
@@ -61,8 +61,9 @@ from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.storage.models import Message, ToolCallRecord
 from cairn_server.storage.repository import describe_failure
 from cairn_server.storage.store import Store, to_model_message
-from cairn_server.tools.base import ToolContext, ToolOutcome
+from cairn_server.tools.base import HelperLauncher, ToolContext, ToolOutcome
 from cairn_server.tools.registry import TOOLS, ToolRegistry, approve_only
+from cairn_server.tools.task import TASK
 from cairn_server.tools.web_pages import WebPages
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ class RunSpec:
     approval_timeout_s: float
     # How long a withdrawn call's executor has to say what happened.
     withdraw_grace_s: float = 5.0
+    # Tools this run refuses with the reason the model reads (a read-only helper's edits).
+    refused_tools: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,6 +139,8 @@ class AgentRun:
     executor: Client  # the client that runs this run's tool requests (a resumer takes over)
     web: WebPages  # what fetch_url reads pages through (with the server's cache)
     tools: ToolRegistry = TOOLS
+    # What runs this run's `task` calls (runtime/helpers.py); None: a helper, which has none.
+    helpers: HelperLauncher | None = None
     # Client calls not yet settled, by call_id; an answer resolves its future.
     pending: dict[str, asyncio.Future[ToolCallRecord]] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
@@ -251,9 +256,13 @@ class AgentRun:
             if not calls:
                 return "end_turn", None
             repeated: str | None = None
-            for call in calls:
-                result = await self._run_tool(call)
-                repeated = repeated or self._count_failure(call, result)
+            started = self._start_helpers(calls)  # every task call of the step, in parallel
+            try:
+                for call in calls:
+                    result = await self._run_tool(call, started.get(call.id))
+                    repeated = repeated or self._count_failure(call, result)
+            finally:
+                await _cancel_all(started.values())
             ended = self._over_limits(repeated)
             if ended is not None:
                 return ended
@@ -406,11 +415,41 @@ class AgentRun:
 
     # ------------------------------------------------------------------ tools
 
-    async def _run_tool(self, call: ToolCall) -> ModelMessage:
+    def _start_helpers(self, calls: list[ToolCall]) -> dict[str, asyncio.Task[ToolOutcome]]:
+        """Start the step's well-formed task calls at once, so its helpers run side by side;
+        their results are still stored in the model's order."""
+        offered = {tool.name for tool in self.window.context.tools}
+        return {
+            call.id: asyncio.ensure_future(self.tools.dispatch(self._tool_context(call), call))
+            for call in calls
+            if call.name == TASK
+            and TASK in offered
+            and call.name not in self.spec.refused_tools
+            and not isinstance(call.parsed, MalformedArguments)
+        }
+
+    def _tool_context(self, call: ToolCall) -> ToolContext:
+        return ToolContext(
+            self.memory,
+            self.agent_id,
+            self.conversation_id,
+            self.run_id,
+            call.id,
+            web=self.web,
+            deferred=tuple(self.window.context.deferred),
+            helpers=self.helpers,
+        )
+
+    async def _run_tool(
+        self, call: ToolCall, started: asyncio.Task[ToolOutcome] | None = None
+    ) -> ModelMessage:
         """Run one call (here, or by asking the executor) or refuse it; its result, as the
-        model reads it, is stored."""
+        model reads it, is stored. `started`: the call's outcome, already under way."""
         if isinstance(call.parsed, MalformedArguments):
             return await self._settle_here(call, _tool_error(call, call.parsed.problem))
+        if call.name in self.spec.refused_tools:
+            refusal = self.spec.refused_tools[call.name]
+            return await self._settle_here(call, _tool_error(call, refusal))
         context = self.window.context
         sent = {tool.name for tool in context.tools}
         # A deferred tool may be called before tool_search loaded it: its client checks it.
@@ -420,10 +459,12 @@ class AgentRun:
             unknown = f"unknown tool {call.name!r}; available tools: {', '.join(sorted(sent))}"
             return await self._settle_here(call, _tool_error(call, unknown))
         if runner == "server":
-            decided = await self._ask_approval(call) if self.tools.asks(call.name) else call
-            if isinstance(decided, ModelMessage):
-                return decided  # refused: stored and told
-            return await self._run_here(decided, tuple(context.deferred))
+            if started is None and self.tools.asks(call.name):
+                decided = await self._ask_approval(call)
+                if isinstance(decided, ModelMessage):
+                    return decided  # refused: stored and told
+                return await self._run_here(decided)
+            return await self._run_here(call, started)
         try:
             if not is_mcp_tool(call.name):  # an MCP tool's schema is checked by its client
                 validate_tool_arguments(call.name, call.parsed)
@@ -434,18 +475,16 @@ class AgentRun:
         await self.store.add_message(self.conversation_id, self.run_id, result)
         return result
 
-    async def _run_here(self, call: ToolCall, deferred: tuple[ToolSpec, ...]) -> ModelMessage:
-        """Run a server tool and settle it."""
-        tool_context = ToolContext(
-            self.memory,
-            self.agent_id,
-            self.conversation_id,
-            self.run_id,
-            call.id,
-            web=self.web,
-            deferred=deferred,
-        )
-        outcome = await self.tools.dispatch(tool_context, call)
+    async def _run_here(
+        self, call: ToolCall, started: asyncio.Task[ToolOutcome] | None = None
+    ) -> ModelMessage:
+        """Run a server tool (or await its outcome, `started` already) and settle it."""
+        if started is not None:
+            outcome = await self._interruptible(started)
+        else:
+            outcome = await self.tools.dispatch(self._tool_context(call), call)
+        if outcome.usage is not None:  # a helper's spending is this run's
+            self.usage = self.usage + outcome.usage
         self.window.load_tools(outcome.loaded)
         result = ModelMessage(
             "tool", outcome.content, tool_call_id=call.id, is_error=outcome.is_error
@@ -631,6 +670,14 @@ def nobody_to_ask(tool: str) -> str:
 def not_approved(why: str) -> str:
     """The reason stored for an approval-only call whose decision never came."""
     return f"nobody approved it, so the server did not run it ({why})"
+
+
+async def _cancel_all(tasks: Iterable[asyncio.Task[T]]) -> None:
+    """Cancel what is left of `tasks` and wait until each has stopped."""
+    pending = [task for task in tasks if not task.done()]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 def unknown_outcome(why: str) -> str:

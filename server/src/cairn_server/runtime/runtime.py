@@ -45,6 +45,7 @@ from cairn_server.runtime.agent_run import (
     settled_event,
     unknown_outcome,
 )
+from cairn_server.runtime.helpers import HelperRuns
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.runtime.reflector import Reflector
 from cairn_server.storage.models import Agent
@@ -74,6 +75,7 @@ class RunInProgressError(CairnServerError, RuntimeError):
 class ActiveRun:
     run: AgentRun
     task: asyncio.Task[None]
+    helpers: HelperRuns  # the runs its task calls started, going now
 
 
 class Runtime:
@@ -214,6 +216,7 @@ class Runtime:
 
         `client_notes` (what the client did meanwhile, e.g. /undo) go before the message."""
         provider = self.catalog.provider(model)  # fails here, before anything is stored
+        self._refuse_while_helper_runs(conversation_id)
         registry = await self.agent_tools(agent)
         async with self._lock(conversation_id):
             await self._stop_active(
@@ -245,9 +248,29 @@ class Runtime:
                 web=self.web,
                 tools=registry,
             )
+            run.helpers = helpers = self._helpers_of(run, agent)
             task = asyncio.create_task(self._drive(conversation_id, run), name=run_record.id)
-            self._active[conversation_id] = ActiveRun(run, task)
+            self._active[conversation_id] = ActiveRun(run, task, helpers)
             return run_record.id
+
+    def _refuse_while_helper_runs(self, conversation_id: str) -> None:
+        """A helper's conversation takes no message and no compaction while the helper runs
+        (its run is its parent's, not in `_active`)."""
+        if any(conversation_id in active.helpers.live for active in self._active.values()):
+            raise RunInProgressError(
+                "a helper is running in this conversation; wait for it to finish (or stop the "
+                "run that started it) and send it then"
+            )
+
+    def _helpers_of(self, run: AgentRun, agent: Agent) -> HelperRuns:
+        """What runs the `task` calls of `run`: helpers in the agent's conversations."""
+        model = run.spec.model
+        return HelperRuns(
+            parent=run,
+            settings=self.settings.helpers,
+            window_for=lambda cid, tools: self.context_window(agent, cid, model, tools),
+            hubs=self._hubs,
+        )
 
     def _run_spec(
         self,
@@ -316,6 +339,7 @@ class Runtime:
     ) -> ContextCompacted | None:
         """Compact a conversation now (/compact); RunInProgressError while a run is going.
         The ContextCompacted event is published; None when nothing could be compacted."""
+        self._refuse_while_helper_runs(conversation_id)
         async with self._lock(conversation_id):
             if conversation_id in self._active:
                 raise RunInProgressError(
@@ -341,11 +365,13 @@ class Runtime:
         if executor.id == client.id or executor.path != client.path or hub.present(executor.id):
             return
         await active.run.hand_over(client)
+        await active.helpers.hand_over(client)
 
     async def pending_requests(self, conversation_id: str) -> list[ToolRequest]:
         """The conversation's tool requests still waiting for an answer, naming who runs them."""
         active = self._active.get(conversation_id)
-        return [
+        helpers = await active.helpers.pending_requests() if active is not None else []
+        return helpers + [
             active.run.request_for(record)
             if active is not None and record.run_id == active.run.run_id
             else ToolRequest(
@@ -378,6 +404,16 @@ class Runtime:
                     f"tool call {call_id!r} is run by client {executor!r}, not by this one"
                 )
             if await active.run.accept_result(
+                call_id, result.status, result.content, result.reason, result.approval
+            ):
+                return None
+        if active is not None and active.helpers.holding(call_id) is not None:
+            executor = active.run.executor.id
+            if client_id != executor:
+                return "not_executor", (
+                    f"tool call {call_id!r} is run by client {executor!r}, not by this one"
+                )
+            if await active.helpers.accept_result(
                 call_id, result.status, result.content, result.reason, result.approval
             ):
                 return None

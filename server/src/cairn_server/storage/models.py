@@ -123,6 +123,9 @@ class Conversation(SQLModel, table=True):
     id: str = Field(default_factory=lambda: new_id("cnv"), primary_key=True, sa_type=StoredString)
     agent_id: str = Field(foreign_key="agents.id", index=True, sa_type=StoredString)
     title: str = Field(default="", sa_type=StoredString)
+    # The conversation whose run started this one as a helper (the `task` tool); None for a
+    # person's conversation.
+    parent_id: str | None = Field(default=None, sa_type=StoredString)
     last_seq: int = 0
     prompt_memory: str | None = Field(default=None, sa_column=Column(StoredText, nullable=True))
     prompt_metadata: str | None = Field(default=None, sa_column=Column(StoredText, nullable=True))

@@ -337,17 +337,21 @@ class Store(Repository):
 
     # ------------------------------------------------------------------ conversations
 
-    async def create_conversation(self, agent_id: str, title: str = "") -> Conversation:
+    async def create_conversation(
+        self, agent_id: str, title: str = "", parent_id: str | None = None
+    ) -> Conversation:
+        """A new conversation; `parent_id` makes it a helper of that conversation."""
         async with self._transaction() as session:
             await get_or_raise(session, Agent, agent_id)
-            conversation = Conversation(agent_id=agent_id, title=title)
+            conversation = Conversation(agent_id=agent_id, title=title, parent_id=parent_id)
             session.add(conversation)
             return conversation
 
     async def latest_conversation(self, agent_id: str) -> Conversation | None:
-        """The agent's most recently updated conversation, or None if it has none."""
+        """The agent's most recently updated conversation that is not a helper's, or None."""
+        query = _conversations_of(agent_id).where(col(Conversation.parent_id).is_(None))
         async with self._transaction(read_only=True) as session:
-            return await first(session, _conversations_of(agent_id).limit(1))
+            return await first(session, query.limit(1))
 
     async def interactive_conversation(self, agent_id: str) -> Conversation | None:
         """The conversation the person last had open in the TUI, if it still exists."""

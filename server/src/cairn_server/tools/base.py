@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from cairn_protocol import Usage
 from cairn_protocol.redaction import secrets_phrase
 from cairn_protocol.tools import ToolKind
 from cairn_protocol.validation import schema_without_titles
@@ -36,6 +37,8 @@ class ToolContext:
     web: WebPages | None = None
     # The MCP tools this run keeps behind tool_search (their definitions not yet sent).
     deferred: tuple[ToolSpec, ...] = ()
+    # What starts helper runs for this run (the `task` tool); None in a helper itself.
+    helpers: HelperLauncher | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,15 @@ class ToolOutcome:
     seen_versions: Mapping[str, int] = field(default_factory=dict)
     # Deferred tools whose definitions the model loaded (tool_search): sent from now on.
     loaded: tuple[str, ...] = ()
+    # Model tokens the call spent (a helper run's): counted in the calling run's totals.
+    usage: Usage | None = None
+
+
+class HelperLauncher(Protocol):
+    """Runs one helper (tools/task.py's arguments, validated) to its end for the calling
+    run; the runtime implements it (runtime/helpers.py)."""
+
+    async def run_helper(self, ctx: ToolContext, args: Any) -> ToolOutcome: ...
 
 
 ToolFn = Callable[[ToolContext, Any], Awaitable[ToolOutcome]]

@@ -21,11 +21,12 @@ from cairn_server.tools.base import ServerTool, ToolContext, ToolOutcome, tool_e
 from cairn_server.tools.fetch_url import FETCH_TOOLS
 from cairn_server.tools.memory_edit import MEMORY_EDIT_TOOLS
 from cairn_server.tools.recall_search import RECALL_TOOLS
+from cairn_server.tools.task import TASK_TOOL
 from cairn_server.tools.tool_search import TOOL_SEARCH, TOOL_SEARCH_TOOL
 
 SERVER_TOOLS: dict[str, ServerTool] = {
     tool.spec.name: tool
-    for tool in [*MEMORY_EDIT_TOOLS, *RECALL_TOOLS, *ARCHIVAL_TOOLS, *FETCH_TOOLS]
+    for tool in [*MEMORY_EDIT_TOOLS, *RECALL_TOOLS, *ARCHIVAL_TOOLS, *FETCH_TOOLS, TASK_TOOL]
 }
 # Server tools a run gets only when it needs them (tool_search: when MCP tools are deferred).
 ON_DEMAND_TOOLS: dict[str, ServerTool] = {TOOL_SEARCH: TOOL_SEARCH_TOOL}

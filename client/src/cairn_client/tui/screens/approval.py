@@ -17,6 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, Static
 
 from cairn_client.approvals import WITHDRAWN
+from cairn_client.formatting import helper_scope, whose
 from cairn_client.policy.types import AnswerOptions, Approval
 from cairn_client.tools.base import PreparedCall
 from cairn_client.tui.messages import InterruptRequested
@@ -53,7 +54,10 @@ class ApprovalScreen(ModalScreen[Approval]):
     def compose(self) -> ComposeResult:
         preview = self.prepared.preview
         with Vertical(id="approval-dialog"):
-            yield Label(preview.title, id="approval-title", markup=False)
+            helper = self.prepared.request.helper
+            yield Label(whose(helper) + preview.title, id="approval-title", markup=False)
+            if helper is not None:
+                yield Label(helper_scope(helper), id="approval-helper", markup=False)
             for warning in preview.warnings:
                 yield Label(f"⚠ {warning}", classes="approval-warning", markup=False)
             yield Label(f"tool: {self.prepared.tool}", id="approval-tool", markup=False)

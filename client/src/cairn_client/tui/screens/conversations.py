@@ -31,7 +31,11 @@ def conversation_line(conversation: ConversationPublic, open_id: str | None) -> 
     details = [when(conversation.updated_at), f"{count} message{'' if count == 1 else 's'}"]
     if conversation.id == open_id:
         details.append("open now")
-    entry = Text(conversation.title or UNTITLED, style="bold", overflow="ellipsis", no_wrap=True)
+    if conversation.parent_id:
+        details.append(f"helper of {conversation.parent_id}")
+    marker = "↳ " if conversation.parent_id else ""
+    title = marker + (conversation.title or UNTITLED)
+    entry = Text(title, style="bold", overflow="ellipsis", no_wrap=True)
     entry.append("\n  " + " · ".join(details), style="dim")
     return entry
 
