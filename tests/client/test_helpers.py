@@ -272,7 +272,7 @@ async def test_the_tui_asks_about_a_helpers_edit_with_its_label_and_shows_whose_
     assert "✓ helper 1: edit src/util.py (allowed once)" in lines
     assert any(
         line.startswith("✓ helper 1: helper_worktree changes on cairn/helper-") for line in lines
-    )
+    ), lines
     assert "tidy up" not in (own_repo / "src/util.py").read_text()
 
 

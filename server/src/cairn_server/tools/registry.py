@@ -134,9 +134,10 @@ TOOLS = ToolRegistry()
 
 
 def approve_only(tool: str) -> bool:
-    """Whether a tool request (a stored client call) is for approval only: of a tool no
-    client runs (fetch_url), which the server runs once its client approved it."""
-    return tool not in CLIENT_TOOLS and not is_mcp_tool(tool)
+    """Whether a tool request (a stored call) is for approval only: of a server tool that
+    runs once its client approved it (fetch_url). Other requests no client tool names (a
+    helper's `helper_worktree`) are answered by the client itself."""
+    return TOOLS.asks(tool)
 
 
 def server_registry(fetch: FetchSettings) -> ToolRegistry:
