@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cairn_protocol import RunStarted, ServerEvent, ToolRequest, ToolSettled, ToolWithdrawn
-from cairn_protocol.messages import HELPER_WORKTREE_TOOL, ApprovalRecord, HelperTag
+from cairn_protocol.messages import HELPER_WORKTREE_TOOL, HelperTag
 
 from cairn_server.config import HelperSettings
 from cairn_server.context.window import ContextWindow
@@ -315,19 +315,6 @@ class HelperRuns:
     def holding(self, call_id: str) -> AgentRun | None:
         """The helper run waiting for the client call `call_id`, if any."""
         return next((h.run for h in self.live.values() if call_id in h.run.pending), None)
-
-    async def accept_result(
-        self,
-        call_id: str,
-        status: str,
-        content: str,
-        reason: str | None,
-        approval: ApprovalRecord | None,
-    ) -> bool:
-        run = self.holding(call_id)
-        return run is not None and await run.accept_result(
-            call_id, status, content, reason, approval
-        )
 
     async def hand_over(self, client: Client) -> None:
         for helper in list(self.live.values()):

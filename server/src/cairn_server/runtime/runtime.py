@@ -397,23 +397,19 @@ class Runtime:
         not the call's executor, or with nothing waiting for it."""
         call_id = result.call_id
         active = self._active.get(conversation_id)
-        if active is not None and call_id in active.run.pending:
+        # The run waiting for it: the conversation's, or one of its helpers (whose requests
+        # the same executor runs).
+        waiting = None
+        if active is not None:
+            pending = call_id in active.run.pending
+            waiting = active.run if pending else active.helpers.holding(call_id)
+        if active is not None and waiting is not None:
             executor = active.run.executor.id
             if client_id != executor:
                 return "not_executor", (
                     f"tool call {call_id!r} is run by client {executor!r}, not by this one"
                 )
-            if await active.run.accept_result(
-                call_id, result.status, result.content, result.reason, result.approval
-            ):
-                return None
-        if active is not None and active.helpers.holding(call_id) is not None:
-            executor = active.run.executor.id
-            if client_id != executor:
-                return "not_executor", (
-                    f"tool call {call_id!r} is run by client {executor!r}, not by this one"
-                )
-            if await active.helpers.accept_result(
+            if await waiting.accept_result(
                 call_id, result.status, result.content, result.reason, result.approval
             ):
                 return None
