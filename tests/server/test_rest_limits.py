@@ -71,6 +71,7 @@ async def api(
                 "display_name": "other",
                 "path": "/tmp/other",
                 "replace": "false",
+                "raise_limits": "false",
                 "name": "docs",
             }
             yield client, valid
