@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING, Protocol
 
 from cairn_server.config import EmbeddingSettings
 from cairn_server.errors import CairnServerError
+
+if TYPE_CHECKING:  # numpy loads when vectors are first used (0.04 s of every start otherwise)
+    import numpy as np
+    from numpy.typing import NDArray
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Local servers (llama.cpp, Ollama, vLLM) ignore the key, but the SDK insists on one.
@@ -97,6 +98,8 @@ def make_embedder(settings: EmbeddingSettings) -> Embedder | None:
 
 def to_bytes(vector: Sequence[float]) -> bytes:
     """A vector as stored: float32, L2-normalised (so a dot product is the cosine)."""
+    import numpy as np
+
     array = np.asarray(vector, dtype=np.float32)
     norm = float(np.linalg.norm(array))
     return (array / norm if norm > 0 else array).tobytes()
@@ -104,6 +107,8 @@ def to_bytes(vector: Sequence[float]) -> bytes:
 
 def from_bytes(blobs: Sequence[bytes]) -> NDArray[np.float32]:
     """Stored vectors as the rows of a matrix (all of one model, so of one width)."""
+    import numpy as np
+
     if not blobs:
         return np.zeros((0, 0), dtype=np.float32)
     return np.vstack([np.frombuffer(blob, dtype=np.float32) for blob in blobs])
@@ -116,6 +121,8 @@ def cosine_ranking(
 
     Only positive cosines count (a vector pointing away is no match); vectors of another
     width (a model that changed its dimensions) are left out."""
+    import numpy as np
+
     q = np.frombuffer(to_bytes(query), dtype=np.float32)
     kept = [(i, blob) for i, blob in zip(ids, blobs, strict=True) if len(blob) == q.nbytes]
     if not kept:

@@ -20,7 +20,7 @@ from cairn_protocol.rest import (
     ReflectionTrigger,
     RunStatus,
 )
-from sqlalchemy import Column, DateTime, Index, LargeBinary, UniqueConstraint, text
+from sqlalchemy import Column, DateTime, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from cairn_server.storage.text import StoredJSON, StoredString, StoredText
@@ -347,25 +347,14 @@ class AgentMcpServer(SQLModel, table=True):
     created_at: datetime = _ts(nullable=False)
 
 
-RUNNING_REFLECTION = "status = 'running'"
-
-
 class Reflection(SQLModel, table=True):
     """One reflection (sleep-time memory) over a conversation: what it read (`through_message`,
     also when it failed, so an idle conversation is not retried until it has new messages),
     the edits it proposed (`edits`: label, tool, version made or reason refused), its usage.
-    At most one runs per agent (the partial unique index)."""
+    At most one runs per agent: the partial unique index ux_reflections_running (agent_id
+    where status is running), made by migration 0011 only (see db.PARTIAL_INDEXES)."""
 
     __tablename__ = "reflections"
-    __table_args__ = (
-        Index(
-            "ux_reflections_running",
-            "agent_id",
-            unique=True,
-            sqlite_where=text(RUNNING_REFLECTION),
-            postgresql_where=text(RUNNING_REFLECTION),
-        ),
-    )
     id: str = Field(default_factory=lambda: new_id("rfl"), primary_key=True, sa_type=StoredString)
     agent_id: str = Field(foreign_key="agents.id", index=True, sa_type=StoredString)
     conversation_id: str = Field(foreign_key="conversations.id", index=True, sa_type=StoredString)
