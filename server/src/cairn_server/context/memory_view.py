@@ -15,7 +15,7 @@ from xml.sax.saxutils import escape, quoteattr
 from cairn_server.memory.edits import short_diff
 from cairn_server.memory.services import Memory
 from cairn_server.memory.snapshots import Snapshot
-from cairn_server.storage.models import Block, BlockVersion
+from cairn_server.storage.models import Block, BlockVersion, Conversation
 from cairn_server.storage.store import Store
 
 DELETED = -1
@@ -109,12 +109,14 @@ async def current_sections(
     return MemorySections(render_blocks(blocks), METADATA)
 
 
-async def visible_sections(memory: Memory, agent_id: str, conversation_id: str) -> MemorySections:
-    """What the conversation's next request will carry, without changing anything."""
-    snapshot = await memory.snapshots.get(conversation_id)
-    if snapshot.prompt_memory is None or snapshot.prompt_metadata is None:
+async def visible_sections(
+    memory: Memory, agent_id: str, conversation: Conversation
+) -> MemorySections:
+    """What the conversation's next request will carry (its row as just read), without
+    changing anything."""
+    if conversation.prompt_memory is None or conversation.prompt_metadata is None:
         return await current_sections(memory, agent_id)
-    return MemorySections(snapshot.prompt_memory, snapshot.prompt_metadata)
+    return MemorySections(conversation.prompt_memory, conversation.prompt_metadata)
 
 
 async def freeze_memory(
