@@ -44,6 +44,17 @@ def task(prompt: str, **arguments: Any) -> dict[str, Any]:
     return call("task", prompt=prompt, **arguments)
 
 
+def readme_helper(helper_answer: str, parent_answer: str) -> tuple[dict[str, Any], ...]:
+    """The model's turns: the parent starts one helper, which reads the README and answers;
+    then the parent answers."""
+    return (
+        {"tool_calls": [task("Read the README")]},
+        {"tool_calls": [call("read", path="README.md")]},
+        {"text": helper_answer},
+        {"text": parent_answer},
+    )
+
+
 def tool_results(served: Served) -> list[str]:
     """The tool results the parent's model read in its last request."""
     messages = served.fake.requests[-1].body["messages"]
@@ -277,12 +288,7 @@ async def test_the_tui_asks_about_a_helpers_edit_with_its_label_and_shows_whose_
 
 
 async def test_headless_output_says_which_helper_asked(served: Served, own_repo: Path) -> None:
-    turns = (
-        {"tool_calls": [task("Read the README")]},
-        {"tool_calls": [call("read", path="README.md")]},
-        {"text": "A demo repository."},
-        {"text": "It is a demo."},
-    )
+    turns = readme_helper("A demo repository.", "It is a demo.")
     served.fake.set_script(script(*turns, *turns))
     printed = []
     for as_json in (False, True):
@@ -399,14 +405,7 @@ async def test_a_tool_that_never_answers_is_stopped_by_the_time_budget(
 async def test_a_running_helpers_conversation_is_watched_live_and_takes_no_message(
     served: Served, own_repo: Path
 ) -> None:
-    served.fake.set_script(
-        script(
-            {"tool_calls": [task("Read the README")]},
-            {"tool_calls": [call("read", path="README.md")]},
-            {"text": "A demo."},
-            {"text": "Done."},
-        )
-    )
+    served.fake.set_script(script(*readme_helper("A demo.", "Done.")))
     listener = RecordingListener([Approval("once")])
     listener.hold_approvals.clear()
     session = client_session(served.url, own_repo, listener, asking("read"))
@@ -480,14 +479,7 @@ async def test_parallel_helpers_over_the_anthropic_api(
 async def test_a_cairn_that_resumes_the_parents_run_takes_over_its_helpers_requests(
     served: Served, own_repo: Path
 ) -> None:
-    served.fake.set_script(
-        script(
-            {"tool_calls": [task("Read the README")]},
-            {"tool_calls": [call("read", path="README.md")]},
-            {"text": "A demo."},
-            {"text": "Done."},
-        )
-    )
+    served.fake.set_script(script(*readme_helper("A demo.", "Done.")))
     gone = RecordingListener()
     gone.hold_approvals.clear()  # this cairn is closed while its person thinks
     first = client_session(served.url, own_repo, gone, asking("read"))
