@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import platformdirs
 from sqlalchemy import Connection, event, inspect, make_url, text
+from sqlalchemy.dialects import registry
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import attributes
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from cairn_server.storage import sqlite_inline
 
 if TYPE_CHECKING:  # Alembic loads only when the schema is behind (it takes a while)
     from alembic.config import Config
@@ -35,6 +38,8 @@ _DOWN_REVISION = re.compile(r'^down_revision: [^=]+= "([^"]+)"$', re.MULTILINE)
 
 # Execution option read by the SQLite "begin" listener; see Database.session().
 _SQLITE_BEGIN = "cairn_sqlite_begin"
+
+registry.register("sqlite.cairn", "cairn_server.storage.sqlite_inline", "InlineSQLiteDialect")
 
 
 def default_database_url(configured: str | None = None) -> str:
@@ -169,10 +174,14 @@ async def open_database(url: str | None) -> Database:
 
 
 def make_engine(url: str, **engine_options: Any) -> AsyncEngine:
-    """An async engine for `url`, with Cairn's SQLite settings when it is SQLite."""
-    engine = create_async_engine(normalise_database_url(url), **engine_options)
+    """An async engine for `url`, with Cairn's SQLite settings when it is SQLite (whose
+    statements run on the event loop: sqlite_inline.py)."""
+    parsed = make_url(normalise_database_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        parsed = parsed.set(drivername=f"sqlite+{sqlite_inline.DRIVER}")
+    engine = create_async_engine(parsed, **engine_options)
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, parsed.database or ":memory:")
     return engine
 
 
@@ -216,8 +225,9 @@ def _current_revision(connection: Connection) -> str | None:
     return str(found[0]) if len(found) == 1 else None
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    """WAL, foreign keys and a busy timeout on every connection; Cairn emits BEGIN itself.
+def _configure_sqlite(engine: AsyncEngine, database: str) -> None:
+    """WAL, foreign keys and a busy timeout on every connection; Cairn emits BEGIN itself,
+    a writing transaction once it has the writer's turn.
 
     The sqlite3 driver would begin transactions lazily (only before a write), which lets
     two read-then-write transactions deadlock; this is SQLAlchemy's documented recipe.
@@ -238,6 +248,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get(_SQLITE_BEGIN, "IMMEDIATE")
+        if mode == "IMMEDIATE":
+            raw = connection.connection.dbapi_connection
+            assert isinstance(raw, sqlite_inline.InlineConnection)
+            raw.begin_writing(sqlite_inline.writer_lock(database))
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
