@@ -88,8 +88,9 @@ async def sync_memory(
     calls never rewrite that prefix (provider caches keep hitting); a block changed since
     (by another conversation or by the user) is told as one appended note with its diff.
     """
-    blocks = await memory.blocks.list_blocks(agent_id)
-    snapshot = await memory.snapshots.get(conversation_id)
+    async with store.unit(read_only=True):
+        blocks = await memory.blocks.list_blocks(agent_id)
+        snapshot = await memory.snapshots.get(conversation_id)
     if not snapshot.frozen:
         return await freeze_memory(memory, agent_id, conversation_id, blocks)
     note, seen = await _update_note(memory, agent_id, snapshot, blocks)

@@ -183,9 +183,10 @@ class ContextWindow:
 
     async def _compiled(self) -> _CompiledDraft:
         """The draft and its token count, compiled again only when its inputs changed."""
-        conversation = await self._conversation()
-        memory = await visible_sections(self.memory, self.agent_id, conversation)
-        stored = await self._buffer(conversation)
+        async with self.store.unit(read_only=True):
+            conversation = await self._conversation()
+            memory = await visible_sections(self.memory, self.agent_id, conversation)
+            stored = await self._buffer(conversation)
         key = _DraftKey(conversation.summary, memory, tuple(message.id or 0 for message in stored))
         if self._cached is None or self._cached.key != key:
             draft = Draft(self.context, memory, conversation.summary, stored)

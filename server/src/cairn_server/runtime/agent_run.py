@@ -143,6 +143,9 @@ class AgentRun:
     helpers: HelperLauncher | None = None
     # Client calls not yet settled, by call_id; an answer resolves its future.
     pending: dict[str, asyncio.Future[ToolCallRecord]] = field(default_factory=dict)
+    # Client calls of the model (by call_id) whose result is stored as its tool message in
+    # the transaction that settles them.
+    _answers_model: set[str] = field(default_factory=set)
     usage: Usage = field(default_factory=Usage)
     steps: int = 0
     failures: dict[str, int] = field(default_factory=dict)
@@ -240,17 +243,18 @@ class AgentRun:
             self._partial_text = ""
             self.steps += 1
             self.usage = self.usage + usage
-            await self.store.record_step(self.run_id, usage, prepared.tokens, budget)
-            await self.hub.publish_transient(
-                StepFinished(
-                    run_id=self.run_id,
-                    step=self.steps,
-                    usage=usage,
-                    context_tokens=prepared.tokens,
-                    context_budget=budget,
+            async with self.hub.batch():  # the step, its answer and their events: one commit
+                await self.store.record_step(self.run_id, usage, prepared.tokens, budget)
+                await self.hub.publish_transient(
+                    StepFinished(
+                        run_id=self.run_id,
+                        step=self.steps,
+                        usage=usage,
+                        context_tokens=prepared.tokens,
+                        context_budget=budget,
+                    )
                 )
-            )
-            await self._record_assistant(text, calls)
+                await self._record_assistant(text, calls)
             if answer.stop_reason == "max_tokens":
                 return await self._truncated(calls, answer.max_tokens)
             if not calls:
@@ -470,10 +474,8 @@ class AgentRun:
                 validate_tool_arguments(call.name, call.parsed)
         except ToolArgumentsError as exc:
             return await self._settle_here(call, _tool_error(call, str(exc)))
-        record = await self._ask_client(call, call.parsed)
-        result = tool_message(record)
-        await self.store.add_message(self.conversation_id, self.run_id, result)
-        return result
+        record = await self._ask_client(call, call.parsed, answers_model=True)
+        return tool_message(record)  # stored as it was settled
 
     async def _run_here(
         self, call: ToolCall, started: asyncio.Task[ToolOutcome] | None = None
@@ -516,26 +518,33 @@ class AgentRun:
         """Store the result of a call no client runs (a server tool, or a call refused before
         any client saw it, or by its client), then tell the clients how it ended, as the
         history reads it (or as `shown_as` says: a refusal's status and reason)."""
-        await self.store.add_message(self.conversation_id, self.run_id, result)
         status, reason, shown = read_outcome(call.name, result.content, result.is_error)
         if shown_as is not None:
             status, reason = shown_as
-        await self.hub.publish(
-            ToolSettled(
-                run_id=self.run_id, call_id=call.id, status=status, reason=reason, result=shown
+        async with self.hub.batch():
+            await self.store.add_message(self.conversation_id, self.run_id, result)
+            await self.hub.publish(
+                ToolSettled(
+                    run_id=self.run_id, call_id=call.id, status=status, reason=reason, result=shown
+                )
             )
-        )
         return result
 
-    async def _ask_client(self, call: ToolCall, arguments: dict[str, Any]) -> ToolCallRecord:
-        """Send the request to the executor and wait for its answer. If the run stops
+    async def _ask_client(
+        self, call: ToolCall, arguments: dict[str, Any], *, answers_model: bool = False
+    ) -> ToolCallRecord:
+        """Send the request to the executor and wait for its answer (`answers_model`: its
+        result is the model's tool message, stored as it is settled). If the run stops
         meanwhile the call stays pending, for _close_open_calls to withdraw."""
-        record = await self.store.create_tool_call(
-            self.conversation_id, self.run_id, call.id, call.name, arguments
-        )
         future: asyncio.Future[ToolCallRecord] = asyncio.get_running_loop().create_future()
-        self.pending[record.id] = future
-        await self.hub.publish(self.request_for(record))
+        async with self.hub.batch():
+            record = await self.store.create_tool_call(
+                self.conversation_id, self.run_id, call.id, call.name, arguments
+            )
+            self.pending[record.id] = future
+            if answers_model:
+                self._answers_model.add(record.id)
+            await self.hub.publish(self.request_for(record))
         try:
             return await self._interruptible(
                 asyncio.wait_for(asyncio.shield(future), self.spec.approval_timeout_s)
@@ -559,14 +568,19 @@ class AgentRun:
         if future is None or future.done():
             return False
         try:
-            record = await self.store.settle_tool_call(call_id, status, content, reason, approval)
+            async with self.hub.batch():  # the result, its event and tool message: one commit
+                record = await self.store.settle_tool_call(
+                    call_id, status, content, reason, approval
+                )
+                if record is not None:
+                    await self._record_settled(record)
         except Exception as exc:  # the run must go on: the model is told the output is lost
             log.exception("run %s: storing the result of %s failed", self.run_id, call_id)
             await self._settle_unstored(call_id, status, exc)
             return True
         if record is None:
             return False
-        await self._settled(record)
+        self._resume(record)
         return True
 
     async def withdraw(self, call_id: str, why: str) -> ToolCallRecord:
@@ -599,24 +613,32 @@ class AgentRun:
                 future.set_exception(again)
 
     async def _settle_by_server(self, call_id: str, status: str, reason: str) -> ToolCallRecord:
-        record = await self.store.settle_tool_call(call_id, status, "", reason)
+        async with self.hub.batch():
+            record = await self.store.settle_tool_call(call_id, status, "", reason)
+            if record is not None:
+                await self._record_settled(record)
         if record is None:  # the executor answered first; its answer stands
             existing = await self.store.get_tool_call(call_id)
             assert existing is not None
             return existing
-        await self._settled(record)
+        self._resume(record)
         return record
 
-    async def _settled(self, record: ToolCallRecord) -> None:
-        """Tell the clients a call is settled, and let the run go on with it (also when
-        telling them failed: the result is stored, so the run must not wait for a timeout)."""
+    async def _record_settled(self, record: ToolCallRecord) -> None:
+        """In the transaction that settles a client call: tell the clients (an approval-only
+        call's run tells how it ended), and store the result of a call of the model as its
+        tool message."""
+        if not approve_only(record.tool):
+            await self.hub.publish(settled_event(record))
+        if record.id in self._answers_model:
+            await self.store.add_message(self.conversation_id, self.run_id, tool_message(record))
+
+    def _resume(self, record: ToolCallRecord) -> None:
+        """Let the run go on with a settled call, once its transaction committed."""
+        self._answers_model.discard(record.id)
         future = self.pending.pop(record.id, None)
-        try:
-            if not approve_only(record.tool):  # else the run tells how the call ended
-                await self.hub.publish(settled_event(record))
-        finally:
-            if future is not None and not future.done():
-                future.set_result(record)
+        if future is not None and not future.done():
+            future.set_result(record)
 
     # ------------------------------------------------------------------ stopping
 

@@ -11,7 +11,8 @@ import asyncio
 import itertools
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from cairn_protocol import RunStarted, ServerEvent, ToolRequest, ToolSettled, ToolWithdrawn
@@ -45,6 +46,12 @@ class HelperHub(ConversationHub):
         self.tag = tag
         self._sent: set[str] = set()  # call_ids of the requests the parent's clients saw
         self.ended = False  # the helper's run is over: a later run here is the conversation's
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """No batch here: a helper's events may go to its parent's hub too, and a batch
+        publishes to one hub only."""
+        yield
 
     def tagged(self, request: ToolRequest) -> ToolRequest:
         return request.model_copy(update={"helper": self.tag, "seq": 0})

@@ -7,7 +7,8 @@ is gap-free, transient events never advance the seq) and which clients are prese
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from cairn_protocol import ServerEvent
@@ -35,9 +36,37 @@ class ConversationHub:
         self._subscribers: dict[int, Deliver] = {}
         self._clients: dict[int, str] = {}  # connection key → client id, from hello on
         self._lock = asyncio.Lock()
+        # While a batch is open: the task that opened it, and its events, in order.
+        self._batch_task: asyncio.Task[object] | None = None
+        self._batched: list[tuple[ServerEvent, bool]] = []  # (event, durable)
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """Every store call and durable event of the current task inside is one transaction;
+        the events (transient ones too, in their order) are delivered once it committed, and
+        not at all if it failed. Publish to this hub only inside (the lock is held)."""
+        if self._in_batch():
+            yield
+            return
+        async with self._lock:
+            self._batch_task, self._batched = asyncio.current_task(), []
+            try:
+                async with self._store.unit():
+                    yield
+                events = self._batched
+            finally:
+                self._batch_task, self._batched = None, []
+            for event, durable in events:
+                if durable:
+                    self.last_seq = event.seq
+                await self._deliver(event)
 
     async def publish(self, event: ServerEvent) -> ServerEvent:
         """Persist the event with the next seq, then deliver it to every attached client."""
+        if self._in_batch():
+            stored = await self._store.append_event(self.conversation_id, event)
+            self._batched.append((stored, True))
+            return stored
         async with self._lock:
             stored = await self._store.append_event(self.conversation_id, event)
             self.last_seq = stored.seq
@@ -46,8 +75,16 @@ class ConversationHub:
 
     async def publish_transient(self, event: ServerEvent) -> None:
         """Deliver without storing; the event carries the last durable seq."""
-        event.seq = self.last_seq
-        await self._deliver(event)
+        if self._in_batch():
+            durable = [e.seq for e, stored in self._batched if stored]
+            event.seq = durable[-1] if durable else self.last_seq
+            self._batched.append((event, False))
+        else:
+            event.seq = self.last_seq
+            await self._deliver(event)
+
+    def _in_batch(self) -> bool:
+        return self._batch_task is not None and self._batch_task is asyncio.current_task()
 
     async def attach(self, key: int, deliver: Deliver, resume_after: int | None) -> None:
         """Replay what the client missed, then subscribe it, with no event in between lost."""

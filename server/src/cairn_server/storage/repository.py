@@ -5,8 +5,11 @@ Owns how a service opens a transaction and the shared find/get/update idioms.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
@@ -32,8 +35,23 @@ def describe_failure(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+@dataclass(frozen=True)
+class _Unit:
+    """An open unit of work: the session the task that opened it shares with every store
+    call it makes on the same database."""
+
+    database: Database
+    task: asyncio.Task[Any] | None
+    session: AsyncSession
+    read_only: bool
+
+
+_UNIT: ContextVar[_Unit | None] = ContextVar("cairn_unit_of_work", default=None)
+
+
 class Repository:
-    """Holds the database; each public method of a subclass is its own transaction."""
+    """Holds the database; each public method of a subclass is its own transaction, or a
+    part of the unit of work its caller opened (`unit`)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -49,7 +67,40 @@ class Repository:
         return self._db.dialect
 
     @asynccontextmanager
+    async def unit(self, *, read_only: bool = False) -> AsyncIterator[None]:
+        """One transaction for every store call the current task makes inside, on any
+        repository of this database: they commit together, or none does. For steps that
+        write several rows at once (a step costs a transaction, not one per row); the calls
+        inside must not catch a database error and go on (the transaction is lost by then).
+        A unit inside a unit is part of it; a write inside a read-only unit is its own."""
+        if self._joined(read_only) is not None:
+            yield
+            return
+        async with self._db.session(read_only=read_only) as session, session.begin():
+            token = _UNIT.set(_Unit(self._db, asyncio.current_task(), session, read_only))
+            try:
+                yield
+            finally:
+                _UNIT.reset(token)
+
+    def in_unit(self) -> bool:
+        """Whether the current task has a unit of work open on this database."""
+        return self._joined(read_only=True) is not None
+
+    def _joined(self, read_only: bool) -> AsyncSession | None:
+        unit = _UNIT.get()
+        if unit is None or unit.database is not self._db:
+            return None
+        if unit.task is not asyncio.current_task() or (unit.read_only and not read_only):
+            return None
+        return unit.session
+
+    @asynccontextmanager
     async def _transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
+        joined = self._joined(read_only)
+        if joined is not None:
+            yield joined
+            return
         async with self._db.session(read_only=read_only) as session, session.begin():
             yield session
 
