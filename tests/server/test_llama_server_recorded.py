@@ -8,38 +8,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cairn_server.api.background import ThreadedServer
 from cairn_server.domain import ModelMessage, ModelRequest
 from cairn_server.providers.base import Completed, ContextOverflowError, TextDelta
 from cairn_server.providers.openai_provider import OpenAIProvider
 from cairn_server.providers.retry import RetryPolicy
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from support.servers import replaying_server
 
 RECORDED = Path(__file__).parent / "fixtures" / "llama_server"
-
-
-def replaying(status: int, body: bytes, media_type: str) -> Starlette:
-    async def chat(request: Request) -> Response:
-        return Response(body, status_code=status, media_type=media_type)
-
-    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
 
 
 @pytest.fixture
 def overflow_server() -> Iterator[str]:
     body = (RECORDED / "overflow_400.json").read_bytes()
-    with ThreadedServer(replaying(400, body, "application/json")) as server:
-        yield f"{server.url}/v1"
+    with replaying_server(400, body, "application/json") as url:
+        yield url
 
 
 @pytest.fixture
 def cut_server() -> Iterator[str]:
     body = (RECORDED / "length.sse").read_bytes()
-    with ThreadedServer(replaying(200, body, "text/event-stream")) as server:
-        yield f"{server.url}/v1"
+    with replaying_server(200, body, "text/event-stream") as url:
+        yield url
 
 
 def request() -> ModelRequest:

@@ -13,8 +13,12 @@ from typing import Any
 
 from cairn_fakes.runner import FakeModelServer
 from cairn_fakes.script import Script
-from cairn_server.api.background import BackgroundServer
+from cairn_server.api.background import BackgroundServer, ThreadedServer
 from cairn_server.config import ServerSettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 TEST_TOKEN = "cairn_test_token_0123456789"
 SUMMARY_MODEL = "anthropic/claude-haiku-4-5"
@@ -77,3 +81,16 @@ class Served:
 
 def sqlite_url(folder: Path) -> str:
     return f"sqlite+aiosqlite:///{folder / 'cairn.db'}"
+
+
+@contextmanager
+def replaying_server(status: int, body: bytes, media_type: str) -> Iterator[str]:
+    """An OpenAI-compatible base URL whose chat completions answer with exactly `body`
+    (a recorded or hand-written answer of a server nobody here wrote)."""
+
+    async def chat(request: Request) -> Response:
+        return Response(body, status_code=status, media_type=media_type)
+
+    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    with ThreadedServer(app) as server:
+        yield f"{server.url}/v1"

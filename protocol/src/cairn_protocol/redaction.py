@@ -331,6 +331,11 @@ _CONSTANT = re.compile(r"^(?:_\w+|[A-Z]+)$")
 # --------------------------------------------------------------------------- detectors
 
 
+def load_detectors() -> None:
+    """Load the detectors now (detect-secrets' imports), e.g. in a worker thread at start."""
+    _detectors()
+
+
 @cache
 def _detectors() -> tuple[Detector, ...]:
     """Most specific first. Built on first use: importing detect-secrets takes ~0.3 s."""

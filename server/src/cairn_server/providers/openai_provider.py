@@ -16,13 +16,11 @@ import openai
 from cairn_protocol import Usage
 from openai.types.chat import (
     ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionFunctionToolParam,
     ChatCompletionMessageFunctionToolCall,
     ChatCompletionMessageFunctionToolCallParam,
     ChatCompletionMessageParam,
 )
-from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from cairn_server.domain import ModelMessage, ModelRequest, ModelStopReason, ToolCall, ToolSpec
 from cairn_server.providers.base import (
@@ -134,30 +132,46 @@ class StreamState:
     cached_input_tokens: int = 0
     output_tokens: int = 0
 
-    def add(self, chunk: ChatCompletionChunk) -> str:
-        """Take in one chunk; return the text it carried (possibly empty)."""
-        if chunk.usage is not None:
-            self.input_tokens = chunk.usage.prompt_tokens
-            self.output_tokens = chunk.usage.completion_tokens
-            details = chunk.usage.prompt_tokens_details
-            self.cached_input_tokens = (details.cached_tokens or 0) if details else 0
+    def add(self, chunk: object) -> str:
+        """Take in one chunk, as the JSON the server sent (read as data, not built into the
+        SDK's models: a model per chunk cost more than the rest of a token's handling);
+        return the text it carried (possibly empty). Fields of the wrong type are ignored."""
+        if not isinstance(chunk, dict):
+            return ""
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.input_tokens = _count(usage.get("prompt_tokens"))
+            self.output_tokens = _count(usage.get("completion_tokens"))
+            details = usage.get("prompt_tokens_details")
+            cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+            self.cached_input_tokens = _count(cached)
         text = ""
-        for choice in chunk.choices:
-            text += choice.delta.content or ""
-            for fragment in choice.delta.tool_calls or []:
-                self.add_tool_fragment(fragment)
-            if choice.finish_reason:
-                self.finish_reason = choice.finish_reason
+        for choice in _objects(chunk.get("choices")):
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                content = delta.get("content")
+                text += content if isinstance(content, str) else ""
+                for fragment in _objects(delta.get("tool_calls")):
+                    self.add_tool_fragment(fragment)
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str) and reason:
+                self.finish_reason = reason
         return text
 
-    def add_tool_fragment(self, fragment: ChoiceDeltaToolCall) -> None:
-        partial = self.calls.setdefault(fragment.index, PartialToolCall())
-        if fragment.id and not partial.id:
-            partial.id = fragment.id
-        if fragment.function is not None:
-            if fragment.function.name and not partial.name:
-                partial.name = fragment.function.name
-            partial.arguments += fragment.function.arguments or ""
+    def add_tool_fragment(self, fragment: dict[str, object]) -> None:
+        index = fragment.get("index")
+        if not isinstance(index, int):  # a server that leaves it out: an id starts a call
+            index = len(self.calls) if fragment.get("id") or not self.calls else max(self.calls)
+        partial = self.calls.setdefault(index, PartialToolCall())
+        call_id = fragment.get("id")
+        if isinstance(call_id, str) and call_id and not partial.id:
+            partial.id = call_id
+        function = fragment.get("function")
+        if isinstance(function, dict):
+            name, arguments = function.get("name"), function.get("arguments")
+            if isinstance(name, str) and name and not partial.name:
+                partial.name = name
+            partial.arguments += arguments if isinstance(arguments, str) else ""
 
     def tool_calls(self) -> list[ToolCall]:
         return [
@@ -180,6 +194,15 @@ class StreamState:
             cached_input_tokens=self.cached_input_tokens,
             output_tokens=self.output_tokens,
         )
+
+
+def _objects(value: object) -> list[dict[str, object]]:
+    """The JSON objects of a list field (a missing or malformed one has none)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 # --------------------------------------------------------------------------- errors
@@ -314,7 +337,7 @@ class OpenAIProvider(SdkProvider):
             body=body,
             cast_to=ChatCompletion,
             stream=True,
-            stream_cls=openai.AsyncStream[ChatCompletionChunk],
+            stream_cls=openai.AsyncStream[object],  # chunks as data: StreamState.add
         )
         async for chunk in until_broken(chunks, FAILURES):
             state.chunks += 1
