@@ -361,3 +361,34 @@ def test_a_private_key_in_grep_output_is_cut_whole() -> None:
     text, count = redact(grep_output)
     assert count == 1
     assert text == "deploy/signing.txt:3:[REDACTED:private-key]\nother.py:1:print(1)"
+
+
+# The plugins whose scans are skipped unless their text appears (redaction._PLUGIN_HINTS):
+# each still finds its format, whatever the case where its pattern ignores case.
+HINTED = [
+    ("aws-key", f"id = {AWS_ID}\n", AWS_ID),
+    ("aws-key", "Aws_Key = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCY" + "EXAMPLEKEY'\n", "EXAMPLEKEY"),
+    ("artifactory-token", "token: AKCp8" + "jQ8CMZbFfHmSpRe7zJgYxKjBbM2Bd4RxN3\n", "AKCp8"),
+    ("gitlab-token", f"export T={GITLAB}\n", GITLAB),
+    ("mailchimp-key", "key = 8a4c3b2e1f0d9c8b7a6f5e4d3c2b1a09" + "-us12\n", "-us12"),
+    ("slack-token", f"SLACK={SLACK.upper()}\n", SLACK.upper()),
+    (
+        "slack-token",
+        "hook: HTTPS://HOOKS.SLACK.COM/services/T0123ABCD/B0123ABCD/" + "abcdefghijklmnop\n",
+        "T0123ABCD",
+    ),
+    ("stripe-key", f"stripe.api_key = '{STRIPE}'\n", STRIPE),
+]
+
+
+@pytest.mark.parametrize(("kind", "text", "part"), HINTED)
+def test_a_plugin_skipped_without_its_hint_still_finds_its_format(
+    kind: str, text: str, part: str
+) -> None:
+    from cairn_protocol.redaction import _plugin_detectors
+
+    [detector] = [d for d in _plugin_detectors() if d.kind == kind]
+    found = [f.value for f in detector.find("import os\n" * 50 + text)]
+    assert found and all(value in text for value in found), (kind, found)
+    assert any(part in value or value in part for value in found), (kind, found)
+    assert [f.value for f in detector.find("import os\n" * 50)] == []
