@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import logging
 import secrets
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,7 +50,7 @@ from cairn_protocol.messages import (
     Frame,
     UserCommand,
 )
-from cairn_protocol.redaction import redact
+from cairn_protocol.redaction import load_detectors, redact
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -324,6 +325,9 @@ class ClientSession:
         self.client_id = first.client_id
         if first_welcome:
             self.last_seq = first.seq
+            # The secret detectors' imports (~0.3 s) while the model thinks, not at the first
+            # tool result, which redacts.
+            threading.Thread(target=load_detectors, name="load-detectors", daemon=True).start()
         self.listener.server_event(first)
         for request in first.pending_tool_requests:  # e.g. asked before cairn was restarted
             self._take(request)

@@ -19,8 +19,24 @@ if TYPE_CHECKING:  # imported at first use: see _detectors
     from detect_secrets.plugins.high_entropy_strings import HighEntropyStringsPlugin
 
 
+# Short texts come back often (a call's title, its policy's reason, a command): their
+# redactions are remembered. Tool outputs, longer, are redacted each time.
+_REMEMBERED_CHARS = 1_000
+
+
 def redact(text: str) -> tuple[str, int]:
     """`text` with every secret found replaced by `[REDACTED:kind]`, and how many."""
+    if len(text) <= _REMEMBERED_CHARS:
+        return _redact_short(text)
+    return _redact(text)
+
+
+@lru_cache(maxsize=1024)
+def _redact_short(text: str) -> tuple[str, int]:
+    return _redact(text)
+
+
+def _redact(text: str) -> tuple[str, int]:
     text, count = _cut_private_keys(text)
     found = _findings(text)
     hit: set[str] = set()

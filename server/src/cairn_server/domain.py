@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, get_args
 
 from cairn_protocol.messages import ChatRole
@@ -89,6 +90,15 @@ class ToolSpec:
     name: str
     description: str
     parameters: dict[str, Any]
+
+    @cached_property
+    def definition(self) -> str:
+        """The definition as compact JSON, what its tokens are counted on (made once: a
+        request is counted at every step)."""
+        return json.dumps(
+            {"name": self.name, "description": self.description, "parameters": self.parameters},
+            separators=(",", ":"),
+        )
 
 
 @dataclass(frozen=True)

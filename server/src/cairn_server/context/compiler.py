@@ -6,7 +6,6 @@ viewer); which tools a run offers is the tool registry's to say (cairn_server.to
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -123,12 +122,24 @@ def count_context(compiled: CompiledContext) -> ContextTokens:
     tokenizer's name."""
     sections: list[SectionTokens] = []
     for section in compiled.sections:
-        overhead = _OVERHEAD.get(section.name, 0)
-        items = [(name, count_tokens(text) + overhead) for name, text in section.items]
+        items = _item_tokens(section)
         tokens = count_tokens(section.text) + sum(tokens for _, tokens in items)
         text = "\n\n".join(part for part in (section.text, *(t for _, t in section.items)) if part)
         sections.append(SectionTokens(section.name, tokens, text, items))
     return ContextTokens(tokenizer().name, sum(s.tokens for s in sections), sections)
+
+
+def total_tokens(compiled: CompiledContext) -> int:
+    """`count_context(compiled).total`, without the texts the viewer shows (a step's count)."""
+    return sum(
+        count_tokens(section.text) + sum(tokens for _, tokens in _item_tokens(section))
+        for section in compiled.sections
+    )
+
+
+def _item_tokens(section: Section) -> list[tuple[str, int]]:
+    overhead = _OVERHEAD.get(section.name, 0)
+    return [(name, count_tokens(text) + overhead) for name, text in section.items]
 
 
 _OVERHEAD = {"messages": MESSAGE_OVERHEAD, "tools": TOOL_OVERHEAD}
@@ -145,10 +156,7 @@ def message_tokens(message: ModelMessage) -> int:
 
 
 def _tool_text(tool: ToolSpec) -> str:
-    return json.dumps(
-        {"name": tool.name, "description": tool.description, "parameters": tool.parameters},
-        separators=(",", ":"),
-    )
+    return tool.definition
 
 
 def _message_text(message: ModelMessage) -> str:

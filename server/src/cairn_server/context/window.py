@@ -33,6 +33,7 @@ from cairn_server.context.compiler import (
     CompiledContext,
     compile_context,
     count_context,
+    total_tokens,
 )
 from cairn_server.context.memory_view import (
     MemorySections,
@@ -190,7 +191,7 @@ class ContextWindow:
         key = _DraftKey(conversation.summary, memory, tuple(message.id or 0 for message in stored))
         if self._cached is None or self._cached.key != key:
             draft = Draft(self.context, memory, conversation.summary, stored)
-            self._cached = _CompiledDraft(key, draft, count_context(draft.compiled).total)
+            self._cached = _CompiledDraft(key, draft, total_tokens(draft.compiled))
         return self._cached
 
     # ------------------------------------------------------------------ compaction
