@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 from cairn_protocol import AssistantMessage, RunStarted, ServerEvent, ToolSettled
+from cairn_server.config import ServerSettings
 from cairn_server.domain import ModelMessage
 from cairn_server.runtime.hub import ConversationHub
 from cairn_server.storage.db import open_database
 from cairn_server.storage.store import Store
+from sqlalchemy.pool import QueuePool
 from support.store import new_agent
 
 
@@ -103,3 +105,15 @@ async def test_sqlite_writers_take_turns_however_long_each_holds_the_lock(
         assert all(messages[i + 1].content == "ok" for i in range(0, 80, 2))
     finally:
         await database.close()
+
+
+async def test_the_pool_keeps_the_configured_connections(database_url: str) -> None:
+    database = await open_database(database_url, pool_size=3)
+    try:
+        pool = database.engine.pool
+        assert isinstance(pool, QueuePool) and (pool.size(), pool._max_overflow) == (3, 3)
+    finally:
+        await database.close()
+    memory = await open_database("sqlite://", pool_size=3)  # one connection, shared
+    await memory.close()
+    assert ServerSettings.from_env({"CAIRN_DATABASE_POOL_SIZE": "7"}).database_pool_size == 7

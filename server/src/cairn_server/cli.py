@@ -258,7 +258,7 @@ def _with_store(settings: ServerSettings, work: Callable[[Store], Awaitable[T]])
     """Run one store call on the configured database, migrated first."""
 
     async def run() -> T:
-        database = await open_database(settings.database_url)
+        database = await open_database(settings.database_url, settings.database_pool_size)
         try:
             return await work(Store(database))
         finally:
@@ -273,7 +273,7 @@ def migrate(database_url: DatabaseOption = None) -> None:
     settings = _settings(database_url)
 
     async def run() -> None:
-        database = await open_database(settings.database_url)
+        database = await open_database(settings.database_url, settings.database_pool_size)
         await database.close()
 
     asyncio.run(run())

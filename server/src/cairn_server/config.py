@@ -192,6 +192,9 @@ class ServerSettings(BaseModel):
 
     # None: a SQLite file in the user's data folder (storage.db.default_database_url).
     database_url: str | None = Field(None, validation_alias="CAIRN_DATABASE_URL")
+    # Database connections kept open per process; as many more are opened in a burst. No
+    # connection is held across a model call or a tool wait, only for a step's writes.
+    database_pool_size: int = Field(10, ge=1, validation_alias="CAIRN_DATABASE_POOL_SIZE")
     host: str = Field("127.0.0.1", validation_alias="CAIRN_HOST")
     port: int = Field(8765, ge=0, validation_alias="CAIRN_PORT")
     # Model calls per run. Long enough for a coding task of many reads and edits (a 60-read

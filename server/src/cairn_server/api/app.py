@@ -43,7 +43,7 @@ def create_app(
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = await open_database(settings.database_url)
+        database = await open_database(settings.database_url, settings.database_pool_size)
         store = Store(database)
         if settings.bootstrap_token:
             await store.add_token(settings.bootstrap_user, settings.bootstrap_token, "bootstrap")

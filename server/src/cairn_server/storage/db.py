@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # Alembic loads only when the schema is behind (it takes a wh
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 5000
+DEFAULT_POOL_SIZE = 10
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 # Any constant works: it names the lock that keeps two replicas from migrating at once.
@@ -158,12 +159,12 @@ class Database:
         await self.engine.dispose()
 
 
-async def open_database(url: str | None) -> Database:
+async def open_database(url: str | None, pool_size: int = DEFAULT_POOL_SIZE) -> Database:
     """Connect to `url` (None: the default SQLite file) and migrate the schema to the newest
-    version."""
+    version; `pool_size` connections are kept, as many more opened in a burst."""
     url = default_database_url(url)
     private_sqlite_file(url)
-    engine = make_engine(url)
+    engine = make_engine(url, pool_size=pool_size)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_upgrade_to_head, url)
@@ -173,12 +174,17 @@ async def open_database(url: str | None) -> Database:
     return Database(engine)
 
 
-def make_engine(url: str, **engine_options: Any) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int | None = None, **engine_options: Any) -> AsyncEngine:
     """An async engine for `url`, with Cairn's SQLite settings when it is SQLite (whose
-    statements run on the event loop: sqlite_inline.py)."""
+    statements run on the event loop: sqlite_inline.py); `pool_size` connections kept and as
+    many more in a burst (an in-memory SQLite database has just one)."""
     parsed = make_url(normalise_database_url(url))
-    if parsed.get_backend_name() == "sqlite":
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite:
         parsed = parsed.set(drivername=f"sqlite+{sqlite_inline.DRIVER}")
+    pooled = not sqlite or sqlite_inline.InlineSQLiteDialect.is_file(parsed)
+    if pool_size is not None and pooled and "poolclass" not in engine_options:
+        engine_options |= {"pool_size": pool_size, "max_overflow": pool_size}
     engine = create_async_engine(parsed, **engine_options)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, parsed.database or ":memory:")

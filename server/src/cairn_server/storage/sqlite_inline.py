@@ -118,8 +118,13 @@ class InlineSQLiteDialect(SQLiteDialect_pysqlite):
         return SimpleNamespace(**{**names, "connect": _connect})
 
     @classmethod
+    def is_file(cls, url: URL) -> bool:
+        """Whether `url` names a database file (not one in memory)."""
+        return bool(cls._is_url_file_db(url))
+
+    @classmethod
     def get_pool_class(cls, url: URL) -> type[pool.Pool]:
-        if cls._is_url_file_db(url):
+        if cls.is_file(url):
             return pool.AsyncAdaptedQueuePool
         return pool.StaticPool
 
