@@ -76,6 +76,7 @@ class ModelMessage:
 
     user: `content`. assistant: `content` and optional `tool_calls`.
     tool: `content` is the result, `tool_call_id` names the call, `is_error` marks failures.
+    `note`: a user message the system wrote (a memory change, a late result), not the person.
     """
 
     role: MessageRole
@@ -83,6 +84,7 @@ class ModelMessage:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     is_error: bool = False
+    note: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from cairn_server.context.memory_view import MemorySections, split_blocks
 from cairn_server.context.tokens import count_tokens, tokenizer
+from cairn_server.context.wellformed import well_formed
 from cairn_server.domain import ModelMessage, ModelRequest, ToolSpec
 
 INSTRUCTIONS = """\
@@ -82,6 +83,7 @@ def compile_context(
     steps of a conversation until its memory is refrozen."""
     instructions = INSTRUCTIONS.format(workspace=context.workspace_name)
     summary_text = f"<summary>\n{summary}\n</summary>" if summary else ""
+    messages = well_formed(messages)
     if summary and messages and messages[0].role != "user":
         messages = [ModelMessage("user", COMPACTED_NOTE), *messages]
     system_parts = [instructions, memory.blocks, memory.metadata, summary_text]
@@ -97,7 +99,7 @@ def compile_context(
         Section("memory_blocks", *split_blocks(memory.blocks)),
         Section("memory_metadata", memory.metadata),
         Section("summary", summary_text),
-        Section("messages", "", [(m.role, _message_text(m)) for m in messages]),
+        Section("messages", "", [(_item_name(m), _message_text(m)) for m in messages]),
     ]
     return CompiledContext(request, sections)
 
@@ -157,6 +159,11 @@ def message_tokens(message: ModelMessage) -> int:
 
 def _tool_text(tool: ToolSpec) -> str:
     return tool.definition
+
+
+def _item_name(message: ModelMessage) -> str:
+    """A message's name in the viewer: its role, `event` for a note of the system."""
+    return "event" if message.note else message.role
 
 
 def _message_text(message: ModelMessage) -> str:

@@ -11,13 +11,11 @@ from dataclasses import dataclass, replace
 from cairn_protocol.mcp import mcp_server_of
 
 from cairn_server.context.compiler import (
-    CompiledContext,
     ContextTokens,
     count_context,
 )
 from cairn_server.context.window import ContextWindow
 from cairn_server.domain import ToolSpec
-from cairn_server.storage.models import Message
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,7 @@ async def view_context(window: ContextWindow) -> ContextView:
     """The conversation's next request as it stands, changing nothing; the tools of each MCP
     server are one item (with those deferred behind tool_search, at no tokens)."""
     draft = await window.draft()
-    tokens = count_context(_with_stored_roles(draft.compiled, draft.stored))
+    tokens = count_context(draft.compiled)
     sections = [
         replace(section, items=_by_mcp_server(section.items, window.context.deferred))
         if section.name == "tools"
@@ -60,19 +58,3 @@ def _by_mcp_server(
     for server, count in waiting.items():
         grouped.append((f"mcp {server} ({count} tools, deferred behind tool_search)", 0))
     return grouped
-
-
-def _with_stored_roles(compiled: CompiledContext, stored: list[Message]) -> CompiledContext:
-    """Name each message by its stored role, so notes show as `event`, not `user` (a note
-    the compiler put first after a compaction keeps its `user`)."""
-    sections = []
-    for section in compiled.sections:
-        if section.name == "messages":
-            added = len(section.items) - len(stored)
-            roles = [name for name, _ in section.items[:added]] + [m.role for m in stored]
-            section = replace(
-                section,
-                items=[(role, text) for role, (_, text) in zip(roles, section.items, strict=True)],
-            )
-        sections.append(section)
-    return replace(compiled, sections=sections)

@@ -84,7 +84,7 @@ def to_model_message(message: Message) -> ModelMessage:
     if message.role not in STORED_ROLES:
         raise ValueError(f"message {message.id} has unknown role {message.role!r}")
     if message.role == "event":  # a note from the system, e.g. a memory change made elsewhere
-        return ModelMessage(role="user", content=message.content)
+        return ModelMessage(role="user", content=message.content, note=True)
     return ModelMessage(
         role=message.role,
         content=message.content,
