@@ -45,3 +45,14 @@ async def test_following_again_starts_a_fresh_wait() -> None:
     run.follow(text="next")
 
     assert not run.finished.done() and run.run_id is None
+
+
+async def test_a_message_refused_while_another_run_goes_ends_the_wait() -> None:
+    run = RunFollower()
+    run.follow(text="fix it")
+
+    run.sees(ErrorEvent(code="run_in_progress", message="a run is already going"))
+
+    with pytest.raises(RunRefused, match="already going") as refused:
+        run.finished.result()
+    assert refused.value.code == "run_in_progress"

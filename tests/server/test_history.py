@@ -68,6 +68,7 @@ async def test_the_context_gauge_is_the_last_model_call_or_a_later_compaction(
     assert await store.context_through(conversation.id, compacted.seq - 1) == ContextUse(
         tokens=1234, budget=11_500
     )
+    await store.finish_run(run.id, "end_turn")  # one running run per conversation
     later = await store.create_run(conversation.id, "openai/gpt-4o-mini")
     await store.record_step(later.id, Usage(input_tokens=500), 480, 11_500)
     assert await store.context_through(conversation.id, compacted.seq) == ContextUse(

@@ -40,10 +40,11 @@ from cairn_server.storage.db import (
 from cairn_server.storage.models import ApiToken, Conversation
 from cairn_server.storage.repository import NotFoundError
 from cairn_server.storage.store import (
+    RunInProgressError,
     Store,
     TokenRefused,
 )
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
 from sqlmodel import SQLModel, select
 
 ROOT_COMMIT = "a" * 40
@@ -95,6 +96,58 @@ async def test_downgrade_to_base_and_upgrade_again(database: Database, database_
     async with database.engine.begin() as connection:
         tables = await connection.run_sync(run, "upgrade")
     assert set(tables) == set(SQLModel.metadata.tables) | {"alembic_version"}
+
+
+async def test_a_conversation_has_one_running_run_whichever_process_starts_it(
+    store: Store,
+) -> None:
+    conversation = await new_conversation(store)
+    other = await new_conversation(store, "someone")
+    first = await store.create_run(conversation.id, "m")
+    await store.create_run(other.id, "m")  # another conversation's run is no obstacle
+    with pytest.raises(RunInProgressError, match="already going"):
+        await store.create_run(conversation.id, "m")  # e.g. through another replica
+    await store.finish_run(first.id, "end_turn")
+    await store.create_run(conversation.id, "m")
+    assert len(await store.running_runs(conversation.id)) == 1
+
+
+async def test_the_migration_ends_all_but_the_newest_running_run_of_a_conversation(
+    database: Database, database_url: str
+) -> None:
+    def migrate(connection: Connection, revision: str) -> None:
+        config = alembic_config(database_url)
+        config.attributes["connection"] = connection
+        if revision == "head":
+            command.upgrade(config, revision)
+        else:
+            command.downgrade(config, revision)
+
+    async with database.engine.begin() as connection:
+        await connection.run_sync(migrate, "0012")
+    store = Store(database)
+    conversation = await new_conversation(store)
+    runs = [f"run_{n}" for n in range(3)]
+    async with database.engine.begin() as connection:  # as 0012 left them: no index yet
+        for number, run_id in enumerate(runs):
+            values = {
+                "id": run_id,
+                "conversation": conversation.id,
+                "at": datetime(2026, 12, 1 + number),
+            }
+            await connection.execute(
+                text(
+                    "INSERT INTO runs (id, conversation_id, status, model, steps, input_tokens,"
+                    " cached_input_tokens, output_tokens, cost_usd, created_at) VALUES (:id,"
+                    " :conversation, 'running', 'm', 0, 0, 0, 0, 0, :at)"
+                ),
+                values,
+            )
+    async with database.engine.begin() as connection:
+        await connection.run_sync(migrate, "head")
+    assert [run.id for run in await store.running_runs(conversation.id)] == [runs[-1]]
+    ended = await store.get_run(runs[0])
+    assert ended is not None and ended.stop_reason == "server_restart"
 
 
 def test_alembic_commands_work_without_a_running_server(tmp_path: Path) -> None:

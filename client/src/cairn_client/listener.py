@@ -83,7 +83,7 @@ class RunRefused(CairnError):
 
 
 # Errors the server answers a user message with when it cannot start its run.
-REFUSING_CODES = frozenset({"no_model", "internal"})
+REFUSING_CODES = frozenset({"no_model", "internal", "run_in_progress"})
 
 
 class RunFollower:

@@ -23,7 +23,7 @@ turns the ones a request can cause into HTTP status codes, in one table.
     │   └── ContextOverflowError
     ├── EmbeddingError .......... memory.embeddings  (RuntimeError)
     ├── TokenRefused ............ storage.store  (PermissionError: no session opens)
-    ├── RunInProgressError ...... runtime.runtime  (RuntimeError)
+    ├── RunInProgressError ...... storage.store  (RuntimeError)
     └── SettingsError ........... config  (ValueError: a CAIRN_* variable cannot be used)
 """
 

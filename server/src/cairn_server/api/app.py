@@ -20,6 +20,7 @@ from cairn_server.api.errors import install_error_handlers
 from cairn_server.config import ServerSettings
 from cairn_server.memory.services import Memory
 from cairn_server.providers.catalog import ModelCatalog, ProviderFactory, preload_provider
+from cairn_server.runtime.bus import ReplicaLink
 from cairn_server.runtime.runtime import Runtime
 from cairn_server.storage.db import open_database
 from cairn_server.storage.store import Store
@@ -51,9 +52,17 @@ def create_app(
         catalog = ModelCatalog(settings.model, provider_factory)
         runtime = Runtime(store, memory, settings, catalog)
         await runtime.load_model_profiles()
+        link = None
+        if database.dialect == "postgresql":  # replicas: each other's events, who lives
+            url = database.engine.url.render_as_string(hide_password=False)
+            link = ReplicaLink(url, runtime.replica_id, runtime.announced, runtime.catch_up_all)
+            await link.start()
+            runtime.alive = link.alive
         await runtime.recover_after_restart()
         await runtime.seal_stored_headers()
         runtime.reflector.start()
+        if link is not None:
+            runtime.start_sweeping()
         app.state.runtime = runtime
         app.state.agent_files = AgentFiles(database)
         default_model = catalog.resolve(None).model
@@ -66,6 +75,8 @@ def create_app(
             await asyncio.gather(warm, return_exceptions=True)
             await preload
             await runtime.shutdown()
+            if link is not None:
+                await link.stop()
             await memory.aclose()
             await database.close()
 

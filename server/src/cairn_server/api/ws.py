@@ -46,10 +46,10 @@ from cairn_server.providers.base import ProviderError
 from cairn_server.providers.catalog import ModelChoice
 from cairn_server.runtime.history import build_history
 from cairn_server.runtime.hub import Client, ConversationHub
-from cairn_server.runtime.runtime import RunInProgressError, Runtime
+from cairn_server.runtime.runtime import Runtime
 from cairn_server.storage.models import Agent, Conversation
 from cairn_server.storage.repository import describe_failure
-from cairn_server.storage.store import TokenRefused
+from cairn_server.storage.store import RunInProgressError, TokenRefused
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -224,6 +224,7 @@ class Connection:
         client: Client,
     ) -> int:
         store = self.runtime.store
+        await hub.catch_up()  # what other server processes stored since this hub's newest
         messages = await store.list_messages(conversation.id)
         records = await store.tool_calls_of_conversation(conversation.id)
         approvals = await store.approvals_of_conversation(conversation.id)
@@ -326,7 +327,7 @@ class Connection:
                 )
             except ProviderError as exc:
                 await self._error("no_model", str(exc))
-            except RunInProgressError as exc:  # a helper's conversation while the helper runs
+            except RunInProgressError as exc:  # a helper runs there, or another process's run
                 await self._error("run_in_progress", str(exc))
         elif isinstance(frame, ToolResult):
             refused = await self.runtime.submit_tool_result(conversation.id, frame, client.id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 from collections.abc import Awaitable, Iterable, Mapping
@@ -124,6 +125,8 @@ class RunSpec:
     withdraw_grace_s: float = 5.0
     # Tools this run refuses with the reason the model reads (a read-only helper's edits).
     refused_tools: Mapping[str, str] = field(default_factory=dict)
+    # The server process running it (its replica id, stored with the run).
+    owner: str | None = None
 
 
 @dataclass
@@ -648,7 +651,10 @@ class AgentRun:
 
     async def _interruptible(self, work: Awaitable[T]) -> T:
         """Await `work`, abandoning it at once if the run is asked to stop."""
-        self._check_stop()
+        if self._stop is not None:
+            if inspect.iscoroutine(work):
+                work.close()  # never started: closed, not left unawaited
+            raise RunInterrupted
         task = asyncio.ensure_future(work)
         stopper = asyncio.ensure_future(self._stop_event.wait())
         try:

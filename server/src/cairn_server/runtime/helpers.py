@@ -215,7 +215,7 @@ class HelperRuns:
             conversation_id=conversation.id,
             worktree_branch=branch if args.may_edit else None,
         )
-        record = await store.create_run(conversation.id, parent.spec.model)
+        record = await store.create_run(conversation.id, parent.spec.model, parent.spec.owner)
         hub = HelperHub(store, conversation.id, parent.hub, tag)
         text = helper_message(label, parent.conversation_id, args, tag.worktree_branch)
         await store.add_message(conversation.id, record.id, ModelMessage("user", text))
@@ -235,6 +235,7 @@ class HelperRuns:
             approval_timeout_s=parent.spec.approval_timeout_s,
             withdraw_grace_s=parent.spec.withdraw_grace_s,
             refused_tools=refused,
+            owner=parent.spec.owner,
         )
         run = AgentRun(
             spec=spec,

@@ -57,9 +57,7 @@ class ConversationHub:
             finally:
                 self._batch_task, self._batched = None, []
             for event, durable in events:
-                if durable:
-                    self.last_seq = event.seq
-                await self._deliver(event)
+                await (self._deliver_stored(event) if durable else self._deliver(event))
 
     async def publish(self, event: ServerEvent) -> ServerEvent:
         """Persist the event with the next seq, then deliver it to every attached client."""
@@ -69,9 +67,27 @@ class ConversationHub:
             return stored
         async with self._lock:
             stored = await self._store.append_event(self.conversation_id, event)
-            self.last_seq = stored.seq
-            await self._deliver(stored)
+            await self._deliver_stored(stored)
         return stored
+
+    async def catch_up(self) -> None:
+        """Deliver the events another server process stored since this hub's newest (told
+        by the database's announcement, or before a welcome), and take their seq."""
+        async with self._lock:
+            for event in await self._store.events_after(self.conversation_id, self.last_seq):
+                await self._deliver_stored(event)
+
+    async def _deliver_stored(self, event: ServerEvent) -> None:
+        """Deliver a durable event (the lock held), after any another process stored before
+        it that this hub has not delivered yet, so every client sees every seq in order."""
+        if event.seq > self.last_seq + 1:
+            for missed in await self._store.events_after(self.conversation_id, self.last_seq):
+                if missed.seq >= event.seq:
+                    break
+                self.last_seq = missed.seq
+                await self._deliver(missed)
+        self.last_seq = max(self.last_seq, event.seq)
+        await self._deliver(event)
 
     async def publish_transient(self, event: ServerEvent) -> None:
         """Deliver without storing; the event carries the last durable seq."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,6 @@ from cairn_server.context.budget import agent_budget
 from cairn_server.context.compiler import AgentContext, tool_tokens
 from cairn_server.context.window import ContextWindow
 from cairn_server.domain import ModelMessage, ToolSpec
-from cairn_server.errors import CairnServerError
 from cairn_server.memory.bootstrap import bootstrap_note
 from cairn_server.memory.services import Memory
 from cairn_server.providers.catalog import Learned, ModelCatalog
@@ -49,7 +49,7 @@ from cairn_server.runtime.helpers import HelperRuns
 from cairn_server.runtime.hub import Client, ConversationHub
 from cairn_server.runtime.reflector import Reflector
 from cairn_server.storage.models import Agent
-from cairn_server.storage.store import Store
+from cairn_server.storage.store import RunInProgressError, Store
 from cairn_server.tools.mcp_headers import (
     SEALED,
     HeaderKeyError,
@@ -64,11 +64,8 @@ from cairn_server.tools.web_pages import WebPages
 
 log = logging.getLogger(__name__)
 RESTARTED = "the server restarted during this run"  # a recovered run's detail
+SWEEP_S = 5.0  # how often a replica looks for the runs of replicas that are gone
 UNKNOWN_OUTCOMES_LISTED = 50  # in a welcome: the newest calls a client may still report on
-
-
-class RunInProgressError(CairnServerError, RuntimeError):
-    """The conversation has a run going; the message says what to do."""
 
 
 @dataclass
@@ -97,6 +94,12 @@ class Runtime:
         # Only conversations with a client or a run (see `release`).
         self._hubs: dict[str, ConversationHub] = {}
         self._active: dict[str, ActiveRun] = {}
+        # This process among the replicas of its database, stored with each run it starts;
+        # whether another process lives (a ReplicaLink's answer on PostgreSQL; on SQLite
+        # there is one process, so any other is gone).
+        self.replica_id = f"rep_{secrets.token_hex(8)}"
+        self.alive: Callable[[str | None], Awaitable[bool]] = self._only_this_one
+        self._sweeper: asyncio.Task[None] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         # The MCP tools the conversation's latest client offered, for its context report.
         self._mcp_offers: dict[str, tuple[McpToolOffer, ...]] = {}
@@ -136,6 +139,19 @@ class Runtime:
                 conversation_id, ConversationHub(self.store, conversation_id, last_seq)
             )
         return hub
+
+    async def announced(self, conversation_id: str, seq: int) -> None:
+        """An event was stored in `conversation_id` (by this process or another on the same
+        database): the clients here get what they have not seen yet."""
+        hub = self._hubs.get(conversation_id)
+        if hub is not None and seq > hub.last_seq:
+            await hub.catch_up()
+
+    async def catch_up_all(self) -> None:
+        """Every conversation with clients here gets what was stored while this process could
+        not hear the announcements."""
+        for hub in list(self._hubs.values()):
+            await hub.catch_up()
 
     def detach(self, conversation_id: str, key: int) -> None:
         """A connection left the conversation; forget the conversation if it is idle now."""
@@ -223,7 +239,7 @@ class Runtime:
                 conversation_id, "superseded", "superseded by a new user message"
             )
             hub = await self.hub(conversation_id)
-            run_record = await self.store.create_run(conversation_id, model)
+            run_record = await self.store.create_run(conversation_id, model, self.replica_id)
             note = await bootstrap_note(self.memory, agent.id, command)
             if note is not None:
                 await self.store.add_event_message(conversation_id, run_record.id, note)
@@ -295,6 +311,7 @@ class Runtime:
             ),
             approval_timeout_s=settings.approval_timeout_s,
             withdraw_grace_s=settings.withdraw_grace_s,
+            owner=self.replica_id,
         )
 
     def context_window(
@@ -464,9 +481,40 @@ class Runtime:
             await self.store.set_mcp_headers(row.id, sealed)
         return len(rows)
 
+    async def _only_this_one(self, replica_id: str | None) -> bool:
+        return replica_id == self.replica_id
+
     async def recover_after_restart(self) -> int:
-        """End the runs a previous process left running, so their conversations go on."""
-        runs = await self.store.running_runs()
+        """At start: end the runs and reflections a previous process left going."""
+        ended = await self.end_orphaned_runs()
+        await self.reflector.reflections.interrupt_running()
+        return ended
+
+    def start_sweeping(self) -> None:
+        """End, every SWEEP_S seconds, the runs of replicas that are gone (one killed while it
+        ran them), so their conversations go on."""
+
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(SWEEP_S)
+                try:
+                    await self.end_orphaned_runs()
+                except Exception:  # the next sweep tries again
+                    log.exception("sweeping the runs of gone replicas failed")
+
+        self._sweeper = asyncio.create_task(sweep(), name="run-sweeper")
+
+    async def end_orphaned_runs(self) -> int:
+        """End the runs that a server process which is gone left running (at start: the
+        previous process's; on PostgreSQL, a dead replica's, never a live one's), so their
+        conversations go on."""
+        runs = [
+            run
+            for run in await self.store.running_runs()
+            if run.conversation_id not in self._active and not await self.alive(run.owner)
+        ]
+        if not runs:
+            return 0
         pending = {
             run.id: [
                 c
@@ -480,8 +528,10 @@ class Runtime:
             await self.store.settle_tool_call(
                 call.id, "denied", "", not_approved("the server restarted")
             )
-        await self.store.interrupt_running_runs(unknown_outcome("the server restarted"))
-        await self.reflector.reflections.interrupt_running()
+        ended = await self.store.interrupt_running_runs(
+            unknown_outcome("the server restarted"), [run.id for run in runs]
+        )
+        runs = [run for run in runs if run.id in {e.id for e in ended}]  # not one ended since
         for run in runs:
             hub = await self.hub(run.conversation_id)
             for call in pending[run.id]:
@@ -508,6 +558,9 @@ class Runtime:
         return len(runs)
 
     async def shutdown(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         await self.reflector.aclose()
         for conversation_id in list(self._active):
             await self._stop_active(

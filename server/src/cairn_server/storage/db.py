@@ -104,7 +104,7 @@ def is_search_index(name: str | None, type_: str) -> bool:
 # Partial unique indexes made by the migrations alone: declared on a model, their
 # `postgresql_where` would load every PostgreSQL driver's dialect at import (~0.1 s of each
 # server start, SQLite included).
-PARTIAL_INDEXES = frozenset({"ux_reflections_running"})
+PARTIAL_INDEXES = frozenset({"ux_reflections_running", "ux_runs_running"})
 
 
 def include_in_schema_compare(

@@ -162,6 +162,8 @@ class Run(SQLModel, table=True):
     status: RunStatus = Field(default="running", sa_type=StoredString)
     stop_reason: StopReason | None = Field(default=None, sa_type=StoredString)
     model: str = Field(sa_type=StoredString)
+    # The server process running it (its replica id); None: one from before owners were kept.
+    owner: str | None = Field(default=None, sa_type=StoredString)
     steps: int = 0
     input_tokens: int = 0
     cached_input_tokens: int = 0

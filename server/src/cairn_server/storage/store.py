@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any, Literal, TypeVar, get_args
 
@@ -26,6 +27,7 @@ from cairn_protocol.messages import (
     StopReason,
 )
 from sqlalchemy import func, update
+from sqlalchemy import text as sa_text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -68,6 +70,15 @@ STOP_REASONS: tuple[str, ...] = get_args(StopReason)
 
 T = TypeVar("T")
 E = TypeVar("E", bound=ServerEvent)
+
+
+# The PostgreSQL channel on which a committed event is announced to every server process.
+EVENTS_CHANNEL = "cairn_events"
+_NOTIFY = sa_text(f"SELECT pg_notify('{EVENTS_CHANNEL}', :payload)")
+
+
+class RunInProgressError(CairnServerError, RuntimeError):
+    """The conversation has a run going; the message says what to do."""
 
 
 class TokenRefused(CairnServerError, PermissionError):
@@ -479,7 +490,8 @@ class Store(Repository):
 
         The seq is taken with an UPDATE ... RETURNING on the conversation row, which holds the
         row lock (PostgreSQL) or the write lock (SQLite) until commit, so concurrent appends
-        get distinct, consecutive seqs.
+        get distinct, consecutive seqs. On PostgreSQL the commit also notifies every server
+        process listening on EVENTS_CHANNEL (`conversation_id:seq`), so replicas deliver it.
         """
         event_type = _event_type(event)
         async with self._transaction() as session:
@@ -493,6 +505,9 @@ class Store(Repository):
             if seq is None:
                 raise NotFoundError(f"no conversation {conversation_id!r}")
             stamped = event.model_copy(update={"seq": seq})
+            if self.dialect == "postgresql":  # sent by PostgreSQL at commit, never before
+                connection = await session.connection()
+                await connection.execute(_NOTIFY, {"payload": f"{conversation_id}:{seq}"})
             session.add(
                 Event(
                     conversation_id=conversation_id,
@@ -567,12 +582,23 @@ class Store(Repository):
 
     # ------------------------------------------------------------------ runs
 
-    async def create_run(self, conversation_id: str, model: str) -> Run:
-        async with self._transaction() as session:
-            await get_or_raise(session, Conversation, conversation_id)
-            run = Run(conversation_id=conversation_id, model=model)
-            session.add(run)
+    async def create_run(self, conversation_id: str, model: str, owner: str | None = None) -> Run:
+        """A new running run of the server process `owner`; RunInProgressError while the
+        conversation has one (the database holds one per conversation, so a run another
+        server process started counts too)."""
+        try:
+            async with self._transaction() as session:
+                await get_or_raise(session, Conversation, conversation_id)
+                run = Run(conversation_id=conversation_id, model=model, owner=owner)
+                session.add(run)
             return run
+        except IntegrityError as exc:
+            if not await self.running_runs(conversation_id):
+                raise
+            raise RunInProgressError(
+                "a run is already going in this conversation (started through another server "
+                "process); wait for it to finish or cancel it, then send this again"
+            ) from exc
 
     async def record_step(
         self,
@@ -672,18 +698,24 @@ class Store(Repository):
             query = query.where(Run.conversation_id == conversation_id)
         return await self._all(query)
 
-    async def interrupt_running_runs(self, reason: str) -> list[Run]:
-        """At server start: finish every running run; the tool calls it was waiting on get an
-        unknown outcome with `reason` (they may have run in the client meanwhile).
+    async def interrupt_running_runs(
+        self, reason: str, run_ids: Collection[str] | None = None
+    ) -> list[Run]:
+        """Finish the running runs (`run_ids` of them, or all) whose process is gone; the
+        tool calls they were waiting on get an unknown outcome with `reason` (they may have
+        run in the client meanwhile).
 
         Returns the runs it finished (stop_reason "server_restart").
         """
         now = utcnow()
+        which = col(Run.status) == "running"
+        if run_ids is not None:
+            which = which & col(Run.id).in_(list(run_ids))
         async with self._transaction() as session:
             runs = await updated_rows(
                 session,
                 update(Run)
-                .where(col(Run.status) == "running")
+                .where(which)
                 .values(status="finished", stop_reason="server_restart", finished_at=now)
                 .returning(Run),
             )
