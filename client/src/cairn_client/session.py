@@ -137,6 +137,7 @@ class ClientSession:
         self.client_id = f"cli_{secrets.token_hex(8)}"
         self._socket: ClientConnection | None = None
         self._closing = False
+        self._detectors_loading = False  # the secret detectors, loaded on the first message
         self._results: dict[str, ToolResult] = {}
         # Executed calls survive a restart here: a successor never runs one twice.
         self.call_log = call_log
@@ -162,6 +163,9 @@ class ClientSession:
         """Send a request, waiting a little for the connection if it is still being made."""
         await self._wait_connected()
         await self._send(UserMessage(text=text, command=command, notes=self.pending_notes))
+        if not self._detectors_loading:  # their imports (~0.3 s) while the model thinks, not
+            self._detectors_loading = True  # at the first tool result, which redacts
+            threading.Thread(target=load_detectors, name="load-detectors", daemon=True).start()
         self.pending_notes = []
 
     async def compact(self, instructions: str | None = None) -> None:
@@ -325,9 +329,6 @@ class ClientSession:
         self.client_id = first.client_id
         if first_welcome:
             self.last_seq = first.seq
-            # The secret detectors' imports (~0.3 s) while the model thinks, not at the first
-            # tool result, which redacts.
-            threading.Thread(target=load_detectors, name="load-detectors", daemon=True).start()
         self.listener.server_event(first)
         for request in first.pending_tool_requests:  # e.g. asked before cairn was restarted
             self._take(request)

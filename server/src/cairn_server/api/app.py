@@ -25,6 +25,8 @@ from cairn_server.runtime.runtime import Runtime
 from cairn_server.storage.db import open_database
 from cairn_server.storage.store import Store
 
+DETECTORS_AFTER_S = 2.0
+
 
 async def list_default_models(preload: asyncio.Future[None], catalog: ModelCatalog) -> None:
     """Once the default model's SDK is loaded, its provider's GET /models, so the first
@@ -35,7 +37,9 @@ async def list_default_models(preload: asyncio.Future[None], catalog: ModelCatal
     if choice.model is not None and choice.problem is None:
         await catalog.not_offered(choice.model)
     # Then the secret detectors (~0.3 s of imports), so a run's first memory edit, summary or
-    # fetched page does not stall for them.
+    # fetched page does not stall for them; once the first request of a `cairn` that started
+    # this server is out, which they would slow.
+    await asyncio.sleep(DETECTORS_AFTER_S)
     await asyncio.get_running_loop().run_in_executor(None, load_detectors)
 
 
