@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from cairn_fakes.runner import FakeModelServer
+from cairn_fakes.script import Script
 from cairn_protocol import (
     AssistantMessage,
     ErrorEvent,
@@ -27,15 +28,18 @@ from support.wire import connected
 DURABLE = {"run_started", "assistant_message", "tool_request", "tool_settled", "run_finished"}
 
 
+def read_then_answer() -> Script:
+    """A run that waits for one read's result (what it reads does not matter), then answers."""
+    return script(
+        {"text": "Reading.", "tool_calls": [call("read", path="app.py")]},
+        {"text": "It sets x."},
+    )
+
+
 async def test_a_message_to_another_replica_while_a_run_goes_is_refused(
     database_url: str, fake: FakeModelServer
 ) -> None:
-    fake.set_script(
-        script(
-            {"text": "Reading.", "tool_calls": [call("read", path="app.py")]},
-            {"text": "It sets x."},
-        )
-    )
+    fake.set_script(read_then_answer())
     with cairn_server(database_url, fake) as one, cairn_server(database_url, fake) as two:
         first, welcome = await connected(one.url, conversation="new")
         try:
@@ -65,12 +69,7 @@ async def test_a_message_to_another_replica_while_a_run_goes_is_refused(
 async def test_a_client_of_another_replica_sees_the_run_in_its_conversation(
     database_url: str, fake: FakeModelServer
 ) -> None:
-    fake.set_script(
-        script(
-            {"text": "Reading.", "tool_calls": [call("read", path="app.py")]},
-            {"text": "It sets x."},
-        )
-    )
+    fake.set_script(read_then_answer())
     with cairn_server(database_url, fake) as one, cairn_server(database_url, fake) as two:
         first, welcome = await connected(one.url, conversation="new")
         watcher, watched = await connected(
@@ -158,12 +157,7 @@ async def drop_listeners(database_url: str) -> int:
 async def test_a_replica_that_starts_ends_no_live_replicas_run(
     database_url: str, fake: FakeModelServer
 ) -> None:
-    fake.set_script(
-        script(
-            {"text": "Reading.", "tool_calls": [call("read", path="app.py")]},
-            {"text": "It sets x."},
-        )
-    )
+    fake.set_script(read_then_answer())
     with cairn_server(database_url, fake) as one:
         first, _ = await connected(one.url, conversation="new")
         try:
