@@ -195,6 +195,8 @@ class ServerSettings(BaseModel):
     # Database connections kept open per process; as many more are opened in a burst. No
     # connection is held across a model call or a tool wait, only for a step's writes.
     database_pool_size: int = Field(10, ge=1, validation_alias="CAIRN_DATABASE_POOL_SIZE")
+    # Prometheus metrics at GET /metrics (off by default: the local server needs none).
+    metrics: bool = Field(False, validation_alias="CAIRN_METRICS")
     host: str = Field("127.0.0.1", validation_alias="CAIRN_HOST")
     port: int = Field(8765, ge=0, validation_alias="CAIRN_PORT")
     # Model calls per run. Long enough for a coding task of many reads and edits (a 60-read

@@ -61,13 +61,16 @@ def create_app(
             url = database.engine.url.render_as_string(hide_password=False)
             link = ReplicaLink(url, runtime.replica_id, runtime.announced, runtime.catch_up_all)
             await link.start()
-            runtime.alive = link.alive
+            runtime.link, runtime.alive = link, link.alive
         await runtime.recover_after_restart()
         await runtime.seal_stored_headers()
         runtime.reflector.start()
         if link is not None:
             runtime.start_sweeping()
         app.state.runtime = runtime
+        if runtime.metrics is not None:
+            activity: Activity = app.state.activity
+            runtime.metrics.connections.set_function(lambda: activity.open)
         app.state.agent_files = AgentFiles(database)
         default_model = catalog.resolve(None).model
         preload = asyncio.get_running_loop().run_in_executor(None, preload_provider, default_model)
@@ -88,6 +91,7 @@ def create_app(
     app.state.activity = Activity()
     app.add_middleware(CountConnections, activity=app.state.activity)
     app.include_router(routes.router)
+    app.include_router(routes.unversioned)
     app.include_router(memory_routes.router)
     app.include_router(agentfile_routes.router)
     install_error_handlers(app)

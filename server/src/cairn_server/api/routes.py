@@ -19,6 +19,7 @@ from cairn_protocol.rest import (
     RunStepPublic,
 )
 from fastapi import APIRouter, Depends, Response, status
+from fastapi.responses import JSONResponse
 
 from cairn_server import __version__
 from cairn_server.api.deps import OptionalUserDep, RuntimeDep, StoreDep, UserDep, refuse_nul
@@ -27,7 +28,7 @@ from cairn_server.context.budget import check_budget
 from cairn_server.providers.catalog import check_model
 from cairn_server.runtime.runtime import Runtime
 from cairn_server.storage.models import Agent, AgentMcpServer, Conversation, Run
-from cairn_server.storage.repository import NotFoundError
+from cairn_server.storage.repository import NotFoundError, describe_failure
 from cairn_server.tools.mcp_headers import McpHeaders
 from cairn_server.tools.mcp_remote import InvalidServerNameError, Listing
 
@@ -41,6 +42,46 @@ async def health(caller: OptionalUserDep) -> dict[str, str]:
     if caller is None:
         return {"status": "ok"}
     return {"status": "ok", "version": __version__}
+
+
+@router.get(
+    "/ready",
+    tags=["meta"],
+    responses={503: {"description": "the database, or the link to the other replicas, is down"}},
+)
+async def ready(runtime: RuntimeDep) -> JSONResponse:
+    """Whether this process can serve now (for a load balancer): its database answers and,
+    on PostgreSQL, its link to the other replicas is up. No token needed."""
+    problem = None
+    try:
+        await runtime.store.ping()
+    except Exception as exc:  # any failure: not ready, and why in one line
+        problem = f"the database does not answer ({describe_failure(exc)})"
+    if problem is None and runtime.link is not None and not runtime.link.linked:
+        problem = "the link to the other replicas is down (reconnecting)"
+    if problem is not None:
+        return JSONResponse({"status": "not ready", "detail": problem}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+# Routes outside /v1, where the tools that read them look.
+unversioned = APIRouter()
+
+
+@unversioned.get(
+    "/metrics",
+    tags=["meta"],
+    response_class=Response,
+    responses={404: {"description": "metrics are off (CAIRN_METRICS)"}},
+)
+async def metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus metrics, when CAIRN_METRICS is on (docs/deploy.md); no token needed."""
+    if runtime.metrics is None:
+        return JSONResponse(
+            {"detail": "metrics are off; set CAIRN_METRICS=1 to serve them"}, status_code=404
+        )
+    body, content_type = runtime.metrics.render()
+    return Response(body, media_type=content_type)
 
 
 def agent_public(agent: Agent, runtime: Runtime) -> AgentPublic:

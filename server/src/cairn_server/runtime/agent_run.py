@@ -11,9 +11,10 @@ import contextlib
 import inspect
 import json
 import logging
+import time
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from cairn_protocol import (
     AssistantDelta,
@@ -59,6 +60,7 @@ from cairn_server.providers.catalog import Learned
 from cairn_server.providers.pricing import cost_usd
 from cairn_server.runtime.history import read_outcome
 from cairn_server.runtime.hub import Client, ConversationHub
+from cairn_server.runtime.metrics import Metrics
 from cairn_server.storage.models import Message, ToolCallRecord
 from cairn_server.storage.repository import describe_failure
 from cairn_server.storage.store import Store, to_model_message
@@ -66,6 +68,9 @@ from cairn_server.tools.base import HelperLauncher, ToolContext, ToolOutcome
 from cairn_server.tools.registry import TOOLS, ToolRegistry, approve_only
 from cairn_server.tools.task import TASK
 from cairn_server.tools.web_pages import WebPages
+
+if TYPE_CHECKING:
+    from prometheus_client import Histogram
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -160,6 +165,8 @@ class AgentRun:
     _notes_closed: bool = False
     # What the provider said the user must hear (tools this server cannot use).
     _notice: str | None = None
+    metrics: Metrics | None = None  # CAIRN_METRICS
+    _waited: float = 0.0  # of the current step, in model calls and tool waits
 
     @property
     def run_id(self) -> str:
@@ -238,44 +245,64 @@ class AgentRun:
     async def _loop(self) -> tuple[StopReason, str | None]:
         for _ in range(self.spec.limits.steps):
             self._check_stop()
-            prepared, answer = await self._call_model(await self._prepare())
-            text, calls, reported = answer.text, answer.calls, answer.usage
-            usage = counted_if_unreported(reported, prepared.tokens, text, calls, self.spec.model)
-            budget = self.window.budget.tokens  # the one this request was built within
-            await self._calibrate(prepared.tokens, reported.input_tokens)
-            self._partial_text = ""
-            self.steps += 1
-            self.usage = self.usage + usage
-            async with self.hub.batch():  # the step, its answer and their events: one commit
-                await self.store.record_step(self.run_id, usage, prepared.tokens, budget)
-                await self.hub.publish_transient(
-                    StepFinished(
-                        run_id=self.run_id,
-                        step=self.steps,
-                        usage=usage,
-                        context_tokens=prepared.tokens,
-                        context_budget=budget,
-                    )
-                )
-                await self._record_assistant(text, calls)
-            if answer.stop_reason == "max_tokens":
-                return await self._truncated(calls, answer.max_tokens)
-            if not calls:
-                return "end_turn", None
-            repeated: str | None = None
-            started = self._start_helpers(calls)  # every task call of the step, in parallel
+            started, self._waited = time.perf_counter(), 0.0
             try:
-                for call in calls:
-                    result = await self._run_tool(call, started.get(call.id))
-                    repeated = repeated or self._count_failure(call, result)
+                ended = await self._step()
             finally:
-                await _cancel_all(started.values())
-            ended = self._over_limits(repeated)
+                self._observe_step(time.perf_counter() - started)
             if ended is not None:
                 return ended
         return "step_limit", (
             f"stopped after {_model_calls(self.steps)}, the run's step limit (CAIRN_STEP_LIMIT)"
         )
+
+    async def _step(self) -> tuple[StopReason, str | None] | None:
+        """One model call and its tool calls; how the run ends, or None to go on."""
+        prepared, answer = await self._call_model(await self._prepare())
+        text, calls, reported = answer.text, answer.calls, answer.usage
+        usage = counted_if_unreported(reported, prepared.tokens, text, calls, self.spec.model)
+        budget = self.window.budget.tokens  # the one this request was built within
+        await self._calibrate(prepared.tokens, reported.input_tokens)
+        self._partial_text = ""
+        self.steps += 1
+        self.usage = self.usage + usage
+        async with self.hub.batch():  # the step, its answer and their events: one commit
+            await self.store.record_step(self.run_id, usage, prepared.tokens, budget)
+            await self.hub.publish_transient(
+                StepFinished(
+                    run_id=self.run_id,
+                    step=self.steps,
+                    usage=usage,
+                    context_tokens=prepared.tokens,
+                    context_budget=budget,
+                )
+            )
+            await self._record_assistant(text, calls)
+        if answer.stop_reason == "max_tokens":
+            return await self._truncated(calls, answer.max_tokens)
+        if not calls:
+            return "end_turn", None
+        repeated: str | None = None
+        started = self._start_helpers(calls)  # every task call of the step, in parallel
+        try:
+            for call in calls:
+                result = await self._run_tool(call, started.get(call.id))
+                repeated = repeated or self._count_failure(call, result)
+        finally:
+            await _cancel_all(started.values())
+        return self._over_limits(repeated)
+
+    def _observe_step(self, elapsed_s: float) -> None:
+        """Count a step for the metrics: its own time is what the model and tools did not take."""
+        if self.metrics is not None:
+            self.metrics.step_seconds.observe(max(0.0, elapsed_s - self._waited))
+
+    def _waited_for(self, started: float, histogram: Histogram | None) -> None:
+        """A wait outside the run's own work (a model call, a tool's result) ended."""
+        elapsed = time.perf_counter() - started
+        self._waited += elapsed
+        if histogram is not None:
+            histogram.observe(elapsed)
 
     async def _prepare(self) -> Prepared:
         """Write what the model must be told first (notes that waited, memory changes, a
@@ -293,7 +320,7 @@ class AgentRun:
         overflowed without a word (an empty 200), lower the budget, compact and try once
         more; what it taught is stored for the next process."""
         try:
-            return prepared, await self._interruptible(self._stream(prepared))
+            return prepared, await self._timed_stream(prepared)
         except (ContextOverflowError, EmptyAnswerError) as exc:
             if isinstance(exc, EmptyAnswerError):
                 if not self.window.overflow_plausible(prepared.tokens):
@@ -306,7 +333,17 @@ class AgentRun:
             if compaction is not None:
                 await self.hub.publish(compaction)
             prepared = await self._prepare()
-            return prepared, await self._interruptible(self._stream(prepared))
+            return prepared, await self._timed_stream(prepared)
+
+    async def _timed_stream(self, prepared: Prepared) -> Answer:
+        started = time.perf_counter()
+        try:
+            return await self._interruptible(self._stream(prepared))
+        finally:
+            metrics = self.metrics
+            self._waited_for(started, metrics.model_seconds if metrics is not None else None)
+            if metrics is not None:
+                metrics.steps.inc()
 
     async def _calibrate(self, counted: int, reported: int) -> None:
         """One more prompt the server counted itself: the model's token ratio (and so the
@@ -548,6 +585,7 @@ class AgentRun:
             if answers_model:
                 self._answers_model.add(record.id)
             await self.hub.publish(self.request_for(record))
+        asked = time.perf_counter()
         try:
             return await self._interruptible(
                 asyncio.wait_for(asyncio.shield(future), self.spec.approval_timeout_s)
@@ -556,6 +594,9 @@ class AgentRun:
             waited = self.spec.approval_timeout_s
             reason = f"no answer within {waited:.0f} s, so the request timed out"
             return await self.withdraw(record.id, reason)
+        finally:
+            metrics = self.metrics
+            self._waited_for(asked, metrics.tool_wait_seconds if metrics is not None else None)
 
     async def accept_result(
         self,

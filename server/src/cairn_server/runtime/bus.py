@@ -73,6 +73,11 @@ class ReplicaLink:
             task.cancel()
         await asyncio.gather(*self._pending, return_exceptions=True)
 
+    @property
+    def linked(self) -> bool:
+        """Whether the link is up now (announcements heard, this process's lock held)."""
+        return self._connection is not None
+
     async def alive(self, replica_id: str | None) -> bool:
         """Whether the process `replica_id` still holds its lock; this process is alive, one
         with no id (a run from before owners were kept) is not. When the link is down it

@@ -247,6 +247,7 @@ class HelperRuns:
             executor=parent.executor,
             web=parent.web,
             tools=parent.tools,
+            metrics=parent.metrics,
         )
         return Helper(tag, run, hub)
 

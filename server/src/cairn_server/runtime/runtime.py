@@ -45,8 +45,10 @@ from cairn_server.runtime.agent_run import (
     settled_event,
     unknown_outcome,
 )
+from cairn_server.runtime.bus import ReplicaLink
 from cairn_server.runtime.helpers import HelperRuns
 from cairn_server.runtime.hub import Client, ConversationHub
+from cairn_server.runtime.metrics import Metrics
 from cairn_server.runtime.reflector import Reflector
 from cairn_server.storage.models import Agent
 from cairn_server.storage.store import RunInProgressError, Store
@@ -100,6 +102,8 @@ class Runtime:
         self.replica_id = f"rep_{secrets.token_hex(8)}"
         self.alive: Callable[[str | None], Awaitable[bool]] = self._only_this_one
         self._sweeper: asyncio.Task[None] | None = None
+        self.metrics = Metrics() if settings.metrics else None
+        self.link: ReplicaLink | None = None  # on PostgreSQL, set by the app at start
         self._locks: dict[str, asyncio.Lock] = {}
         # The MCP tools the conversation's latest client offered, for its context report.
         self._mcp_offers: dict[str, tuple[McpToolOffer, ...]] = {}
@@ -263,6 +267,7 @@ class Runtime:
                 executor=executor,
                 web=self.web,
                 tools=registry,
+                metrics=self.metrics,
             )
             run.helpers = helpers = self._helpers_of(run, agent)
             task = asyncio.create_task(self._drive(conversation_id, run), name=run_record.id)
@@ -532,6 +537,8 @@ class Runtime:
             unknown_outcome("the server restarted"), [run.id for run in runs]
         )
         runs = [run for run in runs if run.id in {e.id for e in ended}]  # not one ended since
+        if self.metrics is not None:
+            self.metrics.orphaned_runs.inc(len(runs))
         for run in runs:
             hub = await self.hub(run.conversation_id)
             for call in pending[run.id]:
@@ -584,9 +591,13 @@ class Runtime:
         return True
 
     async def _drive(self, conversation_id: str, run: AgentRun) -> None:
+        if self.metrics is not None:
+            self.metrics.active_runs.inc()
         try:
             await run.execute()
         finally:
+            if self.metrics is not None:
+                self.metrics.active_runs.dec()
             active = self._active.get(conversation_id)
             if active is not None and active.run is run:
                 del self._active[conversation_id]

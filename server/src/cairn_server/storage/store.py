@@ -574,6 +574,12 @@ class Store(Repository):
             return None
         return ContextUse(tokens=step.context_tokens, budget=step.context_budget)
 
+    async def ping(self) -> None:
+        """One round trip to the database; raises when it cannot be reached."""
+        async with self._transaction(read_only=True) as session:
+            connection = await session.connection()
+            await connection.execute(sa_text("SELECT 1"))
+
     async def last_seq(self, conversation_id: str) -> int:
         """The seq of the conversation's newest durable event (0 before the first)."""
         async with self._transaction(read_only=True) as session:
