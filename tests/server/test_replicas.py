@@ -11,6 +11,7 @@ from cairn_fakes.runner import FakeModelServer
 from cairn_fakes.script import Script
 from cairn_protocol import (
     AssistantMessage,
+    Cancel,
     ErrorEvent,
     RunFinished,
     ToolRequest,
@@ -195,3 +196,29 @@ async def test_the_run_of_a_replica_that_is_gone_is_ended_by_a_live_one(
         finally:
             await watcher.close()
     assert (ended.run_id, ended.stop_reason, ended.steps) == ("run_orphan", "server_restart", 2)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_cancel_sent_to_another_replica_stops_the_run(
+    database_url: str, fake: FakeModelServer
+) -> None:
+    fake.set_script(read_then_answer())
+    with cairn_server(database_url, fake) as one, cairn_server(database_url, fake) as two:
+        first, welcome = await connected(one.url, conversation="new")
+        other, _ = await connected(
+            two.url, conversation=welcome.conversation_id, client_id="other-client"
+        )
+        try:
+            await first.send(UserMessage(text="What does app.py do?"))
+            await first.recv_until(ToolRequest)
+            await other.send(Cancel(reason="stopped from my other terminal"))
+            finished = await first.recv_until(RunFinished)
+            seen = await other.recv_until(RunFinished)
+        finally:
+            await first.close()
+            await other.close()
+    assert (finished.stop_reason, finished.detail) == (
+        "cancelled",
+        "stopped from my other terminal",
+    )
+    assert seen.run_id == finished.run_id

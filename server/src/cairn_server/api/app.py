@@ -59,7 +59,9 @@ def create_app(
         link = None
         if database.dialect == "postgresql":  # replicas: each other's events, who lives
             url = database.engine.url.render_as_string(hide_password=False)
-            link = ReplicaLink(url, runtime.replica_id, runtime.announced, runtime.catch_up_all)
+            link = ReplicaLink(
+                url, runtime.replica_id, runtime.announced, runtime.catch_up_all, runtime.asked
+            )
             await link.start()
             runtime.link, runtime.alive = link, link.alive
         await runtime.recover_after_restart()

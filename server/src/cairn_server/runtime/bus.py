@@ -2,7 +2,8 @@
 from the gone.
 
 Owns each process's one link connection: LISTEN on the events channel (Store.append_event
-notifies at commit; each announcement names a conversation and a seq), and an advisory lock
+notifies at commit; each announcement names a conversation and a seq) and on the control
+channel (a replica asks the one running a conversation's run to cancel it), and an advisory lock
 keyed by the process's replica id, held while the process lives (PostgreSQL drops it with
 the connection, so a killed process lets go of it at once). The link is opened again after a
 drop. On SQLite (one process) there is none.
@@ -14,17 +15,19 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import make_url
 
-from cairn_server.storage.store import EVENTS_CHANNEL
+from cairn_server.storage.store import CONTROL_CHANNEL, EVENTS_CHANNEL
 
 log = logging.getLogger(__name__)
 
 Announced = Callable[[str, int], Awaitable[None]]
+Asked = Callable[[dict[str, str]], Awaitable[None]]
 
 RECONNECT_S = (0.5, 1.0, 2.0, 5.0)  # waits between attempts after the connection dropped
 APPLICATION_NAME = "cairn-events"  # the link connection, as pg_stat_activity shows it
@@ -49,12 +52,14 @@ class ReplicaLink:
         replica_id: str,
         announced: Announced,
         resumed: Callable[[], Awaitable[None]],
+        asked: Asked,
     ) -> None:
         url = make_url(database_url).set(drivername="postgresql")
         self._dsn = url.render_as_string(hide_password=False)
         self.replica_id = replica_id
         self._announced = announced
         self._resumed = resumed
+        self._asked = asked
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._connection: Any = None  # asyncpg's, while connected
@@ -123,6 +128,7 @@ class ReplicaLink:
             try:
                 await connection.execute("SELECT pg_advisory_lock($1)", lock_key(self.replica_id))
                 await connection.add_listener(EVENTS_CHANNEL, self._on_notification)
+                await connection.add_listener(CONTROL_CHANNEL, self._on_request)
                 self._connection = connection
                 attempt = 0
                 if not linked.done():
@@ -142,6 +148,30 @@ class ReplicaLink:
         if not conversation_id or not seq.isdigit():
             return
         self._track(self._announced(conversation_id, int(seq)))
+
+    async def ask(self, request: dict[str, str]) -> bool:
+        """Send `request` to every replica (this one included: it ignores what is not its);
+        False when the link is down, so it could not be sent."""
+        async with self._queries:
+            connection = self._connection
+            if connection is None:
+                return False
+            try:
+                await connection.execute(
+                    "SELECT pg_notify($1, $2)", CONTROL_CHANNEL, json.dumps(request)
+                )
+            except Exception as exc:  # the link dropped meanwhile
+                log.warning("replica link: cannot send %s (%s)", request, exc)
+                return False
+            return True
+
+    def _on_request(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            request = json.loads(payload)
+        except ValueError:
+            return
+        if isinstance(request, dict) and all(isinstance(v, str) for v in request.values()):
+            self._track(self._asked(request))
 
     def _track(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(_logged(work))

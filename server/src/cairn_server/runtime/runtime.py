@@ -67,6 +67,7 @@ from cairn_server.tools.web_pages import WebPages
 log = logging.getLogger(__name__)
 RESTARTED = "the server restarted during this run"  # a recovered run's detail
 SWEEP_S = 5.0  # how often a replica looks for the runs of replicas that are gone
+REASON_CHARS = 500  # of a cancel's reason, sent to the replica running the run
 UNKNOWN_OUTCOMES_LISTED = 50  # in a welcome: the newest calls a client may still report on
 
 
@@ -468,10 +469,22 @@ class Runtime:
         return True
 
     async def cancel(self, conversation_id: str, reason: str) -> bool:
+        """Stop the conversation's run: here, or (on PostgreSQL) by asking the replica that
+        runs it; False when no run is going."""
         async with self._lock(conversation_id):
             stopped = await self._stop_active(conversation_id, "cancelled", reason)
         self.release(conversation_id)
-        return stopped
+        if stopped or self.link is None or not await self.store.running_runs(conversation_id):
+            return stopped
+        request = {"cancel": conversation_id, "reason": reason[:REASON_CHARS]}
+        return await self.link.ask(request)
+
+    async def asked(self, request: dict[str, str]) -> None:
+        """Another replica (or this one) asks the replica running a conversation's run to act
+        on it; a request about a run this process does not run is not its."""
+        conversation_id = request.get("cancel")
+        if conversation_id is not None and conversation_id in self._active:
+            await self.cancel(conversation_id, request.get("reason") or "cancelled")
 
     async def seal_stored_headers(self) -> int:
         """Seal the MCP headers an earlier version stored in clear; how many servers had any.

@@ -74,6 +74,8 @@ E = TypeVar("E", bound=ServerEvent)
 
 # The PostgreSQL channel on which a committed event is announced to every server process.
 EVENTS_CHANNEL = "cairn_events"
+# The channel on which a server process asks the others to act on their runs (a cancel).
+CONTROL_CHANNEL = "cairn_control"
 _NOTIFY = sa_text(f"SELECT pg_notify('{EVENTS_CHANNEL}', :payload)")
 
 
