@@ -9,7 +9,7 @@ import pytest
 from cairn_fakes.runner import FakeModelServer
 from cairn_protocol import RunFinished, ToolRequest, ToolResult, UserMessage
 from cairn_server.runtime.runtime import Runtime
-from support.servers import cairn_server, call, script
+from support.servers import cairn_server, read_then_answer
 from support.wire import connected
 
 
@@ -23,12 +23,7 @@ def sample(text: str, name: str) -> float:
 async def test_the_metrics_count_a_runs_steps_and_waits(
     database_url: str, fake: FakeModelServer
 ) -> None:
-    fake.set_script(
-        script(
-            {"text": "Reading.", "tool_calls": [call("read", path="app.py")]},
-            {"text": "It sets x."},
-        )
-    )
+    fake.set_script(read_then_answer())
     with cairn_server(database_url, fake, env={"CAIRN_METRICS": "1"}) as server:
         client, _ = await connected(server.url, conversation="new")
         try:

@@ -3,12 +3,14 @@ has one running run whichever of them is asked, and the run goes on where it sta
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from cairn_fakes.runner import FakeModelServer
-from cairn_fakes.script import Script
 from cairn_protocol import (
     AssistantMessage,
     Cancel,
@@ -17,24 +19,17 @@ from cairn_protocol import (
     ToolRequest,
     ToolResult,
     UserMessage,
+    Welcome,
 )
 from cairn_protocol.messages import dump_frame
 from cairn_server.runtime import runtime as runtime_module
 from cairn_server.runtime.bus import APPLICATION_NAME
 from sqlalchemy import make_url
-from support.servers import cairn_server, call, script
-from support.wire import connected
+from support.servers import cairn_server, read_then_answer
+from support.wire import WireClient, connected
 
 # What every client of a conversation must see, on any replica, with the same seqs.
 DURABLE = {"run_started", "assistant_message", "tool_request", "tool_settled", "run_finished"}
-
-
-def read_then_answer() -> Script:
-    """A run that waits for one read's result (what it reads does not matter), then answers."""
-    return script(
-        {"text": "Reading.", "tool_calls": [call("read", path="app.py")]},
-        {"text": "It sets x."},
-    )
 
 
 async def test_a_message_to_another_replica_while_a_run_goes_is_refused(
@@ -66,27 +61,46 @@ async def test_a_message_to_another_replica_while_a_run_goes_is_refused(
     assert len(fake.requests) == 2, "the refused message reached no model"
 
 
+@dataclass
+class TwoReplicas:
+    """A client that opened a new conversation on one replica, and another client of the same
+    conversation on a second replica, with their welcomes."""
+
+    first: WireClient
+    welcome: Welcome
+    other: WireClient
+    other_welcome: Welcome
+    second_url: str
+
+
+@asynccontextmanager
+async def two_replicas(database_url: str, fake: FakeModelServer) -> AsyncIterator[TwoReplicas]:
+    fake.set_script(read_then_answer())
+    with cairn_server(database_url, fake) as one, cairn_server(database_url, fake) as two:
+        first, welcome = await connected(one.url, conversation="new")
+        other, other_welcome = await connected(
+            two.url, conversation=welcome.conversation_id, client_id="other-client"
+        )
+        try:
+            yield TwoReplicas(first, welcome, other, other_welcome, two.url)
+        finally:
+            await first.close()
+            await other.close()
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_a_client_of_another_replica_sees_the_run_in_its_conversation(
     database_url: str, fake: FakeModelServer
 ) -> None:
-    fake.set_script(read_then_answer())
-    with cairn_server(database_url, fake) as one, cairn_server(database_url, fake) as two:
-        first, welcome = await connected(one.url, conversation="new")
-        watcher, watched = await connected(
-            two.url, conversation=welcome.conversation_id, client_id="watcher"
-        )
-        try:
-            assert watched.seq == welcome.seq
-            await first.send(UserMessage(text="What does app.py do?"))
-            request = await first.recv_until(ToolRequest)
-            await first.send(ToolResult(call_id=request.call_id, status="ok", content="x = 1"))
-            finished = await first.recv_until(RunFinished)
-            seen = await watcher.recv_until(RunFinished)
-        finally:
-            await first.close()
-            await watcher.close()
-        late, rejoined = await connected(two.url, conversation=welcome.conversation_id)
+    async with two_replicas(database_url, fake) as pair:
+        first, watcher = pair.first, pair.other
+        assert pair.other_welcome.seq == pair.welcome.seq
+        await first.send(UserMessage(text="What does app.py do?"))
+        request = await first.recv_until(ToolRequest)
+        await first.send(ToolResult(call_id=request.call_id, status="ok", content="x = 1"))
+        finished = await first.recv_until(RunFinished)
+        seen = await watcher.recv_until(RunFinished)
+        late, rejoined = await connected(pair.second_url, conversation=pair.welcome.conversation_id)
         await late.close()
     durable = [f for f in first.seen if f.type in DURABLE]
     relayed = [f for f in watcher.seen if f.type in DURABLE]
@@ -202,21 +216,12 @@ async def test_the_run_of_a_replica_that_is_gone_is_ended_by_a_live_one(
 async def test_a_cancel_sent_to_another_replica_stops_the_run(
     database_url: str, fake: FakeModelServer
 ) -> None:
-    fake.set_script(read_then_answer())
-    with cairn_server(database_url, fake) as one, cairn_server(database_url, fake) as two:
-        first, welcome = await connected(one.url, conversation="new")
-        other, _ = await connected(
-            two.url, conversation=welcome.conversation_id, client_id="other-client"
-        )
-        try:
-            await first.send(UserMessage(text="What does app.py do?"))
-            await first.recv_until(ToolRequest)
-            await other.send(Cancel(reason="stopped from my other terminal"))
-            finished = await first.recv_until(RunFinished)
-            seen = await other.recv_until(RunFinished)
-        finally:
-            await first.close()
-            await other.close()
+    async with two_replicas(database_url, fake) as pair:
+        await pair.first.send(UserMessage(text="What does app.py do?"))
+        await pair.first.recv_until(ToolRequest)
+        await pair.other.send(Cancel(reason="stopped from my other terminal"))
+        finished = await pair.first.recv_until(RunFinished)
+        seen = await pair.other.recv_until(RunFinished)
     assert (finished.stop_reason, finished.detail) == (
         "cancelled",
         "stopped from my other terminal",

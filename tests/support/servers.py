@@ -51,6 +51,15 @@ def script(*turns: dict[str, Any]) -> Script:
     return Script.from_dict({"turns": list(turns)})
 
 
+def read_then_answer() -> Script:
+    """A run that waits for one read's result (what it reads does not matter), then answers
+    "It sets x."."""
+    return script(
+        {"text": "Reading.", "tool_calls": [call("read", path="app.py")]},
+        {"text": "It sets x."},
+    )
+
+
 def call(name: str, **arguments: Any) -> dict[str, Any]:
     """A scripted tool call, for turns: {"tool_calls": [call("read", path="a.py")]}."""
     return {"name": name, "arguments": arguments}
