@@ -3,7 +3,8 @@
 Runs the real `cairn` command headless (which starts its embedded server) against an instant
 fake model in this process. Each of 20 steps is an auto-approved `read`: model answer →
 server → websocket → client policy + tool → back → next model request. The baseline is the
-bare openai SDK calling the same fake back to back, in the same process.
+bare openai SDK calling the same fake back to back, in the same process. The local server's
+CPU per model call (from /proc) is the figure least moved by a noisy machine.
 
     uv run python bench/turnaround.py
 """
@@ -19,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cairn_client.local_server import stop_local_server
+from cairn_client.local_server import read_state, stop_local_server
 from cairn_fakes.runner import FakeModelServer
 from cairn_fakes.script import Script
 from openai import AsyncOpenAI
@@ -102,6 +103,12 @@ async def bare_sdk_gaps_ms(fake: FakeModelServer, steps: int) -> list[float]:
     return gaps_ms(fake)
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds the process has used (user and system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1] if len(values) >= 2 else values[0]
 
@@ -117,7 +124,11 @@ def main() -> None:
         cold_fresh_s = first_request - launched
 
         fake.set_script(read_script(STEPS))  # the local server the first one started is up
+        server = read_state(data_dir)
+        assert server is not None, "cairn -p left no local server up"
+        cpu_before = process_cpu_s(server.pid)
         launched, first_request = run_cairn(fake, repo, data_dir)
+        server_cpu_ms = (process_cpu_s(server.pid) - cpu_before) * 1000 / (STEPS + 1)
         cold_s = first_request - launched
         ours = gaps_ms(fake)
         assert len(ours) == STEPS, f"expected {STEPS} read steps, saw {len(ours)}"
@@ -130,6 +141,7 @@ def main() -> None:
     print(f"read-tool turnaround over {STEPS} steps (model answer -> next model request)")
     print(f"  cairn:              median {median:7.1f} ms   p95 {high:7.1f} ms")
     print(f"  bare SDK baseline:  median {base_median:7.1f} ms")
+    print(f"  the server's CPU per model call of the run: {server_cpu_ms:.1f} ms")
     print(
         f"  Letta Code (ref.):  ~{LETTA_READ_TURN_MS} ms per read-tool turn, "
         f"~{LETTA_PLAIN_TURN_MS} ms per plain turn"
@@ -140,6 +152,7 @@ def main() -> None:
     print(
         f"turnaround_median_ms={median:.1f} turnaround_p95_ms={high:.1f} "
         f"baseline_median_ms={base_median:.2f} ratio_vs_baseline={median / base_median:.1f} "
+        f"server_cpu_ms_per_step={server_cpu_ms:.1f} "
         f"server_up_start_s={cold_s:.2f} cold_start_fresh_s={cold_fresh_s:.2f} steps={STEPS} "
         f"letta_read_turn_ms={LETTA_READ_TURN_MS} letta_cold_start_s={LETTA_COLD_START_S}"
     )
