@@ -661,9 +661,10 @@ class AgentRun:
             record = await self.store.settle_tool_call(call_id, status, "", reason)
             if record is not None:
                 await self._record_settled(record)
-        if record is None:  # the executor answered first; its answer stands
-            existing = await self.store.get_tool_call(call_id)
-            assert existing is not None
+        if record is None:  # the executor answered first (or its answer was stored and only
+            existing = await self.store.get_tool_call(call_id)  # telling the clients failed):
+            assert existing is not None  # its answer stands, and the run goes on with it
+            self._resume(existing)
             return existing
         self._resume(record)
         return record

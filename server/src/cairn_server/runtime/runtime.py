@@ -526,11 +526,11 @@ class Runtime:
         """End the runs that a server process which is gone left running (at start: the
         previous process's; on PostgreSQL, a dead replica's, never a live one's), so their
         conversations go on."""
-        runs = [
-            run
-            for run in await self.store.running_runs()
-            if run.conversation_id not in self._active and not await self.alive(run.owner)
+        candidates = [
+            r for r in await self.store.running_runs() if r.conversation_id not in self._active
         ]
+        gone = {owner for owner in {r.owner for r in candidates} if not await self.alive(owner)}
+        runs = [run for run in candidates if run.owner in gone]  # each owner asked once
         if not runs:
             return 0
         pending = {
@@ -549,7 +549,8 @@ class Runtime:
         ended = await self.store.interrupt_running_runs(
             unknown_outcome("the server restarted"), [run.id for run in runs]
         )
-        runs = [run for run in runs if run.id in {e.id for e in ended}]  # not one ended since
+        ended_ids = {run.id for run in ended}
+        runs = [run for run in runs if run.id in ended_ids]  # not one that ended meanwhile
         if self.metrics is not None:
             self.metrics.orphaned_runs.inc(len(runs))
         for run in runs:
